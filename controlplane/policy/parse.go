@@ -1,0 +1,213 @@
+// Package policy loads, validates and stores directpipe route policy.
+//
+// The schema is the protobuf in api/directpipe/policy/v1; the YAML file is a
+// protojson document written as YAML. Parsing is strict: an unknown field or
+// a value of the wrong type is an error that names the field path and line.
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"gopkg.in/yaml.v3"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+)
+
+// MaxPolicyBytes bounds the size of a policy document so that a runaway file
+// or API request cannot exhaust the control plane's memory.
+const MaxPolicyBytes = 16 << 20
+
+// LoadFile reads, parses and validates the policy file at path.
+func LoadFile(path string) (*policyv1.Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	p, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Parse decodes a YAML (or JSON) policy strictly and validates it.
+func Parse(data []byte) (*policyv1.Policy, error) {
+	p, err := Decode(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := Validate(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Decode decodes a YAML (or JSON) policy strictly without validating the
+// references inside it.
+func Decode(data []byte) (*policyv1.Policy, error) {
+	if len(data) > MaxPolicyBytes {
+		return nil, fmt.Errorf("policy is %d bytes, more than the %d allowed", len(data), MaxPolicyBytes)
+	}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return &policyv1.Policy{}, nil
+		}
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	p := &policyv1.Policy{}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if err := checkMessage(doc, p.ProtoReflect().Descriptor(), ""); err != nil {
+		return nil, err
+	}
+	js, err := sigsyaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	if err := (protojson.UnmarshalOptions{}).Unmarshal(js, p); err != nil {
+		return nil, fmt.Errorf("decode policy: %w", err)
+	}
+	return p, nil
+}
+
+// checkMessage walks a YAML node against a message descriptor so that errors
+// carry the field path and line, which protojson alone does not give.
+func checkMessage(n *yaml.Node, md protoreflect.MessageDescriptor, path string) error {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return typeError(n, path, "a mapping")
+	}
+	if md.FullName() == "google.protobuf.Duration" {
+		return typeError(n, path, `a duration string such as "30s"`)
+	}
+	fields := md.Fields()
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		fd := fields.ByJSONName(k.Value)
+		if fd == nil {
+			fd = fields.ByName(protoreflect.Name(k.Value))
+		}
+		fp := join(path, k.Value)
+		if fd == nil {
+			return fmt.Errorf("%s: unknown field (line %d)", fp, k.Line)
+		}
+		if seen[string(fd.Name())] {
+			return fmt.Errorf("%s: set twice (line %d)", fp, k.Line)
+		}
+		seen[string(fd.Name())] = true
+		if err := checkField(v, fd, fp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkField(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) error {
+	if isNull(n) {
+		return nil
+	}
+	switch {
+	case fd.IsMap():
+		if n.Kind != yaml.MappingNode {
+			return typeError(n, path, "a mapping")
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkValue(n.Content[i+1], fd.MapValue(), path+"."+n.Content[i].Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	case fd.IsList():
+		if n.Kind != yaml.SequenceNode {
+			return typeError(n, path, "a list")
+		}
+		for i, item := range n.Content {
+			if err := checkValue(item, fd, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return checkValue(n, fd, path)
+}
+
+// checkValue checks one singular value of the field's kind.
+func checkValue(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) error {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		if fd.Message().FullName() == "google.protobuf.Duration" {
+			if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+				return typeError(n, path, `a duration string such as "30s"`)
+			}
+			return nil
+		}
+		return checkMessage(n, fd.Message(), path)
+	case protoreflect.StringKind, protoreflect.BytesKind, protoreflect.EnumKind:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+			return typeError(n, path, "a string")
+		}
+	case protoreflect.BoolKind:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+			return typeError(n, path, "true or false")
+		}
+	default: // numbers
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
+			return typeError(n, path, "a number")
+		}
+	}
+	return nil
+}
+
+func isNull(n *yaml.Node) bool {
+	return n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
+}
+
+func typeError(n *yaml.Node, path, want string) error {
+	got := map[yaml.Kind]string{
+		yaml.MappingNode:  "a mapping",
+		yaml.SequenceNode: "a list",
+		yaml.ScalarNode:   fmt.Sprintf("%q", n.Value),
+		yaml.AliasNode:    "an alias",
+	}[n.Kind]
+	if path == "" {
+		path = "policy"
+	}
+	return fmt.Errorf("%s: want %s, got %s (line %d)", path, want, got, n.Line)
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+// Marshal renders a policy as YAML with the field names of the file format.
+func Marshal(p *policyv1.Policy) ([]byte, error) {
+	js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("marshal policy: %w", err)
+	}
+	out, err := sigsyaml.JSONToYAML(js)
+	if err != nil {
+		return nil, fmt.Errorf("marshal policy: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,242 @@
+package policy
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+)
+
+// Route kinds and WebSocket modes as they are spelled in policy.
+const (
+	KindWebSocket = "websocket"
+	KindHTTP      = "http"
+	ModeUpgrade   = "upgrade"
+)
+
+// minHMACKeyBytes follows RFC 7518 §3.2: an HS256 key must be at least as
+// long as the hash output.
+const minHMACKeyBytes = 32
+
+var (
+	namePattern   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+	headerPattern = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~-]+$`)
+	sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// headers the handshake filter must never be told to overwrite: they steer
+// routing or carry the credential itself.
+var reservedHeaders = map[string]bool{
+	"authorization": true, "host": true, "connection": true, "upgrade": true,
+	"content-length": true, "transfer-encoding": true, "cookie": true,
+	"sec-websocket-key": true, "sec-websocket-protocol": true, "sec-websocket-version": true,
+}
+
+// Validate checks a decoded policy: names, references and values. All
+// problems are reported together, each prefixed with its field path.
+func Validate(p *policyv1.Policy) error {
+	v := &validator{}
+	v.policy(p)
+	return errors.Join(v.errs...)
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) errorf(path, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) name(path, name string, seen map[string]bool) {
+	switch {
+	case name == "":
+		v.errorf(path+".name", "required")
+	case !namePattern.MatchString(name):
+		v.errorf(path+".name", "%q must be lower-case letters, digits, '.', '_' or '-' (at most 63)", name)
+	case seen[name]:
+		v.errorf(path+".name", "%q is used twice", name)
+	}
+	seen[name] = true
+}
+
+func (v *validator) policy(p *policyv1.Policy) {
+	listeners := map[string]bool{}
+	if len(p.GetListeners()) == 0 {
+		v.errorf("listeners", "at least one listener is required")
+	}
+	for i, l := range p.GetListeners() {
+		path := fmt.Sprintf("listeners[%d]", i)
+		v.name(path, l.GetName(), listeners)
+		v.address(path+".address", l.GetAddress())
+	}
+	backends := map[string]bool{}
+	for i, b := range p.GetBackends() {
+		path := fmt.Sprintf("backends[%d]", i)
+		v.name(path, b.GetName(), backends)
+		if len(b.GetEndpoints()) == 0 {
+			v.errorf(path+".endpoints", "at least one endpoint is required")
+		}
+		for j, ep := range b.GetEndpoints() {
+			v.address(fmt.Sprintf("%s.endpoints[%d]", path, j), ep)
+		}
+		if d := b.GetConnectTimeout(); d != nil && d.AsDuration() <= 0 {
+			v.errorf(path+".connect_timeout", "must be positive")
+		}
+	}
+	auths := map[string]bool{}
+	for i, a := range p.GetAuthPolicies() {
+		v.auth(fmt.Sprintf("auth_policies[%d]", i), a, auths)
+	}
+	routes := map[string]bool{}
+	for i, r := range p.GetRoutes() {
+		v.route(fmt.Sprintf("routes[%d]", i), r, routes, listeners, backends, auths, len(p.GetListeners()))
+	}
+}
+
+func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backends, auths map[string]bool, nListeners int) {
+	v.name(path, r.GetName(), seen)
+	switch {
+	case r.GetListener() == "" && nListeners > 1:
+		v.errorf(path+".listener", "required when the policy has more than one listener")
+	case r.GetListener() != "" && !listeners[r.GetListener()]:
+		v.errorf(path+".listener", "no listener named %q", r.GetListener())
+	}
+	m := r.GetMatch()
+	switch {
+	case m.GetPrefix() == "" && m.GetPath() == "":
+		v.errorf(path+".match", "one of prefix and path is required")
+	case m.GetPrefix() != "" && m.GetPath() != "":
+		v.errorf(path+".match", "prefix and path are exclusive")
+	case !strings.HasPrefix(m.GetPrefix()+m.GetPath(), "/"):
+		v.errorf(path+".match", "a path must start with '/'")
+	}
+	switch r.GetKind() {
+	case KindWebSocket:
+		if mode := r.GetMode(); mode != "" && mode != ModeUpgrade {
+			v.errorf(path+".mode", "%q is not a supported mode (want %q)", mode, ModeUpgrade)
+		}
+	case KindHTTP:
+		if r.GetMode() != "" {
+			v.errorf(path+".mode", "only websocket routes have a mode")
+		}
+	case "":
+		v.errorf(path+".kind", "required: %q or %q", KindWebSocket, KindHTTP)
+	default:
+		v.errorf(path+".kind", "%q is not %q or %q", r.GetKind(), KindWebSocket, KindHTTP)
+	}
+	if r.GetBackend() == "" {
+		v.errorf(path+".backend", "required")
+	} else if !backends[r.GetBackend()] {
+		v.errorf(path+".backend", "no backend named %q", r.GetBackend())
+	}
+	if r.GetAuth() != "" && !auths[r.GetAuth()] {
+		v.errorf(path+".auth", "no auth policy named %q", r.GetAuth())
+	}
+	if d := r.GetIdleTimeout(); d != nil && d.AsDuration() < 0 {
+		v.errorf(path+".idle_timeout", "must not be negative")
+	}
+}
+
+func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bool) {
+	v.name(path, a.GetName(), seen)
+	if len(a.GetSources()) == 0 {
+		v.errorf(path+".sources", "at least one token source is required")
+	}
+	for i, s := range a.GetSources() {
+		sp := fmt.Sprintf("%s.sources[%d]", path, i)
+		switch src := s.GetSource().(type) {
+		case *policyv1.TokenSource_Bearer:
+			if !src.Bearer {
+				v.errorf(sp+".bearer", "must be true when set")
+			}
+		case *policyv1.TokenSource_Query:
+			if src.Query == "" {
+				v.errorf(sp+".query", "a parameter name is required")
+			}
+		case *policyv1.TokenSource_Header:
+			v.header(sp+".header", src.Header)
+		default:
+			v.errorf(sp, "one of bearer, query and header is required")
+		}
+	}
+	if len(a.GetJwt().GetKeys()) == 0 && len(a.GetApiKeys()) == 0 {
+		v.errorf(path, "needs jwt.keys or api_keys: a policy that accepts nothing is a mistake")
+	}
+	kids := map[string]bool{}
+	for i, k := range a.GetJwt().GetKeys() {
+		kp := fmt.Sprintf("%s.jwt.keys[%d]", path, i)
+		if kids[k.GetKid()] {
+			v.errorf(kp+".kid", "%q is used twice", k.GetKid())
+		}
+		kids[k.GetKid()] = true
+		if k.GetKty() != "oct" {
+			v.errorf(kp+".kty", "%q is not supported (want \"oct\")", k.GetKty())
+		}
+		if k.GetAlg() != "HS256" {
+			v.errorf(kp+".alg", "%q is not supported (want \"HS256\")", k.GetAlg())
+		}
+		secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.GetK(), "="))
+		switch {
+		case err != nil:
+			v.errorf(kp+".k", "not base64url: %v", err)
+		case len(secret) < minHMACKeyBytes:
+			v.errorf(kp+".k", "key is %d bytes; HS256 needs at least %d", len(secret), minHMACKeyBytes)
+		}
+	}
+	if l := a.GetJwt().GetLeeway(); l != nil && l.AsDuration() < 0 {
+		v.errorf(path+".jwt.leeway", "must not be negative")
+	}
+	for i, k := range a.GetApiKeys() {
+		kp := fmt.Sprintf("%s.api_keys[%d]", path, i)
+		if !sha256Pattern.MatchString(k.GetSha256()) {
+			v.errorf(kp+".sha256", "want 64 lower-case hex digits (the SHA-256 of the key)")
+		} else if _, err := hex.DecodeString(k.GetSha256()); err != nil {
+			v.errorf(kp+".sha256", "%v", err)
+		}
+		if k.GetIdentity() == "" {
+			v.errorf(kp+".identity", "required")
+		}
+	}
+	if h := a.GetIdentityHeader(); h != "" {
+		v.header(path+".identity_header", h)
+	}
+	for claim, h := range a.GetClaimHeaders() {
+		if claim == "" {
+			v.errorf(path+".claim_headers", "a claim name is empty")
+		}
+		v.header(path+".claim_headers."+claim, h)
+	}
+}
+
+func (v *validator) header(path, h string) {
+	switch {
+	case h == "":
+		v.errorf(path, "a header name is required")
+	case !headerPattern.MatchString(h):
+		v.errorf(path, "%q is not a lower-case header name", h)
+	case reservedHeaders[h]:
+		v.errorf(path, "%q is reserved", h)
+	}
+}
+
+// address accepts ip:port only: Envoy's socket addresses and static
+// endpoints take IP literals, and resolving names is a job for DNS clusters.
+func (v *validator) address(path, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.errorf(path, "%q is not host:port", addr)
+		return
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		v.errorf(path, "%q is not an IP address", host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		v.errorf(path, "%q is not a port in 1-65535", port)
+	}
+}
