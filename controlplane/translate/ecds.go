@@ -1,0 +1,57 @@
+package translate
+
+import (
+	"encoding/json"
+	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
+	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/policy"
+)
+
+const (
+	wasmTypeURL = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+	// wasmVMID is shared by every plugin config so that a config change
+	// reuses the running VM instead of starting a new one.
+	wasmVMID = "directpipe"
+)
+
+// handshakeConfig is the ECDS resource carrying the handshake filter and its
+// whole configuration: auth policies, their keys and the route table's auth
+// settings. Changing any of them changes only this resource.
+func handshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionConfig, error) {
+	cfg := filterConfig{Routes: map[string]string{}, Policies: map[string]filterAuthPolicy{}}
+	for _, a := range p.GetAuthPolicies() {
+		cfg.Policies[a.GetName()] = authPolicy(a)
+	}
+	for _, r := range p.GetRoutes() {
+		cfg.Routes[r.GetName()] = r.GetAuth()
+		if r.GetKind() == policy.KindWebSocket {
+			cfg.Routes[r.GetName()+UpgradeRequiredSuffix] = ""
+		}
+	}
+	// encoding/json sorts map keys, so the document is deterministic.
+	doc, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("translate: encode filter config: %w", err)
+	}
+	wasm := &wasmfilterv3.Wasm{Config: &wasmv3.PluginConfig{
+		Name:   HandshakeFilterName,
+		RootId: HandshakeFilterName,
+		Vm: &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{
+			VmId:    wasmVMID,
+			Runtime: "envoy.wasm.runtime.v8",
+			Code: &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Local{Local: &corev3.DataSource{
+				Specifier: &corev3.DataSource_Filename{Filename: opts.WasmPath},
+			}}},
+		}},
+		Configuration: mustAny(wrapperspb.String(string(doc))),
+		// A filter that cannot run must not let callers through.
+		FailurePolicy: wasmv3.FailurePolicy_FAIL_CLOSED,
+	}}
+	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(wasm)}, nil
+}

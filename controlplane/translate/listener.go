@@ -1,0 +1,113 @@
+package translate
+
+import (
+	"net"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+)
+
+// HandshakeFilterName names the handshake filter in both chains and its ECDS
+// resource: Envoy fetches the filter's config by this name.
+const HandshakeFilterName = "directpipe.handshake"
+
+// adsSource is the config source for every dynamic resource: the one ADS
+// stream, so Envoy receives a consistent set from one control plane.
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+// listener builds an HTTP listener. Its content depends only on the listener
+// policy, never on routes, back ends or keys: those travel by RDS, CDS/EDS and
+// ECDS, because any change to a listener drains its live connections.
+func listener(l *policyv1.Listener) *listenerv3.Listener {
+	host, portStr, _ := net.SplitHostPort(l.GetAddress()) // validated by policy
+	port, _ := strconv.ParseUint(portStr, 10, 32)
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: l.GetName(),
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: l.GetName(),
+			ConfigSource:    adsSource(),
+		}},
+		// The REST chain: the handshake check (for REST routes with auth),
+		// CORS, then the router.
+		HttpFilters: []*hcmv3.HttpFilter{handshakeFilter(), corsFilter(), routerFilter()},
+		// The direct path: a WebSocket upgrade runs only the handshake check
+		// and the router. Routes opt in or out per route.
+		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{
+			UpgradeType: "websocket",
+			Filters:     []*hcmv3.HttpFilter{handshakeFilter(), routerFilter()},
+		}},
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
+	}
+	if l.GetHttp2() {
+		hcm.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{AllowConnect: true}
+	} else {
+		hcm.CodecType = hcmv3.HttpConnectionManager_HTTP1
+	}
+	return &listenerv3.Listener{
+		Name: l.GetName(),
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address:       host,
+			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+		}}},
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       "envoy.filters.network.http_connection_manager",
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+			}},
+		}},
+	}
+}
+
+// handshakeFilter refers to the Wasm filter by ECDS, so a key rotation or a
+// new route's auth setting reaches Envoy without touching the listener.
+func handshakeFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{
+		Name: HandshakeFilterName,
+		ConfigType: &hcmv3.HttpFilter_ConfigDiscovery{ConfigDiscovery: &corev3.ExtensionConfigSource{
+			ConfigSource: adsSource(),
+			TypeUrls:     []string{wasmTypeURL},
+		}},
+	}
+}
+
+func corsFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{
+		Name:       "envoy.filters.http.cors",
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&corsv3.Cors{})},
+	}
+}
+
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{
+		Name:       "envoy.filters.http.router",
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+	}
+}
+
+// mustAny packs a message. Marshalling a well-formed generated message cannot
+// fail, so a failure is a programming error.
+// Deterministic marshalling keeps map order, and so content hashes, stable.
+func mustAny(m proto.Message) *anypb.Any {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		panic(err)
+	}
+	return a
+}

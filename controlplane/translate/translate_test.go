@@ -1,0 +1,194 @@
+package translate
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	"github.com/directpipe/directpipe/controlplane/policy"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+var testOptions = Options{WasmPath: "/opt/directpipe/handshake.wasm"}
+
+// TestGolden translates each testdata/<case>.in.yaml and compares every
+// resource type with its own golden file, so a reviewer sees exactly which
+// Envoy resource a change moved.
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
+		t.Run(name, func(t *testing.T) {
+			p, err := policy.LoadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := Translate(p, testOptions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for kind, list := range map[string][]types.Resource{
+				"listeners":         res.Listeners,
+				"routes":            res.Routes,
+				"clusters":          res.Clusters,
+				"endpoints":         res.Endpoints,
+				"extension_configs": res.ExtensionConfigs,
+			} {
+				got := render(t, list)
+				file := filepath.Join("testdata", name+"."+kind+".yaml")
+				if *update {
+					if err := os.WriteFile(file, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				want, err := os.ReadFile(file)
+				if err != nil {
+					t.Fatalf("%v (run go test ./controlplane/translate -update)", err)
+				}
+				if string(got) != string(want) {
+					t.Errorf("%s differs from the translation; run with -update and review the diff.\ngot:\n%s", file, got)
+				}
+			}
+		})
+	}
+}
+
+// render prints resources as YAML. protojson's output is deliberately
+// unstable in whitespace, so it is normalised through encoding/json.
+func render(t *testing.T, list []types.Resource) []byte {
+	t.Helper()
+	var docs []any
+	for _, r := range list {
+		js, err := protojson.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal(js, &v); err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, v)
+	}
+	if docs == nil {
+		docs = []any{}
+	}
+	out, err := yaml.Marshal(docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestDeterministic(t *testing.T) {
+	p, err := policy.LoadFile("testdata/example.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := Translate(p, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		again, err := Translate(p, testOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(render(t, again.ExtensionConfigs)) != string(render(t, first.ExtensionConfigs)) ||
+			string(render(t, again.Listeners)) != string(render(t, first.Listeners)) {
+			t.Fatal("the same policy translated twice gave different resources")
+		}
+	}
+}
+
+// TestListenerIndependentOfRoutes proves the rule that keeps live calls up:
+// changing routes, back ends or keys must not change any listener.
+func TestListenerIndependentOfRoutes(t *testing.T) {
+	base, err := policy.LoadFile("testdata/example.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := policy.LoadFile("testdata/example.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed.Routes = changed.Routes[:1]
+	changed.Backends[0].Endpoints = append(changed.Backends[0].Endpoints, "127.0.0.1:9999")
+	changed.AuthPolicies[0].Jwt.Keys[0].Kid = "rotated"
+	if err := policy.Validate(changed); err != nil {
+		t.Fatal(err)
+	}
+	a, err := Translate(base, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Translate(changed, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(render(t, a.Listeners)) != string(render(t, b.Listeners)) {
+		t.Error("a route, endpoint or key change changed a listener: that would drain live calls")
+	}
+	if string(render(t, a.ExtensionConfigs)) == string(render(t, b.ExtensionConfigs)) {
+		t.Error("a key rotation did not change the filter config")
+	}
+}
+
+func TestFilterConfigRoutes(t *testing.T) {
+	p, err := policy.LoadFile("testdata/example.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Translate(p, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := decodeFilterConfig(t, res)
+	want := map[string]string{"voice": "demo", "voice" + UpgradeRequiredSuffix: "", "api": ""}
+	for route, auth := range want {
+		if got, ok := cfg.Routes[route]; !ok || got != auth {
+			t.Errorf("routes[%q] = %q, %v; want %q", route, got, ok, auth)
+		}
+	}
+	if _, ok := cfg.Policies["demo"]; !ok {
+		t.Error("policy demo missing from the filter config")
+	}
+}
+
+func decodeFilterConfig(t *testing.T, res *Resources) filterConfig {
+	t.Helper()
+	tec := res.ExtensionConfigs[0].(*corev3.TypedExtensionConfig)
+	js, err := protojson.Marshal(tec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		TypedConfig struct {
+			Config struct {
+				Configuration struct {
+					Value string `json:"value"`
+				} `json:"configuration"`
+			} `json:"config"`
+		} `json:"typedConfig"`
+	}
+	if err := json.Unmarshal(js, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var cfg filterConfig
+	if err := json.Unmarshal([]byte(doc.TypedConfig.Config.Configuration.Value), &cfg); err != nil {
+		t.Fatalf("filter config is not JSON: %v", err)
+	}
+	return cfg
+}
