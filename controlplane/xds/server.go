@@ -1,0 +1,182 @@
+// Package xds serves translated resources to Envoy over ADS, state of the
+// world and delta, and records what each connected Envoy has ACKed or NACKed.
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/directpipe/directpipe/controlplane/translate"
+)
+
+// snapshotGroup is the one cache key every Envoy maps to: all Envoys run the
+// same policy, and per-node state lives in Status, not in the cache.
+const snapshotGroup = "directpipe"
+
+type groupHash struct{}
+
+func (groupHash) ID(*corev3.Node) string { return snapshotGroup }
+
+// Server is the xDS server: a snapshot cache, the ADS gRPC service over it
+// and the per-node status fed by the stream callbacks.
+type Server struct {
+	cache  cachev3.SnapshotCache
+	status *Status
+	ads    serverv3.Server
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	versions map[string]string // type URL -> version last set
+}
+
+// NewServer returns a server with an empty cache. Envoys that connect before
+// the first SetResources wait until it is called.
+func NewServer(ctx context.Context, log *slog.Logger, metrics *Metrics) *Server {
+	s := &Server{
+		cache:  cachev3.NewSnapshotCache(true, groupHash{}, cacheLogger{log}),
+		status: newStatus(log, metrics),
+		log:    log,
+	}
+	s.ads = serverv3.NewServer(ctx, s.cache, s.status.callbacks())
+	return s
+}
+
+// Register adds the ADS service to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.ads)
+}
+
+// Status is the per-node record of what was sent, ACKed and NACKed.
+func (s *Server) Status() *Status { return s.status }
+
+// typeOrder lists the resource types in the order Envoy needs them: a
+// cluster before its endpoints, a listener's filter configs and routes
+// before the listener can take traffic.
+var typeOrder = []string{
+	resource.ClusterType, resource.EndpointType, resource.ExtensionConfigType,
+	resource.ListenerType, resource.RouteType,
+}
+
+// SetResources validates a translated set and, only if it is consistent,
+// makes it the snapshot every Envoy is served. On error nothing changes: the
+// last good snapshot keeps serving. It returns the version of each type.
+func (s *Server) SetResources(ctx context.Context, res *translate.Resources) (map[string]string, error) {
+	byType := map[string][]types.Resource{
+		resource.ListenerType:        res.Listeners,
+		resource.RouteType:           res.Routes,
+		resource.ClusterType:         res.Clusters,
+		resource.EndpointType:        res.Endpoints,
+		resource.ExtensionConfigType: res.ExtensionConfigs,
+	}
+	snap := &cachev3.Snapshot{}
+	versions := map[string]string{}
+	for _, typeURL := range typeOrder {
+		list := byType[typeURL]
+		for _, r := range list {
+			if v, ok := r.(interface{ ValidateAll() error }); ok {
+				if err := v.ValidateAll(); err != nil {
+					return nil, fmt.Errorf("xds: invalid %s resource: %w", typeURL, err)
+				}
+			}
+		}
+		version, err := contentVersion(list)
+		if err != nil {
+			return nil, err
+		}
+		versions[typeURL] = version
+		snap.Resources[cachev3.GetResponseType(typeURL)] = cachev3.NewResources(version, list)
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("xds: snapshot is not consistent: %w", err)
+	}
+	if err := s.cache.SetSnapshot(ctx, snapshotGroup, snap); err != nil {
+		return nil, fmt.Errorf("xds: set snapshot: %w", err)
+	}
+	s.mu.Lock()
+	changed := []string{}
+	for _, t := range typeOrder {
+		if s.versions[t] != versions[t] {
+			changed = append(changed, shortType(t))
+		}
+	}
+	s.versions = versions
+	s.mu.Unlock()
+	s.status.setLatest(versions)
+	s.log.Info("snapshot set", "changed", changed, "versions", shortVersions(versions))
+	return versions, nil
+}
+
+// Versions returns the version of each type in the current snapshot.
+func (s *Server) Versions() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.versions))
+	for k, v := range s.versions {
+		out[k] = v
+	}
+	return out
+}
+
+// contentVersion hashes the resources of one type in their (deterministic)
+// order, so the same policy always yields the same version and a restarted
+// control plane re-sends what Envoy already has under the same name.
+func contentVersion(list []types.Resource) (string, error) {
+	h := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, r := range list {
+		b, err := opts.Marshal(r)
+		if err != nil {
+			return "", fmt.Errorf("xds: hash resource: %w", err)
+		}
+		// Length-prefix each resource so that two lists cannot collide by
+		// moving bytes across a boundary.
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+func shortVersions(v map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, ver := range v {
+		out[shortType(k)] = ver
+	}
+	return out
+}
+
+// Serve runs a gRPC server with the ADS service on lis until ctx ends.
+func Serve(ctx context.Context, g *grpc.Server, serve func() error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- serve() }()
+	select {
+	case <-ctx.Done():
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			g.Stop()
+		}
+		return nil
+	case err := <-errc:
+		if errors.Is(err, grpc.ErrServerStopped) {
+			return nil
+		}
+		return err
+	}
+}

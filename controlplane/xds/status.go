@@ -1,0 +1,341 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+)
+
+// SyncState says where a node stands for one resource type.
+type SyncState string
+
+const (
+	Synced  SyncState = "SYNCED"   // ACKed the latest version
+	Stale   SyncState = "STALE"    // sent, not yet ACKed
+	Nacked  SyncState = "NACKED"   // rejected the latest version it was sent
+	NotSent SyncState = "NOT_SENT" // never asked for or never sent
+)
+
+// Flavours of xDS a node may speak.
+const (
+	FlavourSotW  = "sotw"
+	FlavourDelta = "delta"
+)
+
+// Nack is Envoy's rejection of a version.
+type Nack struct {
+	Version string
+	Error   string
+	At      time.Time
+}
+
+// TypeStatus is what one node has been sent and has answered for one type.
+type TypeStatus struct {
+	Sent    string
+	SentAt  time.Time
+	Acked   string
+	AckedAt time.Time
+	// LastNack is the most recent rejection, kept after later ACKs so that
+	// an operator can still see what went wrong.
+	LastNack *Nack
+}
+
+// NodeStatus is one Envoy as the control plane sees it.
+type NodeStatus struct {
+	ID             string
+	Cluster        string
+	EnvoyVersion   string
+	Flavour        string
+	Connected      bool
+	ConnectedSince time.Time
+	LastSeen       time.Time
+	Types          map[string]TypeStatus
+}
+
+// State says whether the node runs the latest version of a type.
+func (n NodeStatus) State(typeURL, latest string) SyncState {
+	ts, ok := n.Types[typeURL]
+	switch {
+	case !ok || ts.Sent == "":
+		return NotSent
+	case ts.LastNack != nil && ts.LastNack.Version == ts.Sent && ts.Acked != ts.Sent:
+		return Nacked
+	case ts.Acked == latest:
+		return Synced
+	}
+	return Stale
+}
+
+// EventKind names what happened.
+type EventKind string
+
+const (
+	EventConnected    EventKind = "node_connected"
+	EventDisconnected EventKind = "node_gone"
+	EventPushed       EventKind = "pushed"
+	EventACK          EventKind = "ack"
+	EventNACK         EventKind = "nack"
+	EventSnapshot     EventKind = "snapshot_set"
+)
+
+// Event is one xDS happening, for the admin API's event stream.
+type Event struct {
+	At      time.Time
+	Kind    EventKind
+	Node    string
+	TypeURL string
+	Version string
+	Error   string
+}
+
+// Status records per node and type what was sent, ACKed and NACKed, fed by
+// go-control-plane's stream callbacks.
+type Status struct {
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu      sync.Mutex
+	nodes   map[string]*NodeStatus
+	streams map[int64]*stream
+	latest  map[string]string
+	subs    map[chan Event]struct{}
+}
+
+// stream is one ADS stream: its node and the version behind each nonce, as
+// Envoy answers a nonce rather than a version in delta xDS and in NACKs.
+type stream struct {
+	node    string
+	flavour string
+	nonces  map[string]string
+}
+
+// maxNonces bounds the nonce memory of a stream that never answers.
+const maxNonces = 64
+
+func newStatus(log *slog.Logger, m *Metrics) *Status {
+	return &Status{
+		log: log, metrics: m,
+		nodes: map[string]*NodeStatus{}, streams: map[int64]*stream{},
+		latest: map[string]string{}, subs: map[chan Event]struct{}{},
+	}
+}
+
+func (s *Status) callbacks() serverv3.Callbacks {
+	return serverv3.CallbackFuncs{
+		StreamOpenFunc: func(_ context.Context, id int64, _ string) error {
+			s.open(id, FlavourSotW)
+			return nil
+		},
+		DeltaStreamOpenFunc: func(_ context.Context, id int64, _ string) error {
+			s.open(id, FlavourDelta)
+			return nil
+		},
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id) },
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+			return nil
+		},
+		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+			s.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+			s.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+		},
+	}
+}
+
+func (s *Status) open(id int64, flavour string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streams[id] = &stream{flavour: flavour, nonces: map[string]string{}}
+}
+
+func (s *Status) closed(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[id]
+	delete(s.streams, id)
+	if st == nil || st.node == "" {
+		return
+	}
+	for _, other := range s.streams {
+		if other.node == st.node {
+			return // the node still has another stream
+		}
+	}
+	if n := s.nodes[st.node]; n != nil {
+		n.Connected = false
+		n.LastSeen = time.Now()
+	}
+	s.metrics.connected(-1)
+	s.log.Info("envoy disconnected", "node", st.node)
+	s.emit(Event{Kind: EventDisconnected, Node: st.node})
+}
+
+// request handles a discovery request: the first one names the node, later
+// ones ACK or NACK the response whose nonce they carry.
+func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce, errMsg string, nack bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[id]
+	if st == nil {
+		return
+	}
+	now := time.Now()
+	if st.node == "" && node.GetId() != "" {
+		st.node = node.GetId()
+		n := s.nodes[st.node]
+		if n == nil || !n.Connected {
+			n = &NodeStatus{
+				ID: node.GetId(), Cluster: node.GetCluster(), EnvoyVersion: envoyVersion(node),
+				Flavour: st.flavour, Connected: true, ConnectedSince: now, Types: map[string]TypeStatus{},
+			}
+			s.nodes[st.node] = n
+			s.metrics.connected(1)
+			s.log.Info("envoy connected", "node", n.ID, "cluster", n.Cluster, "version", n.EnvoyVersion, "xds", n.Flavour)
+			s.emit(Event{Kind: EventConnected, Node: n.ID})
+		}
+	}
+	n := s.nodes[st.node]
+	if n == nil {
+		return
+	}
+	n.LastSeen = now
+	if nonce == "" {
+		return // a subscription, not an answer
+	}
+	version, known := st.nonces[nonce]
+	delete(st.nonces, nonce)
+	if !known {
+		return // an answer to a response this process did not send
+	}
+	ts := n.Types[typeURL]
+	if nack {
+		ts.LastNack = &Nack{Version: version, Error: errMsg, At: now}
+		s.metrics.nack(typeURL)
+		s.log.Warn("envoy rejected config", "node", n.ID, "type", shortType(typeURL), "version", version, "error", errMsg)
+		s.emit(Event{Kind: EventNACK, Node: n.ID, TypeURL: typeURL, Version: version, Error: errMsg})
+	} else {
+		ts.Acked, ts.AckedAt = version, now
+		s.metrics.ack(typeURL)
+		s.log.Debug("envoy accepted config", "node", n.ID, "type", shortType(typeURL), "version", version)
+		s.emit(Event{Kind: EventACK, Node: n.ID, TypeURL: typeURL, Version: version})
+	}
+	n.Types[typeURL] = ts
+}
+
+func (s *Status) response(id int64, typeURL, nonce, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[id]
+	if st == nil {
+		return
+	}
+	if len(st.nonces) >= maxNonces {
+		clear(st.nonces)
+	}
+	st.nonces[nonce] = version
+	s.metrics.push(typeURL)
+	n := s.nodes[st.node]
+	if n == nil {
+		return
+	}
+	ts := n.Types[typeURL]
+	ts.Sent, ts.SentAt = version, time.Now()
+	n.Types[typeURL] = ts
+	s.emit(Event{Kind: EventPushed, Node: n.ID, TypeURL: typeURL, Version: version})
+}
+
+func (s *Status) setLatest(versions map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latest = versions
+	s.emit(Event{Kind: EventSnapshot, Version: fmt.Sprint(shortVersions(versions))})
+}
+
+// Latest returns the version of each type in the current snapshot.
+func (s *Status) Latest() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.latest))
+	for k, v := range s.latest {
+		out[k] = v
+	}
+	return out
+}
+
+// Nodes returns every node seen since start, connected ones first, by ID.
+func (s *Status) Nodes() []NodeStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]NodeStatus, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		c := *n
+		c.Types = make(map[string]TypeStatus, len(n.Types))
+		for k, v := range n.Types {
+			c.Types[k] = v
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Connected != out[j].Connected {
+			return out[i].Connected
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Subscribe returns a channel of events and a function that ends the
+// subscription. A subscriber that falls behind loses events rather than
+// stalling xDS.
+func (s *Status) Subscribe() (<-chan Event, func()) {
+	ch := make(chan Event, 256)
+	s.mu.Lock()
+	s.subs[ch] = struct{}{}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.subs[ch]; ok {
+			delete(s.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// emit is called with s.mu held.
+func (s *Status) emit(e Event) {
+	e.At = time.Now()
+	for ch := range s.subs {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
+}
+
+func envoyVersion(n *corev3.Node) string {
+	if v := n.GetUserAgentBuildVersion().GetVersion(); v != nil {
+		return fmt.Sprintf("%d.%d.%d", v.GetMajorNumber(), v.GetMinorNumber(), v.GetPatch())
+	}
+	return n.GetUserAgentVersion()
+}
+
+// shortType turns a type URL into its message name, e.g. "Listener".
+func shortType(typeURL string) string {
+	return typeURL[strings.LastIndex(typeURL, ".")+1:]
+}
