@@ -104,6 +104,11 @@ func (s *Server) SetResources(ctx context.Context, res *translate.Resources) (ma
 	if err := snap.Consistent(); err != nil {
 		return nil, fmt.Errorf("xds: snapshot is not consistent: %w", err)
 	}
+	// Delta xDS compares per-resource versions; computing them here keeps a
+	// failure from surfacing later inside a stream.
+	if err := snap.ConstructVersionMap(); err != nil {
+		return nil, fmt.Errorf("xds: version map: %w", err)
+	}
 	if err := s.cache.SetSnapshot(ctx, snapshotGroup, snap); err != nil {
 		return nil, fmt.Errorf("xds: set snapshot: %w", err)
 	}

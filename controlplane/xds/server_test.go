@@ -1,0 +1,154 @@
+package xds
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/translate"
+)
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func example(t *testing.T) *translate.Resources {
+	t.Helper()
+	p, err := policy.LoadFile("../translate/testdata/example.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := translate.Translate(p, translate.Options{WasmPath: "/x.wasm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestSetResourcesVersionsAreContentHashes(t *testing.T) {
+	ctx := context.Background()
+	s := NewServer(ctx, quietLog(), NewMetrics(nil))
+	v1, err := s.SetResources(ctx, example(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := NewServer(ctx, quietLog(), NewMetrics(nil))
+	v2, err := other.SetResources(ctx, example(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, v := range v1 {
+		if v2[typ] != v {
+			t.Errorf("%s: version %s in one process, %s in another", typ, v, v2[typ])
+		}
+	}
+	res := example(t)
+	res.Endpoints = res.Endpoints[:1]
+	res.Clusters = res.Clusters[:1]
+	v3, err := s.SetResources(ctx, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v3[resource.ListenerType] != v1[resource.ListenerType] {
+		t.Error("listener version moved though listeners did not change")
+	}
+	if v3[resource.ClusterType] == v1[resource.ClusterType] {
+		t.Error("cluster version did not move though clusters changed")
+	}
+}
+
+func TestSetResourcesKeepsLastGoodSnapshot(t *testing.T) {
+	ctx := context.Background()
+	s := NewServer(ctx, quietLog(), NewMetrics(nil))
+	good, err := s.SetResources(ctx, example(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		break_ func(*translate.Resources)
+	}{
+		{"route table missing", func(r *translate.Resources) { r.Routes = nil }},
+		{"endpoints missing", func(r *translate.Resources) { r.Endpoints = r.Endpoints[:1] }},
+		{"invalid resource", func(r *translate.Resources) {
+			r.Routes = append(r.Routes[:0:0], &routev3.RouteConfiguration{Name: "public", VirtualHosts: []*routev3.VirtualHost{{}}})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := example(t)
+			tt.break_(res)
+			if _, err := s.SetResources(ctx, res); err == nil {
+				t.Fatal("a broken snapshot was accepted")
+			}
+			if got := s.Versions(); got[resource.RouteType] != good[resource.RouteType] || got[resource.EndpointType] != good[resource.EndpointType] {
+				t.Errorf("versions changed after a rejected snapshot: %v, want %v", got, good)
+			}
+		})
+	}
+}
+
+func TestStatusTracksAckAndNack(t *testing.T) {
+	st := newStatus(quietLog(), NewMetrics(nil))
+	cb := st.callbacks()
+	ctx := context.Background()
+	node := &corev3.Node{Id: "envoy-1", Cluster: "edge", UserAgentName: "envoy"}
+	const typ = resource.ExtensionConfigType
+
+	_ = cb.OnStreamOpen(ctx, 1, resource.AnyType)
+	_ = cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ})
+	cb.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: typ, VersionInfo: "v1", Nonce: "n1"})
+
+	n := st.Nodes()[0]
+	if got := n.State(typ, "v1"); got != Stale {
+		t.Errorf("after a send: %s, want %s", got, Stale)
+	}
+	_ = cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ, VersionInfo: "v1", ResponseNonce: "n1"})
+	if got := st.Nodes()[0].State(typ, "v1"); got != Synced {
+		t.Errorf("after an ACK: %s, want %s", got, Synced)
+	}
+	cb.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: typ, VersionInfo: "v2", Nonce: "n2"})
+	_ = cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{
+		Node: node, TypeUrl: typ, VersionInfo: "v1", ResponseNonce: "n2",
+		ErrorDetail: &status.Status{Message: "Invalid path: /x.wasm"},
+	})
+	n = st.Nodes()[0]
+	if got := n.State(typ, "v2"); got != Nacked {
+		t.Errorf("after a NACK: %s, want %s", got, Nacked)
+	}
+	if nack := n.Types[typ].LastNack; nack == nil || nack.Version != "v2" || nack.Error != "Invalid path: /x.wasm" {
+		t.Errorf("LastNack = %+v", nack)
+	}
+	if n.Types[typ].Acked != "v1" {
+		t.Errorf("Acked = %q, want the last good v1", n.Types[typ].Acked)
+	}
+	cb.OnStreamClosed(1, node)
+	if st.Nodes()[0].Connected {
+		t.Error("node still connected after its stream closed")
+	}
+}
+
+func TestStatusDeltaAckByNonce(t *testing.T) {
+	st := newStatus(quietLog(), NewMetrics(nil))
+	cb := st.callbacks()
+	ctx := context.Background()
+	node := &corev3.Node{Id: "envoy-d"}
+	const typ = resource.RouteType
+	_ = cb.OnDeltaStreamOpen(ctx, 7, resource.AnyType)
+	_ = cb.OnStreamDeltaRequest(7, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typ})
+	cb.OnStreamDeltaResponse(7, nil, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: typ, SystemVersionInfo: "r1", Nonce: "a"})
+	_ = cb.OnStreamDeltaRequest(7, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResponseNonce: "a"})
+	n := st.Nodes()[0]
+	if n.Flavour != FlavourDelta {
+		t.Errorf("flavour = %s", n.Flavour)
+	}
+	if got := n.State(typ, "r1"); got != Synced {
+		t.Errorf("state = %s, want %s", got, Synced)
+	}
+}
