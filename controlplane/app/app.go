@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,9 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
@@ -36,22 +39,33 @@ type Config struct {
 	MetricsAddr string
 	// WasmPath is the handshake module's path as Envoy sees it.
 	WasmPath string
+	// AdminAddr is the admin gRPC address; empty disables the admin API.
+	AdminAddr string
+	// AdminToken is the bearer token every admin call must carry.
+	AdminToken string
+	// AdminTLS, when set, serves the admin API over TLS (with client
+	// certificates if it asks for them).
+	AdminTLS *tls.Config
 	Log      *slog.Logger
 }
 
 // App is a configured, listening control plane.
 type App struct {
-	cfg     Config
-	log     *slog.Logger
-	xds     *xds.Server
-	metrics *xds.Metrics
-	reg     *prometheus.Registry
-	grpc    *grpc.Server
-	xdsLis  net.Listener
-	metLis  net.Listener
+	cfg      Config
+	log      *slog.Logger
+	xds      *xds.Server
+	metrics  *xds.Metrics
+	reg      *prometheus.Registry
+	grpc     *grpc.Server
+	admin    *grpc.Server
+	xdsLis   net.Listener
+	metLis   net.Listener
+	adminLis net.Listener
 
-	mu      sync.Mutex // serialises applies
-	current *policyv1.Policy
+	mu        sync.Mutex // serialises applies
+	current   *policyv1.Policy
+	revision  string
+	resources *translate.Resources
 }
 
 // New loads the policy, builds the first snapshot and binds the listeners.
@@ -75,7 +89,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Apply(ctx, p); err != nil {
+	if err := a.applyFromFile(ctx, p); err != nil {
 		return nil, err
 	}
 	// Keepalives as in go-control-plane's example server: Envoy holds one
@@ -96,7 +110,39 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("listen metrics: %w", err)
 		}
 	}
+	if cfg.AdminAddr != "" {
+		if cfg.AdminToken == "" {
+			a.closeListeners()
+			return nil, errors.New("the admin API needs a token")
+		}
+		opts := admin.ServerOptions(cfg.AdminToken)
+		if cfg.AdminTLS != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.AdminTLS)))
+		}
+		a.admin = grpc.NewServer(opts...)
+		admin.NewService(a).Register(a.admin)
+		if a.adminLis, err = lc.Listen(ctx, "tcp", cfg.AdminAddr); err != nil {
+			a.closeListeners()
+			return nil, fmt.Errorf("listen admin: %w", err)
+		}
+	}
 	return a, nil
+}
+
+func (a *App) closeListeners() {
+	for _, l := range []net.Listener{a.xdsLis, a.metLis, a.adminLis} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// AdminAddr is the address of the admin API, or "" when disabled.
+func (a *App) AdminAddr() string {
+	if a.adminLis == nil {
+		return ""
+	}
+	return a.adminLis.Addr().String()
 }
 
 // XDSAddr is the address the ADS server listens on.
@@ -113,35 +159,101 @@ func (a *App) MetricsAddr() string {
 // XDS exposes the xDS server, for node status.
 func (a *App) XDS() *xds.Server { return a.xds }
 
-// Policy returns the policy being served.
-func (a *App) Policy() *policyv1.Policy {
+// Policy returns the policy being served and its revision.
+func (a *App) Policy() (*policyv1.Policy, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.current
+	return a.current, a.revision
 }
 
-// Apply validates, translates and serves a policy. On any error the
-// previous snapshot keeps serving and the error is returned.
-func (a *App) Apply(ctx context.Context, p *policyv1.Policy) error {
+// Resources returns the translated resources being served.
+func (a *App) Resources() *translate.Resources {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.resources
+}
+
+// Status is the per-node xDS status.
+func (a *App) Status() *xds.Status { return a.xds.Status() }
+
+// Check validates and translates a policy without applying it.
+func (a *App) Check(p *policyv1.Policy) error {
+	_, err := a.translate(p)
+	return err
+}
+
+func (a *App) translate(p *policyv1.Policy) (*translate.Resources, error) {
 	if err := policy.Validate(p); err != nil {
-		a.metrics.Applies.WithLabelValues("invalid").Inc()
-		return fmt.Errorf("policy is invalid: %w", err)
+		return nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
 	}
 	start := time.Now()
 	res, err := translate.Translate(p, translate.Options{WasmPath: a.cfg.WasmPath})
 	a.metrics.Translate.Observe(time.Since(start).Seconds())
 	if err != nil {
-		a.metrics.Applies.WithLabelValues("rejected").Inc()
+		return nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
+	}
+	return res, nil
+}
+
+// Apply is the admin API's change: it refuses a stale expected revision,
+// persists the policy file atomically (so a restart serves the same policy)
+// and then serves it. Applies are serialised.
+func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if expectedRevision != a.revision {
+		return "", nil, fmt.Errorf("%w: current revision is %s, not %s", admin.ErrStaleRevision, a.revision, expectedRevision)
+	}
+	res, err := a.translate(p)
+	if err != nil {
+		a.metrics.Applies.WithLabelValues("invalid").Inc()
+		return "", nil, err
+	}
+	rev := policy.Revision(p)
+	changes := translate.Diff(a.resources, res)
+	if dryRun || rev == a.revision {
+		return rev, changes, nil
+	}
+	if err := policy.WriteFileAtomic(a.cfg.PolicyFile, p); err != nil {
+		return "", nil, err
+	}
+	if err := a.serve(ctx, p, rev, res, "api"); err != nil {
+		// Put the file back so that a restart serves what is being served.
+		if rerr := policy.WriteFileAtomic(a.cfg.PolicyFile, a.current); rerr != nil {
+			a.log.Error("restoring the policy file failed", "error", rerr)
+		}
+		return "", nil, err
+	}
+	return rev, changes, nil
+}
+
+// applyFromFile serves a policy read from the file. Reading back a file the
+// admin API just wrote changes nothing.
+func (a *App) applyFromFile(ctx context.Context, p *policyv1.Policy) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rev := policy.Revision(p)
+	if rev == a.revision {
+		return nil
+	}
+	res, err := a.translate(p)
+	if err != nil {
+		a.metrics.Applies.WithLabelValues("invalid").Inc()
 		return err
 	}
+	return a.serve(ctx, p, rev, res, "file")
+}
+
+// serve sets the snapshot; a.mu is held.
+func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res *translate.Resources, source string) error {
 	if _, err := a.xds.SetResources(ctx, res); err != nil {
 		a.metrics.Applies.WithLabelValues("rejected").Inc()
 		return err
 	}
 	a.metrics.Applies.WithLabelValues("ok").Inc()
-	a.current = p
+	a.current, a.revision, a.resources = p, rev, res
+	a.log.Info("policy applied", "revision", rev, "source", source)
+	a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicy, Revision: rev})
 	return nil
 }
 
@@ -149,8 +261,13 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy) error {
 func (a *App) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return xds.Serve(ctx, a.grpc, func() error { return a.grpc.Serve(a.xdsLis) })
+		return serveGRPC(ctx, a.grpc, func() error { return a.grpc.Serve(a.xdsLis) })
 	})
+	if a.admin != nil {
+		g.Go(func() error {
+			return serveGRPC(ctx, a.admin, func() error { return a.admin.Serve(a.adminLis) })
+		})
+	}
 	if a.metLis != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
@@ -171,14 +288,33 @@ func (a *App) Run(ctx context.Context) error {
 	if a.cfg.PolicyFile != "" {
 		g.Go(func() error {
 			return policy.WatchFile(ctx, a.cfg.PolicyFile, a.log, func(p *policyv1.Policy) error {
-				if err := a.Apply(ctx, p); err != nil {
-					return err
-				}
-				a.log.Info("policy file applied", "file", a.cfg.PolicyFile)
-				return nil
+				return a.applyFromFile(ctx, p)
 			})
 		})
 	}
-	a.log.Info("control plane serving", "xds", a.XDSAddr(), "metrics", a.MetricsAddr(), "policy", a.cfg.PolicyFile)
+	a.log.Info("control plane serving", "xds", a.XDSAddr(), "admin", a.AdminAddr(), "metrics", a.MetricsAddr(), "policy", a.cfg.PolicyFile)
 	return g.Wait()
+}
+
+// serveGRPC runs serve until ctx ends, then stops g gracefully, or at once
+// after a grace period: an Envoy's ADS stream never ends by itself.
+func serveGRPC(ctx context.Context, g *grpc.Server, serve func() error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- serve() }()
+	select {
+	case <-ctx.Done():
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(2 * time.Second):
+			g.Stop()
+		}
+		return nil
+	case err := <-errc:
+		if errors.Is(err, grpc.ErrServerStopped) {
+			return nil
+		}
+		return err
+	}
 }

@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) push(typeURL string) { m.pushes.WithLabelValues(shortType(typeURL)).Inc() }
-func (m *Metrics) ack(typeURL string)  { m.acks.WithLabelValues(shortType(typeURL)).Inc() }
-func (m *Metrics) nack(typeURL string) { m.nacks.WithLabelValues(shortType(typeURL)).Inc() }
+func (m *Metrics) push(typeURL string) { m.pushes.WithLabelValues(ShortType(typeURL)).Inc() }
+func (m *Metrics) ack(typeURL string)  { m.acks.WithLabelValues(ShortType(typeURL)).Inc() }
+func (m *Metrics) nack(typeURL string) { m.nacks.WithLabelValues(ShortType(typeURL)).Inc() }
 func (m *Metrics) connected(delta int) { m.nodes.Add(float64(delta)) }

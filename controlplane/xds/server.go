@@ -6,11 +6,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -116,7 +114,7 @@ func (s *Server) SetResources(ctx context.Context, res *translate.Resources) (ma
 	changed := []string{}
 	for _, t := range typeOrder {
 		if s.versions[t] != versions[t] {
-			changed = append(changed, shortType(t))
+			changed = append(changed, ShortType(t))
 		}
 	}
 	s.versions = versions
@@ -159,29 +157,7 @@ func contentVersion(list []types.Resource) (string, error) {
 func shortVersions(v map[string]string) map[string]string {
 	out := map[string]string{}
 	for k, ver := range v {
-		out[shortType(k)] = ver
+		out[ShortType(k)] = ver
 	}
 	return out
-}
-
-// Serve runs a gRPC server with the ADS service on lis until ctx ends.
-func Serve(ctx context.Context, g *grpc.Server, serve func() error) error {
-	errc := make(chan error, 1)
-	go func() { errc <- serve() }()
-	select {
-	case <-ctx.Done():
-		stopped := make(chan struct{})
-		go func() { g.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(5 * time.Second):
-			g.Stop()
-		}
-		return nil
-	case err := <-errc:
-		if errors.Is(err, grpc.ErrServerStopped) {
-			return nil
-		}
-		return err
-	}
 }

@@ -71,7 +71,7 @@ func TestSetResourcesKeepsLastGoodSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(*translate.Resources)
 	}{
 		{"route table missing", func(r *translate.Resources) { r.Routes = nil }},

@@ -84,6 +84,7 @@ const (
 	EventACK          EventKind = "ack"
 	EventNACK         EventKind = "nack"
 	EventSnapshot     EventKind = "snapshot_set"
+	EventPolicy       EventKind = "policy_applied"
 )
 
 // Event is one xDS happening, for the admin API's event stream.
@@ -94,6 +95,8 @@ type Event struct {
 	TypeURL string
 	Version string
 	Error   string
+	// Revision is the policy revision, for policy events.
+	Revision string
 }
 
 // Status records per node and type what was sent, ACKed and NACKed, fed by
@@ -226,12 +229,12 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce, errMsg str
 	if nack {
 		ts.LastNack = &Nack{Version: version, Error: errMsg, At: now}
 		s.metrics.nack(typeURL)
-		s.log.Warn("envoy rejected config", "node", n.ID, "type", shortType(typeURL), "version", version, "error", errMsg)
+		s.log.Warn("envoy rejected config", "node", n.ID, "type", ShortType(typeURL), "version", version, "error", errMsg)
 		s.emit(Event{Kind: EventNACK, Node: n.ID, TypeURL: typeURL, Version: version, Error: errMsg})
 	} else {
 		ts.Acked, ts.AckedAt = version, now
 		s.metrics.ack(typeURL)
-		s.log.Debug("envoy accepted config", "node", n.ID, "type", shortType(typeURL), "version", version)
+		s.log.Debug("envoy accepted config", "node", n.ID, "type", ShortType(typeURL), "version", version)
 		s.emit(Event{Kind: EventACK, Node: n.ID, TypeURL: typeURL, Version: version})
 	}
 	n.Types[typeURL] = ts
@@ -317,6 +320,14 @@ func (s *Status) Subscribe() (<-chan Event, func()) {
 	}
 }
 
+// Publish sends an event that did not come from xDS, such as a policy
+// apply, to every subscriber.
+func (s *Status) Publish(e Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.emit(e)
+}
+
 // emit is called with s.mu held.
 func (s *Status) emit(e Event) {
 	e.At = time.Now()
@@ -335,7 +346,7 @@ func envoyVersion(n *corev3.Node) string {
 	return n.GetUserAgentVersion()
 }
 
-// shortType turns a type URL into its message name, e.g. "Listener".
-func shortType(typeURL string) string {
+// ShortType turns a type URL into its message name, e.g. "Listener".
+func ShortType(typeURL string) string {
 	return typeURL[strings.LastIndex(typeURL, ".")+1:]
 }

@@ -1,0 +1,245 @@
+// Package admin is the control plane's admin gRPC service: what every
+// connected Envoy runs, ACKs and NACKs, the policy and its changes, events.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/translate"
+	"github.com/directpipe/directpipe/controlplane/xds"
+)
+
+// ErrStaleRevision is returned by Backend.Apply when the policy changed
+// since the revision the caller based its change on.
+var ErrStaleRevision = errors.New("policy changed since the expected revision")
+
+// ErrInvalidPolicy wraps validation and translation errors.
+var ErrInvalidPolicy = errors.New("invalid policy")
+
+// Backend is what the service reads and changes: the running control plane.
+type Backend interface {
+	// Policy returns the policy being served and its revision.
+	Policy() (*policyv1.Policy, string)
+	// Check validates and translates a policy without applying it.
+	Check(p *policyv1.Policy) error
+	// Apply replaces the policy if expectedRevision is current; with dryRun
+	// it only reports what would change. Serialised by the backend.
+	Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error)
+	// Resources returns what every Envoy is being served.
+	Resources() *translate.Resources
+	Status() *xds.Status
+}
+
+// Service implements adminv1.AdminServiceServer.
+type Service struct {
+	adminv1.UnimplementedAdminServiceServer
+	backend Backend
+}
+
+// NewService returns the admin service over a backend.
+func NewService(b Backend) *Service { return &Service{backend: b} }
+
+// Register adds the admin service, the gRPC health service and server
+// reflection (so grpcurl works) to g.
+func (s *Service) Register(g *grpc.Server) {
+	adminv1.RegisterAdminServiceServer(g, s)
+	hs := health.NewServer()
+	hs.SetServingStatus(adminv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+}
+
+func (s *Service) ListNodes(context.Context, *adminv1.ListNodesRequest) (*adminv1.ListNodesResponse, error) {
+	st := s.backend.Status()
+	latest := st.Latest()
+	typeURLs := make([]string, 0, len(latest))
+	for t := range latest {
+		typeURLs = append(typeURLs, t)
+	}
+	sort.Strings(typeURLs)
+	resp := &adminv1.ListNodesResponse{}
+	for _, n := range st.Nodes() {
+		node := &adminv1.Node{
+			Id: n.ID, Cluster: n.Cluster, EnvoyVersion: n.EnvoyVersion, XdsFlavour: n.Flavour,
+			Connected: n.Connected, ConnectedSince: timestamppb.New(n.ConnectedSince), LastSeen: timestamppb.New(n.LastSeen),
+		}
+		for _, t := range typeURLs {
+			ts := n.Types[t]
+			rs := &adminv1.ResourceStatus{
+				Type: xds.ShortType(t), TypeUrl: t, State: syncState(n.State(t, latest[t])),
+				LatestVersion: latest[t], SentVersion: ts.Sent, AckedVersion: ts.Acked,
+			}
+			if ts.LastNack != nil {
+				rs.LastNack = &adminv1.Nack{Version: ts.LastNack.Version, Error: ts.LastNack.Error, At: timestamppb.New(ts.LastNack.At)}
+			}
+			node.Resources = append(node.Resources, rs)
+		}
+		resp.Nodes = append(resp.Nodes, node)
+	}
+	return resp, nil
+}
+
+func syncState(s xds.SyncState) adminv1.SyncState {
+	switch s {
+	case xds.Synced:
+		return adminv1.SyncState_SYNCED
+	case xds.Stale:
+		return adminv1.SyncState_STALE
+	case xds.Nacked:
+		return adminv1.SyncState_NACKED
+	case xds.NotSent:
+		return adminv1.SyncState_NOT_SENT
+	}
+	return adminv1.SyncState_SYNC_STATE_UNSPECIFIED
+}
+
+func (s *Service) GetPolicy(context.Context, *adminv1.GetPolicyRequest) (*adminv1.GetPolicyResponse, error) {
+	p, rev := s.backend.Policy()
+	return &adminv1.GetPolicyResponse{Policy: p, Revision: rev}, nil
+}
+
+func (s *Service) ValidatePolicy(_ context.Context, req *adminv1.ValidatePolicyRequest) (*adminv1.ValidatePolicyResponse, error) {
+	resp := &adminv1.ValidatePolicyResponse{}
+	if err := s.backend.Check(req.GetPolicy()); err != nil {
+		resp.Errors = splitErrors(err)
+	}
+	return resp, nil
+}
+
+// splitErrors unwraps errors.Join so that each problem is its own line.
+func splitErrors(err error) []string {
+	var out []string
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, inner := range j.Unwrap() {
+				walk(inner)
+			}
+			return
+		}
+		out = append(out, e.Error())
+	}
+	walk(err)
+	return out
+}
+
+func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyRequest) (*adminv1.ApplyPolicyResponse, error) {
+	if req.GetPolicy() == nil {
+		return nil, status.Error(codes.InvalidArgument, "policy is required")
+	}
+	if req.GetExpectedRevision() == "" {
+		return nil, status.Error(codes.InvalidArgument, "expected_revision is required: get the policy first")
+	}
+	rev, changes, err := s.backend.Apply(ctx, req.GetPolicy(), req.GetExpectedRevision(), req.GetDryRun())
+	switch {
+	case errors.Is(err, ErrStaleRevision):
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrInvalidPolicy):
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case err != nil:
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &adminv1.ApplyPolicyResponse{Revision: rev, DryRun: req.GetDryRun()}
+	for _, c := range changes {
+		resp.Changes = append(resp.Changes, &adminv1.ResourceChange{Type: c.Type, Name: c.Name, Action: action(c.Action)})
+	}
+	return resp, nil
+}
+
+func action(a translate.Action) adminv1.ResourceChange_Action {
+	switch a {
+	case translate.Added:
+		return adminv1.ResourceChange_ADDED
+	case translate.Modified:
+		return adminv1.ResourceChange_MODIFIED
+	case translate.Removed:
+		return adminv1.ResourceChange_REMOVED
+	}
+	return adminv1.ResourceChange_ACTION_UNSPECIFIED
+}
+
+func (s *Service) GetConfig(_ context.Context, req *adminv1.GetConfigRequest) (*adminv1.GetConfigResponse, error) {
+	known := false
+	for _, n := range s.backend.Status().Nodes() {
+		known = known || n.ID == req.GetNodeId()
+	}
+	if !known {
+		return nil, status.Errorf(codes.NotFound, "no node %q has connected", req.GetNodeId())
+	}
+	// Every node is served the same snapshot; per-node state is only what
+	// it has ACKed, which ListNodes reports.
+	res := s.backend.Resources()
+	resp := &adminv1.GetConfigResponse{
+		NodeId: req.GetNodeId(), ResourcesJson: map[string]string{}, Versions: map[string]string{},
+	}
+	for t, v := range s.backend.Status().Latest() {
+		resp.Versions[xds.ShortType(t)] = v
+	}
+	lists := [][]types.Resource{res.Listeners, res.Routes, res.Clusters, res.Endpoints, res.ExtensionConfigs}
+	for i, list := range lists {
+		js, err := resourcesJSON(list)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		resp.ResourcesJson[translate.TypeNames[i]] = js
+	}
+	return resp, nil
+}
+
+func resourcesJSON(list []types.Resource) (string, error) {
+	out := make([]json.RawMessage, 0, len(list))
+	for _, r := range list {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+		if err != nil {
+			return "", fmt.Errorf("render resource: %w", err)
+		}
+		out = append(out, b)
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
+}
+
+func (s *Service) WatchEvents(_ *adminv1.WatchEventsRequest, stream grpc.ServerStreamingServer[adminv1.Event]) error {
+	events, cancel := s.backend.Status().Subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case e, ok := <-events:
+			if !ok {
+				return nil
+			}
+			err := stream.Send(&adminv1.Event{
+				At: timestamppb.New(e.At), Kind: string(e.Kind), NodeId: e.Node, Type: typeName(e.TypeURL),
+				Version: e.Version, Error: e.Error, Revision: e.Revision,
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func typeName(typeURL string) string {
+	if typeURL == "" {
+		return ""
+	}
+	return xds.ShortType(typeURL)
+}
