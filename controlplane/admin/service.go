@@ -133,7 +133,9 @@ func splitErrors(err error) []string {
 			}
 			return
 		}
-		out = append(out, e.Error())
+		if e != ErrInvalidPolicy { // the sentinel only classifies the rest
+			out = append(out, e.Error())
+		}
 	}
 	walk(err)
 	return out

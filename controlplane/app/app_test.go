@@ -1,0 +1,212 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/policy"
+)
+
+const testToken = "test-admin-token"
+
+// startApp runs a control plane on free loopback ports with a copy of the
+// example policy.
+func startApp(t *testing.T, policyFile string) (*App, adminv1.AdminServiceClient, *grpc.ClientConn) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, Config{
+		PolicyFile: policyFile, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", AdminToken: testToken,
+		WasmPath: "/x.wasm", Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	conn, err := grpc.NewClient(a.AdminAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return a, adminv1.NewAdminServiceClient(conn), conn
+}
+
+func copyExample(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("../../examples/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func authed(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+testToken)
+}
+
+func TestAdminRefusesMissingAndWrongTokens(t *testing.T) {
+	_, client, conn := startApp(t, copyExample(t))
+	calls := map[string]func(ctx context.Context) error{
+		"ListNodes": func(ctx context.Context) error {
+			_, err := client.ListNodes(ctx, &adminv1.ListNodesRequest{})
+			return err
+		},
+		"GetPolicy": func(ctx context.Context) error {
+			_, err := client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+			return err
+		},
+		"ValidatePolicy": func(ctx context.Context) error {
+			_, err := client.ValidatePolicy(ctx, &adminv1.ValidatePolicyRequest{})
+			return err
+		},
+		"ApplyPolicy": func(ctx context.Context) error {
+			_, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{})
+			return err
+		},
+		"GetConfig": func(ctx context.Context) error {
+			_, err := client.GetConfig(ctx, &adminv1.GetConfigRequest{})
+			return err
+		},
+		"WatchEvents": func(ctx context.Context) error {
+			s, err := client.WatchEvents(ctx, &adminv1.WatchEventsRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		},
+		"Health": func(ctx context.Context) error {
+			_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			return err
+		},
+	}
+	creds := map[string][]string{
+		"missing":     nil,
+		"wrong":       {"authorization", "Bearer nope"},
+		"not bearer":  {"authorization", testToken},
+		"longer":      {"authorization", "Bearer " + testToken + "x"},
+		"two headers": {"authorization", "Bearer " + testToken, "authorization", "Bearer nope"},
+	}
+	for name, call := range calls {
+		for cname, md := range creds {
+			t.Run(name+"/"+cname, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if md != nil {
+					ctx = metadata.AppendToOutgoingContext(ctx, md...)
+				}
+				if code := status.Code(call(ctx)); code != codes.Unauthenticated {
+					t.Errorf("code = %s, want Unauthenticated", code)
+				}
+			})
+		}
+	}
+}
+
+func TestApplyRevisionsAndPersistence(t *testing.T) {
+	file := copyExample(t)
+	_, client, _ := startApp(t, file)
+	ctx := authed(context.Background())
+
+	got, err := client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := proto.Clone(got.GetPolicy()).(*policyv1.Policy)
+	changed.Backends[0].Endpoints = append(changed.Backends[0].Endpoints, "127.0.0.1:8091")
+
+	dry, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: changed, ExpectedRevision: got.GetRevision(), DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dry.GetChanges()) != 1 || dry.GetChanges()[0].GetType() != "ClusterLoadAssignment" {
+		t.Errorf("dry run changes = %v, want the voice endpoints only", dry.GetChanges())
+	}
+	if again, _ := client.GetPolicy(ctx, &adminv1.GetPolicyRequest{}); again.GetRevision() != got.GetRevision() {
+		t.Error("a dry run changed the revision")
+	}
+
+	applied, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: changed, ExpectedRevision: got.GetRevision()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied.GetRevision() == got.GetRevision() {
+		t.Error("the revision did not move")
+	}
+
+	_, err = client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: got.GetPolicy(), ExpectedRevision: got.GetRevision()})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("stale apply: %v, want FailedPrecondition", err)
+	}
+
+	onDisk, err := policy.LoadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if policy.Revision(onDisk) != applied.GetRevision() {
+		t.Error("the applied policy was not persisted to the policy file")
+	}
+
+	bad := proto.Clone(changed).(*policyv1.Policy)
+	bad.Routes[0].Backend = "nowhere"
+	_, err = client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: bad, ExpectedRevision: applied.GetRevision()})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("invalid apply: %v, want InvalidArgument", err)
+	}
+	v, err := client.ValidatePolicy(ctx, &adminv1.ValidatePolicyRequest{Policy: bad})
+	if err != nil || len(v.GetErrors()) != 1 {
+		t.Errorf("ValidatePolicy = %v, %v; want one error", v.GetErrors(), err)
+	}
+}
+
+func TestRestartServesTheSamePolicy(t *testing.T) {
+	file := copyExample(t)
+	a, _, _ := startApp(t, file)
+	_, rev := a.Policy()
+	b, _, _ := startApp(t, file)
+	if _, again := b.Policy(); again != rev {
+		t.Errorf("revision after restart = %s, want %s", again, rev)
+	}
+	if a.XDS().Versions()["type.googleapis.com/envoy.config.listener.v3.Listener"] != b.XDS().Versions()["type.googleapis.com/envoy.config.listener.v3.Listener"] {
+		t.Error("a restarted control plane would send different listener versions")
+	}
+}
+
+func TestInvalidFileKeepsServing(t *testing.T) {
+	file := copyExample(t)
+	a, _, _ := startApp(t, file)
+	_, rev := a.Policy()
+	if err := os.WriteFile(file, []byte("routes: [ {name: broken"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // longer than the watch debounce
+	if _, now := a.Policy(); now != rev {
+		t.Errorf("an invalid file changed the served revision to %s", now)
+	}
+}
