@@ -1,0 +1,235 @@
+// Package voiceprobe behaves like a voice agent's caller: it opens WebSocket
+// streams, sends numbered, timestamped audio-sized frames in real time and
+// measures what comes back from an echoing back end.
+package voiceprobe
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// DefaultFrameBytes is 20 ms of 16 kHz, 16-bit, mono audio.
+const DefaultFrameBytes = 640
+
+// headerBytes is the frame prefix: sequence number and send time.
+const headerBytes = 16
+
+// Config describes one probe run.
+type Config struct {
+	URL          string
+	Header       http.Header
+	Subprotocols []string
+	Streams      int
+	// Frames is the number of frames each stream sends.
+	Frames int
+	// Interval between frames of one stream; 20ms is real time. Zero sends
+	// as fast as the connection takes them.
+	Interval   time.Duration
+	FrameBytes int
+	// Drain is how long a stream waits for its last echoes.
+	Drain time.Duration
+	// Progress, if set, is called as frames come back.
+	Progress func(received, total int64)
+}
+
+// StreamResult is what one stream saw.
+type StreamResult struct {
+	Handshake    time.Duration `json:"handshake_ns"`
+	Sent         int           `json:"sent"`
+	Received     int           `json:"received"`
+	Reordered    int           `json:"reordered"`
+	Duplicate    int           `json:"duplicate"`
+	Lost         int           `json:"lost"`
+	Corrupted    int           `json:"corrupted"`
+	Disconnected bool          `json:"disconnected"`
+	Error        string        `json:"error,omitempty"`
+}
+
+// Result is a whole run.
+type Result struct {
+	Streams     []StreamResult `json:"streams"`
+	RTT         Summary        `json:"rtt"`
+	Handshake   Summary        `json:"handshake"`
+	Sent        int            `json:"sent"`
+	Received    int            `json:"received"`
+	Reordered   int            `json:"reordered"`
+	Lost        int            `json:"lost"`
+	Corrupted   int            `json:"corrupted"`
+	Disconnects int            `json:"disconnects"`
+	FailedDials int            `json:"failed_dials"`
+	WallTime    time.Duration  `json:"wall_ns"`
+	rttSamples  []time.Duration
+}
+
+// Samples returns the round-trip times of every frame, sorted.
+func (r *Result) Samples() []time.Duration { return r.rttSamples }
+
+// Run opens cfg.Streams streams at once and runs them to the end.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Streams <= 0 || cfg.Frames <= 0 {
+		return nil, errors.New("voiceprobe: streams and frames must be positive")
+	}
+	if cfg.FrameBytes == 0 {
+		cfg.FrameBytes = DefaultFrameBytes
+	}
+	if cfg.FrameBytes < headerBytes {
+		return nil, fmt.Errorf("voiceprobe: frames must be at least %d bytes", headerBytes)
+	}
+	if cfg.Drain == 0 {
+		cfg.Drain = 5 * time.Second
+	}
+	base := time.Now() // monotonic clock origin for send stamps
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		res      = &Result{Streams: make([]StreamResult, cfg.Streams)}
+		received atomic.Int64
+		total    = int64(cfg.Streams * cfg.Frames)
+	)
+	for i := range cfg.Streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sr, rtts := runStream(ctx, cfg, base, func() {
+				if n := received.Add(1); cfg.Progress != nil {
+					cfg.Progress(n, total)
+				}
+			})
+			mu.Lock()
+			res.Streams[i] = sr
+			res.rttSamples = append(res.rttSamples, rtts...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.WallTime = time.Since(base)
+	var handshakes []time.Duration
+	for _, s := range res.Streams {
+		res.Sent += s.Sent
+		res.Received += s.Received
+		res.Reordered += s.Reordered
+		res.Lost += s.Lost
+		res.Corrupted += s.Corrupted
+		if s.Disconnected {
+			res.Disconnects++
+		}
+		if s.Handshake > 0 {
+			handshakes = append(handshakes, s.Handshake)
+		} else {
+			res.FailedDials++
+		}
+	}
+	res.RTT = Summarize(res.rttSamples)
+	res.Handshake = Summarize(handshakes)
+	return res, ctx.Err()
+}
+
+func runStream(ctx context.Context, cfg Config, base time.Time, onEcho func()) (StreamResult, []time.Duration) {
+	var sr StreamResult
+	start := time.Now()
+	conn, _, err := websocket.Dial(ctx, cfg.URL, &websocket.DialOptions{
+		HTTPHeader: cfg.Header, Subprotocols: cfg.Subprotocols,
+	})
+	if err != nil {
+		sr.Error = fmt.Sprintf("dial: %v", err)
+		return sr, nil
+	}
+	sr.Handshake = time.Since(start)
+	defer conn.CloseNow()
+	conn.SetReadLimit(int64(cfg.FrameBytes) * 4)
+
+	var (
+		seq   Sequence
+		rtts  = make([]time.Duration, 0, cfg.Frames)
+		done  = make(chan struct{})
+		rerr  error
+		count int
+	)
+	go func() {
+		defer close(done)
+		for count < cfg.Frames {
+			_, msg, err := conn.Read(ctx)
+			if err != nil {
+				rerr = err
+				return
+			}
+			if len(msg) != cfg.FrameBytes {
+				sr.Corrupted++
+				continue
+			}
+			n := binary.BigEndian.Uint64(msg[0:8])
+			sent := time.Duration(binary.BigEndian.Uint64(msg[8:16]))
+			if !bytes.Equal(msg[headerBytes:], payload(n, cfg.FrameBytes)) {
+				sr.Corrupted++
+				continue
+			}
+			rtts = append(rtts, time.Since(base)-sent)
+			seq.Observe(n)
+			count++
+			onEcho()
+		}
+	}()
+
+	frame := make([]byte, cfg.FrameBytes)
+	var tick *time.Ticker
+	if cfg.Interval > 0 {
+		tick = time.NewTicker(cfg.Interval)
+		defer tick.Stop()
+	}
+send:
+	for i := range cfg.Frames {
+		binary.BigEndian.PutUint64(frame[0:8], uint64(i))
+		binary.BigEndian.PutUint64(frame[8:16], uint64(time.Since(base)))
+		copy(frame[headerBytes:], payload(uint64(i), cfg.FrameBytes))
+		if err := conn.Write(ctx, websocket.MessageBinary, frame); err != nil {
+			sr.Error = fmt.Sprintf("write: %v", err)
+			sr.Disconnected = true
+			break
+		}
+		sr.Sent++
+		if tick != nil && i < cfg.Frames-1 {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				break send
+			case <-done:
+				break send // the read side failed: the stream is gone
+			}
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(cfg.Drain):
+		conn.CloseNow()
+		<-done
+	}
+	if rerr != nil && count < sr.Sent {
+		sr.Disconnected = true
+		if sr.Error == "" {
+			sr.Error = fmt.Sprintf("read: %v", rerr)
+		}
+	}
+	conn.Close(websocket.StatusNormalClosure, "probe done")
+	sr.Received, sr.Reordered, sr.Duplicate = seq.Received, seq.Reordered, seq.Duplicate
+	sr.Lost = seq.Lost(sr.Sent)
+	return sr, rtts
+}
+
+// payload is the deterministic body of frame seq, so the probe can tell an
+// intact echo from a damaged one without keeping what it sent.
+func payload(seq uint64, frameBytes int) []byte {
+	p := make([]byte, frameBytes-headerBytes)
+	for i := range p {
+		p[i] = byte(seq*31 + uint64(i)*7)
+	}
+	return p
+}
