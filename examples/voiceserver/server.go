@@ -1,0 +1,130 @@
+// Package voiceserver is the example voice back end: a WebSocket endpoint
+// that echoes every message unchanged and in order, and a small REST API.
+// It also remembers the last handshakes it saw, so tests can prove what
+// Envoy forwarded (and that no token was among it).
+package voiceserver
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/coder/websocket"
+)
+
+// maxMessageBytes bounds one echoed message: voice frames are small.
+const maxMessageBytes = 1 << 20
+
+// Handshake is what the back end received when a stream opened.
+type Handshake struct {
+	Path    string              `json:"path"`
+	Headers map[string][]string `json:"headers"`
+}
+
+// Server holds the recent handshakes; its handlers are safe for concurrent
+// use.
+type Server struct {
+	log *slog.Logger
+
+	mu     sync.Mutex
+	recent []Handshake // newest last, at most keep
+	keep   int
+}
+
+// New returns a server that remembers the last 64 handshakes.
+func New(log *slog.Logger) *Server { return &Server{log: log, keep: 64} }
+
+// VoiceHandler serves /v1/voice.
+func (s *Server) VoiceHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/voice", s.echo)
+	mux.HandleFunc("GET /debug/handshakes", s.handshakes)
+	return mux
+}
+
+// RESTHandler serves /api/.
+func (s *Server) RESTHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/health", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"status":"ok"}`+"\n")
+	})
+	mux.HandleFunc("POST /api/echo", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
+		io.Copy(w, http.MaxBytesReader(w, r.Body, maxMessageBytes))
+	})
+	return mux
+}
+
+func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
+	s.record(r)
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		// Envoy's handshake filter checks Origin; the back end sits behind
+		// it and sees Envoy's requests, so it does not check again.
+		InsecureSkipVerify: true,
+		Subprotocols:       offered(r),
+		// Frames are 20 ms of audio: compressing them costs latency and
+		// saves nothing.
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(maxMessageBytes)
+	ctx := r.Context()
+	for {
+		typ, msg, err := conn.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) == -1 && ctx.Err() == nil {
+				s.log.Debug("voice stream ended", "error", err)
+			}
+			return
+		}
+		if err := conn.Write(ctx, typ, msg); err != nil {
+			return
+		}
+	}
+}
+
+// offered accepts whatever subprotocols the client offered, in its order:
+// the token entry, if any, was removed by Envoy's filter before this point.
+func offered(r *http.Request) []string {
+	var out []string
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) record(r *http.Request) {
+	h := Handshake{Path: r.URL.RequestURI(), Headers: map[string][]string{}}
+	for k, v := range r.Header {
+		h.Headers[strings.ToLower(k)] = v
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recent = append(s.recent, h)
+	if len(s.recent) > s.keep {
+		s.recent = s.recent[len(s.recent)-s.keep:]
+	}
+}
+
+// Handshakes returns the recent handshakes, oldest first.
+func (s *Server) Handshakes() []Handshake {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Handshake(nil), s.recent...)
+}
+
+func (s *Server) handshakes(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(s.Handshakes())
+}

@@ -1,0 +1,83 @@
+package voiceserver
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+)
+
+func TestEchoInOrder(t *testing.T) {
+	s := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(s.VoiceHandler())
+	defer srv.Close()
+	ctx := context.Background()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/voice?call=1", &websocket.DialOptions{
+		HTTPHeader:   http.Header{"X-Test": {"yes"}},
+		Subprotocols: []string{"voice.v1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if conn.Subprotocol() != "voice.v1" {
+		t.Errorf("subprotocol = %q", conn.Subprotocol())
+	}
+	for i := range 100 {
+		msg := bytes.Repeat([]byte{byte(i)}, 640)
+		if err := conn.Write(ctx, websocket.MessageBinary, msg); err != nil {
+			t.Fatal(err)
+		}
+		typ, got, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != websocket.MessageBinary || !bytes.Equal(got, msg) {
+			t.Fatalf("frame %d came back changed", i)
+		}
+	}
+	conn.Close(websocket.StatusNormalClosure, "")
+	hs := s.Handshakes()
+	if len(hs) != 1 || hs[0].Path != "/v1/voice?call=1" || hs[0].Headers["x-test"][0] != "yes" {
+		t.Errorf("handshakes = %+v", hs)
+	}
+}
+
+func TestREST(t *testing.T) {
+	srv := httptest.NewServer(New(slog.Default()).RESTHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/api/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok"`) {
+		t.Errorf("health: %d %s", resp.StatusCode, body)
+	}
+	resp, err = http.Post(srv.URL+"/api/echo", "application/octet-stream", strings.NewReader("frame"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "frame" {
+		t.Errorf("echo: %q", body)
+	}
+}
+
+func TestHandshakeMemoryIsBounded(t *testing.T) {
+	s := New(slog.Default())
+	for range 200 {
+		s.record(httptest.NewRequest("GET", "/v1/voice", nil))
+	}
+	if n := len(s.Handshakes()); n != 64 {
+		t.Errorf("kept %d handshakes, want 64", n)
+	}
+}

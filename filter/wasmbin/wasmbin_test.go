@@ -1,0 +1,42 @@
+package wasmbin
+
+import (
+	"slices"
+	"testing"
+)
+
+// A hand-assembled module: imports env.f (function) and exports "run".
+var tiny = []byte{
+	0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+	0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: () -> ()
+	0x02, 0x09, 0x01, 0x03, 'e', 'n', 'v', 0x01, 'f', 0x00, 0x00, // import env.f func type 0
+	0x03, 0x02, 0x01, 0x00, // function section
+	0x07, 0x07, 0x01, 0x03, 'r', 'u', 'n', 0x00, 0x01, // export "run" func 1
+	0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code
+}
+
+func TestParse(t *testing.T) {
+	m, err := Parse(tiny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.Imports, []Import{{"env", "f"}}) || !slices.Equal(m.Exports, []string{"run"}) {
+		t.Errorf("got %+v", m)
+	}
+}
+
+func TestParseRejectsTruncated(t *testing.T) {
+	for i := 0; i < len(tiny); i++ {
+		if slices.Contains([]int{8, 14, 25, 29, 38}, i) {
+			continue // a cut between sections leaves a valid, smaller module
+		}
+		if _, err := Parse(tiny[:i]); err == nil {
+			t.Errorf("accepted %d of %d bytes", i, len(tiny))
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(tiny)
+	f.Fuzz(func(t *testing.T, b []byte) { Parse(b) })
+}
