@@ -1,54 +1,128 @@
 // Command directpipe is the control plane: it serves the policy file to
-// Envoy over xDS and applies every change to the file.
+// Envoy over xDS, applies every change to the file, and answers the admin
+// API that dpctl uses.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/app"
+	"github.com/directpipe/directpipe/controlplane/statedir"
 )
 
+type flags struct {
+	policyFile, xdsAddr, metricsAddr, wasmPath, logLevel string
+	adminAddr, stateDir, tokenFile                       string
+	tlsCert, tlsKey, clientCA                            string
+}
+
 func main() {
-	var (
-		policyFile  = flag.String("policy", "examples/policy.yaml", "route policy file (YAML), watched for changes")
-		xdsAddr     = flag.String("xds-addr", "127.0.0.1:18000", "ADS gRPC listen address")
-		metricsAddr = flag.String("metrics-addr", "127.0.0.1:18002", "Prometheus /metrics listen address; empty disables")
-		wasmPath    = flag.String("wasm", "bin/handshake.wasm", "handshake Wasm module path, as Envoy sees it")
-		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
-	)
+	var f flags
+	flag.StringVar(&f.policyFile, "policy", "examples/policy.yaml", "route policy file (YAML): watched, and rewritten by admin API applies")
+	flag.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "ADS gRPC listen address")
+	flag.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:18002", "Prometheus /metrics listen address; empty disables")
+	flag.StringVar(&f.wasmPath, "wasm", "bin/handshake.wasm", "handshake Wasm module path, as Envoy sees it")
+	flag.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:18001", "admin gRPC listen address; empty disables")
+	flag.StringVar(&f.stateDir, "state-dir", statedir.Default(), "state directory (admin token)")
+	flag.StringVar(&f.tokenFile, "admin-token-file", "", "admin bearer token file (default <state-dir>/admin.token, created 0600 on first start)")
+	flag.StringVar(&f.tlsCert, "admin-tls-cert", "", "serve the admin API over TLS with this certificate")
+	flag.StringVar(&f.tlsKey, "admin-tls-key", "", "private key of -admin-tls-cert")
+	flag.StringVar(&f.clientCA, "admin-client-ca", "", "require admin client certificates signed by this CA")
+	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		fmt.Fprintln(os.Stderr, "directpipe: -log-level:", err)
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(log, *policyFile, *xdsAddr, *metricsAddr, *wasmPath); err != nil {
+	if err := run(log, f); err != nil {
 		log.Error("control plane stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, policyFile, xdsAddr, metricsAddr, wasmPath string) error {
+func run(log *slog.Logger, f flags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Envoy resolves the module path itself, from its own working directory.
-	wasm, err := filepath.Abs(wasmPath)
+	wasm, err := filepath.Abs(f.wasmPath)
 	if err != nil {
 		return err
 	}
-	a, err := app.New(ctx, app.Config{
-		PolicyFile: policyFile, XDSAddr: xdsAddr, MetricsAddr: metricsAddr, WasmPath: wasm, Log: log,
-	})
+	cfg := app.Config{
+		PolicyFile: f.policyFile, XDSAddr: f.xdsAddr, MetricsAddr: f.metricsAddr, WasmPath: wasm,
+		AdminAddr: f.adminAddr, Log: log,
+	}
+	if f.adminAddr != "" {
+		if cfg.AdminTLS, err = adminTLS(f); err != nil {
+			return err
+		}
+		if cfg.AdminTLS == nil && !isLoopback(f.adminAddr) {
+			return fmt.Errorf("refusing to serve the admin API on %s without TLS: use -admin-tls-cert and -admin-tls-key, or a loopback address", f.adminAddr)
+		}
+		tokenFile := f.tokenFile
+		if tokenFile == "" {
+			tokenFile = filepath.Join(f.stateDir, statedir.TokenFile)
+		}
+		if cfg.AdminToken, err = admin.LoadOrCreateToken(tokenFile); err != nil {
+			return err
+		}
+		log.Info("admin API token", "file", tokenFile)
+	}
+	a, err := app.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+func adminTLS(f flags) (*tls.Config, error) {
+	if f.tlsCert == "" && f.tlsKey == "" {
+		if f.clientCA != "" {
+			return nil, errors.New("-admin-client-ca needs -admin-tls-cert and -admin-tls-key")
+		}
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("admin TLS: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if f.clientCA != "" {
+		pem, err := os.ReadFile(f.clientCA)
+		if err != nil {
+			return nil, fmt.Errorf("admin client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("admin client CA: no certificate in %s", f.clientCA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

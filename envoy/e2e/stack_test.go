@@ -1,0 +1,214 @@
+// Package e2e runs directpipe end to end: the control plane in process, a
+// real Envoy and the example back end as processes, all on loopback.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/directpipe/directpipe/envoy/harness"
+)
+
+// devSecret is the example policy's development key.
+var devSecret = []byte("directpipe-development-secret-32b")
+
+const demoAPIKey = "dp_demo_key_for_local_testing_only"
+
+// policyTemplate is the example policy with the test's ports, plus room
+// for extra routes.
+const policyTemplate = `
+listeners:
+  - { name: public, address: "{{ .Listen }}", http2: true }
+routes:
+  - name: voice
+    match: { path: /v1/voice }
+    kind: websocket
+    backend: voice
+    auth: demo
+    idle_timeout: 300s
+  - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
+{{- range .ExtraRoutes }}
+  - { name: {{ .Name }}, match: { prefix: "{{ .Prefix }}" }, kind: http, backend: rest }
+{{- end }}
+backends:
+  - name: voice
+    endpoints: [{{ range $i, $e := .VoiceEndpoints }}{{ if $i }}, {{ end }}"{{ $e }}"{{ end }}]
+  - { name: rest, endpoints: ["{{ .REST }}"] }
+auth_policies:
+  - name: demo
+    sources: [{ bearer: true }, { query: access_token }]
+    jwt:
+      keys:
+        {{- range .Keys }}
+        - { kty: oct, kid: {{ .Kid }}, alg: HS256, k: {{ .K }} }
+        {{- end }}
+    api_keys:
+      - { sha256: 3590041a46a99e65ed5b929371a6e9ab008257f81558a53a7a9250a9ecf87e75, identity: demo-client }
+    identity_header: x-directpipe-identity
+    claim_headers: { sub: x-directpipe-sub }
+`
+
+type route struct{ Name, Prefix string }
+type jwk struct{ Kid, K string }
+
+type policyParams struct {
+	Listen         string
+	REST           string
+	VoiceEndpoints []string
+	ExtraRoutes    []route
+	Keys           []jwk
+}
+
+func devKey() jwk { return jwk{Kid: "dev", K: base64.RawURLEncoding.EncodeToString(devSecret)} }
+
+// stack is one running directpipe.
+type stack struct {
+	t       testing.TB
+	cp      *harness.ControlPlane
+	envoy   *harness.Envoy
+	backend *harness.Backend
+	params  policyParams
+	file    string
+}
+
+func (s *stack) listenURL(scheme, path string) string {
+	return scheme + "://" + s.params.Listen + path
+}
+
+// newStack starts back end, control plane and Envoy (SotW or delta) and
+// waits until the REST route answers through Envoy.
+func newStack(t testing.TB, delta bool) *stack {
+	t.Helper()
+	s := &stack{t: t, backend: harness.StartBackend(t)}
+	s.params = policyParams{
+		Listen:         fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+		REST:           s.backend.RESTAddr,
+		VoiceEndpoints: []string{s.backend.VoiceAddr},
+		Keys:           []jwk{devKey()},
+	}
+	s.file = filepath.Join(t.TempDir(), "policy.yaml")
+	s.writePolicy()
+	s.cp = harness.StartControlPlane(t, s.file, "")
+	s.envoy = harness.StartEnvoy(t, harness.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
+	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
+	return s
+}
+
+func (s *stack) writePolicy() {
+	s.t.Helper()
+	var buf bytes.Buffer
+	if err := template.Must(template.New("p").Parse(policyTemplate)).Execute(&buf, s.params); err != nil {
+		s.t.Fatal(err)
+	}
+	// Write then rename, as an editor or config-map would: the watcher must
+	// never read a half-written file.
+	tmp := s.file + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, s.file); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// waitHTTP polls a GET through Envoy until it answers with status.
+func (s *stack) waitHTTP(path string, status int, timeout time.Duration) time.Duration {
+	s.t.Helper()
+	start := time.Now()
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last string
+	for time.Since(start) < timeout {
+		resp, err := client.Get(s.listenURL("http", path))
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == status {
+				return time.Since(start)
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatalf("GET %s did not answer %d within %v (last: %s)", path, status, timeout, last)
+	return 0
+}
+
+// handshakes returns what the back end received on recent upgrades.
+func (s *stack) handshakes() []struct {
+	Path    string              `json:"path"`
+	Headers map[string][]string `json:"headers"`
+} {
+	s.t.Helper()
+	resp, err := http.Get("http://" + s.backend.VoiceAddr + "/debug/handshakes")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []struct {
+		Path    string              `json:"path"`
+		Headers map[string][]string `json:"headers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+func mint(t testing.TB, key []byte, kid string, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header["kid"] = kid
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func validToken(t testing.TB) string {
+	now := time.Now()
+	return mint(t, devSecret, "dev", jwt.MapClaims{"sub": "caller-1", "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix()})
+}
+
+// upgrade sends a raw WebSocket upgrade request and returns the response.
+func upgrade(t testing.TB, url string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return resp, ""
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp, strings.TrimSpace(string(body))
+}

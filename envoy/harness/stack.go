@@ -1,0 +1,120 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/directpipe/directpipe/controlplane/app"
+)
+
+// Binary returns the path of a program `make build` put in bin/.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(root, "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is missing: run `make build` first (make test does)", p)
+	}
+	return p
+}
+
+// WasmModule is the handshake module: $DIRECTPIPE_WASM, else bin/.
+func WasmModule(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("DIRECTPIPE_WASM"); p != "" {
+		return p
+	}
+	return Binary(t, "handshake.wasm")
+}
+
+// Backend is the example voice back end, running as its own process.
+type Backend struct {
+	VoiceAddr string
+	RESTAddr  string
+}
+
+// StartBackend runs bin/voice-backend on free ports.
+func StartBackend(t testing.TB) *Backend {
+	t.Helper()
+	b := &Backend{
+		VoiceAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		RESTAddr:  "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+	}
+	cmd := exec.Command(Binary(t, "voice-backend"), "-addr", b.VoiceAddr, "-rest-addr", b.RESTAddr)
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for _, addr := range []string{b.VoiceAddr, b.RESTAddr} {
+		if err := WaitListening(addr, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+// WaitListening waits until something accepts TCP connections on addr.
+func WaitListening(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listening on %s after %v: %w", addr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ControlPlane is an in-process control plane.
+type ControlPlane struct {
+	*app.App
+	PolicyFile string
+}
+
+// StartControlPlane runs a control plane serving policyFile, with the admin
+// API on a free port and the given token.
+func StartControlPlane(t testing.TB, policyFile, adminToken string) *ControlPlane {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := app.Config{
+		PolicyFile: policyFile, XDSAddr: "127.0.0.1:0", WasmPath: WasmModule(t),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if testing.Verbose() {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if adminToken != "" {
+		cfg.AdminAddr, cfg.AdminToken = "127.0.0.1:0", adminToken
+	}
+	a, err := app.New(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("control plane: %v", err)
+		}
+	})
+	return &ControlPlane{App: a, PolicyFile: policyFile}
+}
