@@ -13,8 +13,8 @@ import (
 )
 
 var (
-	secret = []byte("directpipe-development-secret-32b")
-	now    = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	secret     = []byte("directpipe-development-secret-32b")
+	now        = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	demoAPIKey = "dp_demo_key_for_local_testing_only"
 )
 
