@@ -44,6 +44,8 @@ build:
 	$(GO) build -o $(BIN)/directpipe ./controlplane/cmd/directpipe
 	$(GO) build -o $(BIN)/voice-backend ./examples/backend
 	$(GO) build -o $(BIN)/dp-token ./examples/token
+	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap
+	$(GO) build -o $(BIN)/probe ./examples/probe
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake.wasm ./filter
 	@ls -l $(BIN)/handshake.wasm | awk '{print ">> handshake.wasm: " $$5 " bytes"}'
 
@@ -74,4 +76,4 @@ generate:
 		$$(find api -name '*.proto' | sort)
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) .run
