@@ -19,6 +19,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/envoy/harness"
 )
 
@@ -211,4 +212,15 @@ func upgrade(t testing.TB, url string, header http.Header) (*http.Response, stri
 	}
 	body, _ := io.ReadAll(resp.Body)
 	return resp, strings.TrimSpace(string(body))
+}
+
+func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// fileRevision is the revision of the policy file as it is now.
+func fileRevision(s *stack) string {
+	p, err := policy.LoadFile(s.file)
+	if err != nil {
+		return ""
+	}
+	return policy.Revision(p)
 }

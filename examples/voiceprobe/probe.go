@@ -39,6 +39,9 @@ type Config struct {
 	Drain time.Duration
 	// Progress, if set, is called as frames come back.
 	Progress func(received, total int64)
+	// Stop, if set, ends sending early when closed; Frames is then the
+	// most each stream sends. Streams still wait for their echoes.
+	Stop <-chan struct{}
 }
 
 // StreamResult is what one stream saw.
@@ -148,33 +151,36 @@ func runStream(ctx context.Context, cfg Config, base time.Time, onEcho func()) (
 	conn.SetReadLimit(int64(cfg.FrameBytes) * 4)
 
 	var (
-		seq   Sequence
-		rtts  = make([]time.Duration, 0, cfg.Frames)
-		done  = make(chan struct{})
-		rerr  error
-		count int
+		seq       Sequence
+		rtts      = make([]time.Duration, 0, cfg.Frames)
+		done      = make(chan struct{})
+		rerr      error
+		echoed    atomic.Int64
+		corrupted int
 	)
+	// The reader runs until the connection ends; the sender decides when
+	// that is, once every frame came back or the drain time ran out.
 	go func() {
 		defer close(done)
-		for count < cfg.Frames {
+		for {
 			_, msg, err := conn.Read(ctx)
 			if err != nil {
 				rerr = err
 				return
 			}
 			if len(msg) != cfg.FrameBytes {
-				sr.Corrupted++
+				corrupted++
 				continue
 			}
 			n := binary.BigEndian.Uint64(msg[0:8])
-			sent := time.Duration(binary.BigEndian.Uint64(msg[8:16]))
+			sentAt := time.Duration(binary.BigEndian.Uint64(msg[8:16]))
 			if !bytes.Equal(msg[headerBytes:], payload(n, cfg.FrameBytes)) {
-				sr.Corrupted++
+				corrupted++
 				continue
 			}
-			rtts = append(rtts, time.Since(base)-sent)
+			rtts = append(rtts, time.Since(base)-sentAt)
 			seq.Observe(n)
-			count++
+			echoed.Add(1)
 			onEcho()
 		}
 	}()
@@ -203,22 +209,34 @@ send:
 				break send
 			case <-done:
 				break send // the read side failed: the stream is gone
+			case <-cfg.Stop:
+				break send
 			}
 		}
 	}
+	deadline := time.Now().Add(cfg.Drain)
+	for echoed.Load() < int64(sr.Sent) && time.Now().Before(deadline) {
+		select {
+		case <-done:
+			deadline = time.Now()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	readerFailed := false
 	select {
 	case <-done:
-	case <-time.After(cfg.Drain):
-		conn.CloseNow()
+		readerFailed = true
+	default:
+		conn.Close(websocket.StatusNormalClosure, "probe done")
 		<-done
 	}
-	if rerr != nil && count < sr.Sent {
+	sr.Corrupted = corrupted
+	if readerFailed && echoed.Load() < int64(sr.Sent) {
 		sr.Disconnected = true
 		if sr.Error == "" {
 			sr.Error = fmt.Sprintf("read: %v", rerr)
 		}
 	}
-	conn.Close(websocket.StatusNormalClosure, "probe done")
 	sr.Received, sr.Reordered, sr.Duplicate = seq.Received, seq.Reordered, seq.Duplicate
 	sr.Lost = seq.Lost(sr.Sent)
 	return sr, rtts

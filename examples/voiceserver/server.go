@@ -52,6 +52,13 @@ func (s *Server) RESTHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
+	// Any path under /routes/ answers 200 with its name, so that a test
+	// can tell a route that reached Envoy (200) from one that did not
+	// (Envoy's own 404).
+	mux.HandleFunc("GET /routes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"route": r.PathValue("name")})
+	})
 	mux.HandleFunc("POST /api/echo", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
 		io.Copy(w, http.MaxBytesReader(w, r.Body, maxMessageBytes))

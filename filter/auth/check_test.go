@@ -109,6 +109,7 @@ func TestCheck(t *testing.T) {
 		{name: "api key header", route: "voice", path: "/v1/voice", hdrs: []string{"x-api-key", demoAPIKey}, allow: true, identity: "demo-client"},
 		{name: "api key in query", route: "voice", path: "/v1/voice?access_token=" + demoAPIKey, allow: true, identity: "demo-client", newPath: "/v1/voice"},
 		{name: "public route", route: "public", path: "/", allow: true},
+		{name: "no route matched", route: "", path: "/nowhere", allow: true},
 		{name: "unknown route fails closed", route: "new-route", path: "/", status: 403, reason: ReasonRouteNotAllowed},
 		{name: "no token", route: "voice", path: "/v1/voice", status: 401, reason: ReasonMissingToken},
 		{name: "basic auth is no token", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Basic YTpi"}, status: 401, reason: ReasonMissingToken},
