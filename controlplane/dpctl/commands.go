@@ -1,0 +1,277 @@
+package dpctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/policy"
+)
+
+// columns are the xDS types in the order `status` shows them.
+var columns = []struct{ typ, short string }{
+	{"Cluster", "CDS"}, {"ClusterLoadAssignment", "EDS"}, {"Listener", "LDS"},
+	{"RouteConfiguration", "RDS"}, {"TypedExtensionConfig", "ECDS"},
+}
+
+// structured prints a message as JSON or YAML when asked to; it reports
+// whether it did.
+func (c *cli) structured(m proto.Message) (bool, error) {
+	if c.g.output == "table" {
+		return false, nil
+	}
+	js, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return true, err
+	}
+	if c.g.output == "yaml" {
+		if js, err = yaml.JSONToYAML(js); err != nil {
+			return true, err
+		}
+	}
+	_, err = fmt.Fprintln(c.out, strings.TrimSpace(string(js)))
+	return true, err
+}
+
+func (c *cli) status(ctx context.Context) error {
+	resp, err := c.client.ListNodes(ctx, &adminv1.ListNodesRequest{})
+	if err != nil {
+		return err
+	}
+	if done, err := c.structured(resp); done {
+		return err
+	}
+	w := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprint(w, "NODE\tCLUSTER\tVERSION\tXDS")
+	for _, col := range columns {
+		fmt.Fprintf(w, "\t%s", col.short)
+	}
+	fmt.Fprintln(w)
+	var nacks []string
+	for _, n := range resp.GetNodes() {
+		if !n.GetConnected() {
+			continue
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s", n.GetId(), n.GetCluster(), n.GetEnvoyVersion(), n.GetXdsFlavour())
+		byType := map[string]*adminv1.ResourceStatus{}
+		for _, r := range n.GetResources() {
+			byType[r.GetType()] = r
+		}
+		for _, col := range columns {
+			r := byType[col.typ]
+			fmt.Fprintf(w, "\t%s", cell(r))
+			if r.GetState() == adminv1.SyncState_NACKED {
+				nacks = append(nacks, fmt.Sprintf("%s rejected %s version %s: %s",
+					n.GetId(), col.short, r.GetLastNack().GetVersion(), r.GetLastNack().GetError()))
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, line := range nacks {
+		fmt.Fprintln(c.out, line)
+	}
+	return nil
+}
+
+func cell(r *adminv1.ResourceStatus) string {
+	switch r.GetState() {
+	case adminv1.SyncState_SYNCED:
+		return "SYNCED (" + short(r.GetAckedVersion()) + ")"
+	case adminv1.SyncState_STALE:
+		return "STALE"
+	case adminv1.SyncState_NACKED:
+		return "NACKED"
+	}
+	return "NOT SENT"
+}
+
+func short(v string) string {
+	if len(v) > 8 {
+		return v[:8]
+	}
+	return v
+}
+
+func (c *cli) nodes(ctx context.Context) error {
+	resp, err := c.client.ListNodes(ctx, &adminv1.ListNodesRequest{})
+	if err != nil {
+		return err
+	}
+	if done, err := c.structured(resp); done {
+		return err
+	}
+	w := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tCLUSTER\tVERSION\tXDS\tCONNECTED\tSINCE\tLAST SEEN")
+	for _, n := range resp.GetNodes() {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", n.GetId(), n.GetCluster(), n.GetEnvoyVersion(), n.GetXdsFlavour(),
+			n.GetConnected(), n.GetConnectedSince().AsTime().Format(time.RFC3339), ago(n.GetLastSeen().AsTime()))
+	}
+	return w.Flush()
+}
+
+func ago(t time.Time) string {
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func (c *cli) policyGet(ctx context.Context) error {
+	resp, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+	if err != nil {
+		return err
+	}
+	if done, err := c.structured(resp); done {
+		return err
+	}
+	out, err := policy.Marshal(resp.GetPolicy())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "# revision: %s\n%s", resp.GetRevision(), out)
+	return nil
+}
+
+type localPolicy struct {
+	path   string
+	policy *policyv1.Policy
+}
+
+// readPolicy decodes a file strictly; reference checks are the server's, so
+// that the server's view of validity is the one that counts.
+func readPolicy(path string) (*localPolicy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p, err := policy.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &localPolicy{path: path, policy: p}, nil
+}
+
+var errInvalid = errors.New("the policy is invalid")
+
+func (c *cli) policyValidate(ctx context.Context, l *localPolicy) error {
+	resp, err := c.client.ValidatePolicy(ctx, &adminv1.ValidatePolicyRequest{Policy: l.policy})
+	if err != nil {
+		return err
+	}
+	if done, err := c.structured(resp); done {
+		if err == nil && len(resp.GetErrors()) > 0 {
+			return errInvalid
+		}
+		return err
+	}
+	if len(resp.GetErrors()) == 0 {
+		fmt.Fprintf(c.out, "%s: valid\n", l.path)
+		return nil
+	}
+	for _, e := range resp.GetErrors() {
+		fmt.Fprintf(c.out, "%s: %s\n", l.path, e)
+	}
+	return errInvalid
+}
+
+// policyApply applies (or with dryRun, diffs) a policy. Without an explicit
+// revision it bases the change on the revision served right now: a plain
+// read-modify-write that --revision makes safe against concurrent changes.
+func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, dryRun bool) error {
+	if revision == "" {
+		cur, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+		if err != nil {
+			return err
+		}
+		revision = cur.GetRevision()
+	}
+	resp, err := c.client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: l.policy, ExpectedRevision: revision, DryRun: dryRun})
+	if err != nil {
+		return err
+	}
+	if done, err := c.structured(resp); done {
+		return err
+	}
+	changes := resp.GetChanges()
+	sort.SliceStable(changes, func(i, j int) bool { return changes[i].GetType() < changes[j].GetType() })
+	if len(changes) == 0 {
+		fmt.Fprintln(c.out, "no changes")
+	}
+	for _, ch := range changes {
+		mark := map[adminv1.ResourceChange_Action]string{
+			adminv1.ResourceChange_ADDED: "+", adminv1.ResourceChange_MODIFIED: "~", adminv1.ResourceChange_REMOVED: "-",
+		}[ch.GetAction()]
+		fmt.Fprintf(c.out, "%s %s %s\n", mark, ch.GetType(), ch.GetName())
+	}
+	if dryRun {
+		fmt.Fprintf(c.out, "dry run: would be revision %s (now %s)\n", resp.GetRevision(), revision)
+	} else {
+		fmt.Fprintf(c.out, "applied: revision %s\n", resp.GetRevision())
+	}
+	return nil
+}
+
+func (c *cli) config(ctx context.Context, node, typ string) error {
+	resp, err := c.client.GetConfig(ctx, &adminv1.GetConfigRequest{NodeId: node})
+	if err != nil {
+		return err
+	}
+	if c.g.output == "yaml" {
+		_, err := c.structured(resp)
+		return err
+	}
+	out := map[string]json.RawMessage{}
+	for t, js := range resp.GetResourcesJson() {
+		if typ == "" || typ == t {
+			out[t] = json.RawMessage(js)
+		}
+	}
+	if typ != "" && len(out) == 0 {
+		return fmt.Errorf("no resource type %q", typ)
+	}
+	enc := json.NewEncoder(c.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(map[string]any{"node": resp.GetNodeId(), "versions": resp.GetVersions(), "resources": out})
+}
+
+func (c *cli) events(ctx context.Context) error {
+	stream, err := c.client.WatchEvents(ctx, &adminv1.WatchEventsRequest{})
+	if err != nil {
+		return err
+	}
+	for {
+		e, err := stream.Recv()
+		if errors.Is(err, io.EOF) || ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if done, err := c.structured(e); done {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		line := fmt.Sprintf("%s  %-14s", e.GetAt().AsTime().Format("15:04:05.000"), e.GetKind())
+		for _, kv := range [][2]string{{"node", e.GetNodeId()}, {"type", e.GetType()}, {"version", e.GetVersion()}, {"revision", e.GetRevision()}, {"error", e.GetError()}} {
+			if kv[1] != "" {
+				line += fmt.Sprintf("  %s=%s", kv[0], kv[1])
+			}
+		}
+		fmt.Fprintln(c.out, line)
+	}
+}

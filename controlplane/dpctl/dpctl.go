@@ -1,0 +1,268 @@
+// Package dpctl is the command-line client of the control plane's admin
+// API. Run is the whole program, so tests call it directly.
+package dpctl
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
+	"github.com/directpipe/directpipe/controlplane/statedir"
+)
+
+const usage = `dpctl talks to the directpipe control plane's admin API.
+
+Usage:
+  dpctl [flags] status                      one row per Envoy, one column per xDS type
+  dpctl [flags] nodes                       Envoys connected now and recently
+  dpctl [flags] policy get                  the policy being served, with its revision
+  dpctl [flags] policy validate -f FILE     check a policy without applying it
+  dpctl [flags] policy diff -f FILE         the Envoy resources an apply would change
+  dpctl [flags] policy apply -f FILE [--revision REV]
+                                            apply a policy; with --revision, only if
+                                            the served policy is still REV
+  dpctl [flags] config --node ID [--type T] the resources a node is served, as JSON
+  dpctl [flags] events                      follow events until interrupted (--follow
+                                            is accepted and is the only mode)
+
+Flags (before or after the command):
+`
+
+// globals are the flags every command takes.
+type globals struct {
+	addr, tokenFile, token, output     string
+	timeout                            time.Duration
+	useTLS                             bool
+	caFile, certFile, keyFile, srvName string
+}
+
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.addr, "addr", envOr("DPCTL_ADDR", "127.0.0.1:18001"), "admin API address (env DPCTL_ADDR)")
+	fs.StringVar(&g.tokenFile, "token-file", statedir.DefaultTokenFile(), "admin token file")
+	fs.StringVar(&g.token, "token", os.Getenv("DPCTL_TOKEN"), "admin token; overrides --token-file (env DPCTL_TOKEN)")
+	fs.StringVar(&g.output, "o", "table", "output: table, json or yaml")
+	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "time limit of a call (not of events)")
+	fs.BoolVar(&g.useTLS, "tls", false, "use TLS (for a remote control plane)")
+	fs.StringVar(&g.caFile, "ca-file", "", "CA that signed the control plane's certificate")
+	fs.StringVar(&g.certFile, "cert-file", "", "client certificate, when the control plane asks for one")
+	fs.StringVar(&g.keyFile, "key-file", "", "client certificate's key")
+	fs.StringVar(&g.srvName, "server-name", "", "expected server name in the certificate")
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// Run runs dpctl with args (without the program name) and returns the exit
+// code: 0 on success, 1 on an error, 2 on a usage mistake.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := &globals{}
+	fs := flag.NewFlagSet("dpctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintf(stderr, "dpctl: %v\n", err)
+		return 2
+	}
+	err := dispatch(ctx, g, fs.Args(), stdout)
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "dpctl: %v (dpctl -h for help)\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "dpctl: %s\n", explain(err, g.addr))
+		return 1
+	}
+}
+
+// explain turns gRPC errors into what a person should do about them.
+func explain(err error, addr string) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	switch st.Code() {
+	case codes.Unauthenticated:
+		return "the control plane refused the token (check --token-file or --token)"
+	case codes.Unavailable:
+		return fmt.Sprintf("cannot reach the control plane at %s: %s", addr, st.Message())
+	case codes.FailedPrecondition:
+		return fmt.Sprintf("%s: run `dpctl policy get` and apply again", st.Message())
+	case codes.InvalidArgument:
+		return "rejected: " + st.Message()
+	case codes.NotFound:
+		return st.Message()
+	case codes.DeadlineExceeded:
+		return fmt.Sprintf("the control plane at %s did not answer in time", addr)
+	}
+	return fmt.Sprintf("%s: %s", st.Code(), st.Message())
+}
+
+func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"a command is required"}
+	}
+	name := args[0]
+	rest := args[1:]
+	if name == "policy" {
+		if len(rest) == 0 {
+			return usageError{"policy needs get, validate, diff or apply"}
+		}
+		name, rest = "policy "+rest[0], rest[1:]
+	}
+	fs := flag.NewFlagSet("dpctl "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g.register(fs)
+	var file, revision, node, typ string
+	var follow bool
+	switch name {
+	case "policy validate", "policy diff", "policy apply":
+		fs.StringVar(&file, "f", "", "policy file (YAML)")
+		fs.StringVar(&revision, "revision", "", "apply only if the served policy is still this revision")
+	case "config":
+		fs.StringVar(&node, "node", "", "node id")
+		fs.StringVar(&typ, "type", "", "only this type (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, TypedExtensionConfig)")
+	case "events":
+		fs.BoolVar(&follow, "follow", true, "follow events until interrupted")
+	case "status", "nodes", "policy get":
+	default:
+		return usageError{fmt.Sprintf("unknown command %q", name)}
+	}
+	if err := fs.Parse(rest); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if g.output != "table" && g.output != "json" && g.output != "yaml" {
+		return usageError{fmt.Sprintf("-o %s: want table, json or yaml", g.output)}
+	}
+	if strings.HasPrefix(name, "policy ") && name != "policy get" && file == "" {
+		return usageError{name + " needs -f FILE"}
+	}
+	if name == "config" && node == "" {
+		return usageError{"config needs --node ID"}
+	}
+
+	// Local checks first: a broken file never costs a round trip.
+	var local *localPolicy
+	if file != "" {
+		var err error
+		if local, err = readPolicy(file); err != nil {
+			return err
+		}
+	}
+	client, closeConn, err := dial(g)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	c := &cli{client: client, g: g, out: out}
+	if name == "events" {
+		return c.events(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	switch name {
+	case "status":
+		return c.status(ctx)
+	case "nodes":
+		return c.nodes(ctx)
+	case "policy get":
+		return c.policyGet(ctx)
+	case "policy validate":
+		return c.policyValidate(ctx, local)
+	case "policy diff":
+		return c.policyApply(ctx, local, "", true)
+	case "policy apply":
+		return c.policyApply(ctx, local, revision, false)
+	case "config":
+		return c.config(ctx, node, typ)
+	}
+	return nil
+}
+
+type cli struct {
+	client adminv1.AdminServiceClient
+	g      *globals
+	out    io.Writer
+}
+
+// bearer sends the admin token with every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false: the default deployment is loopback.
+func (bearer) RequireTransportSecurity() bool { return false }
+
+func dial(g *globals) (adminv1.AdminServiceClient, func(), error) {
+	token := strings.TrimSpace(g.token)
+	if token == "" {
+		b, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read the admin token: %w (is the control plane running here? or pass --token-file)", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	creds := insecure.NewCredentials()
+	if g.useTLS || g.caFile != "" || g.certFile != "" {
+		cfg := &tls.Config{ServerName: g.srvName, MinVersion: tls.VersionTLS12}
+		if g.caFile != "" {
+			pem, err := os.ReadFile(g.caFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read --ca-file: %w", err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, nil, fmt.Errorf("--ca-file %s holds no certificate", g.caFile)
+			}
+		}
+		if g.certFile != "" {
+			cert, err := tls.LoadX509KeyPair(g.certFile, g.keyFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("client certificate: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(bearer(token)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s: %w", g.addr, err)
+	}
+	return adminv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
