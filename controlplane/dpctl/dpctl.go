@@ -50,17 +50,29 @@ type globals struct {
 	caFile, certFile, keyFile, srvName string
 }
 
+func defaultGlobals() *globals {
+	return &globals{
+		addr:      envOr("DPCTL_ADDR", "127.0.0.1:18001"),
+		tokenFile: statedir.DefaultTokenFile(),
+		token:     os.Getenv("DPCTL_TOKEN"),
+		output:    "table",
+		timeout:   10 * time.Second,
+	}
+}
+
+// register adds the global flags with their current values as defaults, so
+// that flags given before the command survive parsing the ones after it.
 func (g *globals) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.addr, "addr", envOr("DPCTL_ADDR", "127.0.0.1:18001"), "admin API address (env DPCTL_ADDR)")
-	fs.StringVar(&g.tokenFile, "token-file", statedir.DefaultTokenFile(), "admin token file")
-	fs.StringVar(&g.token, "token", os.Getenv("DPCTL_TOKEN"), "admin token; overrides --token-file (env DPCTL_TOKEN)")
-	fs.StringVar(&g.output, "o", "table", "output: table, json or yaml")
-	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "time limit of a call (not of events)")
-	fs.BoolVar(&g.useTLS, "tls", false, "use TLS (for a remote control plane)")
-	fs.StringVar(&g.caFile, "ca-file", "", "CA that signed the control plane's certificate")
-	fs.StringVar(&g.certFile, "cert-file", "", "client certificate, when the control plane asks for one")
-	fs.StringVar(&g.keyFile, "key-file", "", "client certificate's key")
-	fs.StringVar(&g.srvName, "server-name", "", "expected server name in the certificate")
+	fs.StringVar(&g.addr, "addr", g.addr, "admin API address (env DPCTL_ADDR)")
+	fs.StringVar(&g.tokenFile, "token-file", g.tokenFile, "admin token file")
+	fs.StringVar(&g.token, "token", g.token, "admin token; overrides --token-file (env DPCTL_TOKEN)")
+	fs.StringVar(&g.output, "o", g.output, "output: table, json or yaml")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "time limit of a call (not of events)")
+	fs.BoolVar(&g.useTLS, "tls", g.useTLS, "use TLS (for a remote control plane)")
+	fs.StringVar(&g.caFile, "ca-file", g.caFile, "CA that signed the control plane's certificate")
+	fs.StringVar(&g.certFile, "cert-file", g.certFile, "client certificate, when the control plane asks for one")
+	fs.StringVar(&g.keyFile, "key-file", g.keyFile, "client certificate's key")
+	fs.StringVar(&g.srvName, "server-name", g.srvName, "expected server name in the certificate")
 }
 
 func envOr(key, def string) string {
@@ -78,7 +90,7 @@ func (e usageError) Error() string { return e.msg }
 // Run runs dpctl with args (without the program name) and returns the exit
 // code: 0 on success, 1 on an error, 2 on a usage mistake.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globals{}
+	g := defaultGlobals()
 	fs := flag.NewFlagSet("dpctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)

@@ -128,6 +128,17 @@ func TestStatusTracksAckAndNack(t *testing.T) {
 	if n.Types[typ].Acked != "v1" {
 		t.Errorf("Acked = %q, want the last good v1", n.Types[typ].Acked)
 	}
+	// Envoy may name the rejected version in a later request: it stays
+	// NACKED until a new version is sent.
+	_ = cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ, VersionInfo: "v2", ResponseNonce: "n2"})
+	if got := st.Nodes()[0].State(typ, "v2"); got != Nacked {
+		t.Errorf("after a re-request of the rejected version: %s, want %s", got, Nacked)
+	}
+	cb.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: typ, VersionInfo: "v3", Nonce: "n3"})
+	_ = cb.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ, VersionInfo: "v3", ResponseNonce: "n3"})
+	if got := st.Nodes()[0].State(typ, "v3"); got != Synced {
+		t.Errorf("after a new version was ACKed: %s, want %s", got, Synced)
+	}
 	cb.OnStreamClosed(1, node)
 	if st.Nodes()[0].Connected {
 		t.Error("node still connected after its stream closed")

@@ -66,7 +66,10 @@ func (n NodeStatus) State(typeURL, latest string) SyncState {
 	switch {
 	case !ok || ts.Sent == "":
 		return NotSent
-	case ts.LastNack != nil && ts.LastNack.Version == ts.Sent && ts.Acked != ts.Sent:
+	// A rejected version stays rejected: Envoy 1.40 may later send a
+	// request naming the very version it refused (a second subscriber to the
+	// same ECDS resource does), which is no proof that it runs it.
+	case ts.LastNack != nil && ts.LastNack.Version == ts.Sent:
 		return Nacked
 	case ts.Acked == latest:
 		return Synced
@@ -144,11 +147,16 @@ func (s *Status) callbacks() serverv3.Callbacks {
 		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id) },
 		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id) },
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
-			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+			// State of the world says what Envoy runs in version_info: after
+			// a NACK, later requests carry the old version, not the rejected
+			// one their nonce points at.
+			v := req.GetVersionInfo()
+			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), &v, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+			// Delta requests carry no version: the nonce names the response.
+			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nil, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
@@ -190,7 +198,7 @@ func (s *Status) closed(id int64) {
 
 // request handles a discovery request: the first one names the node, later
 // ones ACK or NACK the response whose nonce they carry.
-func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce, errMsg string, nack bool) {
+func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, versionInfo *string, errMsg string, nack bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.streams[id]
@@ -232,6 +240,9 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce, errMsg str
 		s.log.Warn("envoy rejected config", "node", n.ID, "type", ShortType(typeURL), "version", version, "error", errMsg)
 		s.emit(Event{Kind: EventNACK, Node: n.ID, TypeURL: typeURL, Version: version, Error: errMsg})
 	} else {
+		if versionInfo != nil {
+			version = *versionInfo
+		}
 		ts.Acked, ts.AckedAt = version, now
 		s.metrics.ack(typeURL)
 		s.log.Debug("envoy accepted config", "node", n.ID, "type", ShortType(typeURL), "version", version)

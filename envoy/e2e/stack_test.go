@@ -28,6 +28,9 @@ var devSecret = []byte("directpipe-development-secret-32b")
 
 const demoAPIKey = "dp_demo_key_for_local_testing_only"
 
+// adminToken guards the admin API of every test's control plane.
+const adminToken = "e2e-admin-token"
+
 // policyTemplate is the example policy with the test's ports, plus room
 // for extra routes.
 const policyTemplate = `
@@ -102,18 +105,23 @@ func newStack(t testing.TB, delta bool) *stack {
 	}
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	s.writePolicy()
-	s.cp = harness.StartControlPlane(t, s.file, "")
+	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken})
 	s.envoy = harness.StartEnvoy(t, harness.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
 	return s
 }
 
+func renderPolicy(t testing.TB, p policyParams, w io.Writer) {
+	t.Helper()
+	if err := template.Must(template.New("p").Parse(policyTemplate)).Execute(w, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (s *stack) writePolicy() {
 	s.t.Helper()
 	var buf bytes.Buffer
-	if err := template.Must(template.New("p").Parse(policyTemplate)).Execute(&buf, s.params); err != nil {
-		s.t.Fatal(err)
-	}
+	renderPolicy(s.t, s.params, &buf)
 	// Write then rename, as an editor or config-map would: the watcher must
 	// never read a half-written file.
 	tmp := s.file + ".tmp"

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,22 +87,40 @@ func WaitListening(addr string, timeout time.Duration) error {
 type ControlPlane struct {
 	*app.App
 	PolicyFile string
+	stop       func()
 }
 
-// StartControlPlane runs a control plane serving policyFile, with the admin
-// API on a free port and the given token.
-func StartControlPlane(t testing.TB, policyFile, adminToken string) *ControlPlane {
+// ControlPlaneOptions configure StartControlPlane.
+type ControlPlaneOptions struct {
+	PolicyFile string
+	// XDSAddr defaults to a free port; a restart passes the old address so
+	// that Envoy reconnects to the new process.
+	XDSAddr string
+	// AdminToken, when set, enables the admin API on a free port.
+	AdminToken string
+	// WasmPath defaults to WasmModule.
+	WasmPath string
+}
+
+// StartControlPlane runs a control plane until Stop or the end of the test.
+func StartControlPlane(t testing.TB, opts ControlPlaneOptions) *ControlPlane {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := app.Config{
-		PolicyFile: policyFile, XDSAddr: "127.0.0.1:0", WasmPath: WasmModule(t),
+		PolicyFile: opts.PolicyFile, XDSAddr: opts.XDSAddr, WasmPath: opts.WasmPath,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if cfg.XDSAddr == "" {
+		cfg.XDSAddr = "127.0.0.1:0"
+	}
+	if cfg.WasmPath == "" {
+		cfg.WasmPath = WasmModule(t)
 	}
 	if testing.Verbose() {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	if adminToken != "" {
-		cfg.AdminAddr, cfg.AdminToken = "127.0.0.1:0", adminToken
+	if opts.AdminToken != "" {
+		cfg.AdminAddr, cfg.AdminToken = "127.0.0.1:0", opts.AdminToken
 	}
 	a, err := app.New(ctx, cfg)
 	if err != nil {
@@ -110,11 +129,18 @@ func StartControlPlane(t testing.TB, policyFile, adminToken string) *ControlPlan
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-	})
-	return &ControlPlane{App: a, PolicyFile: policyFile}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("control plane: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &ControlPlane{App: a, PolicyFile: opts.PolicyFile, stop: stop}
 }
+
+// Stop ends the control plane and waits for it.
+func (c *ControlPlane) Stop() { c.stop() }

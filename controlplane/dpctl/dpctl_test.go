@@ -1,0 +1,179 @@
+package dpctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+)
+
+const token = "secret-token"
+
+// fake answers with canned data and checks the token like the real one.
+type fake struct {
+	adminv1.UnimplementedAdminServiceServer
+	revision string
+	applied  *adminv1.ApplyPolicyRequest
+}
+
+func (f *fake) auth(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("authorization"); len(v) != 1 || v[0] != "Bearer "+token {
+		return status.Error(codes.Unauthenticated, "no")
+	}
+	return nil
+}
+
+func (f *fake) ListNodes(ctx context.Context, _ *adminv1.ListNodesRequest) (*adminv1.ListNodesResponse, error) {
+	if err := f.auth(ctx); err != nil {
+		return nil, err
+	}
+	res := []*adminv1.ResourceStatus{
+		{Type: "Cluster", State: adminv1.SyncState_SYNCED, AckedVersion: "aaaaaaaaaaaa"},
+		{Type: "ClusterLoadAssignment", State: adminv1.SyncState_SYNCED, AckedVersion: "bbbbbbbbbbbb"},
+		{Type: "Listener", State: adminv1.SyncState_SYNCED, AckedVersion: "cccccccccccc"},
+		{Type: "RouteConfiguration", State: adminv1.SyncState_STALE},
+		{Type: "TypedExtensionConfig", State: adminv1.SyncState_NACKED, LastNack: &adminv1.Nack{Version: "dddd", Error: "Failed to load Wasm module"}},
+	}
+	return &adminv1.ListNodesResponse{Nodes: []*adminv1.Node{{
+		Id: "envoy-1", Cluster: "edge", EnvoyVersion: "1.40.0", XdsFlavour: "sotw", Connected: true,
+		ConnectedSince: timestamppb.Now(), LastSeen: timestamppb.Now(), Resources: res,
+	}}}, nil
+}
+
+func (f *fake) GetPolicy(ctx context.Context, _ *adminv1.GetPolicyRequest) (*adminv1.GetPolicyResponse, error) {
+	if err := f.auth(ctx); err != nil {
+		return nil, err
+	}
+	return &adminv1.GetPolicyResponse{Revision: f.revision, Policy: &policyv1.Policy{
+		Listeners: []*policyv1.Listener{{Name: "public", Address: "127.0.0.1:10000"}},
+	}}, nil
+}
+
+func (f *fake) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyRequest) (*adminv1.ApplyPolicyResponse, error) {
+	if err := f.auth(ctx); err != nil {
+		return nil, err
+	}
+	if req.GetExpectedRevision() != f.revision {
+		return nil, status.Error(codes.FailedPrecondition, "policy changed since the expected revision")
+	}
+	f.applied = req
+	return &adminv1.ApplyPolicyResponse{Revision: "next", DryRun: req.GetDryRun(), Changes: []*adminv1.ResourceChange{
+		{Type: "RouteConfiguration", Name: "public", Action: adminv1.ResourceChange_MODIFIED},
+	}}, nil
+}
+
+func startFake(t *testing.T) (*fake, []string) {
+	t.Helper()
+	f := &fake{revision: "rev1"}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	adminv1.RegisterAdminServiceServer(g, f)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	tokenFile := filepath.Join(t.TempDir(), "admin.token")
+	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
+	return f, []string{"--addr", lis.Addr().String(), "--token-file", tokenFile}
+}
+
+func run(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestStatusTable(t *testing.T) {
+	_, conn := startFake(t)
+	code, out, errs := run(append(conn, "status")...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"NODE", "CDS", "ECDS", "envoy-1", "SYNCED (aaaaaaaa)", "STALE", "NACKED",
+		"envoy-1 rejected ECDS version dddd: Failed to load Wasm module"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	_, conn := startFake(t)
+	code, out, _ := run(append(conn, "-o", "json", "status")...)
+	var v map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil {
+		t.Fatalf("exit %d, not JSON:\n%s", code, out)
+	}
+}
+
+func TestPolicyGetAndApply(t *testing.T) {
+	f, conn := startFake(t)
+	code, out, _ := run(append(conn, "policy", "get")...)
+	if code != 0 || !strings.HasPrefix(out, "# revision: rev1\n") || !strings.Contains(out, "127.0.0.1:10000") {
+		t.Fatalf("policy get: %d\n%s", code, out)
+	}
+	file := writeFile(t, "listeners: [{name: public, address: '127.0.0.1:10000'}]\n")
+	code, out, _ = run(append(conn, "policy", "diff", "-f", file)...)
+	if code != 0 || !strings.Contains(out, "~ RouteConfiguration public") || !f.applied.GetDryRun() {
+		t.Fatalf("diff: %d\n%s", code, out)
+	}
+	code, out, _ = run(append(conn, "policy", "apply", "-f", file)...)
+	if code != 0 || !strings.Contains(out, "applied: revision next") || f.applied.GetDryRun() {
+		t.Fatalf("apply: %d\n%s", code, out)
+	}
+	code, _, errs := run(append(conn, "policy", "apply", "-f", file, "--revision", "old")...)
+	if code != 1 || !strings.Contains(errs, "policy changed since") || !strings.Contains(errs, "dpctl policy get") {
+		t.Fatalf("stale apply: %d %q", code, errs)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	_, conn := startFake(t)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"wrong token", []string{"--addr", conn[1], "--token", "nope", "status"}, 1, "refused the token"},
+		{"missing token file", []string{"--addr", conn[1], "--token-file", "/nonexistent/token", "status"}, 1, "read the admin token"},
+		{"unreachable", []string{"--addr", "127.0.0.1:1", "--token", "x", "--timeout", "2s", "status"}, 1, "cannot reach the control plane"},
+		{"unknown command", append(conn, "frobnicate"), 2, "unknown command"},
+		{"no command", conn, 2, "a command is required"},
+		{"apply without file", append(conn, "policy", "apply"), 2, "needs -f FILE"},
+		{"bad output", append(conn, "-o", "xml", "status"), 2, "want table, json or yaml"},
+		{"broken local file", append(conn, "policy", "validate", "-f", writeFile(t, "listeners:\n  - name: x\n    adress: 1\n")), 1, "listeners[0].adress: unknown field (line 3)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errs := run(tt.args...)
+			if code != tt.code || !strings.Contains(errs, tt.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errs, tt.code, tt.want)
+			}
+		})
+	}
+}
