@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
@@ -246,6 +248,9 @@ func (a *App) applyFromFile(ctx context.Context, p *policyv1.Policy) error {
 
 // serve sets the snapshot; a.mu is held.
 func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res *translate.Resources, source string) error {
+	if err := a.bridge(ctx, p); err != nil {
+		a.log.Warn("bridging filter config not pushed", "error", err)
+	}
 	if _, err := a.xds.SetResources(ctx, res); err != nil {
 		a.metrics.Applies.WithLabelValues("rejected").Inc()
 		return err
@@ -255,6 +260,49 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res *tr
 	a.log.Info("policy applied", "revision", rev, "source", source)
 	a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicy, Revision: rev})
 	return nil
+}
+
+// bridge pushes, ahead of the new snapshot, a filter config that knows the
+// auth settings of both the old and the new routes. go-control-plane sends
+// routes before extension configs, so without it a new route would reach
+// Envoy a moment before its auth setting and be refused (fail closed). With
+// it, the filter config is a superset at every step: make before break.
+// Removals need no bridge: the final snapshot removes the route first and
+// its auth setting after.
+func (a *App) bridge(ctx context.Context, p *policyv1.Policy) error {
+	if a.resources == nil || a.current == nil {
+		return nil
+	}
+	merged := &policyv1.Policy{
+		Routes:       unionByName(p.GetRoutes(), a.current.GetRoutes()),
+		AuthPolicies: unionByName(p.GetAuthPolicies(), a.current.GetAuthPolicies()),
+	}
+	ecds, err := translate.HandshakeConfig(merged, translate.Options{WasmPath: a.cfg.WasmPath})
+	if err != nil {
+		return err
+	}
+	if proto.Equal(ecds, a.resources.ExtensionConfigs[0]) {
+		return nil // nothing new to announce
+	}
+	staged := *a.resources
+	staged.ExtensionConfigs = []types.Resource{ecds}
+	_, err = a.xds.SetResources(ctx, &staged)
+	return err
+}
+
+// unionByName is next followed by the items of prev whose names next lacks.
+func unionByName[T interface{ GetName() string }](next, prev []T) []T {
+	out := append([]T(nil), next...)
+	seen := map[string]bool{}
+	for _, x := range next {
+		seen[x.GetName()] = true
+	}
+	for _, x := range prev {
+		if !seen[x.GetName()] {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // Run serves until ctx ends, then stops gracefully.

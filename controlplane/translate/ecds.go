@@ -20,10 +20,10 @@ const (
 	wasmVMID = "directpipe"
 )
 
-// handshakeConfig is the ECDS resource carrying the handshake filter and its
+// HandshakeConfig is the ECDS resource carrying the handshake filter and its
 // whole configuration: auth policies, their keys and the route table's auth
 // settings. Changing any of them changes only this resource.
-func handshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionConfig, error) {
+func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionConfig, error) {
 	cfg := filterConfig{Routes: map[string]string{}, Policies: map[string]filterAuthPolicy{}}
 	for _, a := range p.GetAuthPolicies() {
 		cfg.Policies[a.GetName()] = authPolicy(a)

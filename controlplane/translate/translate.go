@@ -50,7 +50,7 @@ func Translate(p *policyv1.Policy, opts Options) (*Resources, error) {
 		out.Clusters = append(out.Clusters, cluster(b))
 		out.Endpoints = append(out.Endpoints, loadAssignment(b))
 	}
-	ecds, err := handshakeConfig(p, opts)
+	ecds, err := HandshakeConfig(p, opts)
 	if err != nil {
 		return nil, err
 	}

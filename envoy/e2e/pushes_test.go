@@ -229,3 +229,33 @@ func TestInvalidPolicyKeepsServing(t *testing.T) {
 	s.writePolicy()
 	s.waitHTTP("/routes/after-recovery", http.StatusOK, 5*time.Second)
 }
+
+// TestNewRouteNeverRefusedWhilePropagating hammers a route's path while it
+// is added: it must go from Envoy's 404 straight to 200, never through the
+// filter's fail-closed 403 (routes reaching Envoy before their auth setting).
+func TestNewRouteNeverRefusedWhilePropagating(t *testing.T) {
+	s := newStack(t, false)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for i := range 5 {
+		name := fmt.Sprintf("fresh-%d", i)
+		s.params.ExtraRoutes = append(s.params.ExtraRoutes, route{Name: name, Prefix: "/routes/" + name})
+		s.writePolicy()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			resp, err := client.Get(s.listenURL("http", "/routes/"+name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+			if resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("route %s answered %d while propagating", name, resp.StatusCode)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("route %s never answered", name)
+			}
+		}
+	}
+}
