@@ -1,7 +1,7 @@
 //go:build wasip1
 
 // Command filter is the directpipe handshake filter, a Proxy-Wasm (ABI
-// 0.2.1) module built by the standard Go toolchain:
+// 0.2.1) module built by the standard Go toolchain as a WASI reactor:
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o bin/handshake.wasm ./filter
 //
@@ -11,7 +11,8 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
+	"strconv"
 	"time"
 	"unsafe"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/directpipe/directpipe/filter/proxywasm"
 )
 
+// main is not called: with -buildmode=c-shared the host runs _initialize,
+// which initialises the runtime and the packages, then calls the exports.
 func main() {}
 
 // Package-level state is the Wasm ABI glue: the host drives the module by
@@ -29,7 +32,8 @@ var (
 	rootConfig = map[uint32]*auth.Config{}
 	// streamRoot maps an HTTP context to its root context.
 	streamRoot = map[uint32]uint32{}
-	metrics    = newMetricSet()
+	// metricIDs caches counter ids by name; ids are per VM.
+	metricIDs = map[string]uint32{}
 )
 
 //go:wasmexport proxy_abi_version_0_2_1
@@ -43,19 +47,27 @@ func proxyOnVMStart(rootID, vmConfigSize uint32) uint32 { return 1 }
 
 //go:wasmexport proxy_on_configure
 func proxyOnConfigure(rootID, pluginConfigSize uint32) uint32 {
+	checkPending()
 	data, err := proxywasm.GetBufferBytes(proxywasm.BufferPluginConfiguration)
-	if err != nil {
-		proxywasm.Log(proxywasm.LogError, "directpipe: cannot read plugin configuration: "+err.Error())
+	if err != nil && !errors.Is(err, proxywasm.ErrNotFound) {
+		proxywasm.Log(proxywasm.LogError, "cannot read the plugin configuration: "+err.Error())
 		return 0
 	}
 	cfg, err := auth.ParseConfig(data)
 	if err != nil {
-		// Returning false makes Envoy reject this config; the previous one
-		// keeps serving.
-		proxywasm.Log(proxywasm.LogError, "directpipe: "+err.Error())
+		// Returning false makes Envoy reject this configuration; a
+		// previous one keeps serving.
+		proxywasm.Log(proxywasm.LogError, err.Error())
 		return 0
 	}
 	rootConfig[rootID] = cfg
+	// Every counter exists from the start, so dashboards see zeros
+	// rather than gaps.
+	counter("directpipe_handshake_allowed")
+	for _, r := range auth.Reasons() {
+		counter("directpipe_handshake_denied_" + r)
+	}
+	proxywasm.Log(proxywasm.LogInfo, "configured: "+cfg.Summary())
 	return 1
 }
 
@@ -68,9 +80,10 @@ func proxyOnContextCreate(contextID, parentID uint32) {
 
 //go:wasmexport proxy_on_request_headers
 func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
+	checkPending()
 	cfg := rootConfig[streamRoot[contextID]]
 	if cfg == nil {
-		return uint32(reject(auth.Decision{Status: 503, Reason: "filter_not_configured"}, "directpipe"))
+		return reject(auth.NotConfigured(), auth.DefaultRealm)
 	}
 	route := routeName()
 	req := auth.Request{
@@ -82,67 +95,71 @@ func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
 	req.Path, _ = proxywasm.GetHeader(proxywasm.MapRequestHeaders, ":path")
 	d, policy := cfg.Check(route, req, time.Now())
 	if !d.Allow {
-		realm := "directpipe"
+		realm := auth.DefaultRealm
 		if policy != nil {
 			realm = policy.Realm
+			logDebug("policy " + policy.Name + " denied a handshake on route " + strconv.Quote(route) + ": " + d.Reason)
 		}
-		return uint32(reject(d, realm))
+		return reject(d, realm)
 	}
-	for _, h := range d.Remove {
-		proxywasm.RemoveHeader(proxywasm.MapRequestHeaders, h)
-	}
-	for _, kv := range d.Set {
-		proxywasm.ReplaceHeader(proxywasm.MapRequestHeaders, kv[0], kv[1])
-	}
-	if d.Path != "" {
-		proxywasm.ReplaceHeader(proxywasm.MapRequestHeaders, ":path", d.Path)
+	if err := apply(d); err != nil {
+		// The token may still be on the request: it must not go upstream.
+		proxywasm.Log(proxywasm.LogError, err.Error())
+		return reject(auth.Internal(), auth.DefaultRealm)
 	}
 	if policy != nil {
-		metrics.inc("directpipe_handshake_allowed")
+		increment("directpipe_handshake_allowed")
 	}
 	return uint32(proxywasm.ActionContinue)
 }
 
+// apply strips the token and any client copy of the identity headers, then
+// sets the verified ones.
+func apply(d auth.Decision) error {
+	for _, h := range d.Remove {
+		if err := proxywasm.RemoveHeader(proxywasm.MapRequestHeaders, h); err != nil {
+			return err
+		}
+	}
+	if d.Path != "" {
+		if err := proxywasm.ReplaceHeader(proxywasm.MapRequestHeaders, ":path", d.Path); err != nil {
+			return err
+		}
+	}
+	for _, kv := range d.Set {
+		if err := proxywasm.ReplaceHeader(proxywasm.MapRequestHeaders, kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // routeName reads the name of the route Envoy matched; the control plane
-// keys auth policies by it.
+// keys auth policies by it. Envoy answers NotFound when no route matched
+// and "" for a route without a name, which must not pass as the former.
 func routeName() string {
-	if v, err := proxywasm.GetProperty("xds", "route_name"); err == nil {
-		return string(v)
+	v, err := proxywasm.GetProperty("xds", "route_name")
+	switch {
+	case err != nil:
+		return ""
+	case len(v) == 0:
+		return auth.UnnamedRoute
 	}
-	if v, err := proxywasm.GetProperty("route_name"); err == nil {
-		return string(v)
-	}
-	return ""
-}
-
-type denial struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
-}
-
-var messages = map[string]string{
-	auth.ReasonMissingToken:    "a token is required",
-	auth.ReasonTokenTooLarge:   "the token is too large",
-	auth.ReasonMalformedToken:  "the token is malformed",
-	auth.ReasonBadSignature:    "the token signature does not verify",
-	auth.ReasonExpiredToken:    "the token has expired",
-	auth.ReasonNotYetValid:     "the token is not valid yet",
-	auth.ReasonInvalidToken:    "the token is not valid",
-	auth.ReasonUnknownAPIKey:   "the API key is not known",
-	auth.ReasonRouteNotAllowed: "the route has no auth setting yet",
+	return string(v)
 }
 
 // reject answers locally; the reason is in the body and the details, the
 // token is in neither.
-func reject(d auth.Decision, realm string) proxywasm.Action {
-	body, _ := json.Marshal(denial{Error: d.Reason, Message: messages[d.Reason]})
+func reject(d auth.Decision, realm string) uint32 {
 	headers := [][2]string{{"content-type", "application/json"}}
 	if d.Status == 401 {
 		headers = append(headers, [2]string{"www-authenticate", d.WWWAuthenticate(realm)})
 	}
-	proxywasm.SendLocalResponse(uint32(d.Status), "directpipe_"+d.Reason, append(body, '\n'), headers)
-	metrics.inc("directpipe_handshake_denied_" + d.Reason)
-	return proxywasm.ActionPause
+	if err := proxywasm.SendLocalResponse(uint32(d.Status), "directpipe_"+d.Reason, d.Body(), headers, -1); err != nil {
+		proxywasm.Log(proxywasm.LogError, err.Error())
+	}
+	increment("directpipe_handshake_denied_" + d.Reason)
+	return uint32(proxywasm.ActionPause)
 }
 
 //go:wasmexport proxy_on_done
@@ -154,19 +171,31 @@ func proxyOnDelete(contextID uint32) {
 	delete(rootConfig, contextID)
 }
 
-// metricSet defines counters lazily, once per VM.
-type metricSet struct{ ids map[string]uint32 }
-
-func newMetricSet() *metricSet { return &metricSet{ids: map[string]uint32{}} }
-
-func (m *metricSet) inc(name string) {
-	id, ok := m.ids[name]
-	if !ok {
-		var err error
-		if id, err = proxywasm.DefineMetric(proxywasm.MetricCounter, name); err != nil {
-			return
-		}
-		m.ids[name] = id
+// counter returns the id of a counter, defining it on first use.
+func counter(name string) (uint32, bool) {
+	if id, ok := metricIDs[name]; ok {
+		return id, true
 	}
-	proxywasm.IncrementMetric(id, 1)
+	id, err := proxywasm.DefineMetric(proxywasm.MetricCounter, name)
+	if err != nil {
+		return 0, false
+	}
+	metricIDs[name] = id
+	return id, true
+}
+
+func increment(name string) {
+	if id, ok := counter(name); ok {
+		proxywasm.IncrementMetric(id, 1)
+	}
+}
+
+func logDebug(msg string) { proxywasm.Log(proxywasm.LogDebug, msg) }
+
+// checkPending reports host buffers that were allocated and never handed
+// back, and frees them; it runs where none can legitimately be in flight.
+func checkPending() {
+	if n := proxywasm.DropPending(); n > 0 {
+		proxywasm.Log(proxywasm.LogWarn, strconv.Itoa(n)+" host buffers were never returned")
+	}
 }

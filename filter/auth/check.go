@@ -3,16 +3,18 @@ package auth
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// Reason codes are stable: clients and dashboards match on them.
+// Reason codes are stable: clients and dashboards match on them, and each
+// names a metric, directpipe_handshake_denied_<reason>.
 const (
 	ReasonMissingToken    = "missing_token"
 	ReasonTokenTooLarge   = "token_too_large"
@@ -23,10 +25,31 @@ const (
 	ReasonInvalidToken    = "invalid_token"
 	ReasonUnknownAPIKey   = "unknown_api_key"
 	ReasonRouteNotAllowed = "route_not_configured"
+	ReasonNotConfigured   = "filter_not_configured"
+	ReasonInternal        = "internal_error"
 )
 
+var messages = map[string]string{
+	ReasonMissingToken:    "a token is required",
+	ReasonTokenTooLarge:   "the token is too large",
+	ReasonMalformedToken:  "the token is malformed",
+	ReasonBadSignature:    "the token signature does not verify",
+	ReasonExpiredToken:    "the token has expired",
+	ReasonNotYetValid:     "the token is not valid yet",
+	ReasonInvalidToken:    "the token is not valid",
+	ReasonUnknownAPIKey:   "the API key is not known",
+	ReasonRouteNotAllowed: "the route has no auth setting yet",
+	ReasonNotConfigured:   "the handshake filter has no configuration",
+	ReasonInternal:        "the handshake could not be checked",
+}
+
+// Reasons lists every reason code, sorted, so that a metric can exist for
+// each before the first denial.
+func Reasons() []string { return sortedKeys(messages) }
+
 // Request is what the check reads of the handshake. Header returns the
-// value of a lower-case header name and whether it is present.
+// value of a lower-case header name and whether it is present; it is a
+// function so the filter asks the host only for the headers a policy names.
 type Request struct {
 	Path   string
 	Header func(name string) (string, bool)
@@ -35,7 +58,7 @@ type Request struct {
 // Decision is the outcome of a check and what to do to the request.
 type Decision struct {
 	Allow    bool
-	Status   int
+	Status   int // 401 or 403; 500 or 503 when the filter cannot check
 	Reason   string
 	Identity string
 	// Remove lists headers to delete before forwarding: every token source
@@ -48,23 +71,53 @@ type Decision struct {
 	Path string
 }
 
-// WWWAuthenticate is the challenge for a 401 (RFC 6750 §3).
+// Internal is the decision when the filter cannot carry out an allow (the
+// host refused to strip the token): the request must not go on with it.
+func Internal() Decision { return Decision{Status: 500, Reason: ReasonInternal} }
+
+// NotConfigured is the decision for a stream whose plugin has no valid
+// configuration: nothing can be verified, so nothing passes.
+func NotConfigured() Decision { return Decision{Status: 503, Reason: ReasonNotConfigured} }
+
+// WWWAuthenticate is the challenge for a 401 (RFC 6750 §3). The realm was
+// checked by ParseConfig to need no escaping.
 func (d Decision) WWWAuthenticate(realm string) string {
 	if d.Reason == ReasonMissingToken {
-		return fmt.Sprintf("Bearer realm=%q", realm)
+		return `Bearer realm="` + realm + `"`
 	}
-	return fmt.Sprintf("Bearer realm=%q, error=\"invalid_token\"", realm)
+	return `Bearer realm="` + realm + `", error="invalid_token"`
 }
 
-// Check decides a handshake on a route at time now. An empty route means
-// no route matched: the router answers 404 itself, and there is nothing to
-// protect. Every route the control plane makes has a name.
+// Body is the JSON body of a denial: the reason and a sentence, never the
+// token.
+func (d Decision) Body() []byte {
+	b, _ := json.Marshal(struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}{d.Reason, messages[d.Reason]})
+	return append(b, '\n')
+}
+
+// UnnamedRoute is the route argument of Check for a matched route that has
+// no name. No route map can name it, so a routed configuration refuses it.
+const UnnamedRoute = "\x00unnamed"
+
+// Check decides a handshake on a route at time now. The policy is nil for a
+// public or unknown route.
+//
+// A single-policy configuration guards every request whatever its route.
+// With a route map, an empty route means no route matched: the router
+// answers 404 itself, and there is nothing to protect. Every route the
+// control plane makes has a name.
 func (c *Config) Check(route string, req Request, now time.Time) (Decision, *Policy) {
+	if c.single != nil {
+		return c.single.Check(req, now), c.single
+	}
 	if route == "" {
 		return Decision{Allow: true}, nil
 	}
 	name, known := c.Routes[route]
-	if !known {
+	if !known || route == UnnamedRoute {
 		return Decision{Status: 403, Reason: ReasonRouteNotAllowed}, nil
 	}
 	if name == "" {
@@ -84,7 +137,9 @@ func (p *Policy) Check(req Request, now time.Time) Decision {
 		return deny(ReasonTokenTooLarge)
 	}
 	var d Decision
-	if strings.Count(token, ".") == 2 && len(p.keys) > 0 {
+	// A JWS compact token always has dots; API keys are opaque strings
+	// without them.
+	if strings.Contains(token, ".") && len(p.keys) > 0 {
 		d = p.verifyJWT(token, now)
 	} else {
 		d = p.verifyAPIKey(token)
@@ -145,32 +200,25 @@ func (p *Policy) find(req Request) (string, stripping) {
 			token = v
 		}
 	}
-	for _, h := range p.identityHeaders() {
-		s.headers = append(s.headers, h)
+	if p.IdentityHeader != "" {
+		s.headers = append(s.headers, p.IdentityHeader)
+	}
+	for _, claim := range p.claims {
+		s.headers = append(s.headers, p.ClaimHeaders[claim])
 	}
 	return token, s
 }
 
-func (p *Policy) identityHeaders() []string {
-	var out []string
-	if p.IdentityHeader != "" {
-		out = append(out, p.IdentityHeader)
-	}
-	for _, h := range p.ClaimHeaders {
-		out = append(out, h)
-	}
-	return out
-}
-
 // cutQueryParam removes every occurrence of a query parameter from a path,
-// keeping the others in order, and returns the first value.
+// keeping the others byte for byte and in order, and returns the first
+// value.
 func cutQueryParam(path, name string) (value, rest string, found bool) {
 	base, query, ok := strings.Cut(path, "?")
 	if !ok {
 		return "", path, false
 	}
 	var kept []string
-	for _, part := range strings.Split(query, "&") {
+	for part := range strings.SplitSeq(query, "&") {
 		k, v, _ := strings.Cut(part, "=")
 		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
 			if !found {
@@ -191,14 +239,10 @@ func cutQueryParam(path, name string) (value, rest string, found bool) {
 }
 
 func (p *Policy) verifyJWT(token string, now time.Time) Decision {
-	var algs []string
-	for _, k := range p.keys {
-		algs = append(algs, k.alg)
-	}
 	parser := jwt.NewParser(
 		// Only the algorithms of configured keys: "none" and algorithm
-		// confusion never get to signature checking.
-		jwt.WithValidMethods(algs),
+		// confusion are refused before any key is looked up.
+		jwt.WithValidMethods(p.algs),
 		jwt.WithLeeway(p.leeway()),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 		jwt.WithExpirationRequired(),
@@ -209,16 +253,18 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 		if err != nil {
 			return nil, err
 		}
+		// Each key verifies only its own algorithm, whatever else the
+		// policy's other keys allow.
 		if t.Method.Alg() != k.alg {
-			return nil, errors.New("algorithm does not match the key")
+			return nil, errAlgMismatch
 		}
-		return k.secret, nil
+		return k.material, nil
 	})
 	switch {
 	case err == nil:
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return deny(ReasonMalformedToken)
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, errAlgMismatch):
 		return deny(ReasonBadSignature)
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return deny(ReasonExpiredToken)
@@ -229,43 +275,61 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 	}
 	d := Decision{Allow: true}
 	if sub, ok := claims["sub"].(string); ok {
-		d.Identity = sub
+		d.Identity = sanitize(sub)
 	}
-	for claim, header := range p.ClaimHeaders {
-		if v, ok := claimString(claims[claim]); ok {
-			d.Set = append(d.Set, [2]string{header, v})
+	for _, claim := range p.claims {
+		if v, ok := claimString(claims[claim]); ok && v != "" {
+			d.Set = append(d.Set, [2]string{p.ClaimHeaders[claim], v})
 		}
 	}
 	if p.IdentityHeader != "" && d.Identity != "" {
-		d.Set = append(d.Set, [2]string{p.IdentityHeader, sanitize(d.Identity)})
+		d.Set = append(d.Set, [2]string{p.IdentityHeader, d.Identity})
 	}
 	return d
 }
 
+var (
+	errAlgMismatch = errors.New("algorithm does not match the key")
+	errNoKey       = errors.New("no key for this kid")
+)
+
+// keyFor picks the key by kid; a token without kid may use the only key.
 func (p *Policy) keyFor(t *jwt.Token) (*key, error) {
-	kid, _ := t.Header["kid"].(string)
-	if k, ok := p.keys[kid]; ok {
+	kid, hasKid := t.Header["kid"]
+	if !hasKid {
+		if len(p.keys) == 1 {
+			for _, k := range p.keys {
+				return k, nil
+			}
+		}
+		return nil, errNoKey
+	}
+	s, ok := kid.(string)
+	if !ok {
+		return nil, errNoKey
+	}
+	if k, ok := p.keys[s]; ok {
 		return k, nil
 	}
-	if _, has := t.Header["kid"]; !has && len(p.keys) == 1 {
-		for _, k := range p.keys {
-			return k, nil
-		}
-	}
-	return nil, errors.New("no key for this kid")
+	return nil, errNoKey
 }
 
+// claimString renders a scalar claim as a header value; objects and arrays
+// are not forwarded.
 func claimString(v any) (string, bool) {
 	switch v := v.(type) {
 	case string:
 		return sanitize(v), true
-	case float64, bool:
-		return fmt.Sprint(v), true
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), true
+	case bool:
+		return strconv.FormatBool(v), true
 	}
 	return "", false
 }
 
-// sanitize keeps a claim from smuggling a header line break upstream.
+// sanitize keeps a claim from smuggling a header line break or NUL
+// upstream.
 func sanitize(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
@@ -285,16 +349,14 @@ func (p *Policy) verifyAPIKey(token string) Decision {
 	sum := sha256.Sum256([]byte(token))
 	match := -1
 	for i, k := range p.apiKeys {
-		if subtle.ConstantTimeCompare(sum[:], k.sum[:]) == 1 {
-			match = i
-		}
+		match = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(sum[:], k.sum[:]), i, match)
 	}
 	if match < 0 {
 		return deny(ReasonUnknownAPIKey)
 	}
-	d := Decision{Allow: true, Identity: p.apiKeys[match].identity}
+	d := Decision{Allow: true, Identity: sanitize(p.apiKeys[match].identity)}
 	if p.IdentityHeader != "" && d.Identity != "" {
-		d.Set = append(d.Set, [2]string{p.IdentityHeader, sanitize(d.Identity)})
+		d.Set = append(d.Set, [2]string{p.IdentityHeader, d.Identity})
 	}
 	return d
 }

@@ -1,10 +1,12 @@
 package auth
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +92,10 @@ func TestCheck(t *testing.T) {
 	// Algorithm confusion: an HS512 token signed with the HS256 key.
 	hs512 := mint(t, jwt.SigningMethodHS512, secret, "dev", valid())
 	otherKey := mint(t, jwt.SigningMethodHS256, []byte("another-secret-that-is-32-bytes!!"), "dev", valid())
+	// Algorithm confusion the classic way: the header claims RS256 and the
+	// signature is an HMAC with the shared secret, hoping the verifier uses
+	// the secret as an RSA "public key".
+	rs256Confusion := mintHeader(t, `{"alg":"RS256","typ":"JWT","kid":"dev"}`, valid())
 
 	tests := []struct {
 		name     string
@@ -110,6 +116,7 @@ func TestCheck(t *testing.T) {
 		{name: "api key in query", route: "voice", path: "/v1/voice?access_token=" + demoAPIKey, allow: true, identity: "demo-client", newPath: "/v1/voice"},
 		{name: "public route", route: "public", path: "/", allow: true},
 		{name: "no route matched", route: "", path: "/nowhere", allow: true},
+		{name: "unnamed route fails closed", route: UnnamedRoute, path: "/", status: 403, reason: ReasonRouteNotAllowed},
 		{name: "unknown route fails closed", route: "new-route", path: "/", status: 403, reason: ReasonRouteNotAllowed},
 		{name: "no token", route: "voice", path: "/v1/voice", status: 401, reason: ReasonMissingToken},
 		{name: "basic auth is no token", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Basic YTpi"}, status: 401, reason: ReasonMissingToken},
@@ -126,7 +133,13 @@ func TestCheck(t *testing.T) {
 		{name: "garbage", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer !!!.???.###"}, status: 401, reason: ReasonMalformedToken},
 		{name: "garbage api key", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer garbage"}, status: 401, reason: ReasonUnknownAPIKey},
 		{name: "oversized", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + strings.Repeat("a", 4096)}, status: 401, reason: ReasonTokenTooLarge},
-		{name: "four parts", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + good + ".x"}, status: 401, reason: ReasonUnknownAPIKey},
+		{name: "four parts", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + good + ".x"}, status: 401, reason: ReasonMalformedToken},
+		{name: "rs256 header, hmac signature", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + rs256Confusion}, status: 401, reason: ReasonBadSignature},
+		{name: "kid not a string", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + mintHeader(t, `{"alg":"HS256","kid":7}`, valid())}, status: 401, reason: ReasonInvalidToken},
+		{name: "empty bearer, query wins", route: "voice", path: "/v1/voice?access_token=" + good, hdrs: []string{"authorization", "Bearer "}, allow: true, identity: "alice", newPath: "/v1/voice"},
+		{name: "bearer wins over query", route: "voice", path: "/v1/voice?access_token=garbage", hdrs: []string{"authorization", "Bearer " + good}, allow: true, identity: "alice", newPath: "/v1/voice"},
+		{name: "bad query token", route: "voice", path: "/v1/voice?access_token=" + otherKey, status: 401, reason: ReasonBadSignature},
+		{name: "api key header with spaces", route: "voice", path: "/v1/voice", hdrs: []string{"x-api-key", "  " + demoAPIKey + " "}, allow: true, identity: "demo-client"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,6 +214,21 @@ func TestParseConfigErrors(t *testing.T) {
 		"null policy":     `{"routes":{},"policies":{"p":null}}`,
 		"not json":        `{`,
 		"trailing":        `{"routes":{},"policies":{}} {}`,
+		"not an object":   `[]`,
+		"null":            `null`,
+		"single unknown":  `{"sources":[{"bearer":true}],"api_keys":[{"sha256":"` + strings.Repeat("a", 64) + `"}],"extra":1}`,
+		"bad source hdr":  single(`"sources":[{"header":"x api"}]`),
+		"pseudo claim":    single(`"claim_headers":{"sub":":path"}`),
+		"reserved claim":  single(`"claim_headers":{"sub":"host"}`),
+		"upper identity":  single(`"identity_header":"X-Id"`),
+		"dup out header":  single(`"identity_header":"x-id","claim_headers":{"sub":"x-id"}`),
+		"quote in realm":  single(`"realm":"a\"b"`),
+		"negative max":    single(`"max_token_bytes":-1`),
+		"negative leeway": single(`"leeway_seconds":-5`),
+		"dup kid":         `{"sources":[{"bearer":true}],"jwks":{"keys":[{"kty":"oct","alg":"HS256","k":"c2VjcmV0"},{"kty":"oct","alg":"HS256","k":"c2VjcmV0"}]}}`,
+		"hmac alg on rsa": `{"sources":[{"bearer":true}],"jwks":{"keys":[{"kty":"oct","alg":"RS256","k":"c2VjcmV0"}]}}`,
+		"alg none":        `{"sources":[{"bearer":true}],"jwks":{"keys":[{"kty":"oct","alg":"none","k":"c2VjcmV0"}]}}`,
+		"empty k":         `{"sources":[{"bearer":true}],"jwks":{"keys":[{"kty":"oct","alg":"HS256","k":""}]}}`,
 	}
 	for name, doc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -209,6 +237,11 @@ func TestParseConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// single is a valid single-policy document with extra fields.
+func single(fields string) string {
+	return `{"sources":[{"bearer":true}],"api_keys":[{"sha256":"` + strings.Repeat("a", 64) + `"}],` + fields + `}`
 }
 
 func TestWWWAuthenticate(t *testing.T) {
@@ -222,33 +255,54 @@ func TestWWWAuthenticate(t *testing.T) {
 
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"routes":{"r":"p"},"policies":{"p":{"sources":[{"bearer":true}],"jwks":{"keys":[{"kty":"oct","alg":"HS256","k":"c2VjcmV0"}]}}}}`))
+	f.Add([]byte(briefConfig))
+	f.Add([]byte(`{"sources":[{"header":"X-Key"}],"api_keys":[{"sha256":"` + strings.Repeat("0", 64) + `"}],"claim_headers":{"a":"x-a"}}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
 			return
 		}
-		cfg.Check("r", Request{Path: "/?access_token=x", Header: headers("authorization", "Bearer a.b.c")}, now)
+		d, _ := cfg.Check("r", Request{Path: "/?access_token=x", Header: headers("authorization", "Bearer a.b.c", "x-key", "k")}, now)
+		if d.Allow {
+			t.Errorf("a made-up token passed: %+v", d)
+		}
 	})
 }
 
 func FuzzCheck(f *testing.F) {
 	cfg := testConfig(f)
-	f.Add("Bearer "+mint(f, jwt.SigningMethodHS256, secret, "dev", valid()), "/v1/voice?access_token=x")
-	f.Add("Bearer a.b.c", "/")
-	f.Add("bearer ..", "/?access_token=%zz&access_token=")
-	f.Fuzz(func(t *testing.T, authz, path string) {
-		d, _ := cfg.Check("voice", Request{Path: path, Header: headers("authorization", authz)}, now)
+	f.Add("Bearer "+mint(f, jwt.SigningMethodHS256, secret, "dev", valid()), "/v1/voice?access_token=x", "")
+	f.Add("Bearer a.b.c", "/", "k")
+	f.Add("bearer ..", "/?access_token=%zz&access_token=", "")
+	f.Add("", "/v1/voice?a=1&access_token="+demoAPIKey+"&b", "")
+	f.Add("Bearer "+mintHeader(f, `{"alg":"RS256"}`, valid()), "/", "")
+	f.Fuzz(func(t *testing.T, authz, path, apiKey string) {
+		hdrs := []string{"authorization", authz}
+		if apiKey != "" {
+			hdrs = append(hdrs, "x-api-key", apiKey)
+		}
+		d, _ := cfg.Check("voice", Request{Path: path, Header: headers(hdrs...)}, now)
 		if d.Allow && d.Identity == "" {
 			t.Errorf("allowed without an identity: %+v", d)
 		}
-		if !d.Allow && d.Status != 401 {
-			t.Errorf("denied with status %d", d.Status)
+		if !d.Allow {
+			if d.Status != 401 || messages[d.Reason] == "" {
+				t.Errorf("denied with status %d reason %q", d.Status, d.Reason)
+			}
+			if len(authz) > 16 && strings.Contains(string(d.Body()), authz) {
+				t.Errorf("the denial body carries the token")
+			}
+			return
 		}
 		for _, kv := range d.Set {
-			if strings.ContainsAny(kv[1], "\r\n") {
-				t.Errorf("header %s carries a line break", kv[0])
+			if strings.ContainsAny(kv[1], "\r\n\x00") {
+				t.Errorf("header %s carries a control character", kv[0])
 			}
+		}
+		if d.Path != "" && strings.Contains(d.Path, "access_token=") {
+			t.Errorf("the token parameter is forwarded: %q", d.Path)
 		}
 	})
 }
@@ -268,4 +322,159 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// mintHeader signs any header JSON with the test secret, for tokens the
+// library would refuse to make.
+func mintHeader(t testing.TB, header string, claims jwt.MapClaims) string {
+	t.Helper()
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signing := b64(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(signing))
+	return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// briefConfig is the single-policy document of the filter's contract, as a
+// static bootstrap would carry it.
+var briefConfig = `{
+  "name": "demo",
+  "realm": "directpipe",
+  "sources": [{"bearer": true}, {"query": "access_token"}, {"header": "x-api-key"}],
+  "jwks": {"keys": [{"kty": "oct", "kid": "dev", "alg": "HS256", "k": "` + base64.RawURLEncoding.EncodeToString(secret) + `"}]},
+  "leeway_seconds": 30,
+  "max_token_bytes": 8192,
+  "api_keys": [{"sha256": "` + apiKeyHash(demoAPIKey) + `", "identity": "demo-client"}],
+  "identity_header": "x-directpipe-identity",
+  "claim_headers": {"sub": "x-directpipe-sub"}
+}`
+
+func apiKeyHash(k string) string {
+	sum := sha256.Sum256([]byte(k))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestSinglePolicyGuardsEveryRoute(t *testing.T) {
+	cfg, err := ParseConfig([]byte(briefConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := mint(t, jwt.SigningMethodHS256, secret, "dev", valid())
+	for _, route := range []string{"voice", "", "anything"} {
+		d, p := cfg.Check(route, Request{Path: "/v1/voice", Header: headers()}, now)
+		if d.Allow || d.Reason != ReasonMissingToken || p == nil || p.Name != "demo" {
+			t.Errorf("route %q without a token: %+v, policy %v", route, d, p)
+		}
+	}
+	d, _ := cfg.Check("", Request{
+		Path:   "/v1/voice?lang=en&access_token=" + good + "&rate=16000",
+		Header: headers("x-directpipe-identity", "mallory", "x-directpipe-sub", "mallory"),
+	}, now)
+	if !d.Allow || d.Identity != "alice" {
+		t.Fatalf("query token: %+v", d)
+	}
+	if d.Path != "/v1/voice?lang=en&rate=16000" {
+		t.Errorf("path %q", d.Path)
+	}
+	want := [][2]string{{"x-directpipe-sub", "alice"}, {"x-directpipe-identity", "alice"}}
+	if !slices.Equal(d.Set, want) {
+		t.Errorf("set %q, want %q", d.Set, want)
+	}
+	for _, h := range []string{"x-directpipe-identity", "x-directpipe-sub"} {
+		if !contains(d.Remove, h) {
+			t.Errorf("client copy of %s is kept: %v", h, d.Remove)
+		}
+	}
+	d, _ = cfg.Check("", Request{Path: "/", Header: headers("x-api-key", demoAPIKey)}, now)
+	if !d.Allow || d.Identity != "demo-client" || !contains(d.Remove, "x-api-key") || d.Path != "" {
+		t.Errorf("api key: %+v", d)
+	}
+	d, _ = cfg.Check("", Request{Path: "/", Header: headers("authorization", "Bearer "+strings.Repeat("x", 8193))}, now)
+	if d.Reason != ReasonTokenTooLarge {
+		t.Errorf("8193-byte token: %+v", d)
+	}
+}
+
+func TestClaimHeaders(t *testing.T) {
+	doc := strings.Replace(briefConfig, `"claim_headers": {"sub": "x-directpipe-sub"}`,
+		`"claim_headers": {"tenant": "x-t", "admin": "x-a", "n": "x-n", "obj": "x-o", "iat": "x-iat"}`, 1)
+	cfg, err := ParseConfig([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := mint(t, jwt.SigningMethodHS256, secret, "dev", valid("admin", true, "n", 1712345678, "obj", map[string]any{"a": 1}, "tenant", "ac\r\nme"))
+	d, _ := cfg.Check("", Request{Header: headers("authorization", "Bearer "+tok)}, now)
+	want := [][2]string{{"x-a", "true"}, {"x-n", "1712345678"}, {"x-t", "acme"}, {"x-directpipe-identity", "alice"}}
+	if !slices.Equal(d.Set, want) {
+		t.Errorf("set %q, want %q (sorted by claim, objects dropped, control characters removed)", d.Set, want)
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	doc := `{"sources":[{"header":"X-API-Key"}],"identity_header":"x-id","api_keys":[` +
+		`{"sha256":"` + apiKeyHash("first") + `","identity":"one"},` +
+		`{"sha256":"` + apiKeyHash("second") + `","identity":"two"}]}`
+	cfg, err := ParseConfig([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{"first": "one", "second": "two", "third": "", "a.b.c": ""} {
+		d, _ := cfg.Check("", Request{Header: headers("x-api-key", key)}, now)
+		if d.Identity != want || d.Allow != (want != "") {
+			t.Errorf("key %q: %+v", key, d)
+		}
+		if want == "" && d.Reason != ReasonUnknownAPIKey {
+			t.Errorf("key %q: reason %s", key, d.Reason)
+		}
+	}
+}
+
+// TestAlgorithmPinnedPerKey: with keys of two algorithms configured, a token
+// must use the algorithm of the key its kid names.
+func TestAlgorithmPinnedPerKey(t *testing.T) {
+	k384 := []byte("a-second-secret-for-hs384-tokens-of-48-bytes-long!")
+	doc := `{"sources":[{"bearer":true}],"jwks":{"keys":[` +
+		`{"kty":"oct","kid":"a","alg":"HS256","k":"` + base64.RawURLEncoding.EncodeToString(secret) + `"},` +
+		`{"kty":"oct","kid":"b","alg":"HS384","k":"` + base64.RawURLEncoding.EncodeToString(k384) + `"}]}}`
+	cfg, err := ParseConfig([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		token  string
+		reason string
+	}{
+		{"a with HS256", mint(t, jwt.SigningMethodHS256, secret, "a", valid()), ""},
+		{"b with HS384", mint(t, jwt.SigningMethodHS384, k384, "b", valid()), ""},
+		{"a with HS384", mint(t, jwt.SigningMethodHS384, secret, "a", valid()), ReasonBadSignature},
+		{"no kid, two keys", mint(t, jwt.SigningMethodHS256, secret, "", valid()), ReasonInvalidToken},
+	}
+	for _, tt := range tests {
+		d, _ := cfg.Check("", Request{Header: headers("authorization", "Bearer "+tt.token)}, now)
+		if d.Reason != tt.reason || d.Allow != (tt.reason == "") {
+			t.Errorf("%s: %+v", tt.name, d)
+		}
+	}
+}
+
+func TestDenialBody(t *testing.T) {
+	var body struct{ Error, Message string }
+	if err := json.Unmarshal(deny(ReasonExpiredToken).Body(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Error != "expired_token" || body.Message == "" {
+		t.Errorf("body %+v", body)
+	}
+	for reason := range messages {
+		if !validHeaderName(reason) || strings.ToLower(reason) != reason {
+			t.Errorf("reason %q cannot name a metric", reason)
+		}
+	}
+	if d := NotConfigured(); d.Allow || d.Status != 503 {
+		t.Errorf("not configured: %+v", d)
+	}
 }

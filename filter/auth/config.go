@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -18,20 +19,29 @@ import (
 // Limits a configuration cannot exceed; they also bound the fuzzer.
 const (
 	DefaultMaxTokenBytes = 8192
+	DefaultRealm         = "directpipe"
 	maxConfigBytes       = 4 << 20
 )
 
-// Config is the whole filter configuration: which auth policy each route
-// uses and the policies themselves.
+// Config is the whole filter configuration. It comes in one of two forms:
+//
+//   - a route map, {"routes": {...}, "policies": {...}}, which the control
+//     plane sends so that one ECDS resource covers every route;
+//   - one bare Policy document, which then guards every route (a static
+//     bootstrap, a single-tenant gateway).
 type Config struct {
 	// Routes maps every route name to its policy name, "" for a public
 	// route. A route that is missing is denied: it reached Envoy before its
 	// auth setting did, and failing closed is the safe side.
 	Routes   map[string]string  `json:"routes"`
 	Policies map[string]*Policy `json:"policies"`
+
+	// single is set when the document was one bare policy.
+	single *Policy
 }
 
-// Policy says where a token is found and how it is verified.
+// Policy says where a token is found and how it is verified. Its JSON field
+// names are the contract with the control plane.
 type Policy struct {
 	Name           string            `json:"name"`
 	Realm          string            `json:"realm"`
@@ -44,7 +54,9 @@ type Policy struct {
 	ClaimHeaders   map[string]string `json:"claim_headers,omitempty"`
 
 	keys    map[string]*key // by kid
+	algs    []string        // the algorithms of keys, the only ones accepted
 	apiKeys []apiKey
+	claims  []string // ClaimHeaders' keys, sorted, so headers are set in a stable order
 }
 
 // Source is one place a token may be; exactly one field is set.
@@ -59,7 +71,9 @@ type JWKS struct {
 	Keys []JWK `json:"keys"`
 }
 
-// JWK is one key. Only symmetric HMAC keys for now.
+// JWK is one key. Only symmetric keys (kty "oct", HMAC algorithms) are
+// supported so far; kty selects how the key is read, so RSA and EC keys
+// can be added beside them.
 type JWK struct {
 	Kty string `json:"kty"`
 	Kid string `json:"kid,omitempty"`
@@ -73,9 +87,11 @@ type APIKey struct {
 	Identity string `json:"identity"`
 }
 
+// key is a verification key in the form the JWT library takes it: []byte
+// for HMAC, later *rsa.PublicKey or *ecdsa.PublicKey.
 type key struct {
-	alg    string
-	secret []byte
+	alg      string
+	material any
 }
 
 type apiKey struct {
@@ -85,21 +101,33 @@ type apiKey struct {
 
 // ParseConfig decodes and checks a configuration strictly: an unknown field,
 // a bad key or an empty source is an error, so Envoy refuses the config and
-// keeps the last good one.
+// keeps the last good one. Errors never quote key material.
 func ParseConfig(data []byte) (*Config, error) {
 	if len(data) > maxConfigBytes {
 		return nil, fmt.Errorf("auth config: %d bytes is too large", len(data))
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil || top == nil {
+		return nil, errors.New("auth config: not a JSON object")
+	}
+	_, hasRoutes := top["routes"]
+	_, hasPolicies := top["policies"]
+	if !hasRoutes && !hasPolicies {
+		var p Policy
+		if err := decodeStrict(data, &p); err != nil {
+			return nil, err
+		}
+		if err := p.prepare(); err != nil {
+			return nil, fmt.Errorf("auth config: %w", err)
+		}
+		return &Config{single: &p}, nil
+	}
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("auth config: %w", err)
+	if err := decodeStrict(data, &c); err != nil {
+		return nil, err
 	}
-	if dec.More() {
-		return nil, errors.New("auth config: trailing data")
-	}
-	for name, p := range c.Policies {
+	for _, name := range sortedKeys(c.Policies) {
+		p := c.Policies[name]
 		if p == nil {
 			return nil, fmt.Errorf("auth config: policy %q is null", name)
 		}
@@ -107,12 +135,33 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, fmt.Errorf("auth config: policy %q: %w", name, err)
 		}
 	}
-	for route, pol := range c.Routes {
-		if _, ok := c.Policies[pol]; pol != "" && !ok {
+	for _, route := range sortedKeys(c.Routes) {
+		if pol := c.Routes[route]; pol != "" && c.Policies[pol] == nil {
 			return nil, fmt.Errorf("auth config: route %q uses unknown policy %q", route, pol)
 		}
 	}
 	return &c, nil
+}
+
+// Summary describes a configuration for the log, without key material.
+func (c *Config) Summary() string {
+	if c.single != nil {
+		return fmt.Sprintf("policy %q guards every route", c.single.Name)
+	}
+	return fmt.Sprintf("%d routes, %d policies", len(c.Routes), len(c.Policies))
+}
+
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		// The decoder's message names fields and types, never values.
+		return fmt.Errorf("auth config: %w", err)
+	}
+	if dec.More() {
+		return errors.New("auth config: trailing data")
+	}
+	return nil
 }
 
 func (p *Policy) prepare() error {
@@ -129,35 +178,48 @@ func (p *Policy) prepare() error {
 		}
 		if s.Header != "" {
 			n++
-			p.Sources[i].Header = strings.ToLower(s.Header)
+			h := strings.ToLower(s.Header)
+			if !validHeaderName(h) {
+				return fmt.Errorf("sources[%d]: %q is not a header name", i, s.Header)
+			}
+			p.Sources[i].Header = h
 		}
 		if n != 1 {
 			return fmt.Errorf("sources[%d]: exactly one of bearer, query and header", i)
 		}
 	}
-	if p.MaxTokenBytes <= 0 {
+	switch {
+	case p.MaxTokenBytes == 0:
 		p.MaxTokenBytes = DefaultMaxTokenBytes
+	case p.MaxTokenBytes < 0:
+		return errors.New("negative max_token_bytes")
 	}
 	if p.LeewaySeconds < 0 {
-		return errors.New("negative leeway")
+		return errors.New("negative leeway_seconds")
 	}
 	if p.Realm == "" {
-		p.Realm = "directpipe"
+		p.Realm = DefaultRealm
+	}
+	if !validRealm(p.Realm) {
+		return errors.New("realm must be printable ASCII without quotes or backslashes")
+	}
+	if err := p.prepareHeaders(); err != nil {
+		return err
 	}
 	p.keys = map[string]*key{}
 	if p.JWKS != nil {
-		for i, k := range p.JWKS.Keys {
-			if k.Kty != "oct" || !hmacAlgs[k.Alg] {
-				return fmt.Errorf("jwks.keys[%d]: unsupported key type %q / alg %q", i, k.Kty, k.Alg)
+		for i, jwk := range p.JWKS.Keys {
+			k, err := parseJWK(jwk)
+			if err != nil {
+				return fmt.Errorf("jwks.keys[%d]: %w", i, err)
 			}
-			secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.K, "="))
-			if err != nil || len(secret) == 0 {
-				return fmt.Errorf("jwks.keys[%d]: k is not base64url", i)
+			if _, dup := p.keys[jwk.Kid]; dup {
+				return fmt.Errorf("jwks.keys[%d]: kid %q twice", i, jwk.Kid)
 			}
-			if _, dup := p.keys[k.Kid]; dup {
-				return fmt.Errorf("jwks.keys[%d]: kid %q twice", i, k.Kid)
+			p.keys[jwk.Kid] = k
+			if !slices.Contains(p.algs, k.alg) {
+				p.algs = append(p.algs, k.alg)
 			}
-			p.keys[k.Kid] = &key{alg: k.Alg, secret: secret}
 		}
 	}
 	for i, k := range p.APIKeys {
@@ -176,6 +238,101 @@ func (p *Policy) prepare() error {
 	return nil
 }
 
+// prepareHeaders checks the headers the filter writes. A claim must not be
+// able to set a pseudo-header or a header that changes how the request is
+// framed or routed.
+func (p *Policy) prepareHeaders() error {
+	check := func(field, h string) error {
+		if !validHeaderName(h) {
+			return fmt.Errorf("%s: %q is not a lower-case header name", field, h)
+		}
+		if reservedHeaders[h] {
+			return fmt.Errorf("%s: %q is reserved", field, h)
+		}
+		return nil
+	}
+	if p.IdentityHeader != "" {
+		if err := check("identity_header", p.IdentityHeader); err != nil {
+			return err
+		}
+	}
+	seen := map[string]string{p.IdentityHeader: "identity_header"}
+	p.claims = sortedKeys(p.ClaimHeaders)
+	for _, claim := range p.claims {
+		h := p.ClaimHeaders[claim]
+		field := fmt.Sprintf("claim_headers[%q]", claim)
+		if err := check(field, h); err != nil {
+			return err
+		}
+		if other, dup := seen[h]; dup {
+			return fmt.Errorf("%s: header %q is also written by %s", field, h, other)
+		}
+		seen[h] = field
+	}
+	return nil
+}
+
+// reservedHeaders holds what the control plane's validation reserves plus
+// the remaining hop-by-hop headers.
+var reservedHeaders = map[string]bool{
+	"authorization": true, "host": true, "connection": true, "upgrade": true,
+	"content-length": true, "transfer-encoding": true, "cookie": true,
+	"sec-websocket-key": true, "sec-websocket-protocol": true, "sec-websocket-version": true,
+	"keep-alive": true, "proxy-connection": true, "te": true,
+}
+
+// parseJWK turns a JWK into a verification key by its kty.
+func parseJWK(j JWK) (*key, error) {
+	switch j.Kty {
+	case "oct":
+		if !hmacAlgs[j.Alg] {
+			return nil, fmt.Errorf("alg %q is not an HMAC algorithm", j.Alg)
+		}
+		secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(j.K, "="))
+		if err != nil || len(secret) == 0 {
+			return nil, errors.New("k is not base64url")
+		}
+		return &key{alg: j.Alg, material: secret}, nil
+	}
+	return nil, fmt.Errorf("unsupported kty %q", j.Kty)
+}
+
 var hmacAlgs = map[string]bool{"HS256": true, "HS384": true, "HS512": true}
+
+// validHeaderName accepts a lower-case RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validRealm keeps the realm safe to quote in WWW-Authenticate as is.
+func validRealm(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
 
 func (p *Policy) leeway() time.Duration { return time.Duration(p.LeewaySeconds) * time.Second }

@@ -5,6 +5,7 @@ package proxywasm
 import (
 	"errors"
 	"fmt"
+	"math"
 	"unsafe"
 )
 
@@ -73,134 +74,142 @@ const (
 	MetricCounter MetricType = 0
 )
 
-// The host returns data in memory it obtains from proxy_on_memory_allocate.
-// Those buffers are Go slices: they are kept here, reachable, from the
-// allocation until Go has copied them out, so the garbage collector cannot
-// reclaim them while the host holds only a raw pointer.
-var pending = map[uintptr][]byte{}
+// The host returns data in memory it obtains from proxy_on_memory_allocate:
+// it calls the allocator, copies the data in, and writes the address and
+// size into the caller's return slots. Those buffers are Go slices, so they
+// are kept here, reachable, from the allocation until Go has taken them:
+// between the two the host holds only a raw address, which the garbage
+// collector does not see. Keys are the addresses the host was given, so a
+// returned address is only ever looked up, never turned into a pointer.
+var pending = map[uint32][]byte{}
 
 // Allocate serves proxy_on_memory_allocate.
 func Allocate(size uint32) unsafe.Pointer {
-	if size == 0 {
-		size = 1
-	}
-	buf := make([]byte, size)
-	p := unsafe.Pointer(&buf[0])
-	pending[uintptr(p)] = buf
+	buf := make([]byte, max(size, 1))
+	p := unsafe.Pointer(unsafe.SliceData(buf))
+	pending[uint32(uintptr(p))] = buf
 	return p
 }
 
-// take copies a host-returned buffer out and releases it.
-func take(p unsafe.Pointer, size uint32) []byte {
-	if p == nil {
-		return nil
+// DropPending forgets buffers the host was given but never handed back, and
+// says how many there were. Between two callbacks there should be none: the
+// host fills a buffer within the host call that asked for it.
+func DropPending() int {
+	n := len(pending)
+	if n > 0 {
+		clear(pending)
 	}
-	buf, ok := pending[uintptr(p)]
-	delete(pending, uintptr(p))
+	return n
+}
+
+var errForeignMemory = errors.New("proxywasm: the host returned memory that proxy_on_memory_allocate did not give it")
+
+// take returns a host-filled buffer and releases it.
+func take(addr, size uint32) ([]byte, error) {
+	if addr == 0 && size == 0 {
+		return nil, nil
+	}
+	buf, ok := pending[addr]
+	delete(pending, addr)
 	if !ok || int(size) > len(buf) {
-		// Not ours: copy what the host says is there.
-		return append([]byte(nil), unsafe.Slice((*byte)(p), size)...)
+		return nil, errForeignMemory
 	}
-	return buf[:size:size]
-}
-
-func ptr(b []byte) unsafe.Pointer {
-	if len(b) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(&b[0])
-}
-
-func strPtr(s string) unsafe.Pointer {
-	if s == "" {
-		return nil
-	}
-	return unsafe.Pointer(unsafe.StringData(s))
+	return buf[:size:size], nil
 }
 
 // Log writes a line to Envoy's log at level.
 func Log(level LogLevel, msg string) {
-	proxy_log(uint32(level), strPtr(msg), uint32(len(msg)))
+	proxy_log(uint32(level), msg)
 }
 
 // GetBufferBytes reads a whole buffer (spec: proxy_get_buffer_bytes).
 func GetBufferBytes(bt BufferType) ([]byte, error) {
-	var data unsafe.Pointer
-	var size uint32
-	st := Status(proxy_get_buffer_bytes(uint32(bt), 0, ^uint32(0)>>1, unsafe.Pointer(&data), unsafe.Pointer(&size)))
+	var addr, size uint32
+	// The host clamps the length to what the buffer holds.
+	st := Status(proxy_get_buffer_bytes(uint32(bt), 0, math.MaxInt32, &addr, &size))
 	if err := st.err("proxy_get_buffer_bytes"); err != nil {
 		return nil, err
 	}
-	return take(data, size), nil
+	return take(addr, size)
 }
 
-// GetHeader returns one request header's value.
+// GetHeader returns the value of a header (spec:
+// proxy_get_header_map_value); ErrNotFound when it is absent.
 func GetHeader(mt MapType, key string) (string, error) {
-	var data unsafe.Pointer
-	var size uint32
-	st := Status(proxy_get_header_map_value(uint32(mt), strPtr(key), uint32(len(key)), unsafe.Pointer(&data), unsafe.Pointer(&size)))
+	var addr, size uint32
+	st := Status(proxy_get_header_map_value(uint32(mt), key, &addr, &size))
 	if err := st.err("proxy_get_header_map_value"); err != nil {
 		return "", err
 	}
-	return string(take(data, size)), nil
+	b, err := take(addr, size)
+	return string(b), err
 }
 
-// GetHeaders returns every header of a map as name/value pairs.
+// GetHeaders returns every header of a map as name/value pairs (spec:
+// proxy_get_header_map_pairs).
 func GetHeaders(mt MapType) ([][2]string, error) {
-	var data unsafe.Pointer
-	var size uint32
-	st := Status(proxy_get_header_map_pairs(uint32(mt), unsafe.Pointer(&data), unsafe.Pointer(&size)))
+	var addr, size uint32
+	st := Status(proxy_get_header_map_pairs(uint32(mt), &addr, &size))
 	if err := st.err("proxy_get_header_map_pairs"); err != nil {
 		return nil, err
 	}
-	return DecodePairs(take(data, size))
+	b, err := take(addr, size)
+	if err != nil {
+		return nil, err
+	}
+	return DecodePairs(b)
 }
 
-// ReplaceHeader sets a header, replacing any value it had.
+// ReplaceHeader sets a header, replacing every value it had (spec:
+// proxy_replace_header_map_value).
 func ReplaceHeader(mt MapType, key, value string) error {
-	return Status(proxy_replace_header_map_value(uint32(mt), strPtr(key), uint32(len(key)), strPtr(value), uint32(len(value)))).err("proxy_replace_header_map_value")
+	return Status(proxy_replace_header_map_value(uint32(mt), key, value)).err("proxy_replace_header_map_value")
 }
 
-// RemoveHeader removes every value of a header.
+// RemoveHeader removes every value of a header (spec:
+// proxy_remove_header_map_value); removing an absent header is no error.
 func RemoveHeader(mt MapType, key string) error {
-	st := Status(proxy_remove_header_map_value(uint32(mt), strPtr(key), uint32(len(key))))
+	st := Status(proxy_remove_header_map_value(uint32(mt), key))
 	if st == StatusNotFound {
 		return nil
 	}
 	return st.err("proxy_remove_header_map_value")
 }
 
-// SendLocalResponse answers the request from the filter; the upstream is
-// never contacted.
-func SendLocalResponse(status uint32, details string, body []byte, headers [][2]string) error {
+// SendLocalResponse answers the request from the filter (spec:
+// proxy_send_local_response); the upstream is never contacted. A
+// grpcStatus of -1 sends none.
+func SendLocalResponse(status uint32, details string, body []byte, headers [][2]string, grpcStatus int32) error {
 	hs := EncodePairs(headers)
-	return Status(proxy_send_local_response(status, strPtr(details), uint32(len(details)), ptr(body), uint32(len(body)), ptr(hs), uint32(len(hs)), -1)).err("proxy_send_local_response")
+	return Status(proxy_send_local_response(status, details,
+		unsafe.SliceData(body), uint32(len(body)), unsafe.SliceData(hs), uint32(len(hs)), grpcStatus)).err("proxy_send_local_response")
 }
 
-// GetProperty reads a host property such as ["xds", "route_name"].
+// GetProperty reads a host property such as ["xds", "route_name"] (spec:
+// proxy_get_property: path segments each followed by a NUL).
 func GetProperty(path ...string) ([]byte, error) {
 	var enc []byte
 	for _, p := range path {
 		enc = append(enc, p...)
 		enc = append(enc, 0)
 	}
-	var data unsafe.Pointer
-	var size uint32
-	st := Status(proxy_get_property(ptr(enc), uint32(len(enc)), unsafe.Pointer(&data), unsafe.Pointer(&size)))
+	var addr, size uint32
+	st := Status(proxy_get_property(unsafe.SliceData(enc), uint32(len(enc)), &addr, &size))
 	if err := st.err("proxy_get_property"); err != nil {
 		return nil, err
 	}
-	return take(data, size), nil
+	return take(addr, size)
 }
 
-// DefineMetric registers a metric and returns its id.
+// DefineMetric registers a metric and returns its id (spec:
+// proxy_define_metric).
 func DefineMetric(mt MetricType, name string) (uint32, error) {
 	var id uint32
-	st := Status(proxy_define_metric(uint32(mt), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
+	st := Status(proxy_define_metric(uint32(mt), name, &id))
 	return id, st.err("proxy_define_metric")
 }
 
-// IncrementMetric adds offset to a counter.
+// IncrementMetric adds offset to a counter (spec: proxy_increment_metric).
 func IncrementMetric(id uint32, offset int64) error {
 	return Status(proxy_increment_metric(id, offset)).err("proxy_increment_metric")
 }

@@ -6,34 +6,38 @@
 // to return data.
 package proxywasm
 
-import "unsafe"
+// Strings pass as (pointer, length) pairs, which is the spec's layout for
+// every string argument. Pointer arguments of these body-less declarations
+// escape to the heap, which Go never moves, so the host may write the
+// return slots after it has re-entered the module through
+// proxy_on_memory_allocate.
 
 //go:wasmimport env proxy_log
-func proxy_log(level uint32, msg unsafe.Pointer, msgSize uint32) uint32
+func proxy_log(level uint32, msg string) uint32
 
 //go:wasmimport env proxy_get_buffer_bytes
-func proxy_get_buffer_bytes(bufferType, start, maxSize uint32, returnData unsafe.Pointer, returnSize unsafe.Pointer) uint32
+func proxy_get_buffer_bytes(bufferType, start, maxSize uint32, returnData, returnSize *uint32) uint32
 
 //go:wasmimport env proxy_get_header_map_pairs
-func proxy_get_header_map_pairs(mapType uint32, returnData unsafe.Pointer, returnSize unsafe.Pointer) uint32
+func proxy_get_header_map_pairs(mapType uint32, returnData, returnSize *uint32) uint32
 
 //go:wasmimport env proxy_get_header_map_value
-func proxy_get_header_map_value(mapType uint32, key unsafe.Pointer, keySize uint32, returnData unsafe.Pointer, returnSize unsafe.Pointer) uint32
+func proxy_get_header_map_value(mapType uint32, key string, returnData, returnSize *uint32) uint32
 
 //go:wasmimport env proxy_replace_header_map_value
-func proxy_replace_header_map_value(mapType uint32, key unsafe.Pointer, keySize uint32, value unsafe.Pointer, valueSize uint32) uint32
+func proxy_replace_header_map_value(mapType uint32, key, value string) uint32
 
 //go:wasmimport env proxy_remove_header_map_value
-func proxy_remove_header_map_value(mapType uint32, key unsafe.Pointer, keySize uint32) uint32
+func proxy_remove_header_map_value(mapType uint32, key string) uint32
 
 //go:wasmimport env proxy_send_local_response
-func proxy_send_local_response(statusCode uint32, details unsafe.Pointer, detailsSize uint32, body unsafe.Pointer, bodySize uint32, headers unsafe.Pointer, headersSize uint32, grpcStatus int32) uint32
+func proxy_send_local_response(statusCode uint32, details string, body *byte, bodySize uint32, headers *byte, headersSize uint32, grpcStatus int32) uint32
 
 //go:wasmimport env proxy_get_property
-func proxy_get_property(path unsafe.Pointer, pathSize uint32, returnData unsafe.Pointer, returnSize unsafe.Pointer) uint32
+func proxy_get_property(path *byte, pathSize uint32, returnData, returnSize *uint32) uint32
 
 //go:wasmimport env proxy_define_metric
-func proxy_define_metric(metricType uint32, name unsafe.Pointer, nameSize uint32, returnID unsafe.Pointer) uint32
+func proxy_define_metric(metricType uint32, name string, returnID *uint32) uint32
 
 //go:wasmimport env proxy_increment_metric
 func proxy_increment_metric(metricID uint32, offset int64) uint32
