@@ -18,11 +18,24 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/directpipe/directpipe/envoy/bootstrap"
 )
+
+// T is what the harness needs of a test: testing.TB satisfies it, and so
+// can a benchmark program that is not a test.
+type T interface {
+	Helper()
+	Name() string
+	TempDir() string
+	Cleanup(func())
+	Failed() bool
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // EnvoyBinary finds Envoy: $ENVOY_BIN, else the copy `make tools` put in
 // .tools/ of the repository. A missing Envoy is an error, never a skip: the
@@ -64,7 +77,7 @@ func RepoRoot() (string, error) {
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -94,12 +107,8 @@ type Envoy struct {
 
 // StartEnvoy starts Envoy against a control plane and waits until its admin
 // API answers. It is stopped, and its log shown on failure, at cleanup.
-func StartEnvoy(t testing.TB, opts EnvoyOptions) *Envoy {
+func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 	t.Helper()
-	bin, err := EnvoyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	host, portStr, err := net.SplitHostPort(opts.XDSAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -114,13 +123,25 @@ func StartEnvoy(t testing.TB, opts EnvoyOptions) *Envoy {
 	if opts.DrainTime == 0 {
 		opts.DrainTime = 2 * time.Second
 	}
-	e := &Envoy{AdminPort: FreePort(t), client: &http.Client{Timeout: 5 * time.Second}}
+	adminPort := FreePort(t)
 	cfg, err := bootstrap.Render(bootstrap.Params{
-		NodeID: opts.NodeID, Cluster: "e2e", AdminPort: e.AdminPort, XDSHost: host, XDSPort: xdsPort, Delta: opts.Delta,
+		NodeID: opts.NodeID, Cluster: "e2e", AdminPort: adminPort, XDSHost: host, XDSPort: xdsPort, Delta: opts.Delta,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return StartEnvoyWithConfig(t, cfg, adminPort, opts.Concurrency, opts.DrainTime)
+}
+
+// StartEnvoyWithConfig starts Envoy with a bootstrap of the caller's, whose
+// admin interface listens on 127.0.0.1:adminPort.
+func StartEnvoyWithConfig(t T, cfg []byte, adminPort, concurrency int, drain time.Duration) *Envoy {
+	t.Helper()
+	bin, err := EnvoyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Envoy{AdminPort: adminPort, client: &http.Client{Timeout: 5 * time.Second}}
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "envoy.yaml")
 	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
@@ -132,8 +153,8 @@ func StartEnvoy(t testing.TB, opts EnvoyOptions) *Envoy {
 		t.Fatal(err)
 	}
 	e.cmd = exec.Command(bin, "-c", cfgPath,
-		"--use-dynamic-base-id", "--concurrency", strconv.Itoa(opts.Concurrency),
-		"--drain-time-s", strconv.Itoa(int(opts.DrainTime.Seconds())), "--drain-strategy", "immediate",
+		"--use-dynamic-base-id", "--concurrency", strconv.Itoa(concurrency),
+		"--drain-time-s", strconv.Itoa(int(drain.Seconds())), "--drain-strategy", "immediate",
 		"-l", "warning", "--log-path", e.LogPath)
 	e.cmd.Stdout, e.cmd.Stderr = logFile, logFile
 	if err := e.cmd.Start(); err != nil {

@@ -11,14 +11,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/directpipe/directpipe/controlplane/app"
 )
 
 // Binary returns the path of a program `make build` put in bin/.
-func Binary(t testing.TB, name string) string {
+func Binary(t T, name string) string {
 	t.Helper()
 	root, err := RepoRoot()
 	if err != nil {
@@ -32,7 +31,7 @@ func Binary(t testing.TB, name string) string {
 }
 
 // WasmModule is the handshake module: $DIRECTPIPE_WASM, else bin/.
-func WasmModule(t testing.TB) string {
+func WasmModule(t T) string {
 	t.Helper()
 	if p := os.Getenv("DIRECTPIPE_WASM"); p != "" {
 		return p
@@ -47,7 +46,7 @@ type Backend struct {
 }
 
 // StartBackend runs bin/voice-backend on free ports.
-func StartBackend(t testing.TB) *Backend {
+func StartBackend(t T) *Backend {
 	t.Helper()
 	b := &Backend{
 		VoiceAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
@@ -103,7 +102,7 @@ type ControlPlaneOptions struct {
 }
 
 // StartControlPlane runs a control plane until Stop or the end of the test.
-func StartControlPlane(t testing.TB, opts ControlPlaneOptions) *ControlPlane {
+func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := app.Config{
@@ -116,7 +115,7 @@ func StartControlPlane(t testing.TB, opts ControlPlaneOptions) *ControlPlane {
 	if cfg.WasmPath == "" {
 		cfg.WasmPath = WasmModule(t)
 	}
-	if testing.Verbose() {
+	if os.Getenv("DIRECTPIPE_TEST_LOG") != "" {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	if opts.AdminToken != "" {
