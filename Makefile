@@ -48,6 +48,7 @@ build:
 	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap
 	$(GO) build -o $(BIN)/probe ./examples/probe
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake.wasm ./filter
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/framefilter.wasm ./examples/framefilter
 	@ls -l $(BIN)/handshake.wasm | awk '{print ">> handshake.wasm: " $$5 " bytes"}'
 
 # Prints only a valid demo token: HS256, the example policy's development
@@ -63,6 +64,11 @@ run: tools build
 test: tools build
 	$(GO) vet ./...
 	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
+
+# The latency lab: every path, handshake mode and control-plane number in
+# one run; writes bench/results.md, bench/results.json and PNG plots.
+bench: tools build
+	$(GO) run ./examples/bench -out bench $(BENCH_FLAGS)
 
 fuzz:
 	$(GO) test ./controlplane/policy -run '^$$' -fuzz FuzzParse -fuzztime 60s

@@ -251,3 +251,16 @@ func payload(seq uint64, frameBytes int) []byte {
 	}
 	return p
 }
+
+// Handshake opens one stream, closes it, and returns how long the opening
+// took: TCP connect, upgrade request, any check on the way, 101.
+func Handshake(ctx context.Context, url string, h http.Header) (time.Duration, error) {
+	start := time.Now()
+	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	conn.Close(websocket.StatusNormalClosure, "")
+	return d, nil
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -60,8 +61,18 @@ func (s *Server) RESTHandler() http.Handler {
 		json.NewEncoder(w).Encode(map[string]string{"route": r.PathValue("name")})
 	})
 	mux.HandleFunc("POST /api/echo", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
-		io.Copy(w, http.MaxBytesReader(w, r.Body, maxMessageBytes))
+		// Read the whole body first: a frame is small, and answering with a
+		// Content-Length keeps the response a single write.
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxMessageBytes))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			w.Header().Set("Content-Type", ct)
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
 	})
 	return mux
 }

@@ -61,14 +61,17 @@ func TestREST(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok"`) {
 		t.Errorf("health: %d %s", resp.StatusCode, body)
 	}
-	resp, err = http.Post(srv.URL+"/api/echo", "application/octet-stream", strings.NewReader("frame"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "frame" {
-		t.Errorf("echo: %q", body)
+	for _, size := range []int{0, 5, 512, 640, 100000} {
+		frame := bytes.Repeat([]byte{7}, size)
+		resp, err = http.Post(srv.URL+"/api/echo", "application/octet-stream", bytes.NewReader(frame))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Equal(body, frame) {
+			t.Errorf("echo of %d bytes came back as %d", size, len(body))
+		}
 	}
 }
 

@@ -1,0 +1,293 @@
+// Package latencylab measures, in one run and on loopback, what a voice
+// stream pays on each path: straight to the back end, through Envoy's
+// direct path, through a generic gateway's full chain, and as one HTTP
+// request per frame. It also times handshakes per auth mode and the control
+// plane's translation and push. `make bench` runs it; a test runs it tiny.
+package latencylab
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	_ "embed"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/directpipe/directpipe/envoy/harness"
+	"github.com/directpipe/directpipe/examples/devtoken"
+	"github.com/directpipe/directpipe/examples/voiceprobe"
+)
+
+// Config sizes a run.
+type Config struct {
+	Streams  int
+	Frames   int
+	Interval time.Duration
+	// Handshakes per auth mode, one after another.
+	Handshakes int
+	// RouteCounts are the policy sizes whose translation is timed.
+	RouteCounts []int
+	// ACKRuns is how many policy changes are timed to Envoy's ACK.
+	ACKRuns int
+	// Log receives progress lines.
+	Log io.Writer
+}
+
+// Default fits a 2-core machine in a few minutes.
+func Default() Config {
+	return Config{
+		Streams: 20, Frames: 500, Interval: 20 * time.Millisecond,
+		Handshakes: 200, RouteCounts: []int{100, 1000, 10000}, ACKRuns: 10,
+	}
+}
+
+// Tiny proves the lab works end to end, in seconds.
+func Tiny() Config {
+	return Config{
+		Streams: 2, Frames: 20, Interval: 5 * time.Millisecond,
+		Handshakes: 5, RouteCounts: []int{10, 100}, ACKRuns: 2,
+	}
+}
+
+// Machine says where the numbers come from.
+type Machine struct {
+	Cores  int    `json:"cores"`
+	Kernel string `json:"kernel"`
+	Envoy  string `json:"envoy"`
+	Go     string `json:"go"`
+	When   string `json:"when"`
+}
+
+// Path is one way of carrying a voice stream.
+type Path struct {
+	Name        string             `json:"name"`
+	Description string             `json:"description"`
+	Available   bool               `json:"available"`
+	Note        string             `json:"note,omitempty"`
+	RTT         voiceprobe.Summary `json:"rtt"`
+	Sent        int                `json:"sent"`
+	Received    int                `json:"received"`
+	Reordered   int                `json:"reordered"`
+	Lost        int                `json:"lost"`
+	Disconnects int                `json:"disconnects"`
+	// EnvoyCPUPer10k is Envoy's CPU seconds per 10,000 frames, from /proc.
+	EnvoyCPUPer10k float64 `json:"envoy_cpu_s_per_10k_frames"`
+	samples        []time.Duration
+}
+
+// Handshake is the time to open one stream in an auth mode.
+type Handshake struct {
+	Mode      string             `json:"mode"`
+	Available bool               `json:"available"`
+	Note      string             `json:"note,omitempty"`
+	Latency   voiceprobe.Summary `json:"latency"`
+	Failures  int                `json:"failures"`
+}
+
+// Translation is the time to translate a policy of Routes routes.
+type Translation struct {
+	Routes int           `json:"routes"`
+	Time   time.Duration `json:"time_ns"`
+}
+
+// Report is a whole run.
+type Report struct {
+	Machine     Machine            `json:"machine"`
+	Config      Config             `json:"config"`
+	Paths       []*Path            `json:"paths"`
+	Handshakes  []*Handshake       `json:"handshakes"`
+	Translation []Translation      `json:"translation"`
+	ChangeToACK voiceprobe.Summary `json:"change_to_ack"`
+}
+
+//go:embed envoy_static.yaml.tmpl
+var staticTemplate string
+
+// lab is one run's processes.
+type lab struct {
+	t       harness.T
+	cfg     Config
+	log     io.Writer
+	stack   *stack
+	static  *harness.Envoy
+	ports   map[string]int
+	token   string
+	backend *harness.Backend
+}
+
+// Run starts everything, measures every path, and returns the report.
+func Run(t harness.T, cfg Config) (*Report, error) {
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	l := &lab{t: t, cfg: cfg, log: cfg.Log}
+	var err error
+	if l.token, err = devtoken.Demo("bench", time.Hour); err != nil {
+		return nil, err
+	}
+	l.backend = harness.StartBackend(t)
+	l.stack = startStack(t, l.backend)
+	if err := l.startStatic(); err != nil {
+		return nil, err
+	}
+	rep := &Report{Machine: machine(), Config: cfg}
+	for _, p := range l.paths() {
+		fmt.Fprintf(l.log, ">> path %s\n", p.Name)
+		rep.Paths = append(rep.Paths, p)
+	}
+	for _, h := range l.handshakes() {
+		fmt.Fprintf(l.log, ">> handshakes %s: p50 %v\n", h.Mode, h.Latency.P50)
+		rep.Handshakes = append(rep.Handshakes, h)
+	}
+	fmt.Fprintf(l.log, ">> control plane\n")
+	if rep.Translation, err = timeTranslation(cfg.RouteCounts); err != nil {
+		return nil, err
+	}
+	rep.ChangeToACK = l.stack.changeToACK(cfg.ACKRuns)
+	return rep, nil
+}
+
+func machine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), When: time.Now().UTC().Format(time.RFC3339)}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if bin, err := harness.EnvoyBinary(); err == nil {
+		if out, err := exec.Command(bin, "--version").Output(); err == nil {
+			m.Envoy = strings.TrimSpace(string(out))
+			if i := strings.Index(m.Envoy, "version: "); i >= 0 {
+				m.Envoy = m.Envoy[i+len("version: "):]
+			}
+		}
+	}
+	return m
+}
+
+func (l *lab) startStatic() error {
+	l.ports = map[string]int{}
+	for _, k := range []string{"admin", "full", "jwt", "plain"} {
+		l.ports[k] = harness.FreePort(l.t)
+	}
+	_, voicePort, _ := strings.Cut(l.backend.VoiceAddr, ":")
+	vp, _ := strconv.Atoi(voicePort)
+	var buf bytes.Buffer
+	err := template.Must(template.New("static").Parse(staticTemplate)).Execute(&buf, map[string]any{
+		"AdminPort": l.ports["admin"], "FullChainPort": l.ports["full"], "NativeJWTPort": l.ports["jwt"],
+		"PlainPort": l.ports["plain"], "VoicePort": vp, "FrameWasm": harness.Binary(l.t, "framefilter.wasm"),
+		"HMACKey": devtoken.Secret,
+	})
+	if err != nil {
+		return err
+	}
+	l.static = harness.StartEnvoyWithConfig(l.t, buf.Bytes(), l.ports["admin"], 2, time.Second)
+	return nil
+}
+
+func (l *lab) bearer() http.Header { return http.Header{"Authorization": {"Bearer " + l.token}} }
+
+func (l *lab) paths() []*Path {
+	direct := l.stack.envoy
+	return []*Path{
+		l.stream("no-proxy", "straight to the back end: the floor", "ws://"+l.backend.VoiceAddr+"/v1/voice", nil, nil),
+		l.stream("direct", "Envoy, minimal upgrade chain (handshake check + router)", l.stack.url("ws", "/v1/voice"), l.bearer(), direct),
+		{Name: "tcp", Description: "Envoy tcp_proxy route", Note: "tcp mode routes are not translated yet"},
+		l.stream("full-chain", "Envoy, REST chain with a Wasm filter reading every frame", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["full"]), nil, l.static),
+		l.restPerFrame(direct),
+	}
+}
+
+// stream measures a WebSocket path, and the CPU the Envoy on it used.
+func (l *lab) stream(name, desc, url string, h http.Header, envoy *harness.Envoy) *Path {
+	p := &Path{Name: name, Description: desc, Available: true}
+	cpu0 := cpuOf(envoy)
+	res, err := voiceprobe.Run(context.Background(), voiceprobe.Config{
+		URL: url, Header: h, Streams: l.cfg.Streams, Frames: l.cfg.Frames, Interval: l.cfg.Interval,
+	})
+	if err != nil {
+		p.Available, p.Note = false, err.Error()
+		return p
+	}
+	p.setCPU(envoy, cpu0, res.Received)
+	p.RTT, p.Sent, p.Received, p.Reordered, p.Lost = res.RTT, res.Sent, res.Received, res.Reordered, res.Lost
+	p.Disconnects = res.Disconnects + res.FailedDials
+	p.samples = res.Samples()
+	return p
+}
+
+func cpuOf(e *harness.Envoy) float64 {
+	if e == nil {
+		return 0
+	}
+	v, _ := e.CPUSeconds()
+	return v
+}
+
+func (p *Path) setCPU(e *harness.Envoy, before float64, frames int) {
+	if e == nil || frames == 0 {
+		return
+	}
+	p.EnvoyCPUPer10k = (cpuOf(e) - before) / float64(frames) * 10000
+}
+
+// handshakes times opening streams one after another in each auth mode.
+func (l *lab) handshakes() []*Handshake {
+	mint := func(method jwt.SigningMethod) string {
+		key, _ := base64.RawURLEncoding.DecodeString(devtoken.Secret)
+		tok := jwt.NewWithClaims(method, jwt.MapClaims{"sub": "bench", "exp": time.Now().Add(time.Hour).Unix()})
+		tok.Header["kid"] = devtoken.KeyID
+		s, _ := tok.SignedString(key)
+		return s
+	}
+	hs256 := mint(jwt.SigningMethodHS256)
+	return []*Handshake{
+		l.handshake("no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil),
+		l.handshake("directpipe filter, HS256", l.stack.url("ws", "/v1/voice"), http.Header{"Authorization": {"Bearer " + hs256}}),
+		{Mode: "directpipe filter, RS256", Note: "RSA keys are not supported by the filter yet"},
+		{Mode: "directpipe filter, ES256", Note: "EC keys are not supported by the filter yet"},
+		l.handshake("Envoy jwt_authn, HS256", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"]), http.Header{"Authorization": {"Bearer " + hs256}}),
+	}
+}
+
+func (l *lab) handshake(mode, url string, h http.Header) *Handshake {
+	out := &Handshake{Mode: mode, Available: true}
+	var samples []time.Duration
+	for range l.cfg.Handshakes {
+		d, err := voiceprobe.Handshake(context.Background(), url, h)
+		if err != nil {
+			out.Failures++
+			continue
+		}
+		samples = append(samples, d)
+	}
+	out.Latency = voiceprobe.Summarize(samples)
+	return out
+}
+
+// WriteOutputs writes results.json, results.md and the plots into dir.
+func (r *Report) WriteOutputs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(dir, "results.json"), r); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(r.Markdown()), 0o644); err != nil {
+		return err
+	}
+	if err := r.plotCDF(filepath.Join(dir, "latency_cdf.png")); err != nil {
+		return err
+	}
+	return r.plotHandshakes(filepath.Join(dir, "handshake.png"))
+}

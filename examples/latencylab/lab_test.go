@@ -1,0 +1,50 @@
+package latencylab
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestTinyRun runs the whole lab in its tiny configuration: every path and
+// auth mode against a real Envoy, and every output file. It asserts that
+// the lab works, never how fast anything is.
+func TestTinyRun(t *testing.T) {
+	rep, err := Run(t, Tiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rep.Paths {
+		if !p.Available {
+			continue
+		}
+		if p.Received != p.Sent || p.Sent == 0 || p.Lost != 0 || p.Disconnects != 0 {
+			t.Errorf("path %s: sent %d received %d lost %d disconnects %d", p.Name, p.Sent, p.Received, p.Lost, p.Disconnects)
+		}
+	}
+	for _, h := range rep.Handshakes {
+		if h.Available && (h.Failures != 0 || h.Latency.Count == 0) {
+			t.Errorf("handshakes %s: %d failures, %d samples", h.Mode, h.Failures, h.Latency.Count)
+		}
+	}
+	if len(rep.Translation) == 0 || rep.ChangeToACK.Count != Tiny().ACKRuns {
+		t.Errorf("control plane numbers missing: %+v %+v", rep.Translation, rep.ChangeToACK)
+	}
+	dir := t.TempDir()
+	if err := rep.WriteOutputs(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"results.md", "results.json", "latency_cdf.png", "handshake.png"} {
+		info, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || info.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
+	for _, want := range []string{"no-proxy", "direct", "full-chain", "rest-per-frame", "jwt_authn", "validate + translate"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+}
