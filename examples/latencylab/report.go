@@ -33,9 +33,9 @@ func (r *Report) Markdown() string {
 	var b strings.Builder
 	m := r.Machine
 	fmt.Fprintf(&b, "# directpipe latency lab\n\n%d cores, Linux %s, Envoy %s, %s, %s.\n\n", m.Cores, m.Kernel, m.Envoy, m.Go, m.When)
-	fmt.Fprintf(&b, "%d streams × %d frames of 640 bytes every %v per path, on loopback, back to back in one run. "+
+	fmt.Fprintf(&b, "%d streams × %d frames of 640 bytes every %v per path and round, %d rounds in a rotated order after a warm-up, on loopback, in one run. "+
 		"Ratios are against `no-proxy` measured in the same run; absolute times on a shared 2-core machine are noisy.\n\n",
-		r.Config.Streams, r.Config.Frames, r.Config.Interval)
+		r.Config.Streams, r.Config.Frames, r.Config.Interval, max(r.Config.Rounds, 1))
 
 	b.WriteString("## Round trip per frame\n\n")
 	b.WriteString("| path | p50 ms | p99 ms | p99.9 ms | p50 vs no-proxy | p99 vs no-proxy | received | reordered | lost | disconnects | Envoy CPU s / 10k frames |\n")
