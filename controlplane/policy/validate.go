@@ -10,6 +10,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 )
@@ -19,7 +22,18 @@ const (
 	KindWebSocket = "websocket"
 	KindHTTP      = "http"
 	ModeUpgrade   = "upgrade"
+	ModeTCP       = "tcp"
 )
+
+// Load-balancing policies as they are spelled in policy.
+const (
+	LBRoundRobin   = "round_robin"
+	LBLeastRequest = "least_request"
+	LBRingHash     = "ring_hash"
+)
+
+// RateLimitUnits are the units a rate limit may be counted in.
+var RateLimitUnits = map[string]time.Duration{"second": time.Second, "minute": time.Minute, "hour": time.Hour}
 
 // minHMACKeyBytes follows RFC 7518 §3.2: an HS256 key must be at least as
 // long as the hash output.
@@ -29,6 +43,8 @@ var (
 	namePattern   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 	headerPattern = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~-]+$`)
 	sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	hostPattern   = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
+	originPattern = regexp.MustCompile(`^(https?://[a-z0-9.-]+(:[0-9]{1,5})?|\*\.[a-z0-9.-]+)$`)
 )
 
 // headers the handshake filter must never be told to overwrite: they steer
@@ -37,6 +53,7 @@ var reservedHeaders = map[string]bool{
 	"authorization": true, "host": true, "connection": true, "upgrade": true,
 	"content-length": true, "transfer-encoding": true, "cookie": true,
 	"sec-websocket-key": true, "sec-websocket-protocol": true, "sec-websocket-version": true,
+	"keep-alive": true, "proxy-connection": true, "te": true,
 }
 
 // Validate checks a decoded policy: names, references and values. All
@@ -70,10 +87,15 @@ func (v *validator) policy(p *policyv1.Policy) {
 	if len(p.GetListeners()) == 0 {
 		v.errorf("listeners", "at least one listener is required")
 	}
+	addrs := map[string]string{} // address -> who uses it
 	for i, l := range p.GetListeners() {
 		path := fmt.Sprintf("listeners[%d]", i)
 		v.name(path, l.GetName(), listeners)
 		v.address(path+".address", l.GetAddress())
+		v.uniqueAddress(path+".address", l.GetAddress(), addrs)
+		if t := l.GetTls(); t != nil && (t.GetCertFile() == "" || t.GetKeyFile() == "") {
+			v.errorf(path+".tls", "cert_file and key_file are both required")
+		}
 	}
 	backends := map[string]bool{}
 	for i, b := range p.GetBackends() {
@@ -85,9 +107,8 @@ func (v *validator) policy(p *policyv1.Policy) {
 		for j, ep := range b.GetEndpoints() {
 			v.address(fmt.Sprintf("%s.endpoints[%d]", path, j), ep)
 		}
-		if d := b.GetConnectTimeout(); d != nil && d.AsDuration() <= 0 {
-			v.errorf(path+".connect_timeout", "must be positive")
-		}
+		v.positive(path+".connect_timeout", b.GetConnectTimeout())
+		v.backend(path, b)
 	}
 	auths := map[string]bool{}
 	for i, a := range p.GetAuthPolicies() {
@@ -95,12 +116,19 @@ func (v *validator) policy(p *policyv1.Policy) {
 	}
 	routes := map[string]bool{}
 	for i, r := range p.GetRoutes() {
-		v.route(fmt.Sprintf("routes[%d]", i), r, routes, listeners, backends, auths, len(p.GetListeners()))
+		v.route(fmt.Sprintf("routes[%d]", i), r, routes, listeners, backends, auths, len(p.GetListeners()), addrs)
 	}
 }
 
-func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backends, auths map[string]bool, nListeners int) {
+func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backends, auths map[string]bool, nListeners int, addrs map[string]string) {
 	v.name(path, r.GetName(), seen)
+	if r.GetKind() == KindWebSocket && r.GetMode() == ModeTCP {
+		v.tcpRoute(path, r, backends, addrs)
+		return
+	}
+	if r.GetTcp() != nil {
+		v.errorf(path+".tcp", "only websocket routes in mode %q have a tcp listener", ModeTCP)
+	}
 	switch {
 	case r.GetListener() == "" && nListeners > 1:
 		v.errorf(path+".listener", "required when the policy has more than one listener")
@@ -116,10 +144,56 @@ func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backe
 	case !strings.HasPrefix(m.GetPrefix()+m.GetPath(), "/"):
 		v.errorf(path+".match", "a path must start with '/'")
 	}
+	for i, h := range m.GetHosts() {
+		if !hostPattern.MatchString(h) {
+			v.errorf(fmt.Sprintf("%s.match.hosts[%d]", path, i), "%q is not a lower-case host name (a leading \"*.\" is allowed)", h)
+		}
+	}
+	for i, h := range m.GetHeaders() {
+		hp := fmt.Sprintf("%s.match.headers[%d]", path, i)
+		v.headerName(hp+".name", h.GetName())
+		n := 0
+		for _, set := range []bool{h.GetExact() != "", h.GetPrefix() != "", h.GetPresent()} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			v.errorf(hp, "exactly one of exact, prefix and present")
+		}
+	}
+	v.positive(path+".max_stream_duration", r.GetMaxStreamDuration())
+	if r.GetKind() != KindHTTP {
+		if r.GetCors() != nil {
+			v.errorf(path+".cors", "only http routes have CORS: the upgrade chain is minimal by design")
+		}
+		if r.GetRateLimit() != nil {
+			v.errorf(path+".rate_limit", "only http routes have a rate limit: the upgrade chain is minimal by design")
+		}
+	}
+	if c := r.GetCors(); c != nil {
+		if len(c.GetAllowOrigins()) == 0 {
+			v.errorf(path+".cors.allow_origins", "at least one origin is required")
+		}
+		for i, o := range c.GetAllowOrigins() {
+			if !originPattern.MatchString(o) {
+				v.errorf(fmt.Sprintf("%s.cors.allow_origins[%d]", path, i), "%q is neither an origin (https://host[:port]) nor a wildcard (*.example.com)", o)
+			}
+		}
+		v.positive(path+".cors.max_age", c.GetMaxAge())
+	}
+	if rl := r.GetRateLimit(); rl != nil {
+		if rl.GetRequestsPerUnit() == 0 {
+			v.errorf(path+".rate_limit.requests_per_unit", "must be positive")
+		}
+		if _, ok := RateLimitUnits[rl.GetUnit()]; !ok {
+			v.errorf(path+".rate_limit.unit", "%q is not second, minute or hour", rl.GetUnit())
+		}
+	}
 	switch r.GetKind() {
 	case KindWebSocket:
 		if mode := r.GetMode(); mode != "" && mode != ModeUpgrade {
-			v.errorf(path+".mode", "%q is not a supported mode (want %q)", mode, ModeUpgrade)
+			v.errorf(path+".mode", "%q is not a supported mode (want %q or %q)", mode, ModeUpgrade, ModeTCP)
 		}
 	case KindHTTP:
 		if r.GetMode() != "" {
@@ -140,6 +214,92 @@ func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backe
 	}
 	if d := r.GetIdleTimeout(); d != nil && d.AsDuration() < 0 {
 		v.errorf(path+".idle_timeout", "must not be negative")
+	}
+}
+
+// tcpRoute checks a websocket route carried by its own tcp_proxy listener.
+func (v *validator) tcpRoute(path string, r *policyv1.Route, backends map[string]bool, addrs map[string]string) {
+	if r.GetTcp().GetAddress() == "" {
+		v.errorf(path+".tcp.address", "required in mode %q", ModeTCP)
+	} else {
+		v.address(path+".tcp.address", r.GetTcp().GetAddress())
+		v.uniqueAddress(path+".tcp.address", r.GetTcp().GetAddress(), addrs)
+	}
+	if r.GetAuth() != "" {
+		v.errorf(path+".auth", "auth on tcp routes needs the tcp handshake module: not available yet")
+	}
+	if r.GetMatch() != nil {
+		v.errorf(path+".match", "a tcp route takes the whole listener: it has no match")
+	}
+	if r.GetListener() != "" {
+		v.errorf(path+".listener", "a tcp route has its own listener (tcp.address)")
+	}
+	if r.GetCors() != nil || r.GetRateLimit() != nil || r.GetMaxConnections() != 0 {
+		v.errorf(path, "cors, rate_limit and max_connections are for HTTP routes")
+	}
+	if r.GetBackend() == "" {
+		v.errorf(path+".backend", "required")
+	} else if !backends[r.GetBackend()] {
+		v.errorf(path+".backend", "no backend named %q", r.GetBackend())
+	}
+	v.positive(path+".max_stream_duration", r.GetMaxStreamDuration())
+	if d := r.GetIdleTimeout(); d != nil && d.AsDuration() < 0 {
+		v.errorf(path+".idle_timeout", "must not be negative")
+	}
+}
+
+func (v *validator) backend(path string, b *policyv1.Backend) {
+	switch b.GetLb() {
+	case "", LBRoundRobin, LBLeastRequest:
+		if b.GetHashHeader() != "" {
+			v.errorf(path+".hash_header", "only with lb %q", LBRingHash)
+		}
+	case LBRingHash:
+		if b.GetHashHeader() == "" {
+			v.errorf(path+".hash_header", "required with lb %q", LBRingHash)
+		} else {
+			v.headerName(path+".hash_header", b.GetHashHeader())
+		}
+	default:
+		v.errorf(path+".lb", "%q is not %s, %s or %s", b.GetLb(), LBRoundRobin, LBLeastRequest, LBRingHash)
+	}
+	if hc := b.GetHealthCheck(); hc != nil {
+		if hc.GetPath() != "" && !strings.HasPrefix(hc.GetPath(), "/") {
+			v.errorf(path+".health_check.path", "must start with '/'")
+		}
+		v.positive(path+".health_check.interval", hc.GetInterval())
+		v.positive(path+".health_check.timeout", hc.GetTimeout())
+	}
+	if od := b.GetOutlierDetection(); od != nil {
+		v.positive(path+".outlier_detection.interval", od.GetInterval())
+		v.positive(path+".outlier_detection.base_ejection_time", od.GetBaseEjectionTime())
+		if od.GetMaxEjectionPercent() > 100 {
+			v.errorf(path+".outlier_detection.max_ejection_percent", "at most 100")
+		}
+	}
+	if t := b.GetTls(); t != nil && t.GetCaFile() == "" {
+		v.errorf(path+".tls.ca_file", "required: upstream TLS is always verified")
+	}
+}
+
+func (v *validator) positive(path string, d *durationpb.Duration) {
+	if d != nil && d.AsDuration() <= 0 {
+		v.errorf(path, "must be positive")
+	}
+}
+
+func (v *validator) uniqueAddress(path, addr string, used map[string]string) {
+	if other, ok := used[addr]; ok {
+		v.errorf(path, "%s is already used by %s", addr, other)
+		return
+	}
+	used[addr] = path
+}
+
+// headerName checks a header name used for matching or hashing.
+func (v *validator) headerName(path, h string) {
+	if !headerPattern.MatchString(h) {
+		v.errorf(path, "%q is not a lower-case header name", h)
 	}
 }
 

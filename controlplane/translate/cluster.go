@@ -1,16 +1,17 @@
 package translate
 
 import (
-	"net"
-	"strconv"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/policy"
 )
 
 // DefaultConnectTimeout bounds an upstream TCP connect when the policy does
@@ -24,27 +25,128 @@ func cluster(b *policyv1.Backend) *clusterv3.Cluster {
 	if d := b.GetConnectTimeout(); d != nil {
 		timeout = clone(d)
 	}
-	return &clusterv3.Cluster{
+	c := &clusterv3.Cluster{
 		Name:                 b.GetName(),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		ConnectTimeout:       timeout,
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 	}
+	switch b.GetLb() {
+	case policy.LBLeastRequest:
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+	case policy.LBRingHash:
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+	}
+	if hc := b.GetHealthCheck(); hc != nil {
+		c.HealthChecks = []*corev3.HealthCheck{healthCheck(hc)}
+	}
+	if cb := b.GetCircuitBreakers(); cb != nil {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxConnections:     optionalUInt32(cb.GetMaxConnections()),
+			MaxPendingRequests: optionalUInt32(cb.GetMaxPendingRequests()),
+			MaxRequests:        optionalUInt32(cb.GetMaxRequests()),
+		}}}
+	}
+	if od := b.GetOutlierDetection(); od != nil {
+		c.OutlierDetection = &clusterv3.OutlierDetection{
+			Consecutive_5Xx:    optionalUInt32(od.GetConsecutive_5Xx()),
+			Interval:           cloneOrNil(od.GetInterval()),
+			BaseEjectionTime:   cloneOrNil(od.GetBaseEjectionTime()),
+			MaxEjectionPercent: optionalUInt32(od.GetMaxEjectionPercent()),
+		}
+	}
+	if t := b.GetTls(); t != nil {
+		c.TransportSocket = &corev3.TransportSocket{
+			Name: "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.UpstreamTlsContext{
+				Sni: t.GetSni(),
+				CommonTlsContext: &tlsv3.CommonTlsContext{
+					ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+						TrustedCa: fileSource(t.GetCaFile()),
+					}},
+				},
+			})},
+		}
+	}
+	return c
+}
+
+// RouteClusterSeparator joins back end and route in a per-route cluster.
+const RouteClusterSeparator = "~"
+
+// routeCluster is the cluster a route sends to: its own when it has a
+// connection limit, the back end's otherwise.
+func routeCluster(r *policyv1.Route) string {
+	if r.GetMaxConnections() > 0 {
+		return r.GetBackend() + RouteClusterSeparator + r.GetName()
+	}
+	return r.GetBackend()
+}
+
+// limitedCluster gives a route with a connection limit a cluster of its
+// own: Envoy counts connections and requests per cluster, so a per-route
+// limit needs a per-route cluster. It shares the back end's endpoints (EDS
+// service name) and settings, and adds the limit as circuit-breaker
+// thresholds; over the limit Envoy answers 503.
+func limitedCluster(r *policyv1.Route, b *policyv1.Backend) *clusterv3.Cluster {
+	c := cluster(b)
+	c.Name = routeCluster(r)
+	c.EdsClusterConfig.ServiceName = b.GetName()
+	limit := wrapperspb.UInt32(r.GetMaxConnections())
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		MaxConnections: limit, MaxRequests: limit,
+	}}}
+	return c
+}
+
+func healthCheck(hc *policyv1.HealthCheck) *corev3.HealthCheck {
+	out := &corev3.HealthCheck{
+		Timeout:            durationOr(hc.GetTimeout(), time.Second),
+		Interval:           durationOr(hc.GetInterval(), 5*time.Second),
+		UnhealthyThreshold: wrapperspb.UInt32(uint32Or(hc.GetUnhealthyThreshold(), 3)),
+		HealthyThreshold:   wrapperspb.UInt32(uint32Or(hc.GetHealthyThreshold(), 2)),
+		HealthChecker:      &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}},
+	}
+	if hc.GetPath() != "" {
+		out.HealthChecker = &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: &corev3.HealthCheck_HttpHealthCheck{Path: hc.GetPath()}}
+	}
+	return out
+}
+
+func durationOr(d *durationpb.Duration, def time.Duration) *durationpb.Duration {
+	if d != nil {
+		return clone(d)
+	}
+	return durationpb.New(def)
+}
+
+func cloneOrNil(d *durationpb.Duration) *durationpb.Duration {
+	if d == nil {
+		return nil
+	}
+	return clone(d)
+}
+
+func uint32Or(v, def uint32) uint32 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+func optionalUInt32(v uint32) *wrapperspb.UInt32Value {
+	if v == 0 {
+		return nil
+	}
+	return wrapperspb.UInt32(v)
 }
 
 func loadAssignment(b *policyv1.Backend) *endpointv3.ClusterLoadAssignment {
 	var lbs []*endpointv3.LbEndpoint
 	for _, ep := range b.GetEndpoints() {
-		host, portStr, _ := net.SplitHostPort(ep) // validated by policy
-		port, _ := strconv.ParseUint(portStr, 10, 32)
 		lbs = append(lbs, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-			Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-				SocketAddress: &corev3.SocketAddress{
-					Address:       host,
-					PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
-				},
-			}}},
+			Endpoint: &endpointv3.Endpoint{Address: socketAddress(ep)},
 		}})
 	}
 	return &endpointv3.ClusterLoadAssignment{

@@ -29,6 +29,9 @@ func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionCo
 		cfg.Policies[a.GetName()] = authPolicy(a)
 	}
 	for _, r := range p.GetRoutes() {
+		if isTCP(r) {
+			continue // no HTTP route, nothing for the HTTP filter to know
+		}
 		cfg.Routes[r.GetName()] = r.GetAuth()
 		if r.GetKind() == policy.KindWebSocket {
 			cfg.Routes[r.GetName()+UpgradeRequiredSuffix] = ""

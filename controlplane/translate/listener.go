@@ -1,14 +1,13 @@
 package translate
 
 import (
-	"net"
-	"strconv"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -33,8 +32,6 @@ func adsSource() *corev3.ConfigSource {
 // policy, never on routes, back ends or keys: those travel by RDS, CDS/EDS and
 // ECDS, because any change to a listener drains its live connections.
 func listener(l *policyv1.Listener) *listenerv3.Listener {
-	host, portStr, _ := net.SplitHostPort(l.GetAddress()) // validated by policy
-	port, _ := strconv.ParseUint(portStr, 10, 32)
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: l.GetName(),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -43,8 +40,9 @@ func listener(l *policyv1.Listener) *listenerv3.Listener {
 			ConfigSource:    adsSource(),
 		}},
 		// The REST chain: the handshake check (for REST routes with auth),
-		// CORS, then the router.
-		HttpFilters: []*hcmv3.HttpFilter{handshakeFilter(), corsFilter(), routerFilter()},
+		// CORS and the local rate limit (both configured per route, and
+		// idle on routes that do not ask for them), then the router.
+		HttpFilters: []*hcmv3.HttpFilter{handshakeFilter(), corsFilter(), rateLimitFilter(), routerFilter()},
 		// The direct path: a WebSocket upgrade runs only the handshake check
 		// and the router. Routes opt in or out per route.
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{
@@ -60,19 +58,39 @@ func listener(l *policyv1.Listener) *listenerv3.Listener {
 	} else {
 		hcm.CodecType = hcmv3.HttpConnectionManager_HTTP1
 	}
-	return &listenerv3.Listener{
-		Name: l.GetName(),
-		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address:       host,
-			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
-		}}},
-		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{
-				Name:       "envoy.filters.network.http_connection_manager",
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
-			}},
+	chain := &listenerv3.FilterChain{
+		Filters: []*listenerv3.Filter{{
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
 		}},
 	}
+	if t := l.GetTls(); t != nil {
+		alpn := []string{"http/1.1"}
+		if l.GetHttp2() {
+			alpn = []string{"h2", "http/1.1"}
+		}
+		chain.TransportSocket = &corev3.TransportSocket{
+			Name: "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.DownstreamTlsContext{
+				CommonTlsContext: &tlsv3.CommonTlsContext{
+					TlsCertificates: []*tlsv3.TlsCertificate{{
+						CertificateChain: fileSource(t.GetCertFile()),
+						PrivateKey:       fileSource(t.GetKeyFile()),
+					}},
+					AlpnProtocols: alpn,
+				},
+			})},
+		}
+	}
+	return &listenerv3.Listener{
+		Name:         l.GetName(),
+		Address:      socketAddress(l.GetAddress()),
+		FilterChains: []*listenerv3.FilterChain{chain},
+	}
+}
+
+func fileSource(path string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
 }
 
 // handshakeFilter refers to the Wasm filter by ECDS, so a key rotation or a
@@ -91,6 +109,18 @@ func corsFilter() *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{
 		Name:       "envoy.filters.http.cors",
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&corsv3.Cors{})},
+	}
+}
+
+// RateLimitFilterName is the local rate limit filter; routes enable it.
+const RateLimitFilterName = "envoy.filters.http.local_ratelimit"
+
+// rateLimitFilter has no token bucket of its own: it limits nothing until a
+// route's per-filter config gives it one.
+func rateLimitFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{
+		Name:       RateLimitFilterName,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&ratelimitv3.LocalRateLimit{StatPrefix: "http_local_rate_limiter"})},
 	}
 }
 

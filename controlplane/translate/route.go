@@ -1,11 +1,14 @@
 package translate
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -21,18 +24,37 @@ const DefaultWebSocketIdleTimeout = 5 * time.Minute
 // request on a WebSocket path.
 const UpgradeRequiredSuffix = ".upgrade-required"
 
-// routeConfig builds the route table of one listener, in policy order.
-func routeConfig(listener string, routes []*policyv1.Route) *routev3.RouteConfiguration {
-	vh := &routev3.VirtualHost{Name: listener, Domains: []string{"*"}}
+// routeConfig builds the route table of one listener. Routes are grouped
+// into virtual hosts by their host set, in order of first appearance, with
+// the catch-all host last; inside a virtual host they keep policy order,
+// since Envoy matches first to last and the order is the operator's.
+func routeConfig(listener string, routes []*policyv1.Route, backends map[string]*policyv1.Backend) *routev3.RouteConfiguration {
+	var hosts []*routev3.VirtualHost
+	byKey := map[string]*routev3.VirtualHost{}
+	catchAll := &routev3.VirtualHost{Name: listener, Domains: []string{"*"}}
 	for _, r := range routes {
+		vh := catchAll
+		if domains := r.GetMatch().GetHosts(); len(domains) > 0 {
+			sorted := slices.Sorted(slices.Values(domains))
+			key := strings.Join(sorted, ",")
+			if vh = byKey[key]; vh == nil {
+				vh = &routev3.VirtualHost{Name: listener + "/" + key, Domains: sorted}
+				byKey[key] = vh
+				hosts = append(hosts, vh)
+			}
+		}
+		b := backends[r.GetBackend()]
 		switch r.GetKind() {
 		case policy.KindWebSocket:
-			vh.Routes = append(vh.Routes, webSocketRoute(r), upgradeRequiredRoute(r))
+			vh.Routes = append(vh.Routes, webSocketRoute(r, b), upgradeRequiredRoute(r))
 		case policy.KindHTTP:
-			vh.Routes = append(vh.Routes, httpRoute(r))
+			vh.Routes = append(vh.Routes, httpRoute(r, b))
 		}
 	}
-	return &routev3.RouteConfiguration{Name: listener, VirtualHosts: []*routev3.VirtualHost{vh}}
+	if len(catchAll.Routes) > 0 || len(hosts) == 0 {
+		hosts = append(hosts, catchAll)
+	}
+	return &routev3.RouteConfiguration{Name: listener, VirtualHosts: hosts}
 }
 
 func pathMatch(r *policyv1.Route) *routev3.RouteMatch {
@@ -42,39 +64,67 @@ func pathMatch(r *policyv1.Route) *routev3.RouteMatch {
 	} else {
 		m.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: r.GetMatch().GetPrefix()}
 	}
+	for _, h := range r.GetMatch().GetHeaders() {
+		hm := &routev3.HeaderMatcher{Name: h.GetName()}
+		switch {
+		case h.GetExact() != "":
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h.GetExact()},
+			}}
+		case h.GetPrefix() != "":
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: h.GetPrefix()},
+			}}
+		default:
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+		}
+		m.Headers = append(m.Headers, hm)
+	}
 	return m
+}
+
+// routeAction holds what every proxied route shares: its cluster, limits
+// and session affinity.
+func routeAction(r *policyv1.Route, b *policyv1.Backend) *routev3.RouteAction {
+	a := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: routeCluster(r)}}
+	if d := r.GetMaxStreamDuration(); d != nil {
+		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: clone(d)}
+	}
+	if b.GetLb() == policy.LBRingHash {
+		a.HashPolicy = []*routev3.RouteAction_HashPolicy{{
+			PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{
+				HeaderName: b.GetHashHeader(),
+			}},
+		}}
+	}
+	return a
 }
 
 // webSocketRoute is the direct path. It matches only real upgrades, so that
 // a plain request can never reach a voice back end around the handshake
 // check. It has no route timeout (a call lasts as long as it lasts), no retry
 // policy (a replayed handshake is a new call) and nothing that buffers.
-func webSocketRoute(r *policyv1.Route) *routev3.Route {
+func webSocketRoute(r *policyv1.Route, b *policyv1.Backend) *routev3.Route {
 	m := pathMatch(r)
-	m.Headers = []*routev3.HeaderMatcher{{
+	m.Headers = append(m.Headers, &routev3.HeaderMatcher{
 		Name: "upgrade",
 		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "websocket"},
 			IgnoreCase:   true,
 		}},
-	}}
+	})
 	idle := DefaultWebSocketIdleTimeout
 	if d := r.GetIdleTimeout(); d != nil {
 		idle = d.AsDuration()
 	}
-	return &routev3.Route{
-		Name:  r.GetName(),
-		Match: m,
-		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: r.GetBackend()},
-			Timeout:          durationpb.New(0),
-			IdleTimeout:      durationpb.New(idle),
-			UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{
-				UpgradeType: "websocket",
-				Enabled:     wrapperspb.Bool(true),
-			}},
-		}},
-	}
+	action := routeAction(r, b)
+	action.Timeout = durationpb.New(0)
+	action.IdleTimeout = durationpb.New(idle)
+	action.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{
+		UpgradeType: "websocket",
+		Enabled:     wrapperspb.Bool(true),
+	}}
+	return &routev3.Route{Name: r.GetName(), Match: m, Action: &routev3.Route_Route{Route: action}}
 }
 
 // upgradeRequiredRoute answers 426 to anything on a WebSocket path that is
@@ -98,20 +148,29 @@ func upgradeRequiredRoute(r *policyv1.Route) *routev3.Route {
 
 // httpRoute is a REST route on the full filter chain; WebSocket upgrades are
 // refused on it so that streams cannot sneak onto the request path.
-func httpRoute(r *policyv1.Route) *routev3.Route {
-	action := &routev3.RouteAction{
-		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: r.GetBackend()},
-		UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{
-			UpgradeType: "websocket",
-			Enabled:     wrapperspb.Bool(false),
-		}},
-	}
+func httpRoute(r *policyv1.Route, b *policyv1.Backend) *routev3.Route {
+	action := routeAction(r, b)
+	action.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{
+		UpgradeType: "websocket",
+		Enabled:     wrapperspb.Bool(false),
+	}}
 	if d := r.GetIdleTimeout(); d != nil {
 		action.IdleTimeout = clone(d)
 	}
-	return &routev3.Route{
+	route := &routev3.Route{
 		Name:   r.GetName(),
 		Match:  pathMatch(r),
 		Action: &routev3.Route_Route{Route: action},
 	}
+	perFilter := map[string]*anypb.Any{}
+	if c := r.GetCors(); c != nil {
+		perFilter["envoy.filters.http.cors"] = mustAny(corsPolicy(c))
+	}
+	if rl := r.GetRateLimit(); rl != nil {
+		perFilter[RateLimitFilterName] = mustAny(rateLimit(r.GetName(), rl))
+	}
+	if len(perFilter) > 0 {
+		route.TypedPerFilterConfig = perFilter
+	}
+	return route
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/policy"
 )
 
 // Options are the deployment facts that are not part of policy.
@@ -41,14 +42,23 @@ func Translate(p *policyv1.Policy, opts Options) (*Resources, error) {
 		return nil, fmt.Errorf("translate: the handshake module path is required")
 	}
 	out := &Resources{}
-	for _, l := range p.GetListeners() {
-		routes := routesOf(p, l.GetName())
-		out.Listeners = append(out.Listeners, listener(l))
-		out.Routes = append(out.Routes, routeConfig(l.GetName(), routes))
-	}
+	backends := map[string]*policyv1.Backend{}
 	for _, b := range p.GetBackends() {
+		backends[b.GetName()] = b
 		out.Clusters = append(out.Clusters, cluster(b))
 		out.Endpoints = append(out.Endpoints, loadAssignment(b))
+	}
+	for _, l := range p.GetListeners() {
+		out.Listeners = append(out.Listeners, listener(l))
+		out.Routes = append(out.Routes, routeConfig(l.GetName(), routesOf(p, l.GetName()), backends))
+	}
+	for _, r := range p.GetRoutes() {
+		switch {
+		case isTCP(r):
+			out.Listeners = append(out.Listeners, tcpListener(r))
+		case r.GetMaxConnections() > 0:
+			out.Clusters = append(out.Clusters, limitedCluster(r, backends[r.GetBackend()]))
+		}
 	}
 	ecds, err := HandshakeConfig(p, opts)
 	if err != nil {
@@ -76,11 +86,18 @@ func (r *Resources) all() []*[]types.Resource {
 func routesOf(p *policyv1.Policy, listener string) []*policyv1.Route {
 	var out []*policyv1.Route
 	for _, r := range p.GetRoutes() {
+		if isTCP(r) {
+			continue // carried by its own listener
+		}
 		if r.GetListener() == listener || (r.GetListener() == "" && len(p.GetListeners()) == 1) {
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+func isTCP(r *policyv1.Route) bool {
+	return r.GetKind() == policy.KindWebSocket && r.GetMode() == policy.ModeTCP
 }
 
 func name(r types.Resource) string {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
 )
 
@@ -127,6 +128,16 @@ func TestListenerIndependentOfRoutes(t *testing.T) {
 	changed.Routes = changed.Routes[:1]
 	changed.Backends[0].Endpoints = append(changed.Backends[0].Endpoints, "127.0.0.1:9999")
 	changed.AuthPolicies[0].Jwt.Keys[0].Kid = "rotated"
+	changed.Routes[0].Match.Hosts = []string{"voice.example.com"}
+	changed.Routes[0].Match.Headers = []*policyv1.HeaderMatch{{Name: "x-tenant", Present: true}}
+	changed.Routes[0].MaxConnections = 10
+	changed.Backends[0].Lb, changed.Backends[0].HashHeader = policy.LBRingHash, "x-session"
+	changed.Backends[1].CircuitBreakers = &policyv1.CircuitBreakers{MaxConnections: 5}
+	changed.Routes = append(changed.Routes, &policyv1.Route{
+		Name: "limited-api", Kind: policy.KindHTTP, Backend: "rest", Match: &policyv1.RouteMatch{Prefix: "/api/"},
+		Cors:      &policyv1.CORS{AllowOrigins: []string{"https://app.example.com"}},
+		RateLimit: &policyv1.RateLimit{RequestsPerUnit: 10, Unit: "second"},
+	})
 	if err := policy.Validate(changed); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +150,7 @@ func TestListenerIndependentOfRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(render(t, a.Listeners)) != string(render(t, b.Listeners)) {
-		t.Error("a route, endpoint or key change changed a listener: that would drain live calls")
+		t.Error("a route, back end or key change changed a listener: that would drain live calls")
 	}
 	if string(render(t, a.ExtensionConfigs)) == string(render(t, b.ExtensionConfigs)) {
 		t.Error("a key rotation did not change the filter config")

@@ -1,0 +1,60 @@
+package translate
+
+import (
+	"net"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+)
+
+// TCPListenerPrefix names the dedicated listener of a tcp mode route.
+const TCPListenerPrefix = "tcp-"
+
+// tcpListener is the literal direct pipe: a listener whose only network
+// filter passes bytes to the back end. The WebSocket handshake itself goes
+// through to the back end untouched.
+func tcpListener(r *policyv1.Route) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:    TCPListenerPrefix + r.GetName(),
+		Address: socketAddress(r.GetTcp().GetAddress()),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: tcpFilters(r),
+		}},
+	}
+}
+
+// tcpFilters is the tcp route's network filter chain; the handshake check
+// will go in front of tcp_proxy.
+func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
+	idle := DefaultWebSocketIdleTimeout
+	if d := r.GetIdleTimeout(); d != nil {
+		idle = d.AsDuration()
+	}
+	proxy := &tcpproxyv3.TcpProxy{
+		StatPrefix:       r.GetName(),
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: r.GetBackend()},
+		IdleTimeout:      durationpb.New(idle),
+	}
+	if d := r.GetMaxStreamDuration(); d != nil {
+		proxy.MaxDownstreamConnectionDuration = clone(d)
+	}
+	return []*listenerv3.Filter{{
+		Name:       "envoy.filters.network.tcp_proxy",
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(proxy)},
+	}}
+}
+
+// socketAddress turns a validated ip:port into an Envoy address.
+func socketAddress(addr string) *corev3.Address {
+	host, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.ParseUint(portStr, 10, 32)
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
