@@ -38,10 +38,13 @@ type Server struct {
 // New returns a server that remembers the last 64 handshakes.
 func New(log *slog.Logger) *Server { return &Server{log: log, keep: 64} }
 
-// VoiceHandler serves /v1/voice.
+// VoiceHandler serves the WebSocket echo under /v1/ (the example route is
+// /v1/voice) and /debug/handshakes.
 func (s *Server) VoiceHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/voice", s.echo)
+	// Every path under /v1/ echoes, so a policy can give one back end
+	// several routes.
+	mux.HandleFunc("/v1/", s.echo)
 	mux.HandleFunc("GET /debug/handshakes", s.handshakes)
 	return mux
 }
