@@ -211,7 +211,7 @@ func (l *lab) paths() []*Path {
 	runners := []pathRunner{
 		stream("no-proxy", "straight to the back end: the floor", "ws://"+l.backend.VoiceAddr+"/v1/voice", nil, nil),
 		stream("direct", "Envoy, minimal upgrade chain (handshake check + router)", l.stack.url("ws", "/v1/voice"), l.bearer(), direct),
-		{"tcp", "Envoy tcp_proxy route", nil},
+		stream("tcp", "Envoy, tcp mode route: a listener whose only filter is tcp_proxy", "ws://"+l.stack.raw+"/v1/voice", nil, direct),
 		stream("full-chain", "Envoy, REST chain with a Wasm filter reading every frame", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["full"]), nil, l.static),
 		{"rest-per-frame", "one HTTP POST per frame through the REST route, pooled connections", func() *Path { return l.restPerFrame(direct) }},
 	}
@@ -220,9 +220,7 @@ func (l *lab) paths() []*Path {
 	measured := l.cfg
 	l.cfg.Streams, l.cfg.Frames = 2, 25
 	for _, r := range runners {
-		if r.run != nil {
-			r.run()
-		}
+		r.run()
 	}
 	l.cfg = measured
 	results := make([]*Path, len(runners))
@@ -231,10 +229,6 @@ func (l *lab) paths() []*Path {
 		for k := range runners {
 			i := (k + round) % len(runners)
 			r := runners[i]
-			if r.run == nil {
-				results[i] = &Path{Name: r.name, Description: r.desc, Note: "tcp mode routes are not translated yet"}
-				continue
-			}
 			fmt.Fprintf(l.log, ">> path %s, round %d/%d\n", r.name, round+1, rounds)
 			results[i] = merge(results[i], r.run())
 		}

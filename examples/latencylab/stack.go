@@ -19,6 +19,7 @@ import (
 type stack struct {
 	t      harness.T
 	listen string
+	raw    string // the tcp mode route's listener
 	file   string
 	body   string
 	cp     *harness.ControlPlane
@@ -26,12 +27,17 @@ type stack struct {
 }
 
 func startStack(t harness.T, b *harness.Backend) *stack {
-	s := &stack{t: t, listen: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))}
+	s := &stack{
+		t:      t,
+		listen: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+		raw:    fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+	}
 	s.body = fmt.Sprintf(`listeners:
   - { name: public, address: "%s" }
 routes:
   - { name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: demo }
   - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
+  - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice }
 backends:
   - { name: voice, endpoints: ["%s"] }
   - { name: rest, endpoints: ["%s"] }
@@ -39,7 +45,7 @@ auth_policies:
   - name: demo
     sources: [{ bearer: true }, { query: access_token }]
     jwt: { keys: [{ kty: oct, kid: %s, alg: HS256, k: %s }] }
-`, s.listen, b.VoiceAddr, b.RESTAddr, devtoken.KeyID, devtoken.Secret)
+`, s.listen, s.raw, b.VoiceAddr, b.RESTAddr, devtoken.KeyID, devtoken.Secret)
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(s.file, []byte(s.body), 0o644); err != nil {
 		t.Fatal(err)
