@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -26,6 +27,7 @@ import (
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
+	"github.com/directpipe/directpipe/controlplane/jwks"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
@@ -68,6 +70,9 @@ type App struct {
 	current   *policyv1.Policy
 	revision  string
 	resources *translate.Resources
+	// keys are the resolved JWKS keys of current, by auth policy.
+	keys map[string][]*policyv1.JWK
+	jwks *jwks.Resolver
 }
 
 // New loads the policy, builds the first snapshot and binds the listeners.
@@ -86,6 +91,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		reg:     reg,
 		metrics: metrics,
 		xds:     xds.NewServer(ctx, cfg.Log, metrics),
+		jwks:    jwks.NewResolver(nil),
 	}
 	p, err := policy.LoadFile(cfg.PolicyFile)
 	if err != nil {
@@ -180,21 +186,29 @@ func (a *App) Status() *xds.Status { return a.xds.Status() }
 
 // Check validates and translates a policy without applying it.
 func (a *App) Check(p *policyv1.Policy) error {
-	_, err := a.translate(p)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := a.translate(ctx, p)
 	return err
 }
 
-func (a *App) translate(p *policyv1.Policy) (*translate.Resources, error) {
+// translate validates a policy, resolves its JWKS files and URLs, and
+// translates it.
+func (a *App) translate(ctx context.Context, p *policyv1.Policy) (*translate.Resources, map[string][]*policyv1.JWK, error) {
 	if err := policy.Validate(p); err != nil {
-		return nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
+		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
+	}
+	keys, err := a.jwks.Resolve(ctx, p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
 	}
 	start := time.Now()
-	res, err := translate.Translate(p, translate.Options{WasmPath: a.cfg.WasmPath})
+	res, err := translate.Translate(p, translate.Options{WasmPath: a.cfg.WasmPath, ResolvedKeys: keys})
 	a.metrics.Translate.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
+		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
 	}
-	return res, nil
+	return res, keys, nil
 }
 
 // Apply is the admin API's change: it refuses a stale expected revision,
@@ -206,7 +220,7 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	if expectedRevision != a.revision {
 		return "", nil, fmt.Errorf("%w: current revision is %s, not %s", admin.ErrStaleRevision, a.revision, expectedRevision)
 	}
-	res, err := a.translate(p)
+	res, keys, err := a.translate(ctx, p)
 	if err != nil {
 		a.metrics.Applies.WithLabelValues("invalid").Inc()
 		return "", nil, err
@@ -219,7 +233,7 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	if err := policy.WriteFileAtomic(a.cfg.PolicyFile, p); err != nil {
 		return "", nil, err
 	}
-	if err := a.serve(ctx, p, rev, res, "api"); err != nil {
+	if err := a.serve(ctx, p, rev, res, keys, "api"); err != nil {
 		// Put the file back so that a restart serves what is being served.
 		if rerr := policy.WriteFileAtomic(a.cfg.PolicyFile, a.current); rerr != nil {
 			a.log.Error("restoring the policy file failed", "error", rerr)
@@ -238,17 +252,17 @@ func (a *App) applyFromFile(ctx context.Context, p *policyv1.Policy) error {
 	if rev == a.revision {
 		return nil
 	}
-	res, err := a.translate(p)
+	res, keys, err := a.translate(ctx, p)
 	if err != nil {
 		a.metrics.Applies.WithLabelValues("invalid").Inc()
 		return err
 	}
-	return a.serve(ctx, p, rev, res, "file")
+	return a.serve(ctx, p, rev, res, keys, "file")
 }
 
 // serve sets the snapshot; a.mu is held.
-func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res *translate.Resources, source string) error {
-	if err := a.bridge(ctx, p); err != nil {
+func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res *translate.Resources, keys map[string][]*policyv1.JWK, source string) error {
+	if err := a.bridge(ctx, p, keys); err != nil {
 		a.log.Warn("bridging filter config not pushed", "error", err)
 	}
 	if _, err := a.xds.SetResources(ctx, res); err != nil {
@@ -256,7 +270,7 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res *tr
 		return err
 	}
 	a.metrics.Applies.WithLabelValues("ok").Inc()
-	a.current, a.revision, a.resources = p, rev, res
+	a.current, a.revision, a.resources, a.keys = p, rev, res, keys
 	a.log.Info("policy applied", "revision", rev, "source", source)
 	a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicy, Revision: rev})
 	return nil
@@ -269,7 +283,7 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res *tr
 // it, the filter config is a superset at every step: make before break.
 // Removals need no bridge: the final snapshot removes the route first and
 // its auth setting after.
-func (a *App) bridge(ctx context.Context, p *policyv1.Policy) error {
+func (a *App) bridge(ctx context.Context, p *policyv1.Policy, keys map[string][]*policyv1.JWK) error {
 	if a.resources == nil || a.current == nil {
 		return nil
 	}
@@ -277,7 +291,9 @@ func (a *App) bridge(ctx context.Context, p *policyv1.Policy) error {
 		Routes:       unionByName(p.GetRoutes(), a.current.GetRoutes()),
 		AuthPolicies: unionByName(p.GetAuthPolicies(), a.current.GetAuthPolicies()),
 	}
-	ecds, err := translate.HandshakeConfig(merged, translate.Options{WasmPath: a.cfg.WasmPath})
+	allKeys := maps.Clone(a.keys)
+	maps.Copy(allKeys, keys)
+	ecds, err := translate.HandshakeConfig(merged, translate.Options{WasmPath: a.cfg.WasmPath, ResolvedKeys: allKeys})
 	if err != nil {
 		return err
 	}
@@ -303,6 +319,32 @@ func unionByName[T interface{ GetName() string }](next, prev []T) []T {
 		}
 	}
 	return out
+}
+
+// keyRefreshInterval is how often JWKS files are re-read and stale JWKS
+// URLs fetched again (each URL no more often than its own refresh).
+const keyRefreshInterval = 10 * time.Second
+
+// refreshKeys re-resolves the current policy's key sets and serves the
+// result if a key changed: a rotation at the identity provider reaches
+// Envoy by ECDS, without a policy change and without draining anything.
+func (a *App) refreshKeys(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.current == nil {
+		return
+	}
+	res, keys, err := a.translate(ctx, a.current)
+	if err != nil {
+		a.log.Warn("key refresh failed; the last keys keep serving", "error", err)
+		return
+	}
+	if proto.Equal(res.ExtensionConfigs[0], a.resources.ExtensionConfigs[0]) {
+		return
+	}
+	if err := a.serve(ctx, a.current, a.revision, res, keys, "keys"); err != nil {
+		a.log.Error("serving refreshed keys failed", "error", err)
+	}
 }
 
 // Run serves until ctx ends, then stops gracefully.
@@ -333,6 +375,18 @@ func (a *App) Run(ctx context.Context) error {
 			return srv.Shutdown(shutdown)
 		})
 	}
+	g.Go(func() error {
+		tick := time.NewTicker(keyRefreshInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+				a.refreshKeys(ctx)
+			}
+		}
+	})
 	if a.cfg.PolicyFile != "" {
 		g.Go(func() error {
 			return policy.WatchFile(ctx, a.cfg.PolicyFile, a.log, func(p *policyv1.Policy) error {

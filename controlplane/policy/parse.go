@@ -7,6 +7,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -71,7 +72,14 @@ func Decode(data []byte) (*policyv1.Policy, error) {
 	if err := checkMessage(doc, p.ProtoReflect().Descriptor(), ""); err != nil {
 		return nil, err
 	}
-	js, err := sigsyaml.YAMLToJSON(data)
+	// The JSON for protojson is built from the same YAML 1.2 tree that was
+	// checked: a YAML 1.1 converter would read the JWK fields n and y as the
+	// booleans false and true.
+	tree, err := toJSONValue(doc)
+	if err != nil {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	js, err := json.Marshal(tree)
 	if err != nil {
 		return nil, fmt.Errorf("parse policy: %w", err)
 	}
@@ -79,6 +87,48 @@ func Decode(data []byte) (*policyv1.Policy, error) {
 		return nil, fmt.Errorf("decode policy: %w", err)
 	}
 	return p, nil
+}
+
+// toJSONValue turns a YAML node into what encoding/json marshals as the
+// same document: mapping keys are always strings.
+func toJSONValue(n *yaml.Node) (any, error) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return map[string]any{}, nil
+		}
+		return toJSONValue(n.Content[0])
+	case yaml.AliasNode:
+		return toJSONValue(n.Alias)
+	case yaml.MappingNode:
+		m := make(map[string]any, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			v, err := toJSONValue(n.Content[i+1])
+			if err != nil {
+				return nil, err
+			}
+			m[n.Content[i].Value] = v
+		}
+		return m, nil
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			v, err := toJSONValue(c)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	}
+	if n.Tag == "!!str" {
+		return n.Value, nil
+	}
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return nil, fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return v, nil
 }
 
 // checkMessage walks a YAML node against a message descriptor so that errors

@@ -1,12 +1,12 @@
 package policy
 
 import (
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,16 +35,14 @@ const (
 // RateLimitUnits are the units a rate limit may be counted in.
 var RateLimitUnits = map[string]time.Duration{"second": time.Second, "minute": time.Minute, "hour": time.Hour}
 
-// minHMACKeyBytes follows RFC 7518 §3.2: an HS256 key must be at least as
-// long as the hash output.
-const minHMACKeyBytes = 32
-
 var (
-	namePattern   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
-	headerPattern = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~-]+$`)
-	sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	hostPattern   = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
-	originPattern = regexp.MustCompile(`^(https?://[a-z0-9.-]+(:[0-9]{1,5})?|\*\.[a-z0-9.-]+)$`)
+	namePattern          = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+	headerPattern        = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~-]+$`)
+	sha256Pattern        = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	hostPattern          = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
+	allowedOriginPattern = regexp.MustCompile(`^https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$`)
+	subprotocolPattern   = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+	originPattern        = regexp.MustCompile(`^(https?://[a-z0-9.-]+(:[0-9]{1,5})?|\*\.[a-z0-9.-]+)$`)
 )
 
 // headers the handshake filter must never be told to overwrite: they steer
@@ -321,33 +319,42 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 			}
 		case *policyv1.TokenSource_Header:
 			v.header(sp+".header", src.Header)
+		case *policyv1.TokenSource_SubprotocolPrefix:
+			if !subprotocolPattern.MatchString(src.SubprotocolPrefix) {
+				v.errorf(sp+".subprotocol_prefix", "%q is not a subprotocol token prefix", src.SubprotocolPrefix)
+			}
 		default:
-			v.errorf(sp, "one of bearer, query and header is required")
+			v.errorf(sp, "one of bearer, query, header and subprotocol_prefix is required")
 		}
 	}
-	if len(a.GetJwt().GetKeys()) == 0 && len(a.GetApiKeys()) == 0 {
-		v.errorf(path, "needs jwt.keys or api_keys: a policy that accepts nothing is a mistake")
+	j := a.GetJwt()
+	if len(j.GetKeys()) == 0 && j.GetJwksFile() == "" && j.GetJwksUrl() == "" && len(a.GetApiKeys()) == 0 {
+		v.errorf(path, "needs jwt keys (keys, jwks_file or jwks_url) or api_keys: a policy that accepts nothing is a mistake")
 	}
 	kids := map[string]bool{}
-	for i, k := range a.GetJwt().GetKeys() {
+	for i, k := range j.GetKeys() {
 		kp := fmt.Sprintf("%s.jwt.keys[%d]", path, i)
 		if kids[k.GetKid()] {
 			v.errorf(kp+".kid", "%q is used twice", k.GetKid())
 		}
 		kids[k.GetKid()] = true
-		if k.GetKty() != "oct" {
-			v.errorf(kp+".kty", "%q is not supported (want \"oct\")", k.GetKty())
+		if err := ValidateJWK(k); err != nil {
+			v.errorf(kp, "%v", err)
 		}
-		if k.GetAlg() != "HS256" {
-			v.errorf(kp+".alg", "%q is not supported (want \"HS256\")", k.GetAlg())
+	}
+	if u := j.GetJwksUrl(); u != "" {
+		if err := checkJWKSURL(u); err != nil {
+			v.errorf(path+".jwt.jwks_url", "%v", err)
 		}
-		secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.GetK(), "="))
-		switch {
-		case err != nil:
-			v.errorf(kp+".k", "not base64url: %v", err)
-		case len(secret) < minHMACKeyBytes:
-			v.errorf(kp+".k", "key is %d bytes; HS256 needs at least %d", len(secret), minHMACKeyBytes)
+	}
+	v.positive(path+".jwt.jwks_refresh", j.GetJwksRefresh())
+	for i, o := range a.GetOrigins().GetAllow() {
+		if !allowedOriginPattern.MatchString(strings.ToLower(o)) {
+			v.errorf(fmt.Sprintf("%s.origins.allow[%d]", path, i), "%q is not scheme://host[:port] (a leading \"*.\" on the host is allowed)", o)
 		}
+	}
+	if o := a.GetOrigins(); o != nil && len(o.GetAllow()) == 0 && !o.GetAllowMissing() {
+		v.errorf(path+".origins", "allows nothing: list origins in allow")
 	}
 	if l := a.GetJwt().GetLeeway(); l != nil && l.AsDuration() < 0 {
 		v.errorf(path+".jwt.leeway", "must not be negative")
@@ -383,6 +390,26 @@ func (v *validator) header(path, h string) {
 	case reservedHeaders[h]:
 		v.errorf(path, "%q is reserved", h)
 	}
+}
+
+// checkJWKSURL allows https anywhere and plain http on loopback only: keys
+// fetched in the clear could be swapped by anyone on the path.
+func checkJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme == "https" && u.Host != "":
+		return nil
+	case u.Scheme == "http":
+		host := u.Hostname()
+		if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback()) || host == "localhost" {
+			return nil
+		}
+		return fmt.Errorf("%q: http is allowed on loopback only; use https", raw)
+	}
+	return fmt.Errorf("%q is not an https URL", raw)
 }
 
 // address accepts ip:port only: Envoy's socket addresses and static

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"slices"
 	"strings"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -33,12 +34,22 @@ type filterAuthPolicy struct {
 	APIKeys        []filterAPIKey    `json:"api_keys,omitempty"`
 	IdentityHeader string            `json:"identity_header,omitempty"`
 	ClaimHeaders   map[string]string `json:"claim_headers,omitempty"`
+	Issuer         string            `json:"issuer,omitempty"`
+	Audiences      []string          `json:"audiences,omitempty"`
+	RequiredScopes []string          `json:"required_scopes,omitempty"`
+	Origins        *filterOrigins    `json:"origins,omitempty"`
+}
+
+type filterOrigins struct {
+	Allow        []string `json:"allow"`
+	AllowMissing bool     `json:"allow_missing"`
 }
 
 type filterSource struct {
-	Bearer bool   `json:"bearer,omitempty"`
-	Query  string `json:"query,omitempty"`
-	Header string `json:"header,omitempty"`
+	Bearer            bool   `json:"bearer,omitempty"`
+	Query             string `json:"query,omitempty"`
+	Header            string `json:"header,omitempty"`
+	SubprotocolPrefix string `json:"subprotocol_prefix,omitempty"`
 }
 
 type filterJWKS struct {
@@ -50,6 +61,11 @@ type filterJWK struct {
 	Kid string `json:"kid,omitempty"`
 	Alg string `json:"alg,omitempty"`
 	K   string `json:"k,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
 }
 
 type filterAPIKey struct {
@@ -57,7 +73,9 @@ type filterAPIKey struct {
 	Identity string `json:"identity"`
 }
 
-func authPolicy(a *policyv1.AuthPolicy) filterAuthPolicy {
+// authPolicy is one policy as the filter reads it. resolved holds the keys
+// the control plane read from the policy's jwks_file or jwks_url.
+func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) filterAuthPolicy {
 	out := filterAuthPolicy{
 		Name:           a.GetName(),
 		Realm:          "directpipe",
@@ -70,15 +88,25 @@ func authPolicy(a *policyv1.AuthPolicy) filterAuthPolicy {
 		out.LeewaySeconds = int64(l.AsDuration().Seconds())
 	}
 	for _, s := range a.GetSources() {
-		out.Sources = append(out.Sources, filterSource{Bearer: s.GetBearer(), Query: s.GetQuery(), Header: s.GetHeader()})
+		out.Sources = append(out.Sources, filterSource{
+			Bearer: s.GetBearer(), Query: s.GetQuery(), Header: s.GetHeader(), SubprotocolPrefix: s.GetSubprotocolPrefix(),
+		})
 	}
-	if keys := a.GetJwt().GetKeys(); len(keys) > 0 {
+	keys := append(slices.Clone(a.GetJwt().GetKeys()), resolved...)
+	if len(keys) > 0 {
 		out.JWKS = &filterJWKS{}
+		trim := func(s string) string { return strings.TrimRight(s, "=") }
 		for _, k := range keys {
 			out.JWKS.Keys = append(out.JWKS.Keys, filterJWK{
-				Kty: k.GetKty(), Kid: k.GetKid(), Alg: k.GetAlg(), K: strings.TrimRight(k.GetK(), "="),
+				Kty: k.GetKty(), Kid: k.GetKid(), Alg: k.GetAlg(), K: trim(k.GetK()),
+				N: trim(k.GetN()), E: trim(k.GetE()), Crv: k.GetCrv(), X: trim(k.GetX()), Y: trim(k.GetY()),
 			})
 		}
+	}
+	j := a.GetJwt()
+	out.Issuer, out.Audiences, out.RequiredScopes = j.GetIssuer(), j.GetAudiences(), j.GetRequiredScopes()
+	if o := a.GetOrigins(); o != nil {
+		out.Origins = &filterOrigins{Allow: o.GetAllow(), AllowMissing: o.GetAllowMissing()}
 	}
 	for _, k := range a.GetApiKeys() {
 		out.APIKeys = append(out.APIKeys, filterAPIKey{SHA256: k.GetSha256(), Identity: k.GetIdentity()})

@@ -87,16 +87,18 @@ func routeCluster(r *policyv1.Route) string {
 // limitedCluster gives a route with a connection limit a cluster of its
 // own: Envoy counts connections and requests per cluster, so a per-route
 // limit needs a per-route cluster. It shares the back end's endpoints (EDS
-// service name) and settings, and adds the limit as circuit-breaker
-// thresholds; over the limit Envoy answers 503.
+// service name) and settings, and adds the limit as the max_requests
+// threshold: every stream, a WebSocket included, is a request, and over the
+// limit Envoy answers 503 at once. (A max_connections threshold would queue
+// the extra call as pending instead of refusing it.)
 func limitedCluster(r *policyv1.Route, b *policyv1.Backend) *clusterv3.Cluster {
 	c := cluster(b)
 	c.Name = routeCluster(r)
 	c.EdsClusterConfig.ServiceName = b.GetName()
-	limit := wrapperspb.UInt32(r.GetMaxConnections())
-	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-		MaxConnections: limit, MaxRequests: limit,
-	}}}
+	if c.CircuitBreakers == nil {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{}}}
+	}
+	c.CircuitBreakers.Thresholds[0].MaxRequests = wrapperspb.UInt32(r.GetMaxConnections())
 	return c
 }
 

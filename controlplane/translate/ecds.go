@@ -26,7 +26,7 @@ const (
 func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionConfig, error) {
 	cfg := filterConfig{Routes: map[string]string{}, Policies: map[string]filterAuthPolicy{}}
 	for _, a := range p.GetAuthPolicies() {
-		cfg.Policies[a.GetName()] = authPolicy(a)
+		cfg.Policies[a.GetName()] = authPolicy(a, opts.ResolvedKeys[a.GetName()])
 	}
 	for _, r := range p.GetRoutes() {
 		if isTCP(r) {

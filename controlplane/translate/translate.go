@@ -20,6 +20,10 @@ import (
 type Options struct {
 	// WasmPath is the handshake module's path as Envoy sees it.
 	WasmPath string
+	// ResolvedKeys are the verification keys the control plane read from
+	// each auth policy's jwks_file or jwks_url, by policy name. Reading them
+	// is I/O, so it happens before translation, not in it.
+	ResolvedKeys map[string][]*policyv1.JWK
 }
 
 // Resources are the Envoy resources for one policy, each list sorted by name.

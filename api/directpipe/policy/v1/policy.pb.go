@@ -1102,7 +1102,10 @@ type AuthPolicy struct {
 	// client sent is removed first.
 	IdentityHeader string `protobuf:"bytes,5,opt,name=identity_header,json=identityHeader,proto3" json:"identity_header,omitempty"`
 	// Claim name to request header, forwarded upstream after verification.
-	ClaimHeaders  map[string]string `protobuf:"bytes,6,rep,name=claim_headers,json=claimHeaders,proto3" json:"claim_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ClaimHeaders map[string]string `protobuf:"bytes,6,rep,name=claim_headers,json=claimHeaders,proto3" json:"claim_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Which pages may open streams: a defence against cross-site WebSocket
+	// hijacking. Absent means no Origin check.
+	Origins       *Origins `protobuf:"bytes,7,opt,name=origins,proto3" json:"origins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1179,6 +1182,68 @@ func (x *AuthPolicy) GetClaimHeaders() map[string]string {
 	return nil
 }
 
+func (x *AuthPolicy) GetOrigins() *Origins {
+	if x != nil {
+		return x.Origins
+	}
+	return nil
+}
+
+type Origins struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "https://app.example.com" exactly, or "https://*.example.com" for any
+	// subdomain.
+	Allow []string `protobuf:"bytes,1,rep,name=allow,proto3" json:"allow,omitempty"`
+	// Let requests without an Origin header through (non-browser clients).
+	AllowMissing  bool `protobuf:"varint,2,opt,name=allow_missing,json=allowMissing,proto3" json:"allow_missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Origins) Reset() {
+	*x = Origins{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Origins) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Origins) ProtoMessage() {}
+
+func (x *Origins) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Origins.ProtoReflect.Descriptor instead.
+func (*Origins) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Origins) GetAllow() []string {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
+func (x *Origins) GetAllowMissing() bool {
+	if x != nil {
+		return x.AllowMissing
+	}
+	return false
+}
+
 type TokenSource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Source:
@@ -1186,6 +1251,7 @@ type TokenSource struct {
 	//	*TokenSource_Bearer
 	//	*TokenSource_Query
 	//	*TokenSource_Header
+	//	*TokenSource_SubprotocolPrefix
 	Source        isTokenSource_Source `protobuf_oneof:"source"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1193,7 +1259,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1271,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1284,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TokenSource) GetSource() isTokenSource_Source {
@@ -1255,6 +1321,15 @@ func (x *TokenSource) GetHeader() string {
 	return ""
 }
 
+func (x *TokenSource) GetSubprotocolPrefix() string {
+	if x != nil {
+		if x, ok := x.Source.(*TokenSource_SubprotocolPrefix); ok {
+			return x.SubprotocolPrefix
+		}
+	}
+	return ""
+}
+
 type isTokenSource_Source interface {
 	isTokenSource_Source()
 }
@@ -1274,25 +1349,46 @@ type TokenSource_Header struct {
 	Header string `protobuf:"bytes,3,opt,name=header,proto3,oneof"`
 }
 
+type TokenSource_SubprotocolPrefix struct {
+	// An entry of Sec-WebSocket-Protocol starting with this prefix, as
+	// browsers must send it; only that entry is removed upstream.
+	SubprotocolPrefix string `protobuf:"bytes,4,opt,name=subprotocol_prefix,json=subprotocolPrefix,proto3,oneof"`
+}
+
 func (*TokenSource_Bearer) isTokenSource_Source() {}
 
 func (*TokenSource_Query) isTokenSource_Source() {}
 
 func (*TokenSource_Header) isTokenSource_Source() {}
 
+func (*TokenSource_SubprotocolPrefix) isTokenSource_Source() {}
+
 type JWT struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Verification keys in JWK form.
 	Keys []*JWK `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
-	// Clock skew allowed on exp and nbf. Default 30s.
-	Leeway        *durationpb.Duration `protobuf:"bytes,2,opt,name=leeway,proto3" json:"leeway,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Clock skew allowed on exp, nbf and iat. Default 30s.
+	Leeway *durationpb.Duration `protobuf:"bytes,2,opt,name=leeway,proto3" json:"leeway,omitempty"`
+	// A JWKS document on the control plane's disk, read at every apply.
+	JwksFile string `protobuf:"bytes,3,opt,name=jwks_file,json=jwksFile,proto3" json:"jwks_file,omitempty"`
+	// A JWKS URL the control plane fetches and refreshes; Envoy never calls
+	// it. https, or http on loopback only.
+	JwksUrl string `protobuf:"bytes,4,opt,name=jwks_url,json=jwksUrl,proto3" json:"jwks_url,omitempty"`
+	// How often jwks_url is fetched again. Default 5m.
+	JwksRefresh *durationpb.Duration `protobuf:"bytes,5,opt,name=jwks_refresh,json=jwksRefresh,proto3" json:"jwks_refresh,omitempty"`
+	// Required iss, when set.
+	Issuer string `protobuf:"bytes,6,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// The token's aud must name one of these, when set.
+	Audiences []string `protobuf:"bytes,7,rep,name=audiences,proto3" json:"audiences,omitempty"`
+	// Every one of these must be in the token's scope (or scp) claim.
+	RequiredScopes []string `protobuf:"bytes,8,rep,name=required_scopes,json=requiredScopes,proto3" json:"required_scopes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *JWT) Reset() {
 	*x = JWT{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1400,7 @@ func (x *JWT) String() string {
 func (*JWT) ProtoMessage() {}
 
 func (x *JWT) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1413,7 @@ func (x *JWT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWT.ProtoReflect.Descriptor instead.
 func (*JWT) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JWT) GetKeys() []*JWK {
@@ -1334,21 +1430,68 @@ func (x *JWT) GetLeeway() *durationpb.Duration {
 	return nil
 }
 
-// JWK is a JSON Web Key (RFC 7517). Only symmetric keys (kty "oct") for now.
+func (x *JWT) GetJwksFile() string {
+	if x != nil {
+		return x.JwksFile
+	}
+	return ""
+}
+
+func (x *JWT) GetJwksUrl() string {
+	if x != nil {
+		return x.JwksUrl
+	}
+	return ""
+}
+
+func (x *JWT) GetJwksRefresh() *durationpb.Duration {
+	if x != nil {
+		return x.JwksRefresh
+	}
+	return nil
+}
+
+func (x *JWT) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *JWT) GetAudiences() []string {
+	if x != nil {
+		return x.Audiences
+	}
+	return nil
+}
+
+func (x *JWT) GetRequiredScopes() []string {
+	if x != nil {
+		return x.RequiredScopes
+	}
+	return nil
+}
+
+// JWK is a JSON Web Key (RFC 7517, RFC 8037): kty "oct" (k), "RSA" (n, e),
+// "EC" (crv, x, y) or "OKP" (crv Ed25519, x). Values are base64url.
 type JWK struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Kty   string                 `protobuf:"bytes,1,opt,name=kty,proto3" json:"kty,omitempty"`
-	Kid   string                 `protobuf:"bytes,2,opt,name=kid,proto3" json:"kid,omitempty"`
-	Alg   string                 `protobuf:"bytes,3,opt,name=alg,proto3" json:"alg,omitempty"`
-	// Symmetric key, base64url without padding.
-	K             string `protobuf:"bytes,4,opt,name=k,proto3" json:"k,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kty           string                 `protobuf:"bytes,1,opt,name=kty,proto3" json:"kty,omitempty"`
+	Kid           string                 `protobuf:"bytes,2,opt,name=kid,proto3" json:"kid,omitempty"`
+	Alg           string                 `protobuf:"bytes,3,opt,name=alg,proto3" json:"alg,omitempty"`
+	K             string                 `protobuf:"bytes,4,opt,name=k,proto3" json:"k,omitempty"`
+	N             string                 `protobuf:"bytes,5,opt,name=n,proto3" json:"n,omitempty"`
+	E             string                 `protobuf:"bytes,6,opt,name=e,proto3" json:"e,omitempty"`
+	Crv           string                 `protobuf:"bytes,7,opt,name=crv,proto3" json:"crv,omitempty"`
+	X             string                 `protobuf:"bytes,8,opt,name=x,proto3" json:"x,omitempty"`
+	Y             string                 `protobuf:"bytes,9,opt,name=y,proto3" json:"y,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JWK) Reset() {
 	*x = JWK{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1503,7 @@ func (x *JWK) String() string {
 func (*JWK) ProtoMessage() {}
 
 func (x *JWK) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1516,7 @@ func (x *JWK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWK.ProtoReflect.Descriptor instead.
 func (*JWK) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JWK) GetKty() string {
@@ -1404,6 +1547,41 @@ func (x *JWK) GetK() string {
 	return ""
 }
 
+func (x *JWK) GetN() string {
+	if x != nil {
+		return x.N
+	}
+	return ""
+}
+
+func (x *JWK) GetE() string {
+	if x != nil {
+		return x.E
+	}
+	return ""
+}
+
+func (x *JWK) GetCrv() string {
+	if x != nil {
+		return x.Crv
+	}
+	return ""
+}
+
+func (x *JWK) GetX() string {
+	if x != nil {
+		return x.X
+	}
+	return ""
+}
+
+func (x *JWK) GetY() string {
+	if x != nil {
+		return x.Y
+	}
+	return ""
+}
+
 // APIKey is the SHA-256 hash of a key; the key itself never appears in
 // policy.
 type APIKey struct {
@@ -1417,7 +1595,7 @@ type APIKey struct {
 
 func (x *APIKey) Reset() {
 	*x = APIKey{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1607,7 @@ func (x *APIKey) String() string {
 func (*APIKey) ProtoMessage() {}
 
 func (x *APIKey) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1620,7 @@ func (x *APIKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
 func (*APIKey) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *APIKey) GetSha256() string {
@@ -1545,7 +1723,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x14max_ejection_percent\x18\x04 \x01(\rR\x12maxEjectionPercent\"8\n" +
 	"\vUpstreamTLS\x12\x10\n" +
 	"\x03sni\x18\x01 \x01(\tR\x03sni\x12\x17\n" +
-	"\aca_file\x18\x02 \x01(\tR\x06caFile\"\x86\x03\n" +
+	"\aca_file\x18\x02 \x01(\tR\x06caFile\"\xbf\x03\n" +
 	"\n" +
 	"AuthPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
@@ -1553,23 +1731,39 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x03jwt\x18\x03 \x01(\v2\x19.directpipe.policy.v1.JWTR\x03jwt\x127\n" +
 	"\bapi_keys\x18\x04 \x03(\v2\x1c.directpipe.policy.v1.APIKeyR\aapiKeys\x12'\n" +
 	"\x0fidentity_header\x18\x05 \x01(\tR\x0eidentityHeader\x12W\n" +
-	"\rclaim_headers\x18\x06 \x03(\v22.directpipe.policy.v1.AuthPolicy.ClaimHeadersEntryR\fclaimHeaders\x1a?\n" +
+	"\rclaim_headers\x18\x06 \x03(\v22.directpipe.policy.v1.AuthPolicy.ClaimHeadersEntryR\fclaimHeaders\x127\n" +
+	"\aorigins\x18\a \x01(\v2\x1d.directpipe.policy.v1.OriginsR\aorigins\x1a?\n" +
 	"\x11ClaimHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"c\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
+	"\aOrigins\x12\x14\n" +
+	"\x05allow\x18\x01 \x03(\tR\x05allow\x12#\n" +
+	"\rallow_missing\x18\x02 \x01(\bR\fallowMissing\"\x94\x01\n" +
 	"\vTokenSource\x12\x18\n" +
 	"\x06bearer\x18\x01 \x01(\bH\x00R\x06bearer\x12\x16\n" +
 	"\x05query\x18\x02 \x01(\tH\x00R\x05query\x12\x18\n" +
-	"\x06header\x18\x03 \x01(\tH\x00R\x06headerB\b\n" +
-	"\x06source\"g\n" +
+	"\x06header\x18\x03 \x01(\tH\x00R\x06header\x12/\n" +
+	"\x12subprotocol_prefix\x18\x04 \x01(\tH\x00R\x11subprotocolPrefixB\b\n" +
+	"\x06source\"\xbc\x02\n" +
 	"\x03JWT\x12-\n" +
 	"\x04keys\x18\x01 \x03(\v2\x19.directpipe.policy.v1.JWKR\x04keys\x121\n" +
-	"\x06leeway\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06leeway\"I\n" +
+	"\x06leeway\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06leeway\x12\x1b\n" +
+	"\tjwks_file\x18\x03 \x01(\tR\bjwksFile\x12\x19\n" +
+	"\bjwks_url\x18\x04 \x01(\tR\ajwksUrl\x12<\n" +
+	"\fjwks_refresh\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vjwksRefresh\x12\x16\n" +
+	"\x06issuer\x18\x06 \x01(\tR\x06issuer\x12\x1c\n" +
+	"\taudiences\x18\a \x03(\tR\taudiences\x12'\n" +
+	"\x0frequired_scopes\x18\b \x03(\tR\x0erequiredScopes\"\x93\x01\n" +
 	"\x03JWK\x12\x10\n" +
 	"\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03alg\x18\x03 \x01(\tR\x03alg\x12\f\n" +
-	"\x01k\x18\x04 \x01(\tR\x01k\"<\n" +
+	"\x01k\x18\x04 \x01(\tR\x01k\x12\f\n" +
+	"\x01n\x18\x05 \x01(\tR\x01n\x12\f\n" +
+	"\x01e\x18\x06 \x01(\tR\x01e\x12\x10\n" +
+	"\x03crv\x18\a \x01(\tR\x03crv\x12\f\n" +
+	"\x01x\x18\b \x01(\tR\x01x\x12\f\n" +
+	"\x01y\x18\t \x01(\tR\x01y\"<\n" +
 	"\x06APIKey\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentityBDZBgithub.com/directpipe/directpipe/api/directpipe/policy/v1;policyv1b\x06proto3"
@@ -1586,7 +1780,7 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
@@ -1603,12 +1797,13 @@ var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*OutlierDetection)(nil),    // 12: directpipe.policy.v1.OutlierDetection
 	(*UpstreamTLS)(nil),         // 13: directpipe.policy.v1.UpstreamTLS
 	(*AuthPolicy)(nil),          // 14: directpipe.policy.v1.AuthPolicy
-	(*TokenSource)(nil),         // 15: directpipe.policy.v1.TokenSource
-	(*JWT)(nil),                 // 16: directpipe.policy.v1.JWT
-	(*JWK)(nil),                 // 17: directpipe.policy.v1.JWK
-	(*APIKey)(nil),              // 18: directpipe.policy.v1.APIKey
-	nil,                         // 19: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
+	(*Origins)(nil),             // 15: directpipe.policy.v1.Origins
+	(*TokenSource)(nil),         // 16: directpipe.policy.v1.TokenSource
+	(*JWT)(nil),                 // 17: directpipe.policy.v1.JWT
+	(*JWK)(nil),                 // 18: directpipe.policy.v1.JWK
+	(*APIKey)(nil),              // 19: directpipe.policy.v1.APIKey
+	nil,                         // 20: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
@@ -1617,33 +1812,35 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	14, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	2,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	8,  // 5: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	20, // 6: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	20, // 7: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	21, // 6: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	21, // 7: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
 	5,  // 8: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
 	6,  // 9: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
 	7,  // 10: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
-	20, // 11: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	21, // 11: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
 	4,  // 12: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	20, // 13: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	21, // 13: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
 	10, // 14: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
 	11, // 15: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
 	12, // 16: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
 	13, // 17: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	20, // 18: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	20, // 19: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	20, // 20: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	20, // 21: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	15, // 22: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	16, // 23: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	18, // 24: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	19, // 25: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	17, // 26: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	20, // 27: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	21, // 18: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	21, // 19: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	21, // 20: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	21, // 21: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	16, // 22: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	17, // 23: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	19, // 24: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	20, // 25: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	15, // 26: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	18, // 27: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	21, // 28: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	21, // 29: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -1651,10 +1848,11 @@ func file_directpipe_policy_v1_policy_proto_init() {
 	if File_directpipe_policy_v1_policy_proto != nil {
 		return
 	}
-	file_directpipe_policy_v1_policy_proto_msgTypes[15].OneofWrappers = []any{
+	file_directpipe_policy_v1_policy_proto_msgTypes[16].OneofWrappers = []any{
 		(*TokenSource_Bearer)(nil),
 		(*TokenSource_Query)(nil),
 		(*TokenSource_Header)(nil),
+		(*TokenSource_SubprotocolPrefix)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1662,7 +1860,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
