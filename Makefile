@@ -61,9 +61,15 @@ run: tools build
 		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
 		BIN=$(BIN) ./examples/run.sh
 
+# Fuzz targets that `make test` runs briefly and `make fuzz` for longer.
+FUZZ_TARGETS := ./controlplane/policy:FuzzParse ./filter/auth:FuzzParseConfig ./filter/auth:FuzzCheck \
+	./filter/proxywasm:FuzzDecodePairs ./filter/wasmbin:FuzzParse
+FUZZ_TIME ?= 60s
+
 test: tools build
 	$(GO) vet ./...
 	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
+	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5s
 
 # The latency lab: every path, handshake mode and control-plane number in
 # one run; writes bench/results.md, bench/results.json and PNG plots.
@@ -71,7 +77,10 @@ bench: tools build
 	$(GO) run ./examples/bench -out bench $(BENCH_FLAGS)
 
 fuzz:
-	$(GO) test ./controlplane/policy -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo ">> fuzz $${t#*:} in $${t%%:*} for $(FUZZ_TIME)"; \
+		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME); \
+	done
 
 generate:
 	GOBIN=$(TOOLS)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

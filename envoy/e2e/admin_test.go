@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,4 +164,61 @@ func TestDpctlRefusesBadTokens(t *testing.T) {
 			t.Errorf("%v with a wrong token: exit %d %q", args, code, errb.String())
 		}
 	}
+}
+
+// TestDpctlEventsFollowAPush watches the event stream while a policy
+// changes: the apply, the pushes and Envoy's ACKs all appear.
+func TestDpctlEventsFollowAPush(t *testing.T) {
+	s := newStack(t, true)
+	s.waitStatus("SYNCED", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- dpctl.Run(ctx, []string{"--addr", s.cp.AdminAddr(), "--token", adminToken, "events", "--follow"}, &out, &out)
+	}()
+	time.Sleep(200 * time.Millisecond) // let the stream open
+	s.params.ExtraRoutes = []route{{Name: "evented", Prefix: "/routes/evented"}}
+	s.writePolicy()
+	s.waitHTTP("/routes/evented", http.StatusOK, 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	want := []string{"policy_applied", "snapshot_set", "pushed", "ack", "type=RouteConfiguration"}
+	for time.Now().Before(deadline) {
+		missing := false
+		for _, w := range want {
+			missing = missing || !strings.Contains(out.String(), w)
+		}
+		if !missing {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("dpctl events exited %d", code)
+	}
+	for _, w := range want {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("events lack %q:\n%s", w, out.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
