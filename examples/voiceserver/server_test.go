@@ -49,6 +49,20 @@ func TestEchoInOrder(t *testing.T) {
 	}
 }
 
+func TestDemoPage(t *testing.T) {
+	srv := httptest.NewServer(New(slog.Default()).VoiceHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "dp.bearer.") {
+		t.Errorf("demo page: %d", resp.StatusCode)
+	}
+}
+
 func TestREST(t *testing.T) {
 	srv := httptest.NewServer(New(slog.Default()).RESTHandler())
 	defer srv.Close()
