@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -37,9 +36,6 @@ type Server struct {
 	status *Status
 	ads    serverv3.Server
 	log    *slog.Logger
-
-	mu       sync.Mutex
-	versions map[string]string // type URL -> version last set
 }
 
 // NewServer returns a server with an empty cache. Envoys that connect before
@@ -110,30 +106,20 @@ func (s *Server) SetResources(ctx context.Context, res *translate.Resources) (ma
 	if err := s.cache.SetSnapshot(ctx, snapshotGroup, snap); err != nil {
 		return nil, fmt.Errorf("xds: set snapshot: %w", err)
 	}
-	s.mu.Lock()
+	previous := s.status.Latest()
 	changed := []string{}
 	for _, t := range typeOrder {
-		if s.versions[t] != versions[t] {
+		if previous[t] != versions[t] {
 			changed = append(changed, ShortType(t))
 		}
 	}
-	s.versions = versions
-	s.mu.Unlock()
 	s.status.setLatest(versions)
 	s.log.Info("snapshot set", "changed", changed, "versions", shortVersions(versions))
 	return versions, nil
 }
 
 // Versions returns the version of each type in the current snapshot.
-func (s *Server) Versions() map[string]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]string, len(s.versions))
-	for k, v := range s.versions {
-		out[k] = v
-	}
-	return out
-}
+func (s *Server) Versions() map[string]string { return s.status.Latest() }
 
 // contentVersion hashes the resources of one type in their (deterministic)
 // order, so the same policy always yields the same version and a restarted

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -284,11 +285,7 @@ func (s *Status) setLatest(versions map[string]string) {
 func (s *Status) Latest() map[string]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]string, len(s.latest))
-	for k, v := range s.latest {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.latest)
 }
 
 // Nodes returns every node seen since start, connected ones first, by ID.
@@ -298,10 +295,7 @@ func (s *Status) Nodes() []NodeStatus {
 	out := make([]NodeStatus, 0, len(s.nodes))
 	for _, n := range s.nodes {
 		c := *n
-		c.Types = make(map[string]TypeStatus, len(n.Types))
-		for k, v := range n.Types {
-			c.Types[k] = v
-		}
+		c.Types = maps.Clone(n.Types)
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool {
