@@ -152,7 +152,7 @@ func routeName() string {
 // token is in neither.
 func reject(d auth.Decision, realm string) uint32 {
 	headers := [][2]string{{"content-type", "application/json"}}
-	if d.Status == 401 {
+	if d.Status == 401 || d.Reason == auth.ReasonScope {
 		headers = append(headers, [2]string{"www-authenticate", d.WWWAuthenticate(realm)})
 	}
 	if err := proxywasm.SendLocalResponse(uint32(d.Status), "directpipe_"+d.Reason, d.Body(), headers, -1); err != nil {

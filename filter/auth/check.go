@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,11 @@ const (
 	ReasonInvalidToken    = "invalid_token"
 	ReasonUnknownAPIKey   = "unknown_api_key"
 	ReasonRouteNotAllowed = "route_not_configured"
+	ReasonInvalidIssuer   = "invalid_issuer"
+	ReasonInvalidAudience = "invalid_audience"
+	ReasonScope           = "insufficient_scope"
+	ReasonOriginMissing   = "missing_origin"
+	ReasonOriginDenied    = "origin_not_allowed"
 	ReasonNotConfigured   = "filter_not_configured"
 	ReasonInternal        = "internal_error"
 )
@@ -39,6 +45,11 @@ var messages = map[string]string{
 	ReasonInvalidToken:    "the token is not valid",
 	ReasonUnknownAPIKey:   "the API key is not known",
 	ReasonRouteNotAllowed: "the route has no auth setting yet",
+	ReasonInvalidIssuer:   "the token's issuer is not accepted",
+	ReasonInvalidAudience: "the token is not meant for this service",
+	ReasonScope:           "the token lacks a required scope",
+	ReasonOriginMissing:   "the request has no Origin",
+	ReasonOriginDenied:    "the page's origin may not open streams here",
 	ReasonNotConfigured:   "the handshake filter has no configuration",
 	ReasonInternal:        "the handshake could not be checked",
 }
@@ -82,6 +93,9 @@ func NotConfigured() Decision { return Decision{Status: 503, Reason: ReasonNotCo
 // WWWAuthenticate is the challenge for a 401 (RFC 6750 §3). The realm was
 // checked by ParseConfig to need no escaping.
 func (d Decision) WWWAuthenticate(realm string) string {
+	if d.Reason == ReasonScope {
+		return `Bearer realm="` + realm + `", error="insufficient_scope"`
+	}
 	if d.Reason == ReasonMissingToken {
 		return `Bearer realm="` + realm + `"`
 	}
@@ -127,8 +141,13 @@ func (c *Config) Check(route string, req Request, now time.Time) (Decision, *Pol
 	return p.Check(req, now), p
 }
 
-// Check verifies the request's token against the policy.
+// Check verifies the request's origin, then its token, against the policy.
+// The origin comes first: a page on another site must not even learn
+// whether a browser's ambient token would have worked.
 func (p *Policy) Check(req Request, now time.Time) Decision {
+	if d, ok := p.checkOrigin(req); !ok {
+		return d
+	}
 	token, strip := p.find(req)
 	if token == "" {
 		return deny(ReasonMissingToken)
@@ -148,15 +167,54 @@ func (p *Policy) Check(req Request, now time.Time) Decision {
 		return d
 	}
 	d.Remove = append(d.Remove, strip.headers...)
+	d.Set = append(d.Set, strip.set...)
 	d.Path = strip.path
 	return d
+}
+
+func (p *Policy) checkOrigin(req Request) (Decision, bool) {
+	if p.Origins == nil {
+		return Decision{}, true
+	}
+	origin, ok := req.Header("origin")
+	if !ok || origin == "" {
+		if p.Origins.AllowMissing {
+			return Decision{}, true
+		}
+		return Decision{Status: 403, Reason: ReasonOriginMissing}, false
+	}
+	for _, m := range p.origins {
+		if m.matches(origin) {
+			return Decision{}, true
+		}
+	}
+	return Decision{Status: 403, Reason: ReasonOriginDenied}, false
 }
 
 func deny(reason string) Decision { return Decision{Status: 401, Reason: reason} }
 
 type stripping struct {
 	headers []string
+	set     [][2]string // headers rewritten without the token
 	path    string
+}
+
+// cutSubprotocol removes the first Sec-WebSocket-Protocol entry with the
+// prefix, keeping the others in order, and returns the token it carried.
+func cutSubprotocol(header, prefix string) (token, rest string, found bool) {
+	var kept []string
+	for entry := range strings.SplitSeq(header, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		if t, ok := strings.CutPrefix(entry, prefix); ok && !found {
+			token, found = t, true
+			continue
+		}
+		kept = append(kept, entry)
+	}
+	return token, strings.Join(kept, ", "), found
 }
 
 // find returns the first token in source order, and what to strip so that
@@ -184,6 +242,21 @@ func (p *Policy) find(req Request) (string, stripping) {
 			}
 			s.headers = append(s.headers, src.Header)
 			v = strings.TrimSpace(h)
+		case src.SubprotocolPrefix != "":
+			h, ok := req.Header("sec-websocket-protocol")
+			if !ok {
+				continue
+			}
+			val, rest, found := cutSubprotocol(h, src.SubprotocolPrefix)
+			if !found {
+				continue
+			}
+			if rest == "" {
+				s.headers = append(s.headers, "sec-websocket-protocol")
+			} else {
+				s.set = append(s.set, [2]string{"sec-websocket-protocol", rest})
+			}
+			v = val
 		case src.Query != "":
 			path := req.Path
 			if s.path != "" {
@@ -246,6 +319,7 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 		jwt.WithLeeway(p.leeway()),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
 	)
 	claims := jwt.MapClaims{}
 	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
@@ -268,10 +342,24 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 		return deny(ReasonBadSignature)
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return deny(ReasonExpiredToken)
-	case errors.Is(err, jwt.ErrTokenNotValidYet):
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		return deny(ReasonNotYetValid)
 	default:
 		return deny(ReasonInvalidToken)
+	}
+	if p.Issuer != "" {
+		if iss, _ := claims["iss"].(string); iss != p.Issuer {
+			return deny(ReasonInvalidIssuer)
+		}
+	}
+	if len(p.Audiences) > 0 {
+		aud, _ := claims.GetAudience()
+		if !slices.ContainsFunc(p.Audiences, func(a string) bool { return slices.Contains(aud, a) }) {
+			return deny(ReasonInvalidAudience)
+		}
+	}
+	if missing := missingScopes(claims, p.RequiredScopes); missing {
+		return Decision{Status: 403, Reason: ReasonScope}
 	}
 	d := Decision{Allow: true}
 	if sub, ok := claims["sub"].(string); ok {
@@ -286,6 +374,30 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 		d.Set = append(d.Set, [2]string{p.IdentityHeader, d.Identity})
 	}
 	return d
+}
+
+// missingScopes reports whether a required scope is absent from the
+// space-separated "scope" claim (RFC 8693) and the "scp" array.
+func missingScopes(claims jwt.MapClaims, required []string) bool {
+	have := map[string]bool{}
+	if s, ok := claims["scope"].(string); ok {
+		for _, sc := range strings.Fields(s) {
+			have[sc] = true
+		}
+	}
+	if list, ok := claims["scp"].([]any); ok {
+		for _, sc := range list {
+			if str, ok := sc.(string); ok {
+				have[str] = true
+			}
+		}
+	}
+	for _, r := range required {
+		if !have[r] {
+			return true
+		}
+	}
+	return false
 }
 
 var (

@@ -5,12 +5,19 @@ package auth
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -52,11 +59,16 @@ type Policy struct {
 	APIKeys        []APIKey          `json:"api_keys,omitempty"`
 	IdentityHeader string            `json:"identity_header,omitempty"`
 	ClaimHeaders   map[string]string `json:"claim_headers,omitempty"`
+	Issuer         string            `json:"issuer,omitempty"`
+	Audiences      []string          `json:"audiences,omitempty"`
+	RequiredScopes []string          `json:"required_scopes,omitempty"`
+	Origins        *Origins          `json:"origins,omitempty"`
 
 	keys    map[string]*key // by kid
 	algs    []string        // the algorithms of keys, the only ones accepted
 	apiKeys []apiKey
 	claims  []string // ClaimHeaders' keys, sorted, so headers are set in a stable order
+	origins []originMatcher
 }
 
 // Source is one place a token may be; exactly one field is set.
@@ -64,6 +76,19 @@ type Source struct {
 	Bearer bool   `json:"bearer,omitempty"`
 	Query  string `json:"query,omitempty"`
 	Header string `json:"header,omitempty"`
+	// SubprotocolPrefix names a Sec-WebSocket-Protocol entry carrying the
+	// token, as browsers must send it.
+	SubprotocolPrefix string `json:"subprotocol_prefix,omitempty"`
+}
+
+// Origins is the allowlist of pages that may open streams: the defence
+// against cross-site WebSocket hijacking.
+type Origins struct {
+	// Allow holds "https://app.example.com" or "https://*.example.com".
+	Allow []string `json:"allow"`
+	// AllowMissing lets requests without Origin through (non-browser
+	// clients never send one).
+	AllowMissing bool `json:"allow_missing"`
 }
 
 // JWKS is a JSON Web Key Set (RFC 7517).
@@ -79,6 +104,11 @@ type JWK struct {
 	Kid string `json:"kid,omitempty"`
 	Alg string `json:"alg,omitempty"`
 	K   string `json:"k,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
 }
 
 // APIKey is the SHA-256 of a key and the identity it stands for.
@@ -184,8 +214,14 @@ func (p *Policy) prepare() error {
 			}
 			p.Sources[i].Header = h
 		}
+		if s.SubprotocolPrefix != "" {
+			n++
+			if !validHeaderName(strings.ToLower(s.SubprotocolPrefix)) {
+				return fmt.Errorf("sources[%d]: %q is not a subprotocol prefix", i, s.SubprotocolPrefix)
+			}
+		}
 		if n != 1 {
-			return fmt.Errorf("sources[%d]: exactly one of bearer, query and header", i)
+			return fmt.Errorf("sources[%d]: exactly one of bearer, query, header and subprotocol_prefix", i)
 		}
 	}
 	switch {
@@ -205,6 +241,15 @@ func (p *Policy) prepare() error {
 	}
 	if err := p.prepareHeaders(); err != nil {
 		return err
+	}
+	if o := p.Origins; o != nil {
+		for i, a := range o.Allow {
+			m, err := parseOrigin(a)
+			if err != nil {
+				return fmt.Errorf("origins.allow[%d]: %w", i, err)
+			}
+			p.origins = append(p.origins, m)
+		}
 	}
 	p.keys = map[string]*key{}
 	if p.JWKS != nil {
@@ -281,9 +326,52 @@ var reservedHeaders = map[string]bool{
 	"keep-alive": true, "proxy-connection": true, "te": true,
 }
 
-// parseJWK turns a JWK into a verification key by its kty.
+// parseJWK turns a JWK into a verification key by its kty. Each key type
+// accepts only its own algorithms, so a token cannot make an RSA public key
+// serve as an HMAC secret.
 func parseJWK(j JWK) (*key, error) {
+	b64 := func(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "=")) }
 	switch j.Kty {
+	case "RSA":
+		if !rsaAlgs[j.Alg] {
+			return nil, fmt.Errorf("alg %q is not an RSA algorithm", j.Alg)
+		}
+		n, err1 := b64(j.N)
+		e, err2 := b64(j.E)
+		if err1 != nil || err2 != nil || len(n) == 0 || len(e) == 0 || len(e) > 4 {
+			return nil, errors.New("n and e must be base64url")
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		if pub.N.BitLen() < 2048 || pub.E < 3 {
+			return nil, errors.New("RSA key too small")
+		}
+		return &key{alg: j.Alg, material: pub}, nil
+	case "EC":
+		curve, size := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384()}[j.Alg], map[string]int{"ES256": 32, "ES384": 48}[j.Alg]
+		wantCrv := map[string]string{"ES256": "P-256", "ES384": "P-384"}[j.Alg]
+		if curve == nil || j.Crv != wantCrv {
+			return nil, fmt.Errorf("alg %q and crv %q do not make an EC key", j.Alg, j.Crv)
+		}
+		x, err1 := b64(j.X)
+		y, err2 := b64(j.Y)
+		if err1 != nil || err2 != nil || len(x) != size || len(y) != size {
+			return nil, errors.New("x and y must be base64url of the curve's size")
+		}
+		// crypto/ecdh checks that the point is on the curve.
+		point := append(append([]byte{4}, x...), y...)
+		if _, err := map[string]ecdh.Curve{"ES256": ecdh.P256(), "ES384": ecdh.P384()}[j.Alg].NewPublicKey(point); err != nil {
+			return nil, errors.New("the point is not on the curve")
+		}
+		return &key{alg: j.Alg, material: &ecdsa.PublicKey{Curve: curve, X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}}, nil
+	case "OKP":
+		if j.Alg != "EdDSA" || j.Crv != "Ed25519" {
+			return nil, fmt.Errorf("alg %q and crv %q: only EdDSA with Ed25519", j.Alg, j.Crv)
+		}
+		x, err := b64(j.X)
+		if err != nil || len(x) != ed25519.PublicKeySize {
+			return nil, errors.New("x must be 32 bytes of base64url")
+		}
+		return &key{alg: j.Alg, material: ed25519.PublicKey(x)}, nil
 	case "oct":
 		if !hmacAlgs[j.Alg] {
 			return nil, fmt.Errorf("alg %q is not an HMAC algorithm", j.Alg)
@@ -297,7 +385,10 @@ func parseJWK(j JWK) (*key, error) {
 	return nil, fmt.Errorf("unsupported kty %q", j.Kty)
 }
 
-var hmacAlgs = map[string]bool{"HS256": true, "HS384": true, "HS512": true}
+var (
+	hmacAlgs = map[string]bool{"HS256": true, "HS384": true, "HS512": true}
+	rsaAlgs  = map[string]bool{"RS256": true, "RS384": true, "RS512": true, "PS256": true}
+)
 
 // validHeaderName accepts a lower-case RFC 9110 token.
 func validHeaderName(s string) bool {
@@ -336,3 +427,40 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func (p *Policy) leeway() time.Duration { return time.Duration(p.LeewaySeconds) * time.Second }
+
+// originMatcher is one allowed origin: a scheme and a host (with port), or
+// a scheme and a domain whose subdomains, at any depth, are allowed.
+type originMatcher struct {
+	scheme   string
+	host     string // lower case, with :port when one is given
+	wildcard bool   // host is a domain: ".example.com"
+}
+
+func parseOrigin(s string) (originMatcher, error) {
+	scheme, host, ok := strings.Cut(strings.ToLower(s), "://")
+	if !ok || (scheme != "http" && scheme != "https") || host == "" || strings.ContainsAny(host, "/?#@ ") {
+		return originMatcher{}, fmt.Errorf("%q is not scheme://host[:port]", s)
+	}
+	if rest, ok := strings.CutPrefix(host, "*."); ok {
+		if rest == "" || strings.Contains(rest, "*") {
+			return originMatcher{}, fmt.Errorf("%q: a wildcard needs a domain", s)
+		}
+		return originMatcher{scheme: scheme, host: "." + rest, wildcard: true}, nil
+	}
+	if strings.Contains(host, "*") {
+		return originMatcher{}, fmt.Errorf("%q: only a leading *. is allowed", s)
+	}
+	return originMatcher{scheme: scheme, host: host}, nil
+}
+
+// matches compares an Origin header value (RFC 6454 serialisation).
+func (m originMatcher) matches(origin string) bool {
+	u, err := url.Parse(strings.ToLower(origin))
+	if err != nil || u.Scheme != m.scheme || u.Host == "" || u.Path != "" || u.User != nil {
+		return false
+	}
+	if m.wildcard {
+		return strings.HasSuffix(u.Host, m.host) && len(u.Host) > len(m.host)
+	}
+	return u.Host == m.host
+}
