@@ -13,7 +13,7 @@ mkdir -p "$run_dir"
 # The admin API may rewrite the policy it serves; keep the committed example
 # untouched and serve a copy, rewritten for the chosen ports.
 sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" \
-    -e "s/127.0.0.1:8081/127.0.0.1:${VOICE_PORT}/" \
+    -e "s/127.0.0.1:8081/127.0.0.1:${VOICE_PORT}/g" -e "s/localhost:8081/localhost:${VOICE_PORT}/g" \
     -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml"
 "$BIN/envoy-bootstrap" -admin-port "$ADMIN_PORT" -xds-port "$XDS_PORT" -node envoy-local > "$run_dir/envoy.yaml"
 

@@ -220,3 +220,18 @@ func TestForwardedHandshakeCarriesNoToken(t *testing.T) {
 		})
 	}
 }
+
+// TestOriginDenied: a page from another site cannot open a stream, even
+// with a valid token (cross-site WebSocket hijacking).
+func TestOriginDenied(t *testing.T) {
+	s := newStack(t, false)
+	h := http.Header{"Authorization": {"Bearer " + validToken(t)}, "Origin": {"https://evil.example.net"}}
+	resp, body := upgrade(t, s.listenURL("http", "/v1/voice"), h)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "origin_not_allowed") {
+		t.Fatalf("foreign origin: %d %s", resp.StatusCode, body)
+	}
+	h.Set("Origin", "http://"+s.backend.VoiceAddr)
+	if resp, body := upgrade(t, s.listenURL("http", "/v1/voice"), h); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("allowed origin: %d %s", resp.StatusCode, body)
+	}
+}

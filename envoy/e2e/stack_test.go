@@ -53,7 +53,8 @@ backends:
   - { name: rest, endpoints: ["{{ .REST }}"] }
 auth_policies:
   - name: demo
-    sources: [{ bearer: true }, { query: access_token }]
+    sources: [{ bearer: true }, { query: access_token }, { subprotocol_prefix: dp.bearer. }]
+    origins: { allow: ["http://{{ .Voice }}"], allow_missing: true }
     jwt:
       keys:
         {{- range .Keys }}
@@ -70,6 +71,7 @@ type jwk struct{ Kid, K string }
 
 type policyParams struct {
 	Listen         string
+	Voice          string // the back end's voice address, also the demo page's origin
 	REST           string
 	VoiceEndpoints []string
 	ExtraRoutes    []route
@@ -99,6 +101,7 @@ func newStack(t testing.TB, delta bool) *stack {
 	s := &stack{t: t, backend: harness.StartBackend(t)}
 	s.params = policyParams{
 		Listen:         fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+		Voice:          s.backend.VoiceAddr,
 		REST:           s.backend.RESTAddr,
 		VoiceEndpoints: []string{s.backend.VoiceAddr},
 		Keys:           []jwk{devKey()},

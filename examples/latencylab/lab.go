@@ -309,8 +309,10 @@ func (l *lab) handshakes() []*Handshake {
 	return []*Handshake{
 		l.handshake("no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil),
 		l.handshake("directpipe filter, HS256", l.stack.url("ws", "/v1/voice"), http.Header{"Authorization": {"Bearer " + hs256}}),
-		{Mode: "directpipe filter, RS256", Note: "RSA keys are not supported by the filter yet"},
-		{Mode: "directpipe filter, ES256", Note: "EC keys are not supported by the filter yet"},
+		l.handshake("directpipe filter, RS256", l.stack.url("ws", "/v1/voice"),
+			http.Header{"Authorization": {"Bearer " + l.stack.keys.token(jwt.SigningMethodRS256, "rsa", l.stack.keys.rsa)}}),
+		l.handshake("directpipe filter, ES256", l.stack.url("ws", "/v1/voice"),
+			http.Header{"Authorization": {"Bearer " + l.stack.keys.token(jwt.SigningMethodES256, "ec", l.stack.keys.ec)}}),
 		l.handshake("Envoy jwt_authn, HS256", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"]), http.Header{"Authorization": {"Bearer " + hs256}}),
 	}
 }

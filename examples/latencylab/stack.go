@@ -18,6 +18,7 @@ import (
 // stack is directpipe as `make run` starts it, on free ports.
 type stack struct {
 	t      harness.T
+	keys   signingKeys
 	listen string
 	raw    string // the tcp mode route's listener
 	file   string
@@ -29,6 +30,7 @@ type stack struct {
 func startStack(t harness.T, b *harness.Backend) *stack {
 	s := &stack{
 		t:      t,
+		keys:   newSigningKeys(t),
 		listen: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
 		raw:    fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
 	}
@@ -44,8 +46,10 @@ backends:
 auth_policies:
   - name: demo
     sources: [{ bearer: true }, { query: access_token }]
-    jwt: { keys: [{ kty: oct, kid: %s, alg: HS256, k: %s }] }
-`, s.listen, s.raw, b.VoiceAddr, b.RESTAddr, devtoken.KeyID, devtoken.Secret)
+    jwt:
+      keys:
+        - { kty: oct, kid: %s, alg: HS256, k: %s }
+%s`, s.listen, s.raw, b.VoiceAddr, b.RESTAddr, devtoken.KeyID, devtoken.Secret, s.keys.jwksYAML("        "))
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(s.file, []byte(s.body), 0o644); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,66 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/directpipe/directpipe/envoy/harness"
+)
+
+// TestBrowserDemo opens the demo page in headless Chromium (Debian's
+// package, driven by playwright-core): with a token in the subprotocol it
+// streams and gets every frame back in order; without one, Envoy refuses
+// the connection.
+func TestBrowserDemo(t *testing.T) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, need := range []string{os.Getenv("CHROMIUM_BIN"), os.Getenv("PLAYWRIGHT_CORE")} {
+		if need == "" {
+			t.Fatal("CHROMIUM_BIN and PLAYWRIGHT_CORE must be set: run the tests with `make test`")
+		}
+		if _, err := os.Stat(need); err != nil {
+			t.Fatalf("%v: run `make tools`", err)
+		}
+	}
+	s := newStack(t, false)
+	page := fmt.Sprintf("http://%s/?ws=%s&frames=100&autostart=1", s.backend.VoiceAddr, s.listenURL("ws", "/v1/voice"))
+	run := func(fragment string) map[string]any {
+		t.Helper()
+		cmd := exec.Command("node", filepath.Join(root, "examples", "web", "browser_check.mjs"), page+fragment, "20000")
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("browser: %v", err)
+		}
+		var state map[string]any
+		if err := json.Unmarshal(out, &state); err != nil {
+			t.Fatalf("browser output %q: %v", out, err)
+		}
+		return state
+	}
+
+	got := run("#token=" + validToken(t))
+	if got["state"] != "done" || got["received"] != float64(100) || got["reordered"] != float64(0) {
+		t.Errorf("with a token: %v", got)
+	}
+	if got["protocol"] != "voice.v1" {
+		t.Errorf("negotiated subprotocol %v, want voice.v1 (the token entry stripped)", got["protocol"])
+	}
+	hs := s.handshakes()
+	for _, v := range hs[len(hs)-1].Headers["sec-websocket-protocol"] {
+		if v != "voice.v1" {
+			t.Errorf("the back end saw Sec-WebSocket-Protocol %q", v)
+		}
+	}
+
+	got = run("")
+	if got["state"] != "error" && got["state"] != "closed" || got["received"] != float64(0) {
+		t.Errorf("without a token: %v", got)
+	}
+}

@@ -1,0 +1,50 @@
+package latencylab
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/directpipe/directpipe/envoy/harness"
+)
+
+// signingKeys are the lab's own asymmetric keys, made fresh each run.
+type signingKeys struct {
+	rsa *rsa.PrivateKey
+	ec  *ecdsa.PrivateKey
+}
+
+func newSigningKeys(t harness.T) signingKeys {
+	r, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signingKeys{rsa: r, ec: e}
+}
+
+func b64u(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// jwksYAML lists the public halves as policy JWKs, one per line.
+func (k signingKeys) jwksYAML(indent string) string {
+	return fmt.Sprintf("%s- { kty: RSA, kid: rsa, alg: RS256, n: %s, e: %s }\n%s- { kty: EC, kid: ec, alg: ES256, crv: P-256, x: %s, y: %s }\n",
+		indent, b64u(k.rsa.N.Bytes()), b64u(big.NewInt(int64(k.rsa.E)).Bytes()),
+		indent, b64u(k.ec.X.FillBytes(make([]byte, 32))), b64u(k.ec.Y.FillBytes(make([]byte, 32))))
+}
+
+func (k signingKeys) token(method jwt.SigningMethod, kid string, key any) string {
+	tok := jwt.NewWithClaims(method, jwt.MapClaims{"sub": "bench", "exp": time.Now().Add(time.Hour).Unix()})
+	tok.Header["kid"] = kid
+	s, _ := tok.SignedString(key)
+	return s
+}
