@@ -15,6 +15,7 @@ import (
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/filter/auth"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -39,6 +40,11 @@ func TestGolden(t *testing.T) {
 			res, err := Translate(p, testOptions)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The contract with the filter: what is sent by ECDS parses
+			// there, strictly.
+			if _, err := auth.ParseConfig([]byte(filterConfigJSON(t, res))); err != nil {
+				t.Errorf("the filter refuses the translated config: %v", err)
 			}
 			for kind, list := range map[string][]types.Resource{
 				"listeners":         res.Listeners,
@@ -180,6 +186,17 @@ func TestFilterConfigRoutes(t *testing.T) {
 
 func decodeFilterConfig(t *testing.T, res *Resources) filterConfig {
 	t.Helper()
+	var cfg filterConfig
+	if err := json.Unmarshal([]byte(filterConfigJSON(t, res)), &cfg); err != nil {
+		t.Fatalf("filter config is not JSON: %v", err)
+	}
+	return cfg
+}
+
+// filterConfigJSON digs the filter's JSON configuration out of the ECDS
+// resource.
+func filterConfigJSON(t *testing.T, res *Resources) string {
+	t.Helper()
 	tec := res.ExtensionConfigs[0].(*corev3.TypedExtensionConfig)
 	js, err := protojson.Marshal(tec)
 	if err != nil {
@@ -197,9 +214,5 @@ func decodeFilterConfig(t *testing.T, res *Resources) filterConfig {
 	if err := json.Unmarshal(js, &doc); err != nil {
 		t.Fatal(err)
 	}
-	var cfg filterConfig
-	if err := json.Unmarshal([]byte(doc.TypedConfig.Config.Configuration.Value), &cfg); err != nil {
-		t.Fatalf("filter config is not JSON: %v", err)
-	}
-	return cfg
+	return doc.TypedConfig.Config.Configuration.Value
 }
