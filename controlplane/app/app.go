@@ -331,7 +331,7 @@ const keyRefreshInterval = 10 * time.Second
 func (a *App) refreshKeys(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.current == nil {
+	if a.current == nil || !usesKeySets(a.current) {
 		return
 	}
 	res, keys, err := a.translate(ctx, a.current)
@@ -345,6 +345,16 @@ func (a *App) refreshKeys(ctx context.Context) {
 	if err := a.serve(ctx, a.current, a.revision, res, keys, "keys"); err != nil {
 		a.log.Error("serving refreshed keys failed", "error", err)
 	}
+}
+
+// usesKeySets reports whether any auth policy names a JWKS file or URL.
+func usesKeySets(p *policyv1.Policy) bool {
+	for _, a := range p.GetAuthPolicies() {
+		if a.GetJwt().GetJwksFile() != "" || a.GetJwt().GetJwksUrl() != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Run serves until ctx ends, then stops gracefully.

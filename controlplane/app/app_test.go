@@ -210,3 +210,50 @@ func TestInvalidFileKeepsServing(t *testing.T) {
 		t.Errorf("an invalid file changed the served revision to %s", now)
 	}
 }
+
+// TestKeySetRotationIsPushed: a key added to a policy's JWKS file reaches
+// the filter config (ECDS) on the next refresh, with no policy change and
+// no listener change.
+func TestKeySetRotationIsPushed(t *testing.T) {
+	dir := t.TempDir()
+	jwksFile := filepath.Join(dir, "jwks.json")
+	key := func(kid string) string {
+		return `{"kty":"oct","kid":"` + kid + `","alg":"HS256","k":"ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi"}`
+	}
+	if err := os.WriteFile(jwksFile, []byte(`{"keys":[`+key("one")+`]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "policy.yaml")
+	policyText := `
+listeners: [{ name: public, address: "127.0.0.1:10000" }]
+routes: [{ name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: files }]
+backends: [{ name: voice, endpoints: ["127.0.0.1:8081"] }]
+auth_policies:
+  - name: files
+    sources: [{ bearer: true }]
+    jwt: { jwks_file: "` + jwksFile + `" }
+`
+	if err := os.WriteFile(file, []byte(policyText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, _, _ := startApp(t, file)
+	before := a.XDS().Versions()
+	if err := os.WriteFile(jwksFile, []byte(`{"keys":[`+key("one")+`,`+key("two")+`]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.refreshKeys(context.Background())
+	after := a.XDS().Versions()
+	const ecds, lds = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", "type.googleapis.com/envoy.config.listener.v3.Listener"
+	if before[ecds] == after[ecds] {
+		t.Error("a rotated key set did not change the filter config")
+	}
+	if before[lds] != after[lds] {
+		t.Error("a key rotation changed a listener")
+	}
+	// A broken key file keeps the last good keys serving.
+	os.WriteFile(jwksFile, []byte("not json"), 0o644)
+	a.refreshKeys(context.Background())
+	if a.XDS().Versions()[ecds] != after[ecds] {
+		t.Error("a broken key file changed what is served")
+	}
+}
