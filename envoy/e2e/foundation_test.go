@@ -235,3 +235,48 @@ func TestOriginDenied(t *testing.T) {
 		t.Fatalf("allowed origin: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestClaimChecks runs each claim denial through Envoy on a route whose
+// token comes in a named header.
+func TestClaimChecks(t *testing.T) {
+	s := newStack(t, false)
+	now := time.Now()
+	token := func(extra jwt.MapClaims) string {
+		c := jwt.MapClaims{"sub": "caller-3", "exp": now.Add(time.Hour).Unix(), "iss": "https://idp.example.com", "aud": "voice", "scope": "voice:stream"}
+		for k, v := range extra {
+			if v == nil {
+				delete(c, k)
+			} else {
+				c[k] = v
+			}
+		}
+		return mint(t, devSecret, "dev", c)
+	}
+	tests := []struct {
+		name   string
+		token  string
+		status int
+		reason string
+	}{
+		{"all claims", token(nil), http.StatusSwitchingProtocols, ""},
+		{"wrong issuer", token(jwt.MapClaims{"iss": "https://other.example.com"}), http.StatusUnauthorized, "invalid_issuer"},
+		{"wrong audience", token(jwt.MapClaims{"aud": "billing"}), http.StatusUnauthorized, "invalid_audience"},
+		{"missing scope", token(jwt.MapClaims{"scope": "profile"}), http.StatusForbidden, "insufficient_scope"},
+		{"issued in the future", token(jwt.MapClaims{"iat": now.Add(time.Hour).Unix()}), http.StatusUnauthorized, "token_not_yet_valid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := upgrade(t, s.listenURL("http", "/v1/strict"), http.Header{"X-Voice-Token": {tt.token}})
+			if resp.StatusCode != tt.status || !strings.Contains(body, tt.reason) {
+				t.Fatalf("%d %s, want %d %s", resp.StatusCode, body, tt.status, tt.reason)
+			}
+			if tt.reason == "insufficient_scope" && !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="insufficient_scope"`) {
+				t.Errorf("WWW-Authenticate = %q", resp.Header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+	hs := s.handshakes()
+	if got := hs[len(hs)-1].Headers["x-voice-token"]; len(got) != 0 {
+		t.Error("the named token header was forwarded")
+	}
+}

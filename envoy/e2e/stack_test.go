@@ -44,6 +44,7 @@ routes:
     auth: demo
     idle_timeout: 300s
   - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
+  - { name: strict, match: { path: /v1/strict }, kind: websocket, backend: voice, auth: strict }
 {{- range .ExtraRoutes }}
   - { name: {{ .Name }}, match: { prefix: "{{ .Prefix }}" }, kind: http, backend: rest }
 {{- end }}
@@ -64,6 +65,13 @@ auth_policies:
       - { sha256: 3590041a46a99e65ed5b929371a6e9ab008257f81558a53a7a9250a9ecf87e75, identity: demo-client }
     identity_header: x-directpipe-identity
     claim_headers: { sub: x-directpipe-sub }
+  - name: strict
+    sources: [{ header: x-voice-token }]
+    jwt:
+      keys: [{ kty: oct, kid: dev, alg: HS256, k: ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi }]
+      issuer: https://idp.example.com
+      audiences: [voice]
+      required_scopes: ["voice:stream"]
 `
 
 type route struct{ Name, Prefix string }
