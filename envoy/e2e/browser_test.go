@@ -20,10 +20,11 @@ func TestBrowserDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, need := range []string{os.Getenv("CHROMIUM_BIN"), os.Getenv("PLAYWRIGHT_CORE")} {
-		if need == "" {
-			t.Fatal("CHROMIUM_BIN and PLAYWRIGHT_CORE must be set: run the tests with `make test`")
-		}
+	// The Makefile exports both; these defaults are where `make tools`
+	// puts them, so `go test` alone works too.
+	chromium := envOr("CHROMIUM_BIN", "/usr/bin/chromium")
+	playwright := envOr("PLAYWRIGHT_CORE", filepath.Join(root, ".tools", "node", "node_modules", "playwright-core"))
+	for _, need := range []string{chromium, playwright} {
 		if _, err := os.Stat(need); err != nil {
 			t.Fatalf("%v: run `make tools`", err)
 		}
@@ -34,6 +35,7 @@ func TestBrowserDemo(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command("node", filepath.Join(root, "examples", "web", "browser_check.mjs"), page+fragment, "20000")
 		cmd.Stderr = os.Stderr
+		cmd.Env = append(os.Environ(), "CHROMIUM_BIN="+chromium, "PLAYWRIGHT_CORE="+playwright)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("browser: %v", err)
@@ -63,4 +65,11 @@ func TestBrowserDemo(t *testing.T) {
 	if got["state"] != "error" && got["state"] != "closed" || got["received"] != float64(0) {
 		t.Errorf("without a token: %v", got)
 	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
