@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -161,5 +162,26 @@ func TestStatusDeltaAckByNonce(t *testing.T) {
 	}
 	if got := n.State(typ, "r1"); got != Synced {
 		t.Errorf("state = %s, want %s", got, Synced)
+	}
+}
+
+func TestStatusForgetsLongGoneNodes(t *testing.T) {
+	st := newStatus(quietLog(), NewMetrics(nil))
+	cb := st.callbacks()
+	ctx := context.Background()
+	for i := range maxGoneNodes + 10 {
+		id := int64(i + 1)
+		_ = cb.OnStreamOpen(ctx, id, resource.AnyType)
+		_ = cb.OnStreamRequest(id, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: fmt.Sprintf("n%d", i)}, TypeUrl: resource.ListenerType})
+		cb.OnStreamClosed(id, nil)
+	}
+	nodes := st.Nodes()
+	if len(nodes) != maxGoneNodes {
+		t.Fatalf("%d nodes remembered, want %d", len(nodes), maxGoneNodes)
+	}
+	for _, n := range nodes {
+		if n.ID == "n0" {
+			t.Error("the longest-gone node is still remembered")
+		}
 	}
 }

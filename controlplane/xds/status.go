@@ -192,9 +192,33 @@ func (s *Status) closed(id int64) {
 		n.Connected = false
 		n.LastSeen = time.Now()
 	}
+	s.forgetOldest()
 	s.metrics.connected(-1)
 	s.log.Info("envoy disconnected", "node", st.node)
 	s.emit(Event{Kind: EventDisconnected, Node: st.node})
+}
+
+// maxGoneNodes bounds how many disconnected nodes are remembered: a fleet
+// that churns (autoscaling, restarts with new ids) must not grow the map
+// forever.
+const maxGoneNodes = 256
+
+// forgetOldest drops the longest-gone nodes beyond maxGoneNodes; s.mu is
+// held.
+func (s *Status) forgetOldest() {
+	var gone []*NodeStatus
+	for _, n := range s.nodes {
+		if !n.Connected {
+			gone = append(gone, n)
+		}
+	}
+	if len(gone) <= maxGoneNodes {
+		return
+	}
+	sort.Slice(gone, func(i, j int) bool { return gone[i].LastSeen.Before(gone[j].LastSeen) })
+	for _, n := range gone[:len(gone)-maxGoneNodes] {
+		delete(s.nodes, n.ID)
+	}
 }
 
 // request handles a discovery request: the first one names the node, later
