@@ -209,12 +209,7 @@ func TestEnvoyRefusesInvalidConfig(t *testing.T) {
 	}
 }
 
-func modulePath(t *testing.T) string {
-	if p := os.Getenv("DIRECTPIPE_WASM"); p != "" {
-		return p
-	}
-	return buildModule(t)
-}
+func modulePath(t *testing.T) string { return httpModule.path(t) }
 
 func mintToken(t *testing.T, m jwt.SigningMethod, key []byte, claims jwt.MapClaims) string {
 	t.Helper()

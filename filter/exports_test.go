@@ -13,66 +13,91 @@ import (
 	"github.com/directpipe/directpipe/filter/wasmbin"
 )
 
-// moduleBytes returns the built module: $DIRECTPIPE_WASM when `make test`
-// built it, otherwise a fresh build.
-func moduleBytes(t *testing.T) []byte {
+// module is one of the two modules built from this tree.
+type module struct {
+	name string // its file under bin/
+	pkg  string // its package, relative to this directory
+	env  string // the variable `make test` sets to the built file
+}
+
+var (
+	httpModule = module{"handshake.wasm", ".", "DIRECTPIPE_WASM"}
+	tcpModule  = module{"handshake-tcp.wasm", "./tcp", "DIRECTPIPE_TCP_WASM"}
+)
+
+// path returns the built module: the file `make test` built, otherwise a
+// fresh build exactly as the Makefile does it.
+func (m module) path(t *testing.T) string {
 	t.Helper()
-	path := os.Getenv("DIRECTPIPE_WASM")
-	if path == "" {
-		path = buildModule(t)
+	if p := os.Getenv(m.env); p != "" {
+		return p
 	}
-	b, err := os.ReadFile(path)
+	path := filepath.Join(t.TempDir(), m.name)
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", path, m.pkg)
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", m.name, err, out)
+	}
+	return path
+}
+
+func (m module) bytes(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(m.path(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-// buildModule builds the filter exactly as the Makefile does.
-func buildModule(t *testing.T) string {
+// checkExports fails on a missing export, on any proxy_on_ callback that
+// contains a banned word, and on _start (which would make the module a
+// WASI command: Envoy would run main and the runtime would exit).
+func checkExports(t *testing.T, m module, want, banned []string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "handshake.wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", path, ".")
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the module: %v\n%s", err, out)
+	parsed, err := wasmbin.Parse(m.bytes(t))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return path
+	for _, w := range want {
+		if !slices.Contains(parsed.Exports, w) {
+			t.Errorf("%s: missing export %s (exports: %v)", m.name, w, parsed.Exports)
+		}
+	}
+	for _, name := range parsed.Exports {
+		lower := strings.ToLower(name)
+		for _, b := range banned {
+			if strings.HasPrefix(lower, "proxy_on_") && strings.Contains(lower, b) {
+				t.Errorf("%s exports %s: Envoy would enter the VM for it", m.name, name)
+			}
+		}
+		if name == "_start" {
+			t.Errorf("%s exports _start; build it with -buildmode=c-shared", m.name)
+		}
+	}
+}
+
+// commonExports are what every module needs: _initialize is how a WASI
+// reactor starts its runtime, and Envoy calls it before anything else.
+var commonExports = []string{
+	"_initialize", "memory",
+	"proxy_abi_version_0_2_1", "proxy_on_memory_allocate", "proxy_on_vm_start",
+	"proxy_on_configure", "proxy_on_context_create", "proxy_on_done", "proxy_on_delete",
 }
 
 // TestModuleExports proves the per-frame promise: the module exports the
 // handshake callbacks and nothing that Envoy would call for a body, data,
 // trailers, a response or a timer.
 func TestModuleExports(t *testing.T) {
-	m, err := wasmbin.Parse(moduleBytes(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
-		// _initialize is how a WASI reactor starts its runtime; Envoy
-		// calls it before anything else.
-		"_initialize", "memory",
-		"proxy_abi_version_0_2_1", "proxy_on_memory_allocate", "proxy_on_vm_start",
-		"proxy_on_configure", "proxy_on_context_create", "proxy_on_request_headers",
-		"proxy_on_done", "proxy_on_delete",
-	} {
-		if !slices.Contains(m.Exports, want) {
-			t.Errorf("missing export %s (exports: %v)", want, m.Exports)
-		}
-	}
-	for _, name := range m.Exports {
-		lower := strings.ToLower(name)
-		for _, banned := range []string{"body", "data", "trailers", "metadata", "response_headers", "on_tick", "http_call_response", "new_connection", "queue_ready", "grpc"} {
-			if strings.HasPrefix(lower, "proxy_on_") && strings.Contains(lower, banned) {
-				t.Errorf("the module exports %s: Envoy would enter the VM after the handshake headers", name)
-			}
-		}
-		// _start would make the module a WASI command: Envoy would run
-		// main and the runtime would exit.
-		if name == "_start" {
-			t.Error("the module exports _start; build it with -buildmode=c-shared")
-		}
-	}
+	checkExports(t, httpModule, append(slices.Clone(commonExports), "proxy_on_request_headers"),
+		[]string{"body", "data", "trailers", "metadata", "response_headers", "on_tick", "http_call_response", "new_connection", "queue_ready", "grpc"})
+}
+
+// TestTCPModuleExports: the tcp module reads the client's first bytes and
+// nothing of the server's side; it has no HTTP callback at all.
+func TestTCPModuleExports(t *testing.T) {
+	checkExports(t, tcpModule, append(slices.Clone(commonExports), "proxy_on_new_connection", "proxy_on_downstream_data", "proxy_on_tick"),
+		[]string{"upstream", "request", "response", "body", "trailers", "metadata", "http_call_response", "queue_ready", "grpc"})
 }
 
 // envoyWASI lists the WASI preview 1 calls Envoy's Wasm host provides, as
@@ -90,7 +115,13 @@ var envoyWASI = []string{
 // Proxy-Wasm call or a WASI call Envoy provides, so that a Go release
 // whose runtime imports something new is caught here, not at load time.
 func TestModuleImports(t *testing.T) {
-	m, err := wasmbin.Parse(moduleBytes(t))
+	for _, mod := range []module{httpModule, tcpModule} {
+		t.Run(mod.name, func(t *testing.T) { checkImports(t, mod) })
+	}
+}
+
+func checkImports(t *testing.T, mod module) {
+	m, err := wasmbin.Parse(mod.bytes(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@
 package main
 
 import (
-	"errors"
 	"strconv"
 	"time"
 	"unsafe"
@@ -32,8 +31,6 @@ var (
 	rootConfig = map[uint32]*auth.Config{}
 	// streamRoot maps an HTTP context to its root context.
 	streamRoot = map[uint32]uint32{}
-	// metricIDs caches counter ids by name; ids are per VM.
-	metricIDs = map[string]uint32{}
 )
 
 //go:wasmexport proxy_abi_version_0_2_1
@@ -47,10 +44,10 @@ func proxyOnVMStart(rootID, vmConfigSize uint32) uint32 { return 1 }
 
 //go:wasmexport proxy_on_configure
 func proxyOnConfigure(rootID, pluginConfigSize uint32) uint32 {
-	checkPending()
-	data, err := proxywasm.GetBufferBytes(proxywasm.BufferPluginConfiguration)
-	if err != nil && !errors.Is(err, proxywasm.ErrNotFound) {
-		proxywasm.Log(proxywasm.LogError, "cannot read the plugin configuration: "+err.Error())
+	proxywasm.ReleasePending()
+	data, err := proxywasm.PluginConfiguration()
+	if err != nil {
+		proxywasm.Log(proxywasm.LogError, err.Error())
 		return 0
 	}
 	cfg, err := auth.ParseConfig(data)
@@ -63,9 +60,9 @@ func proxyOnConfigure(rootID, pluginConfigSize uint32) uint32 {
 	rootConfig[rootID] = cfg
 	// Every counter exists from the start, so dashboards see zeros
 	// rather than gaps.
-	counter("directpipe_handshake_allowed")
+	proxywasm.CounterID("directpipe_handshake_allowed")
 	for _, r := range auth.Reasons() {
-		counter("directpipe_handshake_denied_" + r)
+		proxywasm.CounterID("directpipe_handshake_denied_" + r)
 	}
 	proxywasm.Log(proxywasm.LogInfo, "configured: "+cfg.Summary())
 	return 1
@@ -80,7 +77,7 @@ func proxyOnContextCreate(contextID, parentID uint32) {
 
 //go:wasmexport proxy_on_request_headers
 func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
-	checkPending()
+	proxywasm.ReleasePending()
 	cfg := rootConfig[streamRoot[contextID]]
 	if cfg == nil {
 		return reject(auth.NotConfigured(), auth.DefaultRealm)
@@ -108,7 +105,7 @@ func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
 		return reject(auth.Internal(), auth.DefaultRealm)
 	}
 	if policy != nil {
-		increment("directpipe_handshake_allowed")
+		proxywasm.Count("directpipe_handshake_allowed")
 	}
 	return uint32(proxywasm.ActionContinue)
 }
@@ -152,13 +149,13 @@ func routeName() string {
 // token is in neither.
 func reject(d auth.Decision, realm string) uint32 {
 	headers := [][2]string{{"content-type", "application/json"}}
-	if d.Status == 401 || d.Reason == auth.ReasonScope {
+	if d.Challenges() {
 		headers = append(headers, [2]string{"www-authenticate", d.WWWAuthenticate(realm)})
 	}
 	if err := proxywasm.SendLocalResponse(uint32(d.Status), "directpipe_"+d.Reason, d.Body(), headers, -1); err != nil {
 		proxywasm.Log(proxywasm.LogError, err.Error())
 	}
-	increment("directpipe_handshake_denied_" + d.Reason)
+	proxywasm.Count("directpipe_handshake_denied_" + d.Reason)
 	return uint32(proxywasm.ActionPause)
 }
 
@@ -171,31 +168,4 @@ func proxyOnDelete(contextID uint32) {
 	delete(rootConfig, contextID)
 }
 
-// counter returns the id of a counter, defining it on first use.
-func counter(name string) (uint32, bool) {
-	if id, ok := metricIDs[name]; ok {
-		return id, true
-	}
-	id, err := proxywasm.DefineMetric(proxywasm.MetricCounter, name)
-	if err != nil {
-		return 0, false
-	}
-	metricIDs[name] = id
-	return id, true
-}
-
-func increment(name string) {
-	if id, ok := counter(name); ok {
-		proxywasm.IncrementMetric(id, 1)
-	}
-}
-
 func logDebug(msg string) { proxywasm.Log(proxywasm.LogDebug, msg) }
-
-// checkPending reports host buffers that were allocated and never handed
-// back, and frees them; it runs where none can legitimately be in flight.
-func checkPending() {
-	if n := proxywasm.DropPending(); n > 0 {
-		proxywasm.Log(proxywasm.LogWarn, strconv.Itoa(n)+" host buffers were never returned")
-	}
-}

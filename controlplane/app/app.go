@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,6 +44,8 @@ type Config struct {
 	MetricsAddr string
 	// WasmPath is the handshake module's path as Envoy sees it.
 	WasmPath string
+	// TCPWasmPath is the tcp handshake module's path as Envoy sees it.
+	TCPWasmPath string
 	// AdminAddr is the admin gRPC address; empty disables the admin API.
 	AdminAddr string
 	// AdminToken is the bearer token every admin call must carry.
@@ -203,7 +206,7 @@ func (a *App) translate(ctx context.Context, p *policyv1.Policy) (*translate.Res
 		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
 	}
 	start := time.Now()
-	res, err := translate.Translate(p, translate.Options{WasmPath: a.cfg.WasmPath, ResolvedKeys: keys})
+	res, err := translate.Translate(p, a.options(keys))
 	a.metrics.Translate.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
@@ -293,17 +296,32 @@ func (a *App) bridge(ctx context.Context, p *policyv1.Policy, keys map[string][]
 	}
 	allKeys := maps.Clone(a.keys)
 	maps.Copy(allKeys, keys)
-	ecds, err := translate.HandshakeConfig(merged, translate.Options{WasmPath: a.cfg.WasmPath, ResolvedKeys: allKeys})
+	ecds, err := translate.HandshakeConfig(merged, a.options(allKeys))
 	if err != nil {
 		return err
 	}
-	if proto.Equal(ecds, a.resources.ExtensionConfigs[0]) {
+	// Only the HTTP filter's resource is bridged: a tcp route's filter
+	// config arrives with its listener, which waits for it.
+	staged := *a.resources
+	staged.ExtensionConfigs = slices.Clone(staged.ExtensionConfigs)
+	i := slices.IndexFunc(staged.ExtensionConfigs, func(r types.Resource) bool {
+		n, ok := r.(interface{ GetName() string })
+		return ok && n.GetName() == translate.HandshakeFilterName
+	})
+	if i < 0 {
+		return errors.New("bridge: the served snapshot has no handshake filter config")
+	}
+	if proto.Equal(ecds, staged.ExtensionConfigs[i]) {
 		return nil // nothing new to announce
 	}
-	staged := *a.resources
-	staged.ExtensionConfigs = []types.Resource{ecds}
+	staged.ExtensionConfigs[i] = ecds
 	_, err = a.xds.SetResources(ctx, &staged)
 	return err
+}
+
+// options are the translation options of this control plane.
+func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
+	return translate.Options{WasmPath: a.cfg.WasmPath, TCPWasmPath: a.cfg.TCPWasmPath, ResolvedKeys: keys}
 }
 
 // unionByName is next followed by the items of prev whose names next lacks.
@@ -339,7 +357,7 @@ func (a *App) refreshKeys(ctx context.Context) {
 		a.log.Warn("key refresh failed; the last keys keep serving", "error", err)
 		return
 	}
-	if proto.Equal(res.ExtensionConfigs[0], a.resources.ExtensionConfigs[0]) {
+	if slices.EqualFunc(res.ExtensionConfigs, a.resources.ExtensionConfigs, func(x, y types.Resource) bool { return proto.Equal(x, y) }) {
 		return
 	}
 	if err := a.serve(ctx, a.current, a.revision, res, keys, "keys"); err != nil {

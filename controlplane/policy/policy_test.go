@@ -65,6 +65,7 @@ func TestParseErrors(t *testing.T) {
 		}
 		return strings.Replace(validPolicy, old, new, 1)
 	}
+	tcpRoute := replace("kind: websocket", "kind: websocket\n    mode: tcp\n    tcp: { address: 127.0.0.1:10001 }")
 	tests := []struct {
 		name  string
 		input string
@@ -105,7 +106,8 @@ func TestParseErrors(t *testing.T) {
 		{"zero rate", replace("kind: websocket", "kind: http\n    rate_limit: { unit: second }"), []string{"routes[0].rate_limit.requests_per_unit: must be positive"}},
 		{"negative stream duration", replace("idle_timeout: 60s", "max_stream_duration: -1s"), []string{"routes[0].max_stream_duration: must be positive"}},
 		{"tcp without address", replace("kind: websocket", "kind: websocket\n    mode: tcp"), []string{"routes[0].tcp.address: required"}},
-		{"tcp with auth", replace("kind: websocket", "kind: websocket\n    mode: tcp\n    tcp: { address: 127.0.0.1:10001 }"), []string{"routes[0].auth: auth on tcp routes", "routes[0].match: a tcp route takes the whole listener"}},
+		{"tcp with a match", tcpRoute, []string{"routes[0].match: a tcp route takes the whole listener"}},
+		{"tcp with dangling auth", strings.Replace(tcpRoute, "auth: demo", "auth: nope", 1), []string{`routes[0].auth: no auth policy named "nope"`}},
 		{"tcp address taken", replace("kind: websocket", "kind: websocket\n    mode: tcp\n    tcp: { address: 127.0.0.1:10000 }"), []string{"routes[0].tcp.address: 127.0.0.1:10000 is already used by listeners[0].address"}},
 		{"tcp on upgrade route", replace("kind: websocket", "kind: websocket\n    tcp: { address: 127.0.0.1:10001 }"), []string{"routes[0].tcp: only websocket routes in mode"}},
 		{"bad lb", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    lb: random"), []string{`backends[0].lb: "random" is not`}},

@@ -121,7 +121,7 @@ func (v *validator) policy(p *policyv1.Policy) {
 func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backends, auths map[string]bool, nListeners int, addrs map[string]string) {
 	v.name(path, r.GetName(), seen)
 	if r.GetKind() == KindWebSocket && r.GetMode() == ModeTCP {
-		v.tcpRoute(path, r, backends, addrs)
+		v.tcpRoute(path, r, backends, auths, addrs)
 		return
 	}
 	if r.GetTcp() != nil {
@@ -216,15 +216,15 @@ func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backe
 }
 
 // tcpRoute checks a websocket route carried by its own tcp_proxy listener.
-func (v *validator) tcpRoute(path string, r *policyv1.Route, backends map[string]bool, addrs map[string]string) {
+func (v *validator) tcpRoute(path string, r *policyv1.Route, backends, auths map[string]bool, addrs map[string]string) {
 	if r.GetTcp().GetAddress() == "" {
 		v.errorf(path+".tcp.address", "required in mode %q", ModeTCP)
 	} else {
 		v.address(path+".tcp.address", r.GetTcp().GetAddress())
 		v.uniqueAddress(path+".tcp.address", r.GetTcp().GetAddress(), addrs)
 	}
-	if r.GetAuth() != "" {
-		v.errorf(path+".auth", "auth on tcp routes needs the tcp handshake module: not available yet")
+	if r.GetAuth() != "" && !auths[r.GetAuth()] {
+		v.errorf(path+".auth", "no auth policy named %q", r.GetAuth())
 	}
 	if r.GetMatch() != nil {
 		v.errorf(path+".match", "a tcp route takes the whole listener: it has no match")

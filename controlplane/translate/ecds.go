@@ -15,8 +15,7 @@ import (
 
 const (
 	wasmTypeURL = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-	// wasmVMID is shared by every plugin config so that a config change
-	// reuses the running VM instead of starting a new one.
+	// wasmVMID is the HTTP module's VM, shared by its every plugin config.
 	wasmVMID = "directpipe"
 )
 
@@ -42,19 +41,26 @@ func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionCo
 	if err != nil {
 		return nil, fmt.Errorf("translate: encode filter config: %w", err)
 	}
-	wasm := &wasmfilterv3.Wasm{Config: &wasmv3.PluginConfig{
-		Name:   HandshakeFilterName,
-		RootId: HandshakeFilterName,
+	wasm := &wasmfilterv3.Wasm{Config: pluginConfig(HandshakeFilterName, wasmVMID, opts.WasmPath, doc)}
+	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(wasm)}, nil
+}
+
+// pluginConfig runs a module's plugin with a JSON configuration. Plugins
+// with the same vmID share one VM per worker, so a config change reuses
+// the running VM instead of starting a new one.
+func pluginConfig(name, vmID, path string, doc []byte) *wasmv3.PluginConfig {
+	return &wasmv3.PluginConfig{
+		Name:   name,
+		RootId: name,
 		Vm: &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{
-			VmId:    wasmVMID,
+			VmId:    vmID,
 			Runtime: "envoy.wasm.runtime.v8",
 			Code: &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Local{Local: &corev3.DataSource{
-				Specifier: &corev3.DataSource_Filename{Filename: opts.WasmPath},
+				Specifier: &corev3.DataSource_Filename{Filename: path},
 			}}},
 		}},
 		Configuration: mustAny(wrapperspb.String(string(doc))),
 		// A filter that cannot run must not let callers through.
 		FailurePolicy: wasmv3.FailurePolicy_FAIL_CLOSED,
-	}}
-	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(wasm)}, nil
+	}
 }

@@ -8,16 +8,17 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/filter/httphead"
 )
 
 // TCPListenerPrefix names the dedicated listener of a tcp mode route.
 const TCPListenerPrefix = "tcp-"
 
-// tcpListener is the literal direct pipe: a listener whose only network
-// filter passes bytes to the back end. The WebSocket handshake itself goes
-// through to the back end untouched.
+// tcpListener is the literal direct pipe: a listener whose network filters
+// are the handshake check, when the route has auth, and tcp_proxy.
 func tcpListener(r *policyv1.Route) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:    TCPListenerPrefix + r.GetName(),
@@ -28,8 +29,7 @@ func tcpListener(r *policyv1.Route) *listenerv3.Listener {
 	}
 }
 
-// tcpFilters is the tcp route's network filter chain; the handshake check
-// will go in front of tcp_proxy.
+// tcpFilters is the tcp route's network filter chain.
 func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
 	idle := DefaultWebSocketIdleTimeout
 	if d := r.GetIdleTimeout(); d != nil {
@@ -43,10 +43,19 @@ func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
 	if d := r.GetMaxStreamDuration(); d != nil {
 		proxy.MaxDownstreamConnectionDuration = clone(d)
 	}
-	return []*listenerv3.Filter{{
+	var filters []*listenerv3.Filter
+	if r.GetAuth() != "" {
+		filters = append(filters, tcpHandshakeFilter(r))
+		// tcp_proxy must neither connect nor stop reading before the
+		// handshake is decided: the check needs the first bytes, and a
+		// denial picks another cluster (see filter/tcpcheck).
+		proxy.UpstreamConnectMode = tcpproxyv3.UpstreamConnectMode_ON_DOWNSTREAM_DATA
+		proxy.MaxEarlyDataBytes = wrapperspb.UInt32(2 * httphead.MaxBytes)
+	}
+	return append(filters, &listenerv3.Filter{
 		Name:       "envoy.filters.network.tcp_proxy",
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(proxy)},
-	}}
+	})
 }
 
 // socketAddress turns a validated ip:port into an Envoy address.

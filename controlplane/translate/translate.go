@@ -20,6 +20,9 @@ import (
 type Options struct {
 	// WasmPath is the handshake module's path as Envoy sees it.
 	WasmPath string
+	// TCPWasmPath is the tcp handshake module's path as Envoy sees it;
+	// only policies with auth on a tcp route need it.
+	TCPWasmPath string
 	// ResolvedKeys are the verification keys the control plane read from
 	// each auth policy's jwks_file or jwks_url, by policy name. Reading them
 	// is I/O, so it happens before translation, not in it.
@@ -69,6 +72,17 @@ func Translate(p *policyv1.Policy, opts Options) (*Resources, error) {
 		return nil, err
 	}
 	out.ExtensionConfigs = append(out.ExtensionConfigs, ecds)
+	tcpECDS, err := TCPHandshakeConfigs(p, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range tcpECDS {
+		out.ExtensionConfigs = append(out.ExtensionConfigs, c)
+	}
+	if tcpAuthUsed(p) {
+		out.Listeners = append(out.Listeners, denyListener())
+		out.Clusters = append(out.Clusters, denyCluster())
+	}
 
 	for _, list := range out.all() {
 		slices.SortStableFunc(*list, func(a, b types.Resource) int { return compare(name(a), name(b)) })

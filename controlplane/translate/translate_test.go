@@ -20,7 +20,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-var testOptions = Options{WasmPath: "/opt/directpipe/handshake.wasm"}
+var testOptions = Options{WasmPath: "/opt/directpipe/handshake.wasm", TCPWasmPath: "/opt/directpipe/handshake-tcp.wasm"}
 
 // TestGolden translates each testdata/<case>.in.yaml and compares every
 // resource type with its own golden file, so a reviewer sees exactly which
@@ -41,10 +41,18 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The contract with the filter: what is sent by ECDS parses
-			// there, strictly.
-			if _, err := auth.ParseConfig([]byte(filterConfigJSON(t, res))); err != nil {
-				t.Errorf("the filter refuses the translated config: %v", err)
+			// The contract with the filters: what is sent by ECDS parses
+			// there, strictly, and the tcp module gets one policy.
+			for _, r := range res.ExtensionConfigs {
+				tec := r.(*corev3.TypedExtensionConfig)
+				cfg, err := auth.ParseConfig([]byte(pluginConfigJSON(t, tec)))
+				if err != nil {
+					t.Errorf("the filter refuses %s: %v", tec.GetName(), err)
+					continue
+				}
+				if strings.HasPrefix(tec.GetName(), TCPHandshakeFilterPrefix) && cfg.Single() == nil {
+					t.Errorf("%s is not a single policy", tec.GetName())
+				}
 			}
 			for kind, list := range map[string][]types.Resource{
 				"listeners":         res.Listeners,
@@ -193,11 +201,17 @@ func decodeFilterConfig(t *testing.T, res *Resources) filterConfig {
 	return cfg
 }
 
-// filterConfigJSON digs the filter's JSON configuration out of the ECDS
-// resource.
+// filterConfigJSON digs the HTTP filter's JSON configuration out of its
+// ECDS resource.
 func filterConfigJSON(t *testing.T, res *Resources) string {
 	t.Helper()
-	tec := res.ExtensionConfigs[0].(*corev3.TypedExtensionConfig)
+	return pluginConfigJSON(t, res.ExtensionConfigs[0].(*corev3.TypedExtensionConfig))
+}
+
+// pluginConfigJSON digs a Wasm plugin's JSON configuration out of its ECDS
+// resource, HTTP or network.
+func pluginConfigJSON(t *testing.T, tec *corev3.TypedExtensionConfig) string {
+	t.Helper()
 	js, err := protojson.Marshal(tec)
 	if err != nil {
 		t.Fatal(err)

@@ -45,6 +45,9 @@ routes:
     idle_timeout: 300s
   - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
   - { name: strict, match: { path: /v1/strict }, kind: websocket, backend: voice, auth: strict }
+{{- if .TCP }}
+  - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "{{ .TCP }}" }, backend: voice, auth: demo }
+{{- end }}
 {{- range .ExtraRoutes }}
   - { name: {{ .Name }}, match: { prefix: "{{ .Prefix }}" }, kind: http, backend: rest }
 {{- end }}
@@ -84,6 +87,8 @@ type policyParams struct {
 	VoiceEndpoints []string
 	ExtraRoutes    []route
 	Keys           []jwk
+	// TCP, when set, adds a tcp mode route with auth on this address.
+	TCP string
 }
 
 func devKey() jwk { return jwk{Kid: "dev", K: base64.RawURLEncoding.EncodeToString(devSecret)} }
@@ -103,8 +108,9 @@ func (s *stack) listenURL(scheme, path string) string {
 }
 
 // newStack starts back end, control plane and Envoy (SotW or delta) and
-// waits until the REST route answers through Envoy.
-func newStack(t testing.TB, delta bool) *stack {
+// waits until the REST route answers through Envoy. Options edit the
+// policy before it is first written.
+func newStack(t testing.TB, delta bool, opts ...func(*policyParams)) *stack {
 	t.Helper()
 	s := &stack{t: t, backend: harness.StartBackend(t)}
 	s.params = policyParams{
@@ -113,6 +119,9 @@ func newStack(t testing.TB, delta bool) *stack {
 		REST:           s.backend.RESTAddr,
 		VoiceEndpoints: []string{s.backend.VoiceAddr},
 		Keys:           []jwk{devKey()},
+	}
+	for _, o := range opts {
+		o(&s.params)
 	}
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	s.writePolicy()

@@ -148,14 +148,31 @@ func StartEnvoyWithConfig(t T, cfg []byte, adminPort, concurrency int, drain tim
 		t.Fatal(err)
 	}
 	e.LogPath = filepath.Join(dir, "envoy.log")
-	logFile, err := os.Create(e.LogPath)
+	if keep := os.Getenv("DIRECTPIPE_ENVOY_LOG_DIR"); keep != "" {
+		// Kept after the test, for a human to read.
+		e.LogPath = filepath.Join(keep, fmt.Sprintf("envoy-%d.log", adminPort))
+	}
+	// Envoy appends its log to LogPath itself; what it prints before the
+	// log is set up (a bad flag, a crash) goes to the same file, appended
+	// too, so that neither overwrites the other.
+	logFile, err := os.OpenFile(e.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cmd = exec.Command(bin, "-c", cfgPath,
+	// DIRECTPIPE_ENVOY_LOG sets Envoy's log level when a test needs more
+	// than warnings (trace, debug, ...; or component:level pairs).
+	level := []string{"-l", "warning"}
+	if v := os.Getenv("DIRECTPIPE_ENVOY_LOG"); strings.Contains(v, ":") {
+		level = append(level, "--component-log-level", v)
+	} else if v != "" {
+		level = []string{"-l", v}
+	}
+	args := []string{"-c", cfgPath,
 		"--use-dynamic-base-id", "--concurrency", strconv.Itoa(concurrency),
 		"--drain-time-s", strconv.Itoa(int(drain.Seconds())), "--drain-strategy", "immediate",
-		"-l", "warning", "--log-path", e.LogPath)
+		// Tests kill Envoy: flush often, or the last lines are lost.
+		"--log-path", e.LogPath, "--file-flush-interval-msec", "100"}
+	e.cmd = exec.Command(bin, append(args, level...)...)
 	e.cmd.Stdout, e.cmd.Stderr = logFile, logFile
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start envoy: %v", err)

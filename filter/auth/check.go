@@ -33,30 +33,44 @@ const (
 	ReasonOriginDenied    = "origin_not_allowed"
 	ReasonNotConfigured   = "filter_not_configured"
 	ReasonInternal        = "internal_error"
+	// ReasonBadHandshake is the tcp module's: the first bytes of the
+	// connection are not a WebSocket upgrade request it can read.
+	ReasonBadHandshake = "bad_handshake"
 )
 
-var messages = map[string]string{
-	ReasonMissingToken:    "a token is required",
-	ReasonTokenTooLarge:   "the token is too large",
-	ReasonMalformedToken:  "the token is malformed",
-	ReasonBadSignature:    "the token signature does not verify",
-	ReasonExpiredToken:    "the token has expired",
-	ReasonNotYetValid:     "the token is not valid yet",
-	ReasonInvalidToken:    "the token is not valid",
-	ReasonUnknownAPIKey:   "the API key is not known",
-	ReasonRouteNotAllowed: "the route has no auth setting yet",
-	ReasonInvalidIssuer:   "the token's issuer is not accepted",
-	ReasonInvalidAudience: "the token is not meant for this service",
-	ReasonScope:           "the token lacks a required scope",
-	ReasonOriginMissing:   "the request has no Origin",
-	ReasonOriginDenied:    "the page's origin may not open streams here",
-	ReasonNotConfigured:   "the handshake filter has no configuration",
-	ReasonInternal:        "the handshake could not be checked",
+// denials gives each reason its status and the sentence of its body.
+var denials = map[string]struct {
+	status  int
+	message string
+}{
+	ReasonMissingToken:    {401, "a token is required"},
+	ReasonTokenTooLarge:   {401, "the token is too large"},
+	ReasonMalformedToken:  {401, "the token is malformed"},
+	ReasonBadSignature:    {401, "the token signature does not verify"},
+	ReasonExpiredToken:    {401, "the token has expired"},
+	ReasonNotYetValid:     {401, "the token is not valid yet"},
+	ReasonInvalidToken:    {401, "the token is not valid"},
+	ReasonUnknownAPIKey:   {401, "the API key is not known"},
+	ReasonInvalidIssuer:   {401, "the token's issuer is not accepted"},
+	ReasonInvalidAudience: {401, "the token is not meant for this service"},
+	ReasonScope:           {403, "the token lacks a required scope"},
+	ReasonRouteNotAllowed: {403, "the route has no auth setting yet"},
+	ReasonOriginMissing:   {403, "the request has no Origin"},
+	ReasonOriginDenied:    {403, "the page's origin may not open streams here"},
+	ReasonBadHandshake:    {400, "the upgrade request could not be read"},
+	ReasonInternal:        {500, "the handshake could not be checked"},
+	ReasonNotConfigured:   {503, "the handshake filter has no configuration"},
 }
 
 // Reasons lists every reason code, sorted, so that a metric can exist for
 // each before the first denial.
-func Reasons() []string { return sortedKeys(messages) }
+func Reasons() []string { return sortedKeys(denials) }
+
+// Denial is the decision that refuses a handshake for reason, with the
+// reason's status.
+func Denial(reason string) Decision {
+	return Decision{Status: denials[reason].status, Reason: reason}
+}
 
 // Request is what the check reads of the handshake. Header returns the
 // value of a lower-case header name and whether it is present; it is a
@@ -84,11 +98,17 @@ type Decision struct {
 
 // Internal is the decision when the filter cannot carry out an allow (the
 // host refused to strip the token): the request must not go on with it.
-func Internal() Decision { return Decision{Status: 500, Reason: ReasonInternal} }
+func Internal() Decision { return Denial(ReasonInternal) }
 
 // NotConfigured is the decision for a stream whose plugin has no valid
 // configuration: nothing can be verified, so nothing passes.
-func NotConfigured() Decision { return Decision{Status: 503, Reason: ReasonNotConfigured} }
+func NotConfigured() Decision { return Denial(ReasonNotConfigured) }
+
+// Challenges reports whether the denial carries a WWW-Authenticate
+// challenge: every 401, and the 403 for a missing scope (RFC 6750 §3.1).
+func (d Decision) Challenges() bool {
+	return !d.Allow && (d.Status == 401 || d.Reason == ReasonScope)
+}
 
 // WWWAuthenticate is the challenge for a 401 (RFC 6750 §3). The realm was
 // checked by ParseConfig to need no escaping.
@@ -108,7 +128,7 @@ func (d Decision) Body() []byte {
 	b, _ := json.Marshal(struct {
 		Error   string `json:"error"`
 		Message string `json:"message"`
-	}{d.Reason, messages[d.Reason]})
+	}{d.Reason, denials[d.Reason].message})
 	return append(b, '\n')
 }
 
@@ -132,7 +152,7 @@ func (c *Config) Check(route string, req Request, now time.Time) (Decision, *Pol
 	}
 	name, known := c.Routes[route]
 	if !known || route == UnnamedRoute {
-		return Decision{Status: 403, Reason: ReasonRouteNotAllowed}, nil
+		return Denial(ReasonRouteNotAllowed), nil
 	}
 	if name == "" {
 		return Decision{Allow: true}, nil
@@ -150,10 +170,10 @@ func (p *Policy) Check(req Request, now time.Time) Decision {
 	}
 	token, strip := p.find(req)
 	if token == "" {
-		return deny(ReasonMissingToken)
+		return Denial(ReasonMissingToken)
 	}
 	if len(token) > p.MaxTokenBytes {
-		return deny(ReasonTokenTooLarge)
+		return Denial(ReasonTokenTooLarge)
 	}
 	var d Decision
 	// A JWS compact token always has dots; API keys are opaque strings
@@ -181,17 +201,15 @@ func (p *Policy) checkOrigin(req Request) (Decision, bool) {
 		if p.Origins.AllowMissing {
 			return Decision{}, true
 		}
-		return Decision{Status: 403, Reason: ReasonOriginMissing}, false
+		return Denial(ReasonOriginMissing), false
 	}
 	for _, m := range p.origins {
 		if m.matches(origin) {
 			return Decision{}, true
 		}
 	}
-	return Decision{Status: 403, Reason: ReasonOriginDenied}, false
+	return Denial(ReasonOriginDenied), false
 }
-
-func deny(reason string) Decision { return Decision{Status: 401, Reason: reason} }
 
 type stripping struct {
 	headers []string
@@ -337,29 +355,29 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 	switch {
 	case err == nil:
 	case errors.Is(err, jwt.ErrTokenMalformed):
-		return deny(ReasonMalformedToken)
+		return Denial(ReasonMalformedToken)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, errAlgMismatch):
-		return deny(ReasonBadSignature)
+		return Denial(ReasonBadSignature)
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return deny(ReasonExpiredToken)
+		return Denial(ReasonExpiredToken)
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return deny(ReasonNotYetValid)
+		return Denial(ReasonNotYetValid)
 	default:
-		return deny(ReasonInvalidToken)
+		return Denial(ReasonInvalidToken)
 	}
 	if p.Issuer != "" {
 		if iss, _ := claims["iss"].(string); iss != p.Issuer {
-			return deny(ReasonInvalidIssuer)
+			return Denial(ReasonInvalidIssuer)
 		}
 	}
 	if len(p.Audiences) > 0 {
 		aud, _ := claims.GetAudience()
 		if !slices.ContainsFunc(p.Audiences, func(a string) bool { return slices.Contains(aud, a) }) {
-			return deny(ReasonInvalidAudience)
+			return Denial(ReasonInvalidAudience)
 		}
 	}
 	if missing := missingScopes(claims, p.RequiredScopes); missing {
-		return Decision{Status: 403, Reason: ReasonScope}
+		return Denial(ReasonScope)
 	}
 	d := Decision{Allow: true}
 	if sub, ok := claims["sub"].(string); ok {
@@ -456,7 +474,7 @@ func sanitize(s string) string {
 // which key, or whether any, matched.
 func (p *Policy) verifyAPIKey(token string) Decision {
 	if len(p.apiKeys) == 0 {
-		return deny(ReasonMalformedToken)
+		return Denial(ReasonMalformedToken)
 	}
 	sum := sha256.Sum256([]byte(token))
 	match := -1
@@ -464,7 +482,7 @@ func (p *Policy) verifyAPIKey(token string) Decision {
 		match = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(sum[:], k.sum[:]), i, match)
 	}
 	if match < 0 {
-		return deny(ReasonUnknownAPIKey)
+		return Denial(ReasonUnknownAPIKey)
 	}
 	d := Decision{Allow: true, Identity: sanitize(p.apiKeys[match].identity)}
 	if p.IdentityHeader != "" && d.Identity != "" {

@@ -288,7 +288,7 @@ func FuzzCheck(f *testing.F) {
 			t.Errorf("allowed without an identity: %+v", d)
 		}
 		if !d.Allow {
-			if d.Status != 401 || messages[d.Reason] == "" {
+			if d.Status != 401 || denials[d.Reason].message == "" {
 				t.Errorf("denied with status %d reason %q", d.Status, d.Reason)
 			}
 			if len(authz) > 16 && strings.Contains(string(d.Body()), authz) {
@@ -463,13 +463,13 @@ func TestAlgorithmPinnedPerKey(t *testing.T) {
 
 func TestDenialBody(t *testing.T) {
 	var body struct{ Error, Message string }
-	if err := json.Unmarshal(deny(ReasonExpiredToken).Body(), &body); err != nil {
+	if err := json.Unmarshal(Denial(ReasonExpiredToken).Body(), &body); err != nil {
 		t.Fatal(err)
 	}
 	if body.Error != "expired_token" || body.Message == "" {
 		t.Errorf("body %+v", body)
 	}
-	for reason := range messages {
+	for reason := range denials {
 		if !validHeaderName(reason) || strings.ToLower(reason) != reason {
 			t.Errorf("reason %q cannot name a metric", reason)
 		}

@@ -173,6 +173,10 @@ func ParseConfig(data []byte) (*Config, error) {
 	return &c, nil
 }
 
+// Single returns the policy of a one-policy document, and nil for a route
+// map. A filter with no route to look up (the tcp module) needs the former.
+func (c *Config) Single() *Policy { return c.single }
+
 // Summary describes a configuration for the log, without key material.
 func (c *Config) Summary() string {
 	if c.single != nil {

@@ -51,6 +51,7 @@ const (
 type BufferType uint32
 
 const (
+	BufferDownstreamData      BufferType = 2
 	BufferVMConfiguration     BufferType = 6
 	BufferPluginConfiguration BufferType = 7
 )
@@ -65,6 +66,14 @@ const (
 	LogWarn
 	LogError
 	LogCritical
+)
+
+// StreamType selects a stream or connection direction (spec:
+// proxy_stream_type_t).
+type StreamType uint32
+
+const (
+	StreamDownstream StreamType = 2
 )
 
 // MetricType as in the spec.
@@ -102,6 +111,14 @@ func DropPending() int {
 	return n
 }
 
+// ReleasePending runs DropPending where no buffer can legitimately be in
+// flight (at the start of a callback) and logs what it found.
+func ReleasePending() {
+	if n := DropPending(); n > 0 {
+		Log(LogWarn, fmt.Sprintf("%d host buffers were never returned", n))
+	}
+}
+
 var errForeignMemory = errors.New("proxywasm: the host returned memory that proxy_on_memory_allocate did not give it")
 
 // take returns a host-filled buffer and releases it.
@@ -131,6 +148,16 @@ func GetBufferBytes(bt BufferType) ([]byte, error) {
 		return nil, err
 	}
 	return take(addr, size)
+}
+
+// PluginConfiguration reads the plugin's configuration; a plugin without
+// one reads as empty.
+func PluginConfiguration() ([]byte, error) {
+	data, err := GetBufferBytes(BufferPluginConfiguration)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("cannot read the plugin configuration: %w", err)
+	}
+	return data, nil
 }
 
 // GetHeader returns the value of a header (spec:
@@ -212,4 +239,83 @@ func DefineMetric(mt MetricType, name string) (uint32, error) {
 // IncrementMetric adds offset to a counter (spec: proxy_increment_metric).
 func IncrementMetric(id uint32, offset int64) error {
 	return Status(proxy_increment_metric(id, offset)).err("proxy_increment_metric")
+}
+
+// Count adds one to a counter, defining it on first use; ids are per VM,
+// so they are cached here. A metric the host refuses is skipped: counting
+// must never fail a handshake.
+func Count(name string) {
+	if id, ok := CounterID(name); ok {
+		IncrementMetric(id, 1)
+	}
+}
+
+var counterIDs = map[string]uint32{}
+
+// CounterID returns the id of a counter, defining it on first use.
+func CounterID(name string) (uint32, bool) {
+	if id, ok := counterIDs[name]; ok {
+		return id, true
+	}
+	id, err := DefineMetric(MetricCounter, name)
+	if err != nil {
+		return 0, false
+	}
+	counterIDs[name] = id
+	return id, true
+}
+
+// GetBufferBytesN reads at most size bytes of a buffer from its start.
+func GetBufferBytesN(bt BufferType, size uint32) ([]byte, error) {
+	var addr, n uint32
+	st := Status(proxy_get_buffer_bytes(uint32(bt), 0, size, &addr, &n))
+	if err := st.err("proxy_get_buffer_bytes"); err != nil {
+		return nil, err
+	}
+	return take(addr, n)
+}
+
+// SetBufferBytes replaces size bytes from start with data (spec:
+// proxy_set_buffer_bytes). Envoy supports start 0 (drain size bytes, then
+// prepend data) and start at the end (append).
+func SetBufferBytes(bt BufferType, start, size uint32, data []byte) error {
+	return Status(proxy_set_buffer_bytes(uint32(bt), start, size, unsafe.SliceData(data), uint32(len(data)))).err("proxy_set_buffer_bytes")
+}
+
+// SetTickPeriod asks the host to call proxy_on_tick on the root context
+// every period milliseconds (spec: proxy_set_tick_period_milliseconds).
+func SetTickPeriod(ms uint32) error {
+	return Status(proxy_set_tick_period_milliseconds(ms)).err("proxy_set_tick_period_milliseconds")
+}
+
+// SetEffectiveContext makes later calls act on another context, such as a
+// connection from the root context's tick (spec:
+// proxy_set_effective_context).
+func SetEffectiveContext(contextID uint32) error {
+	return Status(proxy_set_effective_context(contextID)).err("proxy_set_effective_context")
+}
+
+// CloseStream closes a stream or connection (spec: proxy_close_stream).
+func CloseStream(st StreamType) error {
+	return Status(proxy_close_stream(uint32(st))).err("proxy_close_stream")
+}
+
+// CallForeignFunction calls a host extension by name (spec:
+// proxy_call_foreign_function) and returns its result.
+func CallForeignFunction(name string, args []byte) ([]byte, error) {
+	var addr, size uint32
+	st := Status(proxy_call_foreign_function(name, unsafe.SliceData(args), uint32(len(args)), &addr, &size))
+	if err := st.err("proxy_call_foreign_function " + name); err != nil {
+		return nil, err
+	}
+	return take(addr, size)
+}
+
+// SetEnvoyFilterState sets a filter state object on the connection through
+// Envoy's set_envoy_filter_state foreign function; Envoy builds the object
+// with the factory registered under path (for example
+// envoy.tcp_proxy.cluster, which tcp_proxy reads to pick its cluster).
+func SetEnvoyFilterState(path, value string) error {
+	_, err := CallForeignFunction("set_envoy_filter_state", encodeFilterStateArgs(path, value))
+	return err
 }

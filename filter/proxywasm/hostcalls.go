@@ -41,3 +41,18 @@ func proxy_define_metric(metricType uint32, name string, returnID *uint32) uint3
 
 //go:wasmimport env proxy_increment_metric
 func proxy_increment_metric(metricID uint32, offset int64) uint32
+
+//go:wasmimport env proxy_set_buffer_bytes
+func proxy_set_buffer_bytes(bufferType, start, size uint32, data *byte, dataSize uint32) uint32
+
+//go:wasmimport env proxy_set_tick_period_milliseconds
+func proxy_set_tick_period_milliseconds(period uint32) uint32
+
+//go:wasmimport env proxy_set_effective_context
+func proxy_set_effective_context(contextID uint32) uint32
+
+//go:wasmimport env proxy_close_stream
+func proxy_close_stream(streamType uint32) uint32
+
+//go:wasmimport env proxy_call_foreign_function
+func proxy_call_foreign_function(name string, args *byte, argsSize uint32, returnData, returnSize *uint32) uint32

@@ -23,9 +23,9 @@ import (
 )
 
 type flags struct {
-	policyFile, xdsAddr, metricsAddr, wasmPath, logLevel string
-	adminAddr, stateDir, tokenFile                       string
-	tlsCert, tlsKey, clientCA                            string
+	policyFile, xdsAddr, metricsAddr, wasmPath, tcpWasmPath, logLevel string
+	adminAddr, stateDir, tokenFile                                    string
+	tlsCert, tlsKey, clientCA                                         string
 }
 
 func main() {
@@ -34,6 +34,7 @@ func main() {
 	flag.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "ADS gRPC listen address")
 	flag.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:18002", "Prometheus /metrics listen address; empty disables")
 	flag.StringVar(&f.wasmPath, "wasm", "bin/handshake.wasm", "handshake Wasm module path, as Envoy sees it")
+	flag.StringVar(&f.tcpWasmPath, "tcp-wasm", "bin/handshake-tcp.wasm", "tcp mode handshake Wasm module path, as Envoy sees it")
 	flag.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:18001", "admin gRPC listen address; empty disables")
 	flag.StringVar(&f.stateDir, "state-dir", statedir.Default(), "state directory (admin token)")
 	flag.StringVar(&f.tokenFile, "admin-token-file", "", "admin bearer token file (default <state-dir>/admin.token, created 0600 on first start)")
@@ -62,9 +63,14 @@ func run(log *slog.Logger, f flags) error {
 	if err != nil {
 		return err
 	}
+	tcpWasm, err := filepath.Abs(f.tcpWasmPath)
+	if err != nil {
+		return err
+	}
 	cfg := app.Config{
 		PolicyFile: f.policyFile, XDSAddr: f.xdsAddr, MetricsAddr: f.metricsAddr, WasmPath: wasm,
-		AdminAddr: f.adminAddr, Log: log,
+		TCPWasmPath: tcpWasm,
+		AdminAddr:   f.adminAddr, Log: log,
 	}
 	if f.adminAddr != "" {
 		if cfg.AdminTLS, err = adminTLS(f); err != nil {

@@ -1,0 +1,158 @@
+package translate
+
+import (
+	"encoding/json"
+	"fmt"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	wasmnetworkv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/wasm/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/filter/auth"
+	"github.com/directpipe/directpipe/filter/tcpcheck"
+)
+
+const (
+	// TCPHandshakeFilterPrefix names a tcp route's handshake network
+	// filter and its ECDS resource: the prefix and the route name.
+	TCPHandshakeFilterPrefix = "directpipe.handshake_tcp."
+	wasmNetworkTypeURL       = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
+	// tcpWasmVMID is the tcp module's VM, shared by every tcp route.
+	tcpWasmVMID = "directpipe-tcp"
+)
+
+// tcpHandshakeFilter is the network filter in front of tcp_proxy. Its
+// config comes by ECDS, like the HTTP filter's, so a key rotation or a
+// policy edit never touches the listener; until it has one, Envoy closes
+// the listener's connections (fail closed).
+func tcpHandshakeFilter(r *policyv1.Route) *listenerv3.Filter {
+	return &listenerv3.Filter{
+		Name: TCPHandshakeFilterPrefix + r.GetName(),
+		ConfigType: &listenerv3.Filter_ConfigDiscovery{ConfigDiscovery: &corev3.ExtensionConfigSource{
+			ConfigSource: adsSource(),
+			TypeUrls:     []string{wasmNetworkTypeURL},
+		}},
+	}
+}
+
+// TCPHandshakeConfigs are the ECDS resources of the tcp routes with auth:
+// one each, carrying the route's one policy as a bare policy document.
+func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExtensionConfig, error) {
+	policies := map[string]*policyv1.AuthPolicy{}
+	for _, a := range p.GetAuthPolicies() {
+		policies[a.GetName()] = a
+	}
+	var out []*corev3.TypedExtensionConfig
+	for _, r := range p.GetRoutes() {
+		if !isTCP(r) || r.GetAuth() == "" {
+			continue
+		}
+		if opts.TCPWasmPath == "" {
+			return nil, fmt.Errorf("translate: route %q: auth on a tcp route needs the tcp handshake module path", r.GetName())
+		}
+		a := policies[r.GetAuth()]
+		doc, err := json.Marshal(authPolicy(a, opts.ResolvedKeys[a.GetName()]))
+		if err != nil {
+			return nil, fmt.Errorf("translate: encode tcp filter config of route %q: %w", r.GetName(), err)
+		}
+		name := TCPHandshakeFilterPrefix + r.GetName()
+		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, tcpWasmVMID, opts.TCPWasmPath, doc)}
+		out = append(out, &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(wasm)})
+	}
+	return out, nil
+}
+
+// tcpAuthUsed reports whether any tcp route checks handshakes, and so
+// needs the deny listener.
+func tcpAuthUsed(p *policyv1.Policy) bool {
+	for _, r := range p.GetRoutes() {
+		if isTCP(r) && r.GetAuth() != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// denyListener answers the tcp module's denials. A network filter cannot
+// write to its client, so the module sends a denied connection here,
+// through DenyCluster, with a short request naming the reason. This
+// internal listener (no socket; reachable only from inside Envoy) answers
+// it with the status, JSON body and challenge the HTTP module would send,
+// then closes the connection. Its content depends on nothing in the
+// policy, so it never changes while Envoy runs.
+func denyListener() *listenerv3.Listener {
+	var routes []*routev3.Route
+	for _, reason := range auth.Reasons() {
+		d := auth.Denial(reason)
+		headers := []*corev3.HeaderValueOption{headerValue("content-type", "application/json")}
+		if d.Challenges() {
+			// The challenge names the policy's realm; the module sends it
+			// in the request, and Envoy copies it into the answer.
+			headers = append(headers, headerValue("www-authenticate", "%REQ("+tcpcheck.ChallengeHeader+")%"))
+		}
+		routes = append(routes, &routev3.Route{
+			Name:  "deny-" + reason,
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: tcpcheck.DenyPathPrefix + reason}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+				Status: uint32(d.Status),
+				Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(d.Body())}},
+			}},
+			ResponseHeadersToAdd: headers,
+		})
+	}
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: "directpipe_deny",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: tcpcheck.DenyListener,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name: tcpcheck.DenyListener, Domains: []string{"*"}, Routes: routes,
+			}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+		// Close as soon as the answer is written: the client gets it
+		// and an end of stream, with nothing left to wait for.
+		DelayedCloseTimeout: durationpb.New(0),
+	}
+	return &listenerv3.Listener{
+		Name:              tcpcheck.DenyListener,
+		ListenerSpecifier: &listenerv3.Listener_InternalListener{InternalListener: &listenerv3.Listener_InternalListenerConfig{}},
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+		}}}},
+	}
+}
+
+// denyCluster reaches the deny listener.
+func denyCluster() *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 tcpcheck.DenyCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(DefaultConnectTimeout),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: tcpcheck.DenyCluster,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+					Address: &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{
+						EnvoyInternalAddress: &corev3.EnvoyInternalAddress{
+							AddressNameSpecifier: &corev3.EnvoyInternalAddress_ServerListenerName{ServerListenerName: tcpcheck.DenyListener},
+						},
+					}},
+				}},
+			}}}},
+		},
+	}
+}
+
+func headerValue(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}

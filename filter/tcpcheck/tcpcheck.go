@@ -1,0 +1,140 @@
+// Package tcpcheck is the logic of the tcp mode handshake module: it reads
+// the WebSocket upgrade request from the first bytes of a connection,
+// checks it with the same auth core as the HTTP module, and says what the
+// network filter does with those bytes.
+//
+// A Proxy-Wasm network filter in Envoy cannot write to its client: the ABI
+// can only rewrite the bytes going upstream and pick where they go. So a
+// denial rewrites the request into a short one for Envoy's own deny
+// listener and sends the connection there (the tcp_proxy cluster set per
+// connection through filter state); that listener answers the raw
+// HTTP/1.1 401 or 403, with the same body and challenge as the HTTP
+// module, and closes. A denied caller never reaches the back end.
+package tcpcheck
+
+import (
+	"errors"
+	"time"
+
+	"github.com/directpipe/directpipe/filter/auth"
+	"github.com/directpipe/directpipe/filter/httphead"
+)
+
+// The deny path's names are a contract with the control plane, which
+// builds the listener and cluster that answer denials.
+const (
+	// DenyCluster is the cluster a denied connection is sent to; its one
+	// endpoint is DenyListener, an Envoy internal listener.
+	DenyCluster  = "directpipe-deny"
+	DenyListener = "directpipe-deny"
+	// ChallengeHeader carries the WWW-Authenticate value to the deny
+	// listener, which copies it into its answer.
+	ChallengeHeader = "x-directpipe-challenge"
+	// DenyPathPrefix precedes the reason in the deny request's path.
+	DenyPathPrefix = "/"
+)
+
+// HeadTimeout is how long a connection may take to send its upgrade
+// request before the module closes it. Until then it holds no upstream
+// connection, only a little memory.
+const HeadTimeout = 10 * time.Second
+
+// Verdict is what the filter does with the bytes it has so far.
+type Verdict int
+
+const (
+	// NeedMore: the head has not ended; keep the bytes, hold the
+	// connection.
+	NeedMore Verdict = iota
+	// Allow: replace the first HeadLen bytes with Replacement, then pass
+	// everything through untouched for the life of the connection.
+	Allow
+	// Deny: replace every byte received with Replacement and send the
+	// connection to DenyCluster.
+	Deny
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case NeedMore:
+		return "need-more"
+	case Allow:
+		return "allow"
+	case Deny:
+		return "deny"
+	}
+	return "unknown"
+}
+
+// Outcome is the result of Inspect.
+type Outcome struct {
+	Verdict  Verdict
+	Decision auth.Decision
+	// HeadLen is the length of the request head in the bytes inspected.
+	HeadLen int
+	// Replacement is the rewritten head (Allow) or the deny request (Deny).
+	Replacement []byte
+}
+
+// Inspect decides a connection from the bytes it has sent so far. The
+// policy guards the whole listener: a tcp route has no route table.
+func Inspect(p *auth.Policy, buf []byte, now time.Time) Outcome {
+	h, n, err := httphead.Parse(buf)
+	switch {
+	case errors.Is(err, httphead.ErrIncomplete):
+		return Outcome{Verdict: NeedMore}
+	case err != nil:
+		return deny(auth.Denial(auth.ReasonBadHandshake), p.Realm)
+	case !isUpgrade(h) || n != len(buf):
+		// Only the upgrade request is checked; anything after it on the
+		// connection passes unread. A body, or bytes sent before the
+		// server's 101 (RFC 6455 §4.1 forbids them), could be a second
+		// request that was never checked.
+		return deny(auth.Denial(auth.ReasonBadHandshake), p.Realm)
+	}
+	req := auth.Request{
+		Path:   h.Target,
+		Header: h.Get,
+	}
+	d := p.Check(req, now)
+	if !d.Allow {
+		return deny(d, p.Realm)
+	}
+	for _, name := range d.Remove {
+		h.Del(name)
+	}
+	if d.Path != "" {
+		h.Target = d.Path
+	}
+	for _, kv := range d.Set {
+		h.Set(kv[0], kv[1])
+	}
+	return Outcome{Verdict: Allow, Decision: d, HeadLen: n, Replacement: h.Bytes()}
+}
+
+// isUpgrade accepts only a WebSocket opening handshake without a body.
+func isUpgrade(h *httphead.Head) bool {
+	_, hasLength := h.Get("content-length")
+	_, hasEncoding := h.Get("transfer-encoding")
+	return h.Method == "GET" && !hasLength && !hasEncoding &&
+		h.HasToken("upgrade", "websocket") && h.HasToken("connection", "upgrade") &&
+		len(h.Values("host")) == 1 && len(h.Values("authorization")) <= 1 && len(h.Values("origin")) <= 1
+}
+
+func deny(d auth.Decision, realm string) Outcome {
+	return Outcome{Verdict: Deny, Decision: d, Replacement: DenyRequest(d, realm)}
+}
+
+// DenyRequest is the request the deny listener answers for a denial. It
+// names the reason in the path and carries the challenge; nothing of the
+// client's request, and so none of its token, goes with it.
+func DenyRequest(d auth.Decision, realm string) []byte {
+	h := &httphead.Head{Method: "GET", Target: DenyPathPrefix + d.Reason, Proto: "HTTP/1.1", Fields: []httphead.Field{
+		{Name: "host", Value: DenyListener},
+		{Name: "connection", Value: "close"},
+	}}
+	if d.Challenges() {
+		h.Fields = append(h.Fields, httphead.Field{Name: ChallengeHeader, Value: d.WWWAuthenticate(realm)})
+	}
+	return h.Bytes()
+}

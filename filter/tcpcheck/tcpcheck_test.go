@@ -1,0 +1,210 @@
+package tcpcheck
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/directpipe/directpipe/filter/auth"
+	"github.com/directpipe/directpipe/filter/httphead"
+)
+
+var (
+	secret = []byte("tcpcheck-test-secret-of-32-bytes")
+	now    = time.Unix(1_800_000_000, 0)
+)
+
+func testPolicy(t testing.TB) *auth.Policy {
+	t.Helper()
+	doc, _ := json.Marshal(map[string]any{
+		"name":    "voice",
+		"realm":   "directpipe",
+		"sources": []map[string]any{{"bearer": true}, {"subprotocol_prefix": "bearer."}, {"query": "access_token"}},
+		"jwks": map[string]any{"keys": []map[string]string{
+			{"kty": "oct", "kid": "k1", "alg": "HS256", "k": base64.RawURLEncoding.EncodeToString(secret)},
+		}},
+		"max_token_bytes": 4096,
+		"identity_header": "x-directpipe-identity",
+		"claim_headers":   map[string]string{"tenant": "x-directpipe-tenant"},
+		"required_scopes": []string{"voice"},
+		"origins":         map[string]any{"allow": []string{"https://app.example"}, "allow_missing": true},
+	})
+	cfg, err := auth.ParseConfig(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Single() == nil {
+		t.Fatal("a bare policy document has no single policy")
+	}
+	return cfg.Single()
+}
+
+func token(t testing.TB, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header["kid"] = "k1"
+	s, err := tok.SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func goodClaims() jwt.MapClaims {
+	return jwt.MapClaims{"sub": "alice", "tenant": "acme", "scope": "voice", "exp": now.Add(time.Hour).Unix()}
+}
+
+// head builds an upgrade request with extra header lines.
+func head(target string, lines ...string) string {
+	s := "GET " + target + " HTTP/1.1\r\nHost: voice.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	for _, l := range lines {
+		s += l + "\r\n"
+	}
+	return s + "\r\n"
+}
+
+func TestInspectAllows(t *testing.T) {
+	p := testPolicy(t)
+	tok := token(t, goodClaims())
+	tests := []struct {
+		name, in string
+		target   string // of the rewritten head
+		protocol string // Sec-WebSocket-Protocol left, "" for none
+	}{
+		{"bearer", head("/v1/a", "Authorization: Bearer "+tok, "X-Directpipe-Tenant: spoofed"), "/v1/a", ""},
+		{"subprotocol", head("/v1/a", "Sec-WebSocket-Protocol: voice.v1, bearer."+tok, "Origin: https://app.example"), "/v1/a", "voice.v1"},
+		{"query", head("/v1/a?x=1&access_token=" + tok + "&y=2"), "/v1/a?x=1&y=2", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := Inspect(p, []byte(tt.in), now)
+			if o.Verdict != Allow {
+				t.Fatalf("verdict %v (%s)", o.Verdict, o.Decision.Reason)
+			}
+			if o.HeadLen != len(tt.in) {
+				t.Errorf("head length %d, want %d", o.HeadLen, len(tt.in))
+			}
+			if strings.Contains(string(o.Replacement), tok) {
+				t.Error("the token is forwarded")
+			}
+			h, n, err := httphead.Parse(o.Replacement)
+			if err != nil || n != len(o.Replacement) {
+				t.Fatalf("rewritten head does not parse: %v", err)
+			}
+			if h.Target != tt.target {
+				t.Errorf("target %q, want %q", h.Target, tt.target)
+			}
+			if v, _ := h.Get("sec-websocket-protocol"); v != tt.protocol {
+				t.Errorf("subprotocols %q, want %q", v, tt.protocol)
+			}
+			if v := h.Values("x-directpipe-tenant"); len(v) != 1 || v[0] != "acme" {
+				t.Errorf("tenant header %q", v)
+			}
+			if v, _ := h.Get("x-directpipe-identity"); v != "alice" {
+				t.Errorf("identity %q", v)
+			}
+			if _, ok := h.Get("authorization"); ok {
+				t.Error("authorization forwarded")
+			}
+			if v, _ := h.Get("sec-websocket-key"); v == "" {
+				t.Error("the handshake lost its key")
+			}
+		})
+	}
+}
+
+func TestInspectDenies(t *testing.T) {
+	p := testPolicy(t)
+	tok := token(t, goodClaims())
+	noScope := goodClaims()
+	delete(noScope, "scope")
+	expired := goodClaims()
+	expired["exp"] = now.Add(-time.Hour).Unix()
+	tests := []struct {
+		name, in  string
+		reason    string
+		status    int
+		challenge string // "" for none
+	}{
+		{"no token", head("/"), auth.ReasonMissingToken, 401, `Bearer realm="directpipe"`},
+		{"expired", head("/", "Authorization: Bearer "+token(t, expired)), auth.ReasonExpiredToken, 401, `Bearer realm="directpipe", error="invalid_token"`},
+		{"forged", head("/", "Authorization: Bearer "+tok[:len(tok)-2]+"xx"), auth.ReasonBadSignature, 401, `Bearer realm="directpipe", error="invalid_token"`},
+		{"scope", head("/", "Authorization: Bearer "+token(t, noScope)), auth.ReasonScope, 403, `Bearer realm="directpipe", error="insufficient_scope"`},
+		{"origin", head("/", "Authorization: Bearer "+tok, "Origin: https://evil.example"), auth.ReasonOriginDenied, 403, ""},
+		{"garbage", "\x16\x03\x01\x00\xa5\x01\x00", auth.ReasonBadHandshake, 400, ""},
+		{"not an upgrade", "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + "\r\n\r\n", auth.ReasonBadHandshake, 400, ""},
+		{"a body", head("/", "Authorization: Bearer "+tok, "Content-Length: 5") + "hello", auth.ReasonBadHandshake, 400, ""},
+		{"bytes before 101", head("/", "Authorization: Bearer "+tok) + "\x81\x05hello", auth.ReasonBadHandshake, 400, ""},
+		{"two hosts", head("/", "Host: other", "Authorization: Bearer "+tok), auth.ReasonBadHandshake, 400, ""},
+		{"two authorizations", head("/", "Authorization: Bearer "+tok, "Authorization: Bearer x"), auth.ReasonBadHandshake, 400, ""},
+		{"too large", head("/", "X-Pad: "+strings.Repeat("a", httphead.MaxBytes)), auth.ReasonBadHandshake, 400, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := Inspect(p, []byte(tt.in), now)
+			if o.Verdict != Deny || o.Decision.Reason != tt.reason || o.Decision.Status != tt.status {
+				t.Fatalf("got %v %d %s, want deny %d %s", o.Verdict, o.Decision.Status, o.Decision.Reason, tt.status, tt.reason)
+			}
+			h, n, err := httphead.Parse(o.Replacement)
+			if err != nil || n != len(o.Replacement) {
+				t.Fatalf("deny request does not parse: %v", err)
+			}
+			if h.Target != DenyPathPrefix+tt.reason {
+				t.Errorf("deny path %q", h.Target)
+			}
+			if v, _ := h.Get(ChallengeHeader); v != tt.challenge {
+				t.Errorf("challenge %q, want %q", v, tt.challenge)
+			}
+			if !h.HasToken("connection", "close") {
+				t.Error("the deny listener would keep the connection open")
+			}
+			if strings.Contains(string(o.Replacement), tok[:20]) {
+				t.Error("the token goes to the deny listener")
+			}
+		})
+	}
+}
+
+func TestInspectWaitsForTheWholeHead(t *testing.T) {
+	p := testPolicy(t)
+	full := head("/", "Authorization: Bearer "+token(t, goodClaims()))
+	for _, cut := range []int{0, 1, 10, len(full) / 2, len(full) - 1} {
+		if o := Inspect(p, []byte(full[:cut]), now); o.Verdict != NeedMore {
+			t.Errorf("after %d of %d bytes: %v %s", cut, len(full), o.Verdict, o.Decision.Reason)
+		}
+	}
+	if o := Inspect(p, []byte(full), now); o.Verdict != Allow {
+		t.Errorf("whole head: %v %s", o.Verdict, o.Decision.Reason)
+	}
+}
+
+func FuzzInspect(f *testing.F) {
+	p := testPolicy(f)
+	tok := token(f, goodClaims())
+	f.Add([]byte(head("/", "Authorization: Bearer "+tok)))
+	f.Add([]byte(head("/?access_token="+tok, "Sec-WebSocket-Protocol: a, bearer.x")))
+	f.Add([]byte("GET / HTTP/1.1\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		o := Inspect(p, in, now)
+		switch o.Verdict {
+		case NeedMore:
+			return
+		case Allow:
+			if o.HeadLen != len(in) {
+				t.Fatalf("allowed with %d bytes after the head", len(in)-o.HeadLen)
+			}
+		case Deny:
+			if o.Decision.Status == 0 || o.Decision.Allow {
+				t.Fatalf("deny decision %+v", o.Decision)
+			}
+		}
+		if _, n, err := httphead.Parse(o.Replacement); err != nil || n != len(o.Replacement) {
+			t.Fatalf("replacement does not parse: %v", err)
+		}
+	})
+}
