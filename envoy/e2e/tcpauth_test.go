@@ -209,3 +209,57 @@ func TestTCPModeHandshake(t *testing.T) {
 		}
 	})
 }
+
+// TestTCPModeKeyRotation rotates the signing key of a tcp route's policy:
+// the new config reaches the tcp module by ECDS, new handshakes need the
+// new key, streams opened with the old one keep flowing, and no listener
+// is touched.
+func TestTCPModeKeyRotation(t *testing.T) {
+	s, addr := newTCPStack(t, true)
+	ctx := context.Background()
+	modifiedBefore, err := s.envoy.Stat(ctx, "listener_manager.listener_modified")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldToken := validToken(t)
+	stop := make(chan struct{})
+	results := make(chan *voiceprobe.Result, 1)
+	go func() {
+		res, _ := voiceprobe.Run(ctx, voiceprobe.Config{
+			URL: "ws://" + addr + "/v1/voice", Header: http.Header{"Authorization": {"Bearer " + oldToken}},
+			Streams: 3, Frames: 5000, Interval: 20 * time.Millisecond, Stop: stop,
+		})
+		results <- res
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := s.envoy.WaitStat(wctx, "cluster.voice.upstream_cx_active", func(v int64) bool { return v >= 3 }); err != nil {
+		t.Fatal(err)
+	}
+
+	newSecret := []byte("the-rotated-signing-key-32-bytes!")
+	s.params.Keys = []jwk{{Kid: "rotated", K: b64url(newSecret)}}
+	s.writePolicy()
+	waitVersionMoved(t, s)
+
+	newToken := mint(t, newSecret, "rotated", jwt.MapClaims{"sub": "caller-2", "exp": time.Now().Add(time.Hour).Unix()})
+	if got := rawExchange(t, addr, upgradeRequest("/v1/voice", "Authorization: Bearer "+newToken)); got.status != http.StatusSwitchingProtocols {
+		t.Errorf("new key: %d %s", got.status, got.body)
+	}
+	if got := rawExchange(t, addr, upgradeRequest("/v1/voice", "Authorization: Bearer "+oldToken)); got.status != http.StatusUnauthorized {
+		t.Errorf("old key after rotation: %d %s, want 401", got.status, got.body)
+	}
+	time.Sleep(200 * time.Millisecond) // let the open streams carry frames after the rotation
+	close(stop)
+	res := <-results
+	if res.Disconnects != 0 || res.Lost != 0 || res.Reordered != 0 || res.FailedDials != 0 || res.Received == 0 {
+		t.Fatalf("open streams were hurt by the rotation: %+v", res.Streams)
+	}
+	modifiedAfter, err := s.envoy.Stat(ctx, "listener_manager.listener_modified")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if modifiedAfter != modifiedBefore {
+		t.Errorf("listener_manager.listener_modified moved from %d to %d: the rotation touched a listener", modifiedBefore, modifiedAfter)
+	}
+}
