@@ -212,6 +212,7 @@ func (l *lab) paths() []*Path {
 		stream("no-proxy", "straight to the back end: the floor", "ws://"+l.backend.VoiceAddr+"/v1/voice", nil, nil),
 		stream("direct", "Envoy, minimal upgrade chain (handshake check + router)", l.stack.url("ws", "/v1/voice"), l.bearer(), direct),
 		stream("tcp", "Envoy, tcp mode route: a listener whose only filter is tcp_proxy", "ws://"+l.stack.raw+"/v1/voice", nil, direct),
+		stream("tcp-auth", "Envoy, tcp mode route with the tcp handshake module in front of tcp_proxy", "ws://"+l.stack.rawAuth+"/v1/voice", l.bearer(), direct),
 		stream("full-chain", "Envoy, REST chain with a Wasm filter reading every frame", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["full"]), nil, l.static),
 		{"rest-per-frame", "one HTTP POST per frame through the REST route, pooled connections", func() *Path { return l.restPerFrame(direct) }},
 	}
@@ -314,6 +315,8 @@ func (l *lab) handshakes() []*Handshake {
 		l.handshake("directpipe filter, ES256", l.stack.url("ws", "/v1/voice"),
 			http.Header{"Authorization": {"Bearer " + l.stack.keys.token(jwt.SigningMethodES256, "ec", l.stack.keys.ec)}}),
 		l.handshake("Envoy jwt_authn, HS256", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"]), http.Header{"Authorization": {"Bearer " + hs256}}),
+		l.handshake("tcp mode, no auth (tcp_proxy only)", "ws://"+l.stack.raw+"/v1/voice", nil),
+		l.handshake("tcp mode, directpipe tcp module, HS256", "ws://"+l.stack.rawAuth+"/v1/voice", http.Header{"Authorization": {"Bearer " + hs256}}),
 	}
 }
 

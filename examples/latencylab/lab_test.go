@@ -42,7 +42,7 @@ func TestTinyRun(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
-	for _, want := range []string{"no-proxy", "direct", "full-chain", "rest-per-frame", "jwt_authn", "validate + translate"} {
+	for _, want := range []string{"no-proxy", "direct", "tcp-auth", "full-chain", "rest-per-frame", "jwt_authn", "tcp module", "validate + translate"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}

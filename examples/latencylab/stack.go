@@ -21,10 +21,13 @@ type stack struct {
 	keys   signingKeys
 	listen string
 	raw    string // the tcp mode route's listener
-	file   string
-	body   string
-	cp     *harness.ControlPlane
-	envoy  *harness.Envoy
+	// rawAuth is the listener of a tcp mode route with auth: the tcp
+	// handshake module in front of tcp_proxy.
+	rawAuth string
+	file    string
+	body    string
+	cp      *harness.ControlPlane
+	envoy   *harness.Envoy
 }
 
 func startStack(t harness.T, b *harness.Backend) *stack {
@@ -34,12 +37,14 @@ func startStack(t harness.T, b *harness.Backend) *stack {
 		listen: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
 		raw:    fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
 	}
+	s.rawAuth = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	s.body = fmt.Sprintf(`listeners:
   - { name: public, address: "%s" }
 routes:
   - { name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: demo }
   - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
   - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice }
+  - { name: voice-raw-auth, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo }
 backends:
   - { name: voice, endpoints: ["%s"] }
   - { name: rest, endpoints: ["%s"] }
@@ -49,7 +54,7 @@ auth_policies:
     jwt:
       keys:
         - { kty: oct, kid: %s, alg: HS256, k: %s }
-%s`, s.listen, s.raw, b.VoiceAddr, b.RESTAddr, devtoken.KeyID, devtoken.Secret, s.keys.jwksYAML("        "))
+%s`, s.listen, s.raw, s.rawAuth, b.VoiceAddr, b.RESTAddr, devtoken.KeyID, devtoken.Secret, s.keys.jwksYAML("        "))
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(s.file, []byte(s.body), 0o644); err != nil {
 		t.Fatal(err)
