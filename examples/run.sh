@@ -6,13 +6,13 @@ set -euo pipefail
 
 : "${ENVOY_BIN:?}" "${BIN:?}" "${POLICY:?}"
 : "${LISTEN_PORT:=10000}" "${ADMIN_PORT:=9901}" "${XDS_PORT:=18000}" "${ADMIN_API_PORT:=18001}"
-: "${METRICS_PORT:=18002}" "${VOICE_PORT:=8081}" "${REST_PORT:=8082}"
+: "${METRICS_PORT:=18002}" "${VOICE_PORT:=8081}" "${REST_PORT:=8082}" "${TCP_PORT:=10001}"
 
 run_dir=.run
 mkdir -p "$run_dir"
 # The admin API may rewrite the policy it serves; keep the committed example
 # untouched and serve a copy, rewritten for the chosen ports.
-sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" \
+sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" -e "s/127.0.0.1:10001/127.0.0.1:${TCP_PORT}/" \
     -e "s/127.0.0.1:8081/127.0.0.1:${VOICE_PORT}/g" -e "s/localhost:8081/localhost:${VOICE_PORT}/g" \
     -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml"
 "$BIN/envoy-bootstrap" -admin-port "$ADMIN_PORT" -xds-port "$XDS_PORT" -node envoy-local > "$run_dir/envoy.yaml"
@@ -28,14 +28,14 @@ trap stop INT TERM EXIT
 
 "$BIN/voice-backend" -addr "127.0.0.1:${VOICE_PORT}" -rest-addr "127.0.0.1:${REST_PORT}" &
 pids+=($!)
-"$BIN/directpipe" -policy "$run_dir/policy.yaml" -wasm "$BIN/handshake.wasm" \
+"$BIN/directpipe" -policy "$run_dir/policy.yaml" -wasm "$BIN/handshake.wasm" -tcp-wasm "$BIN/handshake-tcp.wasm" \
   -xds-addr "127.0.0.1:${XDS_PORT}" -admin-addr "127.0.0.1:${ADMIN_API_PORT}" \
   -metrics-addr "127.0.0.1:${METRICS_PORT}" &
 pids+=($!)
 "$ENVOY_BIN" -c "$run_dir/envoy.yaml" --use-dynamic-base-id -l warning --drain-time-s 10 &
 pids+=($!)
 
-echo ">> directpipe is starting: ws://127.0.0.1:${LISTEN_PORT}/v1/voice  http://127.0.0.1:${LISTEN_PORT}/api/health"
+echo ">> directpipe is starting: ws://127.0.0.1:${LISTEN_PORT}/v1/voice  ws://127.0.0.1:${TCP_PORT}/v1/voice (tcp mode)  http://127.0.0.1:${LISTEN_PORT}/api/health"
 echo ">> Envoy admin http://127.0.0.1:${ADMIN_PORT}  xDS 127.0.0.1:${XDS_PORT}  admin API 127.0.0.1:${ADMIN_API_PORT}"
 echo ">> token: make -s token    status: bin/dpctl status    Ctrl-C stops everything"
 # Stop everything as soon as any one of them dies.

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -44,7 +45,9 @@ type Config struct {
 	MetricsAddr string
 	// WasmPath is the handshake module's path as Envoy sees it.
 	WasmPath string
-	// TCPWasmPath is the tcp handshake module's path as Envoy sees it.
+	// TCPWasmPath is the tcp handshake module's path as Envoy sees it;
+	// empty means handshake-tcp.wasm beside WasmPath, as `make build`
+	// lays them out.
 	TCPWasmPath string
 	// AdminAddr is the admin gRPC address; empty disables the admin API.
 	AdminAddr string
@@ -84,6 +87,9 @@ type App struct {
 func New(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.TCPWasmPath == "" && cfg.WasmPath != "" {
+		cfg.TCPWasmPath = filepath.Join(filepath.Dir(cfg.WasmPath), "handshake-tcp.wasm")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

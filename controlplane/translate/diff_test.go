@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
 )
 
@@ -19,8 +20,8 @@ func TestDiff(t *testing.T) {
 	if got := Diff(before, before); len(got) != 0 {
 		t.Errorf("Diff of a translation with itself = %v", got)
 	}
-	p.Routes = p.Routes[:1]                                                     // drop the REST route
-	p.Backends[0].Endpoints = append(p.Backends[0].Endpoints, "127.0.0.1:8090") // voice gets an endpoint
+	p.Routes = slices.DeleteFunc(p.Routes, func(r *policyv1.Route) bool { return r.GetName() == "api" }) // drop the REST route
+	p.Backends[0].Endpoints = append(p.Backends[0].Endpoints, "127.0.0.1:8090")                          // voice gets an endpoint
 	after, err := Translate(p, testOptions)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +36,10 @@ func TestDiff(t *testing.T) {
 		t.Errorf("Diff = %v, want %v", got, want)
 	}
 	all := Diff(nil, after)
-	if len(all) != 1+1+2+2+1 {
+	// Listeners: public, the tcp route's and the deny listener; routes:
+	// public; clusters: voice, rest and deny; endpoints: voice, rest;
+	// extension configs: the HTTP and the tcp filter's.
+	if len(all) != 3+1+3+2+2 {
 		t.Errorf("Diff(nil, x) = %d changes, want every resource added: %v", len(all), all)
 	}
 }

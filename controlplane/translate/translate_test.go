@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -139,7 +140,7 @@ func TestListenerIndependentOfRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed.Routes = changed.Routes[:1]
+	changed.Routes = slices.DeleteFunc(changed.Routes, func(r *policyv1.Route) bool { return r.GetName() == "api" })
 	changed.Backends[0].Endpoints = append(changed.Backends[0].Endpoints, "127.0.0.1:9999")
 	changed.AuthPolicies[0].Jwt.Keys[0].Kid = "rotated"
 	changed.Routes[0].Match.Hosts = []string{"voice.example.com"}
