@@ -123,7 +123,8 @@ func proxyOnDownstreamData(contextID, dataSize, endOfStream uint32) uint32 {
 	}
 	p := rootPolicy[c.root]
 	if p == nil {
-		return divert(c, auth.NotConfigured(), "", dataSize)
+		d := auth.NotConfigured()
+		return deny(c, d, tcpcheck.DenyRequest(d, auth.DefaultRealm), dataSize)
 	}
 	// One byte more than a head may hold tells a head that ends exactly
 	// at the limit with bytes after it from one that ends the buffer.
@@ -135,12 +136,14 @@ func proxyOnDownstreamData(contextID, dataSize, endOfStream uint32) uint32 {
 	switch o.Verdict {
 	case tcpcheck.NeedMore:
 		if endOfStream != 0 {
-			return divert(c, auth.Denial(auth.ReasonBadHandshake), p.Realm, dataSize)
+			// The client stopped sending before its head ended.
+			d := auth.Denial(auth.ReasonBadHandshake)
+			return deny(c, d, tcpcheck.DenyRequest(d, p.Realm), dataSize)
 		}
 		return uint32(proxywasm.ActionPause)
 	case tcpcheck.Deny:
 		proxywasm.Log(proxywasm.LogDebug, "policy "+p.Name+" denied a tcp handshake: "+o.Decision.Reason)
-		return replaceAndGo(c, o, tcpcheck.DenyCluster, dataSize)
+		return deny(c, o.Decision, o.Replacement, dataSize)
 	}
 	// The token is in the bytes being replaced: if the host refuses the
 	// rewrite, the connection must not go on.
@@ -152,26 +155,19 @@ func proxyOnDownstreamData(contextID, dataSize, endOfStream uint32) uint32 {
 	return uint32(proxywasm.ActionContinue)
 }
 
-// divert denies for a reason found before any inspection.
-func divert(c *conn, d auth.Decision, realm string, dataSize uint32) uint32 {
-	o := tcpcheck.Outcome{Verdict: tcpcheck.Deny, Decision: d}
-	o.Replacement = tcpcheck.DenyRequest(d, realm)
-	return replaceAndGo(c, o, tcpcheck.DenyCluster, dataSize)
-}
-
-// replaceAndGo swaps every byte received for the deny request and points
-// tcp_proxy at the deny listener.
-func replaceAndGo(c *conn, o tcpcheck.Outcome, cluster string, dataSize uint32) uint32 {
-	if err := proxywasm.SetEnvoyFilterState(tcpClusterState, cluster); err != nil {
+// deny swaps every byte received for the request the deny listener
+// answers, and points tcp_proxy at that listener.
+func deny(c *conn, d auth.Decision, request []byte, dataSize uint32) uint32 {
+	if err := proxywasm.SetEnvoyFilterState(tcpClusterState, tcpcheck.DenyCluster); err != nil {
 		// Without the deny route the request would go to the back end:
 		// close instead, without an answer.
 		return closeConnection("cannot route the denial: " + err.Error())
 	}
-	if err := proxywasm.SetBufferBytes(proxywasm.BufferDownstreamData, 0, dataSize, o.Replacement); err != nil {
+	if err := proxywasm.SetBufferBytes(proxywasm.BufferDownstreamData, 0, dataSize, request); err != nil {
 		return closeConnection(err.Error())
 	}
 	c.decided = true
-	proxywasm.Count(metricDenied + o.Decision.Reason)
+	proxywasm.Count(metricDenied + d.Reason)
 	return uint32(proxywasm.ActionContinue)
 }
 
