@@ -1,8 +1,10 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -330,6 +332,9 @@ func cutQueryParam(path, name string) (value, rest string, found bool) {
 }
 
 func (p *Policy) verifyJWT(token string, now time.Time) Decision {
+	if !wellFormed(token) {
+		return Denial(ReasonMalformedToken)
+	}
 	parser := jwt.NewParser(
 		// Only the algorithms of configured keys: "none" and algorithm
 		// confusion are refused before any key is looked up.
@@ -396,6 +401,58 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 
 // missingScopes reports whether a required scope is absent from the
 // space-separated "scope" claim (RFC 8693) and the "scp" array.
+// wellFormed applies the JWS rules the JWT library leaves out: exactly
+// three parts, header and claims objects that name no member twice (RFC
+// 7515 §4, RFC 7519 §4: one reader must not see a different claim than
+// another), and no "crit" header, since no extension is understood here
+// (RFC 7515 §4.1.11). Anything else malformed, the library reports.
+func wellFormed(token string) bool {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for i, part := range parts[:2] {
+		raw, err := base64.RawURLEncoding.DecodeString(part)
+		if err != nil {
+			return true // the library's error is as precise
+		}
+		names, ok := memberNames(raw)
+		if !ok {
+			return false
+		}
+		if i == 0 && slices.Contains(names, "crit") {
+			return false
+		}
+	}
+	return true
+}
+
+// memberNames lists the top-level member names of a JSON object, and
+// whether the object names each only once.
+func memberNames(raw []byte) ([]string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, true // not an object: the library refuses it
+	}
+	var names []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return names, true
+		}
+		name, _ := t.(string)
+		if slices.Contains(names, name) {
+			return names, false
+		}
+		names = append(names, name)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return names, true
+		}
+	}
+	return names, true
+}
+
 func missingScopes(claims jwt.MapClaims, required []string) bool {
 	have := map[string]bool{}
 	if s, ok := claims["scope"].(string); ok {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -131,6 +132,11 @@ func TestCheck(t *testing.T) {
 		{name: "unknown kid", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + mint(t, jwt.SigningMethodHS256, secret, "other", valid())}, status: 401, reason: ReasonInvalidToken},
 		{name: "no kid, one key", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + mint(t, jwt.SigningMethodHS256, secret, "", valid())}, allow: true, identity: "alice"},
 		{name: "garbage", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer !!!.???.###"}, status: 401, reason: ReasonMalformedToken},
+		{name: "four parts", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + good + ".x"}, status: 401, reason: ReasonMalformedToken},
+		{name: "duplicate header member", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + mintHeader(t, `{"alg":"HS256","kid":"dev","kid":"dev"}`, valid())}, status: 401, reason: ReasonMalformedToken},
+		{name: "duplicate claim", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + mintRaw(`{"alg":"HS256","kid":"dev"}`, fmt.Sprintf(`{"sub":"alice","sub":"admin","exp":%d}`, now.Add(time.Hour).Unix()))}, status: 401, reason: ReasonMalformedToken},
+		{name: "crit header", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + mintHeader(t, `{"alg":"HS256","kid":"dev","crit":["exp"]}`, valid())}, status: 401, reason: ReasonMalformedToken},
+		{name: "hand-made token", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + mintRaw(`{"alg":"HS256","kid":"dev"}`, fmt.Sprintf(`{"sub":"alice","exp":%d}`, now.Add(time.Hour).Unix()))}, allow: true, identity: "alice"},
 		{name: "garbage api key", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer garbage"}, status: 401, reason: ReasonUnknownAPIKey},
 		{name: "oversized", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + strings.Repeat("a", 4096)}, status: 401, reason: ReasonTokenTooLarge},
 		{name: "four parts", route: "voice", path: "/v1/voice", hdrs: []string{"authorization", "Bearer " + good + ".x"}, status: 401, reason: ReasonMalformedToken},
@@ -332,7 +338,12 @@ func mintHeader(t testing.TB, header string, claims jwt.MapClaims) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signing := b64(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
+	return mintRaw(header, string(payload))
+}
+
+// mintRaw signs any header and payload JSON with the test secret (HS256).
+func mintRaw(header, payload string) string {
+	signing := b64(header) + "." + b64(payload)
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte(signing))
 	return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
