@@ -263,3 +263,40 @@ func TestTCPModeKeyRotation(t *testing.T) {
 		t.Errorf("listener_manager.listener_modified moved from %d to %d: the rotation touched a listener", modifiedBefore, modifiedAfter)
 	}
 }
+
+// TestTCPRouteAddedAtRuntime adds a tcp route with auth to a running
+// policy: its listener and its filter config arrive together, the first
+// handshake is checked (never let through unchecked, never refused for a
+// missing config), and the live streams on the HTTP listener are not cut.
+func TestTCPRouteAddedAtRuntime(t *testing.T) {
+	s := newStack(t, false)
+	ctx := context.Background()
+	stop := make(chan struct{})
+	results := make(chan *voiceprobe.Result, 1)
+	go func() {
+		res, _ := voiceprobe.Run(ctx, voiceprobe.Config{
+			URL: s.listenURL("ws", "/v1/voice"), Header: http.Header{"Authorization": {"Bearer " + validToken(t)}},
+			Streams: 2, Frames: 5000, Interval: 20 * time.Millisecond, Stop: stop,
+		})
+		results <- res
+	}()
+	waitStreams(t, s, 2)
+
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	s.params.TCP = addr
+	s.writePolicy()
+	if err := harness.WaitListening(addr, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := rawExchange(t, addr, upgradeRequest("/v1/voice")); got.status != http.StatusUnauthorized {
+		t.Errorf("first handshake without a token: %d %s, want 401", got.status, got.body)
+	}
+	if got := rawExchange(t, addr, upgradeRequest("/v1/voice", "Authorization: Bearer "+validToken(t))); got.status != http.StatusSwitchingProtocols {
+		t.Errorf("first handshake with a token: %d %s, want 101", got.status, got.body)
+	}
+	close(stop)
+	res := <-results
+	if res.Disconnects != 0 || res.Lost != 0 || res.Reordered != 0 || res.FailedDials != 0 {
+		t.Fatalf("the HTTP listener's streams were hurt by adding a tcp route: %+v", res.Streams)
+	}
+}
