@@ -5,9 +5,11 @@
 package voiceserver
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -84,9 +86,28 @@ func (s *Server) RESTHandler() http.Handler {
 	return mux
 }
 
+// closeOnRefusal ends the connection after any answer but 101: behind a
+// tcp mode route only the first request on a connection is checked, so
+// after a refused upgrade a second request must never be read.
+type closeOnRefusal struct{ http.ResponseWriter }
+
+func (w closeOnRefusal) WriteHeader(code int) {
+	if code != http.StatusSwitchingProtocols {
+		w.Header().Set("Connection", "close")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Hijack hands the connection to the WebSocket library after its 101.
+func (w closeOnRefusal) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w closeOnRefusal) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
 	s.record(r)
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(closeOnRefusal{w}, r, &websocket.AcceptOptions{
 		// Envoy's handshake filter checks Origin; the back end sits behind
 		// it and sees Envoy's requests, so it does not check again.
 		InsecureSkipVerify: true,

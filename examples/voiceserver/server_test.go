@@ -49,6 +49,22 @@ func TestEchoInOrder(t *testing.T) {
 	}
 }
 
+// TestRefusedUpgradeCloses: after refusing an upgrade the back end closes
+// the connection, so nothing unchecked can follow on it.
+func TestRefusedUpgradeCloses(t *testing.T) {
+	s := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(s.VoiceHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/v1/voice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 4 || !resp.Close {
+		t.Errorf("status %d, close %v: want a 4xx that closes the connection", resp.StatusCode, resp.Close)
+	}
+}
+
 func TestDemoPage(t *testing.T) {
 	srv := httptest.NewServer(New(slog.Default()).VoiceHandler())
 	defer srv.Close()
