@@ -13,7 +13,6 @@ package main
 import (
 	"strconv"
 	"time"
-	"unsafe"
 
 	"github.com/directpipe/directpipe/filter/auth"
 	"github.com/directpipe/directpipe/filter/proxywasm"
@@ -32,15 +31,6 @@ var (
 	// streamRoot maps an HTTP context to its root context.
 	streamRoot = map[uint32]uint32{}
 )
-
-//go:wasmexport proxy_abi_version_0_2_1
-func proxyABIVersion() {}
-
-//go:wasmexport proxy_on_memory_allocate
-func proxyOnMemoryAllocate(size uint32) unsafe.Pointer { return proxywasm.Allocate(size) }
-
-//go:wasmexport proxy_on_vm_start
-func proxyOnVMStart(rootID, vmConfigSize uint32) uint32 { return 1 }
 
 //go:wasmexport proxy_on_configure
 func proxyOnConfigure(rootID, pluginConfigSize uint32) uint32 {

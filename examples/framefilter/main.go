@@ -9,7 +9,6 @@ package main
 
 import (
 	"hash/crc32"
-	"unsafe"
 
 	"github.com/directpipe/directpipe/filter/proxywasm"
 )
@@ -25,15 +24,6 @@ const (
 // checksum is the ABI glue's only state: it keeps the work from being
 // optimised away.
 var checksum uint32
-
-//go:wasmexport proxy_abi_version_0_2_1
-func proxyABIVersion() {}
-
-//go:wasmexport proxy_on_memory_allocate
-func proxyOnMemoryAllocate(size uint32) unsafe.Pointer { return proxywasm.Allocate(size) }
-
-//go:wasmexport proxy_on_vm_start
-func proxyOnVMStart(rootID, vmConfigSize uint32) uint32 { return 1 }
 
 //go:wasmexport proxy_on_configure
 func proxyOnConfigure(rootID, size uint32) uint32 { return 1 }
