@@ -188,9 +188,10 @@ func TestKeyRotationKeepsOpenStreams(t *testing.T) {
 
 	now := time.Now()
 	newToken := mint(t, newSecret, "rotated", jwt.MapClaims{"sub": "caller-2", "exp": now.Add(time.Hour).Unix()})
-	if resp, body := upgrade(t, s.listenURL("http", "/v1/voice"), http.Header{"Authorization": {"Bearer " + newToken}}); resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Errorf("new key: %d %s", resp.StatusCode, body)
-	}
+	eventually(t, func() (bool, string) {
+		resp, body := upgrade(t, s.listenURL("http", "/v1/voice"), http.Header{"Authorization": {"Bearer " + newToken}})
+		return resp.StatusCode == http.StatusSwitchingProtocols, fmt.Sprintf("new key: %d %s", resp.StatusCode, body)
+	})
 	if resp, _ := upgrade(t, s.listenURL("http", "/v1/voice"), http.Header{"Authorization": {"Bearer " + oldToken}}); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("old key after rotation: %d, want 401", resp.StatusCode)
 	}

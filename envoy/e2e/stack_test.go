@@ -252,3 +252,18 @@ func fileRevision(s *stack) string {
 	}
 	return policy.Revision(p)
 }
+
+// eventually retries check for up to a few seconds and reports its last
+// answer if it never holds. Envoy ACKs a filter config when its main
+// thread accepts it; its workers get it a moment later.
+func eventually(t testing.TB, check func() (bool, string)) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var ok bool
+		if ok, last = check(); ok {
+			return
+		}
+	}
+	t.Error(last)
+}

@@ -243,9 +243,10 @@ func TestTCPModeKeyRotation(t *testing.T) {
 	waitVersionMoved(t, s)
 
 	newToken := mint(t, newSecret, "rotated", jwt.MapClaims{"sub": "caller-2", "exp": time.Now().Add(time.Hour).Unix()})
-	if got := rawExchange(t, addr, upgradeRequest("/v1/voice", "Authorization: Bearer "+newToken)); got.status != http.StatusSwitchingProtocols {
-		t.Errorf("new key: %d %s", got.status, got.body)
-	}
+	eventually(t, func() (bool, string) {
+		got := rawExchange(t, addr, upgradeRequest("/v1/voice", "Authorization: Bearer "+newToken))
+		return got.status == http.StatusSwitchingProtocols, fmt.Sprintf("new key: %d %s", got.status, got.body)
+	})
 	if got := rawExchange(t, addr, upgradeRequest("/v1/voice", "Authorization: Bearer "+oldToken)); got.status != http.StatusUnauthorized {
 		t.Errorf("old key after rotation: %d %s, want 401", got.status, got.body)
 	}
