@@ -68,17 +68,6 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 	return out, nil
 }
 
-// tcpAuthUsed reports whether any tcp route checks handshakes, and so
-// needs the deny listener.
-func tcpAuthUsed(p *policyv1.Policy) bool {
-	for _, r := range p.GetRoutes() {
-		if isTCP(r) && r.GetAuth() != "" {
-			return true
-		}
-	}
-	return false
-}
-
 // denyListener answers the tcp module's denials. A network filter cannot
 // write to its client, so the module sends a denied connection here,
 // through DenyCluster, with a short request naming the reason. This

@@ -79,7 +79,8 @@ func Translate(p *policyv1.Policy, opts Options) (*Resources, error) {
 	for _, c := range tcpECDS {
 		out.ExtensionConfigs = append(out.ExtensionConfigs, c)
 	}
-	if tcpAuthUsed(p) {
+	// A tcp route that checks handshakes needs somewhere to send denials.
+	if len(tcpECDS) > 0 {
 		out.Listeners = append(out.Listeners, denyListener())
 		out.Clusters = append(out.Clusters, denyCluster())
 	}

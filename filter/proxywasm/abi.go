@@ -141,13 +141,8 @@ func Log(level LogLevel, msg string) {
 
 // GetBufferBytes reads a whole buffer (spec: proxy_get_buffer_bytes).
 func GetBufferBytes(bt BufferType) ([]byte, error) {
-	var addr, size uint32
 	// The host clamps the length to what the buffer holds.
-	st := Status(proxy_get_buffer_bytes(uint32(bt), 0, math.MaxInt32, &addr, &size))
-	if err := st.err("proxy_get_buffer_bytes"); err != nil {
-		return nil, err
-	}
-	return take(addr, size)
+	return GetBufferBytesN(bt, math.MaxInt32)
 }
 
 // PluginConfiguration reads the plugin's configuration; a plugin without
