@@ -65,9 +65,9 @@ build:
 	$(GO) build -o $(BIN)/dp-token ./examples/token
 	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap
 	$(GO) build -o $(BIN)/probe ./examples/probe
-	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake.wasm ./filter
-	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake-tcp.wasm ./filter/tcp
-	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/framefilter.wasm ./examples/framefilter
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake.wasm ./filter/handshake
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake-tcp.wasm ./filter/handshake-tcp
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/framefilter.wasm ./bench/framefilter
 	@ls -l $(BIN)/handshake.wasm $(BIN)/handshake-tcp.wasm | awk '{print ">> " $$9 ": " $$5 " bytes"}'
 
 # Prints only a valid demo token: HS256, the example policy's development
@@ -96,7 +96,7 @@ test: tools build
 # The latency lab: every path, handshake mode and control-plane number in
 # one run; writes bench/results.md, bench/results.json and PNG plots.
 bench: tools build
-	$(GO) run ./examples/bench -out bench $(BENCH_FLAGS)
+	$(GO) run ./bench/cmd/bench -out bench $(BENCH_FLAGS)
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

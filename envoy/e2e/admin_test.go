@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/controlplane/dpctl"
-	"github.com/directpipe/directpipe/envoy/harness"
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // dpctlRun runs dpctl against the stack's control plane.
@@ -83,7 +83,7 @@ func TestDpctlStatusSyncedAndNacked(t *testing.T) {
 	}
 	xdsAddr := s.cp.XDSAddr()
 	s.cp.Stop()
-	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{
 		PolicyFile: s.file, XDSAddr: xdsAddr, AdminToken: adminToken, WasmPath: corrupt,
 	})
 	nack := s.waitStatus("NACKED", "TypedExtensionConfig")
@@ -147,7 +147,7 @@ func TestDpctlApplySurvivesRestart(t *testing.T) {
 	_, rev := s.cp.Policy()
 	xdsAddr := s.cp.XDSAddr()
 	s.cp.Stop()
-	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{PolicyFile: s.file, XDSAddr: xdsAddr, AdminToken: adminToken})
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, XDSAddr: xdsAddr, AdminToken: adminToken})
 	if _, again := s.cp.Policy(); again != rev {
 		t.Errorf("revision after restart %s, want %s", again, rev)
 	}

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/directpipe/directpipe/envoy/harness"
+	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
 // TestBrowserDemo opens the demo page in headless Chromium (Debian's
@@ -16,7 +16,7 @@ import (
 // streams and gets every frame back in order; without one, Envoy refuses
 // the connection.
 func TestBrowserDemo(t *testing.T) {
-	root, err := harness.RepoRoot()
+	root, err := testkit.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestBrowserDemo(t *testing.T) {
 	page := fmt.Sprintf("http://%s/?ws=%s&frames=100&autostart=1", s.backend.VoiceAddr, s.listenURL("ws", "/v1/voice"))
 	run := func(fragment string) map[string]any {
 		t.Helper()
-		cmd := exec.Command("node", filepath.Join(root, "examples", "web", "browser_check.mjs"), page+fragment, "20000")
+		cmd := exec.Command("node", filepath.Join(root, "envoy", "e2e", "testdata", "browser_check.mjs"), page+fragment, "20000")
 		cmd.Stderr = os.Stderr
 		cmd.Env = append(os.Environ(), "CHROMIUM_BIN="+chromium, "PLAYWRIGHT_CORE="+playwright)
 		out, err := cmd.Output()

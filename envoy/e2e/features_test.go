@@ -20,20 +20,20 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/directpipe/directpipe/envoy/harness"
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // TestPolicyFeaturesInEnvoy serves a policy that uses the whole schema to a
 // real Envoy: Envoy must accept every resource (nothing NACKed), and each
 // feature must do what it says.
 func TestPolicyFeaturesInEnvoy(t *testing.T) {
-	backend := harness.StartBackend(t)
+	backend := testkit.StartBackend(t)
 	dir := t.TempDir()
 	cert, key := selfSigned(t, dir)
-	plain := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	secure := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	raw := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	plain := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	secure := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	raw := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	policyText := fmt.Sprintf(`
 listeners:
   - { name: public, address: "%[1]s", http2: true }
@@ -69,8 +69,8 @@ backends:
 		t.Fatal(err)
 	}
 	s := &stack{t: t, backend: backend, file: file, params: policyParams{Listen: plain}}
-	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{PolicyFile: file, AdminToken: adminToken})
-	s.envoy = harness.StartEnvoy(t, harness.EnvoyOptions{XDSAddr: s.cp.XDSAddr()})
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: file, AdminToken: adminToken})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr()})
 	s.waitStatus("SYNCED", "")
 
 	t.Run("tcp mode carries a WebSocket through tcp_proxy", func(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 func TestVoiceStreamEchoesThroughEnvoy(t *testing.T) {

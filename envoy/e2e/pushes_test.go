@@ -10,8 +10,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/directpipe/directpipe/envoy/harness"
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // routeAppliedWithin is the bound from a policy file change to a new
@@ -31,7 +31,7 @@ func TestConfigPushesNeverCutLiveCalls(t *testing.T) {
 	}{{"sotw", false}, {"delta", true}} {
 		t.Run(flavour.name, func(t *testing.T) {
 			s := newStack(t, flavour.delta)
-			second := harness.StartBackend(t)
+			second := testkit.StartBackend(t)
 			ctx := context.Background()
 			modifiedBefore, err := s.envoy.Stat(ctx, "listener_manager.listener_modified")
 			if err != nil {

@@ -20,11 +20,12 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/directpipe/directpipe/controlplane/policy"
-	"github.com/directpipe/directpipe/envoy/harness"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
 )
 
 // devSecret is the example policy's development key.
-var devSecret = []byte("directpipe-development-secret-32b")
+var devSecret = jwtmint.DevSecret()
 
 const demoAPIKey = "dp_demo_key_for_local_testing_only"
 
@@ -96,9 +97,9 @@ func devKey() jwk { return jwk{Kid: "dev", K: base64.RawURLEncoding.EncodeToStri
 // stack is one running directpipe.
 type stack struct {
 	t       testing.TB
-	cp      *harness.ControlPlane
-	envoy   *harness.Envoy
-	backend *harness.Backend
+	cp      *testkit.ControlPlane
+	envoy   *testkit.Envoy
+	backend *testkit.Backend
 	params  policyParams
 	file    string
 }
@@ -112,9 +113,9 @@ func (s *stack) listenURL(scheme, path string) string {
 // policy before it is first written.
 func newStack(t testing.TB, delta bool, opts ...func(*policyParams)) *stack {
 	t.Helper()
-	s := &stack{t: t, backend: harness.StartBackend(t)}
+	s := &stack{t: t, backend: testkit.StartBackend(t)}
 	s.params = policyParams{
-		Listen:         fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+		Listen:         fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 		Voice:          s.backend.VoiceAddr,
 		REST:           s.backend.RESTAddr,
 		VoiceEndpoints: []string{s.backend.VoiceAddr},
@@ -125,8 +126,8 @@ func newStack(t testing.TB, delta bool, opts ...func(*policyParams)) *stack {
 	}
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	s.writePolicy()
-	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken})
-	s.envoy = harness.StartEnvoy(t, harness.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
 	return s
 }
@@ -200,9 +201,12 @@ func (s *stack) handshakes() []struct {
 
 func mint(t testing.TB, key []byte, kid string, claims jwt.MapClaims) string {
 	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
-	tok.Header["kid"] = kid
-	s, err := tok.SignedString(key)
+	return mintWith(t, jwt.SigningMethodHS256, key, kid, claims)
+}
+
+func mintWith(t testing.TB, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwtmint.Sign(method, key, kid, claims)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +246,7 @@ func upgrade(t testing.TB, url string, header http.Header) (*http.Response, stri
 	return resp, strings.TrimSpace(string(body))
 }
 
-func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+func b64url[T string | []byte](b T) string { return base64.RawURLEncoding.EncodeToString([]byte(b)) }
 
 // fileRevision is the revision of the policy file as it is now.
 func fileRevision(s *stack) string {

@@ -15,17 +15,17 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/directpipe/directpipe/envoy/harness"
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // newTCPStack is the usual stack plus a tcp mode route with auth (policy
 // demo) on its own listener, ready to accept connections.
 func newTCPStack(t *testing.T, delta bool) (*stack, string) {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStack(t, delta, func(p *policyParams) { p.TCP = addr })
-	if err := harness.WaitListening(addr, 20*time.Second); err != nil {
+	if err := testkit.WaitListening(addr, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	s.waitStatus("SYNCED", "")
@@ -283,10 +283,10 @@ func TestTCPRouteAddedAtRuntime(t *testing.T) {
 	}()
 	waitStreams(t, s, 2)
 
-	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s.params.TCP = addr
 	s.writePolicy()
-	if err := harness.WaitListening(addr, 20*time.Second); err != nil {
+	if err := testkit.WaitListening(addr, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if got := rawExchange(t, addr, upgradeRequest("/v1/voice")); got.status != http.StatusUnauthorized {

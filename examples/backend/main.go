@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/directpipe/directpipe/examples/voiceserver"
+	"github.com/directpipe/directpipe/examples/backend/voiceserver"
 )
 
 func main() {

@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 func main() {

@@ -9,17 +9,17 @@ import (
 	"os"
 	"time"
 
-	"github.com/directpipe/directpipe/examples/devtoken"
+	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
 )
 
 func main() {
-	secret := flag.String("secret-b64url", devtoken.Secret, "HMAC secret, base64url")
-	kid := flag.String("kid", devtoken.KeyID, "key id (kid header)")
+	secret := flag.String("secret-b64url", jwtmint.Secret, "HMAC secret, base64url")
+	kid := flag.String("kid", jwtmint.KeyID, "key id (kid header)")
 	sub := flag.String("sub", "demo-user", "subject claim")
 	ttl := flag.Duration("ttl", time.Hour, "validity")
 	flag.Parse()
 	now := time.Now()
-	tok, err := devtoken.Mint(*secret, devtoken.Claims{
+	tok, err := jwtmint.Mint(*secret, jwtmint.Claims{
 		Subject: *sub, KeyID: *kid, IssuedAt: now, NotBefore: now, Expires: now.Add(*ttl),
 	})
 	if err != nil {

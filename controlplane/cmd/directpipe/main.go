@@ -30,7 +30,7 @@ type flags struct {
 
 func main() {
 	var f flags
-	flag.StringVar(&f.policyFile, "policy", "examples/policy.yaml", "route policy file (YAML): watched, and rewritten by admin API applies")
+	flag.StringVar(&f.policyFile, "policy", "", "route policy file (YAML, required): watched, and rewritten by admin API applies")
 	flag.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "ADS gRPC listen address")
 	flag.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:18002", "Prometheus /metrics listen address; empty disables")
 	flag.StringVar(&f.wasmPath, "wasm", "bin/handshake.wasm", "handshake Wasm module path, as Envoy sees it")
@@ -43,6 +43,12 @@ func main() {
 	flag.StringVar(&f.clientCA, "admin-client-ca", "", "require admin client certificates signed by this CA")
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
+	if f.policyFile == "" {
+		// No default: a path that only exists in this repository would make
+		// an installed binary start on a file the operator never chose.
+		fmt.Fprintln(os.Stderr, "directpipe: -policy is required (make run passes examples/policy.yaml)")
+		os.Exit(2)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		fmt.Fprintln(os.Stderr, "directpipe: -log-level:", err)

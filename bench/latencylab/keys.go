@@ -12,7 +12,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/directpipe/directpipe/envoy/harness"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
 )
 
 // signingKeys are the lab's own asymmetric keys, made fresh each run.
@@ -21,7 +22,7 @@ type signingKeys struct {
 	ec  *ecdsa.PrivateKey
 }
 
-func newSigningKeys(t harness.T) signingKeys {
+func newSigningKeys(t testkit.T) signingKeys {
 	r, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -43,8 +44,6 @@ func (k signingKeys) jwksYAML(indent string) string {
 }
 
 func (k signingKeys) token(method jwt.SigningMethod, kid string, key any) string {
-	tok := jwt.NewWithClaims(method, jwt.MapClaims{"sub": "bench", "exp": time.Now().Add(time.Hour).Unix()})
-	tok.Header["kid"] = kid
-	s, _ := tok.SignedString(key)
+	s, _ := jwtmint.Sign(method, key, kid, jwt.MapClaims{"sub": "bench", "exp": time.Now().Add(time.Hour).Unix()})
 	return s
 }

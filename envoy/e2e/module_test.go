@@ -1,6 +1,6 @@
 //go:build !wasip1
 
-package main
+package e2e
 
 import (
 	"bufio"
@@ -25,7 +25,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/directpipe/directpipe/envoy/harness"
+	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
 // These tests load the module into a real Envoy with a static bootstrap
@@ -61,9 +61,9 @@ func TestInEnvoy(t *testing.T) {
 	e := startEnvoy(t, modulePath(t), policyJSON(), up.port)
 
 	now := time.Now()
-	good := mintToken(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})
-	expired := mintToken(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": now.Add(-time.Hour).Unix()})
-	badSig := mintToken(t, jwt.SigningMethodHS256, []byte("some-other-secret-of-32-bytes!!!"), jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})
+	good := mintWith(t, jwt.SigningMethodHS256, testSecret, "dev", jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})
+	expired := mintWith(t, jwt.SigningMethodHS256, testSecret, "dev", jwt.MapClaims{"sub": "alice", "exp": now.Add(-time.Hour).Unix()})
+	badSig := mintWith(t, jwt.SigningMethodHS256, []byte("some-other-secret-of-32-bytes!!!"), "dev", jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})
 	none := b64url(`{"alg":"none","kid":"dev"}`) + "." + b64url(`{"sub":"mallory","exp":9999999999}`) + "."
 
 	denials := []struct {
@@ -188,7 +188,7 @@ func TestInEnvoy(t *testing.T) {
 // TestEnvoyRefusesInvalidConfig: proxy_on_configure returning false makes
 // Envoy refuse the filter, and the log says why without the key material.
 func TestEnvoyRefusesInvalidConfig(t *testing.T) {
-	e := startEnvoyProcess(t, modulePath(t), `{"sources":[],"api_keys":[{"sha256":"not-a-secret-marker"}]}`, harness.FreePort(t))
+	e := startEnvoyProcess(t, modulePath(t), `{"sources":[],"api_keys":[{"sha256":"not-a-secret-marker"}]}`, testkit.FreePort(t))
 	done := make(chan error, 1)
 	go func() { done <- e.cmd.Wait() }()
 	select {
@@ -209,20 +209,7 @@ func TestEnvoyRefusesInvalidConfig(t *testing.T) {
 	}
 }
 
-func modulePath(t *testing.T) string { return httpModule.path(t) }
-
-func mintToken(t *testing.T, m jwt.SigningMethod, key []byte, claims jwt.MapClaims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(m, claims)
-	tok.Header["kid"] = "dev"
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func b64url(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+func modulePath(t *testing.T) string { return testkit.WasmModule(t) }
 
 // upstream records what Envoy forwards and accepts WebSocket upgrades,
 // echoing the bytes that follow.
@@ -307,7 +294,7 @@ func startEnvoy(t *testing.T, wasm, config string, upstreamPort int) *envoyProc 
 
 func startEnvoyProcess(t *testing.T, wasm, config string, upstreamPort int) *envoyProc {
 	t.Helper()
-	e := &envoyProc{port: harness.FreePort(t), adminPort: harness.FreePort(t)}
+	e := &envoyProc{port: testkit.FreePort(t), adminPort: testkit.FreePort(t)}
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "envoy.json")
 	if err := os.WriteFile(cfgPath, bootstrapJSON(e.port, e.adminPort, upstreamPort, wasm, config), 0o644); err != nil {
@@ -471,7 +458,7 @@ func tailFile(path string, n int) string {
 // missing Envoy fails the test: proving the module in Envoy is the point.
 func mustEnvoy(t *testing.T) string {
 	t.Helper()
-	bin, err := harness.EnvoyBinary()
+	bin, err := testkit.EnvoyBinary()
 	if err != nil {
 		t.Fatal(err)
 	}

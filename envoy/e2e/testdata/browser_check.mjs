@@ -2,7 +2,7 @@
 // playwright-core and prints what the page saw as JSON. The Go end-to-end
 // test runs it; it never downloads a browser.
 //
-//   node examples/web/browser_check.mjs <page url> <timeout ms>
+//   node envoy/e2e/testdata/browser_check.mjs <page url> <timeout ms>
 import { createRequire } from "node:module";
 
 // playwright-core lives in .tools/node (installed by the Makefile), which

@@ -1,8 +1,8 @@
-// Package harness starts real processes for end-to-end tests and
+// Package testkit starts real processes for end-to-end tests and
 // benchmarks: Envoy (pinned, from .tools/ or $ENVOY_BIN), the control plane
 // and the example back end, each on free loopback ports, each cleaned up
 // when the test ends.
-package harness
+package testkit
 
 import (
 	"bufio"
@@ -70,7 +70,7 @@ func RepoRoot() (string, error) {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("harness: no go.mod above the working directory")
+			return "", errors.New("testkit: no go.mod above the working directory")
 		}
 		dir = parent
 	}

@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/controlplane/policy"
-	"github.com/directpipe/directpipe/envoy/harness"
-	"github.com/directpipe/directpipe/examples/devtoken"
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // stack is directpipe as `make run` starts it, on free ports.
 type stack struct {
-	t      harness.T
+	t      testkit.T
 	keys   signingKeys
 	listen string
 	raw    string // the tcp mode route's listener
@@ -26,18 +26,18 @@ type stack struct {
 	rawAuth string
 	file    string
 	body    string
-	cp      *harness.ControlPlane
-	envoy   *harness.Envoy
+	cp      *testkit.ControlPlane
+	envoy   *testkit.Envoy
 }
 
-func startStack(t harness.T, b *harness.Backend) *stack {
+func startStack(t testkit.T, b *testkit.Backend) *stack {
 	s := &stack{
 		t:      t,
 		keys:   newSigningKeys(t),
-		listen: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
-		raw:    fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+		listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
+		raw:    fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 	}
-	s.rawAuth = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	s.rawAuth = fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s.body = fmt.Sprintf(`listeners:
   - { name: public, address: "%s" }
 routes:
@@ -54,13 +54,13 @@ auth_policies:
     jwt:
       keys:
         - { kty: oct, kid: %s, alg: HS256, k: %s }
-%s`, s.listen, s.raw, s.rawAuth, b.VoiceAddr, b.RESTAddr, devtoken.KeyID, devtoken.Secret, s.keys.jwksYAML("        "))
+%s`, s.listen, s.raw, s.rawAuth, b.VoiceAddr, b.RESTAddr, jwtmint.KeyID, jwtmint.Secret, s.keys.jwksYAML("        "))
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(s.file, []byte(s.body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.cp = harness.StartControlPlane(t, harness.ControlPlaneOptions{PolicyFile: s.file})
-	s.envoy = harness.StartEnvoy(t, harness.EnvoyOptions{XDSAddr: s.cp.XDSAddr()})
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr()})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(s.url("http", "/api/health"))

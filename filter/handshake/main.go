@@ -3,7 +3,7 @@
 // Command filter is the directpipe handshake filter, a Proxy-Wasm (ABI
 // 0.2.1) module built by the standard Go toolchain as a WASI reactor:
 //
-//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o bin/handshake.wasm ./filter
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o bin/handshake.wasm ./filter/handshake
 //
 // It checks the caller once, on the request headers of the handshake, and
 // exports no body, data or trailer callback: after the headers, Envoy never

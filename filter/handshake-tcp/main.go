@@ -4,7 +4,7 @@
 // Proxy-Wasm (ABI 0.2.1) network filter in front of tcp_proxy, built from
 // the same auth core as the HTTP module:
 //
-//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o bin/handshake-tcp.wasm ./filter/tcp
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o bin/handshake-tcp.wasm ./filter/handshake-tcp
 //
 // It holds a new connection (tcp_proxy does not connect upstream yet),
 // reads the WebSocket upgrade request from the first bytes, and then either

@@ -8,7 +8,6 @@ package latencylab
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,9 +24,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/directpipe/directpipe/envoy/harness"
-	"github.com/directpipe/directpipe/examples/devtoken"
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // Config sizes a run.
@@ -120,27 +119,27 @@ var staticTemplate string
 
 // lab is one run's processes.
 type lab struct {
-	t       harness.T
+	t       testkit.T
 	cfg     Config
 	log     io.Writer
 	stack   *stack
-	static  *harness.Envoy
+	static  *testkit.Envoy
 	ports   map[string]int
 	token   string
-	backend *harness.Backend
+	backend *testkit.Backend
 }
 
 // Run starts everything, measures every path, and returns the report.
-func Run(t harness.T, cfg Config) (*Report, error) {
+func Run(t testkit.T, cfg Config) (*Report, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
 	l := &lab{t: t, cfg: cfg, log: cfg.Log}
 	var err error
-	if l.token, err = devtoken.Demo("bench", time.Hour); err != nil {
+	if l.token, err = jwtmint.Demo("bench", time.Hour); err != nil {
 		return nil, err
 	}
-	l.backend = harness.StartBackend(t)
+	l.backend = testkit.StartBackend(t)
 	l.stack = startStack(t, l.backend)
 	if err := l.startStatic(); err != nil {
 		return nil, err
@@ -164,7 +163,7 @@ func machine() Machine {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
-	if bin, err := harness.EnvoyBinary(); err == nil {
+	if bin, err := testkit.EnvoyBinary(); err == nil {
 		if out, err := exec.Command(bin, "--version").Output(); err == nil {
 			m.Envoy = strings.TrimSpace(string(out))
 			if i := strings.Index(m.Envoy, "version: "); i >= 0 {
@@ -178,20 +177,20 @@ func machine() Machine {
 func (l *lab) startStatic() error {
 	l.ports = map[string]int{}
 	for _, k := range []string{"admin", "full", "jwt", "plain"} {
-		l.ports[k] = harness.FreePort(l.t)
+		l.ports[k] = testkit.FreePort(l.t)
 	}
 	_, voicePort, _ := strings.Cut(l.backend.VoiceAddr, ":")
 	vp, _ := strconv.Atoi(voicePort)
 	var buf bytes.Buffer
 	err := template.Must(template.New("static").Parse(staticTemplate)).Execute(&buf, map[string]any{
 		"AdminPort": l.ports["admin"], "FullChainPort": l.ports["full"], "NativeJWTPort": l.ports["jwt"],
-		"PlainPort": l.ports["plain"], "VoicePort": vp, "FrameWasm": harness.Binary(l.t, "framefilter.wasm"),
-		"HMACKey": devtoken.Secret,
+		"PlainPort": l.ports["plain"], "VoicePort": vp, "FrameWasm": testkit.Binary(l.t, "framefilter.wasm"),
+		"HMACKey": jwtmint.Secret,
 	})
 	if err != nil {
 		return err
 	}
-	l.static = harness.StartEnvoyWithConfig(l.t, buf.Bytes(), l.ports["admin"], 2, time.Second)
+	l.static = testkit.StartEnvoyWithConfig(l.t, buf.Bytes(), l.ports["admin"], 2, time.Second)
 	return nil
 }
 
@@ -205,7 +204,7 @@ type pathRunner struct {
 
 func (l *lab) paths() []*Path {
 	direct := l.stack.envoy
-	stream := func(name, desc, url string, h http.Header, e *harness.Envoy) pathRunner {
+	stream := func(name, desc, url string, h http.Header, e *testkit.Envoy) pathRunner {
 		return pathRunner{name, desc, func() *Path { return l.stream(name, desc, url, h, e) }}
 	}
 	runners := []pathRunner{
@@ -265,7 +264,7 @@ func merge(acc, p *Path) *Path {
 }
 
 // stream measures a WebSocket path, and the CPU the Envoy on it used.
-func (l *lab) stream(name, desc, url string, h http.Header, envoy *harness.Envoy) *Path {
+func (l *lab) stream(name, desc, url string, h http.Header, envoy *testkit.Envoy) *Path {
 	p := &Path{Name: name, Description: desc, Available: true}
 	cpu0 := cpuOf(envoy)
 	res, err := voiceprobe.Run(context.Background(), voiceprobe.Config{
@@ -282,7 +281,7 @@ func (l *lab) stream(name, desc, url string, h http.Header, envoy *harness.Envoy
 	return p
 }
 
-func cpuOf(e *harness.Envoy) float64 {
+func cpuOf(e *testkit.Envoy) float64 {
 	if e == nil {
 		return 0
 	}
@@ -290,7 +289,7 @@ func cpuOf(e *harness.Envoy) float64 {
 	return v
 }
 
-func (p *Path) setCPU(e *harness.Envoy, before float64, frames int) {
+func (p *Path) setCPU(e *testkit.Envoy, before float64, frames int) {
 	if e == nil || frames == 0 {
 		return
 	}
@@ -299,14 +298,7 @@ func (p *Path) setCPU(e *harness.Envoy, before float64, frames int) {
 
 // handshakes times opening streams one after another in each auth mode.
 func (l *lab) handshakes() []*Handshake {
-	mint := func(method jwt.SigningMethod) string {
-		key, _ := base64.RawURLEncoding.DecodeString(devtoken.Secret)
-		tok := jwt.NewWithClaims(method, jwt.MapClaims{"sub": "bench", "exp": time.Now().Add(time.Hour).Unix()})
-		tok.Header["kid"] = devtoken.KeyID
-		s, _ := tok.SignedString(key)
-		return s
-	}
-	hs256 := mint(jwt.SigningMethodHS256)
+	hs256 := l.stack.keys.token(jwt.SigningMethodHS256, jwtmint.KeyID, jwtmint.DevSecret())
 	return []*Handshake{
 		l.handshake("no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil),
 		l.handshake("directpipe filter, HS256", l.stack.url("ws", "/v1/voice"), http.Header{"Authorization": {"Bearer " + hs256}}),

@@ -1,6 +1,8 @@
-// Package devtoken mints HS256 tokens signed with the example policy's
-// development secret, for `make token`, the examples and the tests.
-package devtoken
+// Package jwtmint signs JWTs for `make token`, the examples, the end-to-end
+// tests and the latency lab: one signer instead of a copy in each. The
+// filter's own unit tests keep a local helper, because filter code never
+// imports the test kit.
+package jwtmint
 
 import (
 	"encoding/base64"
@@ -28,11 +30,34 @@ type Claims struct {
 	Extra     map[string]any
 }
 
-// Mint signs claims with a base64url secret.
+// Sign signs claims with method and key (a []byte for HMAC, a private key
+// otherwise); kid goes into the header when it is not empty.
+func Sign(method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) (string, error) {
+	tok := jwt.NewWithClaims(method, claims)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("jwtmint: sign %s: %w", method.Alg(), err)
+	}
+	return s, nil
+}
+
+// DevSecret is Secret decoded.
+func DevSecret() []byte {
+	b, err := base64.RawURLEncoding.DecodeString(Secret)
+	if err != nil {
+		panic("jwtmint: Secret is not base64url") // a constant: cannot happen
+	}
+	return b
+}
+
+// Mint signs c with HS256 and a base64url secret.
 func Mint(secretB64 string, c Claims) (string, error) {
 	secret, err := base64.RawURLEncoding.DecodeString(secretB64)
 	if err != nil {
-		return "", fmt.Errorf("devtoken: secret is not base64url: %w", err)
+		return "", fmt.Errorf("jwtmint: secret is not base64url: %w", err)
 	}
 	mc := jwt.MapClaims{}
 	for k, v := range c.Extra {
@@ -46,15 +71,7 @@ func Mint(secretB64 string, c Claims) (string, error) {
 			mc[name] = t.Unix()
 		}
 	}
-	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, mc)
-	if c.KeyID != "" {
-		tok.Header["kid"] = c.KeyID
-	}
-	s, err := tok.SignedString(secret)
-	if err != nil {
-		return "", fmt.Errorf("devtoken: sign: %w", err)
-	}
-	return s, nil
+	return Sign(jwt.SigningMethodHS256, secret, c.KeyID, mc)
 }
 
 // Demo mints a token with the development secret, valid for ttl from now.

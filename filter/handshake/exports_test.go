@@ -22,7 +22,7 @@ type module struct {
 
 var (
 	httpModule = module{"handshake.wasm", ".", "DIRECTPIPE_WASM"}
-	tcpModule  = module{"handshake-tcp.wasm", "./tcp", "DIRECTPIPE_TCP_WASM"}
+	tcpModule  = module{"handshake-tcp.wasm", "../handshake-tcp", "DIRECTPIPE_TCP_WASM"}
 )
 
 // path returns the built module: the file `make test` built, otherwise a

@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/directpipe/directpipe/examples/latencylab"
+	"github.com/directpipe/directpipe/bench/latencylab"
 )
 
 func main() {

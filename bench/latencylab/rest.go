@@ -8,15 +8,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/directpipe/directpipe/envoy/harness"
-	"github.com/directpipe/directpipe/examples/voiceprobe"
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // restPerFrame sends every frame as its own POST through Envoy's REST route,
 // as a request/response gateway makes a client do, over a shared pool of
 // keep-alive connections. Frames sent 20 ms apart may come back in another
 // order; the reordering is counted, not hidden.
-func (l *lab) restPerFrame(envoy *harness.Envoy) *Path {
+func (l *lab) restPerFrame(envoy *testkit.Envoy) *Path {
 	p := &Path{Name: "rest-per-frame", Description: "one HTTP POST per frame through the REST route, pooled connections", Available: true}
 	client := &http.Client{
 		Timeout: 10 * time.Second,

@@ -17,7 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/directpipe/directpipe/examples/web"
+	"github.com/directpipe/directpipe/examples/backend/voiceserver/web"
 )
 
 // maxMessageBytes bounds one echoed message: voice frames are small.
