@@ -29,7 +29,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools browser-tools build run token test test-unit test-e2e fuzz bench generate clean
+.PHONY: tools browser-tools build run token test fuzz bench generate clean
 
 tools: $(ENVOY_BIN) browser-tools
 
