@@ -1,0 +1,72 @@
+//go:build wasip1
+
+// Package abihost binds package gate's host interfaces to the Proxy-Wasm
+// ABI: each method is one host call, made on the context whose callback is
+// running.
+package abihost
+
+import (
+	"github.com/directpipe/directpipe/filter/gate"
+	"github.com/directpipe/directpipe/filter/proxywasm"
+)
+
+// Host is the Proxy-Wasm host; it holds no state of its own.
+type Host struct{}
+
+var (
+	_ gate.HTTPHost = Host{}
+	_ gate.TCPHost  = Host{}
+)
+
+func (Host) Log(level gate.Level, msg string) { proxywasm.Log(proxywasm.LogLevel(level), msg) }
+
+func (Host) PluginConfiguration() ([]byte, error) { return proxywasm.PluginConfiguration() }
+
+func (Host) DefineCounter(name string) { proxywasm.CounterID(name) }
+
+func (Host) Count(name string) { proxywasm.Count(name) }
+
+func (Host) RequestHeader(name string) (string, bool) {
+	v, err := proxywasm.GetHeader(proxywasm.MapRequestHeaders, name)
+	return v, err == nil
+}
+
+// RouteName reads the xds.route_name property: Envoy answers NotFound when
+// no route matched and "" for a route without a name.
+func (Host) RouteName() (string, bool) {
+	v, err := proxywasm.GetProperty("xds", "route_name")
+	if err != nil {
+		return "", false
+	}
+	return string(v), true
+}
+
+func (Host) RemoveRequestHeader(name string) error {
+	return proxywasm.RemoveHeader(proxywasm.MapRequestHeaders, name)
+}
+
+func (Host) ReplaceRequestHeader(name, value string) error {
+	return proxywasm.ReplaceHeader(proxywasm.MapRequestHeaders, name, value)
+}
+
+func (Host) SendLocalResponse(status int, details string, body []byte, headers [][2]string) error {
+	return proxywasm.SendLocalResponse(uint32(status), details, body, headers, -1)
+}
+
+func (Host) SetTickPeriod(ms uint32) error { return proxywasm.SetTickPeriod(ms) }
+
+func (Host) DownstreamData(max uint32) ([]byte, error) {
+	return proxywasm.GetBufferBytesN(proxywasm.BufferDownstreamData, max)
+}
+
+func (Host) ReplaceDownstreamData(size uint32, data []byte) error {
+	return proxywasm.SetBufferBytes(proxywasm.BufferDownstreamData, 0, size, data)
+}
+
+func (Host) SetConnectionFilterState(key, value string) error {
+	return proxywasm.SetEnvoyFilterState(key, value)
+}
+
+func (Host) CloseDownstream() error { return proxywasm.CloseStream(proxywasm.StreamDownstream) }
+
+func (Host) SetEffectiveContext(id uint32) error { return proxywasm.SetEffectiveContext(id) }

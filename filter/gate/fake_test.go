@@ -1,0 +1,201 @@
+package gate
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// fakeHost records what the gate asks of its host. Request headers are a
+// map (lower-case names), downstream data a byte slice the gate may
+// replace, and each err* field makes that call fail.
+type fakeHost struct {
+	config    []byte
+	configErr error
+
+	headers    map[string]string
+	route      string
+	routeFound bool
+	local      *localReply
+
+	data        []byte
+	tickMillis  uint32
+	filterState map[string]string
+	closed      []uint32 // contexts closed, by effective context
+	effective   uint32
+
+	defined map[string]bool
+	counts  map[string]int
+	logs    []string
+
+	errRemove, errReplace, errLocal, errData, errReplaceData, errState, errEffective error
+}
+
+type localReply struct {
+	status  int
+	details string
+	body    string
+	headers map[string]string
+}
+
+func newFakeHost(config string) *fakeHost {
+	return &fakeHost{
+		config:      []byte(config),
+		headers:     map[string]string{},
+		filterState: map[string]string{},
+		defined:     map[string]bool{},
+		counts:      map[string]int{},
+	}
+}
+
+func (h *fakeHost) Log(level Level, msg string) { h.logs = append(h.logs, msg) }
+
+func (h *fakeHost) PluginConfiguration() ([]byte, error) { return h.config, h.configErr }
+
+func (h *fakeHost) DefineCounter(name string) { h.defined[name] = true }
+
+func (h *fakeHost) Count(name string) { h.counts[name]++ }
+
+func (h *fakeHost) RequestHeader(name string) (string, bool) {
+	v, ok := h.headers[name]
+	return v, ok
+}
+
+func (h *fakeHost) RouteName() (string, bool) { return h.route, h.routeFound }
+
+func (h *fakeHost) RemoveRequestHeader(name string) error {
+	if h.errRemove != nil {
+		return h.errRemove
+	}
+	delete(h.headers, name)
+	return nil
+}
+
+func (h *fakeHost) ReplaceRequestHeader(name, value string) error {
+	if h.errReplace != nil {
+		return h.errReplace
+	}
+	h.headers[name] = value
+	return nil
+}
+
+func (h *fakeHost) SendLocalResponse(status int, details string, body []byte, headers [][2]string) error {
+	if h.local != nil {
+		return errors.New("a second local reply")
+	}
+	r := &localReply{status: status, details: details, body: string(body), headers: map[string]string{}}
+	for _, kv := range headers {
+		r.headers[kv[0]] = kv[1]
+	}
+	h.local = r
+	return h.errLocal
+}
+
+func (h *fakeHost) SetTickPeriod(ms uint32) error {
+	h.tickMillis = ms
+	return nil
+}
+
+func (h *fakeHost) DownstreamData(max uint32) ([]byte, error) {
+	if h.errData != nil {
+		return nil, h.errData
+	}
+	return h.data[:min(int(max), len(h.data))], nil
+}
+
+func (h *fakeHost) ReplaceDownstreamData(size uint32, data []byte) error {
+	if h.errReplaceData != nil {
+		return h.errReplaceData
+	}
+	if int(size) > len(h.data) {
+		return errors.New("replacing more than was received")
+	}
+	h.data = append(append([]byte{}, data...), h.data[size:]...)
+	return nil
+}
+
+func (h *fakeHost) SetConnectionFilterState(key, value string) error {
+	if h.errState != nil {
+		return h.errState
+	}
+	h.filterState[key] = value
+	return nil
+}
+
+func (h *fakeHost) CloseDownstream() error {
+	h.closed = append(h.closed, h.effective)
+	return nil
+}
+
+func (h *fakeHost) SetEffectiveContext(id uint32) error {
+	if h.errEffective != nil && id != rootID {
+		return h.errEffective
+	}
+	h.effective = id
+	return nil
+}
+
+// loggedAny reports whether any log line contains s.
+func (h *fakeHost) loggedAny(s string) bool {
+	for _, l := range h.logs {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+const (
+	rootID   = 1
+	streamID = 2
+)
+
+var (
+	secret = []byte("gate-test-secret-of-32-bytes-long")
+	now    = time.Unix(1_800_000_000, 0)
+)
+
+// policyDoc is one policy as the control plane writes it: a bearer token,
+// a subprotocol token or a query token, HS256, scope voice.
+func policyDoc() map[string]any {
+	return map[string]any{
+		"name":    "voice",
+		"realm":   "directpipe",
+		"sources": []map[string]any{{"bearer": true}, {"subprotocol_prefix": "bearer."}, {"query": "access_token"}},
+		"jwks": map[string]any{"keys": []map[string]string{
+			{"kty": "oct", "kid": "k1", "alg": "HS256", "k": base64.RawURLEncoding.EncodeToString(secret)},
+		}},
+		"identity_header": "x-directpipe-identity",
+		"claim_headers":   map[string]string{"tenant": "x-directpipe-tenant"},
+		"required_scopes": []string{"voice"},
+	}
+}
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func token(t testing.TB, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header["kid"] = "k1"
+	s, err := tok.SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func goodClaims() jwt.MapClaims {
+	return jwt.MapClaims{"sub": "alice", "tenant": "acme", "scope": "voice", "exp": now.Add(time.Hour).Unix()}
+}

@@ -1,0 +1,78 @@
+// Package gate is the handshake modules' logic between the host's
+// callbacks and the auth core: what an HTTP stream's request headers or a
+// tcp connection's first bytes turn into (headers rewritten, a local
+// reply, a connection sent to the deny listener or closed). It calls the
+// host only through the interfaces below, so every path is tested natively
+// with a fake host; the module mains bind them to the Proxy-Wasm ABI.
+package gate
+
+// Level is a log level, numbered as in the Proxy-Wasm spec.
+type Level uint32
+
+const (
+	LevelDebug Level = 1
+	LevelInfo  Level = 2
+	LevelWarn  Level = 3
+	LevelError Level = 4
+)
+
+// Action is what a callback tells the host, numbered as in the spec: go on
+// with the next filter, or hold the stream or connection.
+type Action uint32
+
+const (
+	Continue Action = 0
+	Pause    Action = 1
+)
+
+// Host is what every plugin needs from its host.
+type Host interface {
+	Log(level Level, msg string)
+	// PluginConfiguration returns the plugin's configuration, empty when
+	// it has none.
+	PluginConfiguration() ([]byte, error)
+	// DefineCounter makes a counter exist before its first increment.
+	DefineCounter(name string)
+	// Count adds one to a counter; it never fails a handshake.
+	Count(name string)
+}
+
+// HTTPHost is the host of an HTTP stream, acting on the stream whose
+// callback is running.
+type HTTPHost interface {
+	Host
+	// RequestHeader returns a request header's value and whether it is
+	// present.
+	RequestHeader(name string) (string, bool)
+	// RouteName returns the name of the route Envoy matched and whether
+	// one matched; a route without a name reads as "".
+	RouteName() (string, bool)
+	// RemoveRequestHeader removes every value of a header; an absent
+	// header is no error.
+	RemoveRequestHeader(name string) error
+	// ReplaceRequestHeader sets a header, replacing every value it had.
+	ReplaceRequestHeader(name, value string) error
+	// SendLocalResponse answers the request without the upstream.
+	SendLocalResponse(status int, details string, body []byte, headers [][2]string) error
+}
+
+// TCPHost is the host of a network filter, acting on the connection whose
+// callback is running (or the one SetEffectiveContext chose).
+type TCPHost interface {
+	Host
+	// SetTickPeriod asks for a tick on the root context every period
+	// milliseconds.
+	SetTickPeriod(ms uint32) error
+	// DownstreamData returns at most max bytes of the data received.
+	DownstreamData(max uint32) ([]byte, error)
+	// ReplaceDownstreamData replaces the first size bytes received with
+	// data.
+	ReplaceDownstreamData(size uint32, data []byte) error
+	// SetConnectionFilterState sets a filter state object that lives as
+	// long as the connection.
+	SetConnectionFilterState(key, value string) error
+	// CloseDownstream closes the client's connection.
+	CloseDownstream() error
+	// SetEffectiveContext makes later calls act on another context.
+	SetEffectiveContext(id uint32) error
+}

@@ -1,0 +1,153 @@
+package gate
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/directpipe/directpipe/filter/auth"
+)
+
+const (
+	metricHTTPAllowed = "directpipe_handshake_allowed"
+	metricHTTPDenied  = "directpipe_handshake_denied_"
+)
+
+// HTTP decides WebSocket handshakes on HTTP streams: the module's state
+// for every plugin (root context) and stream it has been given. A VM is
+// single-threaded, so it needs no locking.
+type HTTP struct {
+	configs map[uint32]*auth.Config // by root context
+	streams map[uint32]uint32       // stream context to its root
+}
+
+// NewHTTP returns an HTTP gate with no plugin configured.
+func NewHTTP() *HTTP {
+	return &HTTP{configs: map[uint32]*auth.Config{}, streams: map[uint32]uint32{}}
+}
+
+// Configure parses a plugin's configuration; false makes Envoy reject it,
+// and the previous one keeps serving.
+func (g *HTTP) Configure(h Host, rootID uint32) bool {
+	cfg, ok := parseConfig(h)
+	if !ok {
+		return false
+	}
+	g.configs[rootID] = cfg
+	// Every counter exists from the start, so dashboards see zeros
+	// rather than gaps.
+	h.DefineCounter(metricHTTPAllowed)
+	for _, r := range auth.Reasons() {
+		h.DefineCounter(metricHTTPDenied + r)
+	}
+	h.Log(LevelInfo, "configured: "+cfg.Summary())
+	return true
+}
+
+// ContextCreate records which plugin a stream belongs to.
+func (g *HTTP) ContextCreate(id, parentID uint32) {
+	if parentID != 0 {
+		g.streams[id] = parentID
+	}
+}
+
+// Delete forgets a stream or a plugin.
+func (g *HTTP) Delete(id uint32) {
+	delete(g.streams, id)
+	delete(g.configs, id)
+}
+
+// RequestHeaders checks the handshake of stream id: it either rewrites the
+// request (token stripped, verified identity set) and lets it on, or
+// answers it locally.
+func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
+	cfg := g.configs[g.streams[id]]
+	if cfg == nil {
+		return reject(h, auth.NotConfigured(), auth.DefaultRealm)
+	}
+	route := routeName(h)
+	req := auth.Request{Header: h.RequestHeader}
+	req.Path, _ = h.RequestHeader(":path")
+	d, policy := cfg.Check(route, req, now)
+	if !d.Allow {
+		realm := auth.DefaultRealm
+		if policy != nil {
+			realm = policy.Realm
+			h.Log(LevelDebug, "policy "+policy.Name+" denied a handshake on route "+strconv.Quote(route)+": "+d.Reason)
+		}
+		return reject(h, d, realm)
+	}
+	if err := apply(h, d); err != nil {
+		// The token may still be on the request: it must not go upstream.
+		h.Log(LevelError, err.Error())
+		return reject(h, auth.Internal(), auth.DefaultRealm)
+	}
+	if policy != nil {
+		h.Count(metricHTTPAllowed)
+	}
+	return Continue
+}
+
+// routeName reads the name of the route Envoy matched; the control plane
+// keys auth policies by it. No route matched reads as "", and a route
+// without a name must not pass as that.
+func routeName(h HTTPHost) string {
+	name, ok := h.RouteName()
+	switch {
+	case !ok:
+		return ""
+	case name == "":
+		return auth.UnnamedRoute
+	}
+	return name
+}
+
+// apply strips the token and any client copy of the identity headers, then
+// sets the verified ones.
+func apply(h HTTPHost, d auth.Decision) error {
+	for _, name := range d.Remove {
+		if err := h.RemoveRequestHeader(name); err != nil {
+			return err
+		}
+	}
+	if d.Path != "" {
+		if err := h.ReplaceRequestHeader(":path", d.Path); err != nil {
+			return err
+		}
+	}
+	for _, kv := range d.Set {
+		if err := h.ReplaceRequestHeader(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reject answers locally; the reason is in the body and the details, the
+// token is in neither.
+func reject(h HTTPHost, d auth.Decision, realm string) Action {
+	headers := [][2]string{{"content-type", "application/json"}}
+	if d.Challenges() {
+		headers = append(headers, [2]string{"www-authenticate", d.WWWAuthenticate(realm)})
+	}
+	if err := h.SendLocalResponse(d.Status, "directpipe_"+d.Reason, d.Body(), headers); err != nil {
+		h.Log(LevelError, err.Error())
+	}
+	h.Count(metricHTTPDenied + d.Reason)
+	return Pause
+}
+
+// parseConfig reads and parses a plugin's configuration, logging why it
+// cannot.
+func parseConfig(h Host) (*auth.Config, bool) {
+	data, err := h.PluginConfiguration()
+	if err != nil {
+		h.Log(LevelError, err.Error())
+		return nil, false
+	}
+	cfg, err := auth.ParseConfig(data)
+	if err != nil {
+		h.Log(LevelError, err.Error())
+		return nil, false
+	}
+	return cfg, true
+}

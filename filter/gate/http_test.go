@@ -1,0 +1,271 @@
+package gate
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// routedConfig guards route "voice" with the test policy and leaves route
+// "public" open, as the control plane's route map does.
+func routedConfig(t testing.TB) string {
+	return mustJSON(t, map[string]any{
+		"routes":   map[string]string{"voice": "voice", "public": ""},
+		"policies": map[string]any{"voice": policyDoc()},
+	})
+}
+
+func TestHTTPConfigure(t *testing.T) {
+	tests := []struct {
+		name      string
+		config    string
+		configErr error
+		ok        bool
+	}{
+		{"route map", routedConfig(t), nil, true},
+		{"one policy", mustJSON(t, policyDoc()), nil, true},
+		{"not JSON", "{", nil, false},
+		{"unknown field", `{"name":"p","sources":[{"bearer":true}],"api_keys":[{"id":"a","sha256":"` + strings.Repeat("0", 64) + `"}],"bogus":1}`, nil, false},
+		{"unreadable", "", errors.New("host refused"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost(tt.config)
+			h.configErr = tt.configErr
+			g := NewHTTP()
+			if got := g.Configure(h, rootID); got != tt.ok {
+				t.Fatalf("Configure = %v, want %v (logs %q)", got, tt.ok, h.logs)
+			}
+			if !tt.ok {
+				if len(h.logs) == 0 {
+					t.Error("a refused configuration logged nothing")
+				}
+				if g.configs[rootID] != nil {
+					t.Error("a refused configuration was kept")
+				}
+				return
+			}
+			for _, name := range []string{metricHTTPAllowed, metricHTTPDenied + "missing_token", metricHTTPDenied + "filter_not_configured"} {
+				if !h.defined[name] {
+					t.Errorf("counter %s not defined at configure", name)
+				}
+			}
+		})
+	}
+}
+
+// TestHTTPConfigureKeepsPrevious: a bad update of one plugin leaves its
+// last good configuration serving.
+func TestHTTPConfigureKeepsPrevious(t *testing.T) {
+	g := NewHTTP()
+	if !g.Configure(newFakeHost(routedConfig(t)), rootID) {
+		t.Fatal("good configuration refused")
+	}
+	if g.Configure(newFakeHost("{"), rootID) {
+		t.Fatal("bad configuration accepted")
+	}
+	g.ContextCreate(streamID, rootID)
+	h := newFakeHost("")
+	h.route, h.routeFound = "public", true
+	if a := g.RequestHeaders(h, streamID, now); a != Continue || h.local != nil {
+		t.Fatalf("public route after a bad update: action %d, local reply %+v", a, h.local)
+	}
+}
+
+func TestHTTPRequestHeaders(t *testing.T) {
+	good := token(t, goodClaims())
+	noScope := token(t, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})
+	tests := []struct {
+		name       string
+		config     string // "" leaves the plugin unconfigured
+		route      string
+		routeFound bool
+		headers    map[string]string
+		prepare    func(*fakeHost)
+
+		action Action
+		status int    // of the local reply, 0 for none
+		reason string // in the details and the counter
+		// after, for an allowed stream: headers that must be set or gone
+		set    map[string]string
+		absent []string
+	}{
+		{
+			name: "bearer token allowed", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good, "x-directpipe-tenant": "spoofed", "x-directpipe-identity": "mallory"},
+			action:  Continue,
+			set:     map[string]string{"x-directpipe-identity": "alice", "x-directpipe-tenant": "acme", ":path": "/v1/a"},
+			absent:  []string{"authorization"},
+		},
+		{
+			name: "query token stripped from the path", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a?x=1&access_token=" + good},
+			action:  Continue,
+			set:     map[string]string{":path": "/v1/a?x=1", "x-directpipe-identity": "alice"},
+		},
+		{
+			name: "subprotocol token stripped, others kept", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "sec-websocket-protocol": "voice.v1, bearer." + good},
+			action:  Continue,
+			set:     map[string]string{"sec-websocket-protocol": "voice.v1", "x-directpipe-identity": "alice"},
+		},
+		{
+			name: "public route untouched", config: routedConfig(t), route: "public", routeFound: true,
+			headers: map[string]string{":path": "/", "authorization": "Bearer whatever"},
+			action:  Continue,
+			set:     map[string]string{"authorization": "Bearer whatever"},
+		},
+		{
+			name: "no route matched: the router answers", config: routedConfig(t), routeFound: false,
+			headers: map[string]string{":path": "/nowhere"},
+			action:  Continue,
+		},
+		{
+			name: "missing token", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a"},
+			action:  Pause, status: 401, reason: "missing_token",
+		},
+		{
+			name: "bad signature", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good[:len(good)-4] + "AAAA"},
+			action:  Pause, status: 401, reason: "bad_signature",
+		},
+		{
+			name: "missing scope", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + noScope},
+			action:  Pause, status: 403, reason: "insufficient_scope",
+		},
+		{
+			name: "unnamed route is not the no-route case", config: routedConfig(t), route: "", routeFound: true,
+			headers: map[string]string{":path": "/v1/a"},
+			action:  Pause, status: 403, reason: "route_not_configured",
+		},
+		{
+			name: "unknown route", config: routedConfig(t), route: "new", routeFound: true,
+			headers: map[string]string{":path": "/v1/a"},
+			action:  Pause, status: 403, reason: "route_not_configured",
+		},
+		{
+			name: "unconfigured plugin", route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good},
+			action:  Pause, status: 503, reason: "filter_not_configured",
+		},
+		{
+			name: "host refuses to strip the token", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good},
+			prepare: func(h *fakeHost) { h.errRemove = errors.New("refused") },
+			action:  Pause, status: 500, reason: "internal_error",
+		},
+		{
+			name: "host refuses to set identity", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good},
+			prepare: func(h *fakeHost) { h.errReplace = errors.New("refused") },
+			action:  Pause, status: 500, reason: "internal_error",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewHTTP()
+			if tt.config != "" && !g.Configure(newFakeHost(tt.config), rootID) {
+				t.Fatal("configuration refused")
+			}
+			g.ContextCreate(streamID, rootID)
+			h := newFakeHost("")
+			h.route, h.routeFound = tt.route, tt.routeFound
+			for k, v := range tt.headers {
+				h.headers[k] = v
+			}
+			if tt.prepare != nil {
+				tt.prepare(h)
+			}
+			if a := g.RequestHeaders(h, streamID, now); a != tt.action {
+				t.Fatalf("action %d, want %d (local reply %+v, logs %q)", a, tt.action, h.local, h.logs)
+			}
+			if tt.status == 0 {
+				if h.local != nil {
+					t.Fatalf("unexpected local reply %+v", h.local)
+				}
+				for k, v := range tt.set {
+					if h.headers[k] != v {
+						t.Errorf("header %s = %q, want %q", k, h.headers[k], v)
+					}
+				}
+				for _, k := range tt.absent {
+					if _, ok := h.headers[k]; ok {
+						t.Errorf("header %s was forwarded", k)
+					}
+				}
+				return
+			}
+			checkLocalReply(t, h, tt.status, tt.reason)
+			if h.counts[metricHTTPDenied+tt.reason] != 1 {
+				t.Errorf("counts %v, want one %s", h.counts, tt.reason)
+			}
+		})
+	}
+}
+
+// checkLocalReply asserts a denial's status, details, body and challenge,
+// and that the token is in none of them.
+func checkLocalReply(t *testing.T, h *fakeHost, status int, reason string) {
+	t.Helper()
+	r := h.local
+	if r == nil {
+		t.Fatal("no local reply")
+	}
+	if r.status != status || r.details != "directpipe_"+reason || !strings.Contains(r.body, `"error":"`+reason+`"`) {
+		t.Errorf("local reply %+v, want %d %s", r, status, reason)
+	}
+	if r.headers["content-type"] != "application/json" {
+		t.Errorf("content-type %q", r.headers["content-type"])
+	}
+	challenge, ok := r.headers["www-authenticate"]
+	if want := status == 401 || reason == "insufficient_scope"; ok != want {
+		t.Errorf("www-authenticate %q present %v, want %v", challenge, ok, want)
+	}
+	if auth := h.headers["authorization"]; auth != "" && strings.Contains(r.body+r.details+challenge, strings.TrimPrefix(auth, "Bearer ")) {
+		t.Error("the token is in the reply")
+	}
+}
+
+// TestHTTPAllowedCount: only a check by a policy counts as allowed; a
+// public route is not a handshake the module decided.
+func TestHTTPAllowedCount(t *testing.T) {
+	g := NewHTTP()
+	if !g.Configure(newFakeHost(routedConfig(t)), rootID) {
+		t.Fatal("configuration refused")
+	}
+	g.ContextCreate(streamID, rootID)
+	g.ContextCreate(streamID+1, rootID)
+	h := newFakeHost("")
+	h.route, h.routeFound = "voice", true
+	h.headers["authorization"] = "Bearer " + token(t, goodClaims())
+	g.RequestHeaders(h, streamID, now)
+	h.route = "public"
+	g.RequestHeaders(h, streamID+1, now)
+	if h.counts[metricHTTPAllowed] != 1 {
+		t.Fatalf("allowed counted %d times, want 1", h.counts[metricHTTPAllowed])
+	}
+}
+
+// TestHTTPDelete: a deleted plugin's streams are unconfigured, and a
+// deleted stream is forgotten.
+func TestHTTPDelete(t *testing.T) {
+	g := NewHTTP()
+	g.Configure(newFakeHost(routedConfig(t)), rootID)
+	g.ContextCreate(streamID, rootID)
+	g.Delete(streamID)
+	if len(g.streams) != 0 {
+		t.Fatalf("stream kept after delete: %v", g.streams)
+	}
+	g.Delete(rootID)
+	g.ContextCreate(streamID, rootID)
+	h := newFakeHost("")
+	h.route, h.routeFound = "public", true
+	if g.RequestHeaders(h, streamID, now); h.local == nil || h.local.status != 503 {
+		t.Fatalf("stream of a deleted plugin: %+v", h.local)
+	}
+}

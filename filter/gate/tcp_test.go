@@ -1,0 +1,228 @@
+package gate
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/directpipe/directpipe/filter/tcpcheck"
+)
+
+// upgrade is a WebSocket upgrade request with extra header lines.
+func upgrade(target string, lines ...string) string {
+	s := "GET " + target + " HTTP/1.1\r\nHost: voice.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	for _, l := range lines {
+		s += l + "\r\n"
+	}
+	return s + "\r\n"
+}
+
+// tcpGate returns a gate with the test policy configured on rootID and one
+// connection, streamID, opened at now.
+func tcpGate(t *testing.T) *TCP {
+	t.Helper()
+	g := NewTCP()
+	h := newFakeHost(mustJSON(t, policyDoc()))
+	if !g.Configure(h, rootID) {
+		t.Fatalf("configuration refused: %q", h.logs)
+	}
+	if h.tickMillis != TickMillis {
+		t.Fatalf("tick period %d, want %d", h.tickMillis, TickMillis)
+	}
+	g.ContextCreate(streamID, rootID, now)
+	if a := g.NewConnection(streamID); a != Pause {
+		t.Fatalf("a new connection is not held: %d", a)
+	}
+	return g
+}
+
+func TestTCPConfigure(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string
+	}{
+		{"route map", routedConfig(t)},
+		{"not JSON", "{"},
+		{"empty", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost(tt.config)
+			g := NewTCP()
+			if g.Configure(h, rootID) {
+				t.Fatal("configuration accepted")
+			}
+			if len(g.policies) != 0 || h.tickMillis != 0 || len(h.logs) == 0 {
+				t.Fatalf("refused configuration left policies %v, tick %d, logs %q", g.policies, h.tickMillis, h.logs)
+			}
+		})
+	}
+}
+
+// TestTCPDownstreamData walks the state machine through each decision,
+// one or more chunks at a time: a chunk is what the client has sent so far
+// (Envoy's buffer grows while the connection is held).
+func TestTCPDownstreamData(t *testing.T) {
+	good := token(t, goodClaims())
+	allowed := upgrade("/v1/a", "Authorization: Bearer "+good, "X-Directpipe-Tenant: spoofed")
+	tests := []struct {
+		name    string
+		chunks  []string // cumulative data at each callback
+		end     bool     // the client closed its side after the last chunk
+		prepare func(*fakeHost)
+
+		actions []Action // one per chunk
+		verdict string   // "allow", "deny:<reason>", "close" or "" (still held)
+	}{
+		{"whole head allowed", []string{allowed}, false, nil, []Action{Continue}, "allow"},
+		{"partial then whole", []string{allowed[:20], allowed[:100], allowed}, false, nil, []Action{Pause, Pause, Continue}, "allow"},
+		{"partial held", []string{allowed[:40]}, false, nil, []Action{Pause}, ""},
+		{"client closed mid-head", []string{allowed[:40]}, true, nil, []Action{Continue}, "deny:bad_handshake"},
+		{"no token", []string{upgrade("/v1/a")}, false, nil, []Action{Continue}, "deny:missing_token"},
+		{"not an upgrade", []string{"GET / HTTP/1.1\r\nHost: a\r\n\r\n"}, false, nil, []Action{Continue}, "deny:bad_handshake"},
+		{"bytes after the head", []string{allowed + "x"}, false, nil, []Action{Continue}, "deny:bad_handshake"},
+		{"not HTTP", []string{"\x16\x03\x01\x00"}, false, nil, []Action{Continue}, "deny:bad_handshake"},
+		{"head too large", []string{upgrade("/v1/a", "X-Pad: "+strings.Repeat("a", 40<<10))}, false, nil, []Action{Continue}, "deny:bad_handshake"},
+		{"host cannot read", []string{allowed}, false, func(h *fakeHost) { h.errData = errors.New("refused") }, []Action{Pause}, "close"},
+		{"host cannot rewrite", []string{allowed}, false, func(h *fakeHost) { h.errReplaceData = errors.New("refused") }, []Action{Pause}, "close"},
+		{"host cannot route the denial", []string{upgrade("/v1/a")}, false, func(h *fakeHost) { h.errState = errors.New("refused") }, []Action{Pause}, "close"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := tcpGate(t)
+			h := newFakeHost("")
+			if tt.prepare != nil {
+				tt.prepare(h)
+			}
+			for i, chunk := range tt.chunks {
+				h.data = []byte(chunk)
+				end := tt.end && i == len(tt.chunks)-1
+				if a := g.DownstreamData(h, streamID, uint32(len(chunk)), end, now); a != tt.actions[i] {
+					t.Fatalf("chunk %d: action %d, want %d (logs %q)", i, a, tt.actions[i], h.logs)
+				}
+			}
+			checkVerdict(t, h, tt.verdict, good)
+			if tt.verdict == "" || tt.verdict == "close" {
+				return // held, or being closed by the host
+			}
+			// Decided: whatever comes next passes without a host call.
+			next := newFakeHost("")
+			next.errData = errors.New("the pipe must not read")
+			if a := g.DownstreamData(next, streamID, 1<<20, false, now); a != Continue || len(next.logs)+len(next.counts) != 0 {
+				t.Fatalf("after the decision: action %d, logs %q, counts %v", a, next.logs, next.counts)
+			}
+		})
+	}
+}
+
+// checkVerdict asserts what the host was told for a verdict.
+func checkVerdict(t *testing.T, h *fakeHost, verdict, token string) {
+	t.Helper()
+	data := string(h.data)
+	if token == "" {
+		token = "\x00no token" // matches nothing
+	}
+	switch {
+	case verdict == "":
+		if len(h.counts) != 0 || len(h.closed) != 0 {
+			t.Fatalf("a held connection was decided: counts %v, closed %v", h.counts, h.closed)
+		}
+	case verdict == "allow":
+		if h.counts[metricTCPAllowed] != 1 || len(h.filterState) != 0 {
+			t.Fatalf("counts %v, filter state %v", h.counts, h.filterState)
+		}
+		if strings.Contains(data, token) || !strings.Contains(strings.ToLower(data), "x-directpipe-identity: alice") ||
+			strings.Contains(data, "spoofed") || !strings.HasSuffix(data, "\r\n\r\n") {
+			t.Fatalf("rewritten head:\n%s", data)
+		}
+	case verdict == "close":
+		if len(h.closed) != 1 || h.counts[metricTCPDenied+"internal_error"] != 1 {
+			t.Fatalf("closed %v, counts %v", h.closed, h.counts)
+		}
+		if strings.Contains(strings.Join(h.logs, "\n"), token) {
+			t.Fatal("the token is in the log")
+		}
+	default:
+		reason := strings.TrimPrefix(verdict, "deny:")
+		if h.filterState[tcpClusterState] != tcpcheck.DenyCluster {
+			t.Fatalf("filter state %v: the denial is not routed to the deny listener", h.filterState)
+		}
+		if !strings.HasPrefix(data, "GET "+tcpcheck.DenyPathPrefix+reason+" ") || strings.Contains(data, token) {
+			t.Fatalf("deny request:\n%s", data)
+		}
+		if h.counts[metricTCPDenied+reason] != 1 || len(h.closed) != 0 {
+			t.Fatalf("counts %v, closed %v", h.counts, h.closed)
+		}
+	}
+}
+
+func TestTCPUnconfigured(t *testing.T) {
+	g := NewTCP()
+	g.ContextCreate(streamID, rootID, now)
+	h := newFakeHost("")
+	h.data = []byte(upgrade("/v1/a"))
+	if a := g.DownstreamData(h, streamID, uint32(len(h.data)), false, now); a != Continue {
+		t.Fatalf("action %d", a)
+	}
+	checkVerdict(t, h, "deny:filter_not_configured", "")
+}
+
+func TestTCPUnknownConnection(t *testing.T) {
+	g := tcpGate(t)
+	h := newFakeHost("")
+	if a := g.DownstreamData(h, streamID+7, 10, false, now); a != Pause {
+		t.Fatalf("action %d", a)
+	}
+	checkVerdict(t, h, "close", "")
+}
+
+// TestTCPTick: the tick closes this plugin's connections that are still
+// undecided after the head timeout, once each, and leaves the others.
+func TestTCPTick(t *testing.T) {
+	g := tcpGate(t) // streamID opened at now
+	const (
+		young   = streamID + 1
+		decided = streamID + 2
+		other   = streamID + 3 // another plugin's
+		gone    = streamID + 4 // closed by the host already
+	)
+	g.ContextCreate(young, rootID, now.Add(tcpcheck.HeadTimeout/2))
+	g.ContextCreate(decided, rootID, now)
+	g.ContextCreate(other, rootID+10, now)
+	g.ContextCreate(gone, rootID, now)
+	h := newFakeHost("")
+	h.data = []byte(upgrade("/v1/a", "Authorization: Bearer "+token(t, goodClaims())))
+	g.DownstreamData(h, decided, uint32(len(h.data)), false, now)
+
+	late := now.Add(tcpcheck.HeadTimeout)
+	h = newFakeHost("")
+	h.errEffective = errors.New("no such context")
+	g.Tick(h, rootID, late)
+	if h.counts[metricTCPTimeout] != 2 || len(h.closed) != 0 || h.effective != rootID {
+		t.Fatalf("with every context gone: counts %v, closed %v, effective %d", h.counts, h.closed, h.effective)
+	}
+	// Both were marked: a later tick does not count them again.
+	g.ContextCreate(streamID, rootID, now)
+	g.Delete(gone)
+	h = newFakeHost("")
+	g.Tick(h, rootID, late)
+	if h.counts[metricTCPTimeout] != 1 || len(h.closed) != 1 || h.closed[0] != streamID || h.effective != rootID {
+		t.Fatalf("counts %v, closed %v, effective %d", h.counts, h.closed, h.effective)
+	}
+	h = newFakeHost("")
+	g.Tick(h, rootID, late.Add(time.Hour))
+	if len(h.closed) != 1 || h.closed[0] != young {
+		t.Fatalf("second tick closed %v, want only %d", h.closed, young)
+	}
+}
+
+func TestTCPDelete(t *testing.T) {
+	g := tcpGate(t)
+	g.Delete(streamID)
+	g.Delete(rootID)
+	if len(g.conns)+len(g.policies) != 0 {
+		t.Fatalf("state kept: %v %v", g.conns, g.policies)
+	}
+}
