@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // Route kinds and WebSocket modes as they are spelled in policy.
@@ -44,15 +45,6 @@ var (
 	subprotocolPattern   = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
 	originPattern        = regexp.MustCompile(`^(https?://[a-z0-9.-]+(:[0-9]{1,5})?|\*\.[a-z0-9.-]+)$`)
 )
-
-// headers the handshake filter must never be told to overwrite: they steer
-// routing or carry the credential itself.
-var reservedHeaders = map[string]bool{
-	"authorization": true, "host": true, "connection": true, "upgrade": true,
-	"content-length": true, "transfer-encoding": true, "cookie": true,
-	"sec-websocket-key": true, "sec-websocket-protocol": true, "sec-websocket-version": true,
-	"keep-alive": true, "proxy-connection": true, "te": true,
-}
 
 // Validate checks a decoded policy: names, references and values. All
 // problems are reported together, each prefixed with its field path.
@@ -387,7 +379,7 @@ func (v *validator) header(path, h string) {
 		v.errorf(path, "a header name is required")
 	case !headerPattern.MatchString(h):
 		v.errorf(path, "%q is not a lower-case header name", h)
-	case reservedHeaders[h]:
+	case contract.IsReservedHeader(h):
 		v.errorf(path, "%q is reserved", h)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 const (
@@ -23,7 +24,7 @@ const (
 // whole configuration: auth policies, their keys and the route table's auth
 // settings. Changing any of them changes only this resource.
 func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionConfig, error) {
-	cfg := filterConfig{Routes: map[string]string{}, Policies: map[string]filterAuthPolicy{}}
+	cfg := contract.Config{Routes: map[string]string{}, Policies: map[string]*contract.Policy{}}
 	for _, a := range p.GetAuthPolicies() {
 		cfg.Policies[a.GetName()] = authPolicy(a, opts.ResolvedKeys[a.GetName()])
 	}

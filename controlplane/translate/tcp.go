@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
-	"github.com/directpipe/directpipe/filter/httphead"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // TCPListenerPrefix names the dedicated listener of a tcp mode route.
@@ -50,7 +50,7 @@ func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
 		// handshake is decided: the check needs the first bytes, and a
 		// denial picks another cluster (see filter/tcpcheck).
 		proxy.UpstreamConnectMode = tcpproxyv3.UpstreamConnectMode_ON_DOWNSTREAM_DATA
-		proxy.MaxEarlyDataBytes = wrapperspb.UInt32(2 * httphead.MaxBytes)
+		proxy.MaxEarlyDataBytes = wrapperspb.UInt32(2 * contract.MaxHeadBytes)
 	}
 	return append(filters, &listenerv3.Filter{
 		Name:       "envoy.filters.network.tcp_proxy",

@@ -14,8 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
-	"github.com/directpipe/directpipe/filter/auth"
-	"github.com/directpipe/directpipe/filter/tcpcheck"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 const (
@@ -77,20 +76,19 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 // policy, so it never changes while Envoy runs.
 func denyListener() *listenerv3.Listener {
 	var routes []*routev3.Route
-	for _, reason := range auth.Reasons() {
-		d := auth.Denial(reason)
+	for _, reason := range contract.Reasons() {
 		headers := []*corev3.HeaderValueOption{headerValue("content-type", "application/json")}
-		if d.Challenges() {
+		if contract.Challenges(reason) {
 			// The challenge names the policy's realm; the module sends it
 			// in the request, and Envoy copies it into the answer.
-			headers = append(headers, headerValue("www-authenticate", "%REQ("+tcpcheck.ChallengeHeader+")%"))
+			headers = append(headers, headerValue("www-authenticate", "%REQ("+contract.ChallengeHeader+")%"))
 		}
 		routes = append(routes, &routev3.Route{
 			Name:  "deny-" + reason,
-			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: tcpcheck.DenyPathPrefix + reason}},
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: contract.DenyPathPrefix + reason}},
 			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
-				Status: uint32(d.Status),
-				Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(d.Body())}},
+				Status: uint32(contract.Status(reason)),
+				Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(contract.Body(reason))}},
 			}},
 			ResponseHeadersToAdd: headers,
 		})
@@ -98,9 +96,9 @@ func denyListener() *listenerv3.Listener {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: "directpipe_deny",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: tcpcheck.DenyListener,
+			Name: contract.DenyListener,
 			VirtualHosts: []*routev3.VirtualHost{{
-				Name: tcpcheck.DenyListener, Domains: []string{"*"}, Routes: routes,
+				Name: contract.DenyListener, Domains: []string{"*"}, Routes: routes,
 			}},
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
@@ -109,7 +107,7 @@ func denyListener() *listenerv3.Listener {
 		DelayedCloseTimeout: durationpb.New(0),
 	}
 	return &listenerv3.Listener{
-		Name:              tcpcheck.DenyListener,
+		Name:              contract.DenyListener,
 		ListenerSpecifier: &listenerv3.Listener_InternalListener{InternalListener: &listenerv3.Listener_InternalListenerConfig{}},
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name:       "envoy.filters.network.http_connection_manager",
@@ -121,16 +119,16 @@ func denyListener() *listenerv3.Listener {
 // denyCluster reaches the deny listener.
 func denyCluster() *clusterv3.Cluster {
 	return &clusterv3.Cluster{
-		Name:                 tcpcheck.DenyCluster,
+		Name:                 contract.DenyCluster,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:       durationpb.New(DefaultConnectTimeout),
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
-			ClusterName: tcpcheck.DenyCluster,
+			ClusterName: contract.DenyCluster,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
 				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 					Address: &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{
 						EnvoyInternalAddress: &corev3.EnvoyInternalAddress{
-							AddressNameSpecifier: &corev3.EnvoyInternalAddress_ServerListenerName{ServerListenerName: tcpcheck.DenyListener},
+							AddressNameSpecifier: &corev3.EnvoyInternalAddress_ServerListenerName{ServerListenerName: contract.DenyListener},
 						},
 					}},
 				}},

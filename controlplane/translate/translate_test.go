@@ -17,6 +17,7 @@ import (
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/filter/auth"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -193,9 +194,9 @@ func TestFilterConfigRoutes(t *testing.T) {
 	}
 }
 
-func decodeFilterConfig(t *testing.T, res *Resources) filterConfig {
+func decodeFilterConfig(t *testing.T, res *Resources) contract.Config {
 	t.Helper()
-	var cfg filterConfig
+	var cfg contract.Config
 	if err := json.Unmarshal([]byte(filterConfigJSON(t, res)), &cfg); err != nil {
 		t.Fatalf("filter config is not JSON: %v", err)
 	}

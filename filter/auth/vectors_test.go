@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -54,8 +55,8 @@ func TestRFC7515Examples(t *testing.T) {
 			if d := check(tt.token[:len(tt.token)-2]+"AA", before); d.Allow {
 				t.Error("a changed signature verified")
 			}
-			if d := check(tt.token, time.Unix(1300819380+3600, 0)); d.Reason != ReasonExpiredToken {
-				t.Errorf("an hour after exp: %+v, want %s", d, ReasonExpiredToken)
+			if d := check(tt.token, time.Unix(1300819380+3600, 0)); d.Reason != contract.ReasonExpiredToken {
+				t.Errorf("an hour after exp: %+v, want %s", d, contract.ReasonExpiredToken)
 			}
 		})
 	}
@@ -65,7 +66,7 @@ func TestRFC7515Examples(t *testing.T) {
 // parsed from its JWK, verifies the example JWS of A.4. Its payload is not
 // a JWT, so the signature is checked without the claim rules.
 func TestRFC8037Ed25519(t *testing.T) {
-	k, err := parseJWK(JWK{Kty: "OKP", Alg: "EdDSA", Crv: "Ed25519", X: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})
+	k, err := parseJWK(contract.JWK{Kty: "OKP", Alg: "EdDSA", Crv: "Ed25519", X: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,7 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/filter/auth"
-)
-
-const (
-	metricHTTPAllowed = "directpipe_handshake_allowed"
-	metricHTTPDenied  = "directpipe_handshake_denied_"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // HTTP decides WebSocket handshakes on HTTP streams: the module's state
@@ -35,9 +31,9 @@ func (g *HTTP) Configure(h Host, rootID uint32) bool {
 	g.configs[rootID] = cfg
 	// Every counter exists from the start, so dashboards see zeros
 	// rather than gaps.
-	h.DefineCounter(metricHTTPAllowed)
-	for _, r := range auth.Reasons() {
-		h.DefineCounter(metricHTTPDenied + r)
+	h.DefineCounter(contract.MetricAllowed)
+	for _, r := range contract.Reasons() {
+		h.DefineCounter(contract.MetricDeniedPrefix + r)
 	}
 	h.Log(LevelInfo, "configured: "+cfg.Summary())
 	return true
@@ -62,14 +58,14 @@ func (g *HTTP) Delete(id uint32) {
 func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	cfg := g.configs[g.streams[id]]
 	if cfg == nil {
-		return reject(h, auth.NotConfigured(), auth.DefaultRealm)
+		return reject(h, auth.NotConfigured(), contract.DefaultRealm)
 	}
 	route := routeName(h)
 	req := auth.Request{Header: h.RequestHeader}
 	req.Path, _ = h.RequestHeader(":path")
 	d, policy := cfg.Check(route, req, now)
 	if !d.Allow {
-		realm := auth.DefaultRealm
+		realm := contract.DefaultRealm
 		if policy != nil {
 			realm = policy.Realm
 			h.Log(LevelDebug, "policy "+policy.Name+" denied a handshake on route "+strconv.Quote(route)+": "+d.Reason)
@@ -79,10 +75,10 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	if err := apply(h, d); err != nil {
 		// The token may still be on the request: it must not go upstream.
 		h.Log(LevelError, err.Error())
-		return reject(h, auth.Internal(), auth.DefaultRealm)
+		return reject(h, auth.Internal(), contract.DefaultRealm)
 	}
 	if policy != nil {
-		h.Count(metricHTTPAllowed)
+		h.Count(contract.MetricAllowed)
 	}
 	return Continue
 }
@@ -129,10 +125,10 @@ func reject(h HTTPHost, d auth.Decision, realm string) Action {
 	if d.Challenges() {
 		headers = append(headers, [2]string{"www-authenticate", d.WWWAuthenticate(realm)})
 	}
-	if err := h.SendLocalResponse(d.Status, "directpipe_"+d.Reason, d.Body(), headers); err != nil {
+	if err := h.SendLocalResponse(d.Status, contract.LocalReplyDetailPrefix+d.Reason, d.Body(), headers); err != nil {
 		h.Log(LevelError, err.Error())
 	}
-	h.Count(metricHTTPDenied + d.Reason)
+	h.Count(contract.MetricDeniedPrefix + d.Reason)
 	return Pause
 }
 

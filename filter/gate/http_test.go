@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -48,7 +49,7 @@ func TestHTTPConfigure(t *testing.T) {
 				}
 				return
 			}
-			for _, name := range []string{metricHTTPAllowed, metricHTTPDenied + "missing_token", metricHTTPDenied + "filter_not_configured"} {
+			for _, name := range []string{contract.MetricAllowed, contract.MetricDeniedPrefix + "missing_token", contract.MetricDeniedPrefix + "filter_not_configured"} {
 				if !h.defined[name] {
 					t.Errorf("counter %s not defined at configure", name)
 				}
@@ -201,7 +202,7 @@ func TestHTTPRequestHeaders(t *testing.T) {
 				return
 			}
 			checkLocalReply(t, h, tt.status, tt.reason)
-			if h.counts[metricHTTPDenied+tt.reason] != 1 {
+			if h.counts[contract.MetricDeniedPrefix+tt.reason] != 1 {
 				t.Errorf("counts %v, want one %s", h.counts, tt.reason)
 			}
 		})
@@ -246,8 +247,8 @@ func TestHTTPAllowedCount(t *testing.T) {
 	g.RequestHeaders(h, streamID, now)
 	h.route = "public"
 	g.RequestHeaders(h, streamID+1, now)
-	if h.counts[metricHTTPAllowed] != 1 {
-		t.Fatalf("allowed counted %d times, want 1", h.counts[metricHTTPAllowed])
+	if h.counts[contract.MetricAllowed] != 1 {
+		t.Fatalf("allowed counted %d times, want 1", h.counts[contract.MetricAllowed])
 	}
 }
 

@@ -4,14 +4,11 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/filter/auth"
-	"github.com/directpipe/directpipe/filter/httphead"
+	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/directpipe/directpipe/filter/tcpcheck"
 )
 
 const (
-	metricTCPAllowed = "directpipe_tcp_handshake_allowed"
-	metricTCPDenied  = "directpipe_tcp_handshake_denied_"
-	metricTCPTimeout = "directpipe_tcp_handshake_timeout"
 	// tcpClusterState is the filter state key tcp_proxy reads to choose
 	// its cluster for one connection.
 	tcpClusterState = "envoy.tcp_proxy.cluster"
@@ -62,10 +59,10 @@ func (g *TCP) Configure(h TCPHost, rootID uint32) bool {
 		return false
 	}
 	g.policies[rootID] = p
-	h.DefineCounter(metricTCPAllowed)
-	h.DefineCounter(metricTCPTimeout)
-	for _, r := range auth.Reasons() {
-		h.DefineCounter(metricTCPDenied + r)
+	h.DefineCounter(contract.MetricTCPAllowed)
+	h.DefineCounter(contract.MetricTCPHeadTimeout)
+	for _, r := range contract.Reasons() {
+		h.DefineCounter(contract.MetricTCPDeniedPrefix + r)
 	}
 	h.Log(LevelInfo, "configured: "+cfg.Summary())
 	return true
@@ -96,11 +93,11 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now time.Time
 	p := g.policies[c.root]
 	if p == nil {
 		d := auth.NotConfigured()
-		return deny(h, c, d, tcpcheck.DenyRequest(d, auth.DefaultRealm), size)
+		return deny(h, c, d, tcpcheck.DenyRequest(d, contract.DefaultRealm), size)
 	}
 	// One byte more than a head may hold tells a head that ends exactly
 	// at the limit with bytes after it from one that ends the buffer.
-	buf, err := h.DownstreamData(min(size, httphead.MaxBytes+1))
+	buf, err := h.DownstreamData(min(size, contract.MaxHeadBytes+1))
 	if err != nil {
 		return closeConnection(h, err.Error())
 	}
@@ -109,7 +106,7 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now time.Time
 	case tcpcheck.NeedMore:
 		if end {
 			// The client stopped sending before its head ended.
-			d := auth.Denial(auth.ReasonBadHandshake)
+			d := auth.Denial(contract.ReasonBadHandshake)
 			return deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
 		}
 		return Pause
@@ -123,14 +120,14 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now time.Time
 		return closeConnection(h, err.Error())
 	}
 	c.decided = true
-	h.Count(metricTCPAllowed)
+	h.Count(contract.MetricTCPAllowed)
 	return Continue
 }
 
 // deny swaps every byte received for the request the deny listener
 // answers, and points tcp_proxy at that listener.
 func deny(h TCPHost, c *conn, d auth.Decision, request []byte, size uint32) Action {
-	if err := h.SetConnectionFilterState(tcpClusterState, tcpcheck.DenyCluster); err != nil {
+	if err := h.SetConnectionFilterState(tcpClusterState, contract.DenyCluster); err != nil {
 		// Without the deny route the request would go to the back end:
 		// close instead, without an answer.
 		return closeConnection(h, "cannot route the denial: "+err.Error())
@@ -139,14 +136,14 @@ func deny(h TCPHost, c *conn, d auth.Decision, request []byte, size uint32) Acti
 		return closeConnection(h, err.Error())
 	}
 	c.decided = true
-	h.Count(metricTCPDenied + d.Reason)
+	h.Count(contract.MetricTCPDeniedPrefix + d.Reason)
 	return Continue
 }
 
 // closeConnection ends a connection that cannot be decided safely.
 func closeConnection(h TCPHost, why string) Action {
 	h.Log(LevelError, "closing a tcp handshake: "+why)
-	h.Count(metricTCPDenied + auth.ReasonInternal)
+	h.Count(contract.MetricTCPDeniedPrefix + contract.ReasonInternal)
 	if err := h.CloseDownstream(); err != nil {
 		h.Log(LevelError, err.Error())
 	}
@@ -162,7 +159,7 @@ func (g *TCP) Tick(h TCPHost, rootID uint32, now time.Time) {
 			continue
 		}
 		c.decided = true
-		h.Count(metricTCPTimeout)
+		h.Count(contract.MetricTCPHeadTimeout)
 		if err := h.SetEffectiveContext(id); err != nil {
 			continue // the connection is already gone
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/directpipe/directpipe/filter/tcpcheck"
 )
 
@@ -130,7 +131,7 @@ func checkVerdict(t *testing.T, h *fakeHost, verdict, token string) {
 			t.Fatalf("a held connection was decided: counts %v, closed %v", h.counts, h.closed)
 		}
 	case verdict == "allow":
-		if h.counts[metricTCPAllowed] != 1 || len(h.filterState) != 0 {
+		if h.counts[contract.MetricTCPAllowed] != 1 || len(h.filterState) != 0 {
 			t.Fatalf("counts %v, filter state %v", h.counts, h.filterState)
 		}
 		if strings.Contains(data, token) || !strings.Contains(strings.ToLower(data), "x-directpipe-identity: alice") ||
@@ -138,7 +139,7 @@ func checkVerdict(t *testing.T, h *fakeHost, verdict, token string) {
 			t.Fatalf("rewritten head:\n%s", data)
 		}
 	case verdict == "close":
-		if len(h.closed) != 1 || h.counts[metricTCPDenied+"internal_error"] != 1 {
+		if len(h.closed) != 1 || h.counts[contract.MetricTCPDeniedPrefix+"internal_error"] != 1 {
 			t.Fatalf("closed %v, counts %v", h.closed, h.counts)
 		}
 		if strings.Contains(strings.Join(h.logs, "\n"), token) {
@@ -146,13 +147,13 @@ func checkVerdict(t *testing.T, h *fakeHost, verdict, token string) {
 		}
 	default:
 		reason := strings.TrimPrefix(verdict, "deny:")
-		if h.filterState[tcpClusterState] != tcpcheck.DenyCluster {
+		if h.filterState[tcpClusterState] != contract.DenyCluster {
 			t.Fatalf("filter state %v: the denial is not routed to the deny listener", h.filterState)
 		}
-		if !strings.HasPrefix(data, "GET "+tcpcheck.DenyPathPrefix+reason+" ") || strings.Contains(data, token) {
+		if !strings.HasPrefix(data, "GET "+contract.DenyPathPrefix+reason+" ") || strings.Contains(data, token) {
 			t.Fatalf("deny request:\n%s", data)
 		}
-		if h.counts[metricTCPDenied+reason] != 1 || len(h.closed) != 0 {
+		if h.counts[contract.MetricTCPDeniedPrefix+reason] != 1 || len(h.closed) != 0 {
 			t.Fatalf("counts %v, closed %v", h.counts, h.closed)
 		}
 	}
@@ -200,7 +201,7 @@ func TestTCPTick(t *testing.T) {
 	h = newFakeHost("")
 	h.errEffective = errors.New("no such context")
 	g.Tick(h, rootID, late)
-	if h.counts[metricTCPTimeout] != 2 || len(h.closed) != 0 || h.effective != rootID {
+	if h.counts[contract.MetricTCPHeadTimeout] != 2 || len(h.closed) != 0 || h.effective != rootID {
 		t.Fatalf("with every context gone: counts %v, closed %v, effective %d", h.counts, h.closed, h.effective)
 	}
 	// Both were marked: a later tick does not count them again.
@@ -208,7 +209,7 @@ func TestTCPTick(t *testing.T) {
 	g.Delete(gone)
 	h = newFakeHost("")
 	g.Tick(h, rootID, late)
-	if h.counts[metricTCPTimeout] != 1 || len(h.closed) != 1 || h.closed[0] != streamID || h.effective != rootID {
+	if h.counts[contract.MetricTCPHeadTimeout] != 1 || len(h.closed) != 1 || h.closed[0] != streamID || h.effective != rootID {
 		t.Fatalf("counts %v, closed %v, effective %d", h.counts, h.closed, h.effective)
 	}
 	h = newFakeHost("")

@@ -15,17 +15,15 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-)
 
-// MaxBytes bounds a head, blank line included. Browsers send well under
-// 4 KiB; the rest is room for tokens in a header or the query.
-const MaxBytes = 32 << 10
+	"github.com/directpipe/directpipe/filter/contract"
+)
 
 var (
 	// ErrIncomplete means the bytes so far are a valid start of a head
 	// that has not ended yet: wait for more.
 	ErrIncomplete = errors.New("httphead: incomplete request head")
-	// ErrTooLarge means no head ended within MaxBytes.
+	// ErrTooLarge means no head ended within contract.MaxHeadBytes.
 	ErrTooLarge = errors.New("httphead: request head too large")
 )
 
@@ -44,12 +42,12 @@ type Head struct {
 // length in bytes, the blank line included. Bytes after the head are not
 // looked at.
 func Parse(buf []byte) (*Head, int, error) {
-	end := bytes.Index(buf[:min(len(buf), MaxBytes)], []byte("\r\n\r\n"))
+	end := bytes.Index(buf[:min(len(buf), contract.MaxHeadBytes)], []byte("\r\n\r\n"))
 	if end < 0 {
-		if len(buf) >= MaxBytes {
+		if len(buf) >= contract.MaxHeadBytes {
 			return nil, 0, ErrTooLarge
 		}
-		// Refuse garbage now rather than after MaxBytes or a timeout:
+		// Refuse garbage now rather than after contract.MaxHeadBytes or a timeout:
 		// every complete line so far must already be valid.
 		if err := checkPrefix(buf); err != nil {
 			return nil, 0, err

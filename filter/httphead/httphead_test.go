@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 const upgrade = "GET /v1/stream?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
@@ -58,7 +60,7 @@ func TestParseRefuses(t *testing.T) {
 		{"unfinished", "GET / HTTP/1.1\r\nHost: a\r\n", ErrIncomplete},
 		{"unfinished line", "GET / HT", ErrIncomplete},
 		{"empty", "", ErrIncomplete},
-		{"too large", "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", MaxBytes), ErrTooLarge},
+		{"too large", "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", contract.MaxHeadBytes), ErrTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,7 +100,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if n > len(in) || n > MaxBytes {
+		if n > len(in) || n > contract.MaxHeadBytes {
 			t.Fatalf("length %d of %d bytes", n, len(in))
 		}
 		// What is forwarded must read back as what was checked.

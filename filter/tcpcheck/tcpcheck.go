@@ -17,21 +17,8 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/filter/auth"
+	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/directpipe/directpipe/filter/httphead"
-)
-
-// The deny path's names are a contract with the control plane, which
-// builds the listener and cluster that answer denials.
-const (
-	// DenyCluster is the cluster a denied connection is sent to; its one
-	// endpoint is DenyListener, an Envoy internal listener.
-	DenyCluster  = "directpipe-deny"
-	DenyListener = "directpipe-deny"
-	// ChallengeHeader carries the WWW-Authenticate value to the deny
-	// listener, which copies it into its answer.
-	ChallengeHeader = "x-directpipe-challenge"
-	// DenyPathPrefix precedes the reason in the deny request's path.
-	DenyPathPrefix = "/"
 )
 
 // HeadTimeout is how long a connection may take to send its upgrade
@@ -50,7 +37,7 @@ const (
 	// everything through untouched for the life of the connection.
 	Allow
 	// Deny: replace every byte received with Replacement and send the
-	// connection to DenyCluster.
+	// connection to contract.DenyCluster.
 	Deny
 )
 
@@ -84,13 +71,13 @@ func Inspect(p *auth.Policy, buf []byte, now time.Time) Outcome {
 	case errors.Is(err, httphead.ErrIncomplete):
 		return Outcome{Verdict: NeedMore}
 	case err != nil:
-		return deny(auth.Denial(auth.ReasonBadHandshake), p.Realm)
+		return deny(auth.Denial(contract.ReasonBadHandshake), p.Realm)
 	case !isUpgrade(h) || n != len(buf):
 		// Only the upgrade request is checked; anything after it on the
 		// connection passes unread. A body, or bytes sent before the
 		// server's 101 (RFC 6455 §4.1 forbids them), could be a second
 		// request that was never checked.
-		return deny(auth.Denial(auth.ReasonBadHandshake), p.Realm)
+		return deny(auth.Denial(contract.ReasonBadHandshake), p.Realm)
 	}
 	req := auth.Request{
 		Path:   h.Target,
@@ -129,12 +116,12 @@ func deny(d auth.Decision, realm string) Outcome {
 // names the reason in the path and carries the challenge; nothing of the
 // client's request, and so none of its token, goes with it.
 func DenyRequest(d auth.Decision, realm string) []byte {
-	h := &httphead.Head{Method: "GET", Target: DenyPathPrefix + d.Reason, Proto: "HTTP/1.1", Fields: []httphead.Field{
-		{Name: "host", Value: DenyListener},
+	h := &httphead.Head{Method: "GET", Target: contract.DenyPathPrefix + d.Reason, Proto: "HTTP/1.1", Fields: []httphead.Field{
+		{Name: "host", Value: contract.DenyListener},
 		{Name: "connection", Value: "close"},
 	}}
 	if d.Challenges() {
-		h.Fields = append(h.Fields, httphead.Field{Name: ChallengeHeader, Value: d.WWWAuthenticate(realm)})
+		h.Fields = append(h.Fields, httphead.Field{Name: contract.ChallengeHeader, Value: d.WWWAuthenticate(realm)})
 	}
 	return h.Bytes()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/directpipe/directpipe/filter/auth"
+	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/directpipe/directpipe/filter/httphead"
 )
 
@@ -131,18 +132,18 @@ func TestInspectDenies(t *testing.T) {
 		status    int
 		challenge string // "" for none
 	}{
-		{"no token", head("/"), auth.ReasonMissingToken, 401, `Bearer realm="directpipe"`},
-		{"expired", head("/", "Authorization: Bearer "+token(t, expired)), auth.ReasonExpiredToken, 401, `Bearer realm="directpipe", error="invalid_token"`},
-		{"forged", head("/", "Authorization: Bearer "+tok[:len(tok)-2]+"xx"), auth.ReasonBadSignature, 401, `Bearer realm="directpipe", error="invalid_token"`},
-		{"scope", head("/", "Authorization: Bearer "+token(t, noScope)), auth.ReasonScope, 403, `Bearer realm="directpipe", error="insufficient_scope"`},
-		{"origin", head("/", "Authorization: Bearer "+tok, "Origin: https://evil.example"), auth.ReasonOriginDenied, 403, ""},
-		{"garbage", "\x16\x03\x01\x00\xa5\x01\x00", auth.ReasonBadHandshake, 400, ""},
-		{"not an upgrade", "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + "\r\n\r\n", auth.ReasonBadHandshake, 400, ""},
-		{"a body", head("/", "Authorization: Bearer "+tok, "Content-Length: 5") + "hello", auth.ReasonBadHandshake, 400, ""},
-		{"bytes before 101", head("/", "Authorization: Bearer "+tok) + "\x81\x05hello", auth.ReasonBadHandshake, 400, ""},
-		{"two hosts", head("/", "Host: other", "Authorization: Bearer "+tok), auth.ReasonBadHandshake, 400, ""},
-		{"two authorizations", head("/", "Authorization: Bearer "+tok, "Authorization: Bearer x"), auth.ReasonBadHandshake, 400, ""},
-		{"too large", head("/", "X-Pad: "+strings.Repeat("a", httphead.MaxBytes)), auth.ReasonBadHandshake, 400, ""},
+		{"no token", head("/"), contract.ReasonMissingToken, 401, `Bearer realm="directpipe"`},
+		{"expired", head("/", "Authorization: Bearer "+token(t, expired)), contract.ReasonExpiredToken, 401, `Bearer realm="directpipe", error="invalid_token"`},
+		{"forged", head("/", "Authorization: Bearer "+tok[:len(tok)-2]+"xx"), contract.ReasonBadSignature, 401, `Bearer realm="directpipe", error="invalid_token"`},
+		{"scope", head("/", "Authorization: Bearer "+token(t, noScope)), contract.ReasonScope, 403, `Bearer realm="directpipe", error="insufficient_scope"`},
+		{"origin", head("/", "Authorization: Bearer "+tok, "Origin: https://evil.example"), contract.ReasonOriginDenied, 403, ""},
+		{"garbage", "\x16\x03\x01\x00\xa5\x01\x00", contract.ReasonBadHandshake, 400, ""},
+		{"not an upgrade", "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + "\r\n\r\n", contract.ReasonBadHandshake, 400, ""},
+		{"a body", head("/", "Authorization: Bearer "+tok, "Content-Length: 5") + "hello", contract.ReasonBadHandshake, 400, ""},
+		{"bytes before 101", head("/", "Authorization: Bearer "+tok) + "\x81\x05hello", contract.ReasonBadHandshake, 400, ""},
+		{"two hosts", head("/", "Host: other", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
+		{"two authorizations", head("/", "Authorization: Bearer "+tok, "Authorization: Bearer x"), contract.ReasonBadHandshake, 400, ""},
+		{"too large", head("/", "X-Pad: "+strings.Repeat("a", contract.MaxHeadBytes)), contract.ReasonBadHandshake, 400, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,10 +155,10 @@ func TestInspectDenies(t *testing.T) {
 			if err != nil || n != len(o.Replacement) {
 				t.Fatalf("deny request does not parse: %v", err)
 			}
-			if h.Target != DenyPathPrefix+tt.reason {
+			if h.Target != contract.DenyPathPrefix+tt.reason {
 				t.Errorf("deny path %q", h.Target)
 			}
-			if v, _ := h.Get(ChallengeHeader); v != tt.challenge {
+			if v, _ := h.Get(contract.ChallengeHeader); v != tt.challenge {
 				t.Errorf("challenge %q, want %q", v, tt.challenge)
 			}
 			if !h.HasToken("connection", "close") {

@@ -1,0 +1,132 @@
+package auth
+
+import (
+	"net/url"
+	"strings"
+)
+
+// Request is what the check reads of the handshake. Header returns the
+// value of a lower-case header name and whether it is present; it is a
+// function so the filter asks the host only for the headers a policy names.
+type Request struct {
+	Path   string
+	Header func(name string) (string, bool)
+}
+
+type stripping struct {
+	headers []string
+	set     [][2]string // headers rewritten without the token
+	path    string
+}
+
+// cutSubprotocol removes the first Sec-WebSocket-Protocol entry with the
+// prefix, keeping the others in order, and returns the token it carried.
+func cutSubprotocol(header, prefix string) (token, rest string, found bool) {
+	var kept []string
+	for entry := range strings.SplitSeq(header, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		if t, ok := strings.CutPrefix(entry, prefix); ok && !found {
+			token, found = t, true
+			continue
+		}
+		kept = append(kept, entry)
+	}
+	return token, strings.Join(kept, ", "), found
+}
+
+// find returns the first token in source order, and what to strip so that
+// no token from any configured source is forwarded upstream.
+func (p *Policy) find(req Request) (string, stripping) {
+	var token string
+	var s stripping
+	for _, src := range p.Sources {
+		var v string
+		switch {
+		case src.Bearer:
+			h, ok := req.Header("authorization")
+			if !ok {
+				continue
+			}
+			s.headers = append(s.headers, "authorization")
+			scheme, rest, _ := strings.Cut(strings.TrimSpace(h), " ")
+			if strings.EqualFold(scheme, "bearer") {
+				v = strings.TrimSpace(rest)
+			}
+		case src.Header != "":
+			h, ok := req.Header(src.Header)
+			if !ok {
+				continue
+			}
+			s.headers = append(s.headers, src.Header)
+			v = strings.TrimSpace(h)
+		case src.SubprotocolPrefix != "":
+			h, ok := req.Header("sec-websocket-protocol")
+			if !ok {
+				continue
+			}
+			val, rest, found := cutSubprotocol(h, src.SubprotocolPrefix)
+			if !found {
+				continue
+			}
+			if rest == "" {
+				s.headers = append(s.headers, "sec-websocket-protocol")
+			} else {
+				s.set = append(s.set, [2]string{"sec-websocket-protocol", rest})
+			}
+			v = val
+		case src.Query != "":
+			path := req.Path
+			if s.path != "" {
+				path = s.path
+			}
+			val, rest, found := cutQueryParam(path, src.Query)
+			if !found {
+				continue
+			}
+			s.path = rest
+			v = val
+		}
+		if token == "" {
+			token = v
+		}
+	}
+	if p.IdentityHeader != "" {
+		s.headers = append(s.headers, p.IdentityHeader)
+	}
+	for _, claim := range p.claims {
+		s.headers = append(s.headers, p.ClaimHeaders[claim])
+	}
+	return token, s
+}
+
+// cutQueryParam removes every occurrence of a query parameter from a path,
+// keeping the others byte for byte and in order, and returns the first
+// value.
+func cutQueryParam(path, name string) (value, rest string, found bool) {
+	base, query, ok := strings.Cut(path, "?")
+	if !ok {
+		return "", path, false
+	}
+	var kept []string
+	for part := range strings.SplitSeq(query, "&") {
+		k, v, _ := strings.Cut(part, "=")
+		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
+			if !found {
+				value, _ = url.QueryUnescape(v)
+				found = true
+			}
+			continue
+		}
+		kept = append(kept, part)
+	}
+	if !found {
+		return "", path, false
+	}
+	if len(kept) == 0 {
+		return value, base, true
+	}
+	return value, base + "?" + strings.Join(kept, "&"), true
+}

@@ -1,0 +1,149 @@
+package auth
+
+import (
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+
+	"github.com/directpipe/directpipe/filter/contract"
+)
+
+// minRSABits refuses keys that no longer resist factoring.
+const minRSABits = 2048
+
+// key is a verification key in the form the JWT library takes it: []byte
+// for HMAC, *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey.
+type key struct {
+	alg      string
+	material any
+}
+
+// ecCurve is what an EC algorithm needs of its key.
+type ecCurve struct {
+	name  string // the JWK crv
+	size  int    // bytes of x and of y
+	curve elliptic.Curve
+	ecdh  ecdh.Curve
+}
+
+// jwkAlgs lists the algorithms each key type may sign with. A key is bound
+// to one of them, so a token cannot pick another (algorithm confusion):
+// an RSA public key never serves as an HMAC secret.
+func jwkAlgs(kty string) ([]string, bool) {
+	switch kty {
+	case "oct":
+		return []string{"HS256", "HS384", "HS512"}, true
+	case "RSA":
+		return []string{"RS256", "RS384", "RS512", "PS256"}, true
+	case "EC":
+		return []string{"ES256", "ES384"}, true
+	case "OKP":
+		return []string{"EdDSA"}, true
+	}
+	return nil, false
+}
+
+func curveOf(alg string) ecCurve {
+	if alg == "ES384" {
+		return ecCurve{"P-384", 48, elliptic.P384(), ecdh.P384()}
+	}
+	return ecCurve{"P-256", 32, elliptic.P256(), ecdh.P256()}
+}
+
+// CheckJWK reports whether the filter accepts a key, and if not why. The
+// control plane's policy validation calls it, so a policy is refused for
+// exactly the keys the filter would refuse. Errors never quote key
+// material.
+func CheckJWK(j contract.JWK) error {
+	_, err := parseJWK(j)
+	return err
+}
+
+// parseJWK turns a JWK into a verification key by its kty.
+func parseJWK(j contract.JWK) (*key, error) {
+	algs, ok := jwkAlgs(j.Kty)
+	if !ok {
+		return nil, fmt.Errorf("kty %q is not oct, RSA, EC or OKP", j.Kty)
+	}
+	if !slices.Contains(algs, j.Alg) {
+		return nil, fmt.Errorf("alg %q does not go with kty %q", j.Alg, j.Kty)
+	}
+	b64 := func(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "=")) }
+	switch j.Kty {
+	case "RSA":
+		n, err1 := b64(j.N)
+		e, err2 := b64(j.E)
+		if err1 != nil || err2 != nil || len(n) == 0 || len(e) == 0 || len(e) > 4 {
+			return nil, errors.New("n and e must be base64url")
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		if bits := pub.N.BitLen(); bits < minRSABits {
+			return nil, fmt.Errorf("RSA key is %d bits; at least %d", bits, minRSABits)
+		}
+		if pub.E < 3 {
+			return nil, fmt.Errorf("RSA exponent %d is too small", pub.E)
+		}
+		return &key{alg: j.Alg, material: pub}, nil
+	case "EC":
+		c := curveOf(j.Alg)
+		if j.Crv != c.name {
+			return nil, fmt.Errorf("crv %q does not go with %s (want %s)", j.Crv, j.Alg, c.name)
+		}
+		x, err1 := b64(j.X)
+		y, err2 := b64(j.Y)
+		if err1 != nil || err2 != nil || len(x) != c.size || len(y) != c.size {
+			return nil, fmt.Errorf("x and y must be %d bytes of base64url for %s", c.size, c.name)
+		}
+		// crypto/ecdh checks that the point is on the curve.
+		point := append(append([]byte{4}, x...), y...)
+		if _, err := c.ecdh.NewPublicKey(point); err != nil {
+			return nil, fmt.Errorf("the point is not on %s", c.name)
+		}
+		return &key{alg: j.Alg, material: &ecdsa.PublicKey{Curve: c.curve, X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}}, nil
+	case "OKP":
+		if j.Crv != "Ed25519" {
+			return nil, fmt.Errorf("crv %q: only Ed25519", j.Crv)
+		}
+		x, err := b64(j.X)
+		if err != nil || len(x) != ed25519.PublicKeySize {
+			return nil, errors.New("x must be 32 bytes of base64url")
+		}
+		return &key{alg: j.Alg, material: ed25519.PublicKey(x)}, nil
+	default: // oct
+		secret, err := b64(j.K)
+		if err != nil || len(secret) == 0 {
+			return nil, errors.New("k is not base64url")
+		}
+		return &key{alg: j.Alg, material: secret}, nil
+	}
+}
+
+// prepareKeys reads the policy's JWKS.
+func (p *Policy) prepareKeys() error {
+	p.keys = map[string]*key{}
+	if p.JWKS == nil {
+		return nil
+	}
+	for i, jwk := range p.JWKS.Keys {
+		k, err := parseJWK(jwk)
+		if err != nil {
+			return fmt.Errorf("jwks.keys[%d]: %w", i, err)
+		}
+		if _, dup := p.keys[jwk.Kid]; dup {
+			return fmt.Errorf("jwks.keys[%d]: kid %q twice", i, jwk.Kid)
+		}
+		p.keys[jwk.Kid] = k
+		if !slices.Contains(p.algs, k.alg) {
+			p.algs = append(p.algs, k.alg)
+		}
+	}
+	return nil
+}

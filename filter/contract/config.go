@@ -1,0 +1,74 @@
+package contract
+
+// Config is the HTTP module's configuration as the control plane sends it:
+// one ECDS resource for every route. The filter also accepts one bare
+// Policy document, which then guards every route; the tcp module takes
+// only that form.
+type Config struct {
+	// Routes maps every route name to its policy name, "" for a public
+	// route. The filter denies a route it does not know, so a route that
+	// reaches Envoy before its auth setting fails closed.
+	Routes   map[string]string  `json:"routes"`
+	Policies map[string]*Policy `json:"policies"`
+}
+
+// Policy says where a token is found and how it is verified.
+type Policy struct {
+	Name           string            `json:"name"`
+	Realm          string            `json:"realm"`
+	Sources        []Source          `json:"sources"`
+	JWKS           *JWKS             `json:"jwks,omitempty"`
+	LeewaySeconds  int64             `json:"leeway_seconds"`
+	MaxTokenBytes  int               `json:"max_token_bytes"`
+	APIKeys        []APIKey          `json:"api_keys,omitempty"`
+	IdentityHeader string            `json:"identity_header,omitempty"`
+	ClaimHeaders   map[string]string `json:"claim_headers,omitempty"`
+	Issuer         string            `json:"issuer,omitempty"`
+	Audiences      []string          `json:"audiences,omitempty"`
+	RequiredScopes []string          `json:"required_scopes,omitempty"`
+	Origins        *Origins          `json:"origins,omitempty"`
+}
+
+// Source is one place a token may be; exactly one field is set.
+type Source struct {
+	Bearer bool   `json:"bearer,omitempty"`
+	Query  string `json:"query,omitempty"`
+	Header string `json:"header,omitempty"`
+	// SubprotocolPrefix names a Sec-WebSocket-Protocol entry carrying the
+	// token, as browsers must send it.
+	SubprotocolPrefix string `json:"subprotocol_prefix,omitempty"`
+}
+
+// Origins is the allowlist of pages that may open streams: the defence
+// against cross-site WebSocket hijacking.
+type Origins struct {
+	// Allow holds "https://app.example.com" or "https://*.example.com".
+	Allow []string `json:"allow"`
+	// AllowMissing lets requests without Origin through (non-browser
+	// clients never send one).
+	AllowMissing bool `json:"allow_missing"`
+}
+
+// JWKS is a JSON Web Key Set (RFC 7517).
+type JWKS struct {
+	Keys []JWK `json:"keys"`
+}
+
+// JWK is one verification key; kty selects which fields carry it.
+type JWK struct {
+	Kty string `json:"kty"`
+	Kid string `json:"kid,omitempty"`
+	Alg string `json:"alg,omitempty"`
+	K   string `json:"k,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
+}
+
+// APIKey is the SHA-256 of a key, in hex, and the identity it stands for.
+type APIKey struct {
+	SHA256   string `json:"sha256"`
+	Identity string `json:"identity"`
+}

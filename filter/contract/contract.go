@@ -1,0 +1,58 @@
+// Package contract is the one definition of what the control plane and the
+// handshake modules must agree on: the JSON configuration the control plane
+// sends by ECDS, the reason codes of a denial and the answer each gets, the
+// names of the deny path, the limits and the metric names. The control
+// plane builds values of these types; the filter parses them. It imports
+// the standard library only, so both sides, and the Wasm build, can use it.
+package contract
+
+// Defaults the filter applies to a field the document leaves empty.
+const (
+	DefaultRealm         = "directpipe"
+	DefaultMaxTokenBytes = 8192
+)
+
+// MaxHeadBytes bounds the head of an upgrade request the tcp module reads,
+// blank line included. Browsers send well under 4 KiB; the rest is room for
+// tokens in a header or the query. The control plane sizes tcp_proxy's
+// early-data buffer from it.
+const MaxHeadBytes = 32 << 10
+
+// The tcp module's deny path. A network filter cannot write to its client,
+// so the module sends a denied connection through DenyCluster to
+// DenyListener, an Envoy internal listener the control plane builds, with a
+// request whose path is DenyPathPrefix and the reason.
+const (
+	DenyCluster    = "directpipe-deny"
+	DenyListener   = "directpipe-deny"
+	DenyPathPrefix = "/"
+	// ChallengeHeader carries the WWW-Authenticate value to the deny
+	// listener, which copies it into its answer.
+	ChallengeHeader = "x-directpipe-challenge"
+)
+
+// Counters the modules define; a denial's counter is its prefix and the
+// reason code.
+const (
+	MetricAllowed          = "directpipe_handshake_allowed"
+	MetricDeniedPrefix     = "directpipe_handshake_denied_"
+	MetricTCPAllowed       = "directpipe_tcp_handshake_allowed"
+	MetricTCPDeniedPrefix  = "directpipe_tcp_handshake_denied_"
+	MetricTCPHeadTimeout   = "directpipe_tcp_handshake_timeout"
+	LocalReplyDetailPrefix = "directpipe_"
+)
+
+// IsReservedHeader reports whether the filter may never be told to write
+// the lower-case header name: it steers framing or routing, carries the
+// credential itself, or is hop-by-hop. Policy validation and the filter's
+// parser both refuse such identity and claim headers.
+func IsReservedHeader(name string) bool {
+	switch name {
+	case "authorization", "host", "connection", "upgrade",
+		"content-length", "transfer-encoding", "cookie",
+		"sec-websocket-key", "sec-websocket-protocol", "sec-websocket-version",
+		"keep-alive", "proxy-connection", "te":
+		return true
+	}
+	return false
+}
