@@ -23,6 +23,7 @@ import (
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // ErrStaleRevision is returned by Backend.Apply when the policy changed
@@ -42,7 +43,7 @@ type Backend interface {
 	// it only reports what would change. Serialised by the backend.
 	Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error)
 	// Resources returns what every Envoy is being served.
-	Resources() *translate.Resources
+	Resources() xdstype.Resources
 	Status() *xds.Status
 }
 
@@ -82,7 +83,7 @@ func (s *Service) ListNodes(context.Context, *adminv1.ListNodesRequest) (*adminv
 		for _, t := range typeURLs {
 			ts := n.Types[t]
 			rs := &adminv1.ResourceStatus{
-				Type: xds.ShortType(t), TypeUrl: t, State: syncState(n.State(t, latest[t])),
+				Type: xdstype.Name(t), TypeUrl: t, State: syncState(n.State(t, latest[t])),
 				LatestVersion: latest[t], SentVersion: ts.Sent, AckedVersion: ts.Acked,
 			}
 			if ts.LastNack != nil {
@@ -191,15 +192,14 @@ func (s *Service) GetConfig(_ context.Context, req *adminv1.GetConfigRequest) (*
 		NodeId: req.GetNodeId(), ResourcesJson: map[string]string{}, Versions: map[string]string{},
 	}
 	for t, v := range s.backend.Status().Latest() {
-		resp.Versions[xds.ShortType(t)] = v
+		resp.Versions[xdstype.Name(t)] = v
 	}
-	lists := [][]types.Resource{res.Listeners, res.Routes, res.Clusters, res.Endpoints, res.ExtensionConfigs}
-	for i, list := range lists {
-		js, err := resourcesJSON(list)
+	for _, k := range xdstype.Kinds() {
+		js, err := resourcesJSON(res[k.URL])
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
-		resp.ResourcesJson[translate.TypeNames[i]] = js
+		resp.ResourcesJson[k.Name()] = js
 	}
 	return resp, nil
 }
@@ -243,5 +243,5 @@ func typeName(typeURL string) string {
 	if typeURL == "" {
 		return ""
 	}
-	return xds.ShortType(typeURL)
+	return xdstype.Name(typeURL)
 }

@@ -1,6 +1,7 @@
 // Package app wires policy loading, translation and xDS serving into one
 // running control plane. Main packages stay thin; tests start an App in
-// process on free loopback ports.
+// process on free loopback ports. This file is the lifecycle: listeners,
+// servers and the background loops; apply.go changes what is served.
 package app
 
 import (
@@ -9,15 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,7 +23,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
@@ -33,6 +30,7 @@ import (
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // Config says where the control plane reads policy and what it listens on.
@@ -72,13 +70,10 @@ type App struct {
 	metLis   net.Listener
 	adminLis net.Listener
 
-	mu        sync.Mutex // serialises applies
-	current   *policyv1.Policy
-	revision  string
-	resources *translate.Resources
-	// keys are the resolved JWKS keys of current, by auth policy.
-	keys map[string][]*policyv1.JWK
-	jwks *jwks.Resolver
+	mu       sync.Mutex // serialises applies
+	served   translate.Served
+	revision string
+	jwks     *jwks.Resolver
 }
 
 // New loads the policy, builds the first snapshot and binds the listeners.
@@ -180,206 +175,18 @@ func (a *App) XDS() *xds.Server { return a.xds }
 func (a *App) Policy() (*policyv1.Policy, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.current, a.revision
+	return a.served.Policy, a.revision
 }
 
 // Resources returns the translated resources being served.
-func (a *App) Resources() *translate.Resources {
+func (a *App) Resources() xdstype.Resources {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.resources
+	return a.served.Resources
 }
 
 // Status is the per-node xDS status.
 func (a *App) Status() *xds.Status { return a.xds.Status() }
-
-// Check validates and translates a policy without applying it.
-func (a *App) Check(p *policyv1.Policy) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, _, err := a.translate(ctx, p)
-	return err
-}
-
-// translate validates a policy, resolves its JWKS files and URLs, and
-// translates it.
-func (a *App) translate(ctx context.Context, p *policyv1.Policy) (*translate.Resources, map[string][]*policyv1.JWK, error) {
-	if err := policy.Validate(p); err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
-	}
-	keys, err := a.jwks.Resolve(ctx, p)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
-	}
-	start := time.Now()
-	res, err := translate.Translate(p, a.options(keys))
-	a.metrics.Translate.Observe(time.Since(start).Seconds())
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
-	}
-	return res, keys, nil
-}
-
-// Apply is the admin API's change: it refuses a stale expected revision,
-// persists the policy file atomically (so a restart serves the same policy)
-// and then serves it. Applies are serialised.
-func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if expectedRevision != a.revision {
-		return "", nil, fmt.Errorf("%w: current revision is %s, not %s", admin.ErrStaleRevision, a.revision, expectedRevision)
-	}
-	res, keys, err := a.translate(ctx, p)
-	if err != nil {
-		a.metrics.Applies.WithLabelValues("invalid").Inc()
-		return "", nil, err
-	}
-	rev := policy.Revision(p)
-	changes := translate.Diff(a.resources, res)
-	if dryRun || rev == a.revision {
-		return rev, changes, nil
-	}
-	if err := policy.WriteFileAtomic(a.cfg.PolicyFile, p); err != nil {
-		return "", nil, err
-	}
-	if err := a.serve(ctx, p, rev, res, keys, "api"); err != nil {
-		// Put the file back so that a restart serves what is being served.
-		if rerr := policy.WriteFileAtomic(a.cfg.PolicyFile, a.current); rerr != nil {
-			a.log.Error("restoring the policy file failed", "error", rerr)
-		}
-		return "", nil, err
-	}
-	return rev, changes, nil
-}
-
-// applyFromFile serves a policy read from the file. Reading back a file the
-// admin API just wrote changes nothing.
-func (a *App) applyFromFile(ctx context.Context, p *policyv1.Policy) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	rev := policy.Revision(p)
-	if rev == a.revision {
-		return nil
-	}
-	res, keys, err := a.translate(ctx, p)
-	if err != nil {
-		a.metrics.Applies.WithLabelValues("invalid").Inc()
-		return err
-	}
-	return a.serve(ctx, p, rev, res, keys, "file")
-}
-
-// serve sets the snapshot; a.mu is held.
-func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res *translate.Resources, keys map[string][]*policyv1.JWK, source string) error {
-	if err := a.bridge(ctx, p, keys); err != nil {
-		a.log.Warn("bridging filter config not pushed", "error", err)
-	}
-	if _, err := a.xds.SetResources(ctx, res); err != nil {
-		a.metrics.Applies.WithLabelValues("rejected").Inc()
-		return err
-	}
-	a.metrics.Applies.WithLabelValues("ok").Inc()
-	a.current, a.revision, a.resources, a.keys = p, rev, res, keys
-	a.log.Info("policy applied", "revision", rev, "source", source)
-	a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicy, Revision: rev})
-	return nil
-}
-
-// bridge pushes, ahead of the new snapshot, a filter config that knows the
-// auth settings of both the old and the new routes. go-control-plane sends
-// routes before extension configs, so without it a new route would reach
-// Envoy a moment before its auth setting and be refused (fail closed). With
-// it, the filter config is a superset at every step: make before break.
-// Removals need no bridge: the final snapshot removes the route first and
-// its auth setting after.
-func (a *App) bridge(ctx context.Context, p *policyv1.Policy, keys map[string][]*policyv1.JWK) error {
-	if a.resources == nil || a.current == nil {
-		return nil
-	}
-	merged := &policyv1.Policy{
-		Routes:       unionByName(p.GetRoutes(), a.current.GetRoutes()),
-		AuthPolicies: unionByName(p.GetAuthPolicies(), a.current.GetAuthPolicies()),
-	}
-	allKeys := maps.Clone(a.keys)
-	maps.Copy(allKeys, keys)
-	ecds, err := translate.HandshakeConfig(merged, a.options(allKeys))
-	if err != nil {
-		return err
-	}
-	// Only the HTTP filter's resource is bridged: a tcp route's filter
-	// config arrives with its listener, which waits for it.
-	staged := *a.resources
-	staged.ExtensionConfigs = slices.Clone(staged.ExtensionConfigs)
-	i := slices.IndexFunc(staged.ExtensionConfigs, func(r types.Resource) bool {
-		n, ok := r.(interface{ GetName() string })
-		return ok && n.GetName() == translate.HandshakeFilterName
-	})
-	if i < 0 {
-		return errors.New("bridge: the served snapshot has no handshake filter config")
-	}
-	if proto.Equal(ecds, staged.ExtensionConfigs[i]) {
-		return nil // nothing new to announce
-	}
-	staged.ExtensionConfigs[i] = ecds
-	_, err = a.xds.SetResources(ctx, &staged)
-	return err
-}
-
-// options are the translation options of this control plane.
-func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
-	return translate.Options{WasmPath: a.cfg.WasmPath, TCPWasmPath: a.cfg.TCPWasmPath, ResolvedKeys: keys}
-}
-
-// unionByName is next followed by the items of prev whose names next lacks.
-func unionByName[T interface{ GetName() string }](next, prev []T) []T {
-	out := append([]T(nil), next...)
-	seen := map[string]bool{}
-	for _, x := range next {
-		seen[x.GetName()] = true
-	}
-	for _, x := range prev {
-		if !seen[x.GetName()] {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// keyRefreshInterval is how often JWKS files are re-read and stale JWKS
-// URLs fetched again (each URL no more often than its own refresh).
-const keyRefreshInterval = 10 * time.Second
-
-// refreshKeys re-resolves the current policy's key sets and serves the
-// result if a key changed: a rotation at the identity provider reaches
-// Envoy by ECDS, without a policy change and without draining anything.
-func (a *App) refreshKeys(ctx context.Context) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.current == nil || !usesKeySets(a.current) {
-		return
-	}
-	res, keys, err := a.translate(ctx, a.current)
-	if err != nil {
-		a.log.Warn("key refresh failed; the last keys keep serving", "error", err)
-		return
-	}
-	if slices.EqualFunc(res.ExtensionConfigs, a.resources.ExtensionConfigs, func(x, y types.Resource) bool { return proto.Equal(x, y) }) {
-		return
-	}
-	if err := a.serve(ctx, a.current, a.revision, res, keys, "keys"); err != nil {
-		a.log.Error("serving refreshed keys failed", "error", err)
-	}
-}
-
-// usesKeySets reports whether any auth policy names a JWKS file or URL.
-func usesKeySets(p *policyv1.Policy) bool {
-	for _, a := range p.GetAuthPolicies() {
-		if a.GetJwt().GetJwksFile() != "" || a.GetJwt().GetJwksUrl() != "" {
-			return true
-		}
-	}
-	return false
-}
 
 // Run serves until ctx ends, then stops gracefully.
 func (a *App) Run(ctx context.Context) error {

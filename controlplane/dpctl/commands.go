@@ -19,13 +19,8 @@ import (
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
-
-// columns are the xDS types in the order `status` shows them.
-var columns = []struct{ typ, short string }{
-	{"Cluster", "CDS"}, {"ClusterLoadAssignment", "EDS"}, {"Listener", "LDS"},
-	{"RouteConfiguration", "RDS"}, {"TypedExtensionConfig", "ECDS"},
-}
 
 // structured prints a message as JSON or YAML when asked to; it reports
 // whether it did.
@@ -56,8 +51,8 @@ func (c *cli) status(ctx context.Context) error {
 	}
 	w := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
 	fmt.Fprint(w, "NODE\tCLUSTER\tVERSION\tXDS")
-	for _, col := range columns {
-		fmt.Fprintf(w, "\t%s", col.short)
+	for _, k := range xdstype.Kinds() {
+		fmt.Fprintf(w, "\t%s", k.Abbrev)
 	}
 	fmt.Fprintln(w)
 	var nacks []string
@@ -70,12 +65,12 @@ func (c *cli) status(ctx context.Context) error {
 		for _, r := range n.GetResources() {
 			byType[r.GetType()] = r
 		}
-		for _, col := range columns {
-			r := byType[col.typ]
+		for _, k := range xdstype.Kinds() {
+			r := byType[k.Name()]
 			fmt.Fprintf(w, "\t%s", cell(r))
 			if r.GetState() == adminv1.SyncState_NACKED {
 				nacks = append(nacks, fmt.Sprintf("%s rejected %s version %s: %s",
-					n.GetId(), col.short, r.GetLastNack().GetVersion(), r.GetLastNack().GetError()))
+					n.GetId(), k.Abbrev, r.GetLastNack().GetVersion(), r.GetLastNack().GetError()))
 			}
 		}
 		fmt.Fprintln(w)

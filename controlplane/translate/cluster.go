@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -144,15 +145,19 @@ func optionalUInt32(v uint32) *wrapperspb.UInt32Value {
 	return wrapperspb.UInt32(v)
 }
 
-func loadAssignment(b *policyv1.Backend) *endpointv3.ClusterLoadAssignment {
+func loadAssignment(b *policyv1.Backend) (*endpointv3.ClusterLoadAssignment, error) {
 	var lbs []*endpointv3.LbEndpoint
 	for _, ep := range b.GetEndpoints() {
+		addr, err := socketAddress(ep)
+		if err != nil {
+			return nil, fmt.Errorf("translate: back end %q: %w", b.GetName(), err)
+		}
 		lbs = append(lbs, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-			Endpoint: &endpointv3.Endpoint{Address: socketAddress(ep)},
+			Endpoint: &endpointv3.Endpoint{Address: addr},
 		}})
 	}
 	return &endpointv3.ClusterLoadAssignment{
 		ClusterName: b.GetName(),
 		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}},
-	}
+	}, nil
 }

@@ -2,10 +2,14 @@ package translate
 
 import (
 	"bytes"
-	"sort"
+	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // Action says how a resource changed between two translations.
@@ -19,31 +23,33 @@ const (
 
 // Change is one resource that differs between two translations.
 type Change struct {
-	Type   string // Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, TypedExtensionConfig
+	Type   string // the message name: Listener, RouteConfiguration, Cluster, ...
 	Name   string
 	Action Action
 }
 
-// Diff lists the resources that differ from old to new, by type then name.
-// A nil old means everything is added.
-func Diff(old, new *Resources) []Change {
-	if old == nil {
-		old = &Resources{}
-	}
+// Diff lists the resources that differ from old to new, by type in the
+// order of xdstype.Kinds, then by name. A nil old means everything is added.
+func Diff(old, new xdstype.Resources) ([]Change, error) {
 	var out []Change
-	for i, list := range new.all() {
-		out = append(out, diffList(TypeNames[i], *old.all()[i], *list)...)
+	for _, k := range xdstype.Kinds() {
+		changes, err := diffList(k.Name(), old[k.URL], new[k.URL])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, changes...)
 	}
-	return out
+	return out, nil
 }
 
-// TypeNames are the short type names in the order of Resources' lists.
-var TypeNames = []string{"Listener", "RouteConfiguration", "Cluster", "ClusterLoadAssignment", "TypedExtensionConfig"}
-
-func diffList(typ string, old, new []types.Resource) []Change {
+func diffList(typ string, old, new []types.Resource) ([]Change, error) {
 	before := map[string][]byte{}
 	for _, r := range old {
-		before[name(r)] = marshal(r)
+		b, err := marshal(r)
+		if err != nil {
+			return nil, err
+		}
+		before[name(r)] = b
 	}
 	var out []Change
 	seen := map[string]bool{}
@@ -51,10 +57,15 @@ func diffList(typ string, old, new []types.Resource) []Change {
 		n := name(r)
 		seen[n] = true
 		prev, ok := before[n]
-		switch {
-		case !ok:
+		if !ok {
 			out = append(out, Change{typ, n, Added})
-		case !bytes.Equal(prev, marshal(r)):
+			continue
+		}
+		b, err := marshal(r)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(prev, b) {
 			out = append(out, Change{typ, n, Modified})
 		}
 	}
@@ -63,11 +74,14 @@ func diffList(typ string, old, new []types.Resource) []Change {
 			out = append(out, Change{typ, n, Removed})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	slices.SortFunc(out, func(a, b Change) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
-func marshal(r types.Resource) []byte {
-	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-	return b
+func marshal(r types.Resource) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("translate: diff %T %q: %w", r, name(r), err)
+	}
+	return b, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 func TestDiff(t *testing.T) {
@@ -17,7 +18,7 @@ func TestDiff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := Diff(before, before); len(got) != 0 {
+	if got := mustDiff(t, before, before); len(got) != 0 {
 		t.Errorf("Diff of a translation with itself = %v", got)
 	}
 	p.Routes = slices.DeleteFunc(p.Routes, func(r *policyv1.Route) bool { return r.GetName() == "api" }) // drop the REST route
@@ -27,19 +28,28 @@ func TestDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Change{
-		{"RouteConfiguration", "public", Modified},
 		{"ClusterLoadAssignment", "voice", Modified},
+		{"RouteConfiguration", "public", Modified},
 		{"TypedExtensionConfig", HandshakeFilterName, Modified},
 	}
-	got := Diff(before, after)
+	got := mustDiff(t, before, after)
 	if !slices.Equal(got, want) {
 		t.Errorf("Diff = %v, want %v", got, want)
 	}
-	all := Diff(nil, after)
+	all := mustDiff(t, nil, after)
 	// Listeners: public, the tcp route's and the deny listener; routes:
 	// public; clusters: voice, rest and deny; endpoints: voice, rest;
 	// extension configs: the HTTP and the tcp filter's.
 	if len(all) != 3+1+3+2+2 {
 		t.Errorf("Diff(nil, x) = %d changes, want every resource added: %v", len(all), all)
 	}
+}
+
+func mustDiff(t *testing.T, old, new xdstype.Resources) []Change {
+	t.Helper()
+	changes, err := Diff(old, new)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return changes
 }

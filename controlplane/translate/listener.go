@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"fmt"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
@@ -31,7 +33,11 @@ func adsSource() *corev3.ConfigSource {
 // listener builds an HTTP listener. Its content depends only on the listener
 // policy, never on routes, back ends or keys: those travel by RDS, CDS/EDS and
 // ECDS, because any change to a listener drains its live connections.
-func listener(l *policyv1.Listener) *listenerv3.Listener {
+func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
+	addr, err := socketAddress(l.GetAddress())
+	if err != nil {
+		return nil, fmt.Errorf("translate: listener %q: %w", l.GetName(), err)
+	}
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: l.GetName(),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -84,9 +90,9 @@ func listener(l *policyv1.Listener) *listenerv3.Listener {
 	}
 	return &listenerv3.Listener{
 		Name:         l.GetName(),
-		Address:      socketAddress(l.GetAddress()),
+		Address:      addr,
 		FilterChains: []*listenerv3.FilterChain{chain},
-	}
+	}, nil
 }
 
 func fileSource(path string) *corev3.DataSource {

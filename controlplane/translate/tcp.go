@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 
@@ -19,14 +20,18 @@ const TCPListenerPrefix = "tcp-"
 
 // tcpListener is the literal direct pipe: a listener whose network filters
 // are the handshake check, when the route has auth, and tcp_proxy.
-func tcpListener(r *policyv1.Route) *listenerv3.Listener {
+func tcpListener(r *policyv1.Route) (*listenerv3.Listener, error) {
+	addr, err := socketAddress(r.GetTcp().GetAddress())
+	if err != nil {
+		return nil, fmt.Errorf("translate: tcp route %q: %w", r.GetName(), err)
+	}
 	return &listenerv3.Listener{
 		Name:    TCPListenerPrefix + r.GetName(),
-		Address: socketAddress(r.GetTcp().GetAddress()),
+		Address: addr,
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: tcpFilters(r),
 		}},
-	}
+	}, nil
 }
 
 // tcpFilters is the tcp route's network filter chain.
@@ -58,12 +63,20 @@ func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
 	})
 }
 
-// socketAddress turns a validated ip:port into an Envoy address.
-func socketAddress(addr string) *corev3.Address {
-	host, portStr, _ := net.SplitHostPort(addr)
-	port, _ := strconv.ParseUint(portStr, 10, 32)
+// socketAddress turns an ip:port into an Envoy address. Validation has
+// checked it already; translate still refuses what it cannot parse rather
+// than serve port 0 to Envoy.
+func socketAddress(addr string) (*corev3.Address, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: port: %w", addr, err)
+	}
 	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 		Address:       host,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
-	}}}
+	}}}, nil
 }

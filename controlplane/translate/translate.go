@@ -6,14 +6,17 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // Options are the deployment facts that are not part of policy.
@@ -29,75 +32,83 @@ type Options struct {
 	ResolvedKeys map[string][]*policyv1.JWK
 }
 
-// Resources are the Envoy resources for one policy, each list sorted by name.
-type Resources struct {
-	Listeners        []types.Resource
-	Routes           []types.Resource
-	Clusters         []types.Resource
-	Endpoints        []types.Resource
-	ExtensionConfigs []types.Resource
-}
-
 // validator is implemented by every generated Envoy message.
 type validator interface{ ValidateAll() error }
 
-// Translate builds the Envoy resources for a validated policy. Every resource
-// passes its generated ValidateAll before it is returned, so what the caller
-// serves is never something Envoy would reject on schema grounds.
-func Translate(p *policyv1.Policy, opts Options) (*Resources, error) {
+// Translate builds the Envoy resources for a validated policy, every served
+// type present. Every resource passes its generated ValidateAll before it is
+// returned, so what the caller serves is never something Envoy would reject
+// on schema grounds.
+func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	if opts.WasmPath == "" {
 		return nil, fmt.Errorf("translate: the handshake module path is required")
 	}
-	out := &Resources{}
+	var listeners, routes, clusters, endpoints, extensionConfigs []types.Resource
 	backends := map[string]*policyv1.Backend{}
 	for _, b := range p.GetBackends() {
 		backends[b.GetName()] = b
-		out.Clusters = append(out.Clusters, cluster(b))
-		out.Endpoints = append(out.Endpoints, loadAssignment(b))
+		cla, err := loadAssignment(b)
+		if err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, cluster(b))
+		endpoints = append(endpoints, cla)
 	}
 	for _, l := range p.GetListeners() {
-		out.Listeners = append(out.Listeners, listener(l))
-		out.Routes = append(out.Routes, routeConfig(l.GetName(), routesOf(p, l.GetName()), backends))
+		lis, err := listener(l)
+		if err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, lis)
+		routes = append(routes, routeConfig(l.GetName(), routesOf(p, l.GetName()), backends))
 	}
 	for _, r := range p.GetRoutes() {
 		switch {
 		case isTCP(r):
-			out.Listeners = append(out.Listeners, tcpListener(r))
+			lis, err := tcpListener(r)
+			if err != nil {
+				return nil, err
+			}
+			listeners = append(listeners, lis)
 		case r.GetMaxConnections() > 0:
-			out.Clusters = append(out.Clusters, limitedCluster(r, backends[r.GetBackend()]))
+			clusters = append(clusters, limitedCluster(r, backends[r.GetBackend()]))
 		}
 	}
 	ecds, err := HandshakeConfig(p, opts)
 	if err != nil {
 		return nil, err
 	}
-	out.ExtensionConfigs = append(out.ExtensionConfigs, ecds)
+	extensionConfigs = append(extensionConfigs, ecds)
 	tcpECDS, err := TCPHandshakeConfigs(p, opts)
 	if err != nil {
 		return nil, err
 	}
 	for _, c := range tcpECDS {
-		out.ExtensionConfigs = append(out.ExtensionConfigs, c)
+		extensionConfigs = append(extensionConfigs, c)
 	}
 	// A tcp route that checks handshakes needs somewhere to send denials.
 	if len(tcpECDS) > 0 {
-		out.Listeners = append(out.Listeners, denyListener())
-		out.Clusters = append(out.Clusters, denyCluster())
+		listeners = append(listeners, denyListener())
+		clusters = append(clusters, denyCluster())
 	}
 
-	for _, list := range out.all() {
-		slices.SortStableFunc(*list, func(a, b types.Resource) int { return compare(name(a), name(b)) })
-		for _, r := range *list {
+	out := xdstype.Resources{
+		resource.ListenerType:        listeners,
+		resource.RouteType:           routes,
+		resource.ClusterType:         clusters,
+		resource.EndpointType:        endpoints,
+		resource.ExtensionConfigType: extensionConfigs,
+	}
+	for _, k := range xdstype.Kinds() {
+		list := out[k.URL]
+		slices.SortStableFunc(list, func(a, b types.Resource) int { return cmp.Compare(name(a), name(b)) })
+		for _, r := range list {
 			if err := r.(validator).ValidateAll(); err != nil {
 				return nil, fmt.Errorf("translate: %T %q is invalid: %w", r, name(r), err)
 			}
 		}
 	}
 	return out, nil
-}
-
-func (r *Resources) all() []*[]types.Resource {
-	return []*[]types.Resource{&r.Listeners, &r.Routes, &r.Clusters, &r.Endpoints, &r.ExtensionConfigs}
 }
 
 // routesOf lists the routes served by a listener, in policy order: Envoy
@@ -127,16 +138,6 @@ func name(r types.Resource) string {
 		return c.GetClusterName()
 	}
 	return ""
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // clone keeps shared messages from being aliased between resources.

@@ -11,16 +11,27 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 	"github.com/directpipe/directpipe/filter/auth"
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// goldenSuffix names each type's golden file, <case>.<suffix>.yaml.
+var goldenSuffix = map[string]string{
+	resource.ListenerType:        "listeners",
+	resource.RouteType:           "routes",
+	resource.ClusterType:         "clusters",
+	resource.EndpointType:        "endpoints",
+	resource.ExtensionConfigType: "extension_configs",
+}
 
 var testOptions = Options{WasmPath: "/opt/directpipe/handshake.wasm", TCPWasmPath: "/opt/directpipe/handshake-tcp.wasm"}
 
@@ -45,7 +56,7 @@ func TestGolden(t *testing.T) {
 			}
 			// The contract with the filters: what is sent by ECDS parses
 			// there, strictly, and the tcp module gets one policy.
-			for _, r := range res.ExtensionConfigs {
+			for _, r := range res[resource.ExtensionConfigType] {
 				tec := r.(*corev3.TypedExtensionConfig)
 				cfg, err := auth.ParseConfig([]byte(pluginConfigJSON(t, tec)))
 				if err != nil {
@@ -56,15 +67,9 @@ func TestGolden(t *testing.T) {
 					t.Errorf("%s is not a single policy", tec.GetName())
 				}
 			}
-			for kind, list := range map[string][]types.Resource{
-				"listeners":         res.Listeners,
-				"routes":            res.Routes,
-				"clusters":          res.Clusters,
-				"endpoints":         res.Endpoints,
-				"extension_configs": res.ExtensionConfigs,
-			} {
-				got := render(t, list)
-				file := filepath.Join("testdata", name+"."+kind+".yaml")
+			for _, k := range xdstype.Kinds() {
+				got := render(t, res[k.URL])
+				file := filepath.Join("testdata", name+"."+goldenSuffix[k.URL]+".yaml")
 				if *update {
 					if err := os.WriteFile(file, got, 0o644); err != nil {
 						t.Fatal(err)
@@ -123,9 +128,10 @@ func TestDeterministic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if string(render(t, again.ExtensionConfigs)) != string(render(t, first.ExtensionConfigs)) ||
-			string(render(t, again.Listeners)) != string(render(t, first.Listeners)) {
-			t.Fatal("the same policy translated twice gave different resources")
+		for _, k := range xdstype.Kinds() {
+			if string(render(t, again[k.URL])) != string(render(t, first[k.URL])) {
+				t.Fatalf("the same policy translated twice gave different %s resources", k.Name())
+			}
 		}
 	}
 }
@@ -165,10 +171,10 @@ func TestListenerIndependentOfRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(render(t, a.Listeners)) != string(render(t, b.Listeners)) {
+	if string(render(t, a[resource.ListenerType])) != string(render(t, b[resource.ListenerType])) {
 		t.Error("a route, back end or key change changed a listener: that would drain live calls")
 	}
-	if string(render(t, a.ExtensionConfigs)) == string(render(t, b.ExtensionConfigs)) {
+	if string(render(t, a[resource.ExtensionConfigType])) == string(render(t, b[resource.ExtensionConfigType])) {
 		t.Error("a key rotation did not change the filter config")
 	}
 }
@@ -194,7 +200,7 @@ func TestFilterConfigRoutes(t *testing.T) {
 	}
 }
 
-func decodeFilterConfig(t *testing.T, res *Resources) contract.Config {
+func decodeFilterConfig(t *testing.T, res xdstype.Resources) contract.Config {
 	t.Helper()
 	var cfg contract.Config
 	if err := json.Unmarshal([]byte(filterConfigJSON(t, res)), &cfg); err != nil {
@@ -205,9 +211,9 @@ func decodeFilterConfig(t *testing.T, res *Resources) contract.Config {
 
 // filterConfigJSON digs the HTTP filter's JSON configuration out of its
 // ECDS resource.
-func filterConfigJSON(t *testing.T, res *Resources) string {
+func filterConfigJSON(t *testing.T, res xdstype.Resources) string {
 	t.Helper()
-	return pluginConfigJSON(t, res.ExtensionConfigs[0].(*corev3.TypedExtensionConfig))
+	return pluginConfigJSON(t, res[resource.ExtensionConfigType][0].(*corev3.TypedExtensionConfig))
 }
 
 // pluginConfigJSON digs a Wasm plugin's JSON configuration out of its ECDS

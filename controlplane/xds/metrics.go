@@ -2,6 +2,8 @@ package xds
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // Metrics are the control plane's Prometheus series about xDS.
@@ -44,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) push(typeURL string) { m.pushes.WithLabelValues(ShortType(typeURL)).Inc() }
-func (m *Metrics) ack(typeURL string)  { m.acks.WithLabelValues(ShortType(typeURL)).Inc() }
-func (m *Metrics) nack(typeURL string) { m.nacks.WithLabelValues(ShortType(typeURL)).Inc() }
+func (m *Metrics) push(typeURL string) { m.pushes.WithLabelValues(xdstype.Name(typeURL)).Inc() }
+func (m *Metrics) ack(typeURL string)  { m.acks.WithLabelValues(xdstype.Name(typeURL)).Inc() }
+func (m *Metrics) nack(typeURL string) { m.nacks.WithLabelValues(xdstype.Name(typeURL)).Inc() }
 func (m *Metrics) connected(delta int) { m.nodes.Add(float64(delta)) }

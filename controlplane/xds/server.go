@@ -8,17 +8,17 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/directpipe/directpipe/controlplane/translate"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // snapshotGroup is the one cache key every Envoy maps to: all Envoys run the
@@ -58,29 +58,20 @@ func (s *Server) Register(g *grpc.Server) {
 // Status is the per-node record of what was sent, ACKed and NACKed.
 func (s *Server) Status() *Status { return s.status }
 
-// typeOrder lists the resource types in the order Envoy needs them: a
-// cluster before its endpoints, a listener's filter configs and routes
-// before the listener can take traffic.
-var typeOrder = []string{
-	resource.ClusterType, resource.EndpointType, resource.ExtensionConfigType,
-	resource.ListenerType, resource.RouteType,
-}
-
 // SetResources validates a translated set and, only if it is consistent,
 // makes it the snapshot every Envoy is served. On error nothing changes: the
 // last good snapshot keeps serving. It returns the version of each type.
-func (s *Server) SetResources(ctx context.Context, res *translate.Resources) (map[string]string, error) {
-	byType := map[string][]types.Resource{
-		resource.ListenerType:        res.Listeners,
-		resource.RouteType:           res.Routes,
-		resource.ClusterType:         res.Clusters,
-		resource.EndpointType:        res.Endpoints,
-		resource.ExtensionConfigType: res.ExtensionConfigs,
+func (s *Server) SetResources(ctx context.Context, res xdstype.Resources) (map[string]string, error) {
+	kinds := xdstype.Kinds()
+	for typeURL := range res {
+		if !slices.ContainsFunc(kinds, func(k xdstype.Kind) bool { return k.URL == typeURL }) {
+			return nil, fmt.Errorf("xds: %s is not a type directpipe serves", typeURL)
+		}
 	}
 	snap := &cachev3.Snapshot{}
 	versions := map[string]string{}
-	for _, typeURL := range typeOrder {
-		list := byType[typeURL]
+	for _, k := range kinds {
+		typeURL, list := k.URL, res[k.URL]
 		for _, r := range list {
 			if v, ok := r.(interface{ ValidateAll() error }); ok {
 				if err := v.ValidateAll(); err != nil {
@@ -108,9 +99,9 @@ func (s *Server) SetResources(ctx context.Context, res *translate.Resources) (ma
 	}
 	previous := s.status.Latest()
 	changed := []string{}
-	for _, t := range typeOrder {
-		if previous[t] != versions[t] {
-			changed = append(changed, ShortType(t))
+	for _, k := range kinds {
+		if previous[k.URL] != versions[k.URL] {
+			changed = append(changed, k.Name())
 		}
 	}
 	s.status.setLatest(versions)
@@ -143,7 +134,7 @@ func contentVersion(list []types.Resource) (string, error) {
 func shortVersions(v map[string]string) map[string]string {
 	out := map[string]string{}
 	for k, ver := range v {
-		out[ShortType(k)] = ver
+		out[xdstype.Name(k)] = ver
 	}
 	return out
 }

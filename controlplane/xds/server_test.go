@@ -17,11 +17,12 @@ import (
 
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func example(t *testing.T) *translate.Resources {
+func example(t *testing.T) xdstype.Resources {
 	t.Helper()
 	p, err := policy.LoadFile("../translate/testdata/example.in.yaml")
 	if err != nil {
@@ -58,8 +59,8 @@ func TestSetResourcesVersionsAreContentHashes(t *testing.T) {
 		c, isCLA := r.(interface{ GetClusterName() string })
 		return (ok && n.GetName() == "voice") || (isCLA && c.GetClusterName() == "voice")
 	}
-	res.Endpoints = slices.DeleteFunc(res.Endpoints, voice)
-	res.Clusters = slices.DeleteFunc(res.Clusters, voice)
+	res[resource.EndpointType] = slices.DeleteFunc(res[resource.EndpointType], voice)
+	res[resource.ClusterType] = slices.DeleteFunc(res[resource.ClusterType], voice)
 	v3, err := s.SetResources(ctx, res)
 	if err != nil {
 		t.Fatal(err)
@@ -81,13 +82,14 @@ func TestSetResourcesKeepsLastGoodSnapshot(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		break_ func(*translate.Resources)
+		break_ func(xdstype.Resources)
 	}{
-		{"route table missing", func(r *translate.Resources) { r.Routes = nil }},
-		{"endpoints missing", func(r *translate.Resources) { r.Endpoints = r.Endpoints[:1] }},
-		{"invalid resource", func(r *translate.Resources) {
-			r.Routes = append(r.Routes[:0:0], &routev3.RouteConfiguration{Name: "public", VirtualHosts: []*routev3.VirtualHost{{}}})
+		{"route table missing", func(r xdstype.Resources) { delete(r, resource.RouteType) }},
+		{"endpoints missing", func(r xdstype.Resources) { r[resource.EndpointType] = r[resource.EndpointType][:1] }},
+		{"invalid resource", func(r xdstype.Resources) {
+			r[resource.RouteType] = []types.Resource{&routev3.RouteConfiguration{Name: "public", VirtualHosts: []*routev3.VirtualHost{{}}}}
 		}},
+		{"a type not served", func(r xdstype.Resources) { r[resource.SecretType] = nil }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,13 +6,14 @@ import (
 	"log/slog"
 	"maps"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // SyncState says where a node stands for one resource type.
@@ -262,7 +263,7 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, ver
 	if nack {
 		ts.LastNack = &Nack{Version: version, Error: errMsg, At: now}
 		s.metrics.nack(typeURL)
-		s.log.Warn("envoy rejected config", "node", n.ID, "type", ShortType(typeURL), "version", version, "error", errMsg)
+		s.log.Warn("envoy rejected config", "node", n.ID, "type", xdstype.Name(typeURL), "version", version, "error", errMsg)
 		s.emit(Event{Kind: EventNACK, Node: n.ID, TypeURL: typeURL, Version: version, Error: errMsg})
 	} else {
 		if versionInfo != nil {
@@ -270,7 +271,7 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, ver
 		}
 		ts.Acked, ts.AckedAt = version, now
 		s.metrics.ack(typeURL)
-		s.log.Debug("envoy accepted config", "node", n.ID, "type", ShortType(typeURL), "version", version)
+		s.log.Debug("envoy accepted config", "node", n.ID, "type", xdstype.Name(typeURL), "version", version)
 		s.emit(Event{Kind: EventACK, Node: n.ID, TypeURL: typeURL, Version: version})
 	}
 	n.Types[typeURL] = ts
@@ -373,9 +374,4 @@ func envoyVersion(n *corev3.Node) string {
 		return fmt.Sprintf("%d.%d.%d", v.GetMajorNumber(), v.GetMinorNumber(), v.GetPatch())
 	}
 	return n.GetUserAgentVersion()
-}
-
-// ShortType turns a type URL into its message name, e.g. "Listener".
-func ShortType(typeURL string) string {
-	return typeURL[strings.LastIndex(typeURL, ".")+1:]
 }

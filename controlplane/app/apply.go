@@ -1,0 +1,162 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/admin"
+	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/translate"
+	"github.com/directpipe/directpipe/controlplane/xds"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
+)
+
+// Check validates and translates a policy without applying it.
+func (a *App) Check(p *policyv1.Policy) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := a.translate(ctx, p)
+	return err
+}
+
+// translate validates a policy, resolves its JWKS files and URLs, and
+// translates it.
+func (a *App) translate(ctx context.Context, p *policyv1.Policy) (xdstype.Resources, map[string][]*policyv1.JWK, error) {
+	if err := policy.Validate(p); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
+	}
+	keys, err := a.jwks.Resolve(ctx, p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
+	}
+	start := time.Now()
+	res, err := translate.Translate(p, a.options(keys))
+	a.metrics.Translate.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
+	}
+	return res, keys, nil
+}
+
+// Apply is the admin API's change: it refuses a stale expected revision,
+// persists the policy file atomically (so a restart serves the same policy)
+// and then serves it. Applies are serialised.
+func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if expectedRevision != a.revision {
+		return "", nil, fmt.Errorf("%w: current revision is %s, not %s", admin.ErrStaleRevision, a.revision, expectedRevision)
+	}
+	res, keys, err := a.translate(ctx, p)
+	if err != nil {
+		a.metrics.Applies.WithLabelValues("invalid").Inc()
+		return "", nil, err
+	}
+	rev := policy.Revision(p)
+	changes, err := translate.Diff(a.served.Resources, res)
+	if err != nil {
+		return "", nil, err
+	}
+	if dryRun || rev == a.revision {
+		return rev, changes, nil
+	}
+	if err := policy.WriteFileAtomic(a.cfg.PolicyFile, p); err != nil {
+		return "", nil, err
+	}
+	if err := a.serve(ctx, p, rev, res, keys, "api"); err != nil {
+		// Put the file back so that a restart serves what is being served.
+		if rerr := policy.WriteFileAtomic(a.cfg.PolicyFile, a.served.Policy); rerr != nil {
+			a.log.Error("restoring the policy file failed", "error", rerr)
+		}
+		return "", nil, err
+	}
+	return rev, changes, nil
+}
+
+// applyFromFile serves a policy read from the file. Reading back a file the
+// admin API just wrote changes nothing.
+func (a *App) applyFromFile(ctx context.Context, p *policyv1.Policy) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rev := policy.Revision(p)
+	if rev == a.revision {
+		return nil
+	}
+	res, keys, err := a.translate(ctx, p)
+	if err != nil {
+		a.metrics.Applies.WithLabelValues("invalid").Inc()
+		return err
+	}
+	return a.serve(ctx, p, rev, res, keys, "file")
+}
+
+// serve sets the snapshot, after a bridging filter config when the change
+// needs one (see translate.Bridge); a.mu is held.
+func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xdstype.Resources, keys map[string][]*policyv1.JWK, source string) error {
+	bridge, err := translate.Bridge(a.served, p, a.options(keys))
+	if err == nil && bridge != nil {
+		_, err = a.xds.SetResources(ctx, bridge)
+	}
+	if err != nil {
+		a.log.Warn("bridging filter config not pushed", "error", err)
+	}
+	if _, err := a.xds.SetResources(ctx, res); err != nil {
+		a.metrics.Applies.WithLabelValues("rejected").Inc()
+		return err
+	}
+	a.metrics.Applies.WithLabelValues("ok").Inc()
+	a.served, a.revision = translate.Served{Policy: p, Keys: keys, Resources: res}, rev
+	a.log.Info("policy applied", "revision", rev, "source", source)
+	a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicy, Revision: rev})
+	return nil
+}
+
+// options are the translation options of this control plane.
+func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
+	return translate.Options{WasmPath: a.cfg.WasmPath, TCPWasmPath: a.cfg.TCPWasmPath, ResolvedKeys: keys}
+}
+
+// keyRefreshInterval is how often JWKS files are re-read and stale JWKS
+// URLs fetched again (each URL no more often than its own refresh).
+const keyRefreshInterval = 10 * time.Second
+
+// refreshKeys re-resolves the current policy's key sets and serves the
+// result if a key changed: a rotation at the identity provider reaches
+// Envoy by ECDS, without a policy change and without draining anything.
+func (a *App) refreshKeys(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	current := a.served.Policy
+	if current == nil || !usesKeySets(current) {
+		return
+	}
+	res, keys, err := a.translate(ctx, current)
+	if err != nil {
+		a.log.Warn("key refresh failed; the last keys keep serving", "error", err)
+		return
+	}
+	ecds := resource.ExtensionConfigType
+	if slices.EqualFunc(res[ecds], a.served.Resources[ecds], func(x, y types.Resource) bool { return proto.Equal(x, y) }) {
+		return
+	}
+	if err := a.serve(ctx, current, a.revision, res, keys, "keys"); err != nil {
+		a.log.Error("serving refreshed keys failed", "error", err)
+	}
+}
+
+// usesKeySets reports whether any auth policy names a JWKS file or URL.
+func usesKeySets(p *policyv1.Policy) bool {
+	for _, a := range p.GetAuthPolicies() {
+		if a.GetJwt().GetJwksFile() != "" || a.GetJwt().GetJwksUrl() != "" {
+			return true
+		}
+	}
+	return false
+}
