@@ -41,6 +41,9 @@ var importRules = []importRule{
 	// without os, net/http or syscall is not what anyone writes by accident.
 	{name: "translate does no I/O", from: []string{"controlplane/translate/..."},
 		mayNot: []string{"os", "os/exec", "net/http", "io/ioutil", "syscall", "github.com/fsnotify/fsnotify"}},
+	// dpctl reads the type list; Envoy's API would add 10 MB to it.
+	{name: "controlplane/xdstype is a leaf without Envoy's API", from: []string{"controlplane/xdstype/..."}, onlyModule: []string{},
+		mayNot: []string{"github.com/envoyproxy/go-control-plane/envoy/...", "github.com/envoyproxy/go-control-plane/pkg/resource/..."}},
 	{name: "filter never imports controlplane", from: []string{"filter/..."}, mayNot: []string{"controlplane/..."}, tests: true},
 	{name: "product code stays out of the test kit, e2e, examples and bench",
 		from: []string{"controlplane/...", "filter/...", "api/...", "envoy/bootstrap/...", "envoy/cmd/..."}, mayNot: productNot},
