@@ -66,9 +66,8 @@ build:
 	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap
 	$(GO) build -o $(BIN)/probe ./examples/probe
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake.wasm ./filter/handshake
-	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake-tcp.wasm ./filter/handshake-tcp
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/framefilter.wasm ./bench/framefilter
-	@ls -l $(BIN)/handshake.wasm $(BIN)/handshake-tcp.wasm | awk '{print ">> " $$9 ": " $$5 " bytes"}'
+	@ls -l $(BIN)/handshake.wasm | awk '{print ">> " $$9 ": " $$5 " bytes"}'
 
 # Prints only a valid demo token: HS256, the example policy's development
 # secret, one hour.
@@ -90,7 +89,7 @@ FUZZ_TIME ?= 60s
 
 test: tools build
 	$(GO) vet ./...
-	DIRECTPIPE_WASM=$(BIN)/handshake.wasm DIRECTPIPE_TCP_WASM=$(BIN)/handshake-tcp.wasm $(GO) test -count=1 -timeout 20m ./...
+	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=100000x
 
 # The latency lab: every path, handshake mode and control-plane number in

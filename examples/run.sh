@@ -28,7 +28,7 @@ trap stop INT TERM EXIT
 
 "$BIN/voice-backend" -addr "127.0.0.1:${VOICE_PORT}" -rest-addr "127.0.0.1:${REST_PORT}" &
 pids+=($!)
-"$BIN/directpipe" -policy "$run_dir/policy.yaml" -wasm "$BIN/handshake.wasm" -tcp-wasm "$BIN/handshake-tcp.wasm" \
+"$BIN/directpipe" -policy "$run_dir/policy.yaml" -wasm "$BIN/handshake.wasm" \
   -xds-addr "127.0.0.1:${XDS_PORT}" -admin-addr "127.0.0.1:${ADMIN_API_PORT}" \
   -metrics-addr "127.0.0.1:${METRICS_PORT}" &
 pids+=($!)

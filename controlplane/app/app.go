@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -43,10 +42,6 @@ type Config struct {
 	MetricsAddr string
 	// WasmPath is the handshake module's path as Envoy sees it.
 	WasmPath string
-	// TCPWasmPath is the tcp handshake module's path as Envoy sees it;
-	// empty means handshake-tcp.wasm beside WasmPath, as `make build`
-	// lays them out.
-	TCPWasmPath string
 	// AdminAddr is the admin gRPC address; empty disables the admin API.
 	AdminAddr string
 	// AdminToken is the bearer token every admin call must carry.
@@ -82,9 +77,6 @@ type App struct {
 func New(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
-	}
-	if cfg.TCPWasmPath == "" && cfg.WasmPath != "" {
-		cfg.TCPWasmPath = filepath.Join(filepath.Dir(cfg.WasmPath), "handshake-tcp.wasm")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

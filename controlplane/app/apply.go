@@ -120,7 +120,7 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xds
 
 // options are the translation options of this control plane.
 func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
-	return translate.Options{WasmPath: a.cfg.WasmPath, TCPWasmPath: a.cfg.TCPWasmPath, ResolvedKeys: keys}
+	return translate.Options{WasmPath: a.cfg.WasmPath, ResolvedKeys: keys}
 }
 
 // keyRefreshInterval is how often JWKS files are re-read and stale JWKS

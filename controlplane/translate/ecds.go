@@ -16,7 +16,8 @@ import (
 
 const (
 	wasmTypeURL = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-	// wasmVMID is the HTTP module's VM, shared by its every plugin config.
+	// wasmVMID is the handshake module's VM, shared by every plugin of
+	// the HTTP filter and of the tcp mode network filters.
 	wasmVMID = "directpipe"
 )
 
@@ -42,26 +43,37 @@ func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionCo
 	if err != nil {
 		return nil, fmt.Errorf("translate: encode filter config: %w", err)
 	}
-	wasm := &wasmfilterv3.Wasm{Config: pluginConfig(HandshakeFilterName, wasmVMID, opts.WasmPath, doc)}
+	wasm := &wasmfilterv3.Wasm{Config: pluginConfig(HandshakeFilterName, opts.WasmPath, doc)}
 	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(wasm)}, nil
 }
 
-// pluginConfig runs a module's plugin with a JSON configuration. Plugins
-// with the same vmID share one VM per worker, so a config change reuses
-// the running VM instead of starting a new one.
-func pluginConfig(name, vmID, path string, doc []byte) *wasmv3.PluginConfig {
+// pluginConfig runs the module's plugin with a JSON configuration; its
+// root id is its name, which tells the module an HTTP plugin from a tcp
+// one.
+func pluginConfig(name, path string, doc []byte) *wasmv3.PluginConfig {
 	return &wasmv3.PluginConfig{
-		Name:   name,
-		RootId: name,
-		Vm: &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{
-			VmId:    vmID,
-			Runtime: "envoy.wasm.runtime.v8",
-			Code: &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Local{Local: &corev3.DataSource{
-				Specifier: &corev3.DataSource_Filename{Filename: path},
-			}}},
-		}},
+		Name:          name,
+		RootId:        name,
+		Vm:            &wasmv3.PluginConfig_VmConfig{VmConfig: vmConfig(path)},
 		Configuration: mustAny(wrapperspb.String(string(doc))),
 		// A filter that cannot run must not let callers through.
 		FailurePolicy: wasmv3.FailurePolicy_FAIL_CLOSED,
+	}
+}
+
+// vmConfig is the one VM configuration of every plugin. Envoy keys its VMs
+// by vm_id, VM configuration and code: plugins whose three are equal share
+// one compiled module and one instance per worker, the HTTP filter and the
+// tcp network filters alike, and an update that leaves them equal (a key
+// rotation, a route change) reuses the running VM. So nothing that policy
+// decides belongs here: everything that changes is in the plugin's
+// configuration.
+func vmConfig(path string) *wasmv3.VmConfig {
+	return &wasmv3.VmConfig{
+		VmId:    wasmVMID,
+		Runtime: "envoy.wasm.runtime.v8",
+		Code: &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Local{Local: &corev3.DataSource{
+			Specifier: &corev3.DataSource_Filename{Filename: path},
+		}}},
 	}
 }

@@ -19,11 +19,10 @@ import (
 
 const (
 	// TCPHandshakeFilterPrefix names a tcp route's handshake network
-	// filter and its ECDS resource: the prefix and the route name.
-	TCPHandshakeFilterPrefix = "directpipe.handshake_tcp."
+	// filter, its ECDS resource and its plugin's root id: the prefix and
+	// the route name. The module tells a tcp plugin from an HTTP one by it.
+	TCPHandshakeFilterPrefix = contract.TCPRootIDPrefix
 	wasmNetworkTypeURL       = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
-	// tcpWasmVMID is the tcp module's VM, shared by every tcp route.
-	tcpWasmVMID = "directpipe-tcp"
 )
 
 // tcpHandshakeFilter is the network filter in front of tcp_proxy. Its
@@ -52,16 +51,13 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 		if !isTCP(r) || r.GetAuth() == "" {
 			continue
 		}
-		if opts.TCPWasmPath == "" {
-			return nil, fmt.Errorf("translate: route %q: auth on a tcp route needs the tcp handshake module path", r.GetName())
-		}
 		a := policies[r.GetAuth()]
 		doc, err := json.Marshal(authPolicy(a, opts.ResolvedKeys[a.GetName()]))
 		if err != nil {
 			return nil, fmt.Errorf("translate: encode tcp filter config of route %q: %w", r.GetName(), err)
 		}
 		name := TCPHandshakeFilterPrefix + r.GetName()
-		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, tcpWasmVMID, opts.TCPWasmPath, doc)}
+		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, opts.WasmPath, doc)}
 		out = append(out, &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(wasm)})
 	}
 	return out, nil

@@ -21,11 +21,9 @@ import (
 
 // Options are the deployment facts that are not part of policy.
 type Options struct {
-	// WasmPath is the handshake module's path as Envoy sees it.
+	// WasmPath is the handshake module's path as Envoy sees it: one
+	// module for the HTTP filter and the tcp mode network filter.
 	WasmPath string
-	// TCPWasmPath is the tcp handshake module's path as Envoy sees it;
-	// only policies with auth on a tcp route need it.
-	TCPWasmPath string
 	// ResolvedKeys are the verification keys the control plane read from
 	// each auth policy's jwks_file or jwks_url, by policy name. Reading them
 	// is I/O, so it happens before translation, not in it.

@@ -95,6 +95,9 @@ type EnvoyOptions struct {
 	Concurrency int
 	// DrainTime is how long a modified listener drains its connections.
 	DrainTime time.Duration
+	// ReadyTimeout bounds the wait for Envoy's readiness; 30 s if zero.
+	// Compiling a Wasm module on a busy machine can take longer.
+	ReadyTimeout time.Duration
 }
 
 // Envoy is a running Envoy process.
@@ -130,12 +133,20 @@ func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return StartEnvoyWithConfig(t, cfg, adminPort, opts.Concurrency, opts.DrainTime)
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 30 * time.Second
+	}
+	return startEnvoy(t, cfg, adminPort, opts.Concurrency, opts.DrainTime, opts.ReadyTimeout)
 }
 
 // StartEnvoyWithConfig starts Envoy with a bootstrap of the caller's, whose
 // admin interface listens on 127.0.0.1:adminPort.
 func StartEnvoyWithConfig(t T, cfg []byte, adminPort, concurrency int, drain time.Duration) *Envoy {
+	t.Helper()
+	return startEnvoy(t, cfg, adminPort, concurrency, drain, 30*time.Second)
+}
+
+func startEnvoy(t T, cfg []byte, adminPort, concurrency int, drain, ready time.Duration) *Envoy {
 	t.Helper()
 	bin, err := EnvoyBinary()
 	if err != nil {
@@ -185,7 +196,7 @@ func StartEnvoyWithConfig(t T, cfg []byte, adminPort, concurrency int, drain tim
 			t.Logf("envoy log (%s), last lines:\n%s", e.LogPath, tail(e.LogPath, 40))
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), ready)
 	defer cancel()
 	if err := e.WaitReady(ctx); err != nil {
 		t.Fatalf("envoy did not become ready: %v\n%s", err, tail(e.LogPath, 40))
@@ -195,6 +206,12 @@ func StartEnvoyWithConfig(t T, cfg []byte, adminPort, concurrency int, drain tim
 
 // PID is Envoy's process id.
 func (e *Envoy) PID() int { return e.cmd.Process.Pid }
+
+// Stop kills Envoy before the test's end, where it would be killed anyway.
+func (e *Envoy) Stop() {
+	e.cmd.Process.Kill()
+	e.cmd.Wait()
+}
 
 // AdminURL is the base URL of Envoy's admin API.
 func (e *Envoy) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", e.AdminPort) }

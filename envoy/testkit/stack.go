@@ -39,16 +39,6 @@ func WasmModule(t T) string {
 	return Binary(t, "handshake.wasm")
 }
 
-// TCPWasmModule is the tcp handshake module: $DIRECTPIPE_TCP_WASM, else
-// bin/.
-func TCPWasmModule(t T) string {
-	t.Helper()
-	if p := os.Getenv("DIRECTPIPE_TCP_WASM"); p != "" {
-		return p
-	}
-	return Binary(t, "handshake-tcp.wasm")
-}
-
 // Backend is the example voice back end, running as its own process.
 type Backend struct {
 	VoiceAddr string
@@ -125,7 +115,6 @@ func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	if cfg.WasmPath == "" {
 		cfg.WasmPath = WasmModule(t)
 	}
-	cfg.TCPWasmPath = TCPWasmModule(t)
 	if os.Getenv("DIRECTPIPE_TEST_LOG") != "" {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}

@@ -13,10 +13,7 @@ import (
 // Host is the Proxy-Wasm host; it holds no state of its own.
 type Host struct{}
 
-var (
-	_ gate.HTTPHost = Host{}
-	_ gate.TCPHost  = Host{}
-)
+var _ gate.ModuleHost = Host{}
 
 func (Host) Log(level gate.Level, msg string) { proxywasm.Log(proxywasm.LogLevel(level), msg) }
 
@@ -25,6 +22,17 @@ func (Host) PluginConfiguration() ([]byte, error) { return proxywasm.PluginConfi
 func (Host) DefineCounter(name string) { proxywasm.CounterID(name) }
 
 func (Host) Count(name string) { proxywasm.Count(name) }
+
+func (Host) AddCount(name string, n uint64) {
+	if id, ok := proxywasm.CounterID(name); ok && n > 0 {
+		proxywasm.IncrementMetric(id, int64(n))
+	}
+}
+
+func (Host) RootID() (string, error) {
+	v, err := proxywasm.GetProperty("plugin_root_id")
+	return string(v), err
+}
 
 func (Host) RequestHeader(name string) (string, bool) {
 	v, err := proxywasm.GetHeader(proxywasm.MapRequestHeaders, name)

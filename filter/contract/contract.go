@@ -18,6 +18,11 @@ const (
 // early-data buffer from it.
 const MaxHeadBytes = 32 << 10
 
+// TCPRootIDPrefix starts the root id of every tcp mode plugin (the route
+// name follows); any other root id is an HTTP plugin. One module serves
+// both filters, and the root id is what tells it which one a plugin is.
+const TCPRootIDPrefix = "directpipe.handshake_tcp."
+
 // The tcp module's deny path. A network filter cannot write to its client,
 // so the module sends a denied connection through DenyCluster to
 // DenyListener, an Envoy internal listener the control plane builds, with a

@@ -29,6 +29,7 @@ type fakeHost struct {
 	closed      []uint32 // contexts closed, by effective context
 	effective   uint32
 
+	rootID  string
 	defined map[string]bool
 	counts  map[string]int
 	logs    []string
@@ -60,6 +61,15 @@ func (h *fakeHost) PluginConfiguration() ([]byte, error) { return h.config, h.co
 func (h *fakeHost) DefineCounter(name string) { h.defined[name] = true }
 
 func (h *fakeHost) Count(name string) { h.counts[name]++ }
+
+func (h *fakeHost) AddCount(name string, n uint64) { h.counts[name] += int(n) }
+
+func (h *fakeHost) RootID() (string, error) {
+	if h.rootID == "" {
+		return "", errors.New("no root id")
+	}
+	return h.rootID, nil
+}
 
 func (h *fakeHost) RequestHeader(name string) (string, bool) {
 	v, ok := h.headers[name]
@@ -159,6 +169,9 @@ var (
 	secret = []byte("gate-test-secret-of-32-bytes-long")
 	now    = time.Unix(1_800_000_000, 0)
 )
+
+// clock is the tcp gate's clock in tests: always now.
+func clock() time.Time { return now }
 
 // policyDoc is one policy as the control plane writes it: a bearer token,
 // a subprotocol token or a query token, HS256, scope voice.

@@ -81,8 +81,9 @@ func (g *TCP) ContextCreate(id, parentID uint32, now time.Time) {
 func (g *TCP) NewConnection(id uint32) Action { return Pause }
 
 // DownstreamData looks at what connection id has sent so far (size bytes,
-// end of stream when the client has closed its side).
-func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now time.Time) Action {
+// end of stream when the client has closed its side). It reads the clock
+// only before the decision: after it, a chunk costs no host call.
+func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() time.Time) Action {
 	c := g.conns[id]
 	if c == nil {
 		return closeConnection(h, "a connection without a context")
@@ -101,7 +102,7 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now time.Time
 	if err != nil {
 		return closeConnection(h, err.Error())
 	}
-	o := tcpcheck.Inspect(p, buf, now)
+	o := tcpcheck.Inspect(p, buf, now())
 	switch o.Verdict {
 	case tcpcheck.NeedMore:
 		if end {

@@ -100,7 +100,7 @@ func TestTCPDownstreamData(t *testing.T) {
 			for i, chunk := range tt.chunks {
 				h.data = []byte(chunk)
 				end := tt.end && i == len(tt.chunks)-1
-				if a := g.DownstreamData(h, streamID, uint32(len(chunk)), end, now); a != tt.actions[i] {
+				if a := g.DownstreamData(h, streamID, uint32(len(chunk)), end, clock); a != tt.actions[i] {
 					t.Fatalf("chunk %d: action %d, want %d (logs %q)", i, a, tt.actions[i], h.logs)
 				}
 			}
@@ -108,10 +108,12 @@ func TestTCPDownstreamData(t *testing.T) {
 			if tt.verdict == "" || tt.verdict == "close" {
 				return // held, or being closed by the host
 			}
-			// Decided: whatever comes next passes without a host call.
+			// Decided: whatever comes next passes without a host call, the
+			// clock's included.
 			next := newFakeHost("")
 			next.errData = errors.New("the pipe must not read")
-			if a := g.DownstreamData(next, streamID, 1<<20, false, now); a != Continue || len(next.logs)+len(next.counts) != 0 {
+			noClock := func() time.Time { t.Fatal("the pipe read the clock"); return now }
+			if a := g.DownstreamData(next, streamID, 1<<20, false, noClock); a != Continue || len(next.logs)+len(next.counts) != 0 {
 				t.Fatalf("after the decision: action %d, logs %q, counts %v", a, next.logs, next.counts)
 			}
 		})
@@ -164,7 +166,7 @@ func TestTCPUnconfigured(t *testing.T) {
 	g.ContextCreate(streamID, rootID, now)
 	h := newFakeHost("")
 	h.data = []byte(upgrade("/v1/a"))
-	if a := g.DownstreamData(h, streamID, uint32(len(h.data)), false, now); a != Continue {
+	if a := g.DownstreamData(h, streamID, uint32(len(h.data)), false, clock); a != Continue {
 		t.Fatalf("action %d", a)
 	}
 	checkVerdict(t, h, "deny:filter_not_configured", "")
@@ -173,7 +175,7 @@ func TestTCPUnconfigured(t *testing.T) {
 func TestTCPUnknownConnection(t *testing.T) {
 	g := tcpGate(t)
 	h := newFakeHost("")
-	if a := g.DownstreamData(h, streamID+7, 10, false, now); a != Pause {
+	if a := g.DownstreamData(h, streamID+7, 10, false, clock); a != Pause {
 		t.Fatalf("action %d", a)
 	}
 	checkVerdict(t, h, "close", "")
@@ -195,7 +197,7 @@ func TestTCPTick(t *testing.T) {
 	g.ContextCreate(gone, rootID, now)
 	h := newFakeHost("")
 	h.data = []byte(upgrade("/v1/a", "Authorization: Bearer "+token(t, goodClaims())))
-	g.DownstreamData(h, decided, uint32(len(h.data)), false, now)
+	g.DownstreamData(h, decided, uint32(len(h.data)), false, clock)
 
 	late := now.Add(tcpcheck.HeadTimeout)
 	h = newFakeHost("")

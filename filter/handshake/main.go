@@ -1,14 +1,21 @@
 //go:build wasip1
 
-// Command handshake is the directpipe handshake filter, a Proxy-Wasm (ABI
+// Command handshake is the directpipe handshake module, a Proxy-Wasm (ABI
 // 0.2.1) module built by the standard Go toolchain as a WASI reactor:
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o bin/handshake.wasm ./filter/handshake
 //
-// It checks the caller once, on the request headers of the handshake, and
-// exports no body, data or trailer callback: after the headers, Envoy never
-// enters the VM for this stream again, whatever the stream carries. The
-// decisions are package gate's; this file only binds them to the ABI.
+// One module serves both filters: the HTTP filter of the upgrade chain,
+// which checks the caller once, on the request headers, and the network
+// filter in front of tcp_proxy on tcp mode routes, which reads the upgrade
+// request from a connection's first bytes. Envoy shares one compiled
+// module and one instance per worker between them because their VM
+// configuration and code are the same.
+//
+// It exports no body, trailer, response or upstream callback, and Envoy's
+// HTTP filter never calls the network ones: after the headers, Envoy never
+// enters the VM for an HTTP stream again, whatever the stream carries.
+// The decisions are package gate's; this file only binds them to the ABI.
 package main
 
 import (
@@ -23,32 +30,52 @@ import (
 // which initialises the runtime and the packages, then calls the exports.
 func main() {}
 
-// The gate's state is the Wasm ABI glue's: the host drives the module by
+// The module's state is the Wasm ABI glue's: the host drives the module by
 // context ids, and each VM is single-threaded.
-var http = gate.NewHTTP()
+var module = gate.NewModule()
 
 //go:wasmexport proxy_on_configure
 func proxyOnConfigure(rootID, pluginConfigSize uint32) uint32 {
 	proxywasm.ReleasePending()
-	if !http.Configure(abihost.Host{}, rootID) {
-		return 0
-	}
-	return 1
+	return boolean(module.Configure(abihost.Host{}, rootID))
 }
 
 //go:wasmexport proxy_on_context_create
 func proxyOnContextCreate(contextID, parentID uint32) {
-	http.ContextCreate(contextID, parentID)
+	module.ContextCreate(contextID, parentID, time.Now())
 }
 
 //go:wasmexport proxy_on_request_headers
 func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
 	proxywasm.ReleasePending()
-	return uint32(http.RequestHeaders(abihost.Host{}, contextID, time.Now()))
+	return uint32(module.RequestHeaders(abihost.Host{}, contextID, time.Now()))
+}
+
+//go:wasmexport proxy_on_new_connection
+func proxyOnNewConnection(contextID uint32) uint32 {
+	return uint32(module.NewConnection(contextID))
+}
+
+//go:wasmexport proxy_on_downstream_data
+func proxyOnDownstreamData(contextID, dataSize, endOfStream uint32) uint32 {
+	proxywasm.ReleasePending()
+	return uint32(module.DownstreamData(abihost.Host{}, contextID, dataSize, endOfStream != 0, time.Now))
+}
+
+//go:wasmexport proxy_on_tick
+func proxyOnTick(rootID uint32) {
+	module.Tick(abihost.Host{}, rootID, time.Now())
 }
 
 //go:wasmexport proxy_on_done
-func proxyOnDone(contextID uint32) uint32 { return 1 }
+func proxyOnDone(contextID uint32) uint32 { return boolean(module.Done(contextID)) }
 
 //go:wasmexport proxy_on_delete
-func proxyOnDelete(contextID uint32) { http.Delete(contextID) }
+func proxyOnDelete(contextID uint32) { module.Delete(abihost.Host{}, contextID) }
+
+func boolean(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}

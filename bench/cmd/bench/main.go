@@ -19,7 +19,11 @@ func main() {
 	frames := flag.Int("frames", cfg.Frames, "frames per stream")
 	interval := flag.Duration("interval", cfg.Interval, "time between frames (20ms is real time)")
 	handshakes := flag.Int("handshakes", cfg.Handshakes, "handshakes per auth mode")
+	memory := flag.String("memory", "", "only measure Envoy's memory, plain and with the module, at these worker counts (e.g. 1,2,4)")
 	flag.Parse()
+	if *memory != "" {
+		os.Exit(measureMemory(*memory))
+	}
 	if *tiny {
 		cfg = latencylab.Tiny()
 	} else {

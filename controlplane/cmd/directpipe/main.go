@@ -34,7 +34,7 @@ func main() {
 	flag.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "ADS gRPC listen address")
 	flag.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:18002", "Prometheus /metrics listen address; empty disables")
 	flag.StringVar(&f.wasmPath, "wasm", "bin/handshake.wasm", "handshake Wasm module path, as Envoy sees it")
-	flag.StringVar(&f.tcpWasmPath, "tcp-wasm", "bin/handshake-tcp.wasm", "tcp mode handshake Wasm module path, as Envoy sees it")
+	flag.StringVar(&f.tcpWasmPath, "tcp-wasm", "", "deprecated and ignored: one module (-wasm) serves HTTP and tcp mode routes")
 	flag.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:18001", "admin gRPC listen address; empty disables")
 	flag.StringVar(&f.stateDir, "state-dir", statedir.Default(), "state directory (admin token)")
 	flag.StringVar(&f.tokenFile, "admin-token-file", "", "admin bearer token file (default <state-dir>/admin.token, created 0600 on first start)")
@@ -69,14 +69,12 @@ func run(log *slog.Logger, f flags) error {
 	if err != nil {
 		return err
 	}
-	tcpWasm, err := filepath.Abs(f.tcpWasmPath)
-	if err != nil {
-		return err
+	if f.tcpWasmPath != "" {
+		log.Warn("-tcp-wasm is deprecated and ignored: the -wasm module serves tcp mode routes too")
 	}
 	cfg := app.Config{
 		PolicyFile: f.policyFile, XDSAddr: f.xdsAddr, MetricsAddr: f.metricsAddr, WasmPath: wasm,
-		TCPWasmPath: tcpWasm,
-		AdminAddr:   f.adminAddr, Log: log,
+		AdminAddr: f.adminAddr, Log: log,
 	}
 	if f.adminAddr != "" {
 		if cfg.AdminTLS, err = adminTLS(f); err != nil {

@@ -1,0 +1,143 @@
+package gate
+
+import (
+	"strings"
+	"time"
+
+	"github.com/directpipe/directpipe/filter/contract"
+)
+
+// Every time the host enters the module through a callback is counted, by
+// the kind of the context it is for: the proof that an HTTP stream's
+// frames never enter it, while a tcp connection's do, once per chunk.
+const (
+	MetricHTTPCallbacks = "directpipe_vm_callbacks_http"
+	MetricTCPCallbacks  = "directpipe_vm_callbacks_tcp"
+)
+
+// ModuleHost is the host of the one module: HTTP streams and tcp
+// connections, and the root id of the plugin being configured.
+type ModuleHost interface {
+	HTTPHost
+	TCPHost
+	// RootID returns the root id of the plugin whose callback is running.
+	RootID() (string, error)
+	// AddCount adds n to a counter.
+	AddCount(name string, n uint64)
+}
+
+// Module is the whole module's state: each root context is an HTTP or a
+// tcp plugin, and each stream or connection belongs to one of them. Envoy
+// runs one instance per worker for both filters when their VM
+// configuration and code are the same.
+type Module struct {
+	HTTP *HTTP
+	TCP  *TCP
+	tcp  map[uint32]bool // by root or child context: a tcp one
+	// httpCalls and tcpCalls count entries since they were last added to
+	// their counters, which happens once per context, at its deletion, so
+	// that counting costs no host call per frame.
+	httpCalls, tcpCalls uint64
+}
+
+// entered counts a callback for context id.
+func (m *Module) entered(id uint32) {
+	if m.tcp[id] {
+		m.tcpCalls++
+	} else {
+		m.httpCalls++
+	}
+}
+
+// NewModule returns a module with no plugin configured.
+func NewModule() *Module {
+	return &Module{HTTP: NewHTTP(), TCP: NewTCP(), tcp: map[uint32]bool{}}
+}
+
+// Configure configures a root context as the plugin its root id names.
+func (m *Module) Configure(h ModuleHost, rootID uint32) bool {
+	id, err := h.RootID()
+	if err != nil {
+		m.entered(rootID)
+		h.Log(LevelError, "cannot read the plugin's root id: "+err.Error())
+		return false
+	}
+	h.DefineCounter(MetricHTTPCallbacks)
+	h.DefineCounter(MetricTCPCallbacks)
+	// Configuring is rare: its callbacks are added at once, so that a
+	// stream's deletion adds only its own.
+	defer m.flush(h)
+	if strings.HasPrefix(id, contract.TCPRootIDPrefix) {
+		m.tcp[rootID] = true
+		m.entered(rootID)
+		return m.TCP.Configure(h, rootID)
+	}
+	delete(m.tcp, rootID)
+	m.entered(rootID)
+	return m.HTTP.Configure(h, rootID)
+}
+
+// ContextCreate records a stream or connection under its plugin.
+func (m *Module) ContextCreate(id, parentID uint32, now time.Time) {
+	if parentID == 0 {
+		m.entered(id) // a root: its kind comes with its configuration
+		return
+	}
+	if m.tcp[parentID] {
+		m.tcp[id] = true
+		m.entered(id)
+		m.TCP.ContextCreate(id, parentID, now)
+		return
+	}
+	m.entered(id)
+	m.HTTP.ContextCreate(id, parentID)
+}
+
+// RequestHeaders serves an HTTP stream's request headers.
+func (m *Module) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
+	m.entered(id)
+	return m.HTTP.RequestHeaders(h, id, now)
+}
+
+// NewConnection serves a new tcp connection.
+func (m *Module) NewConnection(id uint32) Action {
+	m.entered(id)
+	return m.TCP.NewConnection(id)
+}
+
+// DownstreamData serves a tcp connection's data from its client.
+func (m *Module) DownstreamData(h TCPHost, id, size uint32, end bool, now func() time.Time) Action {
+	m.entered(id)
+	return m.TCP.DownstreamData(h, id, size, end, now)
+}
+
+// Tick serves a tcp plugin's timer.
+func (m *Module) Tick(h TCPHost, rootID uint32, now time.Time) {
+	m.entered(rootID)
+	m.TCP.Tick(h, rootID, now)
+}
+
+// Done is the host asking whether a context may be deleted: always.
+func (m *Module) Done(id uint32) bool {
+	m.entered(id)
+	return true
+}
+
+// Delete forgets a context and adds the callbacks counted so far.
+func (m *Module) Delete(h ModuleHost, id uint32) {
+	m.entered(id)
+	if m.tcp[id] {
+		m.TCP.Delete(id)
+	} else {
+		m.HTTP.Delete(id)
+	}
+	delete(m.tcp, id)
+	m.flush(h)
+}
+
+// flush adds the callbacks counted since the last flush to their counters.
+func (m *Module) flush(h ModuleHost) {
+	h.AddCount(MetricHTTPCallbacks, m.httpCalls)
+	h.AddCount(MetricTCPCallbacks, m.tcpCalls)
+	m.httpCalls, m.tcpCalls = 0, 0
+}
