@@ -45,6 +45,11 @@ const (
 	MetricTCPDeniedPrefix  = "directpipe_tcp_handshake_denied_"
 	MetricTCPHeadTimeout   = "directpipe_tcp_handshake_timeout"
 	LocalReplyDetailPrefix = "directpipe_"
+	// The callbacks the module served, by the kind of plugin they were
+	// for: an HTTP stream enters it a fixed number of times whatever it
+	// carries, a tcp connection once per chunk it sends.
+	MetricHTTPCallbacks = "directpipe_vm_callbacks_http"
+	MetricTCPCallbacks  = "directpipe_vm_callbacks_tcp"
 )
 
 // IsReservedHeader reports whether the filter may never be told to write

@@ -7,13 +7,6 @@ import (
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
-// Every time the host enters the module through a callback is counted, by
-// the kind of the context it is for: the proof that an HTTP stream's
-// frames never enter it, while a tcp connection's do, once per chunk.
-const (
-	MetricHTTPCallbacks = "directpipe_vm_callbacks_http"
-	MetricTCPCallbacks  = "directpipe_vm_callbacks_tcp"
-)
 
 // ModuleHost is the host of the one module: HTTP streams and tcp
 // connections, and the root id of the plugin being configured.
@@ -62,8 +55,8 @@ func (m *Module) Configure(h ModuleHost, rootID uint32) bool {
 		h.Log(LevelError, "cannot read the plugin's root id: "+err.Error())
 		return false
 	}
-	h.DefineCounter(MetricHTTPCallbacks)
-	h.DefineCounter(MetricTCPCallbacks)
+	h.DefineCounter(contract.MetricHTTPCallbacks)
+	h.DefineCounter(contract.MetricTCPCallbacks)
 	// Configuring is rare: its callbacks are added at once, so that a
 	// stream's deletion adds only its own.
 	defer m.flush(h)
@@ -137,7 +130,7 @@ func (m *Module) Delete(h ModuleHost, id uint32) {
 
 // flush adds the callbacks counted since the last flush to their counters.
 func (m *Module) flush(h ModuleHost) {
-	h.AddCount(MetricHTTPCallbacks, m.httpCalls)
-	h.AddCount(MetricTCPCallbacks, m.tcpCalls)
+	h.AddCount(contract.MetricHTTPCallbacks, m.httpCalls)
+	h.AddCount(contract.MetricTCPCallbacks, m.tcpCalls)
 	m.httpCalls, m.tcpCalls = 0, 0
 }

@@ -60,19 +60,19 @@ func TestModuleDispatch(t *testing.T) {
 	// configure, the connection's create, a new connection, 101 data, two
 	// deletes.
 	h = newFakeHost("")
-	h.counts[MetricHTTPCallbacks] = hh.counts[MetricHTTPCallbacks] + th.counts[MetricHTTPCallbacks]
-	h.counts[MetricTCPCallbacks] = hh.counts[MetricTCPCallbacks] + th.counts[MetricTCPCallbacks]
+	h.counts[contract.MetricHTTPCallbacks] = hh.counts[contract.MetricHTTPCallbacks] + th.counts[contract.MetricHTTPCallbacks]
+	h.counts[contract.MetricTCPCallbacks] = hh.counts[contract.MetricTCPCallbacks] + th.counts[contract.MetricTCPCallbacks]
 	for _, id := range []uint32{stream, conn, httpRoot, tcpRoot} {
 		m.Delete(h, id)
 	}
 	if len(m.HTTP.streams)+len(m.HTTP.configs)+len(m.TCP.conns)+len(m.TCP.policies)+len(m.tcp) != 0 {
 		t.Fatalf("state kept: %+v %+v %v", m.HTTP, m.TCP, m.tcp)
 	}
-	if got := h.counts[MetricHTTPCallbacks]; got != 2+1+2+2 {
-		t.Errorf("%s = %d", MetricHTTPCallbacks, got)
+	if got := h.counts[contract.MetricHTTPCallbacks]; got != 2+1+2+2 {
+		t.Errorf("%s = %d", contract.MetricHTTPCallbacks, got)
 	}
-	if got := h.counts[MetricTCPCallbacks]; got != 1+1+1+101+2 {
-		t.Errorf("%s = %d", MetricTCPCallbacks, got)
+	if got := h.counts[contract.MetricTCPCallbacks]; got != 1+1+1+101+2 {
+		t.Errorf("%s = %d", contract.MetricTCPCallbacks, got)
 	}
 }
 
