@@ -95,8 +95,8 @@ type EnvoyOptions struct {
 	Concurrency int
 	// DrainTime is how long a modified listener drains its connections.
 	DrainTime time.Duration
-	// ReadyTimeout bounds the wait for Envoy's readiness; 30 s if zero.
-	// Compiling a Wasm module on a busy machine can take longer.
+	// ReadyTimeout bounds the wait for Envoy's readiness;
+	// defaultReadyTimeout if zero.
 	ReadyTimeout time.Duration
 }
 
@@ -134,7 +134,7 @@ func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 		t.Fatal(err)
 	}
 	if opts.ReadyTimeout == 0 {
-		opts.ReadyTimeout = 30 * time.Second
+		opts.ReadyTimeout = defaultReadyTimeout
 	}
 	return startEnvoy(t, cfg, adminPort, opts.Concurrency, opts.DrainTime, opts.ReadyTimeout)
 }
@@ -143,8 +143,14 @@ func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 // admin interface listens on 127.0.0.1:adminPort.
 func StartEnvoyWithConfig(t T, cfg []byte, adminPort, concurrency int, drain time.Duration) *Envoy {
 	t.Helper()
-	return startEnvoy(t, cfg, adminPort, concurrency, drain, 30*time.Second)
+	return startEnvoy(t, cfg, adminPort, concurrency, drain, defaultReadyTimeout)
 }
+
+// defaultReadyTimeout is generous because Envoy is not ready before V8 has
+// compiled the handshake module, which takes a minute or more on a 2-core
+// machine that is busy with other tests. An Envoy that is never ready
+// still fails the test; only the wait is longer.
+const defaultReadyTimeout = 2 * time.Minute
 
 func startEnvoy(t T, cfg []byte, adminPort, concurrency int, drain, ready time.Duration) *Envoy {
 	t.Helper()
