@@ -7,7 +7,6 @@ import (
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
-
 // ModuleHost is the host of the one module: HTTP streams and tcp
 // connections, and the root id of the plugin being configured.
 type ModuleHost interface {
