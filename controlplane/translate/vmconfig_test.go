@@ -8,18 +8,20 @@ import (
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmnetworkv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // pluginConfigs returns every Wasm plugin in the extension configs, HTTP
 // and network, by resource name.
-func pluginConfigs(t *testing.T, res *Resources) map[string]*wasmv3.PluginConfig {
+func pluginConfigs(t *testing.T, res xdstype.Resources) map[string]*wasmv3.PluginConfig {
 	t.Helper()
 	out := map[string]*wasmv3.PluginConfig{}
-	for _, r := range res.ExtensionConfigs {
+	for _, r := range res[resource.ExtensionConfigType] {
 		tec := r.(*corev3.TypedExtensionConfig)
 		msg, err := tec.GetTypedConfig().UnmarshalNew()
 		if err != nil {
