@@ -29,9 +29,9 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools browser-tools build run token test fuzz bench generate clean
+.PHONY: tools browser-tools bench-tools build run token test fuzz bench generate clean
 
-tools: $(ENVOY_BIN) browser-tools
+tools: $(ENVOY_BIN) browser-tools bench-tools
 
 # The browser test drives Debian's Chromium with playwright-core; it never
 # downloads a browser.
@@ -46,6 +46,17 @@ browser-tools: $(PLAYWRIGHT_CORE)/package.json
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
 	@$(CHROMIUM_BIN) --version
+
+# The latency lab's peers, nginx and HAProxy, and its profilers, strace and
+# perf: Debian's packages, never a download of their own. `make test` needs
+# them too: its tiny lab run measures every path once.
+BENCH_PACKAGES := nginx haproxy strace linux-perf
+bench-tools:
+	@{ test -x /usr/sbin/nginx && test -x /usr/sbin/haproxy && command -v strace && command -v perf; } >/dev/null 2>&1 || { \
+		echo ">> installing Debian's $(BENCH_PACKAGES)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null; fi; }
+	@/usr/sbin/nginx -v 2>&1; /usr/sbin/haproxy -v | head -1
 
 $(PLAYWRIGHT_CORE)/package.json:
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/node playwright-core@$(PLAYWRIGHT_VERSION)
@@ -89,7 +100,6 @@ FUZZ_TIME ?= 60s
 
 test: tools build
 	$(GO) vet ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=100000x
 

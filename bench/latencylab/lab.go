@@ -43,6 +43,15 @@ type Config struct {
 	// Rounds runs every path this many times, in a rotated order each
 	// round, so that no path always goes first into a cold Envoy.
 	Rounds int
+	// Workers is every proxy's worker count: Envoy's concurrency, nginx's
+	// worker processes, HAProxy's threads.
+	Workers int
+	// Placement names the core layout (see NewPlacement).
+	Placement string
+	// Capacity, Storm and Profile size those measurements.
+	Capacity CapacityConfig
+	Storm    StormConfig
+	Profile  ProfileConfig
 	// Log receives progress lines.
 	Log io.Writer
 }
@@ -52,6 +61,10 @@ func Default() Config {
 	return Config{
 		Streams: 20, Frames: 500, Interval: 20 * time.Millisecond,
 		Handshakes: 200, RouteCounts: []int{100, 1000, 10000}, ACKRuns: 10, Rounds: 3,
+		Workers: runtime.NumCPU(), Placement: "split",
+		Capacity: CapacityConfig{Start: 50, Max: 1600, Frames: 200, Refine: 2},
+		Storm:    StormConfig{Clients: 200, Timeout: 20 * time.Second},
+		Profile:  ProfileConfig{Streams: 20, Frames: 250},
 	}
 }
 
@@ -60,6 +73,10 @@ func Tiny() Config {
 	return Config{
 		Streams: 2, Frames: 20, Interval: 5 * time.Millisecond,
 		Handshakes: 5, RouteCounts: []int{10, 100}, ACKRuns: 2, Rounds: 1,
+		Workers: runtime.NumCPU(), Placement: "split",
+		Capacity: CapacityConfig{Start: 2, Max: 4, Frames: 10},
+		Storm:    StormConfig{Clients: 3, Timeout: 10 * time.Second},
+		Profile:  ProfileConfig{Streams: 2, Frames: 10},
 	}
 }
 
@@ -84,8 +101,9 @@ type Path struct {
 	Reordered   int                `json:"reordered"`
 	Lost        int                `json:"lost"`
 	Disconnects int                `json:"disconnects"`
-	// EnvoyCPUPer10k is Envoy's CPU seconds per 10,000 frames, from /proc.
-	EnvoyCPUPer10k float64 `json:"envoy_cpu_s_per_10k_frames"`
+	// ProxyCPUPer10k is the proxy's CPU seconds per 10,000 frames (every
+	// process and thread of it), from /proc.
+	ProxyCPUPer10k float64 `json:"proxy_cpu_s_per_10k_frames"`
 	samples        []time.Duration
 }
 
@@ -112,6 +130,13 @@ type Report struct {
 	Handshakes  []*Handshake       `json:"handshakes"`
 	Translation []Translation      `json:"translation"`
 	ChangeToACK voiceprobe.Summary `json:"change_to_ack"`
+	Placement   Placement          `json:"placement"`
+	// Peers are the versions of the other proxies measured.
+	Peers    map[string]string `json:"peers"`
+	Capacity []*Capacity       `json:"capacity"`
+	Profiles []*Profile        `json:"profiles"`
+	Storms   []*Storm          `json:"storms"`
+	Tunings  []*Tuning         `json:"tunings"`
 }
 
 //go:embed envoy_static.yaml.tmpl
@@ -127,6 +152,9 @@ type lab struct {
 	ports   map[string]int
 	token   string
 	backend *testkit.Backend
+	// placement pins every process; peers are nginx and HAProxy.
+	placement Placement
+	peers     map[string]*daemon
 }
 
 // Run starts everything, measures every path, and returns the report.
@@ -139,13 +167,29 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 	if l.token, err = jwtmint.Demo("bench", time.Hour); err != nil {
 		return nil, err
 	}
+	if l.placement, err = NewPlacement(cfg.Placement, runtime.NumCPU()); err != nil {
+		return nil, err
+	}
 	l.backend = testkit.StartBackend(t)
-	l.stack = startStack(t, l.backend)
+	l.stack = startStack(t, l.backend, cfg.Workers)
 	if err := l.startStatic(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Machine: machine(), Config: cfg}
-	rep.Paths = l.paths()
+	if err := l.startPeers(); err != nil {
+		return nil, err
+	}
+	if err := l.pinAll(); err != nil {
+		return nil, err
+	}
+	rep := &Report{Machine: machine(), Config: cfg, Placement: l.placement, Peers: l.peerVersions()}
+	runners := l.runners()
+	rep.Paths = l.paths(runners)
+	rep.Capacity = l.capacity(runners)
+	rep.Profiles = l.profiles(runners)
+	rep.Storms = l.storms(runners)
+	if rep.Tunings, err = l.tunings(); err != nil {
+		return nil, err
+	}
 	for _, h := range l.handshakes() {
 		fmt.Fprintf(l.log, ">> handshakes %s: p50 %v\n", h.Mode, h.Latency.P50)
 		rep.Handshakes = append(rep.Handshakes, h)
@@ -190,31 +234,42 @@ func (l *lab) startStatic() error {
 	if err != nil {
 		return err
 	}
-	l.static = testkit.StartEnvoyWithConfig(l.t, buf.Bytes(), l.ports["admin"], 2, time.Second)
+	l.static = testkit.StartEnvoyWithConfig(l.t, buf.Bytes(), l.ports["admin"], l.cfg.Workers, time.Second)
 	return nil
 }
 
 func (l *lab) bearer() http.Header { return http.Header{"Authorization": {"Bearer " + l.token}} }
 
-// pathRunner measures one path once.
+// pathRunner measures one path once. A WebSocket path also says where it
+// connects and which processes carry it, for the capacity search, the
+// profile and the reconnect storm.
 type pathRunner struct {
 	name, desc string
 	run        func() *Path
+	url        string
+	header     http.Header
+	procs      procs
 }
 
-func (l *lab) paths() []*Path {
-	direct := l.stack.envoy
-	stream := func(name, desc, url string, h http.Header, e *testkit.Envoy) pathRunner {
-		return pathRunner{name, desc, func() *Path { return l.stream(name, desc, url, h, e) }}
-	}
+func (l *lab) streamRunner(name, desc, url string, h http.Header, p procs) pathRunner {
+	return pathRunner{name, desc, func() *Path { return l.stream(name, desc, url, h, p) }, url, h, p}
+}
+
+// runners are every path the lab measures, in the order of the tables.
+func (l *lab) runners() []pathRunner {
+	direct := onEnvoy(l.stack.envoy)
 	runners := []pathRunner{
-		stream("no-proxy", "straight to the back end: the floor", "ws://"+l.backend.VoiceAddr+"/v1/voice", nil, nil),
-		stream("direct", "Envoy, minimal upgrade chain (handshake check + router)", l.stack.url("ws", "/v1/voice"), l.bearer(), direct),
-		stream("tcp", "Envoy, tcp mode route: a listener whose only filter is tcp_proxy", "ws://"+l.stack.raw+"/v1/voice", nil, direct),
-		stream("tcp-auth", "Envoy, tcp mode route with the tcp handshake module in front of tcp_proxy", "ws://"+l.stack.rawAuth+"/v1/voice", l.bearer(), direct),
-		stream("full-chain", "Envoy, REST chain with a Wasm filter reading every frame", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["full"]), nil, l.static),
-		{"rest-per-frame", "one HTTP POST per frame through the REST route, pooled connections", func() *Path { return l.restPerFrame(direct) }},
+		l.streamRunner("no-proxy", "straight to the back end: the floor", "ws://"+l.backend.VoiceAddr+"/v1/voice", nil, nil),
+		l.streamRunner("direct", "Envoy, minimal upgrade chain (handshake check + router)", l.stack.url("ws", "/v1/voice"), l.bearer(), direct),
+		l.streamRunner("tcp", "Envoy, tcp mode route: a listener whose only filter is tcp_proxy", "ws://"+l.stack.raw+"/v1/voice", nil, direct),
+		l.streamRunner("tcp-auth", "Envoy, tcp mode route with the tcp handshake module in front of tcp_proxy", "ws://"+l.stack.rawAuth+"/v1/voice", l.bearer(), direct),
+		l.streamRunner("full-chain", "Envoy, REST chain with a Wasm filter reading every frame", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["full"]), nil, onEnvoy(l.static)),
+		{name: "rest-per-frame", desc: "one HTTP POST per frame through the REST route, pooled connections", run: func() *Path { return l.restPerFrame(direct) }},
 	}
+	return append(runners, l.peerRunners()...)
+}
+
+func (l *lab) paths(runners []pathRunner) []*Path {
 	// Warm every path up once: the first streams through a fresh Envoy pay
 	// for connection pools and lazily built state, not for the path.
 	measured := l.cfg
@@ -252,7 +307,7 @@ func merge(acc, p *Path) *Path {
 	}
 	frames := acc.Received + p.Received
 	if frames > 0 {
-		acc.EnvoyCPUPer10k = (acc.EnvoyCPUPer10k*float64(acc.Received) + p.EnvoyCPUPer10k*float64(p.Received)) / float64(frames)
+		acc.ProxyCPUPer10k = (acc.ProxyCPUPer10k*float64(acc.Received) + p.ProxyCPUPer10k*float64(p.Received)) / float64(frames)
 	}
 	acc.Sent += p.Sent
 	acc.Received += p.Received
@@ -263,10 +318,10 @@ func merge(acc, p *Path) *Path {
 	return acc
 }
 
-// stream measures a WebSocket path, and the CPU the Envoy on it used.
-func (l *lab) stream(name, desc, url string, h http.Header, envoy *testkit.Envoy) *Path {
+// stream measures a WebSocket path, and the CPU the proxy on it used.
+func (l *lab) stream(name, desc, url string, h http.Header, proxy procs) *Path {
 	p := &Path{Name: name, Description: desc, Available: true}
-	cpu0 := cpuOf(envoy)
+	cpu0 := cpuSeconds(proxy)
 	res, err := voiceprobe.Run(context.Background(), voiceprobe.Config{
 		URL: url, Header: h, Streams: l.cfg.Streams, Frames: l.cfg.Frames, Interval: l.cfg.Interval,
 	})
@@ -274,26 +329,18 @@ func (l *lab) stream(name, desc, url string, h http.Header, envoy *testkit.Envoy
 		p.Available, p.Note = false, err.Error()
 		return p
 	}
-	p.setCPU(envoy, cpu0, res.Received)
+	p.setCPU(proxy, cpu0, res.Received)
 	p.RTT, p.Sent, p.Received, p.Reordered, p.Lost = res.RTT, res.Sent, res.Received, res.Reordered, res.Lost
 	p.Disconnects = res.Disconnects + res.FailedDials
 	p.samples = res.Samples()
 	return p
 }
 
-func cpuOf(e *testkit.Envoy) float64 {
-	if e == nil {
-		return 0
-	}
-	v, _ := e.CPUSeconds()
-	return v
-}
-
-func (p *Path) setCPU(e *testkit.Envoy, before float64, frames int) {
-	if e == nil || frames == 0 {
+func (p *Path) setCPU(proxy procs, before float64, frames int) {
+	if proxy == nil || frames == 0 {
 		return
 	}
-	p.EnvoyCPUPer10k = (cpuOf(e) - before) / float64(frames) * 10000
+	p.ProxyCPUPer10k = (cpuSeconds(proxy) - before) / float64(frames) * 10000
 }
 
 // handshakes times opening streams one after another in each auth mode.

@@ -28,6 +28,14 @@ func TestTinyRun(t *testing.T) {
 			t.Errorf("handshakes %s: %d failures, %d samples", h.Mode, h.Failures, h.Latency.Count)
 		}
 	}
+	if len(rep.Capacity) == 0 || len(rep.Profiles) != len(profiledPaths) || len(rep.Storms) != len(stormPaths) {
+		t.Errorf("capacity, profile or storm missing: %d %d %d", len(rep.Capacity), len(rep.Profiles), len(rep.Storms))
+	}
+	for _, s := range rep.Storms {
+		if s.Recovered != s.Clients {
+			t.Errorf("storm %s: %d of %d clients back (%s)", s.Path, s.Recovered, s.Clients, s.Note)
+		}
+	}
 	if len(rep.Translation) == 0 || rep.ChangeToACK.Count != Tiny().ACKRuns {
 		t.Errorf("control plane numbers missing: %+v %+v", rep.Translation, rep.ChangeToACK)
 	}
@@ -42,7 +50,8 @@ func TestTinyRun(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
-	for _, want := range []string{"no-proxy", "direct", "tcp-auth", "full-chain", "rest-per-frame", "jwt_authn", "tcp module", "validate + translate"} {
+	for _, want := range []string{"no-proxy", "direct", "tcp-auth", "full-chain", "rest-per-frame", "jwt_authn", "tcp module", "validate + translate",
+		"nginx", "haproxy", "best peer", "Capacity", "Where the proxy spends", "Reconnect storm", "Placement", "settings tried"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}

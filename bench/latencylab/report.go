@@ -36,9 +36,10 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "%d streams × %d frames of 640 bytes every %v per path and round, %d rounds in a rotated order after a warm-up, on loopback, in one run. "+
 		"Ratios are against `no-proxy` measured in the same run; absolute times on a shared 2-core machine are noisy.\n\n",
 		r.Config.Streams, r.Config.Frames, r.Config.Interval, max(r.Config.Rounds, 1))
+	r.writeSetup(&b)
 
 	b.WriteString("## Round trip per frame\n\n")
-	b.WriteString("| path | p50 ms | p99 ms | p99.9 ms | p50 vs no-proxy | p99 vs no-proxy | received | reordered | lost | disconnects | Envoy CPU s / 10k frames |\n")
+	b.WriteString("| path | p50 ms | p99 ms | p99.9 ms | p50 vs no-proxy | p99 vs no-proxy | received | reordered | lost | disconnects | proxy CPU s / 10k frames |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	base := r.baseline()
 	for _, p := range r.Paths {
@@ -52,8 +53,8 @@ func (r *Report) Markdown() string {
 			ratio99 = fmt.Sprintf("%.2f×", float64(p.RTT.P99)/float64(base.RTT.P99))
 		}
 		cpu := "–"
-		if p.EnvoyCPUPer10k > 0 {
-			cpu = fmt.Sprintf("%.3f", p.EnvoyCPUPer10k)
+		if p.ProxyCPUPer10k > 0 {
+			cpu = fmt.Sprintf("%.3f", p.ProxyCPUPer10k)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d/%d | %d | %d | %d | %s |\n", p.Name,
 			ms(p.RTT.P50), ms(p.RTT.P99), ms(p.RTT.P999), ratio50, ratio99, p.Received, p.Sent, p.Reordered, p.Lost, p.Disconnects, cpu)
@@ -62,6 +63,8 @@ func (r *Report) Markdown() string {
 	for _, p := range r.Paths {
 		fmt.Fprintf(&b, "- `%s`: %s\n", p.Name, p.Description)
 	}
+
+	r.writePeerSections(&b)
 
 	b.WriteString("\n## Handshake (open one stream: connect, upgrade, check, 101)\n\n")
 	b.WriteString("| auth mode | p50 ms | p99 ms | vs no auth (p50) | failures |\n|---|---|---|---|---|\n")

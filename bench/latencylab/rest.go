@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
@@ -16,7 +15,7 @@ import (
 // as a request/response gateway makes a client do, over a shared pool of
 // keep-alive connections. Frames sent 20 ms apart may come back in another
 // order; the reordering is counted, not hidden.
-func (l *lab) restPerFrame(envoy *testkit.Envoy) *Path {
+func (l *lab) restPerFrame(envoy procs) *Path {
 	p := &Path{Name: "rest-per-frame", Description: "one HTTP POST per frame through the REST route, pooled connections", Available: true}
 	client := &http.Client{
 		Timeout: 10 * time.Second,
@@ -27,7 +26,7 @@ func (l *lab) restPerFrame(envoy *testkit.Envoy) *Path {
 	}
 	defer client.CloseIdleConnections()
 	url := l.stack.url("http", "/api/echo")
-	cpu0 := cpuOf(envoy)
+	cpu0 := cpuSeconds(envoy)
 
 	var (
 		mu      sync.Mutex

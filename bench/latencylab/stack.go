@@ -30,7 +30,7 @@ type stack struct {
 	envoy   *testkit.Envoy
 }
 
-func startStack(t testkit.T, b *testkit.Backend) *stack {
+func startStack(t testkit.T, b *testkit.Backend, workers int) *stack {
 	s := &stack{
 		t:      t,
 		keys:   newSigningKeys(t),
@@ -60,7 +60,7 @@ auth_policies:
 		t.Fatal(err)
 	}
 	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr()})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Concurrency: workers})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(s.url("http", "/api/health"))

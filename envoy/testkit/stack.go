@@ -43,6 +43,8 @@ func WasmModule(t T) string {
 type Backend struct {
 	VoiceAddr string
 	RESTAddr  string
+	// PID is the back end's process id, for benchmarks that pin it to a core.
+	PID int
 }
 
 // StartBackend runs bin/voice-backend on free ports.
@@ -57,6 +59,7 @@ func StartBackend(t T) *Backend {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	b.PID = cmd.Process.Pid
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for _, addr := range []string{b.VoiceAddr, b.RESTAddr} {
 		if err := WaitListening(addr, 10*time.Second); err != nil {

@@ -20,6 +20,10 @@ func main() {
 	interval := flag.Duration("interval", cfg.Interval, "time between frames (20ms is real time)")
 	handshakes := flag.Int("handshakes", cfg.Handshakes, "handshakes per auth mode")
 	memory := flag.String("memory", "", "only measure Envoy's memory, plain and with the module, at these worker counts (e.g. 1,2,4)")
+	workers := flag.Int("workers", cfg.Workers, "workers of every proxy (Envoy concurrency, nginx workers, HAProxy threads)")
+	placement := flag.String("placement", cfg.Placement, "core layout: split (probe and back end on CPU 0, proxies on the rest), one (all on CPU 0) or shared (unpinned)")
+	capMax := flag.Int("capacity-max", cfg.Capacity.Max, "most concurrent streams the capacity search tries")
+	stormClients := flag.Int("storm-clients", cfg.Storm.Clients, "clients cut at once in the reconnect storm")
 	flag.Parse()
 	if *memory != "" {
 		os.Exit(measureMemory(*memory))
@@ -28,7 +32,9 @@ func main() {
 		cfg = latencylab.Tiny()
 	} else {
 		cfg.Streams, cfg.Frames, cfg.Interval, cfg.Handshakes = *streams, *frames, *interval, *handshakes
+		cfg.Capacity.Max, cfg.Storm.Clients = *capMax, *stormClients
 	}
+	cfg.Workers, cfg.Placement = *workers, *placement
 	cfg.Log = os.Stderr
 	run := newRunner()
 	defer run.cleanup()
