@@ -38,6 +38,10 @@ Usage:
   dpctl [flags] config --node ID [--type T] the resources a node is served, as JSON
   dpctl [flags] events                      follow events until interrupted (--follow
                                             is accepted and is the only mode)
+  dpctl [flags] audit --envoy-admin URL | -f CONFIG_DUMP [--fail-on SEVERITY]
+                                            where any Envoy's config hurts WebSocket and
+                                            raw streams (needs no control plane; exit 3
+                                            when a finding is at or above --fail-on)
 
 Flags (before or after the command):
 `
@@ -106,9 +110,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := dispatch(ctx, g, fs.Args(), stdout)
 	var ue usageError
+	var fe findingsError
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &fe):
+		fmt.Fprintf(stderr, "dpctl: %v\n", err)
+		return 3
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "dpctl: %v (dpctl -h for help)\n", err)
 		return 2
@@ -147,6 +155,9 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	}
 	name := args[0]
 	rest := args[1:]
+	if name == "audit" {
+		return auditCmd(ctx, g, rest, out)
+	}
 	if name == "policy" {
 		if len(rest) == 0 {
 			return usageError{"policy needs get, validate, diff or apply"}
