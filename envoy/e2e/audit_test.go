@@ -174,3 +174,66 @@ func saveFixtures(t *testing.T, base string, in audit.Input) {
 	}
 }
 
+// TestAuditMakeRunEnvoy audits the Envoy `make run` starts (the control
+// plane serving examples/policy.yaml, the same bootstrap and drain time):
+// only informational findings, each explained in the README.
+func TestAuditMakeRunEnvoy(t *testing.T) {
+	root, err := testkit.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(filepath.Join(root, "examples", "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := testkit.StartBackend(t)
+	listen := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	tcp := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	// The ports as examples/run.sh rewrites them.
+	policy := strings.NewReplacer("127.0.0.1:10000", listen, "127.0.0.1:10001", tcp,
+		"127.0.0.1:8081", backend.VoiceAddr, "127.0.0.1:8082", backend.RESTAddr).Replace(string(example))
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp := testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: file})
+	e := testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: cp.XDSAddr(), DrainTime: 10 * time.Second})
+	for _, addr := range []string{listen, tcp} {
+		if err := testkit.WaitListening(addr, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	in, err := audit.Fetch(ctx, &http.Client{}, e.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.ReadFile = audit.ReadFile
+	rep, err := audit.Run(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"info lds-listener dynamic_listeners[public].active_state.listener",
+		"info lds-listener dynamic_listeners[tcp-voice-raw].active_state.listener",
+		"info wasm-sees-every-chunk ecds_filters[directpipe.handshake_tcp.voice-raw].ecds_filter.typed_config.config.vm_config.code",
+	}
+	if got := findingLines(rep); !slices.Equal(got, want) {
+		t.Errorf("findings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(rep.Notes) > 0 {
+		t.Errorf("notes: %v", rep.Notes)
+	}
+	var streams []string
+	for _, s := range rep.Streams {
+		streams = append(streams, fmt.Sprintf("%s %s %s %s %s", s.Listener, s.Kind, s.Cluster, strings.Join(s.Chain, ","), s.IdleTimeout))
+	}
+	wantStreams := []string{
+		"public websocket voice directpipe.handshake,router 5m (route idle_timeout)",
+		"tcp-voice-raw tcp voice directpipe.handshake_tcp.voice-raw,tcp_proxy 5m",
+	}
+	if !slices.Equal(streams, wantStreams) {
+		t.Errorf("streams:\n%s\nwant:\n%s", strings.Join(streams, "\n"), strings.Join(wantStreams, "\n"))
+	}
+}
