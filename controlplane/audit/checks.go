@@ -266,7 +266,7 @@ func (a *auditor) httpFilter(s *Stream, f *hcmv3.HttpFilter, path string) {
 	if comp || decomp {
 		a.add(Finding{Severity: Medium, Check: "compression-on-upgrade", Path: path,
 			Found: fmt.Sprintf("a (de)compressor (%s) is on the upgrade path", name),
-			Why:   "it handles every frame's bytes, and rewriting the encoding of a WebSocket byte stream breaks the WebSocket protocol (which compresses per message, by extension)",
+			Why:   "it is called for every frame, and if it compresses an upgraded stream the peer can no longer parse WebSocket frames (WebSockets compress per message, by their own extension)",
 			Fix:   "take compressors off the upgrade path; WebSockets negotiate permessage-deflate themselves",
 		}, s)
 		return
