@@ -134,7 +134,7 @@ func (x ResourceChange_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResourceChange_Action.Descriptor instead.
 func (ResourceChange_Action) EnumDescriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11, 0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12, 0}
 }
 
 type ListNodesRequest struct {
@@ -657,7 +657,12 @@ type ApplyPolicyRequest struct {
 	// refuses the apply (FAILED_PRECONDITION). Required.
 	ExpectedRevision string `protobuf:"bytes,2,opt,name=expected_revision,json=expectedRevision,proto3" json:"expected_revision,omitempty"`
 	// Validate and compute the change, apply nothing.
-	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Apply even if the change adds, replaces or removes listeners. Envoy
+	// drains every connection of a listener it replaces or removes, live
+	// calls included, so without this such an apply is refused
+	// (FAILED_PRECONDITION, reason WOULD_DRAIN_LISTENERS in an ErrorInfo).
+	AllowDrain    bool `protobuf:"varint,4,opt,name=allow_drain,json=allowDrain,proto3" json:"allow_drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -713,14 +718,24 @@ func (x *ApplyPolicyRequest) GetDryRun() bool {
 	return false
 }
 
+func (x *ApplyPolicyRequest) GetAllowDrain() bool {
+	if x != nil {
+		return x.AllowDrain
+	}
+	return false
+}
+
 type ApplyPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision now current (or that would be, for a dry run).
-	Revision      string            `protobuf:"bytes,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Changes       []*ResourceChange `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
-	DryRun        bool              `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revision string            `protobuf:"bytes,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Changes  []*ResourceChange `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
+	DryRun   bool              `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The listeners the change adds, replaces or removes (a subset of
+	// changes, with what each costs).
+	ListenerUpdates []*ListenerUpdate `protobuf:"bytes,4,rep,name=listener_updates,json=listenerUpdates,proto3" json:"listener_updates,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ApplyPolicyResponse) Reset() {
@@ -774,6 +789,95 @@ func (x *ApplyPolicyResponse) GetDryRun() bool {
 	return false
 }
 
+func (x *ApplyPolicyResponse) GetListenerUpdates() []*ListenerUpdate {
+	if x != nil {
+		return x.ListenerUpdates
+	}
+	return nil
+}
+
+// ListenerUpdate is one listener a change updates through LDS.
+type ListenerUpdate struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Action ResourceChange_Action  `protobuf:"varint,2,opt,name=action,proto3,enum=directpipe.admin.v1.ResourceChange_Action" json:"action,omitempty"`
+	// ip:port, or empty for an internal listener.
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// Whether Envoy drains the listener's connections: when it replaces or
+	// removes it. A new listener drains nothing.
+	Drains bool `protobuf:"varint,4,opt,name=drains,proto3" json:"drains,omitempty"`
+	// Connections the listener holds now, by node, for the nodes that
+	// report them (Envoy's metrics service stream to the control plane).
+	Connections   map[string]int64 `protobuf:"bytes,5,rep,name=connections,proto3" json:"connections,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListenerUpdate) Reset() {
+	*x = ListenerUpdate{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListenerUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListenerUpdate) ProtoMessage() {}
+
+func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListenerUpdate.ProtoReflect.Descriptor instead.
+func (*ListenerUpdate) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListenerUpdate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListenerUpdate) GetAction() ResourceChange_Action {
+	if x != nil {
+		return x.Action
+	}
+	return ResourceChange_ACTION_UNSPECIFIED
+}
+
+func (x *ListenerUpdate) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ListenerUpdate) GetDrains() bool {
+	if x != nil {
+		return x.Drains
+	}
+	return false
+}
+
+func (x *ListenerUpdate) GetConnections() map[string]int64 {
+	if x != nil {
+		return x.Connections
+	}
+	return nil
+}
+
 type ResourceChange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
@@ -785,7 +889,7 @@ type ResourceChange struct {
 
 func (x *ResourceChange) Reset() {
 	*x = ResourceChange{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +901,7 @@ func (x *ResourceChange) String() string {
 func (*ResourceChange) ProtoMessage() {}
 
 func (x *ResourceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +914,7 @@ func (x *ResourceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceChange.ProtoReflect.Descriptor instead.
 func (*ResourceChange) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResourceChange) GetType() string {
@@ -843,7 +947,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +959,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +972,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetConfigRequest) GetNodeId() string {
@@ -890,7 +994,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1006,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1019,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetConfigResponse) GetNodeId() string {
@@ -947,7 +1051,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1063,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1076,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type Event struct {
@@ -992,7 +1096,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1108,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1121,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Event) GetAt() *timestamppb.Timestamp {
@@ -1106,15 +1210,27 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x15ValidatePolicyRequest\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"0\n" +
 	"\x16ValidatePolicyResponse\x12\x16\n" +
-	"\x06errors\x18\x01 \x03(\tR\x06errors\"\x90\x01\n" +
+	"\x06errors\x18\x01 \x03(\tR\x06errors\"\xb1\x01\n" +
 	"\x12ApplyPolicyRequest\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\x12+\n" +
 	"\x11expected_revision\x18\x02 \x01(\tR\x10expectedRevision\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\x89\x01\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12\x1f\n" +
+	"\vallow_drain\x18\x04 \x01(\bR\n" +
+	"allowDrain\"\xd9\x01\n" +
 	"\x13ApplyPolicyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x12=\n" +
 	"\achanges\x18\x02 \x03(\v2#.directpipe.admin.v1.ResourceChangeR\achanges\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\xc4\x01\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12N\n" +
+	"\x10listener_updates\x18\x04 \x03(\v2#.directpipe.admin.v1.ListenerUpdateR\x0flistenerUpdates\"\xb2\x02\n" +
+	"\x0eListenerUpdate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12B\n" +
+	"\x06action\x18\x02 \x01(\x0e2*.directpipe.admin.v1.ResourceChange.ActionR\x06action\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06drains\x18\x04 \x01(\bR\x06drains\x12V\n" +
+	"\vconnections\x18\x05 \x03(\v24.directpipe.admin.v1.ListenerUpdate.ConnectionsEntryR\vconnections\x1a>\n" +
+	"\x10ConnectionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xc4\x01\n" +
 	"\x0eResourceChange\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12B\n" +
@@ -1174,7 +1290,7 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                 // 0: directpipe.admin.v1.SyncState
 	(ResourceChange_Action)(0),     // 1: directpipe.admin.v1.ResourceChange.Action
@@ -1189,49 +1305,54 @@ var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(*ValidatePolicyResponse)(nil), // 10: directpipe.admin.v1.ValidatePolicyResponse
 	(*ApplyPolicyRequest)(nil),     // 11: directpipe.admin.v1.ApplyPolicyRequest
 	(*ApplyPolicyResponse)(nil),    // 12: directpipe.admin.v1.ApplyPolicyResponse
-	(*ResourceChange)(nil),         // 13: directpipe.admin.v1.ResourceChange
-	(*GetConfigRequest)(nil),       // 14: directpipe.admin.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),      // 15: directpipe.admin.v1.GetConfigResponse
-	(*WatchEventsRequest)(nil),     // 16: directpipe.admin.v1.WatchEventsRequest
-	(*Event)(nil),                  // 17: directpipe.admin.v1.Event
-	nil,                            // 18: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                            // 19: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),  // 20: google.protobuf.Timestamp
-	(*v1.Policy)(nil),              // 21: directpipe.policy.v1.Policy
+	(*ListenerUpdate)(nil),         // 13: directpipe.admin.v1.ListenerUpdate
+	(*ResourceChange)(nil),         // 14: directpipe.admin.v1.ResourceChange
+	(*GetConfigRequest)(nil),       // 15: directpipe.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),      // 16: directpipe.admin.v1.GetConfigResponse
+	(*WatchEventsRequest)(nil),     // 17: directpipe.admin.v1.WatchEventsRequest
+	(*Event)(nil),                  // 18: directpipe.admin.v1.Event
+	nil,                            // 19: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                            // 20: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                            // 21: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
+	(*v1.Policy)(nil),              // 23: directpipe.policy.v1.Policy
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
 	4,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
-	20, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	20, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	22, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	22, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
 	5,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
 	0,  // 4: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
 	6,  // 5: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	20, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	21, // 7: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	21, // 8: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	21, // 9: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	13, // 10: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
-	1,  // 11: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	18, // 12: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	19, // 13: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	20, // 14: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
-	2,  // 15: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	7,  // 16: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	9,  // 17: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	11, // 18: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	14, // 19: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	16, // 20: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	3,  // 21: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	8,  // 22: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	10, // 23: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	12, // 24: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	15, // 25: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	17, // 26: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	22, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	23, // 7: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	23, // 8: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	23, // 9: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	14, // 10: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
+	13, // 11: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
+	1,  // 12: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	19, // 13: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	1,  // 14: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	20, // 15: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	21, // 16: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	22, // 17: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	2,  // 18: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	7,  // 19: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	9,  // 20: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	11, // 21: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	15, // 22: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	17, // 23: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	3,  // 24: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	8,  // 25: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	10, // 26: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	12, // 27: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	16, // 28: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	18, // 29: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	24, // [24:30] is the sub-list for method output_type
+	18, // [18:24] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -1245,7 +1366,7 @@ func file_directpipe_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
