@@ -185,7 +185,7 @@ func (c *cli) policyValidate(ctx context.Context, l *localPolicy) error {
 // policyApply applies (or with dryRun, diffs) a policy. Without an explicit
 // revision it bases the change on the revision served right now: a plain
 // read-modify-write that --revision makes safe against concurrent changes.
-func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, dryRun bool) error {
+func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, dryRun, allowDrain bool) error {
 	if revision == "" {
 		cur, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
 		if err != nil {
@@ -193,7 +193,7 @@ func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, 
 		}
 		revision = cur.GetRevision()
 	}
-	resp, err := c.client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: l.policy, ExpectedRevision: revision, DryRun: dryRun})
+	resp, err := c.client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: l.policy, ExpectedRevision: revision, DryRun: dryRun, AllowDrain: allowDrain})
 	if err != nil {
 		return err
 	}
@@ -206,13 +206,14 @@ func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, 
 		fmt.Fprintln(c.out, "no changes")
 	}
 	for _, ch := range changes {
-		mark := map[adminv1.ResourceChange_Action]string{
-			adminv1.ResourceChange_ADDED: "+", adminv1.ResourceChange_MODIFIED: "~", adminv1.ResourceChange_REMOVED: "-",
-		}[ch.GetAction()]
-		fmt.Fprintf(c.out, "%s %s %s\n", mark, ch.GetType(), ch.GetName())
+		fmt.Fprintf(c.out, "%s %s %s\n", mark(ch.GetAction()), ch.GetType(), ch.GetName())
 	}
+	printListenerUpdates(c.out, resp.GetListenerUpdates())
 	if dryRun {
 		fmt.Fprintf(c.out, "dry run: would be revision %s (now %s)\n", resp.GetRevision(), revision)
+		if len(resp.GetListenerUpdates()) > 0 {
+			fmt.Fprintln(c.out, "applying it needs --allow-drain")
+		}
 	} else {
 		fmt.Fprintf(c.out, "applied: revision %s\n", resp.GetRevision())
 	}

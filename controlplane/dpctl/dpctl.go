@@ -32,9 +32,10 @@ Usage:
   dpctl [flags] policy get                  the policy being served, with its revision
   dpctl [flags] policy validate -f FILE     check a policy without applying it
   dpctl [flags] policy diff -f FILE         the Envoy resources an apply would change
-  dpctl [flags] policy apply -f FILE [--revision REV]
+  dpctl [flags] policy apply -f FILE [--revision REV] [--allow-drain]
                                             apply a policy; with --revision, only if
-                                            the served policy is still REV
+                                            the served policy is still REV; a change
+                                            that drains listeners needs --allow-drain
   dpctl [flags] config --node ID [--type T] the resources a node is served, as JSON
   dpctl [flags] events                      follow events until interrupted (--follow
                                             is accepted and is the only mode)
@@ -138,6 +139,9 @@ func explain(err error, addr string) string {
 	case codes.Unavailable:
 		return fmt.Sprintf("cannot reach the control plane at %s: %s", addr, st.Message())
 	case codes.FailedPrecondition:
+		if wouldDrain(st) {
+			return fmt.Sprintf("refused: %s; apply with --allow-drain to go ahead", st.Message())
+		}
 		return fmt.Sprintf("%s: run `dpctl policy get` and apply again", st.Message())
 	case codes.InvalidArgument:
 		return "rejected: " + st.Message()
@@ -168,11 +172,14 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	fs.SetOutput(io.Discard)
 	g.register(fs)
 	var file, revision, node, typ string
-	var follow bool
+	var follow, allowDrain bool
 	switch name {
 	case "policy validate", "policy diff", "policy apply":
 		fs.StringVar(&file, "f", "", "policy file (YAML)")
 		fs.StringVar(&revision, "revision", "", "apply only if the served policy is still this revision")
+		if name == "policy apply" {
+			fs.BoolVar(&allowDrain, "allow-drain", false, "apply even if listeners are replaced or removed, which drains their connections")
+		}
 	case "config":
 		fs.StringVar(&node, "node", "", "node id")
 		fs.StringVar(&typ, "type", "", "only this type (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, TypedExtensionConfig)")
@@ -227,9 +234,9 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	case "policy validate":
 		return c.policyValidate(ctx, local)
 	case "policy diff":
-		return c.policyApply(ctx, local, "", true)
+		return c.policyApply(ctx, local, "", true, false)
 	case "policy apply":
-		return c.policyApply(ctx, local, revision, false)
+		return c.policyApply(ctx, local, revision, false, allowDrain)
 	case "config":
 		return c.config(ctx, node, typ)
 	}
