@@ -4,6 +4,9 @@ import (
 	"fmt"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // ListenerUpdate is a listener a change adds, replaces or removes: the
@@ -23,10 +26,10 @@ func (u ListenerUpdate) Drains() bool { return u.Action != Added }
 
 // ListenerUpdates picks the listener changes out of a Diff from current
 // and gives each the address its connections are counted under.
-func ListenerUpdates(changes []Change, current *Resources) []ListenerUpdate {
+func ListenerUpdates(changes []Change, current xdstype.Resources) []ListenerUpdate {
 	var out []ListenerUpdate
 	for _, c := range changes {
-		if c.Type != "Listener" {
+		if c.Type != xdstype.Name(resource.ListenerType) {
 			continue
 		}
 		u := ListenerUpdate{Name: c.Name, Action: c.Action}
@@ -38,11 +41,8 @@ func ListenerUpdates(changes []Change, current *Resources) []ListenerUpdate {
 	return out
 }
 
-func listenerAddress(res *Resources, name string) string {
-	if res == nil {
-		return ""
-	}
-	for _, r := range res.Listeners {
+func listenerAddress(res xdstype.Resources, name string) string {
+	for _, r := range res[resource.ListenerType] {
 		l, ok := r.(*listenerv3.Listener)
 		if !ok || l.GetName() != name {
 			continue

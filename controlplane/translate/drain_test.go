@@ -55,7 +55,7 @@ func TestListenerUpdates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := ListenerUpdates(Diff(current, next), current)
+			got := ListenerUpdates(mustDiff(t, current, next), current)
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("ListenerUpdates = %+v, want %+v", got, tt.want)
 			}
