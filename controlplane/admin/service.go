@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -44,6 +46,9 @@ type Backend interface {
 	Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error)
 	// Resources returns what every Envoy is being served.
 	Resources() xdstype.Resources
+	// ListenerConnections returns the connections the listener bound to
+	// address holds now, by node, for the nodes that report them.
+	ListenerConnections(address string) map[string]int64
 	Status() *xds.Status
 }
 
@@ -149,20 +154,79 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 	if req.GetExpectedRevision() == "" {
 		return nil, status.Error(codes.InvalidArgument, "expected_revision is required: get the policy first")
 	}
-	rev, changes, err := s.backend.Apply(ctx, req.GetPolicy(), req.GetExpectedRevision(), req.GetDryRun())
-	switch {
-	case errors.Is(err, ErrStaleRevision):
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, ErrInvalidPolicy):
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	case err != nil:
-		return nil, status.Error(codes.Internal, err.Error())
+	// Every apply is computed first: a change that goes through LDS may
+	// drain live calls, so it needs the caller's consent. The real apply
+	// names the same expected revision, so nothing can slip in between.
+	current := s.backend.Resources()
+	rev, changes, err := s.backend.Apply(ctx, req.GetPolicy(), req.GetExpectedRevision(), true)
+	if err != nil {
+		return nil, applyError(err)
 	}
-	resp := &adminv1.ApplyPolicyResponse{Revision: rev, DryRun: req.GetDryRun()}
+	updates := s.listenerUpdates(translate.ListenerUpdates(changes, current))
+	if !req.GetDryRun() {
+		if len(updates) > 0 && !req.GetAllowDrain() {
+			return nil, drainRefusal(updates)
+		}
+		if rev, changes, err = s.backend.Apply(ctx, req.GetPolicy(), req.GetExpectedRevision(), false); err != nil {
+			return nil, applyError(err)
+		}
+	}
+	resp := &adminv1.ApplyPolicyResponse{Revision: rev, DryRun: req.GetDryRun(), ListenerUpdates: updates}
 	for _, c := range changes {
 		resp.Changes = append(resp.Changes, &adminv1.ResourceChange{Type: c.Type, Name: c.Name, Action: action(c.Action)})
 	}
 	return resp, nil
+}
+
+func applyError(err error) error {
+	switch {
+	case errors.Is(err, ErrStaleRevision):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrInvalidPolicy):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// listenerUpdates adds to each listener update the connections its nodes
+// report.
+func (s *Service) listenerUpdates(updates []translate.ListenerUpdate) []*adminv1.ListenerUpdate {
+	var out []*adminv1.ListenerUpdate
+	for _, u := range updates {
+		lu := &adminv1.ListenerUpdate{Name: u.Name, Action: action(u.Action), Address: u.Address, Drains: u.Drains()}
+		if u.Drains() && u.Address != "" {
+			lu.Connections = s.backend.ListenerConnections(u.Address)
+		}
+		out = append(out, lu)
+	}
+	return out
+}
+
+// DrainReason is the ErrorInfo reason of an apply refused because it
+// updates listeners.
+const DrainReason = "WOULD_DRAIN_LISTENERS"
+
+func drainRefusal(updates []*adminv1.ListenerUpdate) error {
+	var parts []string
+	for _, u := range updates {
+		what := "added, drains nothing"
+		if u.GetDrains() {
+			var n int64
+			for _, c := range u.GetConnections() {
+				n += c
+			}
+			what = fmt.Sprintf("%s, drains %d connections now", strings.ToLower(u.GetAction().String()), n)
+			if len(u.GetConnections()) == 0 {
+				what = strings.ToLower(u.GetAction().String()) + ", drains its connections"
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", u.GetName(), what))
+	}
+	st := status.New(codes.FailedPrecondition, "the change updates listeners, and Envoy drains a listener it replaces or removes: "+strings.Join(parts, ", "))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: DrainReason, Domain: "directpipe.admin.v1"}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 func action(a translate.Action) adminv1.ResourceChange_Action {

@@ -26,6 +26,7 @@ import (
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/jwks"
+	"github.com/directpipe/directpipe/controlplane/nodestats"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
@@ -54,16 +55,18 @@ type Config struct {
 
 // App is a configured, listening control plane.
 type App struct {
-	cfg      Config
-	log      *slog.Logger
-	xds      *xds.Server
-	metrics  *xds.Metrics
-	reg      *prometheus.Registry
-	grpc     *grpc.Server
-	admin    *grpc.Server
-	xdsLis   net.Listener
-	metLis   net.Listener
-	adminLis net.Listener
+	cfg     Config
+	log     *slog.Logger
+	xds     *xds.Server
+	metrics *xds.Metrics
+	reg     *prometheus.Registry
+	grpc    *grpc.Server
+	// nodeStats holds the listener connection counts Envoys report.
+	nodeStats *nodestats.Store
+	admin     *grpc.Server
+	xdsLis    net.Listener
+	metLis    net.Listener
+	adminLis  net.Listener
 
 	mu       sync.Mutex // serialises applies
 	served   translate.Served
@@ -82,12 +85,13 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := xds.NewMetrics(reg)
 	a := &App{
-		cfg:     cfg,
-		log:     cfg.Log,
-		reg:     reg,
-		metrics: metrics,
-		xds:     xds.NewServer(ctx, cfg.Log, metrics),
-		jwks:    jwks.NewResolver(nil),
+		cfg:       cfg,
+		log:       cfg.Log,
+		reg:       reg,
+		metrics:   metrics,
+		xds:       xds.NewServer(ctx, cfg.Log, metrics),
+		jwks:      jwks.NewResolver(nil),
+		nodeStats: nodestats.New(),
 	}
 	p, err := policy.LoadFile(cfg.PolicyFile)
 	if err != nil {
@@ -104,6 +108,9 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second, PermitWithoutStream: true}),
 	)
 	a.xds.Register(a.grpc)
+	// Envoys stream their stats over the xDS cluster too (the bootstrap's
+	// metrics service sink): the live connections of each listener.
+	a.nodeStats.Register(a.grpc)
 	var lc net.ListenConfig
 	if a.xdsLis, err = lc.Listen(ctx, "tcp", cfg.XDSAddr); err != nil {
 		return nil, fmt.Errorf("listen xds: %w", err)
@@ -175,6 +182,12 @@ func (a *App) Resources() xdstype.Resources {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.served.Resources
+}
+
+// ListenerConnections returns the connections the listener bound to
+// address holds now, by node, as the nodes' stats streams report them.
+func (a *App) ListenerConnections(address string) map[string]int64 {
+	return a.nodeStats.ActiveConnections(address)
 }
 
 // Status is the per-node xDS status.
