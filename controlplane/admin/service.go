@@ -215,7 +215,7 @@ func drainRefusal(updates []*adminv1.ListenerUpdate) error {
 			for _, c := range u.GetConnections() {
 				n += c
 			}
-			what = fmt.Sprintf("%s, drains %d connections now", strings.ToLower(u.GetAction().String()), n)
+			what = fmt.Sprintf("%s, drains %d connection(s) now", strings.ToLower(u.GetAction().String()), n)
 			if len(u.GetConnections()) == 0 {
 				what = strings.ToLower(u.GetAction().String()) + ", drains its connections"
 			}

@@ -50,7 +50,14 @@ func cost(u *adminv1.ListenerUpdate) string {
 		total += c
 	}
 	sort.Strings(nodes)
-	return fmt.Sprintf("drains %d connections now (%s)", total, strings.Join(nodes, ", "))
+	return fmt.Sprintf("drains %s now (%s)", connections(total), strings.Join(nodes, ", "))
+}
+
+func connections(n int64) string {
+	if n == 1 {
+		return "1 connection"
+	}
+	return fmt.Sprintf("%d connections", n)
 }
 
 func mark(a adminv1.ResourceChange_Action) string {
