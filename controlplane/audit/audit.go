@@ -188,7 +188,8 @@ func (a *auditor) newStream(s *Stream) *Stream {
 	return s
 }
 
-// finish counts findings per stream and sorts: most severe first.
+// finish counts findings per stream and sorts: streams by listener,
+// findings most severe first.
 func (a *auditor) finish() {
 	for _, s := range a.r.Streams {
 		s.Findings = map[string]int{}
@@ -204,6 +205,9 @@ func (a *auditor) finish() {
 			return c
 		}
 		return cmp.Compare(x.Check, y.Check)
+	})
+	slices.SortStableFunc(a.r.Streams, func(x, y *Stream) int {
+		return cmp.Or(cmp.Compare(x.Listener, y.Listener), cmp.Compare(x.Path, y.Path))
 	})
 	if a.r.Findings == nil {
 		a.r.Findings = []Finding{}
