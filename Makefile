@@ -17,6 +17,7 @@ TCP_PORT     ?= 10001
 ADMIN_PORT   ?= 9901
 XDS_PORT     ?= 18000
 METRICS_PORT ?= 18002
+MODULES_PORT ?= 18003
 VOICE_PORT   ?= 8081
 REST_PORT    ?= 8082
 POLICY       ?= examples/policy.yaml
@@ -29,7 +30,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools browser-tools bench-tools build run token test fuzz bench generate clean
+.PHONY: tools browser-tools bench-tools build run token certs test fuzz bench generate clean
 
 tools: $(ENVOY_BIN) browser-tools bench-tools
 
@@ -87,8 +88,16 @@ token:
 
 run: tools build
 	@ENVOY_BIN=$(ENVOY_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) TCP_PORT=$(TCP_PORT) ADMIN_PORT=$(ADMIN_PORT) \
-		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
+		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) MODULES_PORT=$(MODULES_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
 		BIN=$(BIN) ./examples/run.sh
+
+# Certificates for a deployment: a CA (kept if CERTS_DIR has one), the
+# control plane's for CERT_HOSTS and one per Envoy in CERT_NODES.
+CERTS_DIR  ?= certs
+CERT_HOSTS ?= 127.0.0.1,localhost
+CERT_NODES ?= envoy-local
+certs: build
+	$(BIN)/dpctl certs -dir $(CERTS_DIR) -hosts $(CERT_HOSTS) -nodes $(CERT_NODES)
 
 # Fuzz targets: `make test` runs each for a fixed number of inputs (a count,
 # not a time, so a slow machine cannot turn the deadline into a failure);

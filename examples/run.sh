@@ -6,7 +6,7 @@ set -euo pipefail
 
 : "${ENVOY_BIN:?}" "${BIN:?}" "${POLICY:?}"
 : "${LISTEN_PORT:=10000}" "${ADMIN_PORT:=9901}" "${XDS_PORT:=18000}" "${ADMIN_API_PORT:=18001}"
-: "${METRICS_PORT:=18002}" "${VOICE_PORT:=8081}" "${REST_PORT:=8082}" "${TCP_PORT:=10001}"
+: "${METRICS_PORT:=18002}" "${VOICE_PORT:=8081}" "${REST_PORT:=8082}" "${TCP_PORT:=10001}" "${MODULES_PORT:=18003}"
 
 run_dir=.run
 mkdir -p "$run_dir"
@@ -15,7 +15,14 @@ mkdir -p "$run_dir"
 sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" -e "s/127.0.0.1:10001/127.0.0.1:${TCP_PORT}/" \
     -e "s/127.0.0.1:8081/127.0.0.1:${VOICE_PORT}/g" -e "s/localhost:8081/localhost:${VOICE_PORT}/g" \
     -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml"
-"$BIN/envoy-bootstrap" -admin-port "$ADMIN_PORT" -xds-port "$XDS_PORT" -node envoy-local > "$run_dir/envoy.yaml"
+# xDS and the modules go over mutual TLS, as to a remote Envoy: a CA, the
+# control plane's certificate and envoy-local's, made once.
+certs="$(pwd)/$run_dir/certs"
+[ -f "$certs/nodes/envoy-local.crt" ] || "$BIN/dpctl" certs -dir "$certs" -hosts 127.0.0.1,localhost -nodes envoy-local >/dev/null
+"$BIN/envoy-bootstrap" -admin-port "$ADMIN_PORT" -node envoy-local \
+  -xds-addr "127.0.0.1:${XDS_PORT}" -modules-port "$MODULES_PORT" \
+  -tls-ca "$certs/ca.crt" -tls-cert "$certs/nodes/envoy-local.crt" -tls-key "$certs/nodes/envoy-local.key" > "$run_dir/envoy.yaml"
+mkdir -p "$run_dir/envoy"
 
 pids=()
 stop() {
@@ -30,13 +37,16 @@ trap stop INT TERM EXIT
 pids+=($!)
 "$BIN/directpipe" -policy "$run_dir/policy.yaml" -wasm "$BIN/handshake.wasm" \
   -xds-addr "127.0.0.1:${XDS_PORT}" -admin-addr "127.0.0.1:${ADMIN_API_PORT}" \
-  -metrics-addr "127.0.0.1:${METRICS_PORT}" &
+  -metrics-addr "127.0.0.1:${METRICS_PORT}" -modules-addr "127.0.0.1:${MODULES_PORT}" \
+  -xds-tls-cert "$certs/server.crt" -xds-tls-key "$certs/server.key" -xds-client-ca "$certs/ca.crt" &
 pids+=($!)
-"$ENVOY_BIN" -c "$run_dir/envoy.yaml" --use-dynamic-base-id -l warning --drain-time-s 10 &
+# Envoy runs in a directory of its own: its modules come from the control
+# plane, by sha256, over HTTPS.
+(cd "$run_dir/envoy" && exec "$ENVOY_BIN" -c ../envoy.yaml --use-dynamic-base-id -l warning --drain-time-s 10) &
 pids+=($!)
 
 echo ">> directpipe is starting: ws://127.0.0.1:${LISTEN_PORT}/v1/voice  ws://127.0.0.1:${TCP_PORT}/v1/voice (tcp mode)  http://127.0.0.1:${LISTEN_PORT}/api/health"
-echo ">> Envoy admin http://127.0.0.1:${ADMIN_PORT}  xDS 127.0.0.1:${XDS_PORT}  admin API 127.0.0.1:${ADMIN_API_PORT}"
+echo ">> Envoy admin http://127.0.0.1:${ADMIN_PORT}  xDS (mTLS) 127.0.0.1:${XDS_PORT}  modules (mTLS) 127.0.0.1:${MODULES_PORT}  admin API 127.0.0.1:${ADMIN_API_PORT}"
 echo ">> token: make -s token    status: bin/dpctl status    Ctrl-C stops everything"
 # Stop everything as soon as any one of them dies.
 wait -n

@@ -47,7 +47,7 @@ func timeTranslation(counts []int) ([]Translation, error) {
 			if err := policy.Validate(p); err != nil {
 				return nil, err
 			}
-			if _, err := translate.Translate(p, translate.Options{WasmPath: "/handshake.wasm"}); err != nil {
+			if _, err := translate.Translate(p, translate.Options{Module: translate.ModuleSource{File: "/handshake.wasm"}}); err != nil {
 				return nil, err
 			}
 			best = min(best, time.Since(start))

@@ -21,12 +21,13 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/jwks"
 	"github.com/directpipe/directpipe/controlplane/nodestats"
+	"github.com/directpipe/directpipe/controlplane/modules"
+	"github.com/directpipe/directpipe/controlplane/mtls"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
@@ -41,8 +42,21 @@ type Config struct {
 	XDSAddr string
 	// MetricsAddr serves /metrics; empty disables it.
 	MetricsAddr string
-	// WasmPath is the handshake module's path as Envoy sees it.
+	// WasmPath is the handshake module's file. With ModulesAddr, the
+	// control plane reads it and serves it to Envoys; without, it is the
+	// path as Envoy sees it.
 	WasmPath string
+	// ModulesAddr is where the module server listens (HTTPS with XDSTLS);
+	// empty: Envoys read the module file themselves.
+	ModulesAddr string
+	// XDSTLS are the server certificate and client CA of xDS and the
+	// module server; empty serves both in plaintext, on loopback only.
+	XDSTLS mtls.Files
+	// NodeIdentity is the SAN pattern that binds a node id to a client
+	// certificate (certs.DefaultNodeIdentity when empty).
+	NodeIdentity string
+	// XDSLimits bound xDS clients (xds.DefaultLimits when nil).
+	XDSLimits *xds.Limits
 	// AdminAddr is the admin gRPC address; empty disables the admin API.
 	AdminAddr string
 	// AdminToken is the bearer token every admin call must carry.
@@ -72,6 +86,8 @@ type App struct {
 	served   translate.Served
 	revision string
 	jwks     *jwks.Resolver
+
+	fleet fleet
 }
 
 // New loads the policy, builds the first snapshot and binds the listeners.
@@ -93,6 +109,9 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		jwks:      jwks.NewResolver(nil),
 		nodeStats: nodestats.New(),
 	}
+	if err := a.setupFleet(); err != nil {
+		return nil, err
+	}
 	p, err := policy.LoadFile(cfg.PolicyFile)
 	if err != nil {
 		return nil, err
@@ -100,13 +119,11 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if err := a.applyFromFile(ctx, p); err != nil {
 		return nil, err
 	}
-	// Keepalives as in go-control-plane's example server: Envoy holds one
-	// long-lived stream, and dead peers must be noticed.
-	a.grpc = grpc.NewServer(
-		grpc.MaxConcurrentStreams(1_000_000),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second, PermitWithoutStream: true}),
-	)
+	opts := a.fleet.guard.ServerOptions()
+	if a.fleet.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(a.fleet.tls)))
+	}
+	a.grpc = grpc.NewServer(opts...)
 	a.xds.Register(a.grpc)
 	// Envoys stream their stats over the xDS cluster too (the bootstrap's
 	// metrics service sink): the live connections of each listener.
@@ -114,6 +131,10 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	var lc net.ListenConfig
 	if a.xdsLis, err = lc.Listen(ctx, "tcp", cfg.XDSAddr); err != nil {
 		return nil, fmt.Errorf("listen xds: %w", err)
+	}
+	if err := a.listenModules(ctx); err != nil {
+		a.closeListeners()
+		return nil, err
 	}
 	if cfg.MetricsAddr != "" {
 		if a.metLis, err = lc.Listen(ctx, "tcp", cfg.MetricsAddr); err != nil {
@@ -141,7 +162,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 }
 
 func (a *App) closeListeners() {
-	for _, l := range []net.Listener{a.xdsLis, a.metLis, a.adminLis} {
+	for _, l := range []net.Listener{a.xdsLis, a.metLis, a.adminLis, a.fleet.modLis} {
 		if l != nil {
 			l.Close()
 		}
@@ -204,6 +225,10 @@ func (a *App) Run(ctx context.Context) error {
 			return serveGRPC(ctx, a.admin, func() error { return a.admin.Serve(a.adminLis) })
 		})
 	}
+	if a.fleet.modSrv != nil {
+		srv := a.fleet.modSrv
+		g.Go(func() error { return modules.Serve(ctx, srv, func() error { return srv.Serve(a.fleet.modLis) }) })
+	}
 	if a.metLis != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
@@ -240,7 +265,8 @@ func (a *App) Run(ctx context.Context) error {
 			})
 		})
 	}
-	a.log.Info("control plane serving", "xds", a.XDSAddr(), "admin", a.AdminAddr(), "metrics", a.MetricsAddr(), "policy", a.cfg.PolicyFile)
+	a.log.Info("control plane serving", "xds", a.XDSAddr(), "tls", a.fleet.tls != nil, "modules", a.ModulesAddr(),
+		"admin", a.AdminAddr(), "metrics", a.MetricsAddr(), "policy", a.cfg.PolicyFile)
 	return g.Wait()
 }
 

@@ -120,7 +120,7 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xds
 
 // options are the translation options of this control plane.
 func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
-	return translate.Options{WasmPath: a.cfg.WasmPath, ResolvedKeys: keys}
+	return translate.Options{Module: a.moduleSource(a.cfg.WasmPath), ResolvedKeys: keys}
 }
 
 // keyRefreshInterval is how often JWKS files are re-read and stale JWKS
@@ -133,8 +133,12 @@ const keyRefreshInterval = 10 * time.Second
 func (a *App) refreshKeys(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	moduleChanged, err := a.reloadModules()
+	if err != nil {
+		a.log.Warn("reading the module failed; the last module keeps serving", "error", err)
+	}
 	current := a.served.Policy
-	if current == nil || !usesKeySets(current) {
+	if current == nil || !(moduleChanged || usesKeySets(current)) {
 		return
 	}
 	res, keys, err := a.translate(ctx, current)
@@ -150,6 +154,10 @@ func (a *App) refreshKeys(ctx context.Context) {
 		a.log.Error("serving refreshed keys failed", "error", err)
 	}
 }
+
+// Refresh reads the module file and key sets now instead of at the next
+// tick, and serves what changed (the server calls it on SIGHUP).
+func (a *App) Refresh(ctx context.Context) { a.refreshKeys(ctx) }
 
 // usesKeySets reports whether any auth policy names a JWKS file or URL.
 func usesKeySets(p *policyv1.Policy) bool {

@@ -43,6 +43,11 @@ Usage:
                                             where any Envoy's config hurts WebSocket and
                                             raw streams (needs no control plane; exit 3
                                             when a finding is at or above --fail-on)
+  dpctl certs -dir DIR [-hosts H,...] [-nodes ID,...] [-identity PATTERN] [-days N]
+                                            write a CA (kept if DIR has one), the control
+                                            plane's certificate for hosts H and one client
+                                            certificate per Envoy node id (no control plane
+                                            needed)
 
 Flags (before or after the command):
 `
@@ -161,6 +166,9 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	rest := args[1:]
 	if name == "audit" {
 		return auditCmd(ctx, g, rest, out)
+	}
+	if name == "certs" {
+		return certsCommand(rest, out)
 	}
 	if name == "policy" {
 		if len(rest) == 0 {

@@ -43,18 +43,18 @@ func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionCo
 	if err != nil {
 		return nil, fmt.Errorf("translate: encode filter config: %w", err)
 	}
-	wasm := &wasmfilterv3.Wasm{Config: pluginConfig(HandshakeFilterName, opts.WasmPath, doc)}
+	wasm := &wasmfilterv3.Wasm{Config: pluginConfig(HandshakeFilterName, opts.Module, doc)}
 	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(wasm)}, nil
 }
 
 // pluginConfig runs the module's plugin with a JSON configuration; its
 // root id is its name, which tells the module an HTTP plugin from a tcp
 // one.
-func pluginConfig(name, path string, doc []byte) *wasmv3.PluginConfig {
+func pluginConfig(name string, module ModuleSource, doc []byte) *wasmv3.PluginConfig {
 	return &wasmv3.PluginConfig{
 		Name:          name,
 		RootId:        name,
-		Vm:            &wasmv3.PluginConfig_VmConfig{VmConfig: vmConfig(path)},
+		Vm:            &wasmv3.PluginConfig_VmConfig{VmConfig: vmConfig(module)},
 		Configuration: mustAny(wrapperspb.String(string(doc))),
 		// A filter that cannot run must not let callers through.
 		FailurePolicy: wasmv3.FailurePolicy_FAIL_CLOSED,
@@ -67,13 +67,18 @@ func pluginConfig(name, path string, doc []byte) *wasmv3.PluginConfig {
 // tcp network filters alike, and an update that leaves them equal (a key
 // rotation, a route change) reuses the running VM. So nothing that policy
 // decides belongs here: everything that changes is in the plugin's
-// configuration.
-func vmConfig(path string) *wasmv3.VmConfig {
+// configuration. A remote module is named by its sha256, which changes
+// only with the module.
+func vmConfig(module ModuleSource) *wasmv3.VmConfig {
 	return &wasmv3.VmConfig{
 		VmId:    wasmVMID,
 		Runtime: "envoy.wasm.runtime.v8",
-		Code: &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Local{Local: &corev3.DataSource{
-			Specifier: &corev3.DataSource_Filename{Filename: path},
-		}}},
+		Code:    module.code(),
+		// Envoy downloads a remote module in the background. With this, it
+		// refuses (NACKs) a config whose module is not in its cache yet or
+		// failed its sha256 check, and the previous config keeps serving;
+		// without it, it would take the config and fail every request
+		// until the download succeeds.
+		NackOnCodeCacheMiss: module.remote(),
 	}
 }

@@ -57,7 +57,7 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 			return nil, fmt.Errorf("translate: encode tcp filter config of route %q: %w", r.GetName(), err)
 		}
 		name := TCPHandshakeFilterPrefix + r.GetName()
-		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, opts.WasmPath, doc)}
+		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, opts.Module, doc)}
 		out = append(out, &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(wasm)})
 	}
 	return out, nil

@@ -21,9 +21,9 @@ import (
 
 // Options are the deployment facts that are not part of policy.
 type Options struct {
-	// WasmPath is the handshake module's path as Envoy sees it: one
-	// module for the HTTP filter and the tcp mode network filter.
-	WasmPath string
+	// Module is where Envoy gets the handshake module: one module for the
+	// HTTP filter and the tcp mode network filter.
+	Module ModuleSource
 	// ResolvedKeys are the verification keys the control plane read from
 	// each auth policy's jwks_file or jwks_url, by policy name. Reading them
 	// is I/O, so it happens before translation, not in it.
@@ -38,8 +38,8 @@ type validator interface{ ValidateAll() error }
 // returned, so what the caller serves is never something Envoy would reject
 // on schema grounds.
 func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
-	if opts.WasmPath == "" {
-		return nil, fmt.Errorf("translate: the handshake module path is required")
+	if err := opts.Module.check(); err != nil {
+		return nil, fmt.Errorf("translate: the handshake module: %w", err)
 	}
 	var listeners, routes, clusters, endpoints, extensionConfigs []types.Resource
 	backends := map[string]*policyv1.Backend{}

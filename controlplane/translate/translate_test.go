@@ -33,7 +33,7 @@ var goldenSuffix = map[string]string{
 	resource.ExtensionConfigType: "extension_configs",
 }
 
-var testOptions = Options{WasmPath: "/opt/directpipe/handshake.wasm"}
+var testOptions = Options{Module: ModuleSource{File: "/opt/directpipe/handshake.wasm"}}
 
 // TestGolden translates each testdata/<case>.in.yaml and compares every
 // resource type with its own golden file, so a reviewer sees exactly which

@@ -46,8 +46,18 @@ func NewServer(ctx context.Context, log *slog.Logger, metrics *Metrics) *Server 
 		status: newStatus(log, metrics),
 		log:    log,
 	}
-	s.ads = serverv3.NewServer(ctx, s.cache, s.status.callbacks())
+	s.ads = serverv3.NewServer(ctx, newNACKBackoff(s.cache, s.snapshotVersion), s.status.callbacks())
 	return s
+}
+
+// snapshotVersion is the served version of a type, "" before the first
+// snapshot.
+func (s *Server) snapshotVersion(typeURL string) string {
+	snap, err := s.cache.GetSnapshot(snapshotGroup)
+	if err != nil {
+		return ""
+	}
+	return snap.GetVersion(typeURL)
 }
 
 // Register adds the ADS service to a gRPC server.

@@ -28,7 +28,7 @@ func example(t *testing.T) xdstype.Resources {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := translate.Translate(p, translate.Options{WasmPath: "/x.wasm"})
+	res, err := translate.Translate(p, translate.Options{Module: translate.ModuleSource{File: "/x.wasm"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,10 +68,13 @@ func (n NodeStatus) State(typeURL, latest string) SyncState {
 	switch {
 	case !ok || ts.Sent == "":
 		return NotSent
-	// A rejected version stays rejected: Envoy 1.40 may later send a
-	// request naming the very version it refused (a second subscriber to the
-	// same ECDS resource does), which is no proof that it runs it.
-	case ts.LastNack != nil && ts.LastNack.Version == ts.Sent:
+	// A rejected version stays rejected until Envoy ACKs it offered
+	// again after the NACK: Envoy 1.40 ACKs an extension config it failed
+	// to apply when the same bytes come again, without applying them, so
+	// an ACK of the refused version proves nothing by itself. The xDS
+	// server re-offers a refused version only changed (see nackBackoff).
+	case ts.LastNack != nil && ts.LastNack.Version == ts.Sent &&
+		!(ts.Acked == ts.Sent && ts.SentAt.After(ts.LastNack.At) && !ts.AckedAt.Before(ts.SentAt)):
 		return Nacked
 	case ts.Acked == latest:
 		return Synced
@@ -115,6 +118,8 @@ type Status struct {
 	streams map[int64]*stream
 	latest  map[string]string
 	subs    map[chan Event]struct{}
+	// explain adds what the control plane knows to a NACK's message.
+	explain func(node, typeURL, msg string) string
 }
 
 // stream is one ADS stream: its node and the version behind each nonce, as
@@ -127,6 +132,16 @@ type stream struct {
 
 // maxNonces bounds the nonce memory of a stream that never answers.
 const maxNonces = 64
+
+// ExplainNACKs sets a function whose words are added to every NACK's
+// message: what Envoy says is often too short to act on (1.40 reports a
+// Wasm module it has not downloaded, or whose sha256 does not match, as
+// "Unable to create Wasm plugin"). It must not call back into Status.
+func (s *Status) ExplainNACKs(fn func(node, typeURL, msg string) string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.explain = fn
+}
 
 func newStatus(log *slog.Logger, m *Metrics) *Status {
 	return &Status{
@@ -261,6 +276,11 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, ver
 	}
 	ts := n.Types[typeURL]
 	if nack {
+		if s.explain != nil {
+			if why := s.explain(n.ID, typeURL, errMsg); why != "" {
+				errMsg += " (" + why + ")"
+			}
+		}
 		ts.LastNack = &Nack{Version: version, Error: errMsg, At: now}
 		s.metrics.nack(typeURL)
 		s.log.Warn("envoy rejected config", "node", n.ID, "type", xdstype.Name(typeURL), "version", version, "error", errMsg)

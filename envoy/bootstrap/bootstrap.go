@@ -1,42 +1,153 @@
 // Package bootstrap renders the Envoy bootstrap that points Envoy at the
-// directpipe control plane. `make run` and the end-to-end tests use the
-// same template.
+// directpipe control plane: its xDS addresses, the module server it
+// fetches Wasm modules from, and the mutual TLS to both. `make run`, the
+// end-to-end tests and remote Envoys use the same template.
 package bootstrap
 
 import (
 	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"text/template"
 )
 
 //go:embed bootstrap.yaml.tmpl
 var text string
 
-var tmpl = template.Must(template.New("bootstrap").Parse(text))
+var tmpl = template.Must(template.New("bootstrap").Funcs(template.FuncMap{"quote": strconv.Quote}).Parse(text))
+
+// ModuleCluster is the cluster the control plane's filter configs name
+// for module downloads (translate.ModuleCluster).
+const ModuleCluster = "directpipe_modules"
+
+// DefaultServerName is the name in every control-plane certificate that
+// `dpctl certs` issues (certs.ServerName).
+const DefaultServerName = "directpipe-control-plane"
+
+// TLS are the files of Envoy's side of mutual TLS with the control plane.
+type TLS struct {
+	// CA verifies the control plane's certificate.
+	CA string
+	// Cert and Key are this Envoy's client certificate, whose SAN names
+	// its node id.
+	Cert, Key string
+	// ServerName is the SAN the control plane's certificate must carry
+	// (DefaultServerName when empty); it is also sent as SNI.
+	ServerName string
+}
 
 // Params fill the template.
 type Params struct {
 	NodeID    string
 	Cluster   string
 	AdminPort int
-	XDSHost   string
-	XDSPort   int
+	// XDSAddrs are the control plane's xDS addresses, host:port; Envoy
+	// spreads over them and moves when one fails.
+	XDSAddrs []string
+	// XDSHost and XDSPort are one address, used when XDSAddrs is empty.
+	XDSHost string
+	XDSPort int
+	// ModulesAddrs are the module servers, host:port; empty when Envoy
+	// reads module files from its own disk.
+	ModulesAddrs []string
+	// TLS, when set, secures both clusters with mutual TLS.
+	TLS *TLS
 	// Delta selects incremental xDS (DELTA_GRPC) over state of the world.
 	Delta bool
 }
 
+type endpoint struct {
+	Host string
+	Port int
+}
+
+type cluster struct {
+	Name, Type string
+	HTTP2      bool
+	ALPN       string
+	Endpoints  []endpoint
+	TLS        *TLS
+}
+
+type view struct {
+	Params
+	Clusters []cluster
+}
+
 // Render returns the bootstrap YAML.
 func Render(p Params) ([]byte, error) {
-	if p.NodeID == "" || p.Cluster == "" || p.AdminPort == 0 || p.XDSPort == 0 {
-		return nil, fmt.Errorf("bootstrap: node id, cluster, admin port and xDS port are required")
+	if p.NodeID == "" || p.Cluster == "" || p.AdminPort == 0 {
+		return nil, errors.New("bootstrap: node id, cluster and admin port are required")
 	}
-	if p.XDSHost == "" {
-		p.XDSHost = "127.0.0.1"
+	xdsAddrs := p.XDSAddrs
+	if len(xdsAddrs) == 0 {
+		if p.XDSPort == 0 {
+			return nil, errors.New("bootstrap: at least one xDS address is required")
+		}
+		host := p.XDSHost
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		xdsAddrs = []string{net.JoinHostPort(host, strconv.Itoa(p.XDSPort))}
+	}
+	if t := p.TLS; t != nil {
+		if t.CA == "" || t.Cert == "" || t.Key == "" {
+			return nil, errors.New("bootstrap: TLS needs a CA, a client certificate and its key")
+		}
+		if t.ServerName == "" {
+			c := *t
+			c.ServerName = DefaultServerName
+			p.TLS = &c
+		}
+	}
+	v := view{Params: p}
+	xds, err := newCluster("xds_cluster", xdsAddrs, true, p.TLS)
+	if err != nil {
+		return nil, err
+	}
+	v.Clusters = append(v.Clusters, xds)
+	if len(p.ModulesAddrs) > 0 {
+		mods, err := newCluster(ModuleCluster, p.ModulesAddrs, false, p.TLS)
+		if err != nil {
+			return nil, err
+		}
+		v.Clusters = append(v.Clusters, mods)
 	}
 	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, p); err != nil {
+	if err := tmpl.Execute(&buf, v); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// newCluster lists addresses as one cluster's endpoints: STATIC when all
+// are IP literals, else STRICT_DNS (every name resolved, all addresses
+// used).
+func newCluster(name string, addrs []string, http2 bool, t *TLS) (cluster, error) {
+	c := cluster{Name: name, Type: "STATIC", HTTP2: http2, ALPN: "http/1.1", TLS: t}
+	if http2 {
+		c.ALPN = "h2"
+	}
+	for _, a := range addrs {
+		host, portStr, err := net.SplitHostPort(strings.TrimSpace(a))
+		if err != nil {
+			return cluster{}, fmt.Errorf("bootstrap: address %q: %w", a, err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil || port <= 0 || port > 65535 {
+			return cluster{}, fmt.Errorf("bootstrap: address %q: bad port", a)
+		}
+		if host == "" {
+			return cluster{}, fmt.Errorf("bootstrap: address %q has no host", a)
+		}
+		if net.ParseIP(host) == nil {
+			c.Type = "STRICT_DNS"
+		}
+		c.Endpoints = append(c.Endpoints, endpoint{Host: host, Port: port})
+	}
+	return c, nil
 }

@@ -1,10 +1,13 @@
 package bootstrap
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/directpipe/directpipe/controlplane/translate"
 )
 
 func TestRender(t *testing.T) {
@@ -27,5 +30,61 @@ func TestRender(t *testing.T) {
 	}
 	if _, err := Render(Params{}); err == nil {
 		t.Error("empty params accepted")
+	}
+}
+
+func TestRenderFleet(t *testing.T) {
+	out, err := Render(Params{
+		NodeID: "edge-1", Cluster: "c", AdminPort: 9901,
+		XDSAddrs:     []string{"10.0.0.1:18000", "cp2.example.com:18000"},
+		ModulesAddrs: []string{"10.0.0.1:18003"},
+		TLS:          &TLS{CA: "/etc/dp/ca.crt", Cert: "/etc/dp/edge-1.crt", Key: "/etc/dp/edge-1.key"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		StaticResources struct {
+			Clusters []struct {
+				Name           string `json:"name"`
+				Type           string `json:"type"`
+				LoadAssignment struct {
+					Endpoints []struct {
+						LbEndpoints []any `json:"lb_endpoints"`
+					} `json:"endpoints"`
+				} `json:"load_assignment"`
+				TransportSocket *struct {
+					TypedConfig map[string]any `json:"typed_config"`
+				} `json:"transport_socket"`
+			} `json:"clusters"`
+		} `json:"static_resources"`
+	}
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("not YAML: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, c := range doc.StaticResources.Clusters {
+		got[c.Name] = fmt.Sprintf("%s %d tls=%v", c.Type, len(c.LoadAssignment.Endpoints[0].LbEndpoints), c.TransportSocket != nil)
+	}
+	want := map[string]string{"xds_cluster": "STRICT_DNS 2 tls=true", ModuleCluster: "STATIC 1 tls=true"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("clusters %v, want %v", got, want)
+	}
+	for _, s := range []string{`sni: "directpipe-control-plane"`, "connection_keepalive: { interval: 5s, timeout: 3s }", "retry_back_off"} {
+		if !strings.Contains(string(out), s) {
+			t.Errorf("%q missing", s)
+		}
+	}
+	if ModuleCluster != translate.ModuleCluster {
+		t.Errorf("the bootstrap's module cluster %q is not the one filter configs name, %q", ModuleCluster, translate.ModuleCluster)
+	}
+	for _, bad := range []Params{
+		{NodeID: "n", Cluster: "c", AdminPort: 1, XDSAddrs: []string{"no-port"}},
+		{NodeID: "n", Cluster: "c", AdminPort: 1, XDSAddrs: []string{"h:0"}},
+		{NodeID: "n", Cluster: "c", AdminPort: 1, XDSAddrs: []string{"h:1"}, TLS: &TLS{CA: "ca"}},
+	} {
+		if _, err := Render(bad); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
 	}
 }

@@ -104,8 +104,10 @@ type EnvoyOptions struct {
 type Envoy struct {
 	AdminPort int
 	LogPath   string
-	cmd       *exec.Cmd
-	client    *http.Client
+	// Dir is Envoy's working directory: its bootstrap and log, nothing else.
+	Dir    string
+	cmd    *exec.Cmd
+	client *http.Client
 }
 
 // StartEnvoy starts Envoy against a control plane and waits until its admin
@@ -160,6 +162,7 @@ func startEnvoy(t T, cfg []byte, adminPort, concurrency int, drain, ready time.D
 	}
 	e := &Envoy{AdminPort: adminPort, client: &http.Client{Timeout: 5 * time.Second}}
 	dir := t.TempDir()
+	e.Dir = dir
 	cfgPath := filepath.Join(dir, "envoy.yaml")
 	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
 		t.Fatal(err)
@@ -190,6 +193,9 @@ func startEnvoy(t T, cfg []byte, adminPort, concurrency int, drain, ready time.D
 		// Tests kill Envoy: flush often, or the last lines are lost.
 		"--log-path", e.LogPath, "--file-flush-interval-msec", "100"}
 	e.cmd = exec.Command(bin, append(args, level...)...)
+	// Envoy runs where only its bootstrap and log are: nothing it needs
+	// may come from the repository by a relative path.
+	e.cmd.Dir = dir
 	e.cmd.Stdout, e.cmd.Stderr = logFile, logFile
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start envoy: %v", err)

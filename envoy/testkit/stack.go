@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/controlplane/app"
+	"github.com/directpipe/directpipe/controlplane/certs"
+	"github.com/directpipe/directpipe/controlplane/xds"
 )
 
 // Binary returns the path of a program `make build` put in bin/.
@@ -102,6 +104,16 @@ type ControlPlaneOptions struct {
 	AdminToken string
 	// WasmPath defaults to WasmModule.
 	WasmPath string
+	// Fleet, when set, serves xDS and modules as to remote Envoys.
+	Fleet *Fleet
+}
+
+// Fleet configures a control plane for remote Envoys: mutual TLS with the
+// certificates in CertDir (certs.Generate's layout; empty: plaintext on
+// loopback) and the module server on a free port.
+type Fleet struct {
+	CertDir string
+	Limits  *xds.Limits
 }
 
 // StartControlPlane runs a control plane until Stop or the end of the test.
@@ -117,6 +129,14 @@ func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	}
 	if cfg.WasmPath == "" {
 		cfg.WasmPath = WasmModule(t)
+	}
+	if f := opts.Fleet; f != nil {
+		cfg.ModulesAddr, cfg.XDSLimits = "127.0.0.1:0", f.Limits
+		if f.CertDir != "" {
+			files := certs.Files{Dir: f.CertDir}
+			cfg.XDSTLS.Cert, cfg.XDSTLS.Key = files.Server()
+			cfg.XDSTLS.ClientCA, _ = files.CA()
+		}
 	}
 	if os.Getenv("DIRECTPIPE_TEST_LOG") != "" {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/app"
+	"github.com/directpipe/directpipe/controlplane/mtls"
 	"github.com/directpipe/directpipe/controlplane/statedir"
 )
 
@@ -26,6 +26,7 @@ type flags struct {
 	policyFile, xdsAddr, metricsAddr, wasmPath, tcpWasmPath, logLevel string
 	adminAddr, stateDir, tokenFile                                    string
 	tlsCert, tlsKey, clientCA                                         string
+	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity           string
 }
 
 func main() {
@@ -33,7 +34,12 @@ func main() {
 	flag.StringVar(&f.policyFile, "policy", "", "route policy file (YAML, required): watched, and rewritten by admin API applies")
 	flag.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "ADS gRPC listen address")
 	flag.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:18002", "Prometheus /metrics listen address; empty disables")
-	flag.StringVar(&f.wasmPath, "wasm", "bin/handshake.wasm", "handshake Wasm module path, as Envoy sees it")
+	flag.StringVar(&f.wasmPath, "wasm", "bin/handshake.wasm", "handshake Wasm module file, served to Envoys (with -modules-addr \"\", the path as Envoy sees it)")
+	flag.StringVar(&f.modulesAddr, "modules-addr", "127.0.0.1:18003", "module server listen address (HTTPS with -xds-tls-*); empty: Envoys read -wasm from their own disk")
+	flag.StringVar(&f.xdsCert, "xds-tls-cert", "", "serve xDS and modules over mutual TLS with this certificate")
+	flag.StringVar(&f.xdsKey, "xds-tls-key", "", "private key of -xds-tls-cert")
+	flag.StringVar(&f.xdsClientCA, "xds-client-ca", "", "CA that signs the Envoys' client certificates")
+	flag.StringVar(&f.nodeIdentity, "node-identity", "spiffe://directpipe/node/{node}", "SAN of a node's certificate, {node} being its node id: a URI SAN when it has a scheme, else a DNS SAN")
 	flag.StringVar(&f.tcpWasmPath, "tcp-wasm", "", "deprecated and ignored: one module (-wasm) serves HTTP and tcp mode routes")
 	flag.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:18001", "admin gRPC listen address; empty disables")
 	flag.StringVar(&f.stateDir, "state-dir", statedir.Default(), "state directory (admin token)")
@@ -74,13 +80,16 @@ func run(log *slog.Logger, f flags) error {
 	}
 	cfg := app.Config{
 		PolicyFile: f.policyFile, XDSAddr: f.xdsAddr, MetricsAddr: f.metricsAddr, WasmPath: wasm,
-		AdminAddr: f.adminAddr, Log: log,
+		ModulesAddr:  f.modulesAddr,
+		XDSTLS:       mtls.Files{Cert: f.xdsCert, Key: f.xdsKey, ClientCA: f.xdsClientCA},
+		NodeIdentity: f.nodeIdentity,
+		AdminAddr:    f.adminAddr, Log: log,
 	}
 	if f.adminAddr != "" {
 		if cfg.AdminTLS, err = adminTLS(f); err != nil {
 			return err
 		}
-		if cfg.AdminTLS == nil && !isLoopback(f.adminAddr) {
+		if cfg.AdminTLS == nil && !app.IsLoopback(f.adminAddr) {
 			return fmt.Errorf("refusing to serve the admin API on %s without TLS: use -admin-tls-cert and -admin-tls-key, or a loopback address", f.adminAddr)
 		}
 		tokenFile := f.tokenFile
@@ -96,6 +105,20 @@ func run(log *slog.Logger, f flags) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP reads the module file and key sets at once, e.g. after a new
+	// module was installed.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				a.Refresh(ctx)
+			}
+		}
+	}()
 	return a.Run(ctx)
 }
 
@@ -123,16 +146,4 @@ func adminTLS(f flags) (*tls.Config, error) {
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -5,24 +5,77 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/directpipe/directpipe/envoy/bootstrap"
 )
 
+// list is a flag that takes comma-separated values and may be repeated.
+type list []string
+
+func (l *list) String() string { return strings.Join(*l, ",") }
+func (l *list) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
 func main() {
 	var p bootstrap.Params
-	flag.StringVar(&p.NodeID, "node", "envoy-local", "node id")
+	var xdsAddrs, modAddrs list
+	var modPort int
+	var t bootstrap.TLS
+	flag.StringVar(&p.NodeID, "node", "envoy-local", "node id (with TLS, the one its client certificate names)")
 	flag.StringVar(&p.Cluster, "cluster", "directpipe", "node cluster")
 	flag.IntVar(&p.AdminPort, "admin-port", 9901, "Envoy admin port (127.0.0.1)")
-	flag.StringVar(&p.XDSHost, "xds-host", "127.0.0.1", "control plane host")
-	flag.IntVar(&p.XDSPort, "xds-port", 18000, "control plane xDS port")
-	flag.BoolVar(&p.Delta, "delta", false, "use delta (incremental) xDS")
+	flag.Var(&xdsAddrs, "xds-addr", "control-plane xDS address host:port; comma-separated or repeated for replicas")
+	flag.StringVar(&p.XDSHost, "xds-host", "127.0.0.1", "control plane host, when -xds-addr is not given")
+	flag.IntVar(&p.XDSPort, "xds-port", 18000, "control plane xDS port, when -xds-addr is not given")
+	flag.Var(&modAddrs, "modules-addr", "module server host:port, comma-separated or repeated (default: each xDS host at -modules-port; \"off\": Envoy reads module files from its own disk)")
+	flag.IntVar(&modPort, "modules-port", 18003, "module server port on each xDS host, when -modules-addr is not given")
+	flag.StringVar(&t.CA, "tls-ca", "", "CA that signed the control plane's certificate (turns on mutual TLS)")
+	flag.StringVar(&t.Cert, "tls-cert", "", "this Envoy's client certificate")
+	flag.StringVar(&t.Key, "tls-key", "", "key of -tls-cert")
+	flag.StringVar(&t.ServerName, "tls-server-name", bootstrap.DefaultServerName, "name the control plane's certificate must carry")
+	flag.BoolVar(&p.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
 	flag.Parse()
-	out, err := bootstrap.Render(p)
-	if err != nil {
+	if err := run(&p, xdsAddrs, modAddrs, modPort, t); err != nil {
 		fmt.Fprintln(os.Stderr, "envoy-bootstrap:", err)
 		os.Exit(1)
 	}
-	os.Stdout.Write(out)
+}
+
+func run(p *bootstrap.Params, xdsAddrs, modAddrs list, modPort int, t bootstrap.TLS) error {
+	if len(xdsAddrs) == 0 {
+		xdsAddrs = list{net.JoinHostPort(p.XDSHost, strconv.Itoa(p.XDSPort))}
+	}
+	p.XDSAddrs = xdsAddrs
+	switch {
+	case len(modAddrs) == 1 && modAddrs[0] == "off":
+	case len(modAddrs) > 0:
+		p.ModulesAddrs = modAddrs
+	default:
+		for _, a := range xdsAddrs {
+			host, _, err := net.SplitHostPort(a)
+			if err != nil {
+				return fmt.Errorf("-xds-addr %q: %w", a, err)
+			}
+			p.ModulesAddrs = append(p.ModulesAddrs, net.JoinHostPort(host, strconv.Itoa(modPort)))
+		}
+	}
+	if t.CA != "" || t.Cert != "" || t.Key != "" {
+		p.TLS = &t
+	}
+	out, err := bootstrap.Render(*p)
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(out)
+	return err
 }

@@ -1,0 +1,187 @@
+// Package mtls holds the control plane's side of mutual TLS: the server
+// configuration that asks every client for a certificate from the
+// configured CA, and the binding of an Envoy's node id to the identity in
+// its certificate.
+package mtls
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Files are the PEM files of a TLS server that requires client
+// certificates.
+type Files struct {
+	Cert, Key, ClientCA string
+}
+
+// Empty reports whether no file is set: the server runs in plaintext.
+func (f Files) Empty() bool { return f.Cert == "" && f.Key == "" && f.ClientCA == "" }
+
+// ServerConfig returns a TLS configuration that presents Cert and requires
+// a client certificate signed by ClientCA. The certificate is read again
+// when its file changes, so a renewed certificate needs no restart.
+func ServerConfig(f Files) (*tls.Config, error) {
+	if f.Cert == "" || f.Key == "" || f.ClientCA == "" {
+		return nil, errors.New("mtls: a server certificate, its key and a client CA are all required")
+	}
+	pool, err := LoadPool(f.ClientCA)
+	if err != nil {
+		return nil, err
+	}
+	r := &reloader{cert: f.Cert, key: f.Key}
+	if _, err := r.get(); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      pool,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.get() },
+		NextProtos:     []string{"h2", "http/1.1"},
+	}, nil
+}
+
+// ClientConfig returns the configuration of a client of such a server: its
+// own certificate, the CA to verify the server by, and the server name to
+// expect.
+func ClientConfig(certFile, keyFile, caFile, serverName string) (*tls.Config, error) {
+	pool, err := LoadPool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: serverName}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mtls: client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// LoadPool reads a PEM bundle of CA certificates.
+func LoadPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("mtls: CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("mtls: CA: no certificate in %s", file)
+	}
+	return pool, nil
+}
+
+// reloader serves the key pair in its files, read again when the
+// certificate file's modification time moves (checked at most once a
+// second).
+type reloader struct {
+	cert, key string
+
+	mu      sync.Mutex
+	pair    *tls.Certificate
+	mtime   time.Time
+	checked time.Time
+}
+
+func (r *reloader) get() (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.pair != nil && now.Sub(r.checked) < time.Second {
+		return r.pair, nil
+	}
+	r.checked = now
+	st, err := os.Stat(r.cert)
+	if err != nil {
+		if r.pair != nil {
+			return r.pair, nil // keep serving the last good pair
+		}
+		return nil, fmt.Errorf("mtls: server certificate: %w", err)
+	}
+	if r.pair != nil && st.ModTime().Equal(r.mtime) {
+		return r.pair, nil
+	}
+	pair, err := tls.LoadX509KeyPair(r.cert, r.key)
+	if err != nil {
+		if r.pair != nil {
+			return r.pair, nil // a half-written renewal: try again later
+		}
+		return nil, fmt.Errorf("mtls: server certificate: %w", err)
+	}
+	r.pair, r.mtime = &pair, st.ModTime()
+	return r.pair, nil
+}
+
+// Binding ties a node id to a certificate: the pattern with {node}
+// replaced by the node id must be one of the certificate's URI SANs (a
+// pattern with a scheme, e.g. spiffe://directpipe/node/{node}) or DNS SANs
+// (e.g. {node}.envoy.example.com).
+type Binding struct {
+	prefix, suffix string
+	uri            bool
+}
+
+// NewBinding parses an identity pattern.
+func NewBinding(pattern string) (Binding, error) {
+	if strings.Count(pattern, "{node}") != 1 {
+		return Binding{}, fmt.Errorf("mtls: identity pattern %q must hold {node} exactly once", pattern)
+	}
+	prefix, suffix, _ := strings.Cut(pattern, "{node}")
+	return Binding{prefix: prefix, suffix: suffix, uri: strings.Contains(pattern, "://")}, nil
+}
+
+// Identities lists the node ids a certificate may speak for.
+func (b Binding) Identities(cert *x509.Certificate) []string {
+	var sans []string
+	if b.uri {
+		for _, u := range cert.URIs {
+			sans = append(sans, u.String())
+		}
+	} else {
+		sans = cert.DNSNames
+	}
+	var ids []string
+	for _, s := range sans {
+		if len(s) > len(b.prefix)+len(b.suffix) && strings.HasPrefix(s, b.prefix) && strings.HasSuffix(s, b.suffix) {
+			ids = append(ids, s[len(b.prefix):len(s)-len(b.suffix)])
+		}
+	}
+	return ids
+}
+
+// Check says whether cert may speak for node, and if not, why, in words an
+// operator can act on.
+func (b Binding) Check(cert *x509.Certificate, node string) error {
+	ids := b.Identities(cert)
+	for _, id := range ids {
+		if id == node {
+			return nil
+		}
+	}
+	kind := "DNS"
+	if b.uri {
+		kind = "URI"
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("the client certificate has no %s SAN of the form %s{node}%s", kind, b.prefix, b.suffix)
+	}
+	return fmt.Errorf("node id %q does not match the client certificate, which is for node %q", clip(node), clip(ids[0]))
+}
+
+// clip keeps a hostile node id from filling an error message.
+func clip(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}

@@ -1,0 +1,146 @@
+package testkit
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// XDSClient is a minimal state-of-the-world ADS client that behaves like
+// an Envoy that accepts everything: it subscribes, ACKs each response and
+// keeps what it received, so a test can assert on what a client got.
+type XDSClient struct {
+	conn *grpc.ClientConn
+}
+
+// DialXDS connects to an xDS server; tlsCfg nil means plaintext.
+func DialXDS(addr string, tlsCfg *tls.Config) (*XDSClient, error) {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(8<<20)))
+	if err != nil {
+		return nil, err
+	}
+	return &XDSClient{conn: conn}, nil
+}
+
+// Close closes the connection.
+func (c *XDSClient) Close() error { return c.conn.Close() }
+
+// Subscription is what to ask for: resource names by type URL (empty
+// names: every resource of the type).
+type Subscription map[string][]string
+
+// Session is one open ADS stream.
+type Session struct {
+	// Received holds every response, in order.
+	Received []*discoveryv3.DiscoveryResponse
+	stream   discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+}
+
+// Sync opens a stream as node, subscribes to subs and ACKs responses until
+// every type was answered once. It returns the session (with what was
+// received, even on error) and the stream's error, if any.
+func (c *XDSClient) Sync(ctx context.Context, node string, subs Subscription) (*Session, error) {
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return &Session{}, err
+	}
+	s := &Session{stream: stream}
+	first := true
+	for typeURL, names := range subs {
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: names}
+		if first {
+			req.Node = &corev3.Node{Id: node, Cluster: "xds-test"}
+			first = false
+		}
+		if err := stream.Send(req); err != nil {
+			return s, s.recvErr(err)
+		}
+	}
+	pending := map[string]bool{}
+	for t := range subs {
+		pending[t] = true
+	}
+	for len(pending) > 0 {
+		resp, err := stream.Recv()
+		if err != nil {
+			return s, err
+		}
+		s.Received = append(s.Received, resp)
+		delete(pending, resp.GetTypeUrl())
+		ack := &discoveryv3.DiscoveryRequest{
+			TypeUrl: resp.GetTypeUrl(), VersionInfo: resp.GetVersionInfo(),
+			ResponseNonce: resp.GetNonce(), ResourceNames: subs[resp.GetTypeUrl()],
+		}
+		if err := stream.Send(ack); err != nil {
+			return s, s.recvErr(err)
+		}
+	}
+	return s, nil
+}
+
+// recvErr turns a failed Send into the stream's status: gRPC reports why a
+// stream ended on Recv.
+func (s *Session) recvErr(sendErr error) error {
+	if _, err := s.stream.Recv(); err != nil {
+		return err
+	}
+	return sendErr
+}
+
+// Close ends the stream.
+func (s *Session) Close() {
+	if s.stream != nil {
+		s.stream.CloseSend()
+	}
+}
+
+// SyncWithBackoff is Sync retried, as Envoy does, after a jittered,
+// growing delay while the server refuses the stream as over its rate
+// (RESOURCE_EXHAUSTED). It returns the session and how many times the
+// stream was refused.
+func (c *XDSClient) SyncWithBackoff(ctx context.Context, node string, subs Subscription) (*Session, int, error) {
+	delay := 250 * time.Millisecond
+	for refused := 0; ; refused++ {
+		s, err := c.Sync(ctx, node, subs)
+		if status.Code(err) != codes.ResourceExhausted {
+			return s, refused, err
+		}
+		s.Close()
+		wait := delay/2 + time.Duration(rand.Int64N(int64(delay)))
+		select {
+		case <-ctx.Done():
+			return s, refused, errors.Join(ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// Resources counts the resources a session received, for messages.
+func (s *Session) Resources() int {
+	n := 0
+	for _, r := range s.Received {
+		n += len(r.GetResources())
+	}
+	return n
+}
+
+func (s *Session) String() string {
+	return fmt.Sprintf("%d responses, %d resources", len(s.Received), s.Resources())
+}
