@@ -17,19 +17,17 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/directpipe/directpipe/controlplane/statedir"
 )
 
 // LoadOrCreateToken returns the admin token stored at path, creating a new
-// random one in a 0600 file on first start.
+// random one in a 0600 file on first start. An existing file must be
+// private to its owner (statedir.ReadToken).
 func LoadOrCreateToken(path string) (string, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		tok := strings.TrimSpace(string(b))
-		if tok == "" {
-			return "", fmt.Errorf("admin token file %s is empty", path)
-		}
-		return tok, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("read admin token: %w", err)
+	tok, err := statedir.ReadToken(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return tok, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", fmt.Errorf("create state dir: %w", err)
@@ -38,7 +36,7 @@ func LoadOrCreateToken(path string) (string, error) {
 	if _, err := rand.Read(raw); err != nil {
 		return "", fmt.Errorf("generate admin token: %w", err)
 	}
-	tok := base64.RawURLEncoding.EncodeToString(raw)
+	tok = base64.RawURLEncoding.EncodeToString(raw)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return LoadOrCreateToken(path) // another process won the race

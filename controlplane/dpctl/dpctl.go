@@ -10,6 +10,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -267,17 +270,44 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 // RequireTransportSecurity is false: the default deployment is loopback.
 func (bearer) RequireTransportSecurity() bool { return false }
 
+// loopbackTarget reports whether a gRPC target stays on this host: a
+// loopback IP, localhost, or a Unix socket. Names are not resolved: one
+// that resolves to loopback today may not tomorrow.
+func loopbackTarget(target string) bool {
+	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
+		return true
+	}
+	for _, scheme := range []string{"dns:///", "passthrough:///"} {
+		target = strings.TrimPrefix(target, scheme)
+	}
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 func dial(g *globals) (adminv1.AdminServiceClient, func(), error) {
 	token := strings.TrimSpace(g.token)
 	if token == "" {
-		b, err := os.ReadFile(g.tokenFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("read the admin token: %w (is the control plane running here? or pass --token-file)", err)
+		var err error
+		if token, err = statedir.ReadToken(g.tokenFile); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				err = fmt.Errorf("%w (is the control plane running here? or pass --token-file)", err)
+			}
+			return nil, nil, err
 		}
-		token = strings.TrimSpace(string(b))
+	}
+	useTLS := g.useTLS || g.caFile != "" || g.certFile != ""
+	if !useTLS && !loopbackTarget(g.addr) {
+		return nil, nil, fmt.Errorf("refusing to send the admin token in cleartext to %s: use --tls (with --ca-file), or a loopback address", g.addr)
 	}
 	creds := insecure.NewCredentials()
-	if g.useTLS || g.caFile != "" || g.certFile != "" {
+	if useTLS {
 		cfg := &tls.Config{ServerName: g.srvName, MinVersion: tls.VersionTLS12}
 		if g.caFile != "" {
 			pem, err := os.ReadFile(g.caFile)

@@ -151,6 +151,34 @@ func TestPolicyGetAndApply(t *testing.T) {
 	}
 }
 
+// tokenFileMode writes the test token to a file with mode perm.
+func tokenFileMode(t *testing.T, perm os.FileMode) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, perm); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestLoopbackTarget: the token goes in cleartext only to targets that
+// stay on this host.
+func TestLoopbackTarget(t *testing.T) {
+	for target, want := range map[string]bool{
+		"127.0.0.1:18001": true, "[::1]:18001": true, "localhost:18001": true, "127.8.9.10:1": true,
+		"dns:///127.0.0.1:18001": true, "unix:///run/dp.sock": true,
+		"10.0.0.1:18001": false, "[2001:db8::1]:18001": false, "cp.example.com:18001": false,
+		"localhost.example.com:18001": false, "dns:///cp:18001": false, "0.0.0.0:18001": false, "127.0.0.1": false,
+	} {
+		if got := loopbackTarget(target); got != want {
+			t.Errorf("loopbackTarget(%q) = %v, want %v", target, got, want)
+		}
+	}
+}
+
 func TestErrors(t *testing.T) {
 	_, conn := startFake(t)
 	tests := []struct {
@@ -167,6 +195,12 @@ func TestErrors(t *testing.T) {
 		{"apply without file", append(conn, "policy", "apply"), 2, "needs -f FILE"},
 		{"bad output", append(conn, "-o", "xml", "status"), 2, "want table, json or yaml"},
 		{"broken local file", append(conn, "policy", "validate", "-f", writeFile(t, "listeners:\n  - name: x\n    adress: 1\n")), 1, "listeners[0].adress: unknown field (line 3)"},
+		{"aliases in a local file", append(conn, "policy", "validate", "-f", writeFile(t, "listeners:\n  - &l { name: x, address: 127.0.0.1:1 }\n  - *l\n")), 1, "line 3: YAML aliases (*l) are not allowed"},
+		{"world-readable token file", []string{"--addr", conn[1], "--token-file", tokenFileMode(t, 0o644), "status"}, 1, "has mode 0644: group and others may use it"},
+		{"group-readable token file", []string{"--addr", conn[1], "--token-file", tokenFileMode(t, 0o640), "status"}, 1, "has mode 0640"},
+		{"cleartext to a remote address", []string{"--addr", "192.0.2.1:18001", "--token", token, "status"}, 1, "refusing to send the admin token in cleartext to 192.0.2.1:18001"},
+		{"cleartext to a name", []string{"--addr", "cp.example.com:18001", "--token", token, "status"}, 1, "refusing to send the admin token in cleartext"},
+		{"cleartext to a dns target", []string{"--addr", "dns:///cp.example.com:18001", "--token", token, "status"}, 1, "refusing to send the admin token in cleartext"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

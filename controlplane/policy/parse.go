@@ -27,15 +27,33 @@ const MaxPolicyBytes = 16 << 20
 
 // LoadFile reads, parses and validates the policy file at path.
 func LoadFile(path string) (*policyv1.Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read policy: %w", err)
+		return nil, err
 	}
 	p, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, nil
+}
+
+// ReadFile reads a policy file of at most MaxPolicyBytes: a path that
+// names a device or a runaway file is refused before it fills memory.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxPolicyBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	if len(data) > MaxPolicyBytes {
+		return nil, fmt.Errorf("read policy: %s is more than the %d bytes allowed", path, MaxPolicyBytes)
+	}
+	return data, nil
 }
 
 // Parse decodes a YAML (or JSON) policy strictly and validates it.
@@ -64,6 +82,9 @@ func Decode(data []byte) (*policyv1.Policy, error) {
 		}
 		return nil, fmt.Errorf("parse policy: %w", err)
 	}
+	if err := refuseAliases(&root); err != nil {
+		return nil, err
+	}
 	p := &policyv1.Policy{}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
@@ -89,6 +110,23 @@ func Decode(data []byte) (*policyv1.Policy, error) {
 	return p, nil
 }
 
+// refuseAliases refuses YAML aliases (and so merge keys) anywhere in the
+// document. Expanding them is how a file of a few hundred bytes becomes
+// gigabytes ("billion laughs"), and a policy has no need for them: every
+// value is written where it is used. Anchors alone are harmless and left
+// alone. The walk is linear: aliases are never followed.
+func refuseAliases(n *yaml.Node) error {
+	if n.Kind == yaml.AliasNode {
+		return fmt.Errorf("parse policy: line %d: YAML aliases (*%s) are not allowed in a policy; write the value out where it is used", n.Line, n.Value)
+	}
+	for _, c := range n.Content {
+		if err := refuseAliases(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // toJSONValue turns a YAML node into what encoding/json marshals as the
 // same document: mapping keys are always strings.
 func toJSONValue(n *yaml.Node) (any, error) {
@@ -98,8 +136,6 @@ func toJSONValue(n *yaml.Node) (any, error) {
 			return map[string]any{}, nil
 		}
 		return toJSONValue(n.Content[0])
-	case yaml.AliasNode:
-		return toJSONValue(n.Alias)
 	case yaml.MappingNode:
 		m := make(map[string]any, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -197,9 +233,6 @@ func checkField(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) erro
 
 // checkValue checks one singular value of the field's kind.
 func checkValue(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) error {
-	if n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
 	switch fd.Kind() {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		if fd.Message().FullName() == "google.protobuf.Duration" {
