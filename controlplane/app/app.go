@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		reg:       reg,
 		metrics:   metrics,
 		xds:       xds.NewServer(ctx, cfg.Log, metrics),
-		jwks:      jwks.NewResolver(nil),
+		jwks:      jwks.NewResolver(nil, cfg.Log, reg),
 		nodeStats: nodestats.New(),
 	}
 	if err := a.setupFleet(); err != nil {

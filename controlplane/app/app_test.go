@@ -231,7 +231,7 @@ backends: [{ name: voice, endpoints: ["127.0.0.1:8081"] }]
 auth_policies:
   - name: files
     sources: [{ bearer: true }]
-    jwt: { jwks_file: "` + jwksFile + `" }
+    jwt: { jwks_file: "` + jwksFile + `", audiences: [voice] }
 `
 	if err := os.WriteFile(file, []byte(policyText), 0o644); err != nil {
 		t.Fatal(err)

@@ -112,6 +112,11 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xds
 		return err
 	}
 	a.metrics.Applies.WithLabelValues("ok").Inc()
+	if rev != a.revision {
+		for _, w := range policy.Warnings(p) {
+			a.log.Warn("policy applied with a warning", "revision", rev, "warning", w)
+		}
+	}
 	a.served, a.revision = translate.Served{Policy: p, Keys: keys, Resources: res}, rev
 	a.log.Info("policy applied", "revision", rev, "source", source)
 	a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicy, Revision: rev})

@@ -9,10 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
@@ -26,58 +31,167 @@ const (
 	fetchTimeout     = 5 * time.Second
 )
 
-// Resolver reads and caches key sets. It is safe for concurrent use.
-type Resolver struct {
-	client *http.Client
-	now    func() time.Time
+// Source kinds, as Status names them.
+const (
+	KindFile = "file"
+	KindURL  = "url"
+)
 
-	mu    sync.Mutex
-	cache map[string]fetched // by URL
+// Resolver reads and caches key sets, keeping each source's last good
+// keys through failures. It is safe for concurrent use.
+type Resolver struct {
+	client  *http.Client
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *metrics
+
+	mu      sync.Mutex
+	sources map[sourceKey]*source
+	// warned holds the duplicate kids already logged, so that a set read
+	// every 10 s does not log the same warning every 10 s.
+	warned map[string]bool
 }
 
-type fetched struct {
-	keys []*policyv1.JWK
-	at   time.Time
+// sourceKey names a cached set: the same document read for two policies
+// with different default RSA algorithms is two sets.
+type sourceKey struct{ kind, location, defaultRSA string }
+
+// source is one key set's last good keys and its read history.
+type source struct {
+	keys        []*policyv1.JWK
+	skipped     []string
+	lastSuccess time.Time
+	lastError   string
+	lastErrorAt time.Time
+}
+
+// Status is one key source of one auth policy, for the admin API.
+type Status struct {
+	Policy, Kind, Location string
+	// Keys is how many keys of the last good set are served; Skipped says
+	// which keys of it were not, and why.
+	Keys    int
+	Skipped []string
+	// LastSuccess is zero until the source was read once; LastError is the
+	// latest failure, kept after later successes so that a flapping
+	// source shows.
+	LastSuccess time.Time
+	LastError   string
+	LastErrorAt time.Time
+}
+
+type metrics struct {
+	failures    *prometheus.CounterVec
+	lastSuccess *prometheus.GaugeVec
 }
 
 // NewResolver returns a resolver that fetches with client (nil: a client
-// with a short timeout).
-func NewResolver(client *http.Client) *Resolver {
+// with a short timeout), logs to log (nil: slog.Default) and counts reads
+// in reg (nil: nowhere).
+func NewResolver(client *http.Client, log *slog.Logger, reg prometheus.Registerer) *Resolver {
 	if client == nil {
 		client = &http.Client{Timeout: fetchTimeout}
 	}
-	return &Resolver{client: client, now: time.Now, cache: map[string]fetched{}}
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Resolver{client: client, now: time.Now, log: log, sources: map[sourceKey]*source{}, warned: map[string]bool{}}
+	if reg != nil {
+		r.metrics = &metrics{
+			failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "directpipe_jwks_refresh_failures_total",
+				Help: "Failed reads of a jwks_file or fetches of a jwks_url; the last good keys keep serving.",
+			}, []string{"source"}),
+			lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "directpipe_jwks_last_success_timestamp_seconds",
+				Help: "When a key source was last read successfully (Unix time).",
+			}, []string{"source"}),
+		}
+		reg.MustRegister(r.metrics.failures, r.metrics.lastSuccess)
+	}
+	return r
 }
 
 // Resolve returns, by auth policy name, the keys of each policy's
 // jwks_file (read every time: it is cheap and may have been rotated) and
-// jwks_url (fetched when older than its refresh interval). A URL that cannot
-// be fetched keeps its last good keys; one never fetched is an error.
+// jwks_url (fetched when older than its refresh interval). A source that
+// fails keeps its last good keys, and the failure is logged, counted and
+// kept for Sources; a source never read successfully is an error. A kid
+// that the policy's own keys or an earlier source already use is skipped
+// with a warning: the filter picks keys by kid.
 func (r *Resolver) Resolve(ctx context.Context, p *policyv1.Policy) (map[string][]*policyv1.JWK, error) {
 	out := map[string][]*policyv1.JWK{}
 	var errs []error
 	for _, a := range p.GetAuthPolicies() {
 		j := a.GetJwt()
-		if f := j.GetJwksFile(); f != "" {
-			keys, err := readFile(f)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("auth policy %q: %w", a.GetName(), err))
-			}
-			out[a.GetName()] = append(out[a.GetName()], keys...)
+		kids := map[string]bool{}
+		for _, k := range j.GetKeys() {
+			kids[k.GetKid()] = true
 		}
-		if u := j.GetJwksUrl(); u != "" {
-			refresh := DefaultRefresh
-			if d := j.GetJwksRefresh(); d != nil {
-				refresh = d.AsDuration()
-			}
-			keys, err := r.url(ctx, u, refresh)
+		for _, key := range sourcesOf(j) {
+			keys, err := r.read(ctx, key, refreshOf(j))
 			if err != nil {
 				errs = append(errs, fmt.Errorf("auth policy %q: %w", a.GetName(), err))
+				continue
 			}
-			out[a.GetName()] = append(out[a.GetName()], keys...)
+			for _, k := range keys {
+				if kids[k.GetKid()] {
+					r.warnOnce(a.GetName()+"\x00"+key.location+"\x00"+k.GetKid(), "key skipped: its kid is already used by another key of the policy",
+						"policy", a.GetName(), "source", key.location, "kid", k.GetKid())
+					continue
+				}
+				kids[k.GetKid()] = true
+				out[a.GetName()] = append(out[a.GetName()], k)
+			}
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+func (r *Resolver) warnOnce(id, msg string, args ...any) {
+	r.mu.Lock()
+	seen := r.warned[id]
+	r.warned[id] = true
+	r.mu.Unlock()
+	if !seen {
+		r.log.Warn(msg, args...)
+	}
+}
+
+// Sources reports the state of every key source p names, in policy order.
+func (r *Resolver) Sources(p *policyv1.Policy) []Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Status
+	for _, a := range p.GetAuthPolicies() {
+		for _, key := range sourcesOf(a.GetJwt()) {
+			st := Status{Policy: a.GetName(), Kind: key.kind, Location: key.location}
+			if s := r.sources[key]; s != nil {
+				st.Keys, st.Skipped = len(s.keys), slices.Clone(s.skipped)
+				st.LastSuccess, st.LastError, st.LastErrorAt = s.lastSuccess, s.lastError, s.lastErrorAt
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func sourcesOf(j *policyv1.JWT) []sourceKey {
+	var out []sourceKey
+	if f := j.GetJwksFile(); f != "" {
+		out = append(out, sourceKey{KindFile, f, j.GetDefaultRsaAlg()})
+	}
+	if u := j.GetJwksUrl(); u != "" {
+		out = append(out, sourceKey{KindURL, u, j.GetDefaultRsaAlg()})
+	}
+	return out
+}
+
+func refreshOf(j *policyv1.JWT) time.Duration {
+	if d := j.GetJwksRefresh(); d != nil {
+		return d.AsDuration()
+	}
+	return DefaultRefresh
 }
 
 // NextRefresh is how long until the soonest cached URL goes stale; zero
@@ -88,81 +202,120 @@ func NextRefresh(p *policyv1.Policy) time.Duration {
 		if a.GetJwt().GetJwksUrl() == "" {
 			continue
 		}
-		d := DefaultRefresh
-		if r := a.GetJwt().GetJwksRefresh(); r != nil {
-			d = r.AsDuration()
-		}
-		if next == 0 || d < next {
+		if d := refreshOf(a.GetJwt()); next == 0 || d < next {
 			next = d
 		}
 	}
 	return next
 }
 
-func (r *Resolver) url(ctx context.Context, u string, refresh time.Duration) ([]*policyv1.JWK, error) {
+// read returns a source's keys: read again when it is a file or a URL
+// whose keys are older than refresh, else the cached ones.
+func (r *Resolver) read(ctx context.Context, key sourceKey, refresh time.Duration) ([]*policyv1.JWK, error) {
 	r.mu.Lock()
-	c, ok := r.cache[u]
-	r.mu.Unlock()
-	if ok && r.now().Sub(c.at) < refresh {
-		return c.keys, nil
+	s := r.sources[key]
+	if s == nil {
+		s = &source{}
+		r.sources[key] = s
 	}
-	keys, err := r.fetch(ctx, u)
+	fresh := key.kind == KindURL && !s.lastSuccess.IsZero() && r.now().Sub(s.lastSuccess) < refresh
+	keys := s.keys
+	r.mu.Unlock()
+	if fresh {
+		return keys, nil
+	}
+	var body []byte
+	var err error
+	if key.kind == KindFile {
+		body, err = readFile(key.location)
+	} else {
+		body, err = r.fetch(ctx, key.location)
+	}
+	var skipped []string
+	if err == nil {
+		keys, skipped, err = Parse(body, key.defaultRSA)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err != nil {
-		if ok {
-			return c.keys, nil // keep serving the last good keys
+		err = fmt.Errorf("jwks %s %s: %w", key.kind, key.location, err)
+		if s.lastError != err.Error() {
+			r.log.Warn("reading a key set failed; its last good keys keep serving", "source", key.location, "error", err)
 		}
-		return nil, err
+		s.lastError, s.lastErrorAt = err.Error(), r.now()
+		if r.metrics != nil {
+			r.metrics.failures.WithLabelValues(key.location).Inc()
+		}
+		if s.lastSuccess.IsZero() {
+			return nil, err
+		}
+		return s.keys, nil
 	}
-	r.mu.Lock()
-	r.cache[u] = fetched{keys: keys, at: r.now()}
-	r.mu.Unlock()
+	if !slices.Equal(skipped, s.skipped) {
+		for _, why := range skipped {
+			r.log.Warn("key skipped", "source", key.location, "why", why)
+		}
+	}
+	if s.lastError != "" && s.lastErrorAt.After(s.lastSuccess) {
+		r.log.Info("key set read again after a failure", "source", key.location)
+	}
+	s.keys, s.skipped, s.lastSuccess = keys, skipped, r.now()
+	if r.metrics != nil {
+		r.metrics.lastSuccess.WithLabelValues(key.location).Set(float64(s.lastSuccess.Unix()))
+	}
 	return keys, nil
 }
 
-func (r *Resolver) fetch(ctx context.Context, u string) ([]*policyv1.JWK, error) {
+func (r *Resolver) fetch(ctx context.Context, u string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("jwks %s: %w", u, err)
+		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("jwks %s: %w", u, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("jwks %s: HTTP %d", u, resp.StatusCode)
+		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDocumentBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("jwks %s: %w", u, err)
-	}
-	keys, err := Parse(body)
-	if err != nil {
-		return nil, fmt.Errorf("jwks %s: %w", u, err)
-	}
-	return keys, nil
+	return readBounded(resp.Body)
 }
 
-func readFile(path string) ([]*policyv1.JWK, error) {
-	body, err := os.ReadFile(path)
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("jwks file: %w", err)
+		return nil, err
 	}
-	keys, err := Parse(body)
-	if err != nil {
-		return nil, fmt.Errorf("jwks file %s: %w", path, err)
-	}
-	return keys, nil
+	defer f.Close()
+	return readBounded(f)
 }
 
-// Parse reads a JWKS document. Keys for encryption (use "enc") are
-// skipped; every signing key must be valid, and at least one must exist.
-func Parse(body []byte) ([]*policyv1.JWK, error) {
+// readBounded reads at most maxDocumentBytes, and refuses more.
+func readBounded(r io.Reader) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r, maxDocumentBytes+1))
+	if err != nil {
+		return nil, err
+	}
 	if len(body) > maxDocumentBytes {
 		return nil, fmt.Errorf("more than %d bytes", maxDocumentBytes)
+	}
+	return body, nil
+}
+
+// Parse reads a JWKS document. Keys for encryption (use other than "sig")
+// are left out; a signing key the filter cannot use (an unknown kty or
+// alg, no kid, a kid used twice, a bad RSA exponent, an RSA key without
+// alg and no defaultRSA) is skipped, and skipped says which and why, so
+// one odd key at an identity provider does not take the whole set down.
+// Keys without alg are bound by kty and crv (auth.BindAlg). A document
+// with no usable signing key is an error.
+func Parse(body []byte, defaultRSA string) (keys []*policyv1.JWK, skipped []string, err error) {
+	if len(body) > maxDocumentBytes {
+		return nil, nil, fmt.Errorf("more than %d bytes", maxDocumentBytes)
 	}
 	var doc struct {
 		Keys []struct {
@@ -170,21 +323,36 @@ func Parse(body []byte) ([]*policyv1.JWK, error) {
 		} `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, fmt.Errorf("not a JWKS document: %w", err)
+		return nil, nil, fmt.Errorf("not a JWKS document: %w", err)
 	}
-	var out []*policyv1.JWK
+	kids := map[string]bool{}
 	for i, k := range doc.Keys {
 		if k.Use != "" && k.Use != "sig" {
 			continue
 		}
+		skip := func(why string) { skipped = append(skipped, fmt.Sprintf("keys[%d] (kid %q): %s", i, k.Kid, why)) }
 		jwk := &policyv1.JWK{Kty: k.Kty, Kid: k.Kid, Alg: k.Alg, K: k.K, N: k.N, E: k.E, Crv: k.Crv, X: k.X, Y: k.Y}
-		if err := policy.ValidateJWK(jwk); err != nil {
-			return nil, fmt.Errorf("keys[%d] (kid %q): %w", i, k.Kid, err)
+		switch {
+		case k.Kid == "":
+			skip("no kid: the filter picks a key of a set by kid")
+			continue
+		case kids[k.Kid]:
+			skip("kid used by an earlier key")
+			continue
 		}
-		out = append(out, jwk)
+		if err := policy.ValidateJWK(jwk, defaultRSA); err != nil {
+			skip(err.Error())
+			continue
+		}
+		kids[k.Kid] = true
+		jwk.Alg = policy.FilterJWK(jwk, defaultRSA).Alg
+		keys = append(keys, jwk)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("no signing key")
+	if len(keys) == 0 {
+		if len(skipped) > 0 {
+			return nil, skipped, fmt.Errorf("no usable signing key (%s)", strings.Join(skipped, "; "))
+		}
+		return nil, nil, errors.New("no signing key")
 	}
-	return out, nil
+	return keys, skipped, nil
 }

@@ -1,8 +1,7 @@
 package policy
 
 import (
-	"encoding/base64"
-	"fmt"
+	"slices"
 	"strings"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -10,36 +9,39 @@ import (
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
-// minHMACBytes is the smallest secret each HMAC algorithm may use (RFC
-// 7518 §3.2: at least the size of the hash). Policy is stricter than the
-// filter here: the filter also reads hand-written static configurations,
-// and refusing their short secrets would change what they accept.
-var minHMACBytes = map[string]int{"HS256": 32, "HS384": 48, "HS512": 64}
+// RSAAlgs are the algorithms default_rsa_alg may name: those the filter
+// verifies with an RSA key.
+var RSAAlgs = []string{"RS256", "RS384", "RS512", "PS256"}
 
-// FilterJWK is a policy key in the form the handshake filter reads it.
-// Base64url padding is dropped: the filter accepts it, and a key written
-// with or without it is then the same document.
-func FilterJWK(k *policyv1.JWK) contract.JWK {
+// FilterJWK is a policy key in the form the handshake filter reads it, its
+// algorithm bound (auth.BindAlg, with the policy's default RSA algorithm)
+// so that the filter is always told which one. Base64url padding is
+// dropped: the filter accepts it, and a key written with or without it is
+// then the same document. A key that cannot be bound is returned without
+// alg, and the filter's parser says why.
+func FilterJWK(k *policyv1.JWK, defaultRSA string) contract.JWK {
 	trim := func(s string) string { return strings.TrimRight(s, "=") }
-	return contract.JWK{
+	j := contract.JWK{
 		Kty: k.GetKty(), Kid: k.GetKid(), Alg: k.GetAlg(), K: trim(k.GetK()),
 		N: trim(k.GetN()), E: trim(k.GetE()), Crv: k.GetCrv(), X: trim(k.GetX()), Y: trim(k.GetY()),
 	}
+	if bound, err := auth.BindAlg(j, defaultRSA); err == nil {
+		return bound
+	}
+	return j
 }
 
 // ValidateJWK checks one verification key with the filter's own parser, so
-// a policy is refused for every key the filter would refuse, and then
-// asks HMAC secrets for their full length.
-func ValidateJWK(k *policyv1.JWK) error {
-	j := FilterJWK(k)
-	if err := auth.CheckJWK(j); err != nil {
+// a policy is refused for exactly the keys the filter would refuse (HMAC
+// secrets shorter than their hash included).
+func ValidateJWK(k *policyv1.JWK, defaultRSA string) error {
+	j := FilterJWK(k, defaultRSA)
+	if j.Alg == "" {
+		_, err := auth.BindAlg(j, defaultRSA)
 		return err
 	}
-	if minBytes := minHMACBytes[j.Alg]; j.Kty == "oct" {
-		secret, _ := base64.RawURLEncoding.DecodeString(j.K) // CheckJWK has read it
-		if len(secret) < minBytes {
-			return fmt.Errorf("key is %d bytes; %s needs at least %d", len(secret), j.Alg, minBytes)
-		}
-	}
-	return nil
+	return auth.CheckJWK(j)
 }
+
+// validRSAAlg reports whether alg may be a default RSA algorithm.
+func validRSAAlg(alg string) bool { return slices.Contains(RSAAlgs, alg) }

@@ -123,6 +123,11 @@ func TestParseErrors(t *testing.T) {
 		{"okp short", replace("kty: oct, kid: dev, alg: HS256, k: ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi", "kty: OKP, kid: o, alg: EdDSA, crv: Ed25519, x: AAAA"), []string{"x must be 32 bytes"}},
 		{"jwks url plain http", replace("    jwt:\n", "    jwt:\n      jwks_url: 'http://keys.example.com/jwks.json'\n"), []string{"auth_policies[0].jwt.jwks_url", "http is allowed on loopback only"}},
 		{"jwks url loopback http is fine, but keys must still be valid", replace("    jwt:\n", "    jwt:\n      jwks_url: 'http://127.0.0.1:9/jwks.json'\n      jwks_refresh: 0s\n"), []string{"jwt.jwks_refresh: must be positive"}},
+		{"jwks file without audiences", replace("    jwt:\n", "    jwt:\n      jwks_file: /etc/dp/jwks.json\n"), []string{"auth_policies[0].jwt.audiences: required with jwks_file or jwks_url"}},
+		{"jwks url without audiences", replace("    jwt:\n", "    jwt:\n      jwks_url: https://idp.example.com/jwks\n"), []string{"auth_policies[0].jwt.audiences: required with jwks_file or jwks_url"}},
+		{"bad default rsa alg", replace("    jwt:\n", "    jwt:\n      default_rsa_alg: HS256\n"), []string{`auth_policies[0].jwt.default_rsa_alg: "HS256" is not one of RS256, RS384, RS512, PS256`}},
+		{"short hmac", replace("k: ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi", "k: c2hvcnQtc2VjcmV0"), []string{"auth_policies[0].jwt.keys[0]: key is 12 bytes; HS256 needs at least 32"}},
+		{"rsa key without alg or default", replace("kty: oct, kid: dev, alg: HS256, k: ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi", "kty: RSA, kid: r, n: AQAB, e: AQAB"), []string{"an RSA key names no alg and no default RSA algorithm is set"}},
 		{"bad origin", replace("sources:", "origins: { allow: [app.example.com] }\n    sources:"), []string{"auth_policies[0].origins.allow[0]"}},
 		{"bad subprotocol prefix", replace("{ bearer: true }", "{ subprotocol_prefix: 'a b' }"), []string{"sources[0].subprotocol_prefix"}},
 		{"upstream tls without ca", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    tls: { sni: voice.internal }"), []string{"backends[0].tls.ca_file: required"}},
@@ -161,4 +166,20 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(Marshal(p)): %v\n%s", err, out)
 		}
 	})
+}
+
+// TestWarnings: keys from a JWKS file or URL without an issuer are allowed
+// but warned about: any issuer whose keys share the set would do.
+func TestWarnings(t *testing.T) {
+	p, err := Parse([]byte(strings.Replace(validPolicy, "    jwt:\n", "    jwt:\n      jwks_url: https://idp.example.com/jwks\n      audiences: [voice]\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := Warnings(p); len(w) != 1 || !strings.Contains(w[0], "auth_policies[0].jwt.issuer: not set") {
+		t.Errorf("Warnings = %q", w)
+	}
+	p.GetAuthPolicies()[0].GetJwt().Issuer = "https://idp.example.com"
+	if w := Warnings(p); len(w) != 0 {
+		t.Errorf("with an issuer: %q", w)
+	}
 }

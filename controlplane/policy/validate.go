@@ -46,6 +46,20 @@ var (
 	originPattern        = regexp.MustCompile(`^(https?://[a-z0-9.-]+(:[0-9]{1,5})?|\*\.[a-z0-9.-]+)$`)
 )
 
+// Warnings lists what a valid policy allows but probably should not, one
+// line each with its field path; the control plane logs them at every
+// apply and returns them to dpctl.
+func Warnings(p *policyv1.Policy) []string {
+	var out []string
+	for i, a := range p.GetAuthPolicies() {
+		j := a.GetJwt()
+		if (j.GetJwksFile() != "" || j.GetJwksUrl() != "") && j.GetIssuer() == "" {
+			out = append(out, fmt.Sprintf("auth_policies[%d].jwt.issuer: not set: tokens from any issuer whose keys are in the set are accepted", i))
+		}
+	}
+	return out
+}
+
 // Validate checks a decoded policy: names, references and values. All
 // problems are reported together, each prefixed with its field path.
 func Validate(p *policyv1.Policy) error {
@@ -330,7 +344,7 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 			v.errorf(kp+".kid", "%q is used twice", k.GetKid())
 		}
 		kids[k.GetKid()] = true
-		if err := ValidateJWK(k); err != nil {
+		if err := ValidateJWK(k, j.GetDefaultRsaAlg()); err != nil {
 			v.errorf(kp, "%v", err)
 		}
 	}
@@ -340,6 +354,15 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 		}
 	}
 	v.positive(path+".jwt.jwks_refresh", j.GetJwksRefresh())
+	if alg := j.GetDefaultRsaAlg(); alg != "" && !validRSAAlg(alg) {
+		v.errorf(path+".jwt.default_rsa_alg", "%q is not one of %s", alg, strings.Join(RSAAlgs, ", "))
+	}
+	// Keys the control plane fetches are an identity provider's, which
+	// signs tokens for every application it serves: without an audience,
+	// a token minted for any of them would open this one.
+	if (j.GetJwksFile() != "" || j.GetJwksUrl() != "") && len(j.GetAudiences()) == 0 {
+		v.errorf(path+".jwt.audiences", "required with jwks_file or jwks_url: name the audience tokens for this service carry")
+	}
 	for i, o := range a.GetOrigins().GetAllow() {
 		if !allowedOriginPattern.MatchString(strings.ToLower(o)) {
 			v.errorf(fmt.Sprintf("%s.origins.allow[%d]", path, i), "%q is not scheme://host[:port] (a leading \"*.\" on the host is allowed)", o)

@@ -34,7 +34,7 @@ func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) *contract.Poli
 	if len(keys) > 0 {
 		out.JWKS = &contract.JWKS{}
 		for _, k := range keys {
-			out.JWKS.Keys = append(out.JWKS.Keys, policy.FilterJWK(k))
+			out.JWKS.Keys = append(out.JWKS.Keys, policy.FilterJWK(k, a.GetJwt().GetDefaultRsaAlg()))
 		}
 	}
 	j := a.GetJwt()

@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"encoding/json"
 	"fmt"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -38,10 +37,9 @@ func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionCo
 			cfg.Routes[r.GetName()+UpgradeRequiredSuffix] = ""
 		}
 	}
-	// encoding/json sorts map keys, so the document is deterministic.
-	doc, err := json.Marshal(cfg)
+	doc, err := filterDoc(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("translate: encode filter config: %w", err)
+		return nil, fmt.Errorf("translate: filter config: %w", err)
 	}
 	wasm := &wasmfilterv3.Wasm{Config: pluginConfig(HandshakeFilterName, opts.Module, doc)}
 	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(wasm)}, nil

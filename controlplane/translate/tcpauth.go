@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"encoding/json"
 	"fmt"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -52,9 +51,9 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 			continue
 		}
 		a := policies[r.GetAuth()]
-		doc, err := json.Marshal(authPolicy(a, opts.ResolvedKeys[a.GetName()]))
+		doc, err := filterDoc(authPolicy(a, opts.ResolvedKeys[a.GetName()]))
 		if err != nil {
-			return nil, fmt.Errorf("translate: encode tcp filter config of route %q: %w", r.GetName(), err)
+			return nil, fmt.Errorf("translate: tcp filter config of route %q: %w", r.GetName(), err)
 		}
 		name := TCPHandshakeFilterPrefix + r.GetName()
 		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, opts.Module, doc)}

@@ -16,8 +16,21 @@ import (
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
-// minRSABits refuses keys that no longer resist factoring.
-const minRSABits = 2048
+// RSA moduli outside these bounds are refused: under the minimum, keys no
+// longer resist factoring; over the maximum, a key only costs verification
+// time (no deployed identity provider uses more than 4096 bits).
+const (
+	minRSABits = 2048
+	maxRSABits = 8192
+)
+
+// maxRSAExponent is the largest public exponent Go's crypto/rsa verifies
+// with; a key over it would fail every signature.
+const maxRSAExponent = 1<<31 - 1
+
+// minHMACBytes is the smallest secret each HMAC algorithm takes (RFC 7518
+// §3.2: at least the size of the hash).
+var minHMACBytes = map[string]int{"HS256": 32, "HS384": 48, "HS512": 64}
 
 // key is a verification key in the form the JWT library takes it: []byte
 // for HMAC, *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey.
@@ -67,8 +80,41 @@ func CheckJWK(j contract.JWK) error {
 	return err
 }
 
+// BindAlg gives a key that names no alg (RFC 7517 makes it optional, and
+// some identity providers leave it out) the one algorithm its type allows:
+// ES256 for EC P-256, ES384 for EC P-384, EdDSA for OKP Ed25519. An RSA key
+// could sign with any of RS256, RS384, RS512 and PS256, so it takes
+// defaultRSA, which the policy must choose; an HMAC secret must always name
+// its algorithm. A key that names an alg is returned as it is. The filter
+// binds keys with this, with no RSA default, and so does the control plane
+// (with the policy's), so both read a key the same way.
+func BindAlg(j contract.JWK, defaultRSA string) (contract.JWK, error) {
+	if j.Alg != "" {
+		return j, nil
+	}
+	switch {
+	case j.Kty == "EC" && j.Crv == "P-256":
+		j.Alg = "ES256"
+	case j.Kty == "EC" && j.Crv == "P-384":
+		j.Alg = "ES384"
+	case j.Kty == "OKP" && j.Crv == "Ed25519":
+		j.Alg = "EdDSA"
+	case j.Kty == "RSA" && defaultRSA != "":
+		j.Alg = defaultRSA
+	case j.Kty == "RSA":
+		return j, errors.New("an RSA key names no alg and no default RSA algorithm is set")
+	default:
+		return j, fmt.Errorf("a %q key with crv %q names no alg", j.Kty, j.Crv)
+	}
+	return j, nil
+}
+
 // parseJWK turns a JWK into a verification key by its kty.
 func parseJWK(j contract.JWK) (*key, error) {
+	j, err := BindAlg(j, "")
+	if err != nil {
+		return nil, err
+	}
 	algs, ok := jwkAlgs(j.Kty)
 	if !ok {
 		return nil, fmt.Errorf("kty %q is not oct, RSA, EC or OKP", j.Kty)
@@ -81,15 +127,21 @@ func parseJWK(j contract.JWK) (*key, error) {
 	case "RSA":
 		n, err1 := b64(j.N)
 		e, err2 := b64(j.E)
-		if err1 != nil || err2 != nil || len(n) == 0 || len(e) == 0 || len(e) > 4 {
+		if err1 != nil || err2 != nil || len(n) == 0 || len(e) == 0 {
 			return nil, errors.New("n and e must be base64url")
 		}
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if bits := pub.N.BitLen(); bits < minRSABits {
-			return nil, fmt.Errorf("RSA key is %d bits; at least %d", bits, minRSABits)
+		if len(e) > 4 {
+			return nil, fmt.Errorf("RSA exponent of %d bytes is out of range (odd, 3 to %d)", len(e), maxRSAExponent)
 		}
-		if pub.E < 3 {
-			return nil, fmt.Errorf("RSA exponent %d is too small", pub.E)
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		if bits := pub.N.BitLen(); bits < minRSABits || bits > maxRSABits {
+			return nil, fmt.Errorf("RSA key is %d bits; %d to %d", bits, minRSABits, maxRSABits)
+		}
+		if pub.N.Bit(0) == 0 {
+			return nil, errors.New("RSA modulus is even")
+		}
+		if pub.E < 3 || pub.E > maxRSAExponent || pub.E%2 == 0 {
+			return nil, fmt.Errorf("RSA exponent %d is out of range (odd, 3 to %d)", pub.E, maxRSAExponent)
 		}
 		return &key{alg: j.Alg, material: pub}, nil
 	case "EC":
@@ -121,6 +173,9 @@ func parseJWK(j contract.JWK) (*key, error) {
 		secret, err := b64(j.K)
 		if err != nil || len(secret) == 0 {
 			return nil, errors.New("k is not base64url")
+		}
+		if minBytes := minHMACBytes[j.Alg]; len(secret) < minBytes {
+			return nil, fmt.Errorf("key is %d bytes; %s needs at least %d", len(secret), j.Alg, minBytes)
 		}
 		return &key{alg: j.Alg, material: secret}, nil
 	}

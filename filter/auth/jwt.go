@@ -82,8 +82,6 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 	return d
 }
 
-// missingScopes reports whether a required scope is absent from the
-// space-separated "scope" claim (RFC 8693) and the "scp" array.
 // wellFormed applies the JWS rules the JWT library leaves out: exactly
 // three parts, header and claims objects that name no member twice (RFC
 // 7515 §4, RFC 7519 §4: one reader must not see a different claim than
@@ -136,17 +134,24 @@ func memberNames(raw []byte) ([]string, bool) {
 	return names, true
 }
 
+// missingScopes reports whether a required scope is absent from the
+// "scope" and "scp" claims.
 func missingScopes(claims jwt.MapClaims, required []string) bool {
 	have := map[string]bool{}
-	if s, ok := claims["scope"].(string); ok {
-		for _, sc := range strings.Fields(s) {
-			have[sc] = true
-		}
-	}
-	if list, ok := claims["scp"].([]any); ok {
-		for _, sc := range list {
-			if str, ok := sc.(string); ok {
-				have[str] = true
+	// Providers differ: RFC 8693 and RFC 9068 write "scope" as one
+	// space-separated string, others write "scp", as a string or an
+	// array. Every form counts.
+	for _, name := range []string{"scope", "scp"} {
+		switch v := claims[name].(type) {
+		case string:
+			for _, sc := range strings.Fields(v) {
+				have[sc] = true
+			}
+		case []any:
+			for _, sc := range v {
+				if str, ok := sc.(string); ok {
+					have[str] = true
+				}
 			}
 		}
 	}

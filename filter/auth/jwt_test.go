@@ -73,6 +73,10 @@ func TestClaimsAndScopes(t *testing.T) {
 	}{
 		{"all good", good(), 0, ""},
 		{"scp array", good("scope", nil, "scp", []string{"voice:stream"}), 0, ""},
+		{"scp string", good("scope", nil, "scp", "profile voice:stream"), 0, ""},
+		{"scope array", good("scope", []string{"profile", "voice:stream"}), 0, ""},
+		{"scope in neither form", good("scope", []string{"profile"}, "scp", "voice:read"), 403, contract.ReasonScope},
+		{"scope array of a joined string", good("scope", []string{"profile voice:stream"}), 403, contract.ReasonScope},
 		{"aud string", good("aud", "other"), 0, ""},
 		{"wrong issuer", good("iss", "https://evil.example.com"), 401, contract.ReasonInvalidIssuer},
 		{"no issuer", good("iss", nil), 401, contract.ReasonInvalidIssuer},

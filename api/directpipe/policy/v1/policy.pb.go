@@ -1380,10 +1380,16 @@ type JWT struct {
 	Issuer string `protobuf:"bytes,6,opt,name=issuer,proto3" json:"issuer,omitempty"`
 	// The token's aud must name one of these, when set.
 	Audiences []string `protobuf:"bytes,7,rep,name=audiences,proto3" json:"audiences,omitempty"`
-	// Every one of these must be in the token's scope (or scp) claim.
+	// Every one of these must be in the token's scope or scp claim (a
+	// space-separated string or an array).
 	RequiredScopes []string `protobuf:"bytes,8,rep,name=required_scopes,json=requiredScopes,proto3" json:"required_scopes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The algorithm of RSA keys that name no alg (RS256, RS384, RS512 or
+	// PS256). Without it such keys are skipped (in jwks_file and jwks_url
+	// sets) or refused (in keys). EC and OKP keys without alg are bound by
+	// their curve: P-256 to ES256, P-384 to ES384, Ed25519 to EdDSA.
+	DefaultRsaAlg string `protobuf:"bytes,9,opt,name=default_rsa_alg,json=defaultRsaAlg,proto3" json:"default_rsa_alg,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JWT) Reset() {
@@ -1470,6 +1476,13 @@ func (x *JWT) GetRequiredScopes() []string {
 		return x.RequiredScopes
 	}
 	return nil
+}
+
+func (x *JWT) GetDefaultRsaAlg() string {
+	if x != nil {
+		return x.DefaultRsaAlg
+	}
+	return ""
 }
 
 // JWK is a JSON Web Key (RFC 7517, RFC 8037): kty "oct" (k), "RSA" (n, e),
@@ -1744,7 +1757,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x05query\x18\x02 \x01(\tH\x00R\x05query\x12\x18\n" +
 	"\x06header\x18\x03 \x01(\tH\x00R\x06header\x12/\n" +
 	"\x12subprotocol_prefix\x18\x04 \x01(\tH\x00R\x11subprotocolPrefixB\b\n" +
-	"\x06source\"\xbc\x02\n" +
+	"\x06source\"\xe4\x02\n" +
 	"\x03JWT\x12-\n" +
 	"\x04keys\x18\x01 \x03(\v2\x19.directpipe.policy.v1.JWKR\x04keys\x121\n" +
 	"\x06leeway\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06leeway\x12\x1b\n" +
@@ -1753,7 +1766,8 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\fjwks_refresh\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vjwksRefresh\x12\x16\n" +
 	"\x06issuer\x18\x06 \x01(\tR\x06issuer\x12\x1c\n" +
 	"\taudiences\x18\a \x03(\tR\taudiences\x12'\n" +
-	"\x0frequired_scopes\x18\b \x03(\tR\x0erequiredScopes\"\x93\x01\n" +
+	"\x0frequired_scopes\x18\b \x03(\tR\x0erequiredScopes\x12&\n" +
+	"\x0fdefault_rsa_alg\x18\t \x01(\tR\rdefaultRsaAlg\"\x93\x01\n" +
 	"\x03JWK\x12\x10\n" +
 	"\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n" +
