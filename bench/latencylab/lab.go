@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package latencylab measures, in one run and on loopback, what a voice
 // stream pays on each path: straight to the back end, through Envoy's
 // direct path, through a generic gateway's full chain, and as one HTTP
@@ -52,6 +54,8 @@ type Config struct {
 	Capacity CapacityConfig
 	Storm    StormConfig
 	Profile  ProfileConfig
+	// Select narrows the run; the zero value measures everything.
+	Select Selection
 	// Log receives progress lines.
 	Log io.Writer
 }
@@ -137,6 +141,9 @@ type Report struct {
 	Profiles []*Profile        `json:"profiles"`
 	Storms   []*Storm          `json:"storms"`
 	Tunings  []*Tuning         `json:"tunings"`
+	// TuningRefs are no-proxy and the peers, measured in the tunings'
+	// rounds, so that each setting is also seen against the best peer.
+	TuningRefs []*Path `json:"tuning_refs,omitempty"`
 }
 
 //go:embed envoy_static.yaml.tmpl
@@ -182,23 +189,44 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Machine: machine(), Config: cfg, Placement: l.placement, Peers: l.peerVersions()}
-	runners := l.runners()
-	rep.Paths = l.paths(runners)
-	rep.Capacity = l.capacity(runners)
-	rep.Profiles = l.profiles(runners)
-	rep.Storms = l.storms(runners)
-	if rep.Tunings, err = l.tunings(); err != nil {
-		return nil, err
+	all := l.runners()
+	var runners []pathRunner
+	for _, r := range all {
+		if cfg.Select.path(r.name) {
+			runners = append(runners, r)
+		}
 	}
-	for _, h := range l.handshakes() {
-		fmt.Fprintf(l.log, ">> handshakes %s: p50 %v\n", h.Mode, h.Latency.P50)
-		rep.Handshakes = append(rep.Handshakes, h)
+	sel := cfg.Select
+	if sel.section("paths") {
+		rep.Paths = l.paths(runners)
 	}
-	fmt.Fprintf(l.log, ">> control plane\n")
-	if rep.Translation, err = timeTranslation(cfg.RouteCounts); err != nil {
-		return nil, err
+	if sel.section("capacity") {
+		rep.Capacity = l.capacity(runners)
 	}
-	rep.ChangeToACK = l.stack.changeToACK(cfg.ACKRuns)
+	if sel.section("profile") {
+		rep.Profiles = l.profiles(runners)
+	}
+	if sel.section("storm") {
+		rep.Storms = l.storms(runners)
+	}
+	if sel.section("tunings") {
+		if rep.Tunings, rep.TuningRefs, err = l.tunings(tuningRefs(all)); err != nil {
+			return nil, err
+		}
+	}
+	if sel.section("handshakes") {
+		for _, h := range l.handshakes() {
+			fmt.Fprintf(l.log, ">> handshakes %s: p50 %v\n", h.Mode, h.Latency.P50)
+			rep.Handshakes = append(rep.Handshakes, h)
+		}
+	}
+	if sel.section("control") {
+		fmt.Fprintf(l.log, ">> control plane\n")
+		if rep.Translation, err = timeTranslation(cfg.RouteCounts); err != nil {
+			return nil, err
+		}
+		rep.ChangeToACK = l.stack.changeToACK(cfg.ACKRuns)
+	}
 	return rep, nil
 }
 
@@ -385,8 +413,14 @@ func (r *Report) WriteOutputs(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(r.Markdown()), 0o644); err != nil {
 		return err
 	}
-	if err := r.plotCDF(filepath.Join(dir, "latency_cdf.png")); err != nil {
-		return err
+	// A selective run (-sections) may have nothing to plot.
+	if len(r.Paths) > 0 {
+		if err := r.plotCDF(filepath.Join(dir, "latency_cdf.png")); err != nil {
+			return err
+		}
+	}
+	if len(r.Handshakes) == 0 {
+		return nil
 	}
 	return r.plotHandshakes(filepath.Join(dir, "handshake.png"))
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package latencylab
 
 import (
@@ -37,14 +39,24 @@ func (r *Report) Markdown() string {
 		"Ratios are against `no-proxy` measured in the same run; absolute times on a shared 2-core machine are noisy.\n\n",
 		r.Config.Streams, r.Config.Frames, r.Config.Interval, max(r.Config.Rounds, 1))
 	r.writeSetup(&b)
+	r.writePaths(&b)
+	r.writePeerSections(&b)
+	r.writeHandshakes(&b)
+	r.writeControlPlane(&b)
+	return b.String()
+}
 
+func (r *Report) writePaths(b *strings.Builder) {
+	if len(r.Paths) == 0 {
+		return
+	}
 	b.WriteString("## Round trip per frame\n\n")
 	b.WriteString("| path | p50 ms | p99 ms | p99.9 ms | p50 vs no-proxy | p99 vs no-proxy | received | reordered | lost | disconnects | proxy CPU s / 10k frames |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	base := r.baseline()
 	for _, p := range r.Paths {
 		if !p.Available {
-			fmt.Fprintf(&b, "| %s | – | – | – | – | – | – | – | – | – | – (%s) |\n", p.Name, p.Note)
+			fmt.Fprintf(b, "| %s | – | – | – | – | – | – | – | – | – | – (%s) |\n", p.Name, p.Note)
 			continue
 		}
 		ratio50, ratio99 := "–", "–"
@@ -56,16 +68,21 @@ func (r *Report) Markdown() string {
 		if p.ProxyCPUPer10k > 0 {
 			cpu = fmt.Sprintf("%.3f", p.ProxyCPUPer10k)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d/%d | %d | %d | %d | %s |\n", p.Name,
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %d/%d | %d | %d | %d | %s |\n", p.Name,
 			ms(p.RTT.P50), ms(p.RTT.P99), ms(p.RTT.P999), ratio50, ratio99, p.Received, p.Sent, p.Reordered, p.Lost, p.Disconnects, cpu)
 	}
 	b.WriteString("\n")
 	for _, p := range r.Paths {
-		fmt.Fprintf(&b, "- `%s`: %s\n", p.Name, p.Description)
+		fmt.Fprintf(b, "- `%s`: %s\n", p.Name, p.Description)
 	}
+}
 
-	r.writePeerSections(&b)
-
+// writeHandshakes and writeControlPlane skip their sections when a
+// selective run (-sections) did not measure them.
+func (r *Report) writeHandshakes(b *strings.Builder) {
+	if len(r.Handshakes) == 0 {
+		return
+	}
 	b.WriteString("\n## Handshake (open one stream: connect, upgrade, check, 101)\n\n")
 	b.WriteString("| auth mode | p50 ms | p99 ms | vs no auth (p50) | failures |\n|---|---|---|---|---|\n")
 	var noAuth time.Duration
@@ -76,21 +93,25 @@ func (r *Report) Markdown() string {
 	}
 	for _, h := range r.Handshakes {
 		if !h.Available {
-			fmt.Fprintf(&b, "| %s | – | – | – | – (%s) |\n", h.Mode, h.Note)
+			fmt.Fprintf(b, "| %s | – | – | – | – (%s) |\n", h.Mode, h.Note)
 			continue
 		}
 		ratio := "–"
 		if noAuth > 0 {
 			ratio = fmt.Sprintf("%.2f×", float64(h.Latency.P50)/float64(noAuth))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d |\n", h.Mode, ms(h.Latency.P50), ms(h.Latency.P99), ratio, h.Failures)
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %d |\n", h.Mode, ms(h.Latency.P50), ms(h.Latency.P99), ratio, h.Failures)
 	}
+}
 
+func (r *Report) writeControlPlane(b *strings.Builder) {
+	if len(r.Translation) == 0 {
+		return
+	}
 	b.WriteString("\n## Control plane\n\n| routes | validate + translate ms |\n|---|---|\n")
 	for _, t := range r.Translation {
-		fmt.Fprintf(&b, "| %d | %s |\n", t.Routes, ms(t.Time))
+		fmt.Fprintf(b, "| %d | %s |\n", t.Routes, ms(t.Time))
 	}
-	fmt.Fprintf(&b, "\nPolicy file change → Envoy ACK of every type (%d changes, each adding a route): p50 %s ms, max %s ms.\n",
+	fmt.Fprintf(b, "\nPolicy file change → Envoy ACK of every type (%d changes, each adding a route): p50 %s ms, max %s ms.\n",
 		r.ChangeToACK.Count, ms(r.ChangeToACK.P50), ms(r.ChangeToACK.Max))
-	return b.String()
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package latencylab
 
 import (
@@ -154,12 +156,27 @@ func (r *Report) writeTunings(b *strings.Builder) {
 		return
 	}
 	base := r.Tunings[0]
+	var best *Path
+	for _, p := range r.TuningRefs {
+		if p.Available && p.Name != "no-proxy" && (best == nil || p.RTT.P50 < best.RTT.P50) {
+			best = p
+		}
+	}
 	b.WriteString("\n## Envoy settings tried (each its own Envoy, same rotated rounds, against the first row)\n\n")
-	b.WriteString("| setting | p50 ms | p99 ms | p50 vs baseline | p99 vs baseline | CPU µs / frame | CPU vs baseline | syscalls / frame | wake-ups / frame | lost |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	if len(r.TuningRefs) > 0 {
+		b.WriteString("The floor and the peers ran in the same rounds:")
+		for _, p := range r.TuningRefs {
+			if p.Available {
+				fmt.Fprintf(b, " %s p50 %s ms, p99 %s ms, CPU %.1f µs / frame;", p.Name, ms(p.RTT.P50), ms(p.RTT.P99), p.ProxyCPUPer10k*100)
+			}
+		}
+		b.WriteString(" the last two columns are against the best of the peers.\n\n")
+	}
+	b.WriteString("| setting | p50 ms | p99 ms | p50 vs baseline | p99 vs baseline | CPU µs / frame | CPU vs baseline | syscalls / frame | wake-ups / frame | lost | p50 vs best peer | p99 vs best peer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, t := range r.Tunings {
 		p := t.Path
 		if p == nil || !p.Available {
-			fmt.Fprintf(b, "| %s | – | – | – | – | – | – | – | – | – |\n", t.Name)
+			fmt.Fprintf(b, "| %s | – | – | – | – | – | – | – | – | – | – | – |\n", t.Name)
 			continue
 		}
 		sys, wake := "–", "–"
@@ -169,9 +186,13 @@ func (r *Report) writeTunings(b *strings.Builder) {
 			}
 			wake = fmt.Sprintf("%.2f", t.Profile.WakeupsPerFrame)
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %.1f | %s | %s | %s | %d |\n", t.Name, ms(p.RTT.P50), ms(p.RTT.P99),
+		vs50, vs99 := "–", "–"
+		if best != nil {
+			vs50, vs99 = ratio(float64(p.RTT.P50), float64(best.RTT.P50)), ratio(float64(p.RTT.P99), float64(best.RTT.P99))
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %.1f | %s | %s | %s | %d | %s | %s |\n", t.Name, ms(p.RTT.P50), ms(p.RTT.P99),
 			ratio(float64(p.RTT.P50), float64(base.Path.RTT.P50)), ratio(float64(p.RTT.P99), float64(base.Path.RTT.P99)),
-			p.ProxyCPUPer10k*100, ratio(p.ProxyCPUPer10k, base.Path.ProxyCPUPer10k), sys, wake, p.Lost)
+			p.ProxyCPUPer10k*100, ratio(p.ProxyCPUPer10k, base.Path.ProxyCPUPer10k), sys, wake, p.Lost, vs50, vs99)
 	}
 	b.WriteString("\n")
 	for _, t := range r.Tunings {

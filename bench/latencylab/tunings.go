@@ -1,9 +1,12 @@
+//go:build linux
+
 package latencylab
 
 import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -25,6 +28,7 @@ type tuning struct {
 	bufferLimit  int
 	noStats      bool
 	noIdleTimer  bool
+	tcpProxy     bool
 }
 
 var tunings = []tuning{
@@ -35,6 +39,7 @@ var tunings = []tuning{
 	{name: "io_uring", ioUring: true, desc: "the io_uring socket interface (experimental in Envoy)"},
 	{name: "no stats", noStats: true, desc: "stats_matcher reject_all: no counter updated per frame"},
 	{name: "no idle timers", noIdleTimer: true, desc: "no route or stream idle timeout re-armed per frame"},
+	{name: "tcp_proxy", tcpProxy: true, desc: "the tcp mode chain instead (a listener whose only filter is tcp_proxy): what the HTTP connection manager costs per frame"},
 }
 
 // Tuning is one setting's round trip, CPU and profile.
@@ -51,7 +56,7 @@ func (l *lab) startTuning(tu tuning, voicePort int) (pathRunner, error) {
 	var buf bytes.Buffer
 	err := template.Must(template.New("tuning").Parse(tuningTemplate)).Execute(&buf, map[string]any{
 		"AdminPort": admin, "Port": port, "VoicePort": voicePort, "IoUring": tu.ioUring, "ExactBalance": tu.exactBalance,
-		"BufferLimit": tu.bufferLimit, "NoStats": tu.noStats, "NoIdleTimer": tu.noIdleTimer,
+		"BufferLimit": tu.bufferLimit, "NoStats": tu.noStats, "NoIdleTimer": tu.noIdleTimer, "TcpProxy": tu.tcpProxy,
 	})
 	if err != nil {
 		return pathRunner{}, err
@@ -67,25 +72,41 @@ func (l *lab) startTuning(tu tuning, voicePort int) (pathRunner, error) {
 	return l.streamRunner(tu.name, tu.desc, fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", port), nil, e), nil
 }
 
-// tunings measures every setting in rotated rounds of its own, then
-// profiles each (counters only: strace's slowdown would hide the
+// tuningRefs are the runners measured beside the settings, in the same
+// rounds: the floor and the peers.
+func tuningRefs(all []pathRunner) []pathRunner {
+	var out []pathRunner
+	for _, r := range all {
+		if r.name == "no-proxy" || slices.ContainsFunc(peers, func(p peer) bool { return p.name == r.name }) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// tunings measures every selected setting in rotated rounds of its own,
+// with refs (the floor and the peers) in the same rounds, then profiles
+// each setting (counters only: strace's slowdown would hide the
 // differences).
-func (l *lab) tunings() ([]*Tuning, error) {
+func (l *lab) tunings(refs []pathRunner) ([]*Tuning, []*Path, error) {
 	_, vp, _ := strings.Cut(l.backend.VoiceAddr, ":")
 	voicePort, _ := strconv.Atoi(vp)
 	var runners []pathRunner
 	for _, tu := range tunings {
+		if !l.cfg.Select.tuning(tu.name) {
+			continue
+		}
 		r, err := l.startTuning(tu, voicePort)
 		if err != nil {
-			return nil, fmt.Errorf("tuning %s: %w", tu.name, err)
+			return nil, nil, fmt.Errorf("tuning %s: %w", tu.name, err)
 		}
 		runners = append(runners, r)
 	}
-	paths := l.paths(runners)
+	paths := l.paths(append(slices.Clip(runners), refs...))
 	out := make([]*Tuning, len(runners))
 	for i, r := range runners {
 		fmt.Fprintf(l.log, ">> profile tuning %s\n", r.name)
 		out[i] = &Tuning{Name: r.name, Description: r.desc, Path: paths[i], Profile: l.profile(r, false)}
 	}
-	return out, nil
+	return out, paths[len(runners):], nil
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench runs the latency lab and writes bench/results.md,
 // bench/results.json and PNG plots. `make bench` runs it.
 package main
@@ -6,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/directpipe/directpipe/bench/latencylab"
@@ -24,7 +27,16 @@ func main() {
 	placement := flag.String("placement", cfg.Placement, "core layout: split (probe and back end on CPU 0, proxies on the rest), one (all on CPU 0) or shared (unpinned)")
 	capMax := flag.Int("capacity-max", cfg.Capacity.Max, "most concurrent streams the capacity search tries")
 	stormClients := flag.Int("storm-clients", cfg.Storm.Clients, "clients cut at once in the reconnect storm")
+	sections := flag.String("sections", "", "only these parts of the run, comma-separated: "+strings.Join(latencylab.Sections, ","))
+	paths := flag.String("paths", "", "only these paths (in paths, capacity, profile and storm), comma-separated: "+strings.Join(latencylab.PathNames(), ","))
+	tunings := flag.String("tunings", "", "only these Envoy settings (beside the baseline) in the tunings section, comma-separated: "+strings.Join(latencylab.TuningNames(), ","))
+	rounds := flag.Int("rounds", cfg.Rounds, "rotated rounds of every path")
 	flag.Parse()
+	sel, err := latencylab.ParseSelection(*sections, *paths, *tunings)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	if *memory != "" {
 		os.Exit(measureMemory(*memory))
 	}
@@ -32,8 +44,9 @@ func main() {
 		cfg = latencylab.Tiny()
 	} else {
 		cfg.Streams, cfg.Frames, cfg.Interval, cfg.Handshakes = *streams, *frames, *interval, *handshakes
-		cfg.Capacity.Max, cfg.Storm.Clients = *capMax, *stormClients
+		cfg.Capacity.Max, cfg.Storm.Clients, cfg.Rounds = *capMax, *stormClients, *rounds
 	}
+	cfg.Select = sel
 	cfg.Workers, cfg.Placement = *workers, *placement
 	cfg.Log = os.Stderr
 	run := newRunner()
@@ -41,6 +54,8 @@ func main() {
 	start := time.Now()
 	rep, err := latencylab.Run(run, cfg)
 	if err == nil && !run.Failed() {
+		// The tables first: a failure writing files must not lose a run.
+		fmt.Print(rep.Markdown())
 		err = rep.WriteOutputs(*out)
 	}
 	if err != nil || run.Failed() {
@@ -48,6 +63,5 @@ func main() {
 		run.cleanup()
 		os.Exit(1)
 	}
-	fmt.Print(rep.Markdown())
 	fmt.Fprintf(os.Stderr, ">> wrote %s/results.md, results.json, latency_cdf.png, handshake.png in %v\n", *out, time.Since(start).Round(time.Second))
 }
