@@ -2,10 +2,12 @@ package app
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/policy"
 )
 
@@ -255,5 +258,72 @@ auth_policies:
 	a.refreshKeys(context.Background())
 	if a.XDS().Versions()[ecds] != after[ecds] {
 		t.Error("a broken key file changed what is served")
+	}
+}
+
+// TestApplyRefusedWhileTheFileHoldsAnEdit: an API apply rewrites the policy
+// file, so it is refused while the file holds an operator's edit that is
+// not served (not applied yet, or not loading), and the edit is kept. A
+// symlinked policy file stays a link.
+func TestApplyRefusedWhileTheFileHoldsAnEdit(t *testing.T) {
+	example, err := os.ReadFile("../../examples/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(example), "routes:\n", "routes:\n  - { name: edited, match: { prefix: /edited/ }, kind: http, backend: rest }\n", 1)
+	for _, tt := range []struct {
+		name, edit, want string
+	}{
+		{"no edit", "", ""},
+		{"reformatted", "# a comment\n" + string(example), ""},
+		{"edit not applied yet", edited, "the policy file was changed since it was last loaded: it holds revision"},
+		{"edit that does not load", "listeners: [", "and it does not load"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			real := filepath.Join(dir, "real.yaml")
+			if err := os.WriteFile(real, example, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, "policy.yaml")
+			if err := os.Symlink(real, file); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			// No Run: no watcher applies the edit behind the test's back.
+			a, err := New(ctx, Config{PolicyFile: file, XDSAddr: "127.0.0.1:0", WasmPath: "/x.wasm", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.closeListeners()
+			if tt.edit != "" {
+				if err := os.WriteFile(real, []byte(tt.edit), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p, rev := a.Policy()
+			p = proto.Clone(p).(*policyv1.Policy)
+			p.Routes = p.Routes[:len(p.Routes)-1]
+			_, _, err = a.Apply(ctx, p, rev, false)
+			if tt.want != "" {
+				if !errors.Is(err, admin.ErrStaleRevision) || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("Apply: %v, want a stale-revision error containing %q", err, tt.want)
+				}
+				if got, _ := os.ReadFile(real); string(got) != tt.edit {
+					t.Errorf("the operator's edit was overwritten")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if info, err := os.Lstat(file); err != nil || info.Mode()&os.ModeSymlink == 0 {
+				t.Errorf("the policy file's symlink was replaced by a file")
+			}
+			if got, err := policy.LoadFile(real); err != nil || !proto.Equal(got, p) {
+				t.Errorf("the link's target does not hold the applied policy: %v", err)
+			}
+		})
 	}
 }

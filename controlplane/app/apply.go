@@ -67,6 +67,9 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	if dryRun || rev == a.revision {
 		return rev, changes, nil
 	}
+	if err := policy.CheckFileServes(a.cfg.PolicyFile, a.revision); err != nil {
+		return "", nil, fmt.Errorf("%w: %w", admin.ErrStaleRevision, err)
+	}
 	if err := policy.WriteFileAtomic(a.cfg.PolicyFile, p); err != nil {
 		return "", nil, err
 	}

@@ -3,7 +3,9 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -28,11 +30,18 @@ func Revision(p *policyv1.Policy) string {
 // WriteFileAtomic stores a policy so that a crash at any point leaves either
 // the old file or the new one, never a torn one: write a temporary file in
 // the same directory, fsync it, rename it over the target, fsync the
-// directory.
+// directory. A symlink is followed to its file, which is replaced there:
+// the link (a config-map mount, a file kept in version control elsewhere)
+// stays a link.
 func WriteFileAtomic(path string, p *policyv1.Policy) error {
 	data, err := Marshal(p)
 	if err != nil {
 		return err
+	}
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("write policy: %w", err)
 	}
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
@@ -64,6 +73,27 @@ func WriteFileAtomic(path string, p *policyv1.Policy) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("write policy: fsync dir: %w", err)
+	}
+	return nil
+}
+
+// ErrFileChanged is returned by CheckFileServes when the file holds
+// something other than the policy being served.
+var ErrFileChanged = errors.New("the policy file was changed since it was last loaded")
+
+// CheckFileServes re-reads the policy file and reports an error wrapping
+// ErrFileChanged unless it holds the policy of revision served. An apply
+// through the API rewrites the file; checking first (under the apply lock,
+// just before the write) keeps an operator's edit that the watcher has not
+// applied yet, or that does not load, from being overwritten silently.
+// Content that reads as the served policy, reformatted or not, is no loss.
+func CheckFileServes(path, served string) error {
+	p, err := LoadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w, and it does not load (%w): fix or revert the file, then apply again", ErrFileChanged, err)
+	}
+	if rev := Revision(p); rev != served {
+		return fmt.Errorf("%w: it holds revision %s, not the served %s, and is about to be applied from the file; apply again based on it", ErrFileChanged, rev, served)
 	}
 	return nil
 }
