@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -23,6 +24,8 @@ import (
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/jwks"
+	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
 	"github.com/directpipe/directpipe/controlplane/xdstype"
@@ -50,6 +53,8 @@ type Backend interface {
 	// address holds now, by node, for the nodes that report them.
 	ListenerConnections(address string) map[string]int64
 	Status() *xds.Status
+	// KeySources reports the key sets the served policy names.
+	KeySources() []jwks.Status
 }
 
 // Service implements adminv1.AdminServiceServer.
@@ -124,6 +129,25 @@ func (s *Service) ValidatePolicy(_ context.Context, req *adminv1.ValidatePolicyR
 	resp := &adminv1.ValidatePolicyResponse{}
 	if err := s.backend.Check(req.GetPolicy()); err != nil {
 		resp.Errors = splitErrors(err)
+	} else {
+		resp.Warnings = policy.Warnings(req.GetPolicy())
+	}
+	return resp, nil
+}
+
+func (s *Service) ListKeySources(context.Context, *adminv1.ListKeySourcesRequest) (*adminv1.ListKeySourcesResponse, error) {
+	resp := &adminv1.ListKeySourcesResponse{}
+	ts := func(t time.Time) *timestamppb.Timestamp {
+		if t.IsZero() {
+			return nil
+		}
+		return timestamppb.New(t)
+	}
+	for _, st := range s.backend.KeySources() {
+		resp.Sources = append(resp.Sources, &adminv1.KeySource{
+			AuthPolicy: st.Policy, Kind: st.Kind, Location: st.Location, Keys: int32(st.Keys), Skipped: st.Skipped,
+			LastSuccess: ts(st.LastSuccess), LastError: st.LastError, LastErrorAt: ts(st.LastErrorAt),
+		})
 	}
 	return resp, nil
 }

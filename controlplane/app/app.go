@@ -211,6 +211,13 @@ func (a *App) ListenerConnections(address string) map[string]int64 {
 	return a.nodeStats.ActiveConnections(address)
 }
 
+// KeySources reports the key sets the served policy names: last success,
+// last error, keys served and skipped.
+func (a *App) KeySources() []jwks.Status {
+	p, _ := a.Policy()
+	return a.jwks.Sources(p)
+}
+
 // Status is the per-node xDS status.
 func (a *App) Status() *xds.Status { return a.xds.Status() }
 

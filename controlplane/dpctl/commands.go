@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -148,7 +147,7 @@ type localPolicy struct {
 // readPolicy decodes a file strictly; reference checks are the server's, so
 // that the server's view of validity is the one that counts.
 func readPolicy(path string) (*localPolicy, error) {
-	data, err := os.ReadFile(path)
+	data, err := policy.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +173,9 @@ func (c *cli) policyValidate(ctx context.Context, l *localPolicy) error {
 	}
 	if len(resp.GetErrors()) == 0 {
 		fmt.Fprintf(c.out, "%s: valid\n", l.path)
+		for _, w := range resp.GetWarnings() {
+			fmt.Fprintf(c.out, "%s: warning: %s\n", l.path, w)
+		}
 		return nil
 	}
 	for _, e := range resp.GetErrors() {

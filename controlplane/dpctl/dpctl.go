@@ -32,6 +32,8 @@ const usage = `dpctl talks to the directpipe control plane's admin API.
 Usage:
   dpctl [flags] status                      one row per Envoy, one column per xDS type
   dpctl [flags] nodes                       Envoys connected now and recently
+  dpctl [flags] keys                        key sets (jwks_file, jwks_url): keys served and
+                                            skipped, last success, last error
   dpctl [flags] policy get                  the policy being served, with its revision
   dpctl [flags] policy validate -f FILE     check a policy without applying it
   dpctl [flags] policy diff -f FILE         the Envoy resources an apply would change
@@ -196,7 +198,7 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 		fs.StringVar(&typ, "type", "", "only this type (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, TypedExtensionConfig)")
 	case "events":
 		fs.BoolVar(&follow, "follow", true, "follow events until interrupted")
-	case "status", "nodes", "policy get":
+	case "status", "nodes", "keys", "policy get":
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", name)}
 	}
@@ -240,6 +242,8 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 		return c.status(ctx)
 	case "nodes":
 		return c.nodes(ctx)
+	case "keys":
+		return c.keys(ctx)
 	case "policy get":
 		return c.policyGet(ctx)
 	case "policy validate":

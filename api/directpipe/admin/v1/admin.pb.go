@@ -608,7 +608,10 @@ func (x *ValidatePolicyRequest) GetPolicy() *v1.Policy {
 type ValidatePolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty when the policy is valid.
-	Errors        []string `protobuf:"bytes,1,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []string `protobuf:"bytes,1,rep,name=errors,proto3" json:"errors,omitempty"`
+	// What a valid policy allows but probably should not (e.g. keys from a
+	// JWKS URL without an issuer).
+	Warnings      []string `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -646,6 +649,13 @@ func (*ValidatePolicyResponse) Descriptor() ([]byte, []int) {
 func (x *ValidatePolicyResponse) GetErrors() []string {
 	if x != nil {
 		return x.Errors
+	}
+	return nil
+}
+
+func (x *ValidatePolicyResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
 	}
 	return nil
 }
@@ -1173,6 +1183,194 @@ func (x *Event) GetRevision() string {
 	return ""
 }
 
+type ListKeySourcesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeySourcesRequest) Reset() {
+	*x = ListKeySourcesRequest{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeySourcesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeySourcesRequest) ProtoMessage() {}
+
+func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeySourcesRequest.ProtoReflect.Descriptor instead.
+func (*ListKeySourcesRequest) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+type ListKeySourcesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sources       []*KeySource           `protobuf:"bytes,1,rep,name=sources,proto3" json:"sources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeySourcesResponse) Reset() {
+	*x = ListKeySourcesResponse{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeySourcesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeySourcesResponse) ProtoMessage() {}
+
+func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeySourcesResponse.ProtoReflect.Descriptor instead.
+func (*ListKeySourcesResponse) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListKeySourcesResponse) GetSources() []*KeySource {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+// KeySource is one jwks_file or jwks_url of one auth policy. A read that
+// fails keeps the last good keys serving.
+type KeySource struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	AuthPolicy string                 `protobuf:"bytes,1,opt,name=auth_policy,json=authPolicy,proto3" json:"auth_policy,omitempty"`
+	// "file" or "url".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The path or URL.
+	Location string `protobuf:"bytes,3,opt,name=location,proto3" json:"location,omitempty"`
+	// Keys of the last good set being served.
+	Keys int32 `protobuf:"varint,4,opt,name=keys,proto3" json:"keys,omitempty"`
+	// Keys of the last good set that are not served, each with the reason.
+	Skipped []string `protobuf:"bytes,5,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// Unset until the source was read successfully once.
+	LastSuccess *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty"`
+	// The latest failure, kept after later successes.
+	LastError     string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeySource) Reset() {
+	*x = KeySource{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySource) ProtoMessage() {}
+
+func (x *KeySource) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySource.ProtoReflect.Descriptor instead.
+func (*KeySource) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *KeySource) GetAuthPolicy() string {
+	if x != nil {
+		return x.AuthPolicy
+	}
+	return ""
+}
+
+func (x *KeySource) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *KeySource) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *KeySource) GetKeys() int32 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *KeySource) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+func (x *KeySource) GetLastSuccess() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSuccess
+	}
+	return nil
+}
+
+func (x *KeySource) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *KeySource) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
 var File_directpipe_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
@@ -1208,9 +1406,10 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\"M\n" +
 	"\x15ValidatePolicyRequest\x124\n" +
-	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"0\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"L\n" +
 	"\x16ValidatePolicyResponse\x12\x16\n" +
-	"\x06errors\x18\x01 \x03(\tR\x06errors\"\xb1\x01\n" +
+	"\x06errors\x18\x01 \x03(\tR\x06errors\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xb1\x01\n" +
 	"\x12ApplyPolicyRequest\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\x12+\n" +
 	"\x11expected_revision\x18\x02 \x01(\tR\x10expectedRevision\x12\x17\n" +
@@ -1260,7 +1459,21 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\tR\x04type\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brevision\x18\a \x01(\tR\brevision*X\n" +
+	"\brevision\x18\a \x01(\tR\brevision\"\x17\n" +
+	"\x15ListKeySourcesRequest\"R\n" +
+	"\x16ListKeySourcesResponse\x128\n" +
+	"\asources\x18\x01 \x03(\v2\x1e.directpipe.admin.v1.KeySourceR\asources\"\xa8\x02\n" +
+	"\tKeySource\x12\x1f\n" +
+	"\vauth_policy\x18\x01 \x01(\tR\n" +
+	"authPolicy\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1a\n" +
+	"\blocation\x18\x03 \x01(\tR\blocation\x12\x12\n" +
+	"\x04keys\x18\x04 \x01(\x05R\x04keys\x12\x18\n" +
+	"\askipped\x18\x05 \x03(\tR\askipped\x12=\n" +
+	"\flast_success\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tR\tlastError\x12>\n" +
+	"\rlast_error_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt*X\n" +
 	"\tSyncState\x12\x1a\n" +
 	"\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -1268,14 +1481,15 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x05STALE\x10\x02\x12\n" +
 	"\n" +
 	"\x06NACKED\x10\x03\x12\f\n" +
-	"\bNOT_SENT\x10\x042\xc5\x04\n" +
+	"\bNOT_SENT\x10\x042\xb0\x05\n" +
 	"\fAdminService\x12Z\n" +
 	"\tListNodes\x12%.directpipe.admin.v1.ListNodesRequest\x1a&.directpipe.admin.v1.ListNodesResponse\x12Z\n" +
 	"\tGetPolicy\x12%.directpipe.admin.v1.GetPolicyRequest\x1a&.directpipe.admin.v1.GetPolicyResponse\x12i\n" +
 	"\x0eValidatePolicy\x12*.directpipe.admin.v1.ValidatePolicyRequest\x1a+.directpipe.admin.v1.ValidatePolicyResponse\x12`\n" +
 	"\vApplyPolicy\x12'.directpipe.admin.v1.ApplyPolicyRequest\x1a(.directpipe.admin.v1.ApplyPolicyResponse\x12Z\n" +
 	"\tGetConfig\x12%.directpipe.admin.v1.GetConfigRequest\x1a&.directpipe.admin.v1.GetConfigResponse\x12T\n" +
-	"\vWatchEvents\x12'.directpipe.admin.v1.WatchEventsRequest\x1a\x1a.directpipe.admin.v1.Event0\x01BBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
+	"\vWatchEvents\x12'.directpipe.admin.v1.WatchEventsRequest\x1a\x1a.directpipe.admin.v1.Event0\x01\x12i\n" +
+	"\x0eListKeySources\x12*.directpipe.admin.v1.ListKeySourcesRequest\x1a+.directpipe.admin.v1.ListKeySourcesResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_directpipe_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1290,7 +1504,7 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                 // 0: directpipe.admin.v1.SyncState
 	(ResourceChange_Action)(0),     // 1: directpipe.admin.v1.ResourceChange.Action
@@ -1311,48 +1525,56 @@ var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(*GetConfigResponse)(nil),      // 16: directpipe.admin.v1.GetConfigResponse
 	(*WatchEventsRequest)(nil),     // 17: directpipe.admin.v1.WatchEventsRequest
 	(*Event)(nil),                  // 18: directpipe.admin.v1.Event
-	nil,                            // 19: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                            // 20: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                            // 21: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
-	(*v1.Policy)(nil),              // 23: directpipe.policy.v1.Policy
+	(*ListKeySourcesRequest)(nil),  // 19: directpipe.admin.v1.ListKeySourcesRequest
+	(*ListKeySourcesResponse)(nil), // 20: directpipe.admin.v1.ListKeySourcesResponse
+	(*KeySource)(nil),              // 21: directpipe.admin.v1.KeySource
+	nil,                            // 22: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                            // 23: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                            // 24: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	(*v1.Policy)(nil),              // 26: directpipe.policy.v1.Policy
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
 	4,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
-	22, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	22, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	25, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	25, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
 	5,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
 	0,  // 4: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
 	6,  // 5: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	22, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	23, // 7: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	23, // 8: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	23, // 9: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	25, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	26, // 7: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	26, // 8: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	26, // 9: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
 	14, // 10: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
 	13, // 11: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
 	1,  // 12: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	19, // 13: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	22, // 13: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
 	1,  // 14: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	20, // 15: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	21, // 16: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	22, // 17: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
-	2,  // 18: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	7,  // 19: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	9,  // 20: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	11, // 21: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	15, // 22: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	17, // 23: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	3,  // 24: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	8,  // 25: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	10, // 26: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	12, // 27: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	16, // 28: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	18, // 29: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	24, // [24:30] is the sub-list for method output_type
-	18, // [18:24] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	23, // 15: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	24, // 16: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	25, // 17: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	21, // 18: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
+	25, // 19: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	25, // 20: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	2,  // 21: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	7,  // 22: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	9,  // 23: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	11, // 24: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	15, // 25: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	17, // 26: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	19, // 27: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	3,  // 28: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	8,  // 29: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	10, // 30: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	12, // 31: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	16, // 32: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	18, // 33: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	20, // 34: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	28, // [28:35] is the sub-list for method output_type
+	21, // [21:28] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -1366,7 +1588,7 @@ func file_directpipe_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	AdminService_ApplyPolicy_FullMethodName    = "/directpipe.admin.v1.AdminService/ApplyPolicy"
 	AdminService_GetConfig_FullMethodName      = "/directpipe.admin.v1.AdminService/GetConfig"
 	AdminService_WatchEvents_FullMethodName    = "/directpipe.admin.v1.AdminService/WatchEvents"
+	AdminService_ListKeySources_FullMethodName = "/directpipe.admin.v1.AdminService/ListKeySources"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -46,6 +47,9 @@ type AdminServiceClient interface {
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error)
 	// A stream of what happens: applies, pushes, ACKs, NACKs, nodes.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
+	// The key sets auth policies name (jwks_file, jwks_url): when each was
+	// last read, its last error, the keys served and the keys skipped.
+	ListKeySources(ctx context.Context, in *ListKeySourcesRequest, opts ...grpc.CallOption) (*ListKeySourcesResponse, error)
 }
 
 type adminServiceClient struct {
@@ -125,6 +129,16 @@ func (c *adminServiceClient) WatchEvents(ctx context.Context, in *WatchEventsReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_WatchEventsClient = grpc.ServerStreamingClient[Event]
 
+func (c *adminServiceClient) ListKeySources(ctx context.Context, in *ListKeySourcesRequest, opts ...grpc.CallOption) (*ListKeySourcesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeySourcesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListKeySources_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -141,6 +155,9 @@ type AdminServiceServer interface {
 	GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error)
 	// A stream of what happens: applies, pushes, ACKs, NACKs, nodes.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error
+	// The key sets auth policies name (jwks_file, jwks_url): when each was
+	// last read, its last error, the keys served and the keys skipped.
+	ListKeySources(context.Context, *ListKeySourcesRequest) (*ListKeySourcesResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -168,6 +185,9 @@ func (UnimplementedAdminServiceServer) GetConfig(context.Context, *GetConfigRequ
 }
 func (UnimplementedAdminServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedAdminServiceServer) ListKeySources(context.Context, *ListKeySourcesRequest) (*ListKeySourcesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKeySources not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -291,6 +311,24 @@ func _AdminService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_WatchEventsServer = grpc.ServerStreamingServer[Event]
 
+func _AdminService_ListKeySources_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeySourcesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListKeySources(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListKeySources_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListKeySources(ctx, req.(*ListKeySourcesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -317,6 +355,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetConfig",
 			Handler:    _AdminService_GetConfig_Handler,
+		},
+		{
+			MethodName: "ListKeySources",
+			Handler:    _AdminService_ListKeySources_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
