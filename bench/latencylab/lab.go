@@ -257,7 +257,7 @@ func (l *lab) startStatic() error {
 	err := template.Must(template.New("static").Parse(staticTemplate)).Execute(&buf, map[string]any{
 		"AdminPort": l.ports["admin"], "FullChainPort": l.ports["full"], "NativeJWTPort": l.ports["jwt"],
 		"PlainPort": l.ports["plain"], "VoicePort": vp, "FrameWasm": testkit.Binary(l.t, "framefilter.wasm"),
-		"HMACKey": jwtmint.Secret,
+		"JWKS": l.stack.keys.jwksJSON(),
 	})
 	if err != nil {
 		return err
@@ -372,26 +372,54 @@ func (p *Path) setCPU(proxy procs, before float64, frames int) {
 }
 
 // handshakes times opening streams one after another in each auth mode.
+// A cold handshake carries a token the filter has not seen (every one is
+// minted with its own jti), so the signature is checked; a cached one
+// repeats one token, which the filter's cache of verified tokens answers.
+// Envoy's jwt_authn gets the same tokens, alg for alg (no JWT cache is
+// configured there, so each of its handshakes checks a signature).
 func (l *lab) handshakes() []*Handshake {
-	hs256 := l.stack.keys.token(jwt.SigningMethodHS256, jwtmint.KeyID, jwtmint.DevSecret())
-	return []*Handshake{
-		l.handshake("no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil),
-		l.handshake("directpipe filter, HS256", l.stack.url("ws", "/v1/voice"), http.Header{"Authorization": {"Bearer " + hs256}}),
-		l.handshake("directpipe filter, RS256", l.stack.url("ws", "/v1/voice"),
-			http.Header{"Authorization": {"Bearer " + l.stack.keys.token(jwt.SigningMethodRS256, "rsa", l.stack.keys.rsa)}}),
-		l.handshake("directpipe filter, ES256", l.stack.url("ws", "/v1/voice"),
-			http.Header{"Authorization": {"Bearer " + l.stack.keys.token(jwt.SigningMethodES256, "ec", l.stack.keys.ec)}}),
-		l.handshake("Envoy jwt_authn, HS256", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"]), http.Header{"Authorization": {"Bearer " + hs256}}),
-		l.handshake("tcp mode, no auth (tcp_proxy only)", "ws://"+l.stack.raw+"/v1/voice", nil),
-		l.handshake("tcp mode, directpipe tcp module, HS256", "ws://"+l.stack.rawAuth+"/v1/voice", http.Header{"Authorization": {"Bearer " + hs256}}),
+	n := l.cfg.Handshakes
+	k := l.stack.keys
+	algs := []struct {
+		name string
+		cold []string
+	}{
+		{"HS256", k.tokens(jwt.SigningMethodHS256, jwtmint.KeyID, jwtmint.DevSecret(), n)},
+		{"RS256", k.tokens(jwt.SigningMethodRS256, "rsa", k.rsa, n)},
+		{"ES256", k.tokens(jwt.SigningMethodES256, "ec", k.ec, n)},
 	}
+	ours, native := l.stack.url("ws", "/v1/voice"), fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"])
+	out := []*Handshake{l.handshake("no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil)}
+	for _, a := range algs {
+		out = append(out,
+			l.handshake("directpipe filter, "+a.name+", cold", ours, a.cold),
+			l.handshake("directpipe filter, "+a.name+", cached", ours, a.cold[:1]),
+			l.handshake("Envoy jwt_authn, "+a.name, native, a.cold))
+	}
+	hs256 := algs[0].cold
+	return append(out,
+		l.handshake("tcp mode, no auth (tcp_proxy only)", "ws://"+l.stack.raw+"/v1/voice", nil),
+		l.handshake("tcp mode, directpipe tcp module, HS256, cold", "ws://"+l.stack.rawAuth+"/v1/voice", hs256),
+		l.handshake("tcp mode, directpipe tcp module, HS256, cached", "ws://"+l.stack.rawAuth+"/v1/voice", hs256[:1]))
 }
 
-func (l *lab) handshake(mode, url string, h http.Header) *Handshake {
+// handshake opens cfg.Handshakes streams one after another, the i-th with
+// the bearer token tokens[i % len(tokens)] (none when tokens is empty).
+// For a cached mode, one handshake with its token runs first, unmeasured.
+func (l *lab) handshake(mode, url string, tokens []string) *Handshake {
 	out := &Handshake{Mode: mode, Available: true}
+	header := func(i int) http.Header {
+		if len(tokens) == 0 {
+			return nil
+		}
+		return http.Header{"Authorization": {"Bearer " + tokens[i%len(tokens)]}}
+	}
+	if len(tokens) == 1 {
+		voiceprobe.Handshake(context.Background(), url, header(0))
+	}
 	var samples []time.Duration
-	for range l.cfg.Handshakes {
-		d, err := voiceprobe.Handshake(context.Background(), url, h)
+	for i := range l.cfg.Handshakes {
+		d, err := voiceprobe.Handshake(context.Background(), url, header(i))
 		if err != nil {
 			out.Failures++
 			continue

@@ -23,6 +23,12 @@ type Memory struct {
 	Workers  int     `json:"workers"`
 	PlainMB  float64 `json:"plain_mb"`
 	ModuleMB float64 `json:"module_mb"`
+	// PlainReady and ModuleReady are the times from Envoy's start to the
+	// first allowed handshake on both routes: with the module, that is
+	// the xDS push, the module's download from the control plane, its
+	// compilation and one instance per worker.
+	PlainReady  time.Duration `json:"plain_ready_ns"`
+	ModuleReady time.Duration `json:"module_ready_ns"`
 }
 
 // memorySettle is how long Envoy idles before its memory is read: V8
@@ -34,25 +40,25 @@ const memorySettle = 3 * time.Second
 func MeasureMemory(t testkit.T, b *testkit.Backend, workers []int) ([]Memory, error) {
 	var out []Memory
 	for _, n := range workers {
-		plain, err := envoyRSS(t, b, n, false)
+		plain, plainReady, err := envoyRSS(t, b, n, false)
 		if err != nil {
 			return nil, err
 		}
-		module, err := envoyRSS(t, b, n, true)
+		module, moduleReady, err := envoyRSS(t, b, n, true)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Memory{Workers: n, PlainMB: plain, ModuleMB: module})
+		out = append(out, Memory{Workers: n, PlainMB: plain, ModuleMB: module, PlainReady: plainReady, ModuleReady: moduleReady})
 	}
 	return out, nil
 }
 
 // envoyRSS runs one Envoy with a WebSocket route on an HTTP listener and
 // a tcp_proxy listener, and returns its RSS in MB once a handshake passed
-// on each. With the module, directpipe programs it (auth on both routes:
+// on each, and how long after Envoy's start they passed. With the module, directpipe programs it (auth on both routes:
 // the module as an HTTP filter and as a network filter); without, a static
 // bootstrap has no Wasm anywhere.
-func envoyRSS(t testkit.T, b *testkit.Backend, workers int, withModule bool) (float64, error) {
+func envoyRSS(t testkit.T, b *testkit.Backend, workers int, withModule bool) (float64, time.Duration, error) {
 	listen := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	raw := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	start := time.Now()
@@ -74,10 +80,11 @@ auth_policies:
 `, listen, raw, b.VoiceAddr, jwtmint.KeyID, jwtmint.Secret)
 		file := filepath.Join(t.TempDir(), "policy.yaml")
 		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		cp := testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: file})
 		defer cp.Stop()
+		start = time.Now()
 		envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: cp.XDSAddr(), Concurrency: workers, ReadyTimeout: 3 * time.Minute})
 	} else {
 		admin := testkit.FreePort(t)
@@ -86,19 +93,19 @@ auth_policies:
 	defer envoy.Stop()
 	tok, err := jwtmint.Mint(jwtmint.Secret, jwtmint.Claims{Subject: "memory", Expires: time.Now().Add(time.Hour)})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	h := http.Header{"Authorization": {"Bearer " + tok}}
 	for _, url := range []string{"ws://" + listen + "/v1/voice", "ws://" + raw + "/v1/voice"} {
 		if err := handshakeWithin(url, h, 3*time.Minute); err != nil {
-			return 0, fmt.Errorf("%d workers, module %v: %w", workers, withModule, err)
+			return 0, 0, fmt.Errorf("%d workers, module %v: %w", workers, withModule, err)
 		}
 	}
 	loaded := time.Since(start)
 	time.Sleep(memorySettle)
 	rss, err := envoy.RSSBytes()
 	t.Logf("%d workers, module %v: both handshakes passed %v after start; %d MB", workers, withModule, loaded.Round(time.Millisecond), rss>>20)
-	return float64(rss) / (1 << 20), err
+	return float64(rss) / (1 << 20), loaded, err
 }
 
 // plainBootstrap is Envoy with the same two routes and no Wasm: an
@@ -163,9 +170,15 @@ func handshakeWithin(url string, h http.Header, timeout time.Duration) error {
 // MemoryMarkdown is the memory table.
 func MemoryMarkdown(rows []Memory) string {
 	var b strings.Builder
-	b.WriteString("| workers | plain Envoy (MB) | with the handshake module (MB) | module cost (MB) |\n|---|---|---|---|\n")
-	for _, r := range rows {
-		fmt.Fprintf(&b, "| %d | %.1f | %.1f | %+.1f |\n", r.Workers, r.PlainMB, r.ModuleMB, r.ModuleMB-r.PlainMB)
+	b.WriteString("| workers | plain Envoy (MB) | with the handshake module (MB) | module cost (MB) | per worker more than the row before (MB) | start to first handshake, plain / with the module (s) |\n|---|---|---|---|---|---|\n")
+	for i, r := range rows {
+		perWorker := "–"
+		if i > 0 && r.Workers > rows[i-1].Workers {
+			prev := rows[i-1]
+			perWorker = fmt.Sprintf("%+.1f", ((r.ModuleMB-r.PlainMB)-(prev.ModuleMB-prev.PlainMB))/float64(r.Workers-prev.Workers))
+		}
+		fmt.Fprintf(&b, "| %d | %.1f | %.1f | %+.1f | %s | %.2f / %.2f |\n", r.Workers, r.PlainMB, r.ModuleMB, r.ModuleMB-r.PlainMB, perWorker,
+			r.PlainReady.Seconds(), r.ModuleReady.Seconds())
 	}
 	return b.String()
 }

@@ -122,6 +122,8 @@ func TestParseErrors(t *testing.T) {
 		{"ec point off curve", replace("kty: oct, kid: dev, alg: HS256, k: ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi", "kty: EC, kid: e, alg: ES256, crv: P-256, x: AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA, y: AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), []string{"not on P-256"}},
 		{"okp short", replace("kty: oct, kid: dev, alg: HS256, k: ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi", "kty: OKP, kid: o, alg: EdDSA, crv: Ed25519, x: AAAA"), []string{"x must be 32 bytes"}},
 		{"jwks url plain http", replace("    jwt:\n", "    jwt:\n      jwks_url: 'http://keys.example.com/jwks.json'\n"), []string{"auth_policies[0].jwt.jwks_url", "http is allowed on loopback only"}},
+		{"token cache over an hour", replace("    jwt:\n", "    jwt:\n      token_cache: 7200s\n"), []string{"jwt.token_cache: must be whole seconds from 0s (off) to 3600s"}},
+		{"token cache in fractions of a second", replace("    jwt:\n", "    jwt:\n      token_cache: 1.5s\n"), []string{"jwt.token_cache: must be whole seconds"}},
 		{"jwks url loopback http is fine, but keys must still be valid", replace("    jwt:\n", "    jwt:\n      jwks_url: 'http://127.0.0.1:9/jwks.json'\n      jwks_refresh: 0s\n"), []string{"jwt.jwks_refresh: must be positive"}},
 		{"jwks file without audiences", replace("    jwt:\n", "    jwt:\n      jwks_file: /etc/dp/jwks.json\n"), []string{"auth_policies[0].jwt.audiences: required with jwks_file or jwks_url"}},
 		{"jwks url without audiences", replace("    jwt:\n", "    jwt:\n      jwks_url: https://idp.example.com/jwks\n"), []string{"auth_policies[0].jwt.audiences: required with jwks_file or jwks_url"}},

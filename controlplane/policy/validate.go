@@ -374,6 +374,11 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 	if l := a.GetJwt().GetLeeway(); l != nil && l.AsDuration() < 0 {
 		v.errorf(path+".jwt.leeway", "must not be negative")
 	}
+	if c := a.GetJwt().GetTokenCache(); c != nil {
+		if d := c.AsDuration(); d < 0 || d > contract.MaxTokenCacheSeconds*time.Second || d%time.Second != 0 {
+			v.errorf(path+".jwt.token_cache", "must be whole seconds from 0s (off) to %ds", contract.MaxTokenCacheSeconds)
+		}
+	}
 	for i, k := range a.GetApiKeys() {
 		kp := fmt.Sprintf("%s.api_keys[%d]", path, i)
 		if !sha256Pattern.MatchString(k.GetSha256()) {

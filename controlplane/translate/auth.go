@@ -39,6 +39,13 @@ func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) *contract.Poli
 	}
 	j := a.GetJwt()
 	out.Issuer, out.Audiences, out.RequiredScopes = j.GetIssuer(), j.GetAudiences(), j.GetRequiredScopes()
+	if c := j.GetTokenCache(); c != nil {
+		// The filter reads 0 as its default and a negative age as off.
+		out.TokenCache = &contract.TokenCache{MaxAgeSeconds: int64(c.AsDuration().Seconds())}
+		if out.TokenCache.MaxAgeSeconds == 0 {
+			out.TokenCache.MaxAgeSeconds = -1
+		}
+	}
 	if o := a.GetOrigins(); o != nil {
 		out.Origins = &contract.Origins{Allow: o.GetAllow(), AllowMissing: o.GetAllowMissing()}
 	}

@@ -4,13 +4,19 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -176,6 +182,11 @@ func TestInEnvoy(t *testing.T) {
 			"wasmcustom.directpipe_handshake_denied_unknown_api_key": 1,
 			"wasmcustom.directpipe_handshake_denied_token_too_large": 1,
 			"wasmcustom.directpipe_handshake_denied_invalid_token":   0,
+			// One worker, so one token cache: the expired, bad-signature,
+			// alg-none and first good JWT were verified; the good one's
+			// two repeats came from the cache. API keys never use it.
+			"wasmcustom.directpipe_token_cache_misses": 4,
+			"wasmcustom.directpipe_token_cache_hits":   2,
 		}
 		for name, n := range want {
 			if got, ok := stats[name]; !ok || got != n {
@@ -463,4 +474,74 @@ func mustEnvoy(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// TestAsymmetricTokensInEnvoy: RS256 and ES256 signatures are checked by
+// Envoy's own crypto through the verify_signature foreign function (the
+// module encodes the key and signature in DER), and the verdicts are the
+// module's: good tokens pass, a changed signature or a JWS signature
+// sent in the wrong form fails, and the module never falls back.
+func TestAsymmetricTokensInEnvoy(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b64 := base64.RawURLEncoding.EncodeToString
+	doc, _ := json.Marshal(map[string]any{
+		"name":    "asym",
+		"sources": []map[string]any{{"bearer": true}},
+		"jwks": map[string]any{"keys": []map[string]string{
+			{"kty": "RSA", "kid": "rsa", "alg": "RS256", "n": b64(rsaKey.N.Bytes()), "e": b64(big.NewInt(int64(rsaKey.E)).Bytes())},
+			{"kty": "EC", "kid": "ec", "alg": "ES256", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))},
+		}},
+	})
+	up := startUpstream(t)
+	e := startEnvoy(t, modulePath(t), string(doc), up.port)
+
+	exp := time.Now().Add(time.Hour).Unix()
+	rs := mintWith(t, jwt.SigningMethodRS256, rsaKey, "rsa", jwt.MapClaims{"sub": "rs", "exp": exp})
+	es := mintWith(t, jwt.SigningMethodES256, ecKey, "ec", jwt.MapClaims{"sub": "es", "exp": exp})
+	// The same ES256 signature, sent as DER rather than R || S.
+	parts := strings.Split(es, ".")
+	raw, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	der, _ := asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:32]), new(big.Int).SetBytes(raw[32:])})
+	esDER := parts[0] + "." + parts[1] + "." + b64(der)
+	flip := func(tok string) string { // changes a signature byte
+		b := []byte(tok)
+		if b[len(b)-3] == 'A' {
+			b[len(b)-3] = 'B'
+		} else {
+			b[len(b)-3] = 'A'
+		}
+		return string(b)
+	}
+	tests := []struct {
+		name, token string
+		status      int
+	}{
+		{"RS256", rs, http.StatusOK},
+		{"ES256", es, http.StatusOK},
+		{"RS256 changed", flip(rs), http.StatusUnauthorized},
+		{"ES256 changed", flip(es), http.StatusUnauthorized},
+		{"ES256 in DER", esDER, http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		resp, body := e.get(t, "/v1/voice", http.Header{"Authorization": {"Bearer " + tt.token}})
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: status %d, want %d; %s", tt.name, resp.StatusCode, tt.status, body)
+		}
+	}
+	stats := e.stats(t)
+	// Four signatures reach a check (a DER signature has the wrong
+	// length and is refused before); each was Envoy's.
+	for name, want := range map[string]int64{
+		"wasmcustom.directpipe_signature_host_checks":      4,
+		"wasmcustom.directpipe_signature_host_unavailable": 0,
+		"wasmcustom.directpipe_handshake_allowed":          2,
+	} {
+		if got := stats[name]; got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
 }

@@ -29,6 +29,10 @@ func (Host) AddCount(name string, n uint64) {
 	}
 }
 
+func (Host) VerifySignature(hash string, spki, sig, signed []byte) (bool, error) {
+	return proxywasm.VerifySignature(hash, spki, sig, signed)
+}
+
 func (Host) RootID() (string, error) {
 	v, err := proxywasm.GetProperty("plugin_root_id")
 	return string(v), err

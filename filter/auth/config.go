@@ -46,6 +46,8 @@ type Policy struct {
 	apiKeys []apiKey
 	claims  []string // ClaimHeaders' keys, sorted, so headers are set in a stable order
 	origins []originMatcher
+	cache   *tokenCache  // nil when off
+	host    HostVerifier // nil: every signature is checked here
 }
 
 // ParseConfig decodes and checks a configuration strictly: an unknown field,
@@ -180,6 +182,28 @@ func (p *Policy) prepare() error {
 	if len(p.keys) == 0 && len(p.apiKeys) == 0 {
 		return errors.New("neither JWT keys nor API keys")
 	}
+	return p.prepareCache()
+}
+
+// prepareCache sizes the token cache: 0 takes the defaults, a negative
+// value turns the cache off.
+func (p *Policy) prepareCache() error {
+	if len(p.keys) == 0 {
+		return nil
+	}
+	entries, maxAge := DefaultTokenCacheEntries, DefaultTokenCacheMaxAge
+	if tc := p.TokenCache; tc != nil {
+		if tc.MaxEntries > contract.MaxTokenCacheEntries || tc.MaxAgeSeconds > contract.MaxTokenCacheSeconds {
+			return fmt.Errorf("token_cache: at most %d entries and %d seconds", contract.MaxTokenCacheEntries, contract.MaxTokenCacheSeconds)
+		}
+		if tc.MaxEntries != 0 {
+			entries = tc.MaxEntries
+		}
+		if tc.MaxAgeSeconds != 0 {
+			maxAge = time.Duration(tc.MaxAgeSeconds) * time.Second
+		}
+	}
+	p.cache = newTokenCache(entries, maxAge)
 	return nil
 }
 

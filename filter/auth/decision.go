@@ -16,6 +16,8 @@ type Decision struct {
 	// Path, when not empty, replaces :path (the token query parameter
 	// removed).
 	Path string
+	// Cache says whether a JWT's decision came from the token cache.
+	Cache CacheResult
 }
 
 // Denial is the decision that refuses a handshake for reason, with the

@@ -32,11 +32,14 @@ const maxRSAExponent = 1<<31 - 1
 // §3.2: at least the size of the hash).
 var minHMACBytes = map[string]int{"HS256": 32, "HS384": 48, "HS512": 64}
 
-// key is a verification key in the form the JWT library takes it: []byte
+// key is a verification key bound to its algorithm: []byte
 // for HMAC, *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey.
 type key struct {
 	alg      string
 	material any
+	// spki is the key's DER SubjectPublicKeyInfo, for a host that checks
+	// RS* and ES* signatures itself; nil for the other algorithms.
+	spki []byte
 }
 
 // ecCurve is what an EC algorithm needs of its key.
@@ -143,7 +146,11 @@ func parseJWK(j contract.JWK) (*key, error) {
 		if pub.E < 3 || pub.E > maxRSAExponent || pub.E%2 == 0 {
 			return nil, fmt.Errorf("RSA exponent %d is out of range (odd, 3 to %d)", pub.E, maxRSAExponent)
 		}
-		return &key{alg: j.Alg, material: pub}, nil
+		k := &key{alg: j.Alg, material: pub}
+		if j.Alg != "PS256" {
+			k.spki = rsaSPKI(n, pub.E)
+		}
+		return k, nil
 	case "EC":
 		c := curveOf(j.Alg)
 		if j.Crv != c.name {
@@ -159,7 +166,8 @@ func parseJWK(j contract.JWK) (*key, error) {
 		if _, err := c.ecdh.NewPublicKey(point); err != nil {
 			return nil, fmt.Errorf("the point is not on %s", c.name)
 		}
-		return &key{alg: j.Alg, material: &ecdsa.PublicKey{Curve: c.curve, X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}}, nil
+		return &key{alg: j.Alg, material: &ecdsa.PublicKey{Curve: c.curve, X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)},
+			spki: ecSPKI(c.name, x, y)}, nil
 	case "OKP":
 		if j.Crv != "Ed25519" {
 			return nil, fmt.Errorf("crv %q: only Ed25519", j.Crv)

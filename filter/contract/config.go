@@ -27,7 +27,25 @@ type Policy struct {
 	Audiences      []string          `json:"audiences,omitempty"`
 	RequiredScopes []string          `json:"required_scopes,omitempty"`
 	Origins        *Origins          `json:"origins,omitempty"`
+	TokenCache     *TokenCache       `json:"token_cache,omitempty"`
 }
+
+// TokenCache sizes the filter's cache of verified JWTs. A cached token
+// skips the signature check until the earlier of its exp and MaxAgeSeconds
+// after it was first verified; any configuration change empties the cache.
+// Zero takes the filter's default (1,024 entries, 300 s), a negative value
+// turns the cache off.
+type TokenCache struct {
+	MaxEntries    int   `json:"max_entries,omitempty"`
+	MaxAgeSeconds int64 `json:"max_age_seconds,omitempty"`
+}
+
+// Bounds of TokenCache: a cache entry is a few hundred bytes of each
+// worker's Wasm memory, which never shrinks.
+const (
+	MaxTokenCacheEntries = 65536
+	MaxTokenCacheSeconds = 3600
+)
 
 // Source is one place a token may be; exactly one field is set.
 type Source struct {

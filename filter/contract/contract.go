@@ -50,6 +50,14 @@ const (
 	// carries, a tcp connection once per chunk it sends.
 	MetricHTTPCallbacks = "directpipe_vm_callbacks_http"
 	MetricTCPCallbacks  = "directpipe_vm_callbacks_tcp"
+	// The token cache of both filters: a hit skipped the signature check,
+	// a miss verified the token (and cached it when it was allowed).
+	MetricTokenCacheHits   = "directpipe_token_cache_hits"
+	MetricTokenCacheMisses = "directpipe_token_cache_misses"
+	// RS* and ES* signatures checked by Envoy's crypto, and those the
+	// module checked itself because the host could not.
+	MetricHostVerified          = "directpipe_signature_host_checks"
+	MetricHostVerifyUnavailable = "directpipe_signature_host_unavailable"
 )
 
 // IsReservedHeader reports whether the filter may never be told to write

@@ -64,6 +64,15 @@ func (h *fakeHost) Count(name string) { h.counts[name]++ }
 
 func (h *fakeHost) AddCount(name string, n uint64) { h.counts[name] += int(n) }
 
+// VerifySignature: the fake host has no crypto of its own, so the
+// module checks every signature itself, as with a host without the
+// foreign function.
+func (h *fakeHost) VerifySignature(hash string, spki, sig, signed []byte) (bool, error) {
+	return false, errNoHostCrypto
+}
+
+var errNoHostCrypto = errors.New("fake host: no verify_signature")
+
 func (h *fakeHost) RootID() (string, error) {
 	if h.rootID == "" {
 		return "", errors.New("no root id")

@@ -35,6 +35,9 @@ type Host interface {
 	DefineCounter(name string)
 	// Count adds one to a counter; it never fails a handshake.
 	Count(name string)
+	// VerifySignature checks an RS* or ES* signature with the host's
+	// crypto (see auth.HostVerifier); an error means it could not.
+	VerifySignature(hash string, spki, sig, signed []byte) (bool, error)
 }
 
 // HTTPHost is the host of an HTTP stream, acting on the stream whose

@@ -64,6 +64,7 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	req := auth.Request{Header: h.RequestHeader}
 	req.Path, _ = h.RequestHeader(":path")
 	d, policy := cfg.Check(route, req, now)
+	countCache(h, d)
 	if !d.Allow {
 		realm := contract.DefaultRealm
 		if policy != nil {
@@ -145,5 +146,17 @@ func parseConfig(h Host) (*auth.Config, bool) {
 		h.Log(LevelError, err.Error())
 		return nil, false
 	}
+	// RS* and ES* signatures go to the host's crypto, which is native;
+	// the counters say how often it answered and how often the module
+	// had to check a signature itself.
+	cfg.UseHostVerifier(func(hash string, spki, sig, signed []byte) (bool, error) {
+		ok, err := h.VerifySignature(hash, spki, sig, signed)
+		if err != nil {
+			h.Count(contract.MetricHostVerifyUnavailable)
+			return false, err
+		}
+		h.Count(contract.MetricHostVerified)
+		return ok, nil
+	})
 	return cfg, true
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/directpipe/directpipe/filter/auth"
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
@@ -56,6 +57,10 @@ func (m *Module) Configure(h ModuleHost, rootID uint32) bool {
 	}
 	h.DefineCounter(contract.MetricHTTPCallbacks)
 	h.DefineCounter(contract.MetricTCPCallbacks)
+	h.DefineCounter(contract.MetricTokenCacheHits)
+	h.DefineCounter(contract.MetricTokenCacheMisses)
+	h.DefineCounter(contract.MetricHostVerified)
+	h.DefineCounter(contract.MetricHostVerifyUnavailable)
 	// Configuring is rare: its callbacks are added at once, so that a
 	// stream's deletion adds only its own.
 	defer m.flush(h)
@@ -132,4 +137,14 @@ func (m *Module) flush(h ModuleHost) {
 	h.AddCount(contract.MetricHTTPCallbacks, m.httpCalls)
 	h.AddCount(contract.MetricTCPCallbacks, m.tcpCalls)
 	m.httpCalls, m.tcpCalls = 0, 0
+}
+
+// countCache counts a token cache hit or miss of a decision.
+func countCache(h Host, d auth.Decision) {
+	switch d.Cache {
+	case auth.CacheHit:
+		h.Count(contract.MetricTokenCacheHits)
+	case auth.CacheMiss:
+		h.Count(contract.MetricTokenCacheMisses)
+	}
 }

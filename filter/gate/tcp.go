@@ -103,6 +103,7 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 		return closeConnection(h, err.Error())
 	}
 	o := tcpcheck.Inspect(p, buf, now())
+	countCache(h, o.Decision)
 	switch o.Verdict {
 	case tcpcheck.NeedMore:
 		if end {

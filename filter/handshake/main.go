@@ -19,6 +19,8 @@
 package main
 
 import (
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/directpipe/directpipe/filter/abihost"
@@ -29,6 +31,26 @@ import (
 // main is not called: with -buildmode=c-shared the host runs _initialize,
 // which initialises the runtime and the packages, then calls the exports.
 func main() {}
+
+// Heap bounds. Each worker's instance has its own linear memory, which
+// Wasm never shrinks: the heap's high-water mark is what the worker holds
+// for ever. The live heap is small (configurations, the token cache), so
+// the collector runs at a quarter of growth rather than Go's default of
+// all of it, and works harder as the heap nears 16 MiB. GOGC or
+// GOMEMLIMIT in the VM's environment take precedence.
+const (
+	gcPercent   = 25
+	memoryLimit = 16 << 20
+)
+
+func init() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
+}
 
 // The module's state is the Wasm ABI glue's: the host drives the module by
 // context ids, and each VM is single-threaded.

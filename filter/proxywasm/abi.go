@@ -314,3 +314,18 @@ func SetEnvoyFilterState(path, value string) error {
 	_, err := CallForeignFunction("set_envoy_filter_state", encodeFilterStateArgs(path, value))
 	return err
 }
+
+// VerifySignature checks a signature with Envoy's verify_signature
+// foreign function (BoringSSL): hash is "sha256", "sha384" or "sha512",
+// spki a DER SubjectPublicKeyInfo, sig PKCS #1 v1.5 for RSA or DER for
+// ECDSA. An error means the host did not check it (no such function, a
+// key it cannot import); false with no error is a signature that does
+// not verify.
+func VerifySignature(hash string, spki, sig, text []byte) (bool, error) {
+	res, err := CallForeignFunction("verify_signature", encodeVerifyArgs(hash, spki, sig, text))
+	if err != nil {
+		return false, err
+	}
+	ok, _, err := decodeVerifyResult(res)
+	return ok, err
+}

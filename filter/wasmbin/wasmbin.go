@@ -28,39 +28,13 @@ const (
 
 // Parse reads a module's import and export sections.
 func Parse(b []byte) (*Module, error) {
-	if !bytes.HasPrefix(b, magic) {
-		return nil, errors.New("wasmbin: not a WebAssembly 1.0 binary")
-	}
-	r := &reader{b: b[len(magic):]}
 	m := &Module{}
-	for !r.done() {
-		id := r.byte()
-		size := r.u32()
-		body := r.bytes(int(size))
-		if r.err != nil {
-			return nil, r.err
-		}
-		sr := &reader{b: body}
+	err := eachSection(b, func(id byte, sr *reader) error {
 		switch id {
 		case sectionImport:
-			for n := sr.u32(); n > 0 && sr.err == nil; n-- {
-				imp := Import{Module: sr.name(), Name: sr.name()}
-				switch kind := sr.byte(); kind {
-				case 0: // function: type index
-					sr.u32()
-				case 1: // table: element type, limits
-					sr.byte()
-					sr.limits()
-				case 2: // memory: limits
-					sr.limits()
-				case 3: // global: value type, mutability
-					sr.byte()
-					sr.byte()
-				default:
-					return nil, fmt.Errorf("wasmbin: unknown import kind %d", kind)
-				}
-				m.Imports = append(m.Imports, imp)
-			}
+			imports, _, err := readImports(sr)
+			m.Imports = imports
+			return err
 		case sectionExport:
 			for n := sr.u32(); n > 0 && sr.err == nil; n-- {
 				name := sr.name()
@@ -69,11 +43,65 @@ func Parse(b []byte) (*Module, error) {
 				m.Exports = append(m.Exports, name)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// eachSection calls f with each section's id and a reader of its body,
+// and fails on the first error f returns or a section that does not read
+// to its end's bounds.
+func eachSection(b []byte, f func(id byte, body *reader) error) error {
+	if !bytes.HasPrefix(b, magic) {
+		return errors.New("wasmbin: not a WebAssembly 1.0 binary")
+	}
+	r := &reader{b: b[len(magic):]}
+	for !r.done() {
+		id := r.byte()
+		size := r.u32()
+		body := r.bytes(int(size))
+		if r.err != nil {
+			return r.err
+		}
+		sr := &reader{b: body}
+		if err := f(id, sr); err != nil {
+			return err
+		}
 		if sr.err != nil {
-			return nil, sr.err
+			return sr.err
 		}
 	}
-	return m, r.err
+	return r.err
+}
+
+// readImports reads an import section, and counts the imported functions
+// (they come first in the function index space).
+func readImports(sr *reader) ([]Import, uint32, error) {
+	var imports []Import
+	var funcs uint32
+	for n := sr.u32(); n > 0 && sr.err == nil; n-- {
+		imp := Import{Module: sr.name(), Name: sr.name()}
+		switch kind := sr.byte(); kind {
+		case 0: // function: type index
+			sr.u32()
+			funcs++
+		case 1: // table: element type, limits
+			sr.byte()
+			sr.limits()
+		case 2: // memory: limits
+			sr.limits()
+		case 3: // global: value type, mutability
+			sr.byte()
+			sr.byte()
+		default:
+			return nil, 0, fmt.Errorf("wasmbin: unknown import kind %d", kind)
+		}
+		imports = append(imports, imp)
+	}
+	return imports, funcs, nil
 }
 
 type reader struct {

@@ -40,3 +40,21 @@ func FuzzParse(f *testing.F) {
 	f.Add(tiny)
 	f.Fuzz(func(t *testing.T, b []byte) { Parse(b) })
 }
+
+func TestReadSizes(t *testing.T) {
+	// tiny with a name section naming function 1 "run".
+	named := append(slices.Clone(tiny), 0x00, 0x0d, 0x04, 'n', 'a', 'm', 'e', 0x01, 0x06, 0x01, 0x01, 0x03, 'r', 'u', 'n')
+	s, err := ReadSizes(named)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Sections["code"] != 4 || s.Sections["import"] != 9 || s.Sections["custom:name"] != 13 {
+		t.Errorf("sections %v", s.Sections)
+	}
+	if len(s.Functions) != 1 || s.Functions[0] != (Function{Name: "run", Size: 2}) {
+		t.Errorf("functions %+v", s.Functions)
+	}
+	if _, err := ReadSizes(named[:len(named)-3]); err == nil {
+		t.Error("a truncated module was read")
+	}
+}

@@ -1388,6 +1388,12 @@ type JWT struct {
 	// sets) or refused (in keys). EC and OKP keys without alg are bound by
 	// their curve: P-256 to ES256, P-384 to ES384, Ed25519 to EdDSA.
 	DefaultRsaAlg string `protobuf:"bytes,9,opt,name=default_rsa_alg,json=defaultRsaAlg,proto3" json:"default_rsa_alg,omitempty"`
+	// How long the filter trusts a token it has verified without checking
+	// its signature again, never past the token's exp: a caller reconnecting
+	// with the same token skips the signature check. Any change to the
+	// filter's configuration (a key rotation among them) forgets every
+	// token. Default 5m; 0s turns the cache off; at most 1h.
+	TokenCache    *durationpb.Duration `protobuf:"bytes,10,opt,name=token_cache,json=tokenCache,proto3" json:"token_cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1483,6 +1489,13 @@ func (x *JWT) GetDefaultRsaAlg() string {
 		return x.DefaultRsaAlg
 	}
 	return ""
+}
+
+func (x *JWT) GetTokenCache() *durationpb.Duration {
+	if x != nil {
+		return x.TokenCache
+	}
+	return nil
 }
 
 // JWK is a JSON Web Key (RFC 7517, RFC 8037): kty "oct" (k), "RSA" (n, e),
@@ -1757,7 +1770,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x05query\x18\x02 \x01(\tH\x00R\x05query\x12\x18\n" +
 	"\x06header\x18\x03 \x01(\tH\x00R\x06header\x12/\n" +
 	"\x12subprotocol_prefix\x18\x04 \x01(\tH\x00R\x11subprotocolPrefixB\b\n" +
-	"\x06source\"\xe4\x02\n" +
+	"\x06source\"\xa0\x03\n" +
 	"\x03JWT\x12-\n" +
 	"\x04keys\x18\x01 \x03(\v2\x19.directpipe.policy.v1.JWKR\x04keys\x121\n" +
 	"\x06leeway\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06leeway\x12\x1b\n" +
@@ -1767,7 +1780,10 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x06issuer\x18\x06 \x01(\tR\x06issuer\x12\x1c\n" +
 	"\taudiences\x18\a \x03(\tR\taudiences\x12'\n" +
 	"\x0frequired_scopes\x18\b \x03(\tR\x0erequiredScopes\x12&\n" +
-	"\x0fdefault_rsa_alg\x18\t \x01(\tR\rdefaultRsaAlg\"\x93\x01\n" +
+	"\x0fdefault_rsa_alg\x18\t \x01(\tR\rdefaultRsaAlg\x12:\n" +
+	"\vtoken_cache\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"tokenCache\"\x93\x01\n" +
 	"\x03JWK\x12\x10\n" +
 	"\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n" +
@@ -1850,11 +1866,12 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	18, // 27: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
 	21, // 28: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
 	21, // 29: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	21, // 30: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }

@@ -1,0 +1,283 @@
+package auth
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+)
+
+// The filter verifies JWTs with its own compact-JWS parser and crypto/*.
+// These tests hold it to go-jose, an independent JOSE implementation,
+// as the oracle: go-jose writes every key as a JWK and signs every token,
+// in every algorithm the filter supports, and the same token, key and
+// time must get the same verdict (allow or deny) from both. go-jose is
+// only ever a test dependency.
+
+const diffKid = "k"
+
+// diffKey is one signing key, the filter's config for its public half and
+// what go-jose verifies with.
+type diffKey struct {
+	alg     jose.SignatureAlgorithm
+	signing any
+	public  any
+	cfg     *Config
+	// hosted is the same config with signatures checked by testHost, as
+	// Envoy checks RS* and ES* for the module.
+	hosted *Config
+}
+
+func diffKeys(t testing.TB) []diffKey {
+	t.Helper()
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	edPub, edPriv, _ := ed25519.GenerateKey(rand.Reader)
+	hmacKey := make([]byte, 64)
+	rand.Read(hmacKey)
+	keys := []diffKey{
+		{alg: jose.HS256, signing: hmacKey[:32], public: hmacKey[:32]},
+		{alg: jose.HS384, signing: hmacKey[:48], public: hmacKey[:48]},
+		{alg: jose.HS512, signing: hmacKey, public: hmacKey},
+		{alg: jose.RS256, signing: rsaKey, public: &rsaKey.PublicKey},
+		{alg: jose.RS384, signing: rsaKey, public: &rsaKey.PublicKey},
+		{alg: jose.RS512, signing: rsaKey, public: &rsaKey.PublicKey},
+		{alg: jose.PS256, signing: rsaKey, public: &rsaKey.PublicKey},
+		{alg: jose.ES256, signing: p256, public: &p256.PublicKey},
+		{alg: jose.ES384, signing: p384, public: &p384.PublicKey},
+		{alg: jose.EdDSA, signing: edPriv, public: edPub},
+	}
+	for i, k := range keys {
+		jwk, err := json.Marshal(jose.JSONWebKey{Key: k.public, KeyID: diffKid, Algorithm: string(k.alg)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The cache off: every verdict is a verification.
+		doc := []byte(`{"sources":[{"bearer":true}],"leeway_seconds":30,"token_cache":{"max_entries":-1},"jwks":{"keys":[` + string(jwk) + `]}}`)
+		if keys[i].cfg, err = ParseConfig(doc); err != nil {
+			t.Fatal(err)
+		}
+		if keys[i].hosted, err = ParseConfig(doc); err != nil {
+			t.Fatal(err)
+		}
+		keys[i].hosted.UseHostVerifier(testHost)
+	}
+	return keys
+}
+
+// testHost verifies as a host reading the filter's encodings would: the
+// key from its DER SubjectPublicKeyInfo, an ECDSA signature in DER.
+func testHost(hash string, spki, sig, signed []byte) (bool, error) {
+	pub, err := x509.ParsePKIXPublicKey(spki)
+	if err != nil {
+		return false, err
+	}
+	h := map[string]crypto.Hash{"sha256": crypto.SHA256, "sha384": crypto.SHA384, "sha512": crypto.SHA512}[hash]
+	if h == 0 {
+		return false, errors.New("unknown hash " + hash)
+	}
+	d := h.New()
+	d.Write(signed)
+	switch pub := pub.(type) {
+	case *rsa.PublicKey:
+		return rsa.VerifyPKCS1v15(pub, h, d.Sum(nil), sig) == nil, nil
+	case *ecdsa.PublicKey:
+		return ecdsa.VerifyASN1(pub, d.Sum(nil), sig), nil
+	}
+	return false, errors.New("unexpected key type")
+}
+
+// sign makes a compact JWS of any header and payload bytes with the key,
+// through go-jose's signer, so the signature is go-jose's own.
+func (k diffKey) sign(t testing.TB, header map[string]any, payload []byte) string {
+	t.Helper()
+	opts := &jose.SignerOptions{}
+	for name, v := range header {
+		opts.WithHeader(jose.HeaderKey(name), v)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.signing}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// oracle is go-jose's verdict on a token for the filter's rules: the
+// key's algorithm only, a kid that is absent or the key's, a verified
+// signature, exp required, and exp, nbf and iat with the leeway.
+func (k diffKey) oracle(token string, now time.Time, leeway time.Duration) bool {
+	tok, err := josejwt.ParseSigned(token, []jose.SignatureAlgorithm{k.alg})
+	if err != nil || len(tok.Headers) != 1 {
+		return false
+	}
+	if kid := tok.Headers[0].KeyID; kid != "" && kid != diffKid {
+		return false
+	}
+	var c josejwt.Claims
+	if err := tok.Claims(k.public, &c); err != nil || c.Expiry == nil {
+		return false
+	}
+	return c.ValidateWithLeeway(josejwt.Expected{Time: now}, leeway) == nil
+}
+
+// filter is the filter's verdict, checking the signature itself and with
+// the host; the two must agree.
+func (k diffKey) filter(t testing.TB, token string, now time.Time) bool {
+	t.Helper()
+	d, _ := k.cfg.Check("", Request{Header: headers("authorization", "Bearer "+token)}, now)
+	hosted, _ := k.hosted.Check("", Request{Header: headers("authorization", "Bearer "+token)}, now)
+	if d.Allow != hosted.Allow || d.Reason != hosted.Reason {
+		t.Errorf("the host's check disagrees: %+v, alone %+v (%s)", hosted, d, token)
+	}
+	return d.Allow
+}
+
+// TestDifferentialAgainstJOSE: valid tokens, every way this filter must
+// refuse one, and forms where two JSON readers might disagree.
+func TestDifferentialAgainstJOSE(t *testing.T) {
+	keys := diffKeys(t)
+	exp := now.Add(time.Hour).Unix()
+	claims := func(extra string) []byte {
+		return []byte(`{"sub":"alice","exp":` + itoa(exp) + extra + `}`)
+	}
+	kid := map[string]any{"kid": diffKid}
+	for _, k := range keys {
+		t.Run(string(k.alg), func(t *testing.T) {
+			valid := k.sign(t, kid, claims(""))
+			parts := strings.Split(valid, ".")
+			head, _ := base64.RawURLEncoding.DecodeString(parts[0])
+			cases := map[string]string{
+				"valid":               valid,
+				"no kid":              k.sign(t, nil, claims("")),
+				"wrong kid":           k.sign(t, map[string]any{"kid": "other"}, claims("")),
+				"kid not a string":    k.sign(t, map[string]any{"kid": 7}, claims("")),
+				"expired":             k.sign(t, kid, []byte(`{"exp":`+itoa(now.Add(-time.Minute).Unix())+`}`)),
+				"expired in leeway":   k.sign(t, kid, []byte(`{"exp":`+itoa(now.Add(-20*time.Second).Unix())+`}`)),
+				"no exp":              k.sign(t, kid, []byte(`{"sub":"alice"}`)),
+				"exp a string":        k.sign(t, kid, []byte(`{"exp":"`+itoa(exp)+`"}`)),
+				"exp with a fraction": k.sign(t, kid, []byte(`{"exp":`+itoa(exp)+`.5}`)),
+				"exp in e-notation":   k.sign(t, kid, []byte(`{"exp":1.9e9}`)),
+				"nbf ahead":           k.sign(t, kid, claims(`,"nbf":`+itoa(now.Add(time.Minute).Unix()))),
+				"nbf in leeway":       k.sign(t, kid, claims(`,"nbf":`+itoa(now.Add(20*time.Second).Unix()))),
+				"iat ahead":           k.sign(t, kid, claims(`,"iat":`+itoa(now.Add(time.Hour).Unix()))),
+				"claims not object":   k.sign(t, kid, []byte(`["exp"]`)),
+				"claims null":         k.sign(t, kid, []byte(`null`)),
+				"claims not JSON":     k.sign(t, kid, []byte(`{"exp":`)),
+				"crit":                k.sign(t, map[string]any{"kid": diffKid, "crit": []string{"exp"}, "exp": 1}, claims("")),
+				"tampered payload":    parts[0] + "." + b64(string(claims(`,"admin":true`))) + "." + parts[2],
+				"tampered signature":  parts[0] + "." + parts[1] + "." + flip(parts[2]),
+				"no signature":        parts[0] + "." + parts[1] + ".",
+				"short signature":     parts[0] + "." + parts[1] + "." + parts[2][:len(parts[2])-4],
+				"four parts":          valid + ".",
+				"two parts":           parts[0] + "." + parts[1],
+				"padded signature":    valid + "==",
+				"alg none":            b64(`{"alg":"none","kid":"k"}`) + "." + parts[1] + ".",
+				"alg upper case":      b64(strings.Replace(string(head), `"alg"`, `"ALG"`, 1)) + "." + parts[1] + "." + parts[2],
+				"alg another":         b64(strings.Replace(string(head), string(k.alg), "HS384", 1)) + "." + parts[1] + "." + parts[2],
+				"duplicate alg":       b64(strings.Replace(string(head), "{", `{"alg":"none",`, 1)) + "." + parts[1] + "." + parts[2],
+			}
+			// The classic confusion: HS256 over the token, keyed with the
+			// public key's bytes, for an asymmetric key.
+			if der, err := x509.MarshalPKIXPublicKey(k.public); err == nil {
+				cases["HMAC with the public key"] = diffKey{alg: jose.HS256, signing: der}.sign(t, kid, claims(""))
+			}
+			// A duplicate claim can only be built by hand: sign it.
+			cases["duplicate exp"] = k.sign(t, kid, []byte(`{"exp":1,"exp":`+itoa(exp)+`}`))
+			for name, tok := range cases {
+				want := k.oracle(tok, now, 30*time.Second)
+				if got := k.filter(t, tok, now); got != want {
+					t.Errorf("%s: filter allows %v, go-jose %v (%s)", name, got, want, tok)
+				}
+			}
+			if !k.filter(t, valid, now) {
+				t.Error("the valid token is refused")
+			}
+		})
+	}
+}
+
+// FuzzDifferential signs any header and claims with each key and checks
+// that the filter and go-jose agree. Times outside ±2^53 seconds are left
+// out: go-jose converts them to int64 with Go's unspecified overflow.
+func FuzzDifferential(f *testing.F) {
+	keys := diffKeys(f)
+	f.Add(`{"kid":"k"}`, `{"sub":"alice","exp":2000000000}`, uint8(0))
+	f.Add(`{}`, `{"exp":1000,"nbf":10}`, uint8(1))
+	f.Add(`{"kid":"k","crit":["b64"],"b64":false}`, `{"exp":2000000000,"iat":1.5}`, uint8(2))
+	f.Fuzz(func(t *testing.T, header, payload string, which uint8) {
+		k := keys[int(which)%len(keys)]
+		var h map[string]any
+		if json.Unmarshal([]byte(header), &h) != nil || len(header) > 512 || len(payload) > 2048 {
+			return
+		}
+		if _, ok := h["alg"]; ok {
+			return // go-jose's signer writes alg itself
+		}
+		var c map[string]any
+		if json.Unmarshal([]byte(payload), &c) == nil {
+			for _, name := range []string{"exp", "nbf", "iat"} {
+				if f, ok := c[name].(float64); ok && (math.Abs(f) > 1<<53 || f != math.Trunc(f)) {
+					return
+				}
+			}
+		}
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.signing}, withHeaders(h))
+		if err != nil {
+			return
+		}
+		obj, err := signer.Sign([]byte(payload))
+		if err != nil {
+			return
+		}
+		tok, err := obj.CompactSerialize()
+		if err != nil {
+			return
+		}
+		if got, want := k.filter(t, tok, now), k.oracle(tok, now, 30*time.Second); got != want {
+			t.Errorf("filter allows %v, go-jose %v: %s", got, want, tok)
+		}
+	})
+}
+
+func withHeaders(h map[string]any) *jose.SignerOptions {
+	opts := &jose.SignerOptions{}
+	for name, v := range h {
+		opts.WithHeader(jose.HeaderKey(name), v)
+	}
+	return opts
+}
+
+func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// flip changes the first character of a base64url string.
+func flip(s string) string {
+	if s[0] == 'A' {
+		return "B" + s[1:]
+	}
+	return "A" + s[1:]
+}
