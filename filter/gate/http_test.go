@@ -270,3 +270,25 @@ func TestHTTPDelete(t *testing.T) {
 		t.Fatalf("stream of a deleted plugin: %+v", h.local)
 	}
 }
+
+// TestHTTPTokenCacheCounters: a repeated token is a cache hit, and both
+// outcomes are counted.
+func TestHTTPTokenCacheCounters(t *testing.T) {
+	g := NewHTTP()
+	if !g.Configure(newFakeHost(routedConfig(t)), rootID) {
+		t.Fatal("configuration refused")
+	}
+	good := token(t, goodClaims())
+	h := newFakeHost("")
+	for i := range 3 {
+		g.ContextCreate(streamID+uint32(i), rootID)
+		h.route, h.routeFound = "voice", true
+		h.headers = map[string]string{":path": "/v1/a", "authorization": "Bearer " + good}
+		if a := g.RequestHeaders(h, streamID+uint32(i), now); a != Continue {
+			t.Fatalf("handshake %d: action %d, local reply %+v", i, a, h.local)
+		}
+	}
+	if h.counts[contract.MetricTokenCacheMisses] != 1 || h.counts[contract.MetricTokenCacheHits] != 2 {
+		t.Errorf("counts %v, want 1 miss and 2 hits", h.counts)
+	}
+}
