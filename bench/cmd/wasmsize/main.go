@@ -5,7 +5,8 @@
 //
 //	go run ./bench/cmd/wasmsize [-top 25] [-pkg ./filter/handshake] bin/handshake.wasm
 //
-// Go's Wasm linker writes names with "/" as "_" ("crypto_ecdsa.Verify"), so
+// Go's Wasm linker writes names with "/", "-" and other punctuation as "_"
+// ("crypto_ecdsa.Verify", "github.com_golang_jwt_jwt_v5.Parse"), so
 // a name is matched against the mangled paths of the main package's
 // dependencies (`go list -deps`, for wasip1) to find its package.
 package main
@@ -57,7 +58,7 @@ type row struct {
 func markdown(total int, s *wasmbin.Sizes, deps []string, top int) string {
 	mangled := make([]string, len(deps))
 	for i, d := range deps {
-		mangled[i] = strings.ReplaceAll(d, "/", "_")
+		mangled[i] = mangle(d)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d bytes\n\n| section | bytes |\n|---|---|\n", total)
@@ -115,4 +116,16 @@ func Package(sym string, deps, mangled []string) string {
 		return "(runtime types and helpers)"
 	}
 	return deps[best]
+}
+
+// mangle writes a package path as the Wasm linker writes it in names:
+// every byte but a letter, a digit and "." becomes "_".
+func mangle(path string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9', r == '.':
+			return r
+		}
+		return '_'
+	}, path)
 }
