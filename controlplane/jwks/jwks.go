@@ -29,6 +29,7 @@ const (
 	// maxDocumentBytes bounds a JWKS document: real ones are a few KiB.
 	maxDocumentBytes = 1 << 20
 	fetchTimeout     = 5 * time.Second
+	maxRedirects     = 5
 )
 
 // Source kinds, as Status names them.
@@ -92,6 +93,19 @@ func NewResolver(client *http.Client, log *slog.Logger, reg prometheus.Registere
 	if client == nil {
 		client = &http.Client{Timeout: fetchTimeout}
 	}
+	// A redirect is a new URL: it must pass the policy's URL rule too, or an
+	// https key set could be moved to plain http.
+	c := *client
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("more than %d redirects", maxRedirects)
+		}
+		if err := policy.CheckJWKSURL(req.URL.String()); err != nil {
+			return fmt.Errorf("redirected: %w", err)
+		}
+		return nil
+	}
+	client = &c
 	if log == nil {
 		log = slog.Default()
 	}

@@ -232,3 +232,24 @@ func TestResolveSkipsKidsUsedTwice(t *testing.T) {
 		t.Fatalf("%v %v", keys, err)
 	}
 }
+
+// TestFetchRefusesRedirectsOffHTTPS: a key set URL that redirects to plain
+// http off loopback is a failed read, not keys fetched in the clear.
+func TestFetchRefusesRedirectsOffHTTPS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/moved" {
+			http.Redirect(w, r, "http://keys.example.com/jwks.json", http.StatusFound)
+			return
+		}
+		w.Write([]byte(`{"keys":[` + ecKey + `]}`))
+	}))
+	defer srv.Close()
+	r := NewResolver(srv.Client(), nil, nil)
+	if _, err := r.Resolve(context.Background(), policyWith(&policyv1.JWT{JwksUrl: srv.URL + "/moved"})); err == nil ||
+		!strings.Contains(err.Error(), `redirected: "http://keys.example.com/jwks.json": http is allowed on loopback only`) {
+		t.Errorf("a redirect to plain http: %v", err)
+	}
+	if keys, err := r.Resolve(context.Background(), policyWith(&policyv1.JWT{JwksUrl: srv.URL + "/jwks"})); err != nil || len(keys["p"]) != 1 {
+		t.Errorf("no redirect: %v %v", keys, err)
+	}
+}

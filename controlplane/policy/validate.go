@@ -349,7 +349,7 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 		}
 	}
 	if u := j.GetJwksUrl(); u != "" {
-		if err := checkJWKSURL(u); err != nil {
+		if err := CheckJWKSURL(u); err != nil {
 			v.errorf(path+".jwt.jwks_url", "%v", err)
 		}
 	}
@@ -412,9 +412,10 @@ func (v *validator) header(path, h string) {
 	}
 }
 
-// checkJWKSURL allows https anywhere and plain http on loopback only: keys
-// fetched in the clear could be swapped by anyone on the path.
-func checkJWKSURL(raw string) error {
+// CheckJWKSURL allows https anywhere and plain http on loopback only: keys
+// fetched in the clear could be swapped by anyone on the path. The JWKS
+// client applies it to every redirect too.
+func CheckJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return err
