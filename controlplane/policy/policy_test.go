@@ -133,6 +133,19 @@ func TestParseErrors(t *testing.T) {
 		{"bad origin", replace("sources:", "origins: { allow: [app.example.com] }\n    sources:"), []string{"auth_policies[0].origins.allow[0]"}},
 		{"bad subprotocol prefix", replace("{ bearer: true }", "{ subprotocol_prefix: 'a b' }"), []string{"sources[0].subprotocol_prefix"}},
 		{"upstream tls without ca", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    tls: { sni: voice.internal }"), []string{"backends[0].tls.ca_file: required"}},
+		// Regression (issue 11): a route matching on a header the filter
+		// strips was picked after the strip, its policy never run.
+		{"match on a token header", replace("{ path: /v1/voice }", "{ path: /v1/voice, headers: [{ name: authorization, present: true }] }"), []string{`routes[0].match.headers[0].name: "authorization" is a token source of auth policy "demo"`}},
+		{"match on a named token header", strings.Replace(replace("{ bearer: true }", "{ header: x-api-key }"), "routes:\n", "routes:\n  - { name: keyed, match: { prefix: /k/, headers: [{ name: x-api-key, present: true }] }, kind: http, backend: voice }\n", 1), []string{`"x-api-key" is a token source of auth policy "demo"`}},
+		{"match on an identity header", strings.Replace(replace("sources:", "identity_header: x-directpipe-identity\n    sources:"), "routes:\n", "routes:\n  - { name: who, match: { prefix: /w/, headers: [{ name: x-directpipe-identity, exact: admin }] }, kind: http, backend: voice }\n", 1), []string{`"x-directpipe-identity" is the identity header of auth policy "demo"`}},
+		{"too many trusted hops", replace("address: 127.0.0.1:10000", "address: 127.0.0.1:10000\n    limits: { trusted_proxy_hops: 17 }"), []string{"listeners[0].limits.trusted_proxy_hops: at most 16"}},
+		{"zero head timeout", replace("address: 127.0.0.1:10000", "address: 127.0.0.1:10000\n    limits: { request_headers_timeout: 0s }"), []string{"listeners[0].limits.request_headers_timeout: must be positive"}},
+		{"endless head timeout", replace("address: 127.0.0.1:10000", "address: 127.0.0.1:10000\n    limits: { request_headers_timeout: 3600s }"), []string{"listeners[0].limits.request_headers_timeout"}},
+		{"h2 window too small", replace("address: 127.0.0.1:10000", "address: 127.0.0.1:10000\n    http2: true\n    limits: { http2_initial_stream_window_size: 1024 }"), []string{"listeners[0].limits.http2_initial_stream_window_size: must be 65535"}},
+		{"h2 limits without h2", replace("address: 127.0.0.1:10000", "address: 127.0.0.1:10000\n    limits: { http2_max_concurrent_streams: 10 }"), []string{"listeners[0].limits.http2_max_concurrent_streams: the listener does not accept HTTP/2"}},
+		{"upstream tls without sni", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    tls: { ca_file: /ca.pem }"), []string{"backends[0].tls.sni: required"}},
+		{"upstream tls without sni but with san", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    tls: { ca_file: /ca.pem, san: [voice.internal] }"), []string{"backends[0].tls.sni: required"}},
+		{"upstream tls bad san", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    tls: { sni: voice.internal, ca_file: /ca.pem, san: ['*.internal'] }"), []string{"backends[0].tls.san[0]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -43,6 +43,7 @@ var (
 	hostPattern          = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
 	allowedOriginPattern = regexp.MustCompile(`^https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$`)
 	subprotocolPattern   = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+	dnsNamePattern       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
 	originPattern        = regexp.MustCompile(`^(https?://[a-z0-9.-]+(:[0-9]{1,5})?|\*\.[a-z0-9.-]+)$`)
 )
 
@@ -100,6 +101,7 @@ func (v *validator) policy(p *policyv1.Policy) {
 		if t := l.GetTls(); t != nil && (t.GetCertFile() == "" || t.GetKeyFile() == "") {
 			v.errorf(path+".tls", "cert_file and key_file are both required")
 		}
+		v.limits(path+".limits", l)
 	}
 	backends := map[string]bool{}
 	for i, b := range p.GetBackends() {
@@ -119,9 +121,45 @@ func (v *validator) policy(p *policyv1.Policy) {
 		v.auth(fmt.Sprintf("auth_policies[%d]", i), a, auths)
 	}
 	routes := map[string]bool{}
+	edited := FilterEditedHeaders(p)
 	for i, r := range p.GetRoutes() {
-		v.route(fmt.Sprintf("routes[%d]", i), r, routes, listeners, backends, auths, len(p.GetListeners()), addrs)
+		path := fmt.Sprintf("routes[%d]", i)
+		v.route(path, r, routes, listeners, backends, auths, len(p.GetListeners()), addrs)
+		for j, h := range r.GetMatch().GetHeaders() {
+			if why, ok := edited[h.GetName()]; ok {
+				v.errorf(fmt.Sprintf("%s.match.headers[%d].name", path, j),
+					"%q is %s: the handshake filter edits it, and Envoy would match the edited request to another route than the one it checked", h.GetName(), why)
+			}
+		}
 	}
+}
+
+// FilterEditedHeaders lists the headers the handshake filter may read,
+// remove or set on some request, each with why: token sources, and
+// identity and claim headers (removed from every request). A route must
+// not match on them: Envoy matches a request again after the filter edits
+// it, and could pick a route whose policy never ran.
+func FilterEditedHeaders(p *policyv1.Policy) map[string]string {
+	out := map[string]string{contract.RouteMarkerHeader: "the handshake filter's route marker"}
+	for _, a := range p.GetAuthPolicies() {
+		for _, s := range a.GetSources() {
+			switch src := s.GetSource().(type) {
+			case *policyv1.TokenSource_Bearer:
+				out["authorization"] = fmt.Sprintf("a token source of auth policy %q", a.GetName())
+			case *policyv1.TokenSource_Header:
+				out[src.Header] = fmt.Sprintf("a token source of auth policy %q", a.GetName())
+			case *policyv1.TokenSource_SubprotocolPrefix:
+				out["sec-websocket-protocol"] = fmt.Sprintf("a token source of auth policy %q", a.GetName())
+			}
+		}
+		if h := a.GetIdentityHeader(); h != "" {
+			out[h] = fmt.Sprintf("the identity header of auth policy %q", a.GetName())
+		}
+		for claim, h := range a.GetClaimHeaders() {
+			out[h] = fmt.Sprintf("the header of claim %q of auth policy %q", claim, a.GetName())
+		}
+	}
+	return out
 }
 
 func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backends, auths map[string]bool, nListeners int, addrs map[string]string) {
@@ -281,8 +319,62 @@ func (v *validator) backend(path string, b *policyv1.Backend) {
 			v.errorf(path+".outlier_detection.max_ejection_percent", "at most 100")
 		}
 	}
-	if t := b.GetTls(); t != nil && t.GetCaFile() == "" {
-		v.errorf(path+".tls.ca_file", "required: upstream TLS is always verified")
+	if t := b.GetTls(); t != nil {
+		if t.GetCaFile() == "" {
+			v.errorf(path+".tls.ca_file", "required: upstream TLS is always verified")
+		}
+		// Without a name to check, any certificate the CA signed would
+		// pass, whichever service it was issued to.
+		if t.GetSni() == "" {
+			v.errorf(path+".tls.sni", "required: the back end's certificate is checked against this name (or the san list)")
+		} else if !dnsNamePattern.MatchString(t.GetSni()) {
+			v.errorf(path+".tls.sni", "%q is not a lower-case DNS name", t.GetSni())
+		}
+		for i, san := range t.GetSan() {
+			if !dnsNamePattern.MatchString(san) {
+				v.errorf(fmt.Sprintf("%s.tls.san[%d]", path, i), "%q is not a lower-case DNS name", san)
+			}
+		}
+	}
+}
+
+// Bounds of the listener limits an operator may set: Envoy's own ranges,
+// and no timeout so long that a slow head is as good as none.
+const (
+	maxTrustedProxyHops       = 16
+	maxRequestHeadersTimeout  = 5 * time.Minute
+	minHTTP2Window            = 65535
+	maxHTTP2Window            = 1<<31 - 1
+	maxHTTP2ConcurrentStreams = 1<<31 - 1
+)
+
+func (v *validator) limits(path string, l *policyv1.Listener) {
+	lim := l.GetLimits()
+	if lim == nil {
+		return
+	}
+	if lim.GetTrustedProxyHops() > maxTrustedProxyHops {
+		v.errorf(path+".trusted_proxy_hops", "at most %d", maxTrustedProxyHops)
+	}
+	if d := lim.GetRequestHeadersTimeout(); d != nil && (d.AsDuration() <= 0 || d.AsDuration() > maxRequestHeadersTimeout) {
+		v.errorf(path+".request_headers_timeout", "must be positive and at most %v", maxRequestHeadersTimeout)
+	}
+	h2 := map[string]uint32{
+		"http2_max_concurrent_streams":         lim.GetHttp2MaxConcurrentStreams(),
+		"http2_initial_stream_window_size":     lim.GetHttp2InitialStreamWindowSize(),
+		"http2_initial_connection_window_size": lim.GetHttp2InitialConnectionWindowSize(),
+	}
+	for _, field := range []string{"http2_max_concurrent_streams", "http2_initial_stream_window_size", "http2_initial_connection_window_size"} {
+		n := h2[field]
+		switch {
+		case n == 0:
+		case !l.GetHttp2():
+			v.errorf(path+"."+field, "the listener does not accept HTTP/2 (http2: true)")
+		case field == "http2_max_concurrent_streams" && n > maxHTTP2ConcurrentStreams:
+			v.errorf(path+"."+field, "at most %d", maxHTTP2ConcurrentStreams)
+		case field != "http2_max_concurrent_streams" && (n < minHTTP2Window || n > maxHTTP2Window):
+			v.errorf(path+"."+field, "must be %d to %d bytes", minHTTP2Window, maxHTTP2Window)
+		}
 	}
 }
 

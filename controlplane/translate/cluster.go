@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -64,13 +65,32 @@ func cluster(b *policyv1.Backend) *clusterv3.Cluster {
 				Sni: t.GetSni(),
 				CommonTlsContext: &tlsv3.CommonTlsContext{
 					ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-						TrustedCa: fileSource(t.GetCaFile()),
+						TrustedCa:                 fileSource(t.GetCaFile()),
+						MatchTypedSubjectAltNames: upstreamSANs(t),
 					}},
 				},
 			})},
 		}
 	}
 	return c
+}
+
+// upstreamSANs are the names the back end's certificate must carry: a CA
+// alone would accept any certificate it signed, for any service, so the
+// name is always checked too (the policy's san list, else the sni).
+func upstreamSANs(t *policyv1.UpstreamTLS) []*tlsv3.SubjectAltNameMatcher {
+	names := t.GetSan()
+	if len(names) == 0 {
+		names = []string{t.GetSni()}
+	}
+	out := make([]*tlsv3.SubjectAltNameMatcher, 0, len(names))
+	for _, n := range names {
+		out = append(out, &tlsv3.SubjectAltNameMatcher{
+			SanType: tlsv3.SubjectAltNameMatcher_DNS,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: n}},
+		})
+	}
+	return out
 }
 
 // RouteClusterSeparator joins back end and route in a per-route cluster.

@@ -24,7 +24,9 @@ const (
 // whole configuration: auth policies, their keys and the route table's auth
 // settings. Changing any of them changes only this resource.
 func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionConfig, error) {
-	cfg := contract.Config{Routes: map[string]string{}, Policies: map[string]*contract.Policy{}}
+	// The route-changed answer ends every virtual host; the filter runs
+	// before it and must know it, as a public route.
+	cfg := contract.Config{Routes: map[string]string{contract.RouteChangedRoute: ""}, Policies: map[string]*contract.Policy{}}
 	for _, a := range p.GetAuthPolicies() {
 		cfg.Policies[a.GetName()] = authPolicy(a, opts.ResolvedKeys[a.GetName()])
 	}

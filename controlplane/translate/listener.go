@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -59,8 +60,9 @@ func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
 		MergeSlashes:                 true,
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 	}
+	edgeDefaults(hcm, l)
 	if l.GetHttp2() {
-		hcm.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{AllowConnect: true}
+		hcm.Http2ProtocolOptions = http2Options(l.GetLimits())
 	} else {
 		hcm.CodecType = hcmv3.HttpConnectionManager_HTTP1
 	}
@@ -93,6 +95,49 @@ func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
 		Address:      addr,
 		FilterChains: []*listenerv3.FilterChain{chain},
 	}, nil
+}
+
+// Edge defaults of every HTTP listener; policy may override each one.
+const (
+	DefaultRequestHeadersTimeout            = 10 * time.Second
+	DefaultHTTP2MaxConcurrentStreams        = 100
+	DefaultHTTP2InitialStreamWindowSize     = 64 << 10
+	DefaultHTTP2InitialConnectionWindowSize = 1 << 20
+)
+
+// edgeDefaults makes the listener safe to face clients directly.
+//
+//   - The client's address is the connection's, and X-Forwarded-For is
+//     believed only for the hops the policy trusts. No address is
+//     internal, loopback included, so x-envoy-* control headers a client
+//     sends (retries, timeouts) are removed, not obeyed.
+//   - A header name with an underscore refuses the request (400): many
+//     back ends read x_directpipe_identity as x-directpipe-identity (CGI
+//     and WSGI turn both into HTTP_X_DIRECTPIPE_IDENTITY), so it could
+//     smuggle a spoofed identity past the filter, which strips only the
+//     dashed name. Dropping it silently would hide a client's mistake.
+//   - A client must send its whole request head within a bound: a
+//     slowloris head holds a connection, never the back end.
+func edgeDefaults(hcm *hcmv3.HttpConnectionManager, l *policyv1.Listener) {
+	lim := l.GetLimits()
+	hcm.UseRemoteAddress = wrapperspb.Bool(true)
+	hcm.XffNumTrustedHops = lim.GetTrustedProxyHops()
+	hcm.InternalAddressConfig = &hcmv3.HttpConnectionManager_InternalAddressConfig{UnixSockets: false, CidrRanges: []*corev3.CidrRange{}}
+	hcm.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{
+		HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
+	}
+	hcm.RequestHeadersTimeout = durationOr(lim.GetRequestHeadersTimeout(), DefaultRequestHeadersTimeout)
+}
+
+// http2Options bounds what one HTTP/2 connection may ask of Envoy: streams
+// at once and the data it may buffer per stream and per connection.
+func http2Options(lim *policyv1.ListenerLimits) *corev3.Http2ProtocolOptions {
+	return &corev3.Http2ProtocolOptions{
+		AllowConnect:                true,
+		MaxConcurrentStreams:        wrapperspb.UInt32(uint32Or(lim.GetHttp2MaxConcurrentStreams(), DefaultHTTP2MaxConcurrentStreams)),
+		InitialStreamWindowSize:     wrapperspb.UInt32(uint32Or(lim.GetHttp2InitialStreamWindowSize(), DefaultHTTP2InitialStreamWindowSize)),
+		InitialConnectionWindowSize: wrapperspb.UInt32(uint32Or(lim.GetHttp2InitialConnectionWindowSize(), DefaultHTTP2InitialConnectionWindowSize)),
+	}
 }
 
 func fileSource(path string) *corev3.DataSource {

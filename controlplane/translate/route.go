@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // DefaultWebSocketIdleTimeout closes a voice stream that has carried nothing
@@ -54,7 +56,55 @@ func routeConfig(listener string, routes []*policyv1.Route, backends map[string]
 	if len(catchAll.Routes) > 0 || len(hosts) == 0 {
 		hosts = append(hosts, catchAll)
 	}
+	for _, vh := range hosts {
+		for _, r := range vh.Routes {
+			pinToMarker(r)
+		}
+		vh.Routes = append(vh.Routes, routeChangedRoute())
+	}
 	return &routev3.RouteConfiguration{Name: listener, VirtualHosts: hosts}
+}
+
+// pinToMarker makes a route match only a request whose route marker is
+// absent (Envoy's first match, before the handshake filter) or names it
+// (the match Envoy makes again after the filter edited the request), and
+// keeps the marker from the back end.
+func pinToMarker(r *routev3.Route) {
+	r.Match.Headers = append(r.Match.Headers, &routev3.HeaderMatcher{
+		Name:                      contract.RouteMarkerHeader,
+		TreatMissingHeaderAsEmpty: true,
+		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{
+				Regex: "|" + regexp.QuoteMeta(r.GetName()),
+			}},
+		}},
+	})
+	r.RequestHeadersToRemove = append(r.RequestHeadersToRemove, contract.RouteMarkerHeader)
+}
+
+// routeChangedRoute ends every virtual host: a request whose marker no
+// route accepts had its route change under the handshake filter's edits,
+// and must not go to a route whose policy never ran.
+func routeChangedRoute() *routev3.Route {
+	return &routev3.Route{
+		Name: contract.RouteChangedRoute,
+		Match: &routev3.RouteMatch{
+			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*routev3.HeaderMatcher{{
+				Name:                 contract.RouteMarkerHeader,
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true},
+			}},
+		},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: uint32(contract.Status(contract.ReasonRouteChanged)),
+			Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{
+				InlineString: string(contract.Body(contract.ReasonRouteChanged)),
+			}},
+		}},
+		ResponseHeadersToAdd: []*corev3.HeaderValueOption{
+			{Header: &corev3.HeaderValue{Key: "content-type", Value: "application/json"}},
+		},
+	}
 }
 
 func pathMatch(r *policyv1.Route) *routev3.RouteMatch {

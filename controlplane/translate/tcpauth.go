@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -45,21 +46,42 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 	for _, a := range p.GetAuthPolicies() {
 		policies[a.GetName()] = a
 	}
+	protected := protectedHeaders(p)
 	var out []*corev3.TypedExtensionConfig
 	for _, r := range p.GetRoutes() {
 		if !isTCP(r) || r.GetAuth() == "" {
 			continue
 		}
 		a := policies[r.GetAuth()]
-		doc, err := filterDoc(authPolicy(a, opts.ResolvedKeys[a.GetName()]))
+		pol := authPolicy(a, opts.ResolvedKeys[a.GetName()])
+		// The module sees this one policy; the headers the others set
+		// must not reach the back end from a client either.
+		pol.ProtectedHeaders = protected
+		enc, err := filterDoc(pol)
 		if err != nil {
 			return nil, fmt.Errorf("translate: tcp filter config of route %q: %w", r.GetName(), err)
 		}
 		name := TCPHandshakeFilterPrefix + r.GetName()
-		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, opts.Module, doc)}
+		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, opts.Module, enc)}
 		out = append(out, &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(wasm)})
 	}
 	return out, nil
+}
+
+// protectedHeaders lists every identity and claim header of every auth
+// policy, sorted: no request may carry a client's copy of any of them.
+func protectedHeaders(p *policyv1.Policy) []string {
+	var out []string
+	for _, a := range p.GetAuthPolicies() {
+		if h := a.GetIdentityHeader(); h != "" {
+			out = append(out, h)
+		}
+		for _, h := range a.GetClaimHeaders() {
+			out = append(out, h)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // denyListener answers the tcp module's denials. A network filter cannot

@@ -58,7 +58,16 @@ type Params struct {
 	TLS *TLS
 	// Delta selects incremental xDS (DELTA_GRPC) over state of the world.
 	Delta bool
+	// MaxConnections bounds the client connections of all listeners
+	// together (Envoy's global downstream connection monitor);
+	// DefaultMaxConnections when zero.
+	MaxConnections int
 }
+
+// DefaultMaxConnections is the global client connection limit when
+// Params leaves it out: room for many calls, and far below what exhausts
+// a default descriptor limit of a tuned host.
+const DefaultMaxConnections = 50000
 
 type endpoint struct {
 	Host string
@@ -93,6 +102,12 @@ func Render(p Params) ([]byte, error) {
 			host = "127.0.0.1"
 		}
 		xdsAddrs = []string{net.JoinHostPort(host, strconv.Itoa(p.XDSPort))}
+	}
+	switch {
+	case p.MaxConnections == 0:
+		p.MaxConnections = DefaultMaxConnections
+	case p.MaxConnections < 0:
+		return nil, errors.New("bootstrap: the connection limit must be positive")
 	}
 	if t := p.TLS; t != nil {
 		if t.CA == "" || t.Cert == "" || t.Key == "" {

@@ -88,3 +88,27 @@ func TestRenderFleet(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderConnectionLimit: every bootstrap bounds client connections
+// through the overload manager's global monitor (without one, Envoy warns
+// at start that nothing limits them).
+func TestRenderConnectionLimit(t *testing.T) {
+	for _, tc := range []struct {
+		max  int
+		want string
+	}{
+		{0, "max_active_downstream_connections: 50000"},
+		{1200, "max_active_downstream_connections: 1200"},
+	} {
+		out, err := Render(Params{NodeID: "n", Cluster: "c", AdminPort: 9901, XDSPort: 18000, MaxConnections: tc.max})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "envoy.resource_monitors.global_downstream_max_connections") || !strings.Contains(string(out), tc.want) {
+			t.Errorf("max %d: no global connection monitor with %q:\n%s", tc.max, tc.want, out)
+		}
+	}
+	if _, err := Render(Params{NodeID: "n", Cluster: "c", AdminPort: 9901, XDSPort: 18000, MaxConnections: -1}); err == nil {
+		t.Error("a negative limit was accepted")
+	}
+}

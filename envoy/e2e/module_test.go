@@ -287,13 +287,18 @@ type envoyProc struct {
 // startEnvoy starts Envoy and waits until it serves.
 func startEnvoy(t *testing.T, wasm, config string, upstreamPort int) *envoyProc {
 	e := startEnvoyProcess(t, wasm, config, upstreamPort)
+	e.waitReady(t)
+	return e
+}
+
+func (e *envoyProc) waitReady(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", e.adminPort))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return e
+				return
 			}
 		}
 		if time.Now().After(deadline) {
@@ -304,11 +309,19 @@ func startEnvoy(t *testing.T, wasm, config string, upstreamPort int) *envoyProc 
 }
 
 func startEnvoyProcess(t *testing.T, wasm, config string, upstreamPort int) *envoyProc {
+	return startEnvoyBootstrap(t, func(port, adminPort int) []byte {
+		return bootstrapJSON(port, adminPort, upstreamPort, wasm, config)
+	})
+}
+
+// startEnvoyBootstrap starts Envoy with the bootstrap render returns for
+// its listener and admin ports.
+func startEnvoyBootstrap(t *testing.T, render func(port, adminPort int) []byte) *envoyProc {
 	t.Helper()
 	e := &envoyProc{port: testkit.FreePort(t), adminPort: testkit.FreePort(t)}
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "envoy.json")
-	if err := os.WriteFile(cfgPath, bootstrapJSON(e.port, e.adminPort, upstreamPort, wasm, config), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, render(e.port, e.adminPort), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.logPath = filepath.Join(dir, "envoy.log")
@@ -338,6 +351,12 @@ func startEnvoyProcess(t *testing.T, wasm, config string, upstreamPort int) *env
 // connection manager runs the handshake filter then the router, every path
 // to the upstream, WebSocket upgrades allowed.
 func bootstrapJSON(port, adminPort, upstreamPort int, wasm, config string) []byte {
+	return bootstrapWithRoutes(port, adminPort, upstreamPort, wasm, config,
+		[]any{map[string]any{"name": "voice", "match": map[string]any{"prefix": "/"}, "route": map[string]any{"cluster": "upstream"}}})
+}
+
+// bootstrapWithRoutes is bootstrapJSON with the caller's routes.
+func bootstrapWithRoutes(port, adminPort, upstreamPort int, wasm, config string, routes []any) []byte {
 	addr := func(p int) map[string]any {
 		return map[string]any{"socket_address": map[string]any{"address": "127.0.0.1", "port_value": p}}
 	}
@@ -349,7 +368,7 @@ func bootstrapJSON(port, adminPort, upstreamPort int, wasm, config string) []byt
 			"name": "local",
 			"virtual_hosts": []any{map[string]any{
 				"name": "all", "domains": []string{"*"},
-				"routes": []any{map[string]any{"name": "voice", "match": map[string]any{"prefix": "/"}, "route": map[string]any{"cluster": "upstream"}}},
+				"routes": routes,
 			}},
 		},
 		"http_filters": []any{

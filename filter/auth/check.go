@@ -16,21 +16,26 @@ const UnnamedRoute = "\x00unnamed"
 //
 // A single-policy configuration guards every request whatever its route.
 // With a route map, an empty route means no route matched: the router
-// answers 404 itself, and there is nothing to protect. Every route the
-// control plane makes has a name.
+// answers 404 itself. Every route the control plane makes has a name.
+//
+// Every request let through, on a public route or none, loses the
+// client's copies of every identity and claim header any policy sets: a
+// back end must be able to trust them whichever route brought the
+// request.
 func (c *Config) Check(route string, req Request, now time.Time) (Decision, *Policy) {
 	if c.single != nil {
 		return c.single.Check(req, now), c.single
 	}
+	public := Decision{Allow: true, Remove: c.protected}
 	if route == "" {
-		return Decision{Allow: true}, nil
+		return public, nil
 	}
 	name, known := c.routes[route]
 	if !known || route == UnnamedRoute {
 		return Denial(contract.ReasonRouteNotAllowed), nil
 	}
 	if name == "" {
-		return Decision{Allow: true}, nil
+		return public, nil
 	}
 	p := c.policies[name]
 	return p.Check(req, now), p

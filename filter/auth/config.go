@@ -34,6 +34,10 @@ type Config struct {
 
 	// single is set when the document was one bare policy.
 	single *Policy
+
+	// protected lists every identity and claim header any policy sets,
+	// sorted: no request, whatever its route, goes on with a client's copy.
+	protected []string
 }
 
 // Policy is one policy of the configuration, with its keys and matchers
@@ -45,6 +49,7 @@ type Policy struct {
 	algs    []string        // the algorithms of keys, the only ones accepted
 	apiKeys []apiKey
 	claims  []string // ClaimHeaders' keys, sorted, so headers are set in a stable order
+	protect []string // what protected() returns, computed once
 	origins []originMatcher
 	cache   *tokenCache  // nil when off
 	host    HostVerifier // nil: every signature is checked here
@@ -71,7 +76,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		if err := p.prepare(); err != nil {
 			return nil, fmt.Errorf("auth config: %w", err)
 		}
-		return &Config{single: &p}, nil
+		return &Config{single: &p, protected: p.protected()}, nil
 	}
 	var doc contract.Config
 	if err := decodeStrict(data, &doc); err != nil {
@@ -94,6 +99,16 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, fmt.Errorf("auth config: route %q uses unknown policy %q", route, pol)
 		}
 	}
+	seen := map[string]bool{}
+	for _, name := range sortedKeys(c.policies) {
+		for _, h := range c.policies[name].protected() {
+			if !seen[h] {
+				seen[h] = true
+				c.protected = append(c.protected, h)
+			}
+		}
+	}
+	slices.Sort(c.protected)
 	return &c, nil
 }
 
@@ -225,6 +240,13 @@ func (p *Policy) prepareHeaders() error {
 			return err
 		}
 	}
+	for i, h := range p.ProtectedHeaders {
+		h = strings.ToLower(h)
+		if err := check(fmt.Sprintf("protected_headers[%d]", i), h); err != nil {
+			return err
+		}
+		p.ProtectedHeaders[i] = h
+	}
 	seen := map[string]string{p.IdentityHeader: "identity_header"}
 	p.claims = sortedKeys(p.ClaimHeaders)
 	for _, claim := range p.claims {
@@ -238,7 +260,25 @@ func (p *Policy) prepareHeaders() error {
 		}
 		seen[h] = field
 	}
+	p.protect = p.protectedHeaders()
 	return nil
+}
+
+// protected lists the headers a request this policy lets through must
+// not carry from the client: those it sets, and those other policies set.
+func (p *Policy) protected() []string { return p.protect }
+
+func (p *Policy) protectedHeaders() []string {
+	var out []string
+	if p.IdentityHeader != "" {
+		out = append(out, p.IdentityHeader)
+	}
+	for _, claim := range p.claims {
+		out = append(out, p.ClaimHeaders[claim])
+	}
+	out = append(out, p.ProtectedHeaders...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // validHeaderName accepts a lower-case RFC 9110 token.

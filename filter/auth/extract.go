@@ -93,12 +93,7 @@ func (p *Policy) find(req Request) (string, stripping) {
 			token = v
 		}
 	}
-	if p.IdentityHeader != "" {
-		s.headers = append(s.headers, p.IdentityHeader)
-	}
-	for _, claim := range p.claims {
-		s.headers = append(s.headers, p.ClaimHeaders[claim])
-	}
+	s.headers = append(s.headers, p.protected()...)
 	return token, s
 }
 

@@ -23,11 +23,17 @@ type Policy struct {
 	APIKeys        []APIKey          `json:"api_keys,omitempty"`
 	IdentityHeader string            `json:"identity_header,omitempty"`
 	ClaimHeaders   map[string]string `json:"claim_headers,omitempty"`
-	Issuer         string            `json:"issuer,omitempty"`
-	Audiences      []string          `json:"audiences,omitempty"`
-	RequiredScopes []string          `json:"required_scopes,omitempty"`
-	Origins        *Origins          `json:"origins,omitempty"`
-	TokenCache     *TokenCache       `json:"token_cache,omitempty"`
+	// ProtectedHeaders are identity and claim headers that other policies
+	// set: a request this policy lets through must not carry a client's
+	// copy of them either. The tcp module, which sees one policy, needs
+	// them; the HTTP module also takes them from every policy of its
+	// route map.
+	ProtectedHeaders []string    `json:"protected_headers,omitempty"`
+	Issuer           string      `json:"issuer,omitempty"`
+	Audiences        []string    `json:"audiences,omitempty"`
+	RequiredScopes   []string    `json:"required_scopes,omitempty"`
+	Origins          *Origins    `json:"origins,omitempty"`
+	TokenCache       *TokenCache `json:"token_cache,omitempty"`
 }
 
 // TokenCache sizes the filter's cache of verified JWTs. A cached token

@@ -60,6 +60,20 @@ const (
 	MetricHostVerifyUnavailable = "directpipe_signature_host_unavailable"
 )
 
+// RouteMarkerHeader carries the name of the route whose policy the HTTP
+// module checked, once the module has edited the request. Envoy matches a
+// request again after a filter edits its headers; every route the control
+// plane makes matches only when this header is absent or names it, so the
+// re-match can only land on the route that was checked (or on the
+// route-changed answer). Routes remove it before forwarding.
+const RouteMarkerHeader = "x-directpipe-route"
+
+// RouteChangedRoute names the last route of every virtual host: a request
+// carrying a marker that no route accepts (its route no longer matches
+// after the module's edits) is answered 500 route_changed there. The name
+// cannot be a policy route's ('~' is not allowed in one).
+const RouteChangedRoute = "~route-changed"
+
 // IsReservedHeader reports whether the filter may never be told to write
 // the lower-case header name: it steers framing or routing, carries the
 // credential itself, or is hop-by-hop. Policy validation and the filter's
@@ -69,7 +83,7 @@ func IsReservedHeader(name string) bool {
 	case "authorization", "host", "connection", "upgrade",
 		"content-length", "transfer-encoding", "cookie",
 		"sec-websocket-key", "sec-websocket-protocol", "sec-websocket-version",
-		"keep-alive", "proxy-connection", "te":
+		"keep-alive", "proxy-connection", "te", RouteMarkerHeader:
 		return true
 	}
 	return false

@@ -25,6 +25,11 @@ const (
 	ReasonOriginDenied    = "origin_not_allowed"
 	ReasonNotConfigured   = "filter_not_configured"
 	ReasonInternal        = "internal_error"
+	// ReasonRouteChanged: after the filter edited the request (token
+	// stripped, identity set), the route whose policy was checked no
+	// longer matches it. Envoy answers it (RouteChangedRoute), not the
+	// module.
+	ReasonRouteChanged = "route_changed"
 	// ReasonBadHandshake is the tcp module's: the first bytes of the
 	// connection are not a WebSocket upgrade request it can read.
 	ReasonBadHandshake = "bad_handshake"
@@ -52,6 +57,7 @@ var denials = map[string]struct {
 	ReasonOriginDenied:    {403, "the page's origin may not open streams here"},
 	ReasonBadHandshake:    {400, "the upgrade request could not be read"},
 	ReasonInternal:        {500, "the handshake could not be checked"},
+	ReasonRouteChanged:    {500, "the request matched another route after it was checked"},
 	ReasonNotConfigured:   {503, "the handshake filter has no configuration"},
 }
 

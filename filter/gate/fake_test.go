@@ -21,6 +21,7 @@ type fakeHost struct {
 	headers    map[string]string
 	route      string
 	routeFound bool
+	edits      int
 	local      *localReply
 
 	data        []byte
@@ -92,14 +93,18 @@ func (h *fakeHost) RemoveRequestHeader(name string) error {
 		return h.errRemove
 	}
 	delete(h.headers, name)
+	h.edited()
 	return nil
 }
+
+func (h *fakeHost) edited() { h.edits++ }
 
 func (h *fakeHost) ReplaceRequestHeader(name, value string) error {
 	if h.errReplace != nil {
 		return h.errReplace
 	}
 	h.headers[name] = value
+	h.edited()
 	return nil
 }
 

@@ -73,7 +73,19 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 		}
 		return reject(h, d, realm)
 	}
-	if err := apply(h, d); err != nil {
+	edited, err := apply(h, d)
+	if err == nil && edited && route != "" && route != auth.UnnamedRoute {
+		// Envoy clears its route cache when a filter edits request
+		// headers, and the router matches the request again. It must land
+		// on the route whose policy was just checked: the routes the
+		// control plane makes accept only a marker naming them, and a
+		// request no route accepts is answered 500 route_changed. (Policy
+		// validation also refuses route matchers on the headers the filter
+		// edits.) Envoy does not tell a Wasm filter the route it matched
+		// again, so the check cannot be made here.
+		err = h.ReplaceRequestHeader(contract.RouteMarkerHeader, route)
+	}
+	if err != nil {
 		// The token may still be on the request: it must not go upstream.
 		h.Log(LevelError, err.Error())
 		return reject(h, auth.Internal(), contract.DefaultRealm)
@@ -99,24 +111,34 @@ func routeName(h HTTPHost) string {
 }
 
 // apply strips the token and any client copy of the identity headers, then
-// sets the verified ones.
-func apply(h HTTPHost, d auth.Decision) error {
+// sets the verified ones; it reports whether it changed the request. A
+// header that is absent is not removed: every edit makes Envoy match the
+// route again, which a public request without spoofed headers need not
+// pay for.
+func apply(h HTTPHost, d auth.Decision) (bool, error) {
+	edited := false
 	for _, name := range d.Remove {
-		if err := h.RemoveRequestHeader(name); err != nil {
-			return err
+		if _, present := h.RequestHeader(name); !present {
+			continue
 		}
+		if err := h.RemoveRequestHeader(name); err != nil {
+			return edited, err
+		}
+		edited = true
 	}
 	if d.Path != "" {
 		if err := h.ReplaceRequestHeader(":path", d.Path); err != nil {
-			return err
+			return edited, err
 		}
+		edited = true
 	}
 	for _, kv := range d.Set {
 		if err := h.ReplaceRequestHeader(kv[0], kv[1]); err != nil {
-			return err
+			return edited, err
 		}
+		edited = true
 	}
-	return nil
+	return edited, nil
 }
 
 // reject answers locally; the reason is in the body and the details, the

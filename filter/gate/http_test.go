@@ -125,6 +125,48 @@ func TestHTTPRequestHeaders(t *testing.T) {
 			action:  Continue,
 		},
 		{
+			// Regression (issue 11): a public route passed a client's own
+			// identity and claim headers to the back end.
+			name: "public route loses spoofed identity and claim headers", config: routedConfig(t), route: "public", routeFound: true,
+			headers: map[string]string{":path": "/", "x-directpipe-identity": "admin", "x-directpipe-tenant": "acme", "x-other": "kept"},
+			action:  Continue,
+			set:     map[string]string{"x-other": "kept"},
+			absent:  []string{"x-directpipe-identity", "x-directpipe-tenant"},
+		},
+		{
+			name: "no route matched loses spoofed identity too", config: routedConfig(t), routeFound: false,
+			headers: map[string]string{":path": "/nowhere", "x-directpipe-identity": "admin"},
+			action:  Continue,
+			absent:  []string{"x-directpipe-identity"},
+		},
+		{
+			name: "public request without spoofed headers is not edited", config: routedConfig(t), route: "public", routeFound: true,
+			headers: map[string]string{":path": "/"},
+			prepare: func(h *fakeHost) { h.errRemove = errors.New("no edit expected") },
+			action:  Continue,
+		},
+		{
+			// Regression (issue 11): Envoy matches an edited request again;
+			// the marker pins it to the route that was checked.
+			name: "edited request carries the route marker", config: routedConfig(t), route: "voice", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good},
+			action:  Continue,
+			set:     map[string]string{"x-directpipe-route": "voice"},
+		},
+		{
+			name: "public request stripped of a spoofed header carries the marker", config: routedConfig(t), route: "public", routeFound: true,
+			headers: map[string]string{":path": "/", "x-directpipe-identity": "admin"},
+			action:  Continue,
+			set:     map[string]string{"x-directpipe-route": "public"},
+			absent:  []string{"x-directpipe-identity"},
+		},
+		{
+			name: "unedited public request gets no marker", config: routedConfig(t), route: "public", routeFound: true,
+			headers: map[string]string{":path": "/"},
+			action:  Continue,
+			absent:  []string{"x-directpipe-route"},
+		},
+		{
 			name: "missing token", config: routedConfig(t), route: "voice", routeFound: true,
 			headers: map[string]string{":path": "/v1/a"},
 			action:  Pause, status: 401, reason: "missing_token",

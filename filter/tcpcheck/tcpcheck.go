@@ -13,7 +13,9 @@
 package tcpcheck
 
 import (
+	"encoding/base64"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/directpipe/directpipe/filter/auth"
@@ -99,13 +101,42 @@ func Inspect(p *auth.Policy, buf []byte, now time.Time) Outcome {
 	return Outcome{Verdict: Allow, Decision: d, HeadLen: n, Replacement: h.Bytes()}
 }
 
-// isUpgrade accepts only a WebSocket opening handshake without a body.
+// isUpgrade accepts only a WebSocket opening handshake without a body
+// (RFC 6455 §4.1): version 13 and a key of 16 random bytes in base64,
+// each sent once, so that a back end is never handed something that is
+// not a handshake it can finish.
 func isUpgrade(h *httphead.Head) bool {
 	_, hasLength := h.Get("content-length")
 	_, hasEncoding := h.Get("transfer-encoding")
 	return h.Method == "GET" && !hasLength && !hasEncoding &&
 		h.HasToken("upgrade", "websocket") && h.HasToken("connection", "upgrade") &&
-		len(h.Values("host")) == 1 && len(h.Values("authorization")) <= 1 && len(h.Values("origin")) <= 1
+		len(h.Values("host")) == 1 && len(h.Values("authorization")) <= 1 && len(h.Values("origin")) <= 1 &&
+		validVersion(h.Values("sec-websocket-version")) && validKey(h.Values("sec-websocket-key")) &&
+		!hasUnderscoreName(h)
+}
+
+func validVersion(v []string) bool { return len(v) == 1 && v[0] == "13" }
+
+// validKey accepts one Sec-WebSocket-Key that is the base64 of 16 bytes.
+func validKey(v []string) bool {
+	if len(v) != 1 || len(v[0]) != 24 {
+		return false
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(v[0])
+	return err == nil && len(b) == 16
+}
+
+// hasUnderscoreName refuses header names with an underscore, as the HTTP
+// listener does: many back ends read x_directpipe_identity as
+// x-directpipe-identity, so a client could slip a spoofed identity past
+// the check, which strips only the dashed names.
+func hasUnderscoreName(h *httphead.Head) bool {
+	for _, f := range h.Fields {
+		if strings.Contains(f.Name, "_") {
+			return true
+		}
+	}
+	return false
 }
 
 func deny(d auth.Decision, realm string) Outcome {

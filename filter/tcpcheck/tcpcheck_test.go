@@ -33,6 +33,8 @@ func testPolicy(t testing.TB) *auth.Policy {
 		"claim_headers":   map[string]string{"tenant": "x-directpipe-tenant"},
 		"required_scopes": []string{"voice"},
 		"origins":         map[string]any{"allow": []string{"https://app.example"}, "allow_missing": true},
+		// Set by another policy of the same control plane.
+		"protected_headers": []string{"x-partner-id"},
 	})
 	cfg, err := auth.ParseConfig(doc)
 	if err != nil {
@@ -57,6 +59,17 @@ func token(t testing.TB, claims jwt.MapClaims) string {
 
 func goodClaims() jwt.MapClaims {
 	return jwt.MapClaims{"sub": "alice", "tenant": "acme", "scope": "voice", "exp": now.Add(time.Hour).Unix()}
+}
+
+// without drops a header line from a head.
+func without(head, name string) string {
+	var kept []string
+	for _, l := range strings.Split(head, "\r\n") {
+		if !strings.HasPrefix(l, name+":") {
+			kept = append(kept, l)
+		}
+	}
+	return strings.Join(kept, "\r\n")
 }
 
 // head builds an upgrade request with extra header lines.
@@ -119,6 +132,37 @@ func TestInspectAllows(t *testing.T) {
 	}
 }
 
+// TestInspectStripsEveryProtectedHeader: a client's copies of identity
+// and claim headers, in any case and however often, are gone from the
+// forwarded head, and so are those another policy sets (regression,
+// issue 11).
+func TestInspectStripsEveryProtectedHeader(t *testing.T) {
+	p := testPolicy(t)
+	in := head("/v1/a", "Authorization: Bearer "+token(t, goodClaims()),
+		"X-DIRECTPIPE-IDENTITY: admin", "x-directpipe-identity: root", "x-Directpipe-Tenant: other",
+		"X-Partner-Id: acme", "x-partner-id: globex", "X-Kept: yes")
+	o := Inspect(p, []byte(in), now)
+	if o.Verdict != Allow {
+		t.Fatalf("verdict %v (%s)", o.Verdict, o.Decision.Reason)
+	}
+	h, _, err := httphead.Parse(o.Replacement)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := h.Values("x-directpipe-identity"); len(v) != 1 || v[0] != "alice" {
+		t.Errorf("identity %q, want only the verified one", v)
+	}
+	if v := h.Values("x-directpipe-tenant"); len(v) != 1 || v[0] != "acme" {
+		t.Errorf("tenant %q, want only the verified one", v)
+	}
+	if v := h.Values("x-partner-id"); len(v) != 0 {
+		t.Errorf("another policy's header forwarded: %q", v)
+	}
+	if v, _ := h.Get("x-kept"); v != "yes" {
+		t.Error("an unrelated header was dropped")
+	}
+}
+
 func TestInspectDenies(t *testing.T) {
 	p := testPolicy(t)
 	tok := token(t, goodClaims())
@@ -144,6 +188,20 @@ func TestInspectDenies(t *testing.T) {
 		{"two hosts", head("/", "Host: other", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
 		{"two authorizations", head("/", "Authorization: Bearer "+tok, "Authorization: Bearer x"), contract.ReasonBadHandshake, 400, ""},
 		{"too large", head("/", "X-Pad: "+strings.Repeat("a", contract.MaxHeadBytes)), contract.ReasonBadHandshake, 400, ""},
+		// Regression (issue 11): a head without a valid version and key
+		// reached the back end.
+		{"no version", without(head("/", "Authorization: Bearer "+tok), "Sec-WebSocket-Version"), contract.ReasonBadHandshake, 400, ""},
+		{"version 8", strings.Replace(head("/", "Authorization: Bearer "+tok), "Version: 13", "Version: 8", 1), contract.ReasonBadHandshake, 400, ""},
+		{"two versions", head("/", "Authorization: Bearer "+tok, "Sec-WebSocket-Version: 13"), contract.ReasonBadHandshake, 400, ""},
+		{"no key", without(head("/", "Authorization: Bearer "+tok), "Sec-WebSocket-Key"), contract.ReasonBadHandshake, 400, ""},
+		{"key not base64", strings.Replace(head("/", "Authorization: Bearer "+tok), "dGhlIHNhbXBsZSBub25jZQ==", "not a key at all, no!!!!", 1), contract.ReasonBadHandshake, 400, ""},
+		{"key of 15 bytes", strings.Replace(head("/", "Authorization: Bearer "+tok), "dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ", 1), contract.ReasonBadHandshake, 400, ""},
+		{"key of 17 bytes", strings.Replace(head("/", "Authorization: Bearer "+tok), "dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZXg=", 1), contract.ReasonBadHandshake, 400, ""},
+		{"two keys", head("/", "Authorization: Bearer "+tok, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), contract.ReasonBadHandshake, 400, ""},
+		// Regression (issue 11): x_directpipe_identity reads as
+		// x-directpipe-identity in many back ends.
+		{"underscore identity", head("/", "Authorization: Bearer "+tok, "X_Directpipe_Identity: admin"), contract.ReasonBadHandshake, 400, ""},
+		{"any underscore name", head("/", "Authorization: Bearer "+tok, "x_trace: 1"), contract.ReasonBadHandshake, 400, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -44,6 +44,7 @@ func main() {
 	flag.StringVar(&t.Key, "tls-key", "", "key of -tls-cert")
 	flag.StringVar(&t.ServerName, "tls-server-name", bootstrap.DefaultServerName, "name the control plane's certificate must carry")
 	flag.BoolVar(&p.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
+	flag.IntVar(&p.MaxConnections, "max-connections", bootstrap.DefaultMaxConnections, "client connections Envoy accepts over all listeners together")
 	flag.Parse()
 	if err := run(&p, xdsAddrs, modAddrs, modPort, t); err != nil {
 		fmt.Fprintln(os.Stderr, "envoy-bootstrap:", err)

@@ -106,7 +106,10 @@ type Listener struct {
 	// extended CONNECT (RFC 8441). Upstreams stay HTTP/1.1.
 	Http2 bool `protobuf:"varint,3,opt,name=http2,proto3" json:"http2,omitempty"`
 	// Terminate TLS with this certificate.
-	Tls           *ListenerTLS `protobuf:"bytes,4,opt,name=tls,proto3" json:"tls,omitempty"`
+	Tls *ListenerTLS `protobuf:"bytes,4,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Edge limits; every field has a safe default, so most policies leave
+	// this out.
+	Limits        *ListenerLimits `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +172,100 @@ func (x *Listener) GetTls() *ListenerTLS {
 	return nil
 }
 
+func (x *Listener) GetLimits() *ListenerLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// ListenerLimits overrides the edge defaults of an HTTP listener.
+type ListenerLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Proxies in front of Envoy whose X-Forwarded-For entries are trusted
+	// (a load balancer that appends the client's address). Default 0: Envoy
+	// is the edge, the client's own X-Forwarded-For is not believed and
+	// x-envoy-* control headers from clients are ignored.
+	TrustedProxyHops uint32 `protobuf:"varint,1,opt,name=trusted_proxy_hops,json=trustedProxyHops,proto3" json:"trusted_proxy_hops,omitempty"`
+	// Time a client has to send the whole request head. Default 10s.
+	RequestHeadersTimeout *durationpb.Duration `protobuf:"bytes,2,opt,name=request_headers_timeout,json=requestHeadersTimeout,proto3" json:"request_headers_timeout,omitempty"`
+	// HTTP/2: concurrent streams per connection. Default 100.
+	Http2MaxConcurrentStreams uint32 `protobuf:"varint,3,opt,name=http2_max_concurrent_streams,json=http2MaxConcurrentStreams,proto3" json:"http2_max_concurrent_streams,omitempty"`
+	// HTTP/2: initial flow-control window of a stream, in bytes. Default
+	// 65536 (64 KiB).
+	Http2InitialStreamWindowSize uint32 `protobuf:"varint,4,opt,name=http2_initial_stream_window_size,json=http2InitialStreamWindowSize,proto3" json:"http2_initial_stream_window_size,omitempty"`
+	// HTTP/2: initial flow-control window of a connection, in bytes.
+	// Default 1048576 (1 MiB).
+	Http2InitialConnectionWindowSize uint32 `protobuf:"varint,5,opt,name=http2_initial_connection_window_size,json=http2InitialConnectionWindowSize,proto3" json:"http2_initial_connection_window_size,omitempty"`
+	unknownFields                    protoimpl.UnknownFields
+	sizeCache                        protoimpl.SizeCache
+}
+
+func (x *ListenerLimits) Reset() {
+	*x = ListenerLimits{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListenerLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListenerLimits) ProtoMessage() {}
+
+func (x *ListenerLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListenerLimits.ProtoReflect.Descriptor instead.
+func (*ListenerLimits) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListenerLimits) GetTrustedProxyHops() uint32 {
+	if x != nil {
+		return x.TrustedProxyHops
+	}
+	return 0
+}
+
+func (x *ListenerLimits) GetRequestHeadersTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.RequestHeadersTimeout
+	}
+	return nil
+}
+
+func (x *ListenerLimits) GetHttp2MaxConcurrentStreams() uint32 {
+	if x != nil {
+		return x.Http2MaxConcurrentStreams
+	}
+	return 0
+}
+
+func (x *ListenerLimits) GetHttp2InitialStreamWindowSize() uint32 {
+	if x != nil {
+		return x.Http2InitialStreamWindowSize
+	}
+	return 0
+}
+
+func (x *ListenerLimits) GetHttp2InitialConnectionWindowSize() uint32 {
+	if x != nil {
+		return x.Http2InitialConnectionWindowSize
+	}
+	return 0
+}
+
 type ListenerTLS struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// PEM certificate chain and key, as files Envoy reads.
@@ -180,7 +277,7 @@ type ListenerTLS struct {
 
 func (x *ListenerTLS) Reset() {
 	*x = ListenerTLS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +289,7 @@ func (x *ListenerTLS) String() string {
 func (*ListenerTLS) ProtoMessage() {}
 
 func (x *ListenerTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[2]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +302,7 @@ func (x *ListenerTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerTLS.ProtoReflect.Descriptor instead.
 func (*ListenerTLS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListenerTLS) GetCertFile() string {
@@ -256,7 +353,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +365,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +378,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Route) GetName() string {
@@ -389,7 +486,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +498,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +511,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -461,7 +558,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +570,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +583,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -546,7 +643,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +655,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +668,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RateLimit) GetRequestsPerUnit() uint32 {
@@ -605,7 +702,7 @@ type TCPRoute struct {
 
 func (x *TCPRoute) Reset() {
 	*x = TCPRoute{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +714,7 @@ func (x *TCPRoute) String() string {
 func (*TCPRoute) ProtoMessage() {}
 
 func (x *TCPRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +727,7 @@ func (x *TCPRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPRoute.ProtoReflect.Descriptor instead.
 func (*TCPRoute) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TCPRoute) GetAddress() string {
@@ -656,7 +753,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +765,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +778,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteMatch) GetPrefix() string {
@@ -735,7 +832,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +844,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +857,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Backend) GetName() string {
@@ -844,7 +941,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +953,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +966,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HealthCheck) GetPath() string {
@@ -918,7 +1015,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1027,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1040,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -979,7 +1076,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1088,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1101,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OutlierDetection) GetConsecutive_5Xx() uint32 {
@@ -1037,18 +1134,23 @@ func (x *OutlierDetection) GetMaxEjectionPercent() uint32 {
 
 type UpstreamTLS struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Server name sent and verified.
+	// Server name sent as SNI. Required: the back end's certificate must
+	// name it (a DNS SAN equal to it) unless san is given.
 	Sni string `protobuf:"bytes,1,opt,name=sni,proto3" json:"sni,omitempty"`
 	// CA bundle that must have signed the back end's certificate. Required:
 	// an upstream TLS connection is always verified.
-	CaFile        string `protobuf:"bytes,2,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	CaFile string `protobuf:"bytes,2,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// Names the back end's certificate may carry instead of sni, matched
+	// exactly against its DNS SANs (a certificate shared by several
+	// services, or a back end reached by address).
+	San           []string `protobuf:"bytes,3,rep,name=san,proto3" json:"san,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpstreamTLS) Reset() {
 	*x = UpstreamTLS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1162,7 @@ func (x *UpstreamTLS) String() string {
 func (*UpstreamTLS) ProtoMessage() {}
 
 func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1175,7 @@ func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamTLS.ProtoReflect.Descriptor instead.
 func (*UpstreamTLS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpstreamTLS) GetSni() string {
@@ -1088,6 +1190,13 @@ func (x *UpstreamTLS) GetCaFile() string {
 		return x.CaFile
 	}
 	return ""
+}
+
+func (x *UpstreamTLS) GetSan() []string {
+	if x != nil {
+		return x.San
+	}
+	return nil
 }
 
 // AuthPolicy says how the handshake filter finds and checks a caller's token.
@@ -1112,7 +1221,7 @@ type AuthPolicy struct {
 
 func (x *AuthPolicy) Reset() {
 	*x = AuthPolicy{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1233,7 @@ func (x *AuthPolicy) String() string {
 func (*AuthPolicy) ProtoMessage() {}
 
 func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1246,7 @@ func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPolicy.ProtoReflect.Descriptor instead.
 func (*AuthPolicy) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AuthPolicy) GetName() string {
@@ -1202,7 +1311,7 @@ type Origins struct {
 
 func (x *Origins) Reset() {
 	*x = Origins{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1323,7 @@ func (x *Origins) String() string {
 func (*Origins) ProtoMessage() {}
 
 func (x *Origins) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1336,7 @@ func (x *Origins) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Origins.ProtoReflect.Descriptor instead.
 func (*Origins) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Origins) GetAllow() []string {
@@ -1259,7 +1368,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1380,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1393,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TokenSource) GetSource() isTokenSource_Source {
@@ -1400,7 +1509,7 @@ type JWT struct {
 
 func (x *JWT) Reset() {
 	*x = JWT{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1521,7 @@ func (x *JWT) String() string {
 func (*JWT) ProtoMessage() {}
 
 func (x *JWT) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1534,7 @@ func (x *JWT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWT.ProtoReflect.Descriptor instead.
 func (*JWT) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JWT) GetKeys() []*JWK {
@@ -1517,7 +1626,7 @@ type JWK struct {
 
 func (x *JWK) Reset() {
 	*x = JWK{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1638,7 @@ func (x *JWK) String() string {
 func (*JWK) ProtoMessage() {}
 
 func (x *JWK) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1651,7 @@ func (x *JWK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWK.ProtoReflect.Descriptor instead.
 func (*JWK) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JWK) GetKty() string {
@@ -1621,7 +1730,7 @@ type APIKey struct {
 
 func (x *APIKey) Reset() {
 	*x = APIKey{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1742,7 @@ func (x *APIKey) String() string {
 func (*APIKey) ProtoMessage() {}
 
 func (x *APIKey) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1755,7 @@ func (x *APIKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
 func (*APIKey) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *APIKey) GetSha256() string {
@@ -1672,12 +1781,19 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\tlisteners\x18\x01 \x03(\v2\x1e.directpipe.policy.v1.ListenerR\tlisteners\x123\n" +
 	"\x06routes\x18\x02 \x03(\v2\x1b.directpipe.policy.v1.RouteR\x06routes\x129\n" +
 	"\bbackends\x18\x03 \x03(\v2\x1d.directpipe.policy.v1.BackendR\bbackends\x12E\n" +
-	"\rauth_policies\x18\x04 \x03(\v2 .directpipe.policy.v1.AuthPolicyR\fauthPolicies\"\x83\x01\n" +
+	"\rauth_policies\x18\x04 \x03(\v2 .directpipe.policy.v1.AuthPolicyR\fauthPolicies\"\xc1\x01\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05http2\x18\x03 \x01(\bR\x05http2\x123\n" +
-	"\x03tls\x18\x04 \x01(\v2!.directpipe.policy.v1.ListenerTLSR\x03tls\"E\n" +
+	"\x03tls\x18\x04 \x01(\v2!.directpipe.policy.v1.ListenerTLSR\x03tls\x12<\n" +
+	"\x06limits\x18\x05 \x01(\v2$.directpipe.policy.v1.ListenerLimitsR\x06limits\"\xea\x02\n" +
+	"\x0eListenerLimits\x12,\n" +
+	"\x12trusted_proxy_hops\x18\x01 \x01(\rR\x10trustedProxyHops\x12Q\n" +
+	"\x17request_headers_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x15requestHeadersTimeout\x12?\n" +
+	"\x1chttp2_max_concurrent_streams\x18\x03 \x01(\rR\x19http2MaxConcurrentStreams\x12F\n" +
+	" http2_initial_stream_window_size\x18\x04 \x01(\rR\x1chttp2InitialStreamWindowSize\x12N\n" +
+	"$http2_initial_connection_window_size\x18\x05 \x01(\rR http2InitialConnectionWindowSize\"E\n" +
 	"\vListenerTLS\x12\x1b\n" +
 	"\tcert_file\x18\x01 \x01(\tR\bcertFile\x12\x19\n" +
 	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\x99\x04\n" +
@@ -1746,10 +1862,11 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x0fconsecutive_5xx\x18\x01 \x01(\rR\x0econsecutive5xx\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12G\n" +
 	"\x12base_ejection_time\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10baseEjectionTime\x120\n" +
-	"\x14max_ejection_percent\x18\x04 \x01(\rR\x12maxEjectionPercent\"8\n" +
+	"\x14max_ejection_percent\x18\x04 \x01(\rR\x12maxEjectionPercent\"J\n" +
 	"\vUpstreamTLS\x12\x10\n" +
 	"\x03sni\x18\x01 \x01(\tR\x03sni\x12\x17\n" +
-	"\aca_file\x18\x02 \x01(\tR\x06caFile\"\xbf\x03\n" +
+	"\aca_file\x18\x02 \x01(\tR\x06caFile\x12\x10\n" +
+	"\x03san\x18\x03 \x03(\tR\x03san\"\xbf\x03\n" +
 	"\n" +
 	"AuthPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
@@ -1810,68 +1927,71 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
-	(*ListenerTLS)(nil),         // 2: directpipe.policy.v1.ListenerTLS
-	(*Route)(nil),               // 3: directpipe.policy.v1.Route
-	(*HeaderMatch)(nil),         // 4: directpipe.policy.v1.HeaderMatch
-	(*CORS)(nil),                // 5: directpipe.policy.v1.CORS
-	(*RateLimit)(nil),           // 6: directpipe.policy.v1.RateLimit
-	(*TCPRoute)(nil),            // 7: directpipe.policy.v1.TCPRoute
-	(*RouteMatch)(nil),          // 8: directpipe.policy.v1.RouteMatch
-	(*Backend)(nil),             // 9: directpipe.policy.v1.Backend
-	(*HealthCheck)(nil),         // 10: directpipe.policy.v1.HealthCheck
-	(*CircuitBreakers)(nil),     // 11: directpipe.policy.v1.CircuitBreakers
-	(*OutlierDetection)(nil),    // 12: directpipe.policy.v1.OutlierDetection
-	(*UpstreamTLS)(nil),         // 13: directpipe.policy.v1.UpstreamTLS
-	(*AuthPolicy)(nil),          // 14: directpipe.policy.v1.AuthPolicy
-	(*Origins)(nil),             // 15: directpipe.policy.v1.Origins
-	(*TokenSource)(nil),         // 16: directpipe.policy.v1.TokenSource
-	(*JWT)(nil),                 // 17: directpipe.policy.v1.JWT
-	(*JWK)(nil),                 // 18: directpipe.policy.v1.JWK
-	(*APIKey)(nil),              // 19: directpipe.policy.v1.APIKey
-	nil,                         // 20: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
+	(*ListenerLimits)(nil),      // 2: directpipe.policy.v1.ListenerLimits
+	(*ListenerTLS)(nil),         // 3: directpipe.policy.v1.ListenerTLS
+	(*Route)(nil),               // 4: directpipe.policy.v1.Route
+	(*HeaderMatch)(nil),         // 5: directpipe.policy.v1.HeaderMatch
+	(*CORS)(nil),                // 6: directpipe.policy.v1.CORS
+	(*RateLimit)(nil),           // 7: directpipe.policy.v1.RateLimit
+	(*TCPRoute)(nil),            // 8: directpipe.policy.v1.TCPRoute
+	(*RouteMatch)(nil),          // 9: directpipe.policy.v1.RouteMatch
+	(*Backend)(nil),             // 10: directpipe.policy.v1.Backend
+	(*HealthCheck)(nil),         // 11: directpipe.policy.v1.HealthCheck
+	(*CircuitBreakers)(nil),     // 12: directpipe.policy.v1.CircuitBreakers
+	(*OutlierDetection)(nil),    // 13: directpipe.policy.v1.OutlierDetection
+	(*UpstreamTLS)(nil),         // 14: directpipe.policy.v1.UpstreamTLS
+	(*AuthPolicy)(nil),          // 15: directpipe.policy.v1.AuthPolicy
+	(*Origins)(nil),             // 16: directpipe.policy.v1.Origins
+	(*TokenSource)(nil),         // 17: directpipe.policy.v1.TokenSource
+	(*JWT)(nil),                 // 18: directpipe.policy.v1.JWT
+	(*JWK)(nil),                 // 19: directpipe.policy.v1.JWK
+	(*APIKey)(nil),              // 20: directpipe.policy.v1.APIKey
+	nil,                         // 21: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
-	3,  // 1: directpipe.policy.v1.Policy.routes:type_name -> directpipe.policy.v1.Route
-	9,  // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
-	14, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
-	2,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
-	8,  // 5: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	21, // 6: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	21, // 7: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
-	5,  // 8: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
-	6,  // 9: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
-	7,  // 10: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
-	21, // 11: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
-	4,  // 12: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	21, // 13: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
-	10, // 14: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
-	11, // 15: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
-	12, // 16: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
-	13, // 17: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	21, // 18: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	21, // 19: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	21, // 20: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	21, // 21: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	16, // 22: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	17, // 23: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	19, // 24: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	20, // 25: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	15, // 26: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	18, // 27: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	21, // 28: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	21, // 29: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	21, // 30: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	4,  // 1: directpipe.policy.v1.Policy.routes:type_name -> directpipe.policy.v1.Route
+	10, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
+	15, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
+	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
+	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
+	22, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	9,  // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
+	22, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	22, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	6,  // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
+	7,  // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
+	8,  // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
+	22, // 13: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	5,  // 14: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
+	22, // 15: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	11, // 16: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
+	12, // 17: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
+	13, // 18: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
+	14, // 19: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
+	22, // 20: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	22, // 21: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	22, // 22: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	22, // 23: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	17, // 24: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	18, // 25: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	20, // 26: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	21, // 27: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	16, // 28: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	19, // 29: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	22, // 30: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	22, // 31: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	22, // 32: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -1879,7 +1999,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 	if File_directpipe_policy_v1_policy_proto != nil {
 		return
 	}
-	file_directpipe_policy_v1_policy_proto_msgTypes[16].OneofWrappers = []any{
+	file_directpipe_policy_v1_policy_proto_msgTypes[17].OneofWrappers = []any{
 		(*TokenSource_Bearer)(nil),
 		(*TokenSource_Query)(nil),
 		(*TokenSource_Header)(nil),
@@ -1891,7 +2011,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
