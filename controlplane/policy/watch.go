@@ -68,13 +68,12 @@ func watchFile(ctx context.Context, path string, log *slog.Logger, onChange func
 		return err
 	}
 	var last [sha256.Size]byte // of the content last parsed
-	if data, err := ReadFile(abs); err == nil {
-		last = sha256.Sum256(data)
-	}
 	log.Debug("watching the policy file", "file", abs, "target", target)
 	var s settle
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	// The first read is at once: an edit made after the caller loaded the
+	// file and before the directories were watched is applied, not lost.
+	// The caller ignores a policy it serves already.
+	timer := time.NewTimer(0)
 	for {
 		select {
 		case <-ctx.Done():

@@ -47,6 +47,12 @@ func watched(t *testing.T, path string, times watchTimes) (<-chan *policyv1.Poli
 			break
 		}
 	}
+	// The watcher reads the file once at start (see watchFile).
+	select {
+	case <-applied:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the watcher did not read the file at start")
+	}
 	return applied, msgs
 }
 
@@ -255,4 +261,21 @@ func TestSettle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWatchReadsAtStart: an edit made after the file was loaded and before
+// the watcher started is applied, not lost until the next edit.
+func TestWatchReadsAtStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeAtomically(t, path, withBackend("1"))
+	if _, err := LoadFile(path); err != nil { // what the control plane serves
+		t.Fatal(err)
+	}
+	writeAtomically(t, path, withBackend("2")) // the edit in between
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	applied := make(chan *policyv1.Policy, 1)
+	go watchFile(ctx, path, slog.New(logTap{make(chan string)}), func(p *policyv1.Policy) error { applied <- p; return nil },
+		watchTimes{debounce: 10 * time.Millisecond, settle: 20 * time.Millisecond})
+	waitApplied(t, applied, "2")
 }
