@@ -327,3 +327,29 @@ func TestApplyRefusedWhileTheFileHoldsAnEdit(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleFileReadDoesNotUndoAnApply: the watcher reads the file, an API
+// apply rewrites it, then the watcher's older read arrives. Serving it would
+// silently revert the apply.
+func TestStaleFileReadDoesNotUndoAnApply(t *testing.T) {
+	file := copyExample(t)
+	a, client, _ := startApp(t, file)
+	ctx := authed(context.Background())
+	got, err := client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := got.GetPolicy()
+	changed := proto.Clone(old).(*policyv1.Policy)
+	changed.Backends[0].Endpoints = append(changed.Backends[0].Endpoints, "127.0.0.1:8091")
+	applied, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: changed, ExpectedRevision: got.GetRevision()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.applyFromFile(context.Background(), old); err != nil {
+		t.Fatalf("stale read: %v", err)
+	}
+	if _, rev := a.Policy(); rev != applied.GetRevision() {
+		t.Errorf("serving %s after a stale file read, want the applied %s", rev, applied.GetRevision())
+	}
+}

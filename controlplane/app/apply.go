@@ -92,6 +92,13 @@ func (a *App) applyFromFile(ctx context.Context, p *policyv1.Policy) error {
 	if rev == a.revision {
 		return nil
 	}
+	// The watcher read the file before taking the lock; an apply through
+	// the API may have rewritten it since. Serving that older read would
+	// undo the apply, and the write's own event brings the newer content.
+	if err := policy.CheckFileServes(a.cfg.PolicyFile, rev); err != nil {
+		a.log.Debug("policy file read is stale, skipped", "revision", rev, "error", err)
+		return nil
+	}
 	res, keys, err := a.translate(ctx, p)
 	if err != nil {
 		a.metrics.Applies.WithLabelValues("invalid").Inc()
