@@ -30,7 +30,8 @@ const UpgradeRequiredSuffix = ".upgrade-required"
 // into virtual hosts by their host set, in order of first appearance, with
 // the catch-all host last; inside a virtual host they keep policy order,
 // since Envoy matches first to last and the order is the operator's.
-func routeConfig(listener string, routes []*policyv1.Route, backends map[string]*policyv1.Backend) *routev3.RouteConfiguration {
+func routeConfig(l *policyv1.Listener, routes []*policyv1.Route, backends map[string]*policyv1.Backend) *routev3.RouteConfiguration {
+	listener := l.GetName()
 	var hosts []*routev3.VirtualHost
 	byKey := map[string]*routev3.VirtualHost{}
 	catchAll := &routev3.VirtualHost{Name: listener, Domains: []string{"*"}}
@@ -62,7 +63,20 @@ func routeConfig(listener string, routes []*policyv1.Route, backends map[string]
 		}
 		vh.Routes = append(vh.Routes, routeChangedRoute())
 	}
-	return &routev3.RouteConfiguration{Name: listener, VirtualHosts: hosts}
+	rc := &routev3.RouteConfiguration{Name: listener, VirtualHosts: hosts}
+	if l.GetLimits().GetTrustedProxyHops() == 0 {
+		// Envoy is the edge: it appends the client's address to
+		// X-Forwarded-For but keeps what the client wrote before it. A back
+		// end reading the first entry would believe the client; it gets
+		// the connection's address alone. The other forwarding headers
+		// only a proxy in front may write, and there is none.
+		rc.RequestHeadersToAdd = []*corev3.HeaderValueOption{{
+			Header:       &corev3.HeaderValue{Key: "x-forwarded-for", Value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}}
+		rc.RequestHeadersToRemove = []string{"forwarded", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
+	}
+	return rc
 }
 
 // pinToMarker makes a route match only a request whose route marker is

@@ -58,7 +58,7 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 			return nil, err
 		}
 		listeners = append(listeners, lis)
-		routes = append(routes, routeConfig(l.GetName(), routesOf(p, l.GetName()), backends))
+		routes = append(routes, routeConfig(l, routesOf(p, l.GetName()), backends))
 	}
 	for _, r := range p.GetRoutes() {
 		switch {

@@ -36,7 +36,7 @@ const adminToken = "e2e-admin-token"
 // for extra routes.
 const policyTemplate = `
 listeners:
-  - { name: public, address: "{{ .Listen }}", http2: true }
+  - { name: public, address: "{{ .Listen }}", http2: true{{ if .ListenerLimits }}, limits: {{ .ListenerLimits }}{{ end }} }
 routes:
   - name: voice
     match: { path: /v1/voice }
@@ -52,10 +52,12 @@ routes:
 {{- range .ExtraRoutes }}
   - { name: {{ .Name }}, match: { prefix: "{{ .Prefix }}" }, kind: http, backend: rest }
 {{- end }}
+{{ .RoutesYAML }}
 backends:
   - name: voice
     endpoints: [{{ range $i, $e := .VoiceEndpoints }}{{ if $i }}, {{ end }}"{{ $e }}"{{ end }}]
   - { name: rest, endpoints: ["{{ .REST }}"] }
+{{ .BackendsYAML }}
 auth_policies:
   - name: demo
     sources: [{ bearer: true }, { query: access_token }, { subprotocol_prefix: dp.bearer. }]
@@ -90,6 +92,9 @@ type policyParams struct {
 	Keys           []jwk
 	// TCP, when set, adds a tcp mode route with auth on this address.
 	TCP string
+	// ListenerLimits, RoutesYAML and BackendsYAML add YAML to the
+	// listener's limits, the routes and the back ends.
+	ListenerLimits, RoutesYAML, BackendsYAML string
 }
 
 func devKey() jwk { return jwk{Kid: "dev", K: base64.RawURLEncoding.EncodeToString(devSecret)} }

@@ -1,7 +1,8 @@
 // Package voiceserver is the example voice back end: a WebSocket endpoint
 // that echoes every message unchanged and in order, and a small REST API.
-// It also remembers the last handshakes it saw, so tests can prove what
-// Envoy forwarded (and that no token was among it).
+// It also remembers the last handshakes and requests it saw, so tests can
+// prove what Envoy forwarded (and that no token or spoofed identity was
+// among it).
 package voiceserver
 
 import (
@@ -23,41 +24,85 @@ import (
 // maxMessageBytes bounds one echoed message: voice frames are small.
 const maxMessageBytes = 1 << 20
 
-// Handshake is what the back end received when a stream opened.
+// Handshake is what the back end received when a stream opened, or with
+// any request (Requests).
 type Handshake struct {
+	Method  string              `json:"method,omitempty"`
 	Path    string              `json:"path"`
 	Headers map[string][]string `json:"headers"`
 }
 
-// Server holds the recent handshakes; its handlers are safe for concurrent
-// use.
+// Server holds the recent handshakes and requests; its handlers are safe
+// for concurrent use.
 type Server struct {
 	log *slog.Logger
 
+	handshakes, requests *recorder
+}
+
+// New returns a server that remembers the last 64 handshakes and the last
+// 256 requests of either port.
+func New(log *slog.Logger) *Server {
+	return &Server{log: log, handshakes: &recorder{keep: 64}, requests: &recorder{keep: 256}}
+}
+
+// recorder keeps the last few requests it is given, newest last.
+type recorder struct {
 	mu     sync.Mutex
-	recent []Handshake // newest last, at most keep
+	recent []Handshake
 	keep   int
 }
 
-// New returns a server that remembers the last 64 handshakes.
-func New(log *slog.Logger) *Server { return &Server{log: log, keep: 64} }
+func (rec *recorder) add(r *http.Request) {
+	h := Handshake{Method: r.Method, Path: r.URL.RequestURI(), Headers: map[string][]string{}}
+	for k, v := range r.Header {
+		h.Headers[strings.ToLower(k)] = v
+	}
+	if r.Host != "" {
+		h.Headers["host"] = []string{r.Host}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	rec.recent = append(rec.recent, h)
+	if len(rec.recent) > rec.keep {
+		rec.recent = rec.recent[len(rec.recent)-rec.keep:]
+	}
+}
+
+func (rec *recorder) list() []Handshake {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return append([]Handshake(nil), rec.recent...)
+}
+
+// recorded records every request but the debug endpoints' own.
+func (s *Server) recorded(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/debug/") {
+			s.requests.add(r)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 // VoiceHandler serves the WebSocket echo under /v1/ (the example route is
-// /v1/voice) and /debug/handshakes.
+// /v1/voice), /debug/handshakes and /debug/requests.
 func (s *Server) VoiceHandler() http.Handler {
 	mux := http.NewServeMux()
 	// Every path under /v1/ echoes, so a policy can give one back end
 	// several routes.
 	mux.HandleFunc("/v1/", s.echo)
-	mux.HandleFunc("GET /debug/handshakes", s.handshakes)
+	mux.HandleFunc("GET /debug/handshakes", s.serveList(s.handshakes))
+	mux.HandleFunc("GET /debug/requests", s.serveList(s.requests))
 	// The browser demo.
 	mux.Handle("/", http.FileServerFS(web.Files))
-	return mux
+	return s.recorded(mux)
 }
 
-// RESTHandler serves /api/.
+// RESTHandler serves /api/ and /debug/requests.
 func (s *Server) RESTHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/requests", s.serveList(s.requests))
 	mux.HandleFunc("GET /api/health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"status":"ok"}`+"\n")
@@ -83,7 +128,7 @@ func (s *Server) RESTHandler() http.Handler {
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.Write(body)
 	})
-	return mux
+	return s.recorded(mux)
 }
 
 // closeOnRefusal ends the connection after any answer but 101: behind a
@@ -106,7 +151,7 @@ func (w closeOnRefusal) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (w closeOnRefusal) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
-	s.record(r)
+	s.handshakes.add(r)
 	conn, err := websocket.Accept(closeOnRefusal{w}, r, &websocket.AcceptOptions{
 		// Envoy's handshake filter checks Origin; the back end sits behind
 		// it and sees Envoy's requests, so it does not check again.
@@ -150,27 +195,16 @@ func offered(r *http.Request) []string {
 	return out
 }
 
-func (s *Server) record(r *http.Request) {
-	h := Handshake{Path: r.URL.RequestURI(), Headers: map[string][]string{}}
-	for k, v := range r.Header {
-		h.Headers[strings.ToLower(k)] = v
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.recent = append(s.recent, h)
-	if len(s.recent) > s.keep {
-		s.recent = s.recent[len(s.recent)-s.keep:]
-	}
-}
-
 // Handshakes returns the recent handshakes, oldest first.
-func (s *Server) Handshakes() []Handshake {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Handshake(nil), s.recent...)
-}
+func (s *Server) Handshakes() []Handshake { return s.handshakes.list() }
 
-func (s *Server) handshakes(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(s.Handshakes())
+// Requests returns the recent requests of either port, handshakes
+// included, oldest first.
+func (s *Server) Requests() []Handshake { return s.requests.list() }
+
+func (s *Server) serveList(rec *recorder) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(rec.list())
+	}
 }

@@ -3,6 +3,7 @@ package voiceserver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -107,10 +108,44 @@ func TestREST(t *testing.T) {
 
 func TestHandshakeMemoryIsBounded(t *testing.T) {
 	s := New(slog.Default())
-	for range 200 {
-		s.record(httptest.NewRequest("GET", "/v1/voice", nil))
+	for range 300 {
+		s.handshakes.add(httptest.NewRequest("GET", "/v1/voice", nil))
+		s.requests.add(httptest.NewRequest("GET", "/api/health", nil))
 	}
 	if n := len(s.Handshakes()); n != 64 {
 		t.Errorf("kept %d handshakes, want 64", n)
+	}
+	if n := len(s.Requests()); n != 256 {
+		t.Errorf("kept %d requests, want 256", n)
+	}
+}
+
+// TestRequestsRecorded: every request on either port is recorded with its
+// headers, underscore names as sent, and served at /debug/requests.
+func TestRequestsRecorded(t *testing.T) {
+	s := New(slog.Default())
+	rest := httptest.NewServer(s.RESTHandler())
+	defer rest.Close()
+	req, _ := http.NewRequest("GET", rest.URL+"/api/health?row=7", nil)
+	req.Header["X_Directpipe_Identity"] = []string{"admin"}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get(rest.URL + "/debug/requests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []Handshake
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Path != "/api/health?row=7" || got[0].Method != "GET" {
+		t.Fatalf("requests = %+v", got)
+	}
+	if v := got[0].Headers["x_directpipe_identity"]; len(v) != 1 || v[0] != "admin" {
+		t.Errorf("headers = %v", got[0].Headers)
 	}
 }

@@ -1,0 +1,467 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/net/http2"
+
+	"github.com/directpipe/directpipe/envoy/testkit"
+)
+
+// spoof is the value of every header a hostile client forges: the back
+// end must never see it, under any name.
+const spoof = "SPOOFED"
+
+// recorded is one request as the example back end recorded it.
+type recorded struct {
+	Method  string              `json:"method"`
+	Path    string              `json:"path"`
+	Headers map[string][]string `json:"headers"`
+}
+
+// backendRequests returns every request the back end recorded, on either
+// port.
+func backendRequests(t *testing.T, s *stack) []recorded {
+	t.Helper()
+	resp, err := http.Get("http://" + s.backend.VoiceAddr + "/debug/requests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []recorded
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// tlsBackend is an HTTPS back end whose certificate names good.internal,
+// signed by a CA of its own; it counts the requests it receives.
+type tlsBackend struct {
+	addr, caFile string
+	mu           sync.Mutex
+	hits         int
+}
+
+func startTLSBackend(t *testing.T) *tlsBackend {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "good.internal"},
+		DNSNames:  []string{"good.internal"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &tlsBackend{caFile: filepath.Join(t.TempDir(), "ca.pem")}
+	if err := os.WriteFile(b.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.mu.Lock()
+		b.hits++
+		b.mu.Unlock()
+		io.WriteString(w, "tls ok\n")
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	b.addr = srv.Listener.Addr().String()
+	return b
+}
+
+func (b *tlsBackend) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.hits
+}
+
+// securityRoutes are added to the example policy: a public REST route
+// matched by a header, and three routes to the TLS back end (its name
+// right, wrong, and right through the san list).
+const securityRoutes = `
+  - { name: tenant-api, match: { prefix: /routes/, headers: [{ name: x-tenant, exact: acme }] }, kind: http, backend: rest }
+  - { name: tls-good, match: { prefix: /tls-good/ }, kind: http, backend: tls-good }
+  - { name: tls-wrong, match: { prefix: /tls-wrong/ }, kind: http, backend: tls-wrong }
+  - { name: tls-san, match: { prefix: /tls-san/ }, kind: http, backend: tls-san }`
+
+const securityBackends = `
+  - { name: tls-good, endpoints: ["%[1]s"], tls: { sni: good.internal, ca_file: "%[2]s" } }
+  - { name: tls-wrong, endpoints: ["%[1]s"], tls: { sni: other.internal, ca_file: "%[2]s" } }
+  - { name: tls-san, endpoints: ["%[1]s"], tls: { sni: other.internal, ca_file: "%[2]s", san: [good.internal] } }`
+
+// hostile is one row of the security suite: a request a hostile client
+// sends (tagged with its id so the back end's record can be found), the
+// status it must get, whether the back end may see it, and what must
+// hold of what the back end saw.
+type hostile struct {
+	name    string
+	send    func(t *testing.T, id string) int
+	status  int
+	reached bool
+	check   func(t *testing.T, seen recorded)
+}
+
+// TestHostileRequests runs a table of hostile requests against one real
+// Envoy serving the example policy (a WebSocket route with auth, the same
+// route in tcp mode, a public REST route) plus a header-matched public
+// route and TLS back ends, and asserts on what the back end received
+// (issue 11, "Done when"). Every row also checks that no forged value, no
+// token and no header with an underscore reached the back end.
+func TestHostileRequests(t *testing.T) {
+	tlsb := startTLSBackend(t)
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	s := newStack(t, false, func(p *policyParams) {
+		p.TCP = tcpAddr
+		// The slowloris row waits for this.
+		p.ListenerLimits = "{ request_headers_timeout: 1s }"
+		p.RoutesYAML = securityRoutes
+		p.BackendsYAML = fmt.Sprintf(securityBackends, tlsb.addr, tlsb.caFile)
+	})
+	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus("SYNCED", "")
+
+	now := time.Now()
+	tok := validToken(t)
+	claims := func(exp time.Time) jwt.MapClaims {
+		return jwt.MapClaims{"sub": "caller-1", "iat": now.Unix(), "exp": exp.Unix()}
+	}
+	expired := mint(t, devSecret, "dev", claims(now.Add(-time.Hour)))
+	wrongKey := mint(t, []byte("another-secret-of-at-least-32-bytes!"), "dev", claims(now.Add(time.Hour)))
+	forged := tok[:len(tok)-6] + "AAAAAA"
+	algNone := b64url(`{"alg":"none","typ":"JWT","kid":"dev"}`) + "." + b64url(fmt.Sprintf(`{"sub":"admin","exp":%d}`, now.Add(time.Hour).Unix())) + "."
+	big := claims(now.Add(time.Hour))
+	big["pad"] = strings.Repeat("p", 9000)
+	oversized := mint(t, devSecret, "dev", big)
+	tokens := []string{tok, expired, wrongKey, forged, algNone, oversized, demoAPIKey}
+
+	// Every spelling of the identity and claim headers a client may try.
+	spoofed := http.Header{
+		"X-Directpipe-Identity": {spoof, spoof},
+		"x-directpipe-sub":      {spoof},
+		"X-DIRECTPIPE-SUB":      {spoof},
+		"x-DirectPipe-Identity": {spoof},
+	}
+	get := func(path string, h http.Header) func(*testing.T, string) int {
+		return func(t *testing.T, id string) int {
+			return plainGet(t, s.listenURL("http", tagged(path, id)), h)
+		}
+	}
+	upgradeWith := func(path string, h http.Header) func(*testing.T, string) int {
+		return func(t *testing.T, id string) int {
+			resp, _ := upgrade(t, s.listenURL("http", tagged(path, id)), h)
+			return resp.StatusCode
+		}
+	}
+	raw := func(addr, head string) func(*testing.T, string) int {
+		return func(t *testing.T, id string) int {
+			got := rawExchange(t, addr, strings.ReplaceAll(head, "ROW", id))
+			if got.status != http.StatusSwitchingProtocols && !got.closed {
+				t.Errorf("the connection stayed open after a %d", got.status)
+			}
+			return got.status
+		}
+	}
+	with := func(base http.Header, kv ...string) http.Header {
+		h := http.Header{}
+		for k, v := range base {
+			h[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			h[kv[i]] = append(h[kv[i]], kv[i+1])
+		}
+		return h
+	}
+	verified := func(identity string) func(*testing.T, recorded) {
+		return func(t *testing.T, seen recorded) {
+			if got := seen.Headers["x-directpipe-identity"]; len(got) != 1 || got[0] != identity {
+				t.Errorf("identity %v, want only the verified %q", got, identity)
+			}
+		}
+	}
+	noIdentity := func(t *testing.T, seen recorded) {
+		for _, h := range []string{"x-directpipe-identity", "x-directpipe-sub"} {
+			if v, ok := seen.Headers[h]; ok {
+				t.Errorf("%s reached the back end: %v", h, v)
+			}
+		}
+	}
+	bearer := func(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+
+	rows := []hostile{
+		// Spoofed identity and claim headers, in every case and twice.
+		{name: "spoofed identity on the public REST route", send: get("/api/health", spoofed), status: 200, reached: true, check: noIdentity},
+		{name: "spoofed identity on the header-matched route", send: get("/routes/t", with(spoofed, "X-Tenant", "acme")), status: 200, reached: true, check: noIdentity},
+		{name: "header-matched route without its header", send: get("/routes/t", spoofed), status: 404},
+		{name: "spoofed identity with a valid token on the voice route", send: upgradeWith("/v1/voice", with(spoofed, "Authorization", "Bearer "+tok)), status: 101, reached: true, check: func(t *testing.T, seen recorded) {
+			verified("caller-1")(t, seen)
+			if got := seen.Headers["x-directpipe-sub"]; len(got) != 1 || got[0] != "caller-1" {
+				t.Errorf("sub %v, want only the verified one", got)
+			}
+		}},
+		{name: "spoofed identity with an API key on the voice route", send: upgradeWith("/v1/voice?access_token="+demoAPIKey, spoofed), status: 101, reached: true, check: verified("demo-client")},
+		{name: "spoofed identity without a token on the voice route", send: upgradeWith("/v1/voice", spoofed), status: 401},
+		{name: "spoofed identity on an unmatched path", send: get("/nowhere", spoofed), status: 404},
+
+		// Underscore variants normalise to the protected names in many
+		// back ends (CGI, WSGI): refused at the edge.
+		{name: "underscore identity on the public REST route", send: get("/api/health", http.Header{"X_Directpipe_Identity": {spoof}}), status: 400},
+		{name: "underscore claim with a valid token", send: upgradeWith("/v1/voice", with(bearer(tok), "x_directpipe_sub", spoof)), status: 400},
+
+		// Forwarding and Envoy control headers from the client.
+		{name: "client X-Forwarded-For and x-envoy control headers", send: get("/api/health", http.Header{
+			"X-Forwarded-For":                {"203.0.113.9"},
+			"X-Forwarded-Proto":              {"https"},
+			"X-Forwarded-Host":               {"evil.example"},
+			"X-Real-Ip":                      {"203.0.113.9"},
+			"Forwarded":                      {"for=203.0.113.9"},
+			"X-Envoy-Upstream-Rq-Timeout-Ms": {"1"},
+			"X-Envoy-Retry-On":               {spoof},
+			"X-Envoy-Max-Retries":            {"9"},
+			"X-Envoy-Internal":               {"true"},
+		}), status: 200, reached: true, check: func(t *testing.T, seen recorded) {
+			if got := seen.Headers["x-forwarded-for"]; len(got) != 1 || got[0] != "127.0.0.1" {
+				t.Errorf("x-forwarded-for %v, want only the connection's address", got)
+			}
+			if got := seen.Headers["x-forwarded-proto"]; len(got) != 1 || got[0] != "http" {
+				t.Errorf("x-forwarded-proto %v, want the connection's scheme", got)
+			}
+			for _, h := range []string{"x-envoy-upstream-rq-timeout-ms", "x-envoy-max-retries", "x-envoy-internal", "x-forwarded-host", "x-real-ip", "forwarded"} {
+				if v, ok := seen.Headers[h]; ok {
+					t.Errorf("%s reached the back end: %v", h, v)
+				}
+			}
+		}},
+		{name: "client route marker", send: get("/api/health", http.Header{"X-Directpipe-Route": {"voice"}}), status: 500},
+
+		// Tokens: forged, expired, alg none, wrong key, oversized, two
+		// places at once.
+		{name: "forged signature", send: upgradeWith("/v1/voice", with(spoofed, "Authorization", "Bearer "+forged)), status: 401},
+		{name: "expired token", send: upgradeWith("/v1/voice", bearer(expired)), status: 401},
+		{name: "alg none", send: upgradeWith("/v1/voice", bearer(algNone)), status: 401},
+		{name: "wrong key", send: upgradeWith("/v1/voice", bearer(wrongKey)), status: 401},
+		{name: "oversized token", send: upgradeWith("/v1/voice", bearer(oversized)), status: 401},
+		{name: "valid bearer and forged query token: the first source decides, both stripped", send: upgradeWith("/v1/voice?access_token="+forged, bearer(tok)), status: 101, reached: true, check: verified("caller-1")},
+		{name: "forged bearer and valid query token: the first source decides", send: upgradeWith("/v1/voice?access_token="+tok, bearer(forged)), status: 401},
+		{name: "valid bearer and a subprotocol token: both stripped", send: upgradeWith("/v1/voice", with(bearer(tok), "Sec-Websocket-Protocol", "voice.v1, dp.bearer."+wrongKey)), status: 101, reached: true, check: func(t *testing.T, seen recorded) {
+			if got := seen.Headers["sec-websocket-protocol"]; len(got) != 1 || got[0] != "voice.v1" {
+				t.Errorf("subprotocols %v, want voice.v1 alone", got)
+			}
+		}},
+
+		// tcp mode: the same checks on raw bytes.
+		{name: "tcp: spoofed identity in every case with a valid token", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW",
+			"Authorization: Bearer "+tok, "X-DIRECTPIPE-IDENTITY: "+spoof, "x-directpipe-identity: "+spoof, "x-Directpipe-Sub: "+spoof)),
+			status: 101, reached: true, check: verified("caller-1")},
+		{name: "tcp: underscore identity", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok, "X_Directpipe_Identity: "+spoof)), status: 400},
+		{name: "tcp: no Sec-WebSocket-Key", send: raw(tcpAddr, strings.Replace(upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 1)), status: 400},
+		{name: "tcp: Sec-WebSocket-Version 8", send: raw(tcpAddr, strings.Replace(upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok), "Version: 13", "Version: 8", 1)), status: 400},
+		{name: "tcp: garbage bytes", send: raw(tcpAddr, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03ROW\r\n\r\n"), status: 400},
+		{name: "tcp: alg none", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+algNone)), status: 401},
+
+		// Upstream TLS checks the back end's name.
+		{name: "upstream TLS: the certificate names the sni", send: get("/tls-good/x", nil), status: 200},
+		{name: "upstream TLS: the certificate does not name the sni", send: get("/tls-wrong/x", nil), status: 503},
+		{name: "upstream TLS: the certificate names one of san", send: get("/tls-san/x", nil), status: 200},
+	}
+	for i, r := range rows {
+		t.Run(r.name, func(t *testing.T) {
+			id := fmt.Sprintf("r%d", i)
+			before := tlsb.count()
+			if got := r.send(t, id); got != r.status {
+				t.Fatalf("status %d, want %d", got, r.status)
+			}
+			if strings.HasPrefix(r.name, "upstream TLS") {
+				if reached := tlsb.count() > before; reached != (r.status == 200) {
+					t.Errorf("TLS back end reached: %v", reached)
+				}
+				return
+			}
+			var seen []recorded
+			for _, req := range backendRequests(t, s) {
+				if strings.Contains(req.Path, "row="+id) {
+					seen = append(seen, req)
+				}
+				assertClean(t, req, tokens)
+			}
+			switch {
+			case !r.reached && len(seen) > 0:
+				t.Fatalf("the back end saw %+v", seen)
+			case r.reached && len(seen) != 1:
+				t.Fatalf("the back end saw %d requests for this row, want 1", len(seen))
+			case r.reached && r.check != nil:
+				r.check(t, seen[0])
+			}
+		})
+	}
+
+	t.Run("slowloris head is closed by Envoy and never reaches the back end", func(t *testing.T) {
+		c, err := net.Dial("tcp", s.params.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /api/health?row=slowloris HTTP/1.1\r\nHost: a\r\n")
+		// Far longer than request_headers_timeout (1s): the bound on how
+		// long the test waits, not an assertion on Envoy's timing.
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		for tick := 0; ; tick++ {
+			if _, err := io.WriteString(c, fmt.Sprintf("X-Slow-%d: 1\r\n", tick)); err != nil {
+				break // Envoy closed the connection
+			}
+			if _, err := c.Read(make([]byte, 512)); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatal("Envoy kept a slow head open for 30s")
+				}
+				break
+			}
+		}
+		for _, req := range backendRequests(t, s) {
+			if strings.Contains(req.Path, "row=slowloris") {
+				t.Fatalf("the back end saw the slow request: %+v", req)
+			}
+		}
+	})
+
+	t.Run("HTTP/2 settings advertise the stream and window limits", func(t *testing.T) {
+		settings := h2Settings(t, s.params.Listen)
+		if settings[http2.SettingMaxConcurrentStreams] != 100 || settings[http2.SettingInitialWindowSize] != 65536 {
+			t.Errorf("settings %v, want 100 concurrent streams and a 64 KiB stream window", settings)
+		}
+	})
+
+	t.Run("a global connection limit is configured", func(t *testing.T) {
+		b, err := os.ReadFile(s.envoy.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "no configured limit to the number of allowed active downstream connections") {
+			t.Error("Envoy warns that nothing limits downstream connections")
+		}
+	})
+}
+
+// tagged adds the row id to a path's query.
+func tagged(path, id string) string {
+	if strings.Contains(path, "?") {
+		return path + "&row=" + id
+	}
+	return path + "?row=" + id
+}
+
+// plainGet sends a GET with header names exactly as given (Go would
+// canonicalise them with Set) and returns the status.
+func plainGet(t *testing.T, url string, h http.Header) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// assertClean fails if a request the back end received carries a forged
+// value, any token, or a header name with an underscore.
+func assertClean(t *testing.T, req recorded, tokens []string) {
+	t.Helper()
+	for name, vals := range req.Headers {
+		if strings.Contains(name, "_") {
+			t.Errorf("%s %s: header %q reached the back end", req.Method, req.Path, name)
+		}
+		for _, v := range vals {
+			if strings.Contains(v, spoof) {
+				t.Errorf("%s %s: forged value in %s reached the back end", req.Method, req.Path, name)
+			}
+			for _, tok := range tokens {
+				if strings.Contains(v, tok) {
+					t.Errorf("%s %s: a token in %s reached the back end", req.Method, req.Path, name)
+				}
+			}
+		}
+	}
+	for _, tok := range tokens {
+		if strings.Contains(req.Path, tok) {
+			t.Errorf("%s: a token in the path reached the back end", req.Path)
+		}
+	}
+}
+
+// h2Settings opens an h2c connection with prior knowledge and returns the
+// server's first SETTINGS.
+func h2Settings(t *testing.T, addr string) map[http2.SettingID]uint32 {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, bufio.NewReader(c))
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sf, ok := f.(*http2.SettingsFrame)
+		if !ok || sf.IsAck() {
+			continue
+		}
+		out := map[http2.SettingID]uint32{}
+		sf.ForeachSetting(func(s http2.Setting) error {
+			out[s.ID] = s.Val
+			return nil
+		})
+		return out
+	}
+}
