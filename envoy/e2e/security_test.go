@@ -27,6 +27,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // spoof is the value of every header a hostile client forges: the back
@@ -406,9 +407,12 @@ func plainGet(t *testing.T, url string, h http.Header) int {
 }
 
 // assertClean fails if a request the back end received carries a forged
-// value, any token, or a header name with an underscore.
+// value, any token, the route marker or a header name with an underscore.
 func assertClean(t *testing.T, req recorded, tokens []string) {
 	t.Helper()
+	if v, ok := req.Headers[contract.RouteMarkerHeader]; ok {
+		t.Errorf("%s %s: the route marker reached the back end: %v", req.Method, req.Path, v)
+	}
 	for name, vals := range req.Headers {
 		if strings.Contains(name, "_") {
 			t.Errorf("%s %s: header %q reached the back end", req.Method, req.Path, name)
