@@ -371,12 +371,17 @@ func (p *Path) setCPU(proxy procs, before float64, frames int) {
 	p.ProxyCPUPer10k = (cpuSeconds(proxy) - before) / float64(frames) * 10000
 }
 
-// handshakes times opening streams one after another in each auth mode.
+// handshakes times opening streams in each auth mode. The modes take turns,
+// one handshake each per round in a rotated order, so that every mode sees
+// the same machine: on a shared 2-core host the load moves in seconds, and
+// modes measured one after another would compare those moments.
+//
 // A cold handshake carries a token the filter has not seen (every one is
 // minted with its own jti), so the signature is checked; a cached one
-// repeats one token, which the filter's cache of verified tokens answers.
-// Envoy's jwt_authn gets the same tokens, alg for alg (no JWT cache is
-// configured there, so each of its handshakes checks a signature).
+// repeats one token, which the filter's cache of verified tokens answers
+// (its first use, unmeasured, fills the cache). Envoy's jwt_authn gets the
+// same cold tokens, alg for alg (no JWT cache is configured there, so each
+// of its handshakes checks a signature).
 func (l *lab) handshakes() []*Handshake {
 	n := l.cfg.Handshakes
 	k := l.stack.keys
@@ -389,44 +394,61 @@ func (l *lab) handshakes() []*Handshake {
 		{"ES256", k.tokens(jwt.SigningMethodES256, "ec", k.ec, n)},
 	}
 	ours, native := l.stack.url("ws", "/v1/voice"), fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"])
-	out := []*Handshake{l.handshake("no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil)}
+	modes := []handshakeMode{{"no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil}}
 	for _, a := range algs {
-		out = append(out,
-			l.handshake("directpipe filter, "+a.name+", cold", ours, a.cold),
-			l.handshake("directpipe filter, "+a.name+", cached", ours, a.cold[:1]),
-			l.handshake("Envoy jwt_authn, "+a.name, native, a.cold))
+		modes = append(modes,
+			handshakeMode{"directpipe filter, " + a.name + ", cold", ours, a.cold},
+			handshakeMode{"directpipe filter, " + a.name + ", cached", ours, a.cold[:1]},
+			handshakeMode{"Envoy jwt_authn, " + a.name, native, a.cold})
 	}
 	hs256 := algs[0].cold
-	return append(out,
-		l.handshake("tcp mode, no auth (tcp_proxy only)", "ws://"+l.stack.raw+"/v1/voice", nil),
-		l.handshake("tcp mode, directpipe tcp module, HS256, cold", "ws://"+l.stack.rawAuth+"/v1/voice", hs256),
-		l.handshake("tcp mode, directpipe tcp module, HS256, cached", "ws://"+l.stack.rawAuth+"/v1/voice", hs256[:1]))
+	modes = append(modes,
+		handshakeMode{"tcp mode, no auth (tcp_proxy only)", "ws://" + l.stack.raw + "/v1/voice", nil},
+		handshakeMode{"tcp mode, directpipe tcp module, HS256, cold", "ws://" + l.stack.rawAuth + "/v1/voice", hs256},
+		handshakeMode{"tcp mode, directpipe tcp module, HS256, cached", "ws://" + l.stack.rawAuth + "/v1/voice", hs256[:1]})
+	return runHandshakes(modes, n)
 }
 
-// handshake opens cfg.Handshakes streams one after another, the i-th with
-// the bearer token tokens[i % len(tokens)] (none when tokens is empty).
-// For a cached mode, one handshake with its token runs first, unmeasured.
-func (l *lab) handshake(mode, url string, tokens []string) *Handshake {
-	out := &Handshake{Mode: mode, Available: true}
-	header := func(i int) http.Header {
-		if len(tokens) == 0 {
-			return nil
+// handshakeMode is one auth mode: where to connect, and the bearer tokens
+// to send, the i-th handshake tokens[i % len(tokens)] (none when empty).
+type handshakeMode struct {
+	name, url string
+	tokens    []string
+}
+
+func (m handshakeMode) header(i int) http.Header {
+	if len(m.tokens) == 0 {
+		return nil
+	}
+	return http.Header{"Authorization": {"Bearer " + m.tokens[i%len(m.tokens)]}}
+}
+
+// runHandshakes opens n streams per mode, one per mode and round.
+func runHandshakes(modes []handshakeMode, n int) []*Handshake {
+	for _, m := range modes {
+		if len(m.tokens) == 1 {
+			voiceprobe.Handshake(context.Background(), m.url, m.header(0))
 		}
-		return http.Header{"Authorization": {"Bearer " + tokens[i%len(tokens)]}}
 	}
-	if len(tokens) == 1 {
-		voiceprobe.Handshake(context.Background(), url, header(0))
+	out := make([]*Handshake, len(modes))
+	samples := make([][]time.Duration, len(modes))
+	for i := range modes {
+		out[i] = &Handshake{Mode: modes[i].name, Available: true}
 	}
-	var samples []time.Duration
-	for i := range l.cfg.Handshakes {
-		d, err := voiceprobe.Handshake(context.Background(), url, header(i))
-		if err != nil {
-			out.Failures++
-			continue
+	for round := range n {
+		for k := range modes {
+			i := (k + round) % len(modes)
+			d, err := voiceprobe.Handshake(context.Background(), modes[i].url, modes[i].header(round))
+			if err != nil {
+				out[i].Failures++
+				continue
+			}
+			samples[i] = append(samples[i], d)
 		}
-		samples = append(samples, d)
 	}
-	out.Latency = voiceprobe.Summarize(samples)
+	for i := range out {
+		out[i].Latency = voiceprobe.Summarize(samples[i])
+	}
 	return out
 }
 
