@@ -38,7 +38,10 @@ func TestParseRejectsTruncated(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add(tiny)
-	f.Fuzz(func(t *testing.T, b []byte) { Parse(b) })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		Parse(b)
+		ReadSizes(b)
+	})
 }
 
 func TestReadSizes(t *testing.T) {
