@@ -32,21 +32,17 @@ import (
 // which initialises the runtime and the packages, then calls the exports.
 func main() {}
 
-// Heap bounds. Each worker's instance has its own linear memory, which
-// Wasm never shrinks: the heap's high-water mark is what the worker holds
-// for ever. The live heap is small (configurations, the token cache), so
-// the collector runs at a quarter of growth rather than Go's default of
-// all of it, and works harder as the heap nears 16 MiB. GOGC or
-// GOMEMLIMIT in the VM's environment take precedence.
-const (
-	gcPercent   = 25
-	memoryLimit = 16 << 20
-)
+// memoryLimit bounds the Go heap (a soft limit: the collector works harder
+// near it). Each worker's instance has its own linear memory, which Wasm
+// never shrinks, so the heap's high-water mark is what a worker holds for
+// ever; the live heap is small (configurations, the token cache), and a
+// burst (a 4 MiB configuration decoded) must not leave a worker holding
+// far more. GOMEMLIMIT in the VM's environment takes precedence. The
+// collector's pace is Go's default: GOGC=25 cost cold handshakes time
+// (more collections) and saved no measurable memory per worker.
+const memoryLimit = 16 << 20
 
 func init() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
