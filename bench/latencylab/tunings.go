@@ -27,6 +27,7 @@ type tuning struct {
 	exactBalance bool
 	bufferLimit  int
 	noStats      bool
+	noByteStats  bool
 	noIdleTimer  bool
 	tcpProxy     bool
 }
@@ -38,6 +39,7 @@ var tunings = []tuning{
 	{name: "buffer 32 KiB", bufferLimit: 32 << 10, desc: "per_connection_buffer_limit_bytes 32 KiB on listener and cluster (default 1 MiB)"},
 	{name: "io_uring", ioUring: true, desc: "the io_uring socket interface (experimental in Envoy)"},
 	{name: "no stats", noStats: true, desc: "stats_matcher reject_all: no counter updated per frame"},
+	{name: "no byte stats", noByteStats: true, desc: "stats_matcher drops only the byte counters and gauges updated on every read and write (`*_bytes_total`, `*_bytes_buffered`); connection counts stay"},
 	{name: "no idle timers", noIdleTimer: true, desc: "no route or stream idle timeout re-armed per frame"},
 	{name: "tcp_proxy", tcpProxy: true, desc: "the tcp mode chain instead (a listener whose only filter is tcp_proxy): what the HTTP connection manager costs per frame"},
 }
@@ -56,7 +58,7 @@ func (l *lab) startTuning(tu tuning, voicePort int) (pathRunner, error) {
 	var buf bytes.Buffer
 	err := template.Must(template.New("tuning").Parse(tuningTemplate)).Execute(&buf, map[string]any{
 		"AdminPort": admin, "Port": port, "VoicePort": voicePort, "IoUring": tu.ioUring, "ExactBalance": tu.exactBalance,
-		"BufferLimit": tu.bufferLimit, "NoStats": tu.noStats, "NoIdleTimer": tu.noIdleTimer, "TcpProxy": tu.tcpProxy,
+		"BufferLimit": tu.bufferLimit, "NoStats": tu.noStats, "NoByteStats": tu.noByteStats, "NoIdleTimer": tu.noIdleTimer, "TcpProxy": tu.tcpProxy,
 	})
 	if err != nil {
 		return pathRunner{}, err
