@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // ourPaths are the paths directpipe offers, compared with the best peer.
@@ -53,6 +54,16 @@ func (r *Report) writeSetup(b *strings.Builder) {
 	b.WriteString("\n\n")
 }
 
+// streamsPerCore is how many streams of one frame per interval a core
+// carries when each frame costs cpuPer10k/10,000 CPU seconds.
+func streamsPerCore(cpuPer10k float64, interval time.Duration) int {
+	if cpuPer10k <= 0 || interval <= 0 {
+		return 0
+	}
+	perStream := cpuPer10k / 10000 * (float64(time.Second) / float64(interval))
+	return int(1 / perStream)
+}
+
 func ratio(a, b float64) string {
 	if a <= 0 || b <= 0 {
 		return "–"
@@ -83,9 +94,11 @@ func (r *Report) writePeerSections(b *strings.Builder) {
 		fmt.Fprintf(b, "\n## Capacity (concurrent streams of %v frames, p99 < %v, nothing lost)\n\n", r.Config.Interval, CapacityP99)
 		fmt.Fprintf(b, "Each step runs every stream for %d frames; the load doubles from %d until a step fails (or reaches %d), then bisects %d times.\n\n",
 			r.Config.Capacity.Frames, r.Config.Capacity.Start, r.Config.Capacity.Max, r.Config.Capacity.Refine)
-		b.WriteString("| path | streams | p99 ms there | proxy CPU s / 10k frames there | steps (streams: p99 ms, ✓/✗) |\n|---|---|---|---|---|\n")
+		b.WriteString("The last column is where the proxy's CPU alone would stop it: one core over its CPU per stream at that load " +
+			"(the search itself also stops where the probe, the back end or the neighbours stall frames).\n\n")
+		b.WriteString("| path | streams | p99 ms there | proxy CPU s / 10k frames there | steps (streams: p99 ms, ✓/✗) | streams one proxy core carries at that CPU |\n|---|---|---|---|---|---|\n")
 		for _, c := range r.Capacity {
-			streams, p99, cpu := fmt.Sprint(c.Streams), "–", "–"
+			streams, p99, cpu, perCore := fmt.Sprint(c.Streams), "–", "–", "–"
 			if c.AtMax {
 				streams = "≥ " + streams
 			}
@@ -93,6 +106,7 @@ func (r *Report) writePeerSections(b *strings.Builder) {
 				p99 = ms(s.P99)
 				if s.ProxyCPUPer10k > 0 {
 					cpu = fmt.Sprintf("%.3f", s.ProxyCPUPer10k)
+					perCore = fmt.Sprint(streamsPerCore(s.ProxyCPUPer10k, r.Config.Interval))
 				}
 			}
 			var steps []string
@@ -103,7 +117,7 @@ func (r *Report) writePeerSections(b *strings.Builder) {
 				}
 				steps = append(steps, fmt.Sprintf("%d: %s %s", s.Streams, ms(s.P99), mark))
 			}
-			fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", c.Path, streams, p99, cpu, strings.Join(steps, ", "))
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", c.Path, streams, p99, cpu, strings.Join(steps, ", "), perCore)
 		}
 	}
 	if len(r.Profiles) > 0 {
