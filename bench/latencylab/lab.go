@@ -40,8 +40,8 @@ type Config struct {
 	Handshakes int
 	// RouteCounts are the policy sizes whose translation is timed.
 	RouteCounts []int
-	// ACKRuns is how many policy changes are timed to Envoy's ACK.
-	ACKRuns int
+	// Push sizes the change-to-ACK measurements.
+	Push PushConfig
 	// Rounds runs every path this many times, in a rotated order each
 	// round, so that no path always goes first into a cold Envoy.
 	Rounds int
@@ -64,7 +64,8 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Streams: 20, Frames: 500, Interval: 20 * time.Millisecond,
-		Handshakes: 200, RouteCounts: []int{100, 1000, 10000}, ACKRuns: 10, Rounds: 3,
+		Handshakes: 200, RouteCounts: []int{100, 1000, 10000}, Rounds: 3,
+		Push:     PushConfig{Changes: 100, LargeRoutes: 10000, LargeRuns: 5, Nodes: 100, NodeRuns: 20},
 		Workers: runtime.NumCPU(), Placement: "split",
 		Capacity: CapacityConfig{Start: 50, Max: 1600, Frames: 200, Refine: 2},
 		Storm:    StormConfig{Clients: 200, Timeout: 20 * time.Second},
@@ -76,7 +77,8 @@ func Default() Config {
 func Tiny() Config {
 	return Config{
 		Streams: 2, Frames: 20, Interval: 5 * time.Millisecond,
-		Handshakes: 5, RouteCounts: []int{10, 100}, ACKRuns: 2, Rounds: 1,
+		Handshakes: 5, RouteCounts: []int{10, 100}, Rounds: 1,
+		Push:     PushConfig{Changes: 2, LargeRoutes: 100, LargeRuns: 1, Nodes: 3, NodeRuns: 1},
 		Workers: runtime.NumCPU(), Placement: "split",
 		Capacity: CapacityConfig{Start: 2, Max: 4, Frames: 10},
 		Storm:    StormConfig{Clients: 3, Timeout: 10 * time.Second},
@@ -133,7 +135,7 @@ type Report struct {
 	Paths       []*Path            `json:"paths"`
 	Handshakes  []*Handshake       `json:"handshakes"`
 	Translation []Translation      `json:"translation"`
-	ChangeToACK voiceprobe.Summary `json:"change_to_ack"`
+	Pushes      []*PushRow         `json:"pushes"`
 	Placement   Placement          `json:"placement"`
 	// Peers are the versions of the other proxies measured.
 	Peers    map[string]string `json:"peers"`
@@ -179,24 +181,32 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 	}
 	l.backend = testkit.StartBackend(t)
 	l.stack = startStack(t, l.backend, cfg.Workers)
-	if err := l.startStatic(); err != nil {
-		return nil, err
-	}
-	if err := l.startPeers(); err != nil {
-		return nil, err
+	sel := cfg.Select
+	// The static Envoy and the peers serve the data path's sections only.
+	dataPath := sel.section("paths") || sel.section("capacity") || sel.section("profile") || sel.section("storm") ||
+		sel.section("tunings") || sel.section("handshakes")
+	if dataPath {
+		if err := l.startStatic(); err != nil {
+			return nil, err
+		}
+		if err := l.startPeers(); err != nil {
+			return nil, err
+		}
 	}
 	if err := l.pinAll(); err != nil {
 		return nil, err
 	}
 	rep := &Report{Machine: machine(), Config: cfg, Placement: l.placement, Peers: l.peerVersions()}
-	all := l.runners()
+	var all []pathRunner
+	if dataPath {
+		all = l.runners()
+	}
 	var runners []pathRunner
 	for _, r := range all {
 		if cfg.Select.path(r.name) {
 			runners = append(runners, r)
 		}
 	}
-	sel := cfg.Select
 	if sel.section("paths") {
 		rep.Paths = l.paths(runners)
 	}
@@ -221,11 +231,16 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 		}
 	}
 	if sel.section("control") {
-		fmt.Fprintf(l.log, ">> control plane\n")
+		fmt.Fprintf(l.log, ">> control plane: translation\n")
 		if rep.Translation, err = timeTranslation(cfg.RouteCounts); err != nil {
 			return nil, err
 		}
-		rep.ChangeToACK = l.stack.changeToACK(cfg.ACKRuns)
+	}
+	if sel.section("push") {
+		fmt.Fprintf(l.log, ">> control plane: change to ACK\n")
+		if rep.Pushes, err = l.stack.pushes(cfg.Push, l.log); err != nil {
+			return nil, err
+		}
 	}
 	return rep, nil
 }

@@ -38,8 +38,13 @@ func TestTinyRun(t *testing.T) {
 			t.Errorf("storm %s: %d of %d clients back (%s)", s.Path, s.Recovered, s.Clients, s.Note)
 		}
 	}
-	if len(rep.Translation) == 0 || rep.ChangeToACK.Count != Tiny().ACKRuns {
-		t.Errorf("control plane numbers missing: %+v %+v", rep.Translation, rep.ChangeToACK)
+	if len(rep.Translation) == 0 || len(rep.Pushes) == 0 {
+		t.Errorf("control plane numbers missing: %+v %+v", rep.Translation, rep.Pushes)
+	}
+	for _, p := range rep.Pushes {
+		if p.Failures != 0 || p.Latency.Count == 0 {
+			t.Errorf("push %s: %d failures (%s), %d samples", p.Name, p.Failures, p.Note, p.Latency.Count)
+		}
 	}
 	dir := t.TempDir()
 	if err := rep.WriteOutputs(dir); err != nil {
@@ -52,7 +57,7 @@ func TestTinyRun(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
-	for _, want := range []string{"no-proxy", "direct", "tcp-auth", "full-chain", "rest-per-frame", "jwt_authn", "tcp module", "validate + translate",
+	for _, want := range []string{"no-proxy", "direct", "tcp-auth", "full-chain", "rest-per-frame", "jwt_authn", "tcp module", "validate + translate", "Change to ACK",
 		"nginx", "haproxy", "best peer", "Capacity", "Where the proxy spends", "Reconnect storm", "Placement", "settings tried"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)

@@ -149,7 +149,12 @@ func pin(pid int, cpus []int) error {
 	return nil
 }
 
+// pinAll pins every process of p (none when p is nil: a part of the lab
+// that was not started).
 func pinAll(p procs, cpus []int) error {
+	if p == nil {
+		return nil
+	}
 	for _, pid := range p.PIDs() {
 		if err := pin(pid, cpus); err != nil {
 			return err

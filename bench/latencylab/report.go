@@ -43,6 +43,7 @@ func (r *Report) Markdown() string {
 	r.writePeerSections(&b)
 	r.writeHandshakes(&b)
 	r.writeControlPlane(&b)
+	r.writePushes(&b)
 	return b.String()
 }
 
@@ -112,6 +113,4 @@ func (r *Report) writeControlPlane(b *strings.Builder) {
 	for _, t := range r.Translation {
 		fmt.Fprintf(b, "| %d | %s |\n", t.Routes, ms(t.Time))
 	}
-	fmt.Fprintf(b, "\nPolicy file change → Envoy ACK of every type (%d changes, each adding a route): p50 %s ms, max %s ms.\n",
-		r.ChangeToACK.Count, ms(r.ChangeToACK.P50), ms(r.ChangeToACK.Max))
 }

@@ -3,19 +3,18 @@
 package latencylab
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
-	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
+
+// envoyNode is the node id of the stack's Envoy.
+const envoyNode = "bench-envoy"
 
 // stack is directpipe as `make run` starts it, on free ports.
 type stack struct {
@@ -61,8 +60,8 @@ auth_policies:
 	if err := os.WriteFile(s.file, []byte(s.body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Concurrency: workers})
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode, XDSAddr: s.cp.XDSAddr(), Concurrency: workers})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(s.url("http", "/api/health"))
@@ -81,48 +80,3 @@ auth_policies:
 }
 
 func (s *stack) url(scheme, path string) string { return scheme + "://" + s.listen + path }
-
-// changeToACK times, n times, from writing a policy file with one more
-// route to Envoy's ACK of the new routes and filter config.
-func (s *stack) changeToACK(n int) voiceprobe.Summary {
-	var samples []time.Duration
-	for i := range n {
-		body := strings.Replace(s.body, "routes:\n", fmt.Sprintf("routes:\n  - { name: ack-%d, match: { prefix: /ack-%d/ }, kind: http, backend: rest }\n", i, i), 1)
-		p, err := policy.Parse([]byte(body))
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		want := policy.Revision(p)
-		start := time.Now()
-		tmp := s.file + ".tmp"
-		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-			s.t.Fatal(err)
-		}
-		if err := os.Rename(tmp, s.file); err != nil {
-			s.t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		for ctx.Err() == nil && !s.acked(want) {
-			time.Sleep(time.Millisecond)
-		}
-		cancel()
-		samples = append(samples, time.Since(start))
-	}
-	return voiceprobe.Summarize(samples)
-}
-
-// acked reports whether revision rev is served and every Envoy ACKed all of it.
-func (s *stack) acked(rev string) bool {
-	if _, cur := s.cp.Policy(); cur != rev {
-		return false
-	}
-	latest := s.cp.XDS().Versions()
-	for _, n := range s.cp.XDS().Status().Nodes() {
-		for typ, v := range latest {
-			if n.Types[typ].Acked != v {
-				return false
-			}
-		}
-	}
-	return true
-}

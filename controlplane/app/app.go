@@ -85,6 +85,7 @@ type App struct {
 	mu       sync.Mutex // serialises applies
 	served   translate.Served
 	revision string
+	checked  *checkedApply
 	jwks     *jwks.Resolver
 
 	fleet fleet

@@ -54,17 +54,30 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	if expectedRevision != a.revision {
 		return "", nil, fmt.Errorf("%w: current revision is %s, not %s", admin.ErrStaleRevision, a.revision, expectedRevision)
 	}
-	res, keys, err := a.translate(ctx, p)
-	if err != nil {
-		a.metrics.Applies.WithLabelValues("invalid").Inc()
-		return "", nil, err
+	var (
+		res     xdstype.Resources
+		keys    map[string][]*policyv1.JWK
+		changes []translate.Change
+		err     error
+	)
+	if c := a.checked; !dryRun && c != nil && c.policy == p && c.base == a.revision {
+		res, keys, changes = c.res, c.keys, c.changes
+	} else {
+		if res, keys, err = a.translate(ctx, p); err != nil {
+			a.metrics.Applies.WithLabelValues("invalid").Inc()
+			return "", nil, err
+		}
+		if changes, err = translate.Diff(a.served.Resources, res); err != nil {
+			return "", nil, err
+		}
 	}
+	a.checked = nil
 	rev := policy.Revision(p)
-	changes, err := translate.Diff(a.served.Resources, res)
-	if err != nil {
-		return "", nil, err
+	if dryRun {
+		a.checked = &checkedApply{policy: p, base: a.revision, res: res, keys: keys, changes: changes}
+		return rev, changes, nil
 	}
-	if dryRun || rev == a.revision {
+	if rev == a.revision {
 		return rev, changes, nil
 	}
 	if err := policy.CheckFileServes(a.cfg.PolicyFile, a.revision); err != nil {
@@ -81,6 +94,20 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 		return "", nil, err
 	}
 	return rev, changes, nil
+}
+
+// checkedApply is a dry run's work, kept for the apply that follows it.
+// The admin API computes every apply first (to name the listeners it would
+// drain) and then applies the same message: translating and diffing again
+// would double the control plane's part of a push (about 100 ms at 10,000
+// routes). It is reused only for the very message it was computed from,
+// over the same served revision, and any serve drops it.
+type checkedApply struct {
+	policy  *policyv1.Policy
+	base    string
+	res     xdstype.Resources
+	keys    map[string][]*policyv1.JWK
+	changes []translate.Change
 }
 
 // applyFromFile serves a policy read from the file. Reading back a file the
@@ -127,7 +154,7 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xds
 			a.log.Warn("policy applied with a warning", "revision", rev, "warning", w)
 		}
 	}
-	a.served, a.revision = translate.Served{Policy: p, Keys: keys, Resources: res}, rev
+	a.served, a.revision, a.checked = translate.Served{Policy: p, Keys: keys, Resources: res}, rev, nil
 	a.log.Info("policy applied", "revision", rev, "source", source)
 	a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicy, Revision: rev})
 	return nil

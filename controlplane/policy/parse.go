@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"gopkg.in/yaml.v3"
-	sigsyaml "sigs.k8s.io/yaml"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 )
@@ -288,7 +287,7 @@ func Marshal(p *policyv1.Policy) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal policy: %w", err)
 	}
-	out, err := sigsyaml.JSONToYAML(js)
+	out, err := jsonToYAML(js)
 	if err != nil {
 		return nil, fmt.Errorf("marshal policy: %w", err)
 	}

@@ -16,7 +16,6 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
@@ -78,7 +77,11 @@ func (s *Server) SetResources(ctx context.Context, res xdstype.Resources) (map[s
 			return nil, fmt.Errorf("xds: %s is not a type directpipe serves", typeURL)
 		}
 	}
-	snap := &cachev3.Snapshot{}
+	// Delta xDS compares per-resource versions. They are hashed here from
+	// the bytes the type's version is hashed from, as go-control-plane's
+	// ConstructVersionMap would (sha256 of the deterministic encoding),
+	// which saves marshalling every resource a second time per push.
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	versions := map[string]string{}
 	for _, k := range kinds {
 		typeURL, list := k.URL, res[k.URL]
@@ -89,20 +92,16 @@ func (s *Server) SetResources(ctx context.Context, res xdstype.Resources) (map[s
 				}
 			}
 		}
-		version, err := contentVersion(list)
+		version, perResource, err := contentVersion(list)
 		if err != nil {
 			return nil, err
 		}
 		versions[typeURL] = version
 		snap.Resources[cachev3.GetResponseType(typeURL)] = cachev3.NewResources(version, list)
+		snap.VersionMap[typeURL] = perResource
 	}
 	if err := snap.Consistent(); err != nil {
 		return nil, fmt.Errorf("xds: snapshot is not consistent: %w", err)
-	}
-	// Delta xDS compares per-resource versions; computing them here keeps a
-	// failure from surfacing later inside a stream.
-	if err := snap.ConstructVersionMap(); err != nil {
-		return nil, fmt.Errorf("xds: version map: %w", err)
 	}
 	if err := s.cache.SetSnapshot(ctx, snapshotGroup, snap); err != nil {
 		return nil, fmt.Errorf("xds: set snapshot: %w", err)
@@ -124,21 +123,23 @@ func (s *Server) Versions() map[string]string { return s.status.Latest() }
 
 // contentVersion hashes the resources of one type in their (deterministic)
 // order, so the same policy always yields the same version and a restarted
-// control plane re-sends what Envoy already has under the same name.
-func contentVersion(list []types.Resource) (string, error) {
+// control plane re-sends what Envoy already has under the same name. It
+// also returns each resource's own version, by name, for delta xDS.
+func contentVersion(list []types.Resource) (string, map[string]string, error) {
 	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
+	perResource := make(map[string]string, len(list))
 	for _, r := range list {
-		b, err := opts.Marshal(r)
+		b, err := cachev3.MarshalResource(r)
 		if err != nil {
-			return "", fmt.Errorf("xds: hash resource: %w", err)
+			return "", nil, fmt.Errorf("xds: hash resource: %w", err)
 		}
+		perResource[cachev3.GetResourceName(r)] = cachev3.HashResource(b)
 		// Length-prefix each resource so that two lists cannot collide by
 		// moving bytes across a boundary.
 		fmt.Fprintf(h, "%d:", len(b))
 		h.Write(b)
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
+	return hex.EncodeToString(h.Sum(nil))[:16], perResource, nil
 }
 
 func shortVersions(v map[string]string) map[string]string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 
@@ -192,6 +194,33 @@ func TestStatusForgetsLongGoneNodes(t *testing.T) {
 	for _, n := range nodes {
 		if n.ID == "n0" {
 			t.Error("the longest-gone node is still remembered")
+		}
+	}
+}
+
+// TestVersionMapIsGoControlPlanes: the per-resource versions delta xDS
+// compares, which SetResources hashes itself, are the ones go-control-plane
+// would compute.
+func TestVersionMapIsGoControlPlanes(t *testing.T) {
+	ctx := context.Background()
+	s := NewServer(ctx, quietLog(), NewMetrics(nil))
+	if _, err := s.SetResources(ctx, example(t)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.cache.GetSnapshot(snapshotGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := got.(*cachev3.Snapshot)
+	fresh := &cachev3.Snapshot{Resources: snap.Resources}
+	if err := fresh.ConstructVersionMap(); err != nil {
+		t.Fatal(err)
+	}
+	// go-control-plane also lists empty maps for the types nobody serves;
+	// go-control-plane only reads the map, and a missing type reads empty.
+	for _, k := range xdstype.Kinds() {
+		if got, want := snap.VersionMap[k.URL], fresh.VersionMap[k.URL]; len(want) == 0 || !maps.Equal(got, want) {
+			t.Errorf("%s: version map %v, want %v", k.Abbrev, got, want)
 		}
 	}
 }

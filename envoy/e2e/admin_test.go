@@ -26,6 +26,25 @@ func (s *stack) dpctl(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// stageRoutes returns the revision dpctl sees now and a policy file that
+// adds routes to the stack's policy, for dpctl to apply.
+func (s *stack) stageRoutes(routes ...route) (string, string) {
+	s.t.Helper()
+	code, got, errs := s.dpctl("policy", "get")
+	if code != 0 {
+		s.t.Fatal(errs)
+	}
+	rev := strings.TrimPrefix(strings.SplitN(got, "\n", 2)[0], "# revision: ")
+	s.params.ExtraRoutes = routes
+	var buf bytes.Buffer
+	renderPolicy(s.t, s.params, &buf)
+	file := filepath.Join(s.t.TempDir(), "next.yaml")
+	if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+	return rev, file
+}
+
 // waitStatus polls `dpctl status -o json` until every type of the node is
 // in state want (or, for one type, in typeWant).
 func (s *stack) waitStatus(want string, only string) map[string]any {
@@ -113,19 +132,7 @@ func TestDpctlStatusSyncedAndNacked(t *testing.T) {
 func TestDpctlApplySurvivesRestart(t *testing.T) {
 	s := newStack(t, false)
 	s.waitStatus("SYNCED", "")
-	code, before, _ := s.dpctl("policy", "get")
-	if code != 0 {
-		t.Fatal(before)
-	}
-	oldRev := strings.TrimPrefix(strings.SplitN(before, "\n", 2)[0], "# revision: ")
-
-	s.params.ExtraRoutes = []route{{Name: "via-api", Prefix: "/routes/via-api"}}
-	var buf bytes.Buffer
-	newFile := filepath.Join(t.TempDir(), "next.yaml")
-	renderPolicy(t, s.params, &buf)
-	if err := os.WriteFile(newFile, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	oldRev, newFile := s.stageRoutes(route{Name: "via-api", Prefix: "/routes/via-api"})
 	code, diff, errs := s.dpctl("policy", "diff", "-f", newFile)
 	if code != 0 || !strings.Contains(diff, "~ RouteConfiguration public") || !strings.Contains(diff, "~ TypedExtensionConfig") || strings.Contains(diff, "Listener") {
 		t.Fatalf("diff (%s):\n%s", errs, diff)

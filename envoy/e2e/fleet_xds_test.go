@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -57,18 +55,7 @@ func policyFile(t *testing.T, p policyParams) string {
 // everything subscribes to every resource the control plane serves, as
 // an Envoy with this policy would.
 func everything(cp *testkit.ControlPlane) testkit.Subscription {
-	res := cp.Resources()
-	names := func(typeURL string) []string {
-		var out []string
-		for _, r := range res[typeURL] {
-			out = append(out, cachev3.GetResourceName(r))
-		}
-		return out
-	}
-	return testkit.Subscription{
-		resource.ClusterType: nil, resource.ListenerType: nil, resource.EndpointType: names(resource.EndpointType),
-		resource.RouteType: names(resource.RouteType), resource.ExtensionConfigType: names(resource.ExtensionConfigType),
-	}
+	return testkit.SubscribeAll(cp.Resources())
 }
 
 // clientTLS is a node's side of mutual TLS: its certificate, if any, and

@@ -6,15 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
 // XDSClient is a minimal state-of-the-world ADS client that behaves like
@@ -50,6 +56,8 @@ type Session struct {
 	// Received holds every response, in order.
 	Received []*discoveryv3.DiscoveryResponse
 	stream   discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	subs     Subscription
+	followed atomic.Int64
 }
 
 // Sync opens a stream as node, subscribes to subs and ACKs responses until
@@ -76,6 +84,7 @@ func (c *XDSClient) Sync(ctx context.Context, node string, subs Subscription) (*
 	for t := range subs {
 		pending[t] = true
 	}
+	s.subs = subs
 	for len(pending) > 0 {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -83,16 +92,44 @@ func (c *XDSClient) Sync(ctx context.Context, node string, subs Subscription) (*
 		}
 		s.Received = append(s.Received, resp)
 		delete(pending, resp.GetTypeUrl())
-		ack := &discoveryv3.DiscoveryRequest{
-			TypeUrl: resp.GetTypeUrl(), VersionInfo: resp.GetVersionInfo(),
-			ResponseNonce: resp.GetNonce(), ResourceNames: subs[resp.GetTypeUrl()],
-		}
-		if err := stream.Send(ack); err != nil {
-			return s, s.recvErr(err)
+		if err := s.ack(resp); err != nil {
+			return s, err
 		}
 	}
 	return s, nil
 }
+
+// ack accepts a response.
+func (s *Session) ack(resp *discoveryv3.DiscoveryResponse) error {
+	ack := &discoveryv3.DiscoveryRequest{
+		TypeUrl: resp.GetTypeUrl(), VersionInfo: resp.GetVersionInfo(),
+		ResponseNonce: resp.GetNonce(), ResourceNames: s.subs[resp.GetTypeUrl()],
+	}
+	if err := s.stream.Send(ack); err != nil {
+		return s.recvErr(err)
+	}
+	return nil
+}
+
+// Follow goes on after Sync as an Envoy that accepts everything would: it
+// ACKs every response until the stream ends, and returns why it ended. It
+// counts what it accepts (Followed) instead of keeping it, so that a node
+// followed through many changes holds no more memory than one.
+func (s *Session) Follow() error {
+	for {
+		resp, err := s.stream.Recv()
+		if err != nil {
+			return err
+		}
+		s.followed.Add(1)
+		if err := s.ack(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// Followed is how many responses Follow has accepted so far.
+func (s *Session) Followed() int64 { return s.followed.Load() }
 
 // recvErr turns a failed Send into the stream's status: gRPC reports why a
 // stream ended on Recv.
@@ -143,4 +180,52 @@ func (s *Session) Resources() int {
 
 func (s *Session) String() string {
 	return fmt.Sprintf("%d responses, %d resources", len(s.Received), s.Resources())
+}
+
+// SubscribeAll asks for every resource of res, as an Envoy served them
+// would: clusters and listeners by wildcard, the rest by name.
+func SubscribeAll(res xdstype.Resources) Subscription {
+	names := func(typeURL string) []string {
+		var out []string
+		for _, r := range res[typeURL] {
+			out = append(out, cachev3.GetResourceName(r))
+		}
+		return out
+	}
+	return Subscription{
+		resource.ClusterType: nil, resource.ListenerType: nil, resource.EndpointType: names(resource.EndpointType),
+		resource.RouteType: names(resource.RouteType), resource.ExtensionConfigType: names(resource.ExtensionConfigType),
+	}
+}
+
+// FollowNodes starts n simulated nodes (prefix-000, prefix-001, ...), each
+// on a plaintext connection of its own: each syncs subs, retrying while
+// the server refuses it over its rate, then ACKs everything it is sent
+// until ctx ends. It returns once all of them synced, or the first error.
+func FollowNodes(ctx context.Context, addr string, n int, prefix string, subs Subscription) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			node := fmt.Sprintf("%s-%03d", prefix, i)
+			c, err := DialXDS(addr, nil)
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", node, err)
+				return
+			}
+			sess, _, err := c.SyncWithBackoff(ctx, node, subs)
+			if err != nil {
+				c.Close()
+				errs <- fmt.Errorf("%s: %w", node, err)
+				return
+			}
+			context.AfterFunc(ctx, func() { sess.Close(); c.Close() })
+			go sess.Follow() // ends with the stream
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }

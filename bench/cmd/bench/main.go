@@ -31,6 +31,8 @@ func main() {
 	paths := flag.String("paths", "", "only these paths (in paths, capacity, profile and storm), comma-separated: "+strings.Join(latencylab.PathNames(), ","))
 	tunings := flag.String("tunings", "", "only these Envoy settings (beside the baseline) in the tunings section, comma-separated: "+strings.Join(latencylab.TuningNames(), ","))
 	rounds := flag.Int("rounds", cfg.Rounds, "rotated rounds of every path")
+	pushChanges := flag.Int("push-changes", cfg.Push.Changes, "changes timed to the ACK in each row of the push section")
+	pushNodes := flag.Int("push-nodes", cfg.Push.Nodes, "simulated xDS nodes beside the Envoy in the push section's many-nodes row")
 	flag.Parse()
 	sel, err := latencylab.ParseSelection(*sections, *paths, *tunings)
 	if err != nil {
@@ -45,6 +47,7 @@ func main() {
 	} else {
 		cfg.Streams, cfg.Frames, cfg.Interval, cfg.Handshakes = *streams, *frames, *interval, *handshakes
 		cfg.Capacity.Max, cfg.Storm.Clients, cfg.Rounds = *capMax, *stormClients, *rounds
+		cfg.Push.Changes, cfg.Push.Nodes = *pushChanges, *pushNodes
 	}
 	cfg.Select = sel
 	cfg.Workers, cfg.Placement = *workers, *placement

@@ -1,0 +1,65 @@
+package app
+
+import (
+	"context"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
+
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+)
+
+// translations is how many policies the control plane has translated.
+func translations(t *testing.T, a *App) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := a.metrics.Translate.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// TestApplyTranslatesOnce: the admin API checks every apply before making
+// it, and the apply reuses that check's translation instead of doing the
+// work twice; a dry run in a call of its own translates once too.
+func TestApplyTranslatesOnce(t *testing.T) {
+	a, client, _ := startApp(t, copyExample(t))
+	ctx := authed(context.Background())
+	got, err := client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := proto.Clone(got.GetPolicy()).(*policyv1.Policy)
+	changed.Backends[0].Endpoints = append(changed.Backends[0].Endpoints, "127.0.0.1:8091")
+
+	before := translations(t, a)
+	applied, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: changed, ExpectedRevision: got.GetRevision()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := translations(t, a) - before; n != 1 {
+		t.Errorf("one apply translated the policy %d times, want 1", n)
+	}
+	if _, rev := a.Policy(); rev != applied.GetRevision() {
+		t.Errorf("serving %s, want the applied %s", rev, applied.GetRevision())
+	}
+
+	again := proto.Clone(changed).(*policyv1.Policy)
+	again.Backends[0].Endpoints = append(again.Backends[0].Endpoints, "127.0.0.1:8092")
+	before = translations(t, a)
+	if _, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: again, ExpectedRevision: applied.GetRevision(), DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: again, ExpectedRevision: applied.GetRevision()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := translations(t, a) - before; n != 2 {
+		t.Errorf("a dry run and an apply in two calls translated %d times, want 2 (one per call)", n)
+	}
+	if _, rev := a.Policy(); rev != second.GetRevision() || second.GetRevision() == applied.GetRevision() {
+		t.Errorf("serving %s after the second apply (%s)", rev, second.GetRevision())
+	}
+}
