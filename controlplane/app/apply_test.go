@@ -9,6 +9,8 @@ import (
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/xds"
 )
 
 // translations is how many policies the control plane has translated.
@@ -61,5 +63,58 @@ func TestApplyTranslatesOnce(t *testing.T) {
 	}
 	if _, rev := a.Policy(); rev != second.GetRevision() || second.GetRevision() == applied.GetRevision() {
 		t.Errorf("serving %s after the second apply (%s)", rev, second.GetRevision())
+	}
+}
+
+// TestBridgeOnlyWhenRoutesChange: a new route is pushed in two snapshots,
+// the widened filter config first (make before break), while a key added
+// to an auth policy that an HTTP and a tcp route share is one snapshot, so
+// both filter configs reach Envoy in one update.
+func TestBridgeOnlyWhenRoutesChange(t *testing.T) {
+	a, client, _ := startApp(t, copyExample(t))
+	ctx := authed(context.Background())
+	snapshots := func(change func(*policyv1.Policy)) (int, []string) {
+		t.Helper()
+		got, err := client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := proto.Clone(got.GetPolicy()).(*policyv1.Policy)
+		change(next)
+		events, stop := a.Status().Subscribe()
+		defer stop()
+		resp, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: next, ExpectedRevision: got.GetRevision()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var changed []string
+		for _, c := range resp.GetChanges() {
+			changed = append(changed, c.GetType()+" "+c.GetName())
+		}
+		n := 0
+		for {
+			select {
+			case e := <-events:
+				if e.Kind == xds.EventSnapshot {
+					n++
+				}
+				continue
+			default:
+			}
+			return n, changed
+		}
+	}
+	n, changed := snapshots(func(p *policyv1.Policy) {
+		p.Routes = append(p.Routes, &policyv1.Route{Name: "added", Kind: policy.KindHTTP, Backend: p.Backends[0].Name, Match: &policyv1.RouteMatch{Prefix: "/added/"}})
+	})
+	if n != 2 {
+		t.Errorf("a route added (%v) was pushed in %d snapshots, want 2: the bridge, then the rest", changed, n)
+	}
+	n, changed = snapshots(func(p *policyv1.Policy) {
+		jwt := p.AuthPolicies[0].Jwt
+		jwt.Keys = append(jwt.Keys, &policyv1.JWK{Kty: "oct", Kid: "added", Alg: "HS256", K: "YWRkZWQta2V5LWZvci10aGUtYnJpZGdlLXRlc3QtMzI"})
+	})
+	if n != 1 || len(changed) != 2 {
+		t.Errorf("a key added (%v) was pushed in %d snapshots, want both filter configs in 1", changed, n)
 	}
 }
