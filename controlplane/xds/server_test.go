@@ -16,6 +16,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
@@ -222,5 +223,39 @@ func TestVersionMapIsGoControlPlanes(t *testing.T) {
 		if got, want := snap.VersionMap[k.URL], fresh.VersionMap[k.URL]; len(want) == 0 || !maps.Equal(got, want) {
 			t.Errorf("%s: version map %v, want %v", k.Abbrev, got, want)
 		}
+	}
+}
+
+// TestSetResourcesReusesOnlyTheSameResources: a set that keeps some
+// types' resources (as a bridge does) keeps their versions, and a type
+// whose list changes, even by one resource, is hashed again.
+func TestSetResourcesReusesOnlyTheSameResources(t *testing.T) {
+	ctx := context.Background()
+	s := NewServer(ctx, quietLog(), NewMetrics(nil))
+	first := example(t)
+	v1, err := s.SetResources(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := first.Clone()
+	rc := proto.Clone(staged[resource.RouteType][0]).(*routev3.RouteConfiguration)
+	rc.VirtualHosts[0].Domains = append(rc.VirtualHosts[0].Domains, "staged.example.com")
+	staged[resource.RouteType] = []types.Resource{rc}
+	v2, err := s.SetResources(ctx, staged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, v := range v1 {
+		if changed := v2[typ] != v; changed != (typ == resource.RouteType) {
+			t.Errorf("%s: version %s then %s", typ, v, v2[typ])
+		}
+	}
+	// The same content in new messages is the same version.
+	v3, err := s.SetResources(ctx, example(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(v1, v3) {
+		t.Errorf("versions %v, then %v for the same content", v1, v3)
 	}
 }
