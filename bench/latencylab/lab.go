@@ -65,7 +65,7 @@ func Default() Config {
 	return Config{
 		Streams: 20, Frames: 500, Interval: 20 * time.Millisecond,
 		Handshakes: 200, RouteCounts: []int{100, 1000, 10000}, Rounds: 3,
-		Push:     PushConfig{Changes: 100, LargeRoutes: 10000, LargeRuns: 5, Nodes: 100, NodeRuns: 20},
+		Push:    PushConfig{Changes: 100, LargeRoutes: 10000, LargeRuns: 5, Nodes: 100, NodeRuns: 20},
 		Workers: runtime.NumCPU(), Placement: "split",
 		Capacity: CapacityConfig{Start: 50, Max: 1600, Frames: 200, Refine: 2},
 		Storm:    StormConfig{Clients: 200, Timeout: 20 * time.Second},
@@ -78,7 +78,7 @@ func Tiny() Config {
 	return Config{
 		Streams: 2, Frames: 20, Interval: 5 * time.Millisecond,
 		Handshakes: 5, RouteCounts: []int{10, 100}, Rounds: 1,
-		Push:     PushConfig{Changes: 2, LargeRoutes: 100, LargeRuns: 1, Nodes: 3, NodeRuns: 1},
+		Push:    PushConfig{Changes: 2, LargeRoutes: 100, LargeRuns: 1, Nodes: 3, NodeRuns: 1},
 		Workers: runtime.NumCPU(), Placement: "split",
 		Capacity: CapacityConfig{Start: 2, Max: 4, Frames: 10},
 		Storm:    StormConfig{Clients: 3, Timeout: 10 * time.Second},
@@ -130,13 +130,13 @@ type Translation struct {
 
 // Report is a whole run.
 type Report struct {
-	Machine     Machine            `json:"machine"`
-	Config      Config             `json:"config"`
-	Paths       []*Path            `json:"paths"`
-	Handshakes  []*Handshake       `json:"handshakes"`
-	Translation []Translation      `json:"translation"`
-	Pushes      []*PushRow         `json:"pushes"`
-	Placement   Placement          `json:"placement"`
+	Machine     Machine       `json:"machine"`
+	Config      Config        `json:"config"`
+	Paths       []*Path       `json:"paths"`
+	Handshakes  []*Handshake  `json:"handshakes"`
+	Translation []Translation `json:"translation"`
+	Pushes      []*PushRow    `json:"pushes"`
+	Placement   Placement     `json:"placement"`
 	// Peers are the versions of the other proxies measured.
 	Peers    map[string]string `json:"peers"`
 	Capacity []*Capacity       `json:"capacity"`
