@@ -86,7 +86,10 @@ type App struct {
 	served   translate.Served
 	revision string
 	checked  *checkedApply
-	jwks     *jwks.Resolver
+	// fileSum is the sum of the policy file's bytes when this process
+	// last wrote or checked it (see policy.CheckFile).
+	fileSum policy.FileSum
+	jwks    *jwks.Resolver
 
 	fleet fleet
 }

@@ -80,15 +80,16 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	if rev == a.revision {
 		return rev, changes, nil
 	}
-	if err := policy.CheckFileServes(a.cfg.PolicyFile, a.revision); err != nil {
+	if a.fileSum, err = policy.CheckFile(a.cfg.PolicyFile, a.revision, a.fileSum); err != nil {
 		return "", nil, fmt.Errorf("%w: %w", admin.ErrStaleRevision, err)
 	}
-	if err := policy.WriteFileAtomic(a.cfg.PolicyFile, p); err != nil {
+	if a.fileSum, err = policy.WriteFile(a.cfg.PolicyFile, p); err != nil {
 		return "", nil, err
 	}
 	if err := a.serve(ctx, p, rev, res, keys, "api"); err != nil {
 		// Put the file back so that a restart serves what is being served.
-		if rerr := policy.WriteFileAtomic(a.cfg.PolicyFile, a.served.Policy); rerr != nil {
+		var rerr error
+		if a.fileSum, rerr = policy.WriteFile(a.cfg.PolicyFile, a.served.Policy); rerr != nil {
 			a.log.Error("restoring the policy file failed", "error", rerr)
 		}
 		return "", nil, err

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -222,6 +223,29 @@ func TestCheckFileServes(t *testing.T) {
 				t.Errorf("CheckFileServes: %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestCheckFileKnownBytes: the bytes this process wrote pass without a
+// parse, and an edit is still refused when a known sum is given.
+func TestCheckFileKnownBytes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	p1, _ := Parse([]byte(withBackend("1")))
+	sum, err := WriteFile(path, p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := CheckFile(path, Revision(p1), sum); err != nil || got != sum {
+		t.Errorf("the file as written: %v (sum %x, want %x)", err, got, sum)
+	}
+	writeAtomically(t, path, withBackend("2"))
+	if _, err := CheckFile(path, Revision(p1), sum); !errors.Is(err, ErrFileChanged) {
+		t.Errorf("an edit with the written file's sum known: %v, want ErrFileChanged", err)
+	}
+	// Reformatted, the served policy still passes, by parsing.
+	writeAtomically(t, path, "# a comment\n"+withBackend("1"))
+	if got, err := CheckFile(path, Revision(p1), sum); err != nil || got == sum {
+		t.Errorf("the served policy reformatted: %v (sum %x)", err, got)
 	}
 }
 
