@@ -84,7 +84,7 @@ func (s *stack) pushes(cfg PushConfig, log io.Writer) ([]*PushRow, error) {
 		func(i int) string { return s.withRoutes(i+1, 0) }, api)
 	row("api: route replaced", "admin API apply removing one route and adding another (the filter config is bridged first, so ECDS twice)", n,
 		func(i int) string { return s.withRoutes(1, i+1) }, api)
-	row("api: key added", "admin API apply adding a key to the HTTP and tcp auth policy (ECDS only: two filter configs)", n,
+	row("api: key added", "admin API apply adding a key to the auth policy an HTTP and a tcp route share (ECDS only: two filter configs)", n,
 		s.withKey, api)
 	row("api: endpoint added", "admin API apply adding an endpoint to the REST back end (EDS only)", n,
 		s.withEndpoint, api)
