@@ -44,7 +44,7 @@ func startStack(t testkit.T, b *testkit.Backend, workers int) *stack {
 routes:
   - { name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: demo }
   - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
-  - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice }
+  - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s", raw: true }, backend: voice }
   - { name: voice-raw-auth, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo }
 backends:
   - { name: voice, endpoints: ["%s"] }

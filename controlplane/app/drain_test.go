@@ -14,8 +14,8 @@ import (
 	"github.com/directpipe/directpipe/controlplane/admin"
 )
 
-// TestApplyThatDrainsNeedsConsent: turning auth off on the example's tcp
-// route replaces its listener; the admin API reports it on a dry run,
+// TestApplyThatDrainsNeedsConsent: making the example's tcp route raw (no
+// auth, no module) replaces its listener; the admin API reports it on a dry run,
 // refuses it without allow_drain (changing nothing) and applies it with.
 func TestApplyThatDrainsNeedsConsent(t *testing.T) {
 	a, client, _ := startApp(t, copyExample(t))
@@ -25,6 +25,7 @@ func TestApplyThatDrainsNeedsConsent(t *testing.T) {
 	for _, r := range p.GetRoutes() {
 		if r.GetMode() == "tcp" {
 			r.Auth = ""
+			r.Tcp.Raw = true
 		}
 	}
 

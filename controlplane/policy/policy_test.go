@@ -107,6 +107,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative stream duration", replace("idle_timeout: 60s", "max_stream_duration: -1s"), []string{"routes[0].max_stream_duration: must be positive"}},
 		{"tcp without address", replace("kind: websocket", "kind: websocket\n    mode: tcp"), []string{"routes[0].tcp.address: required"}},
 		{"tcp with a match", tcpRoute, []string{"routes[0].match: a tcp route takes the whole listener"}},
+		{"raw tcp with auth", strings.Replace(tcpRoute, "tcp: { address: 127.0.0.1:10001 }", "tcp: { address: 127.0.0.1:10001, raw: true }", 1), []string{"routes[0].tcp.raw: a route with auth is checked"}},
 		{"tcp with dangling auth", strings.Replace(tcpRoute, "auth: demo", "auth: nope", 1), []string{`routes[0].auth: no auth policy named "nope"`}},
 		{"tcp address taken", replace("kind: websocket", "kind: websocket\n    mode: tcp\n    tcp: { address: 127.0.0.1:10000 }"), []string{"routes[0].tcp.address: 127.0.0.1:10000 is already used by listeners[0].address"}},
 		{"tcp on upgrade route", replace("kind: websocket", "kind: websocket\n    tcp: { address: 127.0.0.1:10001 }"), []string{"routes[0].tcp: only websocket routes in mode"}},

@@ -270,6 +270,9 @@ func (v *validator) tcpRoute(path string, r *policyv1.Route, backends, auths map
 	if r.GetAuth() != "" && !auths[r.GetAuth()] {
 		v.errorf(path+".auth", "no auth policy named %q", r.GetAuth())
 	}
+	if r.GetAuth() != "" && r.GetTcp().GetRaw() {
+		v.errorf(path+".tcp.raw", "a route with auth is checked: it cannot be raw")
+	}
 	if r.GetMatch() != nil {
 		v.errorf(path+".match", "a tcp route takes the whole listener: it has no match")
 	}

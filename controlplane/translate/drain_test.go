@@ -33,10 +33,18 @@ func TestListenerUpdates(t *testing.T) {
 				}
 			}
 		}, []ListenerUpdate{{"second", Added, ""}}},
-		{"auth off on a tcp route replaces its listener and removes the deny listener", func(p *policyv1.Policy) {
+		{"auth off on a tcp route travels by ECDS: the module stays", func(p *policyv1.Policy) {
 			for _, r := range p.Routes {
 				if r.GetMode() == "tcp" {
 					r.Auth = ""
+				}
+			}
+		}, nil},
+		{"a raw tcp route replaces its listener and removes the deny listener", func(p *policyv1.Policy) {
+			for _, r := range p.Routes {
+				if r.GetMode() == "tcp" {
+					r.Auth = ""
+					r.Tcp.Raw = true
 				}
 			}
 		}, []ListenerUpdate{{"directpipe-deny", Removed, ""}, {"tcp-voice-raw", Modified, "127.0.0.1:10001"}}},

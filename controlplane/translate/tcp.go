@@ -19,7 +19,7 @@ import (
 const TCPListenerPrefix = "tcp-"
 
 // tcpListener is the literal direct pipe: a listener whose network filters
-// are the handshake check, when the route has auth, and tcp_proxy.
+// are the handshake check and tcp_proxy (tcp_proxy alone for a raw route).
 func tcpListener(r *policyv1.Route) (*listenerv3.Listener, error) {
 	addr, err := socketAddress(r.GetTcp().GetAddress())
 	if err != nil {
@@ -49,7 +49,7 @@ func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
 		proxy.MaxDownstreamConnectionDuration = clone(d)
 	}
 	var filters []*listenerv3.Filter
-	if r.GetAuth() != "" {
+	if tcpChecked(r) {
 		filters = append(filters, tcpHandshakeFilter(r))
 		// tcp_proxy must neither connect nor stop reading before the
 		// handshake is decided: the check needs the first bytes, and a
@@ -62,6 +62,12 @@ func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(proxy)},
 	})
 }
+
+// tcpChecked reports whether a tcp route runs the handshake module: every
+// one but a raw route. Without auth the module still checks that the
+// connection opens with a WebSocket handshake and removes the identity
+// headers a client wrote.
+func tcpChecked(r *policyv1.Route) bool { return !r.GetTcp().GetRaw() }
 
 // socketAddress turns an ip:port into an Envoy address. Validation has
 // checked it already; translate still refuses what it cannot parse rather

@@ -39,8 +39,9 @@ func tcpHandshakeFilter(r *policyv1.Route) *listenerv3.Filter {
 	}
 }
 
-// TCPHandshakeConfigs are the ECDS resources of the tcp routes with auth:
-// one each, carrying the route's one policy as a bare policy document.
+// TCPHandshakeConfigs are the ECDS resources of the checked tcp routes:
+// one each, carrying the route's one policy as a bare policy document (a
+// public one for a route without auth).
 func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExtensionConfig, error) {
 	policies := map[string]*policyv1.AuthPolicy{}
 	for _, a := range p.GetAuthPolicies() {
@@ -49,11 +50,13 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 	protected := protectedHeaders(p)
 	var out []*corev3.TypedExtensionConfig
 	for _, r := range p.GetRoutes() {
-		if !isTCP(r) || r.GetAuth() == "" {
+		if !isTCP(r) || !tcpChecked(r) {
 			continue
 		}
-		a := policies[r.GetAuth()]
-		pol := authPolicy(a, opts.ResolvedKeys[a.GetName()])
+		pol := &contract.Policy{Name: r.GetName(), Realm: contract.DefaultRealm, Public: true}
+		if a := policies[r.GetAuth()]; a != nil {
+			pol = authPolicy(a, opts.ResolvedKeys[a.GetName()])
+		}
 		// The module sees this one policy; the headers the others set
 		// must not reach the back end from a client either.
 		pol.ProtectedHeaders = protected

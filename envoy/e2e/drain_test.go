@@ -15,7 +15,7 @@ import (
 )
 
 // TestApplyRefusesDrainingChange: a policy change that adds a listener or
-// turns auth off on a tcp route goes through LDS. dpctl policy diff says
+// makes a tcp route raw (no auth, no module) goes through LDS. dpctl policy diff says
 // which listeners it updates and how many connections each holds (from the
 // stats Envoy streams to the control plane); apply refuses it without
 // --allow-drain, changing nothing, and applies it with.
@@ -71,11 +71,11 @@ func TestApplyRefusesDrainingChange(t *testing.T) {
 		}
 	})
 
-	// The same policy, now served, with auth off on the tcp route: its
-	// listener's network filters change.
-	noAuth := write(strings.Replace(mustRead(t, addListener), rawLine, strings.Replace(rawLine, ", auth: demo }", " }", 1), 1))
+	// The same policy, now served, with the tcp route raw (no auth, no
+	// module): its listener's network filters change.
+	noAuth := write(strings.Replace(mustRead(t, addListener), rawLine, strings.Replace(rawLine, `" }, backend: voice, auth: demo }`, `", raw: true }, backend: voice }`, 1), 1))
 
-	t.Run("auth off on a tcp route", func(t *testing.T) {
+	t.Run("a tcp route made raw", func(t *testing.T) {
 		// Envoy streams its stats every 5 s: wait until the diff shows the call.
 		var out string
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {

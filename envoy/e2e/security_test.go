@@ -112,9 +112,10 @@ func (b *tlsBackend) count() int {
 }
 
 // securityRoutes are added to the example policy: a public REST route
-// matched by a header, and three routes to the TLS back end (its name
-// right, wrong, and right through the san list).
+// matched by a header, a public tcp route, and three routes to the TLS
+// back end (its name right, wrong, and right through the san list).
 const securityRoutes = `
+  - { name: voice-open, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice }
   - { name: tenant-api, match: { prefix: /routes/, headers: [{ name: x-tenant, exact: acme }] }, kind: http, backend: rest }
   - { name: tls-good, match: { prefix: /tls-good/ }, kind: http, backend: tls-good }
   - { name: tls-wrong, match: { prefix: /tls-wrong/ }, kind: http, backend: tls-wrong }
@@ -146,15 +147,18 @@ type hostile struct {
 func TestHostileRequests(t *testing.T) {
 	tlsb := startTLSBackend(t)
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	openAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStack(t, false, func(p *policyParams) {
 		p.TCP = tcpAddr
 		// The slowloris row waits for this.
 		p.ListenerLimits = "{ request_headers_timeout: 1s }"
-		p.RoutesYAML = securityRoutes
+		p.RoutesYAML = fmt.Sprintf(securityRoutes, openAddr)
 		p.BackendsYAML = fmt.Sprintf(securityBackends, tlsb.addr, tlsb.caFile)
 	})
-	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
-		t.Fatal(err)
+	for _, addr := range []string{tcpAddr, openAddr} {
+		if err := testkit.WaitListening(addr, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.waitStatus("SYNCED", "")
 
@@ -295,6 +299,15 @@ func TestHostileRequests(t *testing.T) {
 		{name: "tcp: Sec-WebSocket-Version 8", send: raw(tcpAddr, strings.Replace(upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok), "Version: 13", "Version: 8", 1)), status: 400},
 		{name: "tcp: garbage bytes", send: raw(tcpAddr, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03ROW\r\n\r\n"), status: 400},
 		{name: "tcp: alg none", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+algNone)), status: 401},
+
+		// A tcp route without auth is checked too: a WebSocket handshake,
+		// no identity from the client.
+		{name: "public tcp: spoofed identity in every case", send: raw(openAddr, upgradeRequest("/v1/voice?row=ROW",
+			"X-DIRECTPIPE-IDENTITY: "+spoof, "x-directpipe-identity: "+spoof, "x-Directpipe-Sub: "+spoof)),
+			status: 101, reached: true, check: noIdentity},
+		{name: "public tcp: underscore identity", send: raw(openAddr, upgradeRequest("/v1/voice?row=ROW", "X_Directpipe_Identity: "+spoof)), status: 400},
+		{name: "public tcp: no Sec-WebSocket-Key", send: raw(openAddr, strings.Replace(upgradeRequest("/v1/voice?row=ROW"), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 1)), status: 400},
+		{name: "public tcp: garbage bytes", send: raw(openAddr, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03ROW\r\n\r\n"), status: 400},
 
 		// Upstream TLS checks the back end's name.
 		{name: "upstream TLS: the certificate names the sni", send: get("/tls-good/x", nil), status: 200},

@@ -45,6 +45,9 @@ func (c *Config) Check(route string, req Request, now time.Time) (Decision, *Pol
 // The origin comes first: a page on another site must not even learn
 // whether a browser's ambient token would have worked.
 func (p *Policy) Check(req Request, now time.Time) Decision {
+	if p.Public {
+		return Decision{Allow: true, Remove: p.protected()}
+	}
 	if d, ok := p.checkOrigin(req); !ok {
 		return d
 	}

@@ -138,6 +138,9 @@ func decodeStrict(data []byte, v any) error {
 }
 
 func (p *Policy) prepare() error {
+	if p.Public {
+		return p.preparePublic()
+	}
 	if len(p.Sources) == 0 {
 		return errors.New("no token sources")
 	}
@@ -220,6 +223,24 @@ func (p *Policy) prepareCache() error {
 	}
 	p.cache = newTokenCache(entries, maxAge)
 	return nil
+}
+
+// preparePublic checks a policy that verifies nothing: any way to accept
+// a token in it would be a mistake.
+func (p *Policy) preparePublic() error {
+	switch {
+	case len(p.Sources) > 0 || p.JWKS != nil || len(p.APIKeys) > 0:
+		return errors.New("a public policy has no sources and no keys")
+	case p.IdentityHeader != "" || len(p.ClaimHeaders) > 0 || p.Origins != nil:
+		return errors.New("a public policy sets no identity and checks no origin")
+	}
+	if p.Realm == "" {
+		p.Realm = contract.DefaultRealm
+	}
+	if !validRealm(p.Realm) {
+		return errors.New("realm must be printable ASCII without quotes or backslashes")
+	}
+	return p.prepareHeaders()
 }
 
 // prepareHeaders checks the headers the filter writes. A claim must not be

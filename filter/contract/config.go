@@ -16,13 +16,18 @@ type Config struct {
 type Policy struct {
 	Name           string            `json:"name"`
 	Realm          string            `json:"realm"`
-	Sources        []Source          `json:"sources"`
+	Sources        []Source          `json:"sources,omitempty"`
 	JWKS           *JWKS             `json:"jwks,omitempty"`
 	LeewaySeconds  int64             `json:"leeway_seconds"`
 	MaxTokenBytes  int               `json:"max_token_bytes"`
 	APIKeys        []APIKey          `json:"api_keys,omitempty"`
 	IdentityHeader string            `json:"identity_header,omitempty"`
 	ClaimHeaders   map[string]string `json:"claim_headers,omitempty"`
+	// Public marks a policy that verifies no token: the tcp module then
+	// only checks that the connection opens with a WebSocket handshake
+	// and removes ProtectedHeaders from it (a tcp route without auth). It
+	// has no sources and no keys.
+	Public bool `json:"public,omitempty"`
 	// ProtectedHeaders are identity and claim headers that other policies
 	// set: a request this policy lets through must not carry a client's
 	// copy of them either. The tcp module, which sees one policy, needs

@@ -267,3 +267,49 @@ func FuzzInspect(f *testing.F) {
 		}
 	})
 }
+
+// TestInspectPublicPolicy: a tcp route without auth still requires a
+// WebSocket handshake and strips identity headers a client wrote
+// (regression, issue 11: such a route had no check at all).
+func TestInspectPublicPolicy(t *testing.T) {
+	cfg, err := auth.ParseConfig([]byte(`{"name":"open","public":true,"protected_headers":["x-directpipe-identity","x-directpipe-sub"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Single()
+	o := Inspect(p, []byte(head("/v1/a", "X-DIRECTPIPE-IDENTITY: admin", "x-directpipe-sub: admin", "X-Kept: yes")), now)
+	if o.Verdict != Allow {
+		t.Fatalf("verdict %v (%s)", o.Verdict, o.Decision.Reason)
+	}
+	h, _, err := httphead.Parse(o.Replacement)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.Get("x-directpipe-identity"); ok {
+		t.Error("a spoofed identity was forwarded")
+	}
+	if _, ok := h.Get("x-directpipe-sub"); ok {
+		t.Error("a spoofed claim was forwarded")
+	}
+	if v, _ := h.Get("x-kept"); v != "yes" {
+		t.Error("an unrelated header was dropped")
+	}
+	for name, in := range map[string]string{
+		"no key":     without(head("/v1/a"), "Sec-WebSocket-Key"),
+		"underscore": head("/v1/a", "X_Directpipe_Identity: admin"),
+		"garbage":    "\x16\x03\x01\x00\xa5\x01\x00\r\n\r\n",
+	} {
+		if o := Inspect(p, []byte(in), now); o.Verdict != Deny || o.Decision.Reason != contract.ReasonBadHandshake {
+			t.Errorf("%s: verdict %v (%s), want a bad_handshake denial", name, o.Verdict, o.Decision.Reason)
+		}
+	}
+	for _, doc := range []string{
+		`{"name":"open","public":true,"sources":[{"bearer":true}]}`,
+		`{"name":"open","public":true,"identity_header":"x-id"}`,
+		`{"name":"open","public":true,"api_keys":[{"sha256":"` + strings.Repeat("0", 64) + `","identity":"a"}]}`,
+	} {
+		if _, err := auth.ParseConfig([]byte(doc)); err == nil {
+			t.Errorf("a public policy that could accept or set something was taken: %s", doc)
+		}
+	}
+}

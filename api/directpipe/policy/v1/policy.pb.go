@@ -695,7 +695,13 @@ func (x *RateLimit) GetBurst() uint32 {
 type TCPRoute struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// ip:port of the dedicated listener whose only job is this route.
-	Address       string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Forward connections as they come, without the handshake module: for
+	// a route without auth only. Nothing then checks the WebSocket
+	// handshake or removes identity headers a client wrote, so the back
+	// end must not trust them. Without it, a route without auth still runs
+	// the module, which checks the handshake and strips those headers.
+	Raw           bool `protobuf:"varint,2,opt,name=raw,proto3" json:"raw,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -735,6 +741,13 @@ func (x *TCPRoute) GetAddress() string {
 		return x.Address
 	}
 	return ""
+}
+
+func (x *TCPRoute) GetRaw() bool {
+	if x != nil {
+		return x.Raw
+	}
+	return false
 }
 
 type RouteMatch struct {
@@ -1828,9 +1841,10 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\tRateLimit\x12*\n" +
 	"\x11requests_per_unit\x18\x01 \x01(\rR\x0frequestsPerUnit\x12\x12\n" +
 	"\x04unit\x18\x02 \x01(\tR\x04unit\x12\x14\n" +
-	"\x05burst\x18\x03 \x01(\rR\x05burst\"$\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"6\n" +
 	"\bTCPRoute\x12\x18\n" +
-	"\aaddress\x18\x01 \x01(\tR\aaddress\"\x8b\x01\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x10\n" +
+	"\x03raw\x18\x02 \x01(\bR\x03raw\"\x8b\x01\n" +
 	"\n" +
 	"RouteMatch\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
