@@ -48,7 +48,7 @@ func TestApplyRefusesDrainingChange(t *testing.T) {
 		return f
 	}
 	addListener := write(strings.Replace(served.String(), rawLine,
-		rawLine+fmt.Sprintf("\n  - { name: extra-raw, kind: websocket, mode: tcp, tcp: { address: %q }, backend: voice }", extra), 1))
+		rawLine+fmt.Sprintf("\n  - { name: extra-raw, kind: websocket, mode: tcp, tcp: { address: %q, raw: true }, backend: voice }", extra), 1))
 
 	t.Run("a new listener", func(t *testing.T) {
 		code, out, errs := s.dpctl("policy", "diff", "-f", addListener)
