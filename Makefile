@@ -36,7 +36,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools browser-tools bench-tools build wasm-opt run token certs test fuzz bench generate clean
+.PHONY: tools browser-tools bench-tools build wasm-opt run run-ha token certs test fuzz bench generate clean
 
 tools: $(ENVOY_BIN) $(ETCD_BIN) browser-tools bench-tools
 
@@ -125,6 +125,12 @@ run: tools build
 		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) MODULES_PORT=$(MODULES_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
 		BIN=$(BIN) ./examples/run.sh
 
+# Three replicas on a three-member etcd and one Envoy listing all three,
+# Envoy and the back end on the ports of `make run`.
+run-ha: tools build
+	@ENVOY_BIN=$(ENVOY_BIN) ETCD_BIN=$(ETCD_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) TCP_PORT=$(TCP_PORT) ADMIN_PORT=$(ADMIN_PORT) \
+		VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) BIN=$(BIN) ./examples/run-ha.sh
+
 # Certificates for a deployment: a CA (kept if CERTS_DIR has one), the
 # control plane's for CERT_HOSTS and one per Envoy in CERT_NODES.
 CERTS_DIR  ?= certs
@@ -167,4 +173,4 @@ generate:
 		$$(find api -name '*.proto' | sort)
 
 clean:
-	rm -rf $(BIN) .run
+	rm -rf $(BIN) .run .run-ha

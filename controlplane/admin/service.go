@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -35,6 +36,10 @@ import (
 // since the revision the caller based its change on.
 var ErrStaleRevision = errors.New("policy changed since the expected revision")
 
+// ErrUnavailable is returned by Backend.Apply when the policy store cannot
+// be reached: the last good policy keeps serving, nothing can change.
+var ErrUnavailable = errors.New("policy store unavailable")
+
 // ErrInvalidPolicy wraps validation and translation errors.
 var ErrInvalidPolicy = errors.New("invalid policy")
 
@@ -55,6 +60,12 @@ type Backend interface {
 	Status() *xds.Status
 	// KeySources reports the key sets the served policy names.
 	KeySources() []jwks.Status
+	// Replica names this control plane among replicas ("" alone).
+	Replica() string
+	// FleetNodes are the nodes other replicas serve (none alone).
+	FleetNodes(ctx context.Context) ([]*adminv1.Node, error)
+	// History returns the stored revisions of the policy, newest first.
+	History(ctx context.Context) ([]*adminv1.PolicyRevision, error)
 }
 
 // Service implements adminv1.AdminServiceServer.
@@ -67,28 +78,43 @@ type Service struct {
 func NewService(b Backend) *Service { return &Service{backend: b} }
 
 // Register adds the admin service, the gRPC health service and server
-// reflection (so grpcurl works) to g.
-func (s *Service) Register(g *grpc.Server) {
+// reflection (so grpcurl works) to g. hs is the control plane's health,
+// which says SERVING once a policy is served; nil: always serving.
+func (s *Service) Register(g *grpc.Server, hs *health.Server) {
 	adminv1.RegisterAdminServiceServer(g, s)
-	hs := health.NewServer()
-	hs.SetServingStatus(adminv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	if hs == nil {
+		hs = health.NewServer()
+		hs.SetServingStatus(adminv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)
 }
 
-func (s *Service) ListNodes(context.Context, *adminv1.ListNodesRequest) (*adminv1.ListNodesResponse, error) {
-	st := s.backend.Status()
+func (s *Service) ListNodes(ctx context.Context, _ *adminv1.ListNodesRequest) (*adminv1.ListNodesResponse, error) {
+	resp := &adminv1.ListNodesResponse{Nodes: NodeProtos(s.backend.Status(), s.backend.Replica())}
+	fleet, err := s.backend.FleetNodes(ctx)
+	if err != nil {
+		return nil, applyError(err)
+	}
+	resp.Nodes = mergeNodes(resp.Nodes, fleet)
+	return resp, nil
+}
+
+// NodeProtos is the status of the nodes this control plane has seen, as
+// the API shows them, each marked with replica.
+func NodeProtos(st *xds.Status, replica string) []*adminv1.Node {
 	latest := st.Latest()
 	typeURLs := make([]string, 0, len(latest))
 	for t := range latest {
 		typeURLs = append(typeURLs, t)
 	}
 	sort.Strings(typeURLs)
-	resp := &adminv1.ListNodesResponse{}
+	var out []*adminv1.Node
 	for _, n := range st.Nodes() {
 		node := &adminv1.Node{
 			Id: n.ID, Cluster: n.Cluster, EnvoyVersion: n.EnvoyVersion, XdsFlavour: n.Flavour,
 			Connected: n.Connected, ConnectedSince: timestamppb.New(n.ConnectedSince), LastSeen: timestamppb.New(n.LastSeen),
+			Replica: replica,
 		}
 		for _, t := range typeURLs {
 			ts := n.Types[t]
@@ -101,9 +127,34 @@ func (s *Service) ListNodes(context.Context, *adminv1.ListNodesRequest) (*adminv
 			}
 			node.Resources = append(node.Resources, rs)
 		}
-		resp.Nodes = append(resp.Nodes, node)
+		out = append(out, node)
 	}
-	return resp, nil
+	return out
+}
+
+// mergeNodes adds the nodes other replicas serve to this replica's own.
+// A node has one entry: the connected one that connected last (a replica
+// that died keeps its records until its lease expires, while its nodes
+// have already reconnected elsewhere).
+func mergeNodes(local, fleet []*adminv1.Node) []*adminv1.Node {
+	best := map[string]*adminv1.Node{}
+	var order []string
+	for _, n := range append(slices.Clone(local), fleet...) {
+		cur, ok := best[n.GetId()]
+		if !ok {
+			order = append(order, n.GetId())
+			best[n.GetId()] = n
+			continue
+		}
+		if n.GetConnected() && (!cur.GetConnected() || n.GetConnectedSince().AsTime().After(cur.GetConnectedSince().AsTime())) {
+			best[n.GetId()] = n
+		}
+	}
+	out := make([]*adminv1.Node, 0, len(order))
+	for _, id := range order {
+		out = append(out, best[id])
+	}
+	return out
 }
 
 func syncState(s xds.SyncState) adminv1.SyncState {
@@ -118,6 +169,17 @@ func syncState(s xds.SyncState) adminv1.SyncState {
 		return adminv1.SyncState_NOT_SENT
 	}
 	return adminv1.SyncState_SYNC_STATE_UNSPECIFIED
+}
+
+func (s *Service) GetPolicyHistory(ctx context.Context, _ *adminv1.GetPolicyHistoryRequest) (*adminv1.GetPolicyHistoryResponse, error) {
+	h, err := s.backend.History(ctx)
+	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return &adminv1.GetPolicyHistoryResponse{Revisions: h}, nil
 }
 
 func (s *Service) GetPolicy(context.Context, *adminv1.GetPolicyRequest) (*adminv1.GetPolicyResponse, error) {
@@ -208,6 +270,8 @@ func applyError(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrInvalidPolicy):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }

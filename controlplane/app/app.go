@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
@@ -28,7 +31,7 @@ import (
 	"github.com/directpipe/directpipe/controlplane/modules"
 	"github.com/directpipe/directpipe/controlplane/mtls"
 	"github.com/directpipe/directpipe/controlplane/nodestats"
-	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/store"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
 	"github.com/directpipe/directpipe/controlplane/xdstype"
@@ -36,8 +39,14 @@ import (
 
 // Config says where the control plane reads policy and what it listens on.
 type Config struct {
-	// PolicyFile is watched; every valid change is applied.
+	// PolicyFile is watched; every valid change is applied. With a shared
+	// Store it only seeds a store that holds no policy yet.
 	PolicyFile string
+	// Store, when set, is the shared policy store (etcd) of replicas;
+	// nil keeps the policy in PolicyFile.
+	Store store.Shared
+	// Replica names this control plane among replicas.
+	Replica string
 	// XDSAddr is the ADS gRPC address, e.g. 127.0.0.1:18000 (":0" picks).
 	XDSAddr string
 	// MetricsAddr serves /metrics; empty disables it.
@@ -86,12 +95,19 @@ type App struct {
 	served   translate.Served
 	revision string
 	checked  *checkedApply
-	// fileSum is the sum of the policy file's bytes when this process
-	// last wrote or checked it (see policy.CheckFile).
-	fileSum policy.FileSum
-	jwks    *jwks.Resolver
+	jwks     *jwks.Resolver
 
 	fleet fleet
+
+	// store holds the policy: the file, or the replicas' shared store.
+	store store.Store
+	// shared is set when store is shared by replicas.
+	shared bool
+	// ready is set once a policy is served: before, the health service
+	// and /readyz say not serving, so no Envoy is pointed at an empty
+	// snapshot.
+	ready  atomic.Bool
+	health *health.Server
 }
 
 // New loads the policy, builds the first snapshot and binds the listeners.
@@ -116,11 +132,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if err := a.setupFleet(); err != nil {
 		return nil, err
 	}
-	p, err := policy.LoadFile(cfg.PolicyFile)
-	if err != nil {
-		return nil, err
-	}
-	if err := a.applyFromFile(ctx, p); err != nil {
+	if err := a.firstLoad(ctx); err != nil {
 		return nil, err
 	}
 	opts := a.fleet.guard.ServerOptions()
@@ -129,10 +141,14 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	}
 	a.grpc = grpc.NewServer(opts...)
 	a.xds.Register(a.grpc)
+	a.health = health.NewServer()
+	healthpb.RegisterHealthServer(a.grpc, a.health)
+	a.setReady(a.ready.Load())
 	// Envoys stream their stats over the xDS cluster too (the bootstrap's
 	// metrics service sink): the live connections of each listener.
 	a.nodeStats.Register(a.grpc)
 	var lc net.ListenConfig
+	var err error
 	if a.xdsLis, err = lc.Listen(ctx, "tcp", cfg.XDSAddr); err != nil {
 		return nil, fmt.Errorf("listen xds: %w", err)
 	}
@@ -156,7 +172,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.AdminTLS)))
 		}
 		a.admin = grpc.NewServer(opts...)
-		admin.NewService(a).Register(a.admin)
+		admin.NewService(a).Register(a.admin, a.health)
 		if a.adminLis, err = lc.Listen(ctx, "tcp", cfg.AdminAddr); err != nil {
 			a.closeListeners()
 			return nil, fmt.Errorf("listen admin: %w", err)
@@ -243,6 +259,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.metLis != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/readyz", a.serveReadyz)
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.Serve(a.metLis); !errors.Is(err, http.ErrServerClosed) {
@@ -269,15 +286,19 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}
 	})
-	if a.cfg.PolicyFile != "" {
+	if a.shared {
+		g.Go(func() error { a.publishNodes(ctx); return nil })
+	}
+	if a.shared || a.cfg.PolicyFile != "" {
 		g.Go(func() error {
-			return policy.WatchFile(ctx, a.cfg.PolicyFile, a.log, func(p *policyv1.Policy) error {
-				return a.applyFromFile(ctx, p)
+			return a.store.Watch(ctx, func(p *policyv1.Policy) error {
+				return a.applyFromStore(ctx, p)
 			})
 		})
 	}
 	a.log.Info("control plane serving", "xds", a.XDSAddr(), "tls", a.fleet.tls != nil, "modules", a.ModulesAddr(),
-		"admin", a.AdminAddr(), "metrics", a.MetricsAddr(), "policy", a.cfg.PolicyFile)
+		"admin", a.AdminAddr(), "metrics", a.MetricsAddr(), "policy", a.cfg.PolicyFile, "shared_store", a.shared,
+		"replica", a.cfg.Replica, "ready", a.ready.Load())
 	return g.Wait()
 }
 

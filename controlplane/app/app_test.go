@@ -346,7 +346,7 @@ func TestStaleFileReadDoesNotUndoAnApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.applyFromFile(context.Background(), old); err != nil {
+	if err := a.applyFromStore(context.Background(), old); err != nil {
 		t.Fatalf("stale read: %v", err)
 	}
 	if _, rev := a.Policy(); rev != applied.GetRevision() {

@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -13,6 +15,7 @@ import (
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/store"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
 	"github.com/directpipe/directpipe/controlplane/xdstype"
@@ -46,12 +49,16 @@ func (a *App) translate(ctx context.Context, p *policyv1.Policy) (xdstype.Resour
 }
 
 // Apply is the admin API's change: it refuses a stale expected revision,
-// persists the policy file atomically (so a restart serves the same policy)
-// and then serves it. Applies are serialised.
+// stores the policy (the file atomically, so a restart serves the same
+// policy; or etcd, in a transaction that compares the expected revision,
+// so concurrent applies through different replicas cannot both win) and
+// then serves it. Applies are serialised.
 func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if expectedRevision != a.revision {
+	// A shared store compares in its transaction: this replica may not
+	// have seen the latest apply through another one yet.
+	if !a.shared && expectedRevision != a.revision {
 		return "", nil, fmt.Errorf("%w: current revision is %s, not %s", admin.ErrStaleRevision, a.revision, expectedRevision)
 	}
 	var (
@@ -80,17 +87,14 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	if rev == a.revision {
 		return rev, changes, nil
 	}
-	if a.fileSum, err = policy.CheckFile(a.cfg.PolicyFile, a.revision, a.fileSum); err != nil {
-		return "", nil, fmt.Errorf("%w: %w", admin.ErrStaleRevision, err)
-	}
-	if a.fileSum, err = policy.WriteFile(a.cfg.PolicyFile, p); err != nil {
-		return "", nil, err
+	if _, err := a.store.Put(ctx, p, expectedRevision); err != nil {
+		return "", nil, storeError(err)
 	}
 	if err := a.serve(ctx, p, rev, res, keys, "api"); err != nil {
-		// Put the file back so that a restart serves what is being served.
-		var rerr error
-		if a.fileSum, rerr = policy.WriteFile(a.cfg.PolicyFile, a.served.Policy); rerr != nil {
-			a.log.Error("restoring the policy file failed", "error", rerr)
+		// Put the old policy back so that a restart, and every other
+		// replica, serves what is being served.
+		if _, rerr := a.store.Put(ctx, a.served.Policy, rev); rerr != nil {
+			a.log.Error("restoring the stored policy failed", "error", rerr)
 		}
 		return "", nil, err
 	}
@@ -111,9 +115,21 @@ type checkedApply struct {
 	changes []translate.Change
 }
 
-// applyFromFile serves a policy read from the file. Reading back a file the
-// admin API just wrote changes nothing.
-func (a *App) applyFromFile(ctx context.Context, p *policyv1.Policy) error {
+// storeError gives the admin API's classification to a store's error.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrStale):
+		// Both sentinels say the same; say it once.
+		return fmt.Errorf("%w%s", admin.ErrStaleRevision, strings.TrimPrefix(err.Error(), store.ErrStale.Error()))
+	case errors.Is(err, store.ErrUnavailable):
+		return fmt.Errorf("%w: the policy keeps serving, but cannot be changed until the store is back: %w", admin.ErrUnavailable, err)
+	}
+	return err
+}
+
+// applyFromStore serves a policy read from the store. Reading back what
+// this control plane just stored changes nothing.
+func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	rev := policy.Revision(p)
@@ -132,7 +148,11 @@ func (a *App) applyFromFile(ctx context.Context, p *policyv1.Policy) error {
 		a.metrics.Applies.WithLabelValues("invalid").Inc()
 		return err
 	}
-	return a.serve(ctx, p, rev, res, keys, "file")
+	source := "file"
+	if a.shared {
+		source = "store"
+	}
+	return a.serve(ctx, p, rev, res, keys, source)
 }
 
 // serve sets the snapshot, after a bridging filter config when the change
@@ -164,6 +184,9 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xds
 		}
 	}
 	a.served, a.revision, a.checked = translate.Served{Policy: p, Keys: keys, Resources: res}, rev, nil
+	if !a.ready.Load() {
+		a.setReady(true)
+	}
 	a.log.Info("policy applied", "revision", rev, "source", source)
 	a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicy, Revision: rev})
 	return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -49,7 +50,12 @@ func (c *cli) status(ctx context.Context) error {
 		return err
 	}
 	w := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	// Replicas name the one serving each node; alone, the column is left out.
+	replicas := slices.ContainsFunc(resp.GetNodes(), func(n *adminv1.Node) bool { return n.GetReplica() != "" })
 	fmt.Fprint(w, "NODE\tCLUSTER\tVERSION\tXDS")
+	if replicas {
+		fmt.Fprint(w, "\tREPLICA")
+	}
 	for _, k := range xdstype.Kinds() {
 		fmt.Fprintf(w, "\t%s", k.Abbrev)
 	}
@@ -60,6 +66,9 @@ func (c *cli) status(ctx context.Context) error {
 			continue
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s", n.GetId(), n.GetCluster(), n.GetEnvoyVersion(), n.GetXdsFlavour())
+		if replicas {
+			fmt.Fprintf(w, "\t%s", n.GetReplica())
+		}
 		byType := map[string]*adminv1.ResourceStatus{}
 		for _, r := range n.GetResources() {
 			byType[r.GetType()] = r
@@ -111,10 +120,14 @@ func (c *cli) nodes(ctx context.Context) error {
 		return err
 	}
 	w := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tCLUSTER\tVERSION\tXDS\tCONNECTED\tSINCE\tLAST SEEN")
+	fmt.Fprintln(w, "NODE\tCLUSTER\tVERSION\tXDS\tCONNECTED\tSINCE\tLAST SEEN\tREPLICA")
 	for _, n := range resp.GetNodes() {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", n.GetId(), n.GetCluster(), n.GetEnvoyVersion(), n.GetXdsFlavour(),
-			n.GetConnected(), n.GetConnectedSince().AsTime().Format(time.RFC3339), ago(n.GetLastSeen().AsTime()))
+		seen := "-"
+		if n.GetLastSeen() != nil {
+			seen = ago(n.GetLastSeen().AsTime())
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", n.GetId(), n.GetCluster(), n.GetEnvoyVersion(), n.GetXdsFlavour(),
+			n.GetConnected(), n.GetConnectedSince().AsTime().Format(time.RFC3339), seen, n.GetReplica())
 	}
 	return w.Flush()
 }
@@ -220,6 +233,53 @@ func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, 
 		fmt.Fprintf(c.out, "applied: revision %s\n", resp.GetRevision())
 	}
 	return nil
+}
+
+func (c *cli) policyHistory(ctx context.Context) error {
+	resp, err := c.client.GetPolicyHistory(ctx, &adminv1.GetPolicyHistoryRequest{})
+	if err != nil {
+		return err
+	}
+	if done, err := c.structured(resp); done {
+		return err
+	}
+	cur, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "REVISION\tAPPLIED\tBY\tROUTES\tBACKENDS\t")
+	for _, r := range resp.GetRevisions() {
+		mark := ""
+		if r.GetRevision() == cur.GetRevision() {
+			mark = "(serving)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\n", r.GetRevision(), r.GetAppliedAt().AsTime().Format(time.RFC3339), r.GetBy(),
+			len(r.GetPolicy().GetRoutes()), len(r.GetPolicy().GetBackends()), mark)
+	}
+	return w.Flush()
+}
+
+// policyRollback applies a stored revision again, as an apply on the
+// revision served now: a concurrent change makes it fail, not vanish.
+func (c *cli) policyRollback(ctx context.Context, to string, allowDrain bool) error {
+	resp, err := c.client.GetPolicyHistory(ctx, &adminv1.GetPolicyHistoryRequest{})
+	if err != nil {
+		return err
+	}
+	var found *adminv1.PolicyRevision
+	for _, r := range resp.GetRevisions() {
+		if strings.HasPrefix(r.GetRevision(), to) {
+			if found != nil && found.GetRevision() != r.GetRevision() {
+				return fmt.Errorf("revision %q is ambiguous: give more of it", to)
+			}
+			found = r
+		}
+	}
+	if found == nil {
+		return fmt.Errorf("revision %q is not in the history (dpctl policy history lists it)", to)
+	}
+	return c.policyApply(ctx, &localPolicy{path: "revision " + found.GetRevision(), policy: found.GetPolicy()}, "", false, allowDrain)
 }
 
 func (c *cli) config(ctx context.Context, node, typ string) error {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ Usage:
                                             apply a policy; with --revision, only if
                                             the served policy is still REV; a change
                                             that drains listeners needs --allow-drain
+  dpctl [flags] policy history              the last stored revisions (etcd store)
+  dpctl [flags] policy rollback --to REV [--allow-drain]
+                                            apply a revision from the history again
   dpctl [flags] config --node ID [--type T] the resources a node is served, as JSON
   dpctl [flags] events                      follow events until interrupted (--follow
                                             is accepted and is the only mode)
@@ -177,14 +181,14 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	}
 	if name == "policy" {
 		if len(rest) == 0 {
-			return usageError{"policy needs get, validate, diff or apply"}
+			return usageError{"policy needs get, validate, diff, apply, history or rollback"}
 		}
 		name, rest = "policy "+rest[0], rest[1:]
 	}
 	fs := flag.NewFlagSet("dpctl "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)
-	var file, revision, node, typ string
+	var file, revision, node, typ, to string
 	var follow, allowDrain bool
 	switch name {
 	case "policy validate", "policy diff", "policy apply":
@@ -193,12 +197,15 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 		if name == "policy apply" {
 			fs.BoolVar(&allowDrain, "allow-drain", false, "apply even if listeners are replaced or removed, which drains their connections")
 		}
+	case "policy rollback":
+		fs.StringVar(&to, "to", "", "revision (or a prefix of it) from `dpctl policy history`")
+		fs.BoolVar(&allowDrain, "allow-drain", false, "roll back even if listeners are replaced or removed")
 	case "config":
 		fs.StringVar(&node, "node", "", "node id")
 		fs.StringVar(&typ, "type", "", "only this type (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, TypedExtensionConfig)")
 	case "events":
 		fs.BoolVar(&follow, "follow", true, "follow events until interrupted")
-	case "status", "nodes", "keys", "policy get":
+	case "status", "nodes", "keys", "policy get", "policy history":
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", name)}
 	}
@@ -211,7 +218,10 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	if g.output != "table" && g.output != "json" && g.output != "yaml" {
 		return usageError{fmt.Sprintf("-o %s: want table, json or yaml", g.output)}
 	}
-	if strings.HasPrefix(name, "policy ") && name != "policy get" && file == "" {
+	if name == "policy rollback" && to == "" {
+		return usageError{"policy rollback needs --to REV"}
+	}
+	if slices.Contains([]string{"policy validate", "policy diff", "policy apply"}, name) && file == "" {
 		return usageError{name + " needs -f FILE"}
 	}
 	if name == "config" && node == "" {
@@ -252,6 +262,10 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 		return c.policyApply(ctx, local, "", true, false)
 	case "policy apply":
 		return c.policyApply(ctx, local, revision, false, allowDrain)
+	case "policy history":
+		return c.policyHistory(ctx)
+	case "policy rollback":
+		return c.policyRollback(ctx, to, allowDrain)
 	case "config":
 		return c.config(ctx, node, typ)
 	}

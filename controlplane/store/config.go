@@ -11,6 +11,14 @@ import (
 	"time"
 )
 
+const (
+	// DefaultPrefix is where a fleet keeps its keys in etcd.
+	DefaultPrefix = "/directpipe/"
+	// DefaultHistory is how many revisions are kept for history and
+	// rollback.
+	DefaultHistory = 20
+)
+
 // EtcdConfig says how to reach etcd and where the fleet's keys live.
 type EtcdConfig struct {
 	Endpoints []string

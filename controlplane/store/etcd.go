@@ -20,11 +20,6 @@ import (
 )
 
 const (
-	// DefaultPrefix is where a fleet keeps its keys in etcd.
-	DefaultPrefix = "/directpipe/"
-	// DefaultHistory is how many revisions are kept for history and
-	// rollback.
-	DefaultHistory = 20
 	// MaxPolicyBytes bounds the stored policy: the policy, its history
 	// copy and the rest of the transaction must fit in one etcd request
 	// (about 1.5 MiB by default).
@@ -39,9 +34,10 @@ const (
 
 // Etcd keeps the policy in etcd, shared by every replica.
 type Etcd struct {
-	cfg EtcdConfig
-	cli *clientv3.Client
-	log *slog.Logger
+	cfg    EtcdConfig
+	cli    *clientv3.Client
+	log    *slog.Logger
+	leases leases
 }
 
 // NewEtcd connects to etcd. It does not wait for etcd to answer: a replica
@@ -92,8 +88,16 @@ func (e *Etcd) Client() *clientv3.Client { return e.cli }
 // Config is the store's configuration with defaults filled in.
 func (e *Etcd) Config() EtcdConfig { return e.cfg }
 
-// Close closes the client.
-func (e *Etcd) Close() error { return e.cli.Close() }
+// Close gives up this replica's lease (its node records and leaderships
+// go at once) and closes the client.
+func (e *Etcd) Close() error {
+	e.leases.mu.Lock()
+	if s := e.leases.sess; s != nil {
+		_ = s.Close()
+	}
+	e.leases.mu.Unlock()
+	return e.cli.Close()
+}
 
 func (e *Etcd) policyKey() string   { return e.cfg.Prefix + "policy" }
 func (e *Etcd) revisionKey() string { return e.cfg.Prefix + "revision" }

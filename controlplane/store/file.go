@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -10,10 +11,14 @@ import (
 )
 
 // File is the policy file of a single control plane: read and watched as
-// an operator edits it, and written atomically by admin API applies.
+// an operator edits it, and written atomically by admin API applies. Its
+// Put is called by one control plane, which serialises its applies.
 type File struct {
 	Path string
 	Log  *slog.Logger
+	// sum is the file's bytes as this process last wrote or checked them:
+	// the same bytes need no parsing to be checked again.
+	sum policy.FileSum
 }
 
 // Load reads and validates the file.
@@ -25,10 +30,16 @@ func (f *File) Load(context.Context) (*policyv1.Policy, string, error) {
 	return p, policy.Revision(p), nil
 }
 
-// Put writes the file atomically; expected is not compared here (see
-// Store.Put).
-func (f *File) Put(_ context.Context, p *policyv1.Policy, _ string) (string, error) {
-	if err := policy.WriteFileAtomic(f.Path, p); err != nil {
+// Put writes the file atomically. The control plane has compared
+// expected with what it serves; here the file itself must still hold it,
+// so that an operator's edit the watcher has not applied yet (or one that
+// does not load) is never overwritten silently.
+func (f *File) Put(_ context.Context, p *policyv1.Policy, expected string) (string, error) {
+	var err error
+	if f.sum, err = policy.CheckFile(f.Path, expected, f.sum); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrStale, err)
+	}
+	if f.sum, err = policy.WriteFile(f.Path, p); err != nil {
 		return "", err
 	}
 	return policy.Revision(p), nil

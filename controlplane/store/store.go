@@ -58,4 +58,26 @@ type Entry struct {
 // replicas coordinate through it.
 type Shared interface {
 	Store
+	// PublishNodes records, under this replica's lease, the nodes it
+	// serves now (by node id, opaque bytes); records of nodes it no longer
+	// serves are removed, and all of them vanish with the lease if the
+	// replica dies.
+	PublishNodes(ctx context.Context, nodes map[string][]byte) error
+	// Nodes returns every replica's node records.
+	Nodes(ctx context.Context) ([]NodeRecord, error)
+	// Lead runs fn whenever this replica holds the named election (with
+	// ctx ending when it loses it), and returns when ctx ends.
+	Lead(ctx context.Context, name string, fn func(ctx context.Context)) error
+	// PutValue stores a value every replica reads (e.g. fetched keys).
+	PutValue(ctx context.Context, name string, value []byte) error
+	// WatchValues calls fn with every stored value, then with each change,
+	// until ctx ends.
+	WatchValues(ctx context.Context, fn func(name string, value []byte)) error
+}
+
+// NodeRecord is one node as the replica that serves it recorded it.
+type NodeRecord struct {
+	Replica string
+	Node    string
+	Value   []byte
 }

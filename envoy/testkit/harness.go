@@ -94,8 +94,11 @@ func FreePort(t T) int {
 
 // EnvoyOptions configure one Envoy.
 type EnvoyOptions struct {
-	NodeID      string
-	XDSAddr     string
+	NodeID  string
+	XDSAddr string
+	// XDSAddrs, when set, are several control-plane replicas, all in the
+	// bootstrap's xDS cluster (XDSAddr is then ignored).
+	XDSAddrs    []string
 	Delta       bool
 	Concurrency int
 	// DrainTime is how long a modified listener drains its connections.
@@ -119,11 +122,16 @@ type Envoy struct {
 // API answers. It is stopped, and its log shown on failure, at cleanup.
 func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 	t.Helper()
-	host, portStr, err := net.SplitHostPort(opts.XDSAddr)
-	if err != nil {
-		t.Fatal(err)
+	var host string
+	var xdsPort int
+	if len(opts.XDSAddrs) == 0 {
+		h, portStr, err := net.SplitHostPort(opts.XDSAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host = h
+		xdsPort, _ = strconv.Atoi(portStr)
 	}
-	xdsPort, _ := strconv.Atoi(portStr)
 	if opts.NodeID == "" {
 		opts.NodeID = "e2e-" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
 	}
@@ -135,7 +143,7 @@ func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 	}
 	adminPort := FreePort(t)
 	cfg, err := bootstrap.Render(bootstrap.Params{
-		NodeID: opts.NodeID, Cluster: "e2e", AdminPort: adminPort, XDSHost: host, XDSPort: xdsPort, Delta: opts.Delta,
+		NodeID: opts.NodeID, Cluster: "e2e", AdminPort: adminPort, XDSHost: host, XDSPort: xdsPort, XDSAddrs: opts.XDSAddrs, Delta: opts.Delta,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -15,11 +15,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/app"
 	"github.com/directpipe/directpipe/controlplane/mtls"
 	"github.com/directpipe/directpipe/controlplane/statedir"
+	"github.com/directpipe/directpipe/controlplane/store"
 )
 
 type flags struct {
@@ -27,11 +29,22 @@ type flags struct {
 	adminAddr, stateDir, tokenFile                                    string
 	tlsCert, tlsKey, clientCA                                         string
 	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity           string
+	store, etcdCA, etcdCert, etcdKey, etcdPrefix, replica             string
+	history                                                           int
+	leaseTTL                                                          time.Duration
 }
 
 func main() {
 	var f flags
-	flag.StringVar(&f.policyFile, "policy", "", "route policy file (YAML, required): watched, and rewritten by admin API applies")
+	flag.StringVar(&f.policyFile, "policy", "", "route policy file (YAML, required without -store): watched, and rewritten by admin API applies; with -store, seeds an empty store")
+	flag.StringVar(&f.store, "store", "", "shared policy store of replicas, etcd://host:port[,host:port...]; empty: the -policy file")
+	flag.StringVar(&f.etcdCA, "etcd-ca", "", "CA of etcd's server certificates (TLS to etcd)")
+	flag.StringVar(&f.etcdCert, "etcd-cert", "", "client certificate for etcd")
+	flag.StringVar(&f.etcdKey, "etcd-key", "", "private key of -etcd-cert")
+	flag.StringVar(&f.etcdPrefix, "etcd-prefix", store.DefaultPrefix, "prefix of every key this fleet keeps in etcd")
+	flag.StringVar(&f.replica, "replica", defaultReplica(), "this replica's name in node status, history and elections")
+	flag.IntVar(&f.history, "history", store.DefaultHistory, "policy revisions kept in etcd for history and rollback")
+	flag.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "etcd lease of this replica's node records and leadership: how long they outlive it")
 	flag.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "ADS gRPC listen address")
 	flag.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:18002", "Prometheus /metrics listen address; empty disables")
 	flag.StringVar(&f.wasmPath, "wasm", "bin/handshake.wasm", "handshake Wasm module file, served to Envoys (with -modules-addr \"\", the path as Envoy sees it)")
@@ -49,10 +62,10 @@ func main() {
 	flag.StringVar(&f.clientCA, "admin-client-ca", "", "require admin client certificates signed by this CA")
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
-	if f.policyFile == "" {
+	if f.policyFile == "" && f.store == "" {
 		// No default: a path that only exists in this repository would make
 		// an installed binary start on a file the operator never chose.
-		fmt.Fprintln(os.Stderr, "directpipe: -policy is required (make run passes examples/policy.yaml)")
+		fmt.Fprintln(os.Stderr, "directpipe: -policy or -store is required (make run passes examples/policy.yaml)")
 		os.Exit(2)
 	}
 	var level slog.Level
@@ -101,6 +114,13 @@ func run(log *slog.Logger, f flags) error {
 		}
 		log.Info("admin API token", "file", tokenFile)
 	}
+	cfg.Replica = f.replica
+	if f.store != "" {
+		if cfg.Store, err = openStore(log, f); err != nil {
+			return err
+		}
+		defer cfg.Store.Close()
+	}
 	a, err := app.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -120,6 +140,36 @@ func run(log *slog.Logger, f flags) error {
 		}
 	}()
 	return a.Run(ctx)
+}
+
+func openStore(log *slog.Logger, f flags) (store.Shared, error) {
+	eps, err := store.ParseURL(f.store)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := store.ClientTLS(f.etcdCA, f.etcdCert, f.etcdKey)
+	if err != nil {
+		return nil, err
+	}
+	if f.history < 1 || f.history > 1000 {
+		return nil, fmt.Errorf("-history %d: want 1 to 1000", f.history)
+	}
+	if f.leaseTTL < time.Second || f.leaseTTL > 5*time.Minute {
+		return nil, fmt.Errorf("-lease-ttl %s: want 1s to 5m", f.leaseTTL)
+	}
+	return store.NewEtcd(store.EtcdConfig{
+		Endpoints: eps, TLS: tlsCfg, Prefix: f.etcdPrefix, Replica: f.replica,
+		History: f.history, LeaseTTL: f.leaseTTL, Log: log,
+	})
+}
+
+// defaultReplica is the host name (a pod's name on Kubernetes).
+func defaultReplica() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "directpipe"
+	}
+	return h
 }
 
 func adminTLS(f flags) (*tls.Config, error) {

@@ -134,7 +134,7 @@ func (x ResourceChange_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResourceChange_Action.Descriptor instead.
 func (ResourceChange_Action) EnumDescriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12, 0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15, 0}
 }
 
 type ListNodesRequest struct {
@@ -228,8 +228,10 @@ type Node struct {
 	ConnectedSince *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=connected_since,json=connectedSince,proto3" json:"connected_since,omitempty"`
 	LastSeen       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	Resources      []*ResourceStatus      `protobuf:"bytes,8,rep,name=resources,proto3" json:"resources,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The control-plane replica serving this node (shared store only).
+	Replica       string `protobuf:"bytes,9,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -316,6 +318,13 @@ func (x *Node) GetResources() []*ResourceStatus {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *Node) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
 }
 
 type ResourceStatus struct {
@@ -473,6 +482,155 @@ func (x *Nack) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type GetPolicyHistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyHistoryRequest) Reset() {
+	*x = GetPolicyHistoryRequest{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyHistoryRequest) ProtoMessage() {}
+
+func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicyHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+type GetPolicyHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revisions     []*PolicyRevision      `protobuf:"bytes,1,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyHistoryResponse) Reset() {
+	*x = GetPolicyHistoryResponse{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyHistoryResponse) ProtoMessage() {}
+
+func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetPolicyHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetPolicyHistoryResponse) GetRevisions() []*PolicyRevision {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+type PolicyRevision struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Revision  string                 `protobuf:"bytes,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	AppliedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=applied_at,json=appliedAt,proto3" json:"applied_at,omitempty"`
+	// The replica that stored it.
+	By            string     `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	Policy        *v1.Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyRevision) Reset() {
+	*x = PolicyRevision{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRevision) ProtoMessage() {}
+
+func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRevision.ProtoReflect.Descriptor instead.
+func (*PolicyRevision) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PolicyRevision) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *PolicyRevision) GetAppliedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AppliedAt
+	}
+	return nil
+}
+
+func (x *PolicyRevision) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *PolicyRevision) GetPolicy() *v1.Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
 type GetPolicyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -481,7 +639,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +651,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +664,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 type GetPolicyResponse struct {
@@ -519,7 +677,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +689,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +702,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *v1.Policy {
@@ -570,7 +728,7 @@ type ValidatePolicyRequest struct {
 
 func (x *ValidatePolicyRequest) Reset() {
 	*x = ValidatePolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +740,7 @@ func (x *ValidatePolicyRequest) String() string {
 func (*ValidatePolicyRequest) ProtoMessage() {}
 
 func (x *ValidatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +753,7 @@ func (x *ValidatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*ValidatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ValidatePolicyRequest) GetPolicy() *v1.Policy {
@@ -618,7 +776,7 @@ type ValidatePolicyResponse struct {
 
 func (x *ValidatePolicyResponse) Reset() {
 	*x = ValidatePolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +788,7 @@ func (x *ValidatePolicyResponse) String() string {
 func (*ValidatePolicyResponse) ProtoMessage() {}
 
 func (x *ValidatePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +801,7 @@ func (x *ValidatePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatePolicyResponse.ProtoReflect.Descriptor instead.
 func (*ValidatePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ValidatePolicyResponse) GetErrors() []string {
@@ -679,7 +837,7 @@ type ApplyPolicyRequest struct {
 
 func (x *ApplyPolicyRequest) Reset() {
 	*x = ApplyPolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +849,7 @@ func (x *ApplyPolicyRequest) String() string {
 func (*ApplyPolicyRequest) ProtoMessage() {}
 
 func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +862,7 @@ func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApplyPolicyRequest) GetPolicy() *v1.Policy {
@@ -750,7 +908,7 @@ type ApplyPolicyResponse struct {
 
 func (x *ApplyPolicyResponse) Reset() {
 	*x = ApplyPolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +920,7 @@ func (x *ApplyPolicyResponse) String() string {
 func (*ApplyPolicyResponse) ProtoMessage() {}
 
 func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +933,7 @@ func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyPolicyResponse) GetRevision() string {
@@ -825,7 +983,7 @@ type ListenerUpdate struct {
 
 func (x *ListenerUpdate) Reset() {
 	*x = ListenerUpdate{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +995,7 @@ func (x *ListenerUpdate) String() string {
 func (*ListenerUpdate) ProtoMessage() {}
 
 func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1008,7 @@ func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerUpdate.ProtoReflect.Descriptor instead.
 func (*ListenerUpdate) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListenerUpdate) GetName() string {
@@ -899,7 +1057,7 @@ type ResourceChange struct {
 
 func (x *ResourceChange) Reset() {
 	*x = ResourceChange{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1069,7 @@ func (x *ResourceChange) String() string {
 func (*ResourceChange) ProtoMessage() {}
 
 func (x *ResourceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1082,7 @@ func (x *ResourceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceChange.ProtoReflect.Descriptor instead.
 func (*ResourceChange) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResourceChange) GetType() string {
@@ -957,7 +1115,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1127,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1140,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetConfigRequest) GetNodeId() string {
@@ -1004,7 +1162,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1174,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1187,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetConfigResponse) GetNodeId() string {
@@ -1061,7 +1219,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1231,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1244,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type Event struct {
@@ -1106,7 +1264,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1276,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1289,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Event) GetAt() *timestamppb.Timestamp {
@@ -1191,7 +1349,7 @@ type ListKeySourcesRequest struct {
 
 func (x *ListKeySourcesRequest) Reset() {
 	*x = ListKeySourcesRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1361,7 @@ func (x *ListKeySourcesRequest) String() string {
 func (*ListKeySourcesRequest) ProtoMessage() {}
 
 func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1374,7 @@ func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type ListKeySourcesResponse struct {
@@ -1228,7 +1386,7 @@ type ListKeySourcesResponse struct {
 
 func (x *ListKeySourcesResponse) Reset() {
 	*x = ListKeySourcesResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1398,7 @@ func (x *ListKeySourcesResponse) String() string {
 func (*ListKeySourcesResponse) ProtoMessage() {}
 
 func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1411,7 @@ func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListKeySourcesResponse) GetSources() []*KeySource {
@@ -1287,7 +1445,7 @@ type KeySource struct {
 
 func (x *KeySource) Reset() {
 	*x = KeySource{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1457,7 @@ func (x *KeySource) String() string {
 func (*KeySource) ProtoMessage() {}
 
 func (x *KeySource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1470,7 @@ func (x *KeySource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySource.ProtoReflect.Descriptor instead.
 func (*KeySource) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *KeySource) GetAuthPolicy() string {
@@ -1378,7 +1536,7 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x1fdirectpipe/admin/v1/admin.proto\x12\x13directpipe.admin.v1\x1a!directpipe/policy/v1/policy.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
 	"\x10ListNodesRequest\"D\n" +
 	"\x11ListNodesResponse\x12/\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\"\xd5\x02\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\"\xef\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12#\n" +
@@ -1388,7 +1546,8 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\tconnected\x18\x05 \x01(\bR\tconnected\x12C\n" +
 	"\x0fconnected_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0econnectedSince\x127\n" +
 	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12A\n" +
-	"\tresources\x18\b \x03(\v2#.directpipe.admin.v1.ResourceStatusR\tresources\"\x9c\x02\n" +
+	"\tresources\x18\b \x03(\v2#.directpipe.admin.v1.ResourceStatusR\tresources\x12\x18\n" +
+	"\areplica\x18\t \x01(\tR\areplica\"\x9c\x02\n" +
 	"\x0eResourceStatus\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
 	"\btype_url\x18\x02 \x01(\tR\atypeUrl\x124\n" +
@@ -1400,7 +1559,16 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x04Nack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x12\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x19\n" +
+	"\x17GetPolicyHistoryRequest\"]\n" +
+	"\x18GetPolicyHistoryResponse\x12A\n" +
+	"\trevisions\x18\x01 \x03(\v2#.directpipe.admin.v1.PolicyRevisionR\trevisions\"\xad\x01\n" +
+	"\x0ePolicyRevision\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\tR\brevision\x129\n" +
+	"\n" +
+	"applied_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x124\n" +
+	"\x06policy\x18\x04 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"\x12\n" +
 	"\x10GetPolicyRequest\"e\n" +
 	"\x11GetPolicyResponse\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\x12\x1a\n" +
@@ -1481,7 +1649,7 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x05STALE\x10\x02\x12\n" +
 	"\n" +
 	"\x06NACKED\x10\x03\x12\f\n" +
-	"\bNOT_SENT\x10\x042\xb0\x05\n" +
+	"\bNOT_SENT\x10\x042\xa1\x06\n" +
 	"\fAdminService\x12Z\n" +
 	"\tListNodes\x12%.directpipe.admin.v1.ListNodesRequest\x1a&.directpipe.admin.v1.ListNodesResponse\x12Z\n" +
 	"\tGetPolicy\x12%.directpipe.admin.v1.GetPolicyRequest\x1a&.directpipe.admin.v1.GetPolicyResponse\x12i\n" +
@@ -1489,7 +1657,8 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\vApplyPolicy\x12'.directpipe.admin.v1.ApplyPolicyRequest\x1a(.directpipe.admin.v1.ApplyPolicyResponse\x12Z\n" +
 	"\tGetConfig\x12%.directpipe.admin.v1.GetConfigRequest\x1a&.directpipe.admin.v1.GetConfigResponse\x12T\n" +
 	"\vWatchEvents\x12'.directpipe.admin.v1.WatchEventsRequest\x1a\x1a.directpipe.admin.v1.Event0\x01\x12i\n" +
-	"\x0eListKeySources\x12*.directpipe.admin.v1.ListKeySourcesRequest\x1a+.directpipe.admin.v1.ListKeySourcesResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
+	"\x0eListKeySources\x12*.directpipe.admin.v1.ListKeySourcesRequest\x1a+.directpipe.admin.v1.ListKeySourcesResponse\x12o\n" +
+	"\x10GetPolicyHistory\x12,.directpipe.admin.v1.GetPolicyHistoryRequest\x1a-.directpipe.admin.v1.GetPolicyHistoryResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_directpipe_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1504,77 +1673,85 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
-	(SyncState)(0),                 // 0: directpipe.admin.v1.SyncState
-	(ResourceChange_Action)(0),     // 1: directpipe.admin.v1.ResourceChange.Action
-	(*ListNodesRequest)(nil),       // 2: directpipe.admin.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),      // 3: directpipe.admin.v1.ListNodesResponse
-	(*Node)(nil),                   // 4: directpipe.admin.v1.Node
-	(*ResourceStatus)(nil),         // 5: directpipe.admin.v1.ResourceStatus
-	(*Nack)(nil),                   // 6: directpipe.admin.v1.Nack
-	(*GetPolicyRequest)(nil),       // 7: directpipe.admin.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),      // 8: directpipe.admin.v1.GetPolicyResponse
-	(*ValidatePolicyRequest)(nil),  // 9: directpipe.admin.v1.ValidatePolicyRequest
-	(*ValidatePolicyResponse)(nil), // 10: directpipe.admin.v1.ValidatePolicyResponse
-	(*ApplyPolicyRequest)(nil),     // 11: directpipe.admin.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),    // 12: directpipe.admin.v1.ApplyPolicyResponse
-	(*ListenerUpdate)(nil),         // 13: directpipe.admin.v1.ListenerUpdate
-	(*ResourceChange)(nil),         // 14: directpipe.admin.v1.ResourceChange
-	(*GetConfigRequest)(nil),       // 15: directpipe.admin.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),      // 16: directpipe.admin.v1.GetConfigResponse
-	(*WatchEventsRequest)(nil),     // 17: directpipe.admin.v1.WatchEventsRequest
-	(*Event)(nil),                  // 18: directpipe.admin.v1.Event
-	(*ListKeySourcesRequest)(nil),  // 19: directpipe.admin.v1.ListKeySourcesRequest
-	(*ListKeySourcesResponse)(nil), // 20: directpipe.admin.v1.ListKeySourcesResponse
-	(*KeySource)(nil),              // 21: directpipe.admin.v1.KeySource
-	nil,                            // 22: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                            // 23: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                            // 24: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
-	(*v1.Policy)(nil),              // 26: directpipe.policy.v1.Policy
+	(SyncState)(0),                   // 0: directpipe.admin.v1.SyncState
+	(ResourceChange_Action)(0),       // 1: directpipe.admin.v1.ResourceChange.Action
+	(*ListNodesRequest)(nil),         // 2: directpipe.admin.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 3: directpipe.admin.v1.ListNodesResponse
+	(*Node)(nil),                     // 4: directpipe.admin.v1.Node
+	(*ResourceStatus)(nil),           // 5: directpipe.admin.v1.ResourceStatus
+	(*Nack)(nil),                     // 6: directpipe.admin.v1.Nack
+	(*GetPolicyHistoryRequest)(nil),  // 7: directpipe.admin.v1.GetPolicyHistoryRequest
+	(*GetPolicyHistoryResponse)(nil), // 8: directpipe.admin.v1.GetPolicyHistoryResponse
+	(*PolicyRevision)(nil),           // 9: directpipe.admin.v1.PolicyRevision
+	(*GetPolicyRequest)(nil),         // 10: directpipe.admin.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),        // 11: directpipe.admin.v1.GetPolicyResponse
+	(*ValidatePolicyRequest)(nil),    // 12: directpipe.admin.v1.ValidatePolicyRequest
+	(*ValidatePolicyResponse)(nil),   // 13: directpipe.admin.v1.ValidatePolicyResponse
+	(*ApplyPolicyRequest)(nil),       // 14: directpipe.admin.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),      // 15: directpipe.admin.v1.ApplyPolicyResponse
+	(*ListenerUpdate)(nil),           // 16: directpipe.admin.v1.ListenerUpdate
+	(*ResourceChange)(nil),           // 17: directpipe.admin.v1.ResourceChange
+	(*GetConfigRequest)(nil),         // 18: directpipe.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),        // 19: directpipe.admin.v1.GetConfigResponse
+	(*WatchEventsRequest)(nil),       // 20: directpipe.admin.v1.WatchEventsRequest
+	(*Event)(nil),                    // 21: directpipe.admin.v1.Event
+	(*ListKeySourcesRequest)(nil),    // 22: directpipe.admin.v1.ListKeySourcesRequest
+	(*ListKeySourcesResponse)(nil),   // 23: directpipe.admin.v1.ListKeySourcesResponse
+	(*KeySource)(nil),                // 24: directpipe.admin.v1.KeySource
+	nil,                              // 25: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                              // 26: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                              // 27: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
+	(*v1.Policy)(nil),                // 29: directpipe.policy.v1.Policy
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
 	4,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
-	25, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	25, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	28, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	28, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
 	5,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
 	0,  // 4: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
 	6,  // 5: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	25, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	26, // 7: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	26, // 8: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	26, // 9: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	14, // 10: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
-	13, // 11: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
-	1,  // 12: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	22, // 13: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	1,  // 14: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	23, // 15: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	24, // 16: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	25, // 17: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
-	21, // 18: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
-	25, // 19: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
-	25, // 20: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
-	2,  // 21: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	7,  // 22: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	9,  // 23: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	11, // 24: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	15, // 25: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	17, // 26: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	19, // 27: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
-	3,  // 28: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	8,  // 29: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	10, // 30: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	12, // 31: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	16, // 32: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	18, // 33: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	20, // 34: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
-	28, // [28:35] is the sub-list for method output_type
-	21, // [21:28] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	28, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	9,  // 7: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
+	28, // 8: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
+	29, // 9: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
+	29, // 10: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	29, // 11: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	29, // 12: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	17, // 13: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
+	16, // 14: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
+	1,  // 15: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	25, // 16: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	1,  // 17: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	26, // 18: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	27, // 19: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	28, // 20: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	24, // 21: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
+	28, // 22: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	28, // 23: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	2,  // 24: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	10, // 25: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	12, // 26: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	14, // 27: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	18, // 28: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	20, // 29: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	22, // 30: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	7,  // 31: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
+	3,  // 32: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	11, // 33: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	13, // 34: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	15, // 35: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	19, // 36: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	21, // 37: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	23, // 38: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	8,  // 39: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -1588,7 +1765,7 @@ func file_directpipe_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

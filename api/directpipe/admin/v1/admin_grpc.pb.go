@@ -22,13 +22,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListNodes_FullMethodName      = "/directpipe.admin.v1.AdminService/ListNodes"
-	AdminService_GetPolicy_FullMethodName      = "/directpipe.admin.v1.AdminService/GetPolicy"
-	AdminService_ValidatePolicy_FullMethodName = "/directpipe.admin.v1.AdminService/ValidatePolicy"
-	AdminService_ApplyPolicy_FullMethodName    = "/directpipe.admin.v1.AdminService/ApplyPolicy"
-	AdminService_GetConfig_FullMethodName      = "/directpipe.admin.v1.AdminService/GetConfig"
-	AdminService_WatchEvents_FullMethodName    = "/directpipe.admin.v1.AdminService/WatchEvents"
-	AdminService_ListKeySources_FullMethodName = "/directpipe.admin.v1.AdminService/ListKeySources"
+	AdminService_ListNodes_FullMethodName        = "/directpipe.admin.v1.AdminService/ListNodes"
+	AdminService_GetPolicy_FullMethodName        = "/directpipe.admin.v1.AdminService/GetPolicy"
+	AdminService_ValidatePolicy_FullMethodName   = "/directpipe.admin.v1.AdminService/ValidatePolicy"
+	AdminService_ApplyPolicy_FullMethodName      = "/directpipe.admin.v1.AdminService/ApplyPolicy"
+	AdminService_GetConfig_FullMethodName        = "/directpipe.admin.v1.AdminService/GetConfig"
+	AdminService_WatchEvents_FullMethodName      = "/directpipe.admin.v1.AdminService/WatchEvents"
+	AdminService_ListKeySources_FullMethodName   = "/directpipe.admin.v1.AdminService/ListKeySources"
+	AdminService_GetPolicyHistory_FullMethodName = "/directpipe.admin.v1.AdminService/GetPolicyHistory"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -50,6 +51,9 @@ type AdminServiceClient interface {
 	// The key sets auth policies name (jwks_file, jwks_url): when each was
 	// last read, its last error, the keys served and the keys skipped.
 	ListKeySources(ctx context.Context, in *ListKeySourcesRequest, opts ...grpc.CallOption) (*ListKeySourcesResponse, error)
+	// The last stored revisions of the policy, newest first (shared store
+	// only), for review and rollback.
+	GetPolicyHistory(ctx context.Context, in *GetPolicyHistoryRequest, opts ...grpc.CallOption) (*GetPolicyHistoryResponse, error)
 }
 
 type adminServiceClient struct {
@@ -139,6 +143,16 @@ func (c *adminServiceClient) ListKeySources(ctx context.Context, in *ListKeySour
 	return out, nil
 }
 
+func (c *adminServiceClient) GetPolicyHistory(ctx context.Context, in *GetPolicyHistoryRequest, opts ...grpc.CallOption) (*GetPolicyHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPolicyHistoryResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetPolicyHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -158,6 +172,9 @@ type AdminServiceServer interface {
 	// The key sets auth policies name (jwks_file, jwks_url): when each was
 	// last read, its last error, the keys served and the keys skipped.
 	ListKeySources(context.Context, *ListKeySourcesRequest) (*ListKeySourcesResponse, error)
+	// The last stored revisions of the policy, newest first (shared store
+	// only), for review and rollback.
+	GetPolicyHistory(context.Context, *GetPolicyHistoryRequest) (*GetPolicyHistoryResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -188,6 +205,9 @@ func (UnimplementedAdminServiceServer) WatchEvents(*WatchEventsRequest, grpc.Ser
 }
 func (UnimplementedAdminServiceServer) ListKeySources(context.Context, *ListKeySourcesRequest) (*ListKeySourcesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListKeySources not implemented")
+}
+func (UnimplementedAdminServiceServer) GetPolicyHistory(context.Context, *GetPolicyHistoryRequest) (*GetPolicyHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPolicyHistory not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -329,6 +349,24 @@ func _AdminService_ListKeySources_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetPolicyHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPolicyHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetPolicyHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetPolicyHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetPolicyHistory(ctx, req.(*GetPolicyHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -359,6 +397,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListKeySources",
 			Handler:    _AdminService_ListKeySources_Handler,
+		},
+		{
+			MethodName: "GetPolicyHistory",
+			Handler:    _AdminService_GetPolicyHistory_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
