@@ -108,6 +108,9 @@ type App struct {
 	// snapshot.
 	ready  atomic.Bool
 	health *health.Server
+	// keys is set with a shared store: JWKS documents fetched by the
+	// elected replica.
+	keys *sharedKeys
 }
 
 // New loads the policy, builds the first snapshot and binds the listeners.
@@ -128,6 +131,10 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		xds:       xds.NewServer(ctx, cfg.Log, metrics),
 		jwks:      jwks.NewResolver(nil, cfg.Log, reg),
 		nodeStats: nodestats.New(),
+	}
+	if cfg.Store != nil {
+		a.keys = &sharedKeys{a: a, docs: map[string][]byte{}}
+		a.jwks.Share(a.keys)
 	}
 	if err := a.setupFleet(); err != nil {
 		return nil, err
@@ -288,6 +295,7 @@ func (a *App) Run(ctx context.Context) error {
 	})
 	if a.shared {
 		g.Go(func() error { a.publishNodes(ctx); return nil })
+		g.Go(func() error { a.runSharedKeys(ctx); return nil })
 	}
 	if a.shared || a.cfg.PolicyFile != "" {
 		g.Go(func() error {

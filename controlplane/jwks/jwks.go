@@ -4,6 +4,7 @@
 package jwks
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,12 +47,33 @@ type Resolver struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	// shared, when set, makes replicas serve the same URL key sets: the
+	// leader fetches and stores each document, the others read it.
+	shared Shared
+
 	mu      sync.Mutex
 	sources map[sourceKey]*source
 	// warned holds the duplicate kids already logged, so that a set read
 	// every 10 s does not log the same warning every 10 s.
 	warned map[string]bool
 }
+
+// Shared is where replicas keep the key set documents fetched from
+// jwks_url: one replica (the leader) fetches, and every replica parses the
+// same bytes, so that every Envoy is pushed the same keys whichever
+// replica serves it.
+type Shared interface {
+	// Leading reports whether this replica fetches.
+	Leading() bool
+	// Fetched returns the document stored for url, if any.
+	Fetched(ctx context.Context, url string) ([]byte, bool, error)
+	// StoreFetched stores the document fetched from url.
+	StoreFetched(ctx context.Context, url string, doc []byte) error
+}
+
+// Share makes the resolver take URL key sets from s (see Shared). Call it
+// before the first Resolve.
+func (r *Resolver) Share(s Shared) { r.shared = s }
 
 // sourceKey names a cached set: the same document read for two policies
 // with different default RSA algorithms is two sets.
@@ -235,15 +257,20 @@ func (r *Resolver) read(ctx context.Context, key sourceKey, refresh time.Duratio
 	fresh := key.kind == KindURL && !s.lastSuccess.IsZero() && r.now().Sub(s.lastSuccess) < refresh
 	keys := s.keys
 	r.mu.Unlock()
-	if fresh {
-		return keys, nil
-	}
 	var body []byte
 	var err error
-	if key.kind == KindFile {
+	switch {
+	case key.kind == KindURL && r.shared != nil && !r.shared.Leading():
+		body, err = r.readShared(ctx, key.location)
+	case fresh:
+		return keys, nil
+	case key.kind == KindFile:
 		body, err = readFile(key.location)
-	} else {
+	default:
 		body, err = r.fetch(ctx, key.location)
+		if err == nil && r.shared != nil {
+			r.storeShared(ctx, key.location, body)
+		}
 	}
 	var skipped []string
 	if err == nil {
@@ -278,6 +305,32 @@ func (r *Resolver) read(ctx context.Context, key sourceKey, refresh time.Duratio
 		r.metrics.lastSuccess.WithLabelValues(key.location).Set(float64(s.lastSuccess.Unix()))
 	}
 	return keys, nil
+}
+
+// readShared returns the document the leader stored for u; one never
+// stored yet (a policy that names a new URL, applied through a replica
+// that does not lead) is fetched here and stored, and the leader refreshes
+// it from then on.
+func (r *Resolver) readShared(ctx context.Context, u string) ([]byte, error) {
+	doc, ok, err := r.shared.Fetched(ctx, u)
+	if err != nil || ok {
+		return doc, err
+	}
+	doc, err = r.fetch(ctx, u)
+	if err == nil {
+		r.storeShared(ctx, u, doc)
+	}
+	return doc, err
+}
+
+// storeShared stores a fetched document unless it is what is stored.
+func (r *Resolver) storeShared(ctx context.Context, u string, doc []byte) {
+	if old, ok, err := r.shared.Fetched(ctx, u); err == nil && ok && bytes.Equal(old, doc) {
+		return
+	}
+	if err := r.shared.StoreFetched(ctx, u, doc); err != nil {
+		r.log.Warn("storing a fetched key set for the other replicas failed; they keep the last stored one", "source", u, "error", err)
+	}
 }
 
 func (r *Resolver) fetch(ctx context.Context, u string) ([]byte, error) {

@@ -193,6 +193,20 @@ func (e *Etcd) PutValue(ctx context.Context, name string, value []byte) error {
 	return nil
 }
 
+// Value reads the value stored under name.
+func (e *Etcd) Value(ctx context.Context, name string) ([]byte, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	resp, err := e.cli.Get(ctx, e.valuesPrefix()+url.PathEscape(name))
+	if err != nil {
+		return nil, false, unavailable("read "+name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, false, nil
+	}
+	return resp.Kvs[0].Value, true, nil
+}
+
 // WatchValues reads every value, then watches them, reading again after a
 // watch ends as Watch does for the policy.
 func (e *Etcd) WatchValues(ctx context.Context, fn func(name string, value []byte)) error {

@@ -70,6 +70,8 @@ type Shared interface {
 	Lead(ctx context.Context, name string, fn func(ctx context.Context)) error
 	// PutValue stores a value every replica reads (e.g. fetched keys).
 	PutValue(ctx context.Context, name string, value []byte) error
+	// Value reads one stored value.
+	Value(ctx context.Context, name string) ([]byte, bool, error)
 	// WatchValues calls fn with every stored value, then with each change,
 	// until ctx ends.
 	WatchValues(ctx context.Context, fn func(name string, value []byte)) error

@@ -1,3 +1,5 @@
+//go:build !wasip1
+
 package e2e
 
 import (
@@ -6,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/controlplane/dpctl"
+	"github.com/directpipe/directpipe/controlplane/store"
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
@@ -22,6 +26,7 @@ import (
 // etcd, one Envoy whose bootstrap lists all three, and the back end.
 type haFleet struct {
 	t        *testing.T
+	idp      *fakeIDP
 	etcd     *testkit.Etcd
 	replicas []*testkit.Replica
 	envoy    *testkit.Envoy
@@ -32,10 +37,10 @@ type haFleet struct {
 
 func startHAFleet(t *testing.T) *haFleet {
 	t.Helper()
-	f := &haFleet{t: t, etcd: testkit.StartEtcd(t, 3), backend: testkit.StartBackend(t)}
+	f := &haFleet{t: t, etcd: testkit.StartEtcd(t, 3), backend: testkit.StartBackend(t), idp: startFakeIDP(t)}
 	f.params = policyParams{
 		Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: f.backend.VoiceAddr, REST: f.backend.RESTAddr,
-		VoiceEndpoints: []string{f.backend.VoiceAddr}, Keys: []jwk{devKey()},
+		VoiceEndpoints: []string{f.backend.VoiceAddr}, Keys: []jwk{devKey()}, JWKSURL: f.idp.url,
 	}
 	seed := policyFile(t, f.params)
 	tokenFile := filepath.Join(t.TempDir(), "admin.token")
@@ -330,6 +335,38 @@ func TestHAReplicas(t *testing.T) {
 		t.Logf("race: winner and loser said %q", msgs)
 	})
 
+	t.Run("kill the JWKS leader", func(t *testing.T) {
+		observer := f.observer(t)
+		leader := f.jwksLeader(t, observer, "")
+		before := f.ecds(t)
+		fetches := f.idp.count()
+		leader.Kill()
+		var next *testkit.Replica
+		waitFor(t, 60*time.Second, func() (bool, string) {
+			if got := f.ecds(t); got != before {
+				t.Fatalf("Envoy's key config changed while the JWKS leader changed:\nbefore %s\nafter  %s", before, got)
+			}
+			name, err := observer.Leader(ctx, "jwks")
+			if err != nil || name == leader.Name {
+				return false, fmt.Sprintf("leader still %q (%v)", name, err)
+			}
+			if f.idp.count() == fetches {
+				return false, "the new leader has not fetched the key set yet"
+			}
+			next = f.byName(name)
+			return true, ""
+		})
+		t.Logf("JWKS leader %s killed; %s took over and fetched; Envoy's key config unchanged", leader.Name, next.Name)
+		// A rotation at the identity provider now reaches Envoy through
+		// the new leader.
+		f.idp.rotate()
+		waitFor(t, 60*time.Second, func() (bool, string) {
+			return f.ecds(t) != before, "the rotated key set never reached Envoy"
+		})
+		n, _ := f.nodeVia(f.survivors()[0])
+		t.Logf("after the rotation the node runs %s", n.versions())
+	})
+
 	t.Run("kill the etcd leader", func(t *testing.T) {
 		leader, err := f.etcd.Leader(ctx)
 		if err != nil {
@@ -444,4 +481,106 @@ func (f *haFleet) sameResources(t *testing.T) {
 			t.Errorf("replicas %s and %s serve different listener or cluster bytes", firstName, r.Name)
 		}
 	}
+}
+
+// fakeIDP serves a JWKS document and counts its fetches.
+type fakeIDP struct {
+	url     string
+	mu      sync.Mutex
+	fetches int
+	keys    []string
+}
+
+func startFakeIDP(t *testing.T) *fakeIDP {
+	idp := &fakeIDP{keys: []string{`{"kty":"oct","kid":"idp-1","alg":"HS256","k":"aWRwLWtleS1vbmUtZm9yLXRoZS1oYS10ZXN0cy0zMmI"}`}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		idp.mu.Lock()
+		defer idp.mu.Unlock()
+		idp.fetches++
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"keys":[%s]}`, strings.Join(idp.keys, ","))
+	}))
+	t.Cleanup(srv.Close)
+	idp.url = srv.URL + "/.well-known/jwks.json"
+	return idp
+}
+
+func (i *fakeIDP) count() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.fetches
+}
+
+func (i *fakeIDP) rotate() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.keys = append(i.keys, `{"kty":"oct","kid":"idp-2","alg":"HS256","k":"aWRwLWtleS10d28tZm9yLXRoZS1oYS10ZXN0cy0zMmI"}`)
+}
+
+// observer is a store client that reads elections.
+func (f *haFleet) observer(t *testing.T) *store.Etcd {
+	eps, err := store.ParseURL("etcd://" + f.etcd.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.NewEtcd(store.EtcdConfig{Endpoints: eps, Replica: "observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s.(*store.Etcd)
+}
+
+func (f *haFleet) byName(name string) *testkit.Replica {
+	for _, r := range f.replicas {
+		if r.Name == name {
+			return r
+		}
+	}
+	f.t.Fatalf("no replica %q", name)
+	return nil
+}
+
+// jwksLeader waits for a leader of the JWKS election other than not.
+func (f *haFleet) jwksLeader(t *testing.T, observer *store.Etcd, not string) *testkit.Replica {
+	var name string
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		var err error
+		name, err = observer.Leader(context.Background(), "jwks")
+		return err == nil && name != not, fmt.Sprintf("leader %q: %v", name, err)
+	})
+	return f.byName(name)
+}
+
+// ecds is Envoy's extension configs as it runs them, without their
+// update times.
+func (f *haFleet) ecds(t *testing.T) string {
+	b, err := f.envoy.ConfigDump(context.Background(), "ecds_filters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var strip func(any)
+	strip = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			delete(v, "last_updated")
+			for _, x := range v {
+				strip(x)
+			}
+		case []any:
+			for _, x := range v {
+				strip(x)
+			}
+		}
+	}
+	strip(doc)
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
