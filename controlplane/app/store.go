@@ -36,7 +36,9 @@ func (a *App) firstLoad(ctx context.Context) error {
 	a.store, a.shared = a.cfg.Store, true
 	p, _, err := a.store.Load(ctx)
 	if errors.Is(err, store.ErrNotFound) && a.cfg.PolicyFile != "" {
-		p, err = a.seed(ctx)
+		if p, err = a.seed(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
+			return err // a seed file that does not load is the operator's to fix
+		}
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):

@@ -52,7 +52,7 @@ func (e *Etcd) sessionLocked(ctx context.Context) (*concurrency.Session, error) 
 	if err != nil {
 		return nil, unavailable("open a lease", err)
 	}
-	s, err := concurrency.NewSession(e.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(context.WithoutCancel(ctx)))
+	s, err := concurrency.NewSession(e.cli, concurrency.WithLease(lease.ID), concurrency.WithTTL(ttl), concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
 		return nil, unavailable("open a lease", err)
 	}

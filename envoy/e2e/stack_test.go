@@ -67,10 +67,6 @@ auth_policies:
         {{- range .Keys }}
         - { kty: oct, kid: {{ .Kid }}, alg: HS256, k: {{ .K }} }
         {{- end }}
-      {{- if .JWKSURL }}
-      jwks_url: "{{ .JWKSURL }}"
-      jwks_refresh: 1s
-      {{- end }}
     api_keys:
       - { sha256: 3590041a46a99e65ed5b929371a6e9ab008257f81558a53a7a9250a9ecf87e75, identity: demo-client }
     identity_header: x-directpipe-identity
@@ -82,6 +78,10 @@ auth_policies:
       issuer: https://idp.example.com
       audiences: [voice]
       required_scopes: ["voice:stream"]
+      {{- if .JWKSURL }}
+      jwks_url: "{{ .JWKSURL }}"
+      jwks_refresh: 1s
+      {{- end }}
 `
 
 type route struct{ Name, Prefix string }
@@ -99,7 +99,7 @@ type policyParams struct {
 	// ListenerLimits, RoutesYAML and BackendsYAML add YAML to the
 	// listener's limits, the routes and the back ends.
 	ListenerLimits, RoutesYAML, BackendsYAML string
-	// JWKSURL, when set, adds a key set URL to the demo auth policy,
+	// JWKSURL, when set, adds a key set URL to the strict auth policy,
 	// refreshed every second.
 	JWKSURL string
 }
