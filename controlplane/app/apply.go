@@ -139,7 +139,9 @@ func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 	// The watcher read the file before taking the lock; an apply through
 	// the API may have rewritten it since. Serving that older read would
 	// undo the apply, and the write's own event brings the newer content.
-	if err := policy.CheckFileServes(a.cfg.PolicyFile, rev); err != nil {
+	if a.shared {
+		// A shared store's watch delivers in order; its file only seeds it.
+	} else if err := policy.CheckFileServes(a.cfg.PolicyFile, rev); err != nil {
 		a.log.Debug("policy file read is stale, skipped", "revision", rev, "error", err)
 		return nil
 	}

@@ -5,12 +5,14 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -462,10 +464,15 @@ func (f *haFleet) sameResources(t *testing.T) {
 		byType := map[string][]byte{}
 		for _, resp := range s.Received {
 			var rb bytes.Buffer
-			fmt.Fprintf(&rb, "%s %s\n", resp.GetTypeUrl(), resp.GetVersionInfo())
+			fmt.Fprintf(&rb, "%s %s %d resources\n", resp.GetTypeUrl(), resp.GetVersionInfo(), len(resp.GetResources()))
+			// The cache answers a wildcard request from a map, in any
+			// order: compare the set of resources.
+			var sums []string
 			for _, a := range resp.GetResources() {
-				rb.Write(a.GetValue())
+				sums = append(sums, fmt.Sprintf("%x", sha256.Sum256(a.GetValue())))
 			}
+			slices.Sort(sums)
+			fmt.Fprintln(&rb, strings.Join(sums, "\n"))
 			byType[resp.GetTypeUrl()] = rb.Bytes()
 		}
 		for _, k := range []string{"type.googleapis.com/envoy.config.cluster.v3.Cluster", "type.googleapis.com/envoy.config.listener.v3.Listener"} {
@@ -478,7 +485,7 @@ func (f *haFleet) sameResources(t *testing.T) {
 			continue
 		}
 		if !bytes.Equal(first, buf.Bytes()) {
-			t.Errorf("replicas %s and %s serve different listener or cluster bytes", firstName, r.Name)
+			t.Errorf("replicas %s and %s serve different listener or cluster bytes:\n%s\n%s", firstName, r.Name, first, buf.Bytes())
 		}
 	}
 }
@@ -541,13 +548,14 @@ func (f *haFleet) byName(name string) *testkit.Replica {
 	return nil
 }
 
-// jwksLeader waits for a leader of the JWKS election other than not.
+// jwksLeader waits for a live leader of the JWKS election other than not.
 func (f *haFleet) jwksLeader(t *testing.T, observer *store.Etcd, not string) *testkit.Replica {
 	var name string
 	waitFor(t, 30*time.Second, func() (bool, string) {
 		var err error
 		name, err = observer.Leader(context.Background(), "jwks")
-		return err == nil && name != not, fmt.Sprintf("leader %q: %v", name, err)
+		// A killed replica leads until its lease expires.
+		return err == nil && name != not && f.byName(name).Alive(), fmt.Sprintf("leader %q: %v", name, err)
 	})
 	return f.byName(name)
 }
