@@ -79,17 +79,23 @@ func (f *fake) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyRequest)
 func startFake(t *testing.T) (*fake, []string) {
 	t.Helper()
 	f := &fake{revision: "rev1"}
+	return f, serveFake(t, f)
+}
+
+// serveFake serves srv on a loopback port and returns the flags that reach it.
+func serveFake(t *testing.T, srv adminv1.AdminServiceServer) []string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	adminv1.RegisterAdminServiceServer(g, f)
+	adminv1.RegisterAdminServiceServer(g, srv)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
 	tokenFile := filepath.Join(t.TempDir(), "admin.token")
 	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
-	return f, []string{"--addr", lis.Addr().String(), "--token-file", tokenFile}
+	return []string{"--addr", lis.Addr().String(), "--token-file", tokenFile}
 }
 
 func run(args ...string) (int, string, string) {
