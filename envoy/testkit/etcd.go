@@ -35,7 +35,10 @@ type EtcdMember struct {
 }
 
 // Endpoint is the member's client address, host:port.
-func (m *EtcdMember) Endpoint() string { return strings.TrimPrefix(m.ClientURL, "http://") }
+func (m *EtcdMember) Endpoint() string {
+	_, hostPort, _ := strings.Cut(m.ClientURL, "://")
+	return hostPort
+}
 
 // Kill ends the member with SIGKILL and waits for it.
 func (m *EtcdMember) Kill() {
@@ -109,12 +112,29 @@ func (e *Etcd) Leader(ctx context.Context) (*EtcdMember, error) {
 	return nil, fmt.Errorf("etcd: no leader: %w", ctx.Err())
 }
 
+// EtcdTLS makes the members serve clients over TLS with CertFile and
+// KeyFile and require client certificates signed by CAFile.
+type EtcdTLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
 // StartEtcd starts an etcd cluster of n members on free loopback ports,
 // with short election timings so that a killed leader is replaced in about
 // a second, and waits until every member answers. The members are killed
 // at cleanup, and their logs shown if the test failed.
-func StartEtcd(t T, n int) *Etcd {
+func StartEtcd(t T, n int) *Etcd { return StartEtcdTLS(t, n, nil) }
+
+// StartEtcdTLS is StartEtcd with clients served over mutual TLS when tls
+// is set (peers and metrics stay plaintext on loopback).
+func StartEtcdTLS(t T, n int, tls *EtcdTLS) *Etcd {
 	t.Helper()
+	scheme := "http://"
+	var tlsFlags []string
+	if tls != nil {
+		scheme = "https://"
+		tlsFlags = []string{"--cert-file", tls.CertFile, "--key-file", tls.KeyFile,
+			"--trusted-ca-file", tls.CAFile, "--client-cert-auth"}
+	}
 	bin, err := EtcdBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +144,7 @@ func StartEtcd(t T, n int) *Etcd {
 	for i := range n {
 		m := &EtcdMember{
 			Name:       "m" + strconv.Itoa(i),
-			ClientURL:  "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
+			ClientURL:  scheme + "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 			peerURL:    "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
 			metricsURL: "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
 			dir:        filepath.Join(t.TempDir(), "etcd"),
@@ -134,7 +154,7 @@ func StartEtcd(t T, n int) *Etcd {
 		initial = append(initial, m.Name+"="+m.peerURL)
 	}
 	for _, m := range e.Members {
-		m.cmd = exec.Command(bin,
+		m.cmd = exec.Command(bin, append([]string{
 			"--name", m.Name, "--data-dir", m.dir,
 			"--listen-client-urls", m.ClientURL, "--advertise-client-urls", m.ClientURL,
 			"--listen-peer-urls", m.peerURL, "--initial-advertise-peer-urls", m.peerURL,
@@ -142,7 +162,7 @@ func StartEtcd(t T, n int) *Etcd {
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
 			"--initial-cluster-token", "directpipe-test",
 			"--heartbeat-interval", "50", "--election-timeout", "500",
-			"--log-level", "warn")
+			"--log-level", "warn"}, tlsFlags...)...)
 		logf, err := os.Create(m.log)
 		if err != nil {
 			t.Fatal(err)
