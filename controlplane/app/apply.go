@@ -136,14 +136,16 @@ func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 	if rev == a.revision {
 		return nil
 	}
-	// The watcher read the file before taking the lock; an apply through
-	// the API may have rewritten it since. Serving that older read would
-	// undo the apply, and the write's own event brings the newer content.
-	if a.shared {
-		// A shared store's watch delivers in order; its file only seeds it.
-	} else if err := policy.CheckFileServes(a.cfg.PolicyFile, rev); err != nil {
-		a.log.Debug("policy file read is stale, skipped", "revision", rev, "error", err)
-		return nil
+	// The file watcher read the file before taking the lock; an apply
+	// through the API may have rewritten it since. Serving that older read
+	// would undo the apply, and the write's own event brings the newer
+	// content. (A shared store's watch delivers in order; its file only
+	// seeds it.)
+	if !a.shared {
+		if err := policy.CheckFileServes(a.cfg.PolicyFile, rev); err != nil {
+			a.log.Debug("policy file read is stale, skipped", "revision", rev, "error", err)
+			return nil
+		}
 	}
 	res, keys, err := a.translate(ctx, p)
 	if err != nil {
@@ -160,14 +162,15 @@ func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 // serve sets the snapshot, after a bridging filter config when the change
 // needs one (see translate.Bridge); a.mu is held.
 func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xdstype.Resources, keys map[string][]*policyv1.JWK, source string) error {
-	bridge, err := translate.Bridge(a.served, p, a.options(keys))
 	// The bridge keeps new routes from arriving before their auth setting.
 	// A change that leaves the routes as they are needs none, and without
 	// it every filter config it changes travels in one push: a key in an
 	// auth policy that HTTP and tcp routes share is one ECDS update, not
 	// two in a row (each costs Envoy tens of ms).
-	if err == nil && bridge != nil && sameResources(a.served.Resources, res, resource.RouteType) {
-		bridge = nil
+	var bridge xdstype.Resources
+	var err error
+	if !sameResources(a.served.Resources, res, resource.RouteType) {
+		bridge, err = translate.Bridge(a.served, p, a.options(keys))
 	}
 	if err == nil && bridge != nil {
 		_, err = a.xds.SetResources(ctx, bridge)
