@@ -208,6 +208,18 @@ func TestDifferentialAgainstJOSE(t *testing.T) {
 			}
 			// A duplicate claim can only be built by hand: sign it.
 			cases["duplicate exp"] = k.sign(t, kid, []byte(`{"exp":1,"exp":`+itoa(exp)+`}`))
+			// Where go-jose is laxer than the RFCs, the filter refuses
+			// and go-jose is not asked.
+			stricter := map[string]string{
+				// RFC 7797 §6: b64 must be listed in crit; go-jose signs
+				// and verifies the raw payload without it.
+				"b64 false without crit": k.sign(t, map[string]any{"kid": diffKid, "b64": false}, claims("")),
+			}
+			for name, tok := range stricter {
+				if k.filter(t, tok, now) {
+					t.Errorf("%s: the filter allows it (%s)", name, tok)
+				}
+			}
 			for name, tok := range cases {
 				want := k.oracle(tok, now, 30*time.Second)
 				if got := k.filter(t, tok, now); got != want {
@@ -229,6 +241,7 @@ func FuzzDifferential(f *testing.F) {
 	f.Add(`{"kid":"k"}`, `{"sub":"alice","exp":2000000000}`, uint8(0))
 	f.Add(`{}`, `{"exp":1000,"nbf":10}`, uint8(1))
 	f.Add(`{"kid":"k","crit":["b64"],"b64":false}`, `{"exp":2000000000,"iat":1.5}`, uint8(2))
+	f.Add(`{"b64":false}`, `{"exp":2000000000}`, uint8(0))
 	f.Fuzz(func(t *testing.T, header, payload string, which uint8) {
 		k := keys[int(which)%len(keys)]
 		var h map[string]any
@@ -237,6 +250,13 @@ func FuzzDifferential(f *testing.F) {
 		}
 		if _, ok := h["alg"]; ok {
 			return // go-jose's signer writes alg itself
+		}
+		if b64, ok := h["b64"]; ok && b64 == false {
+			// go-jose signs and verifies the raw payload when b64 is
+			// false even without "crit", which RFC 7797 §6 requires;
+			// the filter knows no b64 and refuses (see the "b64 false
+			// without crit" case in TestDifferential).
+			return
 		}
 		var c map[string]any
 		if json.Unmarshal([]byte(payload), &c) == nil {
