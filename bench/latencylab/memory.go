@@ -148,6 +148,8 @@ static_resources:
       load_assignment:
         cluster_name: voice
         endpoints: [{ lb_endpoints: [{ endpoint: { address: %s } }] }]
+# As directpipe's bootstrap does: free memory goes back to the system.
+memory_allocator_manager: { bytes_to_release: 33554432, memory_release_interval: 1s }
 `, sock(fmt.Sprintf("127.0.0.1:%d", admin)), sock(listen), sock(raw), sock(voice)))
 }
 
