@@ -495,7 +495,7 @@ func mustEnvoy(t *testing.T) string {
 	return bin
 }
 
-// TestAsymmetricTokensInEnvoy: RS256 and ES256 signatures are checked by
+// TestAsymmetricTokensInEnvoy: RS256, ES256 and ES384 signatures are checked by
 // Envoy's own crypto through the verify_signature foreign function (the
 // module encodes the key and signature in DER), and the verdicts are the
 // module's: good tokens pass, a changed signature or a JWS signature
@@ -506,13 +506,20 @@ func TestAsymmetricTokensInEnvoy(t *testing.T) {
 		t.Fatal(err)
 	}
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	b64 := base64.RawURLEncoding.EncodeToString
+	// A point off P-256 (y+1). The control plane refuses such a key, so
+	// only a hand-written configuration brings it here: the module keeps
+	// no NIST curves of its own, and Envoy's check must refuse it.
+	offY := new(big.Int).Add(ecKey.Y, big.NewInt(1))
 	doc, _ := json.Marshal(map[string]any{
 		"name":    "asym",
 		"sources": []map[string]any{{"bearer": true}},
 		"jwks": map[string]any{"keys": []map[string]string{
 			{"kty": "RSA", "kid": "rsa", "alg": "RS256", "n": b64(rsaKey.N.Bytes()), "e": b64(big.NewInt(int64(rsaKey.E)).Bytes())},
 			{"kty": "EC", "kid": "ec", "alg": "ES256", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))},
+			{"kty": "EC", "kid": "ec384", "alg": "ES384", "crv": "P-384", "x": b64(ec384.X.FillBytes(make([]byte, 48))), "y": b64(ec384.Y.FillBytes(make([]byte, 48)))},
+			{"kty": "EC", "kid": "off", "alg": "ES256", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(offY.FillBytes(make([]byte, 32)))},
 		}},
 	})
 	up := startUpstream(t)
@@ -521,6 +528,8 @@ func TestAsymmetricTokensInEnvoy(t *testing.T) {
 	exp := time.Now().Add(time.Hour).Unix()
 	rs := mintWith(t, jwt.SigningMethodRS256, rsaKey, "rsa", jwt.MapClaims{"sub": "rs", "exp": exp})
 	es := mintWith(t, jwt.SigningMethodES256, ecKey, "ec", jwt.MapClaims{"sub": "es", "exp": exp})
+	es384 := mintWith(t, jwt.SigningMethodES384, ec384, "ec384", jwt.MapClaims{"sub": "es384", "exp": exp})
+	offCurve := mintWith(t, jwt.SigningMethodES256, ecKey, "off", jwt.MapClaims{"sub": "off", "exp": exp})
 	// The same ES256 signature, sent as DER rather than R || S.
 	parts := strings.Split(es, ".")
 	raw, _ := base64.RawURLEncoding.DecodeString(parts[2])
@@ -544,6 +553,8 @@ func TestAsymmetricTokensInEnvoy(t *testing.T) {
 		{"RS256 changed", flip(rs), http.StatusUnauthorized},
 		{"ES256 changed", flip(es), http.StatusUnauthorized},
 		{"ES256 in DER", esDER, http.StatusUnauthorized},
+		{"ES384", es384, http.StatusOK},
+		{"ES256, key off the curve", offCurve, http.StatusUnauthorized},
 	}
 	for _, tt := range tests {
 		resp, body := e.get(t, "/v1/voice", http.Header{"Authorization": {"Bearer " + tt.token}})
@@ -552,12 +563,13 @@ func TestAsymmetricTokensInEnvoy(t *testing.T) {
 		}
 	}
 	stats := e.stats(t)
-	// Four signatures reach a check (a DER signature has the wrong
-	// length and is refused before); each was Envoy's.
+	// Six signatures reach a check (a DER signature has the wrong
+	// length and is refused before); each was Envoy's, the point off the
+	// curve included.
 	for name, want := range map[string]int64{
-		"wasmcustom.directpipe_signature_host_checks":      4,
+		"wasmcustom.directpipe_signature_host_checks":      6,
 		"wasmcustom.directpipe_signature_host_unavailable": 0,
-		"wasmcustom.directpipe_handshake_allowed":          2,
+		"wasmcustom.directpipe_handshake_allowed":          3,
 	} {
 		if got := stats[name]; got != want {
 			t.Errorf("%s = %d, want %d", name, got, want)
