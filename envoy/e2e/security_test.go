@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -284,6 +285,10 @@ func TestHostileRequests(t *testing.T) {
 		{name: "oversized token", send: upgradeWith("/v1/voice", bearer(oversized)), status: 401},
 		{name: "valid bearer and forged query token: the first source decides, both stripped", send: upgradeWith("/v1/voice?access_token="+forged, bearer(tok)), status: 101, reached: true, check: verified("caller-1")},
 		{name: "forged bearer and valid query token: the first source decides", send: upgradeWith("/v1/voice?access_token="+tok, bearer(forged)), status: 401},
+		// Two Authorization headers: Envoy joins them with a comma, which
+		// no token parses as; refused, whichever comes first.
+		{name: "valid then forged Authorization header", send: upgradeWith("/v1/voice", http.Header{"Authorization": {"Bearer " + tok, "Bearer " + forged}}), status: 401},
+		{name: "forged then valid Authorization header", send: upgradeWith("/v1/voice", http.Header{"Authorization": {"Bearer " + forged, "Bearer " + tok}}), status: 401},
 		{name: "valid bearer and a subprotocol token: both stripped", send: upgradeWith("/v1/voice", with(bearer(tok), "Sec-Websocket-Protocol", "voice.v1, dp.bearer."+wrongKey)), status: 101, reached: true, check: func(t *testing.T, seen recorded) {
 			if got := seen.Headers["sec-websocket-protocol"]; len(got) != 1 || got[0] != "voice.v1" {
 				t.Errorf("subprotocols %v, want voice.v1 alone", got)
@@ -370,6 +375,49 @@ func TestHostileRequests(t *testing.T) {
 			if strings.Contains(req.Path, "row=slowloris") {
 				t.Fatalf("the back end saw the slow request: %+v", req)
 			}
+		}
+	})
+
+	t.Run("HTTP/2 underscore identity is refused and never reaches the back end", func(t *testing.T) {
+		h2 := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}
+		defer h2.CloseIdleConnections()
+		for _, path := range []string{"/api/health?row=h2-underscore", "/v1/voice?row=h2-underscore&access_token=" + demoAPIKey} {
+			req, err := http.NewRequest(http.MethodGet, s.listenURL("http", path), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header["x_directpipe_identity"] = []string{spoof}
+			resp, err := (&http.Client{Transport: h2, Timeout: 10 * time.Second}).Do(req)
+			if err == nil {
+				// Envoy resets the stream; a 400 would do as well.
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusBadRequest {
+					t.Errorf("%s over HTTP/2: status %d, want a reset or 400", path, resp.StatusCode)
+				}
+			}
+		}
+		// The same request without the underscore header passes, so the
+		// refusal above is the header's.
+		req, _ := http.NewRequest(http.MethodGet, s.listenURL("http", "/api/health?row=h2-control"), nil)
+		resp, err := (&http.Client{Transport: h2, Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+			t.Fatalf("control request: %s %d, want HTTP/2 200", resp.Proto, resp.StatusCode)
+		}
+		control := false
+		for _, req := range backendRequests(t, s) {
+			if strings.Contains(req.Path, "row=h2-underscore") {
+				t.Fatalf("the back end saw %+v", req)
+			}
+			control = control || strings.Contains(req.Path, "row=h2-control")
+		}
+		if !control {
+			t.Error("the back end never saw the control request")
 		}
 	})
 
