@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
+	"github.com/directpipe/directpipe/controlplane/mtls"
 	"github.com/directpipe/directpipe/controlplane/statedir"
 )
 
@@ -338,7 +339,7 @@ func dial(g *globals) (adminv1.AdminServiceClient, func(), error) {
 			}
 		}
 		if g.certFile != "" {
-			cert, err := tls.LoadX509KeyPair(g.certFile, g.keyFile)
+			cert, err := mtls.LoadKeyPair(g.certFile, g.keyFile)
 			if err != nil {
 				return nil, nil, fmt.Errorf("client certificate: %w", err)
 			}

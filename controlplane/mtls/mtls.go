@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -58,13 +59,76 @@ func ClientConfig(certFile, keyFile, caFile, serverName string) (*tls.Config, er
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: serverName}
 	if certFile != "" {
-		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		pair, err := LoadKeyPair(certFile, keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("mtls: client certificate: %w", err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
+}
+
+// maxPEMBytes bounds a certificate or key file: a chain of a few
+// certificates is kilobytes.
+const maxPEMBytes = 1 << 20
+
+// LoadKeyPair reads a certificate and its private key. A key file that
+// other users may read, or its group may write, is refused, as ssh and
+// PostgreSQL refuse theirs: the key is the process's identity on the
+// network. Group read stays allowed for a key shared with a service
+// group (Kubernetes' fsGroup); a Secret volume needs defaultMode 0400,
+// 0440 or 0600. The mode is read from the open file, so a rename in
+// between cannot swap what is checked for what is read.
+func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	key, err := readKey(keyFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	cert, err := readBounded(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	pair, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%s and %s: %w", certFile, keyFile, err)
+	}
+	return pair, nil
+}
+
+func readKey(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("private key: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("private key: %w", err)
+	}
+	if perm := info.Mode().Perm(); perm&0o037 != 0 {
+		return nil, fmt.Errorf("private key %s has mode %04o: other users may read it or its group may change it; run chmod 600 %s", path, perm, path)
+	}
+	return readAll(f, path)
+}
+
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readAll(f, path)
+}
+
+func readAll(r io.Reader, path string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxPEMBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxPEMBytes {
+		return nil, fmt.Errorf("%s is more than %d bytes", path, maxPEMBytes)
+	}
+	return b, nil
 }
 
 // LoadPool reads a PEM bundle of CA certificates.
@@ -110,7 +174,7 @@ func (r *reloader) get() (*tls.Certificate, error) {
 	if r.pair != nil && st.ModTime().Equal(r.mtime) {
 		return r.pair, nil
 	}
-	pair, err := tls.LoadX509KeyPair(r.cert, r.key)
+	pair, err := LoadKeyPair(r.cert, r.key)
 	if err != nil {
 		if r.pair != nil {
 			return r.pair, nil // a half-written renewal: try again later

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/directpipe/directpipe/controlplane/mtls"
 )
 
 const (
@@ -86,7 +88,7 @@ func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 		return nil, errors.New("etcd client certificate: give both -etcd-cert and -etcd-key")
 	}
 	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		cert, err := mtls.LoadKeyPair(certFile, keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("etcd client certificate: %w", err)
 		}

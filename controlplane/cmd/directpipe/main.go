@@ -179,7 +179,7 @@ func adminTLS(f flags) (*tls.Config, error) {
 		}
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	cert, err := mtls.LoadKeyPair(f.tlsCert, f.tlsKey)
 	if err != nil {
 		return nil, fmt.Errorf("admin TLS: %w", err)
 	}
