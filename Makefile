@@ -142,7 +142,7 @@ certs: build
 # Fuzz targets: `make test` runs each for a fixed number of inputs (a count,
 # not a time, so a slow machine cannot turn the deadline into a failure);
 # `make fuzz` runs each for FUZZ_TIME.
-FUZZ_TARGETS := ./controlplane/policy:FuzzParse ./filter/auth:FuzzParseConfig ./filter/auth:FuzzCheck ./filter/auth:FuzzDifferential \
+FUZZ_TARGETS := ./controlplane/policy:FuzzParse ./filter/auth:FuzzParseConfig ./filter/auth:FuzzCheck ./filter/auth:FuzzDifferential ./filter/auth:FuzzParseObject \
 	./filter/proxywasm:FuzzDecodePairs ./filter/wasmbin:FuzzParse ./filter/httphead:FuzzParse \
 	./filter/tcpcheck:FuzzInspect
 FUZZ_TIME ?= 60s

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/hmac"
@@ -9,7 +8,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
-	"encoding/json"
 	"hash"
 	"math"
 	"slices"
@@ -74,12 +72,12 @@ func (p *Policy) verifiedClaims(token string) (claims, string) {
 	}
 	// Decoded into maps, not structs: encoding/json matches struct fields
 	// without regard to case, and "ALG" is not "alg".
-	var h map[string]any
-	if !decodePart(head, &h, true) {
+	h, ok := decodePart(head, true)
+	if !ok {
 		return nil, contract.ReasonMalformedToken
 	}
-	var c claims
-	if !decodePart(body, &c, false) {
+	c, ok := decodePart(body, false)
+	if !ok {
 		return nil, contract.ReasonMalformedToken
 	}
 	// Only the algorithms of configured keys: "none", a missing alg and
@@ -112,42 +110,19 @@ func (p *Policy) verifiedClaims(token string) (claims, string) {
 // members must each be named once (RFC 7515 §4, RFC 7519 §4: one reader
 // must not see a different claim than another); a header must not carry
 // "crit", since no extension is understood here (RFC 7515 §4.1.11).
-func decodePart(part string, v any, header bool) bool {
+func decodePart(part string, header bool) (map[string]any, bool) {
 	raw, err := base64.RawURLEncoding.DecodeString(part)
 	if err != nil {
-		return false
-	}
-	names, ok := memberNames(raw)
-	if !ok || (header && slices.Contains(names, "crit")) {
-		return false
-	}
-	return json.Unmarshal(raw, v) == nil
-}
-
-// memberNames lists the top-level member names of a JSON object, and
-// whether it is an object that names each only once.
-func memberNames(raw []byte) ([]string, bool) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil, false
 	}
-	var names []string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return names, false
-		}
-		name, _ := t.(string)
-		if slices.Contains(names, name) {
-			return names, false
-		}
-		names = append(names, name)
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return names, false
-		}
+	m, ok := parseObject(raw)
+	if !ok {
+		return nil, false
 	}
-	return names, true
+	if _, crit := m["crit"]; crit && header {
+		return nil, false
+	}
+	return m, true
 }
 
 // keyFor picks the key by kid; a token without kid may use the only key.
