@@ -162,11 +162,12 @@ func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 // serve sets the snapshot, after a bridging filter config when the change
 // needs one (see translate.Bridge); a.mu is held.
 func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xdstype.Resources, keys map[string][]*policyv1.JWK, source string) error {
-	// The bridge keeps new routes from arriving before their auth setting.
-	// A change that leaves the routes as they are needs none, and without
-	// it every filter config it changes travels in one push: a key in an
-	// auth policy that HTTP and tcp routes share is one ECDS update, not
-	// two in a row (each costs Envoy tens of ms).
+	// The bridge keeps a new route from arriving before the new auth
+	// policy it names. A change that leaves the routes as they are cannot
+	// need one, and Bridge finds none unless a policy is new: every filter
+	// config a change touches travels in one push, so a key in an auth
+	// policy that HTTP and tcp routes share is one ECDS update, not two
+	// in a row (each costs Envoy tens of ms).
 	var bridge xdstype.Resources
 	var err error
 	if !sameResources(a.served.Resources, res, resource.RouteType) {

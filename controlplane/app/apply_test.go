@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -66,11 +68,12 @@ func TestApplyTranslatesOnce(t *testing.T) {
 	}
 }
 
-// TestBridgeOnlyWhenRoutesChange: a new route is pushed in two snapshots,
-// the widened filter config first (make before break), while a key added
-// to an auth policy that an HTTP and a tcp route share is one snapshot, so
-// both filter configs reach Envoy in one update.
-func TestBridgeOnlyWhenRoutesChange(t *testing.T) {
+// TestBridgeOnlyForANewPolicy: a new route is one snapshot (it carries
+// its policy in its metadata), and so is a key added to an auth policy
+// that an HTTP and a tcp route share (both filter configs reach Envoy in
+// one update); a route with a new auth policy is pushed in two, the
+// widened filter config first (make before break).
+func TestBridgeOnlyForANewPolicy(t *testing.T) {
 	a, client, _ := startApp(t, copyExample(t))
 	ctx := authed(context.Background())
 	snapshots := func(change func(*policyv1.Policy)) (int, []string) {
@@ -107,8 +110,19 @@ func TestBridgeOnlyWhenRoutesChange(t *testing.T) {
 	n, changed := snapshots(func(p *policyv1.Policy) {
 		p.Routes = append(p.Routes, &policyv1.Route{Name: "added", Kind: policy.KindHTTP, Backend: p.Backends[0].Name, Match: &policyv1.RouteMatch{Prefix: "/added/"}})
 	})
+	if n != 1 || !slices.Equal(changed, []string{"RouteConfiguration public"}) {
+		t.Errorf("a route added (%v) was pushed in %d snapshots, want its route table alone in 1", changed, n)
+	}
+	n, changed = snapshots(func(p *policyv1.Policy) {
+		p.AuthPolicies = append(p.AuthPolicies, &policyv1.AuthPolicy{
+			Name:    "partners",
+			Sources: []*policyv1.TokenSource{{Source: &policyv1.TokenSource_Header{Header: "x-partner-key"}}},
+			ApiKeys: []*policyv1.APIKey{{Sha256: strings.Repeat("ab", 32), Identity: "partner-a"}},
+		})
+		p.Routes = append(p.Routes, &policyv1.Route{Name: "partner", Kind: policy.KindHTTP, Backend: p.Backends[0].Name, Auth: "partners", Match: &policyv1.RouteMatch{Prefix: "/partner/"}})
+	})
 	if n != 2 {
-		t.Errorf("a route added (%v) was pushed in %d snapshots, want 2: the bridge, then the rest", changed, n)
+		t.Errorf("a route with a new policy (%v) was pushed in %d snapshots, want 2: the bridge, then the rest", changed, n)
 	}
 	n, changed = snapshots(func(p *policyv1.Policy) {
 		jwt := p.AuthPolicies[0].Jwt

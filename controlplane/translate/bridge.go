@@ -7,7 +7,6 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/xdstype"
@@ -23,31 +22,32 @@ type Served struct {
 }
 
 // Bridge returns what to serve for a moment before next replaces prev:
-// prev's resources with the HTTP handshake filter's config widened to the
-// routes and auth policies of both. go-control-plane sends routes before
-// extension configs, so without it a new route would reach Envoy before its
-// auth setting and be refused (fail closed); with it the filter config is a
-// superset at every step: make before break. Removals need no bridge: next
-// removes the route first and its auth setting after.
+// prev's resources with the HTTP handshake filter's config widened by the
+// auth policies next adds. Routes name their policy in their own metadata
+// (tagAuth), so a route and its setting arrive together; what can still
+// arrive early is a route naming a policy that is new in next, since
+// go-control-plane sends routes before extension configs. The filter
+// refuses such a route until its policy arrives (fail closed); with the
+// bridge the policy is there first: make before break. Removals need no
+// bridge: next removes the route first and its policy after.
 //
-// opts are the options next is translated with; for an auth policy both
-// name, next's version and keys win. Bridge returns nil when there is
-// nothing to push first: nothing served yet, or the served filter config
-// already says it all. Only the HTTP filter's config is bridged: a tcp
-// route's filter config arrives with its listener, which waits for it.
+// Policies prev already serves keep prev's version in the bridge: next's
+// changes to them come with next itself, in one push. opts are the
+// options next is translated with. Bridge returns nil when there is
+// nothing to push first: nothing served yet, or no new policy.
 func Bridge(prev Served, next *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	if prev.Policy == nil || prev.Resources == nil {
 		return nil, nil
 	}
-	merged := &policyv1.Policy{
-		Routes:       unionByName(next.GetRoutes(), prev.Policy.GetRoutes()),
-		AuthPolicies: unionByName(next.GetAuthPolicies(), prev.Policy.GetAuthPolicies()),
+	merged := &policyv1.Policy{AuthPolicies: unionByName(prev.Policy.GetAuthPolicies(), next.GetAuthPolicies())}
+	if len(merged.AuthPolicies) == len(prev.Policy.GetAuthPolicies()) {
+		return nil, nil
 	}
-	keys := maps.Clone(prev.Keys)
+	keys := maps.Clone(opts.ResolvedKeys)
 	if keys == nil {
 		keys = map[string][]*policyv1.JWK{}
 	}
-	maps.Copy(keys, opts.ResolvedKeys)
+	maps.Copy(keys, prev.Keys)
 	opts.ResolvedKeys = keys
 	ecds, err := HandshakeConfig(merged, opts)
 	if err != nil {
@@ -59,21 +59,19 @@ func Bridge(prev Served, next *policyv1.Policy, opts Options) (xdstype.Resources
 	if i < 0 {
 		return nil, errors.New("translate: bridge: the served resources have no handshake filter config")
 	}
-	if proto.Equal(ecds, configs[i]) {
-		return nil, nil
-	}
 	configs[i] = ecds
 	return staged, nil
 }
 
-// unionByName is next followed by the items of prev whose names next lacks.
-func unionByName[T interface{ GetName() string }](next, prev []T) []T {
-	out := slices.Clone(next)
+// unionByName is first followed by the items of second whose names first
+// lacks.
+func unionByName[T interface{ GetName() string }](first, second []T) []T {
+	out := slices.Clone(first)
 	seen := map[string]bool{}
-	for _, x := range next {
+	for _, x := range first {
 		seen[x.GetName()] = true
 	}
-	for _, x := range prev {
+	for _, x := range second {
 		if !seen[x.GetName()] {
 			out = append(out, x)
 		}

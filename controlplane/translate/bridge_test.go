@@ -35,11 +35,11 @@ func TestBridge(t *testing.T) {
 		name string
 		prev func(t *testing.T, p *policyv1.Policy) Served
 		next func(p *policyv1.Policy)
-		// wantRoutes is the bridged filter config's route → auth policy
-		// map, nil when no bridge is needed.
-		wantRoutes map[string]string
-		// wantInPolicies is a string the bridged policies must contain.
-		wantInPolicies string
+		// wantPolicies are the bridged filter config's policies, nil
+		// when no bridge is needed; wantInPolicies is a string they must
+		// contain, wantNotInPolicies one they must not.
+		wantPolicies                      []string
+		wantInPolicies, wantNotInPolicies string
 	}{
 		{
 			name: "nothing served yet",
@@ -59,7 +59,22 @@ func TestBridge(t *testing.T) {
 			},
 		},
 		{
-			name: "route added with a new auth policy: both routes and policies",
+			name: "route renamed: it carries its policy itself",
+			prev: served,
+			next: func(p *policyv1.Policy) { p.Routes[0].Name = "voice-v2" },
+		},
+		{
+			name: "route added with a policy already served",
+			prev: served,
+			next: func(p *policyv1.Policy) {
+				p.Routes = append(p.Routes, &policyv1.Route{
+					Name: "voice-2", Kind: policy.KindWebSocket, Backend: "voice", Auth: "demo",
+					Match: &policyv1.RouteMatch{Path: "/v1/voice2"},
+				})
+			},
+		},
+		{
+			name: "route added with a new auth policy: the policy first",
 			prev: served,
 			next: func(p *policyv1.Policy) {
 				p.AuthPolicies = append(p.AuthPolicies, partners)
@@ -68,23 +83,24 @@ func TestBridge(t *testing.T) {
 					Match: &policyv1.RouteMatch{Path: "/v1/partner"},
 				})
 			},
-			wantRoutes:     map[string]string{"voice": "demo", "voice" + UpgradeRequiredSuffix: "", "api": "", "partner-voice": "partners", "partner-voice" + UpgradeRequiredSuffix: ""},
+			wantPolicies:   []string{"demo", "partners"},
 			wantInPolicies: "partner-a",
 		},
 		{
-			name: "route renamed: the old and the new name",
+			name: "a new policy and a changed one: the served version of the changed one",
 			prev: served,
-			next: func(p *policyv1.Policy) { p.Routes[0].Name = "voice-v2" },
-			wantRoutes: map[string]string{
-				"voice": "demo", "voice" + UpgradeRequiredSuffix: "", "voice-v2": "demo", "voice-v2" + UpgradeRequiredSuffix: "", "api": "",
+			next: func(p *policyv1.Policy) {
+				p.AuthPolicies[0].Jwt.Keys[0].Kid = "rotated"
+				p.AuthPolicies = append(p.AuthPolicies, partners)
 			},
+			wantPolicies:      []string{"demo", "partners"},
+			wantInPolicies:    "partner-a",
+			wantNotInPolicies: `"rotated"`,
 		},
 		{
-			name:           "auth policy changed: next's version",
-			prev:           served,
-			next:           func(p *policyv1.Policy) { p.AuthPolicies[0].Jwt.Keys[0].Kid = "rotated" },
-			wantRoutes:     map[string]string{"voice": "demo", "voice" + UpgradeRequiredSuffix: "", "api": ""},
-			wantInPolicies: `"rotated"`,
+			name: "auth policy changed: no bridge, it comes with next",
+			prev: served,
+			next: func(p *policyv1.Policy) { p.AuthPolicies[0].Jwt.Keys[0].Kid = "rotated" },
 		},
 	}
 	for _, tt := range tests {
@@ -99,7 +115,7 @@ func TestBridge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tt.wantRoutes == nil {
+			if tt.wantPolicies == nil {
 				if got != nil {
 					t.Fatalf("Bridge = %s, want no bridge", filterConfigJSON(t, got))
 				}
@@ -108,23 +124,19 @@ func TestBridge(t *testing.T) {
 			if got == nil {
 				t.Fatal("Bridge = nil, want a bridge")
 			}
-			var cfg struct {
-				Routes   map[string]string          `json:"routes"`
-				Policies map[string]json.RawMessage `json:"policies"`
-			}
-			doc := filterConfigJSON(t, got)
-			if err := json.Unmarshal([]byte(doc), &cfg); err != nil {
+			var cfg contract.Config
+			if err := json.Unmarshal([]byte(filterConfigJSON(t, got)), &cfg); err != nil {
 				t.Fatal(err)
 			}
-			// Every virtual host ends with the route-changed answer, a
-			// public route for the filter.
-			want := maps.Clone(tt.wantRoutes)
-			want[contract.RouteChangedRoute] = ""
-			if !maps.Equal(cfg.Routes, want) {
-				t.Errorf("bridged routes = %v, want %v", cfg.Routes, want)
+			if names := slices.Sorted(maps.Keys(cfg.Policies)); !slices.Equal(names, tt.wantPolicies) || cfg.Routes != nil {
+				t.Errorf("bridged policies %v and routes %v, want %v and no route map", names, cfg.Routes, tt.wantPolicies)
 			}
-			if policies, _ := json.Marshal(cfg.Policies); !strings.Contains(string(policies), tt.wantInPolicies) {
+			policies, _ := json.Marshal(cfg.Policies)
+			if !strings.Contains(string(policies), tt.wantInPolicies) {
 				t.Errorf("bridged policies %s lack %s", policies, tt.wantInPolicies)
+			}
+			if tt.wantNotInPolicies != "" && strings.Contains(string(policies), tt.wantNotInPolicies) {
+				t.Errorf("bridged policies %s have %s", policies, tt.wantNotInPolicies)
 			}
 			// Everything but the HTTP filter's config is what prev serves.
 			others := func(list []types.Resource) []types.Resource {
@@ -147,7 +159,11 @@ func TestBridgeNeedsTheHandshakeConfig(t *testing.T) {
 	}
 	delete(res, resource.ExtensionConfigType)
 	next := examplePolicy(t)
-	next.Routes[0].Name = "voice-v2"
+	next.AuthPolicies = append(next.AuthPolicies, &policyv1.AuthPolicy{
+		Name:    "partners",
+		Sources: []*policyv1.TokenSource{{Source: &policyv1.TokenSource_Header{Header: "x-api-key"}}},
+		ApiKeys: []*policyv1.APIKey{{Sha256: strings.Repeat("ab", 32), Identity: "partner-a"}},
+	})
 	if _, err := Bridge(Served{Policy: p, Resources: res}, next, testOptions); err == nil {
 		t.Error("Bridge over resources without the handshake filter config succeeded")
 	}

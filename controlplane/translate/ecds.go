@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
-	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
@@ -21,23 +20,14 @@ const (
 )
 
 // HandshakeConfig is the ECDS resource carrying the handshake filter and its
-// whole configuration: auth policies, their keys and the route table's auth
-// settings. Changing any of them changes only this resource.
+// configuration: the auth policies and their keys. Which policy guards a
+// route is in the route's metadata (tagAuth), so a change of routes alone
+// leaves this resource as it was, and Envoy does not validate and load a
+// new plugin configuration for it.
 func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionConfig, error) {
-	// The route-changed answer ends every virtual host; the filter runs
-	// before it and must know it, as a public route.
-	cfg := contract.Config{Routes: map[string]string{contract.RouteChangedRoute: ""}, Policies: map[string]*contract.Policy{}}
+	cfg := contract.Config{Policies: map[string]*contract.Policy{}}
 	for _, a := range p.GetAuthPolicies() {
 		cfg.Policies[a.GetName()] = authPolicy(a, opts.ResolvedKeys[a.GetName()])
-	}
-	for _, r := range p.GetRoutes() {
-		if isTCP(r) {
-			continue // no HTTP route, nothing for the HTTP filter to know
-		}
-		cfg.Routes[r.GetName()] = r.GetAuth()
-		if r.GetKind() == policy.KindWebSocket {
-			cfg.Routes[r.GetName()+UpgradeRequiredSuffix] = ""
-		}
 	}
 	doc, err := filterDoc(cfg)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -49,9 +50,9 @@ func routeConfig(l *policyv1.Listener, routes []*policyv1.Route, backends map[st
 		b := backends[r.GetBackend()]
 		switch r.GetKind() {
 		case policy.KindWebSocket:
-			vh.Routes = append(vh.Routes, webSocketRoute(r, b), upgradeRequiredRoute(r))
+			vh.Routes = append(vh.Routes, tagAuth(webSocketRoute(r, b), r.GetAuth()), tagAuth(upgradeRequiredRoute(r), ""))
 		case policy.KindHTTP:
-			vh.Routes = append(vh.Routes, httpRoute(r, b))
+			vh.Routes = append(vh.Routes, tagAuth(httpRoute(r, b), r.GetAuth()))
 		}
 	}
 	if len(catchAll.Routes) > 0 || len(hosts) == 0 {
@@ -61,7 +62,7 @@ func routeConfig(l *policyv1.Listener, routes []*policyv1.Route, backends map[st
 		for _, r := range vh.Routes {
 			pinToMarker(r)
 		}
-		vh.Routes = append(vh.Routes, routeChangedRoute())
+		vh.Routes = append(vh.Routes, tagAuth(routeChangedRoute(), ""))
 	}
 	rc := &routev3.RouteConfiguration{Name: listener, VirtualHosts: hosts}
 	if l.GetLimits().GetTrustedProxyHops() == 0 {
@@ -77,6 +78,20 @@ func routeConfig(l *policyv1.Listener, routes []*policyv1.Route, backends map[st
 		rc.RequestHeadersToRemove = []string{"forwarded", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
 	}
 	return rc
+}
+
+// tagAuth names the route's auth policy ("" for none) in its metadata,
+// where the handshake filter reads it: a route and its auth setting
+// reach Envoy in the same RDS update, so the filter never sees a route
+// whose setting has not arrived, and adding or changing routes leaves the
+// filter's configuration (ECDS) alone.
+func tagAuth(r *routev3.Route, authPolicy string) *routev3.Route {
+	r.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		contract.RouteMetadataNamespace: {Fields: map[string]*structpb.Value{
+			contract.RouteMetadataPolicy: structpb.NewStringValue(authPolicy),
+		}},
+	}}
+	return r
 }
 
 // pinToMarker makes a route match only a request whose route marker is

@@ -3,6 +3,7 @@ package translate
 import (
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,9 +11,11 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -179,7 +182,11 @@ func TestListenerIndependentOfRoutes(t *testing.T) {
 	}
 }
 
-func TestFilterConfigRoutes(t *testing.T) {
+// TestRoutesCarryTheirPolicy: every HTTP route names its auth policy in
+// its metadata, where the filter reads it ("" for a public route and the
+// 426 companion), and the filter config holds the policies without a
+// route map, so a change of routes alone never changes it.
+func TestRoutesCarryTheirPolicy(t *testing.T) {
 	p, err := policy.LoadFile("testdata/example.in.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -188,16 +195,44 @@ func TestFilterConfigRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := decodeFilterConfig(t, res)
-	want := map[string]string{"voice": "demo", "voice" + UpgradeRequiredSuffix: "", "api": ""}
-	for route, auth := range want {
-		if got, ok := cfg.Routes[route]; !ok || got != auth {
-			t.Errorf("routes[%q] = %q, %v; want %q", route, got, ok, auth)
+	want := map[string]string{"voice": "demo", "voice" + UpgradeRequiredSuffix: "", "api": "", contract.RouteChangedRoute: ""}
+	got := map[string]string{}
+	for _, r := range res[resource.RouteType] {
+		for _, vh := range r.(*routev3.RouteConfiguration).GetVirtualHosts() {
+			for _, route := range vh.GetRoutes() {
+				pol, ok := routePolicy(route)
+				if !ok {
+					t.Errorf("route %s carries no policy", route.GetName())
+				}
+				got[route.GetName()] = pol
+			}
 		}
 	}
-	if _, ok := cfg.Policies["demo"]; !ok {
-		t.Error("policy demo missing from the filter config")
+	if !maps.Equal(got, want) {
+		t.Errorf("route policies %v, want %v", got, want)
 	}
+	cfg := decodeFilterConfig(t, res)
+	if _, ok := cfg.Policies["demo"]; !ok || cfg.Routes != nil {
+		t.Errorf("filter config: policies %v, routes %v; want demo and no route map", cfg.Policies, cfg.Routes)
+	}
+	renamed := proto.Clone(p).(*policyv1.Policy)
+	renamed.Routes[0].Name = "voice-v2"
+	res2, err := Translate(renamed, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filterConfigJSON(t, res) != filterConfigJSON(t, res2) {
+		t.Error("renaming a route changed the filter config")
+	}
+}
+
+// routePolicy reads the auth policy a route's metadata names.
+func routePolicy(r *routev3.Route) (string, bool) {
+	v, ok := r.GetMetadata().GetFilterMetadata()[contract.RouteMetadataNamespace].GetFields()[contract.RouteMetadataPolicy]
+	if !ok {
+		return "", false
+	}
+	return v.GetStringValue(), true
 }
 
 func decodeFilterConfig(t *testing.T, res xdstype.Resources) contract.Config {

@@ -36,10 +36,12 @@ func TestAPIApplyReachesEveryNode(t *testing.T) {
 		t.Fatalf("apply: %s%s", out, errs)
 	}
 	latest := s.cp.XDS().Versions()
-	for _, typ := range []string{resource.RouteType, resource.ExtensionConfigType} {
-		if latest[typ] == before[typ] {
-			t.Fatalf("the apply did not change %s", typ)
-		}
+	if latest[resource.RouteType] == before[resource.RouteType] {
+		t.Fatal("the apply did not change the routes")
+	}
+	// The new route carries its policy itself: the filter config stays.
+	if latest[resource.ExtensionConfigType] != before[resource.ExtensionConfigType] {
+		t.Error("a route added changed the filter config")
 	}
 
 	// Every node, the Envoy and the followers, ACKs the new versions.

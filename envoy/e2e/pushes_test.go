@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"os"
@@ -231,6 +232,38 @@ func TestInvalidPolicyKeepsServing(t *testing.T) {
 	s.waitHTTP("/routes/after-recovery", http.StatusOK, 5*time.Second)
 }
 
+// TestRouteWithANewPolicyNeverRefusedWhilePropagating: a route added with
+// an auth policy that is new too goes from Envoy's 404 straight to 200 for
+// a caller with the new policy's key, never through the fail-closed 403 of
+// a route whose policy the filter does not have yet: the filter config
+// with the new policy is pushed before the route (make before break).
+func TestRouteWithANewPolicyNeverRefusedWhilePropagating(t *testing.T) {
+	s := newStack(t, false)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for i := range 5 {
+		name := fmt.Sprintf("partner-%d", i)
+		key := "partner-key-" + name
+		sum := sha256.Sum256([]byte(key))
+		s.params.ExtraRoutes = append(s.params.ExtraRoutes, route{Name: name, Prefix: "/routes/" + name, Auth: name})
+		s.params.AuthPoliciesYAML += fmt.Sprintf("  - { name: %s, sources: [{ header: x-partner-key }], api_keys: [{ sha256: %x, identity: %s }] }\n", name, sum, name)
+		s.writePolicy()
+		notFoundThenOK(t, client, name, func() *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, s.listenURL("http", "/routes/"+name), nil)
+			req.Header.Set("X-Partner-Key", key)
+			return req
+		})
+		req, _ := http.NewRequest(http.MethodGet, s.listenURL("http", "/routes/"+name), nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("route %s without its key: %d, want 401", name, resp.StatusCode)
+		}
+	}
+}
+
 // TestNewRouteNeverRefusedWhilePropagating hammers a route's path while it
 // is added: it must go from Envoy's 404 straight to 200, never through the
 // filter's fail-closed 403 (routes reaching Envoy before their auth setting).
@@ -241,22 +274,32 @@ func TestNewRouteNeverRefusedWhilePropagating(t *testing.T) {
 		name := fmt.Sprintf("fresh-%d", i)
 		s.params.ExtraRoutes = append(s.params.ExtraRoutes, route{Name: name, Prefix: "/routes/" + name})
 		s.writePolicy()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			resp, err := client.Get(s.listenURL("http", "/routes/"+name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-			if resp.StatusCode != http.StatusNotFound {
-				t.Fatalf("route %s answered %d while propagating", name, resp.StatusCode)
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("route %s never answered", name)
-			}
+		notFoundThenOK(t, client, name, func() *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, s.listenURL("http", "/routes/"+name), nil)
+			return req
+		})
+	}
+}
+
+// notFoundThenOK sends the request again and again while route name
+// propagates: Envoy's 404 until it arrives, then 200, and nothing else.
+func notFoundThenOK(t *testing.T, client *http.Client, name string, newRequest func() *http.Request) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := client.Do(newRequest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return
+		}
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("route %s answered %d while propagating", name, resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("route %s never answered", name)
 		}
 	}
 }

@@ -50,7 +50,7 @@ routes:
   - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "{{ .TCP }}" }, backend: voice, auth: demo }
 {{- end }}
 {{- range .ExtraRoutes }}
-  - { name: {{ .Name }}, match: { prefix: "{{ .Prefix }}" }, kind: http, backend: rest }
+  - { name: {{ .Name }}, match: { prefix: "{{ .Prefix }}" }, kind: http, backend: rest{{ if .Auth }}, auth: {{ .Auth }}{{ end }} }
 {{- end }}
 {{ .RoutesYAML }}
 backends:
@@ -82,9 +82,11 @@ auth_policies:
       jwks_url: "{{ .JWKSURL }}"
       jwks_refresh: 1s
       {{- end }}
+{{ .AuthPoliciesYAML }}
 `
 
-type route struct{ Name, Prefix string }
+// route is an extra REST route; Auth names its auth policy, if any.
+type route struct{ Name, Prefix, Auth string }
 type jwk struct{ Kid, K string }
 
 type policyParams struct {
@@ -98,7 +100,8 @@ type policyParams struct {
 	TCP string
 	// ListenerLimits, RoutesYAML and BackendsYAML add YAML to the
 	// listener's limits, the routes and the back ends.
-	ListenerLimits, RoutesYAML, BackendsYAML string
+	// AuthPoliciesYAML adds auth policies.
+	ListenerLimits, RoutesYAML, BackendsYAML, AuthPoliciesYAML string
 	// JWKSURL, when set, adds a key set URL to the strict auth policy,
 	// refreshed every second.
 	JWKSURL string

@@ -6,6 +6,7 @@
 package abihost
 
 import (
+	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/directpipe/directpipe/filter/gate"
 	"github.com/directpipe/directpipe/filter/proxywasm"
 )
@@ -47,6 +48,16 @@ func (Host) RequestHeader(name string) (string, bool) {
 // no route matched and "" for a route without a name.
 func (Host) RouteName() (string, bool) {
 	v, err := proxywasm.GetProperty("xds", "route_name")
+	if err != nil {
+		return "", false
+	}
+	return string(v), true
+}
+
+// RoutePolicy reads the route's auth setting from its metadata: Envoy
+// answers NotFound when no route matched or the route has none.
+func (Host) RoutePolicy() (string, bool) {
+	v, err := proxywasm.GetProperty("xds", "route_metadata", "filter_metadata", contract.RouteMetadataNamespace, contract.RouteMetadataPolicy)
 	if err != nil {
 		return "", false
 	}

@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -45,6 +46,38 @@ func BenchmarkCheckHS256(b *testing.B) {
 			for b.Loop() {
 				if d, _ := cfg.Check("", req, now); !d.Allow {
 					b.Fatal(d.Reason)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkParseConfig is what each worker (and Envoy's canary instance)
+// does with a pushed filter config, at the route counts of `make bench`'s
+// push rows: half the routes with auth, half public.
+func BenchmarkParseConfig(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		routes := map[string]string{}
+		for i := range n {
+			pol := ""
+			if i%2 == 0 {
+				pol = "demo"
+			}
+			routes["route-"+strconv.Itoa(i)] = pol
+		}
+		doc, _ := json.Marshal(map[string]any{
+			"routes": routes,
+			"policies": map[string]any{"demo": map[string]any{
+				"name":    "demo",
+				"sources": []map[string]any{{"bearer": true}, {"subprotocol_prefix": "dp.bearer."}},
+				"jwks":    map[string]any{"keys": []map[string]string{{"kty": "oct", "kid": "dev", "alg": "HS256", "k": base64.RawURLEncoding.EncodeToString(secret)}}},
+			}},
+		})
+		b.Run(strconv.Itoa(n)+"-routes", func(b *testing.B) {
+			b.SetBytes(int64(len(doc)))
+			for b.Loop() {
+				if _, err := ParseConfig(doc); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})

@@ -41,6 +41,26 @@ func (c *Config) Check(route string, req Request, now time.Time) (Decision, *Pol
 	return p.Check(req, now), p
 }
 
+// CheckTagged decides a handshake on a route whose metadata names its
+// auth policy (contract.RouteMetadataPolicy): policy is that name, "" for
+// a public route. The control plane tags every HTTP route it makes, so a
+// route and its auth setting arrive together; a policy this configuration
+// does not hold yet (it comes by ECDS, which may lag RDS) fails closed.
+// A single-policy configuration still guards every request.
+func (c *Config) CheckTagged(policy string, req Request, now time.Time) (Decision, *Policy) {
+	if c.single != nil {
+		return c.single.Check(req, now), c.single
+	}
+	if policy == "" {
+		return Decision{Allow: true, Remove: c.protected}, nil
+	}
+	p := c.policies[policy]
+	if p == nil {
+		return Denial(contract.ReasonRouteNotAllowed), nil
+	}
+	return p.Check(req, now), p
+}
+
 // Check verifies the request's origin, then its token, against the policy.
 // The origin comes first: a page on another site must not even learn
 // whether a browser's ambient token would have worked.

@@ -337,3 +337,42 @@ func apiKeyHash(k string) string {
 	sum := sha256.Sum256([]byte(k))
 	return hex.EncodeToString(sum[:])
 }
+
+// TestCheckTagged: a route naming its policy in its metadata is checked by
+// that policy, whatever the route map says; "" is public, and a policy
+// the configuration lacks fails closed. A one-policy document guards every
+// route whatever its metadata.
+func TestCheckTagged(t *testing.T) {
+	cfg := testConfig(t)
+	good := mint(t, jwt.SigningMethodHS256, secret, "dev", valid())
+	single, err := ParseConfig([]byte(`{"name":"one","sources":[{"bearer":true}],"api_keys":[{"sha256":"` + strings.Repeat("0", 64) + `","identity":"x"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		cfg    *Config
+		policy string
+		token  string
+		allow  bool
+		reason string
+	}{
+		{"policy with a good token", cfg, "demo", good, true, ""},
+		{"policy without a token", cfg, "demo", "", false, contract.ReasonMissingToken},
+		{"public", cfg, "", "", true, ""},
+		{"a policy not configured", cfg, "later", good, false, contract.ReasonRouteNotAllowed},
+		{"one policy guards a public tag", single, "", "", false, contract.ReasonMissingToken},
+	} {
+		h := headers()
+		if tt.token != "" {
+			h = headers("authorization", "Bearer "+tt.token)
+		}
+		d, _ := tt.cfg.CheckTagged(tt.policy, Request{Path: "/v1/voice", Header: h}, now)
+		if d.Allow != tt.allow || d.Reason != tt.reason {
+			t.Errorf("%s: %+v, want allow %v reason %q", tt.name, d, tt.allow, tt.reason)
+		}
+		if tt.name == "public" && !slices.Contains(d.Remove, "x-directpipe-identity") {
+			t.Errorf("public: removes %v, want the identity header among them", d.Remove)
+		}
+	}
+}

@@ -8,7 +8,7 @@ type Config struct {
 	// Routes maps every route name to its policy name, "" for a public
 	// route. The filter denies a route it does not know, so a route that
 	// reaches Envoy before its auth setting fails closed.
-	Routes   map[string]string  `json:"routes"`
+	Routes   map[string]string  `json:"routes,omitempty"`
 	Policies map[string]*Policy `json:"policies"`
 }
 

@@ -68,6 +68,19 @@ const (
 // route-changed answer). Routes remove it before forwarding.
 const RouteMarkerHeader = "x-directpipe-route"
 
+// RouteMetadataNamespace and RouteMetadataPolicy place a route's auth
+// setting in the route itself: the control plane tags every HTTP route it
+// makes with filter_metadata {directpipe: {policy: <name>}}, "" for a
+// public route, and the HTTP module reads it (the property
+// xds.route_metadata.filter_metadata.directpipe.policy). A route and its
+// auth setting then reach Envoy in one RDS update, and the filter
+// configuration (ECDS) carries only the policies: adding or changing
+// routes never updates it.
+const (
+	RouteMetadataNamespace = "directpipe"
+	RouteMetadataPolicy    = "policy"
+)
+
 // RouteChangedRoute names the last route of every virtual host: a request
 // carrying a marker that no route accepts (its route no longer matches
 // after the module's edits) is answered 500 route_changed there. The name

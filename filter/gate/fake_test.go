@@ -21,8 +21,11 @@ type fakeHost struct {
 	headers    map[string]string
 	route      string
 	routeFound bool
-	edits      int
-	local      *localReply
+	// routePolicy and routeTagged are the matched route's metadata.
+	routePolicy string
+	routeTagged bool
+	edits       int
+	local       *localReply
 
 	data        []byte
 	tickMillis  uint32
@@ -87,6 +90,8 @@ func (h *fakeHost) RequestHeader(name string) (string, bool) {
 }
 
 func (h *fakeHost) RouteName() (string, bool) { return h.route, h.routeFound }
+
+func (h *fakeHost) RoutePolicy() (string, bool) { return h.routePolicy, h.routeTagged }
 
 func (h *fakeHost) RemoveRequestHeader(name string) error {
 	if h.errRemove != nil {

@@ -50,6 +50,10 @@ type HTTPHost interface {
 	// RouteName returns the name of the route Envoy matched and whether
 	// one matched; a route without a name reads as "".
 	RouteName() (string, bool)
+	// RoutePolicy returns the auth policy the matched route's metadata
+	// names (contract.RouteMetadataPolicy), "" for a public route, and
+	// whether the route carries one.
+	RoutePolicy() (string, bool)
 	// RemoveRequestHeader removes every value of a header; an absent
 	// header is no error.
 	RemoveRequestHeader(name string) error

@@ -63,7 +63,13 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	route := routeName(h)
 	req := auth.Request{Header: h.RequestHeader}
 	req.Path, _ = h.RequestHeader(":path")
-	d, policy := cfg.Check(route, req, now)
+	var d auth.Decision
+	var policy *auth.Policy
+	if name, tagged := h.RoutePolicy(); tagged && route != "" {
+		d, policy = cfg.CheckTagged(name, req, now)
+	} else {
+		d, policy = cfg.Check(route, req, now)
+	}
 	countCache(h, d)
 	if !d.Allow {
 		realm := contract.DefaultRealm

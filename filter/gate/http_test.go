@@ -19,6 +19,17 @@ func routedConfig(t testing.TB) string {
 	})
 }
 
+// policiesConfig is what the control plane sends: the policies alone,
+// each route naming its own in its metadata.
+func policiesConfig(t testing.TB) string {
+	return mustJSON(t, map[string]any{"policies": map[string]any{"voice": policyDoc()}})
+}
+
+// tagged makes the matched route's metadata name policy.
+func tagged(policy string) func(*fakeHost) {
+	return func(h *fakeHost) { h.routePolicy, h.routeTagged = policy, true }
+}
+
 func TestHTTPConfigure(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -190,6 +201,43 @@ func TestHTTPRequestHeaders(t *testing.T) {
 			name: "unknown route", config: routedConfig(t), route: "new", routeFound: true,
 			headers: map[string]string{":path": "/v1/a"},
 			action:  Pause, status: 403, reason: "route_not_configured",
+		},
+		// Routes that carry their policy in their metadata, as the
+		// control plane's do: the filter config holds no route map.
+		{
+			name: "tagged route: token allowed", config: policiesConfig(t), route: "voice", routeFound: true, prepare: tagged("voice"),
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good, "x-directpipe-identity": "mallory"},
+			action:  Continue,
+			set:     map[string]string{"x-directpipe-identity": "alice", "x-directpipe-route": "voice"},
+			absent:  []string{"authorization"},
+		},
+		{
+			name: "tagged route: missing token", config: policiesConfig(t), route: "voice", routeFound: true, prepare: tagged("voice"),
+			headers: map[string]string{":path": "/v1/a"},
+			action:  Pause, status: 401, reason: "missing_token",
+		},
+		{
+			name: "tagged public route loses spoofed identity", config: policiesConfig(t), route: "health", routeFound: true, prepare: tagged(""),
+			headers: map[string]string{":path": "/", "x-directpipe-identity": "admin", "authorization": "Bearer whatever"},
+			action:  Continue,
+			set:     map[string]string{"authorization": "Bearer whatever", "x-directpipe-route": "health"},
+			absent:  []string{"x-directpipe-identity"},
+		},
+		{
+			// RDS may bring a route before ECDS brings its new policy.
+			name: "tagged route naming a policy not configured yet fails closed", config: policiesConfig(t), route: "voice2", routeFound: true, prepare: tagged("voice2"),
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good},
+			action:  Pause, status: 403, reason: "route_not_configured",
+		},
+		{
+			name: "untagged route without a route map fails closed", config: policiesConfig(t), route: "hand-written", routeFound: true,
+			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good},
+			action:  Pause, status: 403, reason: "route_not_configured",
+		},
+		{
+			name: "the metadata wins over the route map", config: routedConfig(t), route: "public", routeFound: true, prepare: tagged("voice"),
+			headers: map[string]string{":path": "/v1/a"},
+			action:  Pause, status: 401, reason: "missing_token",
 		},
 		{
 			name: "unconfigured plugin", route: "voice", routeFound: true,
