@@ -80,15 +80,15 @@ func (s *stack) pushes(cfg PushConfig, log io.Writer) ([]*PushRow, error) {
 	}
 	api := func(body string) (string, func() error) { return s.apply(client, body) }
 	n := cfg.Changes
-	row("api: route added", "admin API apply adding one REST route (RDS and the filter config, ECDS)", n,
+	row("api: route added", "admin API apply adding one REST route (RDS only: routes carry their auth policy)", n,
 		func(i int) string { return s.withRoutes(i+1, 0) }, api)
-	row("api: route replaced", "admin API apply removing one route and adding another (the filter config is bridged first, so ECDS twice)", n,
+	row("api: route replaced", "admin API apply removing one route and adding another (RDS only)", n,
 		func(i int) string { return s.withRoutes(1, i+1) }, api)
 	row("api: key added", "admin API apply adding a key to the auth policy an HTTP and a tcp route share (ECDS only: two filter configs)", n,
 		s.withKey, api)
 	row("api: endpoint added", "admin API apply adding an endpoint to the REST back end (EDS only)", n,
 		s.withEndpoint, api)
-	row("file: route added", "policy file rewritten adding one REST route, watched (RDS and ECDS)", n,
+	row("file: route added", "policy file rewritten adding one REST route, watched (RDS only)", n,
 		func(i int) string { return s.withRoutes(i+1, 0) }, s.writeFile)
 	for _, r := range s.largeRows(client, cfg) {
 		fmt.Fprintf(log, ">> push %s: p50 %v p99 %v (%d changes, %d failures)\n", r.Name, r.Latency.P50, r.Latency.P99, r.Latency.Count, r.Failures)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"os"
@@ -31,11 +32,18 @@ func (h logTap) WithGroup(string) slog.Handler      { return h }
 // the messages it logs.
 func watched(t *testing.T, path string, times watchTimes) (<-chan *policyv1.Policy, <-chan string) {
 	t.Helper()
+	return watchedKnowing(t, path, times, nil)
+}
+
+// watchedKnowing is watched with the watcher told which bytes this
+// process wrote.
+func watchedKnowing(t *testing.T, path string, times watchTimes, known func(FileSum) bool) (<-chan *policyv1.Policy, <-chan string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	applied, msgs := make(chan *policyv1.Policy, 16), make(chan string, 64)
 	done := make(chan error, 1)
 	go func() {
-		done <- watchFile(ctx, path, slog.New(logTap{msgs}), func(p *policyv1.Policy) error { applied <- p; return nil }, times)
+		done <- watchFile(ctx, path, slog.New(logTap{msgs}), known, func(p *policyv1.Policy) error { applied <- p; return nil }, times)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -299,7 +307,31 @@ func TestWatchReadsAtStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	applied := make(chan *policyv1.Policy, 1)
-	go watchFile(ctx, path, slog.New(logTap{make(chan string)}), func(p *policyv1.Policy) error { applied <- p; return nil },
+	go watchFile(ctx, path, slog.New(logTap{make(chan string)}), nil, func(p *policyv1.Policy) error { applied <- p; return nil },
 		watchTimes{debounce: 10 * time.Millisecond, settle: 20 * time.Millisecond})
 	waitApplied(t, applied, "2")
+}
+
+// TestWatchSkipsWhatThisProcessWrote: bytes the process wrote itself (an
+// admin API apply, which serves them) are not parsed and applied again;
+// an edit after them is.
+func TestWatchSkipsWhatThisProcessWrote(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeAtomically(t, path, withBackend("8081"))
+	ours := withBackend("8082")
+	applied, msgs := watchedKnowing(t, path, watchTimes{debounce: 10 * time.Millisecond, settle: 50 * time.Millisecond},
+		func(sum FileSum) bool { return sum == sha256.Sum256([]byte(ours)) })
+	writeAtomically(t, path, ours)
+	for skipped := false; !skipped; {
+		select {
+		case m := <-msgs:
+			skipped = strings.HasPrefix(m, "policy file holds what this process wrote")
+		case p := <-applied:
+			t.Fatalf("the watcher applied what this process wrote (%s)", endpoint(p))
+		case <-time.After(20 * time.Second):
+			t.Fatal("the watcher never read the written file")
+		}
+	}
+	writeAtomically(t, path, withBackend("8083"))
+	waitApplied(t, applied, "8083")
 }

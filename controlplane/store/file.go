@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
@@ -16,6 +17,9 @@ import (
 type File struct {
 	Path string
 	Log  *slog.Logger
+
+	// mu guards sum, which Put sets and the watcher reads.
+	mu sync.Mutex
 	// sum is the file's bytes as this process last wrote or checked them:
 	// the same bytes need no parsing to be checked again.
 	sum policy.FileSum
@@ -35,6 +39,8 @@ func (f *File) Load(context.Context) (*policyv1.Policy, string, error) {
 // so that an operator's edit the watcher has not applied yet (or one that
 // does not load) is never overwritten silently.
 func (f *File) Put(_ context.Context, p *policyv1.Policy, expected string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	var err error
 	if f.sum, err = policy.CheckFile(f.Path, expected, f.sum); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrStale, err)
@@ -45,9 +51,17 @@ func (f *File) Put(_ context.Context, p *policyv1.Policy, expected string) (stri
 	return policy.Revision(p), nil
 }
 
+// wrote reports whether sum is of the bytes this process last wrote (or
+// checked as serving): the watcher need not parse them.
+func (f *File) wrote(sum policy.FileSum) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return sum == f.sum && sum != policy.FileSum{}
+}
+
 // Watch calls onChange each time the file changes to a valid policy.
 func (f *File) Watch(ctx context.Context, onChange func(*policyv1.Policy) error) error {
-	return policy.WatchFile(ctx, f.Path, f.logger(), onChange)
+	return policy.WatchFile(ctx, f.Path, f.logger(), f.wrote, onChange)
 }
 
 // History is not kept for a file: its history is the operator's (version

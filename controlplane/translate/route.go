@@ -50,7 +50,7 @@ func routeConfig(l *policyv1.Listener, routes []*policyv1.Route, backends map[st
 		b := backends[r.GetBackend()]
 		switch r.GetKind() {
 		case policy.KindWebSocket:
-			vh.Routes = append(vh.Routes, tagAuth(webSocketRoute(r, b), r.GetAuth()), tagAuth(upgradeRequiredRoute(r), ""))
+			vh.Routes = append(vh.Routes, tagAuth(webSocketRoute(r, b), r.GetAuth()), upgradeRequiredRoute(r))
 		case policy.KindHTTP:
 			vh.Routes = append(vh.Routes, tagAuth(httpRoute(r, b), r.GetAuth()))
 		}
@@ -62,7 +62,7 @@ func routeConfig(l *policyv1.Listener, routes []*policyv1.Route, backends map[st
 		for _, r := range vh.Routes {
 			pinToMarker(r)
 		}
-		vh.Routes = append(vh.Routes, tagAuth(routeChangedRoute(), ""))
+		vh.Routes = append(vh.Routes, routeChangedRoute())
 	}
 	rc := &routev3.RouteConfiguration{Name: listener, VirtualHosts: hosts}
 	if l.GetLimits().GetTrustedProxyHops() == 0 {
@@ -80,12 +80,17 @@ func routeConfig(l *policyv1.Listener, routes []*policyv1.Route, backends map[st
 	return rc
 }
 
-// tagAuth names the route's auth policy ("" for none) in its metadata,
-// where the handshake filter reads it: a route and its auth setting
-// reach Envoy in the same RDS update, so the filter never sees a route
-// whose setting has not arrived, and adding or changing routes leaves the
-// filter's configuration (ECDS) alone.
+// tagAuth names the route's auth policy in its metadata, where the
+// handshake filter reads it: a route and its auth setting reach Envoy in
+// the same RDS update, so the filter never sees a route whose setting has
+// not arrived, and adding or changing routes leaves the filter's
+// configuration (ECDS) alone. A public route carries no tag: metadata
+// costs Envoy about 10 µs per route to load, a third of a large route
+// table's time, and the filter treats an untagged route as public.
 func tagAuth(r *routev3.Route, authPolicy string) *routev3.Route {
+	if authPolicy == "" {
+		return r
+	}
 	r.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 		contract.RouteMetadataNamespace: {Fields: map[string]*structpb.Value{
 			contract.RouteMetadataPolicy: structpb.NewStringValue(authPolicy),

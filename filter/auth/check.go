@@ -17,6 +17,9 @@ const UnnamedRoute = "\x00unnamed"
 // A single-policy configuration guards every request whatever its route.
 // With a route map, an empty route means no route matched: the router
 // answers 404 itself. Every route the control plane makes has a name.
+// Without a route map (what the control plane sends: its routes with auth
+// name their policy in their metadata, see CheckTagged), a route is
+// public.
 //
 // Every request let through, on a public route or none, loses the
 // client's copies of every identity and claim header any policy sets: a
@@ -27,7 +30,9 @@ func (c *Config) Check(route string, req Request, now time.Time) (Decision, *Pol
 		return c.single.Check(req, now), c.single
 	}
 	public := Decision{Allow: true, Remove: c.protected}
-	if route == "" {
+	if route == "" || c.routes == nil {
+		// No route matched, or the routes name their policies in their
+		// metadata (CheckTagged) and this one names none.
 		return public, nil
 	}
 	name, known := c.routes[route]

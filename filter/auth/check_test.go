@@ -375,4 +375,16 @@ func TestCheckTagged(t *testing.T) {
 			t.Errorf("public: removes %v, want the identity header among them", d.Remove)
 		}
 	}
+	// Without a route map, what the control plane sends, a route that
+	// names no policy is public; with one, a route it lacks is refused.
+	policiesOnly, err := ParseConfig([]byte(`{"policies":{"one":{"name":"one","sources":[{"bearer":true}],"api_keys":[{"sha256":"` + strings.Repeat("0", 64) + `","identity":"x"}]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := policiesOnly.Check("api", Request{Path: "/"}, now); !d.Allow {
+		t.Errorf("untagged route without a route map: %+v, want public", d)
+	}
+	if d, _ := cfg.Check("api", Request{Path: "/"}, now); d.Reason != contract.ReasonRouteNotAllowed {
+		t.Errorf("route missing from the route map: %+v, want %s", d, contract.ReasonRouteNotAllowed)
+	}
 }

@@ -7,7 +7,10 @@ package contract
 type Config struct {
 	// Routes maps every route name to its policy name, "" for a public
 	// route. The filter denies a route it does not know, so a route that
-	// reaches Envoy before its auth setting fails closed.
+	// reaches Envoy before its auth setting fails closed. The control
+	// plane sends no route map: its routes carry their policy in their
+	// metadata (RouteMetadataPolicy), and without a map a route without
+	// that tag is public.
 	Routes   map[string]string  `json:"routes,omitempty"`
 	Policies map[string]*Policy `json:"policies"`
 }

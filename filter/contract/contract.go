@@ -69,13 +69,14 @@ const (
 const RouteMarkerHeader = "x-directpipe-route"
 
 // RouteMetadataNamespace and RouteMetadataPolicy place a route's auth
-// setting in the route itself: the control plane tags every HTTP route it
-// makes with filter_metadata {directpipe: {policy: <name>}}, "" for a
-// public route, and the HTTP module reads it (the property
+// setting in the route itself: the control plane tags every HTTP route
+// with auth with filter_metadata {directpipe: {policy: <name>}}, and the
+// HTTP module reads it (the property
 // xds.route_metadata.filter_metadata.directpipe.policy). A route and its
 // auth setting then reach Envoy in one RDS update, and the filter
-// configuration (ECDS) carries only the policies: adding or changing
-// routes never updates it.
+// configuration (ECDS) carries only the policies, without a route map:
+// adding or changing routes never updates it, and a route without the
+// tag is public.
 const (
 	RouteMetadataNamespace = "directpipe"
 	RouteMetadataPolicy    = "policy"

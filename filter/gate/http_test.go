@@ -217,7 +217,7 @@ func TestHTTPRequestHeaders(t *testing.T) {
 			action:  Pause, status: 401, reason: "missing_token",
 		},
 		{
-			name: "tagged public route loses spoofed identity", config: policiesConfig(t), route: "health", routeFound: true, prepare: tagged(""),
+			name: "route tagged public loses spoofed identity", config: policiesConfig(t), route: "health", routeFound: true, prepare: tagged(""),
 			headers: map[string]string{":path": "/", "x-directpipe-identity": "admin", "authorization": "Bearer whatever"},
 			action:  Continue,
 			set:     map[string]string{"authorization": "Bearer whatever", "x-directpipe-route": "health"},
@@ -230,9 +230,12 @@ func TestHTTPRequestHeaders(t *testing.T) {
 			action:  Pause, status: 403, reason: "route_not_configured",
 		},
 		{
-			name: "untagged route without a route map fails closed", config: policiesConfig(t), route: "hand-written", routeFound: true,
-			headers: map[string]string{":path": "/v1/a", "authorization": "Bearer " + good},
-			action:  Pause, status: 403, reason: "route_not_configured",
+			// The control plane tags only routes with auth.
+			name: "untagged route without a route map is public", config: policiesConfig(t), route: "api", routeFound: true,
+			headers: map[string]string{":path": "/", "x-directpipe-identity": "admin", "authorization": "Bearer whatever"},
+			action:  Continue,
+			set:     map[string]string{"authorization": "Bearer whatever", "x-directpipe-route": "api"},
+			absent:  []string{"x-directpipe-identity"},
 		},
 		{
 			name: "the metadata wins over the route map", config: routedConfig(t), route: "public", routeFound: true, prepare: tagged("voice"),
