@@ -47,11 +47,11 @@ func (c *Config) Check(route string, req Request, now time.Time) (Decision, *Pol
 }
 
 // CheckTagged decides a handshake on a route whose metadata names its
-// auth policy (contract.RouteMetadataPolicy): policy is that name, "" for
-// a public route. The control plane tags every HTTP route it makes, so a
-// route and its auth setting arrive together; a policy this configuration
-// does not hold yet (it comes by ECDS, which may lag RDS) fails closed.
-// A single-policy configuration still guards every request.
+// auth policy (contract.RouteMetadataPolicy): policy is that name, ""
+// for a public route. The control plane tags every HTTP route with auth,
+// so a route and its auth setting arrive together; a policy this
+// configuration does not hold yet (it comes by ECDS, which may lag RDS)
+// fails closed. A single-policy configuration still guards every request.
 func (c *Config) CheckTagged(policy string, req Request, now time.Time) (Decision, *Policy) {
 	if c.single != nil {
 		return c.single.Check(req, now), c.single
