@@ -62,7 +62,10 @@ auth_policies:
 	}
 	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken})
 	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode, XDSAddr: s.cp.XDSAddr(), Concurrency: workers})
-	deadline := time.Now().Add(20 * time.Second)
+	// The listener waits for the module's download and compilation: a
+	// few seconds, many more when another Envoy compiles beside it (go
+	// test runs packages in parallel). A bound, not a measurement.
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		resp, err := http.Get(s.url("http", "/api/health"))
 		if err == nil {
