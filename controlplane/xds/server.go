@@ -138,16 +138,26 @@ func (s *Server) typeSet(typeURL string, list []types.Resource) (typeSet, error)
 	if last, ok := s.set[typeURL]; ok && slices.Equal(last.list, list) {
 		return last, nil
 	}
-	for _, r := range list {
-		if v, ok := r.(interface{ ValidateAll() error }); ok {
-			if err := v.ValidateAll(); err != nil {
-				return typeSet{}, fmt.Errorf("xds: invalid %s resource: %w", typeURL, err)
+	// Validation and hashing read the same resources and are independent:
+	// they run at once (at 10,000 routes each takes tens of milliseconds).
+	valid := make(chan error, 1)
+	go func() {
+		for _, r := range list {
+			if v, ok := r.(interface{ ValidateAll() error }); ok {
+				if err := v.ValidateAll(); err != nil {
+					valid <- fmt.Errorf("xds: invalid %s resource: %w", typeURL, err)
+					return
+				}
 			}
 		}
-	}
-	version, perResource, err := contentVersion(list)
-	if err != nil {
+		valid <- nil
+	}()
+	version, perResource, hashErr := contentVersion(list)
+	if err := <-valid; err != nil {
 		return typeSet{}, err
+	}
+	if hashErr != nil {
+		return typeSet{}, hashErr
 	}
 	return typeSet{list: slices.Clone(list), version: version, perResource: perResource}, nil
 }
