@@ -12,7 +12,7 @@ import (
 
 // cacheConfig is a one-policy config with the test secret, a 30 s leeway
 // and the given token_cache setting (nil: the defaults).
-func cacheConfig(t *testing.T, tc map[string]any) *Config {
+func cacheConfig(t testing.TB, tc map[string]any) *Config {
 	t.Helper()
 	pol := map[string]any{
 		"sources":        []map[string]any{{"subprotocol_prefix": "dp.bearer."}, {"bearer": true}},
