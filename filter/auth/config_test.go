@@ -53,14 +53,24 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"sources":[{"header":"X-Key"}],"api_keys":[{"sha256":"` + strings.Repeat("0", 64) + `"}],"claim_headers":{"a":"x-a"}}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte(`{"policies":{}}`))
+	f.Add([]byte(`{"routes":{"r":""},"policies":{}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
 			return
 		}
-		d, _ := cfg.Check("r", Request{Path: "/?access_token=x", Header: headers("authorization", "Bearer a.b.c", "x-key", "k")}, now)
-		if d.Allow {
-			t.Errorf("a made-up token passed: %+v", d)
+		// A route with no policy is public by design (no route map, or
+		// one mapping it to ""); what must never happen is a policy that
+		// checks tokens letting a made-up one through.
+		req := Request{Path: "/?access_token=x", Header: headers("authorization", "Bearer a.b.c", "x-key", "k")}
+		if d, p := cfg.Check("r", req, now); d.Allow && p != nil && !p.Public {
+			t.Errorf("a made-up token passed on route r: %+v", d)
+		}
+		for name := range cfg.policies {
+			if d, p := cfg.CheckTagged(name, req, now); d.Allow && !p.Public {
+				t.Errorf("a made-up token passed policy %q: %+v", name, d)
+			}
 		}
 	})
 }
