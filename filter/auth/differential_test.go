@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"strings"
 	"testing"
@@ -123,7 +124,9 @@ func (k diffKey) oracle(token string, now time.Time, leeway time.Duration) bool 
 	if err != nil || len(tok.Headers) != 1 {
 		return false
 	}
-	if kid := tok.Headers[0].KeyID; kid != "" && kid != diffKid {
+	// go-jose reads an empty kid as none; the filter, as a kid naming no
+	// key. So the kid is read from the header itself.
+	if kid, ok := headerMember(token, "kid"); ok && kid != nil && kid != diffKid {
 		return false
 	}
 	var c josejwt.Claims
@@ -131,6 +134,22 @@ func (k diffKey) oracle(token string, now time.Time, leeway time.Duration) bool 
 		return false
 	}
 	return c.ValidateWithLeeway(josejwt.Expected{Time: now}, leeway) == nil
+}
+
+// headerMember is a member of a compact JWS's header, and whether the
+// header has it.
+func headerMember(token, name string) (any, bool) {
+	head, _, _ := strings.Cut(token, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return nil, false
+	}
+	var h map[string]any
+	if json.Unmarshal(raw, &h) != nil {
+		return nil, false
+	}
+	v, ok := h[name]
+	return v, ok
 }
 
 // filter is the filter's verdict, checking the signature itself and with
@@ -164,6 +183,8 @@ func TestDifferentialAgainstJOSE(t *testing.T) {
 				"no kid":              k.sign(t, nil, claims("")),
 				"wrong kid":           k.sign(t, map[string]any{"kid": "other"}, claims("")),
 				"kid not a string":    k.sign(t, map[string]any{"kid": 7}, claims("")),
+				"kid empty":           k.sign(t, map[string]any{"kid": ""}, claims("")),
+				"kid null":            k.sign(t, map[string]any{"kid": nil}, claims("")),
 				"expired":             k.sign(t, kid, []byte(`{"exp":`+itoa(now.Add(-time.Minute).Unix())+`}`)),
 				"expired in leeway":   k.sign(t, kid, []byte(`{"exp":`+itoa(now.Add(-20*time.Second).Unix())+`}`)),
 				"no exp":              k.sign(t, kid, []byte(`{"sub":"alice"}`)),
@@ -173,6 +194,13 @@ func TestDifferentialAgainstJOSE(t *testing.T) {
 				"nbf ahead":           k.sign(t, kid, claims(`,"nbf":`+itoa(now.Add(time.Minute).Unix()))),
 				"nbf in leeway":       k.sign(t, kid, claims(`,"nbf":`+itoa(now.Add(20*time.Second).Unix()))),
 				"iat ahead":           k.sign(t, kid, claims(`,"iat":`+itoa(now.Add(time.Hour).Unix()))),
+				"sub a number":        k.sign(t, kid, claims(`,"sub":5`)),
+				"iss a number":        k.sign(t, kid, claims(`,"iss":5`)),
+				"jti a number":        k.sign(t, kid, claims(`,"jti":5`)),
+				"aud a number":        k.sign(t, kid, claims(`,"aud":5`)),
+				"aud of numbers":      k.sign(t, kid, claims(`,"aud":[1]`)),
+				"aud null":            k.sign(t, kid, claims(`,"aud":null`)),
+				"aud empty":           k.sign(t, kid, claims(`,"aud":[]`)),
 				"claims not object":   k.sign(t, kid, []byte(`["exp"]`)),
 				"claims null":         k.sign(t, kid, []byte(`null`)),
 				"claims not JSON":     k.sign(t, kid, []byte(`{"exp":`)),
@@ -206,6 +234,26 @@ func TestDifferentialAgainstJOSE(t *testing.T) {
 				// crit; go-jose accepts one, the filter refuses any crit.
 				"crit empty": k.sign(t, map[string]any{"kid": diffKid, "crit": []string{}}, claims("")),
 				"crit null":  k.sign(t, map[string]any{"kid": diffKid, "crit": nil}, claims("")),
+				// go-jose takes a null string or time claim as absent;
+				// the filter refuses a registered claim of the wrong
+				// type, null included (checkClaimTypes, checkTimes).
+				"sub null": k.sign(t, kid, []byte(`{"exp":`+itoa(exp)+`,"sub":null}`)),
+				"iat null": k.sign(t, kid, claims(`,"iat":null`)),
+			}
+			// Header members the filter never reads, where go-jose parses
+			// them and refuses a token whose values do not parse: the
+			// filter takes keys only from its config, so a token's own
+			// "jwk" or "x5c" is not looked at, let alone trusted.
+			ignored := map[string]string{
+				"jwk not a key":          k.sign(t, map[string]any{"kid": diffKid, "jwk": 1}, claims("")),
+				"x5c not a certificate":  k.sign(t, map[string]any{"kid": diffKid, "x5c": []string{"AAAA"}}, claims("")),
+				"nonce not a string":     k.sign(t, map[string]any{"kid": diffKid, "nonce": 1}, claims("")),
+				"jwk another public key": k.sign(t, map[string]any{"kid": diffKid, "jwk": map[string]any{"kty": "oct", "k": "AAAA"}}, claims("")),
+			}
+			for name, tok := range ignored {
+				if !k.filter(t, tok, now) {
+					t.Errorf("%s: the filter refuses it (%s)", name, tok)
+				}
 			}
 			for name, tok := range stricter {
 				if k.filter(t, tok, now) {
@@ -256,22 +304,54 @@ func FuzzDifferential(f *testing.F) {
 			return
 		}
 		got := k.filter(t, tok, now)
-		if _, crit := h["crit"]; crit || h["b64"] == false {
+		if _, crit := h["crit"]; crit || h["b64"] == false || hasNullRegisteredClaim(c) {
 			// Where go-jose is laxer than the RFCs the filter refuses by
 			// design and go-jose is not asked (see the stricter cases in
 			// TestDifferential): go-jose verifies the raw payload when
 			// b64 is false even without the "crit" RFC 7797 §6 requires,
-			// and accepts an empty crit, which RFC 7515 §4.1.11 forbids.
-			// The filter understands no extension and refuses any crit.
+			// accepts an empty crit, which RFC 7515 §4.1.11 forbids, and
+			// takes a null registered claim as absent. The filter
+			// understands no extension, refuses any crit, and refuses a
+			// registered claim that is not of its RFC 7519 type.
 			if got {
 				t.Errorf("the filter allows a token it must refuse: %s", tok)
 			}
 			return
 		}
-		if want := k.oracle(tok, now, 30*time.Second); got != want {
+		// go-jose parses the "jwk", "x5c" and "nonce" header members
+		// and refuses a token where one does not parse; the filter reads
+		// none of them (see the ignored cases in TestDifferential). Its
+		// verdict must be go-jose's on the token signed without them.
+		oracleTok := tok
+		if stripped := withoutMembers(h, "jwk", "x5c", "nonce"); len(stripped) != len(h) {
+			if oracleTok = signed(k, stripped, payload); oracleTok == "" {
+				return
+			}
+		}
+		if want := k.oracle(oracleTok, now, 30*time.Second); got != want {
 			t.Errorf("filter allows %v, go-jose %v: %s", got, want, tok)
 		}
 	})
+}
+
+// hasNullRegisteredClaim reports whether a claims set names a registered
+// claim (RFC 7519 §4.1) with a null value.
+func hasNullRegisteredClaim(c map[string]any) bool {
+	for _, name := range []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"} {
+		if v, ok := c[name]; ok && v == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutMembers is a copy of a header without the named members.
+func withoutMembers(h map[string]any, names ...string) map[string]any {
+	out := maps.Clone(h)
+	for _, name := range names {
+		delete(out, name)
+	}
+	return out
 }
 
 // signed is the payload signed by go-jose with the key and extra

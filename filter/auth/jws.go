@@ -45,6 +45,9 @@ func (p *Policy) verifyJWT(token string, now time.Time) Decision {
 	}
 	c, reason := p.verifiedClaims(token)
 	if reason == "" {
+		reason = checkClaimTypes(c)
+	}
+	if reason == "" {
 		reason = p.checkTimes(c, now)
 	}
 	d := Denial(reason)
@@ -244,6 +247,27 @@ func (k *key) verify(signed string, sig []byte, host HostVerifier) bool {
 	return verifyECDSA(k.alg, k.material.([]byte), digest, ecdsaDER(sig, size))
 }
 
+// checkClaimTypes holds the registered claims to the types RFC 7519 §4.1
+// gives them: iss, sub and jti strings, aud a string or an array of
+// strings (the times are checkTimes's). A token where one has another
+// type, null included, is invalid: JWT readers differ on such a claim
+// (go-jose takes a null sub as absent, Envoy's jwt_authn refuses a sub
+// that is not a string), and the back end must not be told of a caller
+// that another reader of the same token would refuse.
+func checkClaimTypes(c claims) string {
+	for _, name := range []string{"iss", "sub", "jti"} {
+		if v, ok := c[name]; ok {
+			if _, ok := v.(string); !ok {
+				return contract.ReasonInvalidToken
+			}
+		}
+	}
+	if v, ok := c["aud"]; ok && audiences(v) == nil {
+		return contract.ReasonInvalidToken
+	}
+	return ""
+}
+
 // checkTimes applies exp (required), nbf and iat with the policy's leeway.
 // A time claim that is not a number is an invalid token.
 func (p *Policy) checkTimes(c claims, now time.Time) string {
@@ -316,7 +340,7 @@ func (p *Policy) allowClaims(c claims) Decision {
 }
 
 // audiences reads "aud": one string or an array of strings (RFC 7519
-// §4.1.3); anything else names no audience.
+// §4.1.3), an empty array naming none; anything else is nil.
 func audiences(v any) []string {
 	switch v := v.(type) {
 	case string:
