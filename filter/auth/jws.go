@@ -27,10 +27,10 @@ import (
 type claims map[string]any
 
 // verifyJWT checks, in this order, the form of the token, its algorithm
-// against the key its kid names, the signature, then the time claims and
-// the policy's issuer, audience and scopes. The order fixes which reason a
-// token with several faults gets: nothing of the claims is believed before
-// the signature is.
+// against the key its kid names, the signature, then the registered
+// claims' types, the time claims and the policy's issuer, audience and
+// scopes. The order fixes which reason a token with several faults gets:
+// nothing of the claims is believed before the signature is.
 //
 // An allowed token's decision is cached (see tokenCache); a denial never
 // is, so a stream of bad tokens cannot push good ones out.
