@@ -109,7 +109,7 @@ func testHost(hash string, spki, sig, signed []byte) (bool, error) {
 // through go-jose's signer, so the signature is go-jose's own.
 func (k diffKey) sign(t testing.TB, header map[string]any, payload []byte) string {
 	t.Helper()
-	tok := signed(k, header, string(payload))
+	tok := k.signed(header, string(payload))
 	if tok == "" {
 		t.Fatalf("go-jose refuses to sign %v", header)
 	}
@@ -299,7 +299,7 @@ func FuzzDifferential(f *testing.F) {
 				}
 			}
 		}
-		tok := signed(k, h, payload)
+		tok := k.signed(h, payload)
 		if tok == "" {
 			return
 		}
@@ -324,7 +324,7 @@ func FuzzDifferential(f *testing.F) {
 		// verdict must be go-jose's on the token signed without them.
 		oracleTok := tok
 		if stripped := withoutMembers(h, "jwk", "x5c", "nonce"); len(stripped) != len(h) {
-			if oracleTok = signed(k, stripped, payload); oracleTok == "" {
+			if oracleTok = k.signed(stripped, payload); oracleTok == "" {
 				return
 			}
 		}
@@ -356,8 +356,12 @@ func withoutMembers(h map[string]any, names ...string) map[string]any {
 
 // signed is the payload signed by go-jose with the key and extra
 // headers, or "" where go-jose refuses to sign it.
-func signed(k diffKey, h map[string]any, payload string) string {
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.signing}, withHeaders(h))
+func (k diffKey) signed(h map[string]any, payload string) string {
+	opts := &jose.SignerOptions{}
+	for name, v := range h {
+		opts.WithHeader(jose.HeaderKey(name), v)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.signing}, opts)
 	if err != nil {
 		return ""
 	}
@@ -370,14 +374,6 @@ func signed(k diffKey, h map[string]any, payload string) string {
 		return ""
 	}
 	return tok
-}
-
-func withHeaders(h map[string]any) *jose.SignerOptions {
-	opts := &jose.SignerOptions{}
-	for name, v := range h {
-		opts.WithHeader(jose.HeaderKey(name), v)
-	}
-	return opts
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
