@@ -175,7 +175,11 @@ func TestHostileRequests(t *testing.T) {
 	big := claims(now.Add(time.Hour))
 	big["pad"] = strings.Repeat("p", 9000)
 	oversized := mint(t, devSecret, "dev", big)
-	tokens := []string{tok, expired, wrongKey, forged, algNone, oversized, demoAPIKey}
+	// Signed with the right key, but naming the caller in a form JWT
+	// readers disagree on: refused, so no reader's identity gets through.
+	subNumber := mint(t, devSecret, "dev", jwt.MapClaims{"sub": 7, "exp": now.Add(time.Hour).Unix()})
+	subNull := mint(t, devSecret, "dev", jwt.MapClaims{"sub": nil, "exp": now.Add(time.Hour).Unix()})
+	tokens := []string{tok, expired, wrongKey, forged, algNone, oversized, subNumber, subNull, demoAPIKey}
 
 	// Every spelling of the identity and claim headers a client may try.
 	spoofed := http.Header{
@@ -283,6 +287,8 @@ func TestHostileRequests(t *testing.T) {
 		{name: "alg none", send: upgradeWith("/v1/voice", bearer(algNone)), status: 401},
 		{name: "wrong key", send: upgradeWith("/v1/voice", bearer(wrongKey)), status: 401},
 		{name: "oversized token", send: upgradeWith("/v1/voice", bearer(oversized)), status: 401},
+		{name: "well-signed token with a numeric sub", send: upgradeWith("/v1/voice", bearer(subNumber)), status: 401},
+		{name: "well-signed token with a null sub", send: upgradeWith("/v1/voice", bearer(subNull)), status: 401},
 		{name: "valid bearer and forged query token: the first source decides, both stripped", send: upgradeWith("/v1/voice?access_token="+forged, bearer(tok)), status: 101, reached: true, check: verified("caller-1")},
 		{name: "forged bearer and valid query token: the first source decides", send: upgradeWith("/v1/voice?access_token="+tok, bearer(forged)), status: 401},
 		// Two Authorization headers: Envoy joins them with a comma, which
@@ -304,6 +310,7 @@ func TestHostileRequests(t *testing.T) {
 		{name: "tcp: Sec-WebSocket-Version 8", send: raw(tcpAddr, strings.Replace(upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok), "Version: 13", "Version: 8", 1)), status: 400},
 		{name: "tcp: garbage bytes", send: raw(tcpAddr, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03ROW\r\n\r\n"), status: 400},
 		{name: "tcp: alg none", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+algNone)), status: 401},
+		{name: "tcp: well-signed token with a null sub", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+subNull)), status: 401},
 
 		// A tcp route without auth is checked too: a WebSocket handshake,
 		// no identity from the client.
