@@ -13,6 +13,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -24,8 +25,15 @@ const HandshakeFilterName = "directpipe.handshake"
 
 // adsSource is the config source for every dynamic resource: the one ADS
 // stream, so Envoy receives a consistent set from one control plane.
+//
+// Envoy waits for a resource from it however long it takes (an initial
+// fetch timeout of zero): with its default of 15 s, a listener whose
+// routes or filter config are late would start serving without them, and
+// a cluster without its endpoints, each answering 5xx, while Envoy
+// reports itself ready.
 func adsSource() *corev3.ConfigSource {
 	return &corev3.ConfigSource{
+		InitialFetchTimeout:   durationpb.New(0),
 		ResourceApiVersion:    corev3.ApiVersion_V3,
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 	}

@@ -84,6 +84,9 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	for _, c := range tcpECDS {
 		extensionConfigs = append(extensionConfigs, c)
 	}
+	if opts.Module.remote() {
+		clusters = append(clusters, warmupCluster(opts.Module))
+	}
 	// A tcp route that checks handshakes needs somewhere to send denials.
 	if len(tcpECDS) > 0 {
 		listeners = append(listeners, denyListener())

@@ -169,6 +169,20 @@ const defaultReadyTimeout = 2 * time.Minute
 
 func startEnvoy(t T, cfg []byte, adminPort, concurrency int, drain, ready time.Duration) *Envoy {
 	t.Helper()
+	e := LaunchEnvoy(t, cfg, adminPort, concurrency, drain)
+	ctx, cancel := context.WithTimeout(context.Background(), ready)
+	defer cancel()
+	if err := e.WaitReady(ctx); err != nil {
+		t.Fatalf("envoy did not become ready: %v\n%s", err, tail(e.LogPath, 40))
+	}
+	return e
+}
+
+// LaunchEnvoy starts Envoy with a bootstrap of the caller's, whose admin
+// interface listens on 127.0.0.1:adminPort, and returns at once: a test
+// of what Envoy does while it starts polls it from the first moment.
+func LaunchEnvoy(t T, cfg []byte, adminPort, concurrency int, drain time.Duration) *Envoy {
+	t.Helper()
 	bin, err := EnvoyBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -221,12 +235,16 @@ func startEnvoy(t T, cfg []byte, adminPort, concurrency int, drain, ready time.D
 			t.Logf("envoy log (%s), last lines:\n%s", e.LogPath, tail(e.LogPath, 40))
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), ready)
-	defer cancel()
-	if err := e.WaitReady(ctx); err != nil {
-		t.Fatalf("envoy did not become ready: %v\n%s", err, tail(e.LogPath, 40))
-	}
 	return e
+}
+
+// Log returns what Envoy has logged so far.
+func (e *Envoy) Log() string {
+	b, err := os.ReadFile(e.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 // PID is Envoy's process id.
