@@ -179,6 +179,12 @@ func (p *Policy) prepare() error {
 	if p.LeewaySeconds < 0 {
 		return errors.New("negative leeway_seconds")
 	}
+	switch {
+	case p.MaxTokenLifetimeSeconds == 0:
+		p.MaxTokenLifetimeSeconds = contract.DefaultMaxTokenLifetimeSeconds
+	case p.MaxTokenLifetimeSeconds < 0 || p.MaxTokenLifetimeSeconds > contract.MaxTokenLifetimeSeconds:
+		return fmt.Errorf("max_token_lifetime_seconds: between 1 and %d", contract.MaxTokenLifetimeSeconds)
+	}
 	if p.Realm == "" {
 		p.Realm = contract.DefaultRealm
 	}
@@ -339,3 +345,7 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func (p *Policy) leeway() time.Duration { return time.Duration(p.LeewaySeconds) * time.Second }
+
+func (p *Policy) maxLifetime() time.Duration {
+	return time.Duration(p.MaxTokenLifetimeSeconds) * time.Second
+}

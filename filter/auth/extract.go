@@ -17,24 +17,31 @@ type stripping struct {
 	headers []string
 	set     [][2]string // headers rewritten without the token
 	path    string
+	// ambiguous: one source holds two tokens, and the handshake is
+	// refused.
+	ambiguous bool
 }
 
-// cutSubprotocol removes the first Sec-WebSocket-Protocol entry with the
-// prefix, keeping the others in order, and returns the token it carried.
-func cutSubprotocol(header, prefix string) (token, rest string, found bool) {
+// cutSubprotocol removes every Sec-WebSocket-Protocol entry with the
+// prefix, keeping the others in order, and returns the first token and
+// how many entries had the prefix.
+func cutSubprotocol(header, prefix string) (token, rest string, n int) {
 	var kept []string
 	for entry := range strings.SplitSeq(header, ",") {
 		entry = strings.TrimSpace(entry)
 		if entry == "" {
 			continue
 		}
-		if t, ok := strings.CutPrefix(entry, prefix); ok && !found {
-			token, found = t, true
+		if t, ok := strings.CutPrefix(entry, prefix); ok {
+			if n == 0 {
+				token = t
+			}
+			n++
 			continue
 		}
 		kept = append(kept, entry)
 	}
-	return token, strings.Join(kept, ", "), found
+	return token, strings.Join(kept, ", "), n
 }
 
 // find returns the first token in source order, and what to strip so that
@@ -67,10 +74,11 @@ func (p *Policy) find(req Request) (string, stripping) {
 			if !ok {
 				continue
 			}
-			val, rest, found := cutSubprotocol(h, src.SubprotocolPrefix)
-			if !found {
+			val, rest, n := cutSubprotocol(h, src.SubprotocolPrefix)
+			if n == 0 {
 				continue
 			}
+			s.ambiguous = s.ambiguous || n > 1
 			if rest == "" {
 				s.headers = append(s.headers, "sec-websocket-protocol")
 			} else {

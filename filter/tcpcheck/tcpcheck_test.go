@@ -355,9 +355,9 @@ func TestInspectPublicPolicy(t *testing.T) {
 	assertClosesAfterRefusal(t, h)
 	for name, in := range map[string]string{
 		"absolute form": head("http://evil.example/v1/a"),
-		"no key":     without(head("/v1/a"), "Sec-WebSocket-Key"),
-		"underscore": head("/v1/a", "X_Directpipe_Identity: admin"),
-		"garbage":    "\x16\x03\x01\x00\xa5\x01\x00\r\n\r\n",
+		"no key":        without(head("/v1/a"), "Sec-WebSocket-Key"),
+		"underscore":    head("/v1/a", "X_Directpipe_Identity: admin"),
+		"garbage":       "\x16\x03\x01\x00\xa5\x01\x00\r\n\r\n",
 	} {
 		if o := Inspect(p, []byte(in), now); o.Verdict != Deny || o.Decision.Reason != contract.ReasonBadHandshake {
 			t.Errorf("%s: verdict %v (%s), want a bad_handshake denial", name, o.Verdict, o.Decision.Reason)
