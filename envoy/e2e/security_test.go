@@ -380,6 +380,10 @@ func TestHostileRequests(t *testing.T) {
 		{name: "two subprotocol tokens on two lines", send: upgradeWith("/v1/voice", http.Header{"Sec-Websocket-Protocol": {"dp.bearer." + tok, "dp.bearer." + forged}}), status: 401},
 		{name: "tcp: two subprotocol tokens", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Sec-WebSocket-Protocol: dp.bearer."+tok+", dp.bearer."+forged)), status: 401},
 		{name: "tcp: two subprotocol tokens on two lines", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Sec-WebSocket-Protocol: dp.bearer."+tok, "Sec-WebSocket-Protocol: dp.bearer."+forged)), status: 401},
+		// Two token parameters: refused the same way, though both would be
+		// stripped.
+		{name: "two query tokens", send: upgradeWith("/v1/voice?access_token="+tok+"&access_token="+forged, nil), status: 401},
+		{name: "tcp: two query tokens", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW&access_token="+forged+"&access_token="+tok)), status: 401},
 		// A token on the second of two lines is read as a list, the same way
 		// in both modes.
 		{name: "subprotocol token on the second line", send: upgradeWith("/v1/voice", http.Header{"Sec-Websocket-Protocol": {"voice.v1", "dp.bearer." + tok}}), status: 101, reached: true, check: func(t *testing.T, seen recorded) {

@@ -90,10 +90,11 @@ func (p *Policy) find(req Request) (string, stripping) {
 			if s.path != "" {
 				path = s.path
 			}
-			val, rest, found := cutQueryParam(path, src.Query)
-			if !found {
+			val, rest, n := cutQueryParam(path, src.Query)
+			if n == 0 {
 				continue
 			}
+			s.ambiguous = s.ambiguous || n > 1
 			s.path = rest
 			v = val
 		}
@@ -107,29 +108,29 @@ func (p *Policy) find(req Request) (string, stripping) {
 
 // cutQueryParam removes every occurrence of a query parameter from a path,
 // keeping the others byte for byte and in order, and returns the first
-// value.
-func cutQueryParam(path, name string) (value, rest string, found bool) {
+// value and how many times the parameter was there.
+func cutQueryParam(path, name string) (value, rest string, n int) {
 	base, query, ok := strings.Cut(path, "?")
 	if !ok {
-		return "", path, false
+		return "", path, 0
 	}
 	var kept []string
 	for part := range strings.SplitSeq(query, "&") {
 		k, v, _ := strings.Cut(part, "=")
 		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
-			if !found {
+			if n == 0 {
 				value, _ = url.QueryUnescape(v)
-				found = true
 			}
+			n++
 			continue
 		}
 		kept = append(kept, part)
 	}
-	if !found {
-		return "", path, false
+	if n == 0 {
+		return "", path, 0
 	}
 	if len(kept) == 0 {
-		return value, base, true
+		return value, base, n
 	}
-	return value, base + "?" + strings.Join(kept, "&"), true
+	return value, base + "?" + strings.Join(kept, "&"), n
 }

@@ -62,6 +62,27 @@ func TestTwoSubprotocolTokensRefused(t *testing.T) {
 	}
 }
 
+// TestTwoQueryTokensRefused: the query source follows the same rule as
+// the subprotocol one: two token parameters, even if both are stripped,
+// are refused rather than one picked.
+func TestTwoQueryTokensRefused(t *testing.T) {
+	cfg := testConfig(t)
+	tok := mint(t, jwt.SigningMethodHS256, secret, "dev", valid())
+	for _, path := range []string{
+		"/v1/voice?access_token=" + tok + "&access_token=" + tok,
+		"/v1/voice?access_token=forged&a=1&access_token=" + tok,
+		"/v1/voice?access_token=" + tok + "&access%5Ftoken=x",
+	} {
+		d, _ := cfg.Check("voice", Request{Path: path, Header: headers()}, now)
+		if d.Allow || d.Reason != contract.ReasonMalformedToken {
+			t.Errorf("%.40s...: %+v, want 401 %s", path, d, contract.ReasonMalformedToken)
+		}
+	}
+	if d, _ := cfg.Check("voice", Request{Path: "/v1/voice?access_token=" + tok + "&b=access_token", Header: headers()}, now); !d.Allow {
+		t.Errorf("one token parameter: %+v", d)
+	}
+}
+
 func TestCutSubprotocol(t *testing.T) {
 	tests := []struct {
 		header, token, rest string
