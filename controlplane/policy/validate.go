@@ -469,6 +469,11 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 	if l := a.GetJwt().GetLeeway(); l != nil && l.AsDuration() < 0 {
 		v.errorf(path+".jwt.leeway", "must not be negative")
 	}
+	if l := a.GetJwt().GetMaxTokenLifetime(); l != nil {
+		if d := l.AsDuration(); d < time.Second || d > contract.MaxTokenLifetimeSeconds*time.Second || d%time.Second != 0 {
+			v.errorf(path+".jwt.max_token_lifetime", "must be whole seconds from 1s to %ds", contract.MaxTokenLifetimeSeconds)
+		}
+	}
 	if c := a.GetJwt().GetTokenCache(); c != nil {
 		if d := c.AsDuration(); d < 0 || d > contract.MaxTokenCacheSeconds*time.Second || d%time.Second != 0 {
 			v.errorf(path+".jwt.token_cache", "must be whole seconds from 0s (off) to %ds", contract.MaxTokenCacheSeconds)

@@ -25,6 +25,10 @@ func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) *contract.Poli
 	if l := a.GetJwt().GetLeeway(); l != nil {
 		out.LeewaySeconds = int64(l.AsDuration().Seconds())
 	}
+	// Unset, the filter applies contract.DefaultMaxTokenLifetimeSeconds.
+	if l := a.GetJwt().GetMaxTokenLifetime(); l != nil {
+		out.MaxTokenLifetimeSeconds = int64(l.AsDuration().Seconds())
+	}
 	for _, s := range a.GetSources() {
 		out.Sources = append(out.Sources, contract.Source{
 			Bearer: s.GetBearer(), Query: s.GetQuery(), Header: s.GetHeader(), SubprotocolPrefix: s.GetSubprotocolPrefix(),

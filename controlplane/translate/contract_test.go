@@ -42,6 +42,7 @@ func TestContractRoundTrip(t *testing.T) {
 		{"jwt claims", &policyv1.AuthPolicy{Name: "p", Sources: bearer, Jwt: &policyv1.JWT{
 			Keys: []*policyv1.JWK{hmac}, Leeway: durationpb.New(5 * time.Second),
 			Issuer: "https://issuer.example", Audiences: []string{"voice"}, RequiredScopes: []string{"voice:write"},
+			MaxTokenLifetime: durationpb.New(time.Hour),
 		}}, nil},
 		{"resolved keys", &policyv1.AuthPolicy{Name: "p", Sources: bearer, Jwt: &policyv1.JWT{JwksUrl: "https://idp.example/jwks"}}, []*policyv1.JWK{ec}},
 		{"api keys and headers", &policyv1.AuthPolicy{Name: "p", Sources: bearer, ApiKeys: apiKeys,

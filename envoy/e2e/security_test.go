@@ -113,10 +113,13 @@ func (b *tlsBackend) count() int {
 }
 
 // securityRoutes are added to the example policy: a public REST route
-// matched by a header, a public tcp route, and three routes to the TLS
+// matched by a header, a public tcp route, a tcp route with auth whose
+// back end keeps connections open after answering without an upgrade
+// (the REST port: plain Go net/http), and three routes to the TLS
 // back end (its name right, wrong, and right through the san list).
 const securityRoutes = `
   - { name: voice-open, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice }
+  - { name: rest-tcp, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: rest, auth: demo }
   - { name: tenant-api, match: { prefix: /routes/, headers: [{ name: x-tenant, exact: acme }] }, kind: http, backend: rest }
   - { name: tls-good, match: { prefix: /tls-good/ }, kind: http, backend: tls-good }
   - { name: tls-wrong, match: { prefix: /tls-wrong/ }, kind: http, backend: tls-wrong }
@@ -149,14 +152,15 @@ func TestHostileRequests(t *testing.T) {
 	tlsb := startTLSBackend(t)
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	openAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	restTCPAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStack(t, false, func(p *policyParams) {
 		p.TCP = tcpAddr
 		// The slowloris row waits for this.
 		p.ListenerLimits = "{ request_headers_timeout: 1s }"
-		p.RoutesYAML = fmt.Sprintf(securityRoutes, openAddr)
+		p.RoutesYAML = fmt.Sprintf(securityRoutes, openAddr, restTCPAddr)
 		p.BackendsYAML = fmt.Sprintf(securityBackends, tlsb.addr, tlsb.caFile)
 	})
-	for _, addr := range []string{tcpAddr, openAddr} {
+	for _, addr := range []string{tcpAddr, openAddr, restTCPAddr} {
 		if err := testkit.WaitListening(addr, 20*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +183,15 @@ func TestHostileRequests(t *testing.T) {
 	// readers disagree on: refused, so no reader's identity gets through.
 	subNumber := mint(t, devSecret, "dev", jwt.MapClaims{"sub": 7, "exp": now.Add(time.Hour).Unix()})
 	subNull := mint(t, devSecret, "dev", jwt.MapClaims{"sub": nil, "exp": now.Add(time.Hour).Unix()})
-	tokens := []string{tok, expired, wrongKey, forged, algNone, oversized, subNumber, subNull, demoAPIKey}
+	// Signed with the right key, but naming the caller in a form that
+	// reads as another name, or naming nobody, or valid for ever.
+	subNUL := mint(t, devSecret, "dev", jwt.MapClaims{"sub": "ad\u0000min", "exp": now.Add(time.Hour).Unix()})
+	subSpace := mint(t, devSecret, "dev", jwt.MapClaims{"sub": "admin ", "exp": now.Add(time.Hour).Unix()})
+	subBidi := mint(t, devSecret, "dev", jwt.MapClaims{"sub": "\u202enimda", "exp": now.Add(time.Hour).Unix()})
+	noSub := mint(t, devSecret, "dev", jwt.MapClaims{"exp": now.Add(time.Hour).Unix()})
+	forever := mint(t, devSecret, "dev", jwt.MapClaims{"sub": "caller-1", "exp": 1e20})
+	twoDays := mint(t, devSecret, "dev", jwt.MapClaims{"sub": "caller-1", "exp": now.Add(48 * time.Hour).Unix()})
+	tokens := []string{tok, expired, wrongKey, forged, algNone, oversized, subNumber, subNull, subNUL, subSpace, subBidi, noSub, forever, twoDays, demoAPIKey}
 
 	// Every spelling of the identity and claim headers a client may try.
 	spoofed := http.Header{
@@ -206,6 +218,22 @@ func TestHostileRequests(t *testing.T) {
 				t.Errorf("the connection stayed open after a %d", got.status)
 			}
 			return got.status
+		}
+	}
+	// twice sends a checked request, reads its answer, then sends a
+	// second request on the same connection with no token and a spoofed
+	// identity: it must never reach the back end (the generic check finds
+	// it by its row tag).
+	twice := func(addr, head, second string) func(*testing.T, string) int {
+		return func(t *testing.T, id string) int {
+			return secondRequest(t, addr, strings.ReplaceAll(head, "ROW", id), strings.ReplaceAll(second, "ROW", id+"-second"))
+		}
+	}
+	secondGet := "GET /api/health?row=ROW HTTP/1.1\r\nHost: voice.local\r\nX-Directpipe-Identity: " + spoof + "\r\n\r\n"
+	// rawHTTP sends raw bytes to the HTTP listener and returns the status.
+	rawHTTP := func(head string) func(*testing.T, string) int {
+		return func(t *testing.T, id string) int {
+			return rawExchange(t, s.params.Listen, strings.ReplaceAll(head, "ROW", id)).status
 		}
 	}
 	with := func(base http.Header, kv ...string) http.Header {
@@ -311,6 +339,79 @@ func TestHostileRequests(t *testing.T) {
 		{name: "tcp: garbage bytes", send: raw(tcpAddr, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03ROW\r\n\r\n"), status: 400},
 		{name: "tcp: alg none", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+algNone)), status: 401},
 		{name: "tcp: well-signed token with a null sub", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+subNull)), status: 401},
+
+		// tcp mode checks the first request of a connection only: after an
+		// answer without an upgrade nothing else may follow on it, however
+		// the back end behaves (the REST port keeps connections open).
+		{name: "tcp: a second request after a 200 on a back end that keeps connections open", send: twice(restTCPAddr,
+			upgradeRequest("/api/health?row=ROW", "Authorization: Bearer "+tok), secondGet), status: 200, reached: true, check: verified("caller-1")},
+		{name: "tcp: a second request after a 404 on a back end that keeps connections open", send: twice(restTCPAddr,
+			upgradeRequest("/nowhere?row=ROW", "Authorization: Bearer "+tok), secondGet), status: 404, reached: true, check: verified("caller-1")},
+		{name: "tcp: a second request after the demo page", send: twice(tcpAddr,
+			upgradeRequest("/?row=ROW", "Authorization: Bearer "+tok), secondGet), status: 200, reached: true, check: verified("caller-1")},
+		{name: "tcp: a second request after a 404", send: twice(tcpAddr,
+			upgradeRequest("/nowhere?row=ROW", "Authorization: Bearer "+tok), secondGet), status: 404, reached: true, check: verified("caller-1")},
+		// A client's Connection tokens never reach the back end: one naming
+		// the identity header would make a proxy behind drop it.
+		{name: "tcp: Connection naming the identity header", send: raw(restTCPAddr, strings.Replace(upgradeRequest("/api/health?row=ROW", "Authorization: Bearer "+tok),
+			"Connection: Upgrade", "Connection: Upgrade, X-Directpipe-Identity, keep-alive", 1)), status: 200, reached: true, check: func(t *testing.T, seen recorded) {
+			verified("caller-1")(t, seen)
+			if got := seen.Headers["connection"]; len(got) != 1 || got[0] != "Upgrade, close" {
+				t.Errorf("connection %v, want only Upgrade, close", got)
+			}
+		}},
+		// In absolute form a back end takes the host from the target, the
+		// module from Host.
+		{name: "tcp: absolute-form target", send: raw(tcpAddr, upgradeRequest("http://evil.example/v1/voice?row=ROW", "Authorization: Bearer "+tok)), status: 400},
+		{name: "tcp: absolute-form target on a public route", send: raw(openAddr, upgradeRequest("http://evil.example/v1/voice?row=ROW")), status: 400},
+		{name: "tcp: authority-form target", send: raw(tcpAddr, upgradeRequest("evil.example:80", "Authorization: Bearer "+tok, "X-Row: ?row=ROW")), status: 400},
+		// Over HTTP, Envoy reads the absolute form itself: the back end gets
+		// the path, and the host the module saw.
+		{name: "absolute-form target over HTTP", send: rawHTTP("GET http://evil.example/api/health?row=ROW HTTP/1.1\r\nHost: voice.local\r\nConnection: close\r\n\r\n"), status: 200, reached: true, check: func(t *testing.T, seen recorded) {
+			if !strings.HasPrefix(seen.Path, "/api/health?") {
+				t.Errorf("path %q, want the origin form", seen.Path)
+			}
+		}},
+
+		// Two token entries among the subprotocols, in one header line or
+		// two: refused, whichever is valid, over HTTP and tcp mode alike.
+		{name: "two subprotocol tokens", send: upgradeWith("/v1/voice", http.Header{"Sec-Websocket-Protocol": {"dp.bearer." + tok + ", dp.bearer." + forged}}), status: 401},
+		{name: "two subprotocol tokens, forged first", send: upgradeWith("/v1/voice", http.Header{"Sec-Websocket-Protocol": {"dp.bearer." + forged + ", voice.v1, dp.bearer." + tok}}), status: 401},
+		{name: "two subprotocol tokens on two lines", send: upgradeWith("/v1/voice", http.Header{"Sec-Websocket-Protocol": {"dp.bearer." + tok, "dp.bearer." + forged}}), status: 401},
+		{name: "tcp: two subprotocol tokens", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Sec-WebSocket-Protocol: dp.bearer."+tok+", dp.bearer."+forged)), status: 401},
+		{name: "tcp: two subprotocol tokens on two lines", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Sec-WebSocket-Protocol: dp.bearer."+tok, "Sec-WebSocket-Protocol: dp.bearer."+forged)), status: 401},
+		// Two token parameters: refused the same way, though both would be
+		// stripped.
+		{name: "two query tokens", send: upgradeWith("/v1/voice?access_token="+tok+"&access_token="+forged, nil), status: 401},
+		{name: "tcp: two query tokens", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW&access_token="+forged+"&access_token="+tok)), status: 401},
+		// A token on the second of two lines is read as a list, the same way
+		// in both modes.
+		{name: "subprotocol token on the second line", send: upgradeWith("/v1/voice", http.Header{"Sec-Websocket-Protocol": {"voice.v1", "dp.bearer." + tok}}), status: 101, reached: true, check: func(t *testing.T, seen recorded) {
+			verified("caller-1")(t, seen)
+			if got := seen.Headers["sec-websocket-protocol"]; len(got) != 1 || got[0] != "voice.v1" {
+				t.Errorf("subprotocols %v, want voice.v1 alone", got)
+			}
+		}},
+		{name: "tcp: subprotocol token on the second line", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Sec-WebSocket-Protocol: voice.v1", "Sec-WebSocket-Protocol: dp.bearer."+tok)), status: 101, reached: true, check: func(t *testing.T, seen recorded) {
+			verified("caller-1")(t, seen)
+			if got := seen.Headers["sec-websocket-protocol"]; len(got) != 1 || got[0] != "voice.v1" {
+				t.Errorf("subprotocols %v, want voice.v1 alone", got)
+			}
+		}},
+
+		// An identity that reads as another name, none at all, or a token
+		// valid for ever: refused, not rewritten.
+		{name: "identity with a NUL", send: upgradeWith("/v1/voice", bearer(subNUL)), status: 401},
+		{name: "identity with a trailing space", send: upgradeWith("/v1/voice", bearer(subSpace)), status: 401},
+		{name: "identity with a bidi override", send: upgradeWith("/v1/voice", bearer(subBidi)), status: 401},
+		{name: "token without sub", send: upgradeWith("/v1/voice", bearer(noSub)), status: 401},
+		{name: "exp 1e20", send: upgradeWith("/v1/voice", bearer(forever)), status: 401},
+		{name: "exp two days ahead", send: upgradeWith("/v1/voice", bearer(twoDays)), status: 401},
+		{name: "tcp: identity with a NUL", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+subNUL)), status: 401},
+		{name: "tcp: identity with a trailing space", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+subSpace)), status: 401},
+		{name: "tcp: identity with a bidi override", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+subBidi)), status: 401},
+		{name: "tcp: token without sub", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+noSub)), status: 401},
+		{name: "tcp: exp 1e20", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+forever)), status: 401},
 
 		// A tcp route without auth is checked too: a WebSocket handshake,
 		// no identity from the client.
@@ -444,6 +545,42 @@ func TestHostileRequests(t *testing.T) {
 			t.Error("Envoy warns that nothing limits downstream connections")
 		}
 	})
+}
+
+// secondRequest sends first on a new connection to addr, reads the
+// answer, then sends second on the same connection and reads what
+// follows, until the peer closes or a few seconds pass. It returns the
+// first answer's status; whether the second reached the back end is for
+// the caller to find out.
+func secondRequest(t *testing.T, addr, first, second string) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, first); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("no answer to the first request: %v", err)
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		t.Fatal("the first request upgraded")
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	// The write may fail once the peer has closed: that is the point.
+	io.WriteString(c, second)
+	if resp, err := http.ReadResponse(r, nil); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		t.Errorf("the second request on the connection was answered %d", resp.StatusCode)
+	}
+	return resp.StatusCode
 }
 
 // tagged adds the row id to a path's query.

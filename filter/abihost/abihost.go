@@ -39,9 +39,8 @@ func (Host) RootID() (string, error) {
 	return string(v), err
 }
 
-func (Host) RequestHeader(name string) (string, bool) {
-	v, err := proxywasm.GetHeader(proxywasm.MapRequestHeaders, name)
-	return v, err == nil
+func (Host) RequestHeaders() ([][2]string, error) {
+	return proxywasm.GetHeaders(proxywasm.MapRequestHeaders)
 }
 
 // RouteName reads the xds.route_name property: Envoy answers NotFound when

@@ -16,6 +16,9 @@ func (p *Policy) prepareAPIKeys() error {
 		if err != nil || len(raw) != sha256.Size {
 			return fmt.Errorf("api_keys[%d]: sha256 must be 64 hex digits", i)
 		}
+		if k.Identity != "" && !HeaderSafe(k.Identity) {
+			return fmt.Errorf("api_keys[%d]: identity must be printable, without space at either end", i)
+		}
 		var ak apiKey
 		copy(ak.sum[:], raw)
 		ak.identity = k.Identity
@@ -44,7 +47,7 @@ func (p *Policy) verifyAPIKey(token string) Decision {
 	if match < 0 {
 		return Denial(contract.ReasonUnknownAPIKey)
 	}
-	d := Decision{Allow: true, Identity: sanitize(p.apiKeys[match].identity)}
+	d := Decision{Allow: true, Identity: p.apiKeys[match].identity}
 	if p.IdentityHeader != "" && d.Identity != "" {
 		d.Set = append(d.Set, [2]string{p.IdentityHeader, d.Identity})
 	}

@@ -3,6 +3,8 @@ package auth
 import (
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/directpipe/directpipe/filter/contract"
 )
@@ -77,6 +79,11 @@ func (p *Policy) Check(req Request, now time.Time) Decision {
 		return d
 	}
 	token, strip := p.find(req)
+	if strip.ambiguous {
+		// Two token entries: a back end or another proxy could take the
+		// one that was not checked.
+		return Denial(contract.ReasonMalformedToken)
+	}
 	if token == "" {
 		return Denial(contract.ReasonMissingToken)
 	}
@@ -100,13 +107,22 @@ func (p *Policy) Check(req Request, now time.Time) Decision {
 	return d
 }
 
-// sanitize keeps a claim from smuggling a header line break or NUL
-// upstream.
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
+// HeaderSafe reports whether an identity or claim value may be forwarded
+// as it is: valid UTF-8 without U+FFFD (the JSON reader's stand-in for
+// bytes that were not UTF-8, so another reader may see other bytes),
+// every character printable (no control, format or bidi character, no
+// space but U+0020), and no space at either end.
+// Such a value is refused, never rewritten: "ad\x00min" or "admin " must
+// not become the identity admin, and a back end, a log or an operator's
+// screen must read the same name the token carried.
+func HeaderSafe(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return false
 		}
-		return r
-	}, s)
+	}
+	return !strings.HasPrefix(s, " ") && !strings.HasSuffix(s, " ")
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -244,11 +245,131 @@ func TestClaimHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := mint(t, jwt.SigningMethodHS256, secret, "dev", valid("admin", true, "n", 1712345678, "obj", map[string]any{"a": 1}, "tenant", "ac\r\nme"))
+	tok := mint(t, jwt.SigningMethodHS256, secret, "dev", valid("admin", true, "n", 1712345678, "obj", map[string]any{"a": 1}, "tenant", "acme"))
 	d, _ := cfg.Check("", Request{Header: headers("authorization", "Bearer "+tok)}, now)
 	want := [][2]string{{"x-a", "true"}, {"x-n", "1712345678"}, {"x-t", "acme"}, {"x-directpipe-identity", "alice"}}
 	if !slices.Equal(d.Set, want) {
-		t.Errorf("set %q, want %q (sorted by claim, objects dropped, control characters removed)", d.Set, want)
+		t.Errorf("set %q, want %q (sorted by claim, objects dropped)", d.Set, want)
+	}
+}
+
+// TestUnsafeIdentityRefused: an identity or claim value a back end, a log
+// or a person could read as another name is refused, never rewritten
+// (regression: "ad\x00min" was forwarded as admin), and so is a token
+// that names no caller when the identity header comes from sub.
+func TestUnsafeIdentityRefused(t *testing.T) {
+	cfg, err := ParseConfig([]byte(briefConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSub := valid()
+	delete(noSub, "sub")
+	bad := []string{
+		"ad\x00min", "admin\r\nx-evil: 1", "admin\n", "\tadmin", "admin ", " admin", "ad\x7fmin",
+		"admin\u202e", "\u2066admin\u2069", "ad\u200bmin", "ad\u00admin", "admin\u00a0", "\u3000admin",
+		"ad\u2028min", "admin\ufeff", "ad\x1bmin", "",
+	}
+	for _, v := range bad {
+		for _, claim := range []string{"sub", "tenant"} {
+			c := valid(claim, v)
+			if claim == "tenant" && v == "" {
+				continue // an empty claim sets no header
+			}
+			tok := mint(t, jwt.SigningMethodHS256, secret, "dev", c)
+			if claim == "tenant" {
+				doc := strings.Replace(briefConfig, `"claim_headers": {"sub": "x-directpipe-sub"}`, `"claim_headers": {"tenant": "x-t"}`, 1)
+				tc, err := ParseConfig([]byte(doc))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d, _ := tc.Check("", Request{Header: headers("authorization", "Bearer "+tok)}, now); d.Allow || d.Reason != contract.ReasonInvalidToken {
+					t.Errorf("claim %q: %+v, want 401 invalid_token", v, d)
+				}
+				continue
+			}
+			if d, _ := cfg.Check("", Request{Header: headers("authorization", "Bearer "+tok)}, now); d.Allow || d.Reason != contract.ReasonInvalidToken {
+				t.Errorf("sub %q: %+v, want 401 invalid_token", v, d)
+			}
+		}
+	}
+	// Raw bytes that are not UTF-8, which an encoder would not write.
+	rawSub := mintRaw(`{"alg":"HS256","kid":"dev"}`, fmt.Sprintf("{\"sub\":\"ad\xffmin\",\"exp\":%d}", now.Add(time.Hour).Unix()))
+	if d, _ := cfg.Check("", Request{Header: headers("authorization", "Bearer "+rawSub)}, now); d.Allow {
+		t.Errorf("sub with a byte that is not UTF-8: %+v, want refused", d)
+	}
+	if d, _ := cfg.Check("", Request{Header: headers("authorization", "Bearer "+mint(t, jwt.SigningMethodHS256, secret, "dev", noSub))}, now); d.Allow || d.Reason != contract.ReasonInvalidToken {
+		t.Errorf("no sub with an identity header: %+v, want 401 invalid_token", d)
+	}
+	// Without an identity header a token need not name its caller.
+	noIdentity := strings.Replace(briefConfig, `"identity_header": "x-directpipe-identity",`, "", 1)
+	nc, err := ParseConfig([]byte(strings.Replace(noIdentity, `"claim_headers": {"sub": "x-directpipe-sub"}`, `"claim_headers": {"tenant": "x-t"}`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := nc.Check("", Request{Header: headers("authorization", "Bearer "+mint(t, jwt.SigningMethodHS256, secret, "dev", noSub))}, now); !d.Allow {
+		t.Errorf("no sub, no identity header: %+v, want allowed", d)
+	}
+	for _, v := range []string{"alice", "Zoë Ångström", "user@example.com", "a b", "名前", "x=1;y=2"} {
+		tok := mint(t, jwt.SigningMethodHS256, secret, "dev", valid("sub", v))
+		if d, _ := cfg.Check("", Request{Header: headers("authorization", "Bearer "+tok)}, now); !d.Allow || d.Identity != v {
+			t.Errorf("sub %q: %+v, want allowed as it is", v, d)
+		}
+	}
+	// An API key's identity comes from the policy: one that is not safe
+	// is refused with the configuration.
+	for _, v := range []string{"ad\x00min", "admin ", "ad\u202emin"} {
+		doc := strings.Replace(briefConfig, `"identity": "demo-client"`, `"identity": `+strconv.Quote(v), 1)
+		if _, err := ParseConfig([]byte(doc)); err == nil {
+			t.Errorf("api key identity %q accepted", v)
+		}
+	}
+}
+
+// TestTokenLifetimeBounded: a token valid for longer than the policy's
+// max_token_lifetime_seconds (default a day) is refused, exp: 1e20
+// included (regression: it was accepted).
+func TestTokenLifetimeBounded(t *testing.T) {
+	cfg, err := ParseConfig([]byte(briefConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	week := strings.Replace(briefConfig, `"leeway_seconds": 30,`, `"leeway_seconds": 30, "max_token_lifetime_seconds": 604800,`, 1)
+	weekCfg, err := ParseConfig([]byte(week))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hand := func(exp string) string {
+		return mintRaw(`{"alg":"HS256","kid":"dev"}`, `{"sub":"alice","exp":`+exp+`}`)
+	}
+	unix := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
+	tests := []struct {
+		name  string
+		cfg   *Config
+		token string
+		allow bool
+	}{
+		{"an hour", cfg, hand(unix(time.Hour)), true},
+		{"a day", cfg, hand(unix(24 * time.Hour)), true},
+		{"a day and the leeway", cfg, hand(unix(24*time.Hour + 30*time.Second)), true},
+		{"a day and a minute", cfg, hand(unix(24*time.Hour + time.Minute)), false},
+		{"a year", cfg, hand(unix(365 * 24 * time.Hour)), false},
+		{"1e20", cfg, hand("1e20"), false},
+		{"1e308", cfg, hand("1e308"), false},
+		{"2^53", cfg, hand("9007199254740992"), false},
+		{"six days, a week's bound", weekCfg, hand(unix(6 * 24 * time.Hour)), true},
+		{"eight days, a week's bound", weekCfg, hand(unix(8 * 24 * time.Hour)), false},
+	}
+	for _, tt := range tests {
+		d, _ := tt.cfg.Check("", Request{Header: headers("authorization", "Bearer "+tt.token)}, now)
+		if d.Allow != tt.allow || (!tt.allow && d.Reason != contract.ReasonInvalidToken) {
+			t.Errorf("%s: %+v, want allow %v", tt.name, d, tt.allow)
+		}
+	}
+	for _, v := range []string{"-1", "31708801"} {
+		doc := strings.Replace(briefConfig, `"leeway_seconds": 30,`, `"leeway_seconds": 30, "max_token_lifetime_seconds": `+v+`,`, 1)
+		if _, err := ParseConfig([]byte(doc)); err == nil {
+			t.Errorf("max_token_lifetime_seconds %s accepted", v)
+		}
 	}
 }
 
@@ -282,7 +403,7 @@ func FuzzCheck(f *testing.F) {
 				t.Errorf("header %s carries a control character", kv[0])
 			}
 		}
-		if _, _, found := cutQueryParam(d.Path, "access_token"); d.Path != "" && found {
+		if _, _, n := cutQueryParam(d.Path, "access_token"); d.Path != "" && n > 0 {
 			t.Errorf("the token parameter is forwarded: %q", d.Path)
 		}
 	})

@@ -179,6 +179,9 @@ func (p *Policy) prepare() error {
 	if p.LeewaySeconds < 0 {
 		return errors.New("negative leeway_seconds")
 	}
+	if p.MaxTokenLifetimeSeconds < 0 || p.MaxTokenLifetimeSeconds > contract.MaxTokenLifetimeSeconds {
+		return fmt.Errorf("max_token_lifetime_seconds: between 1 and %d", contract.MaxTokenLifetimeSeconds)
+	}
 	if p.Realm == "" {
 		p.Realm = contract.DefaultRealm
 	}
@@ -339,3 +342,13 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func (p *Policy) leeway() time.Duration { return time.Duration(p.LeewaySeconds) * time.Second }
+
+// maxLifetime is how far ahead a token's exp may be. The field keeps what
+// the document said (0: the default), so the policy read back is the
+// policy the control plane built.
+func (p *Policy) maxLifetime() time.Duration {
+	if p.MaxTokenLifetimeSeconds == 0 {
+		return contract.DefaultMaxTokenLifetimeSeconds * time.Second
+	}
+	return time.Duration(p.MaxTokenLifetimeSeconds) * time.Second
+}

@@ -19,6 +19,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // The filter verifies JWTs with its own compact-JWS parser and crypto/*.
@@ -118,7 +120,8 @@ func (k diffKey) sign(t testing.TB, header map[string]any, payload []byte) strin
 
 // oracle is go-jose's verdict on a token for the filter's rules: the
 // key's algorithm only, a kid that is absent or the key's, a verified
-// signature, exp required, and exp, nbf and iat with the leeway.
+// signature, exp required and at most a day ahead, and exp, nbf and iat
+// with the leeway.
 func (k diffKey) oracle(token string, now time.Time, leeway time.Duration) bool {
 	tok, err := josejwt.ParseSigned(token, []jose.SignatureAlgorithm{k.alg})
 	if err != nil || len(tok.Headers) != 1 {
@@ -131,6 +134,17 @@ func (k diffKey) oracle(token string, now time.Time, leeway time.Duration) bool 
 	}
 	var c josejwt.Claims
 	if err := tok.Claims(k.public, &c); err != nil || c.Expiry == nil {
+		return false
+	}
+	// The filter also bounds how far ahead exp may be (the policy's
+	// max_token_lifetime_seconds, here the default), which go-jose does
+	// not.
+	if c.Expiry.Time().Sub(now) > contract.DefaultMaxTokenLifetimeSeconds*time.Second+leeway {
+		return false
+	}
+	// And it refuses a sub that could read as another name (HeaderSafe
+	// is table-tested on its own).
+	if c.Subject != "" && !HeaderSafe(c.Subject) {
 		return false
 	}
 	return c.ValidateWithLeeway(josejwt.Expected{Time: now}, leeway) == nil
@@ -282,6 +296,8 @@ func FuzzDifferential(f *testing.F) {
 	f.Add(`{}`, `{"exp":1000,"nbf":10}`, uint8(1))
 	f.Add(`{"kid":"k","crit":["b64"],"b64":false}`, `{"exp":2000000000,"iat":1.5}`, uint8(2))
 	f.Add(`{"b64":false}`, `{"exp":2000000000}`, uint8(0))
+	f.Add(`{"kid":"k"}`, `{"sub":"ad\u0000min","exp":1795000000}`, uint8(0))
+	f.Add(`{"kid":"k"}`, `{"sub":"admin ","exp":1e20}`, uint8(3))
 	f.Fuzz(func(t *testing.T, header, payload string, which uint8) {
 		k := keys[int(which)%len(keys)]
 		var h map[string]any

@@ -17,24 +17,31 @@ type stripping struct {
 	headers []string
 	set     [][2]string // headers rewritten without the token
 	path    string
+	// ambiguous: one source holds two tokens, and the handshake is
+	// refused.
+	ambiguous bool
 }
 
-// cutSubprotocol removes the first Sec-WebSocket-Protocol entry with the
-// prefix, keeping the others in order, and returns the token it carried.
-func cutSubprotocol(header, prefix string) (token, rest string, found bool) {
+// cutSubprotocol removes every Sec-WebSocket-Protocol entry with the
+// prefix, keeping the others in order, and returns the first token and
+// how many entries had the prefix.
+func cutSubprotocol(header, prefix string) (token, rest string, n int) {
 	var kept []string
 	for entry := range strings.SplitSeq(header, ",") {
 		entry = strings.TrimSpace(entry)
 		if entry == "" {
 			continue
 		}
-		if t, ok := strings.CutPrefix(entry, prefix); ok && !found {
-			token, found = t, true
+		if t, ok := strings.CutPrefix(entry, prefix); ok {
+			if n == 0 {
+				token = t
+			}
+			n++
 			continue
 		}
 		kept = append(kept, entry)
 	}
-	return token, strings.Join(kept, ", "), found
+	return token, strings.Join(kept, ", "), n
 }
 
 // find returns the first token in source order, and what to strip so that
@@ -67,10 +74,11 @@ func (p *Policy) find(req Request) (string, stripping) {
 			if !ok {
 				continue
 			}
-			val, rest, found := cutSubprotocol(h, src.SubprotocolPrefix)
-			if !found {
+			val, rest, n := cutSubprotocol(h, src.SubprotocolPrefix)
+			if n == 0 {
 				continue
 			}
+			s.ambiguous = s.ambiguous || n > 1
 			if rest == "" {
 				s.headers = append(s.headers, "sec-websocket-protocol")
 			} else {
@@ -82,10 +90,11 @@ func (p *Policy) find(req Request) (string, stripping) {
 			if s.path != "" {
 				path = s.path
 			}
-			val, rest, found := cutQueryParam(path, src.Query)
-			if !found {
+			val, rest, n := cutQueryParam(path, src.Query)
+			if n == 0 {
 				continue
 			}
+			s.ambiguous = s.ambiguous || n > 1
 			s.path = rest
 			v = val
 		}
@@ -99,29 +108,29 @@ func (p *Policy) find(req Request) (string, stripping) {
 
 // cutQueryParam removes every occurrence of a query parameter from a path,
 // keeping the others byte for byte and in order, and returns the first
-// value.
-func cutQueryParam(path, name string) (value, rest string, found bool) {
+// value and how many times the parameter was there.
+func cutQueryParam(path, name string) (value, rest string, n int) {
 	base, query, ok := strings.Cut(path, "?")
 	if !ok {
-		return "", path, false
+		return "", path, 0
 	}
 	var kept []string
 	for part := range strings.SplitSeq(query, "&") {
 		k, v, _ := strings.Cut(part, "=")
 		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
-			if !found {
+			if n == 0 {
 				value, _ = url.QueryUnescape(v)
-				found = true
 			}
+			n++
 			continue
 		}
 		kept = append(kept, part)
 	}
-	if !found {
-		return "", path, false
+	if n == 0 {
+		return "", path, 0
 	}
 	if len(kept) == 0 {
-		return value, base, true
+		return value, base, n
 	}
-	return value, base + "?" + strings.Join(kept, "&"), true
+	return value, base + "?" + strings.Join(kept, "&"), n
 }

@@ -40,3 +40,64 @@ func TestSubprotocolToken(t *testing.T) {
 		t.Errorf("no token entry: %+v", d)
 	}
 }
+
+// TestTwoSubprotocolTokensRefused: a handshake offering two token entries
+// is refused, whichever is valid, and however the entries are spread over
+// header lines (joined with ", " as RFC 9110 §5.3 reads them): a back end
+// must never be handed an entry that was not checked (regression: only
+// the first was removed, and the second went upstream).
+func TestTwoSubprotocolTokensRefused(t *testing.T) {
+	cfg := keyConfig(t, []map[string]string{{"kty": "oct", "kid": "dev", "alg": "HS256", "k": b64u(secret)}}, nil)
+	tok := mint(t, jwt.SigningMethodHS256, secret, "dev", valid())
+	for _, header := range []string{
+		"dp.bearer." + tok + ", dp.bearer." + tok,
+		"dp.bearer." + tok + ", voice.v1, dp.bearer.forged",
+		"dp.bearer.forged, dp.bearer." + tok,
+		"voice.v1, dp.bearer." + tok + ", dp.bearer.",
+	} {
+		d, _ := cfg.Check("r", Request{Header: headers("sec-websocket-protocol", header)}, now)
+		if d.Allow || d.Reason != contract.ReasonMalformedToken || d.Status != 401 {
+			t.Errorf("%.40s...: %+v, want 401 %s", header, d, contract.ReasonMalformedToken)
+		}
+	}
+}
+
+// TestTwoQueryTokensRefused: the query source follows the same rule as
+// the subprotocol one: two token parameters, even if both are stripped,
+// are refused rather than one picked.
+func TestTwoQueryTokensRefused(t *testing.T) {
+	cfg := testConfig(t)
+	tok := mint(t, jwt.SigningMethodHS256, secret, "dev", valid())
+	for _, path := range []string{
+		"/v1/voice?access_token=" + tok + "&access_token=" + tok,
+		"/v1/voice?access_token=forged&a=1&access_token=" + tok,
+		"/v1/voice?access_token=" + tok + "&access%5Ftoken=x",
+	} {
+		d, _ := cfg.Check("voice", Request{Path: path, Header: headers()}, now)
+		if d.Allow || d.Reason != contract.ReasonMalformedToken {
+			t.Errorf("%.40s...: %+v, want 401 %s", path, d, contract.ReasonMalformedToken)
+		}
+	}
+	if d, _ := cfg.Check("voice", Request{Path: "/v1/voice?access_token=" + tok + "&b=access_token", Header: headers()}, now); !d.Allow {
+		t.Errorf("one token parameter: %+v", d)
+	}
+}
+
+func TestCutSubprotocol(t *testing.T) {
+	tests := []struct {
+		header, token, rest string
+		n                   int
+	}{
+		{"voice.v1", "", "voice.v1", 0},
+		{"dp.bearer.a", "a", "", 1},
+		{"x, dp.bearer.a ,y", "a", "x, y", 1},
+		{"dp.bearer.a, x, dp.bearer.b", "a", "x", 2},
+		{" , dp.bearer.a,,", "a", "", 1},
+	}
+	for _, tt := range tests {
+		token, rest, n := cutSubprotocol(tt.header, "dp.bearer.")
+		if token != tt.token || rest != tt.rest || n != tt.n {
+			t.Errorf("cutSubprotocol(%q) = %q %q %d, want %q %q %d", tt.header, token, rest, n, tt.token, tt.rest, tt.n)
+		}
+	}
+}

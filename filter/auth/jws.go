@@ -279,6 +279,10 @@ func (p *Policy) checkTimes(c claims, now time.Time) string {
 	if !now.Before(exp.Add(leeway)) {
 		return contract.ReasonExpiredToken
 	}
+	if exp.Sub(now) > p.maxLifetime()+leeway {
+		// Valid for longer than any token this policy accepts.
+		return contract.ReasonInvalidToken
+	}
 	for _, name := range []string{"nbf", "iat"} {
 		t, ok := numericDate(c, name)
 		if !ok {
@@ -325,15 +329,27 @@ func (p *Policy) allowClaims(c claims) Decision {
 		return Denial(contract.ReasonScope)
 	}
 	d := Decision{Allow: true}
-	if sub, ok := c["sub"].(string); ok {
-		d.Identity = sanitize(sub)
+	sub, _ := c["sub"].(string)
+	switch {
+	case sub != "" && !HeaderSafe(sub):
+		return Denial(contract.ReasonInvalidToken)
+	case sub == "" && p.IdentityHeader != "":
+		// The identity header names the caller; a token that names
+		// nobody must not pass as an anonymous caller.
+		return Denial(contract.ReasonInvalidToken)
 	}
+	d.Identity = sub
 	for _, claim := range p.claims {
-		if v, ok := claimString(c[claim]); ok && v != "" {
-			d.Set = append(d.Set, [2]string{p.ClaimHeaders[claim], v})
+		v, ok := claimString(c[claim])
+		if !ok || v == "" {
+			continue
 		}
+		if !HeaderSafe(v) {
+			return Denial(contract.ReasonInvalidToken)
+		}
+		d.Set = append(d.Set, [2]string{p.ClaimHeaders[claim], v})
 	}
-	if p.IdentityHeader != "" && d.Identity != "" {
+	if p.IdentityHeader != "" {
 		d.Set = append(d.Set, [2]string{p.IdentityHeader, d.Identity})
 	}
 	return d
@@ -393,7 +409,7 @@ func missingScopes(c claims, required []string) bool {
 func claimString(v any) (string, bool) {
 	switch v := v.(type) {
 	case string:
-		return sanitize(v), true
+		return v, true
 	case float64:
 		return strconv.FormatFloat(v, 'f', -1, 64), true
 	case bool:

@@ -17,15 +17,18 @@ type Config struct {
 
 // Policy says where a token is found and how it is verified.
 type Policy struct {
-	Name           string            `json:"name"`
-	Realm          string            `json:"realm"`
-	Sources        []Source          `json:"sources,omitempty"`
-	JWKS           *JWKS             `json:"jwks,omitempty"`
-	LeewaySeconds  int64             `json:"leeway_seconds"`
-	MaxTokenBytes  int               `json:"max_token_bytes"`
-	APIKeys        []APIKey          `json:"api_keys,omitempty"`
-	IdentityHeader string            `json:"identity_header,omitempty"`
-	ClaimHeaders   map[string]string `json:"claim_headers,omitempty"`
+	Name          string   `json:"name"`
+	Realm         string   `json:"realm"`
+	Sources       []Source `json:"sources,omitempty"`
+	JWKS          *JWKS    `json:"jwks,omitempty"`
+	LeewaySeconds int64    `json:"leeway_seconds"`
+	// MaxTokenLifetimeSeconds refuses a JWT whose exp is further ahead
+	// than this (plus the leeway); 0 takes DefaultMaxTokenLifetimeSeconds.
+	MaxTokenLifetimeSeconds int64             `json:"max_token_lifetime_seconds,omitempty"`
+	MaxTokenBytes           int               `json:"max_token_bytes"`
+	APIKeys                 []APIKey          `json:"api_keys,omitempty"`
+	IdentityHeader          string            `json:"identity_header,omitempty"`
+	ClaimHeaders            map[string]string `json:"claim_headers,omitempty"`
 	// Public marks a policy that verifies no token: the tcp module then
 	// only checks that the connection opens with a WebSocket handshake
 	// and removes ProtectedHeaders from it (a tcp route without auth). It

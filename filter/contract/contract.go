@@ -10,6 +10,12 @@ package contract
 const (
 	DefaultRealm         = "directpipe"
 	DefaultMaxTokenBytes = 8192
+	// DefaultMaxTokenLifetimeSeconds bounds how far ahead a token's exp
+	// may be: a signed token that never expires (exp: 1e20) is a leaked
+	// credential nobody can retire but by rotating the key.
+	DefaultMaxTokenLifetimeSeconds = 24 * 60 * 60
+	// MaxTokenLifetimeSeconds is the largest bound a policy may set.
+	MaxTokenLifetimeSeconds = 366 * 24 * 60 * 60
 )
 
 // MaxHeadBytes bounds the head of an upgrade request the tcp module reads,

@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ type fakeHost struct {
 	configErr error
 
 	headers    map[string]string
+	extra      [][2]string // more header lines, a name again among them
 	route      string
 	routeFound bool
 	// routePolicy and routeTagged are the matched route's metadata.
@@ -38,7 +41,7 @@ type fakeHost struct {
 	counts  map[string]int
 	logs    []string
 
-	errRemove, errReplace, errLocal, errData, errReplaceData, errState, errEffective error
+	errHeaders, errRemove, errReplace, errLocal, errData, errReplaceData, errState, errEffective error
 }
 
 type localReply struct {
@@ -84,9 +87,17 @@ func (h *fakeHost) RootID() (string, error) {
 	return h.rootID, nil
 }
 
-func (h *fakeHost) RequestHeader(name string) (string, bool) {
-	v, ok := h.headers[name]
-	return v, ok
+// RequestHeaders gives the map's headers, sorted by name, then the
+// repeated lines of extra.
+func (h *fakeHost) RequestHeaders() ([][2]string, error) {
+	if h.errHeaders != nil {
+		return nil, h.errHeaders
+	}
+	var out [][2]string
+	for _, name := range slices.Sorted(maps.Keys(h.headers)) {
+		out = append(out, [2]string{name, h.headers[name]})
+	}
+	return append(out, h.extra...), nil
 }
 
 func (h *fakeHost) RouteName() (string, bool) { return h.route, h.routeFound }
@@ -98,6 +109,7 @@ func (h *fakeHost) RemoveRequestHeader(name string) error {
 		return h.errRemove
 	}
 	delete(h.headers, name)
+	h.dropExtra(name)
 	h.edited()
 	return nil
 }
@@ -109,8 +121,15 @@ func (h *fakeHost) ReplaceRequestHeader(name, value string) error {
 		return h.errReplace
 	}
 	h.headers[name] = value
+	h.dropExtra(name)
 	h.edited()
 	return nil
+}
+
+// dropExtra removes the repeated lines of a header, as Envoy's remove and
+// replace do.
+func (h *fakeHost) dropExtra(name string) {
+	h.extra = slices.DeleteFunc(h.extra, func(kv [2]string) bool { return kv[0] == name })
 }
 
 func (h *fakeHost) SendLocalResponse(status int, details string, body []byte, headers [][2]string) error {

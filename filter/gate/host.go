@@ -44,9 +44,12 @@ type Host interface {
 // callback is running.
 type HTTPHost interface {
 	Host
-	// RequestHeader returns a request header's value and whether it is
-	// present.
-	RequestHeader(name string) (string, bool)
+	// RequestHeaders returns every request header, pseudo-headers
+	// included, as name/value pairs in order, a repeated header once per
+	// value. Proxy-Wasm's call for one header gives only its first value,
+	// so a check reading headers one by one would not see a second line
+	// of Sec-WebSocket-Protocol that the back end reads.
+	RequestHeaders() ([][2]string, error)
 	// RouteName returns the name of the route Envoy matched and whether
 	// one matched; a route without a name reads as "".
 	RouteName() (string, bool)

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/directpipe/directpipe/filter/auth"
@@ -60,9 +61,15 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	if cfg == nil {
 		return reject(h, auth.NotConfigured(), contract.DefaultRealm)
 	}
+	pairs, err := h.RequestHeaders()
+	if err != nil {
+		h.Log(LevelError, "reading the request headers: "+err.Error())
+		return reject(h, auth.Internal(), contract.DefaultRealm)
+	}
+	header := headerLookup(pairs)
 	route := routeName(h)
-	req := auth.Request{Header: h.RequestHeader}
-	req.Path, _ = h.RequestHeader(":path")
+	req := auth.Request{Header: header}
+	req.Path, _ = header(":path")
 	var d auth.Decision
 	var policy *auth.Policy
 	if name, tagged := h.RoutePolicy(); tagged && route != "" {
@@ -79,7 +86,7 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 		}
 		return reject(h, d, realm)
 	}
-	edited, err := apply(h, d)
+	edited, err := apply(h, header, d)
 	if err == nil && edited && route != "" && route != auth.UnnamedRoute {
 		// Envoy clears its route cache when a filter edits request
 		// headers, and the router matches the request again. It must land
@@ -121,10 +128,10 @@ func routeName(h HTTPHost) string {
 // header that is absent is not removed: every edit makes Envoy match the
 // route again, which a public request without spoofed headers need not
 // pay for.
-func apply(h HTTPHost, d auth.Decision) (bool, error) {
+func apply(h HTTPHost, header func(string) (string, bool), d auth.Decision) (bool, error) {
 	edited := false
 	for _, name := range d.Remove {
-		if _, present := h.RequestHeader(name); !present {
+		if _, present := header(name); !present {
 			continue
 		}
 		if err := h.RemoveRequestHeader(name); err != nil {
@@ -145,6 +152,22 @@ func apply(h HTTPHost, d auth.Decision) (bool, error) {
 		edited = true
 	}
 	return edited, nil
+}
+
+// headerLookup reads a header from the request's pairs as RFC 9110 §5.3
+// reads a repeated field: every value, in order, joined with ", ". The
+// tcp module reads a raw head the same way (httphead.Head.Get), so both
+// modes see the same list.
+func headerLookup(pairs [][2]string) func(name string) (string, bool) {
+	return func(name string) (string, bool) {
+		var vals []string
+		for _, kv := range pairs {
+			if strings.EqualFold(kv[0], name) {
+				vals = append(vals, kv[1])
+			}
+		}
+		return strings.Join(vals, ", "), len(vals) > 0
+	}
 }
 
 // reject answers locally; the reason is in the body and the details, the

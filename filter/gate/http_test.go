@@ -87,6 +87,78 @@ func TestHTTPConfigureKeepsPrevious(t *testing.T) {
 	}
 }
 
+// TestHTTPReadsEveryLineOfAHeader: a header sent on two lines is read as
+// one list, as the tcp module reads it (regression: the HTTP module read
+// only the first line of Sec-WebSocket-Protocol, so a token on the
+// second was missed over HTTP and taken in tcp mode, and two token
+// entries on two lines were let through).
+func TestHTTPReadsEveryLineOfAHeader(t *testing.T) {
+	good := token(t, goodClaims())
+	tests := []struct {
+		name     string
+		lines    []string
+		status   int    // 0: allowed
+		protocol string // forwarded Sec-WebSocket-Protocol when allowed
+	}{
+		{"token on the second line", []string{"voice.v1", "bearer." + good}, 0, "voice.v1"},
+		{"token on the first line", []string{"bearer." + good, "voice.v1"}, 0, "voice.v1"},
+		{"two tokens on two lines", []string{"bearer." + good, "bearer.forged"}, 401, ""},
+		{"forged then valid on two lines", []string{"bearer.forged", "bearer." + good}, 401, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewHTTP()
+			if !g.Configure(newFakeHost(policiesConfig(t)), rootID) {
+				t.Fatal("configuration refused")
+			}
+			g.ContextCreate(streamID, rootID)
+			h := newFakeHost("")
+			h.route, h.routeFound = "voice", true
+			tagged("voice")(h)
+			h.headers[":path"] = "/v1/voice"
+			h.headers["sec-websocket-protocol"] = tt.lines[0]
+			for _, l := range tt.lines[1:] {
+				h.extra = append(h.extra, [2]string{"sec-websocket-protocol", l})
+			}
+			a := g.RequestHeaders(h, streamID, now)
+			if tt.status != 0 {
+				if a != Pause || h.local == nil || h.local.status != tt.status {
+					t.Fatalf("action %d, reply %+v, want a %d", a, h.local, tt.status)
+				}
+				return
+			}
+			if a != Continue || h.local != nil {
+				t.Fatalf("action %d, reply %+v, want allowed", a, h.local)
+			}
+			got, _ := headerLookup(must(h.RequestHeaders()))("sec-websocket-protocol")
+			if got != tt.protocol {
+				t.Errorf("forwarded subprotocols %q, want %q", got, tt.protocol)
+			}
+			if v := h.headers["x-directpipe-identity"]; v != "alice" {
+				t.Errorf("identity %q", v)
+			}
+		})
+	}
+	t.Run("headers unreadable", func(t *testing.T) {
+		g := NewHTTP()
+		g.Configure(newFakeHost(policiesConfig(t)), rootID)
+		g.ContextCreate(streamID, rootID)
+		h := newFakeHost("")
+		h.route, h.routeFound = "public", true
+		h.errHeaders = errors.New("host refused")
+		if a := g.RequestHeaders(h, streamID, now); a != Pause || h.local == nil || h.local.status != 500 {
+			t.Fatalf("action %d, reply %+v, want a 500", a, h.local)
+		}
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 func TestHTTPRequestHeaders(t *testing.T) {
 	good := token(t, goodClaims())
 	noScope := token(t, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})

@@ -98,6 +98,16 @@ func Inspect(p *auth.Policy, buf []byte, now time.Time) Outcome {
 	for _, kv := range d.Set {
 		h.Set(kv[0], kv[1])
 	}
+	// Only this request is checked, and after the decision the module
+	// reads nothing more. If the back end answers it without upgrading (a
+	// path it does not serve, a refusal), the connection must end there,
+	// or the next request on it would reach the back end unchecked: any
+	// HTTP/1.1 server closes after answering a request that says close
+	// (RFC 9112 §9.6). A 101 makes the connection a WebSocket, where the
+	// header means nothing. The client's other tokens go too: one naming
+	// a header would make that header hop-by-hop for a proxy behind us,
+	// which could then drop the identity the module set.
+	h.Set("connection", "Upgrade, close")
 	return Outcome{Verdict: Allow, Decision: d, HeadLen: n, Replacement: h.Bytes()}
 }
 
@@ -108,11 +118,20 @@ func Inspect(p *auth.Policy, buf []byte, now time.Time) Outcome {
 func isUpgrade(h *httphead.Head) bool {
 	_, hasLength := h.Get("content-length")
 	_, hasEncoding := h.Get("transfer-encoding")
-	return h.Method == "GET" && !hasLength && !hasEncoding &&
+	return h.Method == "GET" && originForm(h.Target) && !hasLength && !hasEncoding &&
 		h.HasToken("upgrade", "websocket") && h.HasToken("connection", "upgrade") &&
 		len(h.Values("host")) == 1 && len(h.Values("authorization")) <= 1 && len(h.Values("origin")) <= 1 &&
 		validVersion(h.Values("sec-websocket-version")) && validKey(h.Values("sec-websocket-key")) &&
 		!hasUnderscoreName(h)
+}
+
+// originForm accepts only a path and query as the request target (RFC
+// 9112 §3.2.1). In absolute form (GET http://other/v1/voice) a back end
+// takes the host from the target, while the module and the policy read
+// Host; a fragment is never sent by a client and servers differ on
+// where a path with one ends.
+func originForm(target string) bool {
+	return strings.HasPrefix(target, "/") && !strings.Contains(target, "#")
 }
 
 func validVersion(v []string) bool { return len(v) == 1 && v[0] == "13" }

@@ -128,8 +128,49 @@ func TestInspectAllows(t *testing.T) {
 			if v, _ := h.Get("sec-websocket-key"); v == "" {
 				t.Error("the handshake lost its key")
 			}
+			assertClosesAfterRefusal(t, h)
 		})
 	}
+}
+
+// assertClosesAfterRefusal checks that a forwarded head asks the back end
+// to close after any answer but a 101: only the first request of a
+// connection is checked (regression: a second request rode a connection
+// whose upgrade the back end answered 200 or 404).
+func assertClosesAfterRefusal(t *testing.T, h *httphead.Head) {
+	t.Helper()
+	if v := h.Values("connection"); len(v) != 1 || v[0] != "Upgrade, close" {
+		t.Errorf("connection %q, want exactly \"Upgrade, close\"", v)
+	}
+}
+
+// TestInspectConnectionHeader: whatever Connection the client sent, the
+// back end is told Upgrade and close and nothing else, so no token of the
+// client's makes another header hop-by-hop behind the module.
+func TestInspectConnectionHeader(t *testing.T) {
+	p := testPolicy(t)
+	tok := token(t, goodClaims())
+	for _, conn := range []string{"Upgrade", "keep-alive, Upgrade", "Upgrade, X-Directpipe-Identity", "upgrade, keep-alive, x-directpipe-tenant"} {
+		in := strings.Replace(head("/v1/a", "Authorization: Bearer "+tok), "Connection: Upgrade", "Connection: "+conn, 1)
+		o := Inspect(p, []byte(in), now)
+		if o.Verdict != Allow {
+			t.Fatalf("%q: verdict %v (%s)", conn, o.Verdict, o.Decision.Reason)
+		}
+		h, _, err := httphead.Parse(o.Replacement)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertClosesAfterRefusal(t, h)
+	}
+	// Two Connection lines are one list (RFC 9110 §5.3); the forwarded
+	// head has one.
+	in := head("/v1/a", "Authorization: Bearer "+tok, "Connection: keep-alive")
+	o := Inspect(p, []byte(in), now)
+	if o.Verdict != Allow {
+		t.Fatalf("two Connection lines: verdict %v (%s)", o.Verdict, o.Decision.Reason)
+	}
+	h, _, _ := httphead.Parse(o.Replacement)
+	assertClosesAfterRefusal(t, h)
 }
 
 // TestInspectStripsEveryProtectedHeader: a client's copies of identity
@@ -202,6 +243,13 @@ func TestInspectDenies(t *testing.T) {
 		// x-directpipe-identity in many back ends.
 		{"underscore identity", head("/", "Authorization: Bearer "+tok, "X_Directpipe_Identity: admin"), contract.ReasonBadHandshake, 400, ""},
 		{"any underscore name", head("/", "Authorization: Bearer "+tok, "x_trace: 1"), contract.ReasonBadHandshake, 400, ""},
+		// Regression: in absolute form the back end takes the host from
+		// the target and the module from Host.
+		{"absolute form", head("http://evil.example/v1/a", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
+		{"absolute form https", head("https://voice.local/v1/a", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
+		{"authority form", head("voice.local:80", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
+		{"asterisk form", head("*", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
+		{"fragment", head("/v1/a#?access_token=x", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,6 +296,8 @@ func FuzzInspect(f *testing.F) {
 	f.Add([]byte(head("/", "Authorization: Bearer "+tok)))
 	f.Add([]byte(head("/?access_token="+tok, "Sec-WebSocket-Protocol: a, bearer.x")))
 	f.Add([]byte("GET / HTTP/1.1\r\n"))
+	f.Add([]byte(head("http://evil/v1/a", "Authorization: Bearer "+tok)))
+	f.Add([]byte(head("/", "Authorization: Bearer "+tok, "Sec-WebSocket-Protocol: bearer.a", "Sec-WebSocket-Protocol: bearer.b")))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		o := Inspect(p, in, now)
 		switch o.Verdict {
@@ -257,6 +307,14 @@ func FuzzInspect(f *testing.F) {
 			if o.HeadLen != len(in) {
 				t.Fatalf("allowed with %d bytes after the head", len(in)-o.HeadLen)
 			}
+			h, _, err := httphead.Parse(o.Replacement)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(h.Target, "/") {
+				t.Fatalf("allowed target %q", h.Target)
+			}
+			assertClosesAfterRefusal(t, h)
 		case Deny:
 			if o.Decision.Status == 0 || o.Decision.Allow {
 				t.Fatalf("deny decision %+v", o.Decision)
@@ -294,10 +352,12 @@ func TestInspectPublicPolicy(t *testing.T) {
 	if v, _ := h.Get("x-kept"); v != "yes" {
 		t.Error("an unrelated header was dropped")
 	}
+	assertClosesAfterRefusal(t, h)
 	for name, in := range map[string]string{
-		"no key":     without(head("/v1/a"), "Sec-WebSocket-Key"),
-		"underscore": head("/v1/a", "X_Directpipe_Identity: admin"),
-		"garbage":    "\x16\x03\x01\x00\xa5\x01\x00\r\n\r\n",
+		"absolute form": head("http://evil.example/v1/a"),
+		"no key":        without(head("/v1/a"), "Sec-WebSocket-Key"),
+		"underscore":    head("/v1/a", "X_Directpipe_Identity: admin"),
+		"garbage":       "\x16\x03\x01\x00\xa5\x01\x00\r\n\r\n",
 	} {
 		if o := Inspect(p, []byte(in), now); o.Verdict != Deny || o.Decision.Reason != contract.ReasonBadHandshake {
 			t.Errorf("%s: verdict %v (%s), want a bad_handshake denial", name, o.Verdict, o.Decision.Reason)

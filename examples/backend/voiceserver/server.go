@@ -96,7 +96,7 @@ func (s *Server) VoiceHandler() http.Handler {
 	mux.HandleFunc("GET /debug/requests", s.serveList(s.requests))
 	// The browser demo.
 	mux.Handle("/", http.FileServerFS(web.Files))
-	return s.recorded(mux)
+	return s.recorded(closeOnRefusal(mux))
 }
 
 // RESTHandler serves /api/ and /debug/requests.
@@ -131,28 +131,51 @@ func (s *Server) RESTHandler() http.Handler {
 	return s.recorded(mux)
 }
 
-// closeOnRefusal ends the connection after any answer but 101: behind a
-// tcp mode route only the first request on a connection is checked, so
-// after a refused upgrade a second request must never be read.
-type closeOnRefusal struct{ http.ResponseWriter }
+// closeOnRefusal ends the connection after any answer but 101, whatever
+// the path: behind a tcp mode route only the first request on a
+// connection is checked, so after an answer that does not upgrade (a
+// refusal, the demo page, a 404) a second request must never be read.
+func closeOnRefusal(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&closingWriter{ResponseWriter: w}, r)
+	})
+}
 
-func (w closeOnRefusal) WriteHeader(code int) {
-	if code != http.StatusSwitchingProtocols {
+type closingWriter struct {
+	http.ResponseWriter
+	wroteHeader bool
+}
+
+func (w *closingWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code != http.StatusSwitchingProtocols && code >= 200 {
 		w.Header().Set("Connection", "close")
+	}
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.wroteHeader = true
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write without WriteHeader answers 200, which must close too.
+func (w *closingWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
 // Hijack hands the connection to the WebSocket library after its 101.
-func (w closeOnRefusal) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *closingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return http.NewResponseController(w.ResponseWriter).Hijack()
 }
 
-func (w closeOnRefusal) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *closingWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *closingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
 	s.handshakes.add(r)
-	conn, err := websocket.Accept(closeOnRefusal{w}, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		// Envoy's handshake filter checks Origin; the back end sits behind
 		// it and sees Envoy's requests, so it does not check again.
 		InsecureSkipVerify: true,

@@ -50,19 +50,32 @@ func TestEchoInOrder(t *testing.T) {
 	}
 }
 
-// TestRefusedUpgradeCloses: after refusing an upgrade the back end closes
-// the connection, so nothing unchecked can follow on it.
-func TestRefusedUpgradeCloses(t *testing.T) {
+// TestEveryRefusalCloses: after any answer but a 101 on the voice port
+// the back end closes the connection, so nothing unchecked can follow on
+// it (regression: the demo page and 404s kept it open). The requests are
+// upgrade requests, as a tcp mode route forwards them.
+func TestEveryRefusalCloses(t *testing.T) {
 	s := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	srv := httptest.NewServer(s.VoiceHandler())
 	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/v1/voice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 4 || !resp.Close {
-		t.Errorf("status %d, close %v: want a 4xx that closes the connection", resp.StatusCode, resp.Close)
+	for _, path := range []string{"/v1/voice", "/", "/nowhere", "/debug/requests", "/index.html"} {
+		for _, upgrade := range []bool{false, true} {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+			if upgrade {
+				// Not a handshake the library accepts: no key.
+				req.Header.Set("Upgrade", "websocket")
+				req.Header.Set("Connection", "Upgrade")
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusSwitchingProtocols || !resp.Close {
+				t.Errorf("%s (upgrade %v): status %d, close %v: want an answer that closes the connection", path, upgrade, resp.StatusCode, resp.Close)
+			}
+		}
 	}
 }
 

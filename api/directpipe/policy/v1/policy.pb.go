@@ -1515,9 +1515,14 @@ type JWT struct {
 	// with the same token skips the signature check. Any change to the
 	// filter's configuration (a key rotation among them) forgets every
 	// token. Default 5m; 0s turns the cache off; at most 1h.
-	TokenCache    *durationpb.Duration `protobuf:"bytes,10,opt,name=token_cache,json=tokenCache,proto3" json:"token_cache,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TokenCache *durationpb.Duration `protobuf:"bytes,10,opt,name=token_cache,json=tokenCache,proto3" json:"token_cache,omitempty"`
+	// The longest a token may still be valid when it is presented: a token
+	// whose exp is further ahead (beyond the leeway) is refused, so that a
+	// leaked token signed to live for years (exp: 1e20) opens nothing.
+	// Default 24h; whole seconds, at most 366 days.
+	MaxTokenLifetime *durationpb.Duration `protobuf:"bytes,11,opt,name=max_token_lifetime,json=maxTokenLifetime,proto3" json:"max_token_lifetime,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JWT) Reset() {
@@ -1616,6 +1621,13 @@ func (x *JWT) GetDefaultRsaAlg() string {
 func (x *JWT) GetTokenCache() *durationpb.Duration {
 	if x != nil {
 		return x.TokenCache
+	}
+	return nil
+}
+
+func (x *JWT) GetMaxTokenLifetime() *durationpb.Duration {
+	if x != nil {
+		return x.MaxTokenLifetime
 	}
 	return nil
 }
@@ -1901,7 +1913,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x05query\x18\x02 \x01(\tH\x00R\x05query\x12\x18\n" +
 	"\x06header\x18\x03 \x01(\tH\x00R\x06header\x12/\n" +
 	"\x12subprotocol_prefix\x18\x04 \x01(\tH\x00R\x11subprotocolPrefixB\b\n" +
-	"\x06source\"\xa0\x03\n" +
+	"\x06source\"\xe9\x03\n" +
 	"\x03JWT\x12-\n" +
 	"\x04keys\x18\x01 \x03(\v2\x19.directpipe.policy.v1.JWKR\x04keys\x121\n" +
 	"\x06leeway\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06leeway\x12\x1b\n" +
@@ -1914,7 +1926,8 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x0fdefault_rsa_alg\x18\t \x01(\tR\rdefaultRsaAlg\x12:\n" +
 	"\vtoken_cache\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"tokenCache\"\x93\x01\n" +
+	"tokenCache\x12G\n" +
+	"\x12max_token_lifetime\x18\v \x01(\v2\x19.google.protobuf.DurationR\x10maxTokenLifetime\"\x93\x01\n" +
 	"\x03JWK\x12\x10\n" +
 	"\x03kty\x18\x01 \x01(\tR\x03kty\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x10\n" +
@@ -2001,11 +2014,12 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	22, // 30: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
 	22, // 31: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
 	22, // 32: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	22, // 33: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
