@@ -232,6 +232,33 @@ func TestHostileRequests(t *testing.T) {
 			}
 		}
 	}
+	envoyControl := http.Header{
+		"X-Envoy-Retry-On":               {"retriable-status-codes"},
+		"X-Envoy-Retriable-Status-Codes": {"404"},
+		"X-Envoy-Max-Retries":            {"3"},
+		"X-Envoy-Upstream-Rq-Timeout-Ms": {"1"},
+		"X-Envoy-Internal":               {"true"},
+		"X-Envoy-External-Address":       {spoof},
+	}
+	noEnvoyHeaders := func(t *testing.T, seen recorded) {
+		for h, v := range seen.Headers {
+			// Envoy sets two itself: the route's own timeout, and the
+			// external client's address; any other x-envoy-* header is the
+			// client's or says the request is internal.
+			switch {
+			case h == "x-envoy-expected-rq-timeout-ms":
+			case h == "x-envoy-external-address":
+				if len(v) != 1 || v[0] != "127.0.0.1" {
+					t.Errorf("x-envoy-external-address %v, want the connection's address alone", v)
+				}
+			case strings.HasPrefix(h, "x-envoy-"):
+				t.Errorf("%s reached the back end: %v", h, v)
+			}
+		}
+		if got := seen.Headers["x-envoy-expected-rq-timeout-ms"]; len(got) > 0 && got[0] == "1" {
+			t.Errorf("the client's 1 ms timeout was obeyed")
+		}
+	}
 	bearer := func(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
 	rows := []hostile{
@@ -278,6 +305,13 @@ func TestHostileRequests(t *testing.T) {
 				}
 			}
 		}},
+		// Without X-Forwarded-For a loopback client is one hop away:
+		// Envoy would call it internal (its default counts loopback and
+		// RFC 1918 as internal), tell the back end X-Envoy-Internal and
+		// obey its x-envoy-* headers. No address is internal: a 404 from
+		// the back end is neither retried nor cut by a 1 ms timeout.
+		{name: "x-envoy control headers from a loopback client without X-Forwarded-For", send: get("/api/missing", envoyControl), status: 404, reached: true, check: noEnvoyHeaders},
+		{name: "x-envoy control headers on an upgrade without X-Forwarded-For", send: upgradeWith("/v1/voice", with(envoyControl, "Authorization", "Bearer "+tok)), status: 101, reached: true, check: noEnvoyHeaders},
 		{name: "client route marker", send: get("/api/health", http.Header{"X-Directpipe-Route": {"voice"}}), status: 500},
 
 		// Tokens: forged, expired, alg none, wrong key, oversized, two
