@@ -250,7 +250,7 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 	}
 	updates := s.listenerUpdates(translate.ListenerUpdates(changes, current))
 	if !req.GetDryRun() {
-		if len(updates) > 0 && !req.GetAllowDrain() {
+		if drains(updates) && !req.GetAllowDrain() {
 			return nil, drainRefusal(updates)
 		}
 		if rev, changes, err = s.backend.Apply(ctx, req.GetPolicy(), req.GetExpectedRevision(), false); err != nil {
@@ -288,6 +288,12 @@ func (s *Service) listenerUpdates(updates []translate.ListenerUpdate) []*adminv1
 		out = append(out, lu)
 	}
 	return out
+}
+
+// drains reports whether any update drains a listener: a listener that is
+// only added holds no connection yet, so it needs no consent.
+func drains(updates []*adminv1.ListenerUpdate) bool {
+	return slices.ContainsFunc(updates, (*adminv1.ListenerUpdate).GetDrains)
 }
 
 // DrainReason is the ErrorInfo reason of an apply refused because it

@@ -226,7 +226,7 @@ func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, 
 	printListenerUpdates(c.out, resp.GetListenerUpdates())
 	if dryRun {
 		fmt.Fprintf(c.out, "dry run: would be revision %s (now %s)\n", resp.GetRevision(), revision)
-		if len(resp.GetListenerUpdates()) > 0 {
+		if slices.ContainsFunc(resp.GetListenerUpdates(), (*adminv1.ListenerUpdate).GetDrains) {
 			fmt.Fprintln(c.out, "applying it needs --allow-drain")
 		}
 	} else {
