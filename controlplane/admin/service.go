@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -249,6 +250,10 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 		return nil, applyError(err)
 	}
 	updates := s.listenerUpdates(translate.ListenerUpdates(changes, current))
+	wait := req.GetWait().AsDuration()
+	if req.GetWait() != nil && (wait < 0 || wait > MaxApplyWait) {
+		return nil, status.Errorf(codes.InvalidArgument, "wait %s: want 0 to %s", wait, MaxApplyWait)
+	}
 	if !req.GetDryRun() {
 		if drains(updates) && !req.GetAllowDrain() {
 			return nil, drainRefusal(updates)
@@ -261,7 +266,41 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 	for _, c := range changes {
 		resp.Changes = append(resp.Changes, &adminv1.ResourceChange{Type: c.Type, Name: c.Name, Action: action(c.Action)})
 	}
+	if !req.GetDryRun() && wait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		st := s.backend.Status()
+		resp.Nodes = nodeAnswers(st.Await(wctx, st.Latest()))
+	}
 	return resp, nil
+}
+
+// MaxApplyWait bounds how long an apply may wait for Envoys' answers.
+const MaxApplyWait = 5 * time.Minute
+
+func nodeAnswers(answers []xds.Answer) []*adminv1.NodeAnswer {
+	out := make([]*adminv1.NodeAnswer, 0, len(answers))
+	for _, a := range answers {
+		na := &adminv1.NodeAnswer{NodeId: a.Node, Outcome: adminv1.NodeAnswer_ACKED}
+		for _, t := range a.Pending {
+			na.Pending = append(na.Pending, xdstype.Name(t))
+		}
+		typeURLs := slices.Sorted(maps.Keys(a.Nacks))
+		for _, t := range typeURLs {
+			n := a.Nacks[t]
+			na.Nacks = append(na.Nacks, &adminv1.Nack{Type: xdstype.Name(t), Version: n.Version, Error: n.Error, At: timestamppb.New(n.At)})
+		}
+		switch {
+		case a.Gone:
+			na.Outcome = adminv1.NodeAnswer_DISCONNECTED
+		case len(na.Nacks) > 0:
+			na.Outcome = adminv1.NodeAnswer_NACKED
+		case len(na.Pending) > 0:
+			na.Outcome = adminv1.NodeAnswer_PENDING
+		}
+		out = append(out, na)
+	}
+	return out
 }
 
 func applyError(err error) error {

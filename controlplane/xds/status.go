@@ -395,3 +395,86 @@ func envoyVersion(n *corev3.Node) string {
 	}
 	return n.GetUserAgentVersion()
 }
+
+// Answer is how one node answered the versions an apply set.
+type Answer struct {
+	Node string
+	// Nacks are the types the node rejected at the wanted version.
+	Nacks map[string]Nack
+	// Pending are the types the node has not answered at the wanted
+	// version yet.
+	Pending []string
+	// Gone says the node disconnected before it answered.
+	Gone bool
+}
+
+// awaitPoll is how often Await looks again without an event: a subscriber
+// that falls behind loses events.
+const awaitPoll = 250 * time.Millisecond
+
+// Await waits until every connected node has ACKed or NACKed the wanted
+// version of each type it subscribes to (a type it was never sent is not
+// its), or until ctx ends, and returns each node's answer by node id. A
+// node that was connected at the start and is gone at the end is marked
+// Gone; nodes that connect meanwhile are waited for too.
+func (s *Status) Await(ctx context.Context, want map[string]string) []Answer {
+	events, cancel := s.Subscribe()
+	defer cancel()
+	tick := time.NewTicker(awaitPoll)
+	defer tick.Stop()
+	seen := map[string]bool{}
+	for {
+		answers, done := s.answers(want, seen)
+		if done {
+			return answers
+		}
+		select {
+		case <-ctx.Done():
+			return answers
+		case <-events:
+		case <-tick.C:
+		}
+	}
+}
+
+// answers is every node's answer to want now, and whether every connected
+// node has answered; seen gathers the nodes connected so far.
+func (s *Status) answers(want map[string]string, seen map[string]bool) ([]Answer, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done := true
+	var out []Answer
+	for id, n := range s.nodes {
+		if !n.Connected {
+			if seen[id] {
+				out = append(out, Answer{Node: id, Gone: true})
+			}
+			continue
+		}
+		seen[id] = true
+		a := Answer{Node: id}
+		for typeURL, version := range want {
+			ts, ok := n.Types[typeURL]
+			switch {
+			case !ok || ts.Sent == "":
+				// Not subscribed: nothing to answer.
+			case ts.LastNack != nil && ts.LastNack.Version == version &&
+				// As in State: an ACK of a refused version counts only
+				// if the version was offered again after the NACK.
+				!(ts.Acked == version && ts.SentAt.After(ts.LastNack.At) && !ts.AckedAt.Before(ts.SentAt)):
+				if a.Nacks == nil {
+					a.Nacks = map[string]Nack{}
+				}
+				a.Nacks[typeURL] = *ts.LastNack
+			case ts.Acked == version:
+			default:
+				a.Pending = append(a.Pending, typeURL)
+			}
+		}
+		sort.Strings(a.Pending)
+		done = done && len(a.Pending) == 0
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out, done
+}
