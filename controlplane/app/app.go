@@ -73,7 +73,11 @@ type Config struct {
 	// AdminTLS, when set, serves the admin API over TLS (with client
 	// certificates if it asks for them).
 	AdminTLS *tls.Config
-	Log      *slog.Logger
+	// EnvoyAdmin are Envoy admin addresses (ip:port) no back end may
+	// point at, besides those the connected Envoys report in their node
+	// metadata (envoy-bootstrap writes it).
+	EnvoyAdmin []string
+	Log        *slog.Logger
 }
 
 // App is a configured, listening control plane.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -32,7 +33,7 @@ func (a *App) Check(p *policyv1.Policy) error {
 // translate validates a policy, resolves its JWKS files and URLs, and
 // translates it.
 func (a *App) translate(ctx context.Context, p *policyv1.Policy) (xdstype.Resources, map[string][]*policyv1.JWK, error) {
-	if err := policy.Validate(p); err != nil {
+	if err := errors.Join(policy.Validate(p), policy.CheckReserved(p, a.reserved())); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
 	}
 	keys, err := a.jwks.Resolve(ctx, p)
@@ -251,4 +252,38 @@ func usesKeySets(p *policyv1.Policy) bool {
 		}
 	}
 	return false
+}
+
+// reserved are the addresses no back end may point at, each with what it
+// is: Envoy's admin interfaces (flag and node metadata) and this control
+// plane's own listeners (as bound, once they are).
+func (a *App) reserved() map[string]string {
+	out := map[string]string{}
+	for _, addr := range a.cfg.EnvoyAdmin {
+		out[addr] = "Envoy's admin address"
+	}
+	for _, n := range a.xds.Status().Nodes() {
+		if n.Admin != "" && !strings.HasPrefix(n.Admin, "unix:") {
+			out[n.Admin] = fmt.Sprintf("the admin address of Envoy %q", n.ID)
+		}
+	}
+	own := []struct {
+		what, configured string
+		lis              net.Listener
+	}{
+		{"the control plane's xDS address", a.cfg.XDSAddr, a.xdsLis},
+		{"the control plane's admin API", a.cfg.AdminAddr, a.adminLis},
+		{"the control plane's metrics address", a.cfg.MetricsAddr, a.metLis},
+		{"the control plane's module server", a.cfg.ModulesAddr, a.fleet.modLis},
+	}
+	for _, o := range own {
+		addr := o.configured
+		if o.lis != nil {
+			addr = o.lis.Addr().String()
+		}
+		if addr != "" {
+			out[addr] = o.what
+		}
+	}
+	return out
 }

@@ -53,7 +53,7 @@ Usage:
   dpctl [flags] config --node ID [--type T] the resources a node is served, as JSON
   dpctl [flags] events                      follow events until interrupted (--follow
                                             is accepted and is the only mode)
-  dpctl [flags] audit --envoy-admin URL | -f CONFIG_DUMP [--fail-on SEVERITY]
+  dpctl [flags] audit --envoy-admin URL|unix:PATH | -f CONFIG_DUMP [--fail-on SEVERITY]
                                             where any Envoy's config hurts WebSocket and
                                             raw streams (needs no control plane; exit 3
                                             when a finding is at or above --fail-on)

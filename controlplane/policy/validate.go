@@ -111,7 +111,11 @@ func (v *validator) policy(p *policyv1.Policy) {
 			v.errorf(path+".endpoints", "at least one endpoint is required")
 		}
 		for j, ep := range b.GetEndpoints() {
-			v.address(fmt.Sprintf("%s.endpoints[%d]", path, j), ep)
+			epPath := fmt.Sprintf("%s.endpoints[%d]", path, j)
+			v.address(epPath, ep)
+			if why := InternalTarget(ep); why != "" && !b.GetAllowInternal() {
+				v.errorf(epPath, "%s: a route to it would serve it to every client; set allow_internal: true on the back end if it really is one", why)
+			}
 		}
 		v.positive(path+".connect_timeout", b.GetConnectTimeout())
 		v.backend(path, b)
@@ -515,6 +519,13 @@ func CheckJWKSURL(raw string) error {
 	if err != nil {
 		return err
 	}
+	// A key set from a metadata service is no identity provider's, and
+	// fetching one reads the host's credentials.
+	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
+		if why := InternalTarget(netip.AddrPortFrom(ip, 443).String()); why != "" {
+			return fmt.Errorf("%q: %s", raw, why)
+		}
+	}
 	switch {
 	case u.Scheme == "https" && u.Host != "":
 		return nil
@@ -542,4 +553,66 @@ func (v *validator) address(path, addr string) {
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		v.errorf(path, "%q is not a port in 1-65535", port)
 	}
+}
+
+// ec2MetadataV6 is the IPv6 address of EC2's instance metadata service.
+var ec2MetadataV6 = netip.MustParseAddr("fd00:ec2::254")
+
+// InternalTarget says why an ip:port is no back end for a public route,
+// or "" if nothing is known against it: link-local addresses (where cloud
+// metadata services answer, 169.254.169.254 among them), the EC2 IPv6
+// metadata address, and addresses no single host answers at.
+func InternalTarget(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return ""
+	}
+	ip := ap.Addr().Unmap()
+	switch {
+	case ip.IsLinkLocalUnicast():
+		return fmt.Sprintf("%s is link-local, where cloud metadata services answer", ip)
+	case ip == ec2MetadataV6:
+		return fmt.Sprintf("%s is a cloud metadata address", ip)
+	case ip.IsUnspecified():
+		return fmt.Sprintf("%s is unspecified (any local address)", ip)
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return fmt.Sprintf("%s is the broadcast address", ip)
+	case ip.IsMulticast():
+		return fmt.Sprintf("%s is multicast", ip)
+	}
+	return ""
+}
+
+// CheckReserved refuses back-end endpoints at addresses that are never a
+// back end, whatever allow_internal says: Envoy's admin interface (its
+// /config_dump holds every secret the filter config carries) and the
+// control plane's own listeners. Each reserved address is ip:port; an
+// endpoint matches one on the same port whose address is the same, or
+// loopback or unspecified: Envoy and the control plane usually share a
+// host, and a loopback endpoint reaches whatever listens there on that
+// port.
+func CheckReserved(p *policyv1.Policy, reserved map[string]string) error {
+	var errs []error
+	for i, b := range p.GetBackends() {
+		for j, ep := range b.GetEndpoints() {
+			for addr, what := range reserved {
+				if sameService(ep, addr) {
+					errs = append(errs, fmt.Errorf("backends[%d].endpoints[%d]: %s is %s (%s): never a back end", i, j, ep, what, addr))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sameService reports whether an endpoint may reach the socket bound to
+// a reserved address.
+func sameService(endpoint, reserved string) bool {
+	e, err1 := netip.ParseAddrPort(endpoint)
+	r, err2 := netip.ParseAddrPort(reserved)
+	if err1 != nil || err2 != nil || e.Port() != r.Port() {
+		return false
+	}
+	ip := e.Addr().Unmap()
+	return ip == r.Addr().Unmap() || ip.IsLoopback() || ip.IsUnspecified()
 }

@@ -60,6 +60,24 @@ type NodeStatus struct {
 	ConnectedSince time.Time
 	LastSeen       time.Time
 	Types          map[string]TypeStatus
+	// Admin is the Envoy admin address the node's bootstrap reports
+	// (node metadata AdminMetadataKey): ip:port, unix:PATH, or empty.
+	Admin string
+}
+
+// AdminMetadataKey is the node metadata field in which envoy-bootstrap
+// reports Envoy's admin address, so that no policy routes clients to it.
+const AdminMetadataKey = "directpipe.envoy_admin"
+
+// maxAdminAddr bounds the admin address a node may report.
+const maxAdminAddr = 256
+
+func adminAddress(n *corev3.Node) string {
+	a := n.GetMetadata().GetFields()[AdminMetadataKey].GetStringValue()
+	if len(a) > maxAdminAddr {
+		return ""
+	}
+	return a
 }
 
 // State says whether the node runs the latest version of a type.
@@ -254,6 +272,7 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, ver
 			n = &NodeStatus{
 				ID: node.GetId(), Cluster: node.GetCluster(), EnvoyVersion: envoyVersion(node),
 				Flavour: st.flavour, Connected: true, ConnectedSince: now, Types: map[string]TypeStatus{},
+				Admin: adminAddress(node),
 			}
 			s.nodes[st.node] = n
 			s.metrics.connected(1)

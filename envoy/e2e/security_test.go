@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -569,5 +570,49 @@ func h2Settings(t *testing.T, addr string) map[http2.SettingID]uint32 {
 			return nil
 		})
 		return out
+	}
+}
+
+// TestPolicyCannotRouteToInternalTargets: a public route to Envoy's admin
+// interface would serve /config_dump, secrets included, to anyone; one to
+// the control plane's own ports or a cloud metadata address is as bad.
+// The control plane knows Envoy's admin address from the node metadata
+// the bootstrap sets, and refuses each such apply, changing nothing:
+// the route never appears and the admin interface is not reachable
+// through Envoy.
+func TestPolicyCannotRouteToInternalTargets(t *testing.T) {
+	s := newStack(t, false)
+	s.waitStatus("SYNCED", "")
+	envoyAdmin := fmt.Sprintf("127.0.0.1:%d", s.envoy.AdminPort)
+	_, before, _ := s.dpctl("policy", "get")
+	for _, tc := range []struct{ endpoint, allow, want string }{
+		{envoyAdmin, "", "is the admin address of Envoy"},
+		{envoyAdmin, ", allow_internal: true", "is the admin address of Envoy"},
+		{strings.Replace(envoyAdmin, "127.0.0.1", "[::1]", 1), "", "is the admin address of Envoy"},
+		{s.cp.AdminAddr(), "", "is the control plane's admin API"},
+		{s.cp.XDSAddr(), "", "is the control plane's xDS address"},
+		{"169.254.169.254:80", "", "link-local"},
+		{"[fd00:ec2::254]:80", "", "cloud metadata"},
+	} {
+		t.Run(tc.endpoint+tc.allow, func(t *testing.T) {
+			s.params.RoutesYAML = "\n  - { name: leak, match: { prefix: /leak/ }, kind: http, backend: leak }"
+			s.params.BackendsYAML = fmt.Sprintf("\n  - { name: leak, endpoints: [%q]%s }", tc.endpoint, tc.allow)
+			var buf bytes.Buffer
+			renderPolicy(t, s.params, &buf)
+			file := filepath.Join(t.TempDir(), "leak.yaml")
+			if err := os.WriteFile(file, buf.Bytes(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, _, errs := s.dpctl("policy", "apply", "-f", file)
+			if code != 1 || !strings.Contains(errs, tc.want) {
+				t.Fatalf("apply: exit %d, %s; want a refusal naming %q", code, errs, tc.want)
+			}
+			if _, now, _ := s.dpctl("policy", "get"); now != before {
+				t.Fatal("a refused apply changed the policy")
+			}
+			if got := plainGet(t, s.listenURL("http", "/leak/config_dump"), nil); got != http.StatusNotFound {
+				t.Fatalf("GET /leak/config_dump through Envoy: %d, want 404", got)
+			}
+		})
 	}
 }
