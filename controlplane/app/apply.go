@@ -57,6 +57,9 @@ func (a *App) translate(ctx context.Context, p *policyv1.Policy) (xdstype.Resour
 func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !dryRun {
+		defer a.releaseMemory(p)()
+	}
 	// A shared store compares in its transaction: this replica may not
 	// have seen the latest apply through another one yet.
 	if !a.shared && expectedRevision != a.revision {
@@ -102,6 +105,14 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	return rev, changes, nil
 }
 
+// releaseMemory is deferred by an apply of p, with a.mu held: what a
+// large policy took, applied or refused, and what a large policy it
+// replaced held go back to the system before the next apply starts.
+func (a *App) releaseMemory(p *policyv1.Policy) func() {
+	before := proto.Size(a.served.Policy)
+	return func() { policy.ReleaseMemory(max(proto.Size(p), before)) }
+}
+
 // checkedApply is a dry run's work, kept for the apply that follows it.
 // The admin API computes every apply first (to name the listeners it would
 // drain) and then applies the same message: translating and diffing again
@@ -133,6 +144,7 @@ func storeError(err error) error {
 func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.releaseMemory(p)()
 	rev := policy.Revision(p)
 	if rev == a.revision {
 		return nil

@@ -87,7 +87,89 @@ func (v *validator) name(path, name string, seen map[string]bool) {
 	seen[name] = true
 }
 
+// Bounds of a policy. The control plane's memory, Envoy's and the time
+// of a push all grow with them; 10,000 routes is the size the latency
+// lab measures. No client sends a path of megabytes (Envoy refuses a
+// request head over 60 KiB by default), so a prefix that long is a
+// mistake that could never match.
+const (
+	MaxListeners        = 64
+	MaxRoutes           = 10_000
+	MaxBackends         = 10_000
+	MaxEndpoints        = 1_000 // per back end
+	MaxAuthPolicies     = 1_000
+	MaxKeys             = 100    // JWKs per auth policy
+	MaxAPIKeys          = 10_000 // per auth policy
+	MaxHostsPerRoute    = 100
+	MaxHeadersPerRoute  = 32
+	MaxOrigins          = 100
+	MaxPathBytes        = 4096 // a route's path or prefix
+	MaxHeaderValueBytes = 1024 // a header matcher's value
+	MaxHostBytes        = 261  // a DNS name (253) with a wildcard and a port
+	MaxAudiences        = 100  // audiences and required scopes, each
+)
+
+// counts checks the size of every list of a policy before anything else
+// reads it: a policy of a million routes is refused with one line, not a
+// million.
+func (v *validator) counts(p *policyv1.Policy) bool {
+	ok := true
+	check := func(path string, n, max int) {
+		if n > max {
+			v.errorf(path, "%d entries, more than the %d allowed", n, max)
+			ok = false
+		}
+	}
+	check("listeners", len(p.GetListeners()), MaxListeners)
+	check("routes", len(p.GetRoutes()), MaxRoutes)
+	check("backends", len(p.GetBackends()), MaxBackends)
+	check("auth_policies", len(p.GetAuthPolicies()), MaxAuthPolicies)
+	if !ok {
+		return false
+	}
+	for i, b := range p.GetBackends() {
+		check(fmt.Sprintf("backends[%d].endpoints", i), len(b.GetEndpoints()), MaxEndpoints)
+	}
+	for i, r := range p.GetRoutes() {
+		path := fmt.Sprintf("routes[%d]", i)
+		check(path+".match.hosts", len(r.GetMatch().GetHosts()), MaxHostsPerRoute)
+		check(path+".match.headers", len(r.GetMatch().GetHeaders()), MaxHeadersPerRoute)
+		check(path+".cors.allow_origins", len(r.GetCors().GetAllowOrigins()), MaxOrigins)
+		m := r.GetMatch()
+		for _, f := range []struct{ name, val string }{{"path", m.GetPath()}, {"prefix", m.GetPrefix()}} {
+			if len(f.val) > MaxPathBytes {
+				v.errorf(path+".match."+f.name, "%d bytes, more than the %d allowed", len(f.val), MaxPathBytes)
+				ok = false
+			}
+		}
+		for j, h := range m.GetHosts() {
+			if len(h) > MaxHostBytes {
+				v.errorf(fmt.Sprintf("%s.match.hosts[%d]", path, j), "%d bytes, more than the %d allowed", len(h), MaxHostBytes)
+				ok = false
+			}
+		}
+		for j, h := range m.GetHeaders() {
+			if n := max(len(h.GetExact()), len(h.GetPrefix())); n > MaxHeaderValueBytes {
+				v.errorf(fmt.Sprintf("%s.match.headers[%d]", path, j), "value of %d bytes, more than the %d allowed", n, MaxHeaderValueBytes)
+				ok = false
+			}
+		}
+	}
+	for i, a := range p.GetAuthPolicies() {
+		path := fmt.Sprintf("auth_policies[%d]", i)
+		check(path+".jwt.keys", len(a.GetJwt().GetKeys()), MaxKeys)
+		check(path+".api_keys", len(a.GetApiKeys()), MaxAPIKeys)
+		check(path+".origins.allow", len(a.GetOrigins().GetAllow()), MaxOrigins)
+		check(path+".jwt.audiences", len(a.GetJwt().GetAudiences()), MaxAudiences)
+		check(path+".jwt.required_scopes", len(a.GetJwt().GetRequiredScopes()), MaxAudiences)
+	}
+	return ok
+}
+
 func (v *validator) policy(p *policyv1.Policy) {
+	if !v.counts(p) {
+		return
+	}
 	listeners := map[string]bool{}
 	if len(p.GetListeners()) == 0 {
 		v.errorf("listeners", "at least one listener is required")
