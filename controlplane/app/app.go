@@ -75,6 +75,9 @@ type Config struct {
 	// AdminTLS, when set, serves the admin API over TLS (with client
 	// certificates if it asks for them).
 	AdminTLS *tls.Config
+	// AdminAuthMaxDelay is the longest a failed admin authentication is
+	// held (admin.DefaultMaxDelay when zero).
+	AdminAuthMaxDelay time.Duration
 	// EnvoyAdmin are Envoy admin addresses (ip:port) no back end may
 	// point at, besides those the connected Envoys report in their node
 	// metadata (envoy-bootstrap writes it).
@@ -188,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 			a.closeListeners()
 			return nil, errors.New("the admin API needs a token")
 		}
-		opts := admin.ServerOptions(cfg.AdminToken)
+		opts := admin.ServerOptions(cfg.AdminToken, admin.AuthOptions{Log: cfg.Log, Registry: reg, MaxDelay: cfg.AdminAuthMaxDelay})
 		if cfg.AdminTLS != nil {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.AdminTLS)))
 		}
