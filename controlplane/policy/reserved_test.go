@@ -56,3 +56,25 @@ func TestCheckReserved(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckReservedListenersAndKeySets: a listener on a reserved address
+// could not bind, and a key set URL there reads an admin interface.
+func TestCheckReservedListenersAndKeySets(t *testing.T) {
+	reserved := map[string]string{"127.0.0.1:9901": "Envoy's admin address"}
+	p := &policyv1.Policy{
+		Listeners:    []*policyv1.Listener{{Name: "l", Address: "0.0.0.0:9901"}},
+		Routes:       []*policyv1.Route{{Name: "t", Tcp: &policyv1.TCPRoute{Address: "127.0.0.1:9901"}}},
+		AuthPolicies: []*policyv1.AuthPolicy{{Name: "a", Jwt: &policyv1.JWT{JwksUrl: "http://127.0.0.1:9901/config_dump"}}},
+	}
+	err := CheckReserved(p, reserved)
+	for _, want := range []string{"listeners[0].address", "routes[0].tcp.address", "auth_policies[0].jwt.jwks_url"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	p.AuthPolicies[0].Jwt.JwksUrl = "https://idp.example.com/keys"
+	p.Listeners[0].Address, p.Routes[0].Tcp.Address = "127.0.0.1:10000", "127.0.0.1:10001"
+	if err := CheckReserved(p, reserved); err != nil {
+		t.Errorf("nothing reserved: %v", err)
+	}
+}

@@ -673,15 +673,39 @@ func InternalTarget(addr string) string {
 // loopback or unspecified: Envoy and the control plane usually share a
 // host, and a loopback endpoint reaches whatever listens there on that
 // port.
+//
+// A listener there could not bind (Envoy would reject the whole listener
+// update), and a jwks_url there would have the control plane read its own
+// or Envoy's admin as a key set: both are refused too.
 func CheckReserved(p *policyv1.Policy, reserved map[string]string) error {
 	var errs []error
+	check := func(path, addr, why string) {
+		for r, what := range reserved {
+			if sameService(addr, r) {
+				errs = append(errs, fmt.Errorf("%s: %s is %s (%s): %s", path, addr, what, r, why))
+			}
+		}
+	}
 	for i, b := range p.GetBackends() {
 		for j, ep := range b.GetEndpoints() {
-			for addr, what := range reserved {
-				if sameService(ep, addr) {
-					errs = append(errs, fmt.Errorf("backends[%d].endpoints[%d]: %s is %s (%s): never a back end", i, j, ep, what, addr))
-				}
+			check(fmt.Sprintf("backends[%d].endpoints[%d]", i, j), ep, "never a back end")
+		}
+	}
+	for i, l := range p.GetListeners() {
+		check(fmt.Sprintf("listeners[%d].address", i), l.GetAddress(), "Envoy could not listen there")
+	}
+	for i, r := range p.GetRoutes() {
+		if a := r.GetTcp().GetAddress(); a != "" {
+			check(fmt.Sprintf("routes[%d].tcp.address", i), a, "Envoy could not listen there")
+		}
+	}
+	for i, a := range p.GetAuthPolicies() {
+		if u, err := url.Parse(a.GetJwt().GetJwksUrl()); err == nil && u.Host != "" {
+			port := u.Port()
+			if port == "" {
+				port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 			}
+			check(fmt.Sprintf("auth_policies[%d].jwt.jwks_url", i), net.JoinHostPort(u.Hostname(), port), "no key set")
 		}
 	}
 	return errors.Join(errs...)
