@@ -270,9 +270,79 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		st := s.backend.Status()
-		resp.Nodes = nodeAnswers(st.Await(wctx, st.Latest()))
+		want := st.Latest()
+		resp.Nodes = nodeAnswers(st.Await(wctx, want))
+		resp.Nodes = append(resp.Nodes, s.awaitFleet(wctx, want, resp.Nodes)...)
 	}
 	return resp, nil
+}
+
+// fleetPoll is how often the nodes of other replicas are read while an
+// apply waits for them (they publish every second).
+const fleetPoll = 250 * time.Millisecond
+
+// awaitFleet waits, until ctx ends, for the connected nodes other
+// replicas serve (none alone) to answer the wanted versions, and returns
+// their answers; local are this replica's own.
+func (s *Service) awaitFleet(ctx context.Context, want map[string]string, local []*adminv1.NodeAnswer) []*adminv1.NodeAnswer {
+	skip := map[string]bool{}
+	for _, n := range local {
+		skip[n.GetNodeId()] = true
+	}
+	var last []*adminv1.NodeAnswer
+	for {
+		nodes, err := s.backend.FleetNodes(ctx)
+		if err == nil {
+			// A replica that died leaves its records until its lease
+			// ends, while its nodes reconnect elsewhere: one entry each.
+			var done bool
+			last, done = fleetAnswers(mergeNodes(nil, nodes), want, skip)
+			if done {
+				return last
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(fleetPoll):
+		}
+	}
+}
+
+// fleetAnswers is how the connected nodes of other replicas, as they
+// record them, answered the wanted versions (by type URL), and whether
+// all of them have; nodes in skip are left out.
+func fleetAnswers(nodes []*adminv1.Node, want map[string]string, skip map[string]bool) ([]*adminv1.NodeAnswer, bool) {
+	var out []*adminv1.NodeAnswer
+	done := true
+	for _, n := range nodes {
+		if !n.GetConnected() || skip[n.GetId()] {
+			continue
+		}
+		a := &adminv1.NodeAnswer{NodeId: n.GetId(), Outcome: adminv1.NodeAnswer_ACKED}
+		for _, r := range n.GetResources() {
+			v, ok := want[r.GetTypeUrl()]
+			switch {
+			case !ok || r.GetSentVersion() == "" && r.GetAckedVersion() == "":
+				// Not subscribed.
+			case r.GetState() == adminv1.SyncState_NACKED && r.GetLastNack().GetVersion() == v:
+				n := r.GetLastNack()
+				a.Nacks = append(a.Nacks, &adminv1.Nack{Type: r.GetType(), Version: n.GetVersion(), Error: n.GetError(), At: n.GetAt()})
+			case r.GetAckedVersion() == v && r.GetState() != adminv1.SyncState_NACKED:
+			default:
+				a.Pending = append(a.Pending, r.GetType())
+			}
+		}
+		switch {
+		case len(a.Nacks) > 0:
+			a.Outcome = adminv1.NodeAnswer_NACKED
+		case len(a.Pending) > 0:
+			a.Outcome = adminv1.NodeAnswer_PENDING
+		}
+		done = done && len(a.Pending) == 0
+		out = append(out, a)
+	}
+	return out, done
 }
 
 // MaxApplyWait bounds how long an apply may wait for Envoys' answers.

@@ -903,9 +903,10 @@ type ApplyPolicyRequest struct {
 	// A change that only adds listeners drains nothing and needs no consent.
 	AllowDrain bool `protobuf:"varint,4,opt,name=allow_drain,json=allowDrain,proto3" json:"allow_drain,omitempty"`
 	// After applying, wait up to this long (at most 5 minutes) for every
-	// Envoy connected to this control plane to ACK or NACK the new version
-	// of each type it subscribes to; the answers are in the response's
-	// nodes. Unset or zero: return once the new snapshot is set.
+	// connected Envoy (of every replica, with a shared store) to ACK or
+	// NACK the new version of each type it subscribes to; the answers are
+	// in the response's nodes. Unset or zero: return once the new snapshot
+	// is set.
 	Wait          *durationpb.Duration `protobuf:"bytes,5,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
