@@ -19,7 +19,13 @@ import (
 // with Envoy's reason; the listeners Envoy had keep serving; an apply
 // Envoy takes exits 0 with the node's ACK.
 func TestApplyWaitsForEnvoysAnswer(t *testing.T) {
-	s := newStack(t, false)
+	for _, flavour := range []string{"sotw", "delta"} {
+		t.Run(flavour, func(t *testing.T) { applyWaitsForEnvoysAnswer(t, flavour == "delta") })
+	}
+}
+
+func applyWaitsForEnvoysAnswer(t *testing.T, delta bool) {
+	s := newStack(t, delta)
 	s.waitStatus("SYNCED", "")
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
