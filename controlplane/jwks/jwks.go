@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +80,25 @@ type Shared interface {
 // before the first Resolve.
 func (r *Resolver) Share(s Shared) { r.shared = s }
 
+// guardedTransport is the default transport that refuses to connect to
+// link-local, metadata and other internal targets (policy.InternalTarget)
+// whatever name led there: a jwks_url whose host name resolves to
+// 169.254.169.254 would otherwise have the control plane read the cloud
+// metadata service. The check runs on the address being dialled, after
+// resolution, so a name that changes its answer cannot slip past it.
+func guardedTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	d := &net.Dialer{Timeout: fetchTimeout, Control: func(_, address string, _ syscall.RawConn) error {
+		if why := policy.InternalTarget(address); why != "" {
+			return fmt.Errorf("refusing to fetch keys from %s: %s", address, why)
+		}
+		return nil
+	}}
+	t.DialContext = d.DialContext
+	t.Proxy = nil // a proxy would dial for us, unchecked
+	return t
+}
+
 // ConfineFiles makes the resolver read jwks_file only inside dir (a
 // relative jwks_file is taken from dir): a policy, which may come through
 // the admin API, must not make the control plane read any file it can. ""
@@ -122,7 +143,7 @@ type metrics struct {
 // in reg (nil: nowhere).
 func NewResolver(client *http.Client, log *slog.Logger, reg prometheus.Registerer) *Resolver {
 	if client == nil {
-		client = &http.Client{Timeout: fetchTimeout}
+		client = &http.Client{Timeout: fetchTimeout, Transport: guardedTransport()}
 	}
 	// A redirect is a new URL: it must pass the policy's URL rule too, or an
 	// https key set could be moved to plain http.

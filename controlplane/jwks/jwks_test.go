@@ -297,3 +297,16 @@ func TestFetchRefusesRedirectsOffHTTPS(t *testing.T) {
 		t.Errorf("no redirect: %v %v", keys, err)
 	}
 }
+
+// TestDefaultClientRefusesInternalTargets: the default client checks the
+// address it dials, after name resolution, so no host name leads the
+// control plane to a metadata service.
+func TestDefaultClientRefusesInternalTargets(t *testing.T) {
+	r := NewResolver(nil, nil, nil)
+	for _, u := range []string{"https://169.254.169.254/keys", "https://[fd00:ec2::254]/keys", "https://0.0.0.0:1/keys"} {
+		_, err := r.fetch(context.Background(), u)
+		if err == nil || !strings.Contains(err.Error(), "refusing to fetch keys") {
+			t.Errorf("%s: %v, want a refusal", u, err)
+		}
+	}
+}
