@@ -271,8 +271,16 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 		defer cancel()
 		st := s.backend.Status()
 		want := st.Latest()
+		local := map[string]bool{}
+		for _, n := range st.Nodes() {
+			local[n.ID] = n.Connected
+		}
+		// This replica's nodes and the other replicas' are awaited
+		// together: one slow node must not leave no time for the rest.
+		fleet := make(chan []*adminv1.NodeAnswer, 1)
+		go func() { fleet <- s.awaitFleet(wctx, want, local) }()
 		resp.Nodes = nodeAnswers(st.Await(wctx, want))
-		resp.Nodes = append(resp.Nodes, s.awaitFleet(wctx, want, resp.Nodes)...)
+		resp.Nodes = append(resp.Nodes, <-fleet...)
 	}
 	return resp, nil
 }
@@ -283,12 +291,8 @@ const fleetPoll = 250 * time.Millisecond
 
 // awaitFleet waits, until ctx ends, for the connected nodes other
 // replicas serve (none alone) to answer the wanted versions, and returns
-// their answers; local are this replica's own.
-func (s *Service) awaitFleet(ctx context.Context, want map[string]string, local []*adminv1.NodeAnswer) []*adminv1.NodeAnswer {
-	skip := map[string]bool{}
-	for _, n := range local {
-		skip[n.GetNodeId()] = true
-	}
+// their answers; the nodes in skip are this replica's own.
+func (s *Service) awaitFleet(ctx context.Context, want map[string]string, skip map[string]bool) []*adminv1.NodeAnswer {
 	var last []*adminv1.NodeAnswer
 	for {
 		nodes, err := s.backend.FleetNodes(ctx)
@@ -326,8 +330,8 @@ func fleetAnswers(nodes []*adminv1.Node, want map[string]string, skip map[string
 			case !ok || r.GetSentVersion() == "" && r.GetAckedVersion() == "":
 				// Not subscribed.
 			case r.GetState() == adminv1.SyncState_NACKED && r.GetLastNack().GetVersion() == v:
-				n := r.GetLastNack()
-				a.Nacks = append(a.Nacks, &adminv1.Nack{Type: r.GetType(), Version: n.GetVersion(), Error: n.GetError(), At: n.GetAt()})
+				nack := r.GetLastNack()
+				a.Nacks = append(a.Nacks, &adminv1.Nack{Type: r.GetType(), Version: nack.GetVersion(), Error: nack.GetError(), At: nack.GetAt()})
 			case r.GetAckedVersion() == v && r.GetState() != adminv1.SyncState_NACKED:
 			default:
 				a.Pending = append(a.Pending, r.GetType())
