@@ -42,6 +42,12 @@ func TestBounds(t *testing.T) {
 			return "  - { name: h, match: { prefix: /h/, headers: [{ name: x-a, exact: " + strings.Repeat("v", MaxHeaderValueBytes+1) + " }] }, kind: http, backend: voice }\n"
 		}), "routes[0].match.headers[0]: value of 1025 bytes"},
 		{"too many endpoints", strings.Replace(validPolicy, "endpoints: [127.0.0.1:8081]", "endpoints: ["+strings.Repeat("127.0.0.1:8081, ", MaxEndpoints)+"127.0.0.1:8081]", 1), "backends[0].endpoints: 1001 entries"},
+		{"a long header name", withRoutes(1, func(int) string {
+			return "  - { name: h, match: { prefix: /h/, headers: [{ name: x-" + strings.Repeat("A", 1<<20) + ", present: true }] }, kind: http, backend: voice }\n"
+		}), "is not a lower-case header name"},
+		{"a long name", withRoutes(1, func(int) string {
+			return "  - { name: " + strings.Repeat("R", 1<<20) + ", match: { prefix: /h/ }, kind: http, backend: voice }\n"
+		}), "must be lower-case letters"},
 		{"a long host", withRoutes(1, func(int) string {
 			return "  - { name: h, match: { prefix: /h/, hosts: [" + strings.Repeat("a.", 200) + "com] }, kind: http, backend: voice }\n"
 		}), "routes[0].match.hosts[0]: 403 bytes"},

@@ -71,7 +71,16 @@ func Validate(p *policyv1.Policy) error {
 
 type validator struct{ errs []error }
 
+// maxQuoted bounds each value a validation message quotes: a value of
+// megabytes is quoted only so far.
+const maxQuoted = 128
+
 func (v *validator) errorf(path, format string, args ...any) {
+	for i, a := range args {
+		if s, ok := a.(string); ok && len(s) > maxQuoted {
+			args[i] = strings.ToValidUTF8(s[:maxQuoted], "") + fmt.Sprintf("... (%d bytes)", len(s))
+		}
+	}
 	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
 
