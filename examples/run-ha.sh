@@ -14,9 +14,10 @@ set -euo pipefail
 
 run_dir=.run-ha
 mkdir -p "$run_dir"
-sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" -e "s/127.0.0.1:10001/127.0.0.1:${TCP_PORT}/" \
+# It holds the demo HMAC key: only this user may read it.
+(umask 077; rm -f "$run_dir/policy.yaml"; sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" -e "s/127.0.0.1:10001/127.0.0.1:${TCP_PORT}/" \
     -e "s/127.0.0.1:8081/127.0.0.1:${VOICE_PORT}/g" -e "s/localhost:8081/localhost:${VOICE_PORT}/g" \
-    -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml"
+    -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml")
 certs="$(pwd)/$run_dir/certs"
 [ -f "$certs/nodes/envoy-local.crt" ] || "$BIN/dpctl" certs -dir "$certs" -hosts 127.0.0.1,localhost -nodes envoy-local >/dev/null
 

@@ -12,9 +12,10 @@ run_dir=.run
 mkdir -p "$run_dir"
 # The admin API may rewrite the policy it serves; keep the committed example
 # untouched and serve a copy, rewritten for the chosen ports.
-sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" -e "s/127.0.0.1:10001/127.0.0.1:${TCP_PORT}/" \
+# It holds the demo HMAC key: only this user may read it.
+(umask 077; rm -f "$run_dir/policy.yaml"; sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" -e "s/127.0.0.1:10001/127.0.0.1:${TCP_PORT}/" \
     -e "s/127.0.0.1:8081/127.0.0.1:${VOICE_PORT}/g" -e "s/localhost:8081/localhost:${VOICE_PORT}/g" \
-    -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml"
+    -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml")
 # xDS and the modules go over mutual TLS, as to a remote Envoy: a CA, the
 # control plane's certificate and envoy-local's, made once.
 certs="$(pwd)/$run_dir/certs"

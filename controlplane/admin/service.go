@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -249,8 +250,12 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 		return nil, applyError(err)
 	}
 	updates := s.listenerUpdates(translate.ListenerUpdates(changes, current))
+	wait := req.GetWait().AsDuration()
+	if req.GetWait() != nil && (wait < 0 || wait > MaxApplyWait) {
+		return nil, status.Errorf(codes.InvalidArgument, "wait %s: want 0 to %s", wait, MaxApplyWait)
+	}
 	if !req.GetDryRun() {
-		if len(updates) > 0 && !req.GetAllowDrain() {
+		if drains(updates) && !req.GetAllowDrain() {
 			return nil, drainRefusal(updates)
 		}
 		if rev, changes, err = s.backend.Apply(ctx, req.GetPolicy(), req.GetExpectedRevision(), false); err != nil {
@@ -261,7 +266,115 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 	for _, c := range changes {
 		resp.Changes = append(resp.Changes, &adminv1.ResourceChange{Type: c.Type, Name: c.Name, Action: action(c.Action)})
 	}
+	if !req.GetDryRun() && wait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		st := s.backend.Status()
+		want := st.Latest()
+		local := map[string]bool{}
+		for _, n := range st.Nodes() {
+			local[n.ID] = n.Connected
+		}
+		// This replica's nodes and the other replicas' are awaited
+		// together: one slow node must not leave no time for the rest.
+		fleet := make(chan []*adminv1.NodeAnswer, 1)
+		go func() { fleet <- s.awaitFleet(wctx, want, local) }()
+		resp.Nodes = nodeAnswers(st.Await(wctx, want))
+		resp.Nodes = append(resp.Nodes, <-fleet...)
+	}
 	return resp, nil
+}
+
+// fleetPoll is how often the nodes of other replicas are read while an
+// apply waits for them (they publish every second).
+const fleetPoll = 250 * time.Millisecond
+
+// awaitFleet waits, until ctx ends, for the connected nodes other
+// replicas serve (none alone) to answer the wanted versions, and returns
+// their answers; the nodes in skip are this replica's own.
+func (s *Service) awaitFleet(ctx context.Context, want map[string]string, skip map[string]bool) []*adminv1.NodeAnswer {
+	var last []*adminv1.NodeAnswer
+	for {
+		nodes, err := s.backend.FleetNodes(ctx)
+		if err == nil {
+			// A replica that died leaves its records until its lease
+			// ends, while its nodes reconnect elsewhere: one entry each.
+			var done bool
+			last, done = fleetAnswers(mergeNodes(nil, nodes), want, skip)
+			if done {
+				return last
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(fleetPoll):
+		}
+	}
+}
+
+// fleetAnswers is how the connected nodes of other replicas, as they
+// record them, answered the wanted versions (by type URL), and whether
+// all of them have; nodes in skip are left out.
+func fleetAnswers(nodes []*adminv1.Node, want map[string]string, skip map[string]bool) ([]*adminv1.NodeAnswer, bool) {
+	var out []*adminv1.NodeAnswer
+	done := true
+	for _, n := range nodes {
+		if !n.GetConnected() || skip[n.GetId()] {
+			continue
+		}
+		a := &adminv1.NodeAnswer{NodeId: n.GetId(), Outcome: adminv1.NodeAnswer_ACKED}
+		for _, r := range n.GetResources() {
+			v, ok := want[r.GetTypeUrl()]
+			switch {
+			case !ok || r.GetSentVersion() == "" && r.GetAckedVersion() == "":
+				// Not subscribed.
+			case r.GetState() == adminv1.SyncState_NACKED && r.GetLastNack().GetVersion() == v:
+				nack := r.GetLastNack()
+				a.Nacks = append(a.Nacks, &adminv1.Nack{Type: r.GetType(), Version: nack.GetVersion(), Error: nack.GetError(), At: nack.GetAt()})
+			case r.GetAckedVersion() == v && r.GetState() != adminv1.SyncState_NACKED:
+			default:
+				a.Pending = append(a.Pending, r.GetType())
+			}
+		}
+		switch {
+		case len(a.Nacks) > 0:
+			a.Outcome = adminv1.NodeAnswer_NACKED
+		case len(a.Pending) > 0:
+			a.Outcome = adminv1.NodeAnswer_PENDING
+		}
+		done = done && len(a.Pending) == 0
+		out = append(out, a)
+	}
+	return out, done
+}
+
+// MaxApplyWait bounds how long an apply may wait for Envoys' answers.
+const MaxApplyWait = 5 * time.Minute
+
+func nodeAnswers(answers []xds.Answer) []*adminv1.NodeAnswer {
+	out := make([]*adminv1.NodeAnswer, 0, len(answers))
+	for _, a := range answers {
+		na := &adminv1.NodeAnswer{NodeId: a.Node, Outcome: adminv1.NodeAnswer_ACKED}
+		for _, t := range a.Pending {
+			na.Pending = append(na.Pending, xdstype.Name(t))
+		}
+		typeURLs := slices.Sorted(maps.Keys(a.Nacks))
+		for _, t := range typeURLs {
+			n := a.Nacks[t]
+			na.Nacks = append(na.Nacks, &adminv1.Nack{Type: xdstype.Name(t), Version: n.Version, Error: n.Error, At: timestamppb.New(n.At)})
+		}
+		switch {
+		case a.Gone:
+			na.Outcome = adminv1.NodeAnswer_DISCONNECTED
+		case len(na.Nacks) > 0:
+			na.Outcome = adminv1.NodeAnswer_NACKED
+		case len(na.Pending) > 0:
+			na.Outcome = adminv1.NodeAnswer_PENDING
+		}
+		out = append(out, na)
+	}
+	return out
 }
 
 func applyError(err error) error {
@@ -288,6 +401,12 @@ func (s *Service) listenerUpdates(updates []translate.ListenerUpdate) []*adminv1
 		out = append(out, lu)
 	}
 	return out
+}
+
+// drains reports whether any update drains a listener: a listener that is
+// only added holds no connection yet, so it needs no consent.
+func drains(updates []*adminv1.ListenerUpdate) bool {
+	return slices.ContainsFunc(updates, (*adminv1.ListenerUpdate).GetDrains)
 }
 
 // DrainReason is the ErrorInfo reason of an apply refused because it

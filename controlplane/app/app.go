@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/directpipe/directpipe/controlplane/modules"
 	"github.com/directpipe/directpipe/controlplane/mtls"
 	"github.com/directpipe/directpipe/controlplane/nodestats"
+	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/store"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
@@ -73,7 +75,17 @@ type Config struct {
 	// AdminTLS, when set, serves the admin API over TLS (with client
 	// certificates if it asks for them).
 	AdminTLS *tls.Config
-	Log      *slog.Logger
+	// AdminAuthMaxDelay is the longest a failed admin authentication is
+	// held (admin.DefaultMaxDelay when zero).
+	AdminAuthMaxDelay time.Duration
+	// EnvoyAdmin are Envoy admin addresses (ip:port) no back end may
+	// point at, besides those the connected Envoys report in their node
+	// metadata (envoy-bootstrap writes it).
+	EnvoyAdmin []string
+	// JWKSDir is the directory jwks_file must be in: the policy file's
+	// when empty (with a PolicyFile), else jwks_file is refused.
+	JWKSDir string
+	Log     *slog.Logger
 }
 
 // App is a configured, listening control plane.
@@ -132,6 +144,10 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		jwks:      jwks.NewResolver(nil, cfg.Log, reg),
 		nodeStats: nodestats.New(),
 	}
+	if cfg.JWKSDir == "" && cfg.PolicyFile != "" {
+		cfg.JWKSDir = filepath.Dir(cfg.PolicyFile)
+	}
+	a.jwks.ConfineFiles(cfg.JWKSDir)
 	if cfg.Store != nil {
 		a.keys = &sharedKeys{a: a, docs: map[string][]byte{}}
 		a.jwks.Share(a.keys)
@@ -142,6 +158,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if err := a.firstLoad(ctx); err != nil {
 		return nil, err
 	}
+	a.warnReadableSecrets()
 	opts := a.fleet.guard.ServerOptions()
 	if a.fleet.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(a.fleet.tls)))
@@ -174,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 			a.closeListeners()
 			return nil, errors.New("the admin API needs a token")
 		}
-		opts := admin.ServerOptions(cfg.AdminToken)
+		opts := admin.ServerOptions(cfg.AdminToken, admin.AuthOptions{Log: cfg.Log, Registry: reg, MaxDelay: cfg.AdminAuthMaxDelay})
 		if cfg.AdminTLS != nil {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.AdminTLS)))
 		}
@@ -330,5 +347,17 @@ func serveGRPC(ctx context.Context, g *grpc.Server, serve func() error) error {
 			return nil
 		}
 		return err
+	}
+}
+
+// warnReadableSecrets warns when the policy file holds secrets (HMAC keys,
+// API key hashes) and others may read it. Applies write it 0600; a file
+// the operator made is theirs to fix.
+func (a *App) warnReadableSecrets() {
+	if a.cfg.PolicyFile == "" || a.shared || !policy.HoldsSecrets(a.served.Policy) {
+		return
+	}
+	if open, err := policy.ReadableByOthers(a.cfg.PolicyFile); err == nil && open {
+		a.log.Warn("the policy file holds secrets (HMAC keys or API key hashes) and others may read it: chmod 600 it", "file", a.cfg.PolicyFile)
 	}
 }

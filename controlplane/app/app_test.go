@@ -34,7 +34,9 @@ func startApp(t *testing.T, policyFile string) (*App, adminv1.AdminServiceClient
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := New(ctx, Config{
 		PolicyFile: policyFile, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", AdminToken: testToken,
-		WasmPath: "/x.wasm", Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// TestAdminRefusesMissingAndWrongTokens fails 35 times in a row.
+		AdminAuthMaxDelay: time.Millisecond,
+		WasmPath:          "/x.wasm", Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		cancel()
@@ -351,5 +353,39 @@ func TestStaleFileReadDoesNotUndoAnApply(t *testing.T) {
 	}
 	if _, rev := a.Policy(); rev != applied.GetRevision() {
 		t.Errorf("serving %s after a stale file read, want the applied %s", rev, applied.GetRevision())
+	}
+}
+
+// TestWarnsAboutReadableSecrets: a policy file with an HMAC key that
+// others may read is warned about at start; after an apply through the
+// API it is 0600.
+func TestWarnsAboutReadableSecrets(t *testing.T) {
+	file := copyExample(t) // 0644, with the demo HMAC key
+	var logs strings.Builder
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := New(ctx, Config{
+		PolicyFile: file, XDSAddr: "127.0.0.1:0", WasmPath: "/x.wasm",
+		Log: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeListeners()
+	if !strings.Contains(logs.String(), "holds secrets") {
+		t.Errorf("no warning at start:\n%s", logs.String())
+	}
+	p, rev := a.Policy()
+	p = proto.Clone(p).(*policyv1.Policy)
+	p.Routes[0].IdleTimeout = nil
+	if _, _, err := a.Apply(ctx, p, rev, false); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("policy file is %o after an apply, want 600", info.Mode().Perm())
 	}
 }

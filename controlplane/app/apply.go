@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -32,7 +33,7 @@ func (a *App) Check(p *policyv1.Policy) error {
 // translate validates a policy, resolves its JWKS files and URLs, and
 // translates it.
 func (a *App) translate(ctx context.Context, p *policyv1.Policy) (xdstype.Resources, map[string][]*policyv1.JWK, error) {
-	if err := policy.Validate(p); err != nil {
+	if err := errors.Join(policy.Validate(p), policy.CheckReserved(p, a.reserved())); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", admin.ErrInvalidPolicy, err)
 	}
 	keys, err := a.jwks.Resolve(ctx, p)
@@ -56,6 +57,9 @@ func (a *App) translate(ctx context.Context, p *policyv1.Policy) (xdstype.Resour
 func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !dryRun {
+		defer a.releaseMemory(p)()
+	}
 	// A shared store compares in its transaction: this replica may not
 	// have seen the latest apply through another one yet.
 	if !a.shared && expectedRevision != a.revision {
@@ -101,6 +105,14 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	return rev, changes, nil
 }
 
+// releaseMemory is deferred by an apply of p, with a.mu held: what a
+// large policy took, applied or refused, and what a large policy it
+// replaced held go back to the system before the next apply starts.
+func (a *App) releaseMemory(p *policyv1.Policy) func() {
+	before := proto.Size(a.served.Policy)
+	return func() { policy.ReleaseMemory(max(proto.Size(p), before)) }
+}
+
 // checkedApply is a dry run's work, kept for the apply that follows it.
 // The admin API computes every apply first (to name the listeners it would
 // drain) and then applies the same message: translating and diffing again
@@ -132,6 +144,7 @@ func storeError(err error) error {
 func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.releaseMemory(p)()
 	rev := policy.Revision(p)
 	if rev == a.revision {
 		return nil
@@ -251,4 +264,38 @@ func usesKeySets(p *policyv1.Policy) bool {
 		}
 	}
 	return false
+}
+
+// reserved are the addresses no back end may point at, each with what it
+// is: Envoy's admin interfaces (flag and node metadata) and this control
+// plane's own listeners (as bound, once they are).
+func (a *App) reserved() map[string]string {
+	out := map[string]string{}
+	for _, addr := range a.cfg.EnvoyAdmin {
+		out[addr] = "Envoy's admin address"
+	}
+	for _, n := range a.xds.Status().Nodes() {
+		if n.Admin != "" && !strings.HasPrefix(n.Admin, "unix:") {
+			out[n.Admin] = fmt.Sprintf("the admin address of Envoy %q", n.ID)
+		}
+	}
+	own := []struct {
+		what, configured string
+		lis              net.Listener
+	}{
+		{"the control plane's xDS address", a.cfg.XDSAddr, a.xdsLis},
+		{"the control plane's admin API", a.cfg.AdminAddr, a.adminLis},
+		{"the control plane's metrics address", a.cfg.MetricsAddr, a.metLis},
+		{"the control plane's module server", a.cfg.ModulesAddr, a.fleet.modLis},
+	}
+	for _, o := range own {
+		addr := o.configured
+		if o.lis != nil {
+			addr = o.lis.Addr().String()
+		}
+		if addr != "" {
+			out[addr] = o.what
+		}
+	}
+	return out
 }

@@ -70,3 +70,34 @@ func TestApplyThatDrainsNeedsConsent(t *testing.T) {
 		t.Errorf("revision %s after apply, response says %s", now, resp.GetRevision())
 	}
 }
+
+// TestApplyAddingAListenerNeedsNoConsent: a new tcp route adds a listener,
+// which holds no connection yet: the apply goes through without
+// allow_drain, and the dry run still names the listener it adds.
+func TestApplyAddingAListenerNeedsNoConsent(t *testing.T) {
+	a, client, _ := startApp(t, copyExample(t))
+	ctx := authed(context.Background())
+	p, rev := a.Policy()
+	p = proto.Clone(p).(*policyv1.Policy)
+	p.Routes = append(p.Routes, &policyv1.Route{
+		Name: "voice-extra", Kind: "websocket", Mode: "tcp", Backend: p.GetRoutes()[0].GetBackend(),
+		Tcp: &policyv1.TCPRoute{Address: "127.0.0.1:10077", Raw: true},
+	})
+	resp, err := client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: p, ExpectedRevision: rev})
+	if err != nil {
+		t.Fatalf("apply that only adds a listener: %v", err)
+	}
+	var added []string
+	for _, u := range resp.GetListenerUpdates() {
+		if u.GetDrains() {
+			t.Errorf("%s %s: drains = true", u.GetName(), u.GetAction())
+		}
+		added = append(added, u.GetName()+" "+u.GetAction().String())
+	}
+	if len(added) != 1 || added[0] != "tcp-voice-extra ADDED" {
+		t.Errorf("listener updates: %v", added)
+	}
+	if _, now := a.Policy(); now != resp.GetRevision() || now == rev {
+		t.Errorf("revision %s after apply, response says %s", now, resp.GetRevision())
+	}
+}

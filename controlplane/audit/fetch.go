@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,9 +17,16 @@ import (
 const MaxInput = 64 << 20
 
 // Fetch reads /config_dump (with endpoints), /server_info and /stats from
-// an Envoy's admin interface. ctx bounds the time; each body is bounded by
-// MaxInput.
+// an Envoy's admin interface: http(s)://host:port, or unix:PATH for the
+// Unix socket envoy-bootstrap puts it on. ctx bounds the time; each body
+// is bounded by MaxInput.
 func Fetch(ctx context.Context, client *http.Client, adminURL string) (Input, error) {
+	if path, ok := strings.CutPrefix(adminURL, "unix:"); ok {
+		if path == "" {
+			return Input{}, fmt.Errorf("admin URL %q: want unix:PATH", adminURL)
+		}
+		client, adminURL = overSocket(client, path), "http://envoy-admin"
+	}
 	base, err := url.Parse(strings.TrimRight(adminURL, "/"))
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return Input{}, fmt.Errorf("admin URL %q: want http://host:port", adminURL)
@@ -37,6 +45,17 @@ func Fetch(ctx context.Context, client *http.Client, adminURL string) (Input, er
 		}
 	}
 	return in, nil
+}
+
+// overSocket is client with every connection dialled to the Unix socket
+// at path.
+func overSocket(client *http.Client, path string) *http.Client {
+	c := *client
+	c.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &c
 }
 
 func get(ctx context.Context, client *http.Client, u string) ([]byte, error) {

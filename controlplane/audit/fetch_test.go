@@ -2,8 +2,10 @@ package audit
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -66,4 +68,29 @@ func (h hostRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Host = h.host
 	return h.rt.RoundTrip(r)
+}
+
+// TestFetchUnixSocket: unix:PATH reads the admin interface envoy-bootstrap
+// puts on a Unix socket.
+func TestFetchUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: lis, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"path": "` + r.URL.Path + `"}`))
+	})}}
+	srv.Start()
+	defer srv.Close()
+	in, err := Fetch(context.Background(), &http.Client{}, "unix:"+sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(in.ServerInfo) != `{"path": "/server_info"}` {
+		t.Errorf("server_info %q", in.ServerInfo)
+	}
+	if _, err := Fetch(context.Background(), &http.Client{}, "unix:"); err == nil {
+		t.Error("unix: without a path was accepted")
+	}
 }

@@ -33,7 +33,7 @@ func auditCmd(ctx context.Context, g *globals, args []string, out io.Writer) err
 	fs.SetOutput(io.Discard)
 	g.register(fs)
 	var adminURL, file, serverInfo, stats, failOn string
-	fs.StringVar(&adminURL, "envoy-admin", "", "Envoy admin URL, e.g. http://127.0.0.1:9901")
+	fs.StringVar(&adminURL, "envoy-admin", "", "Envoy admin: a URL (http://127.0.0.1:9901) or unix:PATH (the socket envoy-bootstrap makes)")
 	fs.StringVar(&file, "f", "", "a saved /config_dump (JSON) instead of a live Envoy")
 	fs.StringVar(&serverInfo, "server-info", "", "with -f: a saved /server_info (JSON)")
 	fs.StringVar(&stats, "stats", "", "with -f: a saved /stats?format=json")

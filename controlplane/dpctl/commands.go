@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"sigs.k8s.io/yaml"
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
@@ -200,7 +201,7 @@ func (c *cli) policyValidate(ctx context.Context, l *localPolicy) error {
 // policyApply applies (or with dryRun, diffs) a policy. Without an explicit
 // revision it bases the change on the revision served right now: a plain
 // read-modify-write that --revision makes safe against concurrent changes.
-func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, dryRun, allowDrain bool) error {
+func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, dryRun, allowDrain bool, wait time.Duration) error {
 	if revision == "" {
 		cur, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
 		if err != nil {
@@ -208,12 +209,19 @@ func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, 
 		}
 		revision = cur.GetRevision()
 	}
-	resp, err := c.client.ApplyPolicy(ctx, &adminv1.ApplyPolicyRequest{Policy: l.policy, ExpectedRevision: revision, DryRun: dryRun, AllowDrain: allowDrain})
+	req := &adminv1.ApplyPolicyRequest{Policy: l.policy, ExpectedRevision: revision, DryRun: dryRun, AllowDrain: allowDrain}
+	if wait > 0 {
+		req.Wait = durationpb.New(wait)
+	}
+	resp, err := c.client.ApplyPolicy(ctx, req)
 	if err != nil {
 		return err
 	}
 	if done, err := c.structured(resp); done {
-		return err
+		if err != nil {
+			return err
+		}
+		return answersError(resp)
 	}
 	changes := resp.GetChanges()
 	sort.SliceStable(changes, func(i, j int) bool { return changes[i].GetType() < changes[j].GetType() })
@@ -226,13 +234,14 @@ func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, 
 	printListenerUpdates(c.out, resp.GetListenerUpdates())
 	if dryRun {
 		fmt.Fprintf(c.out, "dry run: would be revision %s (now %s)\n", resp.GetRevision(), revision)
-		if len(resp.GetListenerUpdates()) > 0 {
+		if slices.ContainsFunc(resp.GetListenerUpdates(), (*adminv1.ListenerUpdate).GetDrains) {
 			fmt.Fprintln(c.out, "applying it needs --allow-drain")
 		}
 	} else {
 		fmt.Fprintf(c.out, "applied: revision %s\n", resp.GetRevision())
+		printAnswers(c.out, resp.GetNodes())
 	}
-	return nil
+	return answersError(resp)
 }
 
 func (c *cli) policyHistory(ctx context.Context) error {
@@ -262,7 +271,7 @@ func (c *cli) policyHistory(ctx context.Context) error {
 
 // policyRollback applies a stored revision again, as an apply on the
 // revision served now: a concurrent change makes it fail, not vanish.
-func (c *cli) policyRollback(ctx context.Context, to string, allowDrain bool) error {
+func (c *cli) policyRollback(ctx context.Context, to string, allowDrain bool, wait time.Duration) error {
 	resp, err := c.client.GetPolicyHistory(ctx, &adminv1.GetPolicyHistoryRequest{})
 	if err != nil {
 		return err
@@ -279,7 +288,7 @@ func (c *cli) policyRollback(ctx context.Context, to string, allowDrain bool) er
 	if found == nil {
 		return fmt.Errorf("revision %q is not in the history (dpctl policy history lists it)", to)
 	}
-	return c.policyApply(ctx, &localPolicy{path: "revision " + found.GetRevision(), policy: found.GetPolicy()}, "", false, allowDrain)
+	return c.policyApply(ctx, &localPolicy{path: "revision " + found.GetRevision(), policy: found.GetPolicy()}, "", false, allowDrain, wait)
 }
 
 func (c *cli) config(ctx context.Context, node, typ string) error {

@@ -39,17 +39,21 @@ Usage:
   dpctl [flags] policy get                  the policy being served, with its revision
   dpctl [flags] policy validate -f FILE     check a policy without applying it
   dpctl [flags] policy diff -f FILE         the Envoy resources an apply would change
-  dpctl [flags] policy apply -f FILE [--revision REV] [--allow-drain]
+  dpctl [flags] policy apply -f FILE [--revision REV] [--allow-drain] [--wait D]
                                             apply a policy; with --revision, only if
                                             the served policy is still REV; a change
-                                            that drains listeners needs --allow-drain
+                                            that drains listeners needs --allow-drain;
+                                            waits up to D (default 30s, 0: not at all)
+                                            for every connected Envoy's ACK or NACK,
+                                            and exits 1 if one rejected it or did not
+                                            answer
   dpctl [flags] policy history              the last stored revisions (etcd store)
-  dpctl [flags] policy rollback --to REV [--allow-drain]
+  dpctl [flags] policy rollback --to REV [--allow-drain] [--wait D]
                                             apply a revision from the history again
   dpctl [flags] config --node ID [--type T] the resources a node is served, as JSON
   dpctl [flags] events                      follow events until interrupted (--follow
                                             is accepted and is the only mode)
-  dpctl [flags] audit --envoy-admin URL | -f CONFIG_DUMP [--fail-on SEVERITY]
+  dpctl [flags] audit --envoy-admin URL|unix:PATH | -f CONFIG_DUMP [--fail-on SEVERITY]
                                             where any Envoy's config hurts WebSocket and
                                             raw streams (needs no control plane; exit 3
                                             when a finding is at or above --fail-on)
@@ -191,16 +195,19 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	g.register(fs)
 	var file, revision, node, typ, to string
 	var follow, allowDrain bool
+	wait := defaultApplyWait
 	switch name {
 	case "policy validate", "policy diff", "policy apply":
 		fs.StringVar(&file, "f", "", "policy file (YAML)")
 		fs.StringVar(&revision, "revision", "", "apply only if the served policy is still this revision")
 		if name == "policy apply" {
 			fs.BoolVar(&allowDrain, "allow-drain", false, "apply even if listeners are replaced or removed, which drains their connections")
+			fs.DurationVar(&wait, "wait", wait, "wait this long for every connected Envoy to ACK or NACK the change (0: do not wait)")
 		}
 	case "policy rollback":
 		fs.StringVar(&to, "to", "", "revision (or a prefix of it) from `dpctl policy history`")
 		fs.BoolVar(&allowDrain, "allow-drain", false, "roll back even if listeners are replaced or removed")
+		fs.DurationVar(&wait, "wait", wait, "wait this long for every connected Envoy to ACK or NACK the change (0: do not wait)")
 	case "config":
 		fs.StringVar(&node, "node", "", "node id")
 		fs.StringVar(&typ, "type", "", "only this type (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, TypedExtensionConfig)")
@@ -225,6 +232,9 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	if slices.Contains([]string{"policy validate", "policy diff", "policy apply"}, name) && file == "" {
 		return usageError{name + " needs -f FILE"}
 	}
+	if wait < 0 || wait > maxApplyWait {
+		return usageError{fmt.Sprintf("--wait %s: want 0 to %s", wait, maxApplyWait)}
+	}
 	if name == "config" && node == "" {
 		return usageError{"config needs --node ID"}
 	}
@@ -246,7 +256,12 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	if name == "events" {
 		return c.events(ctx)
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	// An apply's call lasts as long as its wait for the Envoys' answers.
+	limit := g.timeout
+	if name == "policy apply" || name == "policy rollback" {
+		limit += wait
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	switch name {
 	case "status":
@@ -260,13 +275,13 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	case "policy validate":
 		return c.policyValidate(ctx, local)
 	case "policy diff":
-		return c.policyApply(ctx, local, "", true, false)
+		return c.policyApply(ctx, local, "", true, false, 0)
 	case "policy apply":
-		return c.policyApply(ctx, local, revision, false, allowDrain)
+		return c.policyApply(ctx, local, revision, false, allowDrain, wait)
 	case "policy history":
 		return c.policyHistory(ctx)
 	case "policy rollback":
-		return c.policyRollback(ctx, to, allowDrain)
+		return c.policyRollback(ctx, to, allowDrain, wait)
 	case "config":
 		return c.config(ctx, node, typ)
 	}

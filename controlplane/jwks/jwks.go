@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +53,8 @@ type Resolver struct {
 	// shared, when set, makes replicas serve the same URL key sets: the
 	// leader fetches and stores each document, the others read it.
 	shared Shared
+	// dir is the directory every jwks_file must be in; "" refuses them.
+	dir string
 
 	mu      sync.Mutex
 	sources map[sourceKey]*source
@@ -74,6 +79,32 @@ type Shared interface {
 // Share makes the resolver take URL key sets from s (see Shared). Call it
 // before the first Resolve.
 func (r *Resolver) Share(s Shared) { r.shared = s }
+
+// guardedTransport is the default transport that refuses to connect to
+// link-local, metadata and other internal targets (policy.InternalTarget)
+// whatever name led there: a jwks_url whose host name resolves to
+// 169.254.169.254 would otherwise have the control plane read the cloud
+// metadata service. The check runs on the address being dialled, after
+// resolution, so a name that changes its answer cannot slip past it.
+func guardedTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	d := &net.Dialer{Timeout: fetchTimeout, Control: func(_, address string, _ syscall.RawConn) error {
+		if why := policy.InternalTarget(address); why != "" {
+			return fmt.Errorf("refusing to fetch keys from %s: %s", address, why)
+		}
+		return nil
+	}}
+	// Through an HTTPS_PROXY the proxy dials: the operator's choice, and
+	// the check sees only the proxy.
+	t.DialContext = d.DialContext
+	return t
+}
+
+// ConfineFiles makes the resolver read jwks_file only inside dir (a
+// relative jwks_file is taken from dir): a policy, which may come through
+// the admin API, must not make the control plane read any file it can. ""
+// refuses every jwks_file. Call it before the first Resolve.
+func (r *Resolver) ConfineFiles(dir string) { r.dir = dir }
 
 // sourceKey names a cached set: the same document read for two policies
 // with different default RSA algorithms is two sets.
@@ -113,7 +144,7 @@ type metrics struct {
 // in reg (nil: nowhere).
 func NewResolver(client *http.Client, log *slog.Logger, reg prometheus.Registerer) *Resolver {
 	if client == nil {
-		client = &http.Client{Timeout: fetchTimeout}
+		client = &http.Client{Timeout: fetchTimeout, Transport: guardedTransport()}
 	}
 	// A redirect is a new URL: it must pass the policy's URL rule too, or an
 	// https key set could be moved to plain http.
@@ -265,7 +296,7 @@ func (r *Resolver) read(ctx context.Context, key sourceKey, refresh time.Duratio
 	case fresh:
 		return keys, nil
 	case key.kind == KindFile:
-		body, err = readFile(key.location)
+		body, err = readFile(r.dir, key.location)
 	default:
 		body, err = r.fetch(ctx, key.location)
 		if err == nil && r.shared != nil {
@@ -352,12 +383,32 @@ func (r *Resolver) fetch(ctx context.Context, u string) ([]byte, error) {
 	return readBounded(resp.Body)
 }
 
-func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// readFile reads path inside dir. os.Root refuses a path that leaves dir
+// by "..", or by a symbolic link, at the moment of opening.
+func readFile(dir, path string) ([]byte, error) {
+	if dir == "" {
+		return nil, errors.New("jwks_file is not allowed: the control plane reads key files only from its -jwks-dir")
+	}
+	rel := path
+	if filepath.IsAbs(path) {
+		var err error
+		if rel, err = filepath.Rel(dir, path); err != nil || !filepath.IsLocal(rel) {
+			return nil, fmt.Errorf("not in the key directory %s (-jwks-dir)", dir)
+		}
+	}
+	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("key directory: %w", err)
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, fmt.Errorf("not readable in the key directory %s (-jwks-dir): %w", dir, errors.Unwrap(err))
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
 	return readBounded(f)
 }
 
@@ -390,7 +441,7 @@ func Parse(body []byte, defaultRSA string) (keys []*policyv1.JWK, skipped []stri
 		} `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, nil, fmt.Errorf("not a JWKS document: %w", err)
+		return nil, nil, notJWKS(err)
 	}
 	kids := map[string]bool{}
 	for i, k := range doc.Keys {
@@ -422,4 +473,21 @@ func Parse(body []byte, defaultRSA string) (keys []*policyv1.JWK, skipped []stri
 		return nil, nil, errors.New("no signing key")
 	}
 	return keys, skipped, nil
+}
+
+// notJWKS says why a document is not a key set without quoting it: the
+// decoder's messages quote the byte they stopped at, and a jwks_file
+// pointed at another file must not leak it byte by byte.
+func notJWKS(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Errorf("not a JWKS document: not JSON (invalid at byte %d)", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Errorf("not a JWKS document: %s is not a %s", typ.Field, typ.Type)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("not a JWKS document: not JSON (it ends early)")
+	}
+	return errors.New("not a JWKS document")
 }

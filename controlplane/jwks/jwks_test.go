@@ -128,15 +128,57 @@ func TestResolveURLCachesRefreshesAndKeepsLastGood(t *testing.T) {
 	}
 }
 
+// confined is a resolver that reads key files in dir only.
+func confined(dir string) *Resolver {
+	r := NewResolver(nil, nil, nil)
+	r.ConfineFiles(dir)
+	return r
+}
+
 func TestResolveFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "jwks.json")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "jwks.json")
 	os.WriteFile(path, []byte(`{"keys":[`+hmacKey+`]}`), 0o644)
-	keys, err := NewResolver(nil, nil, nil).Resolve(context.Background(), policyWith(&policyv1.JWT{JwksFile: path}))
-	if err != nil || len(keys["p"]) != 1 || keys["p"][0].GetKid() != "h1" {
-		t.Fatalf("%v %v", keys, err)
-	}
-	if _, err := NewResolver(nil, nil, nil).Resolve(context.Background(), policyWith(&policyv1.JWT{JwksFile: path + ".missing"})); err == nil {
-		t.Error("a missing file must be an error")
+	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "sub", "jwks.json"), []byte(`{"keys":[`+hmacKey+`]}`), 0o644)
+	outside := filepath.Join(t.TempDir(), "shadow")
+	os.WriteFile(outside, []byte("root:$6$secret:19000:0:99999:7:::\n"), 0o600)
+	os.Symlink(outside, filepath.Join(dir, "link.json"))
+	os.WriteFile(filepath.Join(dir, "secret.txt"), []byte("root:$6$secret"), 0o600)
+	os.WriteFile(filepath.Join(dir, "typed.json"), []byte(`{"keys":"s3cr3t"}`), 0o600)
+	for _, tt := range []struct {
+		name, dir, file string
+		want            string // "": one key read
+	}{
+		{"absolute, inside", dir, path, ""},
+		{"relative, inside", dir, "jwks.json", ""},
+		{"in a subdirectory", dir, "sub/jwks.json", ""},
+		{"no key directory", "", path, "jwks_file is not allowed"},
+		{"absolute, outside", dir, outside, "not in the key directory"},
+		{"dot-dot out", dir, "sub/../../" + filepath.Base(filepath.Dir(outside)) + "/shadow", "not readable in the key directory"},
+		{"symlink out", dir, "link.json", "not readable in the key directory"},
+		{"missing", dir, path + ".missing", "not readable in the key directory"},
+		{"a directory", dir, "sub", "not a regular file"},
+		{"not JSON: no byte of it is quoted", dir, "secret.txt", "not JSON (invalid at byte 1)"},
+		{"wrong type: no value is quoted", dir, "typed.json", "not a JWKS document"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			keys, err := confined(tt.dir).Resolve(context.Background(), policyWith(&policyv1.JWT{JwksFile: tt.file}))
+			if tt.want == "" {
+				if err != nil || len(keys["p"]) != 1 || keys["p"][0].GetKid() != "h1" {
+					t.Fatalf("%v %v", keys, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+			for _, leak := range []string{"'r'", "root", "s3cr3t", "secret:"} {
+				if strings.Contains(err.Error(), leak) {
+					t.Errorf("the error quotes the file: %v", err)
+				}
+			}
+		})
 	}
 }
 
@@ -183,6 +225,7 @@ func TestFailedRefreshKeepsKeysAndIsReported(t *testing.T) {
 			p := policyWith(jwt)
 			reg := prometheus.NewRegistry()
 			r := NewResolver(srv.Client(), nil, reg)
+			r.ConfineFiles(filepath.Dir(file))
 			clock := time.Unix(1_700_000_000, 0)
 			r.now = func() time.Time { return clock }
 			ctx := context.Background()
@@ -210,6 +253,7 @@ func TestFailedRefreshKeepsKeysAndIsReported(t *testing.T) {
 			}
 			// A set that never read is an error, and its status says why.
 			fresh := NewResolver(srv.Client(), nil, nil)
+			fresh.ConfineFiles(filepath.Dir(file))
 			if _, err := fresh.Resolve(ctx, p); err == nil {
 				t.Error("a source never read successfully must be an error")
 			}
@@ -227,7 +271,7 @@ func TestResolveSkipsKidsUsedTwice(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "jwks.json")
 	os.WriteFile(path, []byte(`{"keys":[`+ecKey+`,`+hmacKey+`]}`), 0o600)
 	inline := &policyv1.JWK{Kty: "oct", Kid: "h1", Alg: "HS256", K: "ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi"}
-	keys, err := NewResolver(nil, nil, nil).Resolve(context.Background(), policyWith(&policyv1.JWT{Keys: []*policyv1.JWK{inline}, JwksFile: path}))
+	keys, err := confined(filepath.Dir(path)).Resolve(context.Background(), policyWith(&policyv1.JWT{Keys: []*policyv1.JWK{inline}, JwksFile: path}))
 	if err != nil || len(keys["p"]) != 1 || keys["p"][0].GetKid() != "ec1" {
 		t.Fatalf("%v %v", keys, err)
 	}
@@ -251,5 +295,18 @@ func TestFetchRefusesRedirectsOffHTTPS(t *testing.T) {
 	}
 	if keys, err := r.Resolve(context.Background(), policyWith(&policyv1.JWT{JwksUrl: srv.URL + "/jwks"})); err != nil || len(keys["p"]) != 1 {
 		t.Errorf("no redirect: %v %v", keys, err)
+	}
+}
+
+// TestDefaultClientRefusesInternalTargets: the default client checks the
+// address it dials, after name resolution, so no host name leads the
+// control plane to a metadata service.
+func TestDefaultClientRefusesInternalTargets(t *testing.T) {
+	r := NewResolver(nil, nil, nil)
+	for _, u := range []string{"https://169.254.169.254/keys", "https://[fd00:ec2::254]/keys", "https://0.0.0.0:1/keys"} {
+		_, err := r.fetch(context.Background(), u)
+		if err == nil || !strings.Contains(err.Error(), "refusing to fetch keys") {
+			t.Errorf("%s: %v, want a refusal", u, err)
+		}
 	}
 }

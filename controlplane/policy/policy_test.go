@@ -149,6 +149,14 @@ func TestParseErrors(t *testing.T) {
 		{"h2 limits without h2", replace("address: 127.0.0.1:10000", "address: 127.0.0.1:10000\n    limits: { http2_max_concurrent_streams: 10 }"), []string{"listeners[0].limits.http2_max_concurrent_streams: the listener does not accept HTTP/2"}},
 		{"upstream tls without sni", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    tls: { ca_file: /ca.pem }"), []string{"backends[0].tls.sni: required"}},
 		{"upstream tls without sni but with san", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    tls: { ca_file: /ca.pem, san: [voice.internal] }"), []string{"backends[0].tls.sni: required"}},
+		{"cloud metadata endpoint", replace("[127.0.0.1:8081]", "[169.254.169.254:80]"), []string{"backends[0].endpoints[0]: 169.254.169.254 is link-local", "allow_internal"}},
+		{"mapped metadata endpoint", replace("[127.0.0.1:8081]", `["[::ffff:169.254.169.254]:80"]`), []string{"backends[0].endpoints[0]: 169.254.169.254 is link-local"}},
+		{"ec2 v6 metadata endpoint", replace("[127.0.0.1:8081]", `["[fd00:ec2::254]:80"]`), []string{"fd00:ec2::254 is a cloud metadata address"}},
+		{"link-local v6 endpoint", replace("[127.0.0.1:8081]", `["[fe80::1]:80"]`), []string{"fe80::1 is link-local"}},
+		{"unspecified endpoint", replace("[127.0.0.1:8081]", "[0.0.0.0:8081]"), []string{"0.0.0.0 is unspecified"}},
+		{"broadcast endpoint", replace("[127.0.0.1:8081]", "[255.255.255.255:8081]"), []string{"is the broadcast address"}},
+		{"multicast endpoint", replace("[127.0.0.1:8081]", "[224.0.0.1:8081]"), []string{"224.0.0.1 is multicast"}},
+		{"jwks url at the metadata service", replace("keys: [{ kty: oct, kid: dev, alg: HS256, k: ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi }]", "jwks_url: https://169.254.169.254/keys\n      audiences: [a]"), []string{"jwt.jwks_url", "link-local"}},
 		{"upstream tls bad san", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    tls: { sni: voice.internal, ca_file: /ca.pem, san: ['*.internal'] }"), []string{"backends[0].tls.san[0]"}},
 	}
 	for _, tt := range tests {

@@ -48,13 +48,42 @@ func WriteFile(path string, p *policyv1.Policy) (FileSum, error) {
 	if err != nil {
 		return FileSum{}, err
 	}
-	if err := writeAtomic(path, data); err != nil {
+	if err := writeAtomic(path, data, HoldsSecrets(p)); err != nil {
 		return FileSum{}, err
 	}
 	return sha256.Sum256(data), nil
 }
 
-func writeAtomic(path string, data []byte) error {
+// HoldsSecrets reports whether a policy carries what must not be read by
+// others: an HMAC key (a JWK's k), or API key hashes, which are as good
+// as the keys against a guessable key.
+func HoldsSecrets(p *policyv1.Policy) bool {
+	for _, a := range p.GetAuthPolicies() {
+		if len(a.GetApiKeys()) > 0 {
+			return true
+		}
+		for _, k := range a.GetJwt().GetKeys() {
+			if k.GetK() != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ReadableByOthers reports whether the file at path may be read by its
+// group or by anyone.
+func ReadableByOthers(path string) (bool, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return false, err
+	}
+	return info.Mode().Perm()&0o077 != 0, nil
+}
+
+// writeAtomic writes data over path. The file keeps its permissions, but
+// one that holds secrets is 0600 whatever it was.
+func writeAtomic(path string, data []byte, secret bool) error {
 	if target, err := filepath.EvalSymlinks(path); err == nil {
 		path = target
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -77,7 +106,8 @@ func writeAtomic(path string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write policy: %w", err)
 	}
-	if info, err := os.Stat(path); err == nil {
+	// CreateTemp made the file 0600.
+	if info, err := os.Stat(path); err == nil && !secret {
 		_ = os.Chmod(tmp.Name(), info.Mode().Perm())
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {

@@ -71,7 +71,16 @@ func Validate(p *policyv1.Policy) error {
 
 type validator struct{ errs []error }
 
+// maxQuoted bounds each value a validation message quotes: a value of
+// megabytes is quoted only so far.
+const maxQuoted = 128
+
 func (v *validator) errorf(path, format string, args ...any) {
+	for i, a := range args {
+		if s, ok := a.(string); ok && len(s) > maxQuoted {
+			args[i] = strings.ToValidUTF8(s[:maxQuoted], "") + fmt.Sprintf("... (%d bytes)", len(s))
+		}
+	}
 	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
 
@@ -87,7 +96,89 @@ func (v *validator) name(path, name string, seen map[string]bool) {
 	seen[name] = true
 }
 
+// Bounds of a policy. The control plane's memory, Envoy's and the time
+// of a push all grow with them; 10,000 routes is the size the latency
+// lab measures. No client sends a path of megabytes (Envoy refuses a
+// request head over 60 KiB by default), so a prefix that long is a
+// mistake that could never match.
+const (
+	MaxListeners        = 64
+	MaxRoutes           = 10_000
+	MaxBackends         = 10_000
+	MaxEndpoints        = 1_000 // per back end
+	MaxAuthPolicies     = 1_000
+	MaxKeys             = 100    // JWKs per auth policy
+	MaxAPIKeys          = 10_000 // per auth policy
+	MaxHostsPerRoute    = 100
+	MaxHeadersPerRoute  = 32
+	MaxOrigins          = 100
+	MaxPathBytes        = 4096 // a route's path or prefix
+	MaxHeaderValueBytes = 1024 // a header matcher's value
+	MaxHostBytes        = 261  // a DNS name (253) with a wildcard and a port
+	MaxAudiences        = 100  // audiences and required scopes, each
+)
+
+// counts checks the size of every list of a policy before anything else
+// reads it: a policy of a million routes is refused with one line, not a
+// million.
+func (v *validator) counts(p *policyv1.Policy) bool {
+	ok := true
+	check := func(path string, n, max int) {
+		if n > max {
+			v.errorf(path, "%d entries, more than the %d allowed", n, max)
+			ok = false
+		}
+	}
+	check("listeners", len(p.GetListeners()), MaxListeners)
+	check("routes", len(p.GetRoutes()), MaxRoutes)
+	check("backends", len(p.GetBackends()), MaxBackends)
+	check("auth_policies", len(p.GetAuthPolicies()), MaxAuthPolicies)
+	if !ok {
+		return false
+	}
+	for i, b := range p.GetBackends() {
+		check(fmt.Sprintf("backends[%d].endpoints", i), len(b.GetEndpoints()), MaxEndpoints)
+	}
+	for i, r := range p.GetRoutes() {
+		path := fmt.Sprintf("routes[%d]", i)
+		check(path+".match.hosts", len(r.GetMatch().GetHosts()), MaxHostsPerRoute)
+		check(path+".match.headers", len(r.GetMatch().GetHeaders()), MaxHeadersPerRoute)
+		check(path+".cors.allow_origins", len(r.GetCors().GetAllowOrigins()), MaxOrigins)
+		m := r.GetMatch()
+		for _, f := range []struct{ name, val string }{{"path", m.GetPath()}, {"prefix", m.GetPrefix()}} {
+			if len(f.val) > MaxPathBytes {
+				v.errorf(path+".match."+f.name, "%d bytes, more than the %d allowed", len(f.val), MaxPathBytes)
+				ok = false
+			}
+		}
+		for j, h := range m.GetHosts() {
+			if len(h) > MaxHostBytes {
+				v.errorf(fmt.Sprintf("%s.match.hosts[%d]", path, j), "%d bytes, more than the %d allowed", len(h), MaxHostBytes)
+				ok = false
+			}
+		}
+		for j, h := range m.GetHeaders() {
+			if n := max(len(h.GetExact()), len(h.GetPrefix())); n > MaxHeaderValueBytes {
+				v.errorf(fmt.Sprintf("%s.match.headers[%d]", path, j), "value of %d bytes, more than the %d allowed", n, MaxHeaderValueBytes)
+				ok = false
+			}
+		}
+	}
+	for i, a := range p.GetAuthPolicies() {
+		path := fmt.Sprintf("auth_policies[%d]", i)
+		check(path+".jwt.keys", len(a.GetJwt().GetKeys()), MaxKeys)
+		check(path+".api_keys", len(a.GetApiKeys()), MaxAPIKeys)
+		check(path+".origins.allow", len(a.GetOrigins().GetAllow()), MaxOrigins)
+		check(path+".jwt.audiences", len(a.GetJwt().GetAudiences()), MaxAudiences)
+		check(path+".jwt.required_scopes", len(a.GetJwt().GetRequiredScopes()), MaxAudiences)
+	}
+	return ok
+}
+
 func (v *validator) policy(p *policyv1.Policy) {
+	if !v.counts(p) {
+		return
+	}
 	listeners := map[string]bool{}
 	if len(p.GetListeners()) == 0 {
 		v.errorf("listeners", "at least one listener is required")
@@ -111,7 +202,11 @@ func (v *validator) policy(p *policyv1.Policy) {
 			v.errorf(path+".endpoints", "at least one endpoint is required")
 		}
 		for j, ep := range b.GetEndpoints() {
-			v.address(fmt.Sprintf("%s.endpoints[%d]", path, j), ep)
+			epPath := fmt.Sprintf("%s.endpoints[%d]", path, j)
+			v.address(epPath, ep)
+			if why := InternalTarget(ep); why != "" && !b.GetAllowInternal() {
+				v.errorf(epPath, "%s: a route to it would serve it to every client; set allow_internal: true on the back end if it really is one", why)
+			}
 		}
 		v.positive(path+".connect_timeout", b.GetConnectTimeout())
 		v.backend(path, b)
@@ -520,6 +615,13 @@ func CheckJWKSURL(raw string) error {
 	if err != nil {
 		return err
 	}
+	// A key set from a metadata service is no identity provider's, and
+	// fetching one reads the host's credentials.
+	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
+		if why := InternalTarget(netip.AddrPortFrom(ip, 443).String()); why != "" {
+			return fmt.Errorf("%q: %s", raw, why)
+		}
+	}
 	switch {
 	case u.Scheme == "https" && u.Host != "":
 		return nil
@@ -547,4 +649,90 @@ func (v *validator) address(path, addr string) {
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		v.errorf(path, "%q is not a port in 1-65535", port)
 	}
+}
+
+// ec2MetadataV6 is the IPv6 address of EC2's instance metadata service.
+var ec2MetadataV6 = netip.MustParseAddr("fd00:ec2::254")
+
+// InternalTarget says why an ip:port is no back end for a public route,
+// or "" if nothing is known against it: link-local addresses (where cloud
+// metadata services answer, 169.254.169.254 among them), the EC2 IPv6
+// metadata address, and addresses no single host answers at.
+func InternalTarget(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return ""
+	}
+	ip := ap.Addr().Unmap()
+	switch {
+	case ip.IsLinkLocalUnicast():
+		return fmt.Sprintf("%s is link-local, where cloud metadata services answer", ip)
+	case ip == ec2MetadataV6:
+		return fmt.Sprintf("%s is a cloud metadata address", ip)
+	case ip.IsUnspecified():
+		return fmt.Sprintf("%s is unspecified (any local address)", ip)
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return fmt.Sprintf("%s is the broadcast address", ip)
+	case ip.IsMulticast():
+		return fmt.Sprintf("%s is multicast", ip)
+	}
+	return ""
+}
+
+// CheckReserved refuses back-end endpoints at addresses that are never a
+// back end, whatever allow_internal says: Envoy's admin interface (its
+// /config_dump holds every secret the filter config carries) and the
+// control plane's own listeners. Each reserved address is ip:port; an
+// endpoint matches one on the same port whose address is the same, or
+// loopback or unspecified: Envoy and the control plane usually share a
+// host, and a loopback endpoint reaches whatever listens there on that
+// port.
+//
+// A listener there could not bind (Envoy would reject the whole listener
+// update), and a jwks_url there would have the control plane read its own
+// or Envoy's admin as a key set: both are refused too.
+func CheckReserved(p *policyv1.Policy, reserved map[string]string) error {
+	var errs []error
+	check := func(path, addr, why string) {
+		for r, what := range reserved {
+			if sameService(addr, r) {
+				errs = append(errs, fmt.Errorf("%s: %s is %s (%s): %s", path, addr, what, r, why))
+			}
+		}
+	}
+	for i, b := range p.GetBackends() {
+		for j, ep := range b.GetEndpoints() {
+			check(fmt.Sprintf("backends[%d].endpoints[%d]", i, j), ep, "never a back end")
+		}
+	}
+	for i, l := range p.GetListeners() {
+		check(fmt.Sprintf("listeners[%d].address", i), l.GetAddress(), "Envoy could not listen there")
+	}
+	for i, r := range p.GetRoutes() {
+		if a := r.GetTcp().GetAddress(); a != "" {
+			check(fmt.Sprintf("routes[%d].tcp.address", i), a, "Envoy could not listen there")
+		}
+	}
+	for i, a := range p.GetAuthPolicies() {
+		if u, err := url.Parse(a.GetJwt().GetJwksUrl()); err == nil && u.Host != "" {
+			port := u.Port()
+			if port == "" {
+				port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+			}
+			check(fmt.Sprintf("auth_policies[%d].jwt.jwks_url", i), net.JoinHostPort(u.Hostname(), port), "no key set")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sameService reports whether an endpoint may reach the socket bound to
+// a reserved address.
+func sameService(endpoint, reserved string) bool {
+	e, err1 := netip.ParseAddrPort(endpoint)
+	r, err2 := netip.ParseAddrPort(reserved)
+	if err1 != nil || err2 != nil || e.Port() != r.Port() {
+		return false
+	}
+	ip := e.Addr().Unmap()
+	return ip == r.Addr().Unmap() || ip.IsLoopback() || ip.IsUnspecified()
 }

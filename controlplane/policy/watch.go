@@ -123,6 +123,7 @@ func watchFile(ctx context.Context, path string, log *slog.Logger, known func(Fi
 			p, err := Parse(data)
 			if err != nil {
 				log.Error("policy file rejected; the last good policy keeps serving", "error", fmt.Errorf("%s: %w", abs, err))
+				ReleaseMemory(len(data))
 				continue
 			}
 			if err := onChange(p); err != nil {

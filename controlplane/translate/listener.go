@@ -113,6 +113,17 @@ const (
 	DefaultHTTP2InitialConnectionWindowSize = 1 << 20
 )
 
+// noInternalAddress returns the internal address list of every HTTP
+// listener.
+// An empty list is not "none": Envoy then falls back to its default
+// (loopback and RFC 1918 count as internal), so a local client without
+// X-Forwarded-For would be told X-Envoy-Internal and its x-envoy-*
+// headers obeyed. The limited broadcast address can never be a TCP peer,
+// so this list matches no client, IPv4 or IPv6.
+func noInternalAddress() []*corev3.CidrRange {
+	return []*corev3.CidrRange{{AddressPrefix: "255.255.255.255", PrefixLen: wrapperspb.UInt32(32)}}
+}
+
 // edgeDefaults makes the listener safe to face clients directly.
 //
 //   - The client's address is the connection's, and X-Forwarded-For is
@@ -130,7 +141,7 @@ func edgeDefaults(hcm *hcmv3.HttpConnectionManager, l *policyv1.Listener) {
 	lim := l.GetLimits()
 	hcm.UseRemoteAddress = wrapperspb.Bool(true)
 	hcm.XffNumTrustedHops = lim.GetTrustedProxyHops()
-	hcm.InternalAddressConfig = &hcmv3.HttpConnectionManager_InternalAddressConfig{UnixSockets: false, CidrRanges: []*corev3.CidrRange{}}
+	hcm.InternalAddressConfig = &hcmv3.HttpConnectionManager_InternalAddressConfig{UnixSockets: false, CidrRanges: noInternalAddress()}
 	hcm.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{
 		HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
 	}

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -257,5 +259,77 @@ func TestSetResourcesReusesOnlyTheSameResources(t *testing.T) {
 	}
 	if !maps.Equal(v1, v3) {
 		t.Errorf("versions %v, then %v for the same content", v1, v3)
+	}
+}
+
+// TestAwaitAnswers: Await returns once every connected node answered the
+// wanted versions, with each NACK; it waits for a node that has not, ends
+// with the context, and names a node that left.
+func TestAwaitAnswers(t *testing.T) {
+	st := newStatus(quietLog(), NewMetrics(nil))
+	cb := st.callbacks()
+	ctx := context.Background()
+	const lds, rds = resource.ListenerType, resource.RouteType
+	want := map[string]string{lds: "l2", rds: "r2", resource.ExtensionConfigType: "e1"}
+	connect := func(stream int64, id string) *corev3.Node {
+		node := &corev3.Node{Id: id}
+		_ = cb.OnStreamOpen(ctx, stream, resource.AnyType)
+		for _, typ := range []string{lds, rds} {
+			_ = cb.OnStreamRequest(stream, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ})
+		}
+		return node
+	}
+	send := func(stream int64, typ, version string) {
+		cb.OnStreamResponse(ctx, stream, nil, &discoveryv3.DiscoveryResponse{TypeUrl: typ, VersionInfo: version, Nonce: fmt.Sprint(stream, typ, version)})
+	}
+	answer := func(stream int64, node *corev3.Node, typ, version, nack string) {
+		req := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ, VersionInfo: version, ResponseNonce: fmt.Sprint(stream, typ, version)}
+		if nack != "" {
+			req.VersionInfo = "old"
+			req.ErrorDetail = &status.Status{Message: nack}
+		}
+		_ = cb.OnStreamRequest(stream, req)
+	}
+	good, bad, slow := connect(1, "good"), connect(2, "bad"), connect(3, "slow")
+	for stream := int64(1); stream <= 3; stream++ {
+		send(stream, lds, "l2")
+		send(stream, rds, "r2")
+	}
+	answer(1, good, lds, "l2", "")
+	answer(1, good, rds, "r2", "")
+	answer(2, bad, lds, "l2", "cannot bind 127.0.0.1:80: Address already in use")
+	answer(2, bad, rds, "r2", "")
+	answer(3, slow, lds, "l2", "")
+
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	got := st.Await(short, want)
+	cancel()
+	if len(got) != 3 || got[0].Node != "bad" || got[1].Node != "good" || got[2].Node != "slow" {
+		t.Fatalf("answers %+v", got)
+	}
+	if n, ok := got[0].Nacks[lds]; len(got[0].Nacks) != 1 || !ok || n.Version != "l2" || !strings.Contains(n.Error, "Address already in use") {
+		t.Errorf("bad: nacks %+v", got[0].Nacks)
+	}
+	if len(got[1].Nacks)+len(got[1].Pending) != 0 {
+		t.Errorf("good: %+v", got[1])
+	}
+	if len(got[2].Pending) != 1 || got[2].Pending[0] != rds {
+		t.Errorf("slow: pending %v, want %s", got[2].Pending, rds)
+	}
+
+	// The slow node answers while Await waits; the bad one leaves.
+	done := make(chan []Answer)
+	go func() { done <- st.Await(ctx, want) }()
+	answer(3, slow, rds, "r2", "")
+	cb.OnStreamClosed(2, bad)
+	select {
+	case got = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Await did not return after every node answered")
+	}
+	for _, a := range got {
+		if len(a.Pending) != 0 {
+			t.Errorf("%s still pending: %v", a.Node, a.Pending)
+		}
 	}
 }

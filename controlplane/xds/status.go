@@ -60,6 +60,24 @@ type NodeStatus struct {
 	ConnectedSince time.Time
 	LastSeen       time.Time
 	Types          map[string]TypeStatus
+	// Admin is the Envoy admin address the node's bootstrap reports
+	// (node metadata AdminMetadataKey): ip:port, unix:PATH, or empty.
+	Admin string
+}
+
+// AdminMetadataKey is the node metadata field in which envoy-bootstrap
+// reports Envoy's admin address, so that no policy routes clients to it.
+const AdminMetadataKey = "directpipe.envoy_admin"
+
+// maxAdminAddr bounds the admin address a node may report.
+const maxAdminAddr = 256
+
+func adminAddress(n *corev3.Node) string {
+	a := n.GetMetadata().GetFields()[AdminMetadataKey].GetStringValue()
+	if len(a) > maxAdminAddr {
+		return ""
+	}
+	return a
 }
 
 // State says whether the node runs the latest version of a type.
@@ -254,6 +272,7 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, ver
 			n = &NodeStatus{
 				ID: node.GetId(), Cluster: node.GetCluster(), EnvoyVersion: envoyVersion(node),
 				Flavour: st.flavour, Connected: true, ConnectedSince: now, Types: map[string]TypeStatus{},
+				Admin: adminAddress(node),
 			}
 			s.nodes[st.node] = n
 			s.metrics.connected(1)
@@ -394,4 +413,87 @@ func envoyVersion(n *corev3.Node) string {
 		return fmt.Sprintf("%d.%d.%d", v.GetMajorNumber(), v.GetMinorNumber(), v.GetPatch())
 	}
 	return n.GetUserAgentVersion()
+}
+
+// Answer is how one node answered the versions an apply set.
+type Answer struct {
+	Node string
+	// Nacks are the types the node rejected at the wanted version.
+	Nacks map[string]Nack
+	// Pending are the types the node has not answered at the wanted
+	// version yet.
+	Pending []string
+	// Gone says the node disconnected before it answered.
+	Gone bool
+}
+
+// awaitPoll is how often Await looks again without an event: a subscriber
+// that falls behind loses events.
+const awaitPoll = 250 * time.Millisecond
+
+// Await waits until every connected node has ACKed or NACKed the wanted
+// version of each type it subscribes to (a type it was never sent is not
+// its), or until ctx ends, and returns each node's answer by node id. A
+// node that was connected at the start and is gone at the end is marked
+// Gone; nodes that connect meanwhile are waited for too.
+func (s *Status) Await(ctx context.Context, want map[string]string) []Answer {
+	events, cancel := s.Subscribe()
+	defer cancel()
+	tick := time.NewTicker(awaitPoll)
+	defer tick.Stop()
+	seen := map[string]bool{}
+	for {
+		answers, done := s.answers(want, seen)
+		if done {
+			return answers
+		}
+		select {
+		case <-ctx.Done():
+			return answers
+		case <-events:
+		case <-tick.C:
+		}
+	}
+}
+
+// answers is every node's answer to want now, and whether every connected
+// node has answered; seen gathers the nodes connected so far.
+func (s *Status) answers(want map[string]string, seen map[string]bool) ([]Answer, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done := true
+	var out []Answer
+	for id, n := range s.nodes {
+		if !n.Connected {
+			if seen[id] {
+				out = append(out, Answer{Node: id, Gone: true})
+			}
+			continue
+		}
+		seen[id] = true
+		a := Answer{Node: id}
+		for typeURL, version := range want {
+			ts, ok := n.Types[typeURL]
+			switch {
+			case !ok || ts.Sent == "":
+				// Not subscribed: nothing to answer.
+			case ts.LastNack != nil && ts.LastNack.Version == version &&
+				// As in State: an ACK of a refused version counts only
+				// if the version was offered again after the NACK.
+				!(ts.Acked == version && ts.SentAt.After(ts.LastNack.At) && !ts.AckedAt.Before(ts.SentAt)):
+				if a.Nacks == nil {
+					a.Nacks = map[string]Nack{}
+				}
+				a.Nacks[typeURL] = *ts.LastNack
+			case ts.Acked == version:
+			default:
+				a.Pending = append(a.Pending, typeURL)
+			}
+		}
+		sort.Strings(a.Pending)
+		done = done && len(a.Pending) == 0
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out, done
 }

@@ -42,9 +42,12 @@ type TLS struct {
 
 // Params fill the template.
 type Params struct {
-	NodeID    string
-	Cluster   string
-	AdminPort int
+	NodeID  string
+	Cluster string
+	// AdminSocket puts Envoy's admin interface on this Unix socket, mode
+	// 0600; else AdminPort serves it on 127.0.0.1. One is required.
+	AdminSocket string
+	AdminPort   int
 	// XDSAddrs are the control plane's xDS addresses, host:port; Envoy
 	// spreads over them and moves when one fails.
 	XDSAddrs []string
@@ -84,13 +87,16 @@ type cluster struct {
 
 type view struct {
 	Params
-	Clusters []cluster
+	// AdminAddress is the admin interface as the node reports it:
+	// 127.0.0.1:PORT or unix:PATH.
+	AdminAddress string
+	Clusters     []cluster
 }
 
 // Render returns the bootstrap YAML.
 func Render(p Params) ([]byte, error) {
-	if p.NodeID == "" || p.Cluster == "" || p.AdminPort == 0 {
-		return nil, errors.New("bootstrap: node id, cluster and admin port are required")
+	if p.NodeID == "" || p.Cluster == "" || (p.AdminPort == 0) == (p.AdminSocket == "") {
+		return nil, errors.New("bootstrap: node id, cluster and one of admin port and admin socket are required")
 	}
 	xdsAddrs := p.XDSAddrs
 	if len(xdsAddrs) == 0 {
@@ -119,7 +125,10 @@ func Render(p Params) ([]byte, error) {
 			p.TLS = &c
 		}
 	}
-	v := view{Params: p}
+	v := view{Params: p, AdminAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(p.AdminPort))}
+	if p.AdminSocket != "" {
+		v.AdminAddress = "unix:" + p.AdminSocket
+	}
 	xds, err := newCluster("xds_cluster", xdsAddrs, true, p.TLS)
 	if err != nil {
 		return nil, err

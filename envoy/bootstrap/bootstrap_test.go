@@ -127,3 +127,38 @@ func TestRenderReleasesFreeMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderAdmin: the admin interface is a 0600 Unix socket or a
+// loopback port, never both, and the node reports it in its metadata.
+func TestRenderAdmin(t *testing.T) {
+	tests := []struct {
+		name   string
+		params Params
+		want   []string
+	}{
+		{"socket", Params{AdminSocket: "/run/dp/admin.sock"}, []string{`pipe: { path: "/run/dp/admin.sock", mode: 384 }`, `directpipe.envoy_admin: "unix:/run/dp/admin.sock"`}},
+		{"port", Params{AdminPort: 9901}, []string{"socket_address: { address: 127.0.0.1, port_value: 9901 }", `directpipe.envoy_admin: "127.0.0.1:9901"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.params
+			p.NodeID, p.Cluster, p.XDSPort = "n", "c", 18000
+			out, err := Render(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v map[string]any
+			if err := yaml.Unmarshal(out, &v); err != nil {
+				t.Fatalf("not YAML: %v\n%s", err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("no %q in:\n%s", w, out)
+				}
+			}
+		})
+	}
+	if _, err := Render(Params{NodeID: "n", Cluster: "c", XDSPort: 18000, AdminPort: 9901, AdminSocket: "/a.sock"}); err == nil {
+		t.Error("both an admin port and an admin socket were accepted")
+	}
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -260,6 +261,33 @@ func TestHostileRequests(t *testing.T) {
 			}
 		}
 	}
+	envoyControl := http.Header{
+		"X-Envoy-Retry-On":               {"retriable-status-codes"},
+		"X-Envoy-Retriable-Status-Codes": {"404"},
+		"X-Envoy-Max-Retries":            {"3"},
+		"X-Envoy-Upstream-Rq-Timeout-Ms": {"1"},
+		"X-Envoy-Internal":               {"true"},
+		"X-Envoy-External-Address":       {spoof},
+	}
+	noEnvoyHeaders := func(t *testing.T, seen recorded) {
+		for h, v := range seen.Headers {
+			// Envoy sets two itself: the route's own timeout, and the
+			// external client's address; any other x-envoy-* header is the
+			// client's or says the request is internal.
+			switch {
+			case h == "x-envoy-expected-rq-timeout-ms":
+			case h == "x-envoy-external-address":
+				if len(v) != 1 || v[0] != "127.0.0.1" {
+					t.Errorf("x-envoy-external-address %v, want the connection's address alone", v)
+				}
+			case strings.HasPrefix(h, "x-envoy-"):
+				t.Errorf("%s reached the back end: %v", h, v)
+			}
+		}
+		if got := seen.Headers["x-envoy-expected-rq-timeout-ms"]; len(got) > 0 && got[0] == "1" {
+			t.Errorf("the client's 1 ms timeout was obeyed")
+		}
+	}
 	bearer := func(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
 	rows := []hostile{
@@ -306,6 +334,13 @@ func TestHostileRequests(t *testing.T) {
 				}
 			}
 		}},
+		// Without X-Forwarded-For a loopback client is one hop away:
+		// Envoy would call it internal (its default counts loopback and
+		// RFC 1918 as internal), tell the back end X-Envoy-Internal and
+		// obey its x-envoy-* headers. No address is internal: a 404 from
+		// the back end is neither retried nor cut by a 1 ms timeout.
+		{name: "x-envoy control headers from a loopback client without X-Forwarded-For", send: get("/api/missing", envoyControl), status: 404, reached: true, check: noEnvoyHeaders},
+		{name: "x-envoy control headers on an upgrade without X-Forwarded-For", send: upgradeWith("/v1/voice", with(envoyControl, "Authorization", "Bearer "+tok)), status: 101, reached: true, check: noEnvoyHeaders},
 		{name: "client route marker", send: get("/api/health", http.Header{"X-Directpipe-Route": {"voice"}}), status: 500},
 
 		// Tokens: forged, expired, alg none, wrong key, oversized, two
@@ -672,5 +707,49 @@ func h2Settings(t *testing.T, addr string) map[http2.SettingID]uint32 {
 			return nil
 		})
 		return out
+	}
+}
+
+// TestPolicyCannotRouteToInternalTargets: a public route to Envoy's admin
+// interface would serve /config_dump, secrets included, to anyone; one to
+// the control plane's own ports or a cloud metadata address is as bad.
+// The control plane knows Envoy's admin address from the node metadata
+// the bootstrap sets, and refuses each such apply, changing nothing:
+// the route never appears and the admin interface is not reachable
+// through Envoy.
+func TestPolicyCannotRouteToInternalTargets(t *testing.T) {
+	s := newStack(t, false)
+	s.waitStatus("SYNCED", "")
+	envoyAdmin := fmt.Sprintf("127.0.0.1:%d", s.envoy.AdminPort)
+	_, before, _ := s.dpctl("policy", "get")
+	for _, tc := range []struct{ endpoint, allow, want string }{
+		{envoyAdmin, "", "is the admin address of Envoy"},
+		{envoyAdmin, ", allow_internal: true", "is the admin address of Envoy"},
+		{strings.Replace(envoyAdmin, "127.0.0.1", "[::1]", 1), "", "is the admin address of Envoy"},
+		{s.cp.AdminAddr(), "", "is the control plane's admin API"},
+		{s.cp.XDSAddr(), "", "is the control plane's xDS address"},
+		{"169.254.169.254:80", "", "link-local"},
+		{"[fd00:ec2::254]:80", "", "cloud metadata"},
+	} {
+		t.Run(tc.endpoint+tc.allow, func(t *testing.T) {
+			s.params.RoutesYAML = "\n  - { name: leak, match: { prefix: /leak/ }, kind: http, backend: leak }"
+			s.params.BackendsYAML = fmt.Sprintf("\n  - { name: leak, endpoints: [%q]%s }", tc.endpoint, tc.allow)
+			var buf bytes.Buffer
+			renderPolicy(t, s.params, &buf)
+			file := filepath.Join(t.TempDir(), "leak.yaml")
+			if err := os.WriteFile(file, buf.Bytes(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, _, errs := s.dpctl("policy", "apply", "-f", file)
+			if code != 1 || !strings.Contains(errs, tc.want) {
+				t.Fatalf("apply: exit %d, %s; want a refusal naming %q", code, errs, tc.want)
+			}
+			if _, now, _ := s.dpctl("policy", "get"); now != before {
+				t.Fatal("a refused apply changed the policy")
+			}
+			if got := plainGet(t, s.listenURL("http", "/leak/config_dump"), nil); got != http.StatusNotFound {
+				t.Fatalf("GET /leak/config_dump through Envoy: %d, want 404", got)
+			}
+		})
 	}
 }

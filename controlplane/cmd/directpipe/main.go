@@ -11,9 +11,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,7 +28,7 @@ import (
 
 type flags struct {
 	policyFile, xdsAddr, metricsAddr, wasmPath, tcpWasmPath, logLevel string
-	adminAddr, stateDir, tokenFile                                    string
+	adminAddr, stateDir, tokenFile, envoyAdmin, jwksDir               string
 	tlsCert, tlsKey, clientCA                                         string
 	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity           string
 	store, etcdCA, etcdCert, etcdKey, etcdPrefix, replica             string
@@ -60,6 +62,8 @@ func main() {
 	flag.StringVar(&f.tlsCert, "admin-tls-cert", "", "serve the admin API over TLS with this certificate")
 	flag.StringVar(&f.tlsKey, "admin-tls-key", "", "private key of -admin-tls-cert")
 	flag.StringVar(&f.clientCA, "admin-client-ca", "", "require admin client certificates signed by this CA")
+	flag.StringVar(&f.envoyAdmin, "envoy-admin", "127.0.0.1:9901", "Envoy admin addresses (ip:port, comma-separated) no back end may point at; Envoys from envoy-bootstrap also report theirs")
+	flag.StringVar(&f.jwksDir, "jwks-dir", "", "directory every jwks_file must be in (default: the -policy file's directory; with -store and no -policy, jwks_file is refused)")
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	if f.policyFile == "" && f.store == "" {
@@ -97,6 +101,15 @@ func run(log *slog.Logger, f flags) error {
 		XDSTLS:       mtls.Files{Cert: f.xdsCert, Key: f.xdsKey, ClientCA: f.xdsClientCA},
 		NodeIdentity: f.nodeIdentity,
 		AdminAddr:    f.adminAddr, Log: log,
+		JWKSDir: f.jwksDir,
+	}
+	for _, a := range strings.Split(f.envoyAdmin, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if _, err := netip.ParseAddrPort(a); err != nil {
+				return fmt.Errorf("-envoy-admin %q: want ip:port", a)
+			}
+			cfg.EnvoyAdmin = append(cfg.EnvoyAdmin, a)
+		}
 	}
 	if f.adminAddr != "" {
 		if cfg.AdminTLS, err = adminTLS(f); err != nil {

@@ -33,7 +33,8 @@ func main() {
 	var t bootstrap.TLS
 	flag.StringVar(&p.NodeID, "node", "envoy-local", "node id (with TLS, the one its client certificate names)")
 	flag.StringVar(&p.Cluster, "cluster", "directpipe", "node cluster")
-	flag.IntVar(&p.AdminPort, "admin-port", 9901, "Envoy admin port (127.0.0.1)")
+	flag.StringVar(&p.AdminSocket, "admin-socket", "envoy-admin.sock", "Envoy admin Unix socket, created 0600 (a relative path is from Envoy's working directory); dpctl audit --envoy-admin unix:PATH reads it")
+	flag.IntVar(&p.AdminPort, "admin-port", 0, "serve Envoy admin on this port of 127.0.0.1 instead of -admin-socket")
 	flag.Var(&xdsAddrs, "xds-addr", "control-plane xDS address host:port; comma-separated or repeated for replicas")
 	flag.StringVar(&p.XDSHost, "xds-host", "127.0.0.1", "control plane host, when -xds-addr is not given")
 	flag.IntVar(&p.XDSPort, "xds-port", 18000, "control plane xDS port, when -xds-addr is not given")
@@ -53,6 +54,12 @@ func main() {
 }
 
 func run(p *bootstrap.Params, xdsAddrs, modAddrs list, modPort int, t bootstrap.TLS) error {
+	// Envoy's admin serves its whole config, secrets included, to anyone
+	// who reaches it: a socket only this user can open, unless a port is
+	// asked for.
+	if p.AdminPort != 0 {
+		p.AdminSocket = ""
+	}
 	if len(xdsAddrs) == 0 {
 		xdsAddrs = list{net.JoinHostPort(p.XDSHost, strconv.Itoa(p.XDSPort))}
 	}

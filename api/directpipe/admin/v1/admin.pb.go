@@ -13,6 +13,7 @@ import (
 	v1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -85,6 +86,66 @@ func (SyncState) EnumDescriptor() ([]byte, []int) {
 	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+type NodeAnswer_Outcome int32
+
+const (
+	NodeAnswer_OUTCOME_UNSPECIFIED NodeAnswer_Outcome = 0
+	// ACKed the new version of every type it subscribes to.
+	NodeAnswer_ACKED NodeAnswer_Outcome = 1
+	// Rejected the new version of at least one type: see nacks. What it
+	// did not reject it runs; what it rejected it runs at the old version.
+	NodeAnswer_NACKED NodeAnswer_Outcome = 2
+	// Had not answered every type when the wait ended: see pending.
+	NodeAnswer_PENDING NodeAnswer_Outcome = 3
+	// Disconnected during the wait.
+	NodeAnswer_DISCONNECTED NodeAnswer_Outcome = 4
+)
+
+// Enum value maps for NodeAnswer_Outcome.
+var (
+	NodeAnswer_Outcome_name = map[int32]string{
+		0: "OUTCOME_UNSPECIFIED",
+		1: "ACKED",
+		2: "NACKED",
+		3: "PENDING",
+		4: "DISCONNECTED",
+	}
+	NodeAnswer_Outcome_value = map[string]int32{
+		"OUTCOME_UNSPECIFIED": 0,
+		"ACKED":               1,
+		"NACKED":              2,
+		"PENDING":             3,
+		"DISCONNECTED":        4,
+	}
+)
+
+func (x NodeAnswer_Outcome) Enum() *NodeAnswer_Outcome {
+	p := new(NodeAnswer_Outcome)
+	*p = x
+	return p
+}
+
+func (x NodeAnswer_Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeAnswer_Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_directpipe_admin_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (NodeAnswer_Outcome) Type() protoreflect.EnumType {
+	return &file_directpipe_admin_v1_admin_proto_enumTypes[1]
+}
+
+func (x NodeAnswer_Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeAnswer_Outcome.Descriptor instead.
+func (NodeAnswer_Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14, 0}
+}
+
 type ResourceChange_Action int32
 
 const (
@@ -121,11 +182,11 @@ func (x ResourceChange_Action) String() string {
 }
 
 func (ResourceChange_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_directpipe_admin_v1_admin_proto_enumTypes[1].Descriptor()
+	return file_directpipe_admin_v1_admin_proto_enumTypes[2].Descriptor()
 }
 
 func (ResourceChange_Action) Type() protoreflect.EnumType {
-	return &file_directpipe_admin_v1_admin_proto_enumTypes[1]
+	return &file_directpipe_admin_v1_admin_proto_enumTypes[2]
 }
 
 func (x ResourceChange_Action) Number() protoreflect.EnumNumber {
@@ -134,7 +195,7 @@ func (x ResourceChange_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResourceChange_Action.Descriptor instead.
 func (ResourceChange_Action) EnumDescriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15, 0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type ListNodesRequest struct {
@@ -423,10 +484,12 @@ func (x *ResourceStatus) GetLastNack() *Nack {
 }
 
 type Nack struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Error   string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	At      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// Short type name, in NodeAnswer (ResourceStatus has its own).
+	Type          string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +543,13 @@ func (x *Nack) GetAt() *timestamppb.Timestamp {
 		return x.At
 	}
 	return nil
+}
+
+func (x *Nack) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
 }
 
 type GetPolicyHistoryRequest struct {
@@ -826,11 +896,18 @@ type ApplyPolicyRequest struct {
 	ExpectedRevision string `protobuf:"bytes,2,opt,name=expected_revision,json=expectedRevision,proto3" json:"expected_revision,omitempty"`
 	// Validate and compute the change, apply nothing.
 	DryRun bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Apply even if the change adds, replaces or removes listeners. Envoy
+	// Apply even if the change replaces or removes listeners. Envoy
 	// drains every connection of a listener it replaces or removes, live
 	// calls included, so without this such an apply is refused
 	// (FAILED_PRECONDITION, reason WOULD_DRAIN_LISTENERS in an ErrorInfo).
-	AllowDrain    bool `protobuf:"varint,4,opt,name=allow_drain,json=allowDrain,proto3" json:"allow_drain,omitempty"`
+	// A change that only adds listeners drains nothing and needs no consent.
+	AllowDrain bool `protobuf:"varint,4,opt,name=allow_drain,json=allowDrain,proto3" json:"allow_drain,omitempty"`
+	// After applying, wait up to this long (at most 5 minutes) for every
+	// connected Envoy (of every replica, with a shared store) to ACK or
+	// NACK the new version of each type it subscribes to; the answers are
+	// in the response's nodes. Unset or zero: return once the new snapshot
+	// is set.
+	Wait          *durationpb.Duration `protobuf:"bytes,5,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -893,6 +970,13 @@ func (x *ApplyPolicyRequest) GetAllowDrain() bool {
 	return false
 }
 
+func (x *ApplyPolicyRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
 type ApplyPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision now current (or that would be, for a dry run).
@@ -902,8 +986,10 @@ type ApplyPolicyResponse struct {
 	// The listeners the change adds, replaces or removes (a subset of
 	// changes, with what each costs).
 	ListenerUpdates []*ListenerUpdate `protobuf:"bytes,4,rep,name=listener_updates,json=listenerUpdates,proto3" json:"listener_updates,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// With wait: how each connected Envoy answered the new version.
+	Nodes         []*NodeAnswer `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyPolicyResponse) Reset() {
@@ -964,6 +1050,84 @@ func (x *ApplyPolicyResponse) GetListenerUpdates() []*ListenerUpdate {
 	return nil
 }
 
+func (x *ApplyPolicyResponse) GetNodes() []*NodeAnswer {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// NodeAnswer is how one Envoy answered an apply.
+type NodeAnswer struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	NodeId  string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Outcome NodeAnswer_Outcome     `protobuf:"varint,2,opt,name=outcome,proto3,enum=directpipe.admin.v1.NodeAnswer_Outcome" json:"outcome,omitempty"`
+	// Each type the node rejected, with Envoy's reason.
+	Nacks []*Nack `protobuf:"bytes,3,rep,name=nacks,proto3" json:"nacks,omitempty"`
+	// Short names of the types not answered yet.
+	Pending       []string `protobuf:"bytes,4,rep,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeAnswer) Reset() {
+	*x = NodeAnswer{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAnswer) ProtoMessage() {}
+
+func (x *NodeAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAnswer.ProtoReflect.Descriptor instead.
+func (*NodeAnswer) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NodeAnswer) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NodeAnswer) GetOutcome() NodeAnswer_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return NodeAnswer_OUTCOME_UNSPECIFIED
+}
+
+func (x *NodeAnswer) GetNacks() []*Nack {
+	if x != nil {
+		return x.Nacks
+	}
+	return nil
+}
+
+func (x *NodeAnswer) GetPending() []string {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
 // ListenerUpdate is one listener a change updates through LDS.
 type ListenerUpdate struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -983,7 +1147,7 @@ type ListenerUpdate struct {
 
 func (x *ListenerUpdate) Reset() {
 	*x = ListenerUpdate{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1159,7 @@ func (x *ListenerUpdate) String() string {
 func (*ListenerUpdate) ProtoMessage() {}
 
 func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1172,7 @@ func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerUpdate.ProtoReflect.Descriptor instead.
 func (*ListenerUpdate) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListenerUpdate) GetName() string {
@@ -1057,7 +1221,7 @@ type ResourceChange struct {
 
 func (x *ResourceChange) Reset() {
 	*x = ResourceChange{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1233,7 @@ func (x *ResourceChange) String() string {
 func (*ResourceChange) ProtoMessage() {}
 
 func (x *ResourceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1246,7 @@ func (x *ResourceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceChange.ProtoReflect.Descriptor instead.
 func (*ResourceChange) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResourceChange) GetType() string {
@@ -1115,7 +1279,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1291,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1304,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetConfigRequest) GetNodeId() string {
@@ -1162,7 +1326,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1338,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1351,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetConfigResponse) GetNodeId() string {
@@ -1219,7 +1383,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1395,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1408,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type Event struct {
@@ -1264,7 +1428,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1440,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1453,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetAt() *timestamppb.Timestamp {
@@ -1349,7 +1513,7 @@ type ListKeySourcesRequest struct {
 
 func (x *ListKeySourcesRequest) Reset() {
 	*x = ListKeySourcesRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1525,7 @@ func (x *ListKeySourcesRequest) String() string {
 func (*ListKeySourcesRequest) ProtoMessage() {}
 
 func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1538,7 @@ func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type ListKeySourcesResponse struct {
@@ -1386,7 +1550,7 @@ type ListKeySourcesResponse struct {
 
 func (x *ListKeySourcesResponse) Reset() {
 	*x = ListKeySourcesResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1562,7 @@ func (x *ListKeySourcesResponse) String() string {
 func (*ListKeySourcesResponse) ProtoMessage() {}
 
 func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1575,7 @@ func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListKeySourcesResponse) GetSources() []*KeySource {
@@ -1445,7 +1609,7 @@ type KeySource struct {
 
 func (x *KeySource) Reset() {
 	*x = KeySource{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1621,7 @@ func (x *KeySource) String() string {
 func (*KeySource) ProtoMessage() {}
 
 func (x *KeySource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1634,7 @@ func (x *KeySource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySource.ProtoReflect.Descriptor instead.
 func (*KeySource) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeySource) GetAuthPolicy() string {
@@ -1533,7 +1697,7 @@ var File_directpipe_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdirectpipe/admin/v1/admin.proto\x12\x13directpipe.admin.v1\x1a!directpipe/policy/v1/policy.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
+	"\x1fdirectpipe/admin/v1/admin.proto\x12\x13directpipe.admin.v1\x1a!directpipe/policy/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
 	"\x10ListNodesRequest\"D\n" +
 	"\x11ListNodesResponse\x12/\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\"\xef\x02\n" +
@@ -1555,11 +1719,12 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x0elatest_version\x18\x04 \x01(\tR\rlatestVersion\x12!\n" +
 	"\fsent_version\x18\x05 \x01(\tR\vsentVersion\x12#\n" +
 	"\racked_version\x18\x06 \x01(\tR\fackedVersion\x126\n" +
-	"\tlast_nack\x18\a \x01(\v2\x19.directpipe.admin.v1.NackR\blastNack\"b\n" +
+	"\tlast_nack\x18\a \x01(\v2\x19.directpipe.admin.v1.NackR\blastNack\"v\n" +
 	"\x04Nack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x19\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\"\x19\n" +
 	"\x17GetPolicyHistoryRequest\"]\n" +
 	"\x18GetPolicyHistoryResponse\x12A\n" +
 	"\trevisions\x18\x01 \x03(\v2#.directpipe.admin.v1.PolicyRevisionR\trevisions\"\xad\x01\n" +
@@ -1577,18 +1742,33 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"L\n" +
 	"\x16ValidatePolicyResponse\x12\x16\n" +
 	"\x06errors\x18\x01 \x03(\tR\x06errors\x12\x1a\n" +
-	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xb1\x01\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xe0\x01\n" +
 	"\x12ApplyPolicyRequest\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\x12+\n" +
 	"\x11expected_revision\x18\x02 \x01(\tR\x10expectedRevision\x12\x17\n" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12\x1f\n" +
 	"\vallow_drain\x18\x04 \x01(\bR\n" +
-	"allowDrain\"\xd9\x01\n" +
+	"allowDrain\x12-\n" +
+	"\x04wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\x90\x02\n" +
 	"\x13ApplyPolicyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x12=\n" +
 	"\achanges\x18\x02 \x03(\v2#.directpipe.admin.v1.ResourceChangeR\achanges\x12\x17\n" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12N\n" +
-	"\x10listener_updates\x18\x04 \x03(\v2#.directpipe.admin.v1.ListenerUpdateR\x0flistenerUpdates\"\xb2\x02\n" +
+	"\x10listener_updates\x18\x04 \x03(\v2#.directpipe.admin.v1.ListenerUpdateR\x0flistenerUpdates\x125\n" +
+	"\x05nodes\x18\x05 \x03(\v2\x1f.directpipe.admin.v1.NodeAnswerR\x05nodes\"\x8d\x02\n" +
+	"\n" +
+	"NodeAnswer\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12A\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2'.directpipe.admin.v1.NodeAnswer.OutcomeR\aoutcome\x12/\n" +
+	"\x05nacks\x18\x03 \x03(\v2\x19.directpipe.admin.v1.NackR\x05nacks\x12\x18\n" +
+	"\apending\x18\x04 \x03(\tR\apending\"X\n" +
+	"\aOutcome\x12\x17\n" +
+	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05ACKED\x10\x01\x12\n" +
+	"\n" +
+	"\x06NACKED\x10\x02\x12\v\n" +
+	"\aPENDING\x10\x03\x12\x10\n" +
+	"\fDISCONNECTED\x10\x04\"\xb2\x02\n" +
 	"\x0eListenerUpdate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12B\n" +
 	"\x06action\x18\x02 \x01(\x0e2*.directpipe.admin.v1.ResourceChange.ActionR\x06action\x12\x18\n" +
@@ -1672,86 +1852,93 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_directpipe_admin_v1_admin_proto_rawDescData
 }
 
-var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                   // 0: directpipe.admin.v1.SyncState
-	(ResourceChange_Action)(0),       // 1: directpipe.admin.v1.ResourceChange.Action
-	(*ListNodesRequest)(nil),         // 2: directpipe.admin.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 3: directpipe.admin.v1.ListNodesResponse
-	(*Node)(nil),                     // 4: directpipe.admin.v1.Node
-	(*ResourceStatus)(nil),           // 5: directpipe.admin.v1.ResourceStatus
-	(*Nack)(nil),                     // 6: directpipe.admin.v1.Nack
-	(*GetPolicyHistoryRequest)(nil),  // 7: directpipe.admin.v1.GetPolicyHistoryRequest
-	(*GetPolicyHistoryResponse)(nil), // 8: directpipe.admin.v1.GetPolicyHistoryResponse
-	(*PolicyRevision)(nil),           // 9: directpipe.admin.v1.PolicyRevision
-	(*GetPolicyRequest)(nil),         // 10: directpipe.admin.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),        // 11: directpipe.admin.v1.GetPolicyResponse
-	(*ValidatePolicyRequest)(nil),    // 12: directpipe.admin.v1.ValidatePolicyRequest
-	(*ValidatePolicyResponse)(nil),   // 13: directpipe.admin.v1.ValidatePolicyResponse
-	(*ApplyPolicyRequest)(nil),       // 14: directpipe.admin.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),      // 15: directpipe.admin.v1.ApplyPolicyResponse
-	(*ListenerUpdate)(nil),           // 16: directpipe.admin.v1.ListenerUpdate
-	(*ResourceChange)(nil),           // 17: directpipe.admin.v1.ResourceChange
-	(*GetConfigRequest)(nil),         // 18: directpipe.admin.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),        // 19: directpipe.admin.v1.GetConfigResponse
-	(*WatchEventsRequest)(nil),       // 20: directpipe.admin.v1.WatchEventsRequest
-	(*Event)(nil),                    // 21: directpipe.admin.v1.Event
-	(*ListKeySourcesRequest)(nil),    // 22: directpipe.admin.v1.ListKeySourcesRequest
-	(*ListKeySourcesResponse)(nil),   // 23: directpipe.admin.v1.ListKeySourcesResponse
-	(*KeySource)(nil),                // 24: directpipe.admin.v1.KeySource
-	nil,                              // 25: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                              // 26: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                              // 27: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
-	(*v1.Policy)(nil),                // 29: directpipe.policy.v1.Policy
+	(NodeAnswer_Outcome)(0),          // 1: directpipe.admin.v1.NodeAnswer.Outcome
+	(ResourceChange_Action)(0),       // 2: directpipe.admin.v1.ResourceChange.Action
+	(*ListNodesRequest)(nil),         // 3: directpipe.admin.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 4: directpipe.admin.v1.ListNodesResponse
+	(*Node)(nil),                     // 5: directpipe.admin.v1.Node
+	(*ResourceStatus)(nil),           // 6: directpipe.admin.v1.ResourceStatus
+	(*Nack)(nil),                     // 7: directpipe.admin.v1.Nack
+	(*GetPolicyHistoryRequest)(nil),  // 8: directpipe.admin.v1.GetPolicyHistoryRequest
+	(*GetPolicyHistoryResponse)(nil), // 9: directpipe.admin.v1.GetPolicyHistoryResponse
+	(*PolicyRevision)(nil),           // 10: directpipe.admin.v1.PolicyRevision
+	(*GetPolicyRequest)(nil),         // 11: directpipe.admin.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),        // 12: directpipe.admin.v1.GetPolicyResponse
+	(*ValidatePolicyRequest)(nil),    // 13: directpipe.admin.v1.ValidatePolicyRequest
+	(*ValidatePolicyResponse)(nil),   // 14: directpipe.admin.v1.ValidatePolicyResponse
+	(*ApplyPolicyRequest)(nil),       // 15: directpipe.admin.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),      // 16: directpipe.admin.v1.ApplyPolicyResponse
+	(*NodeAnswer)(nil),               // 17: directpipe.admin.v1.NodeAnswer
+	(*ListenerUpdate)(nil),           // 18: directpipe.admin.v1.ListenerUpdate
+	(*ResourceChange)(nil),           // 19: directpipe.admin.v1.ResourceChange
+	(*GetConfigRequest)(nil),         // 20: directpipe.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),        // 21: directpipe.admin.v1.GetConfigResponse
+	(*WatchEventsRequest)(nil),       // 22: directpipe.admin.v1.WatchEventsRequest
+	(*Event)(nil),                    // 23: directpipe.admin.v1.Event
+	(*ListKeySourcesRequest)(nil),    // 24: directpipe.admin.v1.ListKeySourcesRequest
+	(*ListKeySourcesResponse)(nil),   // 25: directpipe.admin.v1.ListKeySourcesResponse
+	(*KeySource)(nil),                // 26: directpipe.admin.v1.KeySource
+	nil,                              // 27: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                              // 28: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                              // 29: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),    // 30: google.protobuf.Timestamp
+	(*v1.Policy)(nil),                // 31: directpipe.policy.v1.Policy
+	(*durationpb.Duration)(nil),      // 32: google.protobuf.Duration
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
-	4,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
-	28, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	28, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	5,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
+	5,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
+	30, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	30, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	6,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
 	0,  // 4: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
-	6,  // 5: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	28, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	9,  // 7: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
-	28, // 8: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
-	29, // 9: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
-	29, // 10: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	29, // 11: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	29, // 12: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	17, // 13: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
-	16, // 14: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
-	1,  // 15: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	25, // 16: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	1,  // 17: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	26, // 18: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	27, // 19: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	28, // 20: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
-	24, // 21: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
-	28, // 22: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
-	28, // 23: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
-	2,  // 24: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	10, // 25: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	12, // 26: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	14, // 27: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	18, // 28: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	20, // 29: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	22, // 30: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
-	7,  // 31: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
-	3,  // 32: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	11, // 33: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	13, // 34: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	15, // 35: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	19, // 36: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	21, // 37: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	23, // 38: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
-	8,  // 39: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	7,  // 5: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
+	30, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	10, // 7: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
+	30, // 8: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
+	31, // 9: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
+	31, // 10: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	31, // 11: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	31, // 12: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	32, // 13: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
+	19, // 14: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
+	18, // 15: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
+	17, // 16: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
+	1,  // 17: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
+	7,  // 18: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
+	2,  // 19: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	27, // 20: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	2,  // 21: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	28, // 22: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	29, // 23: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	30, // 24: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	26, // 25: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
+	30, // 26: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	30, // 27: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	3,  // 28: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	11, // 29: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	13, // 30: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	15, // 31: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	20, // 32: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	22, // 33: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	24, // 34: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	8,  // 35: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
+	4,  // 36: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	12, // 37: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	14, // 38: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	16, // 39: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	21, // 40: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	23, // 41: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	25, // 42: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	9,  // 43: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
+	36, // [36:44] is the sub-list for method output_type
+	28, // [28:36] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -1764,8 +1951,8 @@ func file_directpipe_admin_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   26,
+			NumEnums:      3,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -839,8 +839,15 @@ type Backend struct {
 	CircuitBreakers  *CircuitBreakers  `protobuf:"bytes,7,opt,name=circuit_breakers,json=circuitBreakers,proto3" json:"circuit_breakers,omitempty"`
 	OutlierDetection *OutlierDetection `protobuf:"bytes,8,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
 	Tls              *UpstreamTLS      `protobuf:"bytes,9,opt,name=tls,proto3" json:"tls,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Allow endpoints at link-local (169.254.0.0/16, fe80::/10, where cloud
+	// metadata services answer), cloud metadata (fd00:ec2::254),
+	// unspecified, broadcast and multicast addresses, which are refused
+	// otherwise: a public route to them hands the host's credentials to
+	// anyone. Envoy's admin address and the control plane's own ports are
+	// refused even so.
+	AllowInternal bool `protobuf:"varint,10,opt,name=allow_internal,json=allowInternal,proto3" json:"allow_internal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Backend) Reset() {
@@ -934,6 +941,13 @@ func (x *Backend) GetTls() *UpstreamTLS {
 		return x.Tls
 	}
 	return nil
+}
+
+func (x *Backend) GetAllowInternal() bool {
+	if x != nil {
+		return x.AllowInternal
+	}
+	return false
 }
 
 type HealthCheck struct {
@@ -1862,7 +1876,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
 	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12;\n" +
-	"\aheaders\x18\x04 \x03(\v2!.directpipe.policy.v1.HeaderMatchR\aheaders\"\xd2\x03\n" +
+	"\aheaders\x18\x04 \x03(\v2!.directpipe.policy.v1.HeaderMatchR\aheaders\"\xf9\x03\n" +
 	"\aBackend\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12B\n" +
@@ -1873,7 +1887,9 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\fhealth_check\x18\x06 \x01(\v2!.directpipe.policy.v1.HealthCheckR\vhealthCheck\x12P\n" +
 	"\x10circuit_breakers\x18\a \x01(\v2%.directpipe.policy.v1.CircuitBreakersR\x0fcircuitBreakers\x12S\n" +
 	"\x11outlier_detection\x18\b \x01(\v2&.directpipe.policy.v1.OutlierDetectionR\x10outlierDetection\x123\n" +
-	"\x03tls\x18\t \x01(\v2!.directpipe.policy.v1.UpstreamTLSR\x03tls\"\xeb\x01\n" +
+	"\x03tls\x18\t \x01(\v2!.directpipe.policy.v1.UpstreamTLSR\x03tls\x12%\n" +
+	"\x0eallow_internal\x18\n" +
+	" \x01(\bR\rallowInternal\"\xeb\x01\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
