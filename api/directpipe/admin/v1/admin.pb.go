@@ -134,7 +134,7 @@ func (x ResourceChange_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResourceChange_Action.Descriptor instead.
 func (ResourceChange_Action) EnumDescriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15, 0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type ListNodesRequest struct {
@@ -229,7 +229,10 @@ type Node struct {
 	LastSeen       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	Resources      []*ResourceStatus      `protobuf:"bytes,8,rep,name=resources,proto3" json:"resources,omitempty"`
 	// The control-plane replica serving this node (shared store only).
-	Replica       string `protobuf:"bytes,9,opt,name=replica,proto3" json:"replica,omitempty"`
+	Replica string `protobuf:"bytes,9,opt,name=replica,proto3" json:"replica,omitempty"`
+	// The node's Wasm VMs, from the stats it streams; unset until it has
+	// streamed them.
+	Wasm          *WasmHealth `protobuf:"bytes,10,opt,name=wasm,proto3" json:"wasm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,6 +330,90 @@ func (x *Node) GetReplica() string {
 	return ""
 }
 
+func (x *Node) GetWasm() *WasmHealth {
+	if x != nil {
+		return x.Wasm
+	}
+	return nil
+}
+
+// What a node's counters say of its Wasm VMs. A VM that traps fails every
+// plugin it runs (the HTTP and tcp handshake filters share one per
+// worker); Envoy starts a new one on the next request or connection, and
+// counts that for each plugin that finds its VM failed.
+type WasmHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// VMs started in place of a failed one, since the node's Envoy started.
+	Reloads uint64 `protobuf:"varint,1,opt,name=reloads,proto3" json:"reloads,omitempty"`
+	// Reloads that failed or were held back by the reload backoff: the VM
+	// was still failed then.
+	Failures uint64 `protobuf:"varint,2,opt,name=failures,proto3" json:"failures,omitempty"`
+	// When a stats report first showed the latest of them.
+	LastFailure *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	// The latest report showed failures and no successful reload.
+	Failing       bool `protobuf:"varint,4,opt,name=failing,proto3" json:"failing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WasmHealth) Reset() {
+	*x = WasmHealth{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WasmHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WasmHealth) ProtoMessage() {}
+
+func (x *WasmHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WasmHealth.ProtoReflect.Descriptor instead.
+func (*WasmHealth) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WasmHealth) GetReloads() uint64 {
+	if x != nil {
+		return x.Reloads
+	}
+	return 0
+}
+
+func (x *WasmHealth) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *WasmHealth) GetLastFailure() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFailure
+	}
+	return nil
+}
+
+func (x *WasmHealth) GetFailing() bool {
+	if x != nil {
+		return x.Failing
+	}
+	return false
+}
+
 type ResourceStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Short type name: Listener, RouteConfiguration, Cluster,
@@ -345,7 +432,7 @@ type ResourceStatus struct {
 
 func (x *ResourceStatus) Reset() {
 	*x = ResourceStatus{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +444,7 @@ func (x *ResourceStatus) String() string {
 func (*ResourceStatus) ProtoMessage() {}
 
 func (x *ResourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +457,7 @@ func (x *ResourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceStatus.ProtoReflect.Descriptor instead.
 func (*ResourceStatus) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ResourceStatus) GetType() string {
@@ -433,7 +520,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +532,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +545,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Nack) GetVersion() string {
@@ -490,7 +577,7 @@ type GetPolicyHistoryRequest struct {
 
 func (x *GetPolicyHistoryRequest) Reset() {
 	*x = GetPolicyHistoryRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +589,7 @@ func (x *GetPolicyHistoryRequest) String() string {
 func (*GetPolicyHistoryRequest) ProtoMessage() {}
 
 func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +602,7 @@ func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type GetPolicyHistoryResponse struct {
@@ -527,7 +614,7 @@ type GetPolicyHistoryResponse struct {
 
 func (x *GetPolicyHistoryResponse) Reset() {
 	*x = GetPolicyHistoryResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +626,7 @@ func (x *GetPolicyHistoryResponse) String() string {
 func (*GetPolicyHistoryResponse) ProtoMessage() {}
 
 func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +639,7 @@ func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetPolicyHistoryResponse) GetRevisions() []*PolicyRevision {
@@ -575,7 +662,7 @@ type PolicyRevision struct {
 
 func (x *PolicyRevision) Reset() {
 	*x = PolicyRevision{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +674,7 @@ func (x *PolicyRevision) String() string {
 func (*PolicyRevision) ProtoMessage() {}
 
 func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +687,7 @@ func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRevision.ProtoReflect.Descriptor instead.
 func (*PolicyRevision) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PolicyRevision) GetRevision() string {
@@ -639,7 +726,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +738,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +751,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type GetPolicyResponse struct {
@@ -677,7 +764,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +776,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +789,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *v1.Policy {
@@ -728,7 +815,7 @@ type ValidatePolicyRequest struct {
 
 func (x *ValidatePolicyRequest) Reset() {
 	*x = ValidatePolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +827,7 @@ func (x *ValidatePolicyRequest) String() string {
 func (*ValidatePolicyRequest) ProtoMessage() {}
 
 func (x *ValidatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +840,7 @@ func (x *ValidatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*ValidatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ValidatePolicyRequest) GetPolicy() *v1.Policy {
@@ -776,7 +863,7 @@ type ValidatePolicyResponse struct {
 
 func (x *ValidatePolicyResponse) Reset() {
 	*x = ValidatePolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +875,7 @@ func (x *ValidatePolicyResponse) String() string {
 func (*ValidatePolicyResponse) ProtoMessage() {}
 
 func (x *ValidatePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +888,7 @@ func (x *ValidatePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatePolicyResponse.ProtoReflect.Descriptor instead.
 func (*ValidatePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ValidatePolicyResponse) GetErrors() []string {
@@ -837,7 +924,7 @@ type ApplyPolicyRequest struct {
 
 func (x *ApplyPolicyRequest) Reset() {
 	*x = ApplyPolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +936,7 @@ func (x *ApplyPolicyRequest) String() string {
 func (*ApplyPolicyRequest) ProtoMessage() {}
 
 func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +949,7 @@ func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyPolicyRequest) GetPolicy() *v1.Policy {
@@ -908,7 +995,7 @@ type ApplyPolicyResponse struct {
 
 func (x *ApplyPolicyResponse) Reset() {
 	*x = ApplyPolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1007,7 @@ func (x *ApplyPolicyResponse) String() string {
 func (*ApplyPolicyResponse) ProtoMessage() {}
 
 func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1020,7 @@ func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApplyPolicyResponse) GetRevision() string {
@@ -983,7 +1070,7 @@ type ListenerUpdate struct {
 
 func (x *ListenerUpdate) Reset() {
 	*x = ListenerUpdate{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1082,7 @@ func (x *ListenerUpdate) String() string {
 func (*ListenerUpdate) ProtoMessage() {}
 
 func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1095,7 @@ func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerUpdate.ProtoReflect.Descriptor instead.
 func (*ListenerUpdate) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListenerUpdate) GetName() string {
@@ -1057,7 +1144,7 @@ type ResourceChange struct {
 
 func (x *ResourceChange) Reset() {
 	*x = ResourceChange{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1156,7 @@ func (x *ResourceChange) String() string {
 func (*ResourceChange) ProtoMessage() {}
 
 func (x *ResourceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1169,7 @@ func (x *ResourceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceChange.ProtoReflect.Descriptor instead.
 func (*ResourceChange) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResourceChange) GetType() string {
@@ -1115,7 +1202,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1214,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1227,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetConfigRequest) GetNodeId() string {
@@ -1162,7 +1249,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1261,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1274,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetConfigResponse) GetNodeId() string {
@@ -1219,7 +1306,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1318,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1331,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type Event struct {
@@ -1264,7 +1351,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1363,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1376,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetAt() *timestamppb.Timestamp {
@@ -1349,7 +1436,7 @@ type ListKeySourcesRequest struct {
 
 func (x *ListKeySourcesRequest) Reset() {
 	*x = ListKeySourcesRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1448,7 @@ func (x *ListKeySourcesRequest) String() string {
 func (*ListKeySourcesRequest) ProtoMessage() {}
 
 func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1461,7 @@ func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type ListKeySourcesResponse struct {
@@ -1386,7 +1473,7 @@ type ListKeySourcesResponse struct {
 
 func (x *ListKeySourcesResponse) Reset() {
 	*x = ListKeySourcesResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1485,7 @@ func (x *ListKeySourcesResponse) String() string {
 func (*ListKeySourcesResponse) ProtoMessage() {}
 
 func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1498,7 @@ func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListKeySourcesResponse) GetSources() []*KeySource {
@@ -1445,7 +1532,7 @@ type KeySource struct {
 
 func (x *KeySource) Reset() {
 	*x = KeySource{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1544,7 @@ func (x *KeySource) String() string {
 func (*KeySource) ProtoMessage() {}
 
 func (x *KeySource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1557,7 @@ func (x *KeySource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySource.ProtoReflect.Descriptor instead.
 func (*KeySource) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeySource) GetAuthPolicy() string {
@@ -1536,7 +1623,7 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x1fdirectpipe/admin/v1/admin.proto\x12\x13directpipe.admin.v1\x1a!directpipe/policy/v1/policy.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
 	"\x10ListNodesRequest\"D\n" +
 	"\x11ListNodesResponse\x12/\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\"\xef\x02\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\"\xa4\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12#\n" +
@@ -1547,7 +1634,15 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fconnected_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0econnectedSince\x127\n" +
 	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12A\n" +
 	"\tresources\x18\b \x03(\v2#.directpipe.admin.v1.ResourceStatusR\tresources\x12\x18\n" +
-	"\areplica\x18\t \x01(\tR\areplica\"\x9c\x02\n" +
+	"\areplica\x18\t \x01(\tR\areplica\x123\n" +
+	"\x04wasm\x18\n" +
+	" \x01(\v2\x1f.directpipe.admin.v1.WasmHealthR\x04wasm\"\x9b\x01\n" +
+	"\n" +
+	"WasmHealth\x12\x18\n" +
+	"\areloads\x18\x01 \x01(\x04R\areloads\x12\x1a\n" +
+	"\bfailures\x18\x02 \x01(\x04R\bfailures\x12=\n" +
+	"\flast_failure\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastFailure\x12\x18\n" +
+	"\afailing\x18\x04 \x01(\bR\afailing\"\x9c\x02\n" +
 	"\x0eResourceStatus\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
 	"\btype_url\x18\x02 \x01(\tR\atypeUrl\x124\n" +
@@ -1673,85 +1768,88 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                   // 0: directpipe.admin.v1.SyncState
 	(ResourceChange_Action)(0),       // 1: directpipe.admin.v1.ResourceChange.Action
 	(*ListNodesRequest)(nil),         // 2: directpipe.admin.v1.ListNodesRequest
 	(*ListNodesResponse)(nil),        // 3: directpipe.admin.v1.ListNodesResponse
 	(*Node)(nil),                     // 4: directpipe.admin.v1.Node
-	(*ResourceStatus)(nil),           // 5: directpipe.admin.v1.ResourceStatus
-	(*Nack)(nil),                     // 6: directpipe.admin.v1.Nack
-	(*GetPolicyHistoryRequest)(nil),  // 7: directpipe.admin.v1.GetPolicyHistoryRequest
-	(*GetPolicyHistoryResponse)(nil), // 8: directpipe.admin.v1.GetPolicyHistoryResponse
-	(*PolicyRevision)(nil),           // 9: directpipe.admin.v1.PolicyRevision
-	(*GetPolicyRequest)(nil),         // 10: directpipe.admin.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),        // 11: directpipe.admin.v1.GetPolicyResponse
-	(*ValidatePolicyRequest)(nil),    // 12: directpipe.admin.v1.ValidatePolicyRequest
-	(*ValidatePolicyResponse)(nil),   // 13: directpipe.admin.v1.ValidatePolicyResponse
-	(*ApplyPolicyRequest)(nil),       // 14: directpipe.admin.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),      // 15: directpipe.admin.v1.ApplyPolicyResponse
-	(*ListenerUpdate)(nil),           // 16: directpipe.admin.v1.ListenerUpdate
-	(*ResourceChange)(nil),           // 17: directpipe.admin.v1.ResourceChange
-	(*GetConfigRequest)(nil),         // 18: directpipe.admin.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),        // 19: directpipe.admin.v1.GetConfigResponse
-	(*WatchEventsRequest)(nil),       // 20: directpipe.admin.v1.WatchEventsRequest
-	(*Event)(nil),                    // 21: directpipe.admin.v1.Event
-	(*ListKeySourcesRequest)(nil),    // 22: directpipe.admin.v1.ListKeySourcesRequest
-	(*ListKeySourcesResponse)(nil),   // 23: directpipe.admin.v1.ListKeySourcesResponse
-	(*KeySource)(nil),                // 24: directpipe.admin.v1.KeySource
-	nil,                              // 25: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                              // 26: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                              // 27: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
-	(*v1.Policy)(nil),                // 29: directpipe.policy.v1.Policy
+	(*WasmHealth)(nil),               // 5: directpipe.admin.v1.WasmHealth
+	(*ResourceStatus)(nil),           // 6: directpipe.admin.v1.ResourceStatus
+	(*Nack)(nil),                     // 7: directpipe.admin.v1.Nack
+	(*GetPolicyHistoryRequest)(nil),  // 8: directpipe.admin.v1.GetPolicyHistoryRequest
+	(*GetPolicyHistoryResponse)(nil), // 9: directpipe.admin.v1.GetPolicyHistoryResponse
+	(*PolicyRevision)(nil),           // 10: directpipe.admin.v1.PolicyRevision
+	(*GetPolicyRequest)(nil),         // 11: directpipe.admin.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),        // 12: directpipe.admin.v1.GetPolicyResponse
+	(*ValidatePolicyRequest)(nil),    // 13: directpipe.admin.v1.ValidatePolicyRequest
+	(*ValidatePolicyResponse)(nil),   // 14: directpipe.admin.v1.ValidatePolicyResponse
+	(*ApplyPolicyRequest)(nil),       // 15: directpipe.admin.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),      // 16: directpipe.admin.v1.ApplyPolicyResponse
+	(*ListenerUpdate)(nil),           // 17: directpipe.admin.v1.ListenerUpdate
+	(*ResourceChange)(nil),           // 18: directpipe.admin.v1.ResourceChange
+	(*GetConfigRequest)(nil),         // 19: directpipe.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),        // 20: directpipe.admin.v1.GetConfigResponse
+	(*WatchEventsRequest)(nil),       // 21: directpipe.admin.v1.WatchEventsRequest
+	(*Event)(nil),                    // 22: directpipe.admin.v1.Event
+	(*ListKeySourcesRequest)(nil),    // 23: directpipe.admin.v1.ListKeySourcesRequest
+	(*ListKeySourcesResponse)(nil),   // 24: directpipe.admin.v1.ListKeySourcesResponse
+	(*KeySource)(nil),                // 25: directpipe.admin.v1.KeySource
+	nil,                              // 26: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                              // 27: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                              // 28: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
+	(*v1.Policy)(nil),                // 30: directpipe.policy.v1.Policy
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
 	4,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
-	28, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	28, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	5,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
-	0,  // 4: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
-	6,  // 5: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	28, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	9,  // 7: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
-	28, // 8: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
-	29, // 9: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
-	29, // 10: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	29, // 11: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	29, // 12: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	17, // 13: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
-	16, // 14: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
-	1,  // 15: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	25, // 16: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	1,  // 17: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	26, // 18: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	27, // 19: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	28, // 20: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
-	24, // 21: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
-	28, // 22: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
-	28, // 23: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
-	2,  // 24: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	10, // 25: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	12, // 26: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	14, // 27: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	18, // 28: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	20, // 29: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	22, // 30: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
-	7,  // 31: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
-	3,  // 32: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	11, // 33: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	13, // 34: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	15, // 35: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	19, // 36: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	21, // 37: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	23, // 38: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
-	8,  // 39: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	29, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	29, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	6,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
+	5,  // 4: directpipe.admin.v1.Node.wasm:type_name -> directpipe.admin.v1.WasmHealth
+	29, // 5: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
+	0,  // 6: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
+	7,  // 7: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
+	29, // 8: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	10, // 9: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
+	29, // 10: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
+	30, // 11: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
+	30, // 12: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	30, // 13: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	30, // 14: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	18, // 15: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
+	17, // 16: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
+	1,  // 17: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	26, // 18: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	1,  // 19: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	27, // 20: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	28, // 21: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	29, // 22: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	25, // 23: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
+	29, // 24: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	29, // 25: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	2,  // 26: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	11, // 27: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	13, // 28: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	15, // 29: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	19, // 30: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	21, // 31: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	23, // 32: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	8,  // 33: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
+	3,  // 34: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	12, // 35: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	14, // 36: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	16, // 37: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	20, // 38: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	22, // 39: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	24, // 40: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	9,  // 41: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
+	34, // [34:42] is the sub-list for method output_type
+	26, // [26:34] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -1765,7 +1863,7 @@ func file_directpipe_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
