@@ -17,18 +17,6 @@ const (
 	// second per worker, more than MaxPending handshakes can time out in
 	// a head timeout.
 	TickMillis = 200
-	// ClosesPerCall bounds the connections one callback closes. Closing
-	// a connection re-enters the module before the host call returns
-	// (proxy_on_done, proxy_on_delete), and V8 keeps part of each nested
-	// entry's native stack until the outer callback returns: a tick that
-	// closed a thousand idle connections overflowed the stack and failed
-	// the worker's VM, and with it every plugin sharing that VM.
-	ClosesPerCall = 32
-	// MaxPending bounds the undecided handshakes a worker holds. Past it
-	// a new connection sheds the oldest one: a caller with a real
-	// handshake sends it at once, so under a flood of silent sockets the
-	// ones that go are the flood's.
-	MaxPending = 1024
 )
 
 // conn is a connection's state: its plugin, when it opened, whether its
@@ -209,18 +197,16 @@ func closeConnection(h TCPHost, why string) Action {
 // most ClosesPerCall per tick, the oldest first.
 func (g *TCP) Tick(h TCPHost, rootID uint32, now time.Time) {
 	// Collect first: each close re-enters Delete, which edits the list.
-	var late [ClosesPerCall]*conn
-	n := 0
-	for c := g.pending.front(); c != nil && n < len(late) && now.Sub(c.opened) >= tcpcheck.HeadTimeout; c = c.next {
-		late[n] = c
-		n++
+	late := make([]*conn, 0, min(g.pending.n, ClosesPerCall))
+	for c := g.pending.front(); c != nil && len(late) < ClosesPerCall && now.Sub(c.opened) >= tcpcheck.HeadTimeout; c = c.next {
+		late = append(late, c)
 	}
-	for _, c := range late[:n] {
+	for _, c := range late {
 		g.decide(c)
 		h.Count(contract.MetricTCPHeadTimeout)
 		closeOther(h, c.id)
 	}
-	if n > 0 {
+	if len(late) > 0 {
 		h.SetEffectiveContext(rootID)
 	}
 }
