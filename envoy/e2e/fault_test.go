@@ -68,7 +68,7 @@ func (st *streams) end(t *testing.T) {
 	}
 }
 
-// waitStreams waits until the voice cluster holds n upstream connections.
+// waitUpstreams waits until the voice cluster holds n upstream connections.
 func (s *stack) waitUpstreams(t *testing.T, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -241,9 +241,25 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 		// 160 a second per worker; the HTTP listener after its 2 s head
 		// bound. The deadline is a bound, not a measure of speed.
 		deadline := start.Add(tcpcheck.HeadTimeout + 30*time.Second)
-		for name, conns := range map[string][]net.Conn{"tcp silent": tcpIdle, "tcp half-sent": tcpPartial, "http silent": httpIdle, "http half-sent": httpPartial} {
-			if open := stillOpen(conns, deadline); open != 0 {
-				t.Errorf("%s: %d of %d connections still open after %v", name, open, len(conns), time.Since(start).Round(time.Second))
+		groups := []struct {
+			name, addr string
+			conns      []net.Conn
+		}{{"tcp silent", tcpAddr, tcpIdle}, {"tcp half-sent", tcpAddr, tcpPartial}, {"http silent", httpAddr, httpIdle}, {"http half-sent", httpAddr, httpPartial}}
+		// At once: a read whose deadline has passed fails even when the
+		// close is already there to read.
+		open := make([]int, len(groups))
+		var wg sync.WaitGroup
+		for i, g := range groups {
+			wg.Go(func() { open[i] = stillOpen(g.conns, deadline) })
+		}
+		wg.Wait()
+		for i, g := range groups {
+			if open[i] != 0 {
+				prefix := "listener." + strings.ReplaceAll(g.addr, ":", "_") + "."
+				active, _ := s.envoy.Stat(context.Background(), prefix+"downstream_cx_active")
+				total, _ := s.envoy.Stat(context.Background(), prefix+"downstream_cx_total")
+				t.Errorf("%s: %d of %d connections still open after %v (the listener holds %d, has accepted %d)",
+					g.name, open[i], len(g.conns), time.Since(start).Round(time.Second), active, total)
 			}
 		}
 	})
