@@ -80,6 +80,9 @@ func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
 		if l.GetHttp2() {
 			alpn = []string{"h2", "http/1.1"}
 		}
+		// A client that sends its hello and then stalls must not hold a
+		// connection for longer than a slow head may.
+		chain.TransportSocketConnectTimeout = durationOr(l.GetLimits().GetRequestHeadersTimeout(), DefaultRequestHeadersTimeout)
 		chain.TransportSocket = &corev3.TransportSocket{
 			Name: "envoy.transport_sockets.tls",
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.DownstreamTlsContext{

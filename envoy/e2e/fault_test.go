@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -371,3 +375,99 @@ func TestFailedVMHealsAndShows(t *testing.T) {
 		}
 	})
 }
+
+// TestStalledTLSHandshakesAreClosed: on a TLS listener, sockets that never
+// send a byte and clients that send their hello and then stall are closed
+// within the listener's head bound, and TLS clients are served meanwhile.
+func TestStalledTLSHandshakesAreClosed(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir)
+	secure := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	backend := testkit.StartBackend(t)
+	file := filepath.Join(dir, "policy.yaml")
+	policyText := fmt.Sprintf(`
+listeners:
+  - { name: secure, address: %q, tls: { cert_file: %q, key_file: %q }, limits: { request_headers_timeout: 2s } }
+routes:
+  - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
+backends:
+  - { name: rest, endpoints: [%q] }
+`, secure, cert, key, backend.RESTAddr)
+	if err := os.WriteFile(file, []byte(policyText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp := testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: file})
+	testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: cp.XDSAddr()})
+	pem, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	get := func() error {
+		resp, err := client.Get("https://" + secure + "/api/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	waitFor(t, 20*time.Second, func() (bool, string) {
+		err := get()
+		return err == nil, fmt.Sprint("GET over TLS: ", err)
+	})
+
+	start := time.Now()
+	silent := dialMany(t, secure, 300, "")
+	stalled := dialMany(t, secure, 300, clientHello(t, cfg))
+	if err := get(); err != nil {
+		t.Errorf("GET over TLS during the flood: %v", err)
+	}
+	// A bound, not a measure of speed: 2 s, then Envoy closes.
+	deadline := start.Add(20 * time.Second)
+	open := make([]int, 2)
+	var wg sync.WaitGroup
+	for i, conns := range [][]net.Conn{silent, stalled} {
+		wg.Go(func() { open[i] = stillOpen(conns, deadline) })
+	}
+	wg.Wait()
+	if open[0] != 0 || open[1] != 0 {
+		t.Errorf("still open after %v: %d of %d silent sockets, %d of %d stalled handshakes",
+			time.Since(start).Round(time.Second), open[0], len(silent), open[1], len(stalled))
+	}
+	if err := get(); err != nil {
+		t.Errorf("GET over TLS after the flood: %v", err)
+	}
+}
+
+// clientHello is the first flight of a TLS client with cfg.
+func clientHello(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	c := &helloCapture{}
+	tls.Client(c, cfg).Handshake() // fails once the hello is written
+	if c.buf.Len() == 0 {
+		t.Fatal("no client hello")
+	}
+	return c.buf.String()
+}
+
+// helloCapture is a connection that keeps what is written to it and has
+// nothing to read.
+type helloCapture struct {
+	net.Conn
+	buf bytes.Buffer
+}
+
+func (c *helloCapture) Write(b []byte) (int, error)      { return c.buf.Write(b) }
+func (c *helloCapture) Read([]byte) (int, error)         { return 0, io.EOF }
+func (c *helloCapture) Close() error                     { return nil }
+func (c *helloCapture) SetDeadline(time.Time) error      { return nil }
+func (c *helloCapture) SetWriteDeadline(time.Time) error { return nil }
+func (c *helloCapture) SetReadDeadline(time.Time) error  { return nil }
+func (c *helloCapture) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *helloCapture) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
