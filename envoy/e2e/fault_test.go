@@ -347,10 +347,12 @@ func TestFailedVMHealsAndShows(t *testing.T) {
 
 	t.Run("dpctl status shows the failure", func(t *testing.T) {
 		// Envoy flushes its stats every 5 seconds.
+		var table string
 		waitFor(t, 20*time.Second, func() (bool, string) {
-			_, table, _ := s.dpctl("status")
+			_, table, _ = s.dpctl("status")
 			return strings.Contains(table, "RELOADED") && strings.Contains(table, "a Wasm VM failed and was reloaded"), table
 		})
+		t.Logf("dpctl status after the failure:\n%s", table)
 	})
 	t.Run("a metric counts it", func(t *testing.T) {
 		resp, err := http.Get("http://" + s.cp.MetricsAddr() + "/metrics")
