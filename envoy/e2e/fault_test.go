@@ -286,6 +286,8 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 			t.Errorf("a VM failed: %s = %d", name, v)
 		}
 	}
+	t.Logf("the tcp module shed %d handshakes and timed out %d",
+		stats["wasmcustom."+contract.MetricTCPShed], stats["wasmcustom."+contract.MetricTCPHeadTimeout])
 	if stats["wasmcustom."+contract.MetricTCPShed] == 0 || stats["wasmcustom."+contract.MetricTCPHeadTimeout] == 0 {
 		t.Errorf("shed %d, timed out %d: the flood did not reach the bounds it should test",
 			stats["wasmcustom."+contract.MetricTCPShed], stats["wasmcustom."+contract.MetricTCPHeadTimeout])
