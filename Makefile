@@ -97,6 +97,9 @@ build:
 	$(GO) build -o $(BIN)/probe ./examples/probe
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath $(WASM_LDFLAGS) -o $(BIN)/handshake.wasm ./filter/handshake
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/framefilter.wasm ./bench/framefilter
+	# The fault suite's module: the tcp module without its flood bounds, a
+	# VM that a flood of silent sockets fails (filter/gate/limits_faultinject.go).
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -tags faultinject $(WASM_LDFLAGS) -o $(BIN)/handshake-faultinject.wasm ./filter/handshake
 	@ls -l $(BIN)/handshake.wasm | awk '{print ">> " $$9 ": " $$5 " bytes"}'
 
 # An optional pass of Binaryen's wasm-opt over the module (npm `binaryen`,

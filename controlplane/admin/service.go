@@ -58,6 +58,9 @@ type Backend interface {
 	// ListenerConnections returns the connections the listener bound to
 	// address holds now, by node, for the nodes that report them.
 	ListenerConnections(address string) map[string]int64
+	// NodeWasm returns what the nodes' stats say of their Wasm VMs, by
+	// node, for the nodes that report them.
+	NodeWasm() map[string]*adminv1.WasmHealth
 	Status() *xds.Status
 	// KeySources reports the key sets the served policy names.
 	KeySources() []jwks.Status
@@ -92,7 +95,7 @@ func (s *Service) Register(g *grpc.Server, hs *health.Server) {
 }
 
 func (s *Service) ListNodes(ctx context.Context, _ *adminv1.ListNodesRequest) (*adminv1.ListNodesResponse, error) {
-	resp := &adminv1.ListNodesResponse{Nodes: NodeProtos(s.backend.Status(), s.backend.Replica())}
+	resp := &adminv1.ListNodesResponse{Nodes: NodeProtos(s.backend.Status(), s.backend.Replica(), s.backend.NodeWasm())}
 	fleet, err := s.backend.FleetNodes(ctx)
 	if err != nil {
 		return nil, applyError(err)
@@ -102,8 +105,9 @@ func (s *Service) ListNodes(ctx context.Context, _ *adminv1.ListNodesRequest) (*
 }
 
 // NodeProtos is the status of the nodes this control plane has seen, as
-// the API shows them, each marked with replica.
-func NodeProtos(st *xds.Status, replica string) []*adminv1.Node {
+// the API shows them, each marked with replica and with its VMs' health
+// from wasm.
+func NodeProtos(st *xds.Status, replica string, wasm map[string]*adminv1.WasmHealth) []*adminv1.Node {
 	latest := st.Latest()
 	typeURLs := make([]string, 0, len(latest))
 	for t := range latest {
@@ -115,7 +119,7 @@ func NodeProtos(st *xds.Status, replica string) []*adminv1.Node {
 		node := &adminv1.Node{
 			Id: n.ID, Cluster: n.Cluster, EnvoyVersion: n.EnvoyVersion, XdsFlavour: n.Flavour,
 			Connected: n.Connected, ConnectedSince: timestamppb.New(n.ConnectedSince), LastSeen: timestamppb.New(n.LastSeen),
-			Replica: replica,
+			Replica: replica, Wasm: wasm[n.ID],
 		}
 		for _, t := range typeURLs {
 			ts := n.Types[t]

@@ -25,7 +25,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/jwks"
@@ -96,7 +98,8 @@ type App struct {
 	metrics *xds.Metrics
 	reg     *prometheus.Registry
 	grpc    *grpc.Server
-	// nodeStats holds the listener connection counts Envoys report.
+	// nodeStats holds the listener connection counts and Wasm VM
+	// failures Envoys report.
 	nodeStats *nodestats.Store
 	admin     *grpc.Server
 	xdsLis    net.Listener
@@ -136,18 +139,18 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := xds.NewMetrics(reg)
 	a := &App{
-		cfg:       cfg,
-		log:       cfg.Log,
-		reg:       reg,
-		metrics:   metrics,
-		xds:       xds.NewServer(ctx, cfg.Log, metrics),
-		jwks:      jwks.NewResolver(nil, cfg.Log, reg),
-		nodeStats: nodestats.New(),
+		cfg:     cfg,
+		log:     cfg.Log,
+		reg:     reg,
+		metrics: metrics,
+		xds:     xds.NewServer(ctx, cfg.Log, metrics),
+		jwks:    jwks.NewResolver(nil, cfg.Log, reg),
 	}
 	if cfg.JWKSDir == "" && cfg.PolicyFile != "" {
 		cfg.JWKSDir = filepath.Dir(cfg.PolicyFile)
 	}
 	a.jwks.ConfineFiles(cfg.JWKSDir)
+	a.watchWasm(reg)
 	if cfg.Store != nil {
 		a.keys = &sharedKeys{a: a, docs: map[string][]byte{}}
 		a.jwks.Share(a.keys)
@@ -247,6 +250,56 @@ func (a *App) Resources() xdstype.Resources {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.served.Resources
+}
+
+// watchWasm makes the VM failures nodes report show: a log line for each
+// report that shows new ones, and metrics.
+func (a *App) watchWasm(reg prometheus.Registerer) {
+	reloads := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "directpipe_envoy_wasm_vm_reloads_total",
+		Help: "Wasm VMs Envoys started in place of a failed one, as their stats report them (once per plugin of the VM).",
+	})
+	failures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "directpipe_envoy_wasm_vm_reload_failures_total",
+		Help: "Reloads of a failed Wasm VM that failed or were held back by the backoff, as Envoys' stats report them.",
+	})
+	failing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "directpipe_envoy_wasm_vm_failing_nodes",
+		Help: "Envoys whose latest stats show a failed Wasm VM that has not been reloaded.",
+	}, func() float64 {
+		n := 0
+		for _, h := range a.nodeStats.Wasm() {
+			if h.Failing {
+				n++
+			}
+		}
+		return float64(n)
+	})
+	reg.MustRegister(reloads, failures, failing)
+	a.nodeStats = nodestats.New(func(e nodestats.WasmEvent) {
+		reloads.Add(float64(e.Reloads))
+		failures.Add(float64(e.Failures))
+		if e.Health.Failing {
+			a.log.Error("a node's Wasm VM failed and has not been reloaded: its handshake filters refuse traffic",
+				"node", e.Node, "failed_reloads", e.Failures, "reloads_so_far", e.Health.Reloads)
+			return
+		}
+		a.log.Warn("a node's Wasm VM failed and was reloaded",
+			"node", e.Node, "reloads", e.Reloads, "failed_reloads", e.Failures)
+	})
+}
+
+// NodeWasm returns what the nodes' stats say of their Wasm VMs.
+func (a *App) NodeWasm() map[string]*adminv1.WasmHealth {
+	out := map[string]*adminv1.WasmHealth{}
+	for id, h := range a.nodeStats.Wasm() {
+		w := &adminv1.WasmHealth{Reloads: h.Reloads, Failures: h.Failures, Failing: h.Failing}
+		if !h.LastFailure.IsZero() {
+			w.LastFailure = timestamppb.New(h.LastFailure)
+		}
+		out[id] = w
+	}
+	return out
 }
 
 // ListenerConnections returns the connections the listener bound to

@@ -155,7 +155,7 @@ func (a *App) publishNodes(ctx context.Context) {
 		case <-tick.C:
 		}
 		nodes := map[string][]byte{}
-		for _, n := range admin.NodeProtos(a.xds.Status(), a.cfg.Replica) {
+		for _, n := range admin.NodeProtos(a.xds.Status(), a.cfg.Replica, a.NodeWasm()) {
 			if !n.GetConnected() {
 				continue
 			}

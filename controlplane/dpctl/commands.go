@@ -57,11 +57,12 @@ func (c *cli) status(ctx context.Context) error {
 	if replicas {
 		fmt.Fprint(w, "\tREPLICA")
 	}
+	fmt.Fprint(w, "\tWASM")
 	for _, k := range xdstype.Kinds() {
 		fmt.Fprintf(w, "\t%s", k.Abbrev)
 	}
 	fmt.Fprintln(w)
-	var nacks []string
+	var notes []string
 	for _, n := range resp.GetNodes() {
 		if !n.GetConnected() {
 			continue
@@ -69,6 +70,11 @@ func (c *cli) status(ctx context.Context) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s", n.GetId(), n.GetCluster(), n.GetEnvoyVersion(), n.GetXdsFlavour())
 		if replicas {
 			fmt.Fprintf(w, "\t%s", n.GetReplica())
+		}
+		state, note := wasmCell(n.GetWasm())
+		fmt.Fprintf(w, "\t%s", state)
+		if note != "" {
+			notes = append(notes, n.GetId()+": "+note)
 		}
 		byType := map[string]*adminv1.ResourceStatus{}
 		for _, r := range n.GetResources() {
@@ -78,7 +84,7 @@ func (c *cli) status(ctx context.Context) error {
 			r := byType[k.Name()]
 			fmt.Fprintf(w, "\t%s", cell(r))
 			if r.GetState() == adminv1.SyncState_NACKED {
-				nacks = append(nacks, fmt.Sprintf("%s rejected %s version %s: %s",
+				notes = append(notes, fmt.Sprintf("%s rejected %s version %s: %s",
 					n.GetId(), k.Abbrev, r.GetLastNack().GetVersion(), r.GetLastNack().GetError()))
 			}
 		}
@@ -87,10 +93,28 @@ func (c *cli) status(ctx context.Context) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	for _, line := range nacks {
+	for _, line := range notes {
 		fmt.Fprintln(c.out, line)
 	}
 	return nil
+}
+
+// wasmCell is a node's Wasm VM state in the status table, and a line that
+// says more when a VM has failed: "-" for a node that streams no stats,
+// OK, RELOADED (it failed, and Envoy started a new one), FAILING (the
+// latest reload failed or waits for its backoff).
+func wasmCell(h *adminv1.WasmHealth) (string, string) {
+	switch {
+	case h == nil:
+		return "-", ""
+	case h.GetFailing():
+		return "FAILING", fmt.Sprintf("a Wasm VM failed and is not running: its handshake filters refuse traffic (%d reloads, %d failed); last %s",
+			h.GetReloads(), h.GetFailures(), h.GetLastFailure().AsTime().Format(time.RFC3339))
+	case h.GetReloads()+h.GetFailures() > 0:
+		return "RELOADED", fmt.Sprintf("a Wasm VM failed and was reloaded (%d reloads, %d failed); last %s",
+			h.GetReloads(), h.GetFailures(), h.GetLastFailure().AsTime().Format(time.RFC3339))
+	}
+	return "OK", ""
 }
 
 func cell(r *adminv1.ResourceStatus) string {

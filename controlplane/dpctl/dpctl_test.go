@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -51,6 +52,14 @@ func (f *fake) ListNodes(ctx context.Context, _ *adminv1.ListNodesRequest) (*adm
 	return &adminv1.ListNodesResponse{Nodes: []*adminv1.Node{{
 		Id: "envoy-1", Cluster: "edge", EnvoyVersion: "1.40.0", XdsFlavour: "sotw", Connected: true,
 		ConnectedSince: timestamppb.Now(), LastSeen: timestamppb.Now(), Resources: res,
+		Wasm: &adminv1.WasmHealth{Reloads: 2, LastFailure: timestamppb.New(time.Date(2026, 12, 5, 12, 14, 29, 0, time.UTC))},
+	}, {
+		Id: "envoy-2", Cluster: "edge", EnvoyVersion: "1.40.0", XdsFlavour: "sotw", Connected: true,
+		ConnectedSince: timestamppb.Now(), LastSeen: timestamppb.Now(), Resources: res,
+		Wasm: &adminv1.WasmHealth{Reloads: 1, Failures: 3, Failing: true, LastFailure: timestamppb.New(time.Date(2026, 12, 5, 12, 15, 0, 0, time.UTC))},
+	}, {
+		Id: "envoy-3", Cluster: "edge", EnvoyVersion: "1.40.0", XdsFlavour: "sotw", Connected: true,
+		ConnectedSince: timestamppb.Now(), LastSeen: timestamppb.Now(), Resources: res, Wasm: &adminv1.WasmHealth{},
 	}}}, nil
 }
 
@@ -120,7 +129,10 @@ func TestStatusTable(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	for _, want := range []string{"NODE", "CDS", "ECDS", "envoy-1", "SYNCED (aaaaaaaa)", "STALE", "NACKED",
-		"envoy-1 rejected ECDS version dddd: Failed to load Wasm module"} {
+		"envoy-1 rejected ECDS version dddd: Failed to load Wasm module",
+		"WASM", "RELOADED", "FAILING",
+		"envoy-1: a Wasm VM failed and was reloaded (2 reloads, 0 failed); last 2026-12-05T12:14:29Z",
+		"envoy-2: a Wasm VM failed and is not running: its handshake filters refuse traffic (1 reloads, 3 failed); last 2026-12-05T12:15:00Z"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}

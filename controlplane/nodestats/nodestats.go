@@ -2,7 +2,8 @@
 // (Envoy's metrics service sink, which the directpipe bootstrap turns on)
 // and keeps the few the control plane acts on: how many connections each
 // listener of each node holds now, so that a change that would drain a
-// listener can say how many calls it would cut.
+// listener can say how many calls it would cut; and whether a node's Wasm
+// VMs failed, which Envoy shows only in its own log and counters.
 package nodestats
 
 import (
@@ -21,6 +22,9 @@ const (
 	// hold; past them, new entries are dropped.
 	maxNodes     = 10_000
 	maxListeners = 1_000
+	// maxWasmStats bounds the reload counters kept per node (three per
+	// plugin).
+	maxWasmStats = 300
 	// stale is how long a node's numbers stay credible without an update
 	// (Envoy flushes stats every 5 seconds by default).
 	stale = time.Minute
@@ -34,15 +38,48 @@ type Store struct {
 	mu    sync.Mutex
 	nodes map[string]*node
 	now   func() time.Time
+	// onWasm, when set, hears of every report that shows new failures.
+	onWasm func(WasmEvent)
 }
 
 type node struct {
 	at     time.Time
 	active map[string]int64 // by listener stat prefix, e.g. 127.0.0.1_10000
+	// reloads holds Envoy's cumulative wasm.<plugin>.vm_reload_* counters
+	// by name; wasm is what they add up to.
+	reloads map[string]uint64
+	wasm    WasmHealth
 }
 
-// New returns an empty store.
-func New() *Store { return &Store{nodes: map[string]*node{}, now: time.Now} }
+// WasmHealth is what a node's counters say of its Wasm VMs. Envoy's
+// FAIL_RELOAD policy starts a new VM on the first request or connection
+// after a VM traps, and counts it for each plugin that finds its VM
+// failed: a crash shows when traffic next needs the VM, not before.
+type WasmHealth struct {
+	// Reloads are VMs started in place of a failed one (counted once per
+	// plugin of the VM), Failures the reloads that failed or were held
+	// back by the backoff: the VM was still failed then.
+	Reloads, Failures uint64
+	// LastFailure is when a report first showed the latest of them.
+	LastFailure time.Time
+	// Failing says the latest report showed failures and no successful
+	// reload.
+	Failing bool
+}
+
+// WasmEvent is a report that showed new VM failures on a node: Reloads
+// and Failures are the increases, Health the node's state after it.
+type WasmEvent struct {
+	Node              string
+	Reloads, Failures uint64
+	Health            WasmHealth
+}
+
+// New returns an empty store; onWasm, if not nil, is called (without the
+// store's lock) for every report that shows a node's VM failed.
+func New(onWasm func(WasmEvent)) *Store {
+	return &Store{nodes: map[string]*node{}, now: time.Now, onWasm: onWasm}
+}
 
 // Register adds the metrics service to a gRPC server (the xDS one: Envoy
 // reaches it through its xDS cluster).
@@ -80,12 +117,26 @@ func (s *Store) StreamMetrics(stream grpc.ClientStreamingServer[metricsv3.Stream
 const (
 	prefix = "listener."
 	suffix = ".downstream_cx_active"
+
+	wasmPrefix    = "wasm."
+	reloadSuccess = ".vm_reload_success"
+	reloadFailure = ".vm_reload_failure"
+	reloadBackoff = ".vm_reload_backoff"
 )
 
 func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
 	found := map[string]int64{}
+	reloads := map[string]uint64{}
 	for _, f := range msg.GetEnvoyMetrics() {
 		name := f.GetName()
+		if isReloadCounter(name) {
+			if len(reloads) < maxWasmStats {
+				for _, m := range f.GetMetric() {
+					reloads[name] = uint64(m.GetCounter().GetValue())
+				}
+			}
+			continue
+		}
 		if !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, suffix) || len(found) >= maxListeners {
 			continue
 		}
@@ -99,17 +150,17 @@ func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
 			found[listener] = int64(m.GetGauge().GetValue())
 		}
 	}
-	if len(found) == 0 {
-		return // a batch without listener gauges
+	if len(found) == 0 && len(reloads) == 0 {
+		return // a batch with nothing the store keeps
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	n, ok := s.nodes[id]
 	if !ok {
 		if len(s.nodes) >= maxNodes {
+			s.mu.Unlock()
 			return
 		}
-		n = &node{active: map[string]int64{}}
+		n = &node{active: map[string]int64{}, reloads: map[string]uint64{}}
 		s.nodes[id] = n
 	}
 	n.at = s.now()
@@ -118,6 +169,60 @@ func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
 			n.active[k] = v
 		}
 	}
+	ev, changed := n.recordReloads(reloads, n.at)
+	s.mu.Unlock()
+	if changed && s.onWasm != nil {
+		ev.Node = id
+		s.onWasm(ev)
+	}
+}
+
+func isReloadCounter(name string) bool {
+	return strings.HasPrefix(name, wasmPrefix) &&
+		(strings.HasSuffix(name, reloadSuccess) || strings.HasSuffix(name, reloadFailure) || strings.HasSuffix(name, reloadBackoff))
+}
+
+// recordReloads takes a batch's reload counters and reports whether they
+// show failures the node had not shown before. A counter seen for the
+// first time counts from zero, so what a node went through before its
+// stream (re)connected shows once; a counter lower than before is a
+// restarted Envoy, and counts from there.
+func (n *node) recordReloads(batch map[string]uint64, at time.Time) (WasmEvent, bool) {
+	var ok, failed uint64
+	for name, v := range batch {
+		old, seen := n.reloads[name]
+		if !seen && len(n.reloads) >= maxWasmStats {
+			continue
+		}
+		n.reloads[name] = v
+		if v <= old {
+			continue
+		}
+		if strings.HasSuffix(name, reloadSuccess) {
+			ok += v - old
+		} else {
+			failed += v - old
+		}
+	}
+	if ok == 0 && failed == 0 {
+		return WasmEvent{}, false
+	}
+	n.wasm.Reloads += ok
+	n.wasm.Failures += failed
+	n.wasm.LastFailure = at
+	n.wasm.Failing = failed > 0 && ok == 0
+	return WasmEvent{Reloads: ok, Failures: failed, Health: n.wasm}, true
+}
+
+// Wasm returns the VM health of every node that reports its stats.
+func (s *Store) Wasm() map[string]WasmHealth {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]WasmHealth, len(s.nodes))
+	for id, n := range s.nodes {
+		out[id] = n.wasm
+	}
+	return out
 }
 
 // ActiveConnections returns, for every node that reported recently, the

@@ -2,6 +2,7 @@ package nodestats
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func gauge(name string, v float64) *promv1.MetricFamily {
 }
 
 func TestStreamMetrics(t *testing.T) {
-	s := New()
+	s := New(nil)
 	g := grpc.NewServer()
 	s.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -93,5 +94,91 @@ func TestStatPrefix(t *testing.T) {
 		if got := StatPrefix(in); got != want {
 			t.Errorf("StatPrefix(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func counter(name string, v float64) *promv1.MetricFamily {
+	return &promv1.MetricFamily{Name: proto.String(name), Type: promv1.MetricType_COUNTER.Enum(),
+		Metric: []*promv1.Metric{{Counter: &promv1.Counter{Value: proto.Float64(v)}}}}
+}
+
+// TestWasmHealth: the reload counters of every plugin add up per node; a
+// report that raises them is a failure, heard once; a failed or held-back
+// reload with no success leaves the node failing; a restarted Envoy's
+// lower counters start again from where they are.
+func TestWasmHealth(t *testing.T) {
+	const (
+		httpOK   = "wasm.directpipe.handshake.vm_reload_success"
+		httpFail = "wasm.directpipe.handshake.vm_reload_failure"
+		tcpOK    = "wasm.directpipe.handshake_tcp.voice-raw.vm_reload_success"
+		tcpWait  = "wasm.directpipe.handshake_tcp.voice-raw.vm_reload_backoff"
+	)
+	type report map[string]float64
+	for _, tt := range []struct {
+		name    string
+		reports []report
+		events  []WasmEvent // Node and Health left out
+		want    WasmHealth  // LastFailure: set iff Reloads+Failures > 0
+	}{
+		{"no failure", []report{{httpOK: 0, tcpOK: 0}, {httpOK: 0}}, nil, WasmHealth{}},
+		{"a trap healed on both plugins", []report{{httpOK: 0, tcpOK: 0}, {httpOK: 2, tcpOK: 1}, {httpOK: 2, tcpOK: 2}},
+			[]WasmEvent{{Reloads: 3}, {Reloads: 1}}, WasmHealth{Reloads: 4}},
+		{"failures before the stream show once", []report{{httpOK: 2}, {httpOK: 2}}, []WasmEvent{{Reloads: 2}}, WasmHealth{Reloads: 2}},
+		{"a VM that keeps failing", []report{{httpOK: 0}, {httpFail: 1, tcpWait: 3}, {httpFail: 2}},
+			[]WasmEvent{{Failures: 4}, {Failures: 1}}, WasmHealth{Failures: 5, Failing: true}},
+		{"failing, then healed", []report{{httpFail: 1}, {httpFail: 1, httpOK: 1}},
+			[]WasmEvent{{Failures: 1}, {Reloads: 1}}, WasmHealth{Reloads: 1, Failures: 1}},
+		{"a restarted Envoy", []report{{httpOK: 5}, {httpOK: 0}, {httpOK: 1}},
+			[]WasmEvent{{Reloads: 5}, {Reloads: 1}}, WasmHealth{Reloads: 6}},
+		{"other counters", []report{{"wasm.envoy.wasm.runtime.v8.created": 9, "wasm.directpipe.handshake.vm_reload": 3, "cluster.x.vm_reload_success": 4}}, nil, WasmHealth{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var events []WasmEvent
+			s := New(func(e WasmEvent) {
+				if e.Node != "edge-1" {
+					t.Errorf("event for %q", e.Node)
+				}
+				e.Node, e.Health = "", WasmHealth{}
+				events = append(events, e)
+			})
+			for _, r := range tt.reports {
+				msg := &metricsv3.StreamMetricsMessage{}
+				for name, v := range r {
+					msg.EnvoyMetrics = append(msg.EnvoyMetrics, counter(name, v))
+				}
+				s.record("edge-1", msg)
+			}
+			if len(events) != len(tt.events) {
+				t.Fatalf("events %+v, want %+v", events, tt.events)
+			}
+			for i := range events {
+				if events[i] != tt.events[i] {
+					t.Errorf("event %d: %+v, want %+v", i, events[i], tt.events[i])
+				}
+			}
+			got := s.Wasm()["edge-1"]
+			if got.LastFailure.IsZero() != (tt.want.Reloads+tt.want.Failures == 0) {
+				t.Errorf("last failure %v", got.LastFailure)
+			}
+			got.LastFailure = time.Time{}
+			if got != tt.want {
+				t.Errorf("health %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestWasmStatsBounded: a node cannot make the store keep more than
+// maxWasmStats counters.
+func TestWasmStatsBounded(t *testing.T) {
+	s := New(nil)
+	msg := &metricsv3.StreamMetricsMessage{}
+	for i := range 2 * maxWasmStats {
+		msg.EnvoyMetrics = append(msg.EnvoyMetrics, counter(fmt.Sprintf("wasm.p%d.vm_reload_success", i), 1))
+	}
+	s.record("edge-1", msg)
+	s.record("edge-1", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{counter("wasm.other.vm_reload_failure", 1)}})
+	if n := len(s.nodes["edge-1"].reloads); n > maxWasmStats {
+		t.Fatalf("%d counters kept", n)
 	}
 }

@@ -2,10 +2,12 @@ package translate
 
 import (
 	"fmt"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -46,10 +48,25 @@ func pluginConfig(name string, module ModuleSource, doc []byte) *wasmv3.PluginCo
 		RootId:        name,
 		Vm:            &wasmv3.PluginConfig_VmConfig{VmConfig: vmConfig(module)},
 		Configuration: mustAny(wrapperspb.String(string(doc))),
-		// A filter that cannot run must not let callers through.
-		FailurePolicy: wasmv3.FailurePolicy_FAIL_CLOSED,
+		// A filter that cannot run must not let callers through, and a
+		// VM that traps must not stay dead: with FAIL_RELOAD, the next
+		// request or connection after a runtime error starts a new VM
+		// (at most once per reloadBackoff), and until then, as on any
+		// other failure, the plugin fails closed. The HTTP and tcp
+		// plugins share the VM, so a trap in either takes both down:
+		// the reload is what bounds that to about a second.
+		FailurePolicy: wasmv3.FailurePolicy_FAIL_RELOAD,
+		ReloadConfig: &wasmv3.ReloadConfig{
+			Backoff: &corev3.BackoffStrategy{BaseInterval: durationpb.New(reloadBackoff)},
+		},
 	}
 }
+
+// reloadBackoff is the least time between two reloads of a failed VM on
+// a worker (Envoy adds up to half of it as jitter): a module that traps at
+// once on every start costs a worker one VM start a second, not one per
+// request.
+const reloadBackoff = time.Second
 
 // vmConfig is the one VM configuration of every plugin. Envoy keys its VMs
 // by vm_id, VM configuration and code: plugins whose three are equal share

@@ -9,6 +9,8 @@ import (
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
@@ -85,6 +87,9 @@ func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
 		if l.GetHttp2() {
 			alpn = []string{"h2", "http/1.1"}
 		}
+		// A client that sends its hello and then stalls must not hold a
+		// connection for longer than a slow head may.
+		chain.TransportSocketConnectTimeout = durationOr(l.GetLimits().GetRequestHeadersTimeout(), DefaultRequestHeadersTimeout)
 		chain.TransportSocket = &corev3.TransportSocket{
 			Name: "envoy.transport_sockets.tls",
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&tlsv3.DownstreamTlsContext{
@@ -102,12 +107,36 @@ func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
 		Name:         l.GetName(),
 		Address:      addr,
 		FilterChains: []*listenerv3.FilterChain{chain},
+		// The request headers timeout starts at a head's first byte, and
+		// the HCM's idle timeout only once it has a connection: a socket
+		// that never sends a byte would be held for ever. An inspector
+		// waits for the first bytes (a TLS hello, or an HTTP request
+		// line) and Envoy closes the socket if they have not come within
+		// the timeout.
+		ListenerFilters:        []*listenerv3.ListenerFilter{firstBytesFilter(l.GetTls() != nil)},
+		ListenerFiltersTimeout: durationOr(l.GetLimits().GetRequestHeadersTimeout(), DefaultRequestHeadersTimeout),
 	}, nil
+}
+
+// firstBytesFilter is the listener filter that reads a connection's first
+// bytes: the TLS inspector on a TLS listener, the HTTP one otherwise.
+func firstBytesFilter(tls bool) *listenerv3.ListenerFilter {
+	if tls {
+		return &listenerv3.ListenerFilter{
+			Name:       "envoy.filters.listener.tls_inspector",
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})},
+		}
+	}
+	return &listenerv3.ListenerFilter{
+		Name:       "envoy.filters.listener.http_inspector",
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspectorv3.HttpInspector{})},
+	}
 }
 
 // Edge defaults of every HTTP listener; policy may override each one.
 const (
 	DefaultRequestHeadersTimeout            = 10 * time.Second
+	DefaultConnectionIdleTimeout            = 5 * time.Minute
 	DefaultHTTP2MaxConcurrentStreams        = 100
 	DefaultHTTP2InitialStreamWindowSize     = 64 << 10
 	DefaultHTTP2InitialConnectionWindowSize = 1 << 20
@@ -136,7 +165,11 @@ func noInternalAddress() []*corev3.CidrRange {
 //     smuggle a spoofed identity past the filter, which strips only the
 //     dashed name. Dropping it silently would hide a client's mistake.
 //   - A client must send its whole request head within a bound: a
-//     slowloris head holds a connection, never the back end.
+//     slowloris head holds a connection, never the back end. A
+//     connection with no request in flight is closed after
+//     DefaultConnectionIdleTimeout (Envoy sets none downstream), so idle
+//     keep-alive connections do not pile up either; a WebSocket is a
+//     request in flight for its whole life.
 func edgeDefaults(hcm *hcmv3.HttpConnectionManager, l *policyv1.Listener) {
 	lim := l.GetLimits()
 	hcm.UseRemoteAddress = wrapperspb.Bool(true)
@@ -144,6 +177,7 @@ func edgeDefaults(hcm *hcmv3.HttpConnectionManager, l *policyv1.Listener) {
 	hcm.InternalAddressConfig = &hcmv3.HttpConnectionManager_InternalAddressConfig{UnixSockets: false, CidrRanges: noInternalAddress()}
 	hcm.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{
 		HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
+		IdleTimeout:                  durationpb.New(DefaultConnectionIdleTimeout),
 	}
 	hcm.RequestHeadersTimeout = durationOr(lim.GetRequestHeadersTimeout(), DefaultRequestHeadersTimeout)
 }

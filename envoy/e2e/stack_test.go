@@ -128,6 +128,25 @@ func (s *stack) listenURL(scheme, path string) string {
 // policy before it is first written.
 func newStack(t testing.TB, delta bool, opts ...func(*policyParams)) *stack {
 	t.Helper()
+	return newStackWith(t, stackOptions{delta: delta}, opts...)
+}
+
+// stackOptions are what newStackWith may change of newStack's stack.
+type stackOptions struct {
+	delta bool
+	// wasm is the handshake module the control plane serves
+	// (testkit.WasmModule when empty).
+	wasm string
+	// metrics serves the control plane's /metrics.
+	metrics bool
+	// log receives the control plane's log.
+	log io.Writer
+}
+
+// newStackWith is newStack with options.
+func newStackWith(t testing.TB, so stackOptions, opts ...func(*policyParams)) *stack {
+	t.Helper()
+	delta := so.delta
 	s := &stack{t: t, backend: testkit.StartBackend(t)}
 	s.params = policyParams{
 		Listen:         fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
@@ -141,7 +160,9 @@ func newStack(t testing.TB, delta bool, opts ...func(*policyParams)) *stack {
 	}
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	s.writePolicy()
-	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken})
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{
+		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log,
+	})
 	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
 	return s

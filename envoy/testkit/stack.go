@@ -106,6 +106,10 @@ type ControlPlaneOptions struct {
 	WasmPath string
 	// Fleet, when set, serves xDS and modules as to remote Envoys.
 	Fleet *Fleet
+	// Metrics serves /metrics on a free port (App.MetricsAddr).
+	Metrics bool
+	// Log, when set, receives the control plane's log, as text.
+	Log io.Writer
 }
 
 // Fleet configures a control plane for remote Envoys: mutual TLS with the
@@ -140,6 +144,12 @@ func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	}
 	if os.Getenv("DIRECTPIPE_TEST_LOG") != "" {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if opts.Log != nil {
+		cfg.Log = slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if opts.Metrics {
+		cfg.MetricsAddr = "127.0.0.1:0"
 	}
 	if opts.AdminToken != "" {
 		cfg.AdminAddr, cfg.AdminToken = "127.0.0.1:0", opts.AdminToken

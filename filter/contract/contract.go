@@ -45,11 +45,14 @@ const (
 // Counters the modules define; a denial's counter is its prefix and the
 // reason code.
 const (
-	MetricAllowed          = "directpipe_handshake_allowed"
-	MetricDeniedPrefix     = "directpipe_handshake_denied_"
-	MetricTCPAllowed       = "directpipe_tcp_handshake_allowed"
-	MetricTCPDeniedPrefix  = "directpipe_tcp_handshake_denied_"
-	MetricTCPHeadTimeout   = "directpipe_tcp_handshake_timeout"
+	MetricAllowed         = "directpipe_handshake_allowed"
+	MetricDeniedPrefix    = "directpipe_handshake_denied_"
+	MetricTCPAllowed      = "directpipe_tcp_handshake_allowed"
+	MetricTCPDeniedPrefix = "directpipe_tcp_handshake_denied_"
+	MetricTCPHeadTimeout  = "directpipe_tcp_handshake_timeout"
+	// MetricTCPShed counts undecided handshakes closed to make room for
+	// new ones when a worker holds as many as it may.
+	MetricTCPShed          = "directpipe_tcp_handshake_shed"
 	LocalReplyDetailPrefix = "directpipe_"
 	// The callbacks the module served, by the kind of plugin they were
 	// for: an HTTP stream enters it a fixed number of times whatever it

@@ -35,6 +35,10 @@ type fakeHost struct {
 	filterState map[string]string
 	closed      []uint32 // contexts closed, by effective context
 	effective   uint32
+	// onClose, when set, runs inside CloseDownstream, as Envoy enters the
+	// module again (proxy_on_done, proxy_on_delete) before the call
+	// returns.
+	onClose func(id uint32)
 
 	rootID  string
 	defined map[string]bool
@@ -177,6 +181,9 @@ func (h *fakeHost) SetConnectionFilterState(key, value string) error {
 
 func (h *fakeHost) CloseDownstream() error {
 	h.closed = append(h.closed, h.effective)
+	if h.onClose != nil {
+		h.onClose(h.effective)
+	}
 	return nil
 }
 

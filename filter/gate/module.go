@@ -97,9 +97,9 @@ func (m *Module) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 }
 
 // NewConnection serves a new tcp connection.
-func (m *Module) NewConnection(id uint32) Action {
+func (m *Module) NewConnection(h TCPHost, id uint32) Action {
 	m.entered(id)
-	return m.TCP.NewConnection(id)
+	return m.TCP.NewConnection(h, id)
 }
 
 // DownstreamData serves a tcp connection's data from its client.

@@ -46,7 +46,7 @@ func TestModuleDispatch(t *testing.T) {
 	}
 	h = newFakeHost("")
 	h.data = []byte(upgrade("/v1/a", "Authorization: Bearer "+token(t, goodClaims())))
-	if m.NewConnection(conn) != Pause || m.DownstreamData(h, conn, uint32(len(h.data)), false, clock) != Continue {
+	if m.NewConnection(h, conn) != Pause || m.DownstreamData(h, conn, uint32(len(h.data)), false, clock) != Continue {
 		t.Fatalf("tcp connection not allowed: %q", h.logs)
 	}
 	for i := 0; i < 100; i++ { // frames through the pipe

@@ -12,17 +12,22 @@ const (
 	// tcpClusterState is the filter state key tcp_proxy reads to choose
 	// its cluster for one connection.
 	tcpClusterState = "envoy.tcp_proxy.cluster"
-	// TickMillis is how often the host ticks a tcp plugin, which bounds
-	// how late a slow handshake is closed.
-	TickMillis = 1000
+	// TickMillis is how often the host ticks a tcp plugin. With
+	// ClosesPerCall it sets how fast late handshakes are closed: 160 a
+	// second per worker, more than MaxPending handshakes can time out in
+	// a head timeout.
+	TickMillis = 200
 )
 
-// conn is a connection's state: its plugin, when it opened, and whether
-// its handshake has been decided.
+// conn is a connection's state: its plugin, when it opened, whether its
+// handshake has been decided, and its place in the pending list while it
+// has not.
 type conn struct {
-	root    uint32
-	opened  time.Time
-	decided bool
+	id         uint32
+	root       uint32
+	opened     time.Time
+	decided    bool
+	prev, next *conn
 }
 
 // TCP decides WebSocket handshakes on raw connections in front of
@@ -33,6 +38,10 @@ type conn struct {
 type TCP struct {
 	policies map[uint32]*auth.Policy // by root context
 	conns    map[uint32]*conn
+	// pending holds the undecided connections of every plugin of the
+	// worker, oldest first: the tick and the shedding of a flood take
+	// from its front without looking at decided connections.
+	pending queue
 }
 
 // NewTCP returns a tcp gate with no plugin configured.
@@ -61,6 +70,7 @@ func (g *TCP) Configure(h TCPHost, rootID uint32) bool {
 	g.policies[rootID] = p
 	h.DefineCounter(contract.MetricTCPAllowed)
 	h.DefineCounter(contract.MetricTCPHeadTimeout)
+	h.DefineCounter(contract.MetricTCPShed)
 	for _, r := range contract.Reasons() {
 		h.DefineCounter(contract.MetricTCPDeniedPrefix + r)
 	}
@@ -70,15 +80,43 @@ func (g *TCP) Configure(h TCPHost, rootID uint32) bool {
 
 // ContextCreate records a new connection of a plugin.
 func (g *TCP) ContextCreate(id, parentID uint32, now time.Time) {
-	if parentID != 0 {
-		g.conns[id] = &conn{root: parentID, opened: now}
+	if parentID == 0 {
+		return
 	}
+	if old := g.conns[id]; old != nil {
+		g.pending.remove(old) // an id the host reused without a delete
+	}
+	c := &conn{id: id, root: parentID, opened: now}
+	g.conns[id] = c
+	g.pending.push(c)
 }
 
 // NewConnection holds the connection: the filters after this one,
 // tcp_proxy among them, start only once the handshake is decided, so a
-// denied caller never costs an upstream connection.
-func (g *TCP) NewConnection(id uint32) Action { return Pause }
+// denied caller never costs an upstream connection. Past MaxPending
+// undecided handshakes, the oldest is closed to make room.
+func (g *TCP) NewConnection(h TCPHost, id uint32) Action {
+	if g.pending.n <= MaxPending {
+		return Pause
+	}
+	oldest := g.pending.front()
+	if oldest == nil || oldest.id == id {
+		return Pause
+	}
+	g.decide(oldest)
+	h.Count(contract.MetricTCPShed)
+	closeOther(h, oldest.id)
+	if err := h.SetEffectiveContext(id); err != nil {
+		h.Log(LevelWarn, "back to the new connection: "+err.Error())
+	}
+	return Pause
+}
+
+// decide marks a connection decided: it leaves the pending list.
+func (g *TCP) decide(c *conn) {
+	c.decided = true
+	g.pending.remove(c)
+}
 
 // DownstreamData looks at what connection id has sent so far (size bytes,
 // end of stream when the client has closed its side). It reads the clock
@@ -94,7 +132,7 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	p := g.policies[c.root]
 	if p == nil {
 		d := auth.NotConfigured()
-		return deny(h, c, d, tcpcheck.DenyRequest(d, contract.DefaultRealm), size)
+		return g.deny(h, c, d, tcpcheck.DenyRequest(d, contract.DefaultRealm), size)
 	}
 	// One byte more than a head may hold tells a head that ends exactly
 	// at the limit with bytes after it from one that ends the buffer.
@@ -109,26 +147,26 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 		if end {
 			// The client stopped sending before its head ended.
 			d := auth.Denial(contract.ReasonBadHandshake)
-			return deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
+			return g.deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
 		}
 		return Pause
 	case tcpcheck.Deny:
 		h.Log(LevelDebug, "policy "+p.Name+" denied a tcp handshake: "+o.Decision.Reason)
-		return deny(h, c, o.Decision, o.Replacement, size)
+		return g.deny(h, c, o.Decision, o.Replacement, size)
 	}
 	// The token is in the bytes being replaced: if the host refuses the
 	// rewrite, the connection must not go on.
 	if err := h.ReplaceDownstreamData(uint32(o.HeadLen), o.Replacement); err != nil {
 		return closeConnection(h, err.Error())
 	}
-	c.decided = true
+	g.decide(c)
 	h.Count(contract.MetricTCPAllowed)
 	return Continue
 }
 
 // deny swaps every byte received for the request the deny listener
 // answers, and points tcp_proxy at that listener.
-func deny(h TCPHost, c *conn, d auth.Decision, request []byte, size uint32) Action {
+func (g *TCP) deny(h TCPHost, c *conn, d auth.Decision, request []byte, size uint32) Action {
 	if err := h.SetConnectionFilterState(tcpClusterState, contract.DenyCluster); err != nil {
 		// Without the deny route the request would go to the back end:
 		// close instead, without an answer.
@@ -137,7 +175,7 @@ func deny(h TCPHost, c *conn, d auth.Decision, request []byte, size uint32) Acti
 	if err := h.ReplaceDownstreamData(size, request); err != nil {
 		return closeConnection(h, err.Error())
 	}
-	c.decided = true
+	g.decide(c)
 	h.Count(contract.MetricTCPDeniedPrefix + d.Reason)
 	return Continue
 }
@@ -152,28 +190,81 @@ func closeConnection(h TCPHost, why string) Action {
 	return Pause
 }
 
-// Tick closes connections of plugin rootID that have not finished their
-// upgrade request in time: until then they hold no upstream, but they
-// must not be held forever.
+// Tick closes connections that have not finished their upgrade request
+// in time: until then they hold no upstream, but they must not be held
+// forever. Any tcp plugin's tick serves the worker's whole pending list,
+// so connections outlive neither their plugin nor a plugin update; at
+// most ClosesPerCall per tick, the oldest first.
 func (g *TCP) Tick(h TCPHost, rootID uint32, now time.Time) {
-	for id, c := range g.conns {
-		if c.root != rootID || c.decided || now.Sub(c.opened) < tcpcheck.HeadTimeout {
-			continue
-		}
-		c.decided = true
-		h.Count(contract.MetricTCPHeadTimeout)
-		if err := h.SetEffectiveContext(id); err != nil {
-			continue // the connection is already gone
-		}
-		if err := h.CloseDownstream(); err != nil {
-			h.Log(LevelWarn, "closing a slow handshake: "+err.Error())
-		}
+	// Collect first: each close re-enters Delete, which edits the list.
+	late := make([]*conn, 0, min(g.pending.n, ClosesPerCall))
+	for c := g.pending.front(); c != nil && len(late) < ClosesPerCall && now.Sub(c.opened) >= tcpcheck.HeadTimeout; c = c.next {
+		late = append(late, c)
 	}
-	h.SetEffectiveContext(rootID)
+	for _, c := range late {
+		g.decide(c)
+		h.Count(contract.MetricTCPHeadTimeout)
+		closeOther(h, c.id)
+	}
+	if len(late) > 0 {
+		h.SetEffectiveContext(rootID)
+	}
+}
+
+// closeOther closes connection id from a callback of another context.
+func closeOther(h TCPHost, id uint32) {
+	if err := h.SetEffectiveContext(id); err != nil {
+		return // the connection is already gone
+	}
+	if err := h.CloseDownstream(); err != nil {
+		h.Log(LevelWarn, "closing a slow handshake: "+err.Error())
+	}
 }
 
 // Delete forgets a connection or a plugin.
 func (g *TCP) Delete(id uint32) {
-	delete(g.conns, id)
+	if c := g.conns[id]; c != nil {
+		g.pending.remove(c)
+		delete(g.conns, id)
+	}
 	delete(g.policies, id)
+}
+
+// queue is a list of connections in the order they opened; a connection
+// leaves it in constant time, from anywhere.
+type queue struct {
+	head, tail *conn
+	n          int
+}
+
+func (q *queue) front() *conn { return q.head }
+
+func (q *queue) push(c *conn) {
+	c.prev, c.next = q.tail, nil
+	if q.tail != nil {
+		q.tail.next = c
+	} else {
+		q.head = c
+	}
+	q.tail = c
+	q.n++
+}
+
+// remove takes c out of the list; a connection not in it is left alone.
+func (q *queue) remove(c *conn) {
+	if c.prev == nil && q.head != c {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		q.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		q.tail = c.prev
+	}
+	c.prev, c.next = nil, nil
+	q.n--
 }

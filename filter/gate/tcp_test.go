@@ -33,7 +33,7 @@ func tcpGate(t *testing.T) *TCP {
 		t.Fatalf("tick period %d, want %d", h.tickMillis, TickMillis)
 	}
 	g.ContextCreate(streamID, rootID, now)
-	if a := g.NewConnection(streamID); a != Pause {
+	if a := g.NewConnection(h, streamID); a != Pause {
 		t.Fatalf("a new connection is not held: %d", a)
 	}
 	return g
@@ -181,8 +181,9 @@ func TestTCPUnknownConnection(t *testing.T) {
 	checkVerdict(t, h, "close", "")
 }
 
-// TestTCPTick: the tick closes this plugin's connections that are still
-// undecided after the head timeout, once each, and leaves the others.
+// TestTCPTick: the tick closes the connections of every plugin that are
+// still undecided after the head timeout, once each, and leaves the
+// others.
 func TestTCPTick(t *testing.T) {
 	g := tcpGate(t) // streamID opened at now
 	const (
@@ -191,10 +192,10 @@ func TestTCPTick(t *testing.T) {
 		other   = streamID + 3 // another plugin's
 		gone    = streamID + 4 // closed by the host already
 	)
-	g.ContextCreate(young, rootID, now.Add(tcpcheck.HeadTimeout/2))
 	g.ContextCreate(decided, rootID, now)
 	g.ContextCreate(other, rootID+10, now)
 	g.ContextCreate(gone, rootID, now)
+	g.ContextCreate(young, rootID, now.Add(tcpcheck.HeadTimeout/2))
 	h := newFakeHost("")
 	h.data = []byte(upgrade("/v1/a", "Authorization: Bearer "+token(t, goodClaims())))
 	g.DownstreamData(h, decided, uint32(len(h.data)), false, clock)
@@ -203,21 +204,114 @@ func TestTCPTick(t *testing.T) {
 	h = newFakeHost("")
 	h.errEffective = errors.New("no such context")
 	g.Tick(h, rootID, late)
-	if h.counts[contract.MetricTCPHeadTimeout] != 2 || len(h.closed) != 0 || h.effective != rootID {
+	if h.counts[contract.MetricTCPHeadTimeout] != 3 || len(h.closed) != 0 || h.effective != rootID {
 		t.Fatalf("with every context gone: counts %v, closed %v, effective %d", h.counts, h.closed, h.effective)
 	}
-	// Both were marked: a later tick does not count them again.
-	g.ContextCreate(streamID, rootID, now)
+	// They were marked: a later tick neither counts nor closes them again.
 	g.Delete(gone)
 	h = newFakeHost("")
 	g.Tick(h, rootID, late)
-	if h.counts[contract.MetricTCPHeadTimeout] != 1 || len(h.closed) != 1 || h.closed[0] != streamID || h.effective != rootID {
-		t.Fatalf("counts %v, closed %v, effective %d", h.counts, h.closed, h.effective)
+	if h.counts[contract.MetricTCPHeadTimeout] != 0 || len(h.closed) != 0 {
+		t.Fatalf("counts %v, closed %v", h.counts, h.closed)
 	}
 	h = newFakeHost("")
 	g.Tick(h, rootID, late.Add(time.Hour))
-	if len(h.closed) != 1 || h.closed[0] != young {
-		t.Fatalf("second tick closed %v, want only %d", h.closed, young)
+	if h.counts[contract.MetricTCPHeadTimeout] != 1 || len(h.closed) != 1 || h.closed[0] != young || h.effective != rootID {
+		t.Fatalf("second tick: counts %v, closed %v, effective %d", h.counts, h.closed, h.effective)
+	}
+	if g.pending.n != 0 || g.pending.front() != nil {
+		t.Fatalf("%d connections still pending", g.pending.n)
+	}
+}
+
+// reentrant makes h behave as Envoy does when the module closes a
+// connection: the host enters the module again for it (proxy_on_done,
+// proxy_on_delete) before CloseDownstream returns.
+func reentrant(h *fakeHost, g *TCP) {
+	h.onClose = func(id uint32) { g.Delete(id) }
+}
+
+// TestTCPFloodOfSilentConnections: however many connections stay silent,
+// no callback closes more than ClosesPerCall of them (each close nests a
+// callback in the host's stack), the worker never holds more than
+// MaxPending undecided handshakes, and every silent connection is closed
+// in the end, the oldest first.
+func TestTCPFloodOfSilentConnections(t *testing.T) {
+	for _, n := range []int{1, ClosesPerCall, ClosesPerCall + 1, 1000, MaxPending, MaxPending + 1, 5000} {
+		g := NewTCP()
+		cfg := newFakeHost(mustJSON(t, policyDoc()))
+		if !g.Configure(cfg, rootID) {
+			t.Fatalf("configuration refused: %q", cfg.logs)
+		}
+		h := newFakeHost("")
+		reentrant(h, g)
+		id := uint32(streamID)
+		for i := range n {
+			g.ContextCreate(id, rootID, now.Add(time.Duration(i)*time.Millisecond))
+			before := len(h.closed)
+			g.NewConnection(h, id)
+			if closed := len(h.closed) - before; closed > 1 || h.effective != id && closed > 0 {
+				t.Fatalf("n=%d: a new connection closed %d, effective context %d after", n, closed, h.effective)
+			}
+			if g.pending.n > MaxPending {
+				t.Fatalf("n=%d: %d handshakes pending", n, g.pending.n)
+			}
+			id++
+		}
+		shed := max(0, n-MaxPending)
+		if h.counts[contract.MetricTCPShed] != shed || len(h.closed) != shed {
+			t.Fatalf("n=%d: shed %d, closed %v, want %d", n, h.counts[contract.MetricTCPShed], len(h.closed), shed)
+		}
+		for i, c := range h.closed {
+			if c != uint32(streamID+i) {
+				t.Fatalf("n=%d: shed %d before %d", n, c, streamID+i)
+			}
+		}
+		h.closed = nil
+		at := now.Add(tcpcheck.HeadTimeout + time.Duration(n)*time.Millisecond)
+		ticks := 0
+		for g.pending.n > 0 {
+			before := len(h.closed)
+			g.Tick(h, rootID, at)
+			if closed := len(h.closed) - before; closed > ClosesPerCall || closed == 0 {
+				t.Fatalf("n=%d: a tick closed %d connections", n, closed)
+			}
+			ticks++
+		}
+		if len(h.closed) != n-shed || len(g.conns) != 0 {
+			t.Fatalf("n=%d: closed %d, %d connections kept", n, len(h.closed), len(g.conns))
+		}
+		for i := 1; i < len(h.closed); i++ {
+			if h.closed[i] < h.closed[i-1] {
+				t.Fatalf("n=%d: %d closed before %d", n, h.closed[i-1], h.closed[i])
+			}
+		}
+		// The tick keeps up: MaxPending handshakes time out within a
+		// head timeout's worth of ticks.
+		if limit := int(tcpcheck.HeadTimeout / (TickMillis * time.Millisecond)); ticks > limit {
+			t.Fatalf("n=%d: %d ticks to close them, more than %d", n, ticks, limit)
+		}
+	}
+}
+
+// TestTCPQueue: connections leave the pending list from anywhere, once.
+func TestTCPQueue(t *testing.T) {
+	var q queue
+	cs := make([]*conn, 4)
+	for i := range cs {
+		cs[i] = &conn{id: uint32(i)}
+		q.push(cs[i])
+	}
+	for _, i := range []int{2, 0, 2, 3} {
+		q.remove(cs[i])
+	}
+	if q.n != 1 || q.front() != cs[1] || q.tail != cs[1] || cs[1].next != nil {
+		t.Fatalf("n %d, front %v", q.n, q.front())
+	}
+	q.remove(cs[1])
+	q.remove(cs[1])
+	if q.n != 0 || q.head != nil || q.tail != nil {
+		t.Fatalf("n %d, head %v, tail %v", q.n, q.head, q.tail)
 	}
 }
 

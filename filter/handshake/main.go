@@ -71,7 +71,7 @@ func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
 
 //go:wasmexport proxy_on_new_connection
 func proxyOnNewConnection(contextID uint32) uint32 {
-	return uint32(module.NewConnection(contextID))
+	return uint32(module.NewConnection(abihost.Host{}, contextID))
 }
 
 //go:wasmexport proxy_on_downstream_data

@@ -143,7 +143,7 @@ func (x NodeAnswer_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeAnswer_Outcome.Descriptor instead.
 func (NodeAnswer_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14, 0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15, 0}
 }
 
 type ResourceChange_Action int32
@@ -195,7 +195,7 @@ func (x ResourceChange_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResourceChange_Action.Descriptor instead.
 func (ResourceChange_Action) EnumDescriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16, 0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17, 0}
 }
 
 type ListNodesRequest struct {
@@ -290,7 +290,10 @@ type Node struct {
 	LastSeen       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	Resources      []*ResourceStatus      `protobuf:"bytes,8,rep,name=resources,proto3" json:"resources,omitempty"`
 	// The control-plane replica serving this node (shared store only).
-	Replica       string `protobuf:"bytes,9,opt,name=replica,proto3" json:"replica,omitempty"`
+	Replica string `protobuf:"bytes,9,opt,name=replica,proto3" json:"replica,omitempty"`
+	// The node's Wasm VMs, from the stats it streams; unset until it has
+	// streamed them.
+	Wasm          *WasmHealth `protobuf:"bytes,10,opt,name=wasm,proto3" json:"wasm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -388,6 +391,90 @@ func (x *Node) GetReplica() string {
 	return ""
 }
 
+func (x *Node) GetWasm() *WasmHealth {
+	if x != nil {
+		return x.Wasm
+	}
+	return nil
+}
+
+// What a node's counters say of its Wasm VMs. A VM that traps fails every
+// plugin it runs (the HTTP and tcp handshake filters share one per
+// worker); Envoy starts a new one on the next request or connection, and
+// counts that for each plugin that finds its VM failed.
+type WasmHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// VMs started in place of a failed one, since the node's Envoy started.
+	Reloads uint64 `protobuf:"varint,1,opt,name=reloads,proto3" json:"reloads,omitempty"`
+	// Reloads that failed or were held back by the reload backoff: the VM
+	// was still failed then.
+	Failures uint64 `protobuf:"varint,2,opt,name=failures,proto3" json:"failures,omitempty"`
+	// When a stats report first showed the latest of them.
+	LastFailure *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	// The latest report showed failures and no successful reload.
+	Failing       bool `protobuf:"varint,4,opt,name=failing,proto3" json:"failing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WasmHealth) Reset() {
+	*x = WasmHealth{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WasmHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WasmHealth) ProtoMessage() {}
+
+func (x *WasmHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WasmHealth.ProtoReflect.Descriptor instead.
+func (*WasmHealth) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WasmHealth) GetReloads() uint64 {
+	if x != nil {
+		return x.Reloads
+	}
+	return 0
+}
+
+func (x *WasmHealth) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *WasmHealth) GetLastFailure() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFailure
+	}
+	return nil
+}
+
+func (x *WasmHealth) GetFailing() bool {
+	if x != nil {
+		return x.Failing
+	}
+	return false
+}
+
 type ResourceStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Short type name: Listener, RouteConfiguration, Cluster,
@@ -406,7 +493,7 @@ type ResourceStatus struct {
 
 func (x *ResourceStatus) Reset() {
 	*x = ResourceStatus{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +505,7 @@ func (x *ResourceStatus) String() string {
 func (*ResourceStatus) ProtoMessage() {}
 
 func (x *ResourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +518,7 @@ func (x *ResourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceStatus.ProtoReflect.Descriptor instead.
 func (*ResourceStatus) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ResourceStatus) GetType() string {
@@ -496,7 +583,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +595,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +608,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Nack) GetVersion() string {
@@ -560,7 +647,7 @@ type GetPolicyHistoryRequest struct {
 
 func (x *GetPolicyHistoryRequest) Reset() {
 	*x = GetPolicyHistoryRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +659,7 @@ func (x *GetPolicyHistoryRequest) String() string {
 func (*GetPolicyHistoryRequest) ProtoMessage() {}
 
 func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +672,7 @@ func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type GetPolicyHistoryResponse struct {
@@ -597,7 +684,7 @@ type GetPolicyHistoryResponse struct {
 
 func (x *GetPolicyHistoryResponse) Reset() {
 	*x = GetPolicyHistoryResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +696,7 @@ func (x *GetPolicyHistoryResponse) String() string {
 func (*GetPolicyHistoryResponse) ProtoMessage() {}
 
 func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +709,7 @@ func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetPolicyHistoryResponse) GetRevisions() []*PolicyRevision {
@@ -645,7 +732,7 @@ type PolicyRevision struct {
 
 func (x *PolicyRevision) Reset() {
 	*x = PolicyRevision{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +744,7 @@ func (x *PolicyRevision) String() string {
 func (*PolicyRevision) ProtoMessage() {}
 
 func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +757,7 @@ func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRevision.ProtoReflect.Descriptor instead.
 func (*PolicyRevision) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PolicyRevision) GetRevision() string {
@@ -709,7 +796,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +808,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +821,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type GetPolicyResponse struct {
@@ -747,7 +834,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +846,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +859,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *v1.Policy {
@@ -798,7 +885,7 @@ type ValidatePolicyRequest struct {
 
 func (x *ValidatePolicyRequest) Reset() {
 	*x = ValidatePolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +897,7 @@ func (x *ValidatePolicyRequest) String() string {
 func (*ValidatePolicyRequest) ProtoMessage() {}
 
 func (x *ValidatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +910,7 @@ func (x *ValidatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*ValidatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ValidatePolicyRequest) GetPolicy() *v1.Policy {
@@ -846,7 +933,7 @@ type ValidatePolicyResponse struct {
 
 func (x *ValidatePolicyResponse) Reset() {
 	*x = ValidatePolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +945,7 @@ func (x *ValidatePolicyResponse) String() string {
 func (*ValidatePolicyResponse) ProtoMessage() {}
 
 func (x *ValidatePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +958,7 @@ func (x *ValidatePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatePolicyResponse.ProtoReflect.Descriptor instead.
 func (*ValidatePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ValidatePolicyResponse) GetErrors() []string {
@@ -914,7 +1001,7 @@ type ApplyPolicyRequest struct {
 
 func (x *ApplyPolicyRequest) Reset() {
 	*x = ApplyPolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1013,7 @@ func (x *ApplyPolicyRequest) String() string {
 func (*ApplyPolicyRequest) ProtoMessage() {}
 
 func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1026,7 @@ func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyPolicyRequest) GetPolicy() *v1.Policy {
@@ -994,7 +1081,7 @@ type ApplyPolicyResponse struct {
 
 func (x *ApplyPolicyResponse) Reset() {
 	*x = ApplyPolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1093,7 @@ func (x *ApplyPolicyResponse) String() string {
 func (*ApplyPolicyResponse) ProtoMessage() {}
 
 func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1106,7 @@ func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApplyPolicyResponse) GetRevision() string {
@@ -1072,7 +1159,7 @@ type NodeAnswer struct {
 
 func (x *NodeAnswer) Reset() {
 	*x = NodeAnswer{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1171,7 @@ func (x *NodeAnswer) String() string {
 func (*NodeAnswer) ProtoMessage() {}
 
 func (x *NodeAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1184,7 @@ func (x *NodeAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAnswer.ProtoReflect.Descriptor instead.
 func (*NodeAnswer) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeAnswer) GetNodeId() string {
@@ -1147,7 +1234,7 @@ type ListenerUpdate struct {
 
 func (x *ListenerUpdate) Reset() {
 	*x = ListenerUpdate{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1246,7 @@ func (x *ListenerUpdate) String() string {
 func (*ListenerUpdate) ProtoMessage() {}
 
 func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1259,7 @@ func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerUpdate.ProtoReflect.Descriptor instead.
 func (*ListenerUpdate) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListenerUpdate) GetName() string {
@@ -1221,7 +1308,7 @@ type ResourceChange struct {
 
 func (x *ResourceChange) Reset() {
 	*x = ResourceChange{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1320,7 @@ func (x *ResourceChange) String() string {
 func (*ResourceChange) ProtoMessage() {}
 
 func (x *ResourceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1333,7 @@ func (x *ResourceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceChange.ProtoReflect.Descriptor instead.
 func (*ResourceChange) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResourceChange) GetType() string {
@@ -1279,7 +1366,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1378,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1391,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetConfigRequest) GetNodeId() string {
@@ -1326,7 +1413,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1425,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1438,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetConfigResponse) GetNodeId() string {
@@ -1383,7 +1470,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1482,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1495,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type Event struct {
@@ -1428,7 +1515,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1527,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1540,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Event) GetAt() *timestamppb.Timestamp {
@@ -1513,7 +1600,7 @@ type ListKeySourcesRequest struct {
 
 func (x *ListKeySourcesRequest) Reset() {
 	*x = ListKeySourcesRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1612,7 @@ func (x *ListKeySourcesRequest) String() string {
 func (*ListKeySourcesRequest) ProtoMessage() {}
 
 func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1625,7 @@ func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListKeySourcesResponse struct {
@@ -1550,7 +1637,7 @@ type ListKeySourcesResponse struct {
 
 func (x *ListKeySourcesResponse) Reset() {
 	*x = ListKeySourcesResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1649,7 @@ func (x *ListKeySourcesResponse) String() string {
 func (*ListKeySourcesResponse) ProtoMessage() {}
 
 func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1662,7 @@ func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListKeySourcesResponse) GetSources() []*KeySource {
@@ -1609,7 +1696,7 @@ type KeySource struct {
 
 func (x *KeySource) Reset() {
 	*x = KeySource{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1708,7 @@ func (x *KeySource) String() string {
 func (*KeySource) ProtoMessage() {}
 
 func (x *KeySource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1721,7 @@ func (x *KeySource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySource.ProtoReflect.Descriptor instead.
 func (*KeySource) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeySource) GetAuthPolicy() string {
@@ -1700,7 +1787,7 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x1fdirectpipe/admin/v1/admin.proto\x12\x13directpipe.admin.v1\x1a!directpipe/policy/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
 	"\x10ListNodesRequest\"D\n" +
 	"\x11ListNodesResponse\x12/\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\"\xef\x02\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\"\xa4\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12#\n" +
@@ -1711,7 +1798,15 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fconnected_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0econnectedSince\x127\n" +
 	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12A\n" +
 	"\tresources\x18\b \x03(\v2#.directpipe.admin.v1.ResourceStatusR\tresources\x12\x18\n" +
-	"\areplica\x18\t \x01(\tR\areplica\"\x9c\x02\n" +
+	"\areplica\x18\t \x01(\tR\areplica\x123\n" +
+	"\x04wasm\x18\n" +
+	" \x01(\v2\x1f.directpipe.admin.v1.WasmHealthR\x04wasm\"\x9b\x01\n" +
+	"\n" +
+	"WasmHealth\x12\x18\n" +
+	"\areloads\x18\x01 \x01(\x04R\areloads\x12\x1a\n" +
+	"\bfailures\x18\x02 \x01(\x04R\bfailures\x12=\n" +
+	"\flast_failure\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastFailure\x12\x18\n" +
+	"\afailing\x18\x04 \x01(\bR\afailing\"\x9c\x02\n" +
 	"\x0eResourceStatus\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
 	"\btype_url\x18\x02 \x01(\tR\atypeUrl\x124\n" +
@@ -1853,7 +1948,7 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                   // 0: directpipe.admin.v1.SyncState
 	(NodeAnswer_Outcome)(0),          // 1: directpipe.admin.v1.NodeAnswer.Outcome
@@ -1861,84 +1956,87 @@ var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(*ListNodesRequest)(nil),         // 3: directpipe.admin.v1.ListNodesRequest
 	(*ListNodesResponse)(nil),        // 4: directpipe.admin.v1.ListNodesResponse
 	(*Node)(nil),                     // 5: directpipe.admin.v1.Node
-	(*ResourceStatus)(nil),           // 6: directpipe.admin.v1.ResourceStatus
-	(*Nack)(nil),                     // 7: directpipe.admin.v1.Nack
-	(*GetPolicyHistoryRequest)(nil),  // 8: directpipe.admin.v1.GetPolicyHistoryRequest
-	(*GetPolicyHistoryResponse)(nil), // 9: directpipe.admin.v1.GetPolicyHistoryResponse
-	(*PolicyRevision)(nil),           // 10: directpipe.admin.v1.PolicyRevision
-	(*GetPolicyRequest)(nil),         // 11: directpipe.admin.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),        // 12: directpipe.admin.v1.GetPolicyResponse
-	(*ValidatePolicyRequest)(nil),    // 13: directpipe.admin.v1.ValidatePolicyRequest
-	(*ValidatePolicyResponse)(nil),   // 14: directpipe.admin.v1.ValidatePolicyResponse
-	(*ApplyPolicyRequest)(nil),       // 15: directpipe.admin.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),      // 16: directpipe.admin.v1.ApplyPolicyResponse
-	(*NodeAnswer)(nil),               // 17: directpipe.admin.v1.NodeAnswer
-	(*ListenerUpdate)(nil),           // 18: directpipe.admin.v1.ListenerUpdate
-	(*ResourceChange)(nil),           // 19: directpipe.admin.v1.ResourceChange
-	(*GetConfigRequest)(nil),         // 20: directpipe.admin.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),        // 21: directpipe.admin.v1.GetConfigResponse
-	(*WatchEventsRequest)(nil),       // 22: directpipe.admin.v1.WatchEventsRequest
-	(*Event)(nil),                    // 23: directpipe.admin.v1.Event
-	(*ListKeySourcesRequest)(nil),    // 24: directpipe.admin.v1.ListKeySourcesRequest
-	(*ListKeySourcesResponse)(nil),   // 25: directpipe.admin.v1.ListKeySourcesResponse
-	(*KeySource)(nil),                // 26: directpipe.admin.v1.KeySource
-	nil,                              // 27: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                              // 28: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                              // 29: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),    // 30: google.protobuf.Timestamp
-	(*v1.Policy)(nil),                // 31: directpipe.policy.v1.Policy
-	(*durationpb.Duration)(nil),      // 32: google.protobuf.Duration
+	(*WasmHealth)(nil),               // 6: directpipe.admin.v1.WasmHealth
+	(*ResourceStatus)(nil),           // 7: directpipe.admin.v1.ResourceStatus
+	(*Nack)(nil),                     // 8: directpipe.admin.v1.Nack
+	(*GetPolicyHistoryRequest)(nil),  // 9: directpipe.admin.v1.GetPolicyHistoryRequest
+	(*GetPolicyHistoryResponse)(nil), // 10: directpipe.admin.v1.GetPolicyHistoryResponse
+	(*PolicyRevision)(nil),           // 11: directpipe.admin.v1.PolicyRevision
+	(*GetPolicyRequest)(nil),         // 12: directpipe.admin.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),        // 13: directpipe.admin.v1.GetPolicyResponse
+	(*ValidatePolicyRequest)(nil),    // 14: directpipe.admin.v1.ValidatePolicyRequest
+	(*ValidatePolicyResponse)(nil),   // 15: directpipe.admin.v1.ValidatePolicyResponse
+	(*ApplyPolicyRequest)(nil),       // 16: directpipe.admin.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),      // 17: directpipe.admin.v1.ApplyPolicyResponse
+	(*NodeAnswer)(nil),               // 18: directpipe.admin.v1.NodeAnswer
+	(*ListenerUpdate)(nil),           // 19: directpipe.admin.v1.ListenerUpdate
+	(*ResourceChange)(nil),           // 20: directpipe.admin.v1.ResourceChange
+	(*GetConfigRequest)(nil),         // 21: directpipe.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),        // 22: directpipe.admin.v1.GetConfigResponse
+	(*WatchEventsRequest)(nil),       // 23: directpipe.admin.v1.WatchEventsRequest
+	(*Event)(nil),                    // 24: directpipe.admin.v1.Event
+	(*ListKeySourcesRequest)(nil),    // 25: directpipe.admin.v1.ListKeySourcesRequest
+	(*ListKeySourcesResponse)(nil),   // 26: directpipe.admin.v1.ListKeySourcesResponse
+	(*KeySource)(nil),                // 27: directpipe.admin.v1.KeySource
+	nil,                              // 28: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                              // 29: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                              // 30: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
+	(*v1.Policy)(nil),                // 32: directpipe.policy.v1.Policy
+	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
 	5,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
-	30, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	30, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	6,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
-	0,  // 4: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
-	7,  // 5: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	30, // 6: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	10, // 7: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
-	30, // 8: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
-	31, // 9: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
-	31, // 10: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	31, // 11: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	31, // 12: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	32, // 13: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
-	19, // 14: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
-	18, // 15: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
-	17, // 16: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
-	1,  // 17: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
-	7,  // 18: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
-	2,  // 19: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	27, // 20: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	2,  // 21: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	28, // 22: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	29, // 23: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	30, // 24: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
-	26, // 25: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
-	30, // 26: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
-	30, // 27: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
-	3,  // 28: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	11, // 29: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	13, // 30: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	15, // 31: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	20, // 32: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	22, // 33: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	24, // 34: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
-	8,  // 35: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
-	4,  // 36: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	12, // 37: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	14, // 38: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	16, // 39: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	21, // 40: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	23, // 41: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	25, // 42: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
-	9,  // 43: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
-	36, // [36:44] is the sub-list for method output_type
-	28, // [28:36] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	31, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	31, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	7,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
+	6,  // 4: directpipe.admin.v1.Node.wasm:type_name -> directpipe.admin.v1.WasmHealth
+	31, // 5: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
+	0,  // 6: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
+	8,  // 7: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
+	31, // 8: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	11, // 9: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
+	31, // 10: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
+	32, // 11: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
+	32, // 12: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	32, // 13: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	32, // 14: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	33, // 15: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
+	20, // 16: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
+	19, // 17: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
+	18, // 18: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
+	1,  // 19: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
+	8,  // 20: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
+	2,  // 21: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	28, // 22: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	2,  // 23: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	29, // 24: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	30, // 25: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	31, // 26: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	27, // 27: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
+	31, // 28: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	31, // 29: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	3,  // 30: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	12, // 31: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	14, // 32: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	16, // 33: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	21, // 34: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	23, // 35: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	25, // 36: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	9,  // 37: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
+	4,  // 38: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	13, // 39: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	15, // 40: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	17, // 41: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	22, // 42: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	24, // 43: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	26, // 44: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	10, // 45: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
+	38, // [38:46] is the sub-list for method output_type
+	30, // [30:38] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -1952,7 +2050,7 @@ func file_directpipe_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
