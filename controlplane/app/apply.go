@@ -218,7 +218,8 @@ func sameResources(a, b xdstype.Resources, typeURL string) bool {
 
 // options are the translation options of this control plane.
 func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
-	return translate.Options{Module: a.moduleSource(a.cfg.WasmPath), ResolvedKeys: keys}
+	serving, next := a.modules(a.cfg.WasmPath)
+	return translate.Options{Module: serving, NextModule: next, ResolvedKeys: keys}
 }
 
 // keyRefreshInterval is how often JWKS files are re-read and stale JWKS
@@ -239,16 +240,31 @@ func (a *App) refreshKeys(ctx context.Context) {
 	if current == nil || !(moduleChanged || usesKeySets(current)) {
 		return
 	}
+	a.serveAgain(ctx, "keys")
+	if moduleChanged {
+		if m, ok := a.fleet.store.Current(moduleName); ok && m.SHA256 != a.fleet.serving {
+			go a.rollOut(ctx, m.SHA256, a.xds.Versions()[resource.ClusterType])
+		}
+	}
+}
+
+// serveAgain translates the served policy again, with the keys and modules
+// as they are now, and serves what changed. The caller holds a.mu.
+func (a *App) serveAgain(ctx context.Context, source string) {
+	current := a.served.Policy
+	if current == nil {
+		return
+	}
 	res, keys, err := a.translate(ctx, current)
 	if err != nil {
-		a.log.Warn("key refresh failed; the last keys keep serving", "error", err)
+		a.log.Warn("translating the served policy again failed; the last resources keep serving", "source", source, "error", err)
 		return
 	}
-	if sameResources(res, a.served.Resources, resource.ExtensionConfigType) {
+	if sameResources(res, a.served.Resources, resource.ExtensionConfigType) && sameResources(res, a.served.Resources, resource.ClusterType) {
 		return
 	}
-	if err := a.serve(ctx, current, a.revision, res, keys, "keys"); err != nil {
-		a.log.Error("serving refreshed keys failed", "error", err)
+	if err := a.serve(ctx, current, a.revision, res, keys, source); err != nil {
+		a.log.Error("serving the policy translated again failed", "source", source, "error", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -34,6 +35,10 @@ type fleet struct {
 	// seen is the module file's size and time when last read, so that the
 	// periodic check reads it only when it changed.
 	seen string
+	// serving is the sha256 of the module the handshake filters name. It
+	// trails the store's current module during a rollout, until every
+	// connected Envoy has loaded the new one (see rollOut).
+	serving string
 }
 
 // setupFleet checks the listen addresses against the TLS settings and
@@ -74,6 +79,9 @@ func (a *App) setupFleet() error {
 		if _, err := a.reloadModules(); err != nil {
 			return err
 		}
+		if m, ok := a.fleet.store.Current(moduleName); ok {
+			a.fleet.serving = m.SHA256
+		}
 	}
 	return nil
 }
@@ -104,24 +112,84 @@ func (a *App) reloadModules() (bool, error) {
 	return changed, nil
 }
 
-// moduleSource is where Envoy gets a module: from the module server when
-// there is one, else from the file, which Envoy then must see at the same
-// path.
-func (a *App) moduleSource(file string) translate.ModuleSource {
+// modules are where Envoy gets the handshake module: from the module
+// server when there is one, else from the file, which Envoy then must see
+// at the same path. During a rollout, next is the module Envoys load
+// before the filters name it.
+func (a *App) modules(file string) (serving, next translate.ModuleSource) {
 	if a.fleet.store == nil {
-		return translate.ModuleSource{File: file}
+		return translate.ModuleSource{File: file}, translate.ModuleSource{}
 	}
 	m, ok := a.fleet.store.Current(moduleName)
 	if !ok {
-		return translate.ModuleSource{}
+		return translate.ModuleSource{}, translate.ModuleSource{}
 	}
+	current := a.moduleURL(m.SHA256)
+	if a.fleet.serving == "" || a.fleet.serving == m.SHA256 || !a.fleet.store.Has(a.fleet.serving) {
+		return current, translate.ModuleSource{}
+	}
+	return a.moduleURL(a.fleet.serving), current
+}
+
+// moduleURL is a module on the module server. The host only names the
+// server to Envoy's HTTP client; the bootstrap's module cluster says where
+// it is.
+func (a *App) moduleURL(sha string) translate.ModuleSource {
 	scheme := "https"
 	if a.fleet.tls == nil {
 		scheme = "http"
 	}
-	// The host only names the server to Envoy's HTTP client; the bootstrap's
-	// module cluster says where it is.
-	return translate.ModuleSource{URL: scheme + "://" + certs.ServerName + modules.Path(m.SHA256), SHA256: m.SHA256}
+	return translate.ModuleSource{URL: scheme + "://" + certs.ServerName + modules.Path(sha), SHA256: sha}
+}
+
+// rolloutWait bounds how long a rollout waits for Envoys to load a new
+// module before the filters name it anyway: an Envoy that has not loaded
+// it by then refuses the filter config while it downloads, and keeps the
+// previous one serving (nack_on_code_cache_miss).
+const rolloutWait = 2 * time.Minute
+
+// rollOut moves the handshake filters to a new module once every
+// connected Envoy has acknowledged the cluster set that loads it (the
+// warm-up cluster: Envoy acknowledges a cluster update once its clusters
+// have warmed). Until then the filters keep naming the previous module,
+// so no Envoy is sent a filter whose module it has not loaded: nothing is
+// refused and no handshake fails while a module downloads and compiles.
+func (a *App) rollOut(ctx context.Context, sha, clusters string) {
+	deadline := time.Now().Add(rolloutWait)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	acked := a.clustersAcked(clusters)
+	for !acked && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		acked = a.clustersAcked(clusters)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if current, ok := a.fleet.store.Current(moduleName); !ok || current.SHA256 != sha || a.fleet.serving == sha {
+		return // a newer rollout took over
+	}
+	a.fleet.serving = sha
+	a.log.Info("module rolled out: the handshake filters name it now", "sha256", sha, "every_envoy_loaded_it", acked)
+	a.serveAgain(ctx, "module")
+}
+
+// clustersAcked reports whether every connected Envoy has acknowledged
+// the cluster version v or a later one.
+func (a *App) clustersAcked(v string) bool {
+	latest := a.xds.Versions()[resource.ClusterType]
+	for _, n := range a.xds.Status().Nodes() {
+		if !n.Connected {
+			continue
+		}
+		if acked := n.Types[resource.ClusterType].Acked; acked != v && acked != latest {
+			return false
+		}
+	}
+	return true
 }
 
 // explainNACK says, for a refused extension config, what became of the

@@ -137,6 +137,12 @@ func (s *Store) Current(name string) (Module, bool) {
 	return list[len(list)-1], true
 }
 
+// Has reports whether the store still serves the module with this sha256.
+func (s *Store) Has(sha string) bool {
+	_, ok := s.bySHA(sha)
+	return ok
+}
+
 func (s *Store) bySHA(sha string) (Module, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -24,6 +24,11 @@ type Options struct {
 	// Module is where Envoy gets the handshake module: one module for the
 	// HTTP filter and the tcp mode network filter.
 	Module ModuleSource
+	// NextModule is a remote module being rolled out, if any: Envoy
+	// downloads and compiles it in a warm-up cluster of its own while the
+	// handshake filters still name Module, so that when they name it,
+	// it is already loaded.
+	NextModule ModuleSource
 	// ResolvedKeys are the verification keys the control plane read from
 	// each auth policy's jwks_file or jwks_url, by policy name. Reading them
 	// is I/O, so it happens before translation, not in it.
@@ -85,7 +90,10 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 		extensionConfigs = append(extensionConfigs, c)
 	}
 	if opts.Module.remote() {
-		clusters = append(clusters, warmupCluster(opts.Module))
+		clusters = append(clusters, warmupCluster(WarmupCluster, opts.Module))
+	}
+	if next := opts.NextModule; next.remote() && next != opts.Module {
+		clusters = append(clusters, warmupCluster(NextWarmupCluster, next))
 	}
 	// A tcp route that checks handshakes needs somewhere to send denials.
 	if len(tcpECDS) > 0 {

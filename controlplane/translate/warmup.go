@@ -14,9 +14,13 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// WarmupCluster names the cluster that loads a remote module before
-// Envoy asks for its listeners.
-const WarmupCluster = "directpipe_module_warmup"
+// WarmupCluster names the cluster that loads the handshake filters'
+// remote module before Envoy asks for its listeners; NextWarmupCluster the
+// one that loads a module being rolled out.
+const (
+	WarmupCluster     = "directpipe_module_warmup"
+	NextWarmupCluster = "directpipe_module_warmup_next"
+)
 
 // warmupPlugin is the root id of the warm-up cluster's plugin: an HTTP
 // plugin with no policies, which never sees a request.
@@ -35,7 +39,13 @@ const warmupPlugin = "directpipe.module_warmup"
 // The cluster has no endpoints and no route names it: its filter never
 // sees a request. Its plugin fails open because nothing can reach it; the
 // handshake filters keep failing closed.
-func warmupCluster(module ModuleSource) *clusterv3.Cluster {
+//
+// During a rollout a second such cluster loads the next module, on a
+// running Envoy as on one that starts then: Envoy warms a new or changed
+// cluster before it uses it, and only then acknowledges it, so the
+// filters can be moved to the next module once every Envoy has
+// acknowledged its warm-up cluster.
+func warmupCluster(name string, module ModuleSource) *clusterv3.Cluster {
 	vm := vmConfig(module)
 	// Without this flag Envoy waits for the download (the cluster's
 	// initialisation holds for it) instead of refusing the config and
@@ -58,10 +68,10 @@ func warmupCluster(module ModuleSource) *clusterv3.Cluster {
 		},
 	}
 	return &clusterv3.Cluster{
-		Name:                 WarmupCluster,
+		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:       durationpb.New(DefaultConnectTimeout),
-		LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: WarmupCluster},
+		LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: name},
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{
 			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(opts),
 		},

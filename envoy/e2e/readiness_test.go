@@ -2,18 +2,25 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
 	"github.com/directpipe/directpipe/envoy/bootstrap"
 	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // startProbe is what a load balancer in front of a starting Envoy does:
@@ -31,7 +38,6 @@ type startProbe struct {
 	failures []string
 	answered map[string]int
 	refused  int
-	loops    int
 }
 
 // target is one request the probe sends.
@@ -103,9 +109,6 @@ func (p *startProbe) run(t *testing.T, e *testkit.Envoy, targets []target, deadl
 			wg.Add(1)
 			go func() { defer wg.Done(); p.send(tg) }()
 		}
-		p.mu.Lock()
-		p.loops++
-		p.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		live := e.WaitReady(ctx) == nil
 		cancel()
@@ -126,6 +129,70 @@ func (p *startProbe) run(t *testing.T, e *testkit.Envoy, targets []target, deadl
 	wg.Wait()
 }
 
+// fleetMember is a stack whose Envoy runs as a fleet member does: its
+// modules from the control plane by sha256 (remote) or from its disk,
+// launched but not yet ready.
+type fleetMember struct {
+	*stack
+	tcpAddr string
+	wasm    string // the control plane's module file, for a rollout
+	targets []target
+}
+
+func launchFleetMember(t *testing.T, name string, remote, delta bool) *fleetMember {
+	t.Helper()
+	s := &stack{t: t, backend: testkit.StartBackend(t)}
+	m := &fleetMember{stack: s, tcpAddr: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))}
+	s.params = policyParams{
+		Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: s.backend.VoiceAddr, REST: s.backend.RESTAddr,
+		VoiceEndpoints: []string{s.backend.VoiceAddr}, Keys: []jwk{devKey()}, TCP: m.tcpAddr,
+	}
+	s.file = policyFile(t, s.params)
+	m.wasm = filepath.Join(t.TempDir(), "handshake.wasm")
+	copyFile(t, testkit.WasmModule(t), m.wasm)
+	opts := testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken, WasmPath: m.wasm}
+	if remote {
+		opts.Fleet = &testkit.Fleet{}
+	}
+	s.cp = testkit.StartControlPlane(t, opts)
+	adminPort := testkit.FreePort(t)
+	params := bootstrap.Params{NodeID: name, Cluster: "e2e", AdminPort: adminPort, XDSAddrs: []string{s.cp.XDSAddr()}, Delta: delta}
+	if remote {
+		params.ModulesAddrs = []string{s.cp.ModulesAddr()}
+	}
+	cfg, err := bootstrap.Render(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := http.Header{"Authorization": {"Bearer " + validToken(t)}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+		"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+	m.targets = []target{
+		{"REST", s.listenURL("http", "/api/health"), nil, http.StatusOK},
+		{"upgrade", s.listenURL("http", "/v1/voice"), auth, http.StatusSwitchingProtocols},
+		{"tcp mode upgrade", "http://" + m.tcpAddr + "/v1/voice", auth, http.StatusSwitchingProtocols},
+	}
+	s.envoy = testkit.LaunchEnvoy(t, cfg, adminPort, 2, 2*time.Second)
+	return m
+}
+
+// assertClean fails the test for every NACK the node left in the control
+// plane's status and every critical line Envoy logged.
+func (m *fleetMember) assertClean(t *testing.T) {
+	t.Helper()
+	for _, n := range m.cp.XDS().Status().Nodes() {
+		for typ, ts := range n.Types {
+			if ts.LastNack != nil {
+				t.Errorf("node %s: a NACK of %s remains: %s", n.ID, typ, ts.LastNack.Error)
+			}
+		}
+	}
+	for _, line := range strings.Split(m.envoy.Log(), "\n") {
+		if strings.Contains(line, "[critical]") {
+			t.Errorf("Envoy logged: %s", line)
+		}
+	}
+}
+
 // TestReadyMeansReady starts an Envoy as a fleet member does (modules from
 // the control plane by sha256, or from its disk) and sends traffic from
 // the first moment: no request may get a 5xx or a reset because the
@@ -142,69 +209,87 @@ func TestReadyMeansReady(t *testing.T) {
 		{"module file sotw", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &stack{t: t, backend: testkit.StartBackend(t)}
-			tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
-			s.params = policyParams{
-				Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: s.backend.VoiceAddr, REST: s.backend.RESTAddr,
-				VoiceEndpoints: []string{s.backend.VoiceAddr}, Keys: []jwk{devKey()}, TCP: tcpAddr,
-			}
-			s.file = policyFile(t, s.params)
-			opts := testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken}
-			if tc.remote {
-				opts.Fleet = &testkit.Fleet{}
-			}
-			s.cp = testkit.StartControlPlane(t, opts)
-			adminPort := testkit.FreePort(t)
-			params := bootstrap.Params{NodeID: "edge-" + strings.ReplaceAll(tc.name, " ", "-"), Cluster: "e2e", AdminPort: adminPort,
-				XDSAddrs: []string{s.cp.XDSAddr()}, Delta: tc.delta}
-			if tc.remote {
-				params.ModulesAddrs = []string{s.cp.ModulesAddr()}
-			}
-			cfg, err := bootstrap.Render(params)
-			if err != nil {
-				t.Fatal(err)
-			}
-			token := validToken(t)
-			auth := http.Header{"Authorization": {"Bearer " + token}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"},
-				"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
-			targets := []target{
-				{"REST", s.listenURL("http", "/api/health"), nil, http.StatusOK},
-				{"upgrade", s.listenURL("http", "/v1/voice"), auth, http.StatusSwitchingProtocols},
-				{"tcp mode upgrade", "http://" + tcpAddr + "/v1/voice", auth, http.StatusSwitchingProtocols},
-			}
 			probe := newStartProbe()
-			s.envoy = testkit.LaunchEnvoy(t, cfg, adminPort, 2, 2*time.Second)
-			probe.run(t, s.envoy, targets, 3*time.Minute)
+			m := launchFleetMember(t, "edge-"+strings.ReplaceAll(tc.name, " ", "-"), tc.remote, tc.delta)
+			probe.run(t, m.envoy, m.targets, 3*time.Minute)
 
-			t.Logf("ready (LIVE) at %v; first good answer: %v; answers: %v; refused %d; polls %d", probe.ready, probe.first, probe.answered, probe.refused, probe.loops)
+			t.Logf("ready (LIVE) at %v; first good answer: %v; answers: %v; refused connections: %d",
+				probe.ready, probe.first, probe.answered, probe.refused)
 			for _, f := range probe.failures {
 				t.Errorf("a client of the starting Envoy saw: %s", f)
 			}
-			if probe.ready == 0 || len(probe.first) != len(targets) {
+			if probe.ready == 0 || len(probe.first) != len(m.targets) {
 				t.Fatalf("not serving within the deadline: ready at %v, first answers %v", probe.ready, probe.first)
 			}
-			for name, at := range probe.first {
-				if at < probe.ready-time.Second {
-					// Envoy's listeners only open when it is ready, give or
-					// take the poll: an answer long before says the
-					// readiness lags what Envoy serves, which costs
-					// nothing, but is worth knowing.
-					t.Logf("%s answered at %v, before /ready said LIVE at %v", name, at, probe.ready)
-				}
-			}
-			waitSynced(t, s, time.Minute)
-			for _, n := range s.cp.XDS().Status().Nodes() {
-				for typ, ts := range n.Types {
-					if ts.LastNack != nil {
-						t.Errorf("node %s: a NACK of %s remains: %s", n.ID, typ, ts.LastNack.Error)
-					}
-				}
-			}
-			for _, line := range strings.Split(s.envoy.Log(), "\n") {
-				if strings.Contains(line, "[critical]") {
-					t.Errorf("Envoy logged at start: %s", line)
-				}
-			}
+			waitSynced(t, m.stack, time.Minute)
+			m.assertClean(t)
 		})
 	}
+}
+
+// TestModuleRolloutUnderTraffic installs a new module while streams run
+// and handshakes arrive every 100 ms on both paths: none of them fails,
+// no open stream loses a frame, and the rollout leaves no NACK and no
+// critical line behind. The filters move to the new module only once
+// Envoy has loaded it.
+func TestModuleRolloutUnderTraffic(t *testing.T) {
+	m := launchFleetMember(t, "edge-rollout", true, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := m.envoy.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, m.stack, time.Minute)
+	stop := make(chan struct{})
+	results := make(chan *voiceprobe.Result, 1)
+	go func() {
+		res, _ := voiceprobe.Run(ctx, voiceprobe.Config{
+			URL: m.listenURL("ws", "/v1/voice"), Header: http.Header{"Authorization": {"Bearer " + validToken(t)}},
+			Streams: 2, Frames: 100000, Interval: 20 * time.Millisecond, Stop: stop,
+		})
+		results <- res
+	}()
+	waitStreams(t, m.stack, 2)
+
+	upgraded := withCustomSection(t, m.wasm)
+	sum := sha256.Sum256(upgraded)
+	sha := hex.EncodeToString(sum[:])
+	if err := os.WriteFile(m.wasm, upgraded, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	probe := newStartProbe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			for _, tg := range m.targets {
+				probe.send(tg)
+			}
+		}
+	}()
+	m.cp.Refresh(ctx)
+	// The filters name the new module once Envoy has it, and Envoy runs it.
+	waitFor(t, 2*time.Minute, func() (bool, string) {
+		ecds := fmt.Sprint(m.cp.Resources()[resource.ExtensionConfigType])
+		return strings.Contains(ecds, sha) && synced(m.stack), "the filters do not run the new module yet"
+	})
+	time.Sleep(time.Second)
+	close(stop)
+	<-done
+	if res := <-results; res.Disconnects != 0 || res.Lost != 0 || res.FailedDials != 0 {
+		t.Errorf("open streams were hurt by the rollout: %+v", res.Streams)
+	}
+	t.Logf("handshakes during the rollout: %v", probe.answered)
+	for _, f := range probe.failures {
+		t.Errorf("a client during the rollout saw: %s", f)
+	}
+	if got := stat(t, m.envoy, moduleFetches); got != 2 {
+		t.Errorf("Envoy fetched modules %d times, want 2 (one each)", got)
+	}
+	m.assertClean(t)
 }
