@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -292,4 +293,52 @@ func TestModuleRolloutUnderTraffic(t *testing.T) {
 		t.Errorf("Envoy fetched modules %d times, want 2 (one each)", got)
 	}
 	m.assertClean(t)
+}
+
+// TestNoControlPlaneAtStart starts an Envoy whose control plane is not
+// there yet: it must not say it is ready, nor open a port, for longer than
+// Envoy's own initial fetch timeout (15 s), and it must serve once the
+// control plane comes up.
+func TestNoControlPlaneAtStart(t *testing.T) {
+	s := &stack{t: t, backend: testkit.StartBackend(t)}
+	s.params = policyParams{
+		Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: s.backend.VoiceAddr, REST: s.backend.RESTAddr,
+		VoiceEndpoints: []string{s.backend.VoiceAddr}, Keys: []jwk{devKey()},
+	}
+	s.file = policyFile(t, s.params)
+	xdsAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	adminPort := testkit.FreePort(t)
+	cfg, err := bootstrap.Render(bootstrap.Params{NodeID: "edge-alone", Cluster: "e2e", AdminPort: adminPort, XDSAddrs: []string{xdsAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.envoy = testkit.LaunchEnvoy(t, cfg, adminPort, 2, 2*time.Second)
+	// Envoy gives up waiting for its first resources after 15 s by
+	// default and reports itself ready with nothing to serve.
+	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Second)
+	defer cancel()
+	if err := s.envoy.WaitReady(ctx); err == nil {
+		t.Fatal("Envoy reported ready without a control plane")
+	}
+	if c, err := net.DialTimeout("tcp", s.params.Listen, time.Second); err == nil {
+		c.Close()
+		t.Fatal("Envoy opened a listener port without a control plane")
+	}
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, XDSAddr: xdsAddr})
+	probe := newStartProbe()
+	auth := http.Header{"Authorization": {"Bearer " + validToken(t)}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+		"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+	targets := []target{
+		{"REST", s.listenURL("http", "/api/health"), nil, http.StatusOK},
+		{"upgrade", s.listenURL("http", "/v1/voice"), auth, http.StatusSwitchingProtocols},
+	}
+	// Envoy retries the control plane with a back-off of up to 30 s.
+	probe.run(t, s.envoy, targets, 2*time.Minute)
+	t.Logf("after the control plane came up: ready at %v, first good answers %v", probe.ready, probe.first)
+	for _, f := range probe.failures {
+		t.Errorf("a client saw: %s", f)
+	}
+	if probe.ready == 0 || len(probe.first) != len(targets) {
+		t.Fatalf("not serving after the control plane came up: ready at %v, first answers %v", probe.ready, probe.first)
+	}
 }
