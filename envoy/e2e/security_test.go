@@ -589,20 +589,8 @@ func TestHostileRequests(t *testing.T) {
 // the caller to find out.
 func secondRequest(t *testing.T, addr, first, second string) int {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, r, resp := sendRaw(t, addr, first)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, first); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(c)
-	resp, err := http.ReadResponse(r, nil)
-	if err != nil {
-		t.Fatalf("no answer to the first request: %v", err)
-	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		t.Fatal("the first request upgraded")
 	}

@@ -46,20 +46,8 @@ type rawResponse struct {
 // the HTTP response that comes back.
 func rawExchange(t *testing.T, addr string, request string) rawResponse {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, r, resp := sendRaw(t, addr, request)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, request); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(c)
-	resp, err := http.ReadResponse(r, nil)
-	if err != nil {
-		t.Fatalf("no HTTP response: %v", err)
-	}
 	out := rawResponse{status: resp.StatusCode, header: resp.Header}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		b, err := io.ReadAll(resp.Body)
@@ -71,6 +59,29 @@ func rawExchange(t *testing.T, addr string, request string) rawResponse {
 		out.closed = errors.Is(out.after, io.EOF)
 	}
 	return out
+}
+
+// sendRaw sends request as the first bytes of a new connection to addr
+// and reads the HTTP response head that comes back; the connection and
+// its reader are the caller's, with a few seconds left on their deadline.
+func sendRaw(t *testing.T, addr, request string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		c.Close()
+		t.Fatalf("no HTTP response: %v", err)
+	}
+	return c, r, resp
 }
 
 // upgradeRequest is a WebSocket opening handshake with extra header lines.
