@@ -175,6 +175,8 @@ generate:
 		--go_out=api --go_opt=paths=source_relative \
 		--go-grpc_out=api --go-grpc_opt=paths=source_relative \
 		$$(find api -name '*.proto' | sort)
+	# The policy reference is generated from the schema's comments.
+	$(GO) test ./docs -run '^TestPolicyReference$$' -update
 
 clean:
 	rm -rf $(BIN) .run .run-ha
