@@ -101,9 +101,17 @@ var forbidden = []struct {
 
 // The word "session" alone names the team's process too, except in these
 // phrases, which are about the product.
-var sessionRe = regexp.MustCompile(`(?i)[\w-]*\bsessions?\b[\w-]*(?:\s+affinity)?`)
+var sessionRe = regexp.MustCompile(`(?i)(?:(?:sticky|tls)\s+)?[\w-]*\bsessions?\b[\w-]*(?:\s+(?:affinity|id|ids|resumption|tickets?))?`)
 
-var sessionOK = []string{"session affinity", "x-session-id"}
+var sessionOK = []string{
+	"session affinity", "sticky session", "sticky sessions", "session id", "session ids",
+	"x-session-id", "tls session", "tls sessions", "session resumption", "session ticket", "session tickets",
+}
+
+func sessionAllowed(m string) bool {
+	m = strings.ToLower(m)
+	return slices.ContainsFunc(sessionOK, func(ok string) bool { return strings.Contains(m, ok) })
+}
 
 func TestWording(t *testing.T) {
 	for _, path := range userDocs(t) {
@@ -115,7 +123,7 @@ func TestWording(t *testing.T) {
 				}
 			}
 			for _, m := range sessionRe.FindAllString(line, -1) {
-				if !slices.Contains(sessionOK, strings.ToLower(m)) {
+				if !sessionAllowed(m) {
 					t.Errorf("%s:%d says %q: user docs describe the product, not the team's sessions", path, i+1, m)
 				}
 			}
@@ -526,6 +534,27 @@ func TestMakeTargetsExist(t *testing.T) {
 			default:
 				i = len(f) // not a target: the rest is prose
 			}
+		}
+	}
+}
+
+func TestSessionWording(t *testing.T) {
+	for line, ok := range map[string]bool{
+		"hash_header gives session affinity":     true,
+		"sticky sessions by x-session-id":        true,
+		"TLS session resumption":                 true,
+		"five other sessions shared the machine": false,
+		"a real session against make run":        false,
+		"as measured in this session":            false,
+	} {
+		bad := false
+		for _, m := range sessionRe.FindAllString(line, -1) {
+			if !sessionAllowed(m) {
+				bad = true
+			}
+		}
+		if bad == ok {
+			t.Errorf("%q: allowed = %v, want %v", line, !bad, ok)
 		}
 	}
 }
