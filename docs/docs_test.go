@@ -282,12 +282,24 @@ func TestSlug(t *testing.T) {
 	}
 }
 
-// binaries builds the programs whose commands the docs show, once.
-var binaries = sync.OnceValues(func() (string, error) {
+// binDir holds the programs the checks build; TestMain removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "directpipe-docs-")
 	if err != nil {
-		return "", err
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// binaries builds the programs whose commands the docs show, once.
+var binaries = sync.OnceValues(func() (string, error) {
+	dir := binDir
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
