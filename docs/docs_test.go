@@ -570,3 +570,39 @@ func TestSessionWording(t *testing.T) {
 		}
 	}
 }
+
+// TestFlagTables checks the docs' flag tables (a table whose first column
+// is "flag"): every flag in a first cell is a flag of directpipe or
+// envoy-bootstrap.
+func TestFlagTables(t *testing.T) {
+	flags := flagsOf(t, "directpipe")
+	for f := range flagsOf(t, "envoy-bootstrap") {
+		flags[f] = true
+	}
+	headRe := regexp.MustCompile(`^\|\s*flag\s*\|`)
+	flagRe := regexp.MustCompile("`-([a-z][\\w-]*)")
+	for _, path := range userDocs(t) {
+		inTable := false
+		for i, line := range readPage(t, path).lines {
+			switch {
+			case headRe.MatchString(line):
+				inTable = true
+				continue
+			case !strings.HasPrefix(line, "|"):
+				inTable = false
+			}
+			if !inTable {
+				continue
+			}
+			cells := strings.Split(line, "|")
+			if len(cells) < 2 {
+				continue
+			}
+			for _, m := range flagRe.FindAllStringSubmatch(cells[1], -1) {
+				if !flags[m[1]] {
+					t.Errorf("%s:%d lists flag -%s, which neither directpipe nor envoy-bootstrap has", path, i+1, m[1])
+				}
+			}
+		}
+	}
+}
