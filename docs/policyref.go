@@ -12,14 +12,16 @@ import (
 	"strings"
 )
 
-// Message is one protobuf message of the schema, with its leading comment.
+// Message is one protobuf message or enum of the schema, with its leading
+// comment. A nested one is named Parent.Child.
 type Message struct {
 	Name    string
 	Comment []string // comment lines, without "//"
 	Fields  []Field
+	Enum    bool // an enum: Fields are its values, with no type
 }
 
-// Field is one field of a message.
+// Field is one field of a message, or one value of an enum.
 type Field struct {
 	Name     string
 	Type     string // the proto type: string, uint32, a message name, ...
@@ -30,29 +32,27 @@ type Field struct {
 }
 
 var (
-	messageRe = regexp.MustCompile(`^message\s+(\w+)\s*\{$`)
-	emptyRe   = regexp.MustCompile(`^message\s+(\w+)\s*\{\s*\}$`)
-	oneofRe   = regexp.MustCompile(`^oneof\s+(\w+)\s*\{$`)
-	fieldRe   = regexp.MustCompile(`^(repeated\s+)?([\w.]+)\s+(\w+)\s*=\s*\d+\s*;$`)
-	mapRe     = regexp.MustCompile(`^map<\s*(\w+)\s*,\s*([\w.]+)\s*>\s+(\w+)\s*=\s*\d+\s*;$`)
+	blockRe = regexp.MustCompile(`^(message|enum|oneof)\s+(\w+)\s*\{\s*(\})?$`)
+	fieldRe = regexp.MustCompile(`^(?:(repeated|optional)\s+)?([\w.]+)\s+(\w+)\s*=\s*\d+\s*(?:\[[^\]]*\])?\s*;$`)
+	mapRe   = regexp.MustCompile(`^map<\s*(\w+)\s*,\s*([\w.]+)\s*>\s+(\w+)\s*=\s*\d+\s*(?:\[[^\]]*\])?\s*;$`)
+	valueRe = regexp.MustCompile(`^(\w+)\s*=\s*-?\d+\s*(?:\[[^\]]*\])?\s*;$`)
 )
 
 // maxProto bounds the schema the parser reads; the real one is ~15 KB.
 const maxProto = 1 << 20
 
-// ParseProto reads the messages of a proto3 file of the shape the policy
-// schema has: top-level messages, scalar, message, repeated and map fields,
-// oneofs, and // comments. Anything else is an error, so a schema that
-// outgrows this parser fails the reference's test instead of vanishing
-// from the reference.
+// ParseProto reads the messages and enums of a proto3 file: nested ones
+// too, scalar, message, repeated, optional and map fields, oneofs, and //
+// comments; reserved and option lines are skipped. Anything else is an
+// error, so a schema that outgrows this parser fails the reference's test
+// instead of vanishing from the reference.
 func ParseProto(src []byte) ([]Message, error) {
 	if len(src) > maxProto {
 		return nil, fmt.Errorf("proto file is %d bytes, more than %d", len(src), maxProto)
 	}
 	var (
 		msgs    []Message
-		cur     *Message
-		oneof   string
+		stack   []block
 		comment []string
 	)
 	sc := bufio.NewScanner(bytes.NewReader(src))
@@ -67,33 +67,50 @@ func ParseProto(src []byte) ([]Message, error) {
 			line = strings.TrimSpace(code)
 			comment = append(comment, strings.TrimSpace(c))
 		}
+		var top *block
+		if len(stack) > 0 {
+			top = &stack[len(stack)-1]
+		}
 		switch {
 		case line == "":
-			if cur == nil {
+			if top == nil {
 				comment = nil // the file's own comment, or a detached one
 			}
 			continue
-		case cur == nil && (strings.HasPrefix(line, "syntax") || strings.HasPrefix(line, "package") ||
-			strings.HasPrefix(line, "import") || strings.HasPrefix(line, "option")):
-		case cur == nil && emptyRe.MatchString(line):
-			msgs = append(msgs, Message{Name: emptyRe.FindStringSubmatch(line)[1], Comment: comment})
-		case cur == nil && messageRe.MatchString(line):
-			msgs = append(msgs, Message{Name: messageRe.FindStringSubmatch(line)[1], Comment: comment})
-			cur = &msgs[len(msgs)-1]
-		case cur != nil && oneof == "" && oneofRe.MatchString(line):
-			oneof = oneofRe.FindStringSubmatch(line)[1]
-		case cur != nil && line == "}":
-			if oneof != "" {
-				oneof = ""
-			} else {
-				cur = nil
+		case top == nil && (strings.HasPrefix(line, "syntax ") || strings.HasPrefix(line, "package ") ||
+			strings.HasPrefix(line, "import ")):
+		case strings.HasPrefix(line, "option ") || strings.HasPrefix(line, "reserved "):
+		case blockRe.MatchString(line):
+			m := blockRe.FindStringSubmatch(line)
+			kind, name, closed := m[1], m[2], m[3] != ""
+			if kind == "oneof" {
+				if top == nil || top.kind != "message" {
+					return nil, fmt.Errorf("line %d: oneof %s outside a message", n, name)
+				}
+				stack = append(stack, block{kind: kind, name: name, msg: top.msg})
+				break
 			}
-		case cur != nil && mapRe.MatchString(line):
+			if top != nil && top.kind != "message" {
+				return nil, fmt.Errorf("line %d: %s %s inside a %s", n, kind, name, top.kind)
+			}
+			if top != nil {
+				name = top.name + "." + name
+			}
+			msgs = append(msgs, Message{Name: name, Comment: comment, Enum: kind == "enum"})
+			if !closed {
+				stack = append(stack, block{kind: kind, name: name, msg: len(msgs) - 1})
+			}
+		case top != nil && line == "}":
+			stack = stack[:len(stack)-1]
+		case top != nil && top.kind == "enum" && valueRe.MatchString(line):
+			m := valueRe.FindStringSubmatch(line)
+			msgs[top.msg].Fields = append(msgs[top.msg].Fields, Field{Name: m[1], Comment: comment})
+		case top != nil && top.kind != "enum" && mapRe.MatchString(line):
 			m := mapRe.FindStringSubmatch(line)
-			cur.Fields = append(cur.Fields, Field{Name: m[3], Type: m[2], MapKey: m[1], OneOf: oneof, Comment: comment})
-		case cur != nil && fieldRe.MatchString(line):
+			msgs[top.msg].Fields = append(msgs[top.msg].Fields, Field{Name: m[3], Type: m[2], MapKey: m[1], OneOf: top.oneof(), Comment: comment})
+		case top != nil && top.kind != "enum" && fieldRe.MatchString(line):
 			m := fieldRe.FindStringSubmatch(line)
-			cur.Fields = append(cur.Fields, Field{Name: m[3], Type: m[2], Repeated: m[1] != "", OneOf: oneof, Comment: comment})
+			msgs[top.msg].Fields = append(msgs[top.msg].Fields, Field{Name: m[3], Type: m[2], Repeated: m[1] == "repeated", OneOf: top.oneof(), Comment: comment})
 		default:
 			return nil, fmt.Errorf("line %d: the reference generator does not read %q", n, line)
 		}
@@ -102,10 +119,25 @@ func ParseProto(src []byte) ([]Message, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if cur != nil {
-		return nil, fmt.Errorf("message %s is not closed", cur.Name)
+	if len(stack) > 0 {
+		return nil, fmt.Errorf("%s %s is not closed", stack[len(stack)-1].kind, stack[len(stack)-1].name)
 	}
 	return msgs, nil
+}
+
+// block is an open message, enum or oneof while the parser reads it.
+type block struct {
+	kind string // message, enum or oneof
+	name string // the oneof's name, or the message's or enum's full name
+	msg  int    // index of the message (or enum) its lines belong to
+}
+
+// oneof names the oneof the block is, if it is one.
+func (b *block) oneof() string {
+	if b.kind == "oneof" {
+		return b.name
+	}
+	return ""
 }
 
 // PolicyReference renders the policy schema as a Markdown reference: one
@@ -143,13 +175,22 @@ each part becomes in Envoy.
 		if len(m.Fields) == 0 {
 			continue
 		}
+		if m.Enum {
+			b.WriteString("| value | meaning |\n|---|---|\n")
+			for _, f := range m.Fields {
+				desc := strings.Join(strings.Fields(strings.Join(f.Comment, " ")), " ")
+				fmt.Fprintf(&b, "| `%s` | %s |\n", f.Name, cell(desc))
+			}
+			b.WriteString("\n")
+			continue
+		}
 		b.WriteString("| field | type | meaning |\n|---|---|---|\n")
 		for _, f := range m.Fields {
 			desc := strings.Join(strings.Fields(strings.Join(f.Comment, " ")), " ")
 			if f.OneOf != "" {
 				desc = strings.TrimSpace(fmt.Sprintf("One of `%s`: set exactly one. %s", f.OneOf, desc))
 			}
-			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.Name, typeName(f, known), cell(desc))
+			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.Name, typeName(f, m.Name, known), cell(desc))
 		}
 		b.WriteString("\n")
 	}
@@ -188,8 +229,8 @@ func text(s string) string {
 	return strings.NewReplacer("<", "&lt;", ">", "&gt;").Replace(s)
 }
 
-func typeName(f Field, known map[string]bool) string {
-	t := scalar(f.Type, known)
+func typeName(f Field, scope string, known map[string]bool) string {
+	t := scalar(resolve(f.Type, scope, known), known)
 	switch {
 	case f.MapKey != "":
 		return fmt.Sprintf("map of %s to %s", scalar(f.MapKey, known), t)
@@ -213,7 +254,24 @@ func scalar(t string, known map[string]bool) string {
 		return "duration"
 	}
 	if known[t] {
-		return fmt.Sprintf("[%s](#%s)", t, strings.ToLower(t))
+		// GitHub's anchor of a heading "Parent.Child" drops the dot.
+		return fmt.Sprintf("[%s](#%s)", t, strings.ToLower(strings.ReplaceAll(t, ".", "")))
 	}
 	return "`" + t + "`"
+}
+
+// resolve finds the message a type name means from inside message scope,
+// as protoc does: the innermost enclosing scope that has it.
+func resolve(t, scope string, known map[string]bool) string {
+	for s := scope; s != ""; {
+		if known[s+"."+t] {
+			return s + "." + t
+		}
+		i := strings.LastIndex(s, ".")
+		if i < 0 {
+			break
+		}
+		s = s[:i]
+	}
+	return t
 }

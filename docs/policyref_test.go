@@ -64,8 +64,27 @@ message B {}
 `,
 			want: "A:name/string,bs/B[],labels/string{},on/bool(source);B:",
 		},
-		{name: "enum is not read", src: "enum E {\n  X = 0;\n}\n", wantErr: `does not read "enum E {"`},
-		{name: "nested message is not read", src: "message A {\n  message B {\n  }\n}\n", wantErr: `does not read "message B {"`},
+		{
+			name: "enum, nested message, optional and options",
+			src: `message A {
+  // Kinds.
+  enum Kind {
+    KIND_UNSPECIFIED = 0;
+    // A stream.
+    STREAM = 1 [deprecated = true];
+  }
+  message B {
+    optional string s = 1;
+  }
+  reserved 7;
+  Kind kind = 1;
+  B b = 2 [json_name = "bee"];
+}
+`,
+			want: "A:kind/Kind,b/B;A.Kind:KIND_UNSPECIFIED/,STREAM/;A.B:s/string",
+		},
+		{name: "service is not read", src: "service S {\n}\n", wantErr: `does not read "service S {"`},
+		{name: "oneof outside a message", src: "oneof o {\n}\n", wantErr: "outside a message"},
 		{name: "unclosed", src: "message A {\n  string a = 1;\n", wantErr: "not closed"},
 	}
 	for _, tt := range tests {
@@ -101,9 +120,22 @@ message B {}
 			if got := strings.Join(parts, ";"); got != tt.want {
 				t.Errorf("got %s, want %s", got, tt.want)
 			}
-			if len(msgs) > 0 && strings.Join(msgs[0].Comment, " ") != "A is a thing." {
+			if tt.name == "fields, comments, oneof and map" && strings.Join(msgs[0].Comment, " ") != "A is a thing." {
 				t.Errorf("comment of A = %q", msgs[0].Comment)
 			}
 		})
+	}
+}
+
+func TestReferenceLinksNestedTypes(t *testing.T) {
+	src := []byte("message A {\n  message B {\n  }\n  B b = 1;\n  repeated A.B bs = 2;\n}\n")
+	got, err := PolicyReference(src, "x.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## A.B", "| `b` | [A.B](#ab) |", "| `bs` | list of [A.B](#ab) |"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("reference lacks %q:\n%s", want, got)
+		}
 	}
 }
