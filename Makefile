@@ -104,7 +104,7 @@ build:
 
 # An optional pass of Binaryen's wasm-opt over the module (npm `binaryen`,
 # pinned, installed into .tools/binaryen): `make wasm-opt` after `make
-# build`. It rewrites bin/handshake.wasm in place; README "Module size and
+# build`. It rewrites bin/handshake.wasm in place; docs/filter.md "Module size and
 # memory" says what it buys and why it is not part of `make build`.
 BINARYEN_VERSION := 132.0.0
 WASM_OPT         := $(TOOLS)/binaryen/node_modules/.bin/wasm-opt
@@ -175,6 +175,8 @@ generate:
 		--go_out=api --go_opt=paths=source_relative \
 		--go-grpc_out=api --go-grpc_opt=paths=source_relative \
 		$$(find api -name '*.proto' | sort)
+	# The policy reference is generated from the schema's comments.
+	$(GO) test ./docs -run '^TestPolicyReference$$' -update
 
 clean:
 	rm -rf $(BIN) .run .run-ha

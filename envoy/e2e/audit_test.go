@@ -176,7 +176,7 @@ func saveFixtures(t *testing.T, base string, in audit.Input) {
 
 // TestAuditMakeRunEnvoy audits the Envoy `make run` starts (the control
 // plane serving examples/policy.yaml, the same bootstrap and drain time):
-// only informational findings, each explained in the README.
+// only informational findings, each explained in docs/audit.md.
 func TestAuditMakeRunEnvoy(t *testing.T) {
 	root, err := testkit.RepoRoot()
 	if err != nil {

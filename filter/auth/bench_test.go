@@ -11,7 +11,7 @@ import (
 
 // The handshake's cost in the filter alone, per token: natively with `go
 // test -bench`, and in a Wasm VM by running the same test binary built
-// for wasip1 (see README "Module size and memory"). Envoy's share is
+// for wasip1 (see docs/benchmarks.md, "Handshakes"). Envoy's share is
 // measured by `make bench`.
 
 func BenchmarkCheckHS256(b *testing.B) {

@@ -1,7 +1,7 @@
 // Command wasmsize shows where a Go Wasm module's bytes go: code per Go
 // package (from the module's name section) and every section's size. It
-// is the size profile behind the README's table; `go tool nm` does not read
-// Wasm binaries.
+// is the size profile behind docs/filter.md's module size section; `go
+// tool nm` does not read Wasm binaries.
 //
 //	go run ./bench/cmd/wasmsize [-top 25] [-pkg ./filter/handshake] bin/handshake.wasm
 //
