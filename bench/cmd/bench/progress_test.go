@@ -1,0 +1,40 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"testing"
+	"time"
+)
+
+// TestProgress: every line gets the elapsed time once, however the lines
+// are split across writes.
+func TestProgress(t *testing.T) {
+	tests := []struct {
+		name   string
+		writes []string
+		lines  int
+	}{
+		{"one line", []string{">> path direct, round 1/2\n"}, 1},
+		{"two in one write", []string{"a\nb\n"}, 2},
+		{"split line", []string{">> path ", "direct\n"}, 1},
+		{"no newline yet", []string{"a"}, 1},
+	}
+	prefix := regexp.MustCompile(`(?m)^\[ *[0-9hms.]+\] `)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			p := &progress{w: &buf, start: time.Now()}
+			for _, w := range tt.writes {
+				if n, err := p.Write([]byte(w)); err != nil || n != len(w) {
+					t.Fatalf("Write(%q) = %d, %v", w, n, err)
+				}
+			}
+			if got := len(prefix.FindAllString(buf.String(), -1)); got != tt.lines {
+				t.Errorf("%q: %d prefixes, want %d", buf.String(), got, tt.lines)
+			}
+		})
+	}
+}
