@@ -6,8 +6,10 @@ import (
 	"strings"
 	"time"
 
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -244,9 +246,26 @@ func webSocketRoute(r *policyv1.Route, b *policyv1.Backend) *routev3.Route {
 }
 
 // upgradeRequiredRoute answers 426 to anything on a WebSocket path that is
-// not an upgrade.
+// not an upgrade, naming the protocol in Upgrade and Connection as RFC 9110
+// (§7.8, §15.5.22) asks. Envoy strips both from any response to a request
+// that is not itself an upgrade, so the REST chain's header mutation filter
+// first gives this route's request the two headers: the router has already
+// picked this route (the filter does not clear the route cache), and the
+// request goes nowhere but to this direct response. Over HTTP/2 Envoy drops
+// them, as that protocol requires.
 func upgradeRequiredRoute(r *policyv1.Route) *routev3.Route {
+	set := func(name, value string) *mutationrulesv3.HeaderMutation {
+		return &mutationrulesv3.HeaderMutation{Action: &mutationrulesv3.HeaderMutation_Append{Append: &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: name, Value: value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}}}
+	}
 	return &routev3.Route{
+		TypedPerFilterConfig: map[string]*anypb.Any{
+			HeaderMutationFilterName: mustAny(&headermutationv3.HeaderMutationPerRoute{Mutations: &headermutationv3.Mutations{
+				RequestMutations: []*mutationrulesv3.HeaderMutation{set("upgrade", "websocket"), set("connection", "upgrade")},
+			}}),
+		},
 		Name:  r.GetName() + UpgradeRequiredSuffix,
 		Match: pathMatch(r),
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
@@ -257,6 +276,7 @@ func upgradeRequiredRoute(r *policyv1.Route) *routev3.Route {
 		}},
 		ResponseHeadersToAdd: []*corev3.HeaderValueOption{
 			{Header: &corev3.HeaderValue{Key: "upgrade", Value: "websocket"}},
+			{Header: &corev3.HeaderValue{Key: "connection", Value: "upgrade"}},
 			{Header: &corev3.HeaderValue{Key: "content-type", Value: "application/json"}},
 		},
 	}

@@ -264,4 +264,29 @@ func TestRoutingFeatures(t *testing.T) {
 			}
 		}
 	})
+	t.Run("426 names the upgrade", func(t *testing.T) {
+		before := backendCounts(t, s.backend)
+		client := &http.Client{Timeout: 5 * time.Second}
+		for range 2 { // the connection stays usable after the 426
+			resp, err := client.Get(s.listenURL("http", "/v1/voice"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			// RFC 9110 §15.5.22: a 426 must say which protocol to upgrade
+			// to, and §7.8: Upgrade goes with the upgrade option of
+			// Connection.
+			if resp.StatusCode != http.StatusUpgradeRequired || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") ||
+				!strings.EqualFold(resp.Header.Get("Connection"), "upgrade") {
+				t.Errorf("plain GET on a WebSocket path: %d, Upgrade %q, Connection %q; want 426 with Upgrade: websocket, Connection: upgrade",
+					resp.StatusCode, resp.Header.Get("Upgrade"), resp.Header.Get("Connection"))
+			}
+		}
+		// The headers that make the 426 say so never turn the request
+		// into an upgrade: the back end saw nothing.
+		if after := backendCounts(t, s.backend); after != before {
+			t.Errorf("the back end saw %+v, then %+v: the plain GET reached it", before, after)
+		}
+	})
 }
