@@ -160,7 +160,8 @@ test: tools build
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=100000x
 
 # The latency lab. By default the main table (every path's latency) and
-# the handshake times, in about 4 minutes, written to bench/quick/;
+# the handshake times (two rounds of every path: minutes), written to
+# bench/quick/;
 # BENCH_FULL=1 runs every section (about 16 minutes on 2 cores) and writes
 # bench/results.md, bench/results.json and PNG plots. Progress lines carry
 # the time elapsed.
