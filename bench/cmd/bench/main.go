@@ -26,6 +26,21 @@ var QuickSections = []string{"paths", "handshakes"}
 
 const QuickRounds = 2
 
+// shape gives the quick run its sections and rounds, unless the command
+// line named them.
+func shape(quick bool, set map[string]bool, sections string, rounds int) (string, int) {
+	if !quick {
+		return sections, rounds
+	}
+	if !set["sections"] {
+		sections = strings.Join(QuickSections, ",")
+	}
+	if !set["rounds"] {
+		rounds = QuickRounds
+	}
+	return sections, rounds
+}
+
 // progress prefixes every progress line with the time since the start,
 // so that a long run shows it is moving and how far it got.
 type progress struct {
@@ -73,15 +88,8 @@ func main() {
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if !*full && !*tiny && *memory == "" {
-		// The quick run: what a reader looks at first, in minutes.
-		if !set["sections"] {
-			*sections = strings.Join(QuickSections, ",")
-		}
-		if !set["rounds"] {
-			*rounds = QuickRounds
-		}
-	}
+	quick := !*full && !*tiny && *memory == ""
+	*sections, *rounds = shape(quick, set, *sections, *rounds)
 	sel, err := latencylab.ParseSelection(*sections, *paths, *tunings)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -101,7 +109,7 @@ func main() {
 	cfg.Workers, cfg.Placement = *workers, *placement
 	start := time.Now()
 	cfg.Log = &progress{w: os.Stderr, start: start}
-	if !*full && !*tiny && *memory == "" && !set["sections"] {
+	if quick && !set["sections"] {
 		fmt.Fprintf(os.Stderr, ">> the quick lab: sections %s, %d rounds; -full (make bench BENCH_FULL=1) runs all of it\n", *sections, *rounds)
 	}
 	run := newRunner()

@@ -38,3 +38,30 @@ func TestProgress(t *testing.T) {
 		})
 	}
 }
+
+// TestShape: the default run is the quick one; -full (or -tiny, or
+// -memory) keeps the lab's own sizes, and flags given win.
+func TestShape(t *testing.T) {
+	tests := []struct {
+		name     string
+		quick    bool
+		set      map[string]bool
+		sections string
+		rounds   int
+		want     string
+		wantR    int
+	}{
+		{"default", true, nil, "", 3, "paths,handshakes", QuickRounds},
+		{"full", false, nil, "", 3, "", 3},
+		{"sections given", true, map[string]bool{"sections": true}, "push", 3, "push", QuickRounds},
+		{"rounds given", true, map[string]bool{"rounds": true}, "", 5, "paths,handshakes", 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, r := shape(tt.quick, tt.set, tt.sections, tt.rounds)
+			if s != tt.want || r != tt.wantR {
+				t.Errorf("shape = %q, %d; want %q, %d", s, r, tt.want, tt.wantR)
+			}
+		})
+	}
+}
