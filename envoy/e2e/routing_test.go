@@ -51,18 +51,20 @@ func lastRequest(t testing.TB, addr string) recorded {
 	return list[len(list)-1]
 }
 
-// canaryRoutes is a public WebSocket route split between the stack's voice
-// back end and a second one, by weight.
+// canaryRoutes is a WebSocket route with auth split between the stack's
+// voice back end and a second one, by weight.
 func canaryRoutes(stable, canary int) string {
 	return fmt.Sprintf(`  - name: canary
     match: { path: /v1/canary }
     kind: websocket
+    auth: demo
     backends: [{ name: voice, weight: %d }, { name: voice2, weight: %d }]`, stable, canary)
 }
 
 // TestCanarySplit measures a weighted split of new streams: 400 new
-// WebSockets on a route weighted 3:1 land on the two back ends in that
-// ratio, counted by the back ends themselves. Then the weights move
+// WebSockets on a route with auth weighted 3:1 land on the two back ends
+// in that ratio, counted by the back ends themselves, each with the
+// verified identity and without the token. Then the weights move
 // everything to the stable back end: a stream that was live on the canary
 // keeps echoing (a split picks once, at the handshake, and the change is
 // a route update, not a listener update), and every new stream lands on
@@ -77,13 +79,19 @@ func TestCanarySplit(t *testing.T) {
 	url := s.listenURL("http", "/v1/canary")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	auth := http.Header{"Authorization": {"Bearer " + validToken(t)}}
 
 	const n = 400
 	stable0, canary0 := backendCounts(t, s.backend), backendCounts(t, canary)
 	for i := range n {
-		if resp, body := upgrade(t, url, nil); resp.StatusCode != http.StatusSwitchingProtocols {
+		if resp, body := upgrade(t, url, auth); resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("stream %d: %d %s", i, resp.StatusCode, body)
 		}
+	}
+	hs := s.handshakes()
+	last := hs[len(hs)-1].Headers
+	if fmt.Sprint(last["x-directpipe-sub"]) != "[caller-1]" || len(last["authorization"]) != 0 {
+		t.Errorf("the stable back end's last handshake: sub %q, authorization %q; want the verified sub and no token", last["x-directpipe-sub"], last["authorization"])
 	}
 	onStable := backendCounts(t, s.backend).Handshakes - stable0.Handshakes
 	onCanary := backendCounts(t, canary).Handshakes - canary0.Handshakes
@@ -102,7 +110,7 @@ func TestCanarySplit(t *testing.T) {
 	var live *websocket.Conn
 	for i := 0; live == nil && i < 100; i++ {
 		before := backendCounts(t, canary).Handshakes
-		c, _, err := websocket.Dial(ctx, "ws://"+s.params.Listen+"/v1/canary", nil)
+		c, _, err := websocket.Dial(ctx, "ws://"+s.params.Listen+"/v1/canary", &websocket.DialOptions{HTTPHeader: auth})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,14 +137,14 @@ func TestCanarySplit(t *testing.T) {
 	eventually(t, func() (bool, string) {
 		c0 := backendCounts(t, canary).Handshakes
 		for range 20 {
-			upgrade(t, url, nil)
+			upgrade(t, url, auth)
 		}
 		got := backendCounts(t, canary).Handshakes - c0
 		return got == 0, fmt.Sprintf("after the weight change %d of 20 new streams still landed on the canary", got)
 	})
 	stable0, canary0 = backendCounts(t, s.backend), backendCounts(t, canary)
 	for range 50 {
-		upgrade(t, url, nil)
+		upgrade(t, url, auth)
 	}
 	if got := backendCounts(t, canary).Handshakes - canary0.Handshakes; got != 0 {
 		t.Errorf("%d of 50 new streams landed on the canary at weight 0", got)
