@@ -38,6 +38,9 @@ BIN     := $(CURDIR)/bin
 
 .PHONY: tools browser-tools bench-tools build wasm-opt run run-ha token certs test fuzz bench generate clean
 
+# Everything `make test` needs. `make run` needs only Envoy (and
+# `make run-ha` etcd); the browser and the lab's peers and profilers
+# belong to `make test` and `make bench`.
 tools: $(ENVOY_BIN) $(ETCD_BIN) browser-tools bench-tools
 
 # The browser test drives Debian's Chromium with playwright-core; it never
@@ -123,14 +126,14 @@ wasm-opt: $(WASM_OPT)
 token:
 	@$(GO) run ./examples/token -ttl 1h
 
-run: tools build
+run: $(ENVOY_BIN) build
 	@ENVOY_BIN=$(ENVOY_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) TCP_PORT=$(TCP_PORT) ADMIN_PORT=$(ADMIN_PORT) \
 		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) MODULES_PORT=$(MODULES_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
 		BIN=$(BIN) ./examples/run.sh
 
 # Three replicas on a three-member etcd and one Envoy listing all three,
 # Envoy and the back end on the ports of `make run`.
-run-ha: tools build
+run-ha: $(ENVOY_BIN) $(ETCD_BIN) build
 	@ENVOY_BIN=$(ENVOY_BIN) ETCD_BIN=$(ETCD_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) TCP_PORT=$(TCP_PORT) ADMIN_PORT=$(ADMIN_PORT) \
 		VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) BIN=$(BIN) ./examples/run-ha.sh
 
@@ -156,10 +159,15 @@ test: tools build
 	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=100000x
 
-# The latency lab: every path, handshake mode and control-plane number in
-# one run; writes bench/results.md, bench/results.json and PNG plots.
-bench: tools build
-	$(GO) run ./bench/cmd/bench -out bench $(BENCH_FLAGS)
+# The latency lab. By default the main table (every path's latency) and
+# the handshake times (two rounds of every path: minutes), written to
+# bench/quick/;
+# BENCH_FULL=1 runs every section (about 16 minutes on 2 cores) and writes
+# bench/results.md, bench/results.json and PNG plots. Progress lines carry
+# the time elapsed.
+BENCH_FULL ?=
+bench: $(ENVOY_BIN) bench-tools build
+	$(GO) run ./bench/cmd/bench $(if $(BENCH_FULL),-full -out bench,-out bench/quick) $(BENCH_FLAGS)
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

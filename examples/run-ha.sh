@@ -32,23 +32,49 @@ join() { local IFS=,; echo "$*"; }
   -tls-ca "$certs/ca.crt" -tls-cert "$certs/nodes/envoy-local.crt" -tls-key "$certs/nodes/envoy-local.key" > "$run_dir/envoy.yaml"
 mkdir -p "$run_dir/envoy"
 
-pids=()
+pids=() etcd_pids=()
 stop() {
-  trap - INT TERM EXIT
+  # A second Ctrl-C must not cut the shutdown short (or make this script
+  # die of it): stopping takes a moment and ends on its own.
+  trap '' INT TERM
+  trap - EXIT
   echo ">> stopping"
   kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
+  # etcd last, once the replicas are gone: a replica that loses it while
+  # shutting down logs every retry.
+  gone "${pids[@]}"
+  kill "${etcd_pids[@]}" 2>/dev/null || true
+  gone "${etcd_pids[@]}"
 }
-trap stop INT TERM EXIT
+# gone waits until none of the processes is left, for at most 15 s.
+gone() {
+  local p
+  for _ in $(seq 150); do
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && break; p=; done
+    [ -z "$p" ] && return 0
+    sleep 0.1
+  done
+}
+# Ctrl-C and SIGTERM are how this is meant to end: a clean exit, not
+# make's "Error 130". Whatever ends first (the signal or a process it
+# also reached), the script stops everything and exits 0 when signalled.
+interrupted=
+trap 'interrupted=1' INT TERM
+trap stop EXIT
 
 # A fresh etcd every run: the seed policy below is the one served.
 rm -rf "$run_dir"/etcd?
+# etcd reads every ETCD_* variable as a flag and warns about ETCD_BIN,
+# which make exports; setsid keeps Ctrl-C from reaching it before the
+# replicas have stopped. Its log, and the gRPC warnings it prints when its
+# peers go, are in .run-ha/etcdN.log.
 for n in 1 2 3; do
-  "$ETCD_BIN" --name "etcd$n" --data-dir "$run_dir/etcd$n" --log-level warn --logger zap --log-outputs "$run_dir/etcd$n.log" \
+  env -u ETCD_BIN setsid "$ETCD_BIN" --name "etcd$n" --data-dir "$run_dir/etcd$n" --log-level warn --logger zap --log-outputs "$run_dir/etcd$n.log" \
     --listen-client-urls "http://127.0.0.1:2${n}379" --advertise-client-urls "http://127.0.0.1:2${n}379" \
     --listen-peer-urls "http://127.0.0.1:2${n}380" --initial-advertise-peer-urls "http://127.0.0.1:2${n}380" \
-    --initial-cluster "$(join "${cluster[@]}")" --initial-cluster-state new --initial-cluster-token directpipe-run-ha &
-  pids+=($!)
+    --initial-cluster "$(join "${cluster[@]}")" --initial-cluster-state new --initial-cluster-token directpipe-run-ha \
+    2>>"$run_dir/etcd$n.log" &
+  etcd_pids+=($!)
 done
 
 "$BIN/voice-backend" -addr "127.0.0.1:${VOICE_PORT}" -rest-addr "127.0.0.1:${REST_PORT}" &
@@ -74,4 +100,8 @@ echo ">> etcd $(join "${endpoints[@]}")   Envoy admin http://127.0.0.1:${ADMIN_P
 echo ">> token: make -s token   status: bin/dpctl status (any replica: --addr 127.0.0.1:18011)   Ctrl-C stops everything"
 # Replicas may die (that is the point: kill one and watch Envoy move);
 # stop everything when Envoy or the back end does.
-wait -n "$envoy" "$backend"
+status=0
+wait -n "$envoy" "$backend" || status=$?
+stop
+[ -n "$interrupted" ] && exit 0
+exit "$status"

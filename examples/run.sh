@@ -27,12 +27,20 @@ mkdir -p "$run_dir/envoy"
 
 pids=()
 stop() {
-  trap - INT TERM EXIT
+  # A second Ctrl-C must not cut the shutdown short (or make this script
+  # die of it): stopping takes a moment and ends on its own.
+  trap '' INT TERM
+  trap - EXIT
   echo ">> stopping"
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+# Ctrl-C and SIGTERM are how this is meant to end: a clean exit, not
+# make's "Error 130". Whatever ends first (the signal or a process it
+# also reached), the script stops everything and exits 0 when signalled.
+interrupted=
+trap 'interrupted=1' INT TERM
+trap stop EXIT
 
 "$BIN/voice-backend" -addr "127.0.0.1:${VOICE_PORT}" -rest-addr "127.0.0.1:${REST_PORT}" &
 pids+=($!)
@@ -50,4 +58,8 @@ echo ">> directpipe is starting: ws://127.0.0.1:${LISTEN_PORT}/v1/voice  ws://12
 echo ">> Envoy admin http://127.0.0.1:${ADMIN_PORT}  xDS (mTLS) 127.0.0.1:${XDS_PORT}  modules (mTLS) 127.0.0.1:${MODULES_PORT}  admin API 127.0.0.1:${ADMIN_API_PORT}"
 echo ">> token: make -s token    status: bin/dpctl status    Ctrl-C stops everything"
 # Stop everything as soon as any one of them dies.
-wait -n
+status=0
+wait -n || status=$?
+stop
+[ -n "$interrupted" ] && exit 0
+exit "$status"

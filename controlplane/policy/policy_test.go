@@ -66,6 +66,12 @@ func TestParseErrors(t *testing.T) {
 		return strings.Replace(validPolicy, old, new, 1)
 	}
 	tcpRoute := replace("kind: websocket", "kind: websocket\n    mode: tcp\n    tcp: { address: 127.0.0.1:10001 }")
+	// split gives route voice a weighted split over voice and a second
+	// back end, voice2.
+	split := func(policy, backends string) string {
+		policy = strings.Replace(policy, "backend: voice", backends, 1)
+		return strings.Replace(policy, "endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n  - { name: voice2, endpoints: [127.0.0.1:8083] }", 1)
+	}
 	tests := []struct {
 		name  string
 		input string
@@ -85,7 +91,40 @@ func TestParseErrors(t *testing.T) {
 		{"bad mode", replace("kind: websocket", "kind: websocket\n    mode: carrier-pigeon"), []string{"routes[0].mode"}},
 		{"both path and prefix", replace("{ path: /v1/voice }", "{ path: /v1/voice, prefix: /v1/ }"), []string{"routes[0].match: prefix and path are exclusive"}},
 		{"relative path", replace("{ path: /v1/voice }", "{ path: v1/voice }"), []string{"must start with '/'"}},
-		{"bad endpoint", replace("127.0.0.1:8081", "voice.internal:8081"), []string{`backends[0].endpoints[0]: "voice.internal" is not an IP address`}},
+		{"bad endpoint", replace("127.0.0.1:8081", "Voice_Internal:8081"), []string{`backends[0].endpoints[0]: "Voice_Internal" is neither an IP address nor a lower-case DNS name`}},
+		{"endpoint without port", replace("127.0.0.1:8081", "voice.internal"), []string{`backends[0].endpoints[0]: "voice.internal" is not host:port`}},
+		{"metadata by name", replace("127.0.0.1:8081", "metadata.google.internal:80"), []string{"backends[0].endpoints[0]: metadata.google.internal is a cloud metadata service's name"}},
+		{"dns refresh too short", replace("endpoints: [127.0.0.1:8081]", "endpoints: [voice.internal:8081]\n    dns_refresh: 0.5s"), []string{"backends[0].dns_refresh: at least 1s"}},
+		{"backend and backends", replace("backend: voice", "backend: voice\n    backends: [{ name: voice, weight: 1 }, { name: voice, weight: 1 }]"), []string{"routes[0].backends: backend and backends are exclusive"}},
+		{"split of one", replace("backend: voice", "backends: [{ name: voice, weight: 1 }]"), []string{"routes[0].backends: a split needs at least two back ends"}},
+		{"split twice and unknown", replace("backend: voice", "backends: [{ name: voice, weight: 1 }, { name: voice, weight: 1 }, { name: nope, weight: 1 }]"),
+			[]string{`routes[0].backends[1].name: "voice" is listed twice`, `routes[0].backends[2].name: no backend named "nope"`}},
+		{"split weights", split(validPolicy, "backends: [{ name: voice, weight: 0 }, { name: voice2, weight: 0 }]"),
+			[]string{"routes[0].backends: at least one weight must be positive"}},
+		{"split weight too big", split(validPolicy, "backends: [{ name: voice, weight: 10001 }, { name: voice2, weight: 1 }]"),
+			[]string{"routes[0].backends[0].weight: at most 10000"}},
+		{"split with max_connections", split(validPolicy, "max_connections: 5\n    backends: [{ name: voice, weight: 1 }, { name: voice2, weight: 1 }]"),
+			[]string{"routes[0].max_connections: not with a weighted split"}},
+		{"split in tcp mode", split(tcpRoute, "backends: [{ name: voice, weight: 1 }, { name: voice2, weight: 1 }]"),
+			[]string{"routes[0].backends: a tcp route forwards to one back end"}},
+		{"rewrite both", replace("backend: voice", "backend: voice\n    rewrite: { prefix: /a/, path: /b }"), []string{"routes[0].rewrite: prefix and path are exclusive"}},
+		{"rewrite relative", replace("backend: voice", "backend: voice\n    rewrite: { path: stream }"), []string{`routes[0].rewrite.path: "stream" must start with '/'`}},
+		{"rewrite with query", replace("backend: voice", "backend: voice\n    rewrite: { path: '/s?x=1' }"), []string{`routes[0].rewrite.path: "/s?x=1" is not a path`}},
+		{"rewrite with backslash", replace("backend: voice", "backend: voice\n    rewrite: { prefix: '/\\\\1' }"), []string{`routes[0].rewrite.prefix: "/\\\\1" is not a path`}},
+		{"rewrite in tcp mode", strings.Replace(tcpRoute, "backend: voice", "backend: voice\n    rewrite: { path: /s }", 1), []string{"routes[0].rewrite: a tcp route forwards bytes unchanged"}},
+		{"headers on a websocket route", replace("backend: voice", "backend: voice\n    request_headers_to_add: [{ name: x-a, value: b }]"),
+			[]string{"routes[0]: only http routes add or remove headers"}},
+		{"header edits", strings.Replace(replace("kind: websocket", "kind: http"), "backend: voice", "backend: voice\n    request_headers_to_add: [{ name: host, value: x }, { name: x-a, value: \"a\\nb\" }, { name: x-a, value: c }]\n"+
+			"    request_headers_to_remove: [authorization, x-envoy-original-path, Bad]\n    response_headers_to_remove: [content-length]", 1),
+			[]string{
+				`routes[0].request_headers_to_add[0].name: "host" is set by Envoy or frames the message`,
+				"routes[0].request_headers_to_add[1].value: has a control character",
+				`routes[0].request_headers_to_add[2].name: "x-a" is set twice`,
+				`routes[0].request_headers_to_remove[0]: "authorization" is a token source of auth policy "demo"`,
+				`routes[0].request_headers_to_remove[1]: "x-envoy-original-path" is set by Envoy`,
+				`routes[0].request_headers_to_remove[2]: "Bad" is not a lower-case header name`,
+				`routes[0].response_headers_to_remove[0]: "content-length" is set by Envoy or frames the message`,
+			}},
 		{"bad port", replace("127.0.0.1:10000", "127.0.0.1:99999"), []string{`listeners[0].address: "99999" is not a port`}},
 		{"short key", replace("ZGlyZWN0cGlwZS1kZXZlbG9wbWVudC1zZWNyZXQtMzJi", "c2hvcnQ"), []string{"auth_policies[0].jwt.keys[0]: key is 5 bytes; HS256 needs at least 32"}},
 		{"unsupported alg", replace("alg: HS256", "alg: none"), []string{`jwt.keys[0]: alg "none" does not go with kty "oct"`}},

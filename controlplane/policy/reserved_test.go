@@ -42,6 +42,12 @@ func TestCheckReserved(t *testing.T) {
 		{"10.0.0.8:9902", false, ""},
 		{"10.0.0.7:9901", false, ""},
 		{"127.0.0.1:8081", false, ""},
+		// By name: localhost is loopback; another name may resolve to
+		// anything, and is Envoy's to resolve.
+		{"localhost:9901", false, "is Envoy's admin address"},
+		{"api.localhost:18001", false, "the control plane's admin API"},
+		{"localhost:8081", false, ""},
+		{"voice.internal:9901", false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.endpoint, func(t *testing.T) {

@@ -42,6 +42,7 @@ var (
 	sha256Pattern        = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	hostPattern          = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
 	allowedOriginPattern = regexp.MustCompile(`^https?://(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$`)
+	rewritePattern       = regexp.MustCompile(`^/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*$`)
 	subprotocolPattern   = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
 	dnsNamePattern       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
 	originPattern        = regexp.MustCompile(`^(https?://[a-z0-9.-]+(:[0-9]{1,5})?|\*\.[a-z0-9.-]+)$`)
@@ -194,21 +195,26 @@ func (v *validator) policy(p *policyv1.Policy) {
 		}
 		v.limits(path+".limits", l)
 	}
-	backends := map[string]bool{}
+	backends := map[string]*policyv1.Backend{}
+	backendNames := map[string]bool{}
 	for i, b := range p.GetBackends() {
 		path := fmt.Sprintf("backends[%d]", i)
-		v.name(path, b.GetName(), backends)
+		v.name(path, b.GetName(), backendNames)
+		backends[b.GetName()] = b
 		if len(b.GetEndpoints()) == 0 {
 			v.errorf(path+".endpoints", "at least one endpoint is required")
 		}
 		for j, ep := range b.GetEndpoints() {
 			epPath := fmt.Sprintf("%s.endpoints[%d]", path, j)
-			v.address(epPath, ep)
+			v.endpoint(epPath, ep)
 			if why := InternalTarget(ep); why != "" && !b.GetAllowInternal() {
 				v.errorf(epPath, "%s: a route to it would serve it to every client; set allow_internal: true on the back end if it really is one", why)
 			}
 		}
 		v.positive(path+".connect_timeout", b.GetConnectTimeout())
+		if d := b.GetDnsRefresh(); d != nil && d.AsDuration() < MinDNSRefresh {
+			v.errorf(path+".dns_refresh", "at least %v", MinDNSRefresh)
+		}
 		v.backend(path, b)
 	}
 	auths := map[string]bool{}
@@ -219,7 +225,7 @@ func (v *validator) policy(p *policyv1.Policy) {
 	edited := FilterEditedHeaders(p)
 	for i, r := range p.GetRoutes() {
 		path := fmt.Sprintf("routes[%d]", i)
-		v.route(path, r, routes, listeners, backends, auths, len(p.GetListeners()), addrs)
+		v.route(path, r, routes, listeners, backends, auths, len(p.GetListeners()), addrs, edited)
 		for j, h := range r.GetMatch().GetHeaders() {
 			if why, ok := edited[h.GetName()]; ok {
 				v.errorf(fmt.Sprintf("%s.match.headers[%d].name", path, j),
@@ -257,7 +263,7 @@ func FilterEditedHeaders(p *policyv1.Policy) map[string]string {
 	return out
 }
 
-func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backends, auths map[string]bool, nListeners int, addrs map[string]string) {
+func (v *validator) route(path string, r *policyv1.Route, seen, listeners map[string]bool, backends map[string]*policyv1.Backend, auths map[string]bool, nListeners int, addrs map[string]string, edited map[string]string) {
 	v.name(path, r.GetName(), seen)
 	if r.GetKind() == KindWebSocket && r.GetMode() == ModeTCP {
 		v.tcpRoute(path, r, backends, auths, addrs)
@@ -341,11 +347,9 @@ func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backe
 	default:
 		v.errorf(path+".kind", "%q is not %q or %q", r.GetKind(), KindWebSocket, KindHTTP)
 	}
-	if r.GetBackend() == "" {
-		v.errorf(path+".backend", "required")
-	} else if !backends[r.GetBackend()] {
-		v.errorf(path+".backend", "no backend named %q", r.GetBackend())
-	}
+	v.routeBackends(path, r, backends)
+	v.rewrite(path, r)
+	v.headerEdits(path, r, edited)
 	if r.GetAuth() != "" && !auths[r.GetAuth()] {
 		v.errorf(path+".auth", "no auth policy named %q", r.GetAuth())
 	}
@@ -354,8 +358,181 @@ func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backe
 	}
 }
 
+// Bounds of a route's routing features.
+const (
+	MaxSplitBackends     = 16
+	MaxSplitWeight       = 10_000
+	MaxHeaderEdits       = 32 // each of a route's four header lists
+	MinDNSRefresh        = time.Second
+	DefaultDNSRefresh    = 5 * time.Second
+	maxRewriteBytes      = MaxPathBytes
+	maxEditedHeaderValue = MaxHeaderValueBytes
+)
+
+// routeBackends checks backend, or the weighted split in backends.
+func (v *validator) routeBackends(path string, r *policyv1.Route, backends map[string]*policyv1.Backend) {
+	split := r.GetBackends()
+	switch {
+	case r.GetBackend() != "" && len(split) > 0:
+		v.errorf(path+".backends", "backend and backends are exclusive")
+		return
+	case r.GetBackend() != "":
+		if backends[r.GetBackend()] == nil {
+			v.errorf(path+".backend", "no backend named %q", r.GetBackend())
+		}
+		return
+	case len(split) == 0:
+		v.errorf(path+".backend", "required (or a weighted split in backends)")
+		return
+	}
+	if len(split) < 2 {
+		v.errorf(path+".backends", "a split needs at least two back ends; name one in backend")
+	}
+	if len(split) > MaxSplitBackends {
+		v.errorf(path+".backends", "%d entries, more than the %d allowed", len(split), MaxSplitBackends)
+		return
+	}
+	if r.GetMaxConnections() > 0 {
+		// A per-route limit is a circuit breaker on one cluster; a split
+		// spans several, each of which would count on its own.
+		v.errorf(path+".max_connections", "not with a weighted split (backends)")
+	}
+	seen := map[string]bool{}
+	var total uint32
+	for i, wb := range split {
+		wp := fmt.Sprintf("%s.backends[%d]", path, i)
+		b := backends[wb.GetName()]
+		switch {
+		case wb.GetName() == "":
+			v.errorf(wp+".name", "required")
+		case b == nil:
+			v.errorf(wp+".name", "no backend named %q", wb.GetName())
+		case seen[wb.GetName()]:
+			v.errorf(wp+".name", "%q is listed twice", wb.GetName())
+		case b.GetLb() == LBRingHash:
+			// The split picks a back end at random before any hash is
+			// taken: session affinity would not hold across it.
+			v.errorf(wp+".name", "%q uses lb %q, which a split would defeat", wb.GetName(), LBRingHash)
+		}
+		seen[wb.GetName()] = true
+		if wb.GetWeight() > MaxSplitWeight {
+			v.errorf(wp+".weight", "at most %d", MaxSplitWeight)
+		}
+		total += wb.GetWeight()
+	}
+	if total == 0 {
+		v.errorf(path+".backends", "at least one weight must be positive")
+	}
+}
+
+// rewrite checks a route's path rewrite.
+func (v *validator) rewrite(path string, r *policyv1.Route) {
+	rw := r.GetRewrite()
+	if rw == nil {
+		return
+	}
+	if rw.GetPrefix() != "" && rw.GetPath() != "" {
+		v.errorf(path+".rewrite", "prefix and path are exclusive")
+	}
+	if rw.GetPrefix() == "" && rw.GetPath() == "" {
+		v.errorf(path+".rewrite", "one of prefix and path is required")
+	}
+	for _, f := range []struct{ name, val string }{{"prefix", rw.GetPrefix()}, {"path", rw.GetPath()}} {
+		switch {
+		case f.val == "":
+		case len(f.val) > maxRewriteBytes:
+			v.errorf(path+".rewrite."+f.name, "%d bytes, more than the %d allowed", len(f.val), maxRewriteBytes)
+		case !strings.HasPrefix(f.val, "/"):
+			v.errorf(path+".rewrite."+f.name, "%q must start with '/'", f.val)
+		case !rewritePattern.MatchString(f.val):
+			// A path carries no query, fragment, space or escape: what
+			// the back end receives is exactly what the policy says.
+			v.errorf(path+".rewrite."+f.name, "%q is not a path (letters, digits and -._~!$&'()*+,;=:@/ only)", f.val)
+		}
+	}
+}
+
+// forbiddenEditedHeaders are the headers a route may not set or remove:
+// pseudo-headers cannot be written, and the others frame the message,
+// decide the upgrade, or name the route Envoy matched.
+var forbiddenEditedHeaders = map[string]bool{
+	"host": true, "connection": true, "upgrade": true, "keep-alive": true, "proxy-connection": true,
+	"transfer-encoding": true, "te": true, "trailer": true, "content-length": true,
+	"x-forwarded-for": true, "x-forwarded-proto": true, "x-request-id": true,
+}
+
+// headerEdits checks a route's header add and remove lists.
+func (v *validator) headerEdits(path string, r *policyv1.Route, edited map[string]string) {
+	adds := map[string][]*policyv1.HeaderValue{
+		"request_headers_to_add":  r.GetRequestHeadersToAdd(),
+		"response_headers_to_add": r.GetResponseHeadersToAdd(),
+	}
+	removes := map[string][]string{
+		"request_headers_to_remove":  r.GetRequestHeadersToRemove(),
+		"response_headers_to_remove": r.GetResponseHeadersToRemove(),
+	}
+	edits := false
+	for _, l := range adds {
+		edits = edits || len(l) > 0
+	}
+	for _, l := range removes {
+		edits = edits || len(l) > 0
+	}
+	if !edits {
+		return
+	}
+	if r.GetKind() != KindHTTP {
+		// The upgrade chain is minimal: the handshake filter owns what a
+		// stream's head carries.
+		v.errorf(path, "only http routes add or remove headers: the upgrade chain is minimal by design")
+		return
+	}
+	check := func(fp, name string, request bool) {
+		switch {
+		case !headerPattern.MatchString(name):
+			v.errorf(fp, "%q is not a lower-case header name", name)
+		case forbiddenEditedHeaders[name] || strings.HasPrefix(name, "x-envoy-"):
+			v.errorf(fp, "%q is set by Envoy or frames the message; a route may not change it", name)
+		case request && edited[name] != "":
+			v.errorf(fp, "%q is %s: a route must not write it", name, edited[name])
+		}
+	}
+	for _, field := range []string{"request_headers_to_add", "response_headers_to_add"} {
+		list := adds[field]
+		if len(list) > MaxHeaderEdits {
+			v.errorf(path+"."+field, "%d entries, more than the %d allowed", len(list), MaxHeaderEdits)
+			continue
+		}
+		seen := map[string]bool{}
+		for i, h := range list {
+			hp := fmt.Sprintf("%s.%s[%d]", path, field, i)
+			check(hp+".name", h.GetName(), field == "request_headers_to_add")
+			if seen[h.GetName()] {
+				v.errorf(hp+".name", "%q is set twice", h.GetName())
+			}
+			seen[h.GetName()] = true
+			switch val := h.GetValue(); {
+			case len(val) > maxEditedHeaderValue:
+				v.errorf(hp+".value", "%d bytes, more than the %d allowed", len(val), maxEditedHeaderValue)
+			case strings.ContainsFunc(val, func(c rune) bool { return c < 0x20 && c != '\t' || c == 0x7f }):
+				v.errorf(hp+".value", "has a control character")
+			}
+		}
+	}
+	for _, field := range []string{"request_headers_to_remove", "response_headers_to_remove"} {
+		list := removes[field]
+		if len(list) > MaxHeaderEdits {
+			v.errorf(path+"."+field, "%d entries, more than the %d allowed", len(list), MaxHeaderEdits)
+			continue
+		}
+		for i, h := range list {
+			check(fmt.Sprintf("%s.%s[%d]", path, field, i), h, field == "request_headers_to_remove")
+		}
+	}
+}
+
 // tcpRoute checks a websocket route carried by its own tcp_proxy listener.
-func (v *validator) tcpRoute(path string, r *policyv1.Route, backends, auths map[string]bool, addrs map[string]string) {
+func (v *validator) tcpRoute(path string, r *policyv1.Route, backends map[string]*policyv1.Backend, auths map[string]bool, addrs map[string]string) {
 	if r.GetTcp().GetAddress() == "" {
 		v.errorf(path+".tcp.address", "required in mode %q", ModeTCP)
 	} else {
@@ -377,9 +554,18 @@ func (v *validator) tcpRoute(path string, r *policyv1.Route, backends, auths map
 	if r.GetCors() != nil || r.GetRateLimit() != nil || r.GetMaxConnections() != 0 {
 		v.errorf(path, "cors, rate_limit and max_connections are for HTTP routes")
 	}
+	if len(r.GetBackends()) > 0 {
+		v.errorf(path+".backends", "a tcp route forwards to one back end: name it in backend")
+	}
+	if r.GetRewrite() != nil {
+		v.errorf(path+".rewrite", "a tcp route forwards bytes unchanged: it has no path to rewrite")
+	}
+	if len(r.GetRequestHeadersToAdd())+len(r.GetRequestHeadersToRemove())+len(r.GetResponseHeadersToAdd())+len(r.GetResponseHeadersToRemove()) > 0 {
+		v.errorf(path, "only http routes add or remove headers")
+	}
 	if r.GetBackend() == "" {
 		v.errorf(path+".backend", "required")
-	} else if !backends[r.GetBackend()] {
+	} else if backends[r.GetBackend()] == nil {
 		v.errorf(path+".backend", "no backend named %q", r.GetBackend())
 	}
 	v.positive(path+".max_stream_duration", r.GetMaxStreamDuration())
@@ -651,6 +837,41 @@ func (v *validator) address(path, addr string) {
 	}
 }
 
+// endpoint accepts host:port where host is an IP address or a lower-case
+// DNS name, which Envoy resolves (translate makes the back end a DNS
+// cluster).
+func (v *validator) endpoint(path, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.errorf(path, "%q is not host:port", addr)
+		return
+	}
+	if _, err := netip.ParseAddr(host); err != nil && (len(host) > 253 || !dnsNamePattern.MatchString(host)) {
+		v.errorf(path, "%q is neither an IP address nor a lower-case DNS name", host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		v.errorf(path, "%q is not a port in 1-65535", port)
+	}
+}
+
+// IsDNSEndpoint reports whether a valid endpoint names its host rather
+// than giving its address.
+func IsDNSEndpoint(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	_, err = netip.ParseAddr(host)
+	return err != nil
+}
+
+// metadataNames are DNS names of cloud metadata services: a back end by
+// name reaches them as surely as by address.
+var metadataNames = map[string]bool{
+	"metadata.google.internal": true, "metadata": true, "instance-data": true,
+	"instance-data.ec2.internal": true, "metadata.azure.internal": true,
+}
+
 // ec2MetadataV6 is the IPv6 address of EC2's instance metadata service.
 var ec2MetadataV6 = netip.MustParseAddr("fd00:ec2::254")
 
@@ -659,6 +880,9 @@ var ec2MetadataV6 = netip.MustParseAddr("fd00:ec2::254")
 // metadata services answer, 169.254.169.254 among them), the EC2 IPv6
 // metadata address, and addresses no single host answers at.
 func InternalTarget(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil && metadataNames[strings.TrimSuffix(host, ".")] {
+		return fmt.Sprintf("%s is a cloud metadata service's name", host)
+	}
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return ""
@@ -728,6 +952,11 @@ func CheckReserved(p *policyv1.Policy, reserved map[string]string) error {
 // sameService reports whether an endpoint may reach the socket bound to
 // a reserved address.
 func sameService(endpoint, reserved string) bool {
+	// A name may resolve to anything; the one name known to reach the
+	// reserved socket is loopback's own.
+	if host, port, err := net.SplitHostPort(endpoint); err == nil && (host == "localhost" || strings.HasSuffix(host, ".localhost")) {
+		endpoint = net.JoinHostPort("127.0.0.1", port)
+	}
 	e, err1 := netip.ParseAddrPort(endpoint)
 	r, err2 := netip.ParseAddrPort(reserved)
 	if err1 != nil || err2 != nil || e.Port() != r.Port() {

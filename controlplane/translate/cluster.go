@@ -2,11 +2,14 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	dnscommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/common/dns/v3"
+	dnsclusterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -28,11 +31,15 @@ func cluster(b *policyv1.Backend) *clusterv3.Cluster {
 		timeout = clone(d)
 	}
 	c := &clusterv3.Cluster{
-		Name:                 b.GetName(),
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
-		ConnectTimeout:       timeout,
-		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		Name:           b.GetName(),
+		ConnectTimeout: timeout,
+		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+	}
+	if isDNS(b) {
+		dnsCluster(c, b)
+	} else {
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}
 	}
 	switch b.GetLb() {
 	case policy.LBLeastRequest:
@@ -115,7 +122,11 @@ func routeCluster(r *policyv1.Route) string {
 func limitedCluster(r *policyv1.Route, b *policyv1.Backend) *clusterv3.Cluster {
 	c := cluster(b)
 	c.Name = routeCluster(r)
-	c.EdsClusterConfig.ServiceName = b.GetName()
+	if c.EdsClusterConfig != nil {
+		c.EdsClusterConfig.ServiceName = b.GetName()
+	} else {
+		c.LoadAssignment.ClusterName = c.Name
+	}
 	if c.CircuitBreakers == nil {
 		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{}}}
 	}
@@ -163,6 +174,33 @@ func optionalUInt32(v uint32) *wrapperspb.UInt32Value {
 		return nil
 	}
 	return wrapperspb.UInt32(v)
+}
+
+// isDNS reports whether a back end names any endpoint by DNS name: then
+// Envoy resolves the names itself, and the back end has no EDS resource.
+func isDNS(b *policyv1.Backend) bool {
+	return slices.ContainsFunc(b.GetEndpoints(), policy.IsDNSEndpoint)
+}
+
+// dnsCluster makes c a strict DNS cluster: Envoy resolves every endpoint's
+// name each refresh and balances over all the addresses it gets, which is
+// what a Kubernetes Service name or a round-robin DNS record needs (a
+// logical DNS cluster would use one address at a time). IPv4 is preferred:
+// "localhost" and most cluster DNS answer both families, and back ends
+// usually listen on IPv4 only. The endpoints travel inside the cluster, so
+// a changed endpoint list is a CDS update, never a listener update.
+func dnsCluster(c *clusterv3.Cluster, b *policyv1.Backend) {
+	refresh := durationOr(b.GetDnsRefresh(), policy.DefaultDNSRefresh)
+	c.ClusterDiscoveryType = &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{
+		Name: "envoy.cluster.dns",
+		TypedConfig: mustAny(&dnsclusterv3.DnsCluster{
+			DnsRefreshRate:  refresh,
+			DnsLookupFamily: dnscommonv3.DnsLookupFamily_V4_PREFERRED,
+		}),
+	}}
+	// Endpoints were checked by validation; an invalid one cannot reach here.
+	cla, _ := loadAssignment(b)
+	c.LoadAssignment = cla
 }
 
 func loadAssignment(b *policyv1.Backend) (*endpointv3.ClusterLoadAssignment, error) {

@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
@@ -59,7 +60,7 @@ func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
 		// The REST chain: the handshake check (for REST routes with auth),
 		// CORS and the local rate limit (both configured per route, and
 		// idle on routes that do not ask for them), then the router.
-		HttpFilters: []*hcmv3.HttpFilter{handshakeFilter(), corsFilter(), rateLimitFilter(), routerFilter()},
+		HttpFilters: []*hcmv3.HttpFilter{handshakeFilter(), corsFilter(), rateLimitFilter(), headerMutationFilter(), routerFilter()},
 		// The direct path: a WebSocket upgrade runs only the handshake check
 		// and the router. Routes opt in or out per route.
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{
@@ -225,6 +226,20 @@ func rateLimitFilter() *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{
 		Name:       RateLimitFilterName,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&ratelimitv3.LocalRateLimit{StatPrefix: "http_local_rate_limiter"})},
+	}
+}
+
+// HeaderMutationFilterName edits a request before the router; only the
+// routes that answer 426 configure it (upgradeRequiredRoute).
+const HeaderMutationFilterName = "envoy.filters.http.header_mutation"
+
+// headerMutationFilter does nothing until a route's per-filter config
+// gives it work. It sits on the REST chain only: the upgrade chain stays
+// the handshake filter and the router.
+func headerMutationFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{
+		Name:       HeaderMutationFilterName,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&headermutationv3.HeaderMutation{})},
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"strings"
 	"time"
 
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -171,6 +173,19 @@ func pathMatch(r *policyv1.Route) *routev3.RouteMatch {
 // and session affinity.
 func routeAction(r *policyv1.Route, b *policyv1.Backend) *routev3.RouteAction {
 	a := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: routeCluster(r)}}
+	if split := r.GetBackends(); len(split) > 0 {
+		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(split)}
+	}
+	switch rw := r.GetRewrite(); {
+	case rw.GetPrefix() != "":
+		a.PrefixRewrite = rw.GetPrefix()
+	case rw.GetPath() != "":
+		// The whole path, whatever matched; Envoy keeps the query.
+		a.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+			Pattern:      &matcherv3.RegexMatcher{Regex: "^.*$"},
+			Substitution: rw.GetPath(),
+		}
+	}
 	if d := r.GetMaxStreamDuration(); d != nil {
 		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: clone(d)}
 	}
@@ -182,6 +197,25 @@ func routeAction(r *policyv1.Route, b *policyv1.Backend) *routev3.RouteAction {
 		}}
 	}
 	return a
+}
+
+// weightedClusters splits new requests across back ends by weight. The
+// pick happens once per request, so a WebSocket stays on the back end it
+// started on for its whole life, and a weight change moves only new
+// streams. A back end of weight 0 is left out: Envoy then sends it nothing,
+// and a split must list at least one cluster.
+func weightedClusters(split []*policyv1.WeightedBackend) *routev3.WeightedCluster {
+	wc := &routev3.WeightedCluster{}
+	for _, wb := range split {
+		if wb.GetWeight() == 0 {
+			continue
+		}
+		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
+			Name:   wb.GetName(),
+			Weight: wrapperspb.UInt32(wb.GetWeight()),
+		})
+	}
+	return wc
 }
 
 // webSocketRoute is the direct path. It matches only real upgrades, so that
@@ -212,9 +246,26 @@ func webSocketRoute(r *policyv1.Route, b *policyv1.Backend) *routev3.Route {
 }
 
 // upgradeRequiredRoute answers 426 to anything on a WebSocket path that is
-// not an upgrade.
+// not an upgrade, naming the protocol in Upgrade and Connection as RFC 9110
+// (§7.8, §15.5.22) asks. Envoy strips both from any response to a request
+// that is not itself an upgrade, so the REST chain's header mutation filter
+// first gives this route's request the two headers: the router has already
+// picked this route (the filter does not clear the route cache), and the
+// request goes nowhere but to this direct response. Over HTTP/2 Envoy drops
+// them, as that protocol requires.
 func upgradeRequiredRoute(r *policyv1.Route) *routev3.Route {
+	set := func(name, value string) *mutationrulesv3.HeaderMutation {
+		return &mutationrulesv3.HeaderMutation{Action: &mutationrulesv3.HeaderMutation_Append{Append: &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: name, Value: value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}}}
+	}
 	return &routev3.Route{
+		TypedPerFilterConfig: map[string]*anypb.Any{
+			HeaderMutationFilterName: mustAny(&headermutationv3.HeaderMutationPerRoute{Mutations: &headermutationv3.Mutations{
+				RequestMutations: []*mutationrulesv3.HeaderMutation{set("upgrade", "websocket"), set("connection", "upgrade")},
+			}}),
+		},
 		Name:  r.GetName() + UpgradeRequiredSuffix,
 		Match: pathMatch(r),
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
@@ -225,6 +276,7 @@ func upgradeRequiredRoute(r *policyv1.Route) *routev3.Route {
 		}},
 		ResponseHeadersToAdd: []*corev3.HeaderValueOption{
 			{Header: &corev3.HeaderValue{Key: "upgrade", Value: "websocket"}},
+			{Header: &corev3.HeaderValue{Key: "connection", Value: "upgrade"}},
 			{Header: &corev3.HeaderValue{Key: "content-type", Value: "application/json"}},
 		},
 	}
@@ -256,5 +308,23 @@ func httpRoute(r *policyv1.Route, b *policyv1.Backend) *routev3.Route {
 	if len(perFilter) > 0 {
 		route.TypedPerFilterConfig = perFilter
 	}
+	route.RequestHeadersToAdd = headerValues(r.GetRequestHeadersToAdd())
+	route.RequestHeadersToRemove = slices.Clone(r.GetRequestHeadersToRemove())
+	route.ResponseHeadersToAdd = headerValues(r.GetResponseHeadersToAdd())
+	route.ResponseHeadersToRemove = slices.Clone(r.GetResponseHeadersToRemove())
 	return route
+}
+
+// headerValues are the headers a REST route sets, replacing any value the
+// request or response had. A policy value is literal text: Envoy reads
+// "%" as the start of a formatter, so each is doubled.
+func headerValues(hs []*policyv1.HeaderValue) []*corev3.HeaderValueOption {
+	var out []*corev3.HeaderValueOption
+	for _, h := range hs {
+		out = append(out, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.GetName(), Value: strings.ReplaceAll(h.GetValue(), "%", "%%")},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return out
 }

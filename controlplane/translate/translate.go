@@ -55,7 +55,9 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 			return nil, err
 		}
 		clusters = append(clusters, cluster(b))
-		endpoints = append(endpoints, cla)
+		if !isDNS(b) {
+			endpoints = append(endpoints, cla)
+		}
 	}
 	for _, l := range p.GetListeners() {
 		lis, err := listener(l)

@@ -1,12 +1,16 @@
 //go:build linux
 
 // Command bench runs the latency lab and writes bench/results.md,
-// bench/results.json and PNG plots. `make bench` runs it.
+// bench/results.json and PNG plots. `make bench` runs it: by default the
+// main table (every path's latency) and the handshake times, in a few
+// minutes; -full runs every section of the lab.
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -14,10 +18,58 @@ import (
 	"github.com/directpipe/directpipe/bench/latencylab"
 )
 
+// QuickSections and QuickRounds are the default run: the main table of
+// every path's latency and the handshake times. Two rounds of 8 paths at
+// 10 s of frames each is under 3 minutes of streaming, a third of the
+// full lab's rounds and none of its searches.
+var QuickSections = []string{"paths", "handshakes"}
+
+const QuickRounds = 2
+
+// shape gives the quick run its sections and rounds, unless the command
+// line named them.
+func shape(quick bool, set map[string]bool, sections string, rounds int) (string, int) {
+	if !quick {
+		return sections, rounds
+	}
+	if !set["sections"] {
+		sections = strings.Join(QuickSections, ",")
+	}
+	if !set["rounds"] {
+		rounds = QuickRounds
+	}
+	return sections, rounds
+}
+
+// progress prefixes every progress line with the time since the start,
+// so that a long run shows it is moving and how far it got.
+type progress struct {
+	w     io.Writer
+	start time.Time
+	mid   bool // inside a line: the prefix was written
+}
+
+func (p *progress) Write(b []byte) (int, error) {
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		if !p.mid {
+			fmt.Fprintf(p.w, "[%6s] ", time.Since(p.start).Round(time.Second))
+		}
+		if _, err := p.w.Write(line); err != nil {
+			return 0, err
+		}
+		p.mid = line[len(line)-1] != '\n'
+	}
+	return len(b), nil
+}
+
 func main() {
 	cfg := latencylab.Default()
 	out := flag.String("out", "bench", "output directory")
 	tiny := flag.Bool("tiny", false, "a seconds-long run that only proves the lab works")
+	full := flag.Bool("full", false, "the whole lab: every section ("+strings.Join(latencylab.Sections, ",")+") and "+fmt.Sprint(cfg.Rounds)+" rounds (about 16 minutes on 2 cores)")
 	streams := flag.Int("streams", cfg.Streams, "concurrent streams per path")
 	frames := flag.Int("frames", cfg.Frames, "frames per stream")
 	interval := flag.Duration("interval", cfg.Interval, "time between frames (20ms is real time)")
@@ -34,6 +86,10 @@ func main() {
 	pushChanges := flag.Int("push-changes", cfg.Push.Changes, "changes timed to the ACK in each row of the push section")
 	pushNodes := flag.Int("push-nodes", cfg.Push.Nodes, "simulated xDS nodes beside the Envoy in the push section's many-nodes row")
 	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	quick := !*full && !*tiny && *memory == ""
+	*sections, *rounds = shape(quick, set, *sections, *rounds)
 	sel, err := latencylab.ParseSelection(*sections, *paths, *tunings)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -51,10 +107,13 @@ func main() {
 	}
 	cfg.Select = sel
 	cfg.Workers, cfg.Placement = *workers, *placement
-	cfg.Log = os.Stderr
+	start := time.Now()
+	cfg.Log = &progress{w: os.Stderr, start: start}
+	if quick && !set["sections"] {
+		fmt.Fprintf(os.Stderr, ">> the quick lab: sections %s, %d rounds; -full (make bench BENCH_FULL=1) runs all of it\n", *sections, *rounds)
+	}
 	run := newRunner()
 	defer run.cleanup()
-	start := time.Now()
 	rep, err := latencylab.Run(run, cfg)
 	if err == nil && !run.Failed() {
 		// The tables first: a failure writing files must not lose a run.

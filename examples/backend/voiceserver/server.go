@@ -51,6 +51,9 @@ type recorder struct {
 	mu     sync.Mutex
 	recent []Handshake
 	keep   int
+	// total counts every request ever added, beyond the few kept: a
+	// weighted split is measured over hundreds of streams.
+	total int64
 }
 
 func (rec *recorder) add(r *http.Request) {
@@ -63,6 +66,7 @@ func (rec *recorder) add(r *http.Request) {
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
+	rec.total++
 	rec.recent = append(rec.recent, h)
 	if len(rec.recent) > rec.keep {
 		rec.recent = rec.recent[len(rec.recent)-rec.keep:]
@@ -94,6 +98,7 @@ func (s *Server) VoiceHandler() http.Handler {
 	mux.HandleFunc("/v1/", s.echo)
 	mux.HandleFunc("GET /debug/handshakes", s.serveList(s.handshakes))
 	mux.HandleFunc("GET /debug/requests", s.serveList(s.requests))
+	mux.HandleFunc("GET /debug/counts", s.serveCounts)
 	// The browser demo.
 	mux.Handle("/", http.FileServerFS(web.Files))
 	return s.recorded(closeOnRefusal(mux))
@@ -224,6 +229,31 @@ func (s *Server) Handshakes() []Handshake { return s.handshakes.list() }
 // Requests returns the recent requests of either port, handshakes
 // included, oldest first.
 func (s *Server) Requests() []Handshake { return s.requests.list() }
+
+// Counts are how many handshakes and requests the server has seen since it
+// started.
+type Counts struct {
+	Handshakes int64 `json:"handshakes"`
+	Requests   int64 `json:"requests"`
+}
+
+func (s *Server) counts() Counts {
+	out := Counts{}
+	for _, c := range []struct {
+		rec *recorder
+		n   *int64
+	}{{s.handshakes, &out.Handshakes}, {s.requests, &out.Requests}} {
+		c.rec.mu.Lock()
+		*c.n = c.rec.total
+		c.rec.mu.Unlock()
+	}
+	return out
+}
+
+func (s *Server) serveCounts(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(s.counts())
+}
 
 func (s *Server) serveList(rec *recorder) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

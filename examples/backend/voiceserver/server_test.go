@@ -162,3 +162,35 @@ func TestRequestsRecorded(t *testing.T) {
 		t.Errorf("headers = %v", got[0].Headers)
 	}
 }
+
+// TestCountsOutliveTheRecent: /debug/counts counts every handshake and
+// request, past the few the lists keep, so that a test can measure a
+// split over hundreds of streams.
+func TestCountsOutliveTheRecent(t *testing.T) {
+	s := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(s.VoiceHandler())
+	defer srv.Close()
+	const n = 300
+	for range n {
+		resp, err := http.Get(srv.URL + "/v1/voice") // not an upgrade: recorded, refused
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := http.Get(srv.URL + "/debug/counts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got Counts
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != (Counts{Handshakes: n, Requests: n}) {
+		t.Errorf("counts %+v, want %d of each", got, n)
+	}
+	if kept := len(s.Handshakes()); kept >= n {
+		t.Errorf("kept %d handshakes; the list should be bounded", kept)
+	}
+}

@@ -330,7 +330,8 @@ type Route struct {
 	Kind string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
 	// For websocket routes: "upgrade" (default), the minimal upgrade chain.
 	Mode string `protobuf:"bytes,5,opt,name=mode,proto3" json:"mode,omitempty"`
-	// Name of the back end that serves the route.
+	// Name of the back end that serves the route. Exactly one of backend
+	// and backends is set.
 	Backend string `protobuf:"bytes,6,opt,name=backend,proto3" json:"backend,omitempty"`
 	// Name of the auth policy checked at the handshake; empty means public.
 	Auth string `protobuf:"bytes,7,opt,name=auth,proto3" json:"auth,omitempty"`
@@ -346,9 +347,31 @@ type Route struct {
 	// Local rate limit, for http routes.
 	RateLimit *RateLimit `protobuf:"bytes,12,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	// For websocket routes in mode "tcp": the dedicated listener.
-	Tcp           *TCPRoute `protobuf:"bytes,13,opt,name=tcp,proto3" json:"tcp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tcp *TCPRoute `protobuf:"bytes,13,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	// Rewrite the path before forwarding, e.g. a public "/voice/" served by
+	// a back end that expects "/v1/stream/". At most one of prefix and path.
+	// Not for websocket routes in mode "tcp", which forward bytes unchanged.
+	Rewrite *PathRewrite `protobuf:"bytes,14,opt,name=rewrite,proto3" json:"rewrite,omitempty"`
+	// A weighted split of new requests and streams across back ends, in
+	// place of backend: e.g. a canary taking 5% of new calls. Each new
+	// stream picks a back end at random with these weights; a live stream
+	// stays where it is when the weights change. Not for websocket routes
+	// in mode "tcp", nor with max_connections.
+	Backends []*WeightedBackend `protobuf:"bytes,15,rep,name=backends,proto3" json:"backends,omitempty"`
+	// Headers added to (or replacing the value of) every request forwarded
+	// upstream, for http routes only: the upgrade chain stays minimal. The
+	// value is literal text.
+	RequestHeadersToAdd []*HeaderValue `protobuf:"bytes,16,rep,name=request_headers_to_add,json=requestHeadersToAdd,proto3" json:"request_headers_to_add,omitempty"`
+	// Request headers removed before forwarding, for http routes only.
+	RequestHeadersToRemove []string `protobuf:"bytes,17,rep,name=request_headers_to_remove,json=requestHeadersToRemove,proto3" json:"request_headers_to_remove,omitempty"`
+	// Headers added to (or replacing the value of) every response sent to
+	// the client, for http routes only. The value is literal text.
+	ResponseHeadersToAdd []*HeaderValue `protobuf:"bytes,18,rep,name=response_headers_to_add,json=responseHeadersToAdd,proto3" json:"response_headers_to_add,omitempty"`
+	// Response headers removed before the client sees them, for http routes
+	// only.
+	ResponseHeadersToRemove []string `protobuf:"bytes,19,rep,name=response_headers_to_remove,json=responseHeadersToRemove,proto3" json:"response_headers_to_remove,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -472,6 +495,223 @@ func (x *Route) GetTcp() *TCPRoute {
 	return nil
 }
 
+func (x *Route) GetRewrite() *PathRewrite {
+	if x != nil {
+		return x.Rewrite
+	}
+	return nil
+}
+
+func (x *Route) GetBackends() []*WeightedBackend {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+func (x *Route) GetRequestHeadersToAdd() []*HeaderValue {
+	if x != nil {
+		return x.RequestHeadersToAdd
+	}
+	return nil
+}
+
+func (x *Route) GetRequestHeadersToRemove() []string {
+	if x != nil {
+		return x.RequestHeadersToRemove
+	}
+	return nil
+}
+
+func (x *Route) GetResponseHeadersToAdd() []*HeaderValue {
+	if x != nil {
+		return x.ResponseHeadersToAdd
+	}
+	return nil
+}
+
+func (x *Route) GetResponseHeadersToRemove() []string {
+	if x != nil {
+		return x.ResponseHeadersToRemove
+	}
+	return nil
+}
+
+// PathRewrite changes the request path Envoy forwards; the query string is
+// kept either way.
+type PathRewrite struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replaces the part of the path that match.prefix matched, e.g. match
+	// prefix "/voice/" with rewrite prefix "/v1/stream/" forwards
+	// "/voice/abc" as "/v1/stream/abc". With match.path, replaces the whole
+	// path. Must start with "/".
+	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Replaces the whole path, whatever the route matched, e.g. "/stream".
+	// Must start with "/".
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathRewrite) Reset() {
+	*x = PathRewrite{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathRewrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathRewrite) ProtoMessage() {}
+
+func (x *PathRewrite) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathRewrite.ProtoReflect.Descriptor instead.
+func (*PathRewrite) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PathRewrite) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *PathRewrite) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// WeightedBackend is one back end of a weighted split and its share.
+type WeightedBackend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the back end.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Relative weight, 0 to 10000: the back end's share of new streams is
+	// its weight divided by the sum of the weights. 0 sends it nothing new
+	// (its live streams continue). At least one weight must be positive.
+	Weight        uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WeightedBackend) Reset() {
+	*x = WeightedBackend{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WeightedBackend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WeightedBackend) ProtoMessage() {}
+
+func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
+func (*WeightedBackend) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WeightedBackend) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WeightedBackend) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+// HeaderValue is one header a route sets.
+type HeaderValue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lower-case header name. Not a pseudo-header, a hop-by-hop or framing
+	// header (host, connection, upgrade, content-length, ...), nor a header
+	// the handshake filter owns (token sources, identity and claim headers).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Literal value, at most 1024 bytes, no control characters. Envoy's
+	// %FORMATTER% syntax is not interpreted: a "%" is sent as "%".
+	Value         string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderValue) Reset() {
+	*x = HeaderValue{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderValue) ProtoMessage() {}
+
+func (x *HeaderValue) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderValue.ProtoReflect.Descriptor instead.
+func (*HeaderValue) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HeaderValue) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HeaderValue) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 type HeaderMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Lower-case header name.
@@ -486,7 +726,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +738,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +751,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -558,7 +798,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +810,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +823,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -643,7 +883,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +895,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +908,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RateLimit) GetRequestsPerUnit() uint32 {
@@ -708,7 +948,7 @@ type TCPRoute struct {
 
 func (x *TCPRoute) Reset() {
 	*x = TCPRoute{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +960,7 @@ func (x *TCPRoute) String() string {
 func (*TCPRoute) ProtoMessage() {}
 
 func (x *TCPRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +973,7 @@ func (x *TCPRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPRoute.ProtoReflect.Descriptor instead.
 func (*TCPRoute) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TCPRoute) GetAddress() string {
@@ -766,7 +1006,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1018,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1031,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RouteMatch) GetPrefix() string {
@@ -826,7 +1066,12 @@ func (x *RouteMatch) GetHeaders() []*HeaderMatch {
 type Backend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// host:port of each endpoint.
+	// host:port of each endpoint. The host is an IP address, or a DNS name
+	// such as "voice.internal" or a Kubernetes Service name
+	// ("voice.default.svc.cluster.local"). With a name, Envoy resolves it
+	// itself every dns_refresh and sends to every address it returns
+	// (IPv4 first, IPv6 if the name has no IPv4 address); a change of
+	// addresses needs no policy change. Names are lower-case.
 	Endpoints []string `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// Default 1s.
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
@@ -846,13 +1091,18 @@ type Backend struct {
 	// anyone. Envoy's admin address and the control plane's own ports are
 	// refused even so.
 	AllowInternal bool `protobuf:"varint,10,opt,name=allow_internal,json=allowInternal,proto3" json:"allow_internal,omitempty"`
+	// How often Envoy resolves the back end's DNS names again, when its
+	// endpoints name hosts rather than IP addresses. Default 5s; at least
+	// 1s. Ignored for IP endpoints. Envoy keeps the last addresses while a
+	// lookup fails.
+	DnsRefresh    *durationpb.Duration `protobuf:"bytes,11,opt,name=dns_refresh,json=dnsRefresh,proto3" json:"dns_refresh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1114,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1127,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Backend) GetName() string {
@@ -950,6 +1200,13 @@ func (x *Backend) GetAllowInternal() bool {
 	return false
 }
 
+func (x *Backend) GetDnsRefresh() *durationpb.Duration {
+	if x != nil {
+		return x.DnsRefresh
+	}
+	return nil
+}
+
 type HealthCheck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// HTTP path to GET; empty means a TCP connect check.
@@ -968,7 +1225,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1237,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1250,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HealthCheck) GetPath() string {
@@ -1042,7 +1299,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1311,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1324,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1103,7 +1360,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1372,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1385,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OutlierDetection) GetConsecutive_5Xx() uint32 {
@@ -1177,7 +1434,7 @@ type UpstreamTLS struct {
 
 func (x *UpstreamTLS) Reset() {
 	*x = UpstreamTLS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1446,7 @@ func (x *UpstreamTLS) String() string {
 func (*UpstreamTLS) ProtoMessage() {}
 
 func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1459,7 @@ func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamTLS.ProtoReflect.Descriptor instead.
 func (*UpstreamTLS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpstreamTLS) GetSni() string {
@@ -1248,7 +1505,7 @@ type AuthPolicy struct {
 
 func (x *AuthPolicy) Reset() {
 	*x = AuthPolicy{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1517,7 @@ func (x *AuthPolicy) String() string {
 func (*AuthPolicy) ProtoMessage() {}
 
 func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1530,7 @@ func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPolicy.ProtoReflect.Descriptor instead.
 func (*AuthPolicy) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AuthPolicy) GetName() string {
@@ -1338,7 +1595,7 @@ type Origins struct {
 
 func (x *Origins) Reset() {
 	*x = Origins{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1607,7 @@ func (x *Origins) String() string {
 func (*Origins) ProtoMessage() {}
 
 func (x *Origins) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1620,7 @@ func (x *Origins) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Origins.ProtoReflect.Descriptor instead.
 func (*Origins) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Origins) GetAllow() []string {
@@ -1395,7 +1652,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1664,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1677,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TokenSource) GetSource() isTokenSource_Source {
@@ -1541,7 +1798,7 @@ type JWT struct {
 
 func (x *JWT) Reset() {
 	*x = JWT{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1810,7 @@ func (x *JWT) String() string {
 func (*JWT) ProtoMessage() {}
 
 func (x *JWT) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1823,7 @@ func (x *JWT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWT.ProtoReflect.Descriptor instead.
 func (*JWT) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JWT) GetKeys() []*JWK {
@@ -1665,7 +1922,7 @@ type JWK struct {
 
 func (x *JWK) Reset() {
 	*x = JWK{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1934,7 @@ func (x *JWK) String() string {
 func (*JWK) ProtoMessage() {}
 
 func (x *JWK) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1947,7 @@ func (x *JWK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWK.ProtoReflect.Descriptor instead.
 func (*JWK) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JWK) GetKty() string {
@@ -1769,7 +2026,7 @@ type APIKey struct {
 
 func (x *APIKey) Reset() {
 	*x = APIKey{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +2038,7 @@ func (x *APIKey) String() string {
 func (*APIKey) ProtoMessage() {}
 
 func (x *APIKey) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +2051,7 @@ func (x *APIKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
 func (*APIKey) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *APIKey) GetSha256() string {
@@ -1835,7 +2092,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"$http2_initial_connection_window_size\x18\x05 \x01(\rR http2InitialConnectionWindowSize\"E\n" +
 	"\vListenerTLS\x12\x1b\n" +
 	"\tcert_file\x18\x01 \x01(\tR\bcertFile\x12\x19\n" +
-	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\x99\x04\n" +
+	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\xc3\a\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\blistener\x18\x02 \x01(\tR\blistener\x126\n" +
@@ -1851,7 +2108,22 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x04cors\x18\v \x01(\v2\x1a.directpipe.policy.v1.CORSR\x04cors\x12>\n" +
 	"\n" +
 	"rate_limit\x18\f \x01(\v2\x1f.directpipe.policy.v1.RateLimitR\trateLimit\x120\n" +
-	"\x03tcp\x18\r \x01(\v2\x1e.directpipe.policy.v1.TCPRouteR\x03tcp\"i\n" +
+	"\x03tcp\x18\r \x01(\v2\x1e.directpipe.policy.v1.TCPRouteR\x03tcp\x12;\n" +
+	"\arewrite\x18\x0e \x01(\v2!.directpipe.policy.v1.PathRewriteR\arewrite\x12A\n" +
+	"\bbackends\x18\x0f \x03(\v2%.directpipe.policy.v1.WeightedBackendR\bbackends\x12V\n" +
+	"\x16request_headers_to_add\x18\x10 \x03(\v2!.directpipe.policy.v1.HeaderValueR\x13requestHeadersToAdd\x129\n" +
+	"\x19request_headers_to_remove\x18\x11 \x03(\tR\x16requestHeadersToRemove\x12X\n" +
+	"\x17response_headers_to_add\x18\x12 \x03(\v2!.directpipe.policy.v1.HeaderValueR\x14responseHeadersToAdd\x12;\n" +
+	"\x1aresponse_headers_to_remove\x18\x13 \x03(\tR\x17responseHeadersToRemove\"9\n" +
+	"\vPathRewrite\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"=\n" +
+	"\x0fWeightedBackend\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\"7\n" +
+	"\vHeaderValue\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"i\n" +
 	"\vHeaderMatch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05exact\x18\x02 \x01(\tR\x05exact\x12\x16\n" +
@@ -1876,7 +2148,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
 	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12;\n" +
-	"\aheaders\x18\x04 \x03(\v2!.directpipe.policy.v1.HeaderMatchR\aheaders\"\xf9\x03\n" +
+	"\aheaders\x18\x04 \x03(\v2!.directpipe.policy.v1.HeaderMatchR\aheaders\"\xb5\x04\n" +
 	"\aBackend\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12B\n" +
@@ -1889,7 +2161,9 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x11outlier_detection\x18\b \x01(\v2&.directpipe.policy.v1.OutlierDetectionR\x10outlierDetection\x123\n" +
 	"\x03tls\x18\t \x01(\v2!.directpipe.policy.v1.UpstreamTLSR\x03tls\x12%\n" +
 	"\x0eallow_internal\x18\n" +
-	" \x01(\bR\rallowInternal\"\xeb\x01\n" +
+	" \x01(\bR\rallowInternal\x12:\n" +
+	"\vdns_refresh\x18\v \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"dnsRefresh\"\xeb\x01\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
@@ -1970,72 +2244,80 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
 	(*ListenerLimits)(nil),      // 2: directpipe.policy.v1.ListenerLimits
 	(*ListenerTLS)(nil),         // 3: directpipe.policy.v1.ListenerTLS
 	(*Route)(nil),               // 4: directpipe.policy.v1.Route
-	(*HeaderMatch)(nil),         // 5: directpipe.policy.v1.HeaderMatch
-	(*CORS)(nil),                // 6: directpipe.policy.v1.CORS
-	(*RateLimit)(nil),           // 7: directpipe.policy.v1.RateLimit
-	(*TCPRoute)(nil),            // 8: directpipe.policy.v1.TCPRoute
-	(*RouteMatch)(nil),          // 9: directpipe.policy.v1.RouteMatch
-	(*Backend)(nil),             // 10: directpipe.policy.v1.Backend
-	(*HealthCheck)(nil),         // 11: directpipe.policy.v1.HealthCheck
-	(*CircuitBreakers)(nil),     // 12: directpipe.policy.v1.CircuitBreakers
-	(*OutlierDetection)(nil),    // 13: directpipe.policy.v1.OutlierDetection
-	(*UpstreamTLS)(nil),         // 14: directpipe.policy.v1.UpstreamTLS
-	(*AuthPolicy)(nil),          // 15: directpipe.policy.v1.AuthPolicy
-	(*Origins)(nil),             // 16: directpipe.policy.v1.Origins
-	(*TokenSource)(nil),         // 17: directpipe.policy.v1.TokenSource
-	(*JWT)(nil),                 // 18: directpipe.policy.v1.JWT
-	(*JWK)(nil),                 // 19: directpipe.policy.v1.JWK
-	(*APIKey)(nil),              // 20: directpipe.policy.v1.APIKey
-	nil,                         // 21: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
+	(*PathRewrite)(nil),         // 5: directpipe.policy.v1.PathRewrite
+	(*WeightedBackend)(nil),     // 6: directpipe.policy.v1.WeightedBackend
+	(*HeaderValue)(nil),         // 7: directpipe.policy.v1.HeaderValue
+	(*HeaderMatch)(nil),         // 8: directpipe.policy.v1.HeaderMatch
+	(*CORS)(nil),                // 9: directpipe.policy.v1.CORS
+	(*RateLimit)(nil),           // 10: directpipe.policy.v1.RateLimit
+	(*TCPRoute)(nil),            // 11: directpipe.policy.v1.TCPRoute
+	(*RouteMatch)(nil),          // 12: directpipe.policy.v1.RouteMatch
+	(*Backend)(nil),             // 13: directpipe.policy.v1.Backend
+	(*HealthCheck)(nil),         // 14: directpipe.policy.v1.HealthCheck
+	(*CircuitBreakers)(nil),     // 15: directpipe.policy.v1.CircuitBreakers
+	(*OutlierDetection)(nil),    // 16: directpipe.policy.v1.OutlierDetection
+	(*UpstreamTLS)(nil),         // 17: directpipe.policy.v1.UpstreamTLS
+	(*AuthPolicy)(nil),          // 18: directpipe.policy.v1.AuthPolicy
+	(*Origins)(nil),             // 19: directpipe.policy.v1.Origins
+	(*TokenSource)(nil),         // 20: directpipe.policy.v1.TokenSource
+	(*JWT)(nil),                 // 21: directpipe.policy.v1.JWT
+	(*JWK)(nil),                 // 22: directpipe.policy.v1.JWK
+	(*APIKey)(nil),              // 23: directpipe.policy.v1.APIKey
+	nil,                         // 24: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	(*durationpb.Duration)(nil), // 25: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
 	4,  // 1: directpipe.policy.v1.Policy.routes:type_name -> directpipe.policy.v1.Route
-	10, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
-	15, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
+	13, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
+	18, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
-	22, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
-	9,  // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	22, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	22, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
-	6,  // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
-	7,  // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
-	8,  // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
-	22, // 13: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
-	5,  // 14: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	22, // 15: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
-	11, // 16: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
-	12, // 17: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
-	13, // 18: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
-	14, // 19: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	22, // 20: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	22, // 21: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	22, // 22: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	22, // 23: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	17, // 24: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	18, // 25: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	20, // 26: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	21, // 27: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	16, // 28: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	19, // 29: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	22, // 30: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	22, // 31: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	22, // 32: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	22, // 33: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	25, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	12, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
+	25, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	25, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	9,  // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
+	10, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
+	11, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
+	5,  // 13: directpipe.policy.v1.Route.rewrite:type_name -> directpipe.policy.v1.PathRewrite
+	6,  // 14: directpipe.policy.v1.Route.backends:type_name -> directpipe.policy.v1.WeightedBackend
+	7,  // 15: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
+	7,  // 16: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
+	25, // 17: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	8,  // 18: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
+	25, // 19: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	14, // 20: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
+	15, // 21: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
+	16, // 22: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
+	17, // 23: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
+	25, // 24: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
+	25, // 25: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	25, // 26: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	25, // 27: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	25, // 28: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	20, // 29: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	21, // 30: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	23, // 31: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	24, // 32: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	19, // 33: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	22, // 34: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	25, // 35: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	25, // 36: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	25, // 37: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	25, // 38: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -2043,7 +2325,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 	if File_directpipe_policy_v1_policy_proto != nil {
 		return
 	}
-	file_directpipe_policy_v1_policy_proto_msgTypes[17].OneofWrappers = []any{
+	file_directpipe_policy_v1_policy_proto_msgTypes[20].OneofWrappers = []any{
 		(*TokenSource_Bearer)(nil),
 		(*TokenSource_Query)(nil),
 		(*TokenSource_Header)(nil),
@@ -2055,7 +2337,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
