@@ -26,7 +26,7 @@ import (
 // outage when it restarts.
 func (a *App) firstLoad(ctx context.Context) error {
 	if a.cfg.Store == nil {
-		a.store = &store.File{Path: a.cfg.PolicyFile, Log: a.log}
+		a.store = &store.File{Path: a.cfg.PolicyFile, Log: a.log, Rejected: func(err error) { a.reject(a.cfg.PolicyFile, err) }}
 		p, err := policy.LoadFile(a.cfg.PolicyFile)
 		if err != nil {
 			return err
@@ -52,6 +52,15 @@ func (a *App) firstLoad(ctx context.Context) error {
 		a.log.Error("the stored policy is refused: not ready until a good one is stored", "error", err)
 	}
 	return nil
+}
+
+// policySource names where a policy from the store comes from: the file's
+// path, or "store".
+func (a *App) policySource() string {
+	if a.shared {
+		return "store"
+	}
+	return a.cfg.PolicyFile
 }
 
 // seed stores the policy file in an empty shared store. Replicas starting

@@ -971,7 +971,10 @@ func (x *PolicyRevision) GetPolicy() *v1.Policy {
 }
 
 type GetPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also return the policy's text as stored (policy_yaml), when the store
+	// keeps it: the file store reads and decodes its file for it.
+	IncludeYaml   bool `protobuf:"varint,1,opt,name=include_yaml,json=includeYaml,proto3" json:"include_yaml,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1004,6 +1007,13 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
 	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetPolicyRequest) GetIncludeYaml() bool {
+	if x != nil {
+		return x.IncludeYaml
+	}
+	return false
 }
 
 type GetPolicyResponse struct {
@@ -2043,8 +2053,9 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"applied_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x12\x0e\n" +
 	"\x02by\x18\x03 \x01(\tR\x02by\x124\n" +
-	"\x06policy\x18\x04 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"\x12\n" +
-	"\x10GetPolicyRequest\"\x86\x01\n" +
+	"\x06policy\x18\x04 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"5\n" +
+	"\x10GetPolicyRequest\x12!\n" +
+	"\finclude_yaml\x18\x01 \x01(\bR\vincludeYaml\"\x86\x01\n" +
 	"\x11GetPolicyResponse\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12\x1f\n" +

@@ -1,0 +1,49 @@
+// Package buildinfo reports how the running binary was built, from what
+// the Go toolchain records in it: `dpctl version` shows it for the client
+// and, through the admin API, for the control plane.
+package buildinfo
+
+import (
+	"runtime"
+	"runtime/debug"
+)
+
+// Info is a binary's build.
+type Info struct {
+	// Version is the main module's version, "(devel)" for a build from a
+	// work tree.
+	Version string
+	// Commit is the VCS revision, with "-dirty" for uncommitted changes;
+	// empty when the build recorded none.
+	Commit    string
+	GoVersion string
+}
+
+// Read returns the running binary's build.
+func Read() Info {
+	info := Info{Version: "(unknown)", GoVersion: runtime.Version()}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return info
+	}
+	info.Version = bi.Main.Version
+	if info.Version == "" {
+		info.Version = "(devel)"
+	}
+	var modified bool
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			info.Commit = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if len(info.Commit) > 12 {
+		info.Commit = info.Commit[:12]
+	}
+	if info.Commit != "" && modified {
+		info.Commit += "-dirty"
+	}
+	return info
+}
