@@ -355,6 +355,9 @@ func helpCommand(w io.Writer, args []string) error {
 		printUsage(w)
 		return nil
 	}
+	if len(args) == 1 && isHelpFlag(args[0]) {
+		args = []string{"help"}
+	}
 	name := strings.Join(args, " ")
 	if len(args) == 1 && groupOf(name) != nil {
 		printGroupHelp(w, name)
