@@ -36,7 +36,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools browser-tools bench-tools build wasm-opt run run-ha token certs test fuzz bench generate clean
+.PHONY: tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate clean
 
 tools: $(ENVOY_BIN) $(ETCD_BIN) browser-tools bench-tools
 
@@ -127,6 +127,11 @@ run: tools build
 	@ENVOY_BIN=$(ENVOY_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) TCP_PORT=$(TCP_PORT) ADMIN_PORT=$(ADMIN_PORT) \
 		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) MODULES_PORT=$(MODULES_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
 		BIN=$(BIN) ./examples/run.sh
+
+# Starts `make run` over: the policy it serves is made again from
+# $(POLICY) at the next start (it is kept between runs otherwise).
+reset:
+	rm -f .run/policy.yaml .run/policy.ports
 
 # Three replicas on a three-member etcd and one Envoy listing all three,
 # Envoy and the back end on the ports of `make run`.
