@@ -67,7 +67,9 @@ func TestDpctlShowsARefusedPolicyEdit(t *testing.T) {
 	s.params.ExtraRoutes = []route{{Name: "good", Prefix: "/routes/good"}}
 	s.writePolicy()
 	s.waitHTTP("/routes/good", http.StatusOK, 5*time.Second)
-	waitFor(t, 10*time.Second, func() (bool, string) { return strings.Contains(events.String(), "policy_applied"), "the good edit's event" })
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		return strings.Contains(events.String(), "policy_applied"), "the good edit's event"
+	})
 
 	var buf bytes.Buffer
 	renderPolicy(t, s.params, &buf)
