@@ -104,6 +104,9 @@ func diffValue(path string, a, b any, out *[]fieldChange) {
 		if isSecretPath(path) {
 			ra, rb = secret, secret
 		}
+		if isHashPath(path) {
+			ra, rb = render(hashPrefixOf(a)), render(hashPrefixOf(b))
+		}
 		*out = append(*out, fieldChange{Path: path, Action: "~", Old: ra, New: rb})
 	}
 }
@@ -175,6 +178,10 @@ func redact(v any) any {
 				out[k] = "(secret)"
 				continue
 			}
+			if k == "sha256" {
+				out[k] = hashPrefixOf(x)
+				continue
+			}
 			out[k] = redact(x)
 		}
 		return out
@@ -189,10 +196,27 @@ func redact(v any) any {
 }
 
 func renderAt(path string, v any) string {
-	if isSecretPath(path) {
+	switch {
+	case isSecretPath(path):
 		return secret
+	case isHashPath(path):
+		return render(hashPrefixOf(v))
 	}
 	return render(v)
+}
+
+// isHashPath reports whether path is an API key's hash, which a diff
+// shows as its prefix only, as `dpctl keys` does: against a guessable
+// key, the whole hash is as good as the key.
+func isHashPath(path string) bool {
+	return len(path) > 7 && path[len(path)-7:] == ".sha256"
+}
+
+func hashPrefixOf(v any) any {
+	if h, ok := v.(string); ok {
+		return short12(h) + "…"
+	}
+	return v
 }
 
 // render is a value as one line of JSON, secrets redacted, cut at

@@ -2,6 +2,7 @@ package dpctl
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -42,6 +43,15 @@ func TestPolicyDiff(t *testing.T) {
 			[]fieldChange{
 				{Path: "auth_policies[a].jwt.keys[0].k", Action: "~", Old: secret, New: secret},
 				{Path: "auth_policies[a].jwt.keys[1]", Action: "+", New: `{"k":"(secret)","kid":"k2"}`},
+			},
+		},
+		{
+			"an API key's hash shows as its prefix",
+			&policyv1.Policy{AuthPolicies: []*policyv1.AuthPolicy{{Name: "a", ApiKeys: []*policyv1.APIKey{{Sha256: strings.Repeat("ab", 32), Identity: "x"}}}}},
+			&policyv1.Policy{AuthPolicies: []*policyv1.AuthPolicy{{Name: "a", ApiKeys: []*policyv1.APIKey{{Sha256: strings.Repeat("cd", 32), Identity: "x"}, {Sha256: strings.Repeat("ef", 32), Identity: "y"}}}}},
+			[]fieldChange{
+				{Path: "auth_policies[a].api_keys[0].sha256", Action: "~", Old: `"abababababab…"`, New: `"cdcdcdcdcdcd…"`},
+				{Path: "auth_policies[a].api_keys[1]", Action: "+", New: `{"identity":"y","sha256":"efefefefefef…"}`},
 			},
 		},
 	}
