@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"strings"
@@ -340,12 +341,45 @@ func checkValue(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) erro
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
 			return typeError(n, path, "true or false")
 		}
-	default: // numbers
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
 		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
 			return typeError(n, path, "a number")
 		}
+	default: // integers: checked here, where the line is known
+		if want, ok := intFits(n, fd.Kind()); !ok {
+			return typeError(n, path, want)
+		}
 	}
 	return nil
+}
+
+// intFits reports whether n is an integer the field's kind holds, and if
+// not, what it wants.
+func intFits(n *yaml.Node, k protoreflect.Kind) (string, bool) {
+	var lo, hi = int64(math.MinInt32), uint64(math.MaxInt32)
+	want := "a whole number"
+	switch k {
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		lo, hi, want = 0, math.MaxUint32, "a whole number from 0 to 4294967295"
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		lo, hi, want = 0, math.MaxUint64, "a whole number of 0 or more"
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		lo, hi = math.MinInt64, math.MaxInt64
+	default:
+		want = "a whole number from -2147483648 to 2147483647"
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		return want, false
+	}
+	var i int64
+	if err := n.Decode(&i); err == nil {
+		return want, i >= lo && (i < 0 || uint64(i) <= hi)
+	}
+	var u uint64
+	if err := n.Decode(&u); err == nil {
+		return want, u <= hi
+	}
+	return want, false
 }
 
 // durationRE is the JSON form of google.protobuf.Duration: seconds, up to
