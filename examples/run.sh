@@ -10,12 +10,23 @@ set -euo pipefail
 
 run_dir=.run
 mkdir -p "$run_dir"
-# The admin API may rewrite the policy it serves; keep the committed example
-# untouched and serve a copy, rewritten for the chosen ports.
+# The admin API rewrites the policy it serves; keep the committed example
+# untouched and serve a copy, rewritten for the chosen ports. The copy is
+# kept from one run to the next, so that what was applied survives a
+# restart; `make reset` starts over from the example.
 # It holds the demo HMAC key: only this user may read it.
-(umask 077; rm -f "$run_dir/policy.yaml"; sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" -e "s/127.0.0.1:10001/127.0.0.1:${TCP_PORT}/" \
-    -e "s/127.0.0.1:8081/127.0.0.1:${VOICE_PORT}/g" -e "s/localhost:8081/localhost:${VOICE_PORT}/g" \
-    -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml")
+ports="listen=${LISTEN_PORT} tcp=${TCP_PORT} voice=${VOICE_PORT} rest=${REST_PORT}"
+if [ -f "$run_dir/policy.yaml" ]; then
+  echo ">> serving $run_dir/policy.yaml as kept from the last run (make reset starts over from $POLICY)"
+  if [ "$(cat "$run_dir/policy.ports" 2>/dev/null)" != "$ports" ]; then
+    echo ">> warning: it was made for other ports ($(cat "$run_dir/policy.ports" 2>/dev/null || echo unknown)); make reset makes it for $ports"
+  fi
+else
+  (umask 077; sed -e "s/127.0.0.1:10000/127.0.0.1:${LISTEN_PORT}/" -e "s/127.0.0.1:10001/127.0.0.1:${TCP_PORT}/" \
+      -e "s/127.0.0.1:8081/127.0.0.1:${VOICE_PORT}/g" -e "s/localhost:8081/localhost:${VOICE_PORT}/g" \
+      -e "s/127.0.0.1:8082/127.0.0.1:${REST_PORT}/" "$POLICY" > "$run_dir/policy.yaml")
+  echo "$ports" > "$run_dir/policy.ports"
+fi
 # xDS and the modules go over mutual TLS, as to a remote Envoy: a CA, the
 # control plane's certificate and envoy-local's, made once.
 certs="$(pwd)/$run_dir/certs"

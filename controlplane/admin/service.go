@@ -22,10 +22,12 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/buildinfo"
 	"github.com/directpipe/directpipe/controlplane/jwks"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
@@ -51,8 +53,17 @@ type Backend interface {
 	// Check validates and translates a policy without applying it.
 	Check(p *policyv1.Policy) error
 	// Apply replaces the policy if expectedRevision is current; with dryRun
-	// it only reports what would change. Serialised by the backend.
-	Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error)
+	// it only reports what would change. Serialised by the backend. source,
+	// when not nil, is the policy's text as the user wrote it, which a
+	// store that keeps text stores instead of one emitted from p.
+	Apply(ctx context.Context, p *policyv1.Policy, source []byte, expectedRevision string, dryRun bool) (string, []translate.Change, error)
+	// PolicySource returns the stored text of the policy of revision rev,
+	// when the store keeps it.
+	PolicySource(ctx context.Context, rev string) ([]byte, bool)
+	// PolicyRejected returns the latest policy refused from the file or
+	// store while the last good one kept serving; nil once one is served
+	// from there again.
+	PolicyRejected() *adminv1.PolicyRejection
 	// Resources returns what every Envoy is being served.
 	Resources() xdstype.Resources
 	// ListenerConnections returns the connections the listener bound to
@@ -95,7 +106,10 @@ func (s *Service) Register(g *grpc.Server, hs *health.Server) {
 }
 
 func (s *Service) ListNodes(ctx context.Context, _ *adminv1.ListNodesRequest) (*adminv1.ListNodesResponse, error) {
-	resp := &adminv1.ListNodesResponse{Nodes: NodeProtos(s.backend.Status(), s.backend.Replica(), s.backend.NodeWasm())}
+	resp := &adminv1.ListNodesResponse{
+		Nodes:          NodeProtos(s.backend.Status(), s.backend.Replica(), s.backend.NodeWasm()),
+		PolicyRejected: s.backend.PolicyRejected(),
+	}
 	fleet, err := s.backend.FleetNodes(ctx)
 	if err != nil {
 		return nil, applyError(err)
@@ -187,9 +201,20 @@ func (s *Service) GetPolicyHistory(ctx context.Context, _ *adminv1.GetPolicyHist
 	return &adminv1.GetPolicyHistoryResponse{Revisions: h}, nil
 }
 
-func (s *Service) GetPolicy(context.Context, *adminv1.GetPolicyRequest) (*adminv1.GetPolicyResponse, error) {
+func (s *Service) GetPolicy(ctx context.Context, req *adminv1.GetPolicyRequest) (*adminv1.GetPolicyResponse, error) {
 	p, rev := s.backend.Policy()
-	return &adminv1.GetPolicyResponse{Policy: p, Revision: rev}, nil
+	resp := &adminv1.GetPolicyResponse{Policy: p, Revision: rev}
+	if req.GetIncludeYaml() {
+		if src, ok := s.backend.PolicySource(ctx, rev); ok {
+			resp.PolicyYaml = string(src)
+		}
+	}
+	return resp, nil
+}
+
+func (s *Service) GetVersion(context.Context, *adminv1.GetVersionRequest) (*adminv1.GetVersionResponse, error) {
+	b := buildinfo.Read()
+	return &adminv1.GetVersionResponse{Version: b.Version, Commit: b.Commit, GoVersion: b.GoVersion, Replica: s.backend.Replica()}, nil
 }
 
 func (s *Service) ValidatePolicy(_ context.Context, req *adminv1.ValidatePolicyRequest) (*adminv1.ValidatePolicyResponse, error) {
@@ -245,11 +270,15 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 	if req.GetExpectedRevision() == "" {
 		return nil, status.Error(codes.InvalidArgument, "expected_revision is required: get the policy first")
 	}
+	source, err := checkSource(req)
+	if err != nil {
+		return nil, err
+	}
 	// Every apply is computed first: a change that goes through LDS may
 	// drain live calls, so it needs the caller's consent. The real apply
 	// names the same expected revision, so nothing can slip in between.
 	current := s.backend.Resources()
-	rev, changes, err := s.backend.Apply(ctx, req.GetPolicy(), req.GetExpectedRevision(), true)
+	rev, changes, err := s.backend.Apply(ctx, req.GetPolicy(), source, req.GetExpectedRevision(), true)
 	if err != nil {
 		return nil, applyError(err)
 	}
@@ -262,7 +291,7 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 		if drains(updates) && !req.GetAllowDrain() {
 			return nil, drainRefusal(updates)
 		}
-		if rev, changes, err = s.backend.Apply(ctx, req.GetPolicy(), req.GetExpectedRevision(), false); err != nil {
+		if rev, changes, err = s.backend.Apply(ctx, req.GetPolicy(), source, req.GetExpectedRevision(), false); err != nil {
 			return nil, applyError(err)
 		}
 	}
@@ -287,6 +316,24 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 		resp.Nodes = append(resp.Nodes, <-fleet...)
 	}
 	return resp, nil
+}
+
+// checkSource returns the apply's policy_yaml, if any, once it is known to
+// decode to the very policy applied: the text stored must be the policy
+// served.
+func checkSource(req *adminv1.ApplyPolicyRequest) ([]byte, error) {
+	if req.GetPolicyYaml() == "" {
+		return nil, nil
+	}
+	src := []byte(req.GetPolicyYaml())
+	p, err := policy.Decode(src)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "policy_yaml: %v", err)
+	}
+	if !proto.Equal(p, req.GetPolicy()) {
+		return nil, status.Error(codes.InvalidArgument, "policy_yaml does not decode to policy: send the text the policy was decoded from")
+	}
+	return src, nil
 }
 
 // fleetPoll is how often the nodes of other replicas are read while an

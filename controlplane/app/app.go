@@ -126,6 +126,10 @@ type App struct {
 	// keys is set with a shared store: JWKS documents fetched by the
 	// elected replica.
 	keys *sharedKeys
+
+	rejectedMu sync.Mutex
+	// rejected is the latest policy refused from the file or store.
+	rejected *adminv1.PolicyRejection
 }
 
 // New loads the policy, builds the first snapshot and binds the listeners.
@@ -370,7 +374,11 @@ func (a *App) Run(ctx context.Context) error {
 	if a.shared || a.cfg.PolicyFile != "" {
 		g.Go(func() error {
 			return a.store.Watch(ctx, func(p *policyv1.Policy) error {
-				return a.applyFromStore(ctx, p)
+				err := a.applyFromStore(ctx, p)
+				if err != nil {
+					a.reject(a.policySource(), err)
+				}
+				return err
 			})
 		})
 	}

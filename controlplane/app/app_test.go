@@ -307,7 +307,7 @@ func TestApplyRefusedWhileTheFileHoldsAnEdit(t *testing.T) {
 			p, rev := a.Policy()
 			p = proto.Clone(p).(*policyv1.Policy)
 			p.Routes = p.Routes[:len(p.Routes)-1]
-			_, _, err = a.Apply(ctx, p, rev, false)
+			_, _, err = a.Apply(ctx, p, nil, rev, false)
 			if tt.want != "" {
 				if !errors.Is(err, admin.ErrStaleRevision) || !strings.Contains(err.Error(), tt.want) {
 					t.Fatalf("Apply: %v, want a stale-revision error containing %q", err, tt.want)
@@ -378,7 +378,7 @@ func TestWarnsAboutReadableSecrets(t *testing.T) {
 	p, rev := a.Policy()
 	p = proto.Clone(p).(*policyv1.Policy)
 	p.Routes[0].IdleTimeout = nil
-	if _, _, err := a.Apply(ctx, p, rev, false); err != nil {
+	if _, _, err := a.Apply(ctx, p, nil, rev, false); err != nil {
 		t.Fatal(err)
 	}
 	info, err := os.Stat(file)

@@ -12,7 +12,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/policy"
@@ -54,7 +56,7 @@ func (a *App) translate(ctx context.Context, p *policyv1.Policy) (xdstype.Resour
 // policy; or etcd, in a transaction that compares the expected revision,
 // so concurrent applies through different replicas cannot both win) and
 // then serves it. Applies are serialised.
-func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision string, dryRun bool) (string, []translate.Change, error) {
+func (a *App) Apply(ctx context.Context, p *policyv1.Policy, source []byte, expectedRevision string, dryRun bool) (string, []translate.Change, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !dryRun {
@@ -91,7 +93,7 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 	if rev == a.revision {
 		return rev, changes, nil
 	}
-	if _, err := a.store.Put(ctx, p, expectedRevision); err != nil {
+	if err := a.put(ctx, p, source, expectedRevision); err != nil {
 		return "", nil, storeError(err)
 	}
 	if err := a.serve(ctx, p, rev, res, keys, "api"); err != nil {
@@ -102,7 +104,52 @@ func (a *App) Apply(ctx context.Context, p *policyv1.Policy, expectedRevision st
 		}
 		return "", nil, err
 	}
+	a.setRejected(nil)
 	return rev, changes, nil
+}
+
+// put stores p, as source when there is one and the store keeps text.
+func (a *App) put(ctx context.Context, p *policyv1.Policy, source []byte, expected string) error {
+	if ss, ok := a.store.(store.SourceStore); ok && source != nil {
+		_, err := ss.PutSource(ctx, p, source, expected)
+		return err
+	}
+	_, err := a.store.Put(ctx, p, expected)
+	return err
+}
+
+// PolicySource returns the stored text of revision rev, when the store
+// keeps text.
+func (a *App) PolicySource(ctx context.Context, rev string) ([]byte, bool) {
+	if ss, ok := a.store.(store.SourceStore); ok {
+		return ss.Source(ctx, rev)
+	}
+	return nil, false
+}
+
+// PolicyRejected returns the latest policy refused from the file or store,
+// nil once one from there (or an apply) is served again.
+func (a *App) PolicyRejected() *adminv1.PolicyRejection {
+	a.rejectedMu.Lock()
+	defer a.rejectedMu.Unlock()
+	return a.rejected
+}
+
+// setRejected records a refused policy (nil: none), and publishes it as
+// an event: an operator whose edit was refused sees it in `dpctl status`
+// and `dpctl events`, not only in the log.
+func (a *App) setRejected(r *adminv1.PolicyRejection) {
+	a.rejectedMu.Lock()
+	a.rejected = r
+	a.rejectedMu.Unlock()
+	if r != nil {
+		a.xds.Status().Publish(xds.Event{Kind: xds.EventPolicyRejected, Error: r.GetError()})
+	}
+}
+
+// reject records that the policy from source was refused for err.
+func (a *App) reject(source string, err error) {
+	a.setRejected(&adminv1.PolicyRejection{Source: source, Error: err.Error(), At: timestamppb.Now()})
 }
 
 // releaseMemory is deferred by an apply of p, with a.mu held: what a
@@ -169,7 +216,11 @@ func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 	if a.shared {
 		source = "store"
 	}
-	return a.serve(ctx, p, rev, res, keys, source)
+	if err := a.serve(ctx, p, rev, res, keys, source); err != nil {
+		return err
+	}
+	a.setRejected(nil)
+	return nil
 }
 
 // serve sets the snapshot, after a bridging filter config when the change

@@ -26,7 +26,7 @@ import (
 // outage when it restarts.
 func (a *App) firstLoad(ctx context.Context) error {
 	if a.cfg.Store == nil {
-		a.store = &store.File{Path: a.cfg.PolicyFile, Log: a.log}
+		a.store = &store.File{Path: a.cfg.PolicyFile, Log: a.log, Rejected: func(err error) { a.reject(a.cfg.PolicyFile, err) }}
 		p, err := policy.LoadFile(a.cfg.PolicyFile)
 		if err != nil {
 			return err
@@ -54,17 +54,31 @@ func (a *App) firstLoad(ctx context.Context) error {
 	return nil
 }
 
+// policySource names where a policy from the store comes from: the file's
+// path, or "store".
+func (a *App) policySource() string {
+	if a.shared {
+		return "store"
+	}
+	return a.cfg.PolicyFile
+}
+
 // seed stores the policy file in an empty shared store. Replicas starting
 // together all try; the first wins and the others read its policy.
 func (a *App) seed(ctx context.Context) (*policyv1.Policy, error) {
-	p, err := policy.LoadFile(a.cfg.PolicyFile)
+	text, err := policy.ReadFile(a.cfg.PolicyFile)
 	if err != nil {
 		return nil, err
+	}
+	p, err := policy.Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", a.cfg.PolicyFile, err)
 	}
 	if err := a.Check(p); err != nil {
 		return nil, fmt.Errorf("seed policy %s: %w", a.cfg.PolicyFile, err)
 	}
-	if _, err := a.store.Put(ctx, p, ""); err != nil && !errors.Is(err, store.ErrStale) {
+	// The file's text goes with it, comments and all.
+	if err := a.put(ctx, p, text, ""); err != nil && !errors.Is(err, store.ErrStale) {
 		return nil, err
 	}
 	a.log.Info("seeded the store from the policy file", "file", a.cfg.PolicyFile)

@@ -3,6 +3,7 @@ package dpctl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,38 +27,50 @@ func (e findingsError) Error() string {
 	return fmt.Sprintf("%d findings at or above %s", e.n, e.min)
 }
 
+// auditOpts are audit's own flags.
+type auditOpts struct{ adminURL, file, serverInfo, stats, failOn string }
+
+func auditFlags(fs *flag.FlagSet, o *auditOpts) {
+	fs.StringVar(&o.adminURL, "envoy-admin", "", "Envoy admin: a URL (http://127.0.0.1:9901) or unix:PATH (the socket envoy-bootstrap makes)")
+	fs.StringVar(&o.file, "f", "", "a saved /config_dump (JSON) instead of a live Envoy")
+	fs.StringVar(&o.serverInfo, "server-info", "", "with -f: a saved /server_info (JSON)")
+	fs.StringVar(&o.stats, "stats", "", "with -f: a saved /stats?format=json")
+	fs.StringVar(&o.failOn, "fail-on", "", "exit 3 when a finding is at or above this severity (info, low, medium, high)")
+}
+
 // auditCmd runs `dpctl audit`: it needs no control plane, only an Envoy's
 // admin interface or a saved config dump.
 func auditCmd(ctx context.Context, g *globals, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("dpctl audit", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)
-	var adminURL, file, serverInfo, stats, failOn string
-	fs.StringVar(&adminURL, "envoy-admin", "", "Envoy admin: a URL (http://127.0.0.1:9901) or unix:PATH (the socket envoy-bootstrap makes)")
-	fs.StringVar(&file, "f", "", "a saved /config_dump (JSON) instead of a live Envoy")
-	fs.StringVar(&serverInfo, "server-info", "", "with -f: a saved /server_info (JSON)")
-	fs.StringVar(&stats, "stats", "", "with -f: a saved /stats?format=json")
-	fs.StringVar(&failOn, "fail-on", "", "exit 3 when a finding is at or above this severity (info, low, medium, high)")
+	var o auditOpts
+	auditFlags(fs, &o)
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		if errors.Is(err, flag.ErrHelp) {
+			printCommandHelp(out, lookup("audit"), fs)
+			return helpShown{}
+		}
+		return usageError{msg: err.Error(), cmd: "audit"}
 	}
+	adminURL, file, serverInfo, stats, failOn := o.adminURL, o.file, o.serverInfo, o.stats, o.failOn
 	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0)), cmd: "audit"}
 	}
 	if (adminURL == "") == (file == "") {
-		return usageError{"audit needs --envoy-admin URL or -f FILE"}
+		return usageError{msg: "audit needs --envoy-admin URL or -f FILE", cmd: "audit"}
 	}
 	if adminURL != "" && (serverInfo != "" || stats != "") {
-		return usageError{"--server-info and --stats go with -f"}
+		return usageError{msg: "--server-info and --stats go with -f", cmd: "audit"}
 	}
 	if g.output != "table" && g.output != "json" && g.output != "yaml" {
-		return usageError{fmt.Sprintf("-o %s: want table, json or yaml", g.output)}
+		return usageError{msg: fmt.Sprintf("-o %s: want table, json or yaml", g.output)}
 	}
 	min := audit.Severity(-1)
 	if failOn != "" {
 		var err error
 		if min, err = audit.ParseSeverity(failOn); err != nil {
-			return usageError{"--fail-on: " + err.Error()}
+			return usageError{msg: "--fail-on: " + err.Error(), cmd: "audit"}
 		}
 	}
 	var in audit.Input

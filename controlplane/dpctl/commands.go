@@ -20,6 +20,7 @@ import (
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
@@ -40,6 +41,21 @@ func (c *cli) structured(m proto.Message) (bool, error) {
 	}
 	_, err = fmt.Fprintln(c.out, strings.TrimSpace(string(js)))
 	return true, err
+}
+
+// printDoc prints a plain Go value as JSON or YAML (-o).
+func (c *cli) printDoc(v any) error {
+	js, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if c.g.output == "yaml" {
+		if js, err = yaml.JSONToYAML(js); err != nil {
+			return err
+		}
+	}
+	_, err = fmt.Fprintln(c.out, strings.TrimSpace(string(js)))
+	return err
 }
 
 func (c *cli) status(ctx context.Context) error {
@@ -95,6 +111,10 @@ func (c *cli) status(ctx context.Context) error {
 	}
 	for _, line := range notes {
 		fmt.Fprintln(c.out, line)
+	}
+	if r := resp.GetPolicyRejected(); r != nil {
+		fmt.Fprintf(c.out, "policy from %s REFUSED at %s; the last good policy keeps serving: %s\n",
+			r.GetSource(), r.GetAt().AsTime().Format(time.RFC3339), r.GetError())
 	}
 	return nil
 }
@@ -162,24 +182,33 @@ func ago(t time.Time) string {
 }
 
 func (c *cli) policyGet(ctx context.Context) error {
-	resp, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+	resp, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{IncludeYaml: c.g.output == "table"})
 	if err != nil {
 		return err
 	}
 	if done, err := c.structured(resp); done {
 		return err
 	}
-	out, err := policy.Marshal(resp.GetPolicy())
-	if err != nil {
-		return err
+	// The text as stored, comments included, when the store keeps it.
+	out := []byte(resp.GetPolicyYaml())
+	if len(out) == 0 {
+		if out, err = policy.Marshal(resp.GetPolicy()); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(c.out, "# revision: %s\n%s", resp.GetRevision(), out)
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		fmt.Fprintln(c.out)
+	}
 	return nil
 }
 
 type localPolicy struct {
 	path   string
 	policy *policyv1.Policy
+	// source is the file's text: what an apply stores, and where error
+	// lines point.
+	source []byte
 }
 
 // readPolicy decodes a file strictly; reference checks are the server's, so
@@ -193,7 +222,7 @@ func readPolicy(path string) (*localPolicy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &localPolicy{path: path, policy: p}, nil
+	return &localPolicy{path: path, policy: p, source: data}, nil
 }
 
 var errInvalid = errors.New("the policy is invalid")
@@ -209,6 +238,12 @@ func (c *cli) policyValidate(ctx context.Context, l *localPolicy) error {
 		}
 		return err
 	}
+	return c.printValidation(l, resp)
+}
+
+// printValidation prints a validation's errors, each with the line of the
+// file that sets the field it names, or that the file is valid.
+func (c *cli) printValidation(l *localPolicy, resp *adminv1.ValidatePolicyResponse) error {
 	if len(resp.GetErrors()) == 0 {
 		fmt.Fprintf(c.out, "%s: valid\n", l.path)
 		for _, w := range resp.GetWarnings() {
@@ -217,23 +252,71 @@ func (c *cli) policyValidate(ctx context.Context, l *localPolicy) error {
 		return nil
 	}
 	for _, e := range resp.GetErrors() {
+		if !strings.Contains(e, "(line ") {
+			e = policy.WithLines(errors.New(e), l.source).Error()
+		}
 		fmt.Fprintf(c.out, "%s: %s\n", l.path, e)
 	}
 	return errInvalid
+}
+
+// policyValidateOffline validates a policy with no control plane: the
+// schema, the validator and the translation to Envoy resources (each
+// checked as Envoy would), all but what only a running control plane
+// knows (its own addresses; the keys behind jwks_file and jwks_url).
+func (c *cli) policyValidateOffline(l *localPolicy) error {
+	resp := &adminv1.ValidatePolicyResponse{}
+	p, err := policy.Parse(l.source)
+	if err == nil {
+		// The module's location changes no check; any file will do.
+		_, err = translate.Translate(p, translate.Options{Module: translate.ModuleSource{File: "handshake.wasm"}})
+	}
+	if err != nil {
+		resp.Errors = splitErrors(err)
+	} else {
+		resp.Warnings = policy.Warnings(p)
+	}
+	if done, err := c.structured(resp); done {
+		if err == nil && len(resp.GetErrors()) > 0 {
+			return errInvalid
+		}
+		return err
+	}
+	return c.printValidation(l, resp)
+}
+
+// splitErrors unwraps errors.Join so that each problem is its own line.
+func splitErrors(err error) []string {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []string
+		for _, e := range j.Unwrap() {
+			out = append(out, splitErrors(e)...)
+		}
+		return out
+	}
+	return []string{err.Error()}
 }
 
 // policyApply applies (or with dryRun, diffs) a policy. Without an explicit
 // revision it bases the change on the revision served right now: a plain
 // read-modify-write that --revision makes safe against concurrent changes.
 func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, dryRun, allowDrain bool, wait time.Duration) error {
-	if revision == "" {
+	var fields []fieldChange
+	if revision == "" || dryRun {
 		cur, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
 		if err != nil {
 			return err
 		}
-		revision = cur.GetRevision()
+		if revision == "" {
+			revision = cur.GetRevision()
+		}
+		if dryRun {
+			if fields, err = policyDiff(cur.GetPolicy(), l.policy); err != nil {
+				return err
+			}
+		}
 	}
-	req := &adminv1.ApplyPolicyRequest{Policy: l.policy, ExpectedRevision: revision, DryRun: dryRun, AllowDrain: allowDrain}
+	req := &adminv1.ApplyPolicyRequest{Policy: l.policy, ExpectedRevision: revision, DryRun: dryRun, AllowDrain: allowDrain, PolicyYaml: string(l.source)}
 	if wait > 0 {
 		req.Wait = durationpb.New(wait)
 	}
@@ -249,8 +332,13 @@ func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, 
 	}
 	changes := resp.GetChanges()
 	sort.SliceStable(changes, func(i, j int) bool { return changes[i].GetType() < changes[j].GetType() })
+	if dryRun {
+		printFieldChanges(c.out, fields)
+	}
 	if len(changes) == 0 {
 		fmt.Fprintln(c.out, "no changes")
+	} else if dryRun {
+		fmt.Fprintln(c.out, "Envoy resources:")
 	}
 	for _, ch := range changes {
 		fmt.Fprintf(c.out, "%s %s %s\n", mark(ch.GetAction()), ch.GetType(), ch.GetName())
@@ -266,6 +354,24 @@ func (c *cli) policyApply(ctx context.Context, l *localPolicy, revision string, 
 		printAnswers(c.out, resp.GetNodes())
 	}
 	return answersError(resp)
+}
+
+// printFieldChanges prints a policy's field-level changes.
+func printFieldChanges(out io.Writer, fields []fieldChange) {
+	if len(fields) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "policy fields:")
+	for _, f := range fields {
+		switch f.Action {
+		case "+":
+			fmt.Fprintf(out, "  + %s: %s\n", f.Path, f.New)
+		case "-":
+			fmt.Fprintf(out, "  - %s: %s\n", f.Path, f.Old)
+		default:
+			fmt.Fprintf(out, "  ~ %s: %s -> %s\n", f.Path, f.Old, f.New)
+		}
+	}
 }
 
 func (c *cli) policyHistory(ctx context.Context) error {
@@ -323,6 +429,9 @@ func (c *cli) config(ctx context.Context, node, typ string) error {
 	if c.g.output == "yaml" {
 		_, err := c.structured(resp)
 		return err
+	}
+	if typ != "" {
+		typ, _ = typeName(typ)
 	}
 	out := map[string]json.RawMessage{}
 	for t, js := range resp.GetResourcesJson() {

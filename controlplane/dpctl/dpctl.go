@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -28,43 +27,6 @@ import (
 	"github.com/directpipe/directpipe/controlplane/mtls"
 	"github.com/directpipe/directpipe/controlplane/statedir"
 )
-
-const usage = `dpctl talks to the directpipe control plane's admin API.
-
-Usage:
-  dpctl [flags] status                      one row per Envoy, one column per xDS type
-  dpctl [flags] nodes                       Envoys connected now and recently
-  dpctl [flags] keys                        key sets (jwks_file, jwks_url): keys served and
-                                            skipped, last success, last error
-  dpctl [flags] policy get                  the policy being served, with its revision
-  dpctl [flags] policy validate -f FILE     check a policy without applying it
-  dpctl [flags] policy diff -f FILE         the Envoy resources an apply would change
-  dpctl [flags] policy apply -f FILE [--revision REV] [--allow-drain] [--wait D]
-                                            apply a policy; with --revision, only if
-                                            the served policy is still REV; a change
-                                            that drains listeners needs --allow-drain;
-                                            waits up to D (default 30s, 0: not at all)
-                                            for every connected Envoy's ACK or NACK,
-                                            and exits 1 if one rejected it or did not
-                                            answer
-  dpctl [flags] policy history              the last stored revisions (etcd store)
-  dpctl [flags] policy rollback --to REV [--allow-drain] [--wait D]
-                                            apply a revision from the history again
-  dpctl [flags] config --node ID [--type T] the resources a node is served, as JSON
-  dpctl [flags] events                      follow events until interrupted (--follow
-                                            is accepted and is the only mode)
-  dpctl [flags] audit --envoy-admin URL|unix:PATH | -f CONFIG_DUMP [--fail-on SEVERITY]
-                                            where any Envoy's config hurts WebSocket and
-                                            raw streams (needs no control plane; exit 3
-                                            when a finding is at or above --fail-on)
-  dpctl certs -dir DIR [-hosts H,...] [-nodes ID,...] [-identity PATTERN] [-days N]
-                                            write a CA (kept if DIR has one), the control
-                                            plane's certificate for hosts H and one client
-                                            certificate per Envoy node id (no control plane
-                                            needed)
-
-Flags (before or after the command):
-`
 
 // globals are the flags every command takes.
 type globals struct {
@@ -106,13 +68,27 @@ func envOr(key, def string) string {
 	return def
 }
 
-// usageError is a mistake in the command line: exit code 2.
-type usageError struct{ msg string }
+// usageError is a mistake in the command line: exit code 2. cmd names the
+// command whose help says more ("" for dpctl's own).
+type usageError struct{ msg, cmd string }
 
 func (e usageError) Error() string { return e.msg }
 
+func (e usageError) helpFor() string {
+	if e.cmd == "" {
+		return "dpctl help"
+	}
+	return "dpctl " + e.cmd + " -h"
+}
+
+// helpShown ends a command that printed its help, as asked: exit code 0.
+type helpShown struct{}
+
+func (helpShown) Error() string { return "help shown" }
+
 // Run runs dpctl with args (without the program name) and returns the exit
-// code: 0 on success, 1 on an error, 2 on a usage mistake.
+// code: 0 on success, 1 on an error, 2 on a usage mistake, 3 for audit
+// findings at or above --fail-on.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g := defaultGlobals()
 	fs := flag.NewFlagSet("dpctl", flag.ContinueOnError)
@@ -120,25 +96,24 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
+			printUsage(stdout)
 			return 0
 		}
-		fmt.Fprintf(stderr, "dpctl: %v\n", err)
+		fmt.Fprintf(stderr, "dpctl: %v (dpctl help for help)\n", err)
 		return 2
 	}
 	err := dispatch(ctx, g, fs.Args(), stdout)
 	var ue usageError
 	var fe findingsError
+	var he helpShown
 	switch {
-	case err == nil:
+	case err == nil, errors.As(err, &he):
 		return 0
 	case errors.As(err, &fe):
 		fmt.Fprintf(stderr, "dpctl: %v\n", err)
 		return 3
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "dpctl: %v (dpctl -h for help)\n", err)
+		fmt.Fprintf(stderr, "dpctl: %v (%s for help)\n", err, ue.helpFor())
 		return 2
 	default:
 		fmt.Fprintf(stderr, "dpctl: %s\n", explain(err, g.addr))
@@ -172,79 +147,88 @@ func explain(err error, addr string) string {
 	return fmt.Sprintf("%s: %s", st.Code(), st.Message())
 }
 
+// opts are the flags of the commands, each command registering its own.
+type opts struct {
+	file, revision, node, typ, to string
+	identity, auth                string
+	follow, allowDrain, offline   bool
+	clientOnly                    bool
+	wait                          time.Duration
+}
+
 func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"a command is required"}
+		return usageError{msg: "a command is required"}
 	}
-	name := args[0]
-	rest := args[1:]
-	if name == "audit" {
+	name, rest := args[0], args[1:]
+	switch name {
+	case "help":
+		return helpCommand(out, rest)
+	case "audit":
 		return auditCmd(ctx, g, rest, out)
-	}
-	if name == "certs" {
+	case "certs":
 		return certsCommand(rest, out)
+	case "completion":
+		return completionCommand(out, rest)
 	}
-	if name == "policy" {
-		if len(rest) == 0 {
-			return usageError{"policy needs get, validate, diff, apply, history or rollback"}
+	if group := groupOf(name); group != nil {
+		if len(rest) == 0 || isHelpFlag(rest[0]) {
+			if len(rest) > 0 {
+				printGroupHelp(out, name)
+				return helpShown{}
+			}
+			return usageError{msg: fmt.Sprintf("%s needs one of: %s", name, strings.Join(group, ", ")), cmd: name}
 		}
-		name, rest = "policy "+rest[0], rest[1:]
+		name, rest = name+" "+rest[0], rest[1:]
+	}
+	cmd := lookup(name)
+	if cmd == nil {
+		return usageError{msg: fmt.Sprintf("unknown command %q", name)}
 	}
 	fs := flag.NewFlagSet("dpctl "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)
-	var file, revision, node, typ, to string
-	var follow, allowDrain bool
-	wait := defaultApplyWait
-	switch name {
-	case "policy validate", "policy diff", "policy apply":
-		fs.StringVar(&file, "f", "", "policy file (YAML)")
-		fs.StringVar(&revision, "revision", "", "apply only if the served policy is still this revision")
-		if name == "policy apply" {
-			fs.BoolVar(&allowDrain, "allow-drain", false, "apply even if listeners are replaced or removed, which drains their connections")
-			fs.DurationVar(&wait, "wait", wait, "wait this long for every connected Envoy to ACK or NACK the change (0: do not wait)")
-		}
-	case "policy rollback":
-		fs.StringVar(&to, "to", "", "revision (or a prefix of it) from `dpctl policy history`")
-		fs.BoolVar(&allowDrain, "allow-drain", false, "roll back even if listeners are replaced or removed")
-		fs.DurationVar(&wait, "wait", wait, "wait this long for every connected Envoy to ACK or NACK the change (0: do not wait)")
-	case "config":
-		fs.StringVar(&node, "node", "", "node id")
-		fs.StringVar(&typ, "type", "", "only this type (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, TypedExtensionConfig)")
-	case "events":
-		fs.BoolVar(&follow, "follow", true, "follow events until interrupted")
-	case "status", "nodes", "keys", "policy get", "policy history":
-	default:
-		return usageError{fmt.Sprintf("unknown command %q", name)}
-	}
+	o := &opts{wait: defaultApplyWait}
+	cmd.flags(fs, o)
 	if err := fs.Parse(rest); err != nil {
-		return usageError{err.Error()}
+		if errors.Is(err, flag.ErrHelp) {
+			printCommandHelp(out, cmd, fs)
+			return helpShown{}
+		}
+		return usageError{msg: err.Error(), cmd: name}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0)), cmd: name}
 	}
 	if g.output != "table" && g.output != "json" && g.output != "yaml" {
-		return usageError{fmt.Sprintf("-o %s: want table, json or yaml", g.output)}
+		return usageError{msg: fmt.Sprintf("-o %s: want table, json or yaml", g.output)}
 	}
-	if name == "policy rollback" && to == "" {
-		return usageError{"policy rollback needs --to REV"}
+	if err := cmd.check(o); err != nil {
+		return usageError{msg: err.Error(), cmd: name}
 	}
-	if slices.Contains([]string{"policy validate", "policy diff", "policy apply"}, name) && file == "" {
-		return usageError{name + " needs -f FILE"}
-	}
-	if wait < 0 || wait > maxApplyWait {
-		return usageError{fmt.Sprintf("--wait %s: want 0 to %s", wait, maxApplyWait)}
-	}
-	if name == "config" && node == "" {
-		return usageError{"config needs --node ID"}
+	if o.wait < 0 || o.wait > maxApplyWait {
+		return usageError{msg: fmt.Sprintf("--wait %s: want 0 to %s", o.wait, maxApplyWait), cmd: name}
 	}
 
 	// Local checks first: a broken file never costs a round trip.
 	var local *localPolicy
-	if file != "" {
+	if o.file != "" {
 		var err error
-		if local, err = readPolicy(file); err != nil {
+		if local, err = readPolicy(o.file); err != nil {
 			return err
+		}
+	}
+	c := &cli{g: g, out: out}
+	switch name {
+	case "policy validate":
+		if o.offline {
+			return c.policyValidateOffline(local)
+		}
+	case "apikey new":
+		return c.apikeyNew(o.identity, o.auth)
+	case "version":
+		if o.clientOnly {
+			return c.version(ctx, false)
 		}
 	}
 	client, closeConn, err := dial(g)
@@ -252,14 +236,14 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 		return err
 	}
 	defer closeConn()
-	c := &cli{client: client, g: g, out: out}
+	c.client = client
 	if name == "events" {
 		return c.events(ctx)
 	}
 	// An apply's call lasts as long as its wait for the Envoys' answers.
 	limit := g.timeout
 	if name == "policy apply" || name == "policy rollback" {
-		limit += wait
+		limit += o.wait
 	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -270,6 +254,8 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 		return c.nodes(ctx)
 	case "keys":
 		return c.keys(ctx)
+	case "version":
+		return c.version(ctx, true)
 	case "policy get":
 		return c.policyGet(ctx)
 	case "policy validate":
@@ -277,15 +263,15 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	case "policy diff":
 		return c.policyApply(ctx, local, "", true, false, 0)
 	case "policy apply":
-		return c.policyApply(ctx, local, revision, false, allowDrain, wait)
+		return c.policyApply(ctx, local, o.revision, false, o.allowDrain, o.wait)
 	case "policy history":
 		return c.policyHistory(ctx)
 	case "policy rollback":
-		return c.policyRollback(ctx, to, allowDrain, wait)
+		return c.policyRollback(ctx, o.to, o.allowDrain, o.wait)
 	case "config":
-		return c.config(ctx, node, typ)
+		return c.config(ctx, o.node, o.typ)
 	}
-	return nil
+	return fmt.Errorf("command %q has no implementation", name)
 }
 
 type cli struct {

@@ -2,9 +2,11 @@ package dpctl
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
@@ -12,14 +14,34 @@ import (
 
 // keys prints the key sets auth policies name: a failed refresh keeps the
 // last good keys serving, so this is where an operator sees one.
-func (c *cli) keys(ctx context.Context) error {
+func (c *cli) keys(ctx context.Context) (err error) {
 	resp, err := c.client.ListKeySources(ctx, &adminv1.ListKeySourcesRequest{})
 	if err != nil {
 		return err
 	}
-	if done, err := c.structured(resp); done {
+	pol, err := c.client.GetPolicy(ctx, &adminv1.GetPolicyRequest{})
+	if err != nil {
 		return err
 	}
+	keys := apiKeys(pol.GetPolicy())
+	if c.g.output != "table" {
+		sources, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(resp)
+		if err != nil {
+			return err
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(sources, &doc); err != nil {
+			return err
+		}
+		doc["api_keys"] = keys
+		return c.printDoc(doc)
+	}
+	defer func() {
+		if err == nil {
+			fmt.Fprintln(c.out)
+			err = printAPIKeys(c.out, keys)
+		}
+	}()
 	if len(resp.GetSources()) == 0 {
 		fmt.Fprintln(c.out, "no auth policy names a jwks_file or jwks_url")
 		return nil

@@ -11,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"regexp"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -62,9 +65,92 @@ func Parse(data []byte) (*policyv1.Policy, error) {
 		return nil, err
 	}
 	if err := Validate(p); err != nil {
-		return nil, err
+		return nil, WithLines(err, data)
 	}
 	return p, nil
+}
+
+// WithLines adds to each error of err (one, or several joined) that
+// starts with a field path the line where data sets that field, or the
+// nearest enclosing field it sets. The lines are looked up only for a
+// policy that failed, so a valid one costs no second walk.
+func WithLines(err error, data []byte) error {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil || refuseAliases(&root) != nil {
+		return err
+	}
+	lines := map[string]int{}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	indexLines(doc, (&policyv1.Policy{}).ProtoReflect().Descriptor(), "", lines)
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	out := make([]error, 0, len(errs))
+	for _, e := range errs {
+		out = append(out, lineOf(e, lines))
+	}
+	return errors.Join(out...)
+}
+
+// lineOf annotates e, whose message starts with a field path, with the
+// line of the longest prefix of that path the document sets.
+func lineOf(e error, lines map[string]int) error {
+	msg := e.Error()
+	path, _, ok := strings.Cut(msg, ": ")
+	if !ok || strings.Contains(path, " ") {
+		return e
+	}
+	for p := path; p != ""; {
+		if n, ok := lines[p]; ok {
+			return fmt.Errorf("%w (line %d)", e, n)
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return e
+}
+
+// indexLines records the line of every field n sets, by its path with
+// the proto field names that validation errors use.
+func indexLines(n *yaml.Node, md protoreflect.MessageDescriptor, path string, lines map[string]int) {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return
+	}
+	fields := md.Fields()
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		fd := fields.ByJSONName(k.Value)
+		if fd == nil {
+			fd = fields.ByName(protoreflect.Name(k.Value))
+		}
+		if fd == nil {
+			continue
+		}
+		fp := join(path, string(fd.Name()))
+		lines[fp] = k.Line
+		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+			continue
+		}
+		if fd.IsList() {
+			if v.Kind != yaml.SequenceNode {
+				continue
+			}
+			for j, item := range v.Content {
+				ip := fmt.Sprintf("%s[%d]", fp, j)
+				lines[ip] = item.Line
+				indexLines(item, fd.Message(), ip, lines)
+			}
+			continue
+		}
+		indexLines(v, fd.Message(), fp, lines)
+	}
 }
 
 // Decode decodes a YAML (or JSON) policy strictly without validating the
@@ -235,13 +321,19 @@ func checkValue(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) erro
 	switch fd.Kind() {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		if fd.Message().FullName() == "google.protobuf.Duration" {
-			if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
-				return typeError(n, path, `a duration string such as "30s"`)
+			// protojson would name only a byte offset in the JSON it was
+			// given: "30" or "1m" is refused here, with the line.
+			if n.Kind != yaml.ScalarNode || n.Tag != "!!str" || !durationRE.MatchString(n.Value) {
+				return typeError(n, path, `a duration in seconds with the unit s, such as "30s" or "0.5s"`)
 			}
 			return nil
 		}
 		return checkMessage(n, fd.Message(), path)
-	case protoreflect.StringKind, protoreflect.BytesKind, protoreflect.EnumKind:
+	case protoreflect.EnumKind:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!str" || fd.Enum().Values().ByName(protoreflect.Name(n.Value)) == nil {
+			return typeError(n, path, "one of "+enumNames(fd.Enum()))
+		}
+	case protoreflect.StringKind, protoreflect.BytesKind:
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
 			return typeError(n, path, "a string")
 		}
@@ -249,12 +341,61 @@ func checkValue(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) erro
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
 			return typeError(n, path, "true or false")
 		}
-	default: // numbers
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
 		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
 			return typeError(n, path, "a number")
 		}
+	default: // integers: checked here, where the line is known
+		if want, ok := intFits(n, fd.Kind()); !ok {
+			return typeError(n, path, want)
+		}
 	}
 	return nil
+}
+
+// intFits reports whether n is an integer the field's kind holds, and if
+// not, what it wants.
+func intFits(n *yaml.Node, k protoreflect.Kind) (string, bool) {
+	var lo, hi = int64(math.MinInt32), uint64(math.MaxInt32)
+	want := "a whole number"
+	switch k {
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		lo, hi, want = 0, math.MaxUint32, "a whole number from 0 to 4294967295"
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		lo, hi, want = 0, math.MaxUint64, "a whole number of 0 or more"
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		lo, hi = math.MinInt64, math.MaxInt64
+	default:
+		want = "a whole number from -2147483648 to 2147483647"
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		return want, false
+	}
+	var i int64
+	if err := n.Decode(&i); err == nil {
+		return want, i >= lo && (i < 0 || uint64(i) <= hi)
+	}
+	var u uint64
+	if err := n.Decode(&u); err == nil {
+		return want, u <= hi
+	}
+	return want, false
+}
+
+// durationRE is the JSON form of google.protobuf.Duration: seconds, up to
+// nine decimals, and the unit s.
+var durationRE = regexp.MustCompile(`^-?[0-9]+(\.[0-9]{1,9})?s$`)
+
+// enumNames lists an enum's values but the zero one, which a policy never
+// needs to write.
+func enumNames(ed protoreflect.EnumDescriptor) string {
+	var names []string
+	for i := range ed.Values().Len() {
+		if v := ed.Values().Get(i); v.Number() != 0 {
+			names = append(names, string(v.Name()))
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 func isNull(n *yaml.Node) bool {

@@ -54,6 +54,19 @@ func WriteFile(path string, p *policyv1.Policy) (FileSum, error) {
 	return sha256.Sum256(data), nil
 }
 
+// WriteSource is WriteFile for the policy p as the user wrote it, in
+// source: the text is stored as is, comments, order and formatting kept.
+// The caller has checked that source decodes to p.
+func WriteSource(path string, source []byte, p *policyv1.Policy) (FileSum, error) {
+	if len(source) > MaxPolicyBytes {
+		return FileSum{}, fmt.Errorf("write policy: %d bytes, more than the %d allowed", len(source), MaxPolicyBytes)
+	}
+	if err := writeAtomic(path, source, HoldsSecrets(p)); err != nil {
+		return FileSum{}, err
+	}
+	return sha256.Sum256(source), nil
+}
+
 // HoldsSecrets reports whether a policy carries what must not be read by
 // others: an HMAC key (a JWK's k), or API key hashes, which are as good
 // as the keys against a guessable key.

@@ -36,12 +36,18 @@ type watchTimes struct{ debounce, settle time.Duration }
 // differs from the last read is parsed, and none that known (when not nil)
 // reports as bytes this process wrote itself: an admin API apply serves
 // what it writes, and at 10,000 routes parsing it again would cost the
-// watcher ~250 ms of CPU while Envoy loads the change.
-func WatchFile(ctx context.Context, path string, log *slog.Logger, known func(FileSum) bool, onChange func(*policyv1.Policy) error) error {
-	return watchFile(ctx, path, log, known, onChange, watchTimes{watchDebounce, settleInterval})
+// watcher ~250 ms of CPU while Envoy loads the change. onReject (when not
+// nil) is called with why a read or parse of the file failed, so that the
+// refusal shows where operators look, not only in the log; what onChange
+// refuses, onChange reports.
+func WatchFile(ctx context.Context, path string, log *slog.Logger, known func(FileSum) bool, onChange func(*policyv1.Policy) error, onReject func(error)) error {
+	return watchFile(ctx, path, log, known, onChange, onReject, watchTimes{watchDebounce, settleInterval})
 }
 
-func watchFile(ctx context.Context, path string, log *slog.Logger, known func(FileSum) bool, onChange func(*policyv1.Policy) error, times watchTimes) error {
+func watchFile(ctx context.Context, path string, log *slog.Logger, known func(FileSum) bool, onChange func(*policyv1.Policy) error, onReject func(error), times watchTimes) error {
+	if onReject == nil {
+		onReject = func(error) {}
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch policy: %w", err)
@@ -104,6 +110,7 @@ func watchFile(ctx context.Context, path string, log *slog.Logger, known func(Fi
 			data, err := ReadFile(abs)
 			if err != nil {
 				log.Error("policy file rejected; the last good policy keeps serving", "error", err)
+				onReject(err)
 				continue
 			}
 			if !s.stable(data) {
@@ -122,7 +129,9 @@ func watchFile(ctx context.Context, path string, log *slog.Logger, known func(Fi
 			}
 			p, err := Parse(data)
 			if err != nil {
-				log.Error("policy file rejected; the last good policy keeps serving", "error", fmt.Errorf("%s: %w", abs, err))
+				err = fmt.Errorf("%s: %w", abs, err)
+				log.Error("policy file rejected; the last good policy keeps serving", "error", err)
+				onReject(err)
 				ReleaseMemory(len(data))
 				continue
 			}

@@ -43,7 +43,7 @@ func watchedKnowing(t *testing.T, path string, times watchTimes, known func(File
 	applied, msgs := make(chan *policyv1.Policy, 16), make(chan string, 64)
 	done := make(chan error, 1)
 	go func() {
-		done <- watchFile(ctx, path, slog.New(logTap{msgs}), known, func(p *policyv1.Policy) error { applied <- p; return nil }, times)
+		done <- watchFile(ctx, path, slog.New(logTap{msgs}), known, func(p *policyv1.Policy) error { applied <- p; return nil }, nil, times)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -307,7 +307,7 @@ func TestWatchReadsAtStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	applied := make(chan *policyv1.Policy, 1)
-	go watchFile(ctx, path, slog.New(logTap{make(chan string)}), nil, func(p *policyv1.Policy) error { applied <- p; return nil },
+	go watchFile(ctx, path, slog.New(logTap{make(chan string)}), nil, func(p *policyv1.Policy) error { applied <- p; return nil }, nil,
 		watchTimes{debounce: 10 * time.Millisecond, settle: 20 * time.Millisecond})
 	waitApplied(t, applied, "2")
 }

@@ -101,6 +101,7 @@ func (e *Etcd) Close() error {
 
 func (e *Etcd) policyKey() string   { return e.cfg.Prefix + "policy" }
 func (e *Etcd) revisionKey() string { return e.cfg.Prefix + "revision" }
+func (e *Etcd) sourceKey() string   { return e.cfg.Prefix + "source" }
 func (e *Etcd) historyPrefix() string {
 	return e.cfg.Prefix + "history/"
 }
@@ -171,6 +172,38 @@ type historyEntry struct {
 // holds no policy yet), in one transaction with its history entry, so two
 // replicas applying on the same revision cannot both win.
 func (e *Etcd) Put(ctx context.Context, p *policyv1.Policy, expected string) (string, error) {
+	return e.put(ctx, p, nil, expected)
+}
+
+// PutSource is Put that also keeps source, the policy as the user wrote
+// it (it decodes to p), for `dpctl policy get`: replicas serve the policy
+// from its protobuf form either way. Text too large to share the
+// transaction with the policy and its history copy is not kept.
+func (e *Etcd) PutSource(ctx context.Context, p *policyv1.Policy, source []byte, expected string) (string, error) {
+	return e.put(ctx, p, source, expected)
+}
+
+// Source returns the text stored with the policy, if the policy stored
+// now is of revision rev and was stored with its text.
+func (e *Etcd) Source(ctx context.Context, rev string) ([]byte, bool) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	resp, err := e.cli.Txn(ctx).Then(clientv3.OpGet(e.revisionKey()), clientv3.OpGet(e.sourceKey())).Commit()
+	if err != nil {
+		return nil, false
+	}
+	revs, srcs := resp.Responses[0].GetResponseRange().GetKvs(), resp.Responses[1].GetResponseRange().GetKvs()
+	if len(revs) == 0 || len(srcs) == 0 || string(revs[0].Value) != rev {
+		return nil, false
+	}
+	return srcs[0].Value, true
+}
+
+// maxTxnBytes is what one transaction may carry with room to spare under
+// etcd's default request limit.
+const maxTxnBytes = 1400 << 10
+
+func (e *Etcd) put(ctx context.Context, p *policyv1.Policy, source []byte, expected string) (string, error) {
 	b, err := encode(p)
 	if err != nil {
 		return "", err
@@ -189,8 +222,14 @@ func (e *Etcd) Put(ctx context.Context, p *policyv1.Policy, expected string) (st
 	}
 	tctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	// The text goes in the same transaction, so that it is never paired
+	// with another revision; without it, the last text is removed.
+	text := clientv3.OpDelete(e.sourceKey())
+	if source != nil && len(b)+len(hist)+len(source) <= maxTxnBytes {
+		text = clientv3.OpPut(e.sourceKey(), string(source))
+	}
 	resp, err := e.cli.Txn(tctx).If(cmp).
-		Then(clientv3.OpPut(e.policyKey(), string(b)), clientv3.OpPut(e.revisionKey(), rev), clientv3.OpPut(histKey, string(hist))).
+		Then(clientv3.OpPut(e.policyKey(), string(b)), clientv3.OpPut(e.revisionKey(), rev), clientv3.OpPut(histKey, string(hist)), text).
 		Else(clientv3.OpGet(e.revisionKey())).
 		Commit()
 	if err != nil {

@@ -106,6 +106,30 @@ func TestEtcdStore(t *testing.T) {
 		}
 	})
 
+	t.Run("the text as written is kept with its revision only", func(t *testing.T) {
+		s := newStore(t, cluster.Endpoints(), "/t-source/", "a", 3)
+		text := []byte("# written by hand\nlisteners: []  # kept\n")
+		rev1, err := s.PutSource(ctx, policyN(1), text, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := s.Source(ctx, rev1); !ok || string(got) != string(text) {
+			t.Fatalf("Source(%s) = %q, %v; want the text", rev1, got, ok)
+		}
+		// A put without text (a rollback, a seed) drops the old text: it
+		// would describe another policy.
+		rev2, err := s.Put(ctx, policyN(2), rev1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := s.Source(ctx, rev2); ok {
+			t.Fatalf("Source(%s) = %q after a put without text", rev2, got)
+		}
+		if _, ok := s.Source(ctx, rev1); ok {
+			t.Fatal("Source returned text for a revision no longer stored")
+		}
+	})
+
 	t.Run("concurrent puts on one revision: exactly one wins", func(t *testing.T) {
 		a := newStore(t, cluster.Endpoints(), "/t2/", "a", 3)
 		b := newStore(t, cluster.Endpoints(), "/t2/", "b", 3)

@@ -17,6 +17,9 @@ import (
 type File struct {
 	Path string
 	Log  *slog.Logger
+	// Rejected, when set, is called with why the file, as edited, does not
+	// read or parse (the last good policy keeps serving).
+	Rejected func(error)
 
 	// mu guards sum, which Put sets and the watcher reads.
 	mu sync.Mutex
@@ -51,6 +54,36 @@ func (f *File) Put(_ context.Context, p *policyv1.Policy, expected string) (stri
 	return policy.Revision(p), nil
 }
 
+// PutSource is Put that writes source, the policy as the user wrote it
+// (it must decode to p), so that comments, order and formatting survive
+// an apply through the API.
+func (f *File) PutSource(_ context.Context, p *policyv1.Policy, source []byte, expected string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var err error
+	if f.sum, err = policy.CheckFile(f.Path, expected, f.sum); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrStale, err)
+	}
+	if f.sum, err = policy.WriteSource(f.Path, source, p); err != nil {
+		return "", err
+	}
+	return policy.Revision(p), nil
+}
+
+// Source returns the file's text if it holds the policy of revision rev:
+// what `dpctl policy get` shows, comments and all.
+func (f *File) Source(_ context.Context, rev string) ([]byte, bool) {
+	data, err := policy.ReadFile(f.Path)
+	if err != nil {
+		return nil, false
+	}
+	p, err := policy.Decode(data)
+	if err != nil || policy.Revision(p) != rev {
+		return nil, false
+	}
+	return data, true
+}
+
 // wrote reports whether sum is of the bytes this process last wrote (or
 // checked as serving): the watcher need not parse them.
 func (f *File) wrote(sum policy.FileSum) bool {
@@ -61,7 +94,7 @@ func (f *File) wrote(sum policy.FileSum) bool {
 
 // Watch calls onChange each time the file changes to a valid policy.
 func (f *File) Watch(ctx context.Context, onChange func(*policyv1.Policy) error) error {
-	return policy.WatchFile(ctx, f.Path, f.logger(), f.wrote, onChange)
+	return policy.WatchFile(ctx, f.Path, f.logger(), f.wrote, onChange, f.Rejected)
 }
 
 // History is not kept for a file: its history is the operator's (version

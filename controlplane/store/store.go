@@ -45,6 +45,15 @@ type Store interface {
 	Close() error
 }
 
+// SourceStore is a store that keeps a policy's text as the user wrote it
+// (the file store): comments, order and formatting survive an apply.
+type SourceStore interface {
+	// PutSource is Put that stores source, which decodes to p.
+	PutSource(ctx context.Context, p *policyv1.Policy, source []byte, expected string) (string, error)
+	// Source returns the stored text if it holds revision rev.
+	Source(ctx context.Context, rev string) ([]byte, bool)
+}
+
 // Entry is one stored revision of the policy.
 type Entry struct {
 	Revision  string

@@ -111,6 +111,9 @@ const (
 	EventNACK         EventKind = "nack"
 	EventSnapshot     EventKind = "snapshot_set"
 	EventPolicy       EventKind = "policy_applied"
+	// EventPolicyRejected is a policy from the file or store refused
+	// while the last good one keeps serving.
+	EventPolicyRejected EventKind = "policy_rejected"
 )
 
 // Event is one xDS happening, for the admin API's event stream.

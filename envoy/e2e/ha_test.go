@@ -281,6 +281,12 @@ func TestHAReplicas(t *testing.T) {
 		p := f.params
 		p.ExtraRoutes = append(p.ExtraRoutes, route{Name: "ha-1", Prefix: "/routes/ha-1"})
 		file := policyFile(t, p)
+		// The text as written travels with the policy: another replica
+		// shows it back, comments and all.
+		const comment = "# applied through one replica, read through another\n"
+		if body, err := os.ReadFile(file); err != nil || os.WriteFile(file, append([]byte(comment), body...), 0o644) != nil {
+			t.Fatal("test setup: cannot prepend a comment to the policy file")
+		}
 		start := time.Now()
 		code, out, errs := f.dpctl(a, "policy", "apply", "-f", file)
 		if code != 0 {
@@ -300,6 +306,9 @@ func TestHAReplicas(t *testing.T) {
 		t.Logf("apply-to-fleet ACK: apply via %s returned after %v; every replica served %s and the Envoy ACKed it after %v (measurement, not asserted)",
 			a.Name, applied.Round(time.Millisecond), rev, time.Since(start).Round(time.Millisecond))
 		f.waitHTTP(t, "/routes/ha-1", http.StatusOK)
+		if code, got, errs := f.dpctl(b, "policy", "get"); code != 0 || !strings.Contains(got, comment) {
+			t.Errorf("policy get via %s: exit %d %s\n%s", b.Name, code, errs, got)
+		}
 		f.params = p
 		f.sameResources(t)
 	})

@@ -143,7 +143,7 @@ func (x NodeAnswer_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeAnswer_Outcome.Descriptor instead.
 func (NodeAnswer_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15, 0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18, 0}
 }
 
 type ResourceChange_Action int32
@@ -195,7 +195,115 @@ func (x ResourceChange_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResourceChange_Action.Descriptor instead.
 func (ResourceChange_Action) EnumDescriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17, 0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20, 0}
+}
+
+type GetVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVersionRequest) Reset() {
+	*x = GetVersionRequest{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVersionRequest) ProtoMessage() {}
+
+func (x *GetVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVersionRequest.ProtoReflect.Descriptor instead.
+func (*GetVersionRequest) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type GetVersionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The module version, or "(devel)" for a build from a work tree.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The VCS revision it was built from, with "-dirty" for uncommitted
+	// changes; empty when the build recorded none.
+	Commit    string `protobuf:"bytes,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	GoVersion string `protobuf:"bytes,3,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	// The replica that answered (shared store only).
+	Replica       string `protobuf:"bytes,4,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVersionResponse) Reset() {
+	*x = GetVersionResponse{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVersionResponse) ProtoMessage() {}
+
+func (x *GetVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVersionResponse.ProtoReflect.Descriptor instead.
+func (*GetVersionResponse) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetVersionResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetVersionResponse) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *GetVersionResponse) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+func (x *GetVersionResponse) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
 }
 
 type ListNodesRequest struct {
@@ -206,7 +314,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +326,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,19 +339,23 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// The latest policy the control plane refused from its policy file or
+	// store, while it kept serving the last good one; unset once a policy
+	// from there is served again.
+	PolicyRejected *PolicyRejection `protobuf:"bytes,2,opt,name=policy_rejected,json=policyRejected,proto3" json:"policy_rejected,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +367,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,12 +380,82 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
 	if x != nil {
 		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetPolicyRejected() *PolicyRejection {
+	if x != nil {
+		return x.PolicyRejected
+	}
+	return nil
+}
+
+// PolicyRejection is a policy read from the file (or store) and refused.
+type PolicyRejection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where it came from: the file's path, or "store".
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// Why, with the field path and line when the file does not parse.
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyRejection) Reset() {
+	*x = PolicyRejection{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRejection) ProtoMessage() {}
+
+func (x *PolicyRejection) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRejection.ProtoReflect.Descriptor instead.
+func (*PolicyRejection) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PolicyRejection) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *PolicyRejection) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PolicyRejection) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
 	}
 	return nil
 }
@@ -300,7 +482,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +494,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +507,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Node) GetId() string {
@@ -419,7 +601,7 @@ type WasmHealth struct {
 
 func (x *WasmHealth) Reset() {
 	*x = WasmHealth{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +613,7 @@ func (x *WasmHealth) String() string {
 func (*WasmHealth) ProtoMessage() {}
 
 func (x *WasmHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +626,7 @@ func (x *WasmHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WasmHealth.ProtoReflect.Descriptor instead.
 func (*WasmHealth) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WasmHealth) GetReloads() uint64 {
@@ -493,7 +675,7 @@ type ResourceStatus struct {
 
 func (x *ResourceStatus) Reset() {
 	*x = ResourceStatus{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +687,7 @@ func (x *ResourceStatus) String() string {
 func (*ResourceStatus) ProtoMessage() {}
 
 func (x *ResourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +700,7 @@ func (x *ResourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceStatus.ProtoReflect.Descriptor instead.
 func (*ResourceStatus) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ResourceStatus) GetType() string {
@@ -583,7 +765,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +777,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +790,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Nack) GetVersion() string {
@@ -647,7 +829,7 @@ type GetPolicyHistoryRequest struct {
 
 func (x *GetPolicyHistoryRequest) Reset() {
 	*x = GetPolicyHistoryRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +841,7 @@ func (x *GetPolicyHistoryRequest) String() string {
 func (*GetPolicyHistoryRequest) ProtoMessage() {}
 
 func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +854,7 @@ func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type GetPolicyHistoryResponse struct {
@@ -684,7 +866,7 @@ type GetPolicyHistoryResponse struct {
 
 func (x *GetPolicyHistoryResponse) Reset() {
 	*x = GetPolicyHistoryResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +878,7 @@ func (x *GetPolicyHistoryResponse) String() string {
 func (*GetPolicyHistoryResponse) ProtoMessage() {}
 
 func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +891,7 @@ func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPolicyHistoryResponse) GetRevisions() []*PolicyRevision {
@@ -732,7 +914,7 @@ type PolicyRevision struct {
 
 func (x *PolicyRevision) Reset() {
 	*x = PolicyRevision{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +926,7 @@ func (x *PolicyRevision) String() string {
 func (*PolicyRevision) ProtoMessage() {}
 
 func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +939,7 @@ func (x *PolicyRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRevision.ProtoReflect.Descriptor instead.
 func (*PolicyRevision) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PolicyRevision) GetRevision() string {
@@ -789,14 +971,17 @@ func (x *PolicyRevision) GetPolicy() *v1.Policy {
 }
 
 type GetPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also return the policy's text as stored (policy_yaml), when the store
+	// keeps it: the file store reads and decodes its file for it.
+	IncludeYaml   bool `protobuf:"varint,1,opt,name=include_yaml,json=includeYaml,proto3" json:"include_yaml,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +993,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,20 +1006,30 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetPolicyRequest) GetIncludeYaml() bool {
+	if x != nil {
+		return x.IncludeYaml
+	}
+	return false
 }
 
 type GetPolicyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        *v1.Policy             `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Policy   *v1.Policy             `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Revision string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The policy's text as stored (the file store keeps what was written),
+	// when it holds the served revision.
+	PolicyYaml    string `protobuf:"bytes,3,opt,name=policy_yaml,json=policyYaml,proto3" json:"policy_yaml,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1041,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1054,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *v1.Policy {
@@ -876,6 +1071,13 @@ func (x *GetPolicyResponse) GetRevision() string {
 	return ""
 }
 
+func (x *GetPolicyResponse) GetPolicyYaml() string {
+	if x != nil {
+		return x.PolicyYaml
+	}
+	return ""
+}
+
 type ValidatePolicyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Policy        *v1.Policy             `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
@@ -885,7 +1087,7 @@ type ValidatePolicyRequest struct {
 
 func (x *ValidatePolicyRequest) Reset() {
 	*x = ValidatePolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1099,7 @@ func (x *ValidatePolicyRequest) String() string {
 func (*ValidatePolicyRequest) ProtoMessage() {}
 
 func (x *ValidatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1112,7 @@ func (x *ValidatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*ValidatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ValidatePolicyRequest) GetPolicy() *v1.Policy {
@@ -933,7 +1135,7 @@ type ValidatePolicyResponse struct {
 
 func (x *ValidatePolicyResponse) Reset() {
 	*x = ValidatePolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1147,7 @@ func (x *ValidatePolicyResponse) String() string {
 func (*ValidatePolicyResponse) ProtoMessage() {}
 
 func (x *ValidatePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1160,7 @@ func (x *ValidatePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidatePolicyResponse.ProtoReflect.Descriptor instead.
 func (*ValidatePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ValidatePolicyResponse) GetErrors() []string {
@@ -994,14 +1196,18 @@ type ApplyPolicyRequest struct {
 	// NACK the new version of each type it subscribes to; the answers are
 	// in the response's nodes. Unset or zero: return once the new snapshot
 	// is set.
-	Wait          *durationpb.Duration `protobuf:"bytes,5,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait *durationpb.Duration `protobuf:"bytes,5,opt,name=wait,proto3" json:"wait,omitempty"`
+	// The policy as the user wrote it (YAML): when set, it must decode to
+	// policy, and a file store writes this text, comments, order and
+	// formatting kept, instead of one emitted from policy.
+	PolicyYaml    string `protobuf:"bytes,6,opt,name=policy_yaml,json=policyYaml,proto3" json:"policy_yaml,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyPolicyRequest) Reset() {
 	*x = ApplyPolicyRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1219,7 @@ func (x *ApplyPolicyRequest) String() string {
 func (*ApplyPolicyRequest) ProtoMessage() {}
 
 func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1232,7 @@ func (x *ApplyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyPolicyRequest) GetPolicy() *v1.Policy {
@@ -1064,6 +1270,13 @@ func (x *ApplyPolicyRequest) GetWait() *durationpb.Duration {
 	return nil
 }
 
+func (x *ApplyPolicyRequest) GetPolicyYaml() string {
+	if x != nil {
+		return x.PolicyYaml
+	}
+	return ""
+}
+
 type ApplyPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision now current (or that would be, for a dry run).
@@ -1081,7 +1294,7 @@ type ApplyPolicyResponse struct {
 
 func (x *ApplyPolicyResponse) Reset() {
 	*x = ApplyPolicyResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1306,7 @@ func (x *ApplyPolicyResponse) String() string {
 func (*ApplyPolicyResponse) ProtoMessage() {}
 
 func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1319,7 @@ func (x *ApplyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyPolicyResponse) GetRevision() string {
@@ -1159,7 +1372,7 @@ type NodeAnswer struct {
 
 func (x *NodeAnswer) Reset() {
 	*x = NodeAnswer{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1384,7 @@ func (x *NodeAnswer) String() string {
 func (*NodeAnswer) ProtoMessage() {}
 
 func (x *NodeAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1397,7 @@ func (x *NodeAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAnswer.ProtoReflect.Descriptor instead.
 func (*NodeAnswer) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeAnswer) GetNodeId() string {
@@ -1234,7 +1447,7 @@ type ListenerUpdate struct {
 
 func (x *ListenerUpdate) Reset() {
 	*x = ListenerUpdate{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1459,7 @@ func (x *ListenerUpdate) String() string {
 func (*ListenerUpdate) ProtoMessage() {}
 
 func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1472,7 @@ func (x *ListenerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerUpdate.ProtoReflect.Descriptor instead.
 func (*ListenerUpdate) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListenerUpdate) GetName() string {
@@ -1308,7 +1521,7 @@ type ResourceChange struct {
 
 func (x *ResourceChange) Reset() {
 	*x = ResourceChange{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1533,7 @@ func (x *ResourceChange) String() string {
 func (*ResourceChange) ProtoMessage() {}
 
 func (x *ResourceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1546,7 @@ func (x *ResourceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceChange.ProtoReflect.Descriptor instead.
 func (*ResourceChange) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResourceChange) GetType() string {
@@ -1366,7 +1579,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1378,7 +1591,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1391,7 +1604,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetConfigRequest) GetNodeId() string {
@@ -1413,7 +1626,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1638,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1651,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetConfigResponse) GetNodeId() string {
@@ -1470,7 +1683,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1695,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,14 +1708,14 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	At    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
-	// policy_applied, snapshot_set, pushed, ack, nack, node_connected,
-	// node_gone.
+	// policy_applied, policy_rejected, snapshot_set, pushed, ack, nack,
+	// node_connected, node_gone.
 	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	NodeId        string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	Type          string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
@@ -1515,7 +1728,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1740,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1753,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Event) GetAt() *timestamppb.Timestamp {
@@ -1600,7 +1813,7 @@ type ListKeySourcesRequest struct {
 
 func (x *ListKeySourcesRequest) Reset() {
 	*x = ListKeySourcesRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1825,7 @@ func (x *ListKeySourcesRequest) String() string {
 func (*ListKeySourcesRequest) ProtoMessage() {}
 
 func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1838,7 @@ func (x *ListKeySourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ListKeySourcesResponse struct {
@@ -1637,7 +1850,7 @@ type ListKeySourcesResponse struct {
 
 func (x *ListKeySourcesResponse) Reset() {
 	*x = ListKeySourcesResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1862,7 @@ func (x *ListKeySourcesResponse) String() string {
 func (*ListKeySourcesResponse) ProtoMessage() {}
 
 func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1875,7 @@ func (x *ListKeySourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeySourcesResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListKeySourcesResponse) GetSources() []*KeySource {
@@ -1696,7 +1909,7 @@ type KeySource struct {
 
 func (x *KeySource) Reset() {
 	*x = KeySource{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1921,7 @@ func (x *KeySource) String() string {
 func (*KeySource) ProtoMessage() {}
 
 func (x *KeySource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1934,7 @@ func (x *KeySource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySource.ProtoReflect.Descriptor instead.
 func (*KeySource) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *KeySource) GetAuthPolicy() string {
@@ -1784,10 +1997,22 @@ var File_directpipe_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdirectpipe/admin/v1/admin.proto\x12\x13directpipe.admin.v1\x1a!directpipe/policy/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10ListNodesRequest\"D\n" +
+	"\x1fdirectpipe/admin/v1/admin.proto\x12\x13directpipe.admin.v1\x1a!directpipe/policy/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
+	"\x11GetVersionRequest\"\x7f\n" +
+	"\x12GetVersionResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x03 \x01(\tR\tgoVersion\x12\x18\n" +
+	"\areplica\x18\x04 \x01(\tR\areplica\"\x12\n" +
+	"\x10ListNodesRequest\"\x93\x01\n" +
 	"\x11ListNodesResponse\x12/\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\"\xa4\x03\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x19.directpipe.admin.v1.NodeR\x05nodes\x12M\n" +
+	"\x0fpolicy_rejected\x18\x02 \x01(\v2$.directpipe.admin.v1.PolicyRejectionR\x0epolicyRejected\"k\n" +
+	"\x0fPolicyRejection\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xa4\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12#\n" +
@@ -1828,23 +2053,28 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"applied_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x12\x0e\n" +
 	"\x02by\x18\x03 \x01(\tR\x02by\x124\n" +
-	"\x06policy\x18\x04 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"\x12\n" +
-	"\x10GetPolicyRequest\"e\n" +
+	"\x06policy\x18\x04 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"5\n" +
+	"\x10GetPolicyRequest\x12!\n" +
+	"\finclude_yaml\x18\x01 \x01(\bR\vincludeYaml\"\x86\x01\n" +
 	"\x11GetPolicyResponse\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\tR\brevision\"M\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x1f\n" +
+	"\vpolicy_yaml\x18\x03 \x01(\tR\n" +
+	"policyYaml\"M\n" +
 	"\x15ValidatePolicyRequest\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\"L\n" +
 	"\x16ValidatePolicyResponse\x12\x16\n" +
 	"\x06errors\x18\x01 \x03(\tR\x06errors\x12\x1a\n" +
-	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xe0\x01\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\x81\x02\n" +
 	"\x12ApplyPolicyRequest\x124\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1c.directpipe.policy.v1.PolicyR\x06policy\x12+\n" +
 	"\x11expected_revision\x18\x02 \x01(\tR\x10expectedRevision\x12\x17\n" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12\x1f\n" +
 	"\vallow_drain\x18\x04 \x01(\bR\n" +
 	"allowDrain\x12-\n" +
-	"\x04wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\x90\x02\n" +
+	"\x04wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12\x1f\n" +
+	"\vpolicy_yaml\x18\x06 \x01(\tR\n" +
+	"policyYaml\"\x90\x02\n" +
 	"\x13ApplyPolicyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x12=\n" +
 	"\achanges\x18\x02 \x03(\v2#.directpipe.admin.v1.ResourceChangeR\achanges\x12\x17\n" +
@@ -1924,7 +2154,7 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x05STALE\x10\x02\x12\n" +
 	"\n" +
 	"\x06NACKED\x10\x03\x12\f\n" +
-	"\bNOT_SENT\x10\x042\xa1\x06\n" +
+	"\bNOT_SENT\x10\x042\x80\a\n" +
 	"\fAdminService\x12Z\n" +
 	"\tListNodes\x12%.directpipe.admin.v1.ListNodesRequest\x1a&.directpipe.admin.v1.ListNodesResponse\x12Z\n" +
 	"\tGetPolicy\x12%.directpipe.admin.v1.GetPolicyRequest\x1a&.directpipe.admin.v1.GetPolicyResponse\x12i\n" +
@@ -1933,7 +2163,9 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\tGetConfig\x12%.directpipe.admin.v1.GetConfigRequest\x1a&.directpipe.admin.v1.GetConfigResponse\x12T\n" +
 	"\vWatchEvents\x12'.directpipe.admin.v1.WatchEventsRequest\x1a\x1a.directpipe.admin.v1.Event0\x01\x12i\n" +
 	"\x0eListKeySources\x12*.directpipe.admin.v1.ListKeySourcesRequest\x1a+.directpipe.admin.v1.ListKeySourcesResponse\x12o\n" +
-	"\x10GetPolicyHistory\x12,.directpipe.admin.v1.GetPolicyHistoryRequest\x1a-.directpipe.admin.v1.GetPolicyHistoryResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
+	"\x10GetPolicyHistory\x12,.directpipe.admin.v1.GetPolicyHistoryRequest\x1a-.directpipe.admin.v1.GetPolicyHistoryResponse\x12]\n" +
+	"\n" +
+	"GetVersion\x12&.directpipe.admin.v1.GetVersionRequest\x1a'.directpipe.admin.v1.GetVersionResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_directpipe_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1948,95 +2180,102 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                   // 0: directpipe.admin.v1.SyncState
 	(NodeAnswer_Outcome)(0),          // 1: directpipe.admin.v1.NodeAnswer.Outcome
 	(ResourceChange_Action)(0),       // 2: directpipe.admin.v1.ResourceChange.Action
-	(*ListNodesRequest)(nil),         // 3: directpipe.admin.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 4: directpipe.admin.v1.ListNodesResponse
-	(*Node)(nil),                     // 5: directpipe.admin.v1.Node
-	(*WasmHealth)(nil),               // 6: directpipe.admin.v1.WasmHealth
-	(*ResourceStatus)(nil),           // 7: directpipe.admin.v1.ResourceStatus
-	(*Nack)(nil),                     // 8: directpipe.admin.v1.Nack
-	(*GetPolicyHistoryRequest)(nil),  // 9: directpipe.admin.v1.GetPolicyHistoryRequest
-	(*GetPolicyHistoryResponse)(nil), // 10: directpipe.admin.v1.GetPolicyHistoryResponse
-	(*PolicyRevision)(nil),           // 11: directpipe.admin.v1.PolicyRevision
-	(*GetPolicyRequest)(nil),         // 12: directpipe.admin.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),        // 13: directpipe.admin.v1.GetPolicyResponse
-	(*ValidatePolicyRequest)(nil),    // 14: directpipe.admin.v1.ValidatePolicyRequest
-	(*ValidatePolicyResponse)(nil),   // 15: directpipe.admin.v1.ValidatePolicyResponse
-	(*ApplyPolicyRequest)(nil),       // 16: directpipe.admin.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),      // 17: directpipe.admin.v1.ApplyPolicyResponse
-	(*NodeAnswer)(nil),               // 18: directpipe.admin.v1.NodeAnswer
-	(*ListenerUpdate)(nil),           // 19: directpipe.admin.v1.ListenerUpdate
-	(*ResourceChange)(nil),           // 20: directpipe.admin.v1.ResourceChange
-	(*GetConfigRequest)(nil),         // 21: directpipe.admin.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),        // 22: directpipe.admin.v1.GetConfigResponse
-	(*WatchEventsRequest)(nil),       // 23: directpipe.admin.v1.WatchEventsRequest
-	(*Event)(nil),                    // 24: directpipe.admin.v1.Event
-	(*ListKeySourcesRequest)(nil),    // 25: directpipe.admin.v1.ListKeySourcesRequest
-	(*ListKeySourcesResponse)(nil),   // 26: directpipe.admin.v1.ListKeySourcesResponse
-	(*KeySource)(nil),                // 27: directpipe.admin.v1.KeySource
-	nil,                              // 28: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                              // 29: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                              // 30: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
-	(*v1.Policy)(nil),                // 32: directpipe.policy.v1.Policy
-	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
+	(*GetVersionRequest)(nil),        // 3: directpipe.admin.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),       // 4: directpipe.admin.v1.GetVersionResponse
+	(*ListNodesRequest)(nil),         // 5: directpipe.admin.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 6: directpipe.admin.v1.ListNodesResponse
+	(*PolicyRejection)(nil),          // 7: directpipe.admin.v1.PolicyRejection
+	(*Node)(nil),                     // 8: directpipe.admin.v1.Node
+	(*WasmHealth)(nil),               // 9: directpipe.admin.v1.WasmHealth
+	(*ResourceStatus)(nil),           // 10: directpipe.admin.v1.ResourceStatus
+	(*Nack)(nil),                     // 11: directpipe.admin.v1.Nack
+	(*GetPolicyHistoryRequest)(nil),  // 12: directpipe.admin.v1.GetPolicyHistoryRequest
+	(*GetPolicyHistoryResponse)(nil), // 13: directpipe.admin.v1.GetPolicyHistoryResponse
+	(*PolicyRevision)(nil),           // 14: directpipe.admin.v1.PolicyRevision
+	(*GetPolicyRequest)(nil),         // 15: directpipe.admin.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),        // 16: directpipe.admin.v1.GetPolicyResponse
+	(*ValidatePolicyRequest)(nil),    // 17: directpipe.admin.v1.ValidatePolicyRequest
+	(*ValidatePolicyResponse)(nil),   // 18: directpipe.admin.v1.ValidatePolicyResponse
+	(*ApplyPolicyRequest)(nil),       // 19: directpipe.admin.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),      // 20: directpipe.admin.v1.ApplyPolicyResponse
+	(*NodeAnswer)(nil),               // 21: directpipe.admin.v1.NodeAnswer
+	(*ListenerUpdate)(nil),           // 22: directpipe.admin.v1.ListenerUpdate
+	(*ResourceChange)(nil),           // 23: directpipe.admin.v1.ResourceChange
+	(*GetConfigRequest)(nil),         // 24: directpipe.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),        // 25: directpipe.admin.v1.GetConfigResponse
+	(*WatchEventsRequest)(nil),       // 26: directpipe.admin.v1.WatchEventsRequest
+	(*Event)(nil),                    // 27: directpipe.admin.v1.Event
+	(*ListKeySourcesRequest)(nil),    // 28: directpipe.admin.v1.ListKeySourcesRequest
+	(*ListKeySourcesResponse)(nil),   // 29: directpipe.admin.v1.ListKeySourcesResponse
+	(*KeySource)(nil),                // 30: directpipe.admin.v1.KeySource
+	nil,                              // 31: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                              // 32: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                              // 33: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),    // 34: google.protobuf.Timestamp
+	(*v1.Policy)(nil),                // 35: directpipe.policy.v1.Policy
+	(*durationpb.Duration)(nil),      // 36: google.protobuf.Duration
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
-	5,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
-	31, // 1: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	31, // 2: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	7,  // 3: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
-	6,  // 4: directpipe.admin.v1.Node.wasm:type_name -> directpipe.admin.v1.WasmHealth
-	31, // 5: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
-	0,  // 6: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
-	8,  // 7: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	31, // 8: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	11, // 9: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
-	31, // 10: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
-	32, // 11: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
-	32, // 12: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	32, // 13: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	32, // 14: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	33, // 15: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
-	20, // 16: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
-	19, // 17: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
-	18, // 18: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
-	1,  // 19: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
-	8,  // 20: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
-	2,  // 21: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	28, // 22: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	2,  // 23: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	29, // 24: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	30, // 25: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	31, // 26: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
-	27, // 27: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
-	31, // 28: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
-	31, // 29: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
-	3,  // 30: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	12, // 31: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	14, // 32: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	16, // 33: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	21, // 34: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	23, // 35: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	25, // 36: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
-	9,  // 37: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
-	4,  // 38: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	13, // 39: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	15, // 40: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	17, // 41: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	22, // 42: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	24, // 43: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	26, // 44: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
-	10, // 45: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
-	38, // [38:46] is the sub-list for method output_type
-	30, // [30:38] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	8,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
+	7,  // 1: directpipe.admin.v1.ListNodesResponse.policy_rejected:type_name -> directpipe.admin.v1.PolicyRejection
+	34, // 2: directpipe.admin.v1.PolicyRejection.at:type_name -> google.protobuf.Timestamp
+	34, // 3: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	34, // 4: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	10, // 5: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
+	9,  // 6: directpipe.admin.v1.Node.wasm:type_name -> directpipe.admin.v1.WasmHealth
+	34, // 7: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
+	0,  // 8: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
+	11, // 9: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
+	34, // 10: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	14, // 11: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
+	34, // 12: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
+	35, // 13: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
+	35, // 14: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	35, // 15: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	35, // 16: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	36, // 17: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
+	23, // 18: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
+	22, // 19: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
+	21, // 20: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
+	1,  // 21: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
+	11, // 22: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
+	2,  // 23: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	31, // 24: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	2,  // 25: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	32, // 26: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	33, // 27: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	34, // 28: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	30, // 29: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
+	34, // 30: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	34, // 31: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	5,  // 32: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	15, // 33: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	17, // 34: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	19, // 35: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	24, // 36: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	26, // 37: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	28, // 38: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	12, // 39: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
+	3,  // 40: directpipe.admin.v1.AdminService.GetVersion:input_type -> directpipe.admin.v1.GetVersionRequest
+	6,  // 41: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	16, // 42: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	18, // 43: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	20, // 44: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	25, // 45: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	27, // 46: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	29, // 47: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	13, // 48: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
+	4,  // 49: directpipe.admin.v1.AdminService.GetVersion:output_type -> directpipe.admin.v1.GetVersionResponse
+	41, // [41:50] is the sub-list for method output_type
+	32, // [32:41] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -2050,7 +2289,7 @@ func file_directpipe_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

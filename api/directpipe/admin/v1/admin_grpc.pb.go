@@ -30,6 +30,7 @@ const (
 	AdminService_WatchEvents_FullMethodName      = "/directpipe.admin.v1.AdminService/WatchEvents"
 	AdminService_ListKeySources_FullMethodName   = "/directpipe.admin.v1.AdminService/ListKeySources"
 	AdminService_GetPolicyHistory_FullMethodName = "/directpipe.admin.v1.AdminService/GetPolicyHistory"
+	AdminService_GetVersion_FullMethodName       = "/directpipe.admin.v1.AdminService/GetVersion"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -54,6 +55,8 @@ type AdminServiceClient interface {
 	// The last stored revisions of the policy, newest first (shared store
 	// only), for review and rollback.
 	GetPolicyHistory(ctx context.Context, in *GetPolicyHistoryRequest, opts ...grpc.CallOption) (*GetPolicyHistoryResponse, error)
+	// The control plane's build: version, commit, Go version.
+	GetVersion(ctx context.Context, in *GetVersionRequest, opts ...grpc.CallOption) (*GetVersionResponse, error)
 }
 
 type adminServiceClient struct {
@@ -153,6 +156,16 @@ func (c *adminServiceClient) GetPolicyHistory(ctx context.Context, in *GetPolicy
 	return out, nil
 }
 
+func (c *adminServiceClient) GetVersion(ctx context.Context, in *GetVersionRequest, opts ...grpc.CallOption) (*GetVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetVersionResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -175,6 +188,8 @@ type AdminServiceServer interface {
 	// The last stored revisions of the policy, newest first (shared store
 	// only), for review and rollback.
 	GetPolicyHistory(context.Context, *GetPolicyHistoryRequest) (*GetPolicyHistoryResponse, error)
+	// The control plane's build: version, commit, Go version.
+	GetVersion(context.Context, *GetVersionRequest) (*GetVersionResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -208,6 +223,9 @@ func (UnimplementedAdminServiceServer) ListKeySources(context.Context, *ListKeyS
 }
 func (UnimplementedAdminServiceServer) GetPolicyHistory(context.Context, *GetPolicyHistoryRequest) (*GetPolicyHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicyHistory not implemented")
+}
+func (UnimplementedAdminServiceServer) GetVersion(context.Context, *GetVersionRequest) (*GetVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVersion not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -367,6 +385,24 @@ func _AdminService_GetPolicyHistory_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetVersion(ctx, req.(*GetVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -401,6 +437,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicyHistory",
 			Handler:    _AdminService_GetPolicyHistory_Handler,
+		},
+		{
+			MethodName: "GetVersion",
+			Handler:    _AdminService_GetVersion_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
