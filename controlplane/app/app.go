@@ -36,6 +36,7 @@ import (
 	"github.com/directpipe/directpipe/controlplane/nodestats"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/store"
+	"github.com/directpipe/directpipe/controlplane/streams"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
 	"github.com/directpipe/directpipe/controlplane/xdstype"
@@ -101,6 +102,10 @@ type App struct {
 	// nodeStats holds the listener connection counts and Wasm VM
 	// failures Envoys report.
 	nodeStats *nodestats.Store
+	// streams holds the live streams per endpoint Envoys' load reports
+	// count; drains are the endpoint drains this control plane serves.
+	streams *streams.Store
+	drains  drains
 	admin     *grpc.Server
 	xdsLis    net.Listener
 	metLis    net.Listener
@@ -145,7 +150,9 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		metrics: metrics,
 		xds:     xds.NewServer(ctx, cfg.Log, metrics),
 		jwks:    jwks.NewResolver(nil, cfg.Log, reg),
+		streams: streams.New(0),
 	}
+	reg.MustRegister(newStreamsCollector(a))
 	if cfg.JWKSDir == "" && cfg.PolicyFile != "" {
 		cfg.JWKSDir = filepath.Dir(cfg.PolicyFile)
 	}
@@ -174,6 +181,8 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	// Envoys stream their stats over the xDS cluster too (the bootstrap's
 	// metrics service sink): the live connections of each listener.
 	a.nodeStats.Register(a.grpc)
+	// And their load reports: the live streams of every endpoint.
+	a.streams.Register(a.grpc)
 	var lc net.ListenConfig
 	var err error
 	if a.xdsLis, err = lc.Listen(ctx, "tcp", cfg.XDSAddr); err != nil {
@@ -363,6 +372,7 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}
 	})
+	g.Go(func() error { a.runDrains(ctx); return nil })
 	if a.shared {
 		g.Go(func() error { a.publishNodes(ctx); return nil })
 		g.Go(func() error { a.runSharedKeys(ctx); return nil })

@@ -198,6 +198,24 @@ func (s *Store) Nodes() []string {
 	return out
 }
 
+// ReportedSince reports whether every node that reports has sent a report
+// at or after t (true when none reports: nothing can hold a stream that
+// load reports would show).
+func (s *Store) ReportedSince(t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for _, r := range s.nodes {
+		if now.Sub(r.at) <= staleAfter && r.at.Before(t) {
+			return false
+		}
+	}
+	return true
+}
+
+// Interval is how often Envoys are asked to report.
+func (s *Store) Interval() time.Duration { return s.interval }
+
 // Sort orders counts by back end, route, endpoint and node.
 func Sort(c []Count) {
 	slices.SortFunc(c, func(a, b Count) int {
