@@ -104,12 +104,12 @@ type App struct {
 	nodeStats *nodestats.Store
 	// streams holds the live streams per endpoint Envoys' load reports
 	// count; drains are the endpoint drains this control plane serves.
-	streams *streams.Store
-	drains  drains
-	admin     *grpc.Server
-	xdsLis    net.Listener
-	metLis    net.Listener
-	adminLis  net.Listener
+	streams  *streams.Store
+	drains   drains
+	admin    *grpc.Server
+	xdsLis   net.Listener
+	metLis   net.Listener
+	adminLis net.Listener
 
 	mu       sync.Mutex // serialises applies
 	served   translate.Served
