@@ -50,6 +50,15 @@ Usage:
   dpctl [flags] policy history              the last stored revisions (etcd store)
   dpctl [flags] policy rollback --to REV [--allow-drain] [--wait D]
                                             apply a revision from the history again
+  dpctl [flags] top [--backend B]          live streams per back end, route and endpoint
+                                            over the fleet, by node, with the drains
+                                            (also: dpctl streams)
+  dpctl [flags] drain BACKEND ENDPOINT [--deadline D] [--wait] [--cancel]
+                                            mark the endpoint DRAINING on every Envoy:
+                                            no new stream, live ones go on; it leaves
+                                            EDS at 0 streams or at the deadline (default
+                                            10m); --wait shows the count falling;
+                                            --cancel takes it back
   dpctl [flags] config --node ID [--type T] the resources a node is served, as JSON
   dpctl [flags] events                      follow events until interrupted (--follow
                                             is accepted and is the only mode)
@@ -183,6 +192,12 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	}
 	if name == "certs" {
 		return certsCommand(rest, out)
+	}
+	switch name {
+	case "top", "streams":
+		return streamsCmd(ctx, g, rest, out)
+	case "drain":
+		return drainCmd(ctx, g, rest, out)
 	}
 	if name == "policy" {
 		if len(rest) == 0 {
