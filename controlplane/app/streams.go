@@ -11,10 +11,20 @@ import (
 	"github.com/directpipe/directpipe/controlplane/streams"
 )
 
-// Streams returns the live streams the Envoys' load reports count.
+// Streams returns the live streams the Envoys' load reports count, on the
+// back ends the served policy names (Envoy also reports its bootstrap's
+// own clusters, such as the one to this control plane).
 func (a *App) Streams(context.Context) ([]*adminv1.EndpointStreams, []string, error) {
+	p, _ := a.Policy()
+	backends := map[string]bool{}
+	for _, b := range p.GetBackends() {
+		backends[b.GetName()] = true
+	}
 	var out []*adminv1.EndpointStreams
 	for _, c := range a.streams.Counts() {
+		if !backends[c.Backend] {
+			continue
+		}
 		out = append(out, &adminv1.EndpointStreams{Backend: c.Backend, Route: c.Route, Endpoint: c.Endpoint, Node: c.Node, Live: c.Live})
 	}
 	return out, a.streams.Nodes(), nil
