@@ -85,6 +85,9 @@ type Config struct {
 	// point at, besides those the connected Envoys report in their node
 	// metadata (envoy-bootstrap writes it).
 	EnvoyAdmin []string
+	// LoadReportInterval is how often Envoys are asked to report their
+	// live streams (streams.DefaultInterval when zero).
+	LoadReportInterval time.Duration
 	// JWKSDir is the directory jwks_file must be in: the policy file's
 	// when empty (with a PolicyFile), else jwks_file is refused.
 	JWKSDir string
@@ -150,7 +153,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		metrics: metrics,
 		xds:     xds.NewServer(ctx, cfg.Log, metrics),
 		jwks:    jwks.NewResolver(nil, cfg.Log, reg),
-		streams: streams.New(0),
+		streams: streams.New(cfg.LoadReportInterval),
 	}
 	reg.MustRegister(newStreamsCollector(a))
 	if cfg.JWKSDir == "" && cfg.PolicyFile != "" {
