@@ -107,12 +107,14 @@ type App struct {
 	nodeStats *nodestats.Store
 	// streams holds the live streams per endpoint Envoys' load reports
 	// count; drains are the endpoint drains this control plane serves.
-	streams  *streams.Store
-	drains   drains
-	admin    *grpc.Server
-	xdsLis   net.Listener
-	metLis   net.Listener
-	adminLis net.Listener
+	streams *streams.Store
+	drains  drains
+	// fleetStreams holds the other replicas' counts (shared store).
+	fleetStreams fleetStreams
+	admin        *grpc.Server
+	xdsLis       net.Listener
+	metLis       net.Listener
+	adminLis     net.Listener
 
 	mu       sync.Mutex // serialises applies
 	served   translate.Served
@@ -379,6 +381,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.shared {
 		g.Go(func() error { a.publishNodes(ctx); return nil })
 		g.Go(func() error { a.runSharedKeys(ctx); return nil })
+		g.Go(func() error { a.runSharedStreams(ctx); return nil })
 	}
 	if a.shared || a.cfg.PolicyFile != "" {
 		g.Go(func() error {

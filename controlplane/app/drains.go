@@ -79,29 +79,42 @@ func (a *App) DrainEndpoint(ctx context.Context, backend, endpoint string, deadl
 	k := [2]string{backend, endpoint}
 	d := &a.drains
 	d.mu.Lock()
-	dr, ok := d.m[k]
+	old, ok := d.m[k]
+	held := len(d.m)
+	d.mu.Unlock()
+	var next *drain
 	switch {
 	case cancel && !ok:
-		d.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s %s is not being drained", admin.ErrNotFound, backend, endpoint)
 	case cancel:
-		delete(d.m, k)
 	case ok:
 		// Asking again changes nothing but the deadline.
-		dr.deadline = dr.started.Add(deadline)
-	case len(d.m) >= maxDrains:
-		d.mu.Unlock()
+		c := *old
+		c.deadline = c.started.Add(deadline)
+		next = &c
+	case held >= maxDrains:
 		return nil, fmt.Errorf("%w: %d drains are held already", admin.ErrInvalidArgument, maxDrains)
 	default:
 		now := time.Now()
-		dr = &drain{backend: backend, endpoint: endpoint, phase: translate.Draining, started: now, deadline: now.Add(deadline)}
+		next = &drain{backend: backend, endpoint: endpoint, phase: translate.Draining, started: now, deadline: now.Add(deadline)}
+	}
+	// Every replica must serve the drain, or none: stored first.
+	if err := a.storeDrain(ctx, backend, endpoint, next); err != nil {
+		return nil, storeError(err)
+	}
+	d.mu.Lock()
+	if next == nil {
+		delete(d.m, k)
+		next = old
+	} else {
 		if d.m == nil {
 			d.m = map[[2]string]*drain{}
 		}
-		d.m[k] = dr
+		d.m[k] = next
 	}
-	out := dr.proto(streams.Live(a.streams.Counts(), backend, endpoint))
 	d.mu.Unlock()
+	counts, _ := a.fleetCounts()
+	out := next.proto(streams.Live(counts, backend, endpoint))
 	action := "started"
 	if cancel {
 		action = "cancelled"
@@ -124,7 +137,7 @@ func (a *App) listsEndpoint(backend, endpoint string) bool {
 
 // Drains returns every drain with its fleet-wide live count.
 func (a *App) Drains() []*adminv1.Drain {
-	counts := a.streams.Counts()
+	counts, _ := a.fleetCounts()
 	d := &a.drains
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -161,18 +174,34 @@ func (a *App) runDrains(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if a.stepDrains(time.Now()) {
-			a.mu.Lock()
-			a.serveAgain(ctx, "drain")
-			a.mu.Unlock()
+		if !a.movesDrains() {
+			continue
 		}
+		changed := a.stepDrains(time.Now())
+		if len(changed) == 0 {
+			continue
+		}
+		for _, c := range changed {
+			if err := a.storeDrain(ctx, c.backend, c.endpoint, c.drain); err != nil {
+				a.log.Warn("sharing a drain's end through the store failed; other replicas still serve it DRAINING", "backend", c.backend, "endpoint", c.endpoint, "error", err)
+			}
+		}
+		a.mu.Lock()
+		a.serveAgain(ctx, "drain")
+		a.mu.Unlock()
 	}
 }
 
+// drainChange is a drain stepDrains moved on (drain nil: forgotten).
+type drainChange struct {
+	backend, endpoint string
+	drain             *drain
+}
+
 // stepDrains ends the drains that are done, forgets those whose endpoint
-// the policy no longer lists, and reports whether EDS must change.
-func (a *App) stepDrains(now time.Time) bool {
-	counts := a.streams.Counts()
+// the policy no longer lists, and returns what changed.
+func (a *App) stepDrains(now time.Time) []drainChange {
+	counts, _ := a.fleetCounts()
 	listed := map[[2]string]bool{}
 	p, _ := a.Policy()
 	for _, b := range p.GetBackends() {
@@ -183,11 +212,11 @@ func (a *App) stepDrains(now time.Time) bool {
 	d := &a.drains
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	changed := false
+	var changed []drainChange
 	for k, dr := range d.m {
 		if !listed[k] {
 			delete(d.m, k)
-			changed = true
+			changed = append(changed, drainChange{backend: k[0], endpoint: k[1]})
 			continue
 		}
 		if dr.phase != translate.Draining {
@@ -196,7 +225,7 @@ func (a *App) stepDrains(now time.Time) bool {
 		// Reports count streams at the time Envoy sends them: only those
 		// sent once the DRAINING push has landed say the count can no
 		// longer grow.
-		settled := a.streams.ReportedSince(dr.started.Add(a.streams.Interval()))
+		settled := a.fleetReportedSince(dr.started.Add(a.streams.Interval()))
 		switch {
 		case now.After(dr.deadline):
 			dr.phase, dr.ended, dr.endedBy = translate.Drained, now, "deadline"
@@ -205,7 +234,8 @@ func (a *App) stepDrains(now time.Time) bool {
 		default:
 			continue
 		}
-		changed = true
+		c := *dr
+		changed = append(changed, drainChange{backend: k[0], endpoint: k[1], drain: &c})
 		a.log.Info("drained endpoint leaves EDS", "backend", dr.backend, "endpoint", dr.endpoint, "by", dr.endedBy,
 			"live", streams.Live(counts, dr.backend, dr.endpoint), "after", now.Sub(dr.started).Round(time.Millisecond))
 	}

@@ -21,13 +21,14 @@ func (a *App) Streams(context.Context) ([]*adminv1.EndpointStreams, []string, er
 		backends[b.GetName()] = true
 	}
 	var out []*adminv1.EndpointStreams
-	for _, c := range a.streams.Counts() {
+	counts, nodes := a.fleetCounts()
+	for _, c := range counts {
 		if !backends[c.Backend] {
 			continue
 		}
 		out = append(out, &adminv1.EndpointStreams{Backend: c.Backend, Route: c.Route, Endpoint: c.Endpoint, Node: c.Node, Live: c.Live})
 	}
-	return out, a.streams.Nodes(), nil
+	return out, nodes, nil
 }
 
 // topNodes is how many nodes /metrics names; the rest add up under
@@ -67,7 +68,7 @@ func (c *streamsCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *streamsCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := c.a.streams.Counts()
+	counts, reporting := c.a.fleetCounts()
 	p, _ := c.a.Policy()
 	for _, b := range p.GetBackends() {
 		for _, ep := range b.GetEndpoints() {
@@ -75,7 +76,7 @@ func (c *streamsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	byNode := map[string]uint64{}
-	for _, n := range c.a.streams.Nodes() {
+	for _, n := range reporting {
 		byNode[n] = 0
 	}
 	for _, cnt := range counts {
@@ -109,3 +110,6 @@ func (c *streamsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.drains, prometheus.GaugeValue, float64(states[adminv1.DrainState_DRAINING]), "draining")
 	ch <- prometheus.MustNewConstMetric(c.drains, prometheus.GaugeValue, float64(states[adminv1.DrainState_DRAINED]), "drained")
 }
+
+// LoadReports is the store of this replica's load reports.
+func (a *App) LoadReports() *streams.Store { return a.streams }
