@@ -227,9 +227,13 @@ func waitDrain(ctx context.Context, client adminv1.AdminServiceClient, d *adminv
 			fmt.Fprintf(out, "%s live %d\n", time.Now().Format(time.TimeOnly), last)
 		}
 		if now.GetState() == adminv1.DrainState_DRAINED {
-			fmt.Fprintf(out, "drained: out of EDS after %s (%s), %d live streams left\n",
-				now.GetEnded().AsTime().Sub(now.GetStarted().AsTime()).Round(time.Second),
-				strings.ReplaceAll(now.GetEndedBy(), "_", " "), now.GetLive())
+			took := now.GetEnded().AsTime().Sub(now.GetStarted().AsTime()).Round(time.Second)
+			if now.GetEndedBy() == "deadline" {
+				fmt.Fprintf(out, "drained: out of EDS after %s (deadline), with %d live streams at the last count; "+
+					"Envoy does not cut them: they go on, no longer counted, until the back end or the caller ends them\n", took, last)
+				return nil
+			}
+			fmt.Fprintf(out, "drained: out of EDS after %s (no streams)\n", took)
 			return nil
 		}
 	}

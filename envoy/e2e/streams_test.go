@@ -297,3 +297,61 @@ func (s *stack) hostDraining(ctx context.Context, endpoint string) bool {
 func (s *stack) hostIn(ctx context.Context, endpoint string) bool {
 	return s.hostStatus(ctx, endpoint) == "HEALTHY"
 }
+
+// TestDrainDeadlineLeavesStreamsUp: a drain whose back end never ends its
+// calls takes the endpoint out of EDS at the deadline, and that cuts
+// nothing: Envoy closes no live stream when a host leaves EDS, so the
+// calls go on, frames intact, until a peer ends them. Only the count is
+// lost: load reports cover the hosts EDS lists.
+func TestDrainDeadlineLeavesStreamsUp(t *testing.T) {
+	other := testkit.StartBackend(t)
+	s := newStack(t, false, func(p *policyParams) {
+		p.VoiceEndpoints = append(p.VoiceEndpoints, other.VoiceAddr)
+	})
+	drained := s.backend.VoiceAddr
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 6
+	stop := make(chan struct{})
+	results := make(chan *voiceprobe.Result, 1)
+	go func() {
+		res, _ := voiceprobe.Run(ctx, voiceprobe.Config{
+			URL:     s.listenURL("ws", "/v1/voice"),
+			Header:  http.Header{"Authorization": {"Bearer " + validToken(t)}},
+			Streams: n, Frames: 3000, Interval: 20 * time.Millisecond, Stop: stop,
+		})
+		results <- res
+	}()
+	var before voiceserver.Counts
+	for {
+		before = backendCounts(t, drained)
+		if before.Live+backendCounts(t, other.VoiceAddr).Live == n {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("streams never all came up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, out, errb := s.dpctl("drain", "voice", drained, "--deadline", "3s", "--wait")
+	if code != 0 || !strings.Contains(out, "(deadline)") {
+		t.Fatalf("dpctl drain --deadline 3s --wait: exit %d:\n%s%s", code, out, errb)
+	}
+	t.Logf("dpctl drain --deadline 3s --wait:\n%s", out)
+	if got := s.hostStatus(ctx, drained); got != "" {
+		t.Errorf("after the deadline Envoy still has the endpoint, %s", got)
+	}
+	// The calls on it go on after it left EDS.
+	time.Sleep(2 * time.Second)
+	if live := backendCounts(t, drained).Live; live != before.Live {
+		t.Errorf("%d streams were on the endpoint, %d are left after the deadline", before.Live, live)
+	}
+	close(stop)
+	res := <-results
+	if res.Disconnects != 0 || res.Lost != 0 || res.FailedDials != 0 {
+		t.Errorf("after the deadline: %d disconnects, %d lost frames, %d failed dials", res.Disconnects, res.Lost, res.FailedDials)
+	}
+	if after := backendCounts(t, drained); after.Accepted != before.Accepted {
+		t.Errorf("the drained endpoint accepted %d streams", after.Accepted-before.Accepted)
+	}
+}
