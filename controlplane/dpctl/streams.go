@@ -201,6 +201,9 @@ func waitDrain(ctx context.Context, client adminv1.AdminServiceClient, d *adminv
 	ctx, cancel := context.WithTimeout(ctx, min(time.Until(d.GetDeadline().AsTime())+time.Minute, maxDrainWait))
 	defer cancel()
 	last := d.GetLive()
+	// The count while the endpoint was still in EDS: once it leaves, load
+	// reports no longer cover it.
+	counted := last
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -222,6 +225,9 @@ func waitDrain(ctx context.Context, client adminv1.AdminServiceClient, d *adminv
 		if now == nil {
 			return fmt.Errorf("the drain of %s %s was cancelled", d.GetBackend(), d.GetEndpoint())
 		}
+		if now.GetState() == adminv1.DrainState_DRAINING {
+			counted = now.GetLive()
+		}
 		if now.GetLive() != last {
 			last = now.GetLive()
 			fmt.Fprintf(out, "%s live %d\n", time.Now().Format(time.TimeOnly), last)
@@ -230,7 +236,7 @@ func waitDrain(ctx context.Context, client adminv1.AdminServiceClient, d *adminv
 			took := now.GetEnded().AsTime().Sub(now.GetStarted().AsTime()).Round(time.Second)
 			if now.GetEndedBy() == "deadline" {
 				fmt.Fprintf(out, "drained: out of EDS after %s (deadline), with %d live streams at the last count; "+
-					"Envoy does not cut them: they go on, no longer counted, until the back end or the caller ends them\n", took, last)
+					"Envoy does not cut them: they go on, no longer counted, until the back end or the caller ends them\n", took, counted)
 				return nil
 			}
 			fmt.Fprintf(out, "drained: out of EDS after %s (no streams)\n", took)
