@@ -92,6 +92,11 @@ func (a *App) DrainEndpoint(ctx context.Context, backend, endpoint string, deadl
 		c := *old
 		c.deadline = c.started.Add(deadline)
 		next = &c
+	case a.lastInService(backend, endpoint):
+		// With every endpoint of a pool draining Envoy would balance over
+		// them all again (its panic mode), draining ones included.
+		return nil, fmt.Errorf("%w: %s is the last endpoint of back end %q that is not draining: its new streams would have nowhere to go",
+			admin.ErrInvalidArgument, endpoint, backend)
 	case held >= maxDrains:
 		return nil, fmt.Errorf("%w: %d drains are held already", admin.ErrInvalidArgument, maxDrains)
 	default:
@@ -122,6 +127,24 @@ func (a *App) DrainEndpoint(ctx context.Context, backend, endpoint string, deadl
 	a.log.Info("drain "+action, "backend", backend, "endpoint", endpoint, "deadline", out.GetDeadline().AsTime())
 	a.serveAgain(ctx, "drain")
 	return out, nil
+}
+
+// lastInService reports whether endpoint is the only one of backend that
+// is not being drained; a.mu is held.
+func (a *App) lastInService(backend, endpoint string) bool {
+	a.drains.mu.Lock()
+	defer a.drains.mu.Unlock()
+	for _, b := range a.served.Policy.GetBackends() {
+		if b.GetName() != backend {
+			continue
+		}
+		for _, ep := range b.GetEndpoints() {
+			if _, draining := a.drains.m[[2]string{backend, ep}]; ep != endpoint && !draining {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // listsEndpoint reports whether the served policy lists the endpoint; a.mu

@@ -1,9 +1,12 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +21,22 @@ import (
 )
 
 const voiceEndpoint = "127.0.0.1:8081"
+
+// twoVoiceEndpoints is the example policy with a second voice endpoint: a
+// back end's last endpoint in service cannot be drained.
+func twoVoiceEndpoints(t *testing.T) string {
+	t.Helper()
+	path := copyExample(t)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte("endpoints: [127.0.0.1:8081]"), []byte("endpoints: [127.0.0.1:8081, 127.0.0.1:8083]"), 1)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 // report is what an Envoy's load report says of the example's voice
 // endpoint.
@@ -42,7 +61,9 @@ func voiceStatus(a *App) string {
 			continue
 		}
 		for _, lb := range cla.GetEndpoints()[0].GetLbEndpoints() {
-			return lb.GetHealthStatus().String()
+			if lb.GetEndpoint().GetAddress().GetSocketAddress().GetPortValue() == 8081 {
+				return lb.GetHealthStatus().String()
+			}
 		}
 	}
 	return ""
@@ -65,7 +86,7 @@ func TestDrainLifecycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, err := New(ctx, Config{
-		PolicyFile: copyExample(t), XDSAddr: "127.0.0.1:0", WasmPath: "/x.wasm",
+		PolicyFile: twoVoiceEndpoints(t), XDSAddr: "127.0.0.1:0", WasmPath: "/x.wasm",
 		LoadReportInterval: 50 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -123,6 +144,11 @@ func TestDrainLifecycle(t *testing.T) {
 
 func TestDrainRefusals(t *testing.T) {
 	_, client, _ := startApp(t, copyExample(t))
+	_, err := client.DrainEndpoint(authed(context.Background()), &adminv1.DrainEndpointRequest{Backend: "voice", Endpoint: voiceEndpoint})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "last endpoint") {
+		t.Errorf("draining a back end's only endpoint: %v, want INVALID_ARGUMENT", err)
+	}
+	_, client, _ = startApp(t, twoVoiceEndpoints(t))
 	ctx := authed(context.Background())
 	for _, tt := range []struct {
 		name string

@@ -3,9 +3,11 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -65,7 +67,9 @@ func edsStatus(a *app.App) string {
 	for _, r := range a.Resources()[resource.EndpointType] {
 		if cla := r.(*endpointv3.ClusterLoadAssignment); cla.GetClusterName() == "voice" {
 			for _, lb := range cla.GetEndpoints()[0].GetLbEndpoints() {
-				return lb.GetHealthStatus().String()
+				if lb.GetEndpoint().GetAddress().GetSocketAddress().GetPortValue() == 8081 {
+					return lb.GetHealthStatus().String()
+				}
 			}
 		}
 	}
@@ -89,6 +93,13 @@ func within(t *testing.T, what string, ok func() bool) {
 func TestReplicasShareStreamsAndDrains(t *testing.T) {
 	cluster := testkit.StartEtcd(t, 1)
 	seed := copyExample(t)
+	b0, err := os.ReadFile(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seed, bytes.Replace(b0, []byte("endpoints: [127.0.0.1:8081]"), []byte("endpoints: [127.0.0.1:8081, 127.0.0.1:8083]"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	a := startNamedReplica(t, cluster.Endpoints(), seed, "a")
 	b := startNamedReplica(t, cluster.Endpoints(), seed, "b")
 	ctx := t.Context()
