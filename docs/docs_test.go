@@ -464,13 +464,22 @@ func commandsIn(help string) (top map[string]bool, sub map[string]map[string]boo
 			sub[m[1]][m[2]] = true
 		}
 	}
-	if _, block, ok := strings.Cut(help, "Available Commands:"); ok {
+	// A command table: "Commands:" (or cobra's "Available Commands:"),
+	// then one indented line per command, "group sub" for a subcommand.
+	if _, block, ok := strings.Cut(help, "Commands:"); ok {
+		lineRe := regexp.MustCompile(`^\s+([a-z][a-z-]*)(?: ([a-z][a-z-]*))?(?:\s{2,}|$)`)
 		for _, l := range strings.Split(block, "\n")[1:] {
-			f := strings.Fields(l)
-			if len(f) == 0 || !strings.HasPrefix(l, " ") {
+			m := lineRe.FindStringSubmatch(l)
+			if m == nil {
 				break
 			}
-			top[f[0]] = true
+			top[m[1]] = true
+			if m[2] != "" {
+				if sub[m[1]] == nil {
+					sub[m[1]] = map[string]bool{}
+				}
+				sub[m[1]][m[2]] = true
+			}
 		}
 	}
 	return top, sub

@@ -46,6 +46,12 @@ var ErrUnavailable = errors.New("policy store unavailable")
 // ErrInvalidPolicy wraps validation and translation errors.
 var ErrInvalidPolicy = errors.New("invalid policy")
 
+// ErrNotFound is returned when a call names what the policy does not hold.
+var ErrNotFound = errors.New("not found")
+
+// ErrInvalidArgument wraps a request's mistakes other than a policy's.
+var ErrInvalidArgument = errors.New("invalid argument")
+
 // Backend is what the service reads and changes: the running control plane.
 type Backend interface {
 	// Policy returns the policy being served and its revision.
@@ -81,6 +87,13 @@ type Backend interface {
 	FleetNodes(ctx context.Context) ([]*adminv1.Node, error)
 	// History returns the stored revisions of the policy, newest first.
 	History(ctx context.Context) ([]*adminv1.PolicyRevision, error)
+	// Streams returns the live streams the fleet's load reports count,
+	// and the nodes that report them.
+	Streams(ctx context.Context) ([]*adminv1.EndpointStreams, []string, error)
+	// Drains returns every drain with its fleet-wide live count.
+	Drains() []*adminv1.Drain
+	// DrainEndpoint starts, or with cancel ends, an endpoint's drain.
+	DrainEndpoint(ctx context.Context, backend, endpoint string, deadline time.Duration, cancel bool) (*adminv1.Drain, error)
 }
 
 // Service implements adminv1.AdminServiceServer.
@@ -432,8 +445,10 @@ func applyError(err error) error {
 	switch {
 	case errors.Is(err, ErrStaleRevision):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, ErrInvalidPolicy):
+	case errors.Is(err, ErrInvalidPolicy), errors.Is(err, ErrInvalidArgument):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/directpipe/directpipe/controlplane/nodestats"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/store"
+	"github.com/directpipe/directpipe/controlplane/streams"
 	"github.com/directpipe/directpipe/controlplane/translate"
 	"github.com/directpipe/directpipe/controlplane/xds"
 	"github.com/directpipe/directpipe/controlplane/xdstype"
@@ -84,6 +85,9 @@ type Config struct {
 	// point at, besides those the connected Envoys report in their node
 	// metadata (envoy-bootstrap writes it).
 	EnvoyAdmin []string
+	// LoadReportInterval is how often Envoys are asked to report their
+	// live streams (streams.DefaultInterval when zero).
+	LoadReportInterval time.Duration
 	// JWKSDir is the directory jwks_file must be in: the policy file's
 	// when empty (with a PolicyFile), else jwks_file is refused.
 	JWKSDir string
@@ -101,10 +105,16 @@ type App struct {
 	// nodeStats holds the listener connection counts and Wasm VM
 	// failures Envoys report.
 	nodeStats *nodestats.Store
-	admin     *grpc.Server
-	xdsLis    net.Listener
-	metLis    net.Listener
-	adminLis  net.Listener
+	// streams holds the live streams per endpoint Envoys' load reports
+	// count; drains are the endpoint drains this control plane serves.
+	streams *streams.Store
+	drains  drains
+	// fleetStreams holds the other replicas' counts (shared store).
+	fleetStreams fleetStreams
+	admin        *grpc.Server
+	xdsLis       net.Listener
+	metLis       net.Listener
+	adminLis     net.Listener
 
 	mu       sync.Mutex // serialises applies
 	served   translate.Served
@@ -149,7 +159,9 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		metrics: metrics,
 		xds:     xds.NewServer(ctx, cfg.Log, metrics),
 		jwks:    jwks.NewResolver(nil, cfg.Log, reg),
+		streams: streams.New(cfg.LoadReportInterval),
 	}
+	reg.MustRegister(newStreamsCollector(a))
 	if cfg.JWKSDir == "" && cfg.PolicyFile != "" {
 		cfg.JWKSDir = filepath.Dir(cfg.PolicyFile)
 	}
@@ -178,6 +190,8 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	// Envoys stream their stats over the xDS cluster too (the bootstrap's
 	// metrics service sink): the live connections of each listener.
 	a.nodeStats.Register(a.grpc)
+	// And their load reports: the live streams of every endpoint.
+	a.streams.Register(a.grpc)
 	var lc net.ListenConfig
 	var err error
 	if a.xdsLis, err = lc.Listen(ctx, "tcp", cfg.XDSAddr); err != nil {
@@ -367,9 +381,11 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}
 	})
+	g.Go(func() error { a.runDrains(ctx); return nil })
 	if a.shared {
 		g.Go(func() error { a.publishNodes(ctx); return nil })
 		g.Go(func() error { a.runSharedKeys(ctx); return nil })
+		g.Go(func() error { a.runSharedStreams(ctx); return nil })
 	}
 	if a.shared || a.cfg.PolicyFile != "" {
 		g.Go(func() error {

@@ -270,7 +270,7 @@ func sameResources(a, b xdstype.Resources, typeURL string) bool {
 // options are the translation options of this control plane.
 func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
 	serving, next := a.modules(a.cfg.WasmPath)
-	return translate.Options{Module: serving, NextModule: next, ResolvedKeys: keys}
+	return translate.Options{Module: serving, NextModule: next, ResolvedKeys: keys, Drains: a.drains.phases()}
 }
 
 // keyRefreshInterval is how often JWKS files are re-read and stale JWKS
@@ -311,7 +311,8 @@ func (a *App) serveAgain(ctx context.Context, source string) {
 		a.log.Warn("translating the served policy again failed; the last resources keep serving", "source", source, "error", err)
 		return
 	}
-	if sameResources(res, a.served.Resources, resource.ExtensionConfigType) && sameResources(res, a.served.Resources, resource.ClusterType) {
+	if sameResources(res, a.served.Resources, resource.ExtensionConfigType) && sameResources(res, a.served.Resources, resource.ClusterType) &&
+		sameResources(res, a.served.Resources, resource.EndpointType) {
 		return
 	}
 	if err := a.serve(ctx, current, a.revision, res, keys, source); err != nil {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -170,6 +171,15 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 		return certsCommand(rest, out)
 	case "completion":
 		return completionCommand(out, rest)
+	}
+	if (name == "top" || name == "streams" || name == "drain") && slices.ContainsFunc(rest, isHelpFlag) {
+		return helpCommand(out, []string{strings.Replace(name, "streams", "top", 1)})
+	}
+	switch name {
+	case "top", "streams":
+		return streamsCmd(ctx, g, rest, out)
+	case "drain":
+		return drainCmd(ctx, g, rest, out)
 	}
 	if group := groupOf(name); group != nil {
 		if len(rest) == 0 || isHelpFlag(rest[0]) {

@@ -198,6 +198,21 @@ var commands = []*command{
 		},
 	},
 	{
+		name: "top", synopsis: "[--backend B]",
+		short: "live streams per back end, route, endpoint and node over the fleet, with the drains (also: dpctl streams)",
+		long: "Counts come from every Envoy's load reports (a live WebSocket or tcp mode connection is one request " +
+			"in progress on its endpoint); any replica answers for the fleet when the store is shared.",
+		examples: []string{"dpctl top", "dpctl top --backend voice -o json"},
+	},
+	{
+		name: "drain", synopsis: "BACKEND ENDPOINT [--deadline D] [--wait] [--cancel]",
+		short: "mark an endpoint DRAINING on every Envoy: no new stream, live ones go on",
+		long: "The endpoint leaves EDS once no stream is left on it, or at the deadline (default 10m, at most 24h). " +
+			"--wait shows the fleet-wide count falling; --cancel takes the endpoint back. Ask the back end to end " +
+			"its streams with Close 1001 (its drain contract) to finish sooner.",
+		examples: []string{"dpctl drain voice 10.0.0.7:8081 --deadline 5m --wait", "dpctl drain voice 10.0.0.7:8081 --cancel"},
+	},
+	{
 		name: "audit", synopsis: "--envoy-admin URL|unix:PATH | -f CONFIG_DUMP [--fail-on SEVERITY]", local: true,
 		short: "where any Envoy's config hurts WebSocket and raw streams",
 		long: "Reads an Envoy's config (live, from its admin interface, or a saved /config_dump) and reports what " +

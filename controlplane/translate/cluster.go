@@ -199,20 +199,30 @@ func dnsCluster(c *clusterv3.Cluster, b *policyv1.Backend) {
 		}),
 	}}
 	// Endpoints were checked by validation; an invalid one cannot reach here.
-	cla, _ := loadAssignment(b)
+	cla, _ := loadAssignment(b, nil)
 	c.LoadAssignment = cla
 }
 
-func loadAssignment(b *policyv1.Backend) (*endpointv3.ClusterLoadAssignment, error) {
+// loadAssignment lists a back end's endpoints; drains marks those being
+// drained DRAINING and leaves out those drained. Only EDS changes: a drain
+// touches no listener and no cluster, so it drains no connection itself.
+func loadAssignment(b *policyv1.Backend, drains map[string]DrainPhase) (*endpointv3.ClusterLoadAssignment, error) {
 	var lbs []*endpointv3.LbEndpoint
 	for _, ep := range b.GetEndpoints() {
 		addr, err := socketAddress(ep)
 		if err != nil {
 			return nil, fmt.Errorf("translate: back end %q: %w", b.GetName(), err)
 		}
-		lbs = append(lbs, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+		lb := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
 			Endpoint: &endpointv3.Endpoint{Address: addr},
-		}})
+		}}
+		switch drains[ep] {
+		case Drained:
+			continue
+		case Draining:
+			lb.HealthStatus = corev3.HealthStatus_DRAINING
+		}
+		lbs = append(lbs, lb)
 	}
 	return &endpointv3.ClusterLoadAssignment{
 		ClusterName: b.GetName(),

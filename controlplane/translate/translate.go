@@ -33,7 +33,25 @@ type Options struct {
 	// each auth policy's jwks_file or jwks_url, by policy name. Reading them
 	// is I/O, so it happens before translation, not in it.
 	ResolvedKeys map[string][]*policyv1.JWK
+	// Drains are the endpoints being drained, by back end and endpoint
+	// (host:port as the policy writes it). The control plane decides them
+	// (an operator asked, and the live count or the deadline moves the
+	// phase on); translation only says so to Envoy, by EDS.
+	Drains map[string]map[string]DrainPhase
 }
+
+// DrainPhase is how far an endpoint's drain has gone.
+type DrainPhase int
+
+const (
+	// Draining endpoints stay in EDS marked DRAINING: Envoy sends them no
+	// new stream, and the streams they hold go on (and are still counted
+	// by load reports, which cover only the endpoints EDS names).
+	Draining DrainPhase = iota + 1
+	// Drained endpoints are left out of EDS: they held no stream any
+	// more, or the drain's deadline passed.
+	Drained
+)
 
 // validator is implemented by every generated Envoy message.
 type validator interface{ ValidateAll() error }
@@ -50,7 +68,7 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	backends := map[string]*policyv1.Backend{}
 	for _, b := range p.GetBackends() {
 		backends[b.GetName()] = b
-		cla, err := loadAssignment(b)
+		cla, err := loadAssignment(b, opts.Drains[b.GetName()])
 		if err != nil {
 			return nil, err
 		}

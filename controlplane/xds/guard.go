@@ -30,7 +30,9 @@ type Limits struct {
 	MaxNodeIDBytes int
 	// MaxNodes bounds the node ids with a stream open at once.
 	MaxNodes int
-	// MaxStreamsPerNode bounds the streams one node id may hold open.
+	// MaxStreamsPerNode bounds the streams one node id may hold open: an
+	// Envoy holds three (ADS, stats, load reports), and a reconnect may
+	// overlap the stream it replaces.
 	MaxStreamsPerNode int
 	// MaxStreamsPerConn is HTTP/2's concurrent streams per connection.
 	MaxStreamsPerConn uint32
@@ -51,7 +53,7 @@ type Limits struct {
 var DefaultLimits = Limits{
 	MaxNodeIDBytes:    256,
 	MaxNodes:          10_000,
-	MaxStreamsPerNode: 4,
+	MaxStreamsPerNode: 6,
 	MaxStreamsPerConn: 8,
 	StreamsPerSecond:  100,
 	StreamBurst:       50,

@@ -3,10 +3,12 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/directpipe/directpipe/envoy/testkit"
 )
@@ -65,6 +67,34 @@ func TestBrowserDemo(t *testing.T) {
 	if got["state"] != "error" && got["state"] != "closed" || got["received"] != float64(0) {
 		t.Errorf("without a token: %v", got)
 	}
+
+	// The drain contract in a browser: the back end sends Close 1001 with
+	// its reconnect hint, and the page comes back and finishes its call.
+	page = fmt.Sprintf("http://%s/?ws=%s&frames=150&autostart=1", s.backend.VoiceAddr, s.listenURL("ws", "/v1/voice"))
+	drained := make(chan error, 1)
+	go func() {
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if c := backendStreams(t, s.backend.VoiceAddr); c.Live > 0 {
+				resp, err := http.Post("http://"+s.backend.VoiceAddr+"/debug/drain?window=0s", "", nil)
+				if err == nil {
+					resp.Body.Close()
+				}
+				drained <- err
+				return
+			}
+		}
+		drained <- fmt.Errorf("the page never opened its stream")
+	}()
+	got = run("#token=" + validToken(t))
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	lost, _ := got["lostAtGoAway"].(float64)
+	if got["state"] != "done" || got["reconnects"] != float64(1) || got["reordered"] != float64(0) ||
+		got["received"].(float64)+lost != 150 {
+		t.Errorf("a page sent Close 1001 by a draining back end: %v, want it to reconnect once and finish", got)
+	}
+	t.Logf("the page reconnected after Close 1001: %v frames echoed, %v in flight at the close", got["received"], lost)
 }
 
 func envOr(key, def string) string {

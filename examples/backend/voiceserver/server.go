@@ -7,6 +7,7 @@ package voiceserver
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -38,6 +39,7 @@ type Server struct {
 	log *slog.Logger
 
 	handshakes, requests *recorder
+	live                 live
 }
 
 // New returns a server that remembers the last 64 handshakes and the last
@@ -99,6 +101,9 @@ func (s *Server) VoiceHandler() http.Handler {
 	mux.HandleFunc("GET /debug/handshakes", s.serveList(s.handshakes))
 	mux.HandleFunc("GET /debug/requests", s.serveList(s.requests))
 	mux.HandleFunc("GET /debug/counts", s.serveCounts)
+	// The drain contract: live streams and their Close 1001.
+	mux.HandleFunc("GET /debug/streams", s.serveStreams)
+	mux.HandleFunc("POST /debug/drain", s.serveDrain)
 	// The browser demo.
 	mux.Handle("/", http.FileServerFS(web.Files))
 	return s.recorded(closeOnRefusal(mux))
@@ -194,7 +199,11 @@ func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(maxMessageBytes)
-	ctx := r.Context()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	st := s.live.add()
+	defer s.live.remove(st)
+	go s.goAwayAfter(ctx, conn, st)
 	for {
 		typ, msg, err := conn.Read(ctx)
 		if err != nil {

@@ -9,7 +9,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,12 @@ type Config struct {
 	// Stop, if set, ends sending early when closed; Frames is then the
 	// most each stream sends. Streams still wait for their echoes.
 	Stop <-chan struct{}
+	// Reconnect makes a stream the back end ends with Close 1001 (going
+	// away) open again and go on with its next frame, after a random
+	// pause up to the jitter the close reason names, else up to
+	// ReconnectJitter.
+	Reconnect       bool
+	ReconnectJitter time.Duration
 }
 
 // StreamResult is what one stream saw.
@@ -55,6 +63,13 @@ type StreamResult struct {
 	Corrupted    int           `json:"corrupted"`
 	Disconnected bool          `json:"disconnected"`
 	Error        string        `json:"error,omitempty"`
+	// GoAways are the Close 1001 the back end sent this stream;
+	// LostAtGoAway the frames in flight then, which Lost leaves out.
+	GoAways      int `json:"go_aways,omitempty"`
+	LostAtGoAway int `json:"lost_at_go_away,omitempty"`
+	// Reconnects are the times from each Close 1001 to the next 101,
+	// the pause included.
+	Reconnects []time.Duration `json:"reconnects_ns,omitempty"`
 }
 
 // Result is a whole run.
@@ -137,26 +152,75 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 func runStream(ctx context.Context, cfg Config, base time.Time, onEcho func()) (StreamResult, []time.Duration) {
-	var sr StreamResult
-	start := time.Now()
-	conn, _, err := websocket.Dial(ctx, cfg.URL, &websocket.DialOptions{
-		HTTPHeader: cfg.Header, Subprotocols: cfg.Subprotocols,
-	})
-	if err != nil {
-		sr.Error = fmt.Sprintf("dial: %v", err)
-		return sr, nil
+	var (
+		sr   StreamResult
+		seq  Sequence
+		rtts = make([]time.Duration, 0, cfg.Frames)
+		next int // the next frame's number, across reconnects
+	)
+	var closedAt time.Time
+	for {
+		start := time.Now()
+		conn, _, err := websocket.Dial(ctx, cfg.URL, &websocket.DialOptions{
+			HTTPHeader: cfg.Header, Subprotocols: cfg.Subprotocols,
+		})
+		if err != nil {
+			if closedAt.IsZero() {
+				sr.Error = fmt.Sprintf("dial: %v", err)
+			} else {
+				sr.Error = fmt.Sprintf("reconnect: %v", err)
+				sr.Disconnected = true
+			}
+			break
+		}
+		if closedAt.IsZero() {
+			sr.Handshake = time.Since(start)
+		} else {
+			sr.Reconnects = append(sr.Reconnects, time.Since(closedAt))
+		}
+		seg := runSegment(ctx, cfg, base, conn, &next, &seq, &rtts, onEcho, &sr)
+		if seg.goAway == nil || !cfg.Reconnect || next >= cfg.Frames || ctx.Err() != nil {
+			break
+		}
+		// The back end is going away and asked its callers to come back:
+		// after a random pause, so that its streams do not all land on the
+		// other back ends at the same instant.
+		closedAt = seg.goAway.at
+		select {
+		case <-time.After(jitter(seg.goAway.jitter, cfg.ReconnectJitter)):
+		case <-ctx.Done():
+		}
 	}
-	sr.Handshake = time.Since(start)
+	sr.Received, sr.Reordered, sr.Duplicate = seq.Received, seq.Reordered, seq.Duplicate
+	sr.Lost = seq.Lost(sr.Sent) - sr.LostAtGoAway
+	return sr, rtts
+}
+
+// goAway is a Close 1001 from the back end: when it came, and the
+// reconnect jitter its reason asked for (0: none asked).
+type goAway struct {
+	at     time.Time
+	jitter time.Duration
+}
+
+type segment struct {
+	goAway *goAway
+}
+
+// runSegment runs one connection of a stream: it sends frames from *next
+// until every frame is sent or the back end closes, then waits for the
+// echoes.
+func runSegment(ctx context.Context, cfg Config, base time.Time, conn *websocket.Conn, next *int, seq *Sequence,
+	rtts *[]time.Duration, onEcho func(), sr *StreamResult) segment {
 	defer conn.CloseNow()
 	conn.SetReadLimit(int64(cfg.FrameBytes) * 4)
-
 	var (
-		seq       Sequence
-		rtts      = make([]time.Duration, 0, cfg.Frames)
 		done      = make(chan struct{})
 		rerr      error
 		echoed    atomic.Int64
 		corrupted int
+		away      *goAway
+		mu        sync.Mutex // guards seq and rtts against the reader
 	)
 	// The reader runs until the connection ends; the sender decides when
 	// that is, once every frame came back or the drain time ran out.
@@ -166,6 +230,10 @@ func runStream(ctx context.Context, cfg Config, base time.Time, onEcho func()) (
 			_, msg, err := conn.Read(ctx)
 			if err != nil {
 				rerr = err
+				var ce websocket.CloseError
+				if errors.As(err, &ce) && ce.Code == websocket.StatusGoingAway {
+					away = &goAway{at: time.Now(), jitter: ReconnectHint(ce.Reason)}
+				}
 				return
 			}
 			if len(msg) != cfg.FrameBytes {
@@ -178,8 +246,10 @@ func runStream(ctx context.Context, cfg Config, base time.Time, onEcho func()) (
 				corrupted++
 				continue
 			}
-			rtts = append(rtts, time.Since(base)-sentAt)
+			mu.Lock()
+			*rtts = append(*rtts, time.Since(base)-sentAt)
 			seq.Observe(n)
+			mu.Unlock()
 			echoed.Add(1)
 			onEcho()
 		}
@@ -191,55 +261,104 @@ func runStream(ctx context.Context, cfg Config, base time.Time, onEcho func()) (
 		tick = time.NewTicker(cfg.Interval)
 		defer tick.Stop()
 	}
+	sent := 0
+	readerEnded := false
 send:
-	for i := range cfg.Frames {
+	for *next < cfg.Frames {
+		i := *next
 		binary.BigEndian.PutUint64(frame[0:8], uint64(i))
 		binary.BigEndian.PutUint64(frame[8:16], uint64(time.Since(base)))
 		copy(frame[headerBytes:], payload(uint64(i), cfg.FrameBytes))
 		if err := conn.Write(ctx, websocket.MessageBinary, frame); err != nil {
+			// A write that races the back end's close is not a frame sent.
+			select {
+			case <-done:
+				readerEnded = true
+			case <-time.After(time.Second):
+			}
+			if readerEnded && away != nil {
+				break send
+			}
 			sr.Error = fmt.Sprintf("write: %v", err)
 			sr.Disconnected = true
 			break
 		}
+		*next = i + 1
+		sent++
 		sr.Sent++
-		if tick != nil && i < cfg.Frames-1 {
+		if tick != nil && *next < cfg.Frames {
 			select {
 			case <-tick.C:
 			case <-ctx.Done():
 				break send
 			case <-done:
-				break send // the read side failed: the stream is gone
+				readerEnded = true
+				break send // the read side ended: the stream is gone
 			case <-cfg.Stop:
 				break send
 			}
 		}
 	}
-	deadline := time.Now().Add(cfg.Drain)
-	for echoed.Load() < int64(sr.Sent) && time.Now().Before(deadline) {
+	if !readerEnded {
+		deadline := time.Now().Add(cfg.Drain)
+		for echoed.Load() < int64(sent) && time.Now().Before(deadline) {
+			select {
+			case <-done:
+				deadline = time.Now()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
 		select {
 		case <-done:
-			deadline = time.Now()
-		case <-time.After(2 * time.Millisecond):
+			readerEnded = true
+		default:
+			conn.Close(websocket.StatusNormalClosure, "probe done")
+			<-done
 		}
 	}
-	readerFailed := false
-	select {
-	case <-done:
-		readerFailed = true
-	default:
-		conn.Close(websocket.StatusNormalClosure, "probe done")
-		<-done
-	}
-	sr.Corrupted = corrupted
-	if readerFailed && echoed.Load() < int64(sr.Sent) {
+	sr.Corrupted += corrupted
+	missing := int64(sent) - echoed.Load()
+	switch {
+	case away != nil:
+		// Frames in flight when the back end closed are the back end's to
+		// account for: it chose to end the call there.
+		sr.GoAways++
+		sr.LostAtGoAway += int(max(missing, 0))
+	case readerEnded && missing > 0:
 		sr.Disconnected = true
 		if sr.Error == "" {
 			sr.Error = fmt.Sprintf("read: %v", rerr)
 		}
 	}
-	sr.Received, sr.Reordered, sr.Duplicate = seq.Received, seq.Reordered, seq.Duplicate
-	sr.Lost = seq.Lost(sr.Sent)
-	return sr, rtts
+	return segment{goAway: away}
+}
+
+// ReconnectHint reads the reconnect jitter a back end's Close 1001 reason
+// asks for ("reconnect jitter=500ms"); 0 when it names none.
+func ReconnectHint(reason string) time.Duration {
+	for _, f := range strings.Fields(reason) {
+		if v, ok := strings.CutPrefix(f, "jitter="); ok {
+			if d, err := time.ParseDuration(v); err == nil && d > 0 && d <= maxReconnectJitter {
+				return d
+			}
+		}
+	}
+	return 0
+}
+
+// maxReconnectJitter bounds the pause a back end may ask for.
+const maxReconnectJitter = time.Minute
+
+// jitter is a random pause up to the hint, or up to the configured bound
+// when the back end gave none.
+func jitter(hint, def time.Duration) time.Duration {
+	if hint == 0 {
+		hint = def
+	}
+	if hint <= 0 {
+		return 0
+	}
+	return rand.N(hint)
 }
 
 // payload is the deterministic body of frame seq, so the probe can tell an

@@ -89,3 +89,21 @@ func TestRunDialFailure(t *testing.T) {
 		t.Errorf("failed dials %d sent %d error %q", res.FailedDials, res.Sent, res.Streams[0].Error)
 	}
 }
+
+func TestReconnectHint(t *testing.T) {
+	for _, tt := range []struct {
+		reason string
+		want   time.Duration
+	}{
+		{"reconnect jitter=500ms", 500 * time.Millisecond},
+		{"jitter=2s reconnect", 2 * time.Second},
+		{"reconnect", 0},
+		{"reconnect jitter=-1s", 0},
+		{"reconnect jitter=1h", 0}, // over the bound
+		{"reconnect jitter=abc", 0},
+	} {
+		if got := ReconnectHint(tt.reason); got != tt.want {
+			t.Errorf("ReconnectHint(%q) = %s, want %s", tt.reason, got, tt.want)
+		}
+	}
+}

@@ -86,6 +86,57 @@ func (SyncState) EnumDescriptor() ([]byte, []int) {
 	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+type DrainState int32
+
+const (
+	DrainState_DRAIN_STATE_UNSPECIFIED DrainState = 0
+	// In EDS, marked DRAINING: no new stream, live ones go on.
+	DrainState_DRAINING DrainState = 1
+	// Out of EDS: no stream was left, or the deadline passed.
+	DrainState_DRAINED DrainState = 2
+)
+
+// Enum value maps for DrainState.
+var (
+	DrainState_name = map[int32]string{
+		0: "DRAIN_STATE_UNSPECIFIED",
+		1: "DRAINING",
+		2: "DRAINED",
+	}
+	DrainState_value = map[string]int32{
+		"DRAIN_STATE_UNSPECIFIED": 0,
+		"DRAINING":                1,
+		"DRAINED":                 2,
+	}
+)
+
+func (x DrainState) Enum() *DrainState {
+	p := new(DrainState)
+	*p = x
+	return p
+}
+
+func (x DrainState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DrainState) Descriptor() protoreflect.EnumDescriptor {
+	return file_directpipe_admin_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (DrainState) Type() protoreflect.EnumType {
+	return &file_directpipe_admin_v1_admin_proto_enumTypes[1]
+}
+
+func (x DrainState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DrainState.Descriptor instead.
+func (DrainState) EnumDescriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 type NodeAnswer_Outcome int32
 
 const (
@@ -130,11 +181,11 @@ func (x NodeAnswer_Outcome) String() string {
 }
 
 func (NodeAnswer_Outcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_directpipe_admin_v1_admin_proto_enumTypes[1].Descriptor()
+	return file_directpipe_admin_v1_admin_proto_enumTypes[2].Descriptor()
 }
 
 func (NodeAnswer_Outcome) Type() protoreflect.EnumType {
-	return &file_directpipe_admin_v1_admin_proto_enumTypes[1]
+	return &file_directpipe_admin_v1_admin_proto_enumTypes[2]
 }
 
 func (x NodeAnswer_Outcome) Number() protoreflect.EnumNumber {
@@ -182,11 +233,11 @@ func (x ResourceChange_Action) String() string {
 }
 
 func (ResourceChange_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_directpipe_admin_v1_admin_proto_enumTypes[2].Descriptor()
+	return file_directpipe_admin_v1_admin_proto_enumTypes[3].Descriptor()
 }
 
 func (ResourceChange_Action) Type() protoreflect.EnumType {
-	return &file_directpipe_admin_v1_admin_proto_enumTypes[2]
+	return &file_directpipe_admin_v1_admin_proto_enumTypes[3]
 }
 
 func (x ResourceChange_Action) Number() protoreflect.EnumNumber {
@@ -1993,6 +2044,412 @@ func (x *KeySource) GetLastErrorAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type ListStreamsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this back end; empty: all.
+	Backend       string `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStreamsRequest) Reset() {
+	*x = ListStreamsRequest{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStreamsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStreamsRequest) ProtoMessage() {}
+
+func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
+func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListStreamsRequest) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+type ListStreamsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One row per back end, route, endpoint and node that holds live
+	// streams, sorted.
+	Streams []*EndpointStreams `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
+	// Every drain, under way or done, with its fleet-wide live count.
+	Drains []*Drain `protobuf:"bytes,2,rep,name=drains,proto3" json:"drains,omitempty"`
+	// The nodes whose load reports the counts add up.
+	ReportingNodes []string `protobuf:"bytes,3,rep,name=reporting_nodes,json=reportingNodes,proto3" json:"reporting_nodes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ListStreamsResponse) Reset() {
+	*x = ListStreamsResponse{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStreamsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStreamsResponse) ProtoMessage() {}
+
+func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
+func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListStreamsResponse) GetStreams() []*EndpointStreams {
+	if x != nil {
+		return x.Streams
+	}
+	return nil
+}
+
+func (x *ListStreamsResponse) GetDrains() []*Drain {
+	if x != nil {
+		return x.Drains
+	}
+	return nil
+}
+
+func (x *ListStreamsResponse) GetReportingNodes() []string {
+	if x != nil {
+		return x.ReportingNodes
+	}
+	return nil
+}
+
+type EndpointStreams struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Backend string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	// Set when the route has a cluster of its own (max_connections);
+	// otherwise its streams count under the back end.
+	Route string `protobuf:"bytes,2,opt,name=route,proto3" json:"route,omitempty"`
+	// host:port.
+	Endpoint      string `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Node          string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Live          uint64 `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointStreams) Reset() {
+	*x = EndpointStreams{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointStreams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointStreams) ProtoMessage() {}
+
+func (x *EndpointStreams) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointStreams.ProtoReflect.Descriptor instead.
+func (*EndpointStreams) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *EndpointStreams) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *EndpointStreams) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *EndpointStreams) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *EndpointStreams) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *EndpointStreams) GetLive() uint64 {
+	if x != nil {
+		return x.Live
+	}
+	return 0
+}
+
+type Drain struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Backend  string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	Endpoint string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	State    DrainState             `protobuf:"varint,3,opt,name=state,proto3,enum=directpipe.admin.v1.DrainState" json:"state,omitempty"`
+	Started  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started,proto3" json:"started,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// Live streams on the endpoint over the fleet, now.
+	Live uint64 `protobuf:"varint,6,opt,name=live,proto3" json:"live,omitempty"`
+	// When and why it left EDS: "no_streams" or "deadline".
+	Ended         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ended,proto3" json:"ended,omitempty"`
+	EndedBy       string                 `protobuf:"bytes,8,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Drain) Reset() {
+	*x = Drain{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Drain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Drain) ProtoMessage() {}
+
+func (x *Drain) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Drain.ProtoReflect.Descriptor instead.
+func (*Drain) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Drain) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *Drain) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *Drain) GetState() DrainState {
+	if x != nil {
+		return x.State
+	}
+	return DrainState_DRAIN_STATE_UNSPECIFIED
+}
+
+func (x *Drain) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Drain) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *Drain) GetLive() uint64 {
+	if x != nil {
+		return x.Live
+	}
+	return 0
+}
+
+func (x *Drain) GetEnded() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+func (x *Drain) GetEndedBy() string {
+	if x != nil {
+		return x.EndedBy
+	}
+	return ""
+}
+
+type DrainEndpointRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Backend string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	// host:port as the policy lists it.
+	Endpoint string `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// Removed from EDS at the latest this long after the start, streams
+	// left or not (default 10 minutes, at most 24 hours).
+	Deadline *durationpb.Duration `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// Ends the drain: the endpoint is back in EDS, healthy.
+	Cancel        bool `protobuf:"varint,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainEndpointRequest) Reset() {
+	*x = DrainEndpointRequest{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainEndpointRequest) ProtoMessage() {}
+
+func (x *DrainEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainEndpointRequest.ProtoReflect.Descriptor instead.
+func (*DrainEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DrainEndpointRequest) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *DrainEndpointRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *DrainEndpointRequest) GetDeadline() *durationpb.Duration {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *DrainEndpointRequest) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+type DrainEndpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Drain         *Drain                 `protobuf:"bytes,1,opt,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainEndpointResponse) Reset() {
+	*x = DrainEndpointResponse{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainEndpointResponse) ProtoMessage() {}
+
+func (x *DrainEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainEndpointResponse.ProtoReflect.Descriptor instead.
+func (*DrainEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DrainEndpointResponse) GetDrain() *Drain {
+	if x != nil {
+		return x.Drain
+	}
+	return nil
+}
+
 var File_directpipe_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
@@ -2146,7 +2603,35 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\flast_success\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\x12>\n" +
-	"\rlast_error_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt*X\n" +
+	"\rlast_error_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\".\n" +
+	"\x12ListStreamsRequest\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\"\xb2\x01\n" +
+	"\x13ListStreamsResponse\x12>\n" +
+	"\astreams\x18\x01 \x03(\v2$.directpipe.admin.v1.EndpointStreamsR\astreams\x122\n" +
+	"\x06drains\x18\x02 \x03(\v2\x1a.directpipe.admin.v1.DrainR\x06drains\x12'\n" +
+	"\x0freporting_nodes\x18\x03 \x03(\tR\x0ereportingNodes\"\x85\x01\n" +
+	"\x0fEndpointStreams\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x14\n" +
+	"\x05route\x18\x02 \x01(\tR\x05route\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x12\n" +
+	"\x04live\x18\x05 \x01(\x04R\x04live\"\xc3\x02\n" +
+	"\x05Drain\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x125\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1f.directpipe.admin.v1.DrainStateR\x05state\x124\n" +
+	"\astarted\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
+	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x12\n" +
+	"\x04live\x18\x06 \x01(\x04R\x04live\x120\n" +
+	"\x05ended\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05ended\x12\x19\n" +
+	"\bended_by\x18\b \x01(\tR\aendedBy\"\x9b\x01\n" +
+	"\x14DrainEndpointRequest\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x125\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bdeadline\x12\x16\n" +
+	"\x06cancel\x18\x04 \x01(\bR\x06cancel\"I\n" +
+	"\x15DrainEndpointResponse\x120\n" +
+	"\x05drain\x18\x01 \x01(\v2\x1a.directpipe.admin.v1.DrainR\x05drain*X\n" +
 	"\tSyncState\x12\x1a\n" +
 	"\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -2154,7 +2639,12 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x05STALE\x10\x02\x12\n" +
 	"\n" +
 	"\x06NACKED\x10\x03\x12\f\n" +
-	"\bNOT_SENT\x10\x042\x80\a\n" +
+	"\bNOT_SENT\x10\x04*D\n" +
+	"\n" +
+	"DrainState\x12\x1b\n" +
+	"\x17DRAIN_STATE_UNSPECIFIED\x10\x00\x12\f\n" +
+	"\bDRAINING\x10\x01\x12\v\n" +
+	"\aDRAINED\x10\x022\xca\b\n" +
 	"\fAdminService\x12Z\n" +
 	"\tListNodes\x12%.directpipe.admin.v1.ListNodesRequest\x1a&.directpipe.admin.v1.ListNodesResponse\x12Z\n" +
 	"\tGetPolicy\x12%.directpipe.admin.v1.GetPolicyRequest\x1a&.directpipe.admin.v1.GetPolicyResponse\x12i\n" +
@@ -2165,7 +2655,9 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x0eListKeySources\x12*.directpipe.admin.v1.ListKeySourcesRequest\x1a+.directpipe.admin.v1.ListKeySourcesResponse\x12o\n" +
 	"\x10GetPolicyHistory\x12,.directpipe.admin.v1.GetPolicyHistoryRequest\x1a-.directpipe.admin.v1.GetPolicyHistoryResponse\x12]\n" +
 	"\n" +
-	"GetVersion\x12&.directpipe.admin.v1.GetVersionRequest\x1a'.directpipe.admin.v1.GetVersionResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
+	"GetVersion\x12&.directpipe.admin.v1.GetVersionRequest\x1a'.directpipe.admin.v1.GetVersionResponse\x12`\n" +
+	"\vListStreams\x12'.directpipe.admin.v1.ListStreamsRequest\x1a(.directpipe.admin.v1.ListStreamsResponse\x12f\n" +
+	"\rDrainEndpoint\x12).directpipe.admin.v1.DrainEndpointRequest\x1a*.directpipe.admin.v1.DrainEndpointResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_directpipe_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2179,103 +2671,122 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_directpipe_admin_v1_admin_proto_rawDescData
 }
 
-var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                   // 0: directpipe.admin.v1.SyncState
-	(NodeAnswer_Outcome)(0),          // 1: directpipe.admin.v1.NodeAnswer.Outcome
-	(ResourceChange_Action)(0),       // 2: directpipe.admin.v1.ResourceChange.Action
-	(*GetVersionRequest)(nil),        // 3: directpipe.admin.v1.GetVersionRequest
-	(*GetVersionResponse)(nil),       // 4: directpipe.admin.v1.GetVersionResponse
-	(*ListNodesRequest)(nil),         // 5: directpipe.admin.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 6: directpipe.admin.v1.ListNodesResponse
-	(*PolicyRejection)(nil),          // 7: directpipe.admin.v1.PolicyRejection
-	(*Node)(nil),                     // 8: directpipe.admin.v1.Node
-	(*WasmHealth)(nil),               // 9: directpipe.admin.v1.WasmHealth
-	(*ResourceStatus)(nil),           // 10: directpipe.admin.v1.ResourceStatus
-	(*Nack)(nil),                     // 11: directpipe.admin.v1.Nack
-	(*GetPolicyHistoryRequest)(nil),  // 12: directpipe.admin.v1.GetPolicyHistoryRequest
-	(*GetPolicyHistoryResponse)(nil), // 13: directpipe.admin.v1.GetPolicyHistoryResponse
-	(*PolicyRevision)(nil),           // 14: directpipe.admin.v1.PolicyRevision
-	(*GetPolicyRequest)(nil),         // 15: directpipe.admin.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),        // 16: directpipe.admin.v1.GetPolicyResponse
-	(*ValidatePolicyRequest)(nil),    // 17: directpipe.admin.v1.ValidatePolicyRequest
-	(*ValidatePolicyResponse)(nil),   // 18: directpipe.admin.v1.ValidatePolicyResponse
-	(*ApplyPolicyRequest)(nil),       // 19: directpipe.admin.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),      // 20: directpipe.admin.v1.ApplyPolicyResponse
-	(*NodeAnswer)(nil),               // 21: directpipe.admin.v1.NodeAnswer
-	(*ListenerUpdate)(nil),           // 22: directpipe.admin.v1.ListenerUpdate
-	(*ResourceChange)(nil),           // 23: directpipe.admin.v1.ResourceChange
-	(*GetConfigRequest)(nil),         // 24: directpipe.admin.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),        // 25: directpipe.admin.v1.GetConfigResponse
-	(*WatchEventsRequest)(nil),       // 26: directpipe.admin.v1.WatchEventsRequest
-	(*Event)(nil),                    // 27: directpipe.admin.v1.Event
-	(*ListKeySourcesRequest)(nil),    // 28: directpipe.admin.v1.ListKeySourcesRequest
-	(*ListKeySourcesResponse)(nil),   // 29: directpipe.admin.v1.ListKeySourcesResponse
-	(*KeySource)(nil),                // 30: directpipe.admin.v1.KeySource
-	nil,                              // 31: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                              // 32: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                              // 33: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),    // 34: google.protobuf.Timestamp
-	(*v1.Policy)(nil),                // 35: directpipe.policy.v1.Policy
-	(*durationpb.Duration)(nil),      // 36: google.protobuf.Duration
+	(DrainState)(0),                  // 1: directpipe.admin.v1.DrainState
+	(NodeAnswer_Outcome)(0),          // 2: directpipe.admin.v1.NodeAnswer.Outcome
+	(ResourceChange_Action)(0),       // 3: directpipe.admin.v1.ResourceChange.Action
+	(*GetVersionRequest)(nil),        // 4: directpipe.admin.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),       // 5: directpipe.admin.v1.GetVersionResponse
+	(*ListNodesRequest)(nil),         // 6: directpipe.admin.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 7: directpipe.admin.v1.ListNodesResponse
+	(*PolicyRejection)(nil),          // 8: directpipe.admin.v1.PolicyRejection
+	(*Node)(nil),                     // 9: directpipe.admin.v1.Node
+	(*WasmHealth)(nil),               // 10: directpipe.admin.v1.WasmHealth
+	(*ResourceStatus)(nil),           // 11: directpipe.admin.v1.ResourceStatus
+	(*Nack)(nil),                     // 12: directpipe.admin.v1.Nack
+	(*GetPolicyHistoryRequest)(nil),  // 13: directpipe.admin.v1.GetPolicyHistoryRequest
+	(*GetPolicyHistoryResponse)(nil), // 14: directpipe.admin.v1.GetPolicyHistoryResponse
+	(*PolicyRevision)(nil),           // 15: directpipe.admin.v1.PolicyRevision
+	(*GetPolicyRequest)(nil),         // 16: directpipe.admin.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),        // 17: directpipe.admin.v1.GetPolicyResponse
+	(*ValidatePolicyRequest)(nil),    // 18: directpipe.admin.v1.ValidatePolicyRequest
+	(*ValidatePolicyResponse)(nil),   // 19: directpipe.admin.v1.ValidatePolicyResponse
+	(*ApplyPolicyRequest)(nil),       // 20: directpipe.admin.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),      // 21: directpipe.admin.v1.ApplyPolicyResponse
+	(*NodeAnswer)(nil),               // 22: directpipe.admin.v1.NodeAnswer
+	(*ListenerUpdate)(nil),           // 23: directpipe.admin.v1.ListenerUpdate
+	(*ResourceChange)(nil),           // 24: directpipe.admin.v1.ResourceChange
+	(*GetConfigRequest)(nil),         // 25: directpipe.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),        // 26: directpipe.admin.v1.GetConfigResponse
+	(*WatchEventsRequest)(nil),       // 27: directpipe.admin.v1.WatchEventsRequest
+	(*Event)(nil),                    // 28: directpipe.admin.v1.Event
+	(*ListKeySourcesRequest)(nil),    // 29: directpipe.admin.v1.ListKeySourcesRequest
+	(*ListKeySourcesResponse)(nil),   // 30: directpipe.admin.v1.ListKeySourcesResponse
+	(*KeySource)(nil),                // 31: directpipe.admin.v1.KeySource
+	(*ListStreamsRequest)(nil),       // 32: directpipe.admin.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),      // 33: directpipe.admin.v1.ListStreamsResponse
+	(*EndpointStreams)(nil),          // 34: directpipe.admin.v1.EndpointStreams
+	(*Drain)(nil),                    // 35: directpipe.admin.v1.Drain
+	(*DrainEndpointRequest)(nil),     // 36: directpipe.admin.v1.DrainEndpointRequest
+	(*DrainEndpointResponse)(nil),    // 37: directpipe.admin.v1.DrainEndpointResponse
+	nil,                              // 38: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                              // 39: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                              // 40: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
+	(*v1.Policy)(nil),                // 42: directpipe.policy.v1.Policy
+	(*durationpb.Duration)(nil),      // 43: google.protobuf.Duration
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
-	8,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
-	7,  // 1: directpipe.admin.v1.ListNodesResponse.policy_rejected:type_name -> directpipe.admin.v1.PolicyRejection
-	34, // 2: directpipe.admin.v1.PolicyRejection.at:type_name -> google.protobuf.Timestamp
-	34, // 3: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	34, // 4: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	10, // 5: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
-	9,  // 6: directpipe.admin.v1.Node.wasm:type_name -> directpipe.admin.v1.WasmHealth
-	34, // 7: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
+	9,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
+	8,  // 1: directpipe.admin.v1.ListNodesResponse.policy_rejected:type_name -> directpipe.admin.v1.PolicyRejection
+	41, // 2: directpipe.admin.v1.PolicyRejection.at:type_name -> google.protobuf.Timestamp
+	41, // 3: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	41, // 4: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	11, // 5: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
+	10, // 6: directpipe.admin.v1.Node.wasm:type_name -> directpipe.admin.v1.WasmHealth
+	41, // 7: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
 	0,  // 8: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
-	11, // 9: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	34, // 10: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
-	14, // 11: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
-	34, // 12: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
-	35, // 13: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
-	35, // 14: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	35, // 15: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	35, // 16: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	36, // 17: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
-	23, // 18: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
-	22, // 19: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
-	21, // 20: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
-	1,  // 21: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
-	11, // 22: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
-	2,  // 23: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	31, // 24: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	2,  // 25: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	32, // 26: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	33, // 27: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	34, // 28: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
-	30, // 29: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
-	34, // 30: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
-	34, // 31: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
-	5,  // 32: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	15, // 33: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	17, // 34: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	19, // 35: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	24, // 36: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	26, // 37: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	28, // 38: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
-	12, // 39: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
-	3,  // 40: directpipe.admin.v1.AdminService.GetVersion:input_type -> directpipe.admin.v1.GetVersionRequest
-	6,  // 41: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	16, // 42: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	18, // 43: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	20, // 44: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	25, // 45: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	27, // 46: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	29, // 47: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
-	13, // 48: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
-	4,  // 49: directpipe.admin.v1.AdminService.GetVersion:output_type -> directpipe.admin.v1.GetVersionResponse
-	41, // [41:50] is the sub-list for method output_type
-	32, // [32:41] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	12, // 9: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
+	41, // 10: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	15, // 11: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
+	41, // 12: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
+	42, // 13: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
+	42, // 14: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	42, // 15: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	42, // 16: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	43, // 17: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
+	24, // 18: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
+	23, // 19: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
+	22, // 20: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
+	2,  // 21: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
+	12, // 22: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
+	3,  // 23: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	38, // 24: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	3,  // 25: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
+	39, // 26: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	40, // 27: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	41, // 28: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	31, // 29: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
+	41, // 30: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	41, // 31: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	34, // 32: directpipe.admin.v1.ListStreamsResponse.streams:type_name -> directpipe.admin.v1.EndpointStreams
+	35, // 33: directpipe.admin.v1.ListStreamsResponse.drains:type_name -> directpipe.admin.v1.Drain
+	1,  // 34: directpipe.admin.v1.Drain.state:type_name -> directpipe.admin.v1.DrainState
+	41, // 35: directpipe.admin.v1.Drain.started:type_name -> google.protobuf.Timestamp
+	41, // 36: directpipe.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	41, // 37: directpipe.admin.v1.Drain.ended:type_name -> google.protobuf.Timestamp
+	43, // 38: directpipe.admin.v1.DrainEndpointRequest.deadline:type_name -> google.protobuf.Duration
+	35, // 39: directpipe.admin.v1.DrainEndpointResponse.drain:type_name -> directpipe.admin.v1.Drain
+	6,  // 40: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	16, // 41: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	18, // 42: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	20, // 43: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	25, // 44: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	27, // 45: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	29, // 46: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	13, // 47: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
+	4,  // 48: directpipe.admin.v1.AdminService.GetVersion:input_type -> directpipe.admin.v1.GetVersionRequest
+	32, // 49: directpipe.admin.v1.AdminService.ListStreams:input_type -> directpipe.admin.v1.ListStreamsRequest
+	36, // 50: directpipe.admin.v1.AdminService.DrainEndpoint:input_type -> directpipe.admin.v1.DrainEndpointRequest
+	7,  // 51: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	17, // 52: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	19, // 53: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	21, // 54: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	26, // 55: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	28, // 56: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	30, // 57: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	14, // 58: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
+	5,  // 59: directpipe.admin.v1.AdminService.GetVersion:output_type -> directpipe.admin.v1.GetVersionResponse
+	33, // 60: directpipe.admin.v1.AdminService.ListStreams:output_type -> directpipe.admin.v1.ListStreamsResponse
+	37, // 61: directpipe.admin.v1.AdminService.DrainEndpoint:output_type -> directpipe.admin.v1.DrainEndpointResponse
+	51, // [51:62] is the sub-list for method output_type
+	40, // [40:51] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -2288,8 +2799,8 @@ func file_directpipe_admin_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   31,
+			NumEnums:      4,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,8 @@ const (
 	AdminService_ListKeySources_FullMethodName   = "/directpipe.admin.v1.AdminService/ListKeySources"
 	AdminService_GetPolicyHistory_FullMethodName = "/directpipe.admin.v1.AdminService/GetPolicyHistory"
 	AdminService_GetVersion_FullMethodName       = "/directpipe.admin.v1.AdminService/GetVersion"
+	AdminService_ListStreams_FullMethodName      = "/directpipe.admin.v1.AdminService/ListStreams"
+	AdminService_DrainEndpoint_FullMethodName    = "/directpipe.admin.v1.AdminService/DrainEndpoint"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -57,6 +59,14 @@ type AdminServiceClient interface {
 	GetPolicyHistory(ctx context.Context, in *GetPolicyHistoryRequest, opts ...grpc.CallOption) (*GetPolicyHistoryResponse, error)
 	// The control plane's build: version, commit, Go version.
 	GetVersion(ctx context.Context, in *GetVersionRequest, opts ...grpc.CallOption) (*GetVersionResponse, error)
+	// Live streams per back end, endpoint, route and node over the fleet,
+	// as the Envoys' load reports count them, and the drains under way.
+	ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (*ListStreamsResponse, error)
+	// Starts (or, with cancel, ends) the drain of one endpoint: every Envoy
+	// is told by EDS that it is DRAINING, so no new stream goes there while
+	// the live ones go on; it leaves EDS once no stream is left on it, or at
+	// the deadline.
+	DrainEndpoint(ctx context.Context, in *DrainEndpointRequest, opts ...grpc.CallOption) (*DrainEndpointResponse, error)
 }
 
 type adminServiceClient struct {
@@ -166,6 +176,26 @@ func (c *adminServiceClient) GetVersion(ctx context.Context, in *GetVersionReque
 	return out, nil
 }
 
+func (c *adminServiceClient) ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (*ListStreamsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListStreamsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListStreams_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DrainEndpoint(ctx context.Context, in *DrainEndpointRequest, opts ...grpc.CallOption) (*DrainEndpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainEndpointResponse)
+	err := c.cc.Invoke(ctx, AdminService_DrainEndpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -190,6 +220,14 @@ type AdminServiceServer interface {
 	GetPolicyHistory(context.Context, *GetPolicyHistoryRequest) (*GetPolicyHistoryResponse, error)
 	// The control plane's build: version, commit, Go version.
 	GetVersion(context.Context, *GetVersionRequest) (*GetVersionResponse, error)
+	// Live streams per back end, endpoint, route and node over the fleet,
+	// as the Envoys' load reports count them, and the drains under way.
+	ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error)
+	// Starts (or, with cancel, ends) the drain of one endpoint: every Envoy
+	// is told by EDS that it is DRAINING, so no new stream goes there while
+	// the live ones go on; it leaves EDS once no stream is left on it, or at
+	// the deadline.
+	DrainEndpoint(context.Context, *DrainEndpointRequest) (*DrainEndpointResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -226,6 +264,12 @@ func (UnimplementedAdminServiceServer) GetPolicyHistory(context.Context, *GetPol
 }
 func (UnimplementedAdminServiceServer) GetVersion(context.Context, *GetVersionRequest) (*GetVersionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetVersion not implemented")
+}
+func (UnimplementedAdminServiceServer) ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListStreams not implemented")
+}
+func (UnimplementedAdminServiceServer) DrainEndpoint(context.Context, *DrainEndpointRequest) (*DrainEndpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainEndpoint not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -403,6 +447,42 @@ func _AdminService_GetVersion_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListStreams_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListStreamsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListStreams(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListStreams_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListStreams(ctx, req.(*ListStreamsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DrainEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainEndpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DrainEndpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DrainEndpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DrainEndpoint(ctx, req.(*DrainEndpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -441,6 +521,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetVersion",
 			Handler:    _AdminService_GetVersion_Handler,
+		},
+		{
+			MethodName: "ListStreams",
+			Handler:    _AdminService_ListStreams_Handler,
+		},
+		{
+			MethodName: "DrainEndpoint",
+			Handler:    _AdminService_DrainEndpoint_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

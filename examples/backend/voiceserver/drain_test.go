@@ -1,0 +1,66 @@
+package voiceserver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// TestDrainSendsGoingAway: asked to drain, the back end ends every stream
+// with Close 1001 and the reconnect hint within the window, counts them,
+// and ends a stream that opens during the window too.
+func TestDrainSendsGoingAway(t *testing.T) {
+	s := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(s.VoiceHandler())
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/voice"
+	dial := func() *websocket.Conn {
+		c, _, err := websocket.Dial(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	conns := []*websocket.Conn{dial(), dial(), dial()}
+	// The server counts a stream once it is accepted: wait for all three.
+	for s.Streams().Live < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	resp, err := http.Post(srv.URL+"/debug/drain?window=300ms", "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("drain: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	conns = append(conns, dial()) // opens during the window
+	start := time.Now()
+	for i, c := range conns {
+		_, _, err := c.Read(ctx)
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || ce.Reason != "reconnect jitter=500ms" {
+			t.Errorf("stream %d ended with %v, want Close 1001 \"reconnect jitter=500ms\"", i, err)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the closes took %s for a 300ms window", d)
+	}
+	for s.Streams().Live > 0 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	if got := s.Streams(); got.Accepted != 4 || got.GoAways != 4 || got.Live != 0 {
+		t.Errorf("counts = %+v, want 4 accepted, 4 sent away, none live", got)
+	}
+	resp, err = http.Post(srv.URL+"/debug/drain?window=-1s", "", nil)
+	if err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a negative window: %v %v, want 400", resp, err)
+	}
+}
