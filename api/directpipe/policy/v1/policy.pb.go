@@ -346,7 +346,14 @@ type Route struct {
 	// Local rate limit, for http routes.
 	RateLimit *RateLimit `protobuf:"bytes,12,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	// For websocket routes in mode "tcp": the dedicated listener.
-	Tcp           *TCPRoute `protobuf:"bytes,13,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	Tcp *TCPRoute `protobuf:"bytes,13,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	// For websocket routes (upgrade and tcp modes, not raw): which client
+	// addresses may open streams, checked at the handshake. A client that
+	// may not gets 403 with reason client_address and no challenge, and its
+	// request never reaches the back end. The lists travel in the handshake
+	// filter's configuration (ECDS), so changing them touches no listener
+	// and no live stream.
+	Clients       *ClientAddresses `protobuf:"bytes,90,opt,name=clients,proto3" json:"clients,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -472,6 +479,75 @@ func (x *Route) GetTcp() *TCPRoute {
 	return nil
 }
 
+func (x *Route) GetClients() *ClientAddresses {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+// ClientAddresses is a route's client address allow and deny lists.
+// The address is the client as Envoy sees it. On an HTTP listener it is
+// the connection's peer or, when the listener trusts proxies in front of
+// it (limits.trusted_proxy_hops), the address those proxies put in
+// X-Forwarded-For. In tcp mode it is always the connection's peer.
+type ClientAddresses struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CIDRs, IPv4 or IPv6, without host bits ("10.0.0.0/8",
+	// "2001:db8::/32"); at most 256. Empty allows every address the deny
+	// list does not name.
+	Allow []string `protobuf:"bytes,1,rep,name=allow,proto3" json:"allow,omitempty"`
+	// CIDRs refused even when the allow list names them (deny wins); at
+	// most 256.
+	Deny          []string `protobuf:"bytes,2,rep,name=deny,proto3" json:"deny,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientAddresses) Reset() {
+	*x = ClientAddresses{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientAddresses) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientAddresses) ProtoMessage() {}
+
+func (x *ClientAddresses) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientAddresses.ProtoReflect.Descriptor instead.
+func (*ClientAddresses) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ClientAddresses) GetAllow() []string {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
+func (x *ClientAddresses) GetDeny() []string {
+	if x != nil {
+		return x.Deny
+	}
+	return nil
+}
+
 type HeaderMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Lower-case header name.
@@ -486,7 +562,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +574,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +587,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -558,7 +634,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +646,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +659,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -643,7 +719,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +731,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +744,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RateLimit) GetRequestsPerUnit() uint32 {
@@ -708,7 +784,7 @@ type TCPRoute struct {
 
 func (x *TCPRoute) Reset() {
 	*x = TCPRoute{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +796,7 @@ func (x *TCPRoute) String() string {
 func (*TCPRoute) ProtoMessage() {}
 
 func (x *TCPRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +809,7 @@ func (x *TCPRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPRoute.ProtoReflect.Descriptor instead.
 func (*TCPRoute) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TCPRoute) GetAddress() string {
@@ -766,7 +842,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +854,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +867,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RouteMatch) GetPrefix() string {
@@ -852,7 +928,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +940,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +953,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Backend) GetName() string {
@@ -968,7 +1044,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1056,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1069,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HealthCheck) GetPath() string {
@@ -1042,7 +1118,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1130,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1143,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1103,7 +1179,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1191,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1204,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OutlierDetection) GetConsecutive_5Xx() uint32 {
@@ -1177,7 +1253,7 @@ type UpstreamTLS struct {
 
 func (x *UpstreamTLS) Reset() {
 	*x = UpstreamTLS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1265,7 @@ func (x *UpstreamTLS) String() string {
 func (*UpstreamTLS) ProtoMessage() {}
 
 func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1278,7 @@ func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamTLS.ProtoReflect.Descriptor instead.
 func (*UpstreamTLS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpstreamTLS) GetSni() string {
@@ -1248,7 +1324,7 @@ type AuthPolicy struct {
 
 func (x *AuthPolicy) Reset() {
 	*x = AuthPolicy{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1336,7 @@ func (x *AuthPolicy) String() string {
 func (*AuthPolicy) ProtoMessage() {}
 
 func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1349,7 @@ func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPolicy.ProtoReflect.Descriptor instead.
 func (*AuthPolicy) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AuthPolicy) GetName() string {
@@ -1338,7 +1414,7 @@ type Origins struct {
 
 func (x *Origins) Reset() {
 	*x = Origins{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1426,7 @@ func (x *Origins) String() string {
 func (*Origins) ProtoMessage() {}
 
 func (x *Origins) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1439,7 @@ func (x *Origins) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Origins.ProtoReflect.Descriptor instead.
 func (*Origins) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Origins) GetAllow() []string {
@@ -1395,7 +1471,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1483,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1496,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TokenSource) GetSource() isTokenSource_Source {
@@ -1541,7 +1617,7 @@ type JWT struct {
 
 func (x *JWT) Reset() {
 	*x = JWT{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1629,7 @@ func (x *JWT) String() string {
 func (*JWT) ProtoMessage() {}
 
 func (x *JWT) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1642,7 @@ func (x *JWT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWT.ProtoReflect.Descriptor instead.
 func (*JWT) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JWT) GetKeys() []*JWK {
@@ -1665,7 +1741,7 @@ type JWK struct {
 
 func (x *JWK) Reset() {
 	*x = JWK{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1753,7 @@ func (x *JWK) String() string {
 func (*JWK) ProtoMessage() {}
 
 func (x *JWK) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1766,7 @@ func (x *JWK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWK.ProtoReflect.Descriptor instead.
 func (*JWK) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JWK) GetKty() string {
@@ -1769,7 +1845,7 @@ type APIKey struct {
 
 func (x *APIKey) Reset() {
 	*x = APIKey{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1857,7 @@ func (x *APIKey) String() string {
 func (*APIKey) ProtoMessage() {}
 
 func (x *APIKey) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1870,7 @@ func (x *APIKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
 func (*APIKey) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *APIKey) GetSha256() string {
@@ -1835,7 +1911,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"$http2_initial_connection_window_size\x18\x05 \x01(\rR http2InitialConnectionWindowSize\"E\n" +
 	"\vListenerTLS\x12\x1b\n" +
 	"\tcert_file\x18\x01 \x01(\tR\bcertFile\x12\x19\n" +
-	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\x99\x04\n" +
+	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\xda\x04\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\blistener\x18\x02 \x01(\tR\blistener\x126\n" +
@@ -1851,7 +1927,11 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x04cors\x18\v \x01(\v2\x1a.directpipe.policy.v1.CORSR\x04cors\x12>\n" +
 	"\n" +
 	"rate_limit\x18\f \x01(\v2\x1f.directpipe.policy.v1.RateLimitR\trateLimit\x120\n" +
-	"\x03tcp\x18\r \x01(\v2\x1e.directpipe.policy.v1.TCPRouteR\x03tcp\"i\n" +
+	"\x03tcp\x18\r \x01(\v2\x1e.directpipe.policy.v1.TCPRouteR\x03tcp\x12?\n" +
+	"\aclients\x18Z \x01(\v2%.directpipe.policy.v1.ClientAddressesR\aclients\";\n" +
+	"\x0fClientAddresses\x12\x14\n" +
+	"\x05allow\x18\x01 \x03(\tR\x05allow\x12\x12\n" +
+	"\x04deny\x18\x02 \x03(\tR\x04deny\"i\n" +
 	"\vHeaderMatch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05exact\x18\x02 \x01(\tR\x05exact\x12\x16\n" +
@@ -1970,72 +2050,74 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
 	(*ListenerLimits)(nil),      // 2: directpipe.policy.v1.ListenerLimits
 	(*ListenerTLS)(nil),         // 3: directpipe.policy.v1.ListenerTLS
 	(*Route)(nil),               // 4: directpipe.policy.v1.Route
-	(*HeaderMatch)(nil),         // 5: directpipe.policy.v1.HeaderMatch
-	(*CORS)(nil),                // 6: directpipe.policy.v1.CORS
-	(*RateLimit)(nil),           // 7: directpipe.policy.v1.RateLimit
-	(*TCPRoute)(nil),            // 8: directpipe.policy.v1.TCPRoute
-	(*RouteMatch)(nil),          // 9: directpipe.policy.v1.RouteMatch
-	(*Backend)(nil),             // 10: directpipe.policy.v1.Backend
-	(*HealthCheck)(nil),         // 11: directpipe.policy.v1.HealthCheck
-	(*CircuitBreakers)(nil),     // 12: directpipe.policy.v1.CircuitBreakers
-	(*OutlierDetection)(nil),    // 13: directpipe.policy.v1.OutlierDetection
-	(*UpstreamTLS)(nil),         // 14: directpipe.policy.v1.UpstreamTLS
-	(*AuthPolicy)(nil),          // 15: directpipe.policy.v1.AuthPolicy
-	(*Origins)(nil),             // 16: directpipe.policy.v1.Origins
-	(*TokenSource)(nil),         // 17: directpipe.policy.v1.TokenSource
-	(*JWT)(nil),                 // 18: directpipe.policy.v1.JWT
-	(*JWK)(nil),                 // 19: directpipe.policy.v1.JWK
-	(*APIKey)(nil),              // 20: directpipe.policy.v1.APIKey
-	nil,                         // 21: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
+	(*ClientAddresses)(nil),     // 5: directpipe.policy.v1.ClientAddresses
+	(*HeaderMatch)(nil),         // 6: directpipe.policy.v1.HeaderMatch
+	(*CORS)(nil),                // 7: directpipe.policy.v1.CORS
+	(*RateLimit)(nil),           // 8: directpipe.policy.v1.RateLimit
+	(*TCPRoute)(nil),            // 9: directpipe.policy.v1.TCPRoute
+	(*RouteMatch)(nil),          // 10: directpipe.policy.v1.RouteMatch
+	(*Backend)(nil),             // 11: directpipe.policy.v1.Backend
+	(*HealthCheck)(nil),         // 12: directpipe.policy.v1.HealthCheck
+	(*CircuitBreakers)(nil),     // 13: directpipe.policy.v1.CircuitBreakers
+	(*OutlierDetection)(nil),    // 14: directpipe.policy.v1.OutlierDetection
+	(*UpstreamTLS)(nil),         // 15: directpipe.policy.v1.UpstreamTLS
+	(*AuthPolicy)(nil),          // 16: directpipe.policy.v1.AuthPolicy
+	(*Origins)(nil),             // 17: directpipe.policy.v1.Origins
+	(*TokenSource)(nil),         // 18: directpipe.policy.v1.TokenSource
+	(*JWT)(nil),                 // 19: directpipe.policy.v1.JWT
+	(*JWK)(nil),                 // 20: directpipe.policy.v1.JWK
+	(*APIKey)(nil),              // 21: directpipe.policy.v1.APIKey
+	nil,                         // 22: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	(*durationpb.Duration)(nil), // 23: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
 	4,  // 1: directpipe.policy.v1.Policy.routes:type_name -> directpipe.policy.v1.Route
-	10, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
-	15, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
+	11, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
+	16, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
-	22, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
-	9,  // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	22, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	22, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
-	6,  // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
-	7,  // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
-	8,  // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
-	22, // 13: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
-	5,  // 14: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	22, // 15: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
-	11, // 16: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
-	12, // 17: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
-	13, // 18: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
-	14, // 19: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	22, // 20: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	22, // 21: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	22, // 22: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	22, // 23: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	17, // 24: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	18, // 25: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	20, // 26: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	21, // 27: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	16, // 28: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	19, // 29: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	22, // 30: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	22, // 31: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	22, // 32: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	22, // 33: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	23, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	10, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
+	23, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	23, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	7,  // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
+	8,  // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
+	9,  // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
+	5,  // 13: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
+	23, // 14: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	6,  // 15: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
+	23, // 16: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	12, // 17: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
+	13, // 18: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
+	14, // 19: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
+	15, // 20: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
+	23, // 21: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	23, // 22: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	23, // 23: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	23, // 24: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	18, // 25: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	19, // 26: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	21, // 27: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	22, // 28: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	17, // 29: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	20, // 30: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	23, // 31: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	23, // 32: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	23, // 33: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	23, // 34: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -2043,7 +2125,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 	if File_directpipe_policy_v1_policy_proto != nil {
 		return
 	}
-	file_directpipe_policy_v1_policy_proto_msgTypes[17].OneofWrappers = []any{
+	file_directpipe_policy_v1_policy_proto_msgTypes[18].OneofWrappers = []any{
 		(*TokenSource_Bearer)(nil),
 		(*TokenSource_Query)(nil),
 		(*TokenSource_Header)(nil),
@@ -2055,7 +2137,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
