@@ -110,7 +110,6 @@ func TestParseErrors(t *testing.T) {
 		{"clients bad cidr", replace("kind: websocket", "kind: websocket\n    clients: { allow: [10.0.0.0/8, 10.0.0.1/8], deny: [nope] }"),
 			[]string{"routes[0].clients.allow[1]: \"10.0.0.1/8\" has host bits set; the prefix is 10.0.0.0/8", "routes[0].clients.deny[0]: \"nope\" is not a CIDR"}},
 		{"clients empty", replace("kind: websocket", "kind: websocket\n    clients: {}"), []string{"routes[0].clients: set allow, deny or both"}},
-		{"clients on a rest route", replace("kind: websocket", "kind: http\n    clients: { deny: [10.0.0.0/8] }"), []string{"routes[0].clients: only websocket routes"}},
 		{"clients on a raw tcp route", strings.Replace(strings.Replace(tcpRoute, "tcp: { address: 127.0.0.1:10001 }", "tcp: { address: 127.0.0.1:10001, raw: true }\n    clients: { deny: [10.0.0.0/8] }", 1), "auth: demo", "", 1),
 			[]string{"routes[0].clients: a raw tcp route runs no handshake module"}},
 		{"raw tcp with auth", strings.Replace(tcpRoute, "tcp: { address: 127.0.0.1:10001 }", "tcp: { address: 127.0.0.1:10001, raw: true }", 1), []string{"routes[0].tcp.raw: a route with auth is checked"}},

@@ -303,11 +303,8 @@ func (v *validator) route(path string, r *policyv1.Route, seen, listeners, backe
 		}
 	}
 	v.positive(path+".max_stream_duration", r.GetMaxStreamDuration())
-	if r.GetClients() != nil && r.GetKind() != KindWebSocket {
-		// REST routes run the REST filter chain, which has no handshake
-		// module to check them.
-		v.errorf(path+".clients", "only websocket routes have client address lists")
-	}
+	// REST routes have lists too: the REST chain starts with the same
+	// handshake filter.
 	v.clients(path+".clients", r.GetClients())
 	if r.GetKind() != KindHTTP {
 		if r.GetCors() != nil {

@@ -126,6 +126,8 @@ const securityRoutes = `
   - { name: tls-wrong, match: { prefix: /tls-wrong/ }, kind: http, backend: tls-wrong }
   - { name: tls-san, match: { prefix: /tls-san/ }, kind: http, backend: tls-san }
   - { name: lan-only, match: { prefix: /v1/lan }, kind: websocket, backend: voice, auth: demo, clients: { allow: [10.0.0.0/8] } }
+  - { name: rest-lan, match: { prefix: /routes/lan }, kind: http, backend: rest, clients: { allow: [10.0.0.0/8] } }
+  - { name: rest-local, match: { prefix: /routes/local }, kind: http, backend: rest, clients: { allow: [127.0.0.0/8], deny: [10.0.0.0/8] } }
   - { name: lan-tcp, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo, clients: { allow: [10.0.0.0/8] } }`
 
 const securityBackends = `
@@ -468,6 +470,9 @@ func TestHostileRequests(t *testing.T) {
 		{name: "client address spoofed in every address header", send: upgradeWith("/v1/lan", with(bearer(tok),
 			"X-Forwarded-For", "10.1.2.3, 10.1.2.4", "X-Real-Ip", "10.1.2.3", "X-Envoy-External-Address", "10.1.2.3", "Forwarded", "for=10.1.2.3")), status: 403},
 		{name: "tcp: client address not on the route's list, valid token", send: raw(lanTCPAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok, "X-Forwarded-For: 10.1.2.3")), status: 403},
+		{name: "REST: client address not on the route's list", send: get("/routes/lan", nil), status: 403},
+		{name: "REST: client address spoofed in X-Forwarded-For", send: get("/routes/lan", http.Header{"X-Forwarded-For": {"10.1.2.3"}}), status: 403},
+		{name: "REST: client address on the route's list", send: get("/routes/local", http.Header{"X-Forwarded-For": {"10.1.2.3"}}), status: 200, reached: true},
 		{name: "upstream TLS: the certificate names the sni", send: get("/tls-good/x", nil), status: 200},
 		{name: "upstream TLS: the certificate does not name the sni", send: get("/tls-wrong/x", nil), status: 503},
 		{name: "upstream TLS: the certificate names one of san", send: get("/tls-san/x", nil), status: 200},

@@ -347,12 +347,12 @@ type Route struct {
 	RateLimit *RateLimit `protobuf:"bytes,12,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	// For websocket routes in mode "tcp": the dedicated listener.
 	Tcp *TCPRoute `protobuf:"bytes,13,opt,name=tcp,proto3" json:"tcp,omitempty"`
-	// For websocket routes (upgrade and tcp modes, not raw): which client
-	// addresses may open streams, checked at the handshake. A client that
-	// may not gets 403 with reason client_address and no challenge, and its
-	// request never reaches the back end. The lists travel in the handshake
-	// filter's configuration (ECDS), so changing them touches no listener
-	// and no live stream.
+	// Which client addresses may use the route: checked at the handshake
+	// of a websocket route (upgrade and tcp modes, not raw), on every
+	// request of an http route. A client that may not gets 403 with reason
+	// client_address and no challenge, and its request never reaches the
+	// back end. The lists travel in the handshake filter's configuration
+	// (ECDS), so changing them touches no listener and no live stream.
 	Clients       *ClientAddresses `protobuf:"bytes,90,opt,name=clients,proto3" json:"clients,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
