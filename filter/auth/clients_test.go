@@ -118,3 +118,25 @@ func FuzzClientListAllows(f *testing.F) {
 		}
 	})
 }
+
+func TestConfigClients(t *testing.T) {
+	routed, err := ParseConfig([]byte(`{"policies":{},"clients":{"lan":{"allow":["10.0.0.0/8"]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := routed.Clients("lan"); l == nil || l.Allows("127.0.0.1:1") || !l.Allows("10.0.0.1:1") {
+		t.Errorf("route lan's list: %+v", l)
+	}
+	if l := routed.Clients("other"); l != nil {
+		t.Errorf("a route without a list got %+v", l)
+	}
+	one, err := ParseConfig([]byte(single(`"clients":{"deny":["127.0.0.0/8"]}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, route := range []string{"a", "b", ""} {
+		if l := one.Clients(route); l == nil || l.Allows("127.0.0.1:1") {
+			t.Errorf("a one-policy document's list does not guard route %q", route)
+		}
+	}
+}
