@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // withRoutes is validPolicy with n more http routes, each built by route.
@@ -48,6 +50,10 @@ func TestBounds(t *testing.T) {
 		{"a long name", withRoutes(1, func(int) string {
 			return "  - { name: " + strings.Repeat("R", 1<<20) + ", match: { prefix: /h/ }, kind: http, backend: voice }\n"
 		}), "must be lower-case letters"},
+		{"too many client cidrs", strings.Replace(validPolicy, "kind: websocket", "kind: websocket\n    clients: { deny: ["+strings.Repeat("10.0.0.0/8, ", contract.MaxClientCIDRs)+"10.0.0.0/8] }", 1),
+			"routes[0].clients.deny: 257 entries, more than the 256 allowed"},
+		{"as many client cidrs as allowed", strings.Replace(validPolicy, "kind: websocket", "kind: websocket\n    clients: { allow: ["+strings.Repeat("10.0.0.0/8, ", contract.MaxClientCIDRs-1)+"\"::/0\"], deny: [127.0.0.0/8] }", 1), ""},
+		{"a long cidr", strings.Replace(validPolicy, "kind: websocket", "kind: websocket\n    clients: { deny: [1"+strings.Repeat("0", 1<<20)+"] }", 1), "not a CIDR: too long"},
 		{"a long host", withRoutes(1, func(int) string {
 			return "  - { name: h, match: { prefix: /h/, hosts: [" + strings.Repeat("a.", 200) + "com] }, kind: http, backend: voice }\n"
 		}), "routes[0].match.hosts[0]: 403 bytes"},

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/filter/auth"
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
@@ -145,6 +146,8 @@ func (v *validator) counts(p *policyv1.Policy) bool {
 		check(path+".match.hosts", len(r.GetMatch().GetHosts()), MaxHostsPerRoute)
 		check(path+".match.headers", len(r.GetMatch().GetHeaders()), MaxHeadersPerRoute)
 		check(path+".cors.allow_origins", len(r.GetCors().GetAllowOrigins()), MaxOrigins)
+		check(path+".clients.allow", len(r.GetClients().GetAllow()), contract.MaxClientCIDRs)
+		check(path+".clients.deny", len(r.GetClients().GetDeny()), contract.MaxClientCIDRs)
 		m := r.GetMatch()
 		for _, f := range []struct{ name, val string }{{"path", m.GetPath()}, {"prefix", m.GetPrefix()}} {
 			if len(f.val) > MaxPathBytes {
@@ -306,6 +309,9 @@ func (v *validator) route(path string, r *policyv1.Route, seen, listeners map[st
 		}
 	}
 	v.positive(path+".max_stream_duration", r.GetMaxStreamDuration())
+	// REST routes have lists too: the REST chain starts with the same
+	// handshake filter.
+	v.clients(path+".clients", r.GetClients())
 	if r.GetKind() != KindHTTP {
 		if r.GetCors() != nil {
 			v.errorf(path+".cors", "only http routes have CORS: the upgrade chain is minimal by design")
@@ -563,6 +569,10 @@ func (v *validator) tcpRoute(path string, r *policyv1.Route, backends map[string
 	if len(r.GetRequestHeadersToAdd())+len(r.GetRequestHeadersToRemove())+len(r.GetResponseHeadersToAdd())+len(r.GetResponseHeadersToRemove()) > 0 {
 		v.errorf(path, "only http routes add or remove headers")
 	}
+	if r.GetClients() != nil && r.GetTcp().GetRaw() {
+		v.errorf(path+".clients", "a raw tcp route runs no handshake module to check client addresses")
+	}
+	v.clients(path+".clients", r.GetClients())
 	if r.GetBackend() == "" {
 		v.errorf(path+".backend", "required")
 	} else if backends[r.GetBackend()] == nil {
@@ -571,6 +581,28 @@ func (v *validator) tcpRoute(path string, r *policyv1.Route, backends map[string
 	v.positive(path+".max_stream_duration", r.GetMaxStreamDuration())
 	if d := r.GetIdleTimeout(); d != nil && d.AsDuration() < 0 {
 		v.errorf(path+".idle_timeout", "must not be negative")
+	}
+}
+
+// clients checks a route's client address lists as the module will read
+// them (auth.ParseCIDR): a list the module would refuse must not reach
+// Envoy.
+func (v *validator) clients(path string, c *policyv1.ClientAddresses) {
+	if c == nil {
+		return
+	}
+	if len(c.GetAllow()) == 0 && len(c.GetDeny()) == 0 {
+		v.errorf(path, "set allow, deny or both")
+	}
+	for _, l := range []struct {
+		name  string
+		cidrs []string
+	}{{"allow", c.GetAllow()}, {"deny", c.GetDeny()}} {
+		for i, s := range l.cidrs {
+			if _, err := auth.ParseCIDR(s); err != nil {
+				v.errorf(fmt.Sprintf("%s.%s[%d]", path, l.name, i), "%v", err)
+			}
+		}
 	}
 }
 

@@ -22,7 +22,8 @@ const (
 )
 
 // HandshakeConfig is the ECDS resource carrying the handshake filter and its
-// configuration: the auth policies and their keys. Which policy guards a
+// configuration: the auth policies and their keys, and the client address
+// lists of the routes that have them. Which policy guards a
 // route is in the route's metadata (tagAuth), so a change of routes alone
 // leaves this resource as it was, and Envoy does not validate and load a
 // new plugin configuration for it.
@@ -31,12 +32,33 @@ func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionCo
 	for _, a := range p.GetAuthPolicies() {
 		cfg.Policies[a.GetName()] = authPolicy(a, opts.ResolvedKeys[a.GetName()])
 	}
+	// Client lists are keyed by route name, which the module reads for
+	// every handshake anyway: a change of a list is an update of this
+	// resource, never of a listener or a route.
+	for _, r := range p.GetRoutes() {
+		if isTCP(r) || r.GetClients() == nil {
+			continue
+		}
+		if cfg.Clients == nil {
+			cfg.Clients = map[string]*contract.Clients{}
+		}
+		cfg.Clients[r.GetName()] = clientLists(r.GetClients())
+	}
 	doc, err := filterDoc(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("translate: filter config: %w", err)
 	}
 	wasm := &wasmfilterv3.Wasm{Config: pluginConfig(HandshakeFilterName, opts.Module, doc)}
 	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(wasm)}, nil
+}
+
+// clientLists is a route's client address lists as the module reads
+// them.
+func clientLists(c *policyv1.ClientAddresses) *contract.Clients {
+	if c == nil {
+		return nil
+	}
+	return &contract.Clients{Allow: c.GetAllow(), Deny: c.GetDeny()}
 }
 
 // pluginConfig runs the module's plugin with a JSON configuration; its

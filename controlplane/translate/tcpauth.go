@@ -60,6 +60,7 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 		// The module sees this one policy; the headers the others set
 		// must not reach the back end from a client either.
 		pol.ProtectedHeaders = protected
+		pol.Clients = clientLists(r.GetClients())
 		enc, err := filterDoc(pol)
 		if err != nil {
 			return nil, fmt.Errorf("translate: tcp filter config of route %q: %w", r.GetName(), err)

@@ -19,7 +19,12 @@ import (
 // the counter is live.
 func TestModuleNotEnteredPerFrame(t *testing.T) {
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
-	s := newStack(t, false, func(p *policyParams) { p.TCP = tcpAddr })
+	s := newStack(t, false, func(p *policyParams) {
+		p.TCP = tcpAddr
+		// A route with client address lists: the check is one host call
+		// at the handshake, not a callback, and nothing per frame.
+		p.RoutesYAML = "  - { name: listed, match: { path: /v1/listed }, kind: websocket, backend: voice, auth: demo, clients: { allow: [127.0.0.0/8], deny: [10.0.0.0/8] } }"
+	})
 	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +61,11 @@ func TestModuleNotEnteredPerFrame(t *testing.T) {
 	t.Logf("HTTP stream: %d callbacks for 10 frames, %d for 500", short, long)
 	if long != short {
 		t.Errorf("an HTTP stream of 500 frames entered the VM %d times, one of 10 frames %d: frames enter it", long, short)
+	}
+	listed := calls(s.listenURL("ws", "/v1/listed"), httpCalls, 500)
+	t.Logf("HTTP stream on a route with client address lists: %d callbacks for 500 frames", listed)
+	if listed != short {
+		t.Errorf("a stream on a route with client lists entered the VM %d times, one without %d", listed, short)
 	}
 	tcp := calls("ws://"+tcpAddr+"/v1/voice", tcpCalls, 500)
 	t.Logf("tcp mode stream: %d callbacks for 500 frames", tcp)

@@ -124,7 +124,11 @@ const securityRoutes = `
   - { name: tenant-api, match: { prefix: /routes/, headers: [{ name: x-tenant, exact: acme }] }, kind: http, backend: rest }
   - { name: tls-good, match: { prefix: /tls-good/ }, kind: http, backend: tls-good }
   - { name: tls-wrong, match: { prefix: /tls-wrong/ }, kind: http, backend: tls-wrong }
-  - { name: tls-san, match: { prefix: /tls-san/ }, kind: http, backend: tls-san }`
+  - { name: tls-san, match: { prefix: /tls-san/ }, kind: http, backend: tls-san }
+  - { name: lan-only, match: { prefix: /v1/lan }, kind: websocket, backend: voice, auth: demo, clients: { allow: [10.0.0.0/8] } }
+  - { name: rest-lan, match: { prefix: /routes/lan }, kind: http, backend: rest, clients: { allow: [10.0.0.0/8] } }
+  - { name: rest-local, match: { prefix: /routes/local }, kind: http, backend: rest, clients: { allow: [127.0.0.0/8], deny: [10.0.0.0/8] } }
+  - { name: lan-tcp, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo, clients: { allow: [10.0.0.0/8] } }`
 
 const securityBackends = `
   - { name: tls-good, endpoints: ["%[1]s"], tls: { sni: good.internal, ca_file: "%[2]s" } }
@@ -154,14 +158,15 @@ func TestHostileRequests(t *testing.T) {
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	openAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	restTCPAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	lanTCPAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStack(t, false, func(p *policyParams) {
 		p.TCP = tcpAddr
 		// The slowloris row waits for this.
 		p.ListenerLimits = "{ request_headers_timeout: 1s }"
-		p.RoutesYAML = fmt.Sprintf(securityRoutes, openAddr, restTCPAddr)
+		p.RoutesYAML = fmt.Sprintf(securityRoutes, openAddr, restTCPAddr, lanTCPAddr)
 		p.BackendsYAML = fmt.Sprintf(securityBackends, tlsb.addr, tlsb.caFile)
 	})
-	for _, addr := range []string{tcpAddr, openAddr, restTCPAddr} {
+	for _, addr := range []string{tcpAddr, openAddr, restTCPAddr, lanTCPAddr} {
 		if err := testkit.WaitListening(addr, 20*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -458,6 +463,16 @@ func TestHostileRequests(t *testing.T) {
 		{name: "public tcp: garbage bytes", send: raw(openAddr, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03ROW\r\n\r\n"), status: 400},
 
 		// Upstream TLS checks the back end's name.
+		// Client address lists: the listener trusts no proxy hop, so
+		// nothing a client writes changes the address checked.
+		{name: "client address not on the route's list, valid token", send: upgradeWith("/v1/lan", bearer(tok)), status: 403},
+		{name: "client address spoofed in X-Forwarded-For", send: upgradeWith("/v1/lan", with(bearer(tok), "X-Forwarded-For", "10.1.2.3")), status: 403},
+		{name: "client address spoofed in every address header", send: upgradeWith("/v1/lan", with(bearer(tok),
+			"X-Forwarded-For", "10.1.2.3, 10.1.2.4", "X-Real-Ip", "10.1.2.3", "X-Envoy-External-Address", "10.1.2.3", "Forwarded", "for=10.1.2.3")), status: 403},
+		{name: "tcp: client address not on the route's list, valid token", send: raw(lanTCPAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok, "X-Forwarded-For: 10.1.2.3")), status: 403},
+		{name: "REST: client address not on the route's list", send: get("/routes/lan", nil), status: 403},
+		{name: "REST: client address spoofed in X-Forwarded-For", send: get("/routes/lan", http.Header{"X-Forwarded-For": {"10.1.2.3"}}), status: 403},
+		{name: "REST: client address on the route's list", send: get("/routes/local", http.Header{"X-Forwarded-For": {"10.1.2.3"}}), status: 200, reached: true},
 		{name: "upstream TLS: the certificate names the sni", send: get("/tls-good/x", nil), status: 200},
 		{name: "upstream TLS: the certificate does not name the sni", send: get("/tls-wrong/x", nil), status: 503},
 		{name: "upstream TLS: the certificate names one of san", send: get("/tls-san/x", nil), status: 200},

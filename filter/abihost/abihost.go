@@ -34,6 +34,14 @@ func (Host) VerifySignature(hash string, spki, sig, signed []byte) (bool, error)
 	return proxywasm.VerifySignature(hash, spki, sig, signed)
 }
 
+// ClientAddress reads the source.address property: the downstream
+// connection's remote address, which the HCM replaces with the address
+// from X-Forwarded-For when the listener trusts hops in front of it.
+func (Host) ClientAddress() (string, error) {
+	v, err := proxywasm.GetProperty("source", "address")
+	return string(v), err
+}
+
 func (Host) RootID() (string, error) {
 	v, err := proxywasm.GetProperty("plugin_root_id")
 	return string(v), err

@@ -38,6 +38,9 @@ type Config struct {
 	// protected lists every identity and claim header any policy sets,
 	// sorted: no request, whatever its route, goes on with a client's copy.
 	protected []string
+
+	// clients holds the client address lists by route name.
+	clients map[string]*ClientList
 }
 
 // Policy is one policy of the configuration, with its keys and matchers
@@ -53,6 +56,7 @@ type Policy struct {
 	origins []originMatcher
 	cache   *tokenCache  // nil when off
 	host    HostVerifier // nil: every signature is checked here
+	clients *ClientList  // nil: any client address
 }
 
 // ParseConfig decodes and checks a configuration strictly: an unknown field,
@@ -94,6 +98,19 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 		c.policies[name] = p
 	}
+	for _, route := range sortedKeys(doc.Clients) {
+		l, err := ParseClients(doc.Clients[route])
+		if err != nil {
+			return nil, fmt.Errorf("auth config: route %q: %w", route, err)
+		}
+		if l == nil {
+			return nil, fmt.Errorf("auth config: route %q: clients is null", route)
+		}
+		if c.clients == nil {
+			c.clients = map[string]*ClientList{}
+		}
+		c.clients[route] = l
+	}
 	for _, route := range sortedKeys(c.routes) {
 		if pol := c.routes[route]; pol != "" && c.policies[pol] == nil {
 			return nil, fmt.Errorf("auth config: route %q uses unknown policy %q", route, pol)
@@ -116,12 +133,22 @@ func ParseConfig(data []byte) (*Config, error) {
 // map. A filter with no route to look up (the tcp module) needs the former.
 func (c *Config) Single() *Policy { return c.single }
 
+// Clients returns the client address lists of a route, nil when any
+// client may open streams on it. A one-policy document's lists guard every
+// route.
+func (c *Config) Clients(route string) *ClientList {
+	if c.single != nil {
+		return c.single.clients
+	}
+	return c.clients[route]
+}
+
 // Summary describes a configuration for the log, without key material.
 func (c *Config) Summary() string {
 	if c.single != nil {
 		return fmt.Sprintf("policy %q guards every route", c.single.Name)
 	}
-	return fmt.Sprintf("%d routes, %d policies", len(c.routes), len(c.policies))
+	return fmt.Sprintf("%d routes, %d policies, %d client lists", len(c.routes), len(c.policies), len(c.clients))
 }
 
 func decodeStrict(data []byte, v any) error {
@@ -138,6 +165,10 @@ func decodeStrict(data []byte, v any) error {
 }
 
 func (p *Policy) prepare() error {
+	var err error
+	if p.clients, err = ParseClients(p.Policy.Clients); err != nil {
+		return err
+	}
 	if p.Public {
 		return p.preparePublic()
 	}

@@ -32,6 +32,11 @@ func TestParseConfigErrors(t *testing.T) {
 		"hmac alg on rsa": `{"sources":[{"bearer":true}],"jwks":{"keys":[{"kty":"oct","alg":"RS256","k":"c2VjcmV0"}]}}`,
 		"alg none":        `{"sources":[{"bearer":true}],"jwks":{"keys":[{"kty":"oct","alg":"none","k":"c2VjcmV0"}]}}`,
 		"empty k":         `{"sources":[{"bearer":true}],"jwks":{"keys":[{"kty":"oct","alg":"HS256","k":""}]}}`,
+		"clients null":    `{"policies":{},"clients":{"r":null}}`,
+		"clients empty":   `{"policies":{},"clients":{"r":{}}}`,
+		"clients bad":     `{"policies":{},"clients":{"r":{"allow":["10.0.0.1/8"]}}}`,
+		"clients field":   `{"policies":{},"clients":{"r":{"allow":["10.0.0.0/8"],"except":[]}}}`,
+		"single clients":  single(`"clients":{"deny":["nope"]}`),
 	}
 	for name, doc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -55,6 +60,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"policies":{}}`))
 	f.Add([]byte(`{"routes":{"r":""},"policies":{}}`))
+	f.Add([]byte(`{"policies":{},"clients":{"r":{"allow":["10.0.0.0/8","2001:db8::/32"],"deny":["10.1.0.0/16"]}}}`))
+	f.Add([]byte(single(`"clients":{"allow":["127.0.0.0/8"]}`)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
@@ -66,6 +73,12 @@ func FuzzParseConfig(f *testing.F) {
 		req := Request{Path: "/?access_token=x", Header: headers("authorization", "Bearer a.b.c", "x-key", "k")}
 		if d, p := cfg.Check("r", req, now); d.Allow && p != nil && !p.Public {
 			t.Errorf("a made-up token passed on route r: %+v", d)
+		}
+		// A list that parsed refuses an address that is no IP.
+		for _, route := range []string{"r", UnnamedRoute} {
+			if l := cfg.Clients(route); l != nil && l.Allows("not an address") {
+				t.Errorf("route %q's client list let a non-address through", route)
+			}
 		}
 		for name := range cfg.policies {
 			if d, p := cfg.CheckTagged(name, req, now); d.Allow && !p.Public {

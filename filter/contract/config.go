@@ -13,7 +13,28 @@ type Config struct {
 	// that tag is public.
 	Routes   map[string]string  `json:"routes,omitempty"`
 	Policies map[string]*Policy `json:"policies"`
+	// Clients maps a route name to the client addresses that may open
+	// streams on it. A route that is not in it takes any client. It is
+	// keyed by the name the module already reads for every handshake, so
+	// a route with a list costs one property read (the client address)
+	// and a route without one costs nothing.
+	Clients map[string]*Clients `json:"clients,omitempty"`
 }
+
+// Clients is a route's client address allow and deny lists, as CIDRs
+// ("10.0.0.0/8", "2001:db8::/32"). Deny wins; an empty allow list allows
+// any address the deny list does not name. The address is the one Envoy
+// sees for the downstream connection (its source.address), which the HCM
+// takes from X-Forwarded-For when the listener trusts hops in front of it.
+type Clients struct {
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
+}
+
+// MaxClientCIDRs bounds each of a route's client lists: the module scans
+// them once per handshake, and a list is a few bytes of every worker's
+// memory per entry.
+const MaxClientCIDRs = 256
 
 // Policy says where a token is found and how it is verified.
 type Policy struct {
@@ -45,6 +66,10 @@ type Policy struct {
 	RequiredScopes   []string    `json:"required_scopes,omitempty"`
 	Origins          *Origins    `json:"origins,omitempty"`
 	TokenCache       *TokenCache `json:"token_cache,omitempty"`
+	// Clients limits the client addresses in the one-policy form, where
+	// the policy guards every route (the tcp module: one route per
+	// plugin).
+	Clients *Clients `json:"clients,omitempty"`
 }
 
 // TokenCache sizes the filter's cache of verified JWTs. A cached token

@@ -33,6 +33,9 @@ const (
 	// ReasonBadHandshake is the tcp module's: the first bytes of the
 	// connection are not a WebSocket upgrade request it can read.
 	ReasonBadHandshake = "bad_handshake"
+	// ReasonClientAddress: the client's address is on the route's deny
+	// list, or not on its allow list.
+	ReasonClientAddress = "client_address"
 )
 
 // denials gives each reason its status and the sentence of its body. It is
@@ -55,6 +58,7 @@ var denials = map[string]struct {
 	ReasonRouteNotAllowed: {403, "the route has no auth setting yet"},
 	ReasonOriginMissing:   {403, "the request has no Origin"},
 	ReasonOriginDenied:    {403, "the page's origin may not open streams here"},
+	ReasonClientAddress:   {403, "the client's address may not open streams here"},
 	ReasonBadHandshake:    {400, "the upgrade request could not be read"},
 	ReasonInternal:        {500, "the handshake could not be checked"},
 	ReasonRouteChanged:    {500, "the request matched another route after it was checked"},

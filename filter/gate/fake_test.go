@@ -40,6 +40,11 @@ type fakeHost struct {
 	// returns.
 	onClose func(id uint32)
 
+	// clientAddr is source.address; clientAddrs counts its reads.
+	clientAddr    string
+	clientAddrErr error
+	clientAddrs   int
+
 	rootID  string
 	defined map[string]bool
 	counts  map[string]int
@@ -66,6 +71,11 @@ func newFakeHost(config string) *fakeHost {
 }
 
 func (h *fakeHost) Log(level Level, msg string) { h.logs = append(h.logs, msg) }
+
+func (h *fakeHost) ClientAddress() (string, error) {
+	h.clientAddrs++
+	return h.clientAddr, h.clientAddrErr
+}
 
 func (h *fakeHost) PluginConfiguration() ([]byte, error) { return h.config, h.configErr }
 

@@ -38,6 +38,11 @@ type Host interface {
 	// VerifySignature checks an RS* or ES* signature with the host's
 	// crypto (see auth.HostVerifier); an error means it could not.
 	VerifySignature(hash string, spki, sig, signed []byte) (bool, error)
+	// ClientAddress returns the downstream address of the stream or
+	// connection whose callback is running, as Envoy sees it
+	// (source.address: "ip:port"). The gate reads it only for a route
+	// with client lists, once per handshake.
+	ClientAddress() (string, error)
 }
 
 // HTTPHost is the host of an HTTP stream, acting on the stream whose

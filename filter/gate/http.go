@@ -68,6 +68,9 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	}
 	header := headerLookup(pairs)
 	route := routeName(h)
+	if !clientAllowed(h, cfg.Clients(route)) {
+		return reject(h, auth.Denial(contract.ReasonClientAddress), contract.DefaultRealm)
+	}
 	req := auth.Request{Header: header}
 	req.Path, _ = header(":path")
 	var d auth.Decision
@@ -107,6 +110,25 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 		h.Count(contract.MetricAllowed)
 	}
 	return Continue
+}
+
+// clientAllowed checks the client's address against a route's lists; a
+// route without lists costs no host call. An address the host cannot give
+// is refused: the list could not be checked.
+func clientAllowed(h Host, l *auth.ClientList) bool {
+	if l == nil {
+		return true
+	}
+	addr, err := h.ClientAddress()
+	if err != nil {
+		h.Log(LevelWarn, "reading the client address: "+err.Error())
+		return false
+	}
+	if l.Allows(addr) {
+		return true
+	}
+	h.Log(LevelDebug, "client address "+strconv.Quote(addr)+" refused")
+	return false
 }
 
 // routeName reads the name of the route Envoy matched; the control plane

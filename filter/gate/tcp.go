@@ -23,10 +23,14 @@ const (
 // handshake has been decided, and its place in the pending list while it
 // has not.
 type conn struct {
-	id         uint32
-	root       uint32
-	opened     time.Time
-	decided    bool
+	id      uint32
+	root    uint32
+	opened  time.Time
+	decided bool
+	// refused is set when the client's address is not allowed: the
+	// connection's first bytes are then answered 403 client_address
+	// whatever they hold.
+	refused    bool
 	prev, next *conn
 }
 
@@ -96,6 +100,11 @@ func (g *TCP) ContextCreate(id, parentID uint32, now time.Time) {
 // denied caller never costs an upstream connection. Past MaxPending
 // undecided handshakes, the oldest is closed to make room.
 func (g *TCP) NewConnection(h TCPHost, id uint32) Action {
+	if c := g.conns[id]; c != nil {
+		if p := g.policies[c.root]; p != nil && !clientAllowed(h, p.ClientList()) {
+			c.refused = true
+		}
+	}
 	if g.pending.n <= MaxPending {
 		return Pause
 	}
@@ -133,6 +142,12 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	if p == nil {
 		d := auth.NotConfigured()
 		return g.deny(h, c, d, tcpcheck.DenyRequest(d, contract.DefaultRealm), size)
+	}
+	if c.refused {
+		// The client waits for an HTTP answer: it gets the deny
+		// listener's 403, and no byte of its request goes further.
+		d := auth.Denial(contract.ReasonClientAddress)
+		return g.deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
 	}
 	// One byte more than a head may hold tells a head that ends exactly
 	// at the limit with bytes after it from one that ends the buffer.

@@ -370,8 +370,15 @@ type Route struct {
 	// Response headers removed before the client sees them, for http routes
 	// only.
 	ResponseHeadersToRemove []string `protobuf:"bytes,19,rep,name=response_headers_to_remove,json=responseHeadersToRemove,proto3" json:"response_headers_to_remove,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Which client addresses may use the route: checked at the handshake
+	// of a websocket route (upgrade and tcp modes, not raw), on every
+	// request of an http route. A client that may not gets 403 with reason
+	// client_address and no challenge, and its request never reaches the
+	// back end. The lists travel in the handshake filter's configuration
+	// (ECDS), so changing them touches no listener and no live stream.
+	Clients       *ClientAddresses `protobuf:"bytes,90,opt,name=clients,proto3" json:"clients,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -533,6 +540,13 @@ func (x *Route) GetResponseHeadersToAdd() []*HeaderValue {
 func (x *Route) GetResponseHeadersToRemove() []string {
 	if x != nil {
 		return x.ResponseHeadersToRemove
+	}
+	return nil
+}
+
+func (x *Route) GetClients() *ClientAddresses {
+	if x != nil {
+		return x.Clients
 	}
 	return nil
 }
@@ -712,6 +726,68 @@ func (x *HeaderValue) GetValue() string {
 	return ""
 }
 
+// ClientAddresses is a route's client address allow and deny lists.
+// The address is the client as Envoy sees it. On an HTTP listener it is
+// the connection's peer or, when the listener trusts proxies in front of
+// it (limits.trusted_proxy_hops), the address those proxies put in
+// X-Forwarded-For. In tcp mode it is always the connection's peer.
+type ClientAddresses struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CIDRs, IPv4 or IPv6, without host bits ("10.0.0.0/8",
+	// "2001:db8::/32"); at most 256. Empty allows every address the deny
+	// list does not name.
+	Allow []string `protobuf:"bytes,1,rep,name=allow,proto3" json:"allow,omitempty"`
+	// CIDRs refused even when the allow list names them (deny wins); at
+	// most 256.
+	Deny          []string `protobuf:"bytes,2,rep,name=deny,proto3" json:"deny,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientAddresses) Reset() {
+	*x = ClientAddresses{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientAddresses) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientAddresses) ProtoMessage() {}
+
+func (x *ClientAddresses) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientAddresses.ProtoReflect.Descriptor instead.
+func (*ClientAddresses) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ClientAddresses) GetAllow() []string {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
+func (x *ClientAddresses) GetDeny() []string {
+	if x != nil {
+		return x.Deny
+	}
+	return nil
+}
+
 type HeaderMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Lower-case header name.
@@ -726,7 +802,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +814,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +827,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -798,7 +874,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +886,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +899,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -883,7 +959,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +971,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +984,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RateLimit) GetRequestsPerUnit() uint32 {
@@ -948,7 +1024,7 @@ type TCPRoute struct {
 
 func (x *TCPRoute) Reset() {
 	*x = TCPRoute{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1036,7 @@ func (x *TCPRoute) String() string {
 func (*TCPRoute) ProtoMessage() {}
 
 func (x *TCPRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1049,7 @@ func (x *TCPRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPRoute.ProtoReflect.Descriptor instead.
 func (*TCPRoute) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TCPRoute) GetAddress() string {
@@ -1006,7 +1082,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1094,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1107,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RouteMatch) GetPrefix() string {
@@ -1102,7 +1178,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1190,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1203,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Backend) GetName() string {
@@ -1225,7 +1301,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1313,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1326,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HealthCheck) GetPath() string {
@@ -1299,7 +1375,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1387,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1400,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1360,7 +1436,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1448,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1461,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutlierDetection) GetConsecutive_5Xx() uint32 {
@@ -1434,7 +1510,7 @@ type UpstreamTLS struct {
 
 func (x *UpstreamTLS) Reset() {
 	*x = UpstreamTLS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1522,7 @@ func (x *UpstreamTLS) String() string {
 func (*UpstreamTLS) ProtoMessage() {}
 
 func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1535,7 @@ func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamTLS.ProtoReflect.Descriptor instead.
 func (*UpstreamTLS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpstreamTLS) GetSni() string {
@@ -1505,7 +1581,7 @@ type AuthPolicy struct {
 
 func (x *AuthPolicy) Reset() {
 	*x = AuthPolicy{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1593,7 @@ func (x *AuthPolicy) String() string {
 func (*AuthPolicy) ProtoMessage() {}
 
 func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1606,7 @@ func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPolicy.ProtoReflect.Descriptor instead.
 func (*AuthPolicy) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuthPolicy) GetName() string {
@@ -1595,7 +1671,7 @@ type Origins struct {
 
 func (x *Origins) Reset() {
 	*x = Origins{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1683,7 @@ func (x *Origins) String() string {
 func (*Origins) ProtoMessage() {}
 
 func (x *Origins) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1696,7 @@ func (x *Origins) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Origins.ProtoReflect.Descriptor instead.
 func (*Origins) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Origins) GetAllow() []string {
@@ -1652,7 +1728,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1740,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1753,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TokenSource) GetSource() isTokenSource_Source {
@@ -1798,7 +1874,7 @@ type JWT struct {
 
 func (x *JWT) Reset() {
 	*x = JWT{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +1886,7 @@ func (x *JWT) String() string {
 func (*JWT) ProtoMessage() {}
 
 func (x *JWT) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +1899,7 @@ func (x *JWT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWT.ProtoReflect.Descriptor instead.
 func (*JWT) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JWT) GetKeys() []*JWK {
@@ -1922,7 +1998,7 @@ type JWK struct {
 
 func (x *JWK) Reset() {
 	*x = JWK{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2010,7 @@ func (x *JWK) String() string {
 func (*JWK) ProtoMessage() {}
 
 func (x *JWK) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2023,7 @@ func (x *JWK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWK.ProtoReflect.Descriptor instead.
 func (*JWK) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JWK) GetKty() string {
@@ -2026,7 +2102,7 @@ type APIKey struct {
 
 func (x *APIKey) Reset() {
 	*x = APIKey{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2114,7 @@ func (x *APIKey) String() string {
 func (*APIKey) ProtoMessage() {}
 
 func (x *APIKey) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2127,7 @@ func (x *APIKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
 func (*APIKey) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *APIKey) GetSha256() string {
@@ -2092,7 +2168,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"$http2_initial_connection_window_size\x18\x05 \x01(\rR http2InitialConnectionWindowSize\"E\n" +
 	"\vListenerTLS\x12\x1b\n" +
 	"\tcert_file\x18\x01 \x01(\tR\bcertFile\x12\x19\n" +
-	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\xc3\a\n" +
+	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\x84\b\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\blistener\x18\x02 \x01(\tR\blistener\x126\n" +
@@ -2114,7 +2190,8 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x16request_headers_to_add\x18\x10 \x03(\v2!.directpipe.policy.v1.HeaderValueR\x13requestHeadersToAdd\x129\n" +
 	"\x19request_headers_to_remove\x18\x11 \x03(\tR\x16requestHeadersToRemove\x12X\n" +
 	"\x17response_headers_to_add\x18\x12 \x03(\v2!.directpipe.policy.v1.HeaderValueR\x14responseHeadersToAdd\x12;\n" +
-	"\x1aresponse_headers_to_remove\x18\x13 \x03(\tR\x17responseHeadersToRemove\"9\n" +
+	"\x1aresponse_headers_to_remove\x18\x13 \x03(\tR\x17responseHeadersToRemove\x12?\n" +
+	"\aclients\x18Z \x01(\v2%.directpipe.policy.v1.ClientAddressesR\aclients\"9\n" +
 	"\vPathRewrite\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\"=\n" +
@@ -2123,7 +2200,10 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x06weight\x18\x02 \x01(\rR\x06weight\"7\n" +
 	"\vHeaderValue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"i\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\";\n" +
+	"\x0fClientAddresses\x12\x14\n" +
+	"\x05allow\x18\x01 \x03(\tR\x05allow\x12\x12\n" +
+	"\x04deny\x18\x02 \x03(\tR\x04deny\"i\n" +
 	"\vHeaderMatch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05exact\x18\x02 \x01(\tR\x05exact\x12\x16\n" +
@@ -2244,7 +2324,7 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
@@ -2254,70 +2334,72 @@ var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*PathRewrite)(nil),         // 5: directpipe.policy.v1.PathRewrite
 	(*WeightedBackend)(nil),     // 6: directpipe.policy.v1.WeightedBackend
 	(*HeaderValue)(nil),         // 7: directpipe.policy.v1.HeaderValue
-	(*HeaderMatch)(nil),         // 8: directpipe.policy.v1.HeaderMatch
-	(*CORS)(nil),                // 9: directpipe.policy.v1.CORS
-	(*RateLimit)(nil),           // 10: directpipe.policy.v1.RateLimit
-	(*TCPRoute)(nil),            // 11: directpipe.policy.v1.TCPRoute
-	(*RouteMatch)(nil),          // 12: directpipe.policy.v1.RouteMatch
-	(*Backend)(nil),             // 13: directpipe.policy.v1.Backend
-	(*HealthCheck)(nil),         // 14: directpipe.policy.v1.HealthCheck
-	(*CircuitBreakers)(nil),     // 15: directpipe.policy.v1.CircuitBreakers
-	(*OutlierDetection)(nil),    // 16: directpipe.policy.v1.OutlierDetection
-	(*UpstreamTLS)(nil),         // 17: directpipe.policy.v1.UpstreamTLS
-	(*AuthPolicy)(nil),          // 18: directpipe.policy.v1.AuthPolicy
-	(*Origins)(nil),             // 19: directpipe.policy.v1.Origins
-	(*TokenSource)(nil),         // 20: directpipe.policy.v1.TokenSource
-	(*JWT)(nil),                 // 21: directpipe.policy.v1.JWT
-	(*JWK)(nil),                 // 22: directpipe.policy.v1.JWK
-	(*APIKey)(nil),              // 23: directpipe.policy.v1.APIKey
-	nil,                         // 24: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	(*durationpb.Duration)(nil), // 25: google.protobuf.Duration
+	(*ClientAddresses)(nil),     // 8: directpipe.policy.v1.ClientAddresses
+	(*HeaderMatch)(nil),         // 9: directpipe.policy.v1.HeaderMatch
+	(*CORS)(nil),                // 10: directpipe.policy.v1.CORS
+	(*RateLimit)(nil),           // 11: directpipe.policy.v1.RateLimit
+	(*TCPRoute)(nil),            // 12: directpipe.policy.v1.TCPRoute
+	(*RouteMatch)(nil),          // 13: directpipe.policy.v1.RouteMatch
+	(*Backend)(nil),             // 14: directpipe.policy.v1.Backend
+	(*HealthCheck)(nil),         // 15: directpipe.policy.v1.HealthCheck
+	(*CircuitBreakers)(nil),     // 16: directpipe.policy.v1.CircuitBreakers
+	(*OutlierDetection)(nil),    // 17: directpipe.policy.v1.OutlierDetection
+	(*UpstreamTLS)(nil),         // 18: directpipe.policy.v1.UpstreamTLS
+	(*AuthPolicy)(nil),          // 19: directpipe.policy.v1.AuthPolicy
+	(*Origins)(nil),             // 20: directpipe.policy.v1.Origins
+	(*TokenSource)(nil),         // 21: directpipe.policy.v1.TokenSource
+	(*JWT)(nil),                 // 22: directpipe.policy.v1.JWT
+	(*JWK)(nil),                 // 23: directpipe.policy.v1.JWK
+	(*APIKey)(nil),              // 24: directpipe.policy.v1.APIKey
+	nil,                         // 25: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
 	4,  // 1: directpipe.policy.v1.Policy.routes:type_name -> directpipe.policy.v1.Route
-	13, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
-	18, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
+	14, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
+	19, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
-	25, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
-	12, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	25, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	25, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
-	9,  // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
-	10, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
-	11, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
+	26, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	13, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
+	26, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	26, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	10, // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
+	11, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
+	12, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
 	5,  // 13: directpipe.policy.v1.Route.rewrite:type_name -> directpipe.policy.v1.PathRewrite
 	6,  // 14: directpipe.policy.v1.Route.backends:type_name -> directpipe.policy.v1.WeightedBackend
 	7,  // 15: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	7,  // 16: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
-	25, // 17: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
-	8,  // 18: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	25, // 19: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
-	14, // 20: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
-	15, // 21: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
-	16, // 22: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
-	17, // 23: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	25, // 24: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
-	25, // 25: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	25, // 26: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	25, // 27: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	25, // 28: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	20, // 29: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	21, // 30: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	23, // 31: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	24, // 32: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	19, // 33: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	22, // 34: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	25, // 35: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	25, // 36: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	25, // 37: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	25, // 38: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	8,  // 17: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
+	26, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	9,  // 19: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
+	26, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	15, // 21: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
+	16, // 22: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
+	17, // 23: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
+	18, // 24: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
+	26, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
+	26, // 26: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	26, // 27: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	26, // 28: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	26, // 29: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	21, // 30: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	22, // 31: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	24, // 32: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	25, // 33: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	20, // 34: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	23, // 35: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	26, // 36: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	26, // 37: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	26, // 38: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	26, // 39: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -2325,7 +2407,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 	if File_directpipe_policy_v1_policy_proto != nil {
 		return
 	}
-	file_directpipe_policy_v1_policy_proto_msgTypes[20].OneofWrappers = []any{
+	file_directpipe_policy_v1_policy_proto_msgTypes[21].OneofWrappers = []any{
 		(*TokenSource_Bearer)(nil),
 		(*TokenSource_Query)(nil),
 		(*TokenSource_Header)(nil),
@@ -2337,7 +2419,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
