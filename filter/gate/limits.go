@@ -15,4 +15,9 @@ const (
 	// handshake sends it at once, so under a flood of silent sockets the
 	// ones that go are the flood's.
 	MaxPending = 1024
+	// TickMillis is how often the host ticks a tcp plugin. With
+	// ClosesPerCall it sets how fast late handshakes are closed: 160 a
+	// second per worker, more than MaxPending handshakes can time out in
+	// a head timeout.
+	TickMillis = 200
 )

@@ -12,11 +12,6 @@ const (
 	// tcpClusterState is the filter state key tcp_proxy reads to choose
 	// its cluster for one connection.
 	tcpClusterState = "envoy.tcp_proxy.cluster"
-	// TickMillis is how often the host ticks a tcp plugin. With
-	// ClosesPerCall it sets how fast late handshakes are closed: 160 a
-	// second per worker, more than MaxPending handshakes can time out in
-	// a head timeout.
-	TickMillis = 200
 )
 
 // conn is a connection's state: its plugin, when it opened, whether its
