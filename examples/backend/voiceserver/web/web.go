@@ -8,5 +8,5 @@ import "embed"
 
 // Files is the demo's static files.
 //
-//go:embed index.html
+//go:embed index.html speech.wav
 var Files embed.FS
