@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -104,7 +105,7 @@ func denyListener() *listenerv3.Listener {
 			// in the request, and Envoy copies it into the answer.
 			headers = append(headers, headerValue("www-authenticate", "%REQ("+contract.ChallengeHeader+")%"))
 		}
-		if reason == contract.ReasonRateLimited {
+		if contract.Status(reason) == http.StatusTooManyRequests {
 			headers = append(headers, headerValue("retry-after", "%REQ("+contract.RetryAfterHeader+")%"))
 		}
 		routes = append(routes, &routev3.Route{

@@ -87,3 +87,50 @@ func TestTCPHandshakeRate(t *testing.T) {
 		shared = h.shared
 	}
 }
+
+// TestHTTPStreamQuota: an identity holds at most max_streams streams open
+// through one Envoy; the end of one (its context deleted) frees a place;
+// overrides raise or remove an identity's quota.
+func TestHTTPStreamQuota(t *testing.T) {
+	doc := policyDoc()
+	doc["max_streams"] = 2
+	doc["max_streams_by_identity"] = map[string]int{"vip": 3, "suspended": 0}
+	cfg := mustJSON(t, map[string]any{"policies": map[string]any{"voice": doc}})
+	g := NewHTTP()
+	h := newFakeHost(cfg)
+	if !g.Configure(h, rootID) {
+		t.Fatalf("configuration refused: %q", h.logs)
+	}
+	next := uint32(streamID)
+	open := func(sub string) (uint32, *localReply) {
+		next++
+		g.ContextCreate(next, rootID)
+		h.route, h.routeFound = "voice", true
+		h.routePolicy, h.routeTagged = "voice", true
+		h.local = nil
+		claims := goodClaims()
+		claims["sub"] = sub
+		h.headers = map[string]string{":path": "/v1/a", "authorization": "Bearer " + token(t, claims)}
+		g.RequestHeaders(h, next, now)
+		return next, h.local
+	}
+	first, _ := open("alice")
+	if _, refused := open("alice"); refused != nil {
+		t.Fatalf("alice's 2nd stream refused: %+v", refused)
+	}
+	if _, refused := open("alice"); refused == nil || refused.status != 429 || !strings.Contains(refused.body, "stream_quota") || refused.headers["retry-after"] != "5" {
+		t.Fatalf("alice's 3rd stream: %+v, want 429 stream_quota with Retry-After 5", refused)
+	}
+	g.Delete(h, first) // one of her calls ends
+	if _, refused := open("alice"); refused != nil {
+		t.Fatalf("after a stream ended, alice was refused: %+v", refused)
+	}
+	for i := range 3 {
+		if _, refused := open("vip"); refused != nil {
+			t.Fatalf("vip's stream %d of 3 refused: %+v", i+1, refused)
+		}
+	}
+	if _, refused := open("suspended"); refused == nil || refused.status != 429 {
+		t.Fatalf("an identity with a quota of 0 was let in: %+v", refused)
+	}
+}
