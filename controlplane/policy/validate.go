@@ -4,12 +4,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -117,8 +115,6 @@ const (
 	MaxHeadersPerRoute  = 32
 	MaxOrigins          = 100
 	MaxHandshakeRate    = 1_000_000 // quotas.handshakes: per_second and burst
-	MaxStreamQuota      = 1_000_000 // quotas.max_streams and its overrides
-	MaxIdentityBytes    = 256       // an identity named in a quota override
 	MaxPathBytes        = 4096      // a route's path or prefix
 	MaxHeaderValueBytes = 1024      // a header matcher's value
 	MaxHostBytes        = 261       // a DNS name (253) with a wildcard and a port
@@ -785,24 +781,9 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 		v.errorf(path+".origins", "allows nothing: list origins in allow")
 	}
 	if q := a.GetQuotas(); q != nil {
-		if q.GetHandshakes() == nil && q.GetMaxStreams() == 0 && len(q.GetMaxStreamsByIdentity()) == 0 {
-			v.errorf(path+".quotas", "sets nothing: give handshakes, max_streams or max_streams_by_identity")
-		}
-		if q.GetMaxStreams() > MaxStreamQuota {
-			v.errorf(path+".quotas.max_streams", "must be at most %d", MaxStreamQuota)
-		}
-		if len(q.GetMaxStreamsByIdentity()) > contract.MaxQuotaOverrides {
-			v.errorf(path+".quotas.max_streams_by_identity", "has %d entries, at most %d", len(q.GetMaxStreamsByIdentity()), contract.MaxQuotaOverrides)
-		}
-		for _, id := range slices.Sorted(maps.Keys(q.GetMaxStreamsByIdentity())) {
-			if id == "" || len(id) > MaxIdentityBytes {
-				v.errorf(path+".quotas.max_streams_by_identity", "identity %.40q must be 1 to %d bytes", id, MaxIdentityBytes)
-			}
-			if n := q.GetMaxStreamsByIdentity()[id]; n > MaxStreamQuota {
-				v.errorf(path+".quotas.max_streams_by_identity["+id+"]", "must be at most %d", MaxStreamQuota)
-			}
-		}
-		if r := q.GetHandshakes(); r != nil {
+		if r := q.GetHandshakes(); r == nil {
+			v.errorf(path+".quotas", "sets nothing: give handshakes")
+		} else {
 			if ps := r.GetPerSecond(); !(ps > 0 && ps <= MaxHandshakeRate) {
 				v.errorf(path+".quotas.handshakes.per_second", "must be above 0 and at most %d", MaxHandshakeRate)
 			}

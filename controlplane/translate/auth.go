@@ -53,16 +53,8 @@ func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) *contract.Poli
 	if o := a.GetOrigins(); o != nil {
 		out.Origins = &contract.Origins{Allow: o.GetAllow(), AllowMissing: o.GetAllowMissing()}
 	}
-	q := a.GetQuotas()
-	if r := q.GetHandshakes(); r != nil {
+	if r := a.GetQuotas().GetHandshakes(); r != nil {
 		out.HandshakeRate = &contract.Rate{PerSecond: r.GetPerSecond(), Burst: int(r.GetBurst())}
-	}
-	out.MaxStreams = int(q.GetMaxStreams())
-	if o := q.GetMaxStreamsByIdentity(); len(o) > 0 {
-		out.MaxStreamsByIdentity = map[string]int{}
-		for id, n := range o {
-			out.MaxStreamsByIdentity[id] = int(n)
-		}
 	}
 	for _, k := range a.GetApiKeys() {
 		out.APIKeys = append(out.APIKeys, contract.APIKey{SHA256: k.GetSha256(), Identity: k.GetIdentity()})

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"fmt"
-	"net/http"
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -105,7 +104,7 @@ func denyListener() *listenerv3.Listener {
 			// in the request, and Envoy copies it into the answer.
 			headers = append(headers, headerValue("www-authenticate", "%REQ("+contract.ChallengeHeader+")%"))
 		}
-		if contract.Status(reason) == http.StatusTooManyRequests {
+		if reason == contract.ReasonRateLimited {
 			headers = append(headers, headerValue("retry-after", "%REQ("+contract.RetryAfterHeader+")%"))
 		}
 		routes = append(routes, &routev3.Route{

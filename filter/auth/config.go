@@ -172,9 +172,6 @@ func (p *Policy) prepare() error {
 	if err := checkRate(p.HandshakeRate); err != nil {
 		return err
 	}
-	if err := checkStreamQuota(&p.Policy); err != nil {
-		return err
-	}
 	if p.Public {
 		return p.preparePublic()
 	}

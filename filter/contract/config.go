@@ -73,19 +73,7 @@ type Policy struct {
 	// HandshakeRate bounds how fast one verified identity may open
 	// streams through one Envoy; nil: no bound.
 	HandshakeRate *Rate `json:"handshake_rate,omitempty"`
-	// MaxStreams bounds the streams one verified identity holds open
-	// through one Envoy at once; 0: no bound. MaxStreamsByIdentity
-	// overrides it for named identities (0 there: none at all).
-	MaxStreams           int            `json:"max_streams,omitempty"`
-	MaxStreamsByIdentity map[string]int `json:"max_streams_by_identity,omitempty"`
 }
-
-// MaxQuotaOverrides bounds a policy's per-identity quota overrides.
-const MaxQuotaOverrides = 1000
-
-// MaxStreamSlots is how many shared-data slots hold a policy's live stream
-// counts; a slot holds an entry per identity with streams open.
-const MaxStreamSlots = 1 << 12
 
 // Rate is a token bucket: PerSecond handshakes a second on average, up to
 // Burst at once.

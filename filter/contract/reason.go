@@ -39,9 +39,6 @@ const (
 	// ReasonRateLimited: the verified identity has opened handshakes
 	// faster than its policy's handshake rate.
 	ReasonRateLimited = "rate_limited"
-	// ReasonStreamQuota: the verified identity already holds as many open
-	// streams as its policy's max_streams allows.
-	ReasonStreamQuota = "stream_quota"
 )
 
 // denials gives each reason its status and the sentence of its body. It is
@@ -67,7 +64,6 @@ var denials = map[string]struct {
 	ReasonClientAddress:   {403, "the client's address may not open streams here"},
 	ReasonBadHandshake:    {400, "the upgrade request could not be read"},
 	ReasonRateLimited:     {429, "too many handshakes for this identity: retry later"},
-	ReasonStreamQuota:     {429, "this identity has as many streams open as its quota allows"},
 	ReasonInternal:        {500, "the handshake could not be checked"},
 	ReasonRouteChanged:    {500, "the request matched another route after it was checked"},
 	ReasonNotConfigured:   {503, "the handshake filter has no configuration"},

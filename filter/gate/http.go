@@ -15,12 +15,11 @@ import (
 type HTTP struct {
 	configs map[uint32]*auth.Config // by root context
 	streams map[uint32]uint32       // stream context to its root
-	held    map[uint32]*heldStream  // streams counted against a quota
 }
 
 // NewHTTP returns an HTTP gate with no plugin configured.
 func NewHTTP() *HTTP {
-	return &HTTP{configs: map[uint32]*auth.Config{}, streams: map[uint32]uint32{}, held: map[uint32]*heldStream{}}
+	return &HTTP{configs: map[uint32]*auth.Config{}, streams: map[uint32]uint32{}}
 }
 
 // Configure parses a plugin's configuration; false makes Envoy reject it,
@@ -48,13 +47,8 @@ func (g *HTTP) ContextCreate(id, parentID uint32) {
 	}
 }
 
-// Delete forgets a stream or a plugin, and counts the end of a stream held
-// against a quota.
-func (g *HTTP) Delete(h Host, id uint32) {
-	if s := g.held[id]; s != nil {
-		releaseStream(h, s)
-		delete(g.held, id)
-	}
+// Delete forgets a stream or a plugin.
+func (g *HTTP) Delete(id uint32) {
 	delete(g.streams, id)
 	delete(g.configs, id)
 }
@@ -118,13 +112,6 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 		return reject(h, auth.Internal(), contract.DefaultRealm)
 	}
 	if policy != nil {
-		q, held := admitStream(h, policy, d.Identity)
-		if !q.Allow {
-			return reject(h, q, policy.Realm)
-		}
-		if held != nil {
-			g.held[id] = held
-		}
 		h.Count(contract.MetricAllowed)
 	}
 	return Continue

@@ -423,11 +423,11 @@ func TestHTTPDelete(t *testing.T) {
 	g := NewHTTP()
 	g.Configure(newFakeHost(routedConfig(t)), rootID)
 	g.ContextCreate(streamID, rootID)
-	g.Delete(newFakeHost(""), streamID)
+	g.Delete(streamID)
 	if len(g.streams) != 0 {
 		t.Fatalf("stream kept after delete: %v", g.streams)
 	}
-	g.Delete(newFakeHost(""), rootID)
+	g.Delete(rootID)
 	g.ContextCreate(streamID, rootID)
 	h := newFakeHost("")
 	h.route, h.routeFound = "public", true

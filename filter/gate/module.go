@@ -124,9 +124,9 @@ func (m *Module) Done(id uint32) bool {
 func (m *Module) Delete(h ModuleHost, id uint32) {
 	m.entered(id)
 	if m.tcp[id] {
-		m.TCP.Delete(h, id)
+		m.TCP.Delete(id)
 	} else {
-		m.HTTP.Delete(h, id)
+		m.HTTP.Delete(id)
 	}
 	delete(m.tcp, id)
 	m.flush(h)

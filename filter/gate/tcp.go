@@ -25,9 +25,7 @@ type conn struct {
 	// refused is set when the client's address is not allowed: the
 	// connection's first bytes are then answered 403 client_address
 	// whatever they hold.
-	refused bool
-	// held is the stream counted against its identity's quota.
-	held       *heldStream
+	refused    bool
 	prev, next *conn
 }
 
@@ -169,11 +167,6 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	if r := admitRate(h, p, o.Decision.Identity, now()); !r.Allow {
 		return g.deny(h, c, r, tcpcheck.DenyRequest(r, p.Realm), size)
 	}
-	q, held := admitStream(h, p, o.Decision.Identity)
-	if !q.Allow {
-		return g.deny(h, c, q, tcpcheck.DenyRequest(q, p.Realm), size)
-	}
-	c.held = held // released by Delete, whatever happens next
 	// The token is in the bytes being replaced: if the host refuses the
 	// rewrite, the connection must not go on.
 	if err := h.ReplaceDownstreamData(uint32(o.HeadLen), o.Replacement); err != nil {
@@ -241,11 +234,9 @@ func closeOther(h TCPHost, id uint32) {
 	}
 }
 
-// Delete forgets a connection or a plugin, and counts the end of a
-// connection held against a quota.
-func (g *TCP) Delete(h Host, id uint32) {
+// Delete forgets a connection or a plugin.
+func (g *TCP) Delete(id uint32) {
 	if c := g.conns[id]; c != nil {
-		releaseStream(h, c.held)
 		g.pending.remove(c)
 		delete(g.conns, id)
 	}

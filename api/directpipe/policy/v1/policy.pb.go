@@ -1675,18 +1675,9 @@ type Quotas struct {
 	// path and in tcp mode alike. Over it, the handshake is answered 429 with
 	// Retry-After. The bucket is shared by the Envoy's workers; each Envoy
 	// keeps its own, so a fleet of N Envoys admits up to N times the rate.
-	Handshakes *HandshakeRate `protobuf:"bytes,1,opt,name=handshakes,proto3" json:"handshakes,omitempty"`
-	// How many streams one identity may hold open through one Envoy at once,
-	// 1 to 1000000; absent or 0 means no bound. Over it, the handshake is
-	// answered 429 with Retry-After: 5. A stream counts from its handshake to
-	// its end, on the direct path and in tcp mode alike; each Envoy keeps its
-	// own counts, so a fleet of N Envoys admits up to N times the quota.
-	MaxStreams uint32 `protobuf:"varint,2,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
-	// Per-identity quotas that replace max_streams for the identities named
-	// (a tier, a suspended caller: 0 admits none), at most 1000 entries.
-	MaxStreamsByIdentity map[string]uint32 `protobuf:"bytes,3,rep,name=max_streams_by_identity,json=maxStreamsByIdentity,proto3" json:"max_streams_by_identity,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	Handshakes    *HandshakeRate `protobuf:"bytes,1,opt,name=handshakes,proto3" json:"handshakes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Quotas) Reset() {
@@ -1722,20 +1713,6 @@ func (*Quotas) Descriptor() ([]byte, []int) {
 func (x *Quotas) GetHandshakes() *HandshakeRate {
 	if x != nil {
 		return x.Handshakes
-	}
-	return nil
-}
-
-func (x *Quotas) GetMaxStreams() uint32 {
-	if x != nil {
-		return x.MaxStreams
-	}
-	return 0
-}
-
-func (x *Quotas) GetMaxStreamsByIdentity() map[string]uint32 {
-	if x != nil {
-		return x.MaxStreamsByIdentity
 	}
 	return nil
 }
@@ -2414,17 +2391,11 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x06quotas\x18( \x01(\v2\x1c.directpipe.policy.v1.QuotasR\x06quotas\x1a?\n" +
 	"\x11ClaimHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
 	"\x06Quotas\x12C\n" +
 	"\n" +
 	"handshakes\x18\x01 \x01(\v2#.directpipe.policy.v1.HandshakeRateR\n" +
-	"handshakes\x12\x1f\n" +
-	"\vmax_streams\x18\x02 \x01(\rR\n" +
-	"maxStreams\x12m\n" +
-	"\x17max_streams_by_identity\x18\x03 \x03(\v26.directpipe.policy.v1.Quotas.MaxStreamsByIdentityEntryR\x14maxStreamsByIdentity\x1aG\n" +
-	"\x19MaxStreamsByIdentityEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"D\n" +
+	"handshakes\"D\n" +
 	"\rHandshakeRate\x12\x1d\n" +
 	"\n" +
 	"per_second\x18\x01 \x01(\x01R\tperSecond\x12\x14\n" +
@@ -2478,7 +2449,7 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
@@ -2508,8 +2479,7 @@ var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*JWK)(nil),                 // 25: directpipe.policy.v1.JWK
 	(*APIKey)(nil),              // 26: directpipe.policy.v1.APIKey
 	nil,                         // 27: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	nil,                         // 28: directpipe.policy.v1.Quotas.MaxStreamsByIdentityEntry
-	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
+	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
@@ -2518,10 +2488,10 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	19, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
-	29, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	28, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
 	13, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	29, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	29, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	28, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	28, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
 	10, // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
 	11, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
 	12, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
@@ -2530,18 +2500,18 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	7,  // 15: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	7,  // 16: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	8,  // 17: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
-	29, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	28, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
 	9,  // 19: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	29, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	28, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
 	15, // 21: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
 	16, // 22: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
 	17, // 23: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
 	18, // 24: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	29, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
-	29, // 26: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	29, // 27: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	29, // 28: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	29, // 29: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	28, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
+	28, // 26: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	28, // 27: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	28, // 28: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	28, // 29: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
 	23, // 30: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
 	24, // 31: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
 	26, // 32: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
@@ -2549,17 +2519,16 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	22, // 34: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
 	20, // 35: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
 	21, // 36: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
-	28, // 37: directpipe.policy.v1.Quotas.max_streams_by_identity:type_name -> directpipe.policy.v1.Quotas.MaxStreamsByIdentityEntry
-	25, // 38: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	29, // 39: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	29, // 40: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	29, // 41: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	29, // 42: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	25, // 37: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	28, // 38: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	28, // 39: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	28, // 40: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	28, // 41: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -2579,7 +2548,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
