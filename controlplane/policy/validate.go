@@ -114,11 +114,10 @@ const (
 	MaxHostsPerRoute    = 100
 	MaxHeadersPerRoute  = 32
 	MaxOrigins          = 100
-	MaxHandshakeRate    = 1_000_000 // quotas.handshakes: per_second and burst
-	MaxPathBytes        = 4096      // a route's path or prefix
-	MaxHeaderValueBytes = 1024      // a header matcher's value
-	MaxHostBytes        = 261       // a DNS name (253) with a wildcard and a port
-	MaxAudiences        = 100       // audiences and required scopes, each
+	MaxPathBytes        = 4096 // a route's path or prefix
+	MaxHeaderValueBytes = 1024 // a header matcher's value
+	MaxHostBytes        = 261  // a DNS name (253) with a wildcard and a port
+	MaxAudiences        = 100  // audiences and required scopes, each
 )
 
 // counts checks the size of every list of a policy before anything else
@@ -779,18 +778,6 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 	}
 	if o := a.GetOrigins(); o != nil && len(o.GetAllow()) == 0 && !o.GetAllowMissing() {
 		v.errorf(path+".origins", "allows nothing: list origins in allow")
-	}
-	if q := a.GetQuotas(); q != nil {
-		if r := q.GetHandshakes(); r == nil {
-			v.errorf(path+".quotas", "sets nothing: give handshakes")
-		} else {
-			if ps := r.GetPerSecond(); !(ps > 0 && ps <= MaxHandshakeRate) {
-				v.errorf(path+".quotas.handshakes.per_second", "must be above 0 and at most %d", MaxHandshakeRate)
-			}
-			if b := r.GetBurst(); b < 1 || b > MaxHandshakeRate {
-				v.errorf(path+".quotas.handshakes.burst", "must be 1 to %d", MaxHandshakeRate)
-			}
-		}
 	}
 	if l := a.GetJwt().GetLeeway(); l != nil && l.AsDuration() < 0 {
 		v.errorf(path+".jwt.leeway", "must not be negative")

@@ -53,9 +53,6 @@ func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) *contract.Poli
 	if o := a.GetOrigins(); o != nil {
 		out.Origins = &contract.Origins{Allow: o.GetAllow(), AllowMissing: o.GetAllowMissing()}
 	}
-	if r := a.GetQuotas().GetHandshakes(); r != nil {
-		out.HandshakeRate = &contract.Rate{PerSecond: r.GetPerSecond(), Burst: int(r.GetBurst())}
-	}
 	for _, k := range a.GetApiKeys() {
 		out.APIKeys = append(out.APIKeys, contract.APIKey{SHA256: k.GetSha256(), Identity: k.GetIdentity()})
 	}

@@ -104,9 +104,6 @@ func denyListener() *listenerv3.Listener {
 			// in the request, and Envoy copies it into the answer.
 			headers = append(headers, headerValue("www-authenticate", "%REQ("+contract.ChallengeHeader+")%"))
 		}
-		if reason == contract.ReasonRateLimited {
-			headers = append(headers, headerValue("retry-after", "%REQ("+contract.RetryAfterHeader+")%"))
-		}
 		routes = append(routes, &routev3.Route{
 			Name:  "deny-" + reason,
 			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: contract.DenyPathPrefix + reason}},

@@ -6,8 +6,6 @@
 package abihost
 
 import (
-	"errors"
-
 	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/directpipe/directpipe/filter/gate"
 	"github.com/directpipe/directpipe/filter/proxywasm"
@@ -42,16 +40,6 @@ func (Host) VerifySignature(hash string, spki, sig, signed []byte) (bool, error)
 func (Host) ClientAddress() (string, error) {
 	v, err := proxywasm.GetProperty("source", "address")
 	return string(v), err
-}
-
-func (Host) SharedData(key string) ([]byte, uint32, error) { return proxywasm.SharedData(key) }
-
-func (Host) SetSharedData(key string, value []byte, cas uint32) error {
-	err := proxywasm.SetSharedData(key, value, cas)
-	if errors.Is(err, proxywasm.ErrCASMismatch) {
-		return gate.ErrCASMismatch
-	}
-	return err
 }
 
 func (Host) RootID() (string, error) {

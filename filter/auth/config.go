@@ -169,9 +169,6 @@ func (p *Policy) prepare() error {
 	if p.clients, err = ParseClients(p.Policy.Clients); err != nil {
 		return err
 	}
-	if err := checkRate(p.HandshakeRate); err != nil {
-		return err
-	}
 	if p.Public {
 		return p.preparePublic()
 	}

@@ -18,9 +18,6 @@ type Decision struct {
 	Path string
 	// Cache says whether a JWT's decision came from the token cache.
 	Cache CacheResult
-	// RetryAfterSeconds, on a rate-limited denial, is when the client may
-	// try again (the Retry-After header).
-	RetryAfterSeconds int
 }
 
 // Denial is the decision that refuses a handshake for reason, with the

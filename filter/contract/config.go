@@ -70,22 +70,7 @@ type Policy struct {
 	// the policy guards every route (the tcp module: one route per
 	// plugin).
 	Clients *Clients `json:"clients,omitempty"`
-	// HandshakeRate bounds how fast one verified identity may open
-	// streams through one Envoy; nil: no bound.
-	HandshakeRate *Rate `json:"handshake_rate,omitempty"`
 }
-
-// Rate is a token bucket: PerSecond handshakes a second on average, up to
-// Burst at once.
-type Rate struct {
-	PerSecond float64 `json:"per_second"`
-	Burst     int     `json:"burst"`
-}
-
-// MaxRateSlots bounds the module's rate state per policy: identities are
-// hashed into this many buckets (in Envoy's shared data, a few MB at most),
-// so an unbounded set of identities cannot grow it.
-const MaxRateSlots = 1 << 14
 
 // TokenCache sizes the filter's cache of verified JWTs. A cached token
 // skips the signature check until the earlier of its exp and MaxAgeSeconds

@@ -40,9 +40,6 @@ const (
 	// ChallengeHeader carries the WWW-Authenticate value to the deny
 	// listener, which copies it into its answer.
 	ChallengeHeader = "x-directpipe-challenge"
-	// RetryAfterHeader carries a rate-limited denial's Retry-After value
-	// to the deny listener, which copies it into its answer.
-	RetryAfterHeader = "x-directpipe-retry-after"
 )
 
 // Counters the modules define; a denial's counter is its prefix and the

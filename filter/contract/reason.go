@@ -36,9 +36,6 @@ const (
 	// ReasonClientAddress: the client's address is on the route's deny
 	// list, or not on its allow list.
 	ReasonClientAddress = "client_address"
-	// ReasonRateLimited: the verified identity has opened handshakes
-	// faster than its policy's handshake rate.
-	ReasonRateLimited = "rate_limited"
 )
 
 // denials gives each reason its status and the sentence of its body. It is
@@ -63,7 +60,6 @@ var denials = map[string]struct {
 	ReasonOriginDenied:    {403, "the page's origin may not open streams here"},
 	ReasonClientAddress:   {403, "the client's address may not open streams here"},
 	ReasonBadHandshake:    {400, "the upgrade request could not be read"},
-	ReasonRateLimited:     {429, "too many handshakes for this identity: retry later"},
 	ReasonInternal:        {500, "the handshake could not be checked"},
 	ReasonRouteChanged:    {500, "the request matched another route after it was checked"},
 	ReasonNotConfigured:   {503, "the handshake filter has no configuration"},
@@ -81,8 +77,7 @@ func Reasons() []string {
 }
 
 // Status is the HTTP status a denial for reason answers with: 401 or 403,
-// 400 for an unreadable handshake, 429 over a handshake rate, 500 or 503
-// when the filter cannot check.
+// 400 for an unreadable handshake, 500 or 503 when the filter cannot check.
 func Status(reason string) int { return denials[reason].status }
 
 // Challenges reports whether a denial for reason carries a

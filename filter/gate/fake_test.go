@@ -40,11 +40,6 @@ type fakeHost struct {
 	// returns.
 	onClose func(id uint32)
 
-	// shared is the host's shared data, with each key's version;
-	// casFails makes the next that many writes lose a race.
-	shared   map[string]sharedValue
-	casFails int
-
 	// clientAddr is source.address; clientAddrs counts its reads.
 	clientAddr    string
 	clientAddrErr error
@@ -76,29 +71,6 @@ func newFakeHost(config string) *fakeHost {
 }
 
 func (h *fakeHost) Log(level Level, msg string) { h.logs = append(h.logs, msg) }
-
-type sharedValue struct {
-	data    []byte
-	version uint32
-}
-
-func (h *fakeHost) SharedData(key string) ([]byte, uint32, error) {
-	v := h.shared[key]
-	return v.data, v.version, nil
-}
-
-func (h *fakeHost) SetSharedData(key string, value []byte, cas uint32) error {
-	if h.shared == nil {
-		h.shared = map[string]sharedValue{}
-	}
-	v := h.shared[key]
-	if h.casFails > 0 || (cas != 0 && cas != v.version) {
-		h.casFails = max(0, h.casFails-1)
-		return ErrCASMismatch
-	}
-	h.shared[key] = sharedValue{data: append([]byte(nil), value...), version: v.version + 1}
-	return nil
-}
 
 func (h *fakeHost) ClientAddress() (string, error) {
 	h.clientAddrs++

@@ -6,8 +6,6 @@
 // with a fake host; the module mains bind them to the Proxy-Wasm ABI.
 package gate
 
-import "errors"
-
 // Level is a log level, numbered as in the Proxy-Wasm spec.
 type Level uint32
 
@@ -45,18 +43,7 @@ type Host interface {
 	// (source.address: "ip:port"). The gate reads it only for a route
 	// with client lists, once per handshake.
 	ClientAddress() (string, error)
-	// SharedData returns the value under key in the data every VM of the
-	// module shares within the Envoy process, and its version; a missing
-	// key reads as no value and version 0.
-	SharedData(key string) ([]byte, uint32, error)
-	// SetSharedData stores value under key if the key's version is still
-	// cas (0: any version), or fails with ErrCASMismatch.
-	SetSharedData(key string, value []byte, cas uint32) error
 }
-
-// ErrCASMismatch is SetSharedData's answer when another VM wrote the key
-// since it was read.
-var ErrCASMismatch = errors.New("shared data changed since it was read")
 
 // HTTPHost is the host of an HTTP stream, acting on the stream whose
 // callback is running.

@@ -89,11 +89,6 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 		}
 		return reject(h, d, realm)
 	}
-	if policy != nil {
-		if r := admitRate(h, policy, d.Identity, now); !r.Allow {
-			return reject(h, r, policy.Realm)
-		}
-	}
 	edited, err := apply(h, header, d)
 	if err == nil && edited && route != "" && route != auth.UnnamedRoute {
 		// Envoy clears its route cache when a filter edits request
@@ -203,9 +198,6 @@ func reject(h HTTPHost, d auth.Decision, realm string) Action {
 	headers := [][2]string{{"content-type", "application/json"}}
 	if d.Challenges() {
 		headers = append(headers, [2]string{"www-authenticate", d.WWWAuthenticate(realm)})
-	}
-	if d.RetryAfterSeconds > 0 {
-		headers = append(headers, [2]string{"retry-after", strconv.Itoa(d.RetryAfterSeconds)})
 	}
 	if err := h.SendLocalResponse(d.Status, contract.LocalReplyDetailPrefix+d.Reason, d.Body(), headers); err != nil {
 		h.Log(LevelError, err.Error())

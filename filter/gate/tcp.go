@@ -164,9 +164,6 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 		h.Log(LevelDebug, "policy "+p.Name+" denied a tcp handshake: "+o.Decision.Reason)
 		return g.deny(h, c, o.Decision, o.Replacement, size)
 	}
-	if r := admitRate(h, p, o.Decision.Identity, now()); !r.Allow {
-		return g.deny(h, c, r, tcpcheck.DenyRequest(r, p.Realm), size)
-	}
 	// The token is in the bytes being replaced: if the host refuses the
 	// rewrite, the connection must not go on.
 	if err := h.ReplaceDownstreamData(uint32(o.HeadLen), o.Replacement); err != nil {

@@ -13,10 +13,9 @@ import (
 type Status uint32
 
 const (
-	StatusOK          Status = 0
-	StatusNotFound    Status = 1
-	StatusBadArg      Status = 2
-	StatusCASMismatch Status = 8
+	StatusOK       Status = 0
+	StatusNotFound Status = 1
+	StatusBadArg   Status = 2
 )
 
 func (s Status) err(call string) error {
@@ -25,15 +24,9 @@ func (s Status) err(call string) error {
 		return nil
 	case StatusNotFound:
 		return fmt.Errorf("%s: %w", call, ErrNotFound)
-	case StatusCASMismatch:
-		return fmt.Errorf("%s: %w", call, ErrCASMismatch)
 	}
 	return fmt.Errorf("%s: host status %d", call, uint32(s))
 }
-
-// ErrCASMismatch is the host's CasMismatch: shared data written by another
-// VM since it was read.
-var ErrCASMismatch = errors.New("cas mismatch")
 
 // ErrNotFound is the host's NotFound: a header, property or buffer that
 // does not exist.
@@ -335,30 +328,4 @@ func VerifySignature(hash string, spki, sig, text []byte) (bool, error) {
 	}
 	ok, _, err := decodeVerifyResult(res)
 	return ok, err
-}
-
-// SharedData reads a key of the data the host shares between VMs (spec:
-// proxy_get_shared_data), with its version; a missing key is no value and
-// version 0.
-func SharedData(key string) ([]byte, uint32, error) {
-	var addr, size, cas uint32
-	st := Status(proxy_get_shared_data(key, &addr, &size, &cas))
-	if st == StatusNotFound {
-		return nil, 0, nil
-	}
-	if err := st.err("proxy_get_shared_data"); err != nil {
-		return nil, 0, err
-	}
-	data, err := take(addr, size)
-	return data, cas, err
-}
-
-// SetSharedData writes a key of the shared data if its version is still
-// cas (spec: proxy_set_shared_data); ErrCASMismatch otherwise.
-func SetSharedData(key string, value []byte, cas uint32) error {
-	var p *byte
-	if len(value) > 0 {
-		p = &value[0]
-	}
-	return Status(proxy_set_shared_data(key, p, uint32(len(value)), cas)).err("proxy_set_shared_data")
 }

@@ -15,7 +15,6 @@ package tcpcheck
 import (
 	"encoding/base64"
 	"errors"
-	"strconv"
 	"strings"
 	"time"
 
@@ -173,9 +172,6 @@ func DenyRequest(d auth.Decision, realm string) []byte {
 	}}
 	if d.Challenges() {
 		h.Fields = append(h.Fields, httphead.Field{Name: contract.ChallengeHeader, Value: d.WWWAuthenticate(realm)})
-	}
-	if d.RetryAfterSeconds > 0 {
-		h.Fields = append(h.Fields, httphead.Field{Name: contract.RetryAfterHeader, Value: strconv.Itoa(d.RetryAfterSeconds)})
 	}
 	return h.Bytes()
 }

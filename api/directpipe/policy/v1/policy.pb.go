@@ -1574,9 +1574,7 @@ type AuthPolicy struct {
 	ClaimHeaders map[string]string `protobuf:"bytes,6,rep,name=claim_headers,json=claimHeaders,proto3" json:"claim_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Which pages may open streams: a defence against cross-site WebSocket
 	// hijacking. Absent means no Origin check.
-	Origins *Origins `protobuf:"bytes,7,opt,name=origins,proto3" json:"origins,omitempty"`
-	// What one verified identity may use. Absent means no bound.
-	Quotas        *Quotas `protobuf:"bytes,40,opt,name=quotas,proto3" json:"quotas,omitempty"`
+	Origins       *Origins `protobuf:"bytes,7,opt,name=origins,proto3" json:"origins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1660,120 +1658,6 @@ func (x *AuthPolicy) GetOrigins() *Origins {
 	return nil
 }
 
-func (x *AuthPolicy) GetQuotas() *Quotas {
-	if x != nil {
-		return x.Quotas
-	}
-	return nil
-}
-
-// Quotas bound what one verified identity (the identity header's value) may
-// use, checked at the handshake, never per frame.
-type Quotas struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// How fast one identity may open streams through one Envoy, on the direct
-	// path and in tcp mode alike. Over it, the handshake is answered 429 with
-	// Retry-After. The bucket is shared by the Envoy's workers; each Envoy
-	// keeps its own, so a fleet of N Envoys admits up to N times the rate.
-	Handshakes    *HandshakeRate `protobuf:"bytes,1,opt,name=handshakes,proto3" json:"handshakes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Quotas) Reset() {
-	*x = Quotas{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Quotas) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Quotas) ProtoMessage() {}
-
-func (x *Quotas) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Quotas.ProtoReflect.Descriptor instead.
-func (*Quotas) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *Quotas) GetHandshakes() *HandshakeRate {
-	if x != nil {
-		return x.Handshakes
-	}
-	return nil
-}
-
-// HandshakeRate is a token bucket: per_second handshakes a second on
-// average, up to burst at once.
-type HandshakeRate struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Handshakes a second, above 0 and at most 1000000; fractions allowed
-	// (0.5: one every two seconds).
-	PerSecond float64 `protobuf:"fixed64,1,opt,name=per_second,json=perSecond,proto3" json:"per_second,omitempty"`
-	// Handshakes at once, 1 to 1000000.
-	Burst         uint32 `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *HandshakeRate) Reset() {
-	*x = HandshakeRate{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *HandshakeRate) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*HandshakeRate) ProtoMessage() {}
-
-func (x *HandshakeRate) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use HandshakeRate.ProtoReflect.Descriptor instead.
-func (*HandshakeRate) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
-}
-
-func (x *HandshakeRate) GetPerSecond() float64 {
-	if x != nil {
-		return x.PerSecond
-	}
-	return 0
-}
-
-func (x *HandshakeRate) GetBurst() uint32 {
-	if x != nil {
-		return x.Burst
-	}
-	return 0
-}
-
 type Origins struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "https://app.example.com" exactly, or "https://*.example.com" for any
@@ -1787,7 +1671,7 @@ type Origins struct {
 
 func (x *Origins) Reset() {
 	*x = Origins{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +1683,7 @@ func (x *Origins) String() string {
 func (*Origins) ProtoMessage() {}
 
 func (x *Origins) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +1696,7 @@ func (x *Origins) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Origins.ProtoReflect.Descriptor instead.
 func (*Origins) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Origins) GetAllow() []string {
@@ -1844,7 +1728,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1740,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1753,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TokenSource) GetSource() isTokenSource_Source {
@@ -1990,7 +1874,7 @@ type JWT struct {
 
 func (x *JWT) Reset() {
 	*x = JWT{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +1886,7 @@ func (x *JWT) String() string {
 func (*JWT) ProtoMessage() {}
 
 func (x *JWT) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +1899,7 @@ func (x *JWT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWT.ProtoReflect.Descriptor instead.
 func (*JWT) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JWT) GetKeys() []*JWK {
@@ -2114,7 +1998,7 @@ type JWK struct {
 
 func (x *JWK) Reset() {
 	*x = JWK{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[25]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2010,7 @@ func (x *JWK) String() string {
 func (*JWK) ProtoMessage() {}
 
 func (x *JWK) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[25]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2023,7 @@ func (x *JWK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWK.ProtoReflect.Descriptor instead.
 func (*JWK) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{25}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JWK) GetKty() string {
@@ -2218,7 +2102,7 @@ type APIKey struct {
 
 func (x *APIKey) Reset() {
 	*x = APIKey{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[26]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2114,7 @@ func (x *APIKey) String() string {
 func (*APIKey) ProtoMessage() {}
 
 func (x *APIKey) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[26]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2127,7 @@ func (x *APIKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
 func (*APIKey) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{26}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *APIKey) GetSha256() string {
@@ -2378,7 +2262,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\vUpstreamTLS\x12\x10\n" +
 	"\x03sni\x18\x01 \x01(\tR\x03sni\x12\x17\n" +
 	"\aca_file\x18\x02 \x01(\tR\x06caFile\x12\x10\n" +
-	"\x03san\x18\x03 \x03(\tR\x03san\"\xf5\x03\n" +
+	"\x03san\x18\x03 \x03(\tR\x03san\"\xbf\x03\n" +
 	"\n" +
 	"AuthPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
@@ -2387,19 +2271,10 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\bapi_keys\x18\x04 \x03(\v2\x1c.directpipe.policy.v1.APIKeyR\aapiKeys\x12'\n" +
 	"\x0fidentity_header\x18\x05 \x01(\tR\x0eidentityHeader\x12W\n" +
 	"\rclaim_headers\x18\x06 \x03(\v22.directpipe.policy.v1.AuthPolicy.ClaimHeadersEntryR\fclaimHeaders\x127\n" +
-	"\aorigins\x18\a \x01(\v2\x1d.directpipe.policy.v1.OriginsR\aorigins\x124\n" +
-	"\x06quotas\x18( \x01(\v2\x1c.directpipe.policy.v1.QuotasR\x06quotas\x1a?\n" +
+	"\aorigins\x18\a \x01(\v2\x1d.directpipe.policy.v1.OriginsR\aorigins\x1a?\n" +
 	"\x11ClaimHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
-	"\x06Quotas\x12C\n" +
-	"\n" +
-	"handshakes\x18\x01 \x01(\v2#.directpipe.policy.v1.HandshakeRateR\n" +
-	"handshakes\"D\n" +
-	"\rHandshakeRate\x12\x1d\n" +
-	"\n" +
-	"per_second\x18\x01 \x01(\x01R\tperSecond\x12\x14\n" +
-	"\x05burst\x18\x02 \x01(\rR\x05burst\"D\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\aOrigins\x12\x14\n" +
 	"\x05allow\x18\x01 \x03(\tR\x05allow\x12#\n" +
 	"\rallow_missing\x18\x02 \x01(\bR\fallowMissing\"\x94\x01\n" +
@@ -2449,7 +2324,7 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
@@ -2471,15 +2346,13 @@ var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*OutlierDetection)(nil),    // 17: directpipe.policy.v1.OutlierDetection
 	(*UpstreamTLS)(nil),         // 18: directpipe.policy.v1.UpstreamTLS
 	(*AuthPolicy)(nil),          // 19: directpipe.policy.v1.AuthPolicy
-	(*Quotas)(nil),              // 20: directpipe.policy.v1.Quotas
-	(*HandshakeRate)(nil),       // 21: directpipe.policy.v1.HandshakeRate
-	(*Origins)(nil),             // 22: directpipe.policy.v1.Origins
-	(*TokenSource)(nil),         // 23: directpipe.policy.v1.TokenSource
-	(*JWT)(nil),                 // 24: directpipe.policy.v1.JWT
-	(*JWK)(nil),                 // 25: directpipe.policy.v1.JWK
-	(*APIKey)(nil),              // 26: directpipe.policy.v1.APIKey
-	nil,                         // 27: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	(*durationpb.Duration)(nil), // 28: google.protobuf.Duration
+	(*Origins)(nil),             // 20: directpipe.policy.v1.Origins
+	(*TokenSource)(nil),         // 21: directpipe.policy.v1.TokenSource
+	(*JWT)(nil),                 // 22: directpipe.policy.v1.JWT
+	(*JWK)(nil),                 // 23: directpipe.policy.v1.JWK
+	(*APIKey)(nil),              // 24: directpipe.policy.v1.APIKey
+	nil,                         // 25: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
@@ -2488,10 +2361,10 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	19, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
-	28, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	26, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
 	13, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	28, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	28, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	26, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	26, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
 	10, // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
 	11, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
 	12, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
@@ -2500,35 +2373,33 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	7,  // 15: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	7,  // 16: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	8,  // 17: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
-	28, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	26, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
 	9,  // 19: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	28, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	26, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
 	15, // 21: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
 	16, // 22: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
 	17, // 23: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
 	18, // 24: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	28, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
-	28, // 26: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	28, // 27: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	28, // 28: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	28, // 29: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	23, // 30: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	24, // 31: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	26, // 32: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	27, // 33: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	22, // 34: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	20, // 35: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
-	21, // 36: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
-	25, // 37: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	28, // 38: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	28, // 39: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	28, // 40: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	28, // 41: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	26, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
+	26, // 26: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	26, // 27: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	26, // 28: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	26, // 29: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	21, // 30: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	22, // 31: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	24, // 32: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	25, // 33: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	20, // 34: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	23, // 35: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	26, // 36: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	26, // 37: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	26, // 38: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	26, // 39: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -2536,7 +2407,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 	if File_directpipe_policy_v1_policy_proto != nil {
 		return
 	}
-	file_directpipe_policy_v1_policy_proto_msgTypes[23].OneofWrappers = []any{
+	file_directpipe_policy_v1_policy_proto_msgTypes[21].OneofWrappers = []any{
 		(*TokenSource_Bearer)(nil),
 		(*TokenSource_Query)(nil),
 		(*TokenSource_Header)(nil),
@@ -2548,7 +2419,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
