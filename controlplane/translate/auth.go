@@ -53,6 +53,12 @@ func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) *contract.Poli
 	if o := a.GetOrigins(); o != nil {
 		out.Origins = &contract.Origins{Allow: o.GetAllow(), AllowMissing: o.GetAllowMissing()}
 	}
+	if q := a.GetQuotas(); q != nil {
+		out.Quotas = &contract.Quotas{MaxStreams: q.GetMaxStreams(), Identities: q.GetIdentityMaxStreams()}
+		if r := q.GetHandshakes(); r != nil {
+			out.Quotas.Handshakes = &contract.Rate{PerSecond: r.GetPerSecond(), Burst: r.GetBurst()}
+		}
+	}
 	for _, k := range a.GetApiKeys() {
 		out.APIKeys = append(out.APIKeys, contract.APIKey{SHA256: k.GetSha256(), Identity: k.GetIdentity()})
 	}

@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"slices"
+	"strconv"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -103,6 +104,9 @@ func denyListener() *listenerv3.Listener {
 			// The challenge names the policy's realm; the module sends it
 			// in the request, and Envoy copies it into the answer.
 			headers = append(headers, headerValue("www-authenticate", "%REQ("+contract.ChallengeHeader+")%"))
+		}
+		if contract.RetryAfter(reason) {
+			headers = append(headers, headerValue("retry-after", strconv.Itoa(contract.RetryAfterSeconds)))
 		}
 		routes = append(routes, &routev3.Route{
 			Name:  "deny-" + reason,
