@@ -172,7 +172,12 @@ func TestAddStreams(t *testing.T) {
 		t.Fatalf("count %s after giving back more than held, want 0", v)
 	}
 	// A worker that always loses the race gives up rather than loop.
-	h.beforeSet = func(key string) { h.sharedData.next++; e := h.sharedData.entries[key]; e.cas = h.sharedData.next; h.sharedData.entries[key] = e }
+	h.beforeSet = func(key string) {
+		h.sharedData.next++
+		e := h.sharedData.entries[key]
+		e.cas = h.sharedData.next
+		h.sharedData.entries[key] = e
+	}
 	if _, err := addStreams(h, "k", 1, 3); !errors.Is(err, errCASExhausted) {
 		t.Fatalf("endless races: %v", err)
 	}
