@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -206,4 +207,96 @@ func TestStreamQuotaAndHandshakeRate(t *testing.T) {
 			t.Errorf("%s refusals are not counted: %s = %d (%v)", want, stat, v, err)
 		}
 	}
+}
+
+// shareServed reports whether an Envoy's handshake filter holds a stream
+// quota share of n (the first policy's max_streams in its ECDS config).
+func shareServed(t *testing.T, e *testkit.Envoy, n int) (bool, string) {
+	b, err := e.ConfigDump(t.Context(), "ecds_filters")
+	if err != nil {
+		return false, err.Error()
+	}
+	re := regexp.MustCompile(`max_streams\\*":(\d+)`)
+	m := re.FindSubmatch(b)
+	if m == nil {
+		return false, "no quota in the ECDS config"
+	}
+	return string(m[1]) == strconv.Itoa(n), "max_streams share " + string(m[1])
+}
+
+// TestStreamQuotaAcrossTwoEnvoys proves the fleet-wide quota with two
+// Envoys against one control plane, both on the same listener addresses
+// (SO_REUSEPORT: the kernel spreads connections between them). Each gets
+// half of the quota; streams for one identity are opened until both
+// Envoys refuse it; the back end must have received at most the quota
+// plus the stated bound (Envoys - 1) for it, on both paths, while other
+// identities pass, and closing streams frees quota.
+func TestStreamQuotaAcrossTwoEnvoys(t *testing.T) {
+	const quota, envoys = 4, 2
+	bound := quota + envoys - 1
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	s := newStack(t, false, func(p *policyParams) {
+		p.RoutesYAML = fmt.Sprintf(quotaRoutes, tcpAddr)
+		p.AuthPoliciesYAML = fmt.Sprintf(quotaPolicies, quota, 6)
+	})
+	second := testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), NodeID: "e2e-quota-second"})
+	if err := second.WaitReady(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range []*testkit.Envoy{s.envoy, second} {
+		eventually(t, func() (bool, string) {
+			ok, why := shareServed(t, e, quota/envoys)
+			return ok, fmt.Sprintf("Envoy %d: %s", i, why)
+		})
+	}
+	refusedStat := func(e *testkit.Envoy) int64 {
+		var n int64
+		for _, st := range []string{contract.MetricDeniedPrefix, contract.MetricTCPDeniedPrefix} {
+			v, _ := e.Stat(t.Context(), "wasmcustom."+st+contract.ReasonStreamQuota)
+			n += v
+		}
+		return n
+	}
+	top := t
+	var admitted []held
+	// Until both Envoys have refused alice, alternating the direct path
+	// and tcp mode; each connection lands on either Envoy.
+	for i := 0; refusedStat(s.envoy) == 0 || refusedStat(second) == 0; i++ {
+		if i == 200 {
+			t.Fatalf("200 handshakes and the Envoys refused %d and %d", refusedStat(s.envoy), refusedStat(second))
+		}
+		addr := s.params.Listen
+		if i%2 == 1 {
+			addr = tcpAddr
+		}
+		h := hold(t, top, addr, "/v1/quota", "alice")
+		switch h.status {
+		case http.StatusSwitchingProtocols:
+			admitted = append(admitted, h)
+		case http.StatusTooManyRequests:
+			refusedFor(t, h, contract.ReasonStreamQuota)
+		default:
+			t.Fatalf("alice: %d %s", h.status, h.body)
+		}
+	}
+	seen := identitiesSeen(s, "/v1/quota")["alice"]
+	t.Logf("quota %d over %d Envoys: alice admitted %d, back end saw %d, bound %d", quota, envoys, len(admitted), seen, bound)
+	if seen != len(admitted) || seen > bound || seen < quota {
+		t.Fatalf("the back end saw %d of alice's streams (%d admitted); want %d to %d", seen, len(admitted), quota, bound)
+	}
+	if h := hold(t, top, s.params.Listen, "/v1/quota", "bob"); h.status != http.StatusSwitchingProtocols {
+		t.Fatalf("bob while alice is at her quota: %d %s", h.status, h.body)
+	}
+	for _, h := range admitted {
+		h.close()
+	}
+	// Every stream closed: alice gets her whole quota back, on whichever
+	// Envoy each connection lands.
+	eventually(t, func() (bool, string) {
+		h := hold(t, top, s.params.Listen, "/v1/quota", "alice")
+		return h.status == http.StatusSwitchingProtocols, fmt.Sprintf("alice after closing: %d %s", h.status, h.body)
+	})
 }
