@@ -1672,13 +1672,16 @@ func (x *AuthPolicy) GetQuotas() *Quotas {
 // an API key) may open through this policy.
 type Quotas struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Live streams one identity may hold at once on one Envoy; 0 means no
-	// limit. Every worker of an Envoy shares the count.
+	// Live streams one identity may hold at once across the fleet; 0 means
+	// no limit. Each Envoy enforces an even share, rounded up, so the fleet
+	// total stays within max_streams + Envoys - 1 (see docs/admission.md
+	// for the transient cases).
 	MaxStreams uint32 `protobuf:"varint,1,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
 	// Per-identity values of max_streams (tiers), by identity; they replace
 	// max_streams for that identity. 0 means no limit for it.
 	IdentityMaxStreams map[string]uint32 `protobuf:"bytes,2,rep,name=identity_max_streams,json=identityMaxStreams,proto3" json:"identity_max_streams,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// Handshakes one identity may make per second; absent means no limit.
+	// Handshakes one identity may make per second across the fleet, split
+	// among the Envoys like max_streams; absent means no limit.
 	Handshakes    *HandshakeRate `protobuf:"bytes,3,opt,name=handshakes,proto3" json:"handshakes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
