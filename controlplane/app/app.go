@@ -136,6 +136,8 @@ type App struct {
 	// keys is set with a shared store: JWKS documents fetched by the
 	// elected replica.
 	keys *sharedKeys
+	// envoys is how many Envoys share each per-identity quota (quotas.go).
+	envoys atomic.Int64
 
 	rejectedMu sync.Mutex
 	// rejected is the latest policy refused from the file or store.
@@ -382,6 +384,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	})
 	g.Go(func() error { a.runDrains(ctx); return nil })
+	g.Go(func() error { a.runQuotaShares(ctx); return nil })
 	if a.shared {
 		g.Go(func() error { a.publishNodes(ctx); return nil })
 		g.Go(func() error { a.runSharedKeys(ctx); return nil })

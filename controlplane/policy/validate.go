@@ -4,10 +4,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -175,6 +177,7 @@ func (v *validator) counts(p *policyv1.Policy) bool {
 		check(path+".origins.allow", len(a.GetOrigins().GetAllow()), MaxOrigins)
 		check(path+".jwt.audiences", len(a.GetJwt().GetAudiences()), MaxAudiences)
 		check(path+".jwt.required_scopes", len(a.GetJwt().GetRequiredScopes()), MaxAudiences)
+		check(path+".quotas.identity_max_streams", len(a.GetQuotas().GetIdentityMaxStreams()), contract.MaxQuotaIdentities)
 	}
 	return ok
 }
@@ -779,6 +782,7 @@ func (v *validator) auth(path string, a *policyv1.AuthPolicy, seen map[string]bo
 	if o := a.GetOrigins(); o != nil && len(o.GetAllow()) == 0 && !o.GetAllowMissing() {
 		v.errorf(path+".origins", "allows nothing: list origins in allow")
 	}
+	v.quotas(path+".quotas", a.GetQuotas())
 	if l := a.GetJwt().GetLeeway(); l != nil && l.AsDuration() < 0 {
 		v.errorf(path+".jwt.leeway", "must not be negative")
 	}
@@ -996,4 +1000,32 @@ func sameService(endpoint, reserved string) bool {
 	}
 	ip := e.Addr().Unmap()
 	return ip == r.Addr().Unmap() || ip.IsLoopback() || ip.IsUnspecified()
+}
+
+// quotas checks an auth policy's per-identity limits against the bounds
+// the module holds them to.
+func (v *validator) quotas(path string, q *policyv1.Quotas) {
+	if q == nil {
+		return
+	}
+	if n := q.GetMaxStreams(); n > contract.MaxStreamsPerIdentity {
+		v.errorf(path+".max_streams", "%d is more than the %d allowed", n, contract.MaxStreamsPerIdentity)
+	}
+	for _, id := range slices.Sorted(maps.Keys(q.GetIdentityMaxStreams())) {
+		ip := fmt.Sprintf("%s.identity_max_streams[%q]", path, id)
+		if id == "" || len(id) > contract.MaxIdentityBytes {
+			v.errorf(ip, "an identity must have 1 to %d bytes", contract.MaxIdentityBytes)
+		}
+		if n := q.GetIdentityMaxStreams()[id]; n > contract.MaxStreamsPerIdentity {
+			v.errorf(ip, "%d is more than the %d allowed", n, contract.MaxStreamsPerIdentity)
+		}
+	}
+	if r := q.GetHandshakes(); r != nil {
+		if n := r.GetPerSecond(); n < 1 || n > contract.MaxHandshakesPerSecond {
+			v.errorf(path+".handshakes.per_second", "must be from 1 to %d", contract.MaxHandshakesPerSecond)
+		}
+		if n := r.GetBurst(); n > contract.MaxHandshakesPerSecond {
+			v.errorf(path+".handshakes.burst", "must be at most %d", contract.MaxHandshakesPerSecond)
+		}
+	}
 }

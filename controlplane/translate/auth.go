@@ -13,7 +13,8 @@ const DefaultLeewaySeconds = 30
 
 // authPolicy is one policy as the filter reads it. resolved holds the keys
 // the control plane read from the policy's jwks_file or jwks_url.
-func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) *contract.Policy {
+// envoys is how many Envoys share its quotas.
+func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK, envoys int) *contract.Policy {
 	out := &contract.Policy{
 		Name:           a.GetName(),
 		Realm:          contract.DefaultRealm,
@@ -53,6 +54,7 @@ func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK) *contract.Poli
 	if o := a.GetOrigins(); o != nil {
 		out.Origins = &contract.Origins{Allow: o.GetAllow(), AllowMissing: o.GetAllowMissing()}
 	}
+	out.Quotas = envoyQuotas(a.GetQuotas(), envoys)
 	for _, k := range a.GetApiKeys() {
 		out.APIKeys = append(out.APIKeys, contract.APIKey{SHA256: k.GetSha256(), Identity: k.GetIdentity()})
 	}

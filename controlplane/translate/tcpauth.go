@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"slices"
+	"strconv"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -55,7 +56,7 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 		}
 		pol := &contract.Policy{Name: r.GetName(), Realm: contract.DefaultRealm, Public: true}
 		if a := policies[r.GetAuth()]; a != nil {
-			pol = authPolicy(a, opts.ResolvedKeys[a.GetName()])
+			pol = authPolicy(a, opts.ResolvedKeys[a.GetName()], opts.Envoys)
 		}
 		// The module sees this one policy; the headers the others set
 		// must not reach the back end from a client either.
@@ -103,6 +104,9 @@ func denyListener() *listenerv3.Listener {
 			// The challenge names the policy's realm; the module sends it
 			// in the request, and Envoy copies it into the answer.
 			headers = append(headers, headerValue("www-authenticate", "%REQ("+contract.ChallengeHeader+")%"))
+		}
+		if contract.RetryAfter(reason) {
+			headers = append(headers, headerValue("retry-after", strconv.Itoa(contract.RetryAfterSeconds)))
 		}
 		routes = append(routes, &routev3.Route{
 			Name:  "deny-" + reason,

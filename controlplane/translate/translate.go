@@ -38,6 +38,10 @@ type Options struct {
 	// (an operator asked, and the live count or the deadline moves the
 	// phase on); translation only says so to Envoy, by EDS.
 	Drains map[string]map[string]DrainPhase
+	// Envoys is how many Envoys of the fleet share each per-identity
+	// quota (those connected to any replica); each gets an even share,
+	// rounded up. 0 counts as 1.
+	Envoys int
 }
 
 // DrainPhase is how far an endpoint's drain has gone.

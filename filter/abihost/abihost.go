@@ -100,3 +100,9 @@ func (Host) SetConnectionFilterState(key, value string) error {
 func (Host) CloseDownstream() error { return proxywasm.CloseStream(proxywasm.StreamDownstream) }
 
 func (Host) SetEffectiveContext(id uint32) error { return proxywasm.SetEffectiveContext(id) }
+
+func (Host) SharedData(key string) ([]byte, uint32, error) { return proxywasm.GetSharedData(key) }
+
+func (Host) SetSharedData(key string, value []byte, cas uint32) (bool, error) {
+	return proxywasm.SetSharedData(key, value, cas)
+}

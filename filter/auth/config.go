@@ -169,6 +169,9 @@ func (p *Policy) prepare() error {
 	if p.clients, err = ParseClients(p.Policy.Clients); err != nil {
 		return err
 	}
+	if err := checkQuotas(p.Quotas); err != nil {
+		return err
+	}
 	if p.Public {
 		return p.preparePublic()
 	}
@@ -382,4 +385,27 @@ func (p *Policy) maxLifetime() time.Duration {
 		return contract.DefaultMaxTokenLifetimeSeconds * time.Second
 	}
 	return time.Duration(p.MaxTokenLifetimeSeconds) * time.Second
+}
+
+// checkQuotas holds a policy's quotas to the bounds the control plane
+// validates.
+func checkQuotas(q *contract.Quotas) error {
+	if q == nil {
+		return nil
+	}
+	if q.MaxStreams > contract.MaxStreamsPerIdentity {
+		return fmt.Errorf("quotas: max_streams %d is more than %d", q.MaxStreams, contract.MaxStreamsPerIdentity)
+	}
+	if len(q.Identities) > contract.MaxQuotaIdentities {
+		return fmt.Errorf("quotas: %d identities is more than %d", len(q.Identities), contract.MaxQuotaIdentities)
+	}
+	for id, n := range q.Identities {
+		if id == "" || len(id) > contract.MaxIdentityBytes || n > contract.MaxStreamsPerIdentity {
+			return errors.New("quotas: an identity's entry is out of bounds")
+		}
+	}
+	if r := q.Handshakes; r != nil && (r.PerSecond < 1 || r.PerSecond > contract.MaxHandshakesPerSecond || r.Burst > contract.MaxHandshakesPerSecond) {
+		return fmt.Errorf("quotas: handshakes must be 1 to %d a second, with a burst of at most as many", contract.MaxHandshakesPerSecond)
+	}
+	return nil
 }

@@ -70,7 +70,41 @@ type Policy struct {
 	// the policy guards every route (the tcp module: one route per
 	// plugin).
 	Clients *Clients `json:"clients,omitempty"`
+	// Quotas limits each verified identity's live streams and handshake
+	// rate; nil means no limit.
+	Quotas *Quotas `json:"quotas,omitempty"`
 }
+
+// Quotas are one policy's per-identity limits. The stream count is shared
+// by every worker of an Envoy; the handshake rate too.
+type Quotas struct {
+	// MaxStreams is the live streams one identity may hold on this Envoy;
+	// 0 means no limit.
+	MaxStreams uint32 `json:"max_streams,omitempty"`
+	// Identities replaces MaxStreams for the identities it names (tiers);
+	// 0 means no limit for that identity.
+	Identities map[string]uint32 `json:"identities,omitempty"`
+	// Handshakes is a token bucket per identity; nil means no limit.
+	Handshakes *Rate `json:"handshakes,omitempty"`
+}
+
+// Rate is a token bucket: PerSecond tokens a second, up to Burst.
+type Rate struct {
+	PerSecond uint32 `json:"per_second"`
+	Burst     uint32 `json:"burst,omitempty"`
+}
+
+// Bounds of Quotas.
+const (
+	MaxStreamsPerIdentity  = 1_000_000
+	MaxHandshakesPerSecond = 100_000
+	MaxQuotaIdentities     = 10_000
+	MaxIdentityBytes       = 256
+	// MaxHeldStreams bounds the counted streams one worker remembers;
+	// past it a stream under a quota is refused (stream_quota) rather
+	// than let through uncounted.
+	MaxHeldStreams = 100_000
+)
 
 // TokenCache sizes the filter's cache of verified JWTs. A cached token
 // skips the signature check until the earlier of its exp and MaxAgeSeconds

@@ -12,7 +12,7 @@ func TestEveryReasonHasAnAnswer(t *testing.T) {
 		t.Errorf("reasons are not sorted: %v", reasons)
 	}
 	for _, r := range reasons {
-		if s := Status(r); !slices.Contains([]int{400, 401, 403, 500, 503}, s) {
+		if s := Status(r); !slices.Contains([]int{400, 401, 403, 429, 500, 503}, s) {
 			t.Errorf("%s: status %d", r, s)
 		}
 		var body struct{ Error, Message string }

@@ -36,7 +36,18 @@ const (
 	// ReasonClientAddress: the client's address is on the route's deny
 	// list, or not on its allow list.
 	ReasonClientAddress = "client_address"
+	// ReasonStreamQuota: the identity already holds as many live streams
+	// as its quota allows.
+	ReasonStreamQuota = "stream_quota"
+	// ReasonHandshakeRate: the identity opened handshakes faster than its
+	// rate allows.
+	ReasonHandshakeRate = "handshake_rate"
 )
+
+// RetryAfterSeconds is the Retry-After of a 429: a stream quota frees
+// when one of the identity's streams ends, which the module cannot
+// foresee; a rate refills within a second.
+const RetryAfterSeconds = 1
 
 // denials gives each reason its status and the sentence of its body. It is
 // never written.
@@ -59,6 +70,8 @@ var denials = map[string]struct {
 	ReasonOriginMissing:   {403, "the request has no Origin"},
 	ReasonOriginDenied:    {403, "the page's origin may not open streams here"},
 	ReasonClientAddress:   {403, "the client's address may not open streams here"},
+	ReasonStreamQuota:     {429, "the identity holds as many streams as its quota allows"},
+	ReasonHandshakeRate:   {429, "the identity opens streams faster than its rate allows"},
 	ReasonBadHandshake:    {400, "the upgrade request could not be read"},
 	ReasonInternal:        {500, "the handshake could not be checked"},
 	ReasonRouteChanged:    {500, "the request matched another route after it was checked"},
@@ -79,6 +92,10 @@ func Reasons() []string {
 // Status is the HTTP status a denial for reason answers with: 401 or 403,
 // 400 for an unreadable handshake, 500 or 503 when the filter cannot check.
 func Status(reason string) int { return denials[reason].status }
+
+// RetryAfter reports whether a denial for reason carries Retry-After:
+// every 429.
+func RetryAfter(reason string) bool { return Status(reason) == 429 }
 
 // Challenges reports whether a denial for reason carries a
 // WWW-Authenticate challenge: every 401, and the 403 for a missing scope

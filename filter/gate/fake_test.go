@@ -50,6 +50,12 @@ type fakeHost struct {
 	counts  map[string]int
 	logs    []string
 
+	// sharedData is the Envoy's shared data; beforeSet, when set, runs
+	// before each write, as another worker might.
+	sharedData *sharedData
+	beforeSet  func(key string)
+	errShared  error
+
 	errHeaders, errRemove, errReplace, errLocal, errData, errReplaceData, errState, errEffective error
 }
 
@@ -266,4 +272,49 @@ func token(t testing.TB, claims jwt.MapClaims) string {
 
 func goodClaims() jwt.MapClaims {
 	return jwt.MapClaims{"sub": "alice", "tenant": "acme", "scope": "voice", "exp": now.Add(time.Hour).Unix()}
+}
+
+// sharedEntry is one entry of the fake's shared data, as Envoy keeps it:
+// a value and the token of its last write.
+type sharedEntry struct {
+	value []byte
+	cas   uint32
+}
+
+// sharedData is an Envoy's shared data, which several fake hosts (the
+// workers) may hold. Tokens start at 1, so 0 always means "write anyway".
+type sharedData struct {
+	entries map[string]sharedEntry
+	next    uint32
+}
+
+func (h *fakeHost) shared() *sharedData {
+	if h.sharedData == nil {
+		h.sharedData = &sharedData{entries: map[string]sharedEntry{}}
+	}
+	return h.sharedData
+}
+
+func (h *fakeHost) SharedData(key string) ([]byte, uint32, error) {
+	if h.errShared != nil {
+		return nil, 0, h.errShared
+	}
+	e := h.shared().entries[key]
+	return e.value, e.cas, nil
+}
+
+func (h *fakeHost) SetSharedData(key string, value []byte, cas uint32) (bool, error) {
+	if h.errShared != nil {
+		return false, h.errShared
+	}
+	d := h.shared()
+	if h.beforeSet != nil {
+		h.beforeSet(key)
+	}
+	if e, ok := d.entries[key]; ok && cas != 0 && cas != e.cas {
+		return false, nil
+	}
+	d.next++
+	d.entries[key] = sharedEntry{value: append([]byte(nil), value...), cas: d.next}
+	return true, nil
 }

@@ -43,6 +43,13 @@ type Host interface {
 	// (source.address: "ip:port"). The gate reads it only for a route
 	// with client lists, once per handshake.
 	ClientAddress() (string, error)
+	// SharedData reads an entry of the data every worker's VM of this
+	// Envoy shares, with its compare-and-swap token; an absent entry is
+	// empty, with no error.
+	SharedData(key string) (value []byte, cas uint32, err error)
+	// SetSharedData writes an entry if its token is still cas (0: write
+	// anyway); false when another worker wrote it in between.
+	SetSharedData(key string, value []byte, cas uint32) (bool, error)
 }
 
 // HTTPHost is the host of an HTTP stream, acting on the stream whose

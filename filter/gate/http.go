@@ -15,11 +15,12 @@ import (
 type HTTP struct {
 	configs map[uint32]*auth.Config // by root context
 	streams map[uint32]uint32       // stream context to its root
+	quota   *Quota
 }
 
 // NewHTTP returns an HTTP gate with no plugin configured.
 func NewHTTP() *HTTP {
-	return &HTTP{configs: map[uint32]*auth.Config{}, streams: map[uint32]uint32{}}
+	return &HTTP{configs: map[uint32]*auth.Config{}, streams: map[uint32]uint32{}, quota: NewQuota()}
 }
 
 // Configure parses a plugin's configuration; false makes Envoy reject it,
@@ -47,8 +48,10 @@ func (g *HTTP) ContextCreate(id, parentID uint32) {
 	}
 }
 
-// Delete forgets a stream or a plugin.
-func (g *HTTP) Delete(id uint32) {
+// Delete forgets a stream or a plugin; a stream gives back what it held
+// of its identity's quota.
+func (g *HTTP) Delete(h Host, id uint32) {
+	g.quota.Release(h, id)
 	delete(g.streams, id)
 	delete(g.configs, id)
 }
@@ -105,6 +108,9 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 		// The token may still be on the request: it must not go upstream.
 		h.Log(LevelError, err.Error())
 		return reject(h, auth.Internal(), contract.DefaultRealm)
+	}
+	if reason := g.quota.Admit(h, id, policy, d.Identity, now); reason != "" {
+		return reject(h, auth.Denial(reason), policy.Realm)
 	}
 	if policy != nil {
 		h.Count(contract.MetricAllowed)
@@ -198,6 +204,9 @@ func reject(h HTTPHost, d auth.Decision, realm string) Action {
 	headers := [][2]string{{"content-type", "application/json"}}
 	if d.Challenges() {
 		headers = append(headers, [2]string{"www-authenticate", d.WWWAuthenticate(realm)})
+	}
+	if contract.RetryAfter(d.Reason) {
+		headers = append(headers, [2]string{"retry-after", strconv.Itoa(contract.RetryAfterSeconds)})
 	}
 	if err := h.SendLocalResponse(d.Status, contract.LocalReplyDetailPrefix+d.Reason, d.Body(), headers); err != nil {
 		h.Log(LevelError, err.Error())

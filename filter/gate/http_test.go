@@ -423,13 +423,13 @@ func TestHTTPDelete(t *testing.T) {
 	g := NewHTTP()
 	g.Configure(newFakeHost(routedConfig(t)), rootID)
 	g.ContextCreate(streamID, rootID)
-	g.Delete(streamID)
+	h := newFakeHost("")
+	g.Delete(h, streamID)
 	if len(g.streams) != 0 {
 		t.Fatalf("stream kept after delete: %v", g.streams)
 	}
-	g.Delete(rootID)
+	g.Delete(h, rootID)
 	g.ContextCreate(streamID, rootID)
-	h := newFakeHost("")
 	h.route, h.routeFound = "public", true
 	if g.RequestHeaders(h, streamID, now); h.local == nil || h.local.status != 503 {
 		t.Fatalf("stream of a deleted plugin: %+v", h.local)

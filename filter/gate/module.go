@@ -124,9 +124,9 @@ func (m *Module) Done(id uint32) bool {
 func (m *Module) Delete(h ModuleHost, id uint32) {
 	m.entered(id)
 	if m.tcp[id] {
-		m.TCP.Delete(id)
+		m.TCP.Delete(h, id)
 	} else {
-		m.HTTP.Delete(id)
+		m.HTTP.Delete(h, id)
 	}
 	delete(m.tcp, id)
 	m.flush(h)

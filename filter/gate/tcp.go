@@ -41,11 +41,12 @@ type TCP struct {
 	// worker, oldest first: the tick and the shedding of a flood take
 	// from its front without looking at decided connections.
 	pending queue
+	quota   *Quota
 }
 
 // NewTCP returns a tcp gate with no plugin configured.
 func NewTCP() *TCP {
-	return &TCP{policies: map[uint32]*auth.Policy{}, conns: map[uint32]*conn{}}
+	return &TCP{policies: map[uint32]*auth.Policy{}, conns: map[uint32]*conn{}, quota: NewQuota()}
 }
 
 // Configure parses a plugin's configuration, which must hold exactly one
@@ -150,7 +151,8 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	if err != nil {
 		return closeConnection(h, err.Error())
 	}
-	o := tcpcheck.Inspect(p, buf, now())
+	t := now()
+	o := tcpcheck.Inspect(p, buf, t)
 	countCache(h, o.Decision)
 	switch o.Verdict {
 	case tcpcheck.NeedMore:
@@ -164,8 +166,13 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 		h.Log(LevelDebug, "policy "+p.Name+" denied a tcp handshake: "+o.Decision.Reason)
 		return g.deny(h, c, o.Decision, o.Replacement, size)
 	}
+	if reason := g.quota.Admit(h, id, p, o.Decision.Identity, t); reason != "" {
+		d := auth.Denial(reason)
+		return g.deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
+	}
 	// The token is in the bytes being replaced: if the host refuses the
-	// rewrite, the connection must not go on.
+	// rewrite, the connection must not go on (and gives back its stream
+	// when Envoy deletes it).
 	if err := h.ReplaceDownstreamData(uint32(o.HeadLen), o.Replacement); err != nil {
 		return closeConnection(h, err.Error())
 	}
@@ -231,8 +238,10 @@ func closeOther(h TCPHost, id uint32) {
 	}
 }
 
-// Delete forgets a connection or a plugin.
-func (g *TCP) Delete(id uint32) {
+// Delete forgets a connection or a plugin; a connection gives back what
+// it held of its identity's quota.
+func (g *TCP) Delete(h Host, id uint32) {
+	g.quota.Release(h, id)
 	if c := g.conns[id]; c != nil {
 		g.pending.remove(c)
 		delete(g.conns, id)

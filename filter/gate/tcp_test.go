@@ -208,7 +208,7 @@ func TestTCPTick(t *testing.T) {
 		t.Fatalf("with every context gone: counts %v, closed %v, effective %d", h.counts, h.closed, h.effective)
 	}
 	// They were marked: a later tick neither counts nor closes them again.
-	g.Delete(gone)
+	g.Delete(h, gone)
 	h = newFakeHost("")
 	g.Tick(h, rootID, late)
 	if h.counts[contract.MetricTCPHeadTimeout] != 0 || len(h.closed) != 0 {
@@ -228,7 +228,7 @@ func TestTCPTick(t *testing.T) {
 // connection: the host enters the module again for it (proxy_on_done,
 // proxy_on_delete) before CloseDownstream returns.
 func reentrant(h *fakeHost, g *TCP) {
-	h.onClose = func(id uint32) { g.Delete(id) }
+	h.onClose = func(id uint32) { g.Delete(h, id) }
 }
 
 // TestTCPFloodOfSilentConnections: however many connections stay silent,
@@ -317,8 +317,9 @@ func TestTCPQueue(t *testing.T) {
 
 func TestTCPDelete(t *testing.T) {
 	g := tcpGate(t)
-	g.Delete(streamID)
-	g.Delete(rootID)
+	h := newFakeHost("")
+	g.Delete(h, streamID)
+	g.Delete(h, rootID)
 	if len(g.conns)+len(g.policies) != 0 {
 		t.Fatalf("state kept: %v %v", g.conns, g.policies)
 	}

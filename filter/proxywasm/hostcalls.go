@@ -56,3 +56,9 @@ func proxy_close_stream(streamType uint32) uint32
 
 //go:wasmimport env proxy_call_foreign_function
 func proxy_call_foreign_function(name string, args *byte, argsSize uint32, returnData, returnSize *uint32) uint32
+
+//go:wasmimport env proxy_get_shared_data
+func proxy_get_shared_data(key string, returnData, returnSize, returnCAS *uint32) uint32
+
+//go:wasmimport env proxy_set_shared_data
+func proxy_set_shared_data(key string, value *byte, valueSize, cas uint32) uint32

@@ -1574,7 +1574,10 @@ type AuthPolicy struct {
 	ClaimHeaders map[string]string `protobuf:"bytes,6,rep,name=claim_headers,json=claimHeaders,proto3" json:"claim_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Which pages may open streams: a defence against cross-site WebSocket
 	// hijacking. Absent means no Origin check.
-	Origins       *Origins `protobuf:"bytes,7,opt,name=origins,proto3" json:"origins,omitempty"`
+	Origins *Origins `protobuf:"bytes,7,opt,name=origins,proto3" json:"origins,omitempty"`
+	// Limits per verified identity, decided at the handshake: over a limit
+	// the handshake is answered 429 with Retry-After. Absent means none.
+	Quotas        *Quotas `protobuf:"bytes,40,opt,name=quotas,proto3" json:"quotas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1658,6 +1661,139 @@ func (x *AuthPolicy) GetOrigins() *Origins {
 	return nil
 }
 
+func (x *AuthPolicy) GetQuotas() *Quotas {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
+// Quotas bound what one identity (the subject of a JWT, or the identity of
+// an API key) may open through this policy.
+type Quotas struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Live streams one identity may hold at once across the fleet; 0 means
+	// no limit. Each Envoy enforces an even share, rounded up, so the fleet
+	// total stays within max_streams + Envoys - 1 (see docs/admission.md
+	// for the transient cases).
+	MaxStreams uint32 `protobuf:"varint,1,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
+	// Per-identity values of max_streams (tiers), by identity; they replace
+	// max_streams for that identity. 0 means no limit for it.
+	IdentityMaxStreams map[string]uint32 `protobuf:"bytes,2,rep,name=identity_max_streams,json=identityMaxStreams,proto3" json:"identity_max_streams,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Handshakes one identity may make per second across the fleet, split
+	// among the Envoys like max_streams; absent means no limit.
+	Handshakes    *HandshakeRate `protobuf:"bytes,3,opt,name=handshakes,proto3" json:"handshakes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quotas) Reset() {
+	*x = Quotas{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quotas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quotas) ProtoMessage() {}
+
+func (x *Quotas) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quotas.ProtoReflect.Descriptor instead.
+func (*Quotas) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Quotas) GetMaxStreams() uint32 {
+	if x != nil {
+		return x.MaxStreams
+	}
+	return 0
+}
+
+func (x *Quotas) GetIdentityMaxStreams() map[string]uint32 {
+	if x != nil {
+		return x.IdentityMaxStreams
+	}
+	return nil
+}
+
+func (x *Quotas) GetHandshakes() *HandshakeRate {
+	if x != nil {
+		return x.Handshakes
+	}
+	return nil
+}
+
+// HandshakeRate is a token bucket: per_second tokens are added each second,
+// up to burst; each handshake takes one.
+type HandshakeRate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tokens added per second, at least 1.
+	PerSecond uint32 `protobuf:"varint,1,opt,name=per_second,json=perSecond,proto3" json:"per_second,omitempty"`
+	// Bucket size: handshakes that may come at once. 0 takes per_second.
+	Burst         uint32 `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandshakeRate) Reset() {
+	*x = HandshakeRate{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandshakeRate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandshakeRate) ProtoMessage() {}
+
+func (x *HandshakeRate) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandshakeRate.ProtoReflect.Descriptor instead.
+func (*HandshakeRate) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HandshakeRate) GetPerSecond() uint32 {
+	if x != nil {
+		return x.PerSecond
+	}
+	return 0
+}
+
+func (x *HandshakeRate) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 type Origins struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "https://app.example.com" exactly, or "https://*.example.com" for any
@@ -1671,7 +1807,7 @@ type Origins struct {
 
 func (x *Origins) Reset() {
 	*x = Origins{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1819,7 @@ func (x *Origins) String() string {
 func (*Origins) ProtoMessage() {}
 
 func (x *Origins) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1832,7 @@ func (x *Origins) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Origins.ProtoReflect.Descriptor instead.
 func (*Origins) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Origins) GetAllow() []string {
@@ -1728,7 +1864,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1876,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1889,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TokenSource) GetSource() isTokenSource_Source {
@@ -1874,7 +2010,7 @@ type JWT struct {
 
 func (x *JWT) Reset() {
 	*x = JWT{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2022,7 @@ func (x *JWT) String() string {
 func (*JWT) ProtoMessage() {}
 
 func (x *JWT) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2035,7 @@ func (x *JWT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWT.ProtoReflect.Descriptor instead.
 func (*JWT) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JWT) GetKeys() []*JWK {
@@ -1998,7 +2134,7 @@ type JWK struct {
 
 func (x *JWK) Reset() {
 	*x = JWK{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2146,7 @@ func (x *JWK) String() string {
 func (*JWK) ProtoMessage() {}
 
 func (x *JWK) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2159,7 @@ func (x *JWK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWK.ProtoReflect.Descriptor instead.
 func (*JWK) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JWK) GetKty() string {
@@ -2102,7 +2238,7 @@ type APIKey struct {
 
 func (x *APIKey) Reset() {
 	*x = APIKey{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2250,7 @@ func (x *APIKey) String() string {
 func (*APIKey) ProtoMessage() {}
 
 func (x *APIKey) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2263,7 @@ func (x *APIKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
 func (*APIKey) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *APIKey) GetSha256() string {
@@ -2262,7 +2398,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\vUpstreamTLS\x12\x10\n" +
 	"\x03sni\x18\x01 \x01(\tR\x03sni\x12\x17\n" +
 	"\aca_file\x18\x02 \x01(\tR\x06caFile\x12\x10\n" +
-	"\x03san\x18\x03 \x03(\tR\x03san\"\xbf\x03\n" +
+	"\x03san\x18\x03 \x03(\tR\x03san\"\xf5\x03\n" +
 	"\n" +
 	"AuthPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
@@ -2271,10 +2407,25 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\bapi_keys\x18\x04 \x03(\v2\x1c.directpipe.policy.v1.APIKeyR\aapiKeys\x12'\n" +
 	"\x0fidentity_header\x18\x05 \x01(\tR\x0eidentityHeader\x12W\n" +
 	"\rclaim_headers\x18\x06 \x03(\v22.directpipe.policy.v1.AuthPolicy.ClaimHeadersEntryR\fclaimHeaders\x127\n" +
-	"\aorigins\x18\a \x01(\v2\x1d.directpipe.policy.v1.OriginsR\aorigins\x1a?\n" +
+	"\aorigins\x18\a \x01(\v2\x1d.directpipe.policy.v1.OriginsR\aorigins\x124\n" +
+	"\x06quotas\x18( \x01(\v2\x1c.directpipe.policy.v1.QuotasR\x06quotas\x1a?\n" +
 	"\x11ClaimHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x02\n" +
+	"\x06Quotas\x12\x1f\n" +
+	"\vmax_streams\x18\x01 \x01(\rR\n" +
+	"maxStreams\x12f\n" +
+	"\x14identity_max_streams\x18\x02 \x03(\v24.directpipe.policy.v1.Quotas.IdentityMaxStreamsEntryR\x12identityMaxStreams\x12C\n" +
+	"\n" +
+	"handshakes\x18\x03 \x01(\v2#.directpipe.policy.v1.HandshakeRateR\n" +
+	"handshakes\x1aE\n" +
+	"\x17IdentityMaxStreamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"D\n" +
+	"\rHandshakeRate\x12\x1d\n" +
+	"\n" +
+	"per_second\x18\x01 \x01(\rR\tperSecond\x12\x14\n" +
+	"\x05burst\x18\x02 \x01(\rR\x05burst\"D\n" +
 	"\aOrigins\x12\x14\n" +
 	"\x05allow\x18\x01 \x03(\tR\x05allow\x12#\n" +
 	"\rallow_missing\x18\x02 \x01(\bR\fallowMissing\"\x94\x01\n" +
@@ -2324,7 +2475,7 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
@@ -2346,13 +2497,16 @@ var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*OutlierDetection)(nil),    // 17: directpipe.policy.v1.OutlierDetection
 	(*UpstreamTLS)(nil),         // 18: directpipe.policy.v1.UpstreamTLS
 	(*AuthPolicy)(nil),          // 19: directpipe.policy.v1.AuthPolicy
-	(*Origins)(nil),             // 20: directpipe.policy.v1.Origins
-	(*TokenSource)(nil),         // 21: directpipe.policy.v1.TokenSource
-	(*JWT)(nil),                 // 22: directpipe.policy.v1.JWT
-	(*JWK)(nil),                 // 23: directpipe.policy.v1.JWK
-	(*APIKey)(nil),              // 24: directpipe.policy.v1.APIKey
-	nil,                         // 25: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	(*durationpb.Duration)(nil), // 26: google.protobuf.Duration
+	(*Quotas)(nil),              // 20: directpipe.policy.v1.Quotas
+	(*HandshakeRate)(nil),       // 21: directpipe.policy.v1.HandshakeRate
+	(*Origins)(nil),             // 22: directpipe.policy.v1.Origins
+	(*TokenSource)(nil),         // 23: directpipe.policy.v1.TokenSource
+	(*JWT)(nil),                 // 24: directpipe.policy.v1.JWT
+	(*JWK)(nil),                 // 25: directpipe.policy.v1.JWK
+	(*APIKey)(nil),              // 26: directpipe.policy.v1.APIKey
+	nil,                         // 27: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	nil,                         // 28: directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
+	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
@@ -2361,10 +2515,10 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	19, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
-	26, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	29, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
 	13, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	26, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	26, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	29, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	29, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
 	10, // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
 	11, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
 	12, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
@@ -2373,33 +2527,36 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	7,  // 15: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	7,  // 16: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	8,  // 17: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
-	26, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	29, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
 	9,  // 19: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	26, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	29, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
 	15, // 21: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
 	16, // 22: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
 	17, // 23: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
 	18, // 24: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	26, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
-	26, // 26: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	26, // 27: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	26, // 28: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	26, // 29: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	21, // 30: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	22, // 31: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	24, // 32: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	25, // 33: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	20, // 34: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	23, // 35: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	26, // 36: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	26, // 37: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	26, // 38: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	26, // 39: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	29, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
+	29, // 26: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	29, // 27: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	29, // 28: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	29, // 29: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	23, // 30: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	24, // 31: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	26, // 32: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	27, // 33: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	22, // 34: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	20, // 35: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
+	28, // 36: directpipe.policy.v1.Quotas.identity_max_streams:type_name -> directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
+	21, // 37: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
+	25, // 38: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	29, // 39: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	29, // 40: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	29, // 41: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	29, // 42: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -2407,7 +2564,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 	if File_directpipe_policy_v1_policy_proto != nil {
 		return
 	}
-	file_directpipe_policy_v1_policy_proto_msgTypes[21].OneofWrappers = []any{
+	file_directpipe_policy_v1_policy_proto_msgTypes[23].OneofWrappers = []any{
 		(*TokenSource_Bearer)(nil),
 		(*TokenSource_Query)(nil),
 		(*TokenSource_Header)(nil),
@@ -2419,7 +2576,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,223 @@
+package gate
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/directpipe/directpipe/filter/contract"
+)
+
+// quotaConfig is the test policy with quotas, in the control plane's form.
+func quotaConfig(t testing.TB, q map[string]any) string {
+	p := policyDoc()
+	p["quotas"] = q
+	return mustJSON(t, map[string]any{"policies": map[string]any{"voice": p}})
+}
+
+// open runs one handshake of subject sub as stream id on a fresh fake host
+// that shares shared, and returns the local reply (nil: let through).
+func open(t *testing.T, g *HTTP, shared *sharedData, id uint32, sub string, at time.Time) *localReply {
+	t.Helper()
+	h := newFakeHost("")
+	h.sharedData = shared
+	h.route, h.routeFound = "voice", true
+	tagged("voice")(h)
+	c := goodClaims()
+	c["sub"] = sub
+	h.headers["authorization"] = "Bearer " + token(t, c)
+	g.ContextCreate(id, rootID)
+	g.RequestHeaders(h, id, at)
+	return h.local
+}
+
+// TestHTTPStreamQuota: an identity is refused at its quota, 429 with
+// Retry-After; a tier lifts it for one identity; another identity is not
+// affected; a stream's end frees its place, and two workers (two gates
+// over one shared data) count together.
+func TestHTTPStreamQuota(t *testing.T) {
+	cfg := quotaConfig(t, map[string]any{"max_streams": 2, "identities": map[string]uint32{"gold": 3, "free": 0}})
+	shared := &sharedData{entries: map[string]sharedEntry{}}
+	w1, w2 := NewHTTP(), NewHTTP()
+	for _, g := range []*HTTP{w1, w2} {
+		if h := newFakeHost(cfg); !g.Configure(h, rootID) {
+			t.Fatalf("configuration refused: %q", h.logs)
+		}
+	}
+	if r := open(t, w1, shared, 10, "alice", now); r != nil {
+		t.Fatalf("first stream refused: %+v", r)
+	}
+	if r := open(t, w2, shared, 10, "alice", now); r != nil {
+		t.Fatalf("second stream (other worker) refused: %+v", r)
+	}
+	r := open(t, w1, shared, 11, "alice", now)
+	if r == nil || r.status != 429 || r.headers["retry-after"] != strconv.Itoa(contract.RetryAfterSeconds) || r.details != contract.LocalReplyDetailPrefix+contract.ReasonStreamQuota {
+		t.Fatalf("third stream: %+v, want 429 stream_quota with Retry-After", r)
+	}
+	for i, sub := range []string{"bob", "bob", "gold", "gold", "gold"} {
+		if r := open(t, w2, shared, uint32(20+i), sub, now); r != nil {
+			t.Fatalf("%s's stream %d refused: %+v", sub, i, r)
+		}
+	}
+	if r := open(t, w2, shared, 30, "gold", now); r == nil || r.status != 429 {
+		t.Fatalf("gold's fourth stream: %+v, want 429", r)
+	}
+	for i := range 50 {
+		if r := open(t, w1, shared, uint32(100+i), "free", now); r != nil {
+			t.Fatalf("an identity without a limit refused: %+v", r)
+		}
+	}
+	if w1.quota.Held() != 1 {
+		t.Fatalf("worker 1 holds %d streams, want 1 (alice's; free has no limit)", w1.quota.Held())
+	}
+	// The stream ends on worker 2: alice may open one more, anywhere.
+	h := newFakeHost("")
+	h.sharedData = shared
+	w2.Delete(h, 10)
+	w2.Delete(h, 10) // a second delete gives nothing back again
+	if r := open(t, w1, shared, 12, "alice", now); r != nil {
+		t.Fatalf("stream after one ended refused: %+v", r)
+	}
+	if r := open(t, w1, shared, 13, "alice", now); r == nil || r.status != 429 {
+		t.Fatalf("over quota again: %+v", r)
+	}
+}
+
+// TestHTTPHandshakeRate: burst handshakes pass at once, the next is 429
+// handshake_rate, and the bucket refills at per_second.
+func TestHTTPHandshakeRate(t *testing.T) {
+	g := NewHTTP()
+	if h := newFakeHost(quotaConfig(t, map[string]any{"handshakes": map[string]any{"per_second": 2, "burst": 3}})); !g.Configure(h, rootID) {
+		t.Fatalf("configuration refused: %q", h.logs)
+	}
+	shared := &sharedData{entries: map[string]sharedEntry{}}
+	id := uint32(10)
+	next := func(sub string, at time.Time) *localReply { id++; return open(t, g, shared, id, sub, at) }
+	for i := range 3 {
+		if r := next("alice", now); r != nil {
+			t.Fatalf("handshake %d of the burst refused: %+v", i, r)
+		}
+	}
+	r := next("alice", now)
+	if r == nil || r.status != 429 || r.details != contract.LocalReplyDetailPrefix+contract.ReasonHandshakeRate || r.headers["retry-after"] == "" {
+		t.Fatalf("over the burst: %+v, want 429 handshake_rate", r)
+	}
+	if r := next("bob", now); r != nil {
+		t.Fatalf("another identity refused: %+v", r)
+	}
+	if r := next("alice", now.Add(400*time.Millisecond)); r == nil {
+		t.Fatal("after 400 ms at 2/s (0.8 token) let through")
+	}
+	if r := next("alice", now.Add(500*time.Millisecond)); r != nil {
+		t.Fatalf("after 500 ms at 2/s (one token) refused: %+v", r)
+	}
+}
+
+func TestTakeToken(t *testing.T) {
+	tests := []struct {
+		name  string
+		rate  contract.Rate
+		steps []time.Duration // offsets from now of each handshake
+		want  []bool
+	}{
+		{"burst defaults to the rate", contract.Rate{PerSecond: 2}, []time.Duration{0, 0, 0}, []bool{true, true, false}},
+		{"refills at the rate", contract.Rate{PerSecond: 2, Burst: 1}, []time.Duration{0, 0, 499 * time.Millisecond, 500 * time.Millisecond}, []bool{true, false, false, true}},
+		{"partial milliseconds are kept", contract.Rate{PerSecond: 1, Burst: 1}, []time.Duration{0, 300 * time.Millisecond, 600 * time.Millisecond, 1000 * time.Millisecond}, []bool{true, false, false, true}},
+		{"a long pause refills only the burst", contract.Rate{PerSecond: 1, Burst: 2}, []time.Duration{0, 0, time.Hour, time.Hour, time.Hour}, []bool{true, true, true, true, false}},
+		{"the clock going back takes nothing", contract.Rate{PerSecond: 1, Burst: 1}, []time.Duration{0, -time.Second}, []bool{true, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost("")
+			for i, d := range tt.steps {
+				got, err := takeToken(h, "k", &tt.rate, now.Add(d))
+				if err != nil || got != tt.want[i] {
+					t.Fatalf("handshake %d at %v: %v, %v; want %v", i, d, got, err, tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestAddStreams(t *testing.T) {
+	h := newFakeHost("")
+	// Another worker adds one between this worker's read and write, twice:
+	// the write fails on the token, and the update is made again on top.
+	races := 2
+	h.beforeSet = func(key string) {
+		if races == 0 {
+			return
+		}
+		races--
+		e := h.sharedData.entries[key]
+		n, _ := strconv.Atoi(string(e.value))
+		h.sharedData.next++
+		h.sharedData.entries[key] = sharedEntry{value: []byte(strconv.Itoa(n + 1)), cas: h.sharedData.next}
+	}
+	h.sharedData = &sharedData{entries: map[string]sharedEntry{"k": {value: []byte("0"), cas: 1}}, next: 1}
+	if ok, err := addStreams(h, "k", 1, 3); !ok || err != nil {
+		t.Fatalf("add: %v, %v", ok, err)
+	}
+	if v := string(h.sharedData.entries["k"].value); v != "3" {
+		t.Fatalf("count %s, want 3 (two from the other worker)", v)
+	}
+	if ok, _ := addStreams(h, "k", 1, 3); ok {
+		t.Fatal("added past the limit")
+	}
+	for range 5 {
+		addStreams(h, "k", -1, 0)
+	}
+	if v := string(h.sharedData.entries["k"].value); v != "0" {
+		t.Fatalf("count %s after giving back more than held, want 0", v)
+	}
+	// A worker that always loses the race gives up rather than loop.
+	h.beforeSet = func(key string) {
+		h.sharedData.next++
+		e := h.sharedData.entries[key]
+		e.cas = h.sharedData.next
+		h.sharedData.entries[key] = e
+	}
+	if _, err := addStreams(h, "k", 1, 3); !errors.Is(err, errCASExhausted) {
+		t.Fatalf("endless races: %v", err)
+	}
+	h.beforeSet, h.errShared = nil, errors.New("host refused")
+	if _, err := addStreams(h, "k", 1, 3); err == nil {
+		t.Fatal("a host error was not reported")
+	}
+}
+
+// TestTCPStreamQuota: over its quota a tcp connection goes to the deny
+// listener's stream_quota answer, and its end frees the place.
+func TestTCPStreamQuota(t *testing.T) {
+	p := policyDoc()
+	p["quotas"] = map[string]any{"max_streams": 1}
+	g := NewTCP()
+	shared := &sharedData{entries: map[string]sharedEntry{}}
+	h := newFakeHost(mustJSON(t, p))
+	h.sharedData = shared
+	if !g.Configure(h, rootID) {
+		t.Fatalf("configuration refused: %q", h.logs)
+	}
+	connect := func(id uint32) *fakeHost {
+		h := newFakeHost("")
+		h.sharedData = shared
+		g.ContextCreate(id, rootID, now)
+		g.NewConnection(h, id)
+		h.data = []byte(upgrade("/v1/a", "Authorization: Bearer "+token(t, goodClaims())))
+		g.DownstreamData(h, id, uint32(len(h.data)), false, clock)
+		return h
+	}
+	if h := connect(10); h.counts[contract.MetricTCPAllowed] != 1 {
+		t.Fatalf("first connection: counts %v", h.counts)
+	}
+	h = connect(11)
+	if h.counts[contract.MetricTCPDeniedPrefix+contract.ReasonStreamQuota] != 1 || h.filterState[tcpClusterState] != contract.DenyCluster {
+		t.Fatalf("second connection: counts %v, state %v", h.counts, h.filterState)
+	}
+	g.Delete(h, 11) // a refused connection held nothing
+	g.Delete(h, 10)
+	if h := connect(12); h.counts[contract.MetricTCPAllowed] != 1 {
+		t.Fatalf("after the first ended: counts %v", h.counts)
+	}
+}
