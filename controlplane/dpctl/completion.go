@@ -8,14 +8,14 @@ import (
 	"strings"
 )
 
-// completionCommand runs `dpctl completion bash|zsh|fish`.
+// completionCommand runs `dpctl completion bash|zsh`.
 func completionCommand(out io.Writer, args []string) error {
 	if len(args) == 1 && isHelpFlag(args[0]) {
 		printCommandHelp(out, lookup("completion"), nil)
 		return helpShown{}
 	}
 	if len(args) != 1 {
-		return usageError{msg: "completion needs a shell: bash, zsh or fish", cmd: "completion"}
+		return usageError{msg: "completion needs a shell: bash or zsh", cmd: "completion"}
 	}
 	switch args[0] {
 	case "bash":
@@ -25,11 +25,8 @@ func completionCommand(out io.Writer, args []string) error {
 		// zsh runs bash completion functions through bashcompinit.
 		_, err := io.WriteString(out, "#compdef dpctl\nautoload -U +X bashcompinit && bashcompinit\n"+bashCompletion())
 		return err
-	case "fish":
-		_, err := io.WriteString(out, fishCompletion())
-		return err
 	}
-	return usageError{msg: fmt.Sprintf("completion %s: want bash, zsh or fish", args[0]), cmd: "completion"}
+	return usageError{msg: fmt.Sprintf("completion %s: want bash or zsh", args[0]), cmd: "completion"}
 }
 
 // bashCompletion is a completion function built from the command table,
@@ -102,7 +99,7 @@ func bashCompletion() string {
 		fmt.Fprintf(&b, "    %s) COMPREPLY=($(compgen -W '%s' -- \"$cur\")) ;;\n", g, strings.Join(groups[g], " "))
 	}
 	b.WriteString("    help) COMPREPLY=($(compgen -W '" + strings.Join(top, " ") + "' -- \"$cur\")) ;;\n")
-	b.WriteString("    completion) COMPREPLY=($(compgen -W 'bash zsh fish' -- \"$cur\")) ;;\n")
+	b.WriteString("    completion) COMPREPLY=($(compgen -W 'bash zsh' -- \"$cur\")) ;;\n")
 	for _, c := range commands {
 		if c.name == "help" || c.name == "completion" {
 			continue
@@ -140,99 +137,4 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// fishCompletion is fish's form of the same table: each command and
-// subcommand with its one-line summary, each command's flags, and the
-// values of -o and --type.
-func fishCompletion() string {
-	var b strings.Builder
-	b.WriteString("# fish completion for dpctl: dpctl completion fish | source\n")
-	b.WriteString("complete -c dpctl -f\n")
-	groups := map[string][]string{}
-	var groupOrder []string
-	for _, c := range commands {
-		if group, sub, ok := strings.Cut(c.name, " "); ok {
-			if groups[group] == nil {
-				groupOrder = append(groupOrder, group)
-			}
-			groups[group] = append(groups[group], sub)
-		}
-	}
-	// A top-level word is offered until one has been typed.
-	var top []string
-	seen := map[string]bool{}
-	for _, c := range commands {
-		group, _, _ := strings.Cut(c.name, " ")
-		if !seen[group] {
-			seen[group] = true
-			top = append(top, group)
-		}
-	}
-	noTop := "not __fish_seen_subcommand_from " + strings.Join(top, " ")
-	for _, c := range commands {
-		group, sub, ok := strings.Cut(c.name, " ")
-		if !ok {
-			fmt.Fprintf(&b, "complete -c dpctl -n '%s' -a %s -d %s\n", noTop, group, fishQuote(c.short))
-			continue
-		}
-		if groups[group][0] == sub {
-			fmt.Fprintf(&b, "complete -c dpctl -n '%s' -a %s -d %s\n", noTop, group, fishQuote(group+" commands"))
-		}
-		fmt.Fprintf(&b, "complete -c dpctl -n '__fish_seen_subcommand_from %s; and not __fish_seen_subcommand_from %s' -a %s -d %s\n",
-			group, strings.Join(groups[group], " "), sub, fishQuote(c.short))
-	}
-	b.WriteString("complete -c dpctl -n '__fish_seen_subcommand_from completion' -a 'bash zsh fish'\n")
-	b.WriteString("complete -c dpctl -n '__fish_seen_subcommand_from help' -a '" + strings.Join(top, " ") + "'\n")
-
-	globals := flag.NewFlagSet("", flag.ContinueOnError)
-	defaultGlobals().register(globals)
-	globals.VisitAll(func(f *flag.Flag) { b.WriteString(fishFlag("", f, "")) })
-	for _, c := range commands {
-		cond := "__fish_seen_subcommand_from " + c.name
-		if group, sub, ok := strings.Cut(c.name, " "); ok {
-			cond = "__fish_seen_subcommand_from " + group + "; and __fish_seen_subcommand_from " + sub
-		}
-		commandFlags(c).VisitAll(func(f *flag.Flag) { b.WriteString(fishFlag(cond, f, c.name)) })
-	}
-	return b.String()
-}
-
-// fishFlag completes one flag, with its values where they are known.
-func fishFlag(cond string, f *flag.Flag, cmd string) string {
-	var b strings.Builder
-	b.WriteString("complete -c dpctl")
-	if cond != "" {
-		fmt.Fprintf(&b, " -n '%s'", cond)
-	}
-	switch {
-	case len(f.Name) == 1:
-		fmt.Fprintf(&b, " -s %s", f.Name)
-	case cmd == "certs":
-		fmt.Fprintf(&b, " -o %s", f.Name) // certs' flags take one dash
-	default:
-		fmt.Fprintf(&b, " -l %s", f.Name)
-	}
-	if !isBool(f) {
-		// -x: a value, and only these; -r -F: a value, a file.
-		switch f.Name {
-		case "o":
-			b.WriteString(" -x -a 'table json yaml'")
-		case "type":
-			b.WriteString(" -x -a 'LDS RDS CDS EDS ECDS'")
-		case "fail-on":
-			b.WriteString(" -x -a 'info low medium high'")
-		case "f", "token-file", "ca-file", "cert-file", "key-file", "server-info", "stats", "dir":
-			b.WriteString(" -r -F")
-		default:
-			b.WriteString(" -r")
-		}
-	}
-	fmt.Fprintf(&b, " -d %s\n", fishQuote(f.Usage))
-	return b.String()
-}
-
-// fishQuote puts s in single quotes, as fish reads them.
-func fishQuote(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(s) + "'"
 }
