@@ -36,7 +36,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools k8s-tools browser-tools bench-tools build wasm-opt run reset run-ha token demo-audio certs test fuzz bench generate demo-audio clean
+.PHONY: tools k8s-tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate demo-audio clean
 
 # Everything `make test` needs. `make run` needs only Envoy (and
 # `make run-ha` etcd); the browser and the lab's peers and profilers
@@ -163,14 +163,6 @@ wasm-opt: $(WASM_OPT)
 # secret, one hour.
 token:
 	@$(GO) run ./examples/token -ttl 1h
-
-# The demo page's speech: synthesized once and committed, so that `make
-# run` needs only Envoy. Regenerating needs espeak-ng and sox (Debian:
-# apt-get install espeak-ng sox); 16 kHz mono 16-bit PCM, as the page sends.
-DEMO_SPEECH := Every word you hear travelled through Envoy in twenty millisecond frames. One path keeps them in the order they were spoken.
-demo-audio:
-	espeak-ng -v en-us -s 160 --stdout "$(DEMO_SPEECH)" | \
-		sox -t wav - -r 16000 -c 1 -b 16 -e signed-integer examples/backend/voiceserver/web/speech.wav
 
 run: $(ENVOY_BIN) build
 	@ENVOY_BIN=$(ENVOY_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) TCP_PORT=$(TCP_PORT) ADMIN_PORT=$(ADMIN_PORT) \
