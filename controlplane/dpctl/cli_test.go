@@ -103,17 +103,7 @@ func TestCompletionBash(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v\n%s", tt.line, err, out)
 		}
-		got := strings.Fields(string(out))
-		for _, w := range tt.want {
-			if !contains(got, w) {
-				t.Errorf("%q completes to %v, without %s", tt.line, got, w)
-			}
-		}
-		for _, w := range tt.not {
-			if contains(got, w) {
-				t.Errorf("%q completes to %v, with %s", tt.line, got, w)
-			}
-		}
+		checkCompletions(t, tt.line, strings.Fields(string(out)), tt.want, tt.not)
 	}
 	if code, out, _ := run("completion", "zsh"); code != 0 || !strings.Contains(out, "bashcompinit") {
 		t.Errorf("completion zsh: exit %d", code)
@@ -173,15 +163,22 @@ func TestCompletionFish(t *testing.T) {
 			word, _, _ := strings.Cut(l, "\t")
 			got = append(got, word)
 		}
-		for _, w := range tt.want {
-			if !contains(got, w) {
-				t.Errorf("%q completes to %v, without %s", tt.line, got, w)
-			}
+		checkCompletions(t, tt.line, got, tt.want, tt.not)
+	}
+}
+
+// checkCompletions: what line completed to (got) holds every word of want
+// and none of not.
+func checkCompletions(t *testing.T, line string, got, want, not []string) {
+	t.Helper()
+	for _, w := range want {
+		if !contains(got, w) {
+			t.Errorf("%q completes to %v, without %s", line, got, w)
 		}
-		for _, w := range tt.not {
-			if contains(got, w) {
-				t.Errorf("%q completes to %v, with %s", tt.line, got, w)
-			}
+	}
+	for _, w := range not {
+		if contains(got, w) {
+			t.Errorf("%q completes to %v, with %s", line, got, w)
 		}
 	}
 }
