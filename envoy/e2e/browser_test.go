@@ -91,7 +91,7 @@ func (b browserDemo) run(page, screenshot string) demoRun {
 
 func demoPage(s *stack, query url.Values) string {
 	query.Set("ws", s.listenURL("ws", "/v1/voice"))
-	query.Set("rest", s.listenURL("http", "/api/echo"))
+	query.Set("rest", s.listenURL("http", "/rest/voice"))
 	query.Set("autostart", "1")
 	return fmt.Sprintf("http://%s/?%s", s.backend.VoiceAddr, query.Encode())
 }
@@ -104,7 +104,17 @@ func demoPage(s *stack, query url.Values) string {
 // 1001 brings the page back to finish its call.
 func TestBrowserDemo(t *testing.T) {
 	b := newBrowserDemo(t)
-	s := newStack(t, false)
+	// The demo's gateway route, as in examples/policy.yaml: the token
+	// checked on every POST, CORS for the page's origin.
+	s := newStack(t, false, func(p *policyParams) {
+		p.RoutesYAML = fmt.Sprintf(`  - name: voice-rest
+    match: { path: /rest/voice }
+    kind: http
+    backend: rest
+    auth: demo
+    rewrite: { path: /api/echo }
+    cors: { allow_origins: ["http://%s"], allow_methods: [POST], max_age: 600s }`, p.Voice)
+	})
 
 	const frames = 120
 	q := url.Values{"frames": {fmt.Sprint(frames)}}
@@ -113,6 +123,7 @@ func TestBrowserDemo(t *testing.T) {
 		// network would add, labelled on the page as simulated.
 		q = url.Values{"jitter": {"30ms"}}
 	}
+	before := backendCounts(t, s.backend)
 	got := b.run(demoPage(s, q)+"#token="+validToken(t), *demoScreenshot)
 	direct, rest := got.Paths["direct"], got.Paths["rest"]
 	if got.State != "done" || direct.State != "done" || rest.State != "done" {
@@ -134,6 +145,9 @@ func TestBrowserDemo(t *testing.T) {
 	if rest.Sent != sent || rest.Received+rest.Lost != sent || rest.Received == 0 {
 		t.Errorf("REST path: %d sent, %d back, %d lost", rest.Sent, rest.Received, rest.Lost)
 	}
+	if last := lastRequest(t, s.backend.RESTAddr); last.Path != "/api/echo" && !strings.HasPrefix(last.Path, "/api/echo?jitter=") {
+		t.Errorf("the back end's last POST was to %q: want /api/echo, the token stripped from the query", last.Path)
+	}
 	if direct.Protocol != "voice.v1" {
 		t.Errorf("negotiated subprotocol %q, want voice.v1 (the token entry stripped)", direct.Protocol)
 	}
@@ -144,8 +158,8 @@ func TestBrowserDemo(t *testing.T) {
 		}
 	}
 	// The REST path cost the back end one request per frame.
-	if posts := backendPosts(t, s.backend.RESTAddr); posts < rest.Received {
-		t.Errorf("the back end saw %d POST /api/echo, the page got %d answers", posts, rest.Received)
+	if n := backendCounts(t, s.backend).Requests - before.Requests; n < int64(rest.Received) {
+		t.Errorf("the back end saw %d requests, the page got %d answers to its POSTs", n, rest.Received)
 	}
 	for name, p := range got.Paths {
 		if p.HandshakeMs == nil || p.P50 == nil || p.P99 == nil {
@@ -198,31 +212,6 @@ func TestBrowserDemo(t *testing.T) {
 		t.Errorf("a page sent Close 1001 by a draining back end: %+v, want it to reconnect once and finish", p)
 	}
 	t.Logf("the page reconnected after Close 1001: %d frames echoed, %d in flight at the close", p.Received, p.LostAtGoAway)
-}
-
-// backendPosts counts the POST /api/echo among the back end's recent
-// requests (it keeps the last 256).
-func backendPosts(t *testing.T, restAddr string) int {
-	t.Helper()
-	resp, err := http.Get("http://" + restAddr + "/debug/requests")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var reqs []struct {
-		Method string `json:"method"`
-		Path   string `json:"path"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&reqs); err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range reqs {
-		if r.Method == http.MethodPost && strings.HasPrefix(r.Path, "/api/echo") {
-			n++
-		}
-	}
-	return n
 }
 
 func envOr(key, def string) string {
