@@ -36,7 +36,7 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools k8s-tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate clean
+.PHONY: tools k8s-tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate demo-audio clean
 
 # Everything `make test` needs. `make run` needs only Envoy (and
 # `make run-ha` etcd); the browser and the lab's peers and profilers
@@ -228,6 +228,21 @@ generate:
 		$$(find api -name '*.proto' | sort)
 	# The policy reference is generated from the schema's comments.
 	$(GO) test ./docs -run '^TestPolicyReference$$' -update
+
+# The demo page's speech: synthesized by Debian's espeak-ng, resampled by
+# sox to 16 kHz mono 16-bit PCM. The WAV is committed, so `make run` needs
+# neither; this target only regenerates it.
+DEMO_SPEECH := examples/backend/voiceserver/web/speech.wav
+DEMO_TEXT   := One, two, three, four, five. Every word of this sentence arrives in the order it was spoken.
+demo-audio:
+	@{ command -v espeak-ng && command -v sox; } >/dev/null 2>&1 || { \
+		echo ">> installing Debian's espeak-ng and sox"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; fi; }
+	espeak-ng -v en-us -s 160 -w $(DEMO_SPEECH).tmp.wav "$(DEMO_TEXT)"
+	sox -v 0.9 $(DEMO_SPEECH).tmp.wav -r 16000 -c 1 -b 16 -e signed-integer $(DEMO_SPEECH)
+	rm -f $(DEMO_SPEECH).tmp.wav
+	@soxi $(DEMO_SPEECH) | grep -E 'Sample Rate|Duration'
 
 clean:
 	rm -rf $(BIN) .run .run-ha

@@ -88,7 +88,7 @@ func TestCompletionBash(t *testing.T) {
 		{"dpctl --addr 127.0.0.1:1 sta", []string{"status"}, nil},
 		{"dpctl config --type ", []string{"LDS", "RDS", "CDS", "EDS", "ECDS"}, nil},
 		{"dpctl -o ", []string{"table", "json", "yaml"}, nil},
-		{"dpctl completion ", []string{"bash", "zsh"}, nil},
+		{"dpctl completion ", []string{"bash", "zsh", "fish"}, nil},
 		{"dpctl certs -", []string{"-dir", "-hosts", "-nodes"}, nil},
 	}
 	for _, tt := range tests {
@@ -103,23 +103,83 @@ func TestCompletionBash(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v\n%s", tt.line, err, out)
 		}
-		got := strings.Fields(string(out))
-		for _, w := range tt.want {
-			if !contains(got, w) {
-				t.Errorf("%q completes to %v, without %s", tt.line, got, w)
-			}
-		}
-		for _, w := range tt.not {
-			if contains(got, w) {
-				t.Errorf("%q completes to %v, with %s", tt.line, got, w)
-			}
-		}
+		checkCompletions(t, tt.line, strings.Fields(string(out)), tt.want, tt.not)
 	}
 	if code, out, _ := run("completion", "zsh"); code != 0 || !strings.Contains(out, "bashcompinit") {
 		t.Errorf("completion zsh: exit %d", code)
 	}
 	if code, _, _ := run("completion", "tcsh"); code != 2 {
 		t.Errorf("completion tcsh: exit %d, want 2", code)
+	}
+}
+
+// TestCompletionFish loads the fish script into fish and asks it, with
+// `complete -C`, what a user's Tab would get.
+func TestCompletionFish(t *testing.T) {
+	fish, err := exec.LookPath("fish")
+	if err != nil {
+		t.Fatal("fish is needed for this test (Debian: apt-get install fish)")
+	}
+	code, script, _ := run("completion", "fish")
+	if code != 0 {
+		t.Fatalf("completion fish: exit %d", code)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "dpctl.fish")
+	writeTo(t, file, script)
+	os.Mkdir(filepath.Join(dir, "certs"), 0o755)
+	writeTo(t, filepath.Join(dir, "policy.yaml"), "")
+	tests := []struct {
+		line string
+		want []string
+		not  []string
+	}{
+		{"dpctl pol", []string{"policy"}, []string{"status"}},
+		{"dpctl ", []string{"status", "policy", "apikey", "audit", "version", "completion", "help"}, []string{"get"}},
+		{"dpctl policy ", []string{"get", "validate", "diff", "apply", "history", "rollback"}, []string{"status"}},
+		{"dpctl policy apply --", []string{"--allow-drain", "--wait", "--revision", "--addr"}, []string{"--offline"}},
+		{"dpctl policy validate --o", []string{"--offline"}, nil},
+		{"dpctl --addr 127.0.0.1:1 sta", []string{"status"}, nil},
+		{"dpctl --timeout 3s policy ", []string{"apply"}, []string{"status"}},
+		{"dpctl config --type ", []string{"LDS", "RDS", "CDS", "EDS", "ECDS"}, nil},
+		{"dpctl -o ", []string{"table", "json", "yaml"}, nil},
+		{"dpctl completion ", []string{"bash", "zsh", "fish"}, nil},
+		{"dpctl certs -", []string{"-dir", "-hosts", "-nodes"}, []string{"--addr"}},
+		{"dpctl certs -dir ", []string{"certs/"}, []string{"policy.yaml"}},
+		{"dpctl policy apply -f ", []string{"policy.yaml"}, nil},
+	}
+	for _, tt := range tests {
+		// fish -N reads no user configuration; HOME keeps it from writing
+		// any.
+		cmd := exec.Command(fish, "-N", "-c", "source "+file+"; complete -C "+fishQuote(tt.line))
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tt.line, err, out)
+		}
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			word, _, _ := strings.Cut(l, "\t")
+			got = append(got, word)
+		}
+		checkCompletions(t, tt.line, got, tt.want, tt.not)
+	}
+}
+
+// checkCompletions: what line completed to (got) holds every word of want
+// and none of not.
+func checkCompletions(t *testing.T, line string, got, want, not []string) {
+	t.Helper()
+	for _, w := range want {
+		if !contains(got, w) {
+			t.Errorf("%q completes to %v, without %s", line, got, w)
+		}
+	}
+	for _, w := range not {
+		if contains(got, w) {
+			t.Errorf("%q completes to %v, with %s", line, got, w)
+		}
 	}
 }
 

@@ -239,13 +239,14 @@ var commands = []*command{
 		},
 	},
 	{
-		name: "completion", synopsis: "bash|zsh", local: true,
+		name: "completion", synopsis: "bash|zsh|fish", local: true,
 		short: "a shell completion script",
-		long:  "Prints a completion script for bash or zsh: commands, flags, and the values of -o and --type.",
+		long:  "Prints a completion script for bash, zsh or fish: commands, flags, and the values of -o, --type and --fail-on.",
 		examples: []string{
 			"source <(dpctl completion bash)",
 			"dpctl completion bash > /etc/bash_completion.d/dpctl",
 			"source <(dpctl completion zsh)",
+			"dpctl completion fish > ~/.config/fish/completions/dpctl.fish",
 		},
 	},
 	{name: "help", synopsis: "[COMMAND]", local: true, short: "help for dpctl or a command",

@@ -113,6 +113,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, ">> the quick lab: sections %s, %d rounds; -full (make bench BENCH_FULL=1) runs all of it\n", *sections, *rounds)
 	}
 	run := newRunner()
+	run.stopOnSignal()
 	defer run.cleanup()
 	rep, err := latencylab.Run(run, cfg)
 	if err == nil && !run.Failed() {

@@ -125,11 +125,23 @@ func (s *Server) RESTHandler() http.Handler {
 		json.NewEncoder(w).Encode(map[string]string{"route": r.PathValue("name")})
 	})
 	mux.HandleFunc("POST /api/echo", func(w http.ResponseWriter, r *http.Request) {
+		// The demo page, served from the voice port, posts its frames here
+		// through Envoy: another origin, so the browser needs CORS. No
+		// credentials travel, and the echo returns only what was sent.
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		jitter, err := jitterOf(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		// Read the whole body first: a frame is small, and answering with a
 		// Content-Length keeps the response a single write.
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxMessageBytes))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		if !sleep(r.Context(), hold(jitter)) {
 			return
 		}
 		if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -185,6 +197,11 @@ func (w *closingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
 	s.handshakes.add(r)
+	jitter, err := jitterOf(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		// Envoy's handshake filter checks Origin; the back end sits behind
 		// it and sees Envoy's requests, so it does not check again.
@@ -204,6 +221,12 @@ func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
 	st := s.live.add()
 	defer s.live.remove(st)
 	go s.goAwayAfter(ctx, conn, st)
+	if jitter > 0 {
+		if err := heldEcho(ctx, conn, jitter); websocket.CloseStatus(err) == -1 && ctx.Err() == nil {
+			s.log.Debug("voice stream ended", "error", err)
+		}
+		return
+	}
 	for {
 		typ, msg, err := conn.Read(ctx)
 		if err != nil {
