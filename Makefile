@@ -36,12 +36,17 @@ GO      ?= go
 GOFLAGS ?=
 BIN     := $(CURDIR)/bin
 
-.PHONY: tools k8s-tools browser-tools bench-tools build wasm-opt run reset run-ha token certs test fuzz bench generate demo-audio clean
+# apt_install installs Debian packages (and apt-get flags), as root or
+# through sudo.
+apt_install = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; fi
+
+.PHONY: tools k8s-tools browser-tools bench-tools shell-tools build wasm-opt run reset run-ha token certs test fuzz bench generate demo-audio clean
 
 # Everything `make test` needs. `make run` needs only Envoy (and
 # `make run-ha` etcd); the browser and the lab's peers and profilers
 # belong to `make test` and `make bench`.
-tools: $(ENVOY_BIN) $(ETCD_BIN) browser-tools bench-tools
+tools: $(ENVOY_BIN) $(ETCD_BIN) browser-tools bench-tools shell-tools
 
 # The browser test drives Debian's Chromium with playwright-core; it never
 # downloads a browser.
@@ -53,9 +58,15 @@ export CHROMIUM_BIN PLAYWRIGHT_CORE
 browser-tools: $(PLAYWRIGHT_CORE)/package.json
 	@command -v $(CHROMIUM_BIN) >/dev/null 2>&1 || { \
 		echo ">> installing Debian's chromium"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+		$(call apt_install,chromium); }
 	@$(CHROMIUM_BIN) --version
+
+# dpctl's completion tests run each script in its shell: fish from Debian's
+# package (bash is already there).
+shell-tools:
+	@command -v fish >/dev/null 2>&1 || { \
+		echo ">> installing Debian's fish"; \
+		$(call apt_install,--no-install-recommends fish); }
 
 # The latency lab's peers, nginx and HAProxy, and its profilers, strace and
 # perf: Debian's packages, never a download of their own. `make test` needs
@@ -64,8 +75,7 @@ BENCH_PACKAGES := nginx haproxy strace linux-perf
 bench-tools:
 	@{ test -x /usr/sbin/nginx && test -x /usr/sbin/haproxy && command -v strace && command -v perf; } >/dev/null 2>&1 || { \
 		echo ">> installing Debian's $(BENCH_PACKAGES)"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null; fi; }
+		$(call apt_install,--no-install-recommends $(BENCH_PACKAGES)); }
 	@/usr/sbin/nginx -v 2>&1; /usr/sbin/haproxy -v | head -1
 
 $(PLAYWRIGHT_CORE)/package.json:
@@ -237,8 +247,7 @@ DEMO_TEXT   := One, two, three, four, five. Every word of this sentence arrives 
 demo-audio:
 	@{ command -v espeak-ng && command -v sox; } >/dev/null 2>&1 || { \
 		echo ">> installing Debian's espeak-ng and sox"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; fi; }
+		$(call apt_install,espeak-ng sox); }
 	espeak-ng -v en-us -s 160 -w $(DEMO_SPEECH).tmp.wav "$(DEMO_TEXT)"
 	sox -v 0.9 $(DEMO_SPEECH).tmp.wav -r 16000 -c 1 -b 16 -e signed-integer $(DEMO_SPEECH)
 	rm -f $(DEMO_SPEECH).tmp.wav
