@@ -71,7 +71,7 @@ func TestProblemsGoToTheirObject(t *testing.T) {
 	if err == nil {
 		t.Fatal("a route naming a missing back end validated")
 	}
-	got := b.Problems(errors.Join(errors.New("invalid policy: "+err.Error())))
+	got := b.Problems(errors.Join(errors.New("invalid policy: " + err.Error())))
 	if msgs := got[Key("VoiceRoute", "api")]; len(msgs) != 1 || !strings.Contains(msgs[0], `no backend named "missing"`) {
 		t.Errorf("route api's problems: %q (all: %v)", msgs, got)
 	}

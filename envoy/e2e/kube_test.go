@@ -177,6 +177,17 @@ endpoints:
     conditions: {ready: {{.Ready}}, serving: true, terminating: {{.Terminating}}}
 `
 
+// kubeData fills kubeManifest.
+type kubeData struct {
+	REST, Key, Idle string
+	// Extra names more REST routes, each at /routes/<name>.
+	Extra []string
+}
+
+func newKubeData(b *testkit.Backend) kubeData {
+	return kubeData{REST: b.RESTAddr, Key: b64url(devSecret), Idle: "300s"}
+}
+
 type kubeSlice struct {
 	Name, IP, Port     string
 	Ready, Terminating bool
@@ -199,10 +210,7 @@ func TestKubernetesLoopback(t *testing.T) {
 	k := startKubeCluster(t)
 	host := podAddress(t)
 	a, b := startBackendOn(t, host), startBackendOn(t, host)
-	data := struct {
-		REST, Key, Idle string
-		Extra           []string
-	}{REST: a.RESTAddr, Key: b64url(devSecret), Idle: "300s"}
+	data := newKubeData(a)
 	sliceA, sliceB := newKubeSlice(t, "a", a.VoiceAddr), newKubeSlice(t, "b", b.VoiceAddr)
 	k.apply(kubeManifest, data)
 	k.apply(sliceManifest, sliceA)
@@ -420,4 +428,55 @@ func startBackendOn(t *testing.T, host string) *testkit.Backend {
 func runDpctl(r *testkit.Replica, args ...string) (int, string, string) {
 	f := &haFleet{}
 	return f.dpctl(r, args...)
+}
+
+// TestKubernetesStatusLeaderKilled runs two replicas on one namespace,
+// kills the one that writes status with SIGKILL (its Lease is left to
+// expire), and changes a route: the other replica takes the Lease and
+// writes the route's status for the new generation.
+func TestKubernetesStatusLeaderKilled(t *testing.T) {
+	k := startKubeCluster(t)
+	a := startBackendOn(t, podAddress(t))
+	data := newKubeData(a)
+	k.apply(kubeManifest, data)
+	k.apply(sliceManifest, newKubeSlice(t, "a", a.VoiceAddr))
+	tokenFile := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tokenFile, []byte(adminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	replicas := map[string]*testkit.Replica{}
+	for _, name := range []string{"cp-a", "cp-b"} {
+		replicas[name] = testkit.StartReplica(t, testkit.ReplicaOptions{
+			Name: name, Store: "kubernetes", TokenFile: tokenFile,
+			Args: []string{"-kubeconfig", k.kubeconfig, "-kube-namespace", k.namespace, "-kube-listen", fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))},
+		})
+	}
+	// programmed reports whether the route's Programmed condition is True
+	// for its current generation.
+	programmed := func() (bool, string) {
+		out, _ := k.tryKubectl(nil, "get", "voiceroute", "voice", "-o",
+			`jsonpath={.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type=="Programmed")].status} {.status.conditions[?(@.type=="Programmed")].observedGeneration}`)
+		f := strings.Fields(out)
+		return len(f) == 4 && f[0] == f[1] && f[2] == "True" && f[3] == f[0], "generation, observed, Programmed, its generation: " + out
+	}
+	holder := func() string {
+		out, _ := k.tryKubectl(nil, "get", "lease", "directpipe-status", "-o", "jsonpath={.spec.holderIdentity}")
+		return out
+	}
+	waitFor(t, 60*time.Second, programmed)
+	leader := holder()
+	victim, ok := replicas[leader]
+	if !ok {
+		t.Fatalf("status lease held by %q, not by a replica", leader)
+	}
+	victim.Kill()
+	killed := time.Now()
+	data.Idle = "600s"
+	k.apply(kubeManifest, data)
+	waitFor(t, 90*time.Second, func() (bool, string) {
+		ok, why := programmed()
+		return ok && holder() != leader, why + "; lease holder " + holder()
+	})
+	t.Logf("status leader %s killed; %s wrote the new generation's status after %v (lease 15 s; measurement, not asserted)",
+		leader, holder(), time.Since(killed).Round(time.Millisecond))
 }
