@@ -1,6 +1,8 @@
 package kube
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"sort"
@@ -18,7 +20,12 @@ type Objects struct {
 	Routes   []VoiceRoute
 	Backends []VoiceBackend
 	Policies []HandshakePolicy
+	// Secret returns a Secret's data by name (false: there is none).
+	Secret func(name string) (map[string][]byte, bool)
 }
+
+// MaxSecretKeys bounds the API keys one Secret may hold.
+const MaxSecretKeys = 10_000
 
 // Endpoints says which addresses serve a Service port: ready ones take
 // new streams, draining ones (terminating but still serving) keep the
@@ -39,13 +46,15 @@ type Built struct {
 	Routes   []*VoiceRoute
 	Backends []*VoiceBackend
 	Policies []*HandshakePolicy
+	// refused are problems found while building, by object (see Key).
+	refused map[string][]string
 }
 
 // Build turns the objects into a policy served on listeners. Objects are
 // sorted by name so the same objects always build the same policy (and
 // so the same revision), whatever order the watch delivered them in.
 func Build(listeners []*policyv1.Listener, objs Objects, endpoints EndpointsFunc) *Built {
-	b := &Built{Policy: &policyv1.Policy{Listeners: listeners}}
+	b := &Built{Policy: &policyv1.Policy{Listeners: listeners}, refused: map[string][]string{}}
 	routes := sortedPtrs(objs.Routes, func(o *VoiceRoute) string { return o.Name })
 	backends := sortedPtrs(objs.Backends, func(o *VoiceBackend) string { return o.Name })
 	policies := sortedPtrs(objs.Policies, func(o *HandshakePolicy) string { return o.Name })
@@ -72,7 +81,16 @@ func Build(listeners []*policyv1.Listener, objs Objects, endpoints EndpointsFunc
 	}
 	for _, hp := range policies {
 		b.Policies = append(b.Policies, hp)
-		b.Policy.AuthPolicies = append(b.Policy.AuthPolicies, authPolicy(hp))
+		ap := authPolicy(hp)
+		if ref := hp.Spec.APIKeysSecretRef; ref != nil {
+			keys, err := secretKeys(ref.Name, objs.Secret)
+			if err != nil {
+				k := Key("HandshakePolicy", hp.Name)
+				b.refused[k] = append(b.refused[k], "apiKeysSecretRef: "+err.Error())
+			}
+			ap.ApiKeys = append(ap.ApiKeys, keys...)
+		}
+		b.Policy.AuthPolicies = append(b.Policy.AuthPolicies, ap)
 	}
 	return b
 }
@@ -166,6 +184,55 @@ func authPolicy(h *HandshakePolicy) *policyv1.AuthPolicy {
 	return out
 }
 
+// Err reports what building refused (a missing Secret): such a policy is
+// not served, as one that fails validation is not, so a key that cannot
+// be read never silently drops out of a handshake policy.
+func (b *Built) Err() error {
+	keys := make([]string, 0, len(b.refused))
+	for k := range b.refused {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var msgs []string
+	for _, k := range keys {
+		msgs = append(msgs, k+": "+strings.Join(b.refused[k], "; "))
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("invalid resources: %s", strings.Join(msgs, "; "))
+}
+
+// secretKeys reads API keys from a Secret's entries, identity: key, and
+// keeps only their SHA-256, in identity order.
+func secretKeys(name string, secret func(string) (map[string][]byte, bool)) ([]*policyv1.APIKey, error) {
+	data, ok := map[string][]byte(nil), false
+	if secret != nil {
+		data, ok = secret(name)
+	}
+	if !ok {
+		return nil, fmt.Errorf("no Secret named %q", name)
+	}
+	if len(data) > MaxSecretKeys {
+		return nil, fmt.Errorf("Secret %q holds %d entries, more than the %d allowed", name, len(data), MaxSecretKeys)
+	}
+	ids := make([]string, 0, len(data))
+	for id := range data {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var out []*policyv1.APIKey
+	for _, id := range ids {
+		key := strings.TrimSpace(string(data[id]))
+		if key == "" {
+			return nil, fmt.Errorf("Secret %q: entry %q is empty", name, id)
+		}
+		sum := sha256.Sum256([]byte(key))
+		out = append(out, &policyv1.APIKey{Sha256: hex.EncodeToString(sum[:]), Identity: id})
+	}
+	return out, nil
+}
+
 // problemPath finds the part a validation message is about:
 // "routes[2].backend: ..." is about the third route.
 var problemPath = regexp.MustCompile(`^(routes|backends|auth_policies)\[(\d+)\]`)
@@ -175,6 +242,9 @@ var problemPath = regexp.MustCompile(`^(routes|backends|auth_policies)\[(\d+)\]`
 // whole) go to every route, which is what a user looks at.
 func (b *Built) Problems(err error) map[string][]string {
 	out := map[string][]string{}
+	for k, msgs := range b.refused {
+		out[k] = append(out[k], msgs...)
+	}
 	if err == nil {
 		return out
 	}

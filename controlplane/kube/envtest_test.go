@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -129,7 +131,7 @@ func TestSchemaRefusesBadObjects(t *testing.T) {
 		{"endpoints and service", &VoiceBackend{Spec: VoiceBackendSpec{Endpoints: []string{"10.0.0.1:80"}, Service: &ServiceRef{Name: "s", Port: 80}}}, "set endpoints or service, exactly one"},
 		{"neither endpoints nor service", &VoiceBackend{Spec: VoiceBackendSpec{}}, "set endpoints or service, exactly one"},
 		{"port out of range", &VoiceBackend{Spec: VoiceBackendSpec{Service: &ServiceRef{Name: "s", Port: 70000}}}, "spec.service.port"},
-		{"no credentials", &HandshakePolicy{Spec: HandshakePolicySpec{Sources: []TokenSource{{Bearer: true}}}}, "needs jwt or apiKeys"},
+		{"no credentials", &HandshakePolicy{Spec: HandshakePolicySpec{Sources: []TokenSource{{Bearer: true}}}}, "needs jwt, apiKeys or apiKeysSecretRef"},
 		{"two token sources in one", &HandshakePolicy{Spec: HandshakePolicySpec{Sources: []TokenSource{{Bearer: true, Query: "t"}}, APIKeys: []APIKey{{SHA256: sha, Identity: "x"}}}}, "exactly one of bearer"},
 		{"key not hex", &HandshakePolicy{Spec: HandshakePolicySpec{APIKeys: []APIKey{{SHA256: "secret", Identity: "x"}}}}, "spec.apiKeys[0].sha256"},
 		{"keys and jwks url", &HandshakePolicy{Spec: HandshakePolicySpec{JWT: &JWT{JWKSURL: "https://idp/jwks", Keys: []JWK{{Kty: "oct", K: "a2V5"}}}}}, "keys or a jwksURL, exactly one"},
@@ -364,4 +366,44 @@ func TestStatusLeaderFailover(t *testing.T) {
 	if h := lease(); h != "b" {
 		t.Errorf("status lease held by %q after a died, want b", h)
 	}
+}
+
+func TestAPIKeysFromSecret(t *testing.T) {
+	e := newTestEnv(t)
+	e.agentsService()
+	objs := validObjects()
+	hp := objs[2].(*HandshakePolicy)
+	hp.Spec.APIKeys = nil
+	hp.Spec.APIKeysSecretRef = &LocalRef{Name: "caller-keys"}
+	for _, o := range objs {
+		e.create(o)
+	}
+	s, _ := e.replica("a")
+	// No Secret yet: the policy is refused, and the handshake policy says
+	// why.
+	e.waitCondition(hp, &hp.Status, Accepted, metav1.ConditionFalse)
+	if c := meta.FindStatusCondition(hp.Status.Conditions, Accepted); !strings.Contains(c.Message, `no Secret named "caller-keys"`) {
+		t.Errorf("Accepted without its Secret: %+v", c)
+	}
+	if p := s.get(); p != nil {
+		t.Errorf("a policy missing its keys was served: %v", p)
+	}
+	e.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "caller-keys"}, Data: map[string][]byte{"tester": []byte("dp_live_key\n")}})
+	e.waitCondition(hp, &hp.Status, Programmed, metav1.ConditionTrue)
+	eventually(t, "the key served", func() (bool, string) {
+		p := s.get()
+		if p == nil {
+			return false, "nothing served"
+		}
+		keys := p.GetAuthPolicies()[0].GetApiKeys()
+		// sha256("dp_live_key"): the trailing newline a file-made Secret
+		// carries is not part of the key.
+		return len(keys) == 1 && keys[0].GetIdentity() == "tester" &&
+			keys[0].GetSha256() == sha256Hex("dp_live_key"), fmt.Sprint(keys)
+	})
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }

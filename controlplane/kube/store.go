@@ -113,7 +113,7 @@ func New(cfg Config) (*Store, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	s := &Store{cfg: cfg, cache: c, client: cl, kube: kc, stop: stop, changed: make(chan struct{}, 1), values: map[string][]byte{}}
 	s.status = newStatusWriter(s, scheme)
-	for _, obj := range []client.Object{&VoiceRoute{}, &VoiceBackend{}, &HandshakePolicy{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}} {
+	for _, obj := range []client.Object{&VoiceRoute{}, &VoiceBackend{}, &HandshakePolicy{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Secret{}} {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
 			stop()
@@ -157,7 +157,14 @@ func (s *Store) build(ctx context.Context) (*Built, error) {
 			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 	}
-	b := Build(s.cfg.Listeners, Objects{Routes: routes.Items, Backends: backends.Items, Policies: policies.Items}, func(ref ServiceRef) Endpoints {
+	objs := Objects{Routes: routes.Items, Backends: backends.Items, Policies: policies.Items, Secret: func(name string) (map[string][]byte, bool) {
+		var sec corev1.Secret
+		if err := s.cache.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, &sec); err != nil {
+			return nil, false
+		}
+		return sec.Data, true
+	}}
+	b := Build(s.cfg.Listeners, objs, func(ref ServiceRef) Endpoints {
 		return s.endpoints(ctx, ref)
 	})
 	return b, nil
@@ -191,6 +198,9 @@ func (s *Store) Load(ctx context.Context) (*policyv1.Policy, string, error) {
 	if len(b.Policy.GetRoutes()) == 0 {
 		return nil, "", store.ErrNotFound
 	}
+	if err := b.Err(); err != nil {
+		return nil, "", err
+	}
 	return b.Policy, policy.Revision(b.Policy), nil
 }
 
@@ -219,10 +229,12 @@ func (s *Store) Watch(ctx context.Context, onChange func(*policyv1.Policy) error
 			s.cfg.Log.Warn("reading the kubernetes resources failed; the last good policy keeps serving", "error", err)
 			continue
 		}
-		var served error
-		if len(b.Policy.GetRoutes()) == 0 {
+		served := b.Err()
+		switch {
+		case served != nil:
+		case len(b.Policy.GetRoutes()) == 0:
 			served = errors.New("no VoiceRoute in the namespace: nothing to serve")
-		} else {
+		default:
 			served = onChange(b.Policy)
 			if served == nil {
 				s.record(b.Policy)

@@ -115,6 +115,9 @@ type HandshakePolicySpec struct {
 	Sources []TokenSource `json:"sources,omitempty"`
 	JWT     *JWT          `json:"jwt,omitempty"`
 	APIKeys []APIKey      `json:"apiKeys,omitempty"`
+	// APIKeysSecretRef names a Secret in the namespace whose entries are
+	// identity: API key. The control plane keeps only each key's SHA-256.
+	APIKeysSecretRef *LocalRef `json:"apiKeysSecretRef,omitempty"`
 	// IdentityHeader carries the verified identity upstream.
 	IdentityHeader string `json:"identityHeader,omitempty"`
 	// ClaimHeaders maps a claim to the request header that carries it.
