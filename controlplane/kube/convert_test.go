@@ -2,6 +2,7 @@ package kube
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -78,4 +79,53 @@ func TestProblemsGoToTheirObject(t *testing.T) {
 	if msgs := got[Key("VoiceRoute", "voice")]; len(msgs) != 0 {
 		t.Errorf("route voice blamed: %q", msgs)
 	}
+}
+
+func TestSecretKeys(t *testing.T) {
+	secrets := map[string]map[string][]byte{
+		"keys":  {"b-agent": []byte("key-b\n"), "a-agent": []byte("key-a")},
+		"empty": {"a-agent": []byte(" \n")},
+	}
+	lookup := func(name string) (map[string][]byte, bool) { s, ok := secrets[name]; return s, ok }
+	cases := []struct {
+		name, secret, wantErr string
+		wantIDs               []string
+	}{
+		{"identities in order, keys trimmed", "keys", "", []string{"a-agent", "b-agent"}},
+		{"missing", "nowhere", `no Secret named "nowhere"`, nil},
+		{"empty entry", "empty", `entry "a-agent" is empty`, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			keys, err := secretKeys(c.secret, lookup)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err %v, want %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, k := range keys {
+				ids = append(ids, k.GetIdentity())
+			}
+			if strings.Join(ids, ",") != strings.Join(c.wantIDs, ",") {
+				t.Errorf("identities %v, want %v", ids, c.wantIDs)
+			}
+			if keys[1].GetSha256() != sha256Hex("key-b") {
+				t.Errorf("key-b hashed to %s", keys[1].GetSha256())
+			}
+		})
+	}
+	t.Run("too many entries", func(t *testing.T) {
+		big := map[string][]byte{}
+		for i := range MaxSecretKeys + 1 {
+			big[fmt.Sprint(i)] = []byte("k")
+		}
+		if _, err := secretKeys("big", func(string) (map[string][]byte, bool) { return big, true }); err == nil || !strings.Contains(err.Error(), "more than the") {
+			t.Errorf("err %v", err)
+		}
+	})
 }
