@@ -182,6 +182,8 @@ func storeError(err error) error {
 		return fmt.Errorf("%w%s", admin.ErrStaleRevision, strings.TrimPrefix(err.Error(), store.ErrStale.Error()))
 	case errors.Is(err, store.ErrUnavailable):
 		return fmt.Errorf("%w: the policy keeps serving, but cannot be changed until the store is back: %w", admin.ErrUnavailable, err)
+	case errors.Is(err, store.ErrReadOnly):
+		return fmt.Errorf("%w: %w", admin.ErrInvalidArgument, err)
 	}
 	return err
 }

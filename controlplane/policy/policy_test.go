@@ -97,6 +97,8 @@ func TestParseErrors(t *testing.T) {
 		{"endpoint without port", replace("127.0.0.1:8081", "voice.internal"), []string{`backends[0].endpoints[0]: "voice.internal" is not host:port`}},
 		{"metadata by name", replace("127.0.0.1:8081", "metadata.google.internal:80"), []string{"backends[0].endpoints[0]: metadata.google.internal is a cloud metadata service's name"}},
 		{"dns refresh too short", replace("endpoints: [127.0.0.1:8081]", "endpoints: [voice.internal:8081]\n    dns_refresh: 0.5s"), []string{"backends[0].dns_refresh: at least 1s"}},
+		{"draining endpoint not listed", replace("endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081]\n    draining_endpoints: [127.0.0.1:8089]"), []string{`backends[0].draining_endpoints[0]: "127.0.0.1:8089" is not one of the endpoints`}},
+		{"no endpoints", replace("endpoints: [127.0.0.1:8081]", "endpoints: []"), []string{"backends[0].endpoints: at least one endpoint is required"}},
 		{"backend and backends", replace("backend: voice", "backend: voice\n    backends: [{ name: voice, weight: 1 }, { name: voice, weight: 1 }]"), []string{"routes[0].backends: backend and backends are exclusive"}},
 		{"split of one", replace("backend: voice", "backends: [{ name: voice, weight: 1 }]"), []string{"routes[0].backends: a split needs at least two back ends"}},
 		{"split twice and unknown", replace("backend: voice", "backends: [{ name: voice, weight: 1 }, { name: voice, weight: 1 }, { name: nope, weight: 1 }]"),

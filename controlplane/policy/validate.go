@@ -142,6 +142,7 @@ func (v *validator) counts(p *policyv1.Policy) bool {
 	}
 	for i, b := range p.GetBackends() {
 		check(fmt.Sprintf("backends[%d].endpoints", i), len(b.GetEndpoints()), MaxEndpoints)
+		check(fmt.Sprintf("backends[%d].draining_endpoints", i), len(b.GetDrainingEndpoints()), MaxEndpoints)
 	}
 	for i, r := range p.GetRoutes() {
 		path := fmt.Sprintf("routes[%d]", i)
@@ -207,7 +208,7 @@ func (v *validator) policy(p *policyv1.Policy) {
 		path := fmt.Sprintf("backends[%d]", i)
 		v.name(path, b.GetName(), backendNames)
 		backends[b.GetName()] = b
-		if len(b.GetEndpoints()) == 0 {
+		if len(b.GetEndpoints()) == 0 && !b.GetDiscovered() {
 			v.errorf(path+".endpoints", "at least one endpoint is required")
 		}
 		for j, ep := range b.GetEndpoints() {
@@ -623,6 +624,15 @@ func (v *validator) backend(path string, b *policyv1.Backend) {
 		}
 	default:
 		v.errorf(path+".lb", "%q is not %s, %s or %s", b.GetLb(), LBRoundRobin, LBLeastRequest, LBRingHash)
+	}
+	listed := map[string]bool{}
+	for _, ep := range b.GetEndpoints() {
+		listed[ep] = true
+	}
+	for i, ep := range b.GetDrainingEndpoints() {
+		if !listed[ep] {
+			v.errorf(fmt.Sprintf("%s.draining_endpoints[%d]", path, i), "%q is not one of the endpoints", ep)
+		}
 	}
 	if hc := b.GetHealthCheck(); hc != nil {
 		if hc.GetPath() != "" && !strings.HasPrefix(hc.GetPath(), "/") {

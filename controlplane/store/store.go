@@ -21,6 +21,10 @@ var ErrStale = errors.New("policy changed since the expected revision")
 // policy keeps serving, but nothing can be changed until it is back.
 var ErrUnavailable = errors.New("policy store unreachable")
 
+// ErrReadOnly is returned by Put of a store whose policy is changed
+// elsewhere (Kubernetes resources, through the API server).
+var ErrReadOnly = errors.New("this policy store is not written by the control plane")
+
 // ErrNotFound is returned by Load when the store holds no policy yet.
 var ErrNotFound = errors.New("no policy stored yet")
 

@@ -208,6 +208,10 @@ func dnsCluster(c *clusterv3.Cluster, b *policyv1.Backend) {
 // touches no listener and no cluster, so it drains no connection itself.
 func loadAssignment(b *policyv1.Backend, drains map[string]DrainPhase) (*endpointv3.ClusterLoadAssignment, error) {
 	var lbs []*endpointv3.LbEndpoint
+	draining := map[string]bool{}
+	for _, ep := range b.GetDrainingEndpoints() {
+		draining[ep] = true
+	}
 	for _, ep := range b.GetEndpoints() {
 		addr, err := socketAddress(ep)
 		if err != nil {
@@ -216,10 +220,10 @@ func loadAssignment(b *policyv1.Backend, drains map[string]DrainPhase) (*endpoin
 		lb := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
 			Endpoint: &endpointv3.Endpoint{Address: addr},
 		}}
-		switch drains[ep] {
-		case Drained:
+		switch {
+		case drains[ep] == Drained:
 			continue
-		case Draining:
+		case drains[ep] == Draining, draining[ep]:
 			lb.HealthStatus = corev3.HealthStatus_DRAINING
 		}
 		lbs = append(lbs, lb)

@@ -19,8 +19,10 @@ import (
 	"syscall"
 	"time"
 
+	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/admin"
 	"github.com/directpipe/directpipe/controlplane/app"
+	"github.com/directpipe/directpipe/controlplane/kube"
 	"github.com/directpipe/directpipe/controlplane/mtls"
 	"github.com/directpipe/directpipe/controlplane/statedir"
 	"github.com/directpipe/directpipe/controlplane/store"
@@ -32,6 +34,7 @@ type flags struct {
 	tlsCert, tlsKey, clientCA                                         string
 	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity           string
 	store, etcdCA, etcdCert, etcdKey, etcdPrefix, replica             string
+	kubeconfig, kubeNamespace, kubeListen                             string
 	history                                                           int
 	leaseTTL                                                          time.Duration
 }
@@ -39,7 +42,10 @@ type flags struct {
 func main() {
 	var f flags
 	flag.StringVar(&f.policyFile, "policy", "", "route policy file (YAML, required without -store): watched, and rewritten by admin API applies; with -store, seeds an empty store")
-	flag.StringVar(&f.store, "store", "", "shared policy store of replicas, etcd://host:port[,host:port...]; empty: the -policy file")
+	flag.StringVar(&f.store, "store", "", "shared policy store of replicas, etcd://host:port[,host:port...], or kubernetes (resources in -kube-namespace); empty: the -policy file")
+	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "with -store kubernetes: kubeconfig file (default: the pod's service account)")
+	flag.StringVar(&f.kubeNamespace, "kube-namespace", kube.PodNamespace(), "with -store kubernetes: namespace of the resources, leases and events")
+	flag.StringVar(&f.kubeListen, "kube-listen", "0.0.0.0:10000", "with -store kubernetes: address of the Envoy listener every route is served on")
 	flag.StringVar(&f.etcdCA, "etcd-ca", "", "CA of etcd's server certificates (TLS to etcd)")
 	flag.StringVar(&f.etcdCert, "etcd-cert", "", "client certificate for etcd")
 	flag.StringVar(&f.etcdKey, "etcd-key", "", "private key of -etcd-cert")
@@ -156,6 +162,9 @@ func run(log *slog.Logger, f flags) error {
 }
 
 func openStore(log *slog.Logger, f flags) (store.Shared, error) {
+	if f.store == storeKubernetes {
+		return openKube(log, f)
+	}
 	eps, err := store.ParseURL(f.store)
 	if err != nil {
 		return nil, err
@@ -173,6 +182,23 @@ func openStore(log *slog.Logger, f flags) (store.Shared, error) {
 	return store.NewEtcd(store.EtcdConfig{
 		Endpoints: eps, TLS: tlsCfg, Prefix: f.etcdPrefix, Replica: f.replica,
 		History: f.history, LeaseTTL: f.leaseTTL, Log: log,
+	})
+}
+
+// storeKubernetes is the -store value of the kubernetes store.
+const storeKubernetes = "kubernetes"
+
+func openKube(log *slog.Logger, f flags) (store.Shared, error) {
+	if f.policyFile != "" {
+		return nil, errors.New("-policy with -store kubernetes: the policy is the namespace's resources (kubectl apply them)")
+	}
+	rc, err := kube.RESTConfig(f.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return kube.New(kube.Config{
+		REST: rc, Namespace: f.kubeNamespace, Identity: f.replica, History: f.history, Log: log,
+		Listeners: []*policyv1.Listener{{Name: "public", Address: f.kubeListen, Http2: true}},
 	})
 }
 

@@ -1171,7 +1171,16 @@ type Backend struct {
 	// endpoints name hosts rather than IP addresses. Default 5s; at least
 	// 1s. Ignored for IP endpoints. Envoy keeps the last addresses while a
 	// lookup fails.
-	DnsRefresh    *durationpb.Duration `protobuf:"bytes,11,opt,name=dns_refresh,json=dnsRefresh,proto3" json:"dns_refresh,omitempty"`
+	DnsRefresh *durationpb.Duration `protobuf:"bytes,11,opt,name=dns_refresh,json=dnsRefresh,proto3" json:"dns_refresh,omitempty"`
+	// Endpoints, each also listed in endpoints, that keep the streams they
+	// hold and take no new one: Envoy sees them DRAINING. The Kubernetes
+	// store sets it from EndpointSlices for endpoints that are terminating
+	// but still serving.
+	DrainingEndpoints []string `protobuf:"bytes,60,rep,name=draining_endpoints,json=drainingEndpoints,proto3" json:"draining_endpoints,omitempty"`
+	// The endpoints are discovered (the Kubernetes store sets it for a back
+	// end by Service): an empty list is a Service with nothing ready, which
+	// is served as such (requests get 503) rather than refused.
+	Discovered    bool `protobuf:"varint,61,opt,name=discovered,proto3" json:"discovered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1281,6 +1290,20 @@ func (x *Backend) GetDnsRefresh() *durationpb.Duration {
 		return x.DnsRefresh
 	}
 	return nil
+}
+
+func (x *Backend) GetDrainingEndpoints() []string {
+	if x != nil {
+		return x.DrainingEndpoints
+	}
+	return nil
+}
+
+func (x *Backend) GetDiscovered() bool {
+	if x != nil {
+		return x.Discovered
+	}
+	return false
 }
 
 type HealthCheck struct {
@@ -2364,7 +2387,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
 	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12;\n" +
-	"\aheaders\x18\x04 \x03(\v2!.directpipe.policy.v1.HeaderMatchR\aheaders\"\xb5\x04\n" +
+	"\aheaders\x18\x04 \x03(\v2!.directpipe.policy.v1.HeaderMatchR\aheaders\"\x84\x05\n" +
 	"\aBackend\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12B\n" +
@@ -2379,7 +2402,11 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x0eallow_internal\x18\n" +
 	" \x01(\bR\rallowInternal\x12:\n" +
 	"\vdns_refresh\x18\v \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"dnsRefresh\"\xeb\x01\n" +
+	"dnsRefresh\x12-\n" +
+	"\x12draining_endpoints\x18< \x03(\tR\x11drainingEndpoints\x12\x1e\n" +
+	"\n" +
+	"discovered\x18= \x01(\bR\n" +
+	"discovered\"\xeb\x01\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
