@@ -41,7 +41,7 @@ BIN     := $(CURDIR)/bin
 apt_install = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
 	else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; fi
 
-.PHONY: tools k8s-tools browser-tools bench-tools shell-tools build wasm-opt run reset run-ha token certs test fuzz bench generate demo-audio clean
+.PHONY: tools k8s-tools k8s-test-tools browser-tools bench-tools shell-tools build wasm-opt run reset run-ha token certs test fuzz bench generate demo-audio clean
 
 # Everything `make test` needs. `make run` needs only Envoy (and
 # `make run-ha` etcd); the browser and the lab's peers and profilers
@@ -113,6 +113,10 @@ K8S_LDFLAGS  := -ldflags='-s -X k8s.io/component-base/version.gitVersion=$(K8S_V
 	-X k8s.io/client-go/pkg/version.gitVersion=$(K8S_VERSION)'
 
 k8s-tools: $(addprefix $(K8S_BIN)/,$(K8S_CMDS) helm kwok kwokctl etcd)
+
+# What `make test` uses of them: envtest's API server (with etcd) and
+# kubectl. The rest are built on demand.
+k8s-test-tools: $(addprefix $(K8S_BIN)/,kube-apiserver kubectl etcd)
 
 $(addprefix $(K8S_BIN)/,$(K8S_CMDS)): deploy/tools/go.mod
 	@echo ">> building $(notdir $@) $(K8S_VERSION) into .tools/k8s/ (the first build takes minutes)"
@@ -206,7 +210,7 @@ FUZZ_TARGETS := ./controlplane/policy:FuzzParse ./filter/auth:FuzzParseConfig ./
 	./filter/tcpcheck:FuzzInspect
 FUZZ_TIME ?= 60s
 
-test: tools k8s-tools build
+test: tools k8s-test-tools build
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
