@@ -199,9 +199,11 @@ func TestStreamQuotaAndHandshakeRate(t *testing.T) {
 		}
 	})
 	for stat, want := range map[string]string{
-		"wasmcustom." + contract.MetricDeniedPrefix + contract.ReasonStreamQuota:    "http stream quota",
-		"wasmcustom." + contract.MetricTCPDeniedPrefix + contract.ReasonStreamQuota: "tcp stream quota",
-		"wasmcustom." + contract.MetricDeniedPrefix + contract.ReasonHandshakeRate:  "http handshake rate",
+		"wasmcustom." + contract.MetricDeniedPrefix + contract.ReasonStreamQuota:                   "http stream quota",
+		"wasmcustom." + contract.MetricTCPDeniedPrefix + contract.ReasonStreamQuota:                "tcp stream quota",
+		"wasmcustom." + contract.MetricDeniedPrefix + contract.ReasonHandshakeRate:                 "http handshake rate",
+		"wasmcustom." + contract.MetricQuotaDeniedPrefix + contract.ReasonStreamQuota + ".alice":   "alice's stream quota",
+		"wasmcustom." + contract.MetricQuotaDeniedPrefix + contract.ReasonHandshakeRate + ".carol": "carol's handshake rate",
 	} {
 		if v, err := s.envoy.Stat(t.Context(), stat); err != nil || v == 0 {
 			t.Errorf("%s refusals are not counted: %s = %d (%v)", want, stat, v, err)

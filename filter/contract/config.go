@@ -94,6 +94,10 @@ type Rate struct {
 	Burst     uint32 `json:"burst,omitempty"`
 }
 
+// QuotaOtherIdentity labels the refusals of identities past
+// MaxIdentityMetrics.
+const QuotaOtherIdentity = "other"
+
 // Bounds of Quotas.
 const (
 	MaxStreamsPerIdentity  = 1_000_000
@@ -104,6 +108,11 @@ const (
 	// past it a stream under a quota is refused (stream_quota) rather
 	// than let through uncounted.
 	MaxHeldStreams = 100_000
+	// MaxIdentityMetrics bounds the identities one worker gives refusal
+	// counters of their own; later ones share QuotaOtherIdentity's.
+	MaxIdentityMetrics = 32
+	// MaxIdentityLabelBytes bounds an identity's part of a stat name.
+	MaxIdentityLabelBytes = 64
 )
 
 // TokenCache sizes the filter's cache of verified JWTs. A cached token

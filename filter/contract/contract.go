@@ -50,6 +50,10 @@ const (
 	MetricTCPAllowed      = "directpipe_tcp_handshake_allowed"
 	MetricTCPDeniedPrefix = "directpipe_tcp_handshake_denied_"
 	MetricTCPHeadTimeout  = "directpipe_tcp_handshake_timeout"
+	// MetricQuotaDeniedPrefix counts quota refusals by reason and
+	// identity: the prefix, the reason, ".", then the identity made safe
+	// for a stat name, or QuotaOtherIdentity past MaxIdentityMetrics.
+	MetricQuotaDeniedPrefix = "directpipe_quota_denied_"
 	// MetricTCPShed counts undecided handshakes closed to make room for
 	// new ones when a worker holds as many as it may.
 	MetricTCPShed          = "directpipe_tcp_handshake_shed"

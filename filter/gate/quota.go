@@ -34,15 +34,47 @@ const (
 // with compare-and-swap, so the limit is per Envoy, not per worker.
 type Quota struct {
 	held map[uint32]string // context id to the streams key it counts in
+	// labelled are the identities whose refusals have counters of their
+	// own, at most contract.MaxIdentityMetrics: the first ones refused.
+	labelled map[string]bool
 }
 
 // NewQuota returns a quota holding no stream.
-func NewQuota() *Quota { return &Quota{held: map[uint32]string{}} }
+func NewQuota() *Quota { return &Quota{held: map[uint32]string{}, labelled: map[string]bool{}} }
 
 // Admit decides whether the identity of an allowed decision may open one
 // more stream, as context id, under policy p: "" when it may (and then the
-// stream is counted until Release), else the reason it may not.
+// stream is counted until Release), else the reason it may not. A refusal
+// over a limit is also counted for the identity.
 func (q *Quota) Admit(h Host, id uint32, p *auth.Policy, identity string, now time.Time) string {
+	reason := q.admit(h, id, p, identity, now)
+	if reason == contract.ReasonStreamQuota || reason == contract.ReasonHandshakeRate {
+		h.Count(contract.MetricQuotaDeniedPrefix + reason + "." + q.label(identity))
+	}
+	return reason
+}
+
+// label is identity's part of a refusal counter's name: the identity with
+// every byte a stat name should not hold replaced, for the first
+// identities refused; QuotaOtherIdentity after them, so the number of
+// counters stays bounded whatever callers send.
+func (q *Quota) label(identity string) string {
+	if !q.labelled[identity] {
+		if len(q.labelled) >= contract.MaxIdentityMetrics {
+			return contract.QuotaOtherIdentity
+		}
+		q.labelled[identity] = true
+	}
+	b := []byte(identity[:min(len(identity), contract.MaxIdentityLabelBytes)])
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func (q *Quota) admit(h Host, id uint32, p *auth.Policy, identity string, now time.Time) string {
 	if p == nil || p.Quotas == nil || identity == "" {
 		return ""
 	}

@@ -221,3 +221,48 @@ func TestTCPStreamQuota(t *testing.T) {
 		t.Fatalf("after the first ended: counts %v", h.counts)
 	}
 }
+
+// TestQuotaRefusalsByIdentity: refusals are counted per identity for the
+// first identities refused, made safe for a stat name, and under "other"
+// past the bound.
+func TestQuotaRefusalsByIdentity(t *testing.T) {
+	g := NewHTTP()
+	if h := newFakeHost(quotaConfig(t, map[string]any{"max_streams": 1})); !g.Configure(h, rootID) {
+		t.Fatalf("configuration refused: %q", h.logs)
+	}
+	shared := &sharedData{entries: map[string]sharedEntry{}}
+	counts := map[string]int{}
+	id := uint32(10)
+	refuse := func(sub string) {
+		for range 2 { // the first is admitted, the second refused
+			id++
+			h := newFakeHost("")
+			h.sharedData = shared
+			h.route, h.routeFound = "voice", true
+			tagged("voice")(h)
+			c := goodClaims()
+			c["sub"] = sub
+			h.headers["authorization"] = "Bearer " + token(t, c)
+			g.ContextCreate(id, rootID)
+			g.RequestHeaders(h, id, now)
+			for k, v := range h.counts {
+				counts[k] += v
+			}
+		}
+	}
+	refuse("tenant.a/user 1")
+	refuse("tenant.a/user 1")
+	if n := counts[contract.MetricQuotaDeniedPrefix+contract.ReasonStreamQuota+".tenant_a_user_1"]; n != 3 {
+		t.Fatalf("refusals of one identity: %d, want 3 (counters %v)", n, counts)
+	}
+	for i := range contract.MaxIdentityMetrics + 5 {
+		refuse("caller-" + strconv.Itoa(i))
+	}
+	other := counts[contract.MetricQuotaDeniedPrefix+contract.ReasonStreamQuota+"."+contract.QuotaOtherIdentity]
+	if other != 6 {
+		t.Fatalf("refusals counted as other: %d, want 6 (the bound is %d identities)", other, contract.MaxIdentityMetrics)
+	}
+	if len(g.quota.labelled) != contract.MaxIdentityMetrics {
+		t.Fatalf("%d identities labelled, want %d", len(g.quota.labelled), contract.MaxIdentityMetrics)
+	}
+}
