@@ -87,7 +87,15 @@ func TestAuditHarm(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rep := auditEnvoy(t, ctx, e)
+	in, err := audit.Fetch(ctx, &http.Client{}, e.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.ReadFile = audit.ReadFile
+	rep, err := audit.Run(in)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range harmCases {
 		t.Run(c.check, func(t *testing.T) {
@@ -172,19 +180,4 @@ func findingOn(rep *audit.Report, check, listener string) (audit.Finding, bool) 
 		}
 	}
 	return audit.Finding{}, false
-}
-
-// auditEnvoy audits a running Envoy through its admin port.
-func auditEnvoy(t *testing.T, ctx context.Context, e *testkit.Envoy) *audit.Report {
-	t.Helper()
-	in, err := audit.Fetch(ctx, &http.Client{}, e.AdminURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	in.ReadFile = audit.ReadFile
-	rep, err := audit.Run(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rep
 }

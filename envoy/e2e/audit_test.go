@@ -205,7 +205,15 @@ func TestAuditMakeRunEnvoy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	rep := auditEnvoy(t, ctx, e)
+	in, err := audit.Fetch(ctx, &http.Client{}, e.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.ReadFile = audit.ReadFile
+	rep, err := audit.Run(in)
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := []string{
 		"info lds-listener dynamic_listeners[public].active_state.listener",
 		"info lds-listener dynamic_listeners[tcp-voice-raw].active_state.listener",
