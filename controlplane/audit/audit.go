@@ -157,14 +157,17 @@ type auditor struct {
 	// seen maps check+path to the finding's index, so that a setting
 	// shared by many streams is reported once.
 	seen map[string]int
-	// clusterDone holds the finding keys of each cluster checked.
+	// clusterDone holds the finding keys of each cluster checked, by
+	// cluster name and stream kind.
 	clusterDone map[string][]string
 	wasm        map[string]wasmExports
 }
 
 // add records a finding for the streams it affects and returns its key.
 func (a *auditor) add(f Finding, streams ...*Stream) string {
-	key := f.Check + "\x00" + f.Path
+	// The severity is in the key: a cluster shared by WebSockets and raw
+	// streams can hurt one kind and not the other.
+	key := f.Check + "\x00" + f.Path + "\x00" + f.Severity.String()
 	if _, ok := a.seen[key]; !ok {
 		a.seen[key] = len(a.r.Findings)
 		a.r.Findings = append(a.r.Findings, f)

@@ -114,7 +114,7 @@ func TestGatewayStreams(t *testing.T) {
 		strings.Join(s.Chain, ",") != "cors,ext_authz,lua,compressor,router" || s.IdleTimeout != "5m (default)" {
 		t.Errorf("stream: %+v", s)
 	}
-	if s.Findings["medium"] != 3 || s.Findings["low"] != 4 {
+	if s.Findings["medium"] != 2 || s.Findings["low"] != 3 || s.Findings["info"] != 2 {
 		t.Errorf("stream findings: %v", s.Findings)
 	}
 }

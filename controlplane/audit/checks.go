@@ -48,15 +48,15 @@ func (a *auditor) httpStream(s *Stream, at httpStreamAt) {
 	rp := at.routePath + ".route"
 	switch t := action.GetTimeout(); {
 	case t == nil:
-		a.add(Finding{Severity: Low, Check: "route-timeout", Path: rp + ".timeout",
+		a.add(Finding{Severity: Info, Check: "route-timeout", Path: rp + ".timeout",
 			Found: "no route timeout: Envoy's default of 15s applies",
-			Why:   "the route timeout is meant for request/response; Envoys before the fix of envoy#41068 apply it to upgrades inconsistently (envoy#20062: WebSockets cut every 15s), and a stream that half-closes is cut by it",
+			Why:   routeTimeoutWhy,
 			Fix:   "set timeout: 0s on stream routes and bound the handshake with the back end's own limits",
 		}, s)
 	case t.AsDuration() > 0:
-		a.add(Finding{Severity: Low, Check: "route-timeout", Path: rp + ".timeout",
+		a.add(Finding{Severity: Info, Check: "route-timeout", Path: rp + ".timeout",
 			Found: "route timeout " + dur(t),
-			Why:   "the route timeout is meant for request/response; older Envoys apply it to upgraded streams inconsistently, and a stream that half-closes is cut by it",
+			Why:   routeTimeoutWhy,
 			Fix:   "set timeout: 0s on stream routes",
 		}, s)
 	}
@@ -67,10 +67,12 @@ func (a *auditor) httpStream(s *Stream, at httpStreamAt) {
 		a.maxDuration(s, d, at.hcmPath+".common_http_protocol_options.max_stream_duration")
 	}
 	if d := at.hcm.GetCommonHttpProtocolOptions().GetMaxConnectionDuration(); d.AsDuration() > 0 {
-		a.add(Finding{Severity: Medium, Check: "max-connection-duration", Path: at.hcmPath + ".common_http_protocol_options.max_connection_duration",
-			Found: "client connections end after " + dur(d),
-			Why:   "at that age Envoy drains the connection: an HTTP/2 connection carrying WebSockets (extended CONNECT) is closed with every stream on it after the drain timeout",
-			Fix:   "remove max_connection_duration from listeners that carry streams, or set it far above the longest call",
+		a.add(Finding{Severity: Info, Check: "max-connection-duration", Path: at.hcmPath + ".common_http_protocol_options.max_connection_duration",
+			Found: "client connections are drained after " + dur(d),
+			Why: "not shown on Envoy 1.40: at that age Envoy drains the connection but keeps it while a stream is active (envoy#34384); " +
+				"a WebSocket over HTTP/1.1 and one over HTTP/2 (extended CONNECT) went on exchanging frames well past max_connection_duration plus drain_timeout. " +
+				"A drained HTTP/2 connection takes no new stream, so clients open another connection",
+			Fix: "nothing needed for live streams; remove it from listeners that carry streams if new streams should share connections",
 		}, s)
 	}
 	switch {
@@ -116,6 +118,10 @@ func (a *auditor) httpStream(s *Stream, at httpStreamAt) {
 	a.evidence(s, prefix+"downstream_rq_max_duration_reached", "streams ended by max_stream_duration")
 	a.evidence(s, prefix+"downstream_cx_max_duration_reached", "connections ended by max_connection_duration")
 }
+
+// routeTimeoutWhy is what the route timeout does to an upgraded stream.
+const routeTimeoutWhy = "not shown on Envoy 1.40: a WebSocket kept exchanging frames, and one stayed silent, for several times a 1s route timeout; " +
+	"the timeout bounds the handshake only (older Envoys applied it to upgrades, envoy#20062). A stream that half-closes was not tried"
 
 // lastIndex returns what follows the last "[" of a path, for trimming.
 func lastIndex(p string) string { return p[strings.LastIndexByte(p, '[')+1:] }
@@ -235,9 +241,10 @@ func (a *auditor) httpFilter(s *Stream, f *hcmv3.HttpFilter, path string) {
 	}
 	if ea, ok := unpack(cfg, &extauthzv3.ExtAuthz{}); ok {
 		if ea.GetWithRequestBody() != nil {
-			a.add(Finding{Severity: High, Check: "ext-authz-body", Path: cpath + ".with_request_body",
-				Found: fmt.Sprintf("ext_authz (%s) waits for the request body before it asks", name),
-				Why:   "it buffers the stream's first frames for the authorization call; a stream's body never ends, so they wait up to max_request_bytes or the call times out",
+			a.add(Finding{Severity: Info, Check: "ext-authz-body", Path: cpath + ".with_request_body",
+				Found: fmt.Sprintf("ext_authz (%s) asks for the request body", name),
+				Why: "not shown on Envoy 1.40: with a handshake followed at once by 16 KiB of frames, ext_authz asked without the body and the stream was upgraded; " +
+					"it buffers the body of ordinary requests, not of upgrades",
 				Fix:   "drop with_request_body, or disable ext_authz's body buffering on stream routes (ExtAuthzPerRoute)",
 			}, s)
 		}
@@ -264,9 +271,10 @@ func (a *auditor) httpFilter(s *Stream, f *hcmv3.HttpFilter, path string) {
 	_, comp := unpack(cfg, &compressorv3.Compressor{})
 	_, decomp := unpack(cfg, &decompressorv3.Decompressor{})
 	if comp || decomp {
-		a.add(Finding{Severity: Medium, Check: "compression-on-upgrade", Path: path,
+		a.add(Finding{Severity: Info, Check: "compression-on-upgrade", Path: path,
 			Found: fmt.Sprintf("a (de)compressor (%s) is on the upgrade path", name),
-			Why:   "it is called for every frame, and if it compresses an upgraded stream the peer can no longer parse WebSocket frames (WebSockets compress per message, by their own extension)",
+			Why: "not shown on Envoy 1.40: through a gzip compressor, with the client accepting gzip, every frame of a WebSocket came back unchanged (a 101 response has no body to compress); " +
+				"the filter is still called for every frame",
 			Fix:   "take compressors off the upgrade path; WebSockets negotiate permessage-deflate themselves",
 		}, s)
 		return
@@ -418,7 +426,8 @@ const defaultLimit = 1024
 
 // cluster checks a back end of stream routes, once per cluster.
 func (a *auditor) cluster(s *Stream, name string, http bool) {
-	if keys, done := a.clusterDone[name]; done {
+	done := fmt.Sprintf("%s\x00%v", name, http)
+	if keys, done := a.clusterDone[done]; done {
 		for _, k := range keys {
 			s.keys[k] = true
 		}
@@ -462,11 +471,18 @@ func (a *auditor) cluster(s *Stream, name string, http bool) {
 			Fix:   "base ejection on active health checks for stream back ends, or set split_external_local_origin_errors and raise the thresholds",
 		}, s))
 	}
-	if c.GetCloseConnectionsOnHostHealthFailure() {
+	switch {
+	case c.GetCloseConnectionsOnHostHealthFailure() && !http:
 		keys = append(keys, a.add(Finding{Severity: High, Check: "health-failure-closes-streams", Path: path + ".close_connections_on_host_health_failure",
 			Found: fmt.Sprintf("cluster %s closes every connection to a host that fails a health check", name),
-			Why:   "one failed health check (a blip, a slow answer) cuts every live call on that host",
+			Why:   "one failed health check (a blip, a slow answer) cuts every live raw stream (tcp_proxy) on that host",
 			Fix:   "turn close_connections_on_host_health_failure off: failing hosts then get no new calls and live ones finish",
+		}, s))
+	case c.GetCloseConnectionsOnHostHealthFailure():
+		keys = append(keys, a.add(Finding{Severity: Info, Check: "health-failure-closes-streams", Path: path + ".close_connections_on_host_health_failure",
+			Found: fmt.Sprintf("cluster %s closes connections to a host that fails a health check", name),
+			Why:   "not shown for WebSockets on Envoy 1.40: after the host failed its health check a WebSocket to it stayed open; the setting closes tcp_proxy connections (raw streams), where it was shown",
+			Fix:   "turn close_connections_on_host_health_failure off if this cluster also carries raw streams",
 		}, s))
 	}
 	if k := a.bufferLimit(c.GetPerConnectionBufferLimitBytes(), path+".per_connection_buffer_limit_bytes", s); k != "" {
@@ -484,7 +500,7 @@ func (a *auditor) cluster(s *Stream, name string, http bool) {
 			}
 		}
 	}
-	a.clusterDone[name] = keys
+	a.clusterDone[done] = keys
 }
 
 // bufferLimit flags per-connection buffer limits far from Envoy's 1 MiB
