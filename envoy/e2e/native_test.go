@@ -76,7 +76,9 @@ func nativeModule(t *testing.T) string {
 
 // TestNativeModuleLoads proves that Envoy 1.40 loads a Go c-shared library
 // as an HTTP dynamic module, accepts its ABI version, and calls into Go on
-// every stream on every worker: the header the module adds reaches the client.
+// every stream on every worker, and that the pieces of the ABI a handshake
+// filter needs work from Go: reading request headers, per-stream state, a
+// local reply, and response headers.
 func TestNativeModuleLoads(t *testing.T) {
 	// The loader reports the ABI comparison at info level only.
 	t.Setenv("DIRECTPIPE_ENVOY_LOG", "dynamic_modules:info")
@@ -88,27 +90,50 @@ func TestNativeModuleLoads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	// New connections spread over both workers, so each runs Go code.
-	const requests = 20
-	for i := range requests {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", listenPort), nil)
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", listenPort, path), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
+			t.Fatalf("GET %s: %v", path, err)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || string(body) != "ok" {
-			t.Fatalf("request %d: status %d body %q, want 200 ok", i, resp.StatusCode, body)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("GET %s: read body: %v", path, err)
+		}
+		return resp, string(body)
+	}
+
+	// New connections spread over both workers, so each runs Go code; each
+	// request's own path coming back shows the state is per stream.
+	const requests = 20
+	for i := range requests {
+		path := fmt.Sprintf("/stream/%d", i)
+		resp, body := get(path)
+		if resp.StatusCode != http.StatusOK || body != "ok" {
+			t.Fatalf("GET %s: status %d body %q, want 200 ok", path, resp.StatusCode, body)
 		}
 		if got := resp.Header.Get("x-directpipe-native"); got != "go-c-shared" {
-			t.Fatalf("request %d: x-directpipe-native = %q, want go-c-shared: the module did not act", i, got)
+			t.Fatalf("GET %s: x-directpipe-native = %q, want go-c-shared: the module did not act", path, got)
+		}
+		if got := resp.Header.Get("x-directpipe-native-path"); got != path {
+			t.Fatalf("GET %s: the module read the path as %q", path, got)
 		}
 	}
+
+	// The module answers this path itself, before the route's response.
+	resp, body := get("/native/deny")
+	if resp.StatusCode != http.StatusForbidden || body != "denied by the native module\n" || resp.Header.Get("x-directpipe-native") != "denied" {
+		t.Fatalf("GET /native/deny: status %d, header %q, body %q; want the module's 403", resp.StatusCode, resp.Header.Get("x-directpipe-native"), body)
+	}
 	if err := e.WaitStat(ctx, "http.native.downstream_rq_2xx", func(v int64) bool { return v >= requests }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WaitStat(ctx, "http.native.downstream_rq_4xx", func(v int64) bool { return v == 1 }); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,8 +1,7 @@
 package main
 
+// #include <stdint.h>
 import "C"
-
-import "unsafe"
 
 // Envoy 1.40 resolves every HTTP filter hook when it creates the filter
 // config and refuses the module if one is missing, even for features the
@@ -12,64 +11,64 @@ import "unsafe"
 // hook that does nothing needs none of them.
 
 //export envoy_dynamic_module_on_http_filter_http_callout_done
-func envoy_dynamic_module_on_http_filter_http_callout_done(hostFilter, moduleFilter unsafe.Pointer) {}
+func envoy_dynamic_module_on_http_filter_http_callout_done(hostFilter, moduleFilter C.uintptr_t) {}
 
 //export envoy_dynamic_module_on_http_filter_http_stream_headers
-func envoy_dynamic_module_on_http_filter_http_stream_headers(hostFilter, moduleFilter unsafe.Pointer) {}
+func envoy_dynamic_module_on_http_filter_http_stream_headers(hostFilter, moduleFilter C.uintptr_t) {}
 
 //export envoy_dynamic_module_on_http_filter_http_stream_data
-func envoy_dynamic_module_on_http_filter_http_stream_data(hostFilter, moduleFilter unsafe.Pointer) {}
+func envoy_dynamic_module_on_http_filter_http_stream_data(hostFilter, moduleFilter C.uintptr_t) {}
 
 //export envoy_dynamic_module_on_http_filter_http_stream_trailers
-func envoy_dynamic_module_on_http_filter_http_stream_trailers(hostFilter, moduleFilter unsafe.Pointer) {}
+func envoy_dynamic_module_on_http_filter_http_stream_trailers(hostFilter, moduleFilter C.uintptr_t) {}
 
 //export envoy_dynamic_module_on_http_filter_http_stream_complete
-func envoy_dynamic_module_on_http_filter_http_stream_complete(hostFilter, moduleFilter unsafe.Pointer) {}
+func envoy_dynamic_module_on_http_filter_http_stream_complete(hostFilter, moduleFilter C.uintptr_t) {}
 
 //export envoy_dynamic_module_on_http_filter_http_stream_reset
-func envoy_dynamic_module_on_http_filter_http_stream_reset(hostFilter, moduleFilter unsafe.Pointer) {}
+func envoy_dynamic_module_on_http_filter_http_stream_reset(hostFilter, moduleFilter C.uintptr_t) {}
 
 //export envoy_dynamic_module_on_http_filter_scheduled
-func envoy_dynamic_module_on_http_filter_scheduled(hostFilter, moduleFilter unsafe.Pointer) {}
+func envoy_dynamic_module_on_http_filter_scheduled(hostFilter, moduleFilter C.uintptr_t) {}
 
 //export envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark
-func envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(hostFilter, moduleFilter unsafe.Pointer) {
+func envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(hostFilter, moduleFilter C.uintptr_t) {
 }
 
 //export envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark
-func envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(hostFilter, moduleFilter unsafe.Pointer) {
+func envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(hostFilter, moduleFilter C.uintptr_t) {
 }
 
 // on_local_reply returning 0 lets Envoy send its local reply unchanged.
 //
 //export envoy_dynamic_module_on_http_filter_local_reply
-func envoy_dynamic_module_on_http_filter_local_reply(hostFilter, moduleFilter unsafe.Pointer) C.int {
+func envoy_dynamic_module_on_http_filter_local_reply(hostFilter, moduleFilter C.uintptr_t) C.int {
 	return statusContinue
 }
 
 //export envoy_dynamic_module_on_http_filter_config_scheduled
-func envoy_dynamic_module_on_http_filter_config_scheduled(hostConfig, moduleConfig unsafe.Pointer) {}
+func envoy_dynamic_module_on_http_filter_config_scheduled(hostConfig, moduleConfig C.uintptr_t) {}
 
 //export envoy_dynamic_module_on_http_filter_config_http_callout_done
-func envoy_dynamic_module_on_http_filter_config_http_callout_done(hostConfig, moduleConfig unsafe.Pointer) {
+func envoy_dynamic_module_on_http_filter_config_http_callout_done(hostConfig, moduleConfig C.uintptr_t) {
 }
 
 //export envoy_dynamic_module_on_http_filter_config_http_stream_headers
-func envoy_dynamic_module_on_http_filter_config_http_stream_headers(hostConfig, moduleConfig unsafe.Pointer) {
+func envoy_dynamic_module_on_http_filter_config_http_stream_headers(hostConfig, moduleConfig C.uintptr_t) {
 }
 
 //export envoy_dynamic_module_on_http_filter_config_http_stream_data
-func envoy_dynamic_module_on_http_filter_config_http_stream_data(hostConfig, moduleConfig unsafe.Pointer) {
+func envoy_dynamic_module_on_http_filter_config_http_stream_data(hostConfig, moduleConfig C.uintptr_t) {
 }
 
 //export envoy_dynamic_module_on_http_filter_config_http_stream_trailers
-func envoy_dynamic_module_on_http_filter_config_http_stream_trailers(hostConfig, moduleConfig unsafe.Pointer) {
+func envoy_dynamic_module_on_http_filter_config_http_stream_trailers(hostConfig, moduleConfig C.uintptr_t) {
 }
 
 //export envoy_dynamic_module_on_http_filter_config_http_stream_complete
-func envoy_dynamic_module_on_http_filter_config_http_stream_complete(hostConfig, moduleConfig unsafe.Pointer) {
+func envoy_dynamic_module_on_http_filter_config_http_stream_complete(hostConfig, moduleConfig C.uintptr_t) {
 }
 
 //export envoy_dynamic_module_on_http_filter_config_http_stream_reset
-func envoy_dynamic_module_on_http_filter_config_http_stream_reset(hostConfig, moduleConfig unsafe.Pointer) {
+func envoy_dynamic_module_on_http_filter_config_http_stream_reset(hostConfig, moduleConfig C.uintptr_t) {
 }
