@@ -16,41 +16,155 @@ import (
 	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
-// nativeBootstrap serves a direct response through the Go dynamic module, so
-// the only thing between the client and Envoy's router is our library.
+// nativeBootstrap takes its one listener from a file (LDS), so a test can
+// replace or remove the listener, and with it the module's filter config.
 const nativeBootstrap = `admin:
   address: {socket_address: {address: 127.0.0.1, port_value: %[1]d}}
-static_resources:
-  listeners:
-  - name: native
-    address: {socket_address: {address: 127.0.0.1, port_value: %[2]d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: native
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                direct_response: {status: 200, body: {inline_string: "ok"}}
-          http_filters:
-          - name: directpipe.native
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
-              dynamic_module_config:
-                name: directpipe_native
-                # The Go runtime cannot be unloaded from a process.
-                do_not_close: true
-                module: {local: {filename: %[3]q}}
-              filter_name: handshake
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+node: {id: "native-e2e", cluster: "e2e"}
+dynamic_resources:
+  lds_config:
+    resource_api_version: V3
+    path_config_source: {path: %[2]q}
 `
+
+// nativeListener serves a direct response, body "gen<generation>", through
+// the Go dynamic module, so the only thing between the client and Envoy's
+// router is our library.
+const nativeListener = `resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: native
+  address: {socket_address: {address: 127.0.0.1, port_value: %[1]d}}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: native
+        route_config:
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {prefix: "/"}
+              direct_response: {status: 200, body: {inline_string: "gen%[2]d"}}
+        http_filters:
+        - name: directpipe.native
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+            dynamic_module_config:
+              name: directpipe_native
+              do_not_close: %[4]t
+              module: {local: {filename: %[3]q}}
+            filter_name: handshake
+        - name: envoy.filters.http.router
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+`
+
+// nativeEnvoy is an Envoy at 2 workers whose listener runs the Go module.
+type nativeEnvoy struct {
+	*testkit.Envoy
+	lds, module string
+	port        int
+}
+
+// startNativeEnvoy builds the module and starts Envoy with generation 1 of
+// the listener, logging at info level, where the module loader reports the
+// ABI comparison and LDS each listener update.
+func startNativeEnvoy(t *testing.T, doNotClose bool) *nativeEnvoy {
+	t.Helper()
+	t.Setenv("DIRECTPIPE_ENVOY_LOG", "info")
+	n := &nativeEnvoy{module: nativeModule(t), port: testkit.FreePort(t), lds: filepath.Join(t.TempDir(), "lds.yaml")}
+	n.setListener(t, 1, doNotClose)
+	adminPort := testkit.FreePort(t)
+	n.Envoy = testkit.StartEnvoyWithConfig(t, []byte(fmt.Sprintf(nativeBootstrap, adminPort, n.lds)), adminPort, 2, time.Second)
+	return n
+}
+
+// setListener writes a generation of the listener, or none for 0.
+func (n *nativeEnvoy) setListener(t *testing.T, generation int, doNotClose bool) {
+	t.Helper()
+	cfg := "resources: []\n"
+	if generation > 0 {
+		cfg = fmt.Sprintf(nativeListener, n.port, generation, n.module, doNotClose)
+	}
+	writeAtomic(t, n.lds, []byte(cfg))
+}
+
+// get sends one request on a new connection and returns the response and
+// its body.
+func (n *nativeEnvoy) get(ctx context.Context, t *testing.T, path string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", n.port, path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", path, err)
+	}
+	return resp, string(body)
+}
+
+// checkMarked asserts that the module acted on a request for path that the
+// listener of the given generation served.
+func (n *nativeEnvoy) checkMarked(ctx context.Context, t *testing.T, path string, generation int) {
+	t.Helper()
+	resp, body := n.get(ctx, t, path)
+	if want := fmt.Sprintf("gen%d", generation); resp.StatusCode != http.StatusOK || body != want {
+		t.Fatalf("GET %s: status %d body %q, want 200 %s", path, resp.StatusCode, body, want)
+	}
+	if got := resp.Header.Get("x-directpipe-native"); got != "go-c-shared" {
+		t.Fatalf("GET %s: x-directpipe-native = %q, want go-c-shared: the module did not act", path, got)
+	}
+	if got := resp.Header.Get("x-directpipe-native-path"); got != path {
+		t.Fatalf("GET %s: the module read the path as %q", path, got)
+	}
+}
+
+// abiMatched is what Envoy's loader logs when the library's ABI version is
+// its own.
+const abiMatched = "Dynamic module ABI version v0.2.0 matched"
+
+// waitLog waits until Envoy's log, which it writes to its file in batches,
+// holds want at least times times, and returns the log.
+func (n *nativeEnvoy) waitLog(ctx context.Context, t *testing.T, want string, times int) string {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		log := n.Log()
+		if strings.Count(log, want) >= times {
+			return log
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("Envoy never logged %q %d times; log:\n%s", want, times, log)
+		case <-tick.C:
+		}
+	}
+}
+
+// waitListeners waits until Envoy has applied LDS updates updates times and
+// has active listeners active listeners and none warming.
+func (n *nativeEnvoy) waitListeners(ctx context.Context, t *testing.T, updates, active int64) {
+	t.Helper()
+	for name, ok := range map[string]func(int64) bool{
+		"listener_manager.lds.update_success":      func(v int64) bool { return v >= updates },
+		"listener_manager.total_listeners_active":  func(v int64) bool { return v == active },
+		"listener_manager.total_listeners_warming": func(v int64) bool { return v == 0 },
+	} {
+		if err := n.WaitStat(ctx, name, ok); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+}
 
 // nativeModule is the Go dynamic module: $DIRECTPIPE_NATIVE, else built
 // from filter/native into the test's temporary directory, so the test
@@ -80,68 +194,69 @@ func nativeModule(t *testing.T) string {
 // filter needs work from Go: reading request headers, per-stream state, a
 // local reply, and response headers.
 func TestNativeModuleLoads(t *testing.T) {
-	// The loader reports the ABI comparison at info level only.
-	t.Setenv("DIRECTPIPE_ENVOY_LOG", "dynamic_modules:info")
-	module := nativeModule(t)
-	adminPort, listenPort := testkit.FreePort(t), testkit.FreePort(t)
-	cfg := fmt.Sprintf(nativeBootstrap, adminPort, listenPort, module)
-	e := testkit.StartEnvoyWithConfig(t, []byte(cfg), adminPort, 2, time.Second)
-
+	n := startNativeEnvoy(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	get := func(path string) (*http.Response, string) {
-		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", listenPort, path), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("GET %s: %v", path, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("GET %s: read body: %v", path, err)
-		}
-		return resp, string(body)
-	}
+	n.waitListeners(ctx, t, 1, 1)
 
 	// New connections spread over both workers, so each runs Go code; each
 	// request's own path coming back shows the state is per stream.
 	const requests = 20
 	for i := range requests {
-		path := fmt.Sprintf("/stream/%d", i)
-		resp, body := get(path)
-		if resp.StatusCode != http.StatusOK || body != "ok" {
-			t.Fatalf("GET %s: status %d body %q, want 200 ok", path, resp.StatusCode, body)
-		}
-		if got := resp.Header.Get("x-directpipe-native"); got != "go-c-shared" {
-			t.Fatalf("GET %s: x-directpipe-native = %q, want go-c-shared: the module did not act", path, got)
-		}
-		if got := resp.Header.Get("x-directpipe-native-path"); got != path {
-			t.Fatalf("GET %s: the module read the path as %q", path, got)
-		}
+		n.checkMarked(ctx, t, fmt.Sprintf("/stream/%d", i), 1)
 	}
 
 	// The module answers this path itself, before the route's response.
-	resp, body := get("/native/deny")
+	resp, body := n.get(ctx, t, "/native/deny")
 	if resp.StatusCode != http.StatusForbidden || body != "denied by the native module\n" || resp.Header.Get("x-directpipe-native") != "denied" {
 		t.Fatalf("GET /native/deny: status %d, header %q, body %q; want the module's 403", resp.StatusCode, resp.Header.Get("x-directpipe-native"), body)
 	}
-	if err := e.WaitStat(ctx, "http.native.downstream_rq_2xx", func(v int64) bool { return v >= requests }); err != nil {
+	if err := n.WaitStat(ctx, "http.native.downstream_rq_2xx", func(v int64) bool { return v >= requests }); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.WaitStat(ctx, "http.native.downstream_rq_4xx", func(v int64) bool { return v == 1 }); err != nil {
+	if err := n.WaitStat(ctx, "http.native.downstream_rq_4xx", func(v int64) bool { return v == 1 }); err != nil {
 		t.Fatal(err)
 	}
 
-	log := e.Log()
-	if !strings.Contains(log, "Dynamic module ABI version v0.2.0 matched") {
-		t.Errorf("Envoy did not report a matching ABI version; log:\n%s", log)
-	}
+	log := n.waitLog(ctx, t, abiMatched, 1)
 	if strings.Contains(log, "deprecated") {
 		t.Errorf("Envoy warned about the module's ABI version; log:\n%s", log)
+	}
+}
+
+// TestNativeModuleSurvivesConfigUpdates replaces the listener, and with it
+// the module's filter config, then removes it and adds it back, all without
+// do_not_close: Go's linker marks a c-shared library NODELETE, so Envoy's
+// dlclose never unmaps the Go runtime under its own threads. The library is
+// loaded, and its ABI checked, once.
+func TestNativeModuleSurvivesConfigUpdates(t *testing.T) {
+	n := startNativeEnvoy(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	n.waitListeners(ctx, t, 1, 1)
+	n.checkMarked(ctx, t, "/gen/1", 1)
+
+	updates := int64(1)
+	for gen := 2; gen <= 4; gen++ {
+		n.setListener(t, gen, false)
+		updates++
+		n.waitListeners(ctx, t, updates, 1)
+		n.checkMarked(ctx, t, fmt.Sprintf("/gen/%d", gen), gen)
+	}
+
+	// No listener: the last filter config referring to the library goes.
+	n.setListener(t, 0, false)
+	updates++
+	n.waitListeners(ctx, t, updates, 0)
+	n.setListener(t, 5, false)
+	updates++
+	n.waitListeners(ctx, t, updates, 1)
+	n.checkMarked(ctx, t, "/gen/5", 5)
+
+	// Envoy loads the library before it logs the listener's update, so once
+	// all five updates are in the log, every load is too.
+	log := n.waitLog(ctx, t, "lds: add/update listener 'native'", 5)
+	if got := strings.Count(log, "Dynamic module ABI version"); got != 1 {
+		t.Errorf("Envoy checked the library's ABI %d times, want once (loaded once, never unloaded); log:\n%s", got, log)
 	}
 }
