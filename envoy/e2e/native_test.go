@@ -260,3 +260,28 @@ func TestNativeModuleSurvivesConfigUpdates(t *testing.T) {
 		t.Errorf("Envoy checked the library's ABI %d times, want once (loaded once, never unloaded); log:\n%s", got, log)
 	}
 }
+
+// TestNativeModuleLoadFailureKeepsLastGood points the listener at a file
+// that is not a shared library: Envoy rejects the update, says why, and the
+// last good listener, module included, keeps serving.
+func TestNativeModuleLoadFailureKeepsLastGood(t *testing.T) {
+	n := startNativeEnvoy(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n.waitListeners(ctx, t, 1, 1)
+	n.checkMarked(ctx, t, "/before", 1)
+
+	bogus := filepath.Join(t.TempDir(), "libnot_a_module.so")
+	if err := os.WriteFile(bogus, []byte("not an ELF file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := n.module
+	n.module = bogus
+	n.setListener(t, 2, true)
+	n.module = good
+	if err := n.WaitStat(ctx, "listener_manager.lds.update_rejected", func(v int64) bool { return v == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	n.waitLog(ctx, t, "Failed to load dynamic module", 1)
+	n.checkMarked(ctx, t, "/after", 1)
+}
