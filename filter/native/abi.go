@@ -160,6 +160,10 @@ func envoy_dynamic_module_on_http_filter_response_headers(hostFilter, moduleFilt
 	return statusContinue
 }
 
+// The body and trailer hooks are required too: Envoy refuses a module
+// without them, so a dynamic-module HTTP filter cannot stay out of the data
+// path the way a Proxy-Wasm one that registers no body callback does.
+//
 //export envoy_dynamic_module_on_http_filter_request_body
 func envoy_dynamic_module_on_http_filter_request_body(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
 	return statusContinue
