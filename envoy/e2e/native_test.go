@@ -1,14 +1,17 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +28,7 @@ dynamic_resources:
   lds_config:
     resource_api_version: V3
     path_config_source: {path: %[2]q}
-`
+%[3]s`
 
 // nativeListener serves a direct response, body "gen<generation>", through
 // the Go dynamic module, so the only thing between the client and Envoy's
@@ -40,11 +43,14 @@ const nativeListener = `resources:
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
         stat_prefix: native
+        upgrade_configs: [{upgrade_type: websocket}]
         route_config:
           virtual_hosts:
           - name: all
             domains: ["*"]
             routes:
+            - match: {prefix: "/ws"}
+              route: {cluster: upstream}
             - match: {prefix: "/"}
               direct_response: {status: 200, body: {inline_string: "gen%[2]d"}}
         http_filters:
@@ -73,13 +79,36 @@ type nativeEnvoy struct {
 // ABI comparison and LDS each listener update.
 func startNativeEnvoy(t *testing.T, doNotClose bool) *nativeEnvoy {
 	t.Helper()
+	// The listener always names the cluster; these tests never route to it.
+	return startNativeEnvoyWith(t, doNotClose, nativeModule(t), "127.0.0.1:1")
+}
+
+// startNativeEnvoyWith is startNativeEnvoy with a given module and with the
+// cluster "upstream", which routes under /ws reach, at upstream (host:port).
+func startNativeEnvoyWith(t *testing.T, doNotClose bool, module, upstream string) *nativeEnvoy {
+	t.Helper()
 	t.Setenv("DIRECTPIPE_ENVOY_LOG", "info")
-	n := &nativeEnvoy{module: nativeModule(t), port: testkit.FreePort(t), lds: filepath.Join(t.TempDir(), "lds.yaml")}
+	n := &nativeEnvoy{module: module, port: testkit.FreePort(t), lds: filepath.Join(t.TempDir(), "lds.yaml")}
 	n.setListener(t, 1, doNotClose)
 	adminPort := testkit.FreePort(t)
-	n.Envoy = testkit.StartEnvoyWithConfig(t, []byte(fmt.Sprintf(nativeBootstrap, adminPort, n.lds)), adminPort, 2, time.Second)
+	host, port, err := net.SplitHostPort(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusters := fmt.Sprintf(nativeUpstream, host, port)
+	n.Envoy = testkit.StartEnvoyWithConfig(t, []byte(fmt.Sprintf(nativeBootstrap, adminPort, n.lds, clusters)), adminPort, 2, time.Second)
 	return n
 }
+
+// nativeUpstream is the bootstrap's cluster for routes under /ws.
+const nativeUpstream = `static_resources:
+  clusters:
+  - name: upstream
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]
+`
 
 // setListener writes a generation of the listener, or none for 0.
 func (n *nativeEnvoy) setListener(t *testing.T, generation int, doNotClose bool) {
@@ -169,9 +198,9 @@ func (n *nativeEnvoy) waitListeners(ctx context.Context, t *testing.T, updates, 
 // nativeModule is the Go dynamic module: $DIRECTPIPE_NATIVE, else built
 // from filter/native into the test's temporary directory, so the test
 // always runs the source it sits beside.
-func nativeModule(t *testing.T) string {
+func nativeModule(t *testing.T, tags ...string) string {
 	t.Helper()
-	if p := os.Getenv("DIRECTPIPE_NATIVE"); p != "" {
+	if p := os.Getenv("DIRECTPIPE_NATIVE"); p != "" && len(tags) == 0 {
 		return p
 	}
 	root, err := testkit.RepoRoot()
@@ -179,7 +208,7 @@ func nativeModule(t *testing.T) string {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "libdirectpipe_native.so")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-buildmode=c-shared", "-trimpath", "-o", out, "./filter/native")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-buildmode=c-shared", "-trimpath", "-tags="+strings.Join(tags, ","), "-o", out, "./filter/native")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -284,4 +313,89 @@ func TestNativeModuleLoadFailureKeepsLastGood(t *testing.T) {
 	}
 	n.waitLog(ctx, t, "Failed to load dynamic module", 1)
 	n.checkMarked(ctx, t, "/after", 1)
+}
+
+// TestNativeModuleCallsPerFrame measures how often Envoy calls the module on
+// an upgraded WebSocket's data path: Envoy requires the body hooks of a
+// dynamic-module HTTP filter, so unlike the Wasm module, which registers no
+// body callback, it is entered for every chunk a client sends. A build with
+// -tags nativeprobe counts the calls and answers /native/body-calls.
+func TestNativeModuleCallsPerFrame(t *testing.T) {
+	echo := startRawEcho(t)
+	n := startNativeEnvoyWith(t, true, nativeModule(t, "nativeprobe"), echo)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n.waitListeners(ctx, t, 1, 1)
+	calls := func() int {
+		t.Helper()
+		resp, body := n.get(ctx, t, "/native/body-calls")
+		v, err := strconv.Atoi(body)
+		if resp.StatusCode != http.StatusOK || err != nil {
+			t.Fatalf("GET /native/body-calls: status %d body %q", resp.StatusCode, body)
+		}
+		return v
+	}
+	before := calls()
+
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", n.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: native\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	// One chunk at a time, each echoed before the next: Envoy sees each as
+	// its own read.
+	const frames = 100
+	chunk := make([]byte, 160)
+	for i := range frames {
+		if _, err := conn.Write(chunk); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(br, chunk); err != nil {
+			t.Fatalf("frame %d echo: %v", i, err)
+		}
+	}
+	got := calls() - before
+	t.Logf("%d chunks on an upgraded WebSocket: %d request-body calls into the module", frames, got)
+	if got < frames {
+		t.Errorf("%d body calls for %d chunks: Envoy no longer calls the body hook per chunk; revisit docs/filter.md", got, frames)
+	}
+}
+
+// startRawEcho answers any request head with 101 and then echoes bytes: a
+// WebSocket upstream for a test that does not look inside frames.
+func startRawEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+				io.Copy(c, br)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

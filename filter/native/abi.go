@@ -140,6 +140,10 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 			s.path = h[1]
 		}
 	}
+	if body, ok := probeReply(s.path); ok {
+		C.dp_send_response(hostFilter, 200, buffer(markerKey), buffer("probe"), buffer(body), buffer("directpipe_native_probe"))
+		return statusStop
+	}
 	if s.path == denyPath {
 		C.dp_send_response(hostFilter, 403, buffer(markerKey), buffer("denied"),
 			buffer("denied by the native module\n"), buffer("directpipe_native_denied"))
@@ -166,6 +170,7 @@ func envoy_dynamic_module_on_http_filter_response_headers(hostFilter, moduleFilt
 //
 //export envoy_dynamic_module_on_http_filter_request_body
 func envoy_dynamic_module_on_http_filter_request_body(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
+	countBodyCall()
 	return statusContinue
 }
 
