@@ -41,7 +41,7 @@ BIN     := $(CURDIR)/bin
 apt_install = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
 	else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; fi
 
-.PHONY: tools k8s-tools k8s-test-tools browser-tools bench-tools shell-tools build wasm-opt run reset run-ha token certs test fuzz bench generate demo-audio clean
+.PHONY: tools k8s-tools k8s-test-tools manifests browser-tools bench-tools shell-tools build wasm-opt run reset run-ha token certs test fuzz bench generate demo-audio clean
 
 # Everything `make test` needs. `make run` needs only Envoy (and
 # `make run-ha` etcd); the browser and the lab's peers and profilers
@@ -116,7 +116,7 @@ k8s-tools: $(addprefix $(K8S_BIN)/,$(K8S_CMDS) helm kwok kwokctl etcd)
 
 # What `make test` uses of them: envtest's API server (with etcd) and
 # kubectl. The rest are built on demand.
-k8s-test-tools: $(addprefix $(K8S_BIN)/,kube-apiserver kubectl etcd)
+k8s-test-tools: $(addprefix $(K8S_BIN)/,kube-apiserver kubectl etcd helm)
 
 $(addprefix $(K8S_BIN)/,$(K8S_CMDS)): deploy/tools/go.mod
 	@echo ">> building $(notdir $@) $(K8S_VERSION) into .tools/k8s/ (the first build takes minutes)"
@@ -234,6 +234,11 @@ fuzz:
 		echo ">> fuzz $${t#*:} in $${t%%:*} for $(FUZZ_TIME)"; \
 		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME); \
 	done
+
+# Plain manifests for kubectl users, rendered from the chart (CRDs
+# included); go test ./deploy fails when they are stale.
+manifests: $(K8S_BIN)/helm
+	$(K8S_BIN)/helm template directpipe deploy/helm/directpipe --namespace directpipe --include-crds > deploy/manifests/directpipe.yaml
 
 generate:
 	GOBIN=$(TOOLS)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

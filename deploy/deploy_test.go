@@ -1,0 +1,166 @@
+// Package deploy_test checks the Helm chart with the real helm and kubectl
+// against a real kube-apiserver (envtest), and that the plain manifests are
+// the chart's current rendering.
+package deploy_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+const (
+	chartDir  = "helm/directpipe"
+	manifests = "manifests/directpipe.yaml"
+	// Release name and namespace `make manifests` renders with.
+	release   = "directpipe"
+	namespace = "directpipe"
+)
+
+// tool is a binary from KUBEBUILDER_ASSETS; missing ones fail the test,
+// since a skipped manifest test would pass a broken chart.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run make k8s-test-tools and export KUBEBUILDER_ASSETS=$PWD/.tools/k8s")
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is missing (make k8s-test-tools builds it): %v", name, err)
+	}
+	return p
+}
+
+func run(t *testing.T, name string, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s%s", filepath.Base(name), strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+func render(t *testing.T) []byte {
+	return run(t, tool(t, "helm"), "template", release, chartDir, "--namespace", namespace, "--include-crds")
+}
+
+func TestHelmLint(t *testing.T) {
+	run(t, tool(t, "helm"), "lint", "--strict", chartDir)
+}
+
+func TestManifestsUpToDate(t *testing.T) {
+	want := render(t)
+	got, err := os.ReadFile(manifests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s is stale: run make manifests", manifests)
+	}
+}
+
+// TestChartOnAPIServer has a real API server validate and admit every rendered
+// object: schemas, RBAC rules naming real verbs, the PDB, the probes.
+func TestChartOnAPIServer(t *testing.T) {
+	kubectl := tool(t, "kubectl")
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(chartDir, "crds")}, ErrorIfCRDPathMissing: true}
+	if _, err := env.Start(); err != nil {
+		t.Fatalf("starting envtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping envtest: %v", err)
+		}
+	})
+	admin, err := env.AddUser(envtest.User{Name: "deploy-test", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kube := func(args ...string) []byte {
+		return run(t, kubectl, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	}
+	kube("create", "namespace", namespace)
+
+	rendered := filepath.Join(t.TempDir(), "rendered.yaml")
+	if err := os.WriteFile(rendered, render(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{rendered, manifests} {
+		out := string(kube("apply", "--dry-run=server", "-f", file))
+		for _, obj := range []string{
+			"deployment.apps/directpipe-control-plane",
+			"deployment.apps/directpipe-envoy",
+			"poddisruptionbudget.policy/directpipe-control-plane",
+			"service/directpipe-control-plane",
+			"serviceaccount/directpipe-control-plane",
+			"role.rbac.authorization.k8s.io/directpipe-control-plane",
+			"rolebinding.rbac.authorization.k8s.io/directpipe-control-plane",
+			"customresourcedefinition.apiextensions.k8s.io/voiceroutes.directpipe.io",
+		} {
+			if !strings.Contains(out, obj+" ") {
+				t.Errorf("%s: apply --dry-run=server did not admit %s:\n%s", file, obj, out)
+			}
+		}
+	}
+
+	// The Role grants what docs/kubernetes.md lists and nothing more: the
+	// API server's own RBAC answers for the service account.
+	kube("apply", "-f", manifests)
+	sa := "system:serviceaccount:" + namespace + ":" + release + "-control-plane"
+	for _, c := range []struct {
+		verb, resource string
+		ns             string
+		allowed        bool
+	}{
+		{"watch", "voiceroutes.directpipe.io", namespace, true},
+		{"list", "voicebackends.directpipe.io", namespace, true},
+		{"get", "handshakepolicies.directpipe.io", namespace, true},
+		{"update", "voiceroutes.directpipe.io/status", namespace, true},
+		{"update", "handshakepolicies.directpipe.io/status", namespace, true},
+		{"watch", "services", namespace, true},
+		{"list", "endpointslices.discovery.k8s.io", namespace, true},
+		{"get", "secrets", namespace, true},
+		{"create", "leases.coordination.k8s.io", namespace, true},
+		{"update", "leases.coordination.k8s.io", namespace, true},
+		{"patch", "events", namespace, true},
+		{"update", "voiceroutes.directpipe.io", namespace, false},
+		{"delete", "voicebackends.directpipe.io", namespace, false},
+		{"patch", "voiceroutes.directpipe.io/status", namespace, false},
+		{"delete", "leases.coordination.k8s.io", namespace, false},
+		{"create", "secrets", namespace, false},
+		{"list", "pods", namespace, false},
+		{"get", "secrets", "default", false},
+		{"list", "voiceroutes.directpipe.io", "default", false},
+	} {
+		resource, sub, _ := strings.Cut(c.resource, "/")
+		args := []string{"auth", "can-i", c.verb, resource, "--as", sa, "-n", c.ns}
+		if sub != "" {
+			args = append(args, "--subresource", sub)
+		}
+		// can-i exits 1 for "no", so read its answer rather than its status.
+		out, _ := exec.CommandContext(t.Context(), kubectl, append([]string{"--kubeconfig", kubeconfig}, args...)...).Output()
+		if got := strings.TrimSpace(string(out)) == "yes"; got != c.allowed {
+			t.Errorf("%s may %s %s in %s: %v, want %v (%q)", sa, c.verb, c.resource, c.ns, got, c.allowed, out)
+		}
+	}
+}
