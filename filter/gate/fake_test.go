@@ -46,6 +46,7 @@ type fakeHost struct {
 	clientAddrs   int
 
 	rootID  string
+	node    string
 	defined map[string]bool
 	counts  map[string]int
 	logs    []string
@@ -90,6 +91,18 @@ func (h *fakeHost) DefineCounter(name string) { h.defined[name] = true }
 func (h *fakeHost) Count(name string) { h.counts[name]++ }
 
 func (h *fakeHost) AddCount(name string, n uint64) { h.counts[name] += int(n) }
+
+// AddGauge adds to the Envoy's gauge: gauges, like shared data, are the
+// Envoy's, not a worker's.
+func (h *fakeHost) AddGauge(name string, delta int64) {
+	d := h.shared()
+	if d.gauges == nil {
+		d.gauges = map[string]int64{}
+	}
+	d.gauges[name] += delta
+}
+
+func (h *fakeHost) NodeID() (string, error) { return h.node, nil }
 
 // VerifySignature: the fake host has no crypto of its own, so the
 // module checks every signature itself, as with a host without the
@@ -286,6 +299,7 @@ type sharedEntry struct {
 type sharedData struct {
 	entries map[string]sharedEntry
 	next    uint32
+	gauges  map[string]int64
 }
 
 func (h *fakeHost) shared() *sharedData {

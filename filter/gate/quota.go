@@ -2,6 +2,7 @@ package gate
 
 import (
 	"errors"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -13,18 +14,41 @@ import (
 // errCASExhausted: other workers kept changing an entry.
 var errCASExhausted = errors.New("shared data kept changing under compare-and-swap")
 
+// errTableFull: every slot an identity may use holds another identity.
+var errTableFull = errors.New("quota table full around the identity's slot")
+
 // casAttempts bounds the retries of one shared-data update: another
-// worker changing the same identity's entry between a read and a write
-// makes the write fail; past this many the handshake is refused rather
-// than counted wrongly.
+// worker changing the same entry between a read and a write makes the
+// write fail; past this many the handshake is refused rather than counted
+// wrongly.
 const casAttempts = 16
 
-// Key prefixes of the shared-data entries; the policy and the identity
-// follow, so two policies never share a count.
+// The Proxy-Wasm ABI cannot delete a shared-data entry, so the quota
+// state lives in two fixed tables of contract.QuotaSlots entries each,
+// keyed by slot number: an Envoy's shared data never holds more than
+// 2×QuotaSlots quota entries, however many identities come and go. An
+// identity's entry is in one of the QuotaProbe slots from its hash on
+// (linear probing); a slot whose entry counts nothing (no live stream, a
+// full bucket) may be taken by another identity. When all of an
+// identity's slots hold other identities' live counts, its handshake is
+// refused (stream_quota or handshake_rate) rather than let through
+// uncounted.
 const (
-	streamsKeyPrefix = "directpipe.streams/"
-	rateKeyPrefix    = "directpipe.rate/"
+	streamsTable  = "directpipe.quota_streams/"
+	rateTable     = "directpipe.quota_rate/"
+	gaugeBudget   = "directpipe.quota_gauges"
+	fieldSep      = " "
+	streamsFields = 3 // count, gauge flag, owner
+	rateFields    = 5 // thousandths, last refill, per second, capacity, owner
 )
+
+// held is what an admitted stream holds: its slot in the streams table,
+// the owner (policy/identity) that slot counts, and the gauge it added to.
+type held struct {
+	slot  uint32
+	owner string
+	gauge string
+}
 
 // Quota admits handshakes against a policy's per-identity limits and
 // remembers which count each admitted stream or connection holds, so that
@@ -32,15 +56,28 @@ const (
 // the stream back: no callback is added per stream end. The counts live
 // in the Envoy's shared data, which every worker's VM reads and writes
 // with compare-and-swap, so the limit is per Envoy, not per worker.
+//
+// Each identity's live streams are also a gauge of the Envoy's stats
+// (contract.MetricQuotaLivePrefix), which the control plane reads to
+// split quotas by use; an Envoy defines at most
+// contract.MaxIdentityGauges of them.
 type Quota struct {
-	held map[uint32]string // context id to the streams key it counts in
+	held map[uint32]held
 	// labelled are the identities whose refusals have counters of their
 	// own, at most contract.MaxIdentityMetrics: the first ones refused.
 	labelled map[string]bool
+	// gauged are the owners this VM knows to have a gauge; at most
+	// contract.MaxIdentityGauges, the Envoy's budget.
+	gauged map[string]bool
+	// node is the Envoy's node id, read once, when a split first needs it.
+	node     string
+	nodeRead bool
 }
 
 // NewQuota returns a quota holding no stream.
-func NewQuota() *Quota { return &Quota{held: map[uint32]string{}, labelled: map[string]bool{}} }
+func NewQuota() *Quota {
+	return &Quota{held: map[uint32]held{}, labelled: map[string]bool{}, gauged: map[string]bool{}}
+}
 
 // Admit decides whether the identity of an allowed decision may open one
 // more stream, as context id, under policy p: "" when it may (and then the
@@ -81,8 +118,12 @@ func (q *Quota) admit(h Host, id uint32, p *auth.Policy, identity string, now ti
 	if len(q.held) >= contract.MaxHeldStreams {
 		return contract.ReasonStreamQuota
 	}
+	owner := p.Name + "/" + identity
 	if r := p.Quotas.Handshakes; r != nil {
-		ok, err := takeToken(h, rateKeyPrefix+p.Name+"/"+identity, r, now)
+		ok, err := takeToken(h, owner, r, now)
+		if errors.Is(err, errTableFull) {
+			return contract.ReasonHandshakeRate
+		}
 		if err != nil {
 			h.Log(LevelError, "handshake rate: "+err.Error())
 			return contract.ReasonInternal
@@ -91,15 +132,14 @@ func (q *Quota) admit(h Host, id uint32, p *auth.Policy, identity string, now ti
 			return contract.ReasonHandshakeRate
 		}
 	}
-	limit, ok := p.Quotas.Identities[identity]
-	if !ok {
-		limit = p.Quotas.MaxStreams
-	}
+	limit := p.Quotas.StreamLimit(q.nodeID(h, p.Quotas), identity)
 	if limit == 0 {
 		return ""
 	}
-	key := streamsKeyPrefix + p.Name + "/" + identity
-	admitted, err := addStreams(h, key, 1, uint64(limit))
+	slot, gauged, admitted, err := addStream(h, owner, uint64(limit), func() bool { return q.gaugeFor(h, owner, identity) })
+	if errors.Is(err, errTableFull) {
+		return contract.ReasonStreamQuota
+	}
 	if err != nil {
 		h.Log(LevelError, "stream quota: "+err.Error())
 		return contract.ReasonInternal
@@ -107,18 +147,74 @@ func (q *Quota) admit(h Host, id uint32, p *auth.Policy, identity string, now ti
 	if !admitted {
 		return contract.ReasonStreamQuota
 	}
-	q.held[id] = key
+	gauge := contract.MetricQuotaLiveUnlabelled
+	if gauged {
+		q.gauged[owner] = true
+		gauge = liveGauge(p.Name, identity)
+	}
+	h.AddGauge(gauge, 1)
+	q.held[id] = held{slot: slot, owner: owner, gauge: gauge}
 	return ""
+}
+
+// nodeID is the Envoy's node id when the quotas hold a split (only then
+// does the limit depend on it).
+func (q *Quota) nodeID(h Host, qs *contract.Quotas) string {
+	if len(qs.Split) == 0 || q.nodeRead {
+		return q.node
+	}
+	node, err := h.NodeID()
+	if err != nil {
+		// Without it every split identity gets its Rest: never more
+		// than the control plane gave any Envoy that it did not name.
+		h.Log(LevelWarn, "cannot read the node id; quotas split by use apply their rest: "+err.Error())
+	}
+	q.node, q.nodeRead = node, true
+	return node
+}
+
+// liveGauge names the gauge of an identity's live streams under policy.
+func liveGauge(policy, identity string) string {
+	return contract.MetricQuotaLivePrefix + contract.EscapeStatName(policy) + "." + contract.EscapeStatName(identity)
+}
+
+// gaugeFor decides whether an owner taking a slot gets a gauge of its
+// own: yes if this VM has seen it with one, else if the Envoy's budget
+// (one shared counter) still has room.
+func (q *Quota) gaugeFor(h Host, owner, identity string) bool {
+	if q.gauged[owner] {
+		return true
+	}
+	if len(identity) > contract.MaxGaugeIdentityBytes {
+		return false
+	}
+	for range casAttempts {
+		v, cas, err := h.SharedData(gaugeBudget)
+		if err != nil {
+			return false
+		}
+		n, _ := strconv.ParseUint(string(v), 10, 64)
+		if n >= contract.MaxIdentityGauges {
+			return false
+		}
+		if ok, err := h.SetSharedData(gaugeBudget, []byte(strconv.FormatUint(n+1, 10)), cas); err != nil {
+			return false
+		} else if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Release gives back the stream context id holds, if it holds one.
 func (q *Quota) Release(h Host, id uint32) {
-	key, ok := q.held[id]
+	s, ok := q.held[id]
 	if !ok {
 		return
 	}
 	delete(q.held, id)
-	if _, err := addStreams(h, key, -1, 0); err != nil {
+	h.AddGauge(s.gauge, -1)
+	if err := releaseStream(h, s.slot, s.owner); err != nil {
 		// The count stays one too high until the Envoy restarts: better
 		// than a count that admits more than the quota.
 		h.Log(LevelError, "stream quota: giving back a stream: "+err.Error())
@@ -128,67 +224,151 @@ func (q *Quota) Release(h Host, id uint32) {
 // Held is the number of streams this worker counts.
 func (q *Quota) Held() int { return len(q.held) }
 
-// addStreams adds delta to the count at key, unless that would take it
-// over limit (0: no limit, for giving back); a count never goes below 0.
-func addStreams(h Host, key string, delta int64, limit uint64) (bool, error) {
+// slotOf is where owner's probe sequence starts.
+func slotOf(owner string) uint32 {
+	f := fnv.New32a()
+	f.Write([]byte(owner))
+	return f.Sum32() % contract.QuotaSlots
+}
+
+func slotKey(table string, slot uint32) string { return table + strconv.FormatUint(uint64(slot), 10) }
+
+// probe finds owner's entry in a table: its slot, value and token, and
+// found. Without one it returns the first slot whose entry free says may
+// be taken (found false), or errTableFull.
+func probe(h Host, table, owner string, fields int, free func(f []string) bool) (slot uint32, f []string, cas uint32, found bool, err error) {
+	start := slotOf(owner)
+	takeable := false
+	var takeSlot, takeCAS uint32
+	for i := range uint32(contract.QuotaProbe) {
+		s := (start + i) % contract.QuotaSlots
+		v, c, err := h.SharedData(slotKey(table, s))
+		if err != nil {
+			return 0, nil, 0, false, err
+		}
+		f := strings.SplitN(string(v), fieldSep, fields)
+		if len(f) == fields && f[fields-1] == owner {
+			return s, f, c, true, nil
+		}
+		if !takeable && (len(f) != fields || free(f)) {
+			takeable, takeSlot, takeCAS = true, s, c
+		}
+	}
+	if !takeable {
+		return 0, nil, 0, false, errTableFull
+	}
+	return takeSlot, nil, takeCAS, false, nil
+}
+
+// addStream counts one more stream of owner unless that would take it
+// over limit. A new entry's gauge flag is asked of gauge, once.
+func addStream(h Host, owner string, limit uint64, gauge func() bool) (slot uint32, gauged, admitted bool, err error) {
+	free := func(f []string) bool { return f[0] == "0" }
+	asked, flag := false, false
+	for range casAttempts {
+		slot, f, cas, found, err := probe(h, streamsTable, owner, streamsFields, free)
+		if err != nil {
+			return 0, false, false, err
+		}
+		var n uint64
+		if found {
+			n, _ = strconv.ParseUint(f[0], 10, 64)
+			flag = f[1] == "1"
+		} else {
+			if !asked {
+				asked, flag = true, gauge()
+			}
+		}
+		if n+1 > limit {
+			return 0, false, false, nil
+		}
+		ok, err := h.SetSharedData(slotKey(streamsTable, slot), streamsEntry(n+1, flag, owner), cas)
+		if err != nil {
+			return 0, false, false, err
+		}
+		if ok {
+			return slot, flag, true, nil
+		}
+	}
+	return 0, false, false, errCASExhausted
+}
+
+// releaseStream takes one stream of owner off the count in slot; a count
+// never goes below 0, and a slot now holding another owner is left alone.
+func releaseStream(h Host, slot uint32, owner string) error {
+	key := slotKey(streamsTable, slot)
 	for range casAttempts {
 		v, cas, err := h.SharedData(key)
 		if err != nil {
-			return false, err
+			return err
 		}
-		n, _ := strconv.ParseUint(string(v), 10, 64) // absent or garbled: 0
-		switch {
-		case delta > 0 && limit > 0 && n+uint64(delta) > limit:
-			return false, nil
-		case delta < 0 && n < uint64(-delta):
-			n = 0
-		default:
-			n = uint64(int64(n) + delta)
+		f := strings.SplitN(string(v), fieldSep, streamsFields)
+		if len(f) != streamsFields || f[2] != owner {
+			return nil
 		}
-		ok, err := h.SetSharedData(key, []byte(strconv.FormatUint(n, 10)), cas)
+		n, _ := strconv.ParseUint(f[0], 10, 64)
+		if n > 0 {
+			n--
+		}
+		ok, err := h.SetSharedData(key, streamsEntry(n, f[1] == "1", owner), cas)
 		if err != nil {
-			return false, err
+			return err
 		}
 		if ok {
-			return true, nil
+			return nil
 		}
 	}
-	return false, errCASExhausted
+	return errCASExhausted
 }
 
-// takeToken takes one token from the bucket at key, refilled at r's rate
+func streamsEntry(n uint64, gauged bool, owner string) []byte {
+	g := "0"
+	if gauged {
+		g = "1"
+	}
+	return []byte(strconv.FormatUint(n, 10) + fieldSep + g + fieldSep + owner)
+}
+
+// takeToken takes one token from owner's bucket, refilled at r's rate
 // since its last use; false when it is empty. The bucket holds tokens in
-// thousandths so that a fraction of a second's refill is not lost.
-func takeToken(h Host, key string, r *contract.Rate, now time.Time) (bool, error) {
+// thousandths so that a fraction of a second's refill is not lost. A
+// bucket that would be full now counts nothing: its slot may be taken.
+func takeToken(h Host, owner string, r *contract.Rate, now time.Time) (bool, error) {
 	burst := uint64(r.Burst)
 	if burst == 0 {
 		burst = uint64(r.PerSecond)
 	}
 	capacity := burst * 1000
+	free := func(f []string) bool {
+		b, ok := parseBucket(f)
+		return !ok || b.refilled(now) >= b.capacity
+	}
 	for range casAttempts {
-		v, cas, err := h.SharedData(key)
+		slot, f, cas, found, err := probe(h, rateTable, owner, rateFields, free)
 		if err != nil {
 			return false, err
 		}
-		milli, last, found := parseBucket(string(v))
-		if !found {
-			milli, last = capacity, now.UnixNano()
-		}
-		// PerSecond tokens a second is PerSecond thousandths a
-		// millisecond. Only whole milliseconds are consumed, so frequent
-		// handshakes lose no refill; a full bucket forgets the time.
-		if ms := (now.UnixNano() - last) / int64(time.Millisecond); ms > 0 {
-			milli += uint64(r.PerSecond) * uint64(min(ms, int64(time.Hour/time.Millisecond)))
-			last += ms * int64(time.Millisecond)
-			if milli >= capacity {
-				milli, last = capacity, now.UnixNano()
+		b := bucket{milli: capacity, last: now.UnixNano()}
+		if found {
+			if old, ok := parseBucket(f); ok {
+				b.milli, b.last = old.milli, old.last
 			}
 		}
-		allowed := milli >= 1000
-		if allowed {
-			milli -= 1000
+		b.perSecond, b.capacity = uint64(r.PerSecond), capacity
+		// Only whole milliseconds are consumed, so frequent handshakes
+		// lose no refill; a full bucket forgets the time.
+		if ms := (now.UnixNano() - b.last) / int64(time.Millisecond); ms > 0 {
+			b.milli = b.refilled(now)
+			b.last += ms * int64(time.Millisecond)
+			if b.milli >= capacity {
+				b.milli, b.last = capacity, now.UnixNano()
+			}
 		}
-		ok, err := h.SetSharedData(key, []byte(strconv.FormatUint(milli, 10)+" "+strconv.FormatInt(last, 10)), cas)
+		allowed := b.milli >= 1000
+		if allowed {
+			b.milli -= 1000
+		}
+		ok, err := h.SetSharedData(slotKey(rateTable, slot), b.entry(owner), cas)
 		if err != nil {
 			return false, err
 		}
@@ -199,16 +379,42 @@ func takeToken(h Host, key string, r *contract.Rate, now time.Time) (bool, error
 	return false, errCASExhausted
 }
 
-// parseBucket reads "tokens-in-thousandths last-refill-unix-nanos".
-func parseBucket(v string) (milli uint64, last int64, ok bool) {
-	a, b, found := strings.Cut(v, " ")
-	if !found {
-		return 0, 0, false
+// bucket is a handshake-rate entry; it carries its rate so that any
+// worker can tell whether another identity's bucket is full.
+type bucket struct {
+	milli, perSecond, capacity uint64
+	last                       int64 // unix nanos of the last refill
+}
+
+// refilled is the bucket's thousandths at now, capped at its capacity.
+// PerSecond tokens a second is PerSecond thousandths a millisecond; at
+// most an hour of refill counts, so the sum cannot overflow.
+func (b bucket) refilled(now time.Time) uint64 {
+	ms := (now.UnixNano() - b.last) / int64(time.Millisecond)
+	if ms <= 0 {
+		return b.milli
 	}
-	m, err1 := strconv.ParseUint(a, 10, 64)
-	l, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0, false
+	return min(b.capacity, b.milli+b.perSecond*uint64(min(ms, int64(time.Hour/time.Millisecond))))
+}
+
+func (b bucket) entry(owner string) []byte {
+	return []byte(strings.Join([]string{
+		strconv.FormatUint(b.milli, 10), strconv.FormatInt(b.last, 10),
+		strconv.FormatUint(b.perSecond, 10), strconv.FormatUint(b.capacity, 10), owner,
+	}, fieldSep))
+}
+
+// parseBucket reads a rate entry's fields: thousandths, last refill, per
+// second, capacity, owner.
+func parseBucket(f []string) (bucket, bool) {
+	if len(f) != rateFields {
+		return bucket{}, false
 	}
-	return m, l, true
+	var b bucket
+	var errs [4]error
+	b.milli, errs[0] = strconv.ParseUint(f[0], 10, 64)
+	b.last, errs[1] = strconv.ParseInt(f[1], 10, 64)
+	b.perSecond, errs[2] = strconv.ParseUint(f[2], 10, 64)
+	b.capacity, errs[3] = strconv.ParseUint(f[3], 10, 64)
+	return b, errors.Join(errs[:]...) == nil
 }

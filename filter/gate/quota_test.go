@@ -3,6 +3,7 @@ package gate
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,14 @@ func quotaConfig(t testing.TB, q map[string]any) string {
 // that shares shared, and returns the local reply (nil: let through).
 func open(t *testing.T, g *HTTP, shared *sharedData, id uint32, sub string, at time.Time) *localReply {
 	t.Helper()
+	return openOn(t, g, shared, "", id, sub, at)
+}
+
+// openOn is open on the Envoy whose node id is node.
+func openOn(t *testing.T, g *HTTP, shared *sharedData, node string, id uint32, sub string, at time.Time) *localReply {
+	t.Helper()
 	h := newFakeHost("")
+	h.node = node
 	h.sharedData = shared
 	h.route, h.routeFound = "voice", true
 	tagged("voice")(h)
@@ -140,8 +148,15 @@ func TestTakeToken(t *testing.T) {
 	}
 }
 
-func TestAddStreams(t *testing.T) {
+func TestAddStreamRaces(t *testing.T) {
 	h := newFakeHost("")
+	h.sharedData = &sharedData{entries: map[string]sharedEntry{}}
+	noGauge := func() bool { return false }
+	slot, _, ok, err := addStream(h, "p/k", 3, noGauge)
+	if !ok || err != nil {
+		t.Fatalf("first add: %v, %v", ok, err)
+	}
+	key := slotKey(streamsTable, slot)
 	// Another worker adds one between this worker's read and write, twice:
 	// the write fails on the token, and the update is made again on top.
 	races := 2
@@ -151,25 +166,24 @@ func TestAddStreams(t *testing.T) {
 		}
 		races--
 		e := h.sharedData.entries[key]
-		n, _ := strconv.Atoi(string(e.value))
+		n, _ := strconv.Atoi(strings.Fields(string(e.value))[0])
 		h.sharedData.next++
-		h.sharedData.entries[key] = sharedEntry{value: []byte(strconv.Itoa(n + 1)), cas: h.sharedData.next}
+		h.sharedData.entries[key] = sharedEntry{value: streamsEntry(uint64(n+1), false, "p/k"), cas: h.sharedData.next}
 	}
-	h.sharedData = &sharedData{entries: map[string]sharedEntry{"k": {value: []byte("0"), cas: 1}}, next: 1}
-	if ok, err := addStreams(h, "k", 1, 3); !ok || err != nil {
+	if _, _, ok, err := addStream(h, "p/k", 4, noGauge); !ok || err != nil {
 		t.Fatalf("add: %v, %v", ok, err)
 	}
-	if v := string(h.sharedData.entries["k"].value); v != "3" {
-		t.Fatalf("count %s, want 3 (two from the other worker)", v)
+	if v := string(h.sharedData.entries[key].value); v != "4 0 p/k" {
+		t.Fatalf("entry %q, want 4 streams (two from the other worker)", v)
 	}
-	if ok, _ := addStreams(h, "k", 1, 3); ok {
+	if _, _, ok, _ := addStream(h, "p/k", 4, noGauge); ok {
 		t.Fatal("added past the limit")
 	}
-	for range 5 {
-		addStreams(h, "k", -1, 0)
+	for range 6 {
+		releaseStream(h, slot, "p/k")
 	}
-	if v := string(h.sharedData.entries["k"].value); v != "0" {
-		t.Fatalf("count %s after giving back more than held, want 0", v)
+	if v := string(h.sharedData.entries[key].value); v != "0 0 p/k" {
+		t.Fatalf("entry %q after giving back more than held, want 0", v)
 	}
 	// A worker that always loses the race gives up rather than loop.
 	h.beforeSet = func(key string) {
@@ -178,11 +192,11 @@ func TestAddStreams(t *testing.T) {
 		e.cas = h.sharedData.next
 		h.sharedData.entries[key] = e
 	}
-	if _, err := addStreams(h, "k", 1, 3); !errors.Is(err, errCASExhausted) {
+	if _, _, _, err := addStream(h, "p/k", 3, noGauge); !errors.Is(err, errCASExhausted) {
 		t.Fatalf("endless races: %v", err)
 	}
 	h.beforeSet, h.errShared = nil, errors.New("host refused")
-	if _, err := addStreams(h, "k", 1, 3); err == nil {
+	if _, _, _, err := addStream(h, "p/k", 3, noGauge); err == nil {
 		t.Fatal("a host error was not reported")
 	}
 }
