@@ -136,8 +136,10 @@ type App struct {
 	// keys is set with a shared store: JWKS documents fetched by the
 	// elected replica.
 	keys *sharedKeys
-	// envoys is how many Envoys share each per-identity quota (quotas.go).
-	envoys atomic.Int64
+	// envoys is how many Envoys share each per-identity quota, quotaUse
+	// where their identities' streams are (quotas.go).
+	envoys   atomic.Int64
+	quotaUse atomic.Pointer[translate.QuotaUse]
 
 	rejectedMu sync.Mutex
 	// rejected is the latest policy refused from the file or store.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"reflect"
 	"testing"
 	"time"
 
@@ -180,5 +181,35 @@ func TestWasmStatsBounded(t *testing.T) {
 	s.record("edge-1", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{counter("wasm.other.vm_reload_failure", 1)}})
 	if n := len(s.nodes["edge-1"].reloads); n > maxWasmStats {
 		t.Fatalf("%d counters kept", n)
+	}
+}
+
+// TestQuotaUse: the module's live-stream gauges are read back to policy
+// and identity (escaped names included), kept across batches, and left
+// out once stale; names that are not the module's are ignored.
+func TestQuotaUse(t *testing.T) {
+	s := New(nil)
+	s.record("edge-a", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
+		gauge("wasmcustom.directpipe_quota_live.voice.alice", 3),
+		gauge("wasmcustom.directpipe_quota_live.voice.tenant_2ea_2fuser_201", 1),
+		gauge("wasmcustom.directpipe_quota_live.voice.gone", 0),
+		gauge("wasmcustom.directpipe_quota_live.voice.bad_zz", 9),
+		gauge("wasmcustom.directpipe_quota_live.nodot", 9),
+	}})
+	s.record("edge-a", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
+		gauge("wasmcustom.directpipe_quota_live_unlabelled", 2),
+	}})
+	s.record("edge-b", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{gauge("server.live", 1), gauge("listener.x.downstream_cx_active", 1)}})
+	got := s.QuotaUse()
+	want := map[string]QuotaUse{
+		"edge-a": {Live: map[string]map[string]int64{"voice": {"alice": 3, "tenant.a/user 1": 1}}, Unlabelled: 2},
+		"edge-b": {Live: map[string]map[string]int64{}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("QuotaUse = %v, want %v", got, want)
+	}
+	s.now = func() time.Time { return time.Now().Add(2 * stale) }
+	if got := s.QuotaUse(); len(got) != 0 {
+		t.Fatalf("stale: %v", got)
 	}
 }

@@ -30,8 +30,13 @@ func (Host) AddGauge(name string, delta int64) {
 	}
 }
 
+// NodeID reads xds.node.id, the bootstrap's node id (the same attribute
+// outside xds before Envoy moved the xDS attributes under it).
 func (Host) NodeID() (string, error) {
-	v, err := proxywasm.GetProperty("node", "id")
+	v, err := proxywasm.GetProperty("xds", "node", "id")
+	if err != nil {
+		v, err = proxywasm.GetProperty("node", "id")
+	}
 	return string(v), err
 }
 
