@@ -129,11 +129,15 @@ const (
 	suffix = ".downstream_cx_active"
 
 	wasmPrefix    = "wasm."
-	quotaLive       = "wasmcustom." + contract.MetricQuotaLivePrefix
-	quotaUnlabelled = "wasmcustom." + contract.MetricQuotaLiveUnlabelled
 	reloadSuccess = ".vm_reload_success"
 	reloadFailure = ".vm_reload_failure"
 	reloadBackoff = ".vm_reload_backoff"
+)
+
+// The handshake module's gauges of live streams under quotas.
+const (
+	quotaLive       = "wasmcustom." + contract.MetricQuotaLivePrefix
+	quotaUnlabelled = "wasmcustom." + contract.MetricQuotaLiveUnlabelled
 )
 
 func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
