@@ -166,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		streams: streams.New(cfg.LoadReportInterval),
 	}
 	reg.MustRegister(newStreamsCollector(a))
+	reg.MustRegister(newQuotaCollector(a))
 	if cfg.JWKSDir == "" && cfg.PolicyFile != "" {
 		cfg.JWKSDir = filepath.Dir(cfg.PolicyFile)
 	}

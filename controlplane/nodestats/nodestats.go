@@ -55,6 +55,10 @@ type node struct {
 	quota      map[string]map[string]int64
 	quotaN     int
 	unlabelled int64
+	// refused holds the module's refusal counters by reason, then the
+	// identity label it writes (made safe, "other" past its bound).
+	refused  map[string]map[string]uint64
+	refusedN int
 	// reloads holds Envoy's cumulative wasm.<plugin>.vm_reload_* counters
 	// by name; wasm is what they add up to.
 	reloads map[string]uint64
@@ -120,7 +124,7 @@ func (s *Store) StreamMetrics(stream grpc.ClientStreamingServer[metricsv3.Stream
 		if id == "" {
 			continue
 		}
-		s.record(id, msg)
+		s.Record(id, msg)
 	}
 }
 
@@ -138,18 +142,29 @@ const (
 const (
 	quotaLive       = "wasmcustom." + contract.MetricQuotaLivePrefix
 	quotaUnlabelled = "wasmcustom." + contract.MetricQuotaLiveUnlabelled
+	quotaDenied     = "wasmcustom." + contract.MetricQuotaDeniedPrefix
 )
 
-func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
+// Record keeps what one report of node id says.
+func (s *Store) Record(id string, msg *metricsv3.StreamMetricsMessage) {
 	found := map[string]int64{}
 	reloads := map[string]uint64{}
 	var live []quotaGauge
+	var refused []quotaRefusals
 	unlabelled := int64(-1)
 	for _, f := range msg.GetEnvoyMetrics() {
 		name := f.GetName()
 		if name == quotaUnlabelled {
 			for _, m := range f.GetMetric() {
 				unlabelled = int64(m.GetGauge().GetValue())
+			}
+			continue
+		}
+		if rest, ok := strings.CutPrefix(name, quotaDenied); ok {
+			if reason, label, ok := strings.Cut(rest, "."); ok && len(refused) < maxQuotaGauges {
+				for _, m := range f.GetMetric() {
+					refused = append(refused, quotaRefusals{reason, label, uint64(m.GetCounter().GetValue())})
+				}
 			}
 			continue
 		}
@@ -183,7 +198,7 @@ func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
 			found[listener] = int64(m.GetGauge().GetValue())
 		}
 	}
-	if len(found) == 0 && len(reloads) == 0 && len(live) == 0 && unlabelled < 0 {
+	if len(found) == 0 && len(reloads) == 0 && len(live) == 0 && len(refused) == 0 && unlabelled < 0 {
 		return // a batch with nothing the store keeps
 	}
 	s.mu.Lock()
@@ -198,6 +213,7 @@ func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
 	}
 	n.at = s.now()
 	n.recordQuota(live, unlabelled)
+	n.recordRefusals(refused)
 	for k, v := range found {
 		if _, ok := n.active[k]; ok || len(n.active) < maxListeners {
 			n.active[k] = v
@@ -253,6 +269,56 @@ func (n *node) recordQuota(live []quotaGauge, unlabelled int64) {
 		}
 		ids[g.identity] = g.live
 	}
+}
+
+// quotaRefusals is one of the module's refusal counters.
+type quotaRefusals struct {
+	reason, label string
+	n             uint64
+}
+
+func (n *node) recordRefusals(batch []quotaRefusals) {
+	for _, r := range batch {
+		if n.refused == nil {
+			n.refused = map[string]map[string]uint64{}
+		}
+		labels := n.refused[r.reason]
+		if labels == nil {
+			labels = map[string]uint64{}
+			n.refused[r.reason] = labels
+		}
+		if _, seen := labels[r.label]; !seen {
+			if n.refusedN >= maxQuotaGauges {
+				continue
+			}
+			n.refusedN++
+		}
+		labels[r.label] = r.n
+	}
+}
+
+// QuotaRefusals adds up, over the nodes that reported recently, the
+// handshakes the module refused over a quota since each Envoy started:
+// by reason, then the identity as the module labels it (letters, digits,
+// '-' and '_' kept, other bytes '_'; "other" past its bound).
+func (s *Store) QuotaRefusals() map[string]map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]map[string]uint64{}
+	for _, n := range s.nodes {
+		if s.now().Sub(n.at) >= stale {
+			continue
+		}
+		for reason, labels := range n.refused {
+			if out[reason] == nil {
+				out[reason] = map[string]uint64{}
+			}
+			for l, v := range labels {
+				out[reason][l] += v
+			}
+		}
+	}
+	return out
 }
 
 // QuotaUse is what one node's stats say of the streams under quotas.

@@ -86,7 +86,7 @@ func (u *policyUse) split(q *policyv1.Quotas) map[string]*contract.Split {
 		for _, n := range u.use.Nodes {
 			total += uint64(nodes[n])
 		}
-		if total > 0 && quotaOf(q, id) > 0 {
+		if total > 0 && StreamQuota(q, id) > 0 {
 			busy = append(busy, held{id, total})
 		}
 	}
@@ -100,7 +100,7 @@ func (u *policyUse) split(q *policyv1.Quotas) map[string]*contract.Split {
 			live := u.live[b.identity][n]
 			nodes[i] = NodeLive{Node: n, Live: live, Known: live > 0 || !u.use.Partial[n]}
 		}
-		if s := splitByUse(quotaOf(q, b.identity), nodes); s != nil {
+		if s := splitByUse(StreamQuota(q, b.identity), nodes); s != nil {
 			if out == nil {
 				out = map[string]*contract.Split{}
 			}
@@ -110,8 +110,8 @@ func (u *policyUse) split(q *policyv1.Quotas) map[string]*contract.Split {
 	return out
 }
 
-// quotaOf is an identity's fleet-wide stream quota; 0 means no limit.
-func quotaOf(q *policyv1.Quotas, identity string) uint32 {
+// StreamQuota is an identity's fleet-wide stream quota; 0 means no limit.
+func StreamQuota(q *policyv1.Quotas, identity string) uint32 {
 	if n, ok := q.GetIdentityMaxStreams()[identity]; ok {
 		return n
 	}

@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +48,7 @@ func TestStreamQuotaSplitByUse(t *testing.T) {
 	const quota, envoys = 4, 2
 	bound := quota + envoys - 1
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
-	s := newStack(t, false, func(p *policyParams) {
+	s := newStackWith(t, stackOptions{metrics: true}, func(p *policyParams) {
 		p.RoutesYAML = fmt.Sprintf(quotaRoutes, tcpAddr)
 		p.AuthPoliciesYAML = fmt.Sprintf(quotaPolicies, quota, 6)
 	})
@@ -141,4 +143,37 @@ func TestStreamQuotaSplitByUse(t *testing.T) {
 	if len(open) < quota {
 		t.Fatalf("alice holds %d streams, fewer than her quota %d", len(open), quota)
 	}
+	// The control plane shows the same, once the Envoys' stats arrive:
+	// alice's row in `dpctl top`, and /metrics by identity and reason.
+	liveRow := regexp.MustCompile(`(?m)^alice\s+quota\s+` + strconv.Itoa(len(open)) + `\s+` + strconv.Itoa(quota) + `\s+\S`)
+	waitFor(t, time.Minute, func() (bool, string) {
+		code, out, errs := s.dpctl("top")
+		return code == 0 && liveRow.MatchString(out), fmt.Sprintf("dpctl top (%d): %s%s", code, out, errs)
+	})
+	_, out, _ := s.dpctl("top")
+	t.Logf("dpctl top:\n%s", out)
+	metrics := func() string {
+		resp, err := http.Get("http://" + s.cp.MetricsAddr() + "/metrics")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	liveMetric := fmt.Sprintf(`directpipe_quota_streams_live{identity="alice",policy="quota"} %d`, len(open))
+	refusedMetric := regexp.MustCompile(`directpipe_quota_refused\{identity="alice",reason="stream_quota"\} [1-9]`)
+	var metricLines []string
+	waitFor(t, time.Minute, func() (bool, string) {
+		m := metrics()
+		var lines []string
+		for _, l := range strings.Split(m, "\n") {
+			if strings.HasPrefix(l, "directpipe_quota_") {
+				lines = append(lines, l)
+			}
+		}
+		metricLines = lines
+		return strings.Contains(m, liveMetric) && refusedMetric.MatchString(m), fmt.Sprintf("/metrics lacks alice's live streams or refusals: %q", lines)
+	})
+	t.Logf("/metrics:\n%s", strings.Join(metricLines, "\n"))
 }
