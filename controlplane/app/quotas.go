@@ -102,13 +102,9 @@ func (a *App) runQuotaShares(ctx context.Context) {
 			continue
 		}
 		n := max(len(nodes), 1)
-		// With a shared store each replica hears the stats of its own
-		// Envoys only: the replicas would split differently and serve
-		// different resources, so they split evenly.
-		var use *translate.QuotaUse
-		if !a.shared {
-			use = quotaUseOf(nodes, a.nodeStats.QuotaUse())
-		}
+		// With a shared store, the other replicas' Envoys' counts come
+		// through it, so every replica splits alike.
+		use := quotaUseOf(nodes, a.fleetQuotaUse())
 		if int64(n) == a.envoys.Load() && reflect.DeepEqual(use, a.quotaUse.Load()) {
 			continue
 		}

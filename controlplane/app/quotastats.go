@@ -19,12 +19,16 @@ import (
 const topIdentities = 20
 
 // QuotaStreams returns the live streams of each identity under a quota,
-// as the stats of this replica's Envoys show them: the identities holding
-// the most, then one row adding up the others.
+// as the Envoys' stats show them (with a shared store, those of every
+// replica's Envoys): the identities holding the most, then one row adding
+// up the others.
 func (a *App) QuotaStreams() []*adminv1.IdentityStreams {
 	p, _ := a.Policy()
-	return identityRows(p, a.nodeStats.QuotaUse(), topIdentities)
+	return identityRows(p, a.fleetQuotaUse(), topIdentities)
 }
+
+// NodeStats is the store of the stats this replica's Envoys send.
+func (a *App) NodeStats() *nodestats.Store { return a.nodeStats }
 
 // identityRows turns the nodes' counts into rows: one per policy and
 // identity with live streams under a policy that has quotas, the top
