@@ -72,6 +72,10 @@ func envoyQuotas(q *policyv1.Quotas, envoys int, use *policyUse) *contract.Quota
 	return out
 }
 
+// maxSplitShares bounds the node shares one policy's split names in all,
+// so that the filter configuration stays small whatever the fleet's size.
+const maxSplitShares = 20_000
+
 // split is the split by use of every identity holding streams under q,
 // for the identities holding the most when there are more than a config
 // may name.
@@ -94,6 +98,7 @@ func (u *policyUse) split(q *policyv1.Quotas) map[string]*contract.Split {
 		return cmp.Or(cmp.Compare(b.total, a.total), cmp.Compare(a.identity, b.identity))
 	})
 	var out map[string]*contract.Split
+	named := 0
 	for _, b := range busy[:min(len(busy), contract.MaxSplitIdentities)] {
 		nodes := make([]NodeLive, len(u.use.Nodes))
 		for i, n := range u.use.Nodes {
@@ -101,6 +106,12 @@ func (u *policyUse) split(q *policyv1.Quotas) map[string]*contract.Split {
 			nodes[i] = NodeLive{Node: n, Live: live, Known: live > 0 || !u.use.Partial[n]}
 		}
 		if s := splitByUse(StreamQuota(q, b.identity), nodes); s != nil {
+			if named += len(s.Nodes); named > maxSplitShares {
+				// The config would grow past what a filter config
+				// should carry: the identities holding fewer streams
+				// keep the even shares.
+				break
+			}
 			if out == nil {
 				out = map[string]*contract.Split{}
 			}
