@@ -54,8 +54,10 @@ type fakeHost struct {
 	// sharedData is the Envoy's shared data; beforeSet, when set, runs
 	// before each write, as another worker might.
 	sharedData *sharedData
-	beforeSet  func(key string)
-	errShared  error
+	// sharedReads counts SharedData calls.
+	sharedReads int
+	beforeSet   func(key string)
+	errShared   error
 
 	errHeaders, errRemove, errReplace, errLocal, errData, errReplaceData, errState, errEffective error
 }
@@ -313,6 +315,7 @@ func (h *fakeHost) SharedData(key string) ([]byte, uint32, error) {
 	if h.errShared != nil {
 		return nil, 0, h.errShared
 	}
+	h.sharedReads++
 	e := h.shared().entries[key]
 	return e.value, e.cas, nil
 }

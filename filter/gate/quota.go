@@ -246,6 +246,15 @@ func probe(h Host, table, owner string, fields int, free func(f []string) bool) 
 		if err != nil {
 			return 0, nil, 0, false, err
 		}
+		if len(v) == 0 {
+			// Never written: entries are overwritten, never removed, so
+			// owner's entry, placed at the first slot it could take,
+			// cannot be further on.
+			if !takeable {
+				takeSlot, takeCAS = s, c
+			}
+			return takeSlot, nil, takeCAS, false, nil
+		}
 		f := strings.SplitN(string(v), fieldSep, fields)
 		if len(f) == fields && f[fields-1] == owner {
 			return s, f, c, true, nil

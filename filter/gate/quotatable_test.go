@@ -203,3 +203,30 @@ func TestQuotaSplitByNode(t *testing.T) {
 		})
 	}
 }
+
+// TestQuotaProbeStopsAtUnwritten: an identity's entry is never past a
+// slot no one wrote, so finding or placing it in a table with room reads
+// one slot, not the whole probe window.
+func TestQuotaProbeStopsAtUnwritten(t *testing.T) {
+	h := newFakeHostShared(&sharedData{entries: map[string]sharedEntry{}})
+	noGauge := func() bool { return false }
+	if _, _, ok, err := addStream(h, "voice/alice", 5, noGauge); !ok || err != nil {
+		t.Fatalf("add: %v %v", ok, err)
+	}
+	if _, _, ok, _ := addStream(h, "voice/alice", 5, noGauge); !ok {
+		t.Fatal("second add refused")
+	}
+	if h.sharedReads != 2 {
+		t.Fatalf("%d reads for two streams of one identity, want 2", h.sharedReads)
+	}
+	// Behind others' entries at its slots, it is found past them.
+	others := collidingIdentities("bob", 3)
+	for _, o := range others {
+		addStream(h, "voice/"+o, 5, noGauge)
+	}
+	slot, _, ok, _ := addStream(h, "voice/bob", 5, noGauge)
+	again, _, ok2, _ := addStream(h, "voice/bob", 5, noGauge)
+	if !ok || !ok2 || slot != again || slot != (slotOf("voice/bob")+3)%contract.QuotaSlots {
+		t.Fatalf("bob at slots %d and %d, want both %d", slot, again, (slotOf("voice/bob")+3)%contract.QuotaSlots)
+	}
+}
