@@ -36,7 +36,7 @@ type fakeHost struct {
 	closed      []uint32 // contexts closed, by effective context
 	effective   uint32
 	// onClose, when set, runs inside CloseDownstream, as Envoy enters the
-	// module again (proxy_on_done, proxy_on_delete) before the call
+	// module again (proxy_on_delete) before the call
 	// returns.
 	onClose func(id uint32)
 
