@@ -123,6 +123,20 @@ type HandshakePolicySpec struct {
 	// ClaimHeaders maps a claim to the request header that carries it.
 	ClaimHeaders map[string]string `json:"claimHeaders,omitempty"`
 	Origins      *Origins          `json:"origins,omitempty"`
+	// TargetRefs attach the policy to Gateway API objects (policy
+	// attachment): a Gateway (every WebSocket rule of the HTTPRoutes on
+	// it) or an HTTPRoute (its WebSocket rules; it wins over the
+	// Gateway's).
+	TargetRefs []PolicyTargetRef `json:"targetRefs,omitempty"`
+}
+
+// PolicyTargetRef names a Gateway API object of the policy's namespace.
+type PolicyTargetRef struct {
+	// Group is gateway.networking.k8s.io.
+	Group string `json:"group"`
+	// Kind is Gateway or HTTPRoute.
+	Kind string `json:"kind"`
+	Name string `json:"name"`
 }
 
 // TokenSource is one place a token may be: exactly one field set.
