@@ -422,6 +422,13 @@ func (g *gatewayBuild) rules(r *gatewayv1.HTTPRoute, endpoints EndpointsFunc) ([
 		if rule.Timeouts != nil || rule.Retry != nil || rule.SessionPersistence != nil {
 			return nil, &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": timeouts, retry and sessionPersistence are not supported"}, nil
 		}
+		for k, f := range rule.Filters {
+			switch f.Type {
+			case gatewayv1.HTTPRouteFilterRequestHeaderModifier, gatewayv1.HTTPRouteFilterResponseHeaderModifier, gatewayv1.HTTPRouteFilterURLRewrite:
+			default:
+				return nil, &ruleProblem{gatewayv1.RouteReasonIncompatibleFilters, fmt.Sprintf("%s.filters[%d]: %s is not supported", where, k, f.Type)}, nil
+			}
+		}
 		backends, kind, p, u := g.backendRefs(r, rule.BackendRefs, where, endpoints)
 		if p != nil {
 			return nil, p, nil
@@ -585,8 +592,6 @@ func applyFilters(pr *policyv1.Route, filters []gatewayv1.HTTPRouteFilter, where
 			default:
 				return refuse("URLRewrite path without its value")
 			}
-		default:
-			return refuse(string(f.Type) + " is not supported")
 		}
 	}
 	return nil

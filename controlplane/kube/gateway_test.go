@@ -185,6 +185,7 @@ func TestGatewayConversion(t *testing.T) {
 		name: "unsupported filter refuses the route",
 		edit: func(o *Objects) {
 			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{StatusCode: ptr.To(301)}}}
+			o.Gateway.Routes[0].Spec.Rules[1].BackendRefs = nil
 		},
 		conds: map[string]string{"route/voice Accepted": "False/IncompatibleFilters", "route/voice ResolvedRefs": "True/ResolvedRefs"},
 	}, {
