@@ -44,8 +44,12 @@ func startKubeCluster(t *testing.T) *kubeCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	gatewayCRDs, err := testkit.GatewayAPICRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "deploy/helm/directpipe/crds")},
+		CRDDirectoryPaths:     append([]string{filepath.Join(root, "deploy/helm/directpipe/crds")}, gatewayCRDs...),
 		ErrorIfCRDPathMissing: true,
 	}
 	if _, err := env.Start(); err != nil {
@@ -407,9 +411,16 @@ func podAddress(t *testing.T) string {
 // (its REST port stays on loopback).
 func startBackendOn(t *testing.T, host string) *testkit.Backend {
 	t.Helper()
+	return startBackendAt(t, host, "127.0.0.1")
+}
+
+// startBackendAt starts a voice back end with its WebSocket and REST
+// ports on the hosts given.
+func startBackendAt(t *testing.T, voiceHost, restHost string) *testkit.Backend {
+	t.Helper()
 	b := &testkit.Backend{
-		VoiceAddr: net.JoinHostPort(host, strconv.Itoa(testkit.FreePort(t))),
-		RESTAddr:  "127.0.0.1:" + strconv.Itoa(testkit.FreePort(t)),
+		VoiceAddr: net.JoinHostPort(voiceHost, strconv.Itoa(testkit.FreePort(t))),
+		RESTAddr:  net.JoinHostPort(restHost, strconv.Itoa(testkit.FreePort(t))),
 	}
 	cmd := exec.Command(testkit.Binary(t, "voice-backend"), "-addr", b.VoiceAddr, "-rest-addr", b.RESTAddr)
 	if err := cmd.Start(); err != nil {

@@ -215,22 +215,29 @@ func (s *stack) waitHTTP(path string, status int, timeout time.Duration) time.Du
 }
 
 // handshakes returns what the back end received on recent upgrades.
-func (s *stack) handshakes() []struct {
+func (s *stack) handshakes() []backendHandshake {
+	s.t.Helper()
+	return backendHandshakes(s.t, s.backend.VoiceAddr)
+}
+
+// backendHandshake is one upgrade request as the back end received it.
+type backendHandshake struct {
 	Path    string              `json:"path"`
 	Headers map[string][]string `json:"headers"`
-} {
-	s.t.Helper()
-	resp, err := http.Get("http://" + s.backend.VoiceAddr + "/debug/handshakes")
+}
+
+// backendHandshakes asks a voice back end what it received on recent
+// upgrades.
+func backendHandshakes(t testing.TB, voiceAddr string) []backendHandshake {
+	t.Helper()
+	resp, err := http.Get("http://" + voiceAddr + "/debug/handshakes")
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out []struct {
-		Path    string              `json:"path"`
-		Headers map[string][]string `json:"headers"`
-	}
+	var out []backendHandshake
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out
 }
