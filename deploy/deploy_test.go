@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
 const (
@@ -75,7 +77,13 @@ func TestManifestsUpToDate(t *testing.T) {
 // object: schemas, RBAC rules naming real verbs, the PDB, the probes.
 func TestChartOnAPIServer(t *testing.T) {
 	kubectl := tool(t, "kubectl")
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(chartDir, "crds")}, ErrorIfCRDPathMissing: true}
+	// The Gateway API's CRDs too, as a cluster serving Gateways has them,
+	// so RBAC answers for their kinds.
+	gatewayCRDs, err := testkit.GatewayAPICRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: append([]string{filepath.Join(chartDir, "crds")}, gatewayCRDs...), ErrorIfCRDPathMissing: true}
 	if _, err := env.Start(); err != nil {
 		t.Fatalf("starting envtest: %v", err)
 	}
@@ -115,6 +123,7 @@ func TestChartOnAPIServer(t *testing.T) {
 			"serviceaccount/directpipe-control-plane",
 			"role.rbac.authorization.k8s.io/directpipe-control-plane",
 			"rolebinding.rbac.authorization.k8s.io/directpipe-control-plane",
+			"clusterrole.rbac.authorization.k8s.io/directpipe-directpipe-control-plane",
 			"customresourcedefinition.apiextensions.k8s.io/voiceroutes.directpipe.io",
 		} {
 			if !strings.Contains(out, obj+" ") {
@@ -143,6 +152,13 @@ func TestChartOnAPIServer(t *testing.T) {
 		{"create", "leases.coordination.k8s.io", namespace, true},
 		{"update", "leases.coordination.k8s.io", namespace, true},
 		{"patch", "events", namespace, true},
+		{"watch", "httproutes.gateway.networking.k8s.io", namespace, true},
+		{"update", "gateways.gateway.networking.k8s.io/status", namespace, true},
+		{"list", "gatewayclasses.gateway.networking.k8s.io", "", true},
+		{"update", "gatewayclasses.gateway.networking.k8s.io/status", "", true},
+		{"update", "httproutes.gateway.networking.k8s.io", namespace, false},
+		{"delete", "gatewayclasses.gateway.networking.k8s.io", "", false},
+		{"list", "httproutes.gateway.networking.k8s.io", "default", false},
 		{"update", "voiceroutes.directpipe.io", namespace, false},
 		{"delete", "voicebackends.directpipe.io", namespace, false},
 		{"patch", "voiceroutes.directpipe.io/status", namespace, false},
