@@ -27,8 +27,6 @@ type Objects struct {
 	// Gateway holds the Gateway API objects; nil where the Gateway API
 	// is not installed.
 	Gateway *GatewayObjects
-	// Namespace is the objects' namespace.
-	Namespace string
 }
 
 // MaxSecretKeys bounds the API keys one Secret may hold.
@@ -121,7 +119,7 @@ func (b *Built) addGateway(listeners []*policyv1.Listener, objs Objects, endpoin
 	for _, l := range listeners {
 		taken = append(taken, l.GetAddress())
 	}
-	g, notes := buildGateway(objs.Gateway, objs.Namespace, taken, b.Policies, endpoints)
+	g, notes := buildGateway(objs.Gateway, taken, b.Policies, endpoints)
 	b.Gateway = g.res
 	for k, v := range notes {
 		b.notes[k] = append(b.notes[k], v...)

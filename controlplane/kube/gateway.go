@@ -66,7 +66,6 @@ type policyTarget struct{ kind, name string }
 // gatewayBuild holds the conversion's working state.
 type gatewayBuild struct {
 	in   *GatewayObjects
-	ns   string
 	auth map[policyTarget]string // attached handshake policy by target
 	res  *GatewayResult
 
@@ -104,9 +103,9 @@ type gatewayRoute struct {
 // buildGateway converts the Gateway API objects into listeners, routes
 // and back ends of a policy, in a deterministic order. taken are the
 // ports the deployment's own listeners use.
-func buildGateway(in *GatewayObjects, ns string, taken []string, policies []*HandshakePolicy, endpoints EndpointsFunc) (*gatewayBuild, map[string][]string) {
+func buildGateway(in *GatewayObjects, taken []string, policies []*HandshakePolicy, endpoints EndpointsFunc) (*gatewayBuild, map[string][]string) {
 	g := &gatewayBuild{
-		in: in, ns: ns, auth: map[policyTarget]string{},
+		in: in, auth: map[policyTarget]string{},
 		res: &GatewayResult{
 			ClassConditions:   map[string][]metav1.Condition{},
 			GatewayConditions: map[string][]metav1.Condition{},
@@ -362,6 +361,14 @@ func (g *gatewayBuild) httpRoute(order int, r *gatewayv1.HTTPRoute, endpoints En
 		parents = append(parents, gatewayv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName, Conditions: []metav1.Condition{accepted}})
 	}
 	if len(parents) == 0 {
+		// No longer on a Gateway of ours: clear what was written before.
+		for _, p := range r.Status.Parents {
+			if p.ControllerName == ControllerName {
+				g.res.Routes = append(g.res.Routes, r)
+				g.res.Parents[r.Name] = nil
+				break
+			}
+		}
 		return
 	}
 	g.res.Routes = append(g.res.Routes, r)

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -156,4 +157,15 @@ func TestGatewayAPIReconcile(t *testing.T) {
 	if c := e.gatewayStatus(class, classConds, "Accepted"); c != "True/Accepted" {
 		t.Errorf("class: %s", c)
 	}
+
+	// Moved to a Gateway that is not ours: our entry leaves its status.
+	eventually(t, "the route moved", func() (bool, string) {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(missing), missing); err != nil {
+			return false, err.Error()
+		}
+		missing.Spec.ParentRefs = []gatewayv1.ParentReference{{Name: "someone-elses"}}
+		err := e.c.Update(ctx, missing)
+		return err == nil, fmt.Sprint(err)
+	})
+	e.waitGatewayStatus("moved", missing, parent(missing), "Accepted", "none")
 }

@@ -109,7 +109,8 @@ func listenerAccepted(l gatewayv1.ListenerStatus) bool {
 // mergeParents replaces the entries this controller owns, keeping other
 // controllers' and the condition times of ours.
 func mergeParents(old, ours []gatewayv1.RouteParentStatus) []gatewayv1.RouteParentStatus {
-	var out []gatewayv1.RouteParentStatus
+	// Never null: the schema requires the list, empty or not.
+	out := []gatewayv1.RouteParentStatus{}
 	for _, p := range old {
 		if p.ControllerName != ControllerName {
 			out = append(out, p)

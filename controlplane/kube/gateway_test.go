@@ -24,7 +24,6 @@ func gwFixture() Objects {
 	}
 	o := testObjects()
 	o.Routes = nil // the Gateway API alone
-	o.Namespace = "voice"
 	o.Policies[0].Spec.TargetRefs = []PolicyTargetRef{{Group: gatewayv1.GroupName, Kind: "Gateway", Name: "edge"}}
 	o.Gateway = &GatewayObjects{
 		Host: "127.0.0.1",
@@ -195,6 +194,33 @@ func TestGatewayConversion(t *testing.T) {
 		},
 		conds: map[string]string{"route/voice Accepted": "False/IncompatibleFilters"},
 	}, {
+		name: "header modifiers and a rewrite on a REST rule",
+		edit: func(o *Objects) {
+			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{
+				{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-Tenant", Value: "t1"}}, Remove: []string{"X-Debug"}}},
+				{Type: gatewayv1.HTTPRouteFilterResponseHeaderModifier, ResponseHeaderModifier: &gatewayv1.HTTPHeaderFilter{Remove: []string{"Server"}}},
+				{Type: gatewayv1.HTTPRouteFilterURLRewrite, URLRewrite: &gatewayv1.HTTPURLRewriteFilter{Path: &gatewayv1.HTTPPathModifier{Type: gatewayv1.PrefixMatchHTTPPathModifier, ReplacePrefixMatch: ptr.To("/v2/")}}},
+			}
+		},
+		routes: []string{
+			"hr-voice-r0-m0-gw-edge-18080 websocket gw-edge-18080 /v1/voice svc-agents-80 callers",
+			"hr-voice-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ svc-api-8080 ",
+		},
+		conds: map[string]string{"route/voice Accepted": "True/Accepted"},
+	}, {
+		name: "appending a header value is not supported",
+		edit: func(o *Objects) {
+			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Add: []gatewayv1.HTTPHeader{{Name: "x-a", Value: "1"}}}}}
+		},
+		conds: map[string]string{"route/voice Accepted": "False/IncompatibleFilters"},
+	}, {
+		name: "a prefix rewrite needs a prefix match",
+		edit: func(o *Objects) {
+			o.Gateway.Routes[0].Spec.Rules[1].Matches[0].Path.Type = ptr.To(gatewayv1.PathMatchExact)
+			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterURLRewrite, URLRewrite: &gatewayv1.HTTPURLRewriteFilter{Path: &gatewayv1.HTTPPathModifier{Type: gatewayv1.PrefixMatchHTTPPathModifier, ReplacePrefixMatch: ptr.To("/v2/")}}}}
+		},
+		conds: map[string]string{"route/voice Accepted": "False/UnsupportedValue"},
+	}, {
 		name: "regular expression paths are not supported",
 		edit: func(o *Objects) {
 			o.Gateway.Routes[0].Spec.Rules[1].Matches[0].Path.Type = ptr.To(gatewayv1.PathMatchRegularExpression)
@@ -310,6 +336,39 @@ func gatewayCondition(g *GatewayResult, what, typ string) string {
 		}
 	}
 	return "none"
+}
+
+func TestGatewayFiltersReachThePolicy(t *testing.T) {
+	o := gwFixture()
+	o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{
+		{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-Tenant", Value: "t1"}}, Remove: []string{"X-Debug"}}},
+		{Type: gatewayv1.HTTPRouteFilterURLRewrite, URLRewrite: &gatewayv1.HTTPURLRewriteFilter{Path: &gatewayv1.HTTPPathModifier{Type: gatewayv1.PrefixMatchHTTPPathModifier, ReplacePrefixMatch: ptr.To("/v2/")}}},
+	}
+	r := Build(nil, o, testEndpoints).Policy.GetRoutes()[1]
+	if h := r.GetRequestHeadersToAdd(); len(h) != 1 || h[0].GetName() != "x-tenant" || h[0].GetValue() != "t1" {
+		t.Errorf("set headers: %v", h)
+	}
+	if h := r.GetRequestHeadersToRemove(); len(h) != 1 || h[0] != "x-debug" {
+		t.Errorf("removed headers: %v", h)
+	}
+	if r.GetRewrite().GetPrefix() != "/v2/" {
+		t.Errorf("rewrite: %v", r.GetRewrite())
+	}
+}
+
+func TestGatewayClearsStaleParents(t *testing.T) {
+	o := gwFixture()
+	o.Gateway.Routes[0].Spec.ParentRefs = []gatewayv1.ParentReference{{Name: "elsewhere"}}
+	o.Gateway.Routes[0].Status.Parents = []gatewayv1.RouteParentStatus{
+		{ParentRef: gatewayv1.ParentReference{Name: "edge"}, ControllerName: ControllerName},
+	}
+	g := Build(nil, o, testEndpoints).Gateway
+	if len(g.Routes) != 1 || g.Parents["voice"] != nil {
+		t.Errorf("a route no longer on our Gateway: %d routes, parents %v; want its old entry cleared", len(g.Routes), g.Parents["voice"])
+	}
+	if got := mergeParents([]gatewayv1.RouteParentStatus{{ControllerName: "example.com/other"}, {ControllerName: ControllerName}}, nil); len(got) != 1 || got[0].ControllerName != "example.com/other" {
+		t.Errorf("merge keeps other controllers' entries only: %v", got)
+	}
 }
 
 func TestGatewayKeepsOwnRoutesOnTheirListener(t *testing.T) {

@@ -190,7 +190,7 @@ func (s *Store) build(ctx context.Context) (*Built, error) {
 			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 	}
-	objs := Objects{Routes: routes.Items, Backends: backends.Items, Policies: policies.Items, Namespace: s.cfg.Namespace, Secret: func(name string) (map[string][]byte, bool) {
+	objs := Objects{Routes: routes.Items, Backends: backends.Items, Policies: policies.Items, Secret: func(name string) (map[string][]byte, bool) {
 		var sec corev1.Secret
 		if err := s.cache.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, &sec); err != nil {
 			return nil, false
