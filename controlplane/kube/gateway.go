@@ -272,11 +272,13 @@ func (g *gatewayBuild) gateway(gw *gatewayv1.Gateway) {
 	g.res.GatewayConditions[gw.Name] = []metav1.Condition{cond}
 }
 
-// dropListeners forgets the policy listeners of a refused Gateway.
+// dropListeners forgets the policy listeners of a refused Gateway, and
+// frees their ports.
 func (g *gatewayBuild) dropListeners(gateway string) {
 	for _, l := range g.byGateway[gateway] {
 		if l.envoy != "" {
 			g.listeners = slices.DeleteFunc(g.listeners, func(pl *policyv1.Listener) bool { return pl.Name == l.envoy })
+			delete(g.taken, strconv.Itoa(int(l.spec.Port)))
 		}
 		l.accepted, l.allows, l.envoy = false, false, ""
 	}
@@ -341,13 +343,23 @@ func (g *gatewayBuild) httpRoute(order int, r *gatewayv1.HTTPRoute, endpoints En
 				continue
 			}
 			allowed = true
+			// Attached by allowedRoutes and parentRefs alone, as the
+			// spec counts attachedRoutes, hostnames or not.
+			l.attached++
 			hosts, all, ok := intersectHosts(l.spec.Hostname, r.Spec.Hostnames)
 			if !ok {
 				continue
 			}
 			hostsOK = true
-			l.attached++
-			attach = append(attach, attachment{envoy: l.envoy, hosts: hosts, all: all, gw: string(ref.Name)})
+			// Listeners sharing a port share a policy listener: one set
+			// of routes there, answering the union of their hostnames.
+			i := slices.IndexFunc(attach, func(a attachment) bool { return a.envoy == l.envoy })
+			if i < 0 {
+				attach = append(attach, attachment{envoy: l.envoy, hosts: hosts, all: all, gw: string(ref.Name)})
+				continue
+			}
+			attach[i].all = attach[i].all || all
+			attach[i].hosts = slices.Compact(slices.Sorted(slices.Values(append(attach[i].hosts, hosts...))))
 		}
 		accepted := condition(gatewayv1.RouteConditionAccepted, true, gatewayv1.RouteReasonAccepted, "accepted", r.Generation)
 		switch {

@@ -272,6 +272,29 @@ func TestGatewayConversion(t *testing.T) {
 		},
 		conds: map[string]string{"listener/edge/again Conflicted": "True/HostnameConflict", "listener/edge/http Conflicted": "False/NoConflicts"},
 	}, {
+		name: "two listeners on one port, one route on both",
+		edit: func(o *Objects) {
+			l := &o.Gateway.Gateways[0].Spec.Listeners
+			(*l)[0].Hostname = ptr.To(gatewayv1.Hostname("a.example.com"))
+			*l = append(*l, gatewayv1.Listener{Name: "b", Port: 18080, Protocol: gatewayv1.HTTPProtocolType, Hostname: ptr.To(gatewayv1.Hostname("b.example.com"))})
+			o.Gateway.Routes[0].Spec.Rules = o.Gateway.Routes[0].Spec.Rules[1:]
+		},
+		routes: []string{"hr-voice-r0-m0-gw-edge-18080 http gw-edge-18080 /api/@a.example.com,b.example.com svc-api-8080 "},
+		conds:  map[string]string{"route/voice Accepted": "True/Accepted"},
+	}, {
+		name: "a Gateway with addresses frees its port",
+		edit: func(o *Objects) {
+			withAddr := o.Gateway.Gateways[0]
+			withAddr.Name = "a-first"
+			withAddr.Spec.Addresses = []gatewayv1.GatewaySpecAddress{{Value: "10.0.0.9"}}
+			o.Gateway.Gateways = append([]gatewayv1.Gateway{withAddr}, o.Gateway.Gateways...)
+		},
+		routes: []string{
+			"hr-voice-r0-m0-gw-edge-18080 websocket gw-edge-18080 /v1/voice svc-agents-80 callers",
+			"hr-voice-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ svc-api-8080 ",
+		},
+		conds: map[string]string{"gateway/a-first Accepted": "False/UnsupportedAddress", "listener/edge/http Accepted": "True/Accepted"},
+	}, {
 		name: "a section that does not exist",
 		edit: func(o *Objects) {
 			o.Gateway.Routes[0].Spec.ParentRefs[0].SectionName = ptr.To(gatewayv1.SectionName("nope"))
