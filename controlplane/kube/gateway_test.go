@@ -438,3 +438,24 @@ func TestShortName(t *testing.T) {
 		t.Errorf("short name %q", got)
 	}
 }
+
+func TestValidatorProblemsBlameTheHTTPRoute(t *testing.T) {
+	o := gwFixture()
+	o.Routes = testObjects().Routes
+	o.Policies[0].Spec.IdentityHeader = "x-caller"
+	// Setting the header that carries verified identities: the full
+	// validator refuses it, the conversion cannot know.
+	o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-Caller", Value: "admin"}}}}}
+	b := Build([]*policyv1.Listener{{Name: "public", Address: "127.0.0.1:10000"}}, o, testEndpoints)
+	err := policy.Validate(b.Policy)
+	if err == nil {
+		t.Fatal("a route setting the identity header validated")
+	}
+	problems := b.Problems(err)
+	if msgs := problems[Key("HTTPRoute", "voice")]; len(msgs) == 0 {
+		t.Errorf("the HTTPRoute is not told: %v", problems)
+	}
+	if msgs := problems[Key("VoiceRoute", "voice")]; len(msgs) != 0 {
+		t.Errorf("a VoiceRoute is blamed: %v", msgs)
+	}
+}
