@@ -13,6 +13,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
+	"github.com/directpipe/directpipe/controlplane/policy"
 )
 
 // gatewayStatus reads an object and returns a condition of it as
@@ -84,6 +85,12 @@ func TestGatewayAPIReconcile(t *testing.T) {
 		want := "hr-app-r0-m0-gw-edge-18080 websocket gw-edge-18080 /v1/voice svc-voice-80 callers\n" +
 			"hr-app-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ svc-agents-80 "
 		return strings.Join(got, "\n") == want, strings.Join(got, "\n")
+	})
+	// Every replica serves the same policy; one writes status.
+	other, _ := e.replica("b")
+	eventually(t, "the second replica serves the same policy", func() (bool, string) {
+		p := other.get()
+		return p != nil && policy.Revision(p) == policy.Revision(s.get()), fmt.Sprint(p)
 	})
 	if l := s.get().GetListeners(); len(l) != 2 || l[1].GetAddress() != "0.0.0.0:18080" {
 		t.Errorf("listeners %v: want the deployment's and the Gateway's port", l)
