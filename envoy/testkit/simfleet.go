@@ -35,7 +35,8 @@ type SimFleetOptions struct {
 	Subs Subscription
 	// Backoff is the first reconnect delay (the wait is drawn at random
 	// up to it, and the bound doubles with each failed try up to
-	// MaxBackoff); zero means 500 ms and 5 s.
+	// MaxBackoff); zero means 500 ms and 30 s, as Envoy's xDS
+	// retries (a random wait below a bound that doubles).
 	Backoff, MaxBackoff time.Duration
 }
 
@@ -74,7 +75,7 @@ func StartSimFleet(ctx context.Context, opts SimFleetOptions) (*SimFleet, error)
 		return nil, errors.New("simulated fleet: no replica address")
 	}
 	if opts.Backoff <= 0 {
-		opts.Backoff, opts.MaxBackoff = 500*time.Millisecond, 5*time.Second
+		opts.Backoff, opts.MaxBackoff = 500*time.Millisecond, 30*time.Second
 	}
 	var pool *x509.CertPool
 	if opts.CA != nil {
