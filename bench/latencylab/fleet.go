@@ -112,6 +112,7 @@ func (r *Report) writeFleet(b *strings.Builder) {
 	b.WriteString("| control-plane memory | no node KiB | " + fmt.Sprint(f.Nodes) + " nodes KiB | per node KiB |\n|---|---|---|---|\n")
 	fmt.Fprintf(b, "| Go heap in use (lowest of 20 samples over 2 s; uncollected garbage included) | %s | %s | %s |\n", kib(f.Idle.HeapBytes), kib(f.Loaded.HeapBytes), kib(f.PerNode.HeapBytes))
 	fmt.Fprintf(b, "| resident set | %s | %s | %s |\n", kib(f.Idle.RSSBytes), kib(f.Loaded.RSSBytes), kib(f.PerNode.RSSBytes))
+	fmt.Fprintf(b, "| goroutines (a count, not KiB) | %d | %d | %d |\n", f.Idle.Goroutines, f.Loaded.Goroutines, f.PerNode.Goroutines)
 	fmt.Fprintf(b, "\nThree replicas on etcd share the %d nodes; one is killed with SIGKILL. Its %d nodes reconnect to the survivors after a jittered back-off "+
 		"(%d streams refused over a survivor's rate and retried): SYNCED on a survivor, from the kill, p50 %s ms, p99 %s ms, max %s ms; "+
 		"the survivors' admin API showed all of them SYNCED after %s ms.\n",

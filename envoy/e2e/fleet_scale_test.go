@@ -46,8 +46,8 @@ func TestFleetChangeAckedByEveryNode(t *testing.T) {
 	}
 	s := voiceprobe.Summarize(res.Acks)
 	per := res.PerNode()
-	t.Logf("%d nodes synced in %v; apply to ACK over 3 changes: p50 %v p99 %v max %v; per node: heap %d KiB, RSS %d KiB",
-		nodes, res.Connect.Round(time.Millisecond), s.P50, s.P99, s.Max, per.HeapBytes>>10, per.RSSBytes>>10)
+	t.Logf("%d nodes synced in %v; apply to ACK over 3 changes: p50 %v p99 %v max %v; per node: heap %d KiB, RSS %d KiB, %d goroutines",
+		nodes, res.Connect.Round(time.Millisecond), s.P50, s.P99, s.Max, per.HeapBytes>>10, per.RSSBytes>>10, per.Goroutines)
 }
 
 // TestFleetReplicaKilledNodesResync: three replica processes on etcd

@@ -61,13 +61,16 @@ type Memory struct {
 	// sampled over a few seconds: close to what a collection leaves.
 	HeapBytes int64
 	RSSBytes  int64
+	// Goroutines at the last sample.
+	Goroutines int64
 }
 
 // PerNode is the memory each node costs: loaded minus idle, divided.
 func (p *FleetPush) PerNode() Memory {
 	return Memory{
-		HeapBytes: (p.Loaded.HeapBytes - p.Idle.HeapBytes) / int64(p.Nodes),
-		RSSBytes:  (p.Loaded.RSSBytes - p.Idle.RSSBytes) / int64(p.Nodes),
+		HeapBytes:  (p.Loaded.HeapBytes - p.Idle.HeapBytes) / int64(p.Nodes),
+		RSSBytes:   (p.Loaded.RSSBytes - p.Idle.RSSBytes) / int64(p.Nodes),
+		Goroutines: (p.Loaded.Goroutines - p.Idle.Goroutines) / int64(p.Nodes),
 	}
 }
 
@@ -382,14 +385,14 @@ func (a *adminClient) versions(ctx context.Context, node string) (map[string]str
 func (r *Replica) Memory(ctx context.Context) (Memory, error) {
 	m := Memory{HeapBytes: -1}
 	for range 20 {
-		vals, err := r.metrics(ctx, "go_memstats_heap_alloc_bytes", "process_resident_memory_bytes")
+		vals, err := r.metrics(ctx, "go_memstats_heap_alloc_bytes", "process_resident_memory_bytes", "go_goroutines")
 		if err != nil {
 			return Memory{}, err
 		}
 		if h := int64(vals[0]); m.HeapBytes < 0 || h < m.HeapBytes {
 			m.HeapBytes = h
 		}
-		m.RSSBytes = int64(vals[1])
+		m.RSSBytes, m.Goroutines = int64(vals[1]), int64(vals[2])
 		select {
 		case <-ctx.Done():
 			return Memory{}, ctx.Err()
