@@ -111,7 +111,7 @@ func MeasureFleetPush(t T, opts FleetScaleOptions) (*FleetPush, error) {
 	if res.Loaded, err = r.Memory(ctx); err != nil {
 		return nil, err
 	}
-	probe := "sim-0000"
+	probe := fleet.nodes[0].id
 	for i := range opts.Changes {
 		acks, err := admin.timeChange(ctx, fleet, probe, opts.Policies[(i+1)%len(opts.Policies)])
 		if err != nil {

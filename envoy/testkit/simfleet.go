@@ -61,6 +61,8 @@ type simNode struct {
 	syncedAt time.Time
 	// refused counts streams refused over a replica's rate.
 	refused int
+	// lastErr is why the last stream ended or was refused.
+	lastErr error
 }
 
 type ackAt struct {
@@ -139,11 +141,15 @@ func (n *simNode) run(ctx context.Context, opts SimFleetOptions, at int) {
 		if ctx.Err() != nil {
 			return
 		}
-		if status.Code(err) == codes.ResourceExhausted {
-			n.mu.Lock()
+		refused := status.Code(err) == codes.ResourceExhausted
+		n.mu.Lock()
+		n.lastErr = err
+		if refused {
 			n.refused++
-			n.mu.Unlock()
-		} else if len(opts.Addrs) > 1 {
+		}
+		n.mu.Unlock()
+		// Refused over its rate, the replica is alive: try it again.
+		if !refused && len(opts.Addrs) > 1 {
 			at = (at + 1 + rand.IntN(len(opts.Addrs)-1)) % len(opts.Addrs)
 		}
 		select {
@@ -199,10 +205,14 @@ func (f *SimFleet) wait(ctx context.Context, done func(*simNode) bool) error {
 	defer tick.Stop()
 	for {
 		pending := 0
+		var example string
 		for _, n := range f.nodes {
 			n.mu.Lock()
 			if !done(n) {
 				pending++
+				if example == "" && n.lastErr != nil {
+					example = fmt.Sprintf(" (%s: %v)", n.id, n.lastErr)
+				}
 			}
 			n.mu.Unlock()
 		}
@@ -211,7 +221,7 @@ func (f *SimFleet) wait(ctx context.Context, done func(*simNode) bool) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d nodes pending: %w", pending, len(f.nodes), ctx.Err())
+			return fmt.Errorf("%d of %d nodes pending%s: %w", pending, len(f.nodes), example, ctx.Err())
 		case <-tick.C:
 		}
 	}
