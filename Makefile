@@ -219,14 +219,15 @@ test: tools k8s-test-tools build
 	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=100000x
 
-# The latency lab. By default the main table (every path's latency) and
-# the handshake times (two rounds of every path: minutes), written to
+# The latency lab. By default the main table (every path's latency), the
+# handshake times (two rounds of every path: minutes) and the fleet section
+# (1,000 simulated Envoys on replica processes and etcd), written to
 # bench/quick/;
 # BENCH_FULL=1 runs every section (about 16 minutes on 2 cores) and writes
 # bench/results.md, bench/results.json and PNG plots. Progress lines carry
 # the time elapsed.
 BENCH_FULL ?=
-bench: $(ENVOY_BIN) bench-tools build
+bench: $(ENVOY_BIN) $(ETCD_BIN) bench-tools build
 	$(GO) run ./bench/cmd/bench $(if $(BENCH_FULL),-full -out bench,-out bench/quick) $(BENCH_FLAGS)
 
 fuzz:
