@@ -67,10 +67,10 @@ func TestStreamWeightsFollowCounts(t *testing.T) {
 	if !weigh() {
 		t.Fatal("101 streams on one endpoint moved no weight")
 	}
-	if w := voiceWeight(a); w != 989 {
-		t.Errorf("the loaded endpoint weighs %d, want 989 (of 1000 for the idle one)", w)
+	if w := voiceWeight(a); w != 1 {
+		t.Errorf("the loaded endpoint weighs %d, want 1 (the next streams all go to the idle one)", w)
 	}
-	// One more stream of 10,000 moves no weight: nothing to push.
+	// One more stream there moves no weight: nothing to push.
 	a.streams.Record("envoy-1", report(102))
 	if weigh() {
 		t.Error("a count that moves no weight asked for a push")

@@ -59,10 +59,10 @@ func TestStreamWeights(t *testing.T) {
 		want   map[string]uint32
 	}{
 		{"idle: by capacity", nil, nil, map[string]uint32{"127.0.0.1:8081": 500, "127.0.0.1:8083": 500, "127.0.0.1:8085": 1000}},
-		{"full keeps a floor", map[string]uint64{"127.0.0.1:8081": 200, "127.0.0.1:8083": 300}, nil,
-			map[string]uint32{"127.0.0.1:8081": 2, "127.0.0.1:8083": 2, "127.0.0.1:8085": 1000}},
+		{"full keeps 1", map[string]uint64{"127.0.0.1:8081": 200, "127.0.0.1:8083": 300}, nil,
+			map[string]uint32{"127.0.0.1:8081": 1, "127.0.0.1:8083": 1, "127.0.0.1:8085": 1000}},
 		{"drained left out", map[string]uint64{"127.0.0.1:8081": 100}, map[string]DrainPhase{"127.0.0.1:8085": Drained},
-			map[string]uint32{"127.0.0.1:8081": 500, "127.0.0.1:8083": 1000}},
+			map[string]uint32{"127.0.0.1:8081": 1, "127.0.0.1:8083": 1000}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := StreamWeights(b, tc.live, tc.drains); !maps.Equal(got, tc.want) {
