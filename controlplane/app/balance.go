@@ -17,17 +17,53 @@ import (
 const weighInterval = time.Second
 
 // weighing holds the live counts the served least_streams weights come
-// from. Only runWeights changes them: every other push (an apply, a drain,
-// a key) serves the same weights again, so the rate limit holds.
+// from, and the batches rebalances expect. Only runWeights and Rebalance
+// change them: every other push (an apply, a drain, a key) serves the same
+// weights again, so the rate limit holds.
 type weighing struct {
 	mu   sync.Mutex
 	live map[string]map[string]uint64
+	// served are the batches the served weights place; expected, until
+	// when each rebalance's reconnects should have landed.
+	served   map[string]int
+	expected map[string]expectedBatch
 }
 
-func (w *weighing) current() map[string]map[string]uint64 {
+type expectedBatch struct {
+	streams int
+	until   time.Time
+}
+
+func (w *weighing) current() (map[string]map[string]uint64, map[string]int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.live
+	return w.live, w.served
+}
+
+// expect makes the weights of backend place n reconnecting streams until
+// the time given, instead of an average batch.
+func (w *weighing) expect(backend string, n int, until time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.expected == nil {
+		w.expected = map[string]expectedBatch{}
+	}
+	w.expected[backend] = expectedBatch{streams: n, until: until}
+}
+
+// batches are the batches expected now; those past are forgotten.
+func (w *weighing) batches(now time.Time) map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]int{}
+	for b, e := range w.expected {
+		if now.After(e.until) {
+			delete(w.expected, b)
+			continue
+		}
+		out[b] = e.streams
+	}
+	return out
 }
 
 // runWeights serves new EDS weights to least_streams back ends when the
@@ -57,7 +93,8 @@ func (a *App) runWeights(ctx context.Context) {
 func (a *App) weighStreams() bool {
 	counts, _ := a.fleetCounts()
 	drains := a.drains.phases()
-	cur := a.weighing.current()
+	cur, curBatches := a.weighing.current()
+	batches := a.weighing.batches(time.Now())
 	next := map[string]map[string]uint64{}
 	changed := false
 	for _, b := range a.served.Policy.GetBackends() {
@@ -72,13 +109,13 @@ func (a *App) weighStreams() bool {
 		}
 		next[b.GetName()] = live
 		d := drains[b.GetName()]
-		if !maps.Equal(translate.StreamWeights(b, live, d), translate.StreamWeights(b, cur[b.GetName()], d)) {
+		if !maps.Equal(translate.StreamWeights(b, live, d, batches[b.GetName()]), translate.StreamWeights(b, cur[b.GetName()], d, curBatches[b.GetName()])) {
 			changed = true
 		}
 	}
 	if changed {
 		a.weighing.mu.Lock()
-		a.weighing.live = next
+		a.weighing.live, a.weighing.served = next, batches
 		a.weighing.mu.Unlock()
 		a.log.Debug("least_streams weights move", "live", next)
 	}

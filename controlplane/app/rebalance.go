@@ -31,6 +31,10 @@ const (
 	askTimeout = 5 * time.Second
 	// maxAnswerBytes bounds what is read of that answer.
 	maxAnswerBytes = 4 << 10
+	// reconnectSettle is how long after a shed's window its callers are
+	// expected to have come back (their reconnect jitter) and been
+	// counted (a load report or two).
+	reconnectSettle = 5 * time.Second
 )
 
 // Rebalance plans how many streams each endpoint of a least_streams back
@@ -65,8 +69,15 @@ func (a *App) Rebalance(ctx context.Context, backend string, window time.Duratio
 	resp := a.shedPlan(b)
 	resp.Window = durationpb.New(window)
 	if !dryRun {
-		// The callers that reconnect must find the weights as the counts
-		// are now, not as they were up to a second ago.
+		// The callers that reconnect must find weights that send them to
+		// the endpoints short of streams, from the counts as they are now:
+		// weights that place this many, not an average batch, which would
+		// spread them over the pool, the endpoints they left included.
+		var shed int
+		for _, st := range resp.GetSteps() {
+			shed += int(st.GetShed())
+		}
+		a.weighing.expect(backend, shed, time.Now().Add(window+reconnectSettle))
 		if a.weighStreams() {
 			a.serveAgain(ctx, "stream weights")
 		}

@@ -27,7 +27,11 @@ type Endpoint struct {
 // other way when it is larger than the gap. An even pool gets equal
 // weights (Envoy then picks by the streams it holds itself); an endpoint
 // that would get nothing, or is full, keeps weight 1: Envoy refuses 0.
-func Weights(eps []Endpoint) []uint32 {
+func Weights(eps []Endpoint) []uint32 { return WeightsFor(eps, 0) }
+
+// WeightsFor is Weights for a known next batch: the streams a rebalance
+// has asked to reconnect. 0 takes the average, as Weights does.
+func WeightsFor(eps []Endpoint, batch int) []uint32 {
 	out := make([]uint32, len(eps))
 	if len(eps) == 0 {
 		return out
@@ -57,13 +61,16 @@ func Weights(eps []Endpoint) []uint32 {
 	share := func(e Endpoint, u float64) float64 {
 		return max(0, min(u*unit(e), capacity(e))-float64(e.Live))
 	}
-	batch := float64(max(1, (total+len(eps)-1)/len(eps)))
+	if batch <= 0 {
+		batch = (total + len(eps) - 1) / len(eps)
+	}
+	next := float64(max(1, batch))
 	// The level at which the batch fits: the shares grow with u, so a
 	// bisection finds it; the bound is where every endpoint is at its
 	// capacity or past the busiest count plus the batch.
 	lo, hi := 0.0, 0.0
 	for _, e := range eps {
-		hi = max(hi, (float64(e.Live)+batch)/unit(e))
+		hi = max(hi, (float64(e.Live)+next)/unit(e))
 	}
 	for range 64 {
 		mid := (lo + hi) / 2
@@ -71,7 +78,7 @@ func Weights(eps []Endpoint) []uint32 {
 		for _, e := range eps {
 			sum += share(e, mid)
 		}
-		if sum < batch {
+		if sum < next {
 			lo = mid
 		} else {
 			hi = mid

@@ -34,6 +34,19 @@ func TestWeights(t *testing.T) {
 	}
 }
 
+// TestWeightsFor: during a rebalance the batch is the streams asked to
+// reconnect: a few, all for the endpoint that is short of them, where the
+// average would have spread them.
+func TestWeightsFor(t *testing.T) {
+	eps := []Endpoint{{Live: 92}, {Live: 93}, {Live: 92}, {Live: 62}}
+	if got, want := WeightsFor(eps, 20), []uint32{1, 1, 1, 1000}; !slices.Equal(got, want) {
+		t.Errorf("WeightsFor(20) = %v, want %v", got, want)
+	}
+	if got := WeightsFor(eps, 0); got[0] < 100 {
+		t.Errorf("WeightsFor(0) = %v: the average batch should spread over the pool", got)
+	}
+}
+
 func TestShed(t *testing.T) {
 	for _, tc := range []struct {
 		name string

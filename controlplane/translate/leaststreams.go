@@ -52,8 +52,9 @@ func leastStreamsPolicy(b *policyv1.Backend) *clusterv3.LoadBalancingPolicy {
 // StreamWeights are the EDS weights of a least_streams back end's
 // endpoints that take new streams, from the live streams each holds over
 // the fleet (live, by endpoint as the policy lists it) and its capacity.
-// Endpoints draining or drained get none. nil for other back ends.
-func StreamWeights(b *policyv1.Backend, live map[string]uint64, drains map[string]DrainPhase) map[string]uint32 {
+// Endpoints draining or drained get none. batch is the streams a
+// rebalance has asked to reconnect (0: none). nil for other back ends.
+func StreamWeights(b *policyv1.Backend, live map[string]uint64, drains map[string]DrainPhase, batch int) map[string]uint32 {
 	if b.GetLb() != policy.LBLeastStreams {
 		return nil
 	}
@@ -69,7 +70,7 @@ func StreamWeights(b *policyv1.Backend, live map[string]uint64, drains map[strin
 		eps = append(eps, balance.Endpoint{Address: ep, Live: int(min(live[ep], 1<<31-1)), MaxStreams: EndpointCapacity(b, ep)})
 	}
 	out := make(map[string]uint32, len(eps))
-	for i, w := range balance.Weights(eps) {
+	for i, w := range balance.WeightsFor(eps, batch) {
 		out[eps[i].Address] = w
 	}
 	return out

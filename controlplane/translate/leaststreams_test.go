@@ -65,13 +65,13 @@ func TestStreamWeights(t *testing.T) {
 			map[string]uint32{"127.0.0.1:8081": 1, "127.0.0.1:8083": 1000}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := StreamWeights(b, tc.live, tc.drains); !maps.Equal(got, tc.want) {
+			if got := StreamWeights(b, tc.live, tc.drains, 0); !maps.Equal(got, tc.want) {
 				t.Errorf("StreamWeights = %v, want %v", got, tc.want)
 			}
 		})
 	}
 	p.GetBackends()[0].Lb = policy.LBRoundRobin
-	if got := StreamWeights(p.GetBackends()[0], nil, nil); got != nil {
+	if got := StreamWeights(p.GetBackends()[0], nil, nil, 0); got != nil {
 		t.Errorf("round_robin back end got weights %v", got)
 	}
 }

@@ -44,6 +44,9 @@ type Options struct {
 	// when they change (load reports, rate-limited); translation only
 	// weighs them.
 	Streams map[string]map[string]uint64
+	// Reconnecting are the streams a rebalance has asked to reconnect, by
+	// back end, while they do: the batch the weights place.
+	Reconnecting map[string]int
 	// Envoys is how many Envoys of the fleet share each per-identity
 	// quota (those connected to any replica); each gets an even share,
 	// rounded up. 0 counts as 1.
@@ -79,7 +82,7 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	for _, b := range p.GetBackends() {
 		backends[b.GetName()] = b
 		drains := opts.Drains[b.GetName()]
-		cla, err := loadAssignment(b, drains, StreamWeights(b, opts.Streams[b.GetName()], drains))
+		cla, err := loadAssignment(b, drains, StreamWeights(b, opts.Streams[b.GetName()], drains, opts.Reconnecting[b.GetName()]))
 		if err != nil {
 			return nil, err
 		}
