@@ -20,6 +20,7 @@ import (
 	"github.com/directpipe/directpipe/controlplane/balance"
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/streams"
+	"github.com/directpipe/directpipe/controlplane/translate"
 )
 
 const (
@@ -38,9 +39,10 @@ const (
 )
 
 // Rebalance plans how many streams each endpoint of a least_streams back
-// end above the rounded-up mean should end (balance.Shed over the fleet's
-// counts) and, unless dryRun, asks each of their back ends to end that
-// many with Close 1001 over window, at the back end's drain_path. The
+// end above its share (the mean, or by capacity) should end (balance.Shed
+// over the fleet's counts) and, unless dryRun, asks each of their back
+// ends to end that many with Close 1001 over window, at the back end's
+// drain_path. The
 // callers reconnect; the weights, brought up to date first, send them to
 // the endpoints with room.
 func (a *App) Rebalance(ctx context.Context, backend string, window time.Duration, dryRun bool) (*adminv1.RebalanceResponse, error) {
@@ -108,7 +110,7 @@ func (a *App) shedPlan(b *policyv1.Backend) *adminv1.RebalanceResponse {
 			continue
 		}
 		live := streams.Live(counts, b.GetName(), ep)
-		eps = append(eps, balance.Endpoint{Address: ep, Live: int(min(live, 1<<31-1))})
+		eps = append(eps, balance.Endpoint{Address: ep, Live: int(min(live, 1<<31-1)), MaxStreams: translate.EndpointCapacity(b, ep)})
 		resp.Steps = append(resp.Steps, &adminv1.RebalanceStep{Endpoint: ep, Live: live})
 	}
 	for i, n := range balance.Shed(eps) {

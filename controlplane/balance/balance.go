@@ -101,18 +101,34 @@ func WeightsFor(eps []Endpoint, batch int) []uint32 {
 }
 
 // Shed says how many streams each endpoint should end so the pool is even:
-// every endpoint above the rounded-up mean sheds the excess.
+// every endpoint above its share of the pool's streams, rounded up, sheds
+// the excess. The share is by capacity when any is stated (as in Weights),
+// else the mean.
 func Shed(eps []Endpoint) []int {
 	if len(eps) == 0 {
 		return nil
 	}
-	total := 0
+	total, stated := 0, 0
 	for _, e := range eps {
 		total += e.Live
+		stated = max(stated, e.MaxStreams)
 	}
-	target := (total + len(eps) - 1) / len(eps)
+	capacity := func(e Endpoint) int {
+		switch {
+		case e.MaxStreams > 0:
+			return e.MaxStreams
+		case stated > 0:
+			return stated
+		}
+		return 1
+	}
+	sum := 0
+	for _, e := range eps {
+		sum += capacity(e)
+	}
 	out := make([]int, len(eps))
 	for i, e := range eps {
+		target := (total*capacity(e) + sum - 1) / sum
 		out[i] = max(0, e.Live-target)
 	}
 	return out

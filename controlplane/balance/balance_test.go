@@ -47,6 +47,15 @@ func TestWeightsFor(t *testing.T) {
 	}
 }
 
+// TestShedByCapacity: an endpoint twice as big holds twice the streams
+// once even.
+func TestShedByCapacity(t *testing.T) {
+	eps := []Endpoint{{Live: 100, MaxStreams: 100}, {Live: 100, MaxStreams: 200}, {Live: 0, MaxStreams: 100}}
+	if got, want := Shed(eps), []int{50, 0, 0}; !slices.Equal(got, want) {
+		t.Errorf("Shed = %v, want %v", got, want)
+	}
+}
+
 func TestShed(t *testing.T) {
 	for _, tc := range []struct {
 		name string

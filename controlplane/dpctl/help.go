@@ -215,7 +215,7 @@ var commands = []*command{
 	{
 		name: "rebalance", synopsis: "BACKEND [--dry-run] [--window D]",
 		short: "even out a least_streams back end after scale-out: hot endpoints end their extra streams with Close 1001",
-		long: "Plans, from the fleet-wide counts, how many streams each endpoint above the mean (rounded up) should end, " +
+		long: "Plans, from the fleet-wide counts, how many streams each endpoint above its share (the mean, or by max_streams) should end, " +
 			"then asks each back end at its drain_path to end that many over the window (default 10s, at most 10m); " +
 			"the callers reconnect to where the least_streams weights send them. --dry-run shows the plan only.",
 		examples: []string{"dpctl rebalance voice --dry-run", "dpctl rebalance voice --window 30s"},

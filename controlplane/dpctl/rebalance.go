@@ -80,7 +80,7 @@ func printRebalance(out io.Writer, resp *adminv1.RebalanceResponse) {
 	tw.Flush()
 	switch {
 	case shed == 0:
-		fmt.Fprintln(out, "nothing to shed: no endpoint holds more than the mean, rounded up")
+		fmt.Fprintln(out, "nothing to shed: no endpoint holds more than its share, rounded up")
 	case !resp.GetRan():
 		fmt.Fprintf(out, "dry run: %d streams would be ended with Close 1001 over %s; nothing was asked\n", shed, resp.GetWindow().AsDuration())
 	default:

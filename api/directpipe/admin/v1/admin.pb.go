@@ -2589,7 +2589,8 @@ type RebalanceStep struct {
 	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	// Live streams over the fleet when the plan was made.
 	Live uint64 `protobuf:"varint,2,opt,name=live,proto3" json:"live,omitempty"`
-	// Streams it should end: what it holds above the rounded-up mean.
+	// Streams it should end: what it holds above its share of the pool's
+	// streams (by max_streams when stated, else the mean), rounded up.
 	Shed uint64 `protobuf:"varint,3,opt,name=shed,proto3" json:"shed,omitempty"`
 	// What its back end said it will end, once asked.
 	Asked uint64 `protobuf:"varint,4,opt,name=asked,proto3" json:"asked,omitempty"`

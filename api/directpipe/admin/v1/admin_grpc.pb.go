@@ -69,7 +69,7 @@ type AdminServiceClient interface {
 	// the deadline.
 	DrainEndpoint(ctx context.Context, in *DrainEndpointRequest, opts ...grpc.CallOption) (*DrainEndpointResponse, error)
 	// Evens out a back end's live streams after scale-out: plans how many
-	// streams each endpoint above the mean should end and, unless dry_run,
+	// streams each endpoint above its share should end and, unless dry_run,
 	// asks each back end (its drain_path) to end that many with Close 1001
 	// over a window.
 	Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (*RebalanceResponse, error)
@@ -245,7 +245,7 @@ type AdminServiceServer interface {
 	// the deadline.
 	DrainEndpoint(context.Context, *DrainEndpointRequest) (*DrainEndpointResponse, error)
 	// Evens out a back end's live streams after scale-out: plans how many
-	// streams each endpoint above the mean should end and, unless dry_run,
+	// streams each endpoint above its share should end and, unless dry_run,
 	// asks each back end (its drain_path) to end that many with Close 1001
 	// over a window.
 	Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error)
