@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"testing"
 
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
@@ -19,20 +18,7 @@ func leastStreamsExample(t *testing.T) string {
 }
 
 // voiceWeight is the EDS weight served for the voice endpoint on 8081.
-func voiceWeight(a *App) uint32 {
-	for _, r := range a.Resources()[resource.EndpointType] {
-		cla := r.(*endpointv3.ClusterLoadAssignment)
-		if cla.GetClusterName() != "voice" {
-			continue
-		}
-		for _, lb := range cla.GetEndpoints()[0].GetLbEndpoints() {
-			if lb.GetEndpoint().GetAddress().GetSocketAddress().GetPortValue() == 8081 {
-				return lb.GetLoadBalancingWeight().GetValue()
-			}
-		}
-	}
-	return 0
-}
+func voiceWeight(a *App) uint32 { return voiceLbEndpoint(a).GetLoadBalancingWeight().GetValue() }
 
 // TestStreamWeightsFollowCounts: least_streams weights move with the
 // fleet's counts, in EDS only, and a count that moves no weight serves

@@ -63,6 +63,14 @@ func report(live uint64) []*endpointv3.ClusterStats {
 // voiceStatus is the EDS health status served for the voice endpoint, ""
 // when EDS leaves it out.
 func voiceStatus(a *App) string {
+	if lb := voiceLbEndpoint(a); lb != nil {
+		return lb.GetHealthStatus().String()
+	}
+	return ""
+}
+
+// voiceLbEndpoint is what EDS serves for the voice endpoint on 8081.
+func voiceLbEndpoint(a *App) *endpointv3.LbEndpoint {
 	for _, r := range a.Resources()[resource.EndpointType] {
 		cla := r.(*endpointv3.ClusterLoadAssignment)
 		if cla.GetClusterName() != "voice" {
@@ -70,11 +78,11 @@ func voiceStatus(a *App) string {
 		}
 		for _, lb := range cla.GetEndpoints()[0].GetLbEndpoints() {
 			if lb.GetEndpoint().GetAddress().GetSocketAddress().GetPortValue() == 8081 {
-				return lb.GetHealthStatus().String()
+				return lb
 			}
 		}
 	}
-	return ""
+	return nil
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {

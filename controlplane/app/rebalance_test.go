@@ -18,6 +18,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 
 	"github.com/directpipe/directpipe/controlplane/admin"
 )
@@ -132,6 +137,27 @@ backends:
 	} {
 		if _, err := a.Rebalance(ctx, tc.backend, tc.window, false); !errors.Is(err, tc.want) {
 			t.Errorf("rebalance %s over %s: %v, want %v", tc.backend, tc.window, err, tc.want)
+		}
+	}
+}
+
+// TestRebalanceRefusals: the admin API refuses, with the status a caller
+// can act on, a request it cannot carry out.
+func TestRebalanceRefusals(t *testing.T) {
+	_, client, _ := startApp(t, copyExample(t))
+	ctx := authed(context.Background())
+	for _, tt := range []struct {
+		name string
+		req  *adminv1.RebalanceRequest
+		want codes.Code
+	}{
+		{"no back end", &adminv1.RebalanceRequest{}, codes.InvalidArgument},
+		{"unknown back end", &adminv1.RebalanceRequest{Backend: "nope"}, codes.NotFound},
+		{"round robin", &adminv1.RebalanceRequest{Backend: "voice", DryRun: true}, codes.InvalidArgument},
+		{"negative window", &adminv1.RebalanceRequest{Backend: "voice", Window: durationpb.New(-time.Second)}, codes.InvalidArgument},
+	} {
+		if _, err := client.Rebalance(ctx, tt.req); status.Code(err) != tt.want {
+			t.Errorf("%s: %v, want %s", tt.name, err, tt.want)
 		}
 	}
 }

@@ -143,7 +143,23 @@ func (s *stack) weightsServed(ctx context.Context, t *testing.T, resp *adminv1.L
 }
 
 // hostWeights is the weight of each host Envoy holds for a cluster.
-func hostWeights(ctx context.Context, t *testing.T, e *testkit.Envoy, cluster string) map[string]uint32 {
+func hostWeights(ctx context.Context, t testing.TB, e *testkit.Envoy, cluster string) map[string]uint32 {
+	out := map[string]uint32{}
+	for _, h := range clusterHosts(ctx, t, e, cluster) {
+		out[h.address] = h.weight
+	}
+	return out
+}
+
+// envoyHost is a host of a cluster as Envoy's admin /clusters shows it.
+type envoyHost struct {
+	address   string
+	edsStatus string
+	weight    uint32
+}
+
+// clusterHosts reads the hosts Envoy holds for a cluster.
+func clusterHosts(ctx context.Context, t testing.TB, e *testkit.Envoy, cluster string) []envoyHost {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.AdminURL()+"/clusters?format=json", nil)
 	if err != nil {
@@ -168,6 +184,9 @@ func hostWeights(ctx context.Context, t *testing.T, e *testkit.Envoy, cluster st
 						PortValue int    `json:"port_value"`
 					} `json:"socket_address"`
 				} `json:"address"`
+				HealthStatus struct {
+					EDSHealthStatus string `json:"eds_health_status"`
+				} `json:"health_status"`
 				Weight uint32 `json:"weight"`
 			} `json:"host_statuses"`
 		} `json:"cluster_statuses"`
@@ -175,12 +194,17 @@ func hostWeights(ctx context.Context, t *testing.T, e *testkit.Envoy, cluster st
 	if err := json.Unmarshal(body, &dump); err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]uint32{}
+	var out []envoyHost
 	for _, c := range dump.ClusterStatuses {
-		if c.Name == cluster {
-			for _, h := range c.HostStatuses {
-				out[fmt.Sprintf("%s:%d", h.Address.SocketAddress.Address, h.Address.SocketAddress.PortValue)] = h.Weight
-			}
+		if c.Name != cluster {
+			continue
+		}
+		for _, h := range c.HostStatuses {
+			out = append(out, envoyHost{
+				address:   fmt.Sprintf("%s:%d", h.Address.SocketAddress.Address, h.Address.SocketAddress.PortValue),
+				edsStatus: h.HealthStatus.EDSHealthStatus,
+				weight:    h.Weight,
+			})
 		}
 	}
 	return out
