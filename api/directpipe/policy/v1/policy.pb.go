@@ -1187,9 +1187,11 @@ type Backend struct {
 	// is served as such (requests get 503) rather than refused.
 	Discovered bool `protobuf:"varint,61,opt,name=discovered,proto3" json:"discovered,omitempty"`
 	// With lb least_streams: the live streams each endpoint can hold. New
-	// streams go where most of it is free; an endpoint at it keeps the
-	// least weight, not none. 0: no stated capacity, the busiest endpoint's
-	// count stands in for it.
+	// streams even the pool out by the share of it each endpoint uses (one
+	// twice as big takes twice the streams); a full endpoint keeps the
+	// least weight, not none. 0: not stated; the largest capacity stated
+	// for the back end stands in, and with none stated the endpoints count
+	// as equal and none is ever full.
 	MaxStreams uint32 `protobuf:"varint,62,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
 	// Per-endpoint values of max_streams, by endpoint as endpoints lists it.
 	EndpointMaxStreams map[string]uint32 `protobuf:"bytes,63,rep,name=endpoint_max_streams,json=endpointMaxStreams,proto3" json:"endpoint_max_streams,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
