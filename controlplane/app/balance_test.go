@@ -61,7 +61,33 @@ func TestStreamWeightsFollowCounts(t *testing.T) {
 	if weigh() {
 		t.Error("a count that moves no weight asked for a push")
 	}
+	if got := gaugeOf(t, a, "directpipe_streams_weight", "127.0.0.1:8083"); got != 1000 {
+		t.Errorf("/metrics gives the idle endpoint weight %v, want 1000", got)
+	}
 	if got := a.xds.Versions()[resource.ListenerType]; got != listeners {
 		t.Errorf("listener version moved from %q to %q", listeners, got)
 	}
+}
+
+// gaugeOf is a gauge's value for an endpoint, as /metrics has it.
+func gaugeOf(t *testing.T, a *App, name, endpoint string) float64 {
+	t.Helper()
+	families, err := a.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "endpoint" && l.GetValue() == endpoint {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("/metrics has no %s for %s", name, endpoint)
+	return 0
 }
