@@ -213,6 +213,14 @@ var commands = []*command{
 		examples: []string{"dpctl drain voice 10.0.0.7:8081 --deadline 5m --wait", "dpctl drain voice 10.0.0.7:8081 --cancel"},
 	},
 	{
+		name: "rebalance", synopsis: "BACKEND [--dry-run] [--window D]",
+		short: "even out a least_streams back end after scale-out: hot endpoints end their extra streams with Close 1001",
+		long: "Plans, from the fleet-wide counts, how many streams each endpoint above its share (the mean, or by max_streams) should end, " +
+			"then asks each back end at its drain_path to end that many over the window (default 10s, at most 10m); " +
+			"the callers reconnect to where the least_streams weights send them. --dry-run shows the plan only.",
+		examples: []string{"dpctl rebalance voice --dry-run", "dpctl rebalance voice --window 30s"},
+	},
+	{
 		name: "audit", synopsis: "--envoy-admin URL|unix:PATH | -f CONFIG_DUMP [--fail-on SEVERITY]", local: true,
 		short: "where any Envoy's config hurts WebSocket and raw streams",
 		long: "Reads an Envoy's config (live, from its admin interface, or a saved /config_dump) and reports what " +
