@@ -189,6 +189,9 @@ func backend(b *VoiceBackend) *policyv1.Backend {
 		Endpoints:      s.Endpoints,
 		ConnectTimeout: duration(s.ConnectTimeout),
 		Lb:             s.LB,
+		MaxStreams:     s.MaxStreams,
+		SlowStart:      duration(s.SlowStart),
+		DrainPath:      s.DrainPath,
 	}
 	if s.MaxConnections > 0 {
 		out.CircuitBreakers = &policyv1.CircuitBreakers{MaxConnections: s.MaxConnections, MaxRequests: s.MaxConnections}

@@ -84,8 +84,15 @@ type VoiceBackendSpec struct {
 	Service   *ServiceRef `json:"service,omitempty"`
 	// ConnectTimeout bounds opening an upstream connection.
 	ConnectTimeout *metav1.Duration `json:"connectTimeout,omitempty"`
-	// LB is round_robin, least_request or ring_hash.
+	// LB is round_robin, least_request or least_streams.
 	LB string `json:"lb,omitempty"`
+	// MaxStreams is each endpoint's capacity in live streams, which
+	// least_streams weighs against the fleet-wide counts.
+	MaxStreams uint32 `json:"maxStreams,omitempty"`
+	// SlowStart ramps a new endpoint up under least_streams.
+	SlowStart *metav1.Duration `json:"slowStart,omitempty"`
+	// DrainPath is where the back end takes drain and rebalance requests.
+	DrainPath string `json:"drainPath,omitempty"`
 	// MaxConnections raises Envoy's circuit breakers: every live call holds
 	// one upstream connection and one request.
 	MaxConnections uint32 `json:"maxConnections,omitempty"`
