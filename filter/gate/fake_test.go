@@ -224,6 +224,8 @@ func (h *fakeHost) loggedAny(s string) bool {
 const (
 	rootID   = 1
 	streamID = 2
+	// tcpPlugin is the root id of the tcp plugin the tests configure.
+	tcpPlugin = "directpipe.handshake_tcp.voice-raw"
 )
 
 var (

@@ -67,7 +67,7 @@ func (m *Module) Configure(h ModuleHost, rootID uint32) bool {
 	if strings.HasPrefix(id, contract.TCPRootIDPrefix) {
 		m.tcp[rootID] = true
 		m.entered(rootID)
-		return m.TCP.Configure(h, rootID)
+		return m.TCP.Configure(h, rootID, id)
 	}
 	delete(m.tcp, rootID)
 	m.entered(rootID)

@@ -196,7 +196,7 @@ func TestTCPStreamQuota(t *testing.T) {
 	shared := &sharedData{entries: map[string]sharedEntry{}}
 	h := newFakeHost(mustJSON(t, p))
 	h.sharedData = shared
-	if !g.Configure(h, rootID) {
+	if !g.Configure(h, rootID, tcpPlugin) {
 		t.Fatalf("configuration refused: %q", h.logs)
 	}
 	connect := func(id uint32) *fakeHost {
