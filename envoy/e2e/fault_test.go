@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 	"github.com/directpipe/directpipe/filter/contract"
@@ -158,6 +161,31 @@ func paddedUpgrade(t *testing.T, tok string, size int) string {
 	return strings.Replace(base, "X-Fill: \r\n", "X-Fill: "+strings.Repeat("a", pad)+"\r\n", 1)
 }
 
+// h2Opening is what an HTTP/2 client with prior knowledge sends first:
+// the preface and its settings, then, with headers, the start of a request
+// whose header block never ends.
+func h2Opening(t *testing.T, headers bool) string {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&b, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if !headers {
+		return b.String()
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/api/health"}, {":authority", "voice.local"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
 // handshakesSucceed checks that new authenticated handshakes upgrade on
 // each address, and that the back end saw each one.
 func (s *stack) handshakesSucceed(t *testing.T, tok string, addrs ...string) {
@@ -187,8 +215,9 @@ func (s *stack) envoyLogHas(t *testing.T, sub string) bool {
 
 // TestFloodsKeepTheDataPlaneUp floods both listeners, while authenticated
 // streams run on both, with thousands of sockets that never send a byte,
-// heads that stop half-way, heads at and just over the size limits, and
-// connections closed or reset mid-head. Envoy stays up and its VMs never
+// heads that stop half-way, heads at and just over the size limits,
+// connections closed or reset mid-head, and HTTP/2 connections that stop
+// after their preface or in the middle of a header block. Envoy stays up and its VMs never
 // fail; the streams lose no frame; new authenticated handshakes succeed
 // during the flood and after; and Envoy closes every silent and half-sent
 // connection within its bounds (the tcp module sheds the oldest past its
@@ -217,6 +246,10 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 	tcpPartial := dialMany(t, tcpAddr, 200, partial)
 	httpIdle := dialMany(t, httpAddr, 1500, "")
 	httpPartial := dialMany(t, httpAddr, 200, partial)
+	// HTTP/2 (prior knowledge): connections that open and stop, and
+	// header blocks that never end (HEADERS without END_HEADERS).
+	dialMany(t, httpAddr, 200, h2Opening(t, false))
+	dialMany(t, httpAddr, 200, h2Opening(t, true))
 	abandonMidHead(t, tcpAddr, 200)
 	abandonMidHead(t, httpAddr, 200)
 
@@ -265,6 +298,16 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 				t.Errorf("%s: %d of %d connections still open after %v (the listener holds %d, has accepted %d)",
 					g.name, open[i], len(g.conns), time.Since(start).Round(time.Second), active, total)
 			}
+		}
+	})
+
+	t.Run("HTTP/2 header blocks that never end are cut at the head bound", func(t *testing.T) {
+		// The stream goes (408 and a reset); the connection, idle, is
+		// then the idle timeout's, as after any request.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.envoy.WaitStat(ctx, "http.public.downstream_rq_header_timeout", func(v int64) bool { return v >= 200 }); err != nil {
+			t.Error(err)
 		}
 	})
 
