@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -518,3 +519,75 @@ func (c *helloCapture) SetWriteDeadline(time.Time) error { return nil }
 func (c *helloCapture) SetReadDeadline(time.Time) error  { return nil }
 func (c *helloCapture) LocalAddr() net.Addr              { return &net.TCPAddr{} }
 func (c *helloCapture) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+
+// trickleHandshake sends an authenticated upgrade to addr a byte per
+// write and returns the status Envoy answers.
+func trickleHandshake(addr, tok string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	// The head bound (10 s from the first byte) is the test's too.
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	head := upgradeRequest("/v1/voice", "Authorization: Bearer "+tok)
+	for i := range len(head) {
+		if _, err := c.Write([]byte{head[i]}); err != nil {
+			return 0, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// TestTrickledHandshakes sends authenticated handshakes a byte per packet,
+// on many connections at once, to both listeners while streams run: each
+// upgrades (the tcp module reads a held connection's bytes a piece at a
+// time, from where it stopped, and decides on the whole head), and the
+// streams lose no frame. The Envoy CPU each listener's trickle cost is
+// logged: the tcp module is entered once per packet until it decides.
+func TestTrickledHandshakes(t *testing.T) {
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	s := newStack(t, false, func(p *policyParams) { p.TCP = tcpAddr })
+	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tok := validToken(t)
+	st := startStreams(t, tok, 1, "ws://"+s.params.Listen+"/v1/voice", "ws://"+tcpAddr+"/v1/voice")
+	s.waitUpstreams(t, st.n)
+	const n = 50
+	for _, l := range []struct{ name, addr string }{{"http", s.params.Listen}, {"tcp", tcpAddr}} {
+		cpu, _ := s.envoy.CPUSeconds()
+		before := backendCounts(t, s.backend).Handshakes
+		var mu sync.Mutex
+		got := map[int]int{}
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				status, err := trickleHandshake(l.addr, tok)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					t.Logf("%s: %v", l.name, err)
+				}
+				got[status]++
+			})
+		}
+		wg.Wait()
+		after, _ := s.envoy.CPUSeconds()
+		t.Logf("%s: %d handshakes of %d bytes, a byte per packet: answers %v, Envoy CPU %.2f s", l.name, n,
+			len(upgradeRequest("/v1/voice", "Authorization: Bearer "+tok)), got, after-cpu)
+		if got[http.StatusSwitchingProtocols] != n {
+			t.Errorf("%s: answers %v, want %d upgrades", l.name, got, n)
+		}
+		if seen := backendCounts(t, s.backend).Handshakes - before; seen != n {
+			t.Errorf("%s: the back end saw %d handshakes, want %d", l.name, seen, n)
+		}
+	}
+	st.end(t)
+}

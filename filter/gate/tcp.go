@@ -5,6 +5,7 @@ import (
 
 	"github.com/directpipe/directpipe/filter/auth"
 	"github.com/directpipe/directpipe/filter/contract"
+	"github.com/directpipe/directpipe/filter/httphead"
 	"github.com/directpipe/directpipe/filter/tcpcheck"
 )
 
@@ -23,6 +24,12 @@ type conn struct {
 	opened     time.Time
 	decided    bool
 	prev, next *conn
+	// head holds what the client has sent while undecided, read from the
+	// host a piece at a time, and scan what has been read of it: a head
+	// trickled a byte per packet costs the module about what it costs
+	// sent at once.
+	head []byte
+	scan httphead.Scanner
 }
 
 // TCP decides WebSocket handshakes on raw connections in front of
@@ -122,6 +129,7 @@ func (g *TCP) NewConnection(h TCPHost, id uint32) Action {
 // decide marks a connection decided: it leaves the pending list.
 func (g *TCP) decide(c *conn) {
 	c.decided = true
+	c.head, c.scan = nil, httphead.Scanner{}
 	g.pending.remove(c)
 }
 
@@ -150,12 +158,21 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	}
 	// One byte more than a head may hold tells a head that ends exactly
 	// at the limit with bytes after it from one that ends the buffer.
-	buf, err := h.DownstreamData(min(size, contract.MaxHeadBytes+1))
-	if err != nil {
-		return closeConnection(h, err.Error())
+	want := int(min(size, contract.MaxHeadBytes+1))
+	if want < len(c.head) {
+		// Envoy keeps a held connection's bytes; if it ever gives fewer,
+		// read them all again.
+		c.head, c.scan = c.head[:0], httphead.Scanner{}
+	}
+	if want > len(c.head) {
+		more, err := h.DownstreamData(uint32(len(c.head)), uint32(want-len(c.head)))
+		if err != nil {
+			return closeConnection(h, err.Error())
+		}
+		c.head = append(c.head, more...)
 	}
 	t := now()
-	o := tcpcheck.Inspect(p, buf, t)
+	o := tcpcheck.InspectScanned(p, &c.scan, c.head, t)
 	countCache(h, o.Decision)
 	switch o.Verdict {
 	case tcpcheck.NeedMore:

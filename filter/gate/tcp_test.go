@@ -395,3 +395,43 @@ func TestTCPDecidedByTheLatestPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPTrickledHead: a head sent a byte per packet, as large as a head
+// may be, is read from the host once, byte for byte, and decided as if it
+// came at once; a client that trickles garbage is refused at its first
+// bad line.
+func TestTCPTrickledHead(t *testing.T) {
+	good := token(t, goodClaims())
+	head := upgrade("/v1/a", "Authorization: Bearer "+good, "X-Pad: ")
+	head = strings.Replace(head, "X-Pad: \r\n", "X-Pad: "+strings.Repeat("p", contract.MaxHeadBytes-len(head))+"\r\n", 1)
+	if len(head) != contract.MaxHeadBytes {
+		t.Fatalf("head of %d bytes", len(head))
+	}
+	for _, tt := range []struct {
+		name    string
+		in      string
+		verdict string
+	}{
+		{"a head at the limit", head, "allow"},
+		{"garbage after the request line", "GET /v1/a HTTP/1.1\r\nHost : a\r\n" + strings.Repeat("x", 5000), "deny:bad_handshake"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := tcpGate(t)
+			h := newFakeHost("")
+			var a Action
+			for n := 1; n <= len(tt.in); n++ {
+				h.data = []byte(tt.in[:n])
+				if a = g.DownstreamData(h, streamID, uint32(n), false, clock); a != Pause {
+					break
+				}
+			}
+			if a != Continue {
+				t.Fatalf("still held after %d bytes (logs %q)", len(tt.in), h.logs)
+			}
+			checkVerdict(t, h, tt.verdict, good)
+			if h.dataRead > len(tt.in) {
+				t.Errorf("read %d bytes from the host for a head of %d", h.dataRead, len(tt.in))
+			}
+		})
+	}
+}

@@ -68,7 +68,13 @@ type Outcome struct {
 // Inspect decides a connection from the bytes it has sent so far. The
 // policy guards the whole listener: a tcp route has no route table.
 func Inspect(p *auth.Policy, buf []byte, now time.Time) Outcome {
-	h, n, err := httphead.Parse(buf)
+	return InspectScanned(p, &httphead.Scanner{}, buf, now)
+}
+
+// InspectScanned is Inspect for a connection whose bytes arrive in pieces:
+// s has read the earlier pieces of buf and reads only what is new.
+func InspectScanned(p *auth.Policy, s *httphead.Scanner, buf []byte, now time.Time) Outcome {
+	h, n, err := s.Scan(buf)
 	switch {
 	case errors.Is(err, httphead.ErrIncomplete):
 		return Outcome{Verdict: NeedMore}
