@@ -370,16 +370,20 @@ func TestFailedVMHealsAndShows(t *testing.T) {
 		return s.envoyLogHas(t, vmTrap), "the flood did not fail the VM"
 	})
 
+	failed := time.Now()
 	// Bounds, not measures of speed: FAIL_RELOAD starts a new VM on the
 	// next request, at most once a second per worker.
 	waitFor(t, 15*time.Second, func() (bool, string) {
 		got := rawExchange(t, httpAddr, upgradeRequest("/v1/voice", "Authorization: Bearer "+tok))
 		return got.status == http.StatusSwitchingProtocols, fmt.Sprintf("HTTP handshake after the failure: %d %s", got.status, got.body)
 	})
+	httpHealed := time.Since(failed)
 	waitFor(t, 15*time.Second, func() (bool, string) {
 		got := rawExchange(t, tcpAddr, upgradeRequest("/v1/voice", "Authorization: Bearer "+tok))
 		return got.status == http.StatusSwitchingProtocols, fmt.Sprintf("tcp handshake after the failure: %d %s", got.status, got.body)
 	})
+	t.Logf("first good handshake after the trap was logged: HTTP listener %v, tcp listener %v",
+		httpHealed.Round(time.Millisecond), time.Since(failed).Round(time.Millisecond))
 	s.handshakesSucceed(t, tok, httpAddr, tcpAddr)
 	for _, addr := range []string{httpAddr, tcpAddr} {
 		if got := rawExchange(t, addr, upgradeRequest("/v1/voice")); got.status != http.StatusUnauthorized {
