@@ -404,6 +404,11 @@ func TestHostileRequests(t *testing.T) {
 		// module from Host.
 		{name: "tcp: absolute-form target", send: raw(tcpAddr, upgradeRequest("http://evil.example/v1/voice?row=ROW", "Authorization: Bearer "+tok)), status: 400},
 		{name: "tcp: absolute-form target on a public route", send: raw(openAddr, upgradeRequest("http://evil.example/v1/voice?row=ROW")), status: 400},
+		// A protocol offered beside websocket could be the one a back end
+		// switches to, and h2c would carry requests never checked.
+		{name: "tcp: h2c offered beside websocket", send: raw(tcpAddr, strings.Replace(upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok),
+			"Upgrade: websocket", "Upgrade: websocket, h2c", 1)), status: 400},
+		{name: "tcp: h2c on a second Upgrade line", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok, "Upgrade: h2c")), status: 400},
 		{name: "tcp: authority-form target", send: raw(tcpAddr, upgradeRequest("evil.example:80", "Authorization: Bearer "+tok, "X-Row: ?row=ROW")), status: 400},
 		// Over HTTP, Envoy reads the absolute form itself: the back end gets
 		// the path, and the host the module saw.
