@@ -348,27 +348,42 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 // seconds: new handshakes succeed on the HTTP listener and the tcp one,
 // tokens are still checked, and new streams on both carry every frame; and
 // the failure shows in dpctl status, a metric and a log line of the
-// control plane. (Streams live when the VM fails are not asserted on:
+// control plane; and an identity whose streams ended with the failed VM
+// is not held at its quota by counts the VM can no longer give back.
+// (Streams live when the VM fails are not asserted on:
 // Envoy fails a stream whose Wasm filter's VM has failed at its next
 // frame, on both listeners, so a VM failure cuts calls; the flood test
 // proves the floods no longer fail it.)
 func TestFailedVMHealsAndShows(t *testing.T) {
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	cpLog := &syncBuffer{}
+	quotaTCP := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStackWith(t, stackOptions{
 		wasm: testkit.Binary(t, "handshake-faultinject.wasm"), metrics: true, log: cpLog,
-	}, func(p *policyParams) { p.TCP = tcpAddr })
-	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
-		t.Fatal(err)
+	}, func(p *policyParams) {
+		p.TCP = tcpAddr
+		p.RoutesYAML = fmt.Sprintf(quotaRoutes, quotaTCP)
+		p.AuthPoliciesYAML = fmt.Sprintf(quotaPolicies, 2, 3)
+	})
+	for _, addr := range []string{tcpAddr, quotaTCP} {
+		if err := testkit.WaitListening(addr, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.waitStatus("SYNCED", "")
 	httpAddr := s.params.Listen
 	tok := validToken(t)
+	// Alice holds her quota of streams when the VM fails.
+	alice := holdQuota(t, httpAddr, "alice", 2)
 
 	dialMany(t, tcpAddr, 2000, "")
 	waitFor(t, tcpcheck.HeadTimeout+30*time.Second, func() (bool, string) {
 		return s.envoyLogHas(t, vmTrap), "the flood did not fail the VM"
 	})
+	for _, h := range alice {
+		h.close()
+	}
+	aliceEnded := time.Now()
 
 	failed := time.Now()
 	// Bounds, not measures of speed: FAIL_RELOAD starts a new VM on the
@@ -426,6 +441,34 @@ func TestFailedVMHealsAndShows(t *testing.T) {
 			t.Errorf("no log line:\n%s", cpLog.String())
 		}
 	})
+	t.Run("the failed VM's quota counts expire", func(t *testing.T) {
+		// The failed VM never gives back the streams it counted: once
+		// they are silent past gate.AliveTimeout they no longer count, and
+		// alice, whose streams ended with it, opens streams again (a bound,
+		// not a measure of speed).
+		waitFor(t, gate.AliveTimeout+30*time.Second, func() (bool, string) {
+			h := hold(t, t, httpAddr, "/v1/quota", "alice")
+			h.close()
+			return h.status == http.StatusSwitchingProtocols, fmt.Sprintf("alice after her streams ended with the failed VM: %d %s", h.status, h.body)
+		})
+		t.Logf("alice admitted again %v after her streams ended", time.Since(aliceEnded).Round(time.Second))
+	})
+}
+
+// holdQuota opens n streams for sub on the quota route at addr, all of
+// which must upgrade, and checks that one more is refused for the quota.
+func holdQuota(t *testing.T, addr, sub string, n int) []held {
+	t.Helper()
+	var out []held
+	for i := range n {
+		h := hold(t, t, addr, "/v1/quota", sub)
+		if h.status != http.StatusSwitchingProtocols {
+			t.Fatalf("%s's stream %d: %d %s", sub, i, h.status, h.body)
+		}
+		out = append(out, h)
+	}
+	refusedFor(t, hold(t, t, addr, "/v1/quota", sub), contract.ReasonStreamQuota)
+	return out
 }
 
 // TestStalledTLSHandshakesAreClosed: on a TLS listener, sockets that never
