@@ -15,7 +15,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/directpipe/directpipe/envoy/testkit"
-	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // gatewayManifest is what an operator applies with the Gateway API: a
@@ -183,29 +182,7 @@ func TestGatewayAPILoopback(t *testing.T) {
 	}
 	modifiedBefore := stat("listener_manager.listener_modified")
 	const streams = 10
-	stop := make(chan struct{})
-	results := make(chan *voiceprobe.Result, 1)
-	go func() {
-		res, err := voiceprobe.Run(ctx, voiceprobe.Config{
-			URL:     "ws://" + gateway + "/v1/voice",
-			Header:  http.Header{"Authorization": {"Bearer " + validToken(t)}},
-			Streams: streams, Frames: 100000, Interval: 20 * time.Millisecond,
-			Stop: stop, Drain: 10 * time.Second,
-		})
-		if err != nil {
-			t.Error(err)
-		}
-		results <- res
-	}()
-	stopped := false
-	finish := func() *voiceprobe.Result {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		close(stop)
-		return <-results
-	}
+	finish := runVoiceProbe(ctx, t, "ws://"+gateway+"/v1/voice", streams)
 	defer finish()
 	upgrades := "http.gw-edge-" + fmt.Sprint(data.Port) + ".downstream_cx_upgrades_active"
 	if err := envoy.WaitStat(wctx, upgrades, func(v int64) bool { return v >= streams }); err != nil {
