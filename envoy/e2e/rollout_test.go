@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -10,11 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/directpipe/directpipe/controlplane/certs"
 	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
@@ -181,4 +185,129 @@ func httpGet(ctx context.Context, url string) (string, int, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return string(b), resp.StatusCode, err
+}
+
+// TestCertRotationNeedsNoRestart: with envoy-bootstrap -sds-dir, as the
+// Helm chart runs it, Envoy takes its client certificate and CA through
+// path-based SDS from a directory laid out as a Kubernetes Secret volume.
+// The kubelet's update of that volume (a new ..data link) is picked up by
+// the running Envoy: /certs shows the new certificate and CA, and after
+// the control plane comes back with certificates of the new CA only, the
+// same Envoy process connects to it with the new certificate.
+func TestCertRotationNeedsNoRestart(t *testing.T) {
+	const node = "edge-rotate"
+	oldPKI, newPKI := t.TempDir(), t.TempDir()
+	for _, dir := range []string{oldPKI, newPKI} { // two CAs: nothing of the old one works with the new
+		if _, err := certs.Generate(certs.Plan{Dir: dir, Hosts: []string{"127.0.0.1"}, Nodes: []string{node}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vol := filepath.Join(t.TempDir(), "tls")
+	mountSecret(t, vol, oldPKI, node, 1)
+
+	backend := testkit.StartBackend(t)
+	policy := policyFile(t, policyParams{
+		Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: backend.VoiceAddr, REST: backend.RESTAddr,
+		VoiceEndpoints: []string{backend.VoiceAddr}, Keys: []jwk{devKey()},
+	})
+	cp := testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: policy, Fleet: &testkit.Fleet{CertDir: oldPKI}})
+	xdsAddr := cp.XDSAddr()
+
+	sdsDir := t.TempDir()
+	adminPort := testkit.FreePort(t)
+	cfg, err := exec.Command(testkit.Binary(t, "envoy-bootstrap"),
+		"-node", node, "-cluster", "e2e", "-admin-port", strconv.Itoa(adminPort),
+		"-xds-addr", xdsAddr, "-modules-addr", cp.ModulesAddr(),
+		"-tls-ca", filepath.Join(vol, "ca.crt"), "-tls-cert", filepath.Join(vol, "tls.crt"), "-tls-key", filepath.Join(vol, "tls.key"),
+		"-sds-dir", sdsDir).Output()
+	if err != nil {
+		t.Fatalf("envoy-bootstrap: %v", err)
+	}
+	if strings.Contains(string(cfg), filepath.Join(vol, "tls.key")) {
+		t.Fatal("the bootstrap names the key file itself, not through SDS")
+	}
+	e := testkit.StartEnvoyWithConfig(t, cfg, adminPort, 1, 2*time.Second)
+	pid := e.PID()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	serial := func(file string) string {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%x", c.SerialNumber)
+	}
+	nodeCert := func(pki string) string { c, _ := certs.Files{Dir: pki}.Node(node); return c }
+	caCert := func(pki string) string { c, _ := certs.Files{Dir: pki}.CA(); return c }
+	shows := func(pki string) (bool, string) {
+		body, _, err := httpGet(ctx, e.AdminURL()+"/certs")
+		body = strings.ToLower(body)
+		return err == nil && strings.Contains(body, serial(nodeCert(pki))) &&
+			strings.Contains(body, serial(caCert(pki))), "/certs: " + body
+	}
+	if ok, body := shows(oldPKI); !ok {
+		t.Fatalf("Envoy does not show the first certificate and CA: %s", body)
+	}
+
+	// The kubelet updates the Secret volume.
+	mountSecret(t, vol, newPKI, node, 2)
+	waitFor(t, time.Minute, func() (bool, string) { return shows(newPKI) })
+	if ok, _ := shows(oldPKI); ok {
+		t.Error("Envoy still shows the old certificate after the rotation")
+	}
+
+	// The control plane comes back with the new CA's certificates only:
+	// the same Envoy connects to it, so its new certificate was presented
+	// and the new CA verified the server.
+	cp.Stop()
+	cp2 := testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: policy, XDSAddr: xdsAddr, Fleet: &testkit.Fleet{CertDir: newPKI}})
+	waitFor(t, 2*time.Minute, func() (bool, string) {
+		nodes := cp2.XDS().Status().Nodes()
+		for _, n := range nodes {
+			if n.ID == node && n.Connected {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("the Envoy has not connected with its new certificate: %+v", nodes)
+	})
+	if e.PID() != pid {
+		t.Fatal("Envoy was restarted")
+	}
+}
+
+// mountSecret lays out dir as the kubelet does a Secret volume (ca.crt,
+// tls.crt, tls.key as links into ..data, which links to a generation's
+// directory), with the files of node in the PKI directory pki, and swaps
+// ..data atomically when the volume already exists.
+func mountSecret(t *testing.T, dir, pki, node string, generation int) {
+	t.Helper()
+	files := certs.Files{Dir: pki}
+	ca, _ := files.CA()
+	cert, key := files.Node(node)
+	gen := fmt.Sprintf("..generation_%d", generation)
+	if err := os.MkdirAll(filepath.Join(dir, gen), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, from := range map[string]string{"ca.crt": ca, "tls.crt": cert, "tls.key": key} {
+		copyFile(t, from, filepath.Join(dir, gen, name))
+		link := filepath.Join(dir, name)
+		if _, err := os.Lstat(link); errors.Is(err, os.ErrNotExist) {
+			if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(gen, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
 }
