@@ -50,7 +50,9 @@ func TestPreStopHookCutsNoCall(t *testing.T) {
 
 	// The deadline case first, while the calls run: the hook gives up, says
 	// how many calls its exit leaves to be cut, and cuts none itself.
+	start := time.Now()
 	out, code := runHook(ctx, t, script, s.envoy, 1)
+	hookTook := time.Since(start)
 	if code != 3 || !strings.Contains(out, "deadline of 1s reached with "+live) {
 		t.Fatalf("hook with the calls live and a 1 s deadline: exit %d, want 3 naming %q:\n%s", code, live, out)
 	}
@@ -66,6 +68,7 @@ func TestPreStopHookCutsNoCall(t *testing.T) {
 
 	// After Envoy's drain time the listeners are closed: a new call is
 	// refused on both, never routed.
+	hookStarted := time.Now().Add(-hookTook)
 	for _, addr := range []string{s.params.Listen, tcpAddr} {
 		waitFor(t, time.Minute, func() (bool, string) {
 			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -76,6 +79,8 @@ func TestPreStopHookCutsNoCall(t *testing.T) {
 			return errors.Is(err, syscall.ECONNREFUSED), fmt.Sprintf("dial %s: %v", addr, err)
 		})
 	}
+
+	t.Logf("listeners refused new connections %v after the hook started (Envoy's drain time: 2 s)", time.Since(hookStarted).Round(10*time.Millisecond))
 
 	// The calls still flow both ways after the listeners closed.
 	rx := func() int64 {
@@ -100,8 +105,10 @@ func TestPreStopHookCutsNoCall(t *testing.T) {
 	default:
 	}
 	st.end(t) // every frame came back, no call was cut
+	ended := time.Now()
 	select {
 	case err := <-hook.done:
+		t.Logf("the hook returned %v after the last call ended (it polls every 0.2 s here)", time.Since(ended).Round(10*time.Millisecond))
 		if err != nil || !strings.Contains(hook.out.String(), "prestop: no live streams") {
 			t.Fatalf("hook after the calls ended: %v\n%s", err, hook.out.String())
 		}
@@ -257,7 +264,9 @@ func TestCertRotationNeedsNoRestart(t *testing.T) {
 
 	// The kubelet updates the Secret volume.
 	mountSecret(t, vol, newPKI, node, 2)
+	swapped := time.Now()
 	waitFor(t, time.Minute, func() (bool, string) { return shows(newPKI) })
+	t.Logf("Envoy showed the new certificate and CA %v after the swap", time.Since(swapped).Round(10*time.Millisecond))
 	if ok, _ := shows(oldPKI); ok {
 		t.Error("Envoy still shows the old certificate after the rotation")
 	}
@@ -266,6 +275,7 @@ func TestCertRotationNeedsNoRestart(t *testing.T) {
 	// the same Envoy connects to it, so its new certificate was presented
 	// and the new CA verified the server.
 	cp.Stop()
+	stopped := time.Now()
 	cp2 := testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: policy, XDSAddr: xdsAddr, Fleet: &testkit.Fleet{CertDir: newPKI}})
 	waitFor(t, 2*time.Minute, func() (bool, string) {
 		nodes := cp2.XDS().Status().Nodes()
@@ -276,6 +286,7 @@ func TestCertRotationNeedsNoRestart(t *testing.T) {
 		}
 		return false, fmt.Sprintf("the Envoy has not connected with its new certificate: %+v", nodes)
 	})
+	t.Logf("the same Envoy was connected to the new-CA control plane %v after the old one stopped", time.Since(stopped).Round(10*time.Millisecond))
 	if e.PID() != pid {
 		t.Fatal("Envoy was restarted")
 	}
