@@ -51,7 +51,7 @@ func TestPreStopHookCutsNoCall(t *testing.T) {
 	// The deadline case first, while the calls run: the hook gives up, says
 	// how many calls its exit leaves to be cut, and cuts none itself.
 	start := time.Now()
-	out, code := runHook(ctx, t, script, s.envoy, 1)
+	out, code := runHook(ctx, t, script, s.envoy.AdminURL(), 1)
 	hookTook := time.Since(start)
 	if code != 3 || !strings.Contains(out, "deadline of 1s reached with "+live) {
 		t.Fatalf("hook with the calls live and a 1 s deadline: exit %d, want 3 naming %q:\n%s", code, live, out)
@@ -92,9 +92,11 @@ func TestPreStopHookCutsNoCall(t *testing.T) {
 		return now > before, fmt.Sprintf("voice back end bytes stuck at %d", now)
 	})
 
-	// The hook as the kubelet runs it, with a long deadline: it waits for
-	// the calls, and returns once they have ended.
-	hook := startHook(t, script, s.envoy, 300)
+	// The hook as the kubelet runs it, with a long deadline and Envoy's
+	// admin on a Unix socket as in the chart (relayed to this Envoy's
+	// admin port): it waits for the calls, and returns once they have
+	// ended.
+	hook := startHook(t, script, "unix:"+unixRelay(t, s.envoy.AdminURL()), 300)
 	waitFor(t, 30*time.Second, func() (bool, string) {
 		o := hook.out.String()
 		return strings.Count(o, "prestop: "+live) >= 2, "hook output so far: " + o
@@ -132,19 +134,19 @@ func chartFile(t *testing.T, rel string) string {
 	return p
 }
 
-func hookCmd(ctx context.Context, script string, e *testkit.Envoy, deadline int) *exec.Cmd {
+func hookCmd(ctx context.Context, script, admin string, deadline int) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "sh", script)
 	cmd.Env = append(os.Environ(),
-		"ENVOY_ADMIN="+e.AdminURL(),
+		"ENVOY_ADMIN="+admin,
 		fmt.Sprintf("DRAIN_DEADLINE_SECONDS=%d", deadline),
 		"DRAIN_POLL_SECONDS=0.2")
 	return cmd
 }
 
 // runHook runs the hook to its end and returns its output and exit code.
-func runHook(ctx context.Context, t *testing.T, script string, e *testkit.Envoy, deadline int) (string, int) {
+func runHook(ctx context.Context, t *testing.T, script, admin string, deadline int) (string, int) {
 	t.Helper()
-	out, err := hookCmd(ctx, script, e, deadline).CombinedOutput()
+	out, err := hookCmd(ctx, script, admin, deadline).CombinedOutput()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -164,11 +166,11 @@ type runningHook struct {
 
 // startHook runs the hook in the background; it is killed at the end of
 // the test if it is still running.
-func startHook(t *testing.T, script string, e *testkit.Envoy, deadline int) *runningHook {
+func startHook(t *testing.T, script, admin string, deadline int) *runningHook {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &runningHook{out: &syncBuffer{}, done: make(chan error, 1)}
-	cmd := hookCmd(ctx, script, e, deadline)
+	cmd := hookCmd(ctx, script, admin, deadline)
 	cmd.Stdout, cmd.Stderr = h.out, h.out
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -177,6 +179,41 @@ func startHook(t *testing.T, script string, e *testkit.Envoy, deadline int) *run
 	go func() { h.done <- cmd.Wait() }()
 	t.Cleanup(cancel)
 	return h
+}
+
+// unixRelay serves a Unix socket that relays each connection to the TCP
+// address of url, until the end of the test, and returns its path.
+func unixRelay(t *testing.T, url string) string {
+	t.Helper()
+	target := strings.TrimPrefix(url, "http://")
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() {
+					io.Copy(up, c)
+					up.Close()
+				}()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return path
 }
 
 // httpGet returns a GET's body and status.
