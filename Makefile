@@ -114,9 +114,11 @@ K8S_LDFLAGS  := -ldflags='-s -X k8s.io/component-base/version.gitVersion=$(K8S_V
 
 k8s-tools: $(addprefix $(K8S_BIN)/,$(K8S_CMDS) helm kwok kwokctl etcd)
 
-# What `make test` uses of them: envtest's API server (with etcd) and
-# kubectl. The rest are built on demand.
-k8s-test-tools: $(addprefix $(K8S_BIN)/,kube-apiserver kubectl etcd helm)
+# What `make test` uses of them: envtest's API server (with etcd), kubectl
+# and helm; the controller manager, the scheduler and kwok for the
+# manifests test (deploy/kwok_test.go: the Deployments and the Job reach
+# Available and Complete on a kwok node). kwokctl is built on demand.
+k8s-test-tools: $(addprefix $(K8S_BIN)/,kube-apiserver kubectl etcd helm kube-controller-manager kube-scheduler kwok)
 
 $(addprefix $(K8S_BIN)/,$(K8S_CMDS)): deploy/tools/go.mod
 	@echo ">> building $(notdir $@) $(K8S_VERSION) into .tools/k8s/ (the first build takes minutes)"

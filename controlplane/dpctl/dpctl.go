@@ -168,7 +168,7 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	case "audit":
 		return auditCmd(ctx, g, rest, out)
 	case "certs":
-		return certsCommand(rest, out)
+		return certsCommand(ctx, rest, out)
 	case "completion":
 		return completionCommand(out, rest)
 	}

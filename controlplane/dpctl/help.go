@@ -232,11 +232,14 @@ var commands = []*command{
 		},
 	},
 	{
-		name: "certs", synopsis: "-dir DIR [-hosts H,...] [-nodes ID,...] [-identity PATTERN] [-days N]", local: true,
+		name: "certs", synopsis: "(-dir DIR | -secrets-namespace NS) [-hosts H,...] [-nodes ID,...] [-identity PATTERN] [-days N]", local: true,
 		short: "write a CA, the control plane's certificate and one per Envoy",
 		long: "Writes a CA (kept if DIR has one), the control plane's certificate for hosts H and one client " +
-			"certificate per Envoy node id. Needs no control plane. Identity pattern default: " + certs.DefaultNodeIdentity + ".",
-		examples: []string{"dpctl certs -dir ./certs -hosts cp.internal,10.0.0.5 -nodes envoy-1,envoy-2"},
+			"certificate per Envoy node id. Needs no control plane. Identity pattern default: " + certs.DefaultNodeIdentity + ". " +
+			"With -secrets-namespace it creates two Kubernetes Secrets instead (-server-secret, -node-secret; one node id), " +
+			"and keeps them when they exist: it never overwrites a certificate in use.",
+		examples: []string{"dpctl certs -dir ./certs -hosts cp.internal,10.0.0.5 -nodes envoy-1,envoy-2",
+			"dpctl certs -secrets-namespace voice -hosts dp-control-plane.voice.svc -nodes envoy"},
 	},
 	{
 		name: "version", synopsis: "[--client]",
@@ -402,7 +405,7 @@ func commandFlags(c *command) *flag.FlagSet {
 	case "audit":
 		auditFlags(fs, &auditOpts{})
 	case "certs":
-		certsFlags(fs, &certs.Plan{}, new(string), new(string), new(int))
+		certsFlags(fs, &certs.Plan{}, new(string), new(string), new(int), &secretFlags{})
 	default:
 		c.flags(fs, &opts{wait: defaultApplyWait})
 	}

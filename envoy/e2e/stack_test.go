@@ -141,6 +141,8 @@ type stackOptions struct {
 	metrics bool
 	// log receives the control plane's log.
 	log io.Writer
+	// readyAddr serves Envoy's readiness listener there.
+	readyAddr string
 }
 
 // newStackWith is newStack with options.
@@ -163,7 +165,7 @@ func newStackWith(t testing.TB, so stackOptions, opts ...func(*policyParams)) *s
 	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{
 		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log,
 	})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta, ReadyAddr: so.readyAddr})
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
 	return s
 }
