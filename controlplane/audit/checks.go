@@ -245,7 +245,7 @@ func (a *auditor) httpFilter(s *Stream, f *hcmv3.HttpFilter, path string) {
 				Found: fmt.Sprintf("ext_authz (%s) asks for the request body", name),
 				Why: "not shown on Envoy 1.40: with a handshake followed at once by 16 KiB of frames, ext_authz asked without the body and the stream was upgraded; " +
 					"it buffers the body of ordinary requests, not of upgrades",
-				Fix:   "drop with_request_body, or disable ext_authz's body buffering on stream routes (ExtAuthzPerRoute)",
+				Fix: "drop with_request_body, or disable ext_authz's body buffering on stream routes (ExtAuthzPerRoute)",
 			}, s)
 		}
 		return
@@ -275,7 +275,7 @@ func (a *auditor) httpFilter(s *Stream, f *hcmv3.HttpFilter, path string) {
 			Found: fmt.Sprintf("a (de)compressor (%s) is on the upgrade path", name),
 			Why: "not shown on Envoy 1.40: through a gzip compressor, with the client accepting gzip, every frame of a WebSocket came back unchanged (a 101 response has no body to compress); " +
 				"the filter is still called for every frame",
-			Fix:   "take compressors off the upgrade path; WebSockets negotiate permessage-deflate themselves",
+			Fix: "take compressors off the upgrade path; WebSockets negotiate permessage-deflate themselves",
 		}, s)
 		return
 	}

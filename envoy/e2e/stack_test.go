@@ -141,6 +141,8 @@ type stackOptions struct {
 	metrics bool
 	// log receives the control plane's log.
 	log io.Writer
+	// readyAddr serves Envoy's readiness listener there.
+	readyAddr string
 }
 
 // newStackWith is newStack with options.
@@ -163,7 +165,7 @@ func newStackWith(t testing.TB, so stackOptions, opts ...func(*policyParams)) *s
 	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{
 		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log,
 	})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta, ReadyAddr: so.readyAddr})
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
 	return s
 }
@@ -215,22 +217,29 @@ func (s *stack) waitHTTP(path string, status int, timeout time.Duration) time.Du
 }
 
 // handshakes returns what the back end received on recent upgrades.
-func (s *stack) handshakes() []struct {
+func (s *stack) handshakes() []backendHandshake {
+	s.t.Helper()
+	return backendHandshakes(s.t, s.backend.VoiceAddr)
+}
+
+// backendHandshake is one upgrade request as the back end received it.
+type backendHandshake struct {
 	Path    string              `json:"path"`
 	Headers map[string][]string `json:"headers"`
-} {
-	s.t.Helper()
-	resp, err := http.Get("http://" + s.backend.VoiceAddr + "/debug/handshakes")
+}
+
+// backendHandshakes asks a voice back end what it received on recent
+// upgrades.
+func backendHandshakes(t testing.TB, voiceAddr string) []backendHandshake {
+	t.Helper()
+	resp, err := http.Get("http://" + voiceAddr + "/debug/handshakes")
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out []struct {
-		Path    string              `json:"path"`
-		Headers map[string][]string `json:"headers"`
-	}
+	var out []backendHandshake
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out
 }

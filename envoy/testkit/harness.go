@@ -106,6 +106,9 @@ type EnvoyOptions struct {
 	// ReadyTimeout bounds the wait for Envoy's readiness;
 	// defaultReadyTimeout if zero.
 	ReadyTimeout time.Duration
+	// ReadyAddr, when set, serves the bootstrap's readiness listener
+	// there (bootstrap.Params.ReadyAddr).
+	ReadyAddr string
 }
 
 // Envoy is a running Envoy process.
@@ -144,6 +147,7 @@ func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 	adminPort := FreePort(t)
 	cfg, err := bootstrap.Render(bootstrap.Params{
 		NodeID: opts.NodeID, Cluster: "e2e", AdminPort: adminPort, XDSHost: host, XDSPort: xdsPort, XDSAddrs: opts.XDSAddrs, Delta: opts.Delta,
+		ReadyAddr: opts.ReadyAddr,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package gate
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"hash/fnv"
 	"strconv"
@@ -14,8 +16,9 @@ import (
 // errCASExhausted: other workers kept changing an entry.
 var errCASExhausted = errors.New("shared data kept changing under compare-and-swap")
 
-// errTableFull: every slot an identity may use holds another identity.
-var errTableFull = errors.New("quota table full around the identity's slot")
+// errTableFull: every slot an identity (or a VM instance) may use holds
+// another's live entry.
+var errTableFull = errors.New("quota table full around the entry's slot")
 
 // casAttempts bounds the retries of one shared-data update: another
 // worker changing the same entry between a read and a write makes the
@@ -24,30 +27,33 @@ var errTableFull = errors.New("quota table full around the identity's slot")
 const casAttempts = 16
 
 // The Proxy-Wasm ABI cannot delete a shared-data entry, so the quota
-// state lives in two fixed tables of contract.QuotaSlots entries each,
-// keyed by slot number: an Envoy's shared data never holds more than
-// 2×QuotaSlots quota entries, however many identities come and go. An
-// identity's entry is in one of the QuotaProbe slots from its hash on
-// (linear probing); a slot whose entry counts nothing (no live stream, a
-// full bucket) may be taken by another identity. When all of an
-// identity's slots hold other identities' live counts, its handshake is
-// refused (stream_quota or handshake_rate) rather than let through
-// uncounted.
+// state lives in fixed tables keyed by slot number: two of
+// contract.QuotaSlots entries (live streams, handshake buckets) and one of
+// aliveSlots (the VM instances that count streams). An Envoy's shared data
+// never holds more than that, however many identities and VMs come and
+// go. An identity's entry is in one of the QuotaProbe slots from its hash
+// on (linear probing); a slot whose entry counts nothing (no live stream
+// of a live VM, a full bucket) may be taken by another identity. When all
+// of an identity's slots hold other identities' live counts, its
+// handshake is refused (stream_quota or handshake_rate) rather than let
+// through uncounted.
 const (
 	streamsTable  = "directpipe.quota_streams/"
 	rateTable     = "directpipe.quota_rate/"
 	gaugeBudget   = "directpipe.quota_gauges"
 	fieldSep      = " "
-	streamsFields = 3 // count, gauge flag, owner
+	streamsFields = 3 // counts by VM instance, gauge flag, owner
 	rateFields    = 5 // thousandths, last refill, per second, capacity, owner
 )
 
 // held is what an admitted stream holds: its slot in the streams table,
-// the owner (policy/identity) that slot counts, and the gauge it added to.
+// the owner (policy/identity) that slot counts, the VM instance it is
+// counted under, and the gauge it added to.
 type held struct {
-	slot  uint32
-	owner string
-	gauge string
+	slot     uint32
+	owner    string
+	instance string
+	gauge    string
 }
 
 // Quota admits handshakes against a policy's per-identity limits and
@@ -56,6 +62,10 @@ type held struct {
 // the stream back: no callback is added per stream end. The counts live
 // in the Envoy's shared data, which every worker's VM reads and writes
 // with compare-and-swap, so the limit is per Envoy, not per worker.
+//
+// Each entry counts its identity's streams by VM instance, and a VM that
+// fails (and so never gives its streams back) stops counting once it has
+// been silent for AliveTimeout: see quotalive.go.
 //
 // Each identity's live streams are also a gauge of the Envoy's stats
 // (contract.MetricQuotaLivePrefix), which the control plane reads to
@@ -72,11 +82,21 @@ type Quota struct {
 	// node is the Envoy's node id, read once, when a split first needs it.
 	node     string
 	nodeRead bool
+	// nonce tells this instance from a dead one that had its alive slot;
+	// random, so a reloaded VM's counts never mix with its predecessor's.
+	// instance is the name its counts go under ("" until it has an alive
+	// slot), lastAlive when it last said so.
+	nonce     string
+	aliveSlot uint32
+	instance  string
+	lastAlive time.Time
 }
 
 // NewQuota returns a quota holding no stream.
 func NewQuota() *Quota {
-	return &Quota{held: map[uint32]held{}, labelled: map[string]bool{}, gauged: map[string]bool{}}
+	var b [8]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return &Quota{held: map[uint32]held{}, labelled: map[string]bool{}, gauged: map[string]bool{}, nonce: hex.EncodeToString(b[:])}
 }
 
 // Admit decides whether the identity of an allowed decision may open one
@@ -136,7 +156,20 @@ func (q *Quota) admit(h Host, id uint32, p *auth.Policy, identity string, now ti
 	if limit == 0 {
 		return ""
 	}
-	slot, gauged, admitted, err := addStream(h, owner, uint64(limit), func() bool { return q.gaugeFor(h, owner, identity) })
+	// Alive before the count another worker may read: with no stream
+	// held, no tick has kept the alive slot fresh.
+	if len(q.held) == 0 || now.Sub(q.lastAlive) >= AliveRefresh {
+		err := q.alive(h, now)
+		if errors.Is(err, errTableFull) {
+			return contract.ReasonStreamQuota
+		}
+		if err != nil {
+			h.Log(LevelError, "stream quota: "+err.Error())
+			return contract.ReasonInternal
+		}
+	}
+	lv := liveness{h: h, now: now, self: q.instance}
+	slot, gauged, admitted, err := addStream(h, owner, uint64(limit), &lv, func() bool { return q.gaugeFor(h, owner, identity) })
 	if errors.Is(err, errTableFull) {
 		return contract.ReasonStreamQuota
 	}
@@ -153,7 +186,7 @@ func (q *Quota) admit(h Host, id uint32, p *auth.Policy, identity string, now ti
 		gauge = liveGauge(p.Name, identity)
 	}
 	h.AddGauge(gauge, 1)
-	q.held[id] = held{slot: slot, owner: owner, gauge: gauge}
+	q.held[id] = held{slot: slot, owner: owner, instance: q.instance, gauge: gauge}
 	return ""
 }
 
@@ -214,9 +247,9 @@ func (q *Quota) Release(h Host, id uint32) {
 	}
 	delete(q.held, id)
 	h.AddGauge(s.gauge, -1)
-	if err := releaseStream(h, s.slot, s.owner); err != nil {
-		// The count stays one too high until the Envoy restarts: better
-		// than a count that admits more than the quota.
+	if err := releaseStream(h, s.slot, s.owner, s.instance); err != nil {
+		// The count stays one too high until this VM ends: better than a
+		// count that admits more than the quota.
 		h.Log(LevelError, "stream quota: giving back a stream: "+err.Error())
 	}
 }
@@ -269,29 +302,31 @@ func probe(h Host, table, owner string, fields int, free func(f []string) bool) 
 	return takeSlot, nil, takeCAS, false, nil
 }
 
-// addStream counts one more stream of owner unless that would take it
-// over limit. A new entry's gauge flag is asked of gauge, once.
-func addStream(h Host, owner string, limit uint64, gauge func() bool) (slot uint32, gauged, admitted bool, err error) {
-	free := func(f []string) bool { return f[0] == "0" }
+// addStream counts one more stream of owner, under lv.self, unless that
+// would take owner's streams over limit; the counts of VM instances lv
+// finds dead are dropped first. A new entry's gauge flag is asked of
+// gauge, once.
+func addStream(h Host, owner string, limit uint64, lv *liveness, gauge func() bool) (slot uint32, gauged, admitted bool, err error) {
+	free := func(f []string) bool { return lv.total(parseCounts(f[0])) == 0 }
 	asked, flag := false, false
 	for range casAttempts {
 		slot, f, cas, found, err := probe(h, streamsTable, owner, streamsFields, free)
 		if err != nil {
 			return 0, false, false, err
 		}
-		var n uint64
+		c := counts{}
 		if found {
-			n, _ = strconv.ParseUint(f[0], 10, 64)
+			c = parseCounts(f[0])
 			flag = f[1] == "1"
-		} else {
-			if !asked {
-				asked, flag = true, gauge()
-			}
+		} else if !asked {
+			asked, flag = true, gauge()
 		}
-		if n+1 > limit {
+		if lv.total(c)+1 > limit {
 			return 0, false, false, nil
 		}
-		ok, err := h.SetSharedData(slotKey(streamsTable, slot), streamsEntry(n+1, flag, owner), cas)
+		lv.dropDead(c)
+		c[lv.self]++
+		ok, err := h.SetSharedData(slotKey(streamsTable, slot), streamsEntry(c, flag, owner), cas)
 		if err != nil {
 			return 0, false, false, err
 		}
@@ -302,9 +337,10 @@ func addStream(h Host, owner string, limit uint64, gauge func() bool) (slot uint
 	return 0, false, false, errCASExhausted
 }
 
-// releaseStream takes one stream of owner off the count in slot; a count
-// never goes below 0, and a slot now holding another owner is left alone.
-func releaseStream(h Host, slot uint32, owner string) error {
+// releaseStream takes one stream of owner off instance's count in slot; a
+// count never goes below 0, and a slot now holding another owner is left
+// alone.
+func releaseStream(h Host, slot uint32, owner, instance string) error {
 	key := slotKey(streamsTable, slot)
 	for range casAttempts {
 		v, cas, err := h.SharedData(key)
@@ -315,11 +351,13 @@ func releaseStream(h Host, slot uint32, owner string) error {
 		if len(f) != streamsFields || f[2] != owner {
 			return nil
 		}
-		n, _ := strconv.ParseUint(f[0], 10, 64)
-		if n > 0 {
-			n--
+		c := parseCounts(f[0])
+		if c[instance] == 0 {
+			// Dropped as a dead VM's (this one was silent too long).
+			return nil
 		}
-		ok, err := h.SetSharedData(key, streamsEntry(n, f[1] == "1", owner), cas)
+		c[instance]--
+		ok, err := h.SetSharedData(key, streamsEntry(c, f[1] == "1", owner), cas)
 		if err != nil {
 			return err
 		}
@@ -330,12 +368,12 @@ func releaseStream(h Host, slot uint32, owner string) error {
 	return errCASExhausted
 }
 
-func streamsEntry(n uint64, gauged bool, owner string) []byte {
+func streamsEntry(c counts, gauged bool, owner string) []byte {
 	g := "0"
 	if gauged {
 		g = "1"
 	}
-	return []byte(strconv.FormatUint(n, 10) + fieldSep + g + fieldSep + owner)
+	return []byte(c.String() + fieldSep + g + fieldSep + owner)
 }
 
 // takeToken takes one token from owner's bucket, refilled at r's rate

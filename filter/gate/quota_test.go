@@ -2,6 +2,7 @@ package gate
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -152,7 +153,14 @@ func TestAddStreamRaces(t *testing.T) {
 	h := newFakeHost("")
 	h.sharedData = &sharedData{entries: map[string]sharedEntry{}}
 	noGauge := func() bool { return false }
-	slot, _, ok, err := addStream(h, "p/k", 3, noGauge)
+	q, other := NewQuota(), NewQuota()
+	for _, w := range []*Quota{q, other} {
+		if err := w.alive(h, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lv := &liveness{h: h, now: now, self: q.instance}
+	slot, _, ok, err := addStream(h, "p/k", 3, lv, noGauge)
 	if !ok || err != nil {
 		t.Fatalf("first add: %v, %v", ok, err)
 	}
@@ -160,30 +168,35 @@ func TestAddStreamRaces(t *testing.T) {
 	// Another worker adds one between this worker's read and write, twice:
 	// the write fails on the token, and the update is made again on top.
 	races := 2
-	h.beforeSet = func(key string) {
-		if races == 0 {
+	h.beforeSet = func(k string) {
+		if races == 0 || k != key {
 			return
 		}
 		races--
-		e := h.sharedData.entries[key]
-		n, _ := strconv.Atoi(strings.Fields(string(e.value))[0])
+		f := strings.SplitN(string(h.sharedData.entries[key].value), fieldSep, streamsFields)
+		c := parseCounts(f[0])
+		c[other.instance]++
 		h.sharedData.next++
-		h.sharedData.entries[key] = sharedEntry{value: streamsEntry(uint64(n+1), false, "p/k"), cas: h.sharedData.next}
+		h.sharedData.entries[key] = sharedEntry{value: streamsEntry(c, false, "p/k"), cas: h.sharedData.next}
 	}
-	if _, _, ok, err := addStream(h, "p/k", 4, noGauge); !ok || err != nil {
+	if _, _, ok, err := addStream(h, "p/k", 4, lv, noGauge); !ok || err != nil {
 		t.Fatalf("add: %v, %v", ok, err)
 	}
-	if v := string(h.sharedData.entries[key].value); v != "4 0 p/k" {
-		t.Fatalf("entry %q, want 4 streams (two from the other worker)", v)
+	want := fmt.Sprintf("%s=2,%s=2 0 p/k", q.instance, other.instance)
+	if q.instance > other.instance {
+		want = fmt.Sprintf("%s=2,%s=2 0 p/k", other.instance, q.instance)
 	}
-	if _, _, ok, _ := addStream(h, "p/k", 4, noGauge); ok {
+	if v := string(h.sharedData.entries[key].value); v != want {
+		t.Fatalf("entry %q, want %q: 4 streams, two from the other worker", v, want)
+	}
+	if _, _, ok, _ := addStream(h, "p/k", 4, lv, noGauge); ok {
 		t.Fatal("added past the limit")
 	}
 	for range 6 {
-		releaseStream(h, slot, "p/k")
+		releaseStream(h, slot, "p/k", q.instance)
 	}
-	if v := string(h.sharedData.entries[key].value); v != "0 0 p/k" {
-		t.Fatalf("entry %q after giving back more than held, want 0", v)
+	if v := string(h.sharedData.entries[key].value); v != other.instance+"=2 0 p/k" {
+		t.Fatalf("entry %q after giving back more than held, want the other worker's 2 only", v)
 	}
 	// A worker that always loses the race gives up rather than loop.
 	h.beforeSet = func(key string) {
@@ -192,12 +205,54 @@ func TestAddStreamRaces(t *testing.T) {
 		e.cas = h.sharedData.next
 		h.sharedData.entries[key] = e
 	}
-	if _, _, _, err := addStream(h, "p/k", 3, noGauge); !errors.Is(err, errCASExhausted) {
+	if _, _, _, err := addStream(h, "p/k", 3, lv, noGauge); !errors.Is(err, errCASExhausted) {
 		t.Fatalf("endless races: %v", err)
 	}
 	h.beforeSet, h.errShared = nil, errors.New("host refused")
-	if _, _, _, err := addStream(h, "p/k", 3, noGauge); err == nil {
+	if _, _, _, err := addStream(h, "p/k", 3, lv, noGauge); err == nil {
 		t.Fatal("a host error was not reported")
+	}
+}
+
+// TestFailedVMCountsExpire: a worker's VM fails while its streams are
+// counted (Envoy never calls it again, so it gives none back). Its
+// replacement is refused while the counts are fresh, and admitted once
+// the dead instance has been silent for AliveTimeout; a live instance
+// that keeps saying so keeps its streams counted.
+func TestFailedVMCountsExpire(t *testing.T) {
+	cfg := quotaConfig(t, map[string]any{"max_streams": 2})
+	shared := &sharedData{entries: map[string]sharedEntry{}}
+	worker := func() *HTTP {
+		g := NewHTTP()
+		if h := newFakeHost(cfg); !g.Configure(h, rootID) {
+			t.Fatalf("configuration refused: %q", h.logs)
+		}
+		return g
+	}
+	failed, live := worker(), worker()
+	if r := open(t, failed, shared, 10, "alice", now); r != nil {
+		t.Fatalf("first stream refused: %+v", r)
+	}
+	if r := open(t, live, shared, 11, "alice", now); r != nil {
+		t.Fatalf("second stream refused: %+v", r)
+	}
+	// The first worker's VM fails here; its replacement starts.
+	reloaded := worker()
+	if r := open(t, reloaded, shared, 12, "alice", now.Add(time.Second)); r == nil || r.status != 429 {
+		t.Fatalf("while the failed VM's count is fresh: %+v, want 429", r)
+	}
+	// The live worker keeps saying it is alive; the failed one cannot.
+	later := now.Add(AliveTimeout + 2*time.Second)
+	lh := newFakeHost("")
+	lh.sharedData = shared
+	for at := now; !at.After(later); at = at.Add(AliveRefresh) {
+		live.quota.Refresh(lh, at)
+	}
+	if r := open(t, reloaded, shared, 12, "alice", later); r != nil {
+		t.Fatalf("after the failed VM went silent: %+v, want admitted", r)
+	}
+	if r := open(t, reloaded, shared, 13, "alice", later); r == nil || r.status != 429 {
+		t.Fatalf("the live worker's stream no longer counts: %+v, want 429", r)
 	}
 }
 
@@ -210,7 +265,7 @@ func TestTCPStreamQuota(t *testing.T) {
 	shared := &sharedData{entries: map[string]sharedEntry{}}
 	h := newFakeHost(mustJSON(t, p))
 	h.sharedData = shared
-	if !g.Configure(h, rootID) {
+	if !g.Configure(h, rootID, tcpPlugin) {
 		t.Fatalf("configuration refused: %q", h.logs)
 	}
 	connect := func(id uint32) *fakeHost {

@@ -10,13 +10,15 @@ import (
 )
 
 // quotaEntries counts the quota entries of an Envoy's shared data.
-func quotaEntries(d *sharedData) (streams, rate, other int) {
+func quotaEntries(d *sharedData) (streams, rate, alive, other int) {
 	for k := range d.entries {
 		switch {
 		case strings.HasPrefix(k, streamsTable):
 			streams++
 		case strings.HasPrefix(k, rateTable):
 			rate++
+		case strings.HasPrefix(k, aliveTable):
+			alive++
 		default:
 			other++
 		}
@@ -47,10 +49,10 @@ func TestQuotaTableBounded(t *testing.T) {
 		}
 		g.Delete(newFakeHostShared(shared), id)
 	}
-	streams, rate, other := quotaEntries(shared)
-	t.Logf("%d identities: %d stream entries, %d rate entries, %d other", identities, streams, rate, other)
-	if streams > contract.QuotaSlots || rate > contract.QuotaSlots || other > 1 {
-		t.Fatalf("%d stream and %d rate entries (and %d others) after %d identities; the bound is %d each", streams, rate, other, identities, contract.QuotaSlots)
+	streams, rate, alive, other := quotaEntries(shared)
+	t.Logf("%d identities: %d stream entries, %d rate entries, %d alive entries, %d other", identities, streams, rate, alive, other)
+	if streams > contract.QuotaSlots || rate > contract.QuotaSlots || alive != 1 || other > 1 {
+		t.Fatalf("%d stream, %d rate and %d alive entries (and %d others) after %d identities; the bound is %d each, one alive entry for the one VM", streams, rate, alive, other, identities, contract.QuotaSlots)
 	}
 	gauges := 0
 	for name, v := range shared.gauges {
@@ -210,10 +212,11 @@ func TestQuotaSplitByNode(t *testing.T) {
 func TestQuotaProbeStopsAtUnwritten(t *testing.T) {
 	h := newFakeHostShared(&sharedData{entries: map[string]sharedEntry{}})
 	noGauge := func() bool { return false }
-	if _, _, ok, err := addStream(h, "voice/alice", 5, noGauge); !ok || err != nil {
+	lv := &liveness{h: h, now: now, self: "0.self"}
+	if _, _, ok, err := addStream(h, "voice/alice", 5, lv, noGauge); !ok || err != nil {
 		t.Fatalf("add: %v %v", ok, err)
 	}
-	if _, _, ok, _ := addStream(h, "voice/alice", 5, noGauge); !ok {
+	if _, _, ok, _ := addStream(h, "voice/alice", 5, lv, noGauge); !ok {
 		t.Fatal("second add refused")
 	}
 	if h.sharedReads != 2 {
@@ -222,10 +225,10 @@ func TestQuotaProbeStopsAtUnwritten(t *testing.T) {
 	// Behind others' entries at its slots, it is found past them.
 	others := collidingIdentities("bob", 3)
 	for _, o := range others {
-		addStream(h, "voice/"+o, 5, noGauge)
+		addStream(h, "voice/"+o, 5, lv, noGauge)
 	}
-	slot, _, ok, _ := addStream(h, "voice/bob", 5, noGauge)
-	again, _, ok2, _ := addStream(h, "voice/bob", 5, noGauge)
+	slot, _, ok, _ := addStream(h, "voice/bob", 5, lv, noGauge)
+	again, _, ok2, _ := addStream(h, "voice/bob", 5, lv, noGauge)
 	if !ok || !ok2 || slot != again || slot != (slotOf("voice/bob")+3)%contract.QuotaSlots {
 		t.Fatalf("bob at slots %d and %d, want both %d", slot, again, (slotOf("voice/bob")+3)%contract.QuotaSlots)
 	}
