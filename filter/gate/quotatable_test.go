@@ -233,3 +233,60 @@ func TestQuotaProbeStopsAtUnwritten(t *testing.T) {
 		t.Fatalf("bob at slots %d and %d, want both %d", slot, again, (slotOf("voice/bob")+3)%contract.QuotaSlots)
 	}
 }
+
+// TestQuotaTablesOutliveFailedVMs: VMs fail in waves while holding
+// streams, many more VMs than the alive table has slots; one of each wave
+// holds alice's one stream. Each wave admits her once the last wave has
+// been silent for AliveTimeout, and the shared data stays within its
+// tables: at most aliveSlots alive entries. Then a failed VM's streams of
+// other identities fill every slot bob may use, and he takes one of them
+// once that VM is silent.
+func TestQuotaTablesOutliveFailedVMs(t *testing.T) {
+	cfg := quotaConfig(t, map[string]any{"max_streams": 1})
+	worker := func() *HTTP {
+		g := NewHTTP()
+		if h := newFakeHost(cfg); !g.Configure(h, rootID) {
+			t.Fatalf("configuration refused: %q", h.logs)
+		}
+		return g
+	}
+	shared := &sharedData{entries: map[string]sharedEntry{}}
+	const waves, perWave = 6, aliveSlots / 2
+	at := now
+	for w := range waves {
+		for i := range perWave {
+			sub := fmt.Sprintf("caller-%d-%d", w, i)
+			if i == 0 {
+				sub = "alice"
+			}
+			if r := open(t, worker(), shared, 10, sub, at); r != nil {
+				t.Fatalf("wave %d: %s refused: %+v", w, sub, r)
+			}
+		}
+		if r := open(t, worker(), shared, 11, "alice", at.Add(AliveTimeout)); r == nil || r.status != 429 {
+			t.Fatalf("wave %d: alice's second stream while her first one's VM is fresh: %+v, want 429", w, r)
+		}
+		// The wave's VMs fail here: they never give their streams back.
+		at = at.Add(AliveTimeout + time.Second)
+	}
+	_, _, alive, _ := quotaEntries(shared)
+	t.Logf("%d failed VMs: %d alive entries", waves*perWave, alive)
+	if alive > aliveSlots {
+		t.Fatalf("%d alive entries after %d VMs, want at most %d", alive, waves*perWave, aliveSlots)
+	}
+
+	failed := worker()
+	others := collidingIdentities("bob", contract.QuotaProbe)
+	for i, o := range others {
+		if r := open(t, failed, shared, uint32(10+i), o, at); r != nil {
+			t.Fatalf("%s refused: %+v", o, r)
+		}
+	}
+	g := worker()
+	if r := open(t, g, shared, 10, "bob", at); r == nil || r.status != 429 {
+		t.Fatalf("bob with every slot holding live streams: %+v, want 429", r)
+	}
+	if r := open(t, g, shared, 10, "bob", at.Add(AliveTimeout+time.Second)); r != nil {
+		t.Fatalf("bob once the VM holding his slots went silent: %+v", r)
+	}
+}
