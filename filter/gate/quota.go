@@ -180,11 +180,10 @@ func (q *Quota) admit(h Host, id uint32, p *auth.Policy, identity string, now ti
 	if !admitted {
 		return contract.ReasonStreamQuota
 	}
-	gauge := contract.MetricQuotaLiveUnlabelled
 	if gauged {
 		q.gauged[owner] = true
-		gauge = liveGauge(p.Name, identity)
 	}
+	gauge := gaugeOf(owner, gauged)
 	h.AddGauge(gauge, 1)
 	q.held[id] = held{slot: slot, owner: owner, instance: q.instance, gauge: gauge}
 	return ""
@@ -206,8 +205,13 @@ func (q *Quota) nodeID(h Host, qs *contract.Quotas) string {
 	return node
 }
 
-// liveGauge names the gauge of an identity's live streams under policy.
-func liveGauge(policy, identity string) string {
+// gaugeOf names the gauge an owner's live streams add to: its own, or the
+// unlabelled one past the budget. Policy names hold no "/".
+func gaugeOf(owner string, gauged bool) string {
+	if !gauged {
+		return contract.MetricQuotaLiveUnlabelled
+	}
+	policy, identity, _ := strings.Cut(owner, "/")
 	return contract.MetricQuotaLivePrefix + contract.EscapeStatName(policy) + "." + contract.EscapeStatName(identity)
 }
 
@@ -246,11 +250,17 @@ func (q *Quota) Release(h Host, id uint32) {
 		return
 	}
 	delete(q.held, id)
-	h.AddGauge(s.gauge, -1)
-	if err := releaseStream(h, s.slot, s.owner, s.instance); err != nil {
+	// The gauge follows the count: whoever drops a count takes it off
+	// the gauge.
+	released, err := releaseStream(h, s.slot, s.owner, s.instance)
+	if err != nil {
 		// The count stays one too high until this VM ends: better than a
 		// count that admits more than the quota.
 		h.Log(LevelError, "stream quota: giving back a stream: "+err.Error())
+		return
+	}
+	if released {
+		h.AddGauge(s.gauge, -1)
 	}
 }
 
@@ -266,13 +276,15 @@ func slotOf(owner string) uint32 {
 
 func slotKey(table string, slot uint32) string { return table + strconv.FormatUint(uint64(slot), 10) }
 
-// probe finds owner's entry in a table: its slot, value and token, and
+// probe finds owner's entry in a table: its slot, fields and token, and
 // found. Without one it returns the first slot whose entry free says may
-// be taken (found false), or errTableFull.
+// be taken, with that entry's fields if it has them (found false), or
+// errTableFull.
 func probe(h Host, table, owner string, fields int, free func(f []string) bool) (slot uint32, f []string, cas uint32, found bool, err error) {
 	start := slotOf(owner)
 	takeable := false
 	var takeSlot, takeCAS uint32
+	var takeF []string
 	for i := range uint32(contract.QuotaProbe) {
 		s := (start + i) % contract.QuotaSlots
 		v, c, err := h.SharedData(slotKey(table, s))
@@ -286,7 +298,7 @@ func probe(h Host, table, owner string, fields int, free func(f []string) bool) 
 			if !takeable {
 				takeSlot, takeCAS = s, c
 			}
-			return takeSlot, nil, takeCAS, false, nil
+			return takeSlot, takeF, takeCAS, false, nil
 		}
 		f := strings.SplitN(string(v), fieldSep, fields)
 		if len(f) == fields && f[fields-1] == owner {
@@ -294,18 +306,23 @@ func probe(h Host, table, owner string, fields int, free func(f []string) bool) 
 		}
 		if !takeable && (len(f) != fields || free(f)) {
 			takeable, takeSlot, takeCAS = true, s, c
+			if len(f) == fields {
+				takeF = f
+			}
 		}
 	}
 	if !takeable {
 		return 0, nil, 0, false, errTableFull
 	}
-	return takeSlot, nil, takeCAS, false, nil
+	return takeSlot, takeF, takeCAS, false, nil
 }
 
 // addStream counts one more stream of owner, under lv.self, unless that
-// would take owner's streams over limit; the counts of VM instances lv
-// finds dead are dropped first. A new entry's gauge flag is asked of
-// gauge, once.
+// would take owner's streams over limit. A new entry's gauge flag is asked
+// of gauge, once. The counts of VM instances lv finds dead leave the
+// entry it writes (owner's own, or another owner's it takes over), and
+// their gauge with them: a failed VM's additions to a gauge outlive it,
+// and the write that drops its counts is the one place that knows them.
 func addStream(h Host, owner string, limit uint64, lv *liveness, gauge func() bool) (slot uint32, gauged, admitted bool, err error) {
 	free := func(f []string) bool { return lv.total(parseCounts(f[0])) == 0 }
 	asked, flag := false, false
@@ -314,58 +331,64 @@ func addStream(h Host, owner string, limit uint64, lv *liveness, gauge func() bo
 		if err != nil {
 			return 0, false, false, err
 		}
-		c := counts{}
-		if found {
-			c = parseCounts(f[0])
-			flag = f[1] == "1"
-		} else if !asked {
+		c, gone, goneGauge := counts{}, uint64(0), ""
+		switch {
+		case found:
+			c, flag = parseCounts(f[0]), f[1] == "1"
+			gone, goneGauge = lv.dropDead(c), gaugeOf(owner, flag)
+		case f != nil:
+			// Free: whatever it still counts is dead instances'.
+			gone, goneGauge = lv.dropDead(parseCounts(f[0])), gaugeOf(f[2], f[1] == "1")
+		}
+		if !found && !asked {
 			asked, flag = true, gauge()
 		}
-		if lv.total(c)+1 > limit {
+		if c.sum()+1 > limit {
 			return 0, false, false, nil
 		}
-		lv.dropDead(c)
 		c[lv.self]++
 		ok, err := h.SetSharedData(slotKey(streamsTable, slot), streamsEntry(c, flag, owner), cas)
 		if err != nil {
 			return 0, false, false, err
 		}
 		if ok {
+			if gone > 0 {
+				h.AddGauge(goneGauge, -int64(gone))
+			}
 			return slot, flag, true, nil
 		}
 	}
 	return 0, false, false, errCASExhausted
 }
 
-// releaseStream takes one stream of owner off instance's count in slot; a
-// count never goes below 0, and a slot now holding another owner is left
-// alone.
-func releaseStream(h Host, slot uint32, owner, instance string) error {
+// releaseStream takes one stream of owner off instance's count in slot,
+// and says whether it did: a count dropped as a dead VM's (this one was
+// silent too long), or a slot now holding another owner, is left alone.
+func releaseStream(h Host, slot uint32, owner, instance string) (bool, error) {
 	key := slotKey(streamsTable, slot)
 	for range casAttempts {
 		v, cas, err := h.SharedData(key)
 		if err != nil {
-			return err
+			return false, err
 		}
 		f := strings.SplitN(string(v), fieldSep, streamsFields)
 		if len(f) != streamsFields || f[2] != owner {
-			return nil
+			return false, nil
 		}
 		c := parseCounts(f[0])
 		if c[instance] == 0 {
-			// Dropped as a dead VM's (this one was silent too long).
-			return nil
+			return false, nil
 		}
 		c[instance]--
 		ok, err := h.SetSharedData(key, streamsEntry(c, f[1] == "1", owner), cas)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if ok {
-			return nil
+			return true, nil
 		}
 	}
-	return errCASExhausted
+	return false, errCASExhausted
 }
 
 func streamsEntry(c counts, gauged bool, owner string) []byte {

@@ -151,13 +151,25 @@ func (l *liveness) total(c counts) uint64 {
 	return n
 }
 
-// dropDead removes the counts of dead instances from c.
-func (l *liveness) dropDead(c counts) {
-	for inst := range c {
+// dropDead removes the counts of dead instances from c and returns how
+// many streams they counted.
+func (l *liveness) dropDead(c counts) uint64 {
+	var n uint64
+	for inst, k := range c {
 		if !l.isAlive(inst) {
+			n += k
 			delete(c, inst)
 		}
 	}
+	return n
+}
+
+func (c counts) sum() uint64 {
+	var n uint64
+	for _, k := range c {
+		n += k
+	}
+	return n
 }
 
 // counts are one identity's live streams by VM instance, kept in a

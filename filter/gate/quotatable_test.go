@@ -240,7 +240,8 @@ func TestQuotaProbeStopsAtUnwritten(t *testing.T) {
 // been silent for AliveTimeout, and the shared data stays within its
 // tables: at most aliveSlots alive entries. Then a failed VM's streams of
 // other identities fill every slot bob may use, and he takes one of them
-// once that VM is silent.
+// once that VM is silent. The gauges lose what the dead VMs added to
+// them as their counts are dropped.
 func TestQuotaTablesOutliveFailedVMs(t *testing.T) {
 	cfg := quotaConfig(t, map[string]any{"max_streams": 1})
 	worker := func() *HTTP {
@@ -274,6 +275,11 @@ func TestQuotaTablesOutliveFailedVMs(t *testing.T) {
 	if alive > aliveSlots {
 		t.Fatalf("%d alive entries after %d VMs, want at most %d", alive, waves*perWave, aliveSlots)
 	}
+	// Each wave's admission of alice dropped the last wave's count of her
+	// stream, and its addition to her gauge with it.
+	if g := shared.gauges[gaugeOf("voice/alice", true)]; g != 1 {
+		t.Fatalf("alice's gauge %d after %d waves of failed VMs, want 1 (the last wave's)", g, waves)
+	}
 
 	failed := worker()
 	others := collidingIdentities("bob", contract.QuotaProbe)
@@ -288,5 +294,12 @@ func TestQuotaTablesOutliveFailedVMs(t *testing.T) {
 	}
 	if r := open(t, g, shared, 10, "bob", at.Add(AliveTimeout+time.Second)); r != nil {
 		t.Fatalf("bob once the VM holding his slots went silent: %+v", r)
+	}
+	// He took the first slot, others[0]'s, whose gauge the dead VM's
+	// stream leaves.
+	for sub, want := range map[string]int64{"bob": 1, others[0]: 0, others[1]: 1} {
+		if g := shared.gauges[gaugeOf("voice/"+sub, true)]; g != want {
+			t.Errorf("%s's gauge %d, want %d", sub, g, want)
+		}
 	}
 }
