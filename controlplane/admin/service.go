@@ -90,6 +90,9 @@ type Backend interface {
 	// Streams returns the live streams the fleet's load reports count,
 	// and the nodes that report them.
 	Streams(ctx context.Context) ([]*adminv1.EndpointStreams, []string, error)
+	// QuotaStreams returns the live streams of the identities under a
+	// quota holding the most, and a row adding up the rest.
+	QuotaStreams() []*adminv1.IdentityStreams
 	// Drains returns every drain with its fleet-wide live count.
 	Drains() []*adminv1.Drain
 	// DrainEndpoint starts, or with cancel ends, an endpoint's drain.

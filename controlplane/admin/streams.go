@@ -14,7 +14,7 @@ func (s *Service) ListStreams(ctx context.Context, req *adminv1.ListStreamsReque
 	if err != nil {
 		return nil, applyError(err)
 	}
-	resp := &adminv1.ListStreamsResponse{ReportingNodes: nodes}
+	resp := &adminv1.ListStreamsResponse{ReportingNodes: nodes, Identities: s.backend.QuotaStreams()}
 	for _, r := range rows {
 		if req.GetBackend() == "" || r.GetBackend() == req.GetBackend() {
 			resp.Streams = append(resp.Streams, r)

@@ -138,8 +138,10 @@ type App struct {
 	// keys is set with a shared store: JWKS documents fetched by the
 	// elected replica.
 	keys *sharedKeys
-	// envoys is how many Envoys share each per-identity quota (quotas.go).
-	envoys atomic.Int64
+	// envoys is how many Envoys share each per-identity quota, quotaUse
+	// where their identities' streams are (quotas.go).
+	envoys   atomic.Int64
+	quotaUse atomic.Pointer[translate.QuotaUse]
 
 	rejectedMu sync.Mutex
 	// rejected is the latest policy refused from the file or store.
@@ -166,6 +168,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		streams: streams.New(cfg.LoadReportInterval),
 	}
 	reg.MustRegister(newStreamsCollector(a))
+	reg.MustRegister(newQuotaCollector(a))
 	if cfg.JWKSDir == "" && cfg.PolicyFile != "" {
 		cfg.JWKSDir = filepath.Dir(cfg.PolicyFile)
 	}

@@ -274,7 +274,7 @@ func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
 	serving, next := a.modules(a.cfg.WasmPath)
 	live, batches := a.weighing.current()
 	return translate.Options{Module: serving, NextModule: next, ResolvedKeys: keys, Drains: a.drains.phases(), Envoys: int(a.envoys.Load()),
-		Streams: live, Reconnecting: batches}
+		Streams: live, Reconnecting: batches, QuotaUse: a.quotaUse.Load()}
 }
 
 // keyRefreshInterval is how often JWKS files are re-read and stale JWKS

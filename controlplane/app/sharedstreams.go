@@ -3,11 +3,14 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/directpipe/directpipe/controlplane/nodestats"
 	"github.com/directpipe/directpipe/controlplane/streams"
 	"github.com/directpipe/directpipe/controlplane/translate"
 )
@@ -15,7 +18,8 @@ import (
 // With a shared store, replicas share what they receive so that any of
 // them answers for the whole fleet and all serve the same EDS:
 //   - streams/<replica> holds the counts of the Envoys that report load to
-//     that replica, with the time they were written: a replica that
+//     that replica (and, from their stats, their identities' streams
+//     under quotas), with the time they were written: a replica that
 //     stopped writing (dead, or cut off from the store) counts for nothing
 //     after streamsStale;
 //   - drains/<backend>/<endpoint> holds one drain; an empty value is a
@@ -39,6 +43,9 @@ type sharedCounts struct {
 	At     time.Time       `json:"at"`
 	Counts []streams.Count `json:"counts"`
 	Nodes  []string        `json:"nodes"`
+	// Quota is where identities' streams under quotas are, by node, as
+	// the nodes' stats show them.
+	Quota map[string]nodestats.QuotaUse `json:"quota,omitempty"`
 }
 
 // fleetStreams holds the other replicas' counts.
@@ -98,6 +105,49 @@ func (a *App) fleetCounts() ([]streams.Count, []string) {
 	return counts, nodes
 }
 
+// fleetQuotaUse is this replica's nodes' streams under quotas and, with a
+// shared store, the other replicas' fresh ones (a node here wins over the
+// same node elsewhere), so that every replica splits quotas alike.
+func (a *App) fleetQuotaUse() map[string]nodestats.QuotaUse {
+	use := a.nodeStats.QuotaUse()
+	if !a.shared {
+		return use
+	}
+	a.fleetStreams.mu.Lock()
+	defer a.fleetStreams.mu.Unlock()
+	for r, sc := range a.fleetStreams.replicas {
+		if r == a.cfg.Replica || time.Since(sc.At) > streamsStale {
+			continue
+		}
+		for n, u := range sc.Quota {
+			if _, ok := use[n]; !ok {
+				use[n] = u
+			}
+		}
+	}
+	return use
+}
+
+// boundQuotaUse keeps at most maxSharedCounts identity counts, whole
+// nodes at a time in node order, for one replica's stored value.
+func boundQuotaUse(use map[string]nodestats.QuotaUse) map[string]nodestats.QuotaUse {
+	out := map[string]nodestats.QuotaUse{}
+	n := 0
+	for _, node := range slices.Sorted(maps.Keys(use)) {
+		u := use[node]
+		size := 0
+		for _, ids := range u.Live {
+			size += len(ids)
+		}
+		if n+size > maxSharedCounts {
+			break
+		}
+		n += size
+		out[node] = u
+	}
+	return out
+}
+
 // fleetReportedSince is streams.ReportedSince over the fleet: the other
 // replicas' values are written at least every streamsPublishInterval, so a
 // value written after t plus one interval holds reports sent after t.
@@ -145,7 +195,7 @@ func (a *App) runSharedStreams(ctx context.Context) {
 			if len(counts) > maxSharedCounts {
 				counts = counts[:maxSharedCounts]
 			}
-			b, err := json.Marshal(sharedCounts{At: time.Now(), Counts: counts, Nodes: a.streams.Nodes()})
+			b, err := json.Marshal(sharedCounts{At: time.Now(), Counts: counts, Nodes: a.streams.Nodes(), Quota: boundQuotaUse(a.nodeStats.QuotaUse())})
 			if err == nil {
 				err = a.cfg.Store.PutValue(ctx, streamsValuePrefix+url.PathEscape(a.cfg.Replica), b)
 			}
@@ -160,7 +210,7 @@ func (a *App) runSharedStreams(ctx context.Context) {
 		case strings.HasPrefix(name, streamsValuePrefix):
 			replica, err := url.PathUnescape(strings.TrimPrefix(name, streamsValuePrefix))
 			var sc sharedCounts
-			if err != nil || json.Unmarshal(value, &sc) != nil || len(sc.Counts) > maxSharedCounts {
+			if err != nil || json.Unmarshal(value, &sc) != nil || len(sc.Counts) > maxSharedCounts || len(boundQuotaUse(sc.Quota)) != len(sc.Quota) {
 				return
 			}
 			a.fleetStreams.mu.Lock()

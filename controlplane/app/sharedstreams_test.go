@@ -13,7 +13,10 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/service/metrics/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	promv1 "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	"github.com/directpipe/directpipe/controlplane/app"
@@ -149,5 +152,34 @@ func TestReplicasShareStreamsAndDrains(t *testing.T) {
 	}
 	within(t, "the cancel brings the endpoint back on both", func() bool {
 		return edsStatus(a) == "UNKNOWN" && edsStatus(b) == "UNKNOWN"
+	})
+}
+
+// TestReplicasShareQuotaUse: the identities' streams one replica's Envoys
+// show in their stats reach the other replica through the store, which
+// then answers for them (and splits quotas from them).
+func TestReplicasShareQuotaUse(t *testing.T) {
+	cluster := testkit.StartEtcd(t, 1)
+	seed := copyExample(t)
+	b0, err := os.ReadFile(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withQuota := bytes.Replace(b0, []byte("  - name: demo\n    sources:"), []byte("  - name: demo\n    quotas: { max_streams: 4 }\n    sources:"), 1)
+	if bytes.Equal(withQuota, b0) {
+		t.Fatal("the example policy no longer starts its demo auth policy as this test expects")
+	}
+	if err := os.WriteFile(seed, withQuota, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startNamedReplica(t, cluster.Endpoints(), seed, "a")
+	b := startNamedReplica(t, cluster.Endpoints(), seed, "b")
+	a.NodeStats().Record("envoy-on-a", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{{
+		Name: proto.String("wasmcustom.directpipe_quota_live.demo.alice"), Type: promv1.MetricType_GAUGE.Enum(),
+		Metric: []*promv1.Metric{{Gauge: &promv1.Gauge{Value: proto.Float64(3)}}},
+	}}})
+	within(t, "replica b shows alice's 3 streams on envoy-on-a", func() bool {
+		rows := b.QuotaStreams()
+		return len(rows) == 1 && rows[0].GetIdentity() == "alice" && rows[0].GetLive() == 3 && rows[0].GetQuota() == 4 && rows[0].GetNodes()["envoy-on-a"] == 3
 	})
 }

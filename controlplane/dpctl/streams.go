@@ -114,6 +114,29 @@ func printStreams(out io.Writer, resp *adminv1.ListStreamsResponse) {
 	}
 	w.Flush()
 	fmt.Fprintf(out, "%d live streams, counted by %d reporting Envoys\n", total, len(resp.GetReportingNodes()))
+	printIdentities(out, resp.GetIdentities())
+}
+
+// printIdentities lists the live streams of identities under a quota,
+// in the order the control plane gives them (most first, then the row
+// adding up the rest).
+func printIdentities(out io.Writer, ids []*adminv1.IdentityStreams) {
+	if len(ids) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "IDENTITY\tPOLICY\tLIVE\tQUOTA\tNODES")
+	for _, r := range ids {
+		id, policy, quota := r.GetIdentity(), r.GetPolicy(), "-"
+		if r.GetOther() {
+			id, policy = "(others)", "-"
+		} else if r.GetQuota() > 0 {
+			quota = fmt.Sprint(r.GetQuota())
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", id, policy, r.GetLive(), quota, nodesCell(r.GetNodes()))
+	}
+	w.Flush()
 }
 
 func drainCell(d *adminv1.Drain) string {

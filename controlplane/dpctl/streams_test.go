@@ -48,6 +48,11 @@ func TestPrintStreams(t *testing.T) {
 				Started: timestamppb.Now(), Deadline: timestamppb.New(time.Now().Add(time.Minute))},
 		},
 		ReportingNodes: []string{"edge-1", "edge-2"},
+		Identities: []*adminv1.IdentityStreams{
+			{Policy: "demo", Identity: "alice", Live: 5, Quota: 4, Nodes: map[string]uint64{"edge-1": 4, "edge-2": 1}},
+			{Policy: "demo", Identity: "internal", Live: 2, Nodes: map[string]uint64{"edge-2": 2}},
+			{Other: true, Live: 3, Nodes: map[string]uint64{"edge-1": 3}},
+		},
 	})
 	want := `BACKEND  ROUTE  ENDPOINT     LIVE  DRAIN                 NODES
 voice    -      10.0.0.1:80  5     -                     edge-1 2, edge-2 3
@@ -55,6 +60,11 @@ voice    -      10.0.0.2:80  4     -                     edge-2 4
 voice    -      10.0.0.3:80  0     drained (no streams)  -
 voice    agent  10.0.0.1:80  1     -                     edge-1 1
 10 live streams, counted by 2 reporting Envoys
+
+IDENTITY  POLICY  LIVE  QUOTA  NODES
+alice     demo    5     4      edge-1 4, edge-2 1
+internal  demo    2     -      edge-2 2
+(others)  -       3     -      edge-1 3
 `
 	if got := b.String(); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

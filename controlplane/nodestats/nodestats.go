@@ -15,6 +15,8 @@ import (
 
 	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/service/metrics/v3"
 	"google.golang.org/grpc"
+
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 const (
@@ -25,6 +27,9 @@ const (
 	// maxWasmStats bounds the reload counters kept per node (three per
 	// plugin).
 	maxWasmStats = 300
+	// maxQuotaGauges bounds the identity gauges kept per node: an Envoy
+	// defines at most contract.MaxIdentityGauges.
+	maxQuotaGauges = 2 * contract.MaxIdentityGauges
 	// stale is how long a node's numbers stay credible without an update
 	// (Envoy flushes stats every 5 seconds by default).
 	stale = time.Minute
@@ -45,6 +50,15 @@ type Store struct {
 type node struct {
 	at     time.Time
 	active map[string]int64 // by listener stat prefix, e.g. 127.0.0.1_10000
+	// quota holds the handshake module's live-stream gauges: by policy,
+	// then identity; unlabelled the streams of identities without one.
+	quota      map[string]map[string]int64
+	quotaN     int
+	unlabelled int64
+	// refused holds the module's refusal counters by reason, then the
+	// identity label it writes (made safe, "other" past its bound).
+	refused  map[string]map[string]uint64
+	refusedN int
 	// reloads holds Envoy's cumulative wasm.<plugin>.vm_reload_* counters
 	// by name; wasm is what they add up to.
 	reloads map[string]uint64
@@ -110,7 +124,7 @@ func (s *Store) StreamMetrics(stream grpc.ClientStreamingServer[metricsv3.Stream
 		if id == "" {
 			continue
 		}
-		s.record(id, msg)
+		s.Record(id, msg)
 	}
 }
 
@@ -124,11 +138,45 @@ const (
 	reloadBackoff = ".vm_reload_backoff"
 )
 
-func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
+// The handshake module's gauges of live streams under quotas.
+const (
+	quotaLive       = "wasmcustom." + contract.MetricQuotaLivePrefix
+	quotaUnlabelled = "wasmcustom." + contract.MetricQuotaLiveUnlabelled
+	quotaDenied     = "wasmcustom." + contract.MetricQuotaDeniedPrefix
+)
+
+// Record keeps what one report of node id says.
+func (s *Store) Record(id string, msg *metricsv3.StreamMetricsMessage) {
 	found := map[string]int64{}
 	reloads := map[string]uint64{}
+	var live []quotaGauge
+	var refused []quotaRefusals
+	unlabelled := int64(-1)
 	for _, f := range msg.GetEnvoyMetrics() {
 		name := f.GetName()
+		if name == quotaUnlabelled {
+			for _, m := range f.GetMetric() {
+				unlabelled = int64(m.GetGauge().GetValue())
+			}
+			continue
+		}
+		if rest, ok := strings.CutPrefix(name, quotaDenied); ok {
+			if reason, label, ok := strings.Cut(rest, "."); ok && len(refused) < maxQuotaGauges {
+				for _, m := range f.GetMetric() {
+					refused = append(refused, quotaRefusals{reason, label, uint64(m.GetCounter().GetValue())})
+				}
+			}
+			continue
+		}
+		if rest, ok := strings.CutPrefix(name, quotaLive); ok {
+			if g, ok := parseQuotaGauge(rest); ok && len(live) < maxQuotaGauges {
+				for _, m := range f.GetMetric() {
+					g.live = int64(m.GetGauge().GetValue())
+				}
+				live = append(live, g)
+			}
+			continue
+		}
 		if isReloadCounter(name) {
 			if len(reloads) < maxWasmStats {
 				for _, m := range f.GetMetric() {
@@ -150,7 +198,7 @@ func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
 			found[listener] = int64(m.GetGauge().GetValue())
 		}
 	}
-	if len(found) == 0 && len(reloads) == 0 {
+	if len(found) == 0 && len(reloads) == 0 && len(live) == 0 && len(refused) == 0 && unlabelled < 0 {
 		return // a batch with nothing the store keeps
 	}
 	s.mu.Lock()
@@ -164,6 +212,8 @@ func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
 		s.nodes[id] = n
 	}
 	n.at = s.now()
+	n.recordQuota(live, unlabelled)
+	n.recordRefusals(refused)
 	for k, v := range found {
 		if _, ok := n.active[k]; ok || len(n.active) < maxListeners {
 			n.active[k] = v
@@ -175,6 +225,138 @@ func (s *Store) record(id string, msg *metricsv3.StreamMetricsMessage) {
 		ev.Node = id
 		s.onWasm(ev)
 	}
+}
+
+// quotaGauge is one identity's live streams under one policy's quota.
+type quotaGauge struct {
+	policy, identity string
+	live             int64
+}
+
+// parseQuotaGauge reads "<policy>.<identity>", both escaped as the module
+// writes them.
+func parseQuotaGauge(s string) (quotaGauge, bool) {
+	p, id, ok := strings.Cut(s, ".")
+	if !ok {
+		return quotaGauge{}, false
+	}
+	policy, ok1 := contract.UnescapeStatName(p)
+	identity, ok2 := contract.UnescapeStatName(id)
+	if !ok1 || !ok2 || policy == "" || identity == "" {
+		return quotaGauge{}, false
+	}
+	return quotaGauge{policy: policy, identity: identity}, true
+}
+
+func (n *node) recordQuota(live []quotaGauge, unlabelled int64) {
+	if unlabelled >= 0 {
+		n.unlabelled = unlabelled
+	}
+	for _, g := range live {
+		if n.quota == nil {
+			n.quota = map[string]map[string]int64{}
+		}
+		ids := n.quota[g.policy]
+		if ids == nil {
+			ids = map[string]int64{}
+			n.quota[g.policy] = ids
+		}
+		if _, seen := ids[g.identity]; !seen {
+			if n.quotaN >= maxQuotaGauges {
+				continue
+			}
+			n.quotaN++
+		}
+		ids[g.identity] = g.live
+	}
+}
+
+// quotaRefusals is one of the module's refusal counters.
+type quotaRefusals struct {
+	reason, label string
+	n             uint64
+}
+
+func (n *node) recordRefusals(batch []quotaRefusals) {
+	for _, r := range batch {
+		if n.refused == nil {
+			n.refused = map[string]map[string]uint64{}
+		}
+		labels := n.refused[r.reason]
+		if labels == nil {
+			labels = map[string]uint64{}
+			n.refused[r.reason] = labels
+		}
+		if _, seen := labels[r.label]; !seen {
+			if n.refusedN >= maxQuotaGauges {
+				continue
+			}
+			n.refusedN++
+		}
+		labels[r.label] = r.n
+	}
+}
+
+// QuotaRefusals adds up, over the nodes that reported recently, the
+// handshakes the module refused over a quota since each Envoy started:
+// by reason, then the identity as the module labels it (letters, digits,
+// '-' and '_' kept, other bytes '_'; "other" past its bound).
+func (s *Store) QuotaRefusals() map[string]map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]map[string]uint64{}
+	for _, n := range s.nodes {
+		if s.now().Sub(n.at) >= stale {
+			continue
+		}
+		for reason, labels := range n.refused {
+			if out[reason] == nil {
+				out[reason] = map[string]uint64{}
+			}
+			for l, v := range labels {
+				out[reason][l] += v
+			}
+		}
+	}
+	return out
+}
+
+// QuotaUse is what one node's stats say of the streams under quotas.
+type QuotaUse struct {
+	// Live is each identity's live streams, by policy then identity;
+	// identities with none may be left out.
+	Live map[string]map[string]int64
+	// Unlabelled is the live streams of identities the node has no gauge
+	// for: while it is above 0, an identity the node does not show with
+	// live streams may still have some there.
+	Unlabelled int64
+}
+
+// QuotaUse returns, for every node that reported recently, the live
+// streams of each identity under a quota.
+func (s *Store) QuotaUse() map[string]QuotaUse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]QuotaUse{}
+	for id, n := range s.nodes {
+		if s.now().Sub(n.at) >= stale {
+			continue
+		}
+		u := QuotaUse{Live: map[string]map[string]int64{}, Unlabelled: n.unlabelled}
+		for p, ids := range n.quota {
+			for ident, v := range ids {
+				if v <= 0 {
+					continue
+				}
+				if u.Live[p] == nil {
+					u.Live[p] = map[string]int64{}
+				}
+				u.Live[p][ident] = v
+			}
+		}
+		out[id] = u
+	}
+	return out
 }
 
 func isReloadCounter(name string) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"reflect"
 	"testing"
 	"time"
 
@@ -146,7 +147,7 @@ func TestWasmHealth(t *testing.T) {
 				for name, v := range r {
 					msg.EnvoyMetrics = append(msg.EnvoyMetrics, counter(name, v))
 				}
-				s.record("edge-1", msg)
+				s.Record("edge-1", msg)
 			}
 			if len(events) != len(tt.events) {
 				t.Fatalf("events %+v, want %+v", events, tt.events)
@@ -176,9 +177,54 @@ func TestWasmStatsBounded(t *testing.T) {
 	for i := range 2 * maxWasmStats {
 		msg.EnvoyMetrics = append(msg.EnvoyMetrics, counter(fmt.Sprintf("wasm.p%d.vm_reload_success", i), 1))
 	}
-	s.record("edge-1", msg)
-	s.record("edge-1", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{counter("wasm.other.vm_reload_failure", 1)}})
+	s.Record("edge-1", msg)
+	s.Record("edge-1", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{counter("wasm.other.vm_reload_failure", 1)}})
 	if n := len(s.nodes["edge-1"].reloads); n > maxWasmStats {
 		t.Fatalf("%d counters kept", n)
+	}
+}
+
+// TestQuotaUse: the module's live-stream gauges are read back to policy
+// and identity (escaped names included), kept across batches, and left
+// out once stale; names that are not the module's are ignored.
+func TestQuotaUse(t *testing.T) {
+	s := New(nil)
+	s.Record("edge-a", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
+		gauge("wasmcustom.directpipe_quota_live.voice.alice", 3),
+		gauge("wasmcustom.directpipe_quota_live.voice.tenant_2ea_2fuser_201", 1),
+		gauge("wasmcustom.directpipe_quota_live.voice.gone", 0),
+		gauge("wasmcustom.directpipe_quota_live.voice.bad_zz", 9),
+		gauge("wasmcustom.directpipe_quota_live.nodot", 9),
+	}})
+	s.Record("edge-a", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
+		gauge("wasmcustom.directpipe_quota_live_unlabelled", 2),
+	}})
+	s.Record("edge-b", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{gauge("server.live", 1), gauge("listener.x.downstream_cx_active", 1)}})
+	got := s.QuotaUse()
+	want := map[string]QuotaUse{
+		"edge-a": {Live: map[string]map[string]int64{"voice": {"alice": 3, "tenant.a/user 1": 1}}, Unlabelled: 2},
+		"edge-b": {Live: map[string]map[string]int64{}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("QuotaUse = %v, want %v", got, want)
+	}
+	counter := func(name string, v float64) *promv1.MetricFamily {
+		return &promv1.MetricFamily{Name: proto.String(name), Type: promv1.MetricType_COUNTER.Enum(),
+			Metric: []*promv1.Metric{{Counter: &promv1.Counter{Value: proto.Float64(v)}}}}
+	}
+	s.Record("edge-a", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
+		counter("wasmcustom.directpipe_quota_denied_stream_quota.alice", 4),
+		counter("wasmcustom.directpipe_quota_denied_handshake_rate.other", 2),
+	}})
+	s.Record("edge-b", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
+		counter("wasmcustom.directpipe_quota_denied_stream_quota.alice", 1),
+	}})
+	wantRefused := map[string]map[string]uint64{"stream_quota": {"alice": 5}, "handshake_rate": {"other": 2}}
+	if got := s.QuotaRefusals(); !reflect.DeepEqual(got, wantRefused) {
+		t.Fatalf("QuotaRefusals = %v, want %v", got, wantRefused)
+	}
+	s.now = func() time.Time { return time.Now().Add(2 * stale) }
+	if got := s.QuotaUse(); len(got) != 0 {
+		t.Fatalf("stale: %v", got)
 	}
 }

@@ -13,8 +13,8 @@ const DefaultLeewaySeconds = 30
 
 // authPolicy is one policy as the filter reads it. resolved holds the keys
 // the control plane read from the policy's jwks_file or jwks_url.
-// envoys is how many Envoys share its quotas.
-func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK, envoys int) *contract.Policy {
+// opts say how many Envoys share its quotas, and where their streams are.
+func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK, opts Options) *contract.Policy {
 	out := &contract.Policy{
 		Name:           a.GetName(),
 		Realm:          contract.DefaultRealm,
@@ -54,7 +54,7 @@ func authPolicy(a *policyv1.AuthPolicy, resolved []*policyv1.JWK, envoys int) *c
 	if o := a.GetOrigins(); o != nil {
 		out.Origins = &contract.Origins{Allow: o.GetAllow(), AllowMissing: o.GetAllowMissing()}
 	}
-	out.Quotas = envoyQuotas(a.GetQuotas(), envoys)
+	out.Quotas = envoyQuotas(a.GetQuotas(), opts.Envoys, opts.QuotaUse.policy(a.GetName()))
 	for _, k := range a.GetApiKeys() {
 		out.APIKeys = append(out.APIKeys, contract.APIKey{SHA256: k.GetSha256(), Identity: k.GetIdentity()})
 	}

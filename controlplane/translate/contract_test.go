@@ -51,7 +51,7 @@ func TestContractRoundTrip(t *testing.T) {
 			Origins: &policyv1.Origins{Allow: []string{"https://app.example", "https://*.example.org"}, AllowMissing: true}}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			built := authPolicy(tt.in, tt.resolved, 1)
+			built := authPolicy(tt.in, tt.resolved, Options{Envoys: 1})
 			doc, err := json.Marshal(built)
 			if err != nil {
 				t.Fatal(err)

@@ -30,7 +30,7 @@ const (
 func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionConfig, error) {
 	cfg := contract.Config{Policies: map[string]*contract.Policy{}}
 	for _, a := range p.GetAuthPolicies() {
-		cfg.Policies[a.GetName()] = authPolicy(a, opts.ResolvedKeys[a.GetName()], opts.Envoys)
+		cfg.Policies[a.GetName()] = authPolicy(a, opts.ResolvedKeys[a.GetName()], opts)
 	}
 	// Client lists are keyed by route name, which the module reads for
 	// every handshake anyway: a change of a list is an update of this

@@ -56,7 +56,7 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 		}
 		pol := &contract.Policy{Name: r.GetName(), Realm: contract.DefaultRealm, Public: true}
 		if a := policies[r.GetAuth()]; a != nil {
-			pol = authPolicy(a, opts.ResolvedKeys[a.GetName()], opts.Envoys)
+			pol = authPolicy(a, opts.ResolvedKeys[a.GetName()], opts)
 		}
 		// The module sees this one policy; the headers the others set
 		// must not reach the back end from a client either.

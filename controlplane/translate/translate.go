@@ -51,6 +51,9 @@ type Options struct {
 	// quota (those connected to any replica); each gets an even share,
 	// rounded up. 0 counts as 1.
 	Envoys int
+	// QuotaUse is where identities' streams are, for splitting their
+	// stream quotas by use; nil splits every quota evenly.
+	QuotaUse *QuotaUse
 }
 
 // DrainPhase is how far an endpoint's drain has gone.

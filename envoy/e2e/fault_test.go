@@ -452,6 +452,15 @@ func TestFailedVMHealsAndShows(t *testing.T) {
 			return h.status == http.StatusSwitchingProtocols, fmt.Sprintf("alice after her streams ended with the failed VM: %d %s", h.status, h.body)
 		})
 		t.Logf("alice admitted again %v after her streams ended", time.Since(aliceEnded).Round(time.Second))
+		// The admission that dropped the failed VM's count took its
+		// stream off alice's gauge too, which a failed VM's additions
+		// outlive: with her streams ended, what the control plane splits
+		// quotas by reads 0.
+		gauge := "wasmcustom." + contract.MetricQuotaLivePrefix + "quota.alice"
+		waitFor(t, 15*time.Second, func() (bool, string) {
+			v := s.stat(t, gauge)
+			return v == 0, fmt.Sprintf("%s = %d with none of alice's streams open", gauge, v)
+		})
 	})
 }
 

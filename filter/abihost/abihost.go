@@ -24,6 +24,22 @@ func (Host) DefineCounter(name string) { proxywasm.CounterID(name) }
 
 func (Host) Count(name string) { proxywasm.Count(name) }
 
+func (Host) AddGauge(name string, delta int64) {
+	if id, ok := proxywasm.GaugeID(name); ok {
+		proxywasm.IncrementMetric(id, delta)
+	}
+}
+
+// NodeID reads xds.node.id, the bootstrap's node id (the same attribute
+// outside xds before Envoy moved the xDS attributes under it).
+func (Host) NodeID() (string, error) {
+	v, err := proxywasm.GetProperty("xds", "node", "id")
+	if err != nil {
+		v, err = proxywasm.GetProperty("node", "id")
+	}
+	return string(v), err
+}
+
 func (Host) AddCount(name string, n uint64) {
 	if id, ok := proxywasm.CounterID(name); ok && n > 0 {
 		proxywasm.IncrementMetric(id, int64(n))

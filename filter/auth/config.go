@@ -404,6 +404,19 @@ func checkQuotas(q *contract.Quotas) error {
 			return errors.New("quotas: an identity's entry is out of bounds")
 		}
 	}
+	if len(q.Split) > contract.MaxSplitIdentities {
+		return fmt.Errorf("quotas: %d split identities is more than %d", len(q.Split), contract.MaxSplitIdentities)
+	}
+	for id, s := range q.Split {
+		if id == "" || len(id) > contract.MaxIdentityBytes || s == nil || s.Rest > contract.MaxStreamsPerIdentity || len(s.Nodes) > contract.MaxSplitNodes {
+			return errors.New("quotas: a split identity's entry is out of bounds")
+		}
+		for node, n := range s.Nodes {
+			if node == "" || n > contract.MaxStreamsPerIdentity {
+				return errors.New("quotas: a split identity's node share is out of bounds")
+			}
+		}
+	}
 	if r := q.Handshakes; r != nil && (r.PerSecond < 1 || r.PerSecond > contract.MaxHandshakesPerSecond || r.Burst > contract.MaxHandshakesPerSecond) {
 		return fmt.Errorf("quotas: handshakes must be 1 to %d a second, with a burst of at most as many", contract.MaxHandshakesPerSecond)
 	}

@@ -86,6 +86,32 @@ type Quotas struct {
 	Identities map[string]uint32 `json:"identities,omitempty"`
 	// Handshakes is a token bucket per identity; nil means no limit.
 	Handshakes *Rate `json:"handshakes,omitempty"`
+	// Split replaces MaxStreams and Identities for the identities it
+	// names: the control plane's split of their quota by where their
+	// streams are.
+	Split map[string]*Split `json:"split,omitempty"`
+}
+
+// Split is one identity's stream quota on each Envoy, by node id; an
+// Envoy it does not name admits Rest.
+type Split struct {
+	Rest  uint32            `json:"rest"`
+	Nodes map[string]uint32 `json:"nodes,omitempty"`
+}
+
+// StreamLimit is the live streams identity may hold on the Envoy whose
+// node id is node; 0 means no limit.
+func (q *Quotas) StreamLimit(node, identity string) uint32 {
+	if s, ok := q.Split[identity]; ok {
+		if n, ok := s.Nodes[node]; ok {
+			return n
+		}
+		return s.Rest
+	}
+	if n, ok := q.Identities[identity]; ok {
+		return n
+	}
+	return q.MaxStreams
 }
 
 // Rate is a token bucket: PerSecond tokens a second, up to Burst.
@@ -113,6 +139,21 @@ const (
 	MaxIdentityMetrics = 32
 	// MaxIdentityLabelBytes bounds an identity's part of a stat name.
 	MaxIdentityLabelBytes = 64
+	// QuotaSlots is the number of entries each of the two quota tables
+	// (live streams, handshake buckets) may hold in an Envoy's shared
+	// data; QuotaProbe the slots an identity may use, from its hash on.
+	QuotaSlots = 4096
+	QuotaProbe = 16
+	// MaxIdentityGauges bounds the live-stream gauges an Envoy defines,
+	// one per identity, for its lifetime (stats cannot be deleted);
+	// later identities' streams are counted by MetricQuotaLiveUnlabelled.
+	MaxIdentityGauges = 1000
+	// MaxGaugeIdentityBytes: a longer identity gets no gauge.
+	MaxGaugeIdentityBytes = 128
+	// MaxSplitIdentities bounds the identities a policy's split names,
+	// MaxSplitNodes the Envoys one identity's split names.
+	MaxSplitIdentities = 1000
+	MaxSplitNodes      = 1000
 )
 
 // TokenCache sizes the filter's cache of verified JWTs. A cached token

@@ -54,6 +54,14 @@ const (
 	// identity: the prefix, the reason, ".", then the identity made safe
 	// for a stat name, or QuotaOtherIdentity past MaxIdentityMetrics.
 	MetricQuotaDeniedPrefix = "directpipe_quota_denied_"
+	// MetricQuotaLivePrefix is a gauge of one identity's live streams
+	// under a quota on this Envoy: the prefix, the policy, ".", then
+	// the identity as EscapeStatName writes it. The control plane reads
+	// them from the Envoy's stats to split quotas by use.
+	MetricQuotaLivePrefix = "directpipe_quota_live."
+	// MetricQuotaLiveUnlabelled is a gauge of the live streams under a
+	// quota whose identity has no gauge of its own.
+	MetricQuotaLiveUnlabelled = "directpipe_quota_live_unlabelled"
 	// MetricTCPShed counts undecided handshakes closed to make room for
 	// new ones when a worker holds as many as it may.
 	MetricTCPShed          = "directpipe_tcp_handshake_shed"

@@ -37,7 +37,7 @@ type fakeHost struct {
 	closed      []uint32 // contexts closed, by effective context
 	effective   uint32
 	// onClose, when set, runs inside CloseDownstream, as Envoy enters the
-	// module again (proxy_on_done, proxy_on_delete) before the call
+	// module again (proxy_on_delete) before the call
 	// returns.
 	onClose func(id uint32)
 
@@ -47,6 +47,7 @@ type fakeHost struct {
 	clientAddrs   int
 
 	rootID  string
+	node    string
 	defined map[string]bool
 	counts  map[string]int
 	logs    []string
@@ -54,8 +55,10 @@ type fakeHost struct {
 	// sharedData is the Envoy's shared data; beforeSet, when set, runs
 	// before each write, as another worker might.
 	sharedData *sharedData
-	beforeSet  func(key string)
-	errShared  error
+	// sharedReads counts SharedData calls.
+	sharedReads int
+	beforeSet   func(key string)
+	errShared   error
 
 	errHeaders, errRemove, errReplace, errLocal, errData, errReplaceData, errState, errEffective error
 }
@@ -91,6 +94,18 @@ func (h *fakeHost) DefineCounter(name string) { h.defined[name] = true }
 func (h *fakeHost) Count(name string) { h.counts[name]++ }
 
 func (h *fakeHost) AddCount(name string, n uint64) { h.counts[name] += int(n) }
+
+// AddGauge adds to the Envoy's gauge: gauges, like shared data, are the
+// Envoy's, not a worker's.
+func (h *fakeHost) AddGauge(name string, delta int64) {
+	d := h.shared()
+	if d.gauges == nil {
+		d.gauges = map[string]int64{}
+	}
+	d.gauges[name] += delta
+}
+
+func (h *fakeHost) NodeID() (string, error) { return h.node, nil }
 
 // VerifySignature: the fake host has no crypto of its own, so the
 // module checks every signature itself, as with a host without the
@@ -293,6 +308,7 @@ type sharedEntry struct {
 type sharedData struct {
 	entries map[string]sharedEntry
 	next    uint32
+	gauges  map[string]int64
 }
 
 func (h *fakeHost) shared() *sharedData {
@@ -306,6 +322,7 @@ func (h *fakeHost) SharedData(key string) ([]byte, uint32, error) {
 	if h.errShared != nil {
 		return nil, 0, h.errShared
 	}
+	h.sharedReads++
 	e := h.shared().entries[key]
 	return e.value, e.cas, nil
 }

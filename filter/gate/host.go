@@ -35,6 +35,11 @@ type Host interface {
 	DefineCounter(name string)
 	// Count adds one to a counter; it never fails a handshake.
 	Count(name string)
+	// AddGauge adds delta to a gauge, defining it on first use; it never
+	// fails a handshake.
+	AddGauge(name string, delta int64)
+	// NodeID returns the Envoy's node id (the node.id property).
+	NodeID() (string, error)
 	// VerifySignature checks an RS* or ES* signature with the host's
 	// crypto (see auth.HostVerifier); an error means it could not.
 	VerifySignature(hash string, spki, sig, signed []byte) (bool, error)

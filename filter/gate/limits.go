@@ -5,7 +5,7 @@ package gate
 const (
 	// ClosesPerCall bounds the connections one callback closes. Closing
 	// a connection re-enters the module before the host call returns
-	// (proxy_on_done, proxy_on_delete), and V8 keeps part of each nested
+	// (proxy_on_delete), and V8 keeps part of each nested
 	// entry's native stack until the outer callback returns: a tick that
 	// closed a thousand idle connections overflowed the stack and failed
 	// the worker's VM, and with it every plugin sharing that VM.

@@ -129,12 +129,6 @@ func (m *Module) Tick(h TCPHost, rootID uint32, now time.Time) {
 	m.TCP.quota.Refresh(h, now)
 }
 
-// Done is the host asking whether a context may be deleted: always.
-func (m *Module) Done(id uint32) bool {
-	m.entered(id)
-	return true
-}
-
 // Delete forgets a context and adds the callbacks counted so far.
 func (m *Module) Delete(h ModuleHost, id uint32) {
 	m.entered(id)

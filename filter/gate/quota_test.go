@@ -2,7 +2,9 @@ package gate
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +22,14 @@ func quotaConfig(t testing.TB, q map[string]any) string {
 // that shares shared, and returns the local reply (nil: let through).
 func open(t *testing.T, g *HTTP, shared *sharedData, id uint32, sub string, at time.Time) *localReply {
 	t.Helper()
+	return openOn(t, g, shared, "", id, sub, at)
+}
+
+// openOn is open on the Envoy whose node id is node.
+func openOn(t *testing.T, g *HTTP, shared *sharedData, node string, id uint32, sub string, at time.Time) *localReply {
+	t.Helper()
 	h := newFakeHost("")
+	h.node = node
 	h.sharedData = shared
 	h.route, h.routeFound = "voice", true
 	tagged("voice")(h)
@@ -140,40 +149,54 @@ func TestTakeToken(t *testing.T) {
 	}
 }
 
-func TestAddStreams(t *testing.T) {
+func TestAddStreamRaces(t *testing.T) {
 	h := newFakeHost("")
-	q := NewQuota()
+	h.sharedData = &sharedData{entries: map[string]sharedEntry{}}
+	noGauge := func() bool { return false }
+	q, other := NewQuota(), NewQuota()
+	for _, w := range []*Quota{q, other} {
+		if err := w.alive(h, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lv := &liveness{h: h, now: now, self: q.instance}
+	slot, _, ok, err := addStream(h, "p/k", 3, lv, noGauge)
+	if !ok || err != nil {
+		t.Fatalf("first add: %v, %v", ok, err)
+	}
+	key := slotKey(streamsTable, slot)
 	// Another worker adds one between this worker's read and write, twice:
 	// the write fails on the token, and the update is made again on top.
-	other := NewQuota()
-	other.alive(h, now)
 	races := 2
-	h.beforeSet = func(key string) {
-		if races == 0 || key != "k" {
+	h.beforeSet = func(k string) {
+		if races == 0 || k != key {
 			return
 		}
 		races--
-		e := h.sharedData.entries[key]
-		c := parseCounts(string(e.value))
+		f := strings.SplitN(string(h.sharedData.entries[key].value), fieldSep, streamsFields)
+		c := parseCounts(f[0])
 		c[other.instance]++
 		h.sharedData.next++
-		h.sharedData.entries[key] = sharedEntry{value: []byte(c.String()), cas: h.sharedData.next}
+		h.sharedData.entries[key] = sharedEntry{value: streamsEntry(c, false, "p/k"), cas: h.sharedData.next}
 	}
-	h.sharedData.entries["k"] = sharedEntry{value: []byte(""), cas: 1}
-	if ok, err := q.addStreams(h, "k", 1, 3, now); !ok || err != nil {
+	if _, _, ok, err := addStream(h, "p/k", 4, lv, noGauge); !ok || err != nil {
 		t.Fatalf("add: %v, %v", ok, err)
 	}
-	if c := parseCounts(string(h.sharedData.entries["k"].value)); c.total() != 3 || c[q.instance] != 1 {
-		t.Fatalf("counts %v, want 3 (two from the other worker)", c)
+	want := fmt.Sprintf("%s=2,%s=2 0 p/k", q.instance, other.instance)
+	if q.instance > other.instance {
+		want = fmt.Sprintf("%s=2,%s=2 0 p/k", other.instance, q.instance)
 	}
-	if ok, _ := q.addStreams(h, "k", 1, 3, now); ok {
+	if v := string(h.sharedData.entries[key].value); v != want {
+		t.Fatalf("entry %q, want %q: 4 streams, two from the other worker", v, want)
+	}
+	if _, _, ok, _ := addStream(h, "p/k", 4, lv, noGauge); ok {
 		t.Fatal("added past the limit")
 	}
-	for range 5 {
-		q.addStreams(h, "k", -1, 0, time.Time{})
+	for range 6 {
+		releaseStream(h, slot, "p/k", q.instance)
 	}
-	if c := parseCounts(string(h.sharedData.entries["k"].value)); c[q.instance] != 0 || c.total() != 2 {
-		t.Fatalf("counts %v after giving back more than held, want the other worker's 2", c)
+	if v := string(h.sharedData.entries[key].value); v != other.instance+"=2 0 p/k" {
+		t.Fatalf("entry %q after giving back more than held, want the other worker's 2 only", v)
 	}
 	// A worker that always loses the race gives up rather than loop.
 	h.beforeSet = func(key string) {
@@ -182,11 +205,11 @@ func TestAddStreams(t *testing.T) {
 		e.cas = h.sharedData.next
 		h.sharedData.entries[key] = e
 	}
-	if _, err := q.addStreams(h, "k", 1, 3, now); !errors.Is(err, errCASExhausted) {
+	if _, _, _, err := addStream(h, "p/k", 3, lv, noGauge); !errors.Is(err, errCASExhausted) {
 		t.Fatalf("endless races: %v", err)
 	}
 	h.beforeSet, h.errShared = nil, errors.New("host refused")
-	if _, err := q.addStreams(h, "k", 1, 3, now); err == nil {
+	if _, _, _, err := addStream(h, "p/k", 3, lv, noGauge); err == nil {
 		t.Fatal("a host error was not reported")
 	}
 }

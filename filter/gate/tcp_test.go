@@ -228,8 +228,8 @@ func TestTCPTick(t *testing.T) {
 }
 
 // reentrant makes h behave as Envoy does when the module closes a
-// connection: the host enters the module again for it (proxy_on_done,
-// proxy_on_delete) before CloseDownstream returns.
+// connection: the host enters the module again for it
+// (proxy_on_delete) before CloseDownstream returns.
 func reentrant(h *fakeHost, g *TCP) {
 	h.onClose = func(id uint32) { g.Delete(h, id) }
 }

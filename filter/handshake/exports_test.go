@@ -79,7 +79,36 @@ func checkExports(t *testing.T, m module, want, banned []string) {
 var commonExports = []string{
 	"_initialize", "memory",
 	"proxy_abi_version_0_2_1", "proxy_on_memory_allocate", "proxy_on_vm_start",
-	"proxy_on_configure", "proxy_on_context_create", "proxy_on_done", "proxy_on_delete",
+	"proxy_on_configure", "proxy_on_context_create", "proxy_on_delete",
+}
+
+// TestStreamEndOneCall proves from the export list what a stream's end
+// costs: of the callbacks Envoy makes when a stream or connection ends
+// (proxy_on_done, proxy_on_log, then proxy_on_delete), the module exports
+// only proxy_on_delete, where a stream under a quota is given back. The
+// whole export list is pinned, so a new callback is a decision.
+func TestStreamEndOneCall(t *testing.T) {
+	parsed, err := wasmbin.Parse(handshakeModule.bytes(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends []string
+	for _, e := range parsed.Exports {
+		if e == "proxy_on_done" || e == "proxy_on_log" || e == "proxy_on_delete" {
+			ends = append(ends, e)
+		}
+	}
+	if !slices.Equal(ends, []string{"proxy_on_delete"}) {
+		t.Errorf("callbacks at a stream's end: %v, want only proxy_on_delete", ends)
+	}
+	want := append(slices.Clone(commonExports), "proxy_on_request_headers", "proxy_on_new_connection", "proxy_on_downstream_data", "proxy_on_tick")
+	got := slices.Clone(parsed.Exports)
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("exports %v, want %v", got, want)
+	}
+	t.Logf("exports: %v", got)
 }
 
 // TestModuleExports proves the per-frame promise from the export list:

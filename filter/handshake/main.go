@@ -85,8 +85,10 @@ func proxyOnTick(rootID uint32) {
 	module.Tick(abihost.Host{}, rootID, time.Now())
 }
 
-//go:wasmexport proxy_on_done
-func proxyOnDone(contextID uint32) uint32 { return boolean(module.Done(contextID)) }
+// No proxy_on_done: Envoy calls it, then proxy_on_delete, at every
+// stream's and connection's end, and treats a missing export as "done".
+// Leaving it out makes a stream's end one call into the VM, where the
+// quota gives the stream back.
 
 //go:wasmexport proxy_on_delete
 func proxyOnDelete(contextID uint32) { module.Delete(abihost.Host{}, contextID) }

@@ -81,6 +81,7 @@ type MetricType uint32
 
 const (
 	MetricCounter MetricType = 0
+	MetricGauge   MetricType = 1
 )
 
 // The host returns data in memory it obtains from proxy_on_memory_allocate:
@@ -231,7 +232,8 @@ func DefineMetric(mt MetricType, name string) (uint32, error) {
 	return id, st.err("proxy_define_metric")
 }
 
-// IncrementMetric adds offset to a counter (spec: proxy_increment_metric).
+// IncrementMetric adds offset to a counter or a gauge (spec:
+// proxy_increment_metric; a gauge may go down).
 func IncrementMetric(id uint32, offset int64) error {
 	return Status(proxy_increment_metric(id, offset)).err("proxy_increment_metric")
 }
@@ -246,6 +248,23 @@ func Count(name string) {
 }
 
 var counterIDs = map[string]uint32{}
+
+// gaugeIDs caches gauge ids as counterIDs does counters'; the gate bounds
+// the names it asks for.
+var gaugeIDs = map[string]uint32{}
+
+// GaugeID returns the id of a gauge, defining it on first use.
+func GaugeID(name string) (uint32, bool) {
+	if id, ok := gaugeIDs[name]; ok {
+		return id, true
+	}
+	id, err := DefineMetric(MetricGauge, name)
+	if err != nil {
+		return 0, false
+	}
+	gaugeIDs[name] = id
+	return id, true
+}
 
 // CounterID returns the id of a counter, defining it on first use.
 func CounterID(name string) (uint32, bool) {

@@ -2098,8 +2098,12 @@ type ListStreamsResponse struct {
 	Drains []*Drain `protobuf:"bytes,2,rep,name=drains,proto3" json:"drains,omitempty"`
 	// The nodes whose load reports the counts add up.
 	ReportingNodes []string `protobuf:"bytes,3,rep,name=reporting_nodes,json=reportingNodes,proto3" json:"reporting_nodes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Live streams per identity under a quota, from the nodes' stats: the
+	// identities holding the most (at most 20), then one row with other
+	// set adding up the rest.
+	Identities    []*IdentityStreams `protobuf:"bytes,4,rep,name=identities,proto3" json:"identities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListStreamsResponse) Reset() {
@@ -2153,6 +2157,100 @@ func (x *ListStreamsResponse) GetReportingNodes() []string {
 	return nil
 }
 
+func (x *ListStreamsResponse) GetIdentities() []*IdentityStreams {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+type IdentityStreams struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy string                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Empty on the row of other identities.
+	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Other    bool   `protobuf:"varint,3,opt,name=other,proto3" json:"other,omitempty"`
+	Live     uint64 `protobuf:"varint,4,opt,name=live,proto3" json:"live,omitempty"`
+	// The identity's fleet-wide max_streams; 0: no limit.
+	Quota uint32 `protobuf:"varint,5,opt,name=quota,proto3" json:"quota,omitempty"`
+	// Live streams by node.
+	Nodes         map[string]uint64 `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityStreams) Reset() {
+	*x = IdentityStreams{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityStreams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityStreams) ProtoMessage() {}
+
+func (x *IdentityStreams) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityStreams.ProtoReflect.Descriptor instead.
+func (*IdentityStreams) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *IdentityStreams) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *IdentityStreams) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *IdentityStreams) GetOther() bool {
+	if x != nil {
+		return x.Other
+	}
+	return false
+}
+
+func (x *IdentityStreams) GetLive() uint64 {
+	if x != nil {
+		return x.Live
+	}
+	return 0
+}
+
+func (x *IdentityStreams) GetQuota() uint32 {
+	if x != nil {
+		return x.Quota
+	}
+	return 0
+}
+
+func (x *IdentityStreams) GetNodes() map[string]uint64 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 type EndpointStreams struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Backend string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
@@ -2169,7 +2267,7 @@ type EndpointStreams struct {
 
 func (x *EndpointStreams) Reset() {
 	*x = EndpointStreams{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2279,7 @@ func (x *EndpointStreams) String() string {
 func (*EndpointStreams) ProtoMessage() {}
 
 func (x *EndpointStreams) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2292,7 @@ func (x *EndpointStreams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointStreams.ProtoReflect.Descriptor instead.
 func (*EndpointStreams) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EndpointStreams) GetBackend() string {
@@ -2250,7 +2348,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2360,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2373,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Drain) GetBackend() string {
@@ -2350,7 +2448,7 @@ type DrainEndpointRequest struct {
 
 func (x *DrainEndpointRequest) Reset() {
 	*x = DrainEndpointRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2460,7 @@ func (x *DrainEndpointRequest) String() string {
 func (*DrainEndpointRequest) ProtoMessage() {}
 
 func (x *DrainEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2473,7 @@ func (x *DrainEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainEndpointRequest.ProtoReflect.Descriptor instead.
 func (*DrainEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DrainEndpointRequest) GetBackend() string {
@@ -2415,7 +2513,7 @@ type DrainEndpointResponse struct {
 
 func (x *DrainEndpointResponse) Reset() {
 	*x = DrainEndpointResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2427,7 +2525,7 @@ func (x *DrainEndpointResponse) String() string {
 func (*DrainEndpointResponse) ProtoMessage() {}
 
 func (x *DrainEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2440,7 +2538,7 @@ func (x *DrainEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainEndpointResponse.ProtoReflect.Descriptor instead.
 func (*DrainEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DrainEndpointResponse) GetDrain() *Drain {
@@ -2464,7 +2562,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2476,7 +2574,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2489,7 +2587,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RebalanceRequest) GetBackend() string {
@@ -2527,7 +2625,7 @@ type RebalanceResponse struct {
 
 func (x *RebalanceResponse) Reset() {
 	*x = RebalanceResponse{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2637,7 @@ func (x *RebalanceResponse) String() string {
 func (*RebalanceResponse) ProtoMessage() {}
 
 func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2650,7 @@ func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RebalanceResponse) GetBackend() string {
@@ -2602,7 +2700,7 @@ type RebalanceStep struct {
 
 func (x *RebalanceStep) Reset() {
 	*x = RebalanceStep{}
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2712,7 @@ func (x *RebalanceStep) String() string {
 func (*RebalanceStep) ProtoMessage() {}
 
 func (x *RebalanceStep) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2725,7 @@ func (x *RebalanceStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceStep.ProtoReflect.Descriptor instead.
 func (*RebalanceStep) Descriptor() ([]byte, []int) {
-	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RebalanceStep) GetEndpoint() string {
@@ -2820,11 +2918,25 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"last_error\x18\a \x01(\tR\tlastError\x12>\n" +
 	"\rlast_error_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\".\n" +
 	"\x12ListStreamsRequest\x12\x18\n" +
-	"\abackend\x18\x01 \x01(\tR\abackend\"\xb2\x01\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\"\xf8\x01\n" +
 	"\x13ListStreamsResponse\x12>\n" +
 	"\astreams\x18\x01 \x03(\v2$.directpipe.admin.v1.EndpointStreamsR\astreams\x122\n" +
 	"\x06drains\x18\x02 \x03(\v2\x1a.directpipe.admin.v1.DrainR\x06drains\x12'\n" +
-	"\x0freporting_nodes\x18\x03 \x03(\tR\x0ereportingNodes\"\x85\x01\n" +
+	"\x0freporting_nodes\x18\x03 \x03(\tR\x0ereportingNodes\x12D\n" +
+	"\n" +
+	"identities\x18\x04 \x03(\v2$.directpipe.admin.v1.IdentityStreamsR\n" +
+	"identities\"\x86\x02\n" +
+	"\x0fIdentityStreams\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x14\n" +
+	"\x05other\x18\x03 \x01(\bR\x05other\x12\x12\n" +
+	"\x04live\x18\x04 \x01(\x04R\x04live\x12\x14\n" +
+	"\x05quota\x18\x05 \x01(\rR\x05quota\x12E\n" +
+	"\x05nodes\x18\x06 \x03(\v2/.directpipe.admin.v1.IdentityStreams.NodesEntryR\x05nodes\x1a8\n" +
+	"\n" +
+	"NodesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x85\x01\n" +
 	"\x0fEndpointStreams\x12\x18\n" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\tR\x05route\x12\x1a\n" +
@@ -2903,7 +3015,7 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                   // 0: directpipe.admin.v1.SyncState
 	(DrainState)(0),                  // 1: directpipe.admin.v1.DrainState
@@ -2939,93 +3051,97 @@ var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(*KeySource)(nil),                // 31: directpipe.admin.v1.KeySource
 	(*ListStreamsRequest)(nil),       // 32: directpipe.admin.v1.ListStreamsRequest
 	(*ListStreamsResponse)(nil),      // 33: directpipe.admin.v1.ListStreamsResponse
-	(*EndpointStreams)(nil),          // 34: directpipe.admin.v1.EndpointStreams
-	(*Drain)(nil),                    // 35: directpipe.admin.v1.Drain
-	(*DrainEndpointRequest)(nil),     // 36: directpipe.admin.v1.DrainEndpointRequest
-	(*DrainEndpointResponse)(nil),    // 37: directpipe.admin.v1.DrainEndpointResponse
-	(*RebalanceRequest)(nil),         // 38: directpipe.admin.v1.RebalanceRequest
-	(*RebalanceResponse)(nil),        // 39: directpipe.admin.v1.RebalanceResponse
-	(*RebalanceStep)(nil),            // 40: directpipe.admin.v1.RebalanceStep
-	nil,                              // 41: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                              // 42: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                              // 43: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),    // 44: google.protobuf.Timestamp
-	(*v1.Policy)(nil),                // 45: directpipe.policy.v1.Policy
-	(*durationpb.Duration)(nil),      // 46: google.protobuf.Duration
+	(*IdentityStreams)(nil),          // 34: directpipe.admin.v1.IdentityStreams
+	(*EndpointStreams)(nil),          // 35: directpipe.admin.v1.EndpointStreams
+	(*Drain)(nil),                    // 36: directpipe.admin.v1.Drain
+	(*DrainEndpointRequest)(nil),     // 37: directpipe.admin.v1.DrainEndpointRequest
+	(*DrainEndpointResponse)(nil),    // 38: directpipe.admin.v1.DrainEndpointResponse
+	(*RebalanceRequest)(nil),         // 39: directpipe.admin.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),        // 40: directpipe.admin.v1.RebalanceResponse
+	(*RebalanceStep)(nil),            // 41: directpipe.admin.v1.RebalanceStep
+	nil,                              // 42: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                              // 43: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                              // 44: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	nil,                              // 45: directpipe.admin.v1.IdentityStreams.NodesEntry
+	(*timestamppb.Timestamp)(nil),    // 46: google.protobuf.Timestamp
+	(*v1.Policy)(nil),                // 47: directpipe.policy.v1.Policy
+	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
 	9,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
 	8,  // 1: directpipe.admin.v1.ListNodesResponse.policy_rejected:type_name -> directpipe.admin.v1.PolicyRejection
-	44, // 2: directpipe.admin.v1.PolicyRejection.at:type_name -> google.protobuf.Timestamp
-	44, // 3: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	44, // 4: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	46, // 2: directpipe.admin.v1.PolicyRejection.at:type_name -> google.protobuf.Timestamp
+	46, // 3: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	46, // 4: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
 	11, // 5: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
 	10, // 6: directpipe.admin.v1.Node.wasm:type_name -> directpipe.admin.v1.WasmHealth
-	44, // 7: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
+	46, // 7: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
 	0,  // 8: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
 	12, // 9: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	44, // 10: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	46, // 10: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
 	15, // 11: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
-	44, // 12: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
-	45, // 13: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
-	45, // 14: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	45, // 15: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	45, // 16: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	46, // 17: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
+	46, // 12: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
+	47, // 13: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
+	47, // 14: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	47, // 15: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	47, // 16: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	48, // 17: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
 	24, // 18: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
 	23, // 19: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
 	22, // 20: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
 	2,  // 21: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
 	12, // 22: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
 	3,  // 23: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	41, // 24: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	42, // 24: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
 	3,  // 25: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	42, // 26: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	43, // 27: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	44, // 28: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	43, // 26: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	44, // 27: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	46, // 28: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
 	31, // 29: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
-	44, // 30: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
-	44, // 31: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
-	34, // 32: directpipe.admin.v1.ListStreamsResponse.streams:type_name -> directpipe.admin.v1.EndpointStreams
-	35, // 33: directpipe.admin.v1.ListStreamsResponse.drains:type_name -> directpipe.admin.v1.Drain
-	1,  // 34: directpipe.admin.v1.Drain.state:type_name -> directpipe.admin.v1.DrainState
-	44, // 35: directpipe.admin.v1.Drain.started:type_name -> google.protobuf.Timestamp
-	44, // 36: directpipe.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	44, // 37: directpipe.admin.v1.Drain.ended:type_name -> google.protobuf.Timestamp
-	46, // 38: directpipe.admin.v1.DrainEndpointRequest.deadline:type_name -> google.protobuf.Duration
-	35, // 39: directpipe.admin.v1.DrainEndpointResponse.drain:type_name -> directpipe.admin.v1.Drain
-	46, // 40: directpipe.admin.v1.RebalanceRequest.window:type_name -> google.protobuf.Duration
-	40, // 41: directpipe.admin.v1.RebalanceResponse.steps:type_name -> directpipe.admin.v1.RebalanceStep
-	46, // 42: directpipe.admin.v1.RebalanceResponse.window:type_name -> google.protobuf.Duration
-	6,  // 43: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	16, // 44: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	18, // 45: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	20, // 46: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	25, // 47: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	27, // 48: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	29, // 49: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
-	13, // 50: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
-	4,  // 51: directpipe.admin.v1.AdminService.GetVersion:input_type -> directpipe.admin.v1.GetVersionRequest
-	32, // 52: directpipe.admin.v1.AdminService.ListStreams:input_type -> directpipe.admin.v1.ListStreamsRequest
-	36, // 53: directpipe.admin.v1.AdminService.DrainEndpoint:input_type -> directpipe.admin.v1.DrainEndpointRequest
-	38, // 54: directpipe.admin.v1.AdminService.Rebalance:input_type -> directpipe.admin.v1.RebalanceRequest
-	7,  // 55: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	17, // 56: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	19, // 57: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	21, // 58: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	26, // 59: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	28, // 60: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	30, // 61: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
-	14, // 62: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
-	5,  // 63: directpipe.admin.v1.AdminService.GetVersion:output_type -> directpipe.admin.v1.GetVersionResponse
-	33, // 64: directpipe.admin.v1.AdminService.ListStreams:output_type -> directpipe.admin.v1.ListStreamsResponse
-	37, // 65: directpipe.admin.v1.AdminService.DrainEndpoint:output_type -> directpipe.admin.v1.DrainEndpointResponse
-	39, // 66: directpipe.admin.v1.AdminService.Rebalance:output_type -> directpipe.admin.v1.RebalanceResponse
-	55, // [55:67] is the sub-list for method output_type
-	43, // [43:55] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	46, // 30: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	46, // 31: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	35, // 32: directpipe.admin.v1.ListStreamsResponse.streams:type_name -> directpipe.admin.v1.EndpointStreams
+	36, // 33: directpipe.admin.v1.ListStreamsResponse.drains:type_name -> directpipe.admin.v1.Drain
+	34, // 34: directpipe.admin.v1.ListStreamsResponse.identities:type_name -> directpipe.admin.v1.IdentityStreams
+	45, // 35: directpipe.admin.v1.IdentityStreams.nodes:type_name -> directpipe.admin.v1.IdentityStreams.NodesEntry
+	1,  // 36: directpipe.admin.v1.Drain.state:type_name -> directpipe.admin.v1.DrainState
+	46, // 37: directpipe.admin.v1.Drain.started:type_name -> google.protobuf.Timestamp
+	46, // 38: directpipe.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	46, // 39: directpipe.admin.v1.Drain.ended:type_name -> google.protobuf.Timestamp
+	48, // 40: directpipe.admin.v1.DrainEndpointRequest.deadline:type_name -> google.protobuf.Duration
+	36, // 41: directpipe.admin.v1.DrainEndpointResponse.drain:type_name -> directpipe.admin.v1.Drain
+	48, // 42: directpipe.admin.v1.RebalanceRequest.window:type_name -> google.protobuf.Duration
+	41, // 43: directpipe.admin.v1.RebalanceResponse.steps:type_name -> directpipe.admin.v1.RebalanceStep
+	48, // 44: directpipe.admin.v1.RebalanceResponse.window:type_name -> google.protobuf.Duration
+	6,  // 45: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	16, // 46: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	18, // 47: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	20, // 48: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	25, // 49: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	27, // 50: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	29, // 51: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	13, // 52: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
+	4,  // 53: directpipe.admin.v1.AdminService.GetVersion:input_type -> directpipe.admin.v1.GetVersionRequest
+	32, // 54: directpipe.admin.v1.AdminService.ListStreams:input_type -> directpipe.admin.v1.ListStreamsRequest
+	37, // 55: directpipe.admin.v1.AdminService.DrainEndpoint:input_type -> directpipe.admin.v1.DrainEndpointRequest
+	39, // 56: directpipe.admin.v1.AdminService.Rebalance:input_type -> directpipe.admin.v1.RebalanceRequest
+	7,  // 57: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	17, // 58: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	19, // 59: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	21, // 60: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	26, // 61: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	28, // 62: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	30, // 63: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	14, // 64: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
+	5,  // 65: directpipe.admin.v1.AdminService.GetVersion:output_type -> directpipe.admin.v1.GetVersionResponse
+	33, // 66: directpipe.admin.v1.AdminService.ListStreams:output_type -> directpipe.admin.v1.ListStreamsResponse
+	38, // 67: directpipe.admin.v1.AdminService.DrainEndpoint:output_type -> directpipe.admin.v1.DrainEndpointResponse
+	40, // 68: directpipe.admin.v1.AdminService.Rebalance:output_type -> directpipe.admin.v1.RebalanceResponse
+	57, // [57:69] is the sub-list for method output_type
+	45, // [45:57] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -3039,7 +3155,7 @@ func file_directpipe_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
