@@ -114,7 +114,7 @@ func TestGatewayStreams(t *testing.T) {
 		strings.Join(s.Chain, ",") != "cors,ext_authz,lua,compressor,router" || s.IdleTimeout != "5m (default)" {
 		t.Errorf("stream: %+v", s)
 	}
-	if s.Findings["medium"] != 2 || s.Findings["low"] != 3 || s.Findings["info"] != 2 {
+	if s.Findings["medium"] != 2 || s.Findings["low"] != 2 || s.Findings["info"] != 3 {
 		t.Errorf("stream findings: %v", s.Findings)
 	}
 }
@@ -243,6 +243,17 @@ func TestRun(t *testing.T) {
 				l := strings.Replace(wsListener("", ""), "timeout: 0s,", "timeout: 0s, upgrade_configs: [{upgrade_type: websocket, enabled: false}],", 1)
 				return Input{ConfigDump: dumpOf(t, l, goodCluster)}
 			},
+		},
+		{
+			name: "upgrade enabled on the route alone runs the REST chain",
+			in: func(t *testing.T) Input {
+				l := strings.Replace(wsListener("        - name: envoy.filters.http.cors\n          typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}", ""),
+					"      upgrade_configs:\n      - upgrade_type: websocket\n        filters:\n", "      http_filters:\n", 1)
+				l = strings.Replace(l, "timeout: 0s,", "timeout: 0s, upgrade_configs: [{upgrade_type: websocket}],", 1)
+				return Input{ConfigDump: dumpOf(t, l, goodCluster)}
+			},
+			want:       []string{"info upgrade-uses-rest-chain"},
+			wantStream: 1,
 		},
 		{
 			name:    "not JSON",
