@@ -234,7 +234,7 @@ func TestRun(t *testing.T) {
 					Stats:      []byte(`{"stats": [{"name": "http.l.downstream_rq_idle_timeout", "value": 7}, {"histograms": {}}]}`),
 				}
 			},
-			want:       []string{"high server-draining", "medium streams-cut"},
+			want:       []string{"info server-draining", "medium streams-cut"},
 			wantStream: 1,
 		},
 		{

@@ -128,6 +128,8 @@ func TestAuditListenerUpdateCutsStreams(t *testing.T) {
 			// The old listener drained before, during and after the
 			// audit read the dump.
 			checks = append(checks, "listener-draining")
+		} else {
+			t.Logf("step %d: the old listener was gone before the audit read the dump; listener-draining not checked", i+1)
 		}
 		for _, c := range checks {
 			if !reported(rep, c) {
@@ -161,11 +163,7 @@ func TestAuditListenerUpdateCutsStreams(t *testing.T) {
 func TestAuditServerDrainingKeepsStreams(t *testing.T) {
 	be := startRawBackend(t)
 	c := harmCase{check: "server-draining"}
-	vals := map[string]any{
-		"AdminPort": testkit.FreePort(t), "Port": testkit.FreePort(t), "TCPPort": testkit.FreePort(t),
-		"BackendPort": be.port, "NowherePort": testkit.FreePort(t), "Timeout": "0s", "Match": "{ prefix: / }",
-		"AllowConnect": true, "Upgrade": true,
-	}
+	vals := harmValues(t, c, be.port, testkit.FreePort(t))
 	var cfg bytes.Buffer
 	if err := harmTemplate.Execute(&cfg, vals); err != nil {
 		t.Fatal(err)

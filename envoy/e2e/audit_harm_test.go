@@ -334,7 +334,7 @@ actions:
   triggers:
   - name: envoy.resource_monitors.injected_resource
     scaled: { scaling_threshold: 0.5, saturation_threshold: 0.9 }`,
-		probe: probeStalled, window: 10 * time.Second, wantHarm: true},
+		probe: probeStalled, window: 10 * time.Second, wantHarm: true, evidence: "envoy.overload_actions.reset_high_memory_stream.count"},
 }
 
 // upgradeOnly matches WebSocket handshakes only.
@@ -373,13 +373,7 @@ func runHarmCase(t *testing.T, c harmCase) {
 		sc = startSidecar(t, nowhere)
 		sc.overrideBody = c.overrideBody
 	}
-	vals := map[string]any{
-		"AdminPort": testkit.FreePort(t), "Port": testkit.FreePort(t), "TCPPort": testkit.FreePort(t),
-		"BackendPort": be.port, "NowherePort": nowhere, "Timeout": "0s", "Match": "{ prefix: / }",
-		"HCM": c.hcm, "Route": c.route, "Filters": c.upgradeFilters, "TCP": c.tcp, "Cluster": c.cluster,
-		"AllowConnect": !c.noConnect, "Upgrade": !c.noUpgrade,
-		"RESTFilters": c.restFilters, "SharedChain": c.sharedChain, "Overload": c.overload,
-	}
+	vals := harmValues(t, c, be.port, nowhere)
 	if c.routeTimeout != "" {
 		vals["Timeout"] = c.routeTimeout
 	}
@@ -487,6 +481,17 @@ func runHarmCase(t *testing.T, c harmCase) {
 	harmed, how := watch(s, c.probe, c.window)
 	report(t, c, harmed, how)
 	evidenced(ctx, t, e, c, harmed, how)
+}
+
+// harmValues fill harmTemplate for a case, on free ports.
+func harmValues(t *testing.T, c harmCase, backendPort, nowherePort int) map[string]any {
+	return map[string]any{
+		"AdminPort": testkit.FreePort(t), "Port": testkit.FreePort(t), "TCPPort": testkit.FreePort(t),
+		"BackendPort": backendPort, "NowherePort": nowherePort, "Timeout": "0s", "Match": "{ prefix: / }",
+		"HCM": c.hcm, "Route": c.route, "Filters": c.upgradeFilters, "TCP": c.tcp, "Cluster": c.cluster,
+		"AllowConnect": !c.noConnect, "Upgrade": !c.noUpgrade,
+		"RESTFilters": c.restFilters, "SharedChain": c.sharedChain, "Overload": c.overload,
+	}
 }
 
 // evidenced checks that a stream the case saw cut shows in the case's
