@@ -61,8 +61,12 @@ type harmCase struct {
 	// hangUp makes the back end reset every stream right after the
 	// upgrade; a second, ordinary back end then shares the cluster.
 	hangUp bool
-	// flood makes the back end send without pause once upgraded.
-	flood bool
+	// flood makes the back end send without pause once upgraded, stall
+	// makes it stop reading.
+	flood, stall bool
+	// queued is how much of a stream probeQueued's sender must get out
+	// before back-pressure stops it for the harm to show.
+	queued int
 	// streams is how many streams probeOverflow holds open.
 	streams int
 	// frameWasm puts bench/framefilter, a Wasm filter that reads every
@@ -121,6 +125,10 @@ const (
 	// probeStalled stops reading while the back end floods the stream,
 	// then raises the overload pressure: harm is the stream reset.
 	probeStalled
+	// probeQueued sends without pause to a back end that reads nothing:
+	// harm is harmCase.queued bytes or more sent before the sender
+	// blocks.
+	probeQueued
 )
 
 const harmBootstrap = `
@@ -314,6 +322,9 @@ var harmCases = []harmCase{
     allow_mode_override: true
     processing_mode: { response_header_mode: SKIP }`, sidecar: true, overrideBody: true, probe: probeProcessed, wantHarm: true},
 	{check: "wasm-reads-frames", frameWasm: true, probe: probeActive, window: 2 * time.Second},
+	{check: "buffer-limit", cluster: "per_connection_buffer_limit_bytes: 67108864", stall: true, probe: probeQueued, queued: 64 << 20,
+		wantHarm: true, evidence: "http.ws.downstream_flow_control_paused_reading_total"},
+	{check: "buffer-limit", tag: "default", stall: true, probe: probeQueued, queued: 64 << 20, unflagged: true},
 	{check: "circuit-breaker-default", probe: probeOverflow, streams: 1024, window: 3 * time.Second,
 		wantHarm: true, evidence: "cluster.backend.upstream_cx_overflow"},
 	{check: "outlier-detection", cluster: "outlier_detection: { consecutive_5xx: 5, interval: 1s, base_ejection_time: 30s }",
@@ -366,7 +377,7 @@ func TestAuditHarmShown(t *testing.T) {
 
 func runHarmCase(t *testing.T, c harmCase) {
 	be := startRawBackend(t)
-	be.resetFirst, be.hangUp, be.flood = c.resetFirst, c.hangUp, c.flood
+	be.resetFirst, be.hangUp, be.flood, be.stall = c.resetFirst, c.hangUp, c.flood, c.stall
 	nowhere := testkit.FreePort(t)
 	var sc *sidecar
 	if c.sidecar {
@@ -450,6 +461,11 @@ func runHarmCase(t *testing.T, c harmCase) {
 		return
 	case probeStalled:
 		harmed, how := probeStalledReset(ctx, t, e, addr, c, be, pressure)
+		report(t, c, harmed, how)
+		evidenced(ctx, t, e, c, harmed, how)
+		return
+	case probeQueued:
+		harmed, how := probeQueuedBytes(t, addr, c)
 		report(t, c, harmed, how)
 		evidenced(ctx, t, e, c, harmed, how)
 		return
@@ -707,6 +723,30 @@ func probeStalledReset(ctx context.Context, t *testing.T, e *testkit.Envoy, addr
 	return false, fmt.Sprintf("a stream whose client had stopped reading (the back end had sent %d KiB) was still open %v after the pressure reached 1", held>>10, c.window)
 }
 
+// probeQueuedBytes writes to a stream whose back end reads nothing until
+// a write has made no progress for a few seconds: what got out by then
+// sits in Envoy's buffers and the kernel's, stale by the time anyone
+// reads it.
+func probeQueuedBytes(t *testing.T, addr string, c harmCase) (bool, string) {
+	s := openStream(t, addr, false)
+	defer s.Close()
+	conn := s.w.(net.Conn)
+	chunk := bytes.Repeat([]byte("q"), 64<<10)
+	sent := 0
+	// Bounded: well past the case's mark, stop.
+	for sent < 2*c.queued {
+		// The deadline only tells a blocked sender from a slow one; a
+		// loaded machine makes it stop early, which errs towards "kept".
+		conn.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		n, err := conn.Write(chunk)
+		sent += n
+		if err != nil {
+			break
+		}
+	}
+	return sent >= c.queued, fmt.Sprintf("the sender got %d MiB of a stream out to a back end that read none of it before back-pressure stopped it (mark %d MiB)", sent>>20, c.queued>>20)
+}
+
 // probeHandshakeHeld sends the upgrade and 16 KiB of frames behind it,
 // then watches the window: harm is a handshake the back end never got.
 func probeHandshakeHeld(t *testing.T, addr string, be *rawBackend, window time.Duration) (bool, string) {
@@ -882,8 +922,10 @@ type rawBackend struct {
 	failHealth atomic.Bool
 	resetFirst bool
 	// hangUp resets every stream right after the 101; flood sends
-	// without pause after the 101 instead of echoing.
-	hangUp, flood bool
+	// without pause after the 101 instead of echoing; stall reads
+	// nothing after the 101.
+	hangUp, flood, stall bool
+	stop                 chan struct{}
 	// flooded counts the bytes flood wrote; floodEnded is set when a
 	// write failed.
 	flooded    atomic.Int64
@@ -895,11 +937,12 @@ func startRawBackend(t *testing.T) *rawBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	be := &rawBackend{port: ln.Addr().(*net.TCPAddr).Port}
+	be := &rawBackend{port: ln.Addr().(*net.TCPAddr).Port, stop: make(chan struct{})}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
 	t.Cleanup(func() {
+		close(be.stop)
 		ln.Close()
 		mu.Lock()
 		for _, c := range conns {
@@ -964,6 +1007,8 @@ func (be *rawBackend) serve(c net.Conn) {
 					return
 				}
 			}
+		case be.stall:
+			<-be.stop
 		default:
 			io.Copy(c, br)
 		}
