@@ -464,7 +464,7 @@ func (a *auditor) cluster(s *Stream, name string, http bool) {
 		keys = append(keys, a.add(Finding{Severity: Medium, Check: "circuit-breaker-default", Path: path + ".circuit_breakers",
 			Found: found,
 			Why: "each stream holds one upstream connection (and, over HTTP/1.1, one request) for its whole life: shown on Envoy 1.40 with 1,024 WebSockets open, " +
-				"the 1,025th handshake got no answer (upstream_cx_overflow) and was upgraded only when another stream ended; with the route timeout off, as stream routes have it, it waits that long",
+				"the 1,025th handshake got no answer (upstream_cx_overflow) until another stream ended (with the route timeout off, as on stream routes, it waits that long); the 1,025th raw stream (tcp_proxy) was reset at once",
 			Fix: "set circuit_breakers thresholds (max_connections, max_requests, max_pending_requests) to the number of concurrent calls the back end takes",
 		}, s))
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -327,6 +328,8 @@ var harmCases = []harmCase{
 	{check: "buffer-limit", tag: "default", stall: true, probe: probeQueued, queued: 64 << 20, unflagged: true},
 	{check: "circuit-breaker-default", probe: probeOverflow, streams: 1024, window: 3 * time.Second,
 		wantHarm: true, evidence: "cluster.backend.upstream_cx_overflow"},
+	{check: "circuit-breaker-default", viaTCP: true, probe: probeOverflow, streams: 1024, window: 3 * time.Second,
+		wantHarm: true, evidence: "cluster.backend.upstream_cx_overflow"},
 	{check: "outlier-detection", cluster: "outlier_detection: { consecutive_5xx: 5, interval: 1s, base_ejection_time: 30s }",
 		hangUp: true, probe: probeEjected},
 	{check: "overload-shortens-idle", overload: `actions:
@@ -376,6 +379,10 @@ func TestAuditHarmShown(t *testing.T) {
 }
 
 func runHarmCase(t *testing.T, c harmCase) {
+	if c.streams > 0 {
+		// This process and Envoy each hold two sockets per stream.
+		setFileLimit(t, uint64(4*c.streams+1024))
+	}
 	be := startRawBackend(t)
 	be.resetFirst, be.hangUp, be.flood, be.stall = c.resetFirst, c.hangUp, c.flood, c.stall
 	nowhere := testkit.FreePort(t)
@@ -615,6 +622,23 @@ func watch(s *harmStream, probe harmProbe, window time.Duration) (bool, string) 
 		<-tick.C
 	}
 	return false, fmt.Sprintf("active stream kept for %v, every frame echoed unchanged", window)
+}
+
+// setFileLimit raises this process's open-file limit to at least n, set
+// explicitly so that the Envoy it starts inherits it too (Go gives child
+// processes back the limit it found unless the program sets one itself).
+func setFileLimit(t *testing.T, n uint64) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("read the open-file limit: %v", err)
+	}
+	if lim.Max < n {
+		t.Fatalf("the case needs %d open files; the hard limit is %d (raise it with ulimit -Hn)", n, lim.Max)
+	}
+	lim.Cur = max(lim.Cur, n)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("raise the open-file limit to %d: %v", n, err)
+	}
 }
 
 // probeOverflowed holds c.streams streams open, then sends one more
