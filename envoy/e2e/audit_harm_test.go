@@ -68,6 +68,8 @@ type harmCase struct {
 	// queued is how much of a stream probeQueued's sender must get out
 	// before back-pressure stops it for the harm to show.
 	queued int
+	// listener is a snippet of the WebSocket listener itself.
+	listener string
 	// streams is how many streams probeOverflow holds open.
 	streams int
 	// frameWasm puts bench/framefilter, a Wasm filter that reads every
@@ -130,6 +132,9 @@ const (
 	// harm is harmCase.queued bytes or more sent before the sender
 	// blocks.
 	probeQueued
+	// probeBursts echoes 20 frames of 16 KiB: harm is Envoy pausing its
+	// reads of the stream at every frame.
+	probeBursts
 )
 
 const harmBootstrap = `
@@ -149,6 +154,7 @@ static_resources:
   listeners:
   - name: ws
     address: { socket_address: { address: 127.0.0.1, port_value: {{.Port}} } }
+{{indent 4 .Listener}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -326,6 +332,9 @@ var harmCases = []harmCase{
 	{check: "buffer-limit", cluster: "per_connection_buffer_limit_bytes: 67108864", stall: true, probe: probeQueued, queued: 64 << 20,
 		wantHarm: true, evidence: "http.ws.downstream_flow_control_paused_reading_total"},
 	{check: "buffer-limit", tag: "default", stall: true, probe: probeQueued, queued: 64 << 20, unflagged: true},
+	{check: "buffer-limit", tag: "small", listener: "per_connection_buffer_limit_bytes: 1024", cluster: "per_connection_buffer_limit_bytes: 1024",
+		probe: probeBursts, wantHarm: true},
+	{check: "buffer-limit", tag: "small-default", probe: probeBursts, unflagged: true},
 	{check: "circuit-breaker-default", probe: probeOverflow, streams: 1024, window: 3 * time.Second,
 		wantHarm: true, evidence: "cluster.backend.upstream_cx_overflow"},
 	{check: "circuit-breaker-default", viaTCP: true, probe: probeOverflow, streams: 1024, window: 3 * time.Second,
@@ -476,6 +485,10 @@ func runHarmCase(t *testing.T, c harmCase) {
 		report(t, c, harmed, how)
 		evidenced(ctx, t, e, c, harmed, how)
 		return
+	case probeBursts:
+		harmed, how := probeEveryBurst(ctx, t, e, addr)
+		report(t, c, harmed, how)
+		return
 	}
 	if c.probe == probeHeld {
 		harmed, how := probeHandshakeHeld(t, addr, be, c.window)
@@ -513,7 +526,7 @@ func harmValues(t *testing.T, c harmCase, backendPort, nowherePort int) map[stri
 		"BackendPort": backendPort, "NowherePort": nowherePort, "Timeout": "0s", "Match": "{ prefix: / }",
 		"HCM": c.hcm, "Route": c.route, "Filters": c.upgradeFilters, "TCP": c.tcp, "Cluster": c.cluster,
 		"AllowConnect": !c.noConnect, "Upgrade": !c.noUpgrade,
-		"RESTFilters": c.restFilters, "SharedChain": c.sharedChain, "Overload": c.overload,
+		"RESTFilters": c.restFilters, "SharedChain": c.sharedChain, "Overload": c.overload, "Listener": c.listener,
 	}
 }
 
@@ -769,6 +782,29 @@ func probeQueuedBytes(t *testing.T, addr string, c harmCase) (bool, string) {
 		}
 	}
 	return sent >= c.queued, fmt.Sprintf("the sender got %d MiB of a stream out to a back end that read none of it before back-pressure stopped it (mark %d MiB)", sent>>20, c.queued>>20)
+}
+
+// probeEveryBurst echoes 20 frames of 16 KiB, one at a time, and counts
+// how often Envoy paused reading either side of the stream.
+func probeEveryBurst(ctx context.Context, t *testing.T, e *testkit.Envoy, addr string) (bool, string) {
+	s := openStream(t, addr, false)
+	defer s.Close()
+	const frames = 20
+	for i := range frames {
+		frame := bytes.Repeat([]byte{byte('a' + i)}, 16<<10)
+		if err := s.echo(frame); err != nil {
+			return true, fmt.Sprintf("frame %d: %v", i, err)
+		}
+	}
+	down, err := e.Stat(ctx, "http.ws.downstream_flow_control_paused_reading_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := e.Stat(ctx, "cluster.backend.upstream_flow_control_paused_reading_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return down+up >= frames, fmt.Sprintf("%d frames of 16 KiB echoed unchanged; Envoy paused reading the client %d times and the back end %d times", frames, down, up)
 }
 
 // probeHandshakeHeld sends the upgrade and 16 KiB of frames behind it,
