@@ -530,7 +530,7 @@ func (a *auditor) bufferLimit(limit *wrapperspb.UInt32Value, path string, s ...*
 			Found: fmt.Sprintf("per-connection buffer limit of %d bytes", v),
 			Why: "a limit below a few frames makes Envoy stop reading the stream at every burst: shown on Envoy 1.40, where with 1 KiB limits every 16 KiB frame paused Envoy's reads of both sides, never with the default; " +
 				"each pause waits for the buffer to drain, which adds latency",
-			Fix:   "raise it to at least 32 KiB",
+			Fix: "raise it to at least 32 KiB",
 		}, s...)
 	}
 	return ""
