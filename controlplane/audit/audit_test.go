@@ -226,15 +226,16 @@ func TestRun(t *testing.T) {
 			wantStream: 1,
 		},
 		{
-			name: "stats show streams cut by the idle timeout; server draining",
+			name: "stats show streams cut by the idle timeout and a filter chain draining; server draining",
 			in: func(t *testing.T) Input {
 				return Input{
 					ConfigDump: dumpOf(t, wsListener("", ""), goodCluster),
 					ServerInfo: []byte(`{"state": "DRAINING", "version": "x/1.40.0", "unknown_field": 1}`),
-					Stats:      []byte(`{"stats": [{"name": "http.l.downstream_rq_idle_timeout", "value": 7}, {"histograms": {}}]}`),
+					Stats: []byte(`{"stats": [{"name": "http.l.downstream_rq_idle_timeout", "value": 7},
+						{"name": "listener_manager.total_filter_chains_draining", "value": 1}, {"histograms": {}}]}`),
 				}
 			},
-			want:       []string{"info server-draining", "medium streams-cut"},
+			want:       []string{"high listener-draining", "info server-draining", "medium streams-cut"},
 			wantStream: 1,
 		},
 		{

@@ -97,6 +97,17 @@ func (a *auditor) listeners() {
 			})
 		}
 	}
+	// An update that changes only filter chains drains those chains in
+	// place: the dump shows no draining_state, the stats count them.
+	if n := a.stats["listener_manager.total_filter_chains_draining"]; n > 0 {
+		a.add(Finding{
+			Severity: High, Check: "listener-draining",
+			Path:  "stats:listener_manager.total_filter_chains_draining",
+			Found: fmt.Sprintf("%d filter chains of updated listeners are draining now", n),
+			Why:   "a listener update that changes only filter chains drains the connections of the old chains; upgraded connections cannot be drained gracefully and are cut when the drain time ends",
+			Fix:   "deliver routes by RDS, back ends by CDS/EDS and filter config by ECDS so that pushes leave the listener's filter chains alone",
+		})
+	}
 }
 
 func (a *auditor) listener(at listenerAt) {
