@@ -522,7 +522,7 @@ func (a *auditor) bufferLimit(limit *wrapperspb.UInt32Value, path string, s ...*
 		return a.add(Finding{Severity: Low, Check: "buffer-limit", Path: path,
 			Found: fmt.Sprintf("per-connection buffer limit of %d bytes", v),
 			Why: "a slow reader lets Envoy queue this much of a stream before back-pressure reaches the sender: shown on Envoy 1.40, where with a 64 MiB limit a sender got more than 64 MiB out to a back end that read nothing " +
-				"(13 MiB with the default, the kernel's buffers included); queued audio is stale audio (16 kHz 16-bit audio is 32 KB a second)",
+				"(9 to 13 MiB with the default, the kernel's buffers included); queued audio is stale audio (16 kHz 16-bit audio is 32 KB a second)",
 			Fix: "keep the default (1 MiB) or lower for real-time streams",
 		}, s...)
 	case v < 16<<10:
