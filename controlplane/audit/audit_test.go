@@ -114,7 +114,7 @@ func TestGatewayStreams(t *testing.T) {
 		strings.Join(s.Chain, ",") != "cors,ext_authz,lua,compressor,router" || s.IdleTimeout != "5m (default)" {
 		t.Errorf("stream: %+v", s)
 	}
-	if s.Findings["medium"] != 2 || s.Findings["low"] != 3 || s.Findings["info"] != 2 {
+	if s.Findings["medium"] != 2 || s.Findings["low"] != 2 || s.Findings["info"] != 3 {
 		t.Errorf("stream findings: %v", s.Findings)
 	}
 }
@@ -226,15 +226,16 @@ func TestRun(t *testing.T) {
 			wantStream: 1,
 		},
 		{
-			name: "stats show streams cut by the idle timeout; server draining",
+			name: "stats show streams cut by the idle timeout and a filter chain draining; server draining",
 			in: func(t *testing.T) Input {
 				return Input{
 					ConfigDump: dumpOf(t, wsListener("", ""), goodCluster),
 					ServerInfo: []byte(`{"state": "DRAINING", "version": "x/1.40.0", "unknown_field": 1}`),
-					Stats:      []byte(`{"stats": [{"name": "http.l.downstream_rq_idle_timeout", "value": 7}, {"histograms": {}}]}`),
+					Stats: []byte(`{"stats": [{"name": "http.l.downstream_rq_idle_timeout", "value": 7},
+						{"name": "listener_manager.total_filter_chains_draining", "value": 1}, {"histograms": {}}]}`),
 				}
 			},
-			want:       []string{"high server-draining", "medium streams-cut"},
+			want:       []string{"high listener-draining", "info server-draining", "medium streams-cut"},
 			wantStream: 1,
 		},
 		{
@@ -243,6 +244,17 @@ func TestRun(t *testing.T) {
 				l := strings.Replace(wsListener("", ""), "timeout: 0s,", "timeout: 0s, upgrade_configs: [{upgrade_type: websocket, enabled: false}],", 1)
 				return Input{ConfigDump: dumpOf(t, l, goodCluster)}
 			},
+		},
+		{
+			name: "upgrade enabled on the route alone runs the REST chain",
+			in: func(t *testing.T) Input {
+				l := strings.Replace(wsListener("        - name: envoy.filters.http.cors\n          typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}", ""),
+					"      upgrade_configs:\n      - upgrade_type: websocket\n        filters:\n", "      http_filters:\n", 1)
+				l = strings.Replace(l, "timeout: 0s,", "timeout: 0s, upgrade_configs: [{upgrade_type: websocket}],", 1)
+				return Input{ConfigDump: dumpOf(t, l, goodCluster)}
+			},
+			want:       []string{"info upgrade-uses-rest-chain"},
+			wantStream: 1,
 		},
 		{
 			name:    "not JSON",

@@ -89,10 +89,11 @@ func (a *auditor) httpStream(s *Stream, at httpStreamAt) {
 		}, s)
 	}
 	if len(at.ws.GetFilters()) == 0 && len(at.hcm.GetHttpFilters()) > 1 {
-		a.add(Finding{Severity: Low, Check: "upgrade-uses-rest-chain", Path: at.wsPath,
+		a.add(Finding{Severity: Info, Check: "upgrade-uses-rest-chain", Path: at.wsPath,
 			Found: fmt.Sprintf("upgrades run the connection manager's whole HTTP filter chain (%d filters)", len(at.hcm.GetHttpFilters())),
-			Why:   "every filter of the REST chain runs at the handshake and stays in the stream's path: each one is called for every frame, and any that reads or buffers bodies holds the stream",
-			Fix:   "give the websocket upgrade_config its own filters: list with only the handshake check and the router",
+			Why: "not shown on Envoy 1.40 on its own: through a REST chain of cors and the router an active WebSocket exchanged every frame unchanged; " +
+				"the harm is that of a filter in the chain that reads or buffers bodies, which its own check reports. Every filter of the chain stays in the stream's path",
+			Fix: "give the websocket upgrade_config its own filters: list with only the handshake check and the router",
 		}, s)
 	}
 	for i, f := range at.chain {
@@ -172,14 +173,15 @@ func (a *auditor) maxDuration(s *Stream, d *durationpb.Duration, path string) {
 }
 
 // evidence reports a counter that shows streams were already ended.
-func (a *auditor) evidence(s *Stream, stat, what string) {
+func (a *auditor) evidence(s *Stream, stat, what string) string {
 	if n := a.stats[stat]; n > 0 {
-		a.add(Finding{Severity: Medium, Check: "streams-cut", Path: "stats:" + stat,
+		return a.add(Finding{Severity: Medium, Check: "streams-cut", Path: "stats:" + stat,
 			Found: fmt.Sprintf("%d %s since Envoy started", n, what),
 			Why:   "the counter shows the setting above is cutting real streams",
 			Fix:   "see the finding on the timeout it counts",
 		}, s)
 	}
+	return ""
 }
 
 // disabledOn reports whether the route or its virtual host turns a filter
@@ -344,10 +346,11 @@ func (a *auditor) wasmFilter(s *Stream, code *corev3.AsyncDataSource, path, name
 		return
 	}
 	if http {
-		a.add(Finding{Severity: Medium, Check: "wasm-reads-frames", Path: path,
+		a.add(Finding{Severity: Info, Check: "wasm-reads-frames", Path: path,
 			Found: fmt.Sprintf("the Wasm module of %s (%s) exports %s", name, where, strings.Join(hit, ", ")),
-			Why:   "Envoy enters the VM for every frame of the stream, and the module may hold frames by pausing; a handshake check needs only the header callbacks",
-			Fix:   "build the module without body callbacks, or take it off the upgrade path",
+			Why: "not shown on Envoy 1.40: through a module that reads every body chunk, every frame of a WebSocket came back unchanged; " +
+				"Envoy enters the VM for every frame, which costs proxy CPU per frame, and a module that pauses would hold frames (not tried). A handshake check needs only the header callbacks",
+			Fix: "build the module without body callbacks, or take it off the upgrade path",
 		}, s)
 		return
 	}
@@ -460,15 +463,17 @@ func (a *auditor) cluster(s *Stream, name string, http bool) {
 		}
 		keys = append(keys, a.add(Finding{Severity: Medium, Check: "circuit-breaker-default", Path: path + ".circuit_breakers",
 			Found: found,
-			Why:   "each stream holds one upstream connection (and, over HTTP/1.1, one request) for its whole life: the 1,025th concurrent call is refused with a 503",
-			Fix:   "set circuit_breakers thresholds (max_connections, max_requests, max_pending_requests) to the number of concurrent calls the back end takes",
+			Why: "each stream holds one upstream connection (and, over HTTP/1.1, one request) for its whole life: shown on Envoy 1.40 with 1,024 WebSockets open, " +
+				"the 1,025th handshake got no answer (upstream_cx_overflow) until another stream ended (with the route timeout off, as on stream routes, it waits that long); the 1,025th raw stream (tcp_proxy) was reset at once",
+			Fix: "set circuit_breakers thresholds (max_connections, max_requests, max_pending_requests) to the number of concurrent calls the back end takes",
 		}, s))
 	}
 	if c.GetOutlierDetection() != nil {
-		keys = append(keys, a.add(Finding{Severity: Low, Check: "outlier-detection", Path: path + ".outlier_detection",
+		keys = append(keys, a.add(Finding{Severity: Info, Check: "outlier-detection", Path: path + ".outlier_detection",
 			Found: fmt.Sprintf("cluster %s ejects hosts by outlier detection", name),
-			Why:   "resets and 5xx count against a host; a back end that ends calls by resetting the connection, or refuses upgrades under load, gets ejected and its new calls go elsewhere",
-			Fix:   "base ejection on active health checks for stream back ends, or set split_external_local_origin_errors and raise the thresholds",
+			Why: "not shown on Envoy 1.40: a back end that reset each of its WebSockets right after the upgrade was not ejected (consecutive_5xx 5, 6 resets), the 101 counting as a success; " +
+				"ejection only stops new streams to a host. A back end that refuses upgrades with 5xx was not tried: ejecting it is what the setting is for",
+			Fix: "nothing needed for live streams; base ejection on active health checks if a back end refusing upgrades under load should keep taking new ones",
 		}, s))
 	}
 	switch {
@@ -498,6 +503,9 @@ func (a *auditor) cluster(s *Stream, name string, http bool) {
 					Fix:   "remove max_stream_duration from the back end's protocol options",
 				}, s))
 			}
+			if k := a.evidence(s, "cluster."+name+".upstream_rq_max_duration_reached", "streams ended by the back end's max_stream_duration"); k != "" {
+				keys = append(keys, k)
+			}
 		}
 	}
 	a.clusterDone[done] = keys
@@ -513,14 +521,16 @@ func (a *auditor) bufferLimit(limit *wrapperspb.UInt32Value, path string, s ...*
 	case v > 1<<20:
 		return a.add(Finding{Severity: Low, Check: "buffer-limit", Path: path,
 			Found: fmt.Sprintf("per-connection buffer limit of %d bytes", v),
-			Why:   "a slow reader lets Envoy queue this much of a stream before back-pressure reaches the sender: seconds of stale audio (16 kHz 16-bit audio is 32 KB a second)",
-			Fix:   "keep the default (1 MiB) or lower for real-time streams",
+			Why: "a slow reader lets Envoy queue this much of a stream before back-pressure reaches the sender: shown on Envoy 1.40, where with a 64 MiB limit a sender got more than 64 MiB out to a back end that read nothing " +
+				"(9 to 13 MiB with the default, the kernel's buffers included); queued audio is stale audio (16 kHz 16-bit audio is 32 KB a second)",
+			Fix: "keep the default (1 MiB) or lower for real-time streams",
 		}, s...)
 	case v < 16<<10:
 		return a.add(Finding{Severity: Low, Check: "buffer-limit", Path: path,
 			Found: fmt.Sprintf("per-connection buffer limit of %d bytes", v),
-			Why:   "a limit below a few frames makes Envoy stop reading the stream at every burst, adding latency",
-			Fix:   "raise it to at least 32 KiB",
+			Why: "a limit below a few frames makes Envoy stop reading the stream at every burst: shown on Envoy 1.40, where with 1 KiB limits every 16 KiB frame paused Envoy's reads of both sides, never with the default; " +
+				"each pause waits for the buffer to drain, which adds latency",
+			Fix: "raise it to at least 32 KiB",
 		}, s...)
 	}
 	return ""
@@ -558,10 +568,11 @@ func (a *auditor) listenerChecks(at listenerAt, streams []*Stream) {
 
 func (a *auditor) server() {
 	if a.si.GetState() == adminv3.ServerInfo_DRAINING {
-		a.add(Finding{Severity: High, Check: "server-draining", Path: "server_info.state",
-			Found: "Envoy is draining (shutting down or hot-restarting)",
-			Why:   "every connection, streams included, ends when the drain time is over",
-			Fix:   "expected during a restart; otherwise find who called /drain_listeners or /healthcheck/fail",
+		a.add(Finding{Severity: Info, Check: "server-draining", Path: "server_info.state",
+			Found: "Envoy reports DRAINING: its health check has been failed (/healthcheck/fail), usually before a restart or shutdown",
+			Why: "not shown on Envoy 1.40: after /healthcheck/fail a WebSocket through it went on exchanging frames for four times the drain time; " +
+				"its streams end when the process stops, which is what this state usually precedes",
+			Fix: "expected before a restart; otherwise find who called /healthcheck/fail (/healthcheck/ok undoes it)",
 		})
 	}
 }

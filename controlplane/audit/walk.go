@@ -97,6 +97,17 @@ func (a *auditor) listeners() {
 			})
 		}
 	}
+	// An update that changes only filter chains drains those chains in
+	// place: the dump shows no draining_state, the stats count them.
+	if n := a.stats["listener_manager.total_filter_chains_draining"]; n > 0 {
+		a.add(Finding{
+			Severity: High, Check: "listener-draining",
+			Path:  "stats:listener_manager.total_filter_chains_draining",
+			Found: fmt.Sprintf("%d filter chains of updated listeners are draining now", n),
+			Why:   "a listener update that changes only filter chains drains the connections of the old chains; upgraded connections cannot be drained gracefully and are cut when the drain time ends",
+			Fix:   "deliver routes by RDS, back ends by CDS/EDS and filter config by ECDS so that pushes leave the listener's filter chains alone",
+		})
+	}
 }
 
 func (a *auditor) listener(at listenerAt) {
@@ -176,12 +187,20 @@ func (a *auditor) hcm(at listenerAt, hcm *hcmv3.HttpConnectionManager, path stri
 					rws = u
 				}
 			}
+			// A route's own upgrade_config overrides the connection
+			// manager's either way; enabled on a route alone, the upgrade
+			// runs the connection manager's http_filters (shown on Envoy
+			// 1.40: such a route upgraded).
 			enabled := ws != nil && (ws.GetEnabled() == nil || ws.GetEnabled().GetValue())
+			upath := wsPath
 			if rws != nil {
-				enabled = ws != nil && (rws.GetEnabled() == nil || rws.GetEnabled().GetValue())
+				enabled = rws.GetEnabled() == nil || rws.GetEnabled().GetValue()
+				if ws == nil {
+					upath = rpath + ".route.upgrade_configs"
+				}
 			}
 			if !enabled {
-				if ws == nil && (rws != nil && (rws.GetEnabled() == nil || rws.GetEnabled().GetValue()) || matchesUpgrade(route.GetMatch())) {
+				if ws == nil && rws == nil && matchesUpgrade(route.GetMatch()) {
 					a.add(Finding{
 						Severity: High, Check: "upgrade-not-enabled", Path: rpath,
 						Found: fmt.Sprintf("route %s is meant for WebSockets, but its connection manager has no websocket upgrade_config", describeRoute(vh, route)),
@@ -201,7 +220,7 @@ func (a *auditor) hcm(at listenerAt, hcm *hcmv3.HttpConnectionManager, path stri
 				}
 			}
 			a.httpStream(s, httpStreamAt{
-				hcm: hcm, hcmPath: tc, ws: ws, wsPath: wsPath, chain: chain, chainPath: chainPath,
+				hcm: hcm, hcmPath: tc, ws: ws, wsPath: upath, chain: chain, chainPath: chainPath,
 				vh: vh, route: route, routePath: rpath, inlineRoutes: at.lds && hcm.GetRouteConfig() != nil,
 			})
 			streams = append(streams, s)
