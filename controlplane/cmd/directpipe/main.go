@@ -60,7 +60,7 @@ func main() {
 	flag.StringVar(&f.modulesAddr, "modules-addr", "127.0.0.1:18003", "module server listen address (HTTPS with -xds-tls-*); empty: Envoys read -wasm from their own disk")
 	flag.StringVar(&f.xdsCert, "xds-tls-cert", "", "serve xDS and modules over mutual TLS with this certificate")
 	flag.StringVar(&f.xdsKey, "xds-tls-key", "", "private key of -xds-tls-cert")
-	flag.StringVar(&f.xdsClientCA, "xds-client-ca", "", "CA that signs the Envoys' client certificates")
+	flag.StringVar(&f.xdsClientCA, "xds-client-ca", "", "CA bundle that signs the Envoys' client certificates (read again when it changes)")
 	flag.StringVar(&f.nodeIdentity, "node-identity", "spiffe://directpipe/node/{node}", "SAN of a node's certificate, {node} being its node id: a URI SAN when it has a scheme, else a DNS SAN")
 	flag.StringVar(&f.tcpWasmPath, "tcp-wasm", "", "deprecated and ignored: one module (-wasm) serves HTTP and tcp mode routes")
 	flag.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:18001", "admin gRPC listen address; empty disables")
