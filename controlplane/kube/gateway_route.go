@@ -165,6 +165,9 @@ func (g *gatewayBuild) rules(r *gatewayv1.HTTPRoute, endpoints EndpointsFunc) ([
 		if unresolved == nil {
 			unresolved = u
 		}
+		if len(backends) == 0 {
+			continue // refused back ends only: no route for this rule
+		}
 		base := &policyv1.Route{Kind: kind}
 		if len(backends) == 1 {
 			base.Backend = backends[0].GetName()
@@ -216,8 +219,8 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 		case o.Group != nil && *o.Group != "" || o.Kind != nil && *o.Kind != "Service":
 			fail(gatewayv1.RouteReasonInvalidKind, "only core Services are supported as back ends")
 			continue
-		case o.Namespace != nil && string(*o.Namespace) != r.Namespace:
-			fail(gatewayv1.RouteReasonRefNotPermitted, "a Service in another namespace is not watched (ReferenceGrant is not supported)")
+		case o.Namespace != nil && string(*o.Namespace) != r.Namespace && !granted(g.in.Grants, r.Namespace, string(*o.Namespace), string(o.Name)):
+			fail(gatewayv1.RouteReasonRefNotPermitted, fmt.Sprintf("no ReferenceGrant in namespace %q lets HTTPRoutes of %q use Service %q", *o.Namespace, r.Namespace, o.Name))
 			continue
 		case o.Port == nil:
 			fail(gatewayv1.RouteReasonUnsupportedValue, "a Service back end needs a port")
@@ -227,8 +230,13 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 		if ref.Weight != nil {
 			weight = uint32(max(*ref.Weight, 0))
 		}
+		ns := r.Namespace
 		name := shortName("svc", string(o.Name), strconv.Itoa(int(*o.Port)))
-		svc, ok := g.in.Service(string(o.Name))
+		if o.Namespace != nil && string(*o.Namespace) != ns {
+			ns = string(*o.Namespace)
+			name = shortName("svc", ns, string(o.Name), strconv.Itoa(int(*o.Port)))
+		}
+		svc, ok := g.in.Service(ns, string(o.Name))
 		var port *corev1.ServicePort
 		if ok {
 			for i := range svc.Spec.Ports {
@@ -239,7 +247,7 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 		}
 		switch {
 		case !ok:
-			fail(gatewayv1.RouteReasonBackendNotFound, fmt.Sprintf("no Service named %q", o.Name))
+			fail(gatewayv1.RouteReasonBackendNotFound, fmt.Sprintf("no Service named %q in namespace %q", o.Name, ns))
 		case port == nil:
 			fail(gatewayv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %q has no port %d", o.Name, *o.Port))
 		case port.AppProtocol != nil && *port.AppProtocol == WebSocketAppProtocol:
@@ -250,7 +258,7 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 		if _, seen := g.backends[name]; !seen {
 			b := &policyv1.Backend{Name: name, Discovered: true}
 			if port != nil {
-				eps := endpoints(ServiceRef{Name: string(o.Name), Namespace: r.Namespace, Port: int32(*o.Port)})
+				eps := endpoints(ServiceRef{Name: string(o.Name), Namespace: ns, Port: int32(*o.Port)})
 				b.Endpoints = append(append([]string{}, eps.Ready...), eps.Draining...)
 				b.DrainingEndpoints = eps.Draining
 			}
@@ -264,6 +272,10 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 	switch {
 	case ws > 0 && plain > 0:
 		return nil, "", &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": back ends mix WebSocket (appProtocol " + WebSocketAppProtocol + ") and other ports"}, nil
+	case len(out) == 0 && unresolved != nil && unresolved.reason != gatewayv1.RouteReasonBackendNotFound:
+		// Every back end was refused (not permitted, not a Service): the
+		// rule is not served, and ResolvedRefs says why.
+		return nil, "", nil, unresolved
 	case len(out) == 0:
 		return nil, "", &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": no back end with a weight above zero"}, nil
 	case ws > 0:
@@ -406,4 +418,25 @@ func hostCovers(pattern, host string) bool {
 		return false
 	}
 	return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
+}
+
+// granted says whether a ReferenceGrant in namespace to lets HTTPRoutes
+// of namespace from use the Service named svc.
+func granted(grants []gatewayv1.ReferenceGrant, from, to, svc string) bool {
+	for i := range grants {
+		rg := &grants[i]
+		if rg.Namespace != to {
+			continue
+		}
+		fromOK := slices.ContainsFunc(rg.Spec.From, func(f gatewayv1.ReferenceGrantFrom) bool {
+			return f.Group == gatewayv1.GroupName && f.Kind == "HTTPRoute" && string(f.Namespace) == from
+		})
+		toOK := slices.ContainsFunc(rg.Spec.To, func(t gatewayv1.ReferenceGrantTo) bool {
+			return t.Group == "" && t.Kind == "Service" && (t.Name == nil || *t.Name == "" || string(*t.Name) == svc)
+		})
+		if fromOK && toOK {
+			return true
+		}
+	}
+	return false
 }

@@ -35,6 +35,7 @@ type flags struct {
 	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity           string
 	store, etcdCA, etcdCert, etcdKey, etcdPrefix, replica             string
 	kubeconfig, kubeNamespace, kubeListen, gatewayHost                string
+	backendNamespaces                                                 string
 	history                                                           int
 	leaseTTL                                                          time.Duration
 }
@@ -46,6 +47,7 @@ func main() {
 	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "with -store kubernetes: kubeconfig file (default: the pod's service account)")
 	flag.StringVar(&f.kubeNamespace, "kube-namespace", kube.PodNamespace(), "with -store kubernetes: namespace of the resources, leases and events")
 	flag.StringVar(&f.kubeListen, "kube-listen", "0.0.0.0:10000", "with -store kubernetes: address of the Envoy listener every route is served on")
+	flag.StringVar(&f.backendNamespaces, "kube-backend-namespaces", "", "with -store kubernetes: comma-separated other namespaces whose Services HTTPRoutes may use, where a ReferenceGrant there allows it (their Services, EndpointSlices and ReferenceGrants are watched)")
 	flag.StringVar(&f.gatewayHost, "gateway-host", "0.0.0.0", "with -store kubernetes: address Envoy binds for Gateway API listeners (a listener on port p listens on this address, port p)")
 	flag.StringVar(&f.etcdCA, "etcd-ca", "", "CA of etcd's server certificates (TLS to etcd)")
 	flag.StringVar(&f.etcdCert, "etcd-cert", "", "client certificate for etcd")
@@ -199,7 +201,8 @@ func openKube(log *slog.Logger, f flags) (store.Shared, error) {
 	}
 	return kube.New(kube.Config{
 		REST: rc, Namespace: f.kubeNamespace, Identity: f.replica, History: f.history, Log: log, GatewayHost: f.gatewayHost,
-		Listeners: []*policyv1.Listener{{Name: "public", Address: f.kubeListen, Http2: true}},
+		BackendNamespaces: splitList(f.backendNamespaces),
+		Listeners:         []*policyv1.Listener{{Name: "public", Address: f.kubeListen, Http2: true}},
 	})
 }
 
@@ -236,4 +239,15 @@ func adminTLS(f flags) (*tls.Config, error) {
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
+}
+
+// splitList reads a comma-separated flag value.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
