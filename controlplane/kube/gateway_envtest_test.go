@@ -142,9 +142,10 @@ func TestGatewayAPIReconcile(t *testing.T) {
 
 	// Refused: a filter directpipe does not carry, and a back end that
 	// does not exist. The rest keeps serving.
-	redirect := route("redirect", gatewayv1.HTTPRouteRule{
-		Matches: prefix("/old/"),
-		Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{StatusCode: ptr.To(301)}}},
+	redirect := route("extension", gatewayv1.HTTPRouteRule{
+		Matches:     prefix("/old/"),
+		Filters:     []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterExtensionRef, ExtensionRef: &gatewayv1.LocalObjectReference{Group: "example.com", Kind: "Thing", Name: "x"}}},
+		BackendRefs: []gatewayv1.HTTPBackendRef{serviceRef("agents", 80)},
 	})
 	missing := route("missing", gatewayv1.HTTPRouteRule{Matches: prefix("/gone/"), BackendRefs: []gatewayv1.HTTPBackendRef{serviceRef("gone", 80)}})
 	e.create(redirect)
@@ -155,7 +156,7 @@ func TestGatewayAPIReconcile(t *testing.T) {
 	e.waitGatewayStatus("missing", missing, parent(missing), "Accepted", "True/Accepted")
 	e.waitGatewayStatus("gateway", gw, gwConds, "Programmed", "True/Programmed")
 	for _, r := range s.get().GetRoutes() {
-		if strings.HasPrefix(r.GetName(), "hr-redirect") {
+		if strings.HasPrefix(r.GetName(), "hr-extension") {
 			t.Errorf("a refused route is served: %s", routeSummary(r))
 		}
 	}

@@ -151,28 +151,42 @@ func (g *gatewayBuild) rules(r *gatewayv1.HTTPRoute, endpoints EndpointsFunc) ([
 		if rule.Timeouts != nil || rule.Retry != nil || rule.SessionPersistence != nil {
 			return nil, &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": timeouts, retry and sessionPersistence are not supported"}, nil
 		}
+		var redirect *gatewayv1.HTTPRequestRedirectFilter
 		for k, f := range rule.Filters {
 			switch f.Type {
 			case gatewayv1.HTTPRouteFilterRequestHeaderModifier, gatewayv1.HTTPRouteFilterResponseHeaderModifier, gatewayv1.HTTPRouteFilterURLRewrite:
+			case gatewayv1.HTTPRouteFilterRequestRedirect:
+				redirect = f.RequestRedirect
 			default:
 				return nil, &ruleProblem{gatewayv1.RouteReasonIncompatibleFilters, fmt.Sprintf("%s.filters[%d]: %s is not supported", where, k, f.Type)}, nil
 			}
 		}
-		backends, kind, p, u := g.backendRefs(r, rule.BackendRefs, where, endpoints)
-		if p != nil {
-			return nil, p, nil
-		}
-		if unresolved == nil {
-			unresolved = u
-		}
-		if len(backends) == 0 {
-			continue // refused back ends only: no route for this rule
-		}
-		base := &policyv1.Route{Kind: kind}
-		if len(backends) == 1 {
-			base.Backend = backends[0].GetName()
+		var base *policyv1.Route
+		if redirect != nil {
+			// A redirect answers by itself: its back ends, if any, are
+			// never used, so not resolved either.
+			rd, p := convertRedirect(redirect, where)
+			if p != nil {
+				return nil, p, nil
+			}
+			base = &policyv1.Route{Kind: policy.KindHTTP, Redirect: rd}
 		} else {
-			base.Backends = backends
+			backends, kind, p, u := g.backendRefs(r, rule.BackendRefs, where, endpoints)
+			if p != nil {
+				return nil, p, nil
+			}
+			if unresolved == nil {
+				unresolved = u
+			}
+			if len(backends) == 0 {
+				continue // refused back ends only: no route for this rule
+			}
+			base = &policyv1.Route{Kind: kind}
+			if len(backends) == 1 {
+				base.Backend = backends[0].GetName()
+			} else {
+				base.Backends = backends
+			}
 		}
 		if p := applyFilters(base, rule.Filters, where); p != nil {
 			return nil, p, nil
@@ -188,7 +202,7 @@ func (g *gatewayBuild) rules(r *gatewayv1.HTTPRoute, endpoints EndpointsFunc) ([
 			if p != nil {
 				return nil, p, nil
 			}
-			if base.Rewrite.GetPrefix() != "" && pr.Match.GetPrefix() == "" {
+			if (base.Rewrite.GetPrefix() != "" || base.Redirect.GetPrefix() != "") && pr.Match.GetPrefix() == "" {
 				return nil, &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": ReplacePrefixMatch needs a PathPrefix match"}, nil
 			}
 			out = append(out, gr)
@@ -292,6 +306,9 @@ func applyFilters(pr *policyv1.Route, filters []gatewayv1.HTTPRouteFilter, where
 		refuse := func(why string) *ruleProblem {
 			return &ruleProblem{gatewayv1.RouteReasonIncompatibleFilters, at + ": " + why}
 		}
+		if pr.Redirect != nil && (f.Type == gatewayv1.HTTPRouteFilterRequestHeaderModifier || f.Type == gatewayv1.HTTPRouteFilterURLRewrite) {
+			return refuse(string(f.Type) + " with RequestRedirect: a redirect forwards nothing")
+		}
 		switch f.Type {
 		case gatewayv1.HTTPRouteFilterRequestHeaderModifier, gatewayv1.HTTPRouteFilterResponseHeaderModifier:
 			if pr.Kind != policy.KindHTTP {
@@ -336,6 +353,56 @@ func applyFilters(pr *policyv1.Route, filters []gatewayv1.HTTPRouteFilter, where
 		}
 	}
 	return nil
+}
+
+// convertRedirect maps a RequestRedirect filter. Without a port, the
+// Gateway API derives one from the scheme (80 for http, 443 for https)
+// and asks that the Location then name none; with a hostname the policy's
+// redirect names no port anyway, and without one the request's port must
+// be replaced, so the Location says ":443" (or ":80") explicitly.
+func convertRedirect(f *gatewayv1.HTTPRequestRedirectFilter, where string) (*policyv1.RequestRedirect, *ruleProblem) {
+	unsupported := func(msg string) (*policyv1.RequestRedirect, *ruleProblem) {
+		return nil, &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": RequestRedirect " + msg}
+	}
+	if f == nil {
+		return unsupported("without its settings")
+	}
+	rd := &policyv1.RequestRedirect{}
+	if f.Scheme != nil {
+		rd.Scheme = strings.ToLower(*f.Scheme)
+		switch rd.Scheme {
+		case "http":
+			rd.Port = 80
+		case "https":
+			rd.Port = 443
+		default:
+			return unsupported(fmt.Sprintf("scheme %q: http or https", *f.Scheme))
+		}
+	}
+	if f.Hostname != nil {
+		rd.Host = strings.ToLower(string(*f.Hostname))
+		rd.Port = 0
+	}
+	if f.Port != nil {
+		rd.Port = uint32(*f.Port)
+	}
+	if f.StatusCode != nil {
+		rd.StatusCode = uint32(*f.StatusCode)
+		if rd.StatusCode != 301 && rd.StatusCode != 302 && rd.StatusCode != 303 && rd.StatusCode != 307 && rd.StatusCode != 308 {
+			return unsupported(fmt.Sprintf("statusCode %d: 301, 302, 303, 307 or 308", rd.StatusCode))
+		}
+	}
+	if p := f.Path; p != nil {
+		switch {
+		case p.Type == gatewayv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
+			rd.Path = *p.ReplaceFullPath
+		case p.Type == gatewayv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
+			rd.Prefix = *p.ReplacePrefixMatch
+		default:
+			return unsupported("path without its value")
+		}
+	}
+	return rd, nil
 }
 
 // convertMatch sets a policy route's match from an HTTPRoute match.

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -102,6 +103,13 @@ func routeSummary(r *policyv1.Route) string {
 	for _, b := range r.GetBackends() {
 		backend += b.GetName() + "*" + string(rune('0'+b.GetWeight()))
 	}
+	if rd := r.GetRedirect(); rd != nil {
+		backend = fmt.Sprintf("-> %s://%s:%d %s%s", rd.GetScheme(), rd.GetHost(), rd.GetPort(), rd.GetPath(), rd.GetPrefix())
+		if rd.GetPrefix() != "" {
+			backend += "*"
+		}
+		backend += fmt.Sprintf(" %d", rd.GetStatusCode())
+	}
 	return strings.Join([]string{r.GetName(), r.GetKind(), r.GetListener(), match, backend, r.GetAuth()}, " ")
 }
 
@@ -201,10 +209,33 @@ func TestGatewayConversion(t *testing.T) {
 	}, {
 		name: "unsupported filter refuses the route",
 		edit: func(o *Objects) {
-			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{StatusCode: ptr.To(301)}}}
-			o.Gateway.Routes[0].Spec.Rules[1].BackendRefs = nil
+			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterExtensionRef, ExtensionRef: &gatewayv1.LocalObjectReference{Group: "example.com", Kind: "Thing", Name: "x"}}}
 		},
 		conds: map[string]string{"route/voice Accepted": "False/IncompatibleFilters", "route/voice ResolvedRefs": "True/ResolvedRefs"},
+	}, {
+		name: "a RequestRedirect answers by itself",
+		edit: func(o *Objects) {
+			rule := &o.Gateway.Routes[0].Spec.Rules[1]
+			rule.Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{
+				Scheme: ptr.To("https"), Hostname: ptr.To(gatewayv1.PreciseHostname("api.example.com")), StatusCode: ptr.To(302),
+				Path: &gatewayv1.HTTPPathModifier{Type: gatewayv1.PrefixMatchHTTPPathModifier, ReplacePrefixMatch: ptr.To("/v2/")},
+			}}}
+			rule.BackendRefs[0].Name = "gone" // never resolved: a redirect forwards nothing
+		},
+		routes: []string{
+			"hr-voice-r0-m0-gw-edge-18080 websocket gw-edge-18080 /v1/voice svc-agents-80 callers",
+			"hr-voice-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ -> https://api.example.com:0 /v2/* 302 ",
+		},
+		conds: map[string]string{"route/voice Accepted": "True/Accepted", "route/voice ResolvedRefs": "True/ResolvedRefs"},
+	}, {
+		name: "a RequestRedirect with a URLRewrite is refused",
+		edit: func(o *Objects) {
+			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{
+				{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{Port: ptr.To(gatewayv1.PortNumber(8443))}},
+				{Type: gatewayv1.HTTPRouteFilterURLRewrite, URLRewrite: &gatewayv1.HTTPURLRewriteFilter{Path: &gatewayv1.HTTPPathModifier{Type: gatewayv1.FullPathHTTPPathModifier, ReplaceFullPath: ptr.To("/x")}}},
+			}
+		},
+		conds: map[string]string{"route/voice Accepted": "False/IncompatibleFilters"},
 	}, {
 		name: "header filters on a websocket rule refuse the route",
 		edit: func(o *Objects) {
