@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// watched holds the server's certificate, key and client CA bundle as one
-// set, and reads the files again, at a handshake at most once per recheck,
+// watched holds the server's certificate, key and client CA bundle (if
+// any) as one set, and reads the files again, at a handshake at most once per recheck,
 // when their content changed. Certificates are rotated by writing files
 // (a Kubernetes Secret volume swaps all of them at once; cert-manager, an
 // operator or a script may write them one by one), so a set is taken only
@@ -66,9 +66,11 @@ func (w *watched) loadLocked(now time.Time) error {
 	if err != nil {
 		return w.refuse(fmt.Errorf("server certificate: %w", err), nil)
 	}
-	ca, err := readBounded(w.files.ClientCA)
-	if err != nil {
-		return w.refuse(fmt.Errorf("client CA: %w", err), nil)
+	var ca []byte
+	if w.files.ClientCA != "" {
+		if ca, err = readBounded(w.files.ClientCA); err != nil {
+			return w.refuse(fmt.Errorf("client CA: %w", err), nil)
+		}
 	}
 	h := sha256.New()
 	for _, b := range [][]byte{cert, key, ca} {
@@ -133,6 +135,9 @@ func serverSet(certPEM, keyPEM, caPEM []byte, f Files, now time.Time) (*tls.Conf
 	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
 		return nil, 0, fmt.Errorf("%s is valid from %s to %s, not now", f.Cert,
 			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if f.ClientCA == "" {
+		return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}, 0, nil
 	}
 	pool, n, err := parseBundle(caPEM)
 	if err != nil {

@@ -145,3 +145,37 @@ func TestServerConfigRefusesABadStart(t *testing.T) {
 		t.Errorf("a server started on a mismatched pair: %v", err)
 	}
 }
+
+// TestServingConfigWithoutClientCA: the admin API's server asks for no
+// client certificate when it has no CA, and takes a renewed pair too.
+func TestServingConfigWithoutClientCA(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := certs.Generate(certs.Plan{Dir: dir, Hosts: []string{"127.0.0.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := certs.Files{Dir: dir}.Server()
+	cfg, err := serverConfig(Files{Cert: cert, Key: key}, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := func() string {
+		c, err := cfg.GetConfigForClient(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ClientAuth != tls.NoClientCert || cfg.ClientAuth != tls.NoClientCert {
+			t.Errorf("client auth %v, %v: want none", c.ClientAuth, cfg.ClientAuth)
+		}
+		return c.Certificates[0].Leaf.SerialNumber.String()
+	}
+	first := serial()
+	if _, err := certs.Generate(certs.Plan{Dir: dir, Hosts: []string{"127.0.0.1"}}); err != nil { // a renewal, same CA
+		t.Fatal(err)
+	}
+	if serial() == first {
+		t.Error("the renewed certificate is not served")
+	}
+	if _, err := ServingConfig(Files{Cert: cert}, nil); err == nil {
+		t.Error("a server without a key")
+	}
+}

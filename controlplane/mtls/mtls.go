@@ -31,14 +31,24 @@ func (f Files) Empty() bool { return f.Cert == "" && f.Key == "" && f.ClientCA =
 // needs no restart (see files.go); log receives what was loaded or
 // refused (nil: discarded).
 func ServerConfig(f Files, log *slog.Logger) (*tls.Config, error) {
+	if f.Cert == "" || f.Key == "" || f.ClientCA == "" {
+		return nil, errors.New("mtls: a server certificate, its key and a client CA are all required")
+	}
+	return serverConfig(f, log, time.Second)
+}
+
+// ServingConfig is ServerConfig with the client CA optional: without one,
+// clients are not asked for a certificate (the admin API, whose callers
+// hold its token).
+func ServingConfig(f Files, log *slog.Logger) (*tls.Config, error) {
+	if f.Cert == "" || f.Key == "" {
+		return nil, errors.New("mtls: a server certificate and its key are both required")
+	}
 	return serverConfig(f, log, time.Second)
 }
 
 // serverConfig looks at the files at most once per recheck.
 func serverConfig(f Files, log *slog.Logger, recheck time.Duration) (*tls.Config, error) {
-	if f.Cert == "" || f.Key == "" || f.ClientCA == "" {
-		return nil, errors.New("mtls: a server certificate, its key and a client CA are all required")
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -48,7 +58,7 @@ func serverConfig(f Files, log *slog.Logger, recheck time.Duration) (*tls.Config
 	}
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientAuth: w.current().ClientAuth,
 		NextProtos: []string{"h2", "http/1.1"},
 	}
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {

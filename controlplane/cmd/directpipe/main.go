@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -121,7 +120,7 @@ func run(log *slog.Logger, f flags) error {
 		}
 	}
 	if f.adminAddr != "" {
-		if cfg.AdminTLS, err = adminTLS(f); err != nil {
+		if cfg.AdminTLS, err = adminTLS(f, log); err != nil {
 			return err
 		}
 		if cfg.AdminTLS == nil && !app.IsLoopback(f.adminAddr) {
@@ -215,28 +214,17 @@ func defaultReplica() string {
 	return h
 }
 
-func adminTLS(f flags) (*tls.Config, error) {
+func adminTLS(f flags, log *slog.Logger) (*tls.Config, error) {
 	if f.tlsCert == "" && f.tlsKey == "" {
 		if f.clientCA != "" {
 			return nil, errors.New("-admin-client-ca needs -admin-tls-cert and -admin-tls-key")
 		}
 		return nil, nil
 	}
-	cert, err := mtls.LoadKeyPair(f.tlsCert, f.tlsKey)
+	// Read again when the files change, as the xDS server's are.
+	cfg, err := mtls.ServingConfig(mtls.Files{Cert: f.tlsCert, Key: f.tlsKey, ClientCA: f.clientCA}, log.With("server", "admin"))
 	if err != nil {
 		return nil, fmt.Errorf("admin TLS: %w", err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if f.clientCA != "" {
-		pem, err := os.ReadFile(f.clientCA)
-		if err != nil {
-			return nil, fmt.Errorf("admin client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("admin client CA: no certificate in %s", f.clientCA)
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
 }
