@@ -150,7 +150,9 @@ build:
 	$(GO) build $(VERSION_LDFLAGS) -o $(BIN)/dpctl ./controlplane/cmd/dpctl
 	$(GO) build -o $(BIN)/voice-backend ./examples/backend
 	$(GO) build -o $(BIN)/dp-token ./examples/token
-	$(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap
+	# Static: the Helm chart copies it into the Envoy container as the
+	# preStop hook, and that image's libc is not ours to know.
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/envoy-bootstrap ./envoy/cmd/envoy-bootstrap
 	$(GO) build -o $(BIN)/probe ./examples/probe
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath $(WASM_LDFLAGS) -o $(BIN)/handshake.wasm ./filter/handshake
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/framefilter.wasm ./bench/framefilter

@@ -64,32 +64,6 @@ func TestHelmLint(t *testing.T) {
 	run(t, tool(t, "helm"), "lint", "--strict", chartDir)
 }
 
-// TestHookShippedVerbatim: the ConfigMap carries the preStop hook byte for
-// byte as the e2e test runs it (envoy/e2e TestPreStopHookCutsNoCall).
-func TestHookShippedVerbatim(t *testing.T) {
-	want, err := os.ReadFile(filepath.Join(chartDir, "files", "prestop.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := run(t, tool(t, "helm"), "template", release, chartDir, "--namespace", namespace, "--show-only", "templates/envoy.yaml")
-	for doc := range bytes.SplitSeq(out, []byte("\n---\n")) {
-		var cm struct {
-			Kind string            `json:"kind"`
-			Data map[string]string `json:"data"`
-		}
-		if err := yaml.Unmarshal(doc, &cm); err != nil {
-			t.Fatal(err)
-		}
-		if cm.Kind == "ConfigMap" {
-			if got := cm.Data["prestop.sh"]; got != string(want) {
-				t.Fatalf("the ConfigMap's prestop.sh differs from files/prestop.sh:\n%s", got)
-			}
-			return
-		}
-	}
-	t.Fatal("no ConfigMap in templates/envoy.yaml")
-}
-
 func TestManifestsUpToDate(t *testing.T) {
 	want := render(t)
 	got, err := os.ReadFile(manifests)
@@ -164,7 +138,6 @@ func TestChartOnAPIServer(t *testing.T) {
 		for _, obj := range []string{
 			"deployment.apps/directpipe-control-plane",
 			"deployment.apps/directpipe-envoy",
-			"configmap/directpipe-envoy-hooks",
 			"job.batch/directpipe-certgen",
 			"serviceaccount/directpipe-certgen",
 			"role.rbac.authorization.k8s.io/directpipe-certgen",

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,8 +15,9 @@ import (
 
 // TestEnvoyPodWiring checks that the rendered Envoy pod runs the pieces
 // the e2e tests prove (the preStop hook, envoy-bootstrap's readiness
-// listener and SDS files) the way those tests run them: the hook is the
-// ConfigMap's script and gives up before the grace period ends, it
+// listener and SDS files) the way those tests run them: the hook is
+// envoy-bootstrap, copied by the init container into a shared volume, and
+// gives up before the grace period ends, it
 // reaches the admin socket the bootstrap names, the probe reads the
 // readiness listener's port, and the SDS files and certificates are on
 // volumes the Envoy container mounts.
@@ -60,23 +62,36 @@ func TestEnvoyPodWiring(t *testing.T) {
 		return &corev1.Volume{}
 	}
 
+	// The hook is the program the init container copied into a volume
+	// both containers mount, run as envoy/e2e TestPreStopHookCutsNoCall
+	// runs it.
 	hook := envoy.Lifecycle.PreStop.Exec.Command
-	if len(hook) != 2 || hook[0] != "sh" || path.Base(hook[1]) != "prestop.sh" {
+	if len(hook) < 2 || path.Base(hook[0]) != "envoy-bootstrap" || hook[1] != "prestop" {
 		t.Fatalf("preStop runs %q", hook)
 	}
-	if cm := volumeAt(hook[1]).ConfigMap; cm == nil || cm.Name != release+"-envoy-hooks" {
-		t.Errorf("the hook is not the ConfigMap's script: %+v", volumeAt(hook[1]))
+	if dir := flags["-hook-dir"]; dir != path.Dir(hook[0]) || volumeAt(hook[0]).EmptyDir == nil {
+		t.Errorf("the hook %s is not where the init container copies envoy-bootstrap (-hook-dir=%s) on a shared emptyDir", hook[0], dir)
 	}
-	env := map[string]string{}
-	for _, e := range envoy.Env {
-		env[e.Name] = e.Value
+	initMounts := false
+	for _, m := range pod.InitContainers[0].VolumeMounts {
+		if m.MountPath == flags["-hook-dir"] && m.Name == "hooks" && !m.ReadOnly {
+			initMounts = true
+		}
 	}
-	deadline, err := strconv.Atoi(env["DRAIN_DEADLINE_SECONDS"])
-	if grace := *pod.TerminationGracePeriodSeconds; err != nil || deadline <= 0 || int64(deadline) >= grace {
-		t.Errorf("hook deadline %q, grace period %d: the hook must give up first", env["DRAIN_DEADLINE_SECONDS"], grace)
+	if !initMounts {
+		t.Errorf("the init container does not mount the hooks volume writable at %s", flags["-hook-dir"])
 	}
-	if want := "unix:" + flags["-admin-socket"]; env["ENVOY_ADMIN"] != want {
-		t.Errorf("the hook reaches %q, the bootstrap puts admin at %q", env["ENVOY_ADMIN"], want)
+	hookFlags := map[string]string{}
+	for _, a := range hook[2:] {
+		k, v, _ := strings.Cut(a, "=")
+		hookFlags[k] = v
+	}
+	deadline, err := time.ParseDuration(hookFlags["-deadline"])
+	if grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second; err != nil || deadline <= 0 || deadline >= grace {
+		t.Errorf("hook deadline %q, grace period %v: the hook must give up first", hookFlags["-deadline"], grace)
+	}
+	if want := "unix:" + flags["-admin-socket"]; hookFlags["-admin"] != want {
+		t.Errorf("the hook reaches %q, the bootstrap puts admin at %q", hookFlags["-admin"], want)
 	}
 	volumeAt(flags["-admin-socket"])
 

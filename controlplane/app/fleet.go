@@ -54,7 +54,7 @@ func (a *App) setupFleet() error {
 			}
 		}
 	} else {
-		c, err := mtls.ServerConfig(cfg.XDSTLS)
+		c, err := mtls.ServerConfig(cfg.XDSTLS, a.log)
 		if err != nil {
 			return err
 		}

@@ -220,10 +220,10 @@ func (s *served) get() *policyv1.Policy {
 
 // replica starts a store watching e's namespace; stop ends it as a
 // crashed replica would end (its Lease is not released).
-func (e *testEnv) replica(name string) (*served, context.CancelFunc) {
+func (e *testEnv) replica(name string, backendNamespaces ...string) (*served, context.CancelFunc) {
 	e.t.Helper()
 	st, err := New(Config{
-		REST: apiServer, Namespace: e.ns, Identity: name,
+		REST: apiServer, Namespace: e.ns, Identity: name, BackendNamespaces: backendNamespaces,
 		Listeners:     []*policyv1.Listener{{Name: "public", Address: "127.0.0.1:10000"}},
 		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name),

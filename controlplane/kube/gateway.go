@@ -33,8 +33,13 @@ type GatewayObjects struct {
 	Classes  []gatewayv1.GatewayClass
 	Gateways []gatewayv1.Gateway
 	Routes   []gatewayv1.HTTPRoute
-	// Service returns a Service of the namespace by name.
-	Service func(name string) (*corev1.Service, bool)
+	// Service returns a Service by namespace and name: of the store's
+	// namespace, or of a back-end namespace (Config.BackendNamespaces).
+	Service func(namespace, name string) (*corev1.Service, bool)
+	// Grants are the ReferenceGrants of the back-end namespaces: an
+	// HTTPRoute may use a Service of another namespace only when a grant
+	// there allows it.
+	Grants []gatewayv1.ReferenceGrant
 	// Host is the address Gateway listeners bind: a listener on port p
 	// becomes an Envoy listener on Host:p.
 	Host string

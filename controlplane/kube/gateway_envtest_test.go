@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -141,9 +142,10 @@ func TestGatewayAPIReconcile(t *testing.T) {
 
 	// Refused: a filter directpipe does not carry, and a back end that
 	// does not exist. The rest keeps serving.
-	redirect := route("redirect", gatewayv1.HTTPRouteRule{
-		Matches: prefix("/old/"),
-		Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{StatusCode: ptr.To(301)}}},
+	redirect := route("extension", gatewayv1.HTTPRouteRule{
+		Matches:     prefix("/old/"),
+		Filters:     []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterExtensionRef, ExtensionRef: &gatewayv1.LocalObjectReference{Group: "example.com", Kind: "Thing", Name: "x"}}},
+		BackendRefs: []gatewayv1.HTTPBackendRef{serviceRef("agents", 80)},
 	})
 	missing := route("missing", gatewayv1.HTTPRouteRule{Matches: prefix("/gone/"), BackendRefs: []gatewayv1.HTTPBackendRef{serviceRef("gone", 80)}})
 	e.create(redirect)
@@ -154,7 +156,7 @@ func TestGatewayAPIReconcile(t *testing.T) {
 	e.waitGatewayStatus("missing", missing, parent(missing), "Accepted", "True/Accepted")
 	e.waitGatewayStatus("gateway", gw, gwConds, "Programmed", "True/Programmed")
 	for _, r := range s.get().GetRoutes() {
-		if strings.HasPrefix(r.GetName(), "hr-redirect") {
+		if strings.HasPrefix(r.GetName(), "hr-extension") {
 			t.Errorf("a refused route is served: %s", routeSummary(r))
 		}
 	}
@@ -175,4 +177,87 @@ func TestGatewayAPIReconcile(t *testing.T) {
 		return err == nil, fmt.Sprint(err)
 	})
 	e.waitGatewayStatus("moved", missing, parent(missing), "Accepted", "none")
+}
+
+// TestGatewayAPIReferenceGrant: an HTTPRoute's back end in another
+// namespace is used only while a ReferenceGrant there allows it. Without
+// one the rule is not served and ResolvedRefs says RefNotPermitted; the
+// grant's creation serves it with the other namespace's endpoints, and
+// its deletion takes it away again.
+func TestGatewayAPIReferenceGrant(t *testing.T) {
+	e := newTestEnv(t)
+	shared := newTestEnv(t) // the back ends' namespace
+	ctx := context.Background()
+	e.agentsService() // a plain port in the route's own namespace
+	ws := WebSocketAppProtocol
+	shared.create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "voice"}, Spec: corev1.ServiceSpec{
+		Ports: []corev1.ServicePort{{Name: "ws", Port: 80, AppProtocol: &ws}},
+	}})
+	yes, name, port := true, "ws", int32(8080)
+	shared.create(&discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "voice-1", Labels: map[string]string{discoveryv1.LabelServiceName: "voice"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.2.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &yes, Serving: &yes}}},
+	})
+	class := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: e.ns}, Spec: gatewayv1.GatewayClassSpec{ControllerName: ControllerName}}
+	if err := e.c.Create(ctx, class); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.c.Delete(ctx, class) })
+	e.create(&gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "edge"}, Spec: gatewayv1.GatewaySpec{
+		GatewayClassName: gatewayv1.ObjectName(e.ns),
+		Listeners:        []gatewayv1.Listener{{Name: "http", Port: 18080, Protocol: gatewayv1.HTTPProtocolType}},
+	}})
+	prefix := func(p string) []gatewayv1.HTTPRouteMatch {
+		return []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Value: ptr.To(p)}}}
+	}
+	elsewhere := serviceRef("voice", 80)
+	elsewhere.Namespace = ptr.To(gatewayv1.Namespace(shared.ns))
+	app := httpRoute("app",
+		gatewayv1.HTTPRouteRule{Matches: prefix("/v1/voice"), BackendRefs: []gatewayv1.HTTPBackendRef{elsewhere}},
+		gatewayv1.HTTPRouteRule{Matches: prefix("/api/"), BackendRefs: []gatewayv1.HTTPBackendRef{serviceRef("agents", 80)}},
+	)
+	e.create(&app)
+	s, _ := e.replica("a", shared.ns)
+	routes := func() string {
+		var got []string
+		for _, r := range s.get().GetRoutes() {
+			got = append(got, routeSummary(r))
+		}
+		return strings.Join(got, "\n")
+	}
+	parent := func() []metav1.Condition {
+		for _, p := range app.Status.Parents {
+			if p.ControllerName == ControllerName {
+				return p.Conditions
+			}
+		}
+		return nil
+	}
+	restOnly := "hr-app-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ svc-agents-80 "
+	eventually(t, "the REST rule alone is served", func() (bool, string) { return routes() == restOnly, routes() })
+	e.waitGatewayStatus("app", &app, parent, "ResolvedRefs", "False/RefNotPermitted")
+	e.waitGatewayStatus("app", &app, parent, "Accepted", "True/Accepted")
+
+	grant := &gatewayv1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Name: "voice-from-" + e.ns}, Spec: gatewayv1.ReferenceGrantSpec{
+		From: []gatewayv1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Namespace: gatewayv1.Namespace(e.ns)}},
+		To:   []gatewayv1.ReferenceGrantTo{{Group: "", Kind: "Service", Name: ptr.To(gatewayv1.ObjectName("voice"))}},
+	}}
+	shared.create(grant)
+	backend := shortName("svc", shared.ns, "voice", "80")
+	both := "hr-app-r0-m0-gw-edge-18080 websocket gw-edge-18080 /v1/voice " + backend + " \n" + restOnly
+	eventually(t, "the granted back end is served", func() (bool, string) { return routes() == both, routes() })
+	e.waitGatewayStatus("app", &app, parent, "ResolvedRefs", "True/ResolvedRefs")
+	for _, b := range s.get().GetBackends() {
+		if b.GetName() == backend && strings.Join(b.GetEndpoints(), ",") != "10.2.0.1:8080" {
+			t.Errorf("the other namespace's endpoints: %v", b.GetEndpoints())
+		}
+	}
+
+	if err := shared.c.Delete(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the back end goes with its grant", func() (bool, string) { return routes() == restOnly, routes() })
+	e.waitGatewayStatus("app", &app, parent, "ResolvedRefs", "False/RefNotPermitted")
 }

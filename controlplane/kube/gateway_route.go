@@ -151,25 +151,42 @@ func (g *gatewayBuild) rules(r *gatewayv1.HTTPRoute, endpoints EndpointsFunc) ([
 		if rule.Timeouts != nil || rule.Retry != nil || rule.SessionPersistence != nil {
 			return nil, &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": timeouts, retry and sessionPersistence are not supported"}, nil
 		}
+		var redirect *gatewayv1.HTTPRequestRedirectFilter
 		for k, f := range rule.Filters {
 			switch f.Type {
 			case gatewayv1.HTTPRouteFilterRequestHeaderModifier, gatewayv1.HTTPRouteFilterResponseHeaderModifier, gatewayv1.HTTPRouteFilterURLRewrite:
+			case gatewayv1.HTTPRouteFilterRequestRedirect:
+				redirect = f.RequestRedirect
 			default:
 				return nil, &ruleProblem{gatewayv1.RouteReasonIncompatibleFilters, fmt.Sprintf("%s.filters[%d]: %s is not supported", where, k, f.Type)}, nil
 			}
 		}
-		backends, kind, p, u := g.backendRefs(r, rule.BackendRefs, where, endpoints)
-		if p != nil {
-			return nil, p, nil
-		}
-		if unresolved == nil {
-			unresolved = u
-		}
-		base := &policyv1.Route{Kind: kind}
-		if len(backends) == 1 {
-			base.Backend = backends[0].GetName()
+		var base *policyv1.Route
+		if redirect != nil {
+			// A redirect answers by itself: its back ends, if any, are
+			// never used, so not resolved either.
+			rd, p := convertRedirect(redirect, where)
+			if p != nil {
+				return nil, p, nil
+			}
+			base = &policyv1.Route{Kind: policy.KindHTTP, Redirect: rd}
 		} else {
-			base.Backends = backends
+			backends, kind, p, u := g.backendRefs(r, rule.BackendRefs, where, endpoints)
+			if p != nil {
+				return nil, p, nil
+			}
+			if unresolved == nil {
+				unresolved = u
+			}
+			if len(backends) == 0 {
+				continue // refused back ends only: no route for this rule
+			}
+			base = &policyv1.Route{Kind: kind}
+			if len(backends) == 1 {
+				base.Backend = backends[0].GetName()
+			} else {
+				base.Backends = backends
+			}
 		}
 		if p := applyFilters(base, rule.Filters, where); p != nil {
 			return nil, p, nil
@@ -185,7 +202,7 @@ func (g *gatewayBuild) rules(r *gatewayv1.HTTPRoute, endpoints EndpointsFunc) ([
 			if p != nil {
 				return nil, p, nil
 			}
-			if base.Rewrite.GetPrefix() != "" && pr.Match.GetPrefix() == "" {
+			if (base.Rewrite.GetPrefix() != "" || base.Redirect.GetPrefix() != "") && pr.Match.GetPrefix() == "" {
 				return nil, &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": ReplacePrefixMatch needs a PathPrefix match"}, nil
 			}
 			out = append(out, gr)
@@ -216,8 +233,8 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 		case o.Group != nil && *o.Group != "" || o.Kind != nil && *o.Kind != "Service":
 			fail(gatewayv1.RouteReasonInvalidKind, "only core Services are supported as back ends")
 			continue
-		case o.Namespace != nil && string(*o.Namespace) != r.Namespace:
-			fail(gatewayv1.RouteReasonRefNotPermitted, "a Service in another namespace is not watched (ReferenceGrant is not supported)")
+		case o.Namespace != nil && string(*o.Namespace) != r.Namespace && !granted(g.in.Grants, r.Namespace, string(*o.Namespace), string(o.Name)):
+			fail(gatewayv1.RouteReasonRefNotPermitted, fmt.Sprintf("no ReferenceGrant in namespace %q lets HTTPRoutes of %q use Service %q", *o.Namespace, r.Namespace, o.Name))
 			continue
 		case o.Port == nil:
 			fail(gatewayv1.RouteReasonUnsupportedValue, "a Service back end needs a port")
@@ -227,8 +244,13 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 		if ref.Weight != nil {
 			weight = uint32(max(*ref.Weight, 0))
 		}
+		ns := r.Namespace
 		name := shortName("svc", string(o.Name), strconv.Itoa(int(*o.Port)))
-		svc, ok := g.in.Service(string(o.Name))
+		if o.Namespace != nil && string(*o.Namespace) != ns {
+			ns = string(*o.Namespace)
+			name = shortName("svc", ns, string(o.Name), strconv.Itoa(int(*o.Port)))
+		}
+		svc, ok := g.in.Service(ns, string(o.Name))
 		var port *corev1.ServicePort
 		if ok {
 			for i := range svc.Spec.Ports {
@@ -239,7 +261,7 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 		}
 		switch {
 		case !ok:
-			fail(gatewayv1.RouteReasonBackendNotFound, fmt.Sprintf("no Service named %q", o.Name))
+			fail(gatewayv1.RouteReasonBackendNotFound, fmt.Sprintf("no Service named %q in namespace %q", o.Name, ns))
 		case port == nil:
 			fail(gatewayv1.RouteReasonBackendNotFound, fmt.Sprintf("Service %q has no port %d", o.Name, *o.Port))
 		case port.AppProtocol != nil && *port.AppProtocol == WebSocketAppProtocol:
@@ -250,7 +272,7 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 		if _, seen := g.backends[name]; !seen {
 			b := &policyv1.Backend{Name: name, Discovered: true}
 			if port != nil {
-				eps := endpoints(ServiceRef{Name: string(o.Name), Namespace: r.Namespace, Port: int32(*o.Port)})
+				eps := endpoints(ServiceRef{Name: string(o.Name), Namespace: ns, Port: int32(*o.Port)})
 				b.Endpoints = append(append([]string{}, eps.Ready...), eps.Draining...)
 				b.DrainingEndpoints = eps.Draining
 			}
@@ -264,6 +286,10 @@ func (g *gatewayBuild) backendRefs(r *gatewayv1.HTTPRoute, refs []gatewayv1.HTTP
 	switch {
 	case ws > 0 && plain > 0:
 		return nil, "", &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": back ends mix WebSocket (appProtocol " + WebSocketAppProtocol + ") and other ports"}, nil
+	case len(out) == 0 && unresolved != nil && unresolved.reason != gatewayv1.RouteReasonBackendNotFound:
+		// Every back end was refused (not permitted, not a Service): the
+		// rule is not served, and ResolvedRefs says why.
+		return nil, "", nil, unresolved
 	case len(out) == 0:
 		return nil, "", &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": no back end with a weight above zero"}, nil
 	case ws > 0:
@@ -279,6 +305,9 @@ func applyFilters(pr *policyv1.Route, filters []gatewayv1.HTTPRouteFilter, where
 		at := fmt.Sprintf("%s.filters[%d]", where, i)
 		refuse := func(why string) *ruleProblem {
 			return &ruleProblem{gatewayv1.RouteReasonIncompatibleFilters, at + ": " + why}
+		}
+		if pr.Redirect != nil && (f.Type == gatewayv1.HTTPRouteFilterRequestHeaderModifier || f.Type == gatewayv1.HTTPRouteFilterURLRewrite) {
+			return refuse(string(f.Type) + " with RequestRedirect: a redirect forwards nothing")
 		}
 		switch f.Type {
 		case gatewayv1.HTTPRouteFilterRequestHeaderModifier, gatewayv1.HTTPRouteFilterResponseHeaderModifier:
@@ -324,6 +353,56 @@ func applyFilters(pr *policyv1.Route, filters []gatewayv1.HTTPRouteFilter, where
 		}
 	}
 	return nil
+}
+
+// convertRedirect maps a RequestRedirect filter. Without a port, the
+// Gateway API derives one from the scheme (80 for http, 443 for https)
+// and asks that the Location then name none; with a hostname the policy's
+// redirect names no port anyway, and without one the request's port must
+// be replaced, so the Location says ":443" (or ":80") explicitly.
+func convertRedirect(f *gatewayv1.HTTPRequestRedirectFilter, where string) (*policyv1.RequestRedirect, *ruleProblem) {
+	unsupported := func(msg string) (*policyv1.RequestRedirect, *ruleProblem) {
+		return nil, &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": RequestRedirect " + msg}
+	}
+	if f == nil {
+		return unsupported("without its settings")
+	}
+	rd := &policyv1.RequestRedirect{}
+	if f.Scheme != nil {
+		rd.Scheme = strings.ToLower(*f.Scheme)
+		switch rd.Scheme {
+		case "http":
+			rd.Port = 80
+		case "https":
+			rd.Port = 443
+		default:
+			return unsupported(fmt.Sprintf("scheme %q: http or https", *f.Scheme))
+		}
+	}
+	if f.Hostname != nil {
+		rd.Host = strings.ToLower(string(*f.Hostname))
+		rd.Port = 0
+	}
+	if f.Port != nil {
+		rd.Port = uint32(*f.Port)
+	}
+	if f.StatusCode != nil {
+		rd.StatusCode = uint32(*f.StatusCode)
+		if rd.StatusCode != 301 && rd.StatusCode != 302 && rd.StatusCode != 303 && rd.StatusCode != 307 && rd.StatusCode != 308 {
+			return unsupported(fmt.Sprintf("statusCode %d: 301, 302, 303, 307 or 308", rd.StatusCode))
+		}
+	}
+	if p := f.Path; p != nil {
+		switch {
+		case p.Type == gatewayv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
+			rd.Path = *p.ReplaceFullPath
+		case p.Type == gatewayv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
+			rd.Prefix = *p.ReplacePrefixMatch
+		default:
+			return unsupported("path without its value")
+		}
+	}
+	return rd, nil
 }
 
 // convertMatch sets a policy route's match from an HTTPRoute match.
@@ -406,4 +485,25 @@ func hostCovers(pattern, host string) bool {
 		return false
 	}
 	return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
+}
+
+// granted says whether a ReferenceGrant in namespace to lets HTTPRoutes
+// of namespace from use the Service named svc.
+func granted(grants []gatewayv1.ReferenceGrant, from, to, svc string) bool {
+	for i := range grants {
+		rg := &grants[i]
+		if rg.Namespace != to {
+			continue
+		}
+		fromOK := slices.ContainsFunc(rg.Spec.From, func(f gatewayv1.ReferenceGrantFrom) bool {
+			return f.Group == gatewayv1.GroupName && f.Kind == "HTTPRoute" && string(f.Namespace) == from
+		})
+		toOK := slices.ContainsFunc(rg.Spec.To, func(t gatewayv1.ReferenceGrantTo) bool {
+			return t.Group == "" && t.Kind == "Service" && (t.Name == nil || *t.Name == "" || string(*t.Name) == svc)
+		})
+		if fromOK && toOK {
+			return true
+		}
+	}
+	return false
 }

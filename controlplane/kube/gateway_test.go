@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -19,8 +20,9 @@ import (
 func gwFixture() Objects {
 	ws := WebSocketAppProtocol
 	services := map[string]*corev1.Service{
-		"agents": {Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "ws", Port: 80, AppProtocol: &ws}}}},
-		"api":    {Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}}},
+		"voice/agents":  {Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "ws", Port: 80, AppProtocol: &ws}}}},
+		"voice/api":     {Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}}},
+		"shared/agents": {Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "ws", Port: 80, AppProtocol: &ws}}}},
 	}
 	o := testObjects()
 	o.Routes = nil // the Gateway API alone
@@ -44,9 +46,26 @@ func gwFixture() Objects {
 			Matches:     []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Value: ptr.To("/api/")}}},
 			BackendRefs: []gatewayv1.HTTPBackendRef{serviceRef("api", 8080)},
 		})},
-		Service: func(name string) (*corev1.Service, bool) { s, ok := services[name]; return s, ok },
+		// Services of the namespace "voice", and "shared/agents" elsewhere.
+		Service: func(ns, name string) (*corev1.Service, bool) { s, ok := services[ns+"/"+name]; return s, ok },
 	}
 	return o
+}
+
+// grant is a ReferenceGrant in namespace ns letting HTTPRoutes of from
+// use the Service named svc (empty: any Service of ns).
+func grant(ns, from, svc string) gatewayv1.ReferenceGrant {
+	to := gatewayv1.ReferenceGrantTo{Group: "", Kind: "Service"}
+	if svc != "" {
+		to.Name = ptr.To(gatewayv1.ObjectName(svc))
+	}
+	return gatewayv1.ReferenceGrant{
+		ObjectMeta: metav1.ObjectMeta{Name: "g", Namespace: ns},
+		Spec: gatewayv1.ReferenceGrantSpec{
+			From: []gatewayv1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Namespace: gatewayv1.Namespace(from)}},
+			To:   []gatewayv1.ReferenceGrantTo{to},
+		},
+	}
 }
 
 func httpRoute(name string, rules ...gatewayv1.HTTPRouteRule) gatewayv1.HTTPRoute {
@@ -83,6 +102,13 @@ func routeSummary(r *policyv1.Route) string {
 	backend := r.GetBackend()
 	for _, b := range r.GetBackends() {
 		backend += b.GetName() + "*" + string(rune('0'+b.GetWeight()))
+	}
+	if rd := r.GetRedirect(); rd != nil {
+		backend = fmt.Sprintf("-> %s://%s:%d %s%s", rd.GetScheme(), rd.GetHost(), rd.GetPort(), rd.GetPath(), rd.GetPrefix())
+		if rd.GetPrefix() != "" {
+			backend += "*"
+		}
+		backend += fmt.Sprintf(" %d", rd.GetStatusCode())
 	}
 	return strings.Join([]string{r.GetName(), r.GetKind(), r.GetListener(), match, backend, r.GetAuth()}, " ")
 }
@@ -155,11 +181,11 @@ func TestGatewayConversion(t *testing.T) {
 			b.Weight = ptr.To(int32(1))
 			o.Gateway.Routes = []gatewayv1.HTTPRoute{httpRoute("r", gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{a, b}})}
 			svc := o.Gateway.Service
-			o.Gateway.Service = func(n string) (*corev1.Service, bool) {
+			o.Gateway.Service = func(ns, n string) (*corev1.Service, bool) {
 				if n == "api2" {
 					return &corev1.Service{Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, true
 				}
-				return svc(n)
+				return svc(ns, n)
 			}
 		},
 		routes: []string{"hr-r-r0-m0-gw-edge-18080 http gw-edge-18080 / svc-api-8080*3svc-api2-80*1 "},
@@ -183,10 +209,33 @@ func TestGatewayConversion(t *testing.T) {
 	}, {
 		name: "unsupported filter refuses the route",
 		edit: func(o *Objects) {
-			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{StatusCode: ptr.To(301)}}}
-			o.Gateway.Routes[0].Spec.Rules[1].BackendRefs = nil
+			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterExtensionRef, ExtensionRef: &gatewayv1.LocalObjectReference{Group: "example.com", Kind: "Thing", Name: "x"}}}
 		},
 		conds: map[string]string{"route/voice Accepted": "False/IncompatibleFilters", "route/voice ResolvedRefs": "True/ResolvedRefs"},
+	}, {
+		name: "a RequestRedirect answers by itself",
+		edit: func(o *Objects) {
+			rule := &o.Gateway.Routes[0].Spec.Rules[1]
+			rule.Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{
+				Scheme: ptr.To("https"), Hostname: ptr.To(gatewayv1.PreciseHostname("api.example.com")), StatusCode: ptr.To(302),
+				Path: &gatewayv1.HTTPPathModifier{Type: gatewayv1.PrefixMatchHTTPPathModifier, ReplacePrefixMatch: ptr.To("/v2/")},
+			}}}
+			rule.BackendRefs[0].Name = "gone" // never resolved: a redirect forwards nothing
+		},
+		routes: []string{
+			"hr-voice-r0-m0-gw-edge-18080 websocket gw-edge-18080 /v1/voice svc-agents-80 callers",
+			"hr-voice-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ -> https://api.example.com:0 /v2/* 302 ",
+		},
+		conds: map[string]string{"route/voice Accepted": "True/Accepted", "route/voice ResolvedRefs": "True/ResolvedRefs"},
+	}, {
+		name: "a RequestRedirect with a URLRewrite is refused",
+		edit: func(o *Objects) {
+			o.Gateway.Routes[0].Spec.Rules[1].Filters = []gatewayv1.HTTPRouteFilter{
+				{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{Port: ptr.To(gatewayv1.PortNumber(8443))}},
+				{Type: gatewayv1.HTTPRouteFilterURLRewrite, URLRewrite: &gatewayv1.HTTPURLRewriteFilter{Path: &gatewayv1.HTTPPathModifier{Type: gatewayv1.FullPathHTTPPathModifier, ReplaceFullPath: ptr.To("/x")}}},
+			}
+		},
+		conds: map[string]string{"route/voice Accepted": "False/IncompatibleFilters"},
 	}, {
 		name: "header filters on a websocket rule refuse the route",
 		edit: func(o *Objects) {
@@ -248,6 +297,39 @@ func TestGatewayConversion(t *testing.T) {
 			"hr-voice-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ svc-api-8080 ",
 		},
 		conds: map[string]string{"route/voice ResolvedRefs": "False/InvalidKind"},
+	}, {
+		name: "a Service of another namespace without a ReferenceGrant: not served",
+		edit: func(o *Objects) {
+			o.Gateway.Routes[0].Spec.Rules[0].BackendRefs[0].Namespace = ptr.To(gatewayv1.Namespace("shared"))
+			o.Gateway.Grants = []gatewayv1.ReferenceGrant{
+				grant("shared", "voice", "other-service"), // another Service
+				grant("shared", "elsewhere", ""),          // another namespace's routes
+				grant("voice", "voice", ""),               // a grant in the wrong namespace
+			}
+		},
+		routes: []string{"hr-voice-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ svc-api-8080 "},
+		conds:  map[string]string{"route/voice Accepted": "True/Accepted", "route/voice ResolvedRefs": "False/RefNotPermitted"},
+	}, {
+		name: "a Service of another namespace with a ReferenceGrant",
+		edit: func(o *Objects) {
+			o.Gateway.Routes[0].Spec.Rules[0].BackendRefs[0].Namespace = ptr.To(gatewayv1.Namespace("shared"))
+			o.Gateway.Grants = []gatewayv1.ReferenceGrant{grant("shared", "voice", "agents")}
+		},
+		routes: []string{
+			"hr-voice-r0-m0-gw-edge-18080 websocket gw-edge-18080 /v1/voice svc-shared-agents-80 callers",
+			"hr-voice-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ svc-api-8080 ",
+		},
+		conds: map[string]string{"route/voice Accepted": "True/Accepted", "route/voice ResolvedRefs": "True/ResolvedRefs"},
+	}, {
+		name: "a ReferenceGrant for every Service of its namespace",
+		edit: func(o *Objects) {
+			o.Gateway.Routes[0].Spec.Rules[0].BackendRefs[0].Namespace = ptr.To(gatewayv1.Namespace("shared"))
+			o.Gateway.Grants = []gatewayv1.ReferenceGrant{grant("shared", "voice", "")}
+		},
+		routes: []string{
+			"hr-voice-r0-m0-gw-edge-18080 websocket gw-edge-18080 /v1/voice svc-shared-agents-80 callers",
+			"hr-voice-r1-m0-gw-edge-18080 http gw-edge-18080 /api/ svc-api-8080 ",
+		},
 	}, {
 		name: "HTTPS listeners are not supported",
 		edit: func(o *Objects) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,6 +42,11 @@ type Config struct {
 	// Listeners are the Envoy listeners every route is served on: where
 	// Envoy listens is the deployment's business, not a resource's.
 	Listeners []*policyv1.Listener
+	// BackendNamespaces are other namespaces whose Services HTTPRoutes may
+	// use as back ends, each only where a ReferenceGrant of that namespace
+	// allows it. Their Services, EndpointSlices and ReferenceGrants are
+	// watched; nothing else of them.
+	BackendNamespaces []string
 	// GatewayHost is the address Gateway API listeners bind (a listener
 	// on port p listens on GatewayHost:p); empty: 0.0.0.0.
 	GatewayHost string
@@ -67,6 +73,8 @@ type Store struct {
 	changed chan struct{} // a resource changed: build again
 	// gatewayAPI says the Gateway API's kinds are installed, so watched.
 	gatewayAPI bool
+	// grants says ReferenceGrants of the back-end namespaces are watched.
+	grants bool
 
 	mu      sync.Mutex
 	history []store.Entry
@@ -106,13 +114,23 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := cache.New(cfg.REST, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{cfg.Namespace: {}}})
-	if err != nil {
-		return nil, fmt.Errorf("kube: cache: %w", err)
-	}
 	cl, err := client.New(cfg.REST, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, fmt.Errorf("kube: client: %w", err)
+	}
+	gatewayAPI, err := installed(cl, gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"))
+	if err != nil {
+		return nil, err
+	}
+	grants := false
+	if gatewayAPI && len(cfg.BackendNamespaces) > 0 {
+		if grants, err = installed(cl, gatewayv1.SchemeGroupVersion.WithKind("ReferenceGrant")); err != nil {
+			return nil, err
+		}
+	}
+	c, err := cache.New(cfg.REST, cacheOptions(scheme, cfg, grants))
+	if err != nil {
+		return nil, fmt.Errorf("kube: cache: %w", err)
 	}
 	kc, err := kubernetes.NewForConfig(cfg.REST)
 	if err != nil {
@@ -121,16 +139,17 @@ func New(cfg Config) (*Store, error) {
 	if cfg.GatewayHost == "" {
 		cfg.GatewayHost = "0.0.0.0"
 	}
-	gatewayAPI, err := installed(cl, gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"))
-	if err != nil {
-		return nil, err
-	}
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Store{cfg: cfg, cache: c, client: cl, kube: kc, stop: stop, changed: make(chan struct{}, 1), values: map[string][]byte{}, gatewayAPI: gatewayAPI}
+	s := &Store{cfg: cfg, cache: c, client: cl, kube: kc, stop: stop, changed: make(chan struct{}, 1), values: map[string][]byte{}, gatewayAPI: gatewayAPI, grants: grants}
 	s.status = newStatusWriter(s, scheme)
 	watched := []client.Object{&VoiceRoute{}, &VoiceBackend{}, &HandshakePolicy{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Secret{}}
 	if gatewayAPI {
 		watched = append(watched, &gatewayv1.GatewayClass{}, &gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{})
+		if grants {
+			watched = append(watched, &gatewayv1.ReferenceGrant{})
+		} else if len(cfg.BackendNamespaces) > 0 {
+			cfg.Log.Warn("ReferenceGrant is not installed: HTTPRoutes may use Services of their own namespace only")
+		}
 	} else {
 		cfg.Log.Info("the Gateway API is not installed: serving directpipe's own kinds only (install its CRDs and restart to serve Gateways)")
 	}
@@ -155,6 +174,36 @@ func New(cfg Config) (*Store, error) {
 		}
 	}()
 	return s, nil
+}
+
+// cacheOptions watch the store's namespace, and of the back-end
+// namespaces only Services, their EndpointSlices and (when installed)
+// ReferenceGrants, which is all the chart's Roles there allow.
+func cacheOptions(scheme *runtime.Scheme, cfg Config, grants bool) cache.Options {
+	o := cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{cfg.Namespace: {}}}
+	if len(cfg.BackendNamespaces) == 0 {
+		return o
+	}
+	all := map[string]cache.Config{cfg.Namespace: {}}
+	others := map[string]cache.Config{}
+	for _, ns := range cfg.BackendNamespaces {
+		if ns != cfg.Namespace {
+			all[ns], others[ns] = cache.Config{}, cache.Config{}
+		}
+	}
+	o.ByObject = map[client.Object]cache.ByObject{
+		&corev1.Service{}:            {Namespaces: all},
+		&discoveryv1.EndpointSlice{}: {Namespaces: all},
+	}
+	if grants && len(others) > 0 {
+		o.ByObject[&gatewayv1.ReferenceGrant{}] = cache.ByObject{Namespaces: others}
+	}
+	return o
+}
+
+// watches says whether the store reads Services of namespace ns.
+func (s *Store) watches(ns string) bool {
+	return ns == s.cfg.Namespace || slices.Contains(s.cfg.BackendNamespaces, ns)
 }
 
 // installed says whether the API server serves a kind.
@@ -224,11 +273,24 @@ func (s *Store) gatewayObjects(ctx context.Context) (*GatewayObjects, error) {
 			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 	}
+	var grants []gatewayv1.ReferenceGrant
+	if s.grants {
+		for _, ns := range s.cfg.BackendNamespaces {
+			var l gatewayv1.ReferenceGrantList
+			if err := s.cache.List(ctx, &l, client.InNamespace(ns)); err != nil {
+				return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+			}
+			grants = append(grants, l.Items...)
+		}
+	}
 	return &GatewayObjects{
-		Classes: classes.Items, Gateways: gateways.Items, Routes: routes.Items, Host: s.cfg.GatewayHost,
-		Service: func(name string) (*corev1.Service, bool) {
+		Classes: classes.Items, Gateways: gateways.Items, Routes: routes.Items, Host: s.cfg.GatewayHost, Grants: grants,
+		Service: func(namespace, name string) (*corev1.Service, bool) {
+			if !s.watches(namespace) {
+				return nil, false
+			}
 			var svc corev1.Service
-			if err := s.cache.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, &svc); err != nil {
+			if err := s.cache.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &svc); err != nil {
 				return nil, false
 			}
 			return &svc, true
@@ -237,10 +299,10 @@ func (s *Store) gatewayObjects(ctx context.Context) (*GatewayObjects, error) {
 }
 
 // endpoints reads a Service port's endpoints from the watched slices.
-// Only the store's namespace is watched: a Service elsewhere has none,
-// and the back end says so in its status.
+// Only the store's namespace and the back-end namespaces are watched: a
+// Service elsewhere has none, and the back end says so in its status.
 func (s *Store) endpoints(ctx context.Context, ref ServiceRef) Endpoints {
-	if ref.Namespace != s.cfg.Namespace {
+	if !s.watches(ref.Namespace) {
 		return Endpoints{}
 	}
 	var svc corev1.Service

@@ -66,25 +66,3 @@ func TestLoadKeyPairRefusesKeysOthersMayUse(t *testing.T) {
 		}
 	}
 }
-
-// TestServerConfigKeepsTheLastGoodPair: a renewal whose key file others
-// may read is not served; the pair loaded before it keeps serving.
-func TestServerConfigKeepsTheLastGoodPair(t *testing.T) {
-	certFile, keyFile := writePair(t, 0o600)
-	r := &reloader{cert: certFile, key: keyFile}
-	first, err := r.get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(keyFile, 0o644)
-	later := time.Now().Add(time.Hour)
-	os.Chtimes(certFile, later, later) // a renewal
-	r.checked = time.Time{}
-	got, err := r.get()
-	if err != nil || got != first {
-		t.Errorf("after a renewal with a readable key: %v, %v; want the first pair", got, err)
-	}
-	if _, err := ServerConfig(Files{Cert: certFile, Key: keyFile, ClientCA: certFile}); err == nil || !strings.Contains(err.Error(), "chmod 600") {
-		t.Errorf("a server started on a readable key: %v", err)
-	}
-}

@@ -10,9 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -26,27 +26,49 @@ type Files struct {
 func (f Files) Empty() bool { return f.Cert == "" && f.Key == "" && f.ClientCA == "" }
 
 // ServerConfig returns a TLS configuration that presents Cert and requires
-// a client certificate signed by ClientCA. The certificate is read again
-// when its file changes, so a renewed certificate needs no restart.
-func ServerConfig(f Files) (*tls.Config, error) {
+// a client certificate signed by a CA in ClientCA. All three files are
+// read again when they change, so a renewed certificate or a rotated CA
+// needs no restart (see files.go); log receives what was loaded or
+// refused (nil: discarded).
+func ServerConfig(f Files, log *slog.Logger) (*tls.Config, error) {
 	if f.Cert == "" || f.Key == "" || f.ClientCA == "" {
 		return nil, errors.New("mtls: a server certificate, its key and a client CA are all required")
 	}
-	pool, err := LoadPool(f.ClientCA)
-	if err != nil {
+	return serverConfig(f, log, time.Second)
+}
+
+// ServingConfig is ServerConfig with the client CA optional: without one,
+// clients are not asked for a certificate (the admin API, whose callers
+// hold its token).
+func ServingConfig(f Files, log *slog.Logger) (*tls.Config, error) {
+	if f.Cert == "" || f.Key == "" {
+		return nil, errors.New("mtls: a server certificate and its key are both required")
+	}
+	return serverConfig(f, log, time.Second)
+}
+
+// serverConfig looks at the files at most once per recheck.
+func serverConfig(f Files, log *slog.Logger, recheck time.Duration) (*tls.Config, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	w := &watched{files: f, log: log, recheck: recheck}
+	if err := w.load(); err != nil {
 		return nil, err
 	}
-	r := &reloader{cert: f.Cert, key: f.Key}
-	if _, err := r.get(); err != nil {
-		return nil, err
+	base := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: w.current().ClientAuth,
+		NextProtos: []string{"h2", "http/1.1"},
 	}
-	return &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		ClientAuth:     tls.RequireAndVerifyClientCert,
-		ClientCAs:      pool,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.get() },
-		NextProtos:     []string{"h2", "http/1.1"},
-	}, nil
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := w.current().Clone()
+		// A server may narrow the protocols on the configuration it was
+		// handed (grpc adds h2); honour that, not our default.
+		c.NextProtos = base.NextProtos
+		return c, nil
+	}
+	return base, nil
 }
 
 // ClientConfig returns the configuration of a client of such a server: its
@@ -142,47 +164,6 @@ func LoadPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("mtls: CA: no certificate in %s", file)
 	}
 	return pool, nil
-}
-
-// reloader serves the key pair in its files, read again when the
-// certificate file's modification time moves (checked at most once a
-// second).
-type reloader struct {
-	cert, key string
-
-	mu      sync.Mutex
-	pair    *tls.Certificate
-	mtime   time.Time
-	checked time.Time
-}
-
-func (r *reloader) get() (*tls.Certificate, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if r.pair != nil && now.Sub(r.checked) < time.Second {
-		return r.pair, nil
-	}
-	r.checked = now
-	st, err := os.Stat(r.cert)
-	if err != nil {
-		if r.pair != nil {
-			return r.pair, nil // keep serving the last good pair
-		}
-		return nil, fmt.Errorf("mtls: server certificate: %w", err)
-	}
-	if r.pair != nil && st.ModTime().Equal(r.mtime) {
-		return r.pair, nil
-	}
-	pair, err := LoadKeyPair(r.cert, r.key)
-	if err != nil {
-		if r.pair != nil {
-			return r.pair, nil // a half-written renewal: try again later
-		}
-		return nil, fmt.Errorf("mtls: server certificate: %w", err)
-	}
-	r.pair, r.mtime = &pair, st.ModTime()
-	return r.pair, nil
 }
 
 // Binding ties a node id to a certificate: the pattern with {node}

@@ -365,7 +365,11 @@ func (v *validator) route(path string, r *policyv1.Route, seen, listeners map[st
 	default:
 		v.errorf(path+".kind", "%q is not %q or %q", r.GetKind(), KindWebSocket, KindHTTP)
 	}
-	v.routeBackends(path, r, backends)
+	if r.GetRedirect() != nil {
+		v.redirect(path, r)
+	} else {
+		v.routeBackends(path, r, backends)
+	}
 	v.rewrite(path, r)
 	v.headerEdits(path, r, edited)
 	if r.GetAuth() != "" && !auths[r.GetAuth()] {
@@ -444,6 +448,45 @@ func (v *validator) routeBackends(path string, r *policyv1.Route, backends map[s
 }
 
 // rewrite checks a route's path rewrite.
+// redirectCodes are the statuses a redirect may answer with.
+var redirectCodes = map[uint32]bool{0: true, 301: true, 302: true, 303: true, 307: true, 308: true}
+
+// redirect checks a redirecting route: it answers by itself, so nothing
+// that forwards belongs on it.
+func (v *validator) redirect(path string, r *policyv1.Route) {
+	rd, at := r.GetRedirect(), path+".redirect"
+	if r.GetKind() != KindHTTP {
+		v.errorf(at, "only http routes redirect: a WebSocket handshake is forwarded or refused")
+	}
+	if r.GetBackend() != "" || len(r.GetBackends()) > 0 {
+		v.errorf(at, "a redirect is in place of backend and backends")
+	}
+	if r.GetRewrite() != nil || r.GetMaxConnections() > 0 || len(r.GetRequestHeadersToAdd()) > 0 || len(r.GetRequestHeadersToRemove()) > 0 {
+		v.errorf(at, "a redirect forwards nothing: no rewrite, max_connections or request header edits")
+	}
+	switch s := rd.GetScheme(); s {
+	case "", "http", "https":
+	default:
+		v.errorf(at+".scheme", "%q is not http or https", s)
+	}
+	if h := rd.GetHost(); h != "" && (strings.HasPrefix(h, "*") || strings.Contains(h, ":") || !hostPattern.MatchString(h)) {
+		v.errorf(at+".host", "%q is not a lower-case host name (the port goes in port)", h)
+	}
+	if rd.GetPort() > 65535 {
+		v.errorf(at+".port", "%d is not a port", rd.GetPort())
+	}
+	if !redirectCodes[rd.GetStatusCode()] {
+		v.errorf(at+".status_code", "%d is not 301, 302, 303, 307 or 308", rd.GetStatusCode())
+	}
+	if rd.GetPath() != "" && rd.GetPrefix() != "" {
+		v.errorf(at, "path and prefix are exclusive")
+	}
+	if rd.GetPrefix() != "" && r.GetMatch().GetPrefix() == "" {
+		v.errorf(at+".prefix", "needs a route with a prefix match")
+	}
+	v.paths(at, rd.GetPrefix(), rd.GetPath())
+}
+
 func (v *validator) rewrite(path string, r *policyv1.Route) {
 	rw := r.GetRewrite()
 	if rw == nil {
@@ -455,17 +498,23 @@ func (v *validator) rewrite(path string, r *policyv1.Route) {
 	if rw.GetPrefix() == "" && rw.GetPath() == "" {
 		v.errorf(path+".rewrite", "one of prefix and path is required")
 	}
-	for _, f := range []struct{ name, val string }{{"prefix", rw.GetPrefix()}, {"path", rw.GetPath()}} {
+	v.paths(path+".rewrite", rw.GetPrefix(), rw.GetPath())
+}
+
+// paths checks the prefix and path of a rewrite or a redirect.
+func (v *validator) paths(at, prefix, path string) {
+	for _, f := range []struct{ name, val string }{{"prefix", prefix}, {"path", path}} {
 		switch {
 		case f.val == "":
 		case len(f.val) > maxRewriteBytes:
-			v.errorf(path+".rewrite."+f.name, "%d bytes, more than the %d allowed", len(f.val), maxRewriteBytes)
+			v.errorf(at+"."+f.name, "%d bytes, more than the %d allowed", len(f.val), maxRewriteBytes)
 		case !strings.HasPrefix(f.val, "/"):
-			v.errorf(path+".rewrite."+f.name, "%q must start with '/'", f.val)
+			v.errorf(at+"."+f.name, "%q must start with '/'", f.val)
 		case !rewritePattern.MatchString(f.val):
 			// A path carries no query, fragment, space or escape: what
-			// the back end receives is exactly what the policy says.
-			v.errorf(path+".rewrite."+f.name, "%q is not a path (letters, digits and -._~!$&'()*+,;=:@/ only)", f.val)
+			// the back end receives (or the Location says) is exactly
+			// what the policy says.
+			v.errorf(at+"."+f.name, "%q is not a path (letters, digits and -._~!$&'()*+,;=:@/ only)", f.val)
 		}
 	}
 }

@@ -285,6 +285,16 @@ func upgradeRequiredRoute(r *policyv1.Route) *routev3.Route {
 // httpRoute is a REST route on the full filter chain; WebSocket upgrades are
 // refused on it so that streams cannot sneak onto the request path.
 func httpRoute(r *policyv1.Route, b *policyv1.Backend) *routev3.Route {
+	if rd := r.GetRedirect(); rd != nil {
+		route := &routev3.Route{
+			Name:   r.GetName(),
+			Match:  pathMatch(r),
+			Action: &routev3.Route_Redirect{Redirect: redirectAction(rd)},
+		}
+		route.ResponseHeadersToAdd = headerValues(r.GetResponseHeadersToAdd())
+		route.ResponseHeadersToRemove = slices.Clone(r.GetResponseHeadersToRemove())
+		return route
+	}
 	action := routeAction(r, b)
 	action.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{
 		UpgradeType: "websocket",
@@ -313,6 +323,36 @@ func httpRoute(r *policyv1.Route, b *policyv1.Backend) *routev3.Route {
 	route.ResponseHeadersToAdd = headerValues(r.GetResponseHeadersToAdd())
 	route.ResponseHeadersToRemove = slices.Clone(r.GetResponseHeadersToRemove())
 	return route
+}
+
+// redirectCodes map a policy's status code to Envoy's; 0 is 301.
+var redirectCodes = map[uint32]routev3.RedirectAction_RedirectResponseCode{
+	0:   routev3.RedirectAction_MOVED_PERMANENTLY,
+	301: routev3.RedirectAction_MOVED_PERMANENTLY,
+	302: routev3.RedirectAction_FOUND,
+	303: routev3.RedirectAction_SEE_OTHER,
+	307: routev3.RedirectAction_TEMPORARY_REDIRECT,
+	308: routev3.RedirectAction_PERMANENT_REDIRECT,
+}
+
+// redirectAction is the Location of a redirecting route: the request's
+// URL with the parts the policy sets replaced, its query kept.
+func redirectAction(rd *policyv1.RequestRedirect) *routev3.RedirectAction {
+	a := &routev3.RedirectAction{
+		HostRedirect: rd.GetHost(),
+		PortRedirect: rd.GetPort(),
+		ResponseCode: redirectCodes[rd.GetStatusCode()],
+	}
+	if s := rd.GetScheme(); s != "" {
+		a.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: s}
+	}
+	switch {
+	case rd.GetPath() != "":
+		a.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: rd.GetPath()}
+	case rd.GetPrefix() != "":
+		a.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rd.GetPrefix()}
+	}
+	return a
 }
 
 // headerValues are the headers a REST route sets, replacing any value the

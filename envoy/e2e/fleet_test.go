@@ -169,7 +169,7 @@ func startTamperingModuleServer(t *testing.T, store *modules.Store, files certs.
 	t.Helper()
 	srvCert, srvKey := files.Server()
 	ca, _ := files.CA()
-	cfg, err := mtls.ServerConfig(mtls.Files{Cert: srvCert, Key: srvKey, ClientCA: ca})
+	cfg, err := mtls.ServerConfig(mtls.Files{Cert: srvCert, Key: srvKey, ClientCA: ca}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -88,6 +89,8 @@ spec:
 {{if .Added}}    - matches: [{path: {type: PathPrefix, value: /added/}}]
       filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /api/}}}]
       backendRefs: [{name: rest, port: 8080}]
+    - matches: [{path: {type: PathPrefix, value: /moved/}}]
+      filters: [{type: RequestRedirect, requestRedirect: {scheme: https, hostname: new.example.com, statusCode: 302, path: {type: ReplacePrefixMatch, replacePrefixMatch: /api/}}}]
 {{end}}`
 
 type gatewayData struct {
@@ -192,6 +195,19 @@ func TestGatewayAPILoopback(t *testing.T) {
 	data.Added = true
 	k.apply(gatewayManifest, data)
 	waitHTTP("/added/health", http.StatusOK)
+	// And a RequestRedirect rule: Envoy answers it by itself.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 10 * time.Second}
+	resp, err = noFollow.Get("http://" + gateway + "/moved/health?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || loc == nil || loc.Scheme != "https" || loc.Hostname() != "new.example.com" ||
+		loc.Port() != "" || loc.Path != "/api/health" || loc.RawQuery != "x=1" {
+		t.Errorf("GET /moved/health?x=1: %d Location %q; want 302 https://new.example.com/api/health?x=1", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	t.Logf("the redirect rule answered %d, Location %s", resp.StatusCode, resp.Header.Get("Location"))
 
 	res := finish()
 	if res == nil {

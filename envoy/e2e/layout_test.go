@@ -48,7 +48,7 @@ var importRules = []importRule{
 		onlyModule: []string{"api/...", "controlplane/policy/...", "controlplane/mtls/..."}},
 	{name: "filter never imports controlplane", from: []string{"filter/..."}, mayNot: []string{"controlplane/..."}, tests: true},
 	{name: "product code stays out of the test kit, e2e, examples and bench",
-		from: []string{"controlplane/...", "filter/...", "api/...", "envoy/bootstrap/...", "envoy/cmd/..."}, mayNot: productNot},
+		from: []string{"controlplane/...", "filter/...", "api/...", "envoy/bootstrap/...", "envoy/prestop/...", "envoy/cmd/..."}, mayNot: productNot},
 	{name: "filter tests stay out of the test kit, e2e, examples and bench", from: []string{"filter/..."}, mayNot: productNot, tests: true},
 }
 

@@ -22,15 +22,16 @@ import (
 	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
-// TestPreStopHookCutsNoCall runs the Helm chart's preStop hook, the script
-// itself, against a real Envoy holding live calls on its HTTP listener and
-// on a tcp-mode listener, as the kubelet runs it before it stops a pod:
-// readiness fails at once, the listeners drain and then refuse new
-// connections, the live calls go on with no frame lost, and the hook
-// returns when the calls have ended, or at its deadline while they still
-// run.
+// TestPreStopHookCutsNoCall runs the Helm chart's preStop hook,
+// `envoy-bootstrap prestop` copied by `envoy-bootstrap -hook-dir` as the
+// chart's init container copies it, against a real Envoy holding live
+// calls on its HTTP listener and on a tcp-mode listener, as the kubelet
+// runs it before it stops a pod: readiness fails at once, the listeners
+// drain and then refuse new connections, the live calls go on with no
+// frame lost, and the hook returns when the calls have ended, or at its
+// deadline while they still run.
 func TestPreStopHookCutsNoCall(t *testing.T) {
-	script := chartFile(t, "files/prestop.sh")
+	hook := installHook(t)
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	readyAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStackWith(t, stackOptions{readyAddr: readyAddr}, func(p *policyParams) { p.TCP = tcpAddr })
@@ -51,7 +52,7 @@ func TestPreStopHookCutsNoCall(t *testing.T) {
 	// The deadline case first, while the calls run: the hook gives up, says
 	// how many calls its exit leaves to be cut, and cuts none itself.
 	start := time.Now()
-	out, code := runHook(ctx, t, script, s.envoy.AdminURL(), 1)
+	out, code := runHook(ctx, t, hook, s.envoy.AdminURL(), 1)
 	hookTook := time.Since(start)
 	if code != 3 || !strings.Contains(out, "deadline of 1s reached with "+live) {
 		t.Fatalf("hook with the calls live and a 1 s deadline: exit %d, want 3 naming %q:\n%s", code, live, out)
@@ -96,57 +97,51 @@ func TestPreStopHookCutsNoCall(t *testing.T) {
 	// admin on a Unix socket as in the chart (relayed to this Envoy's
 	// admin port): it waits for the calls, and returns once they have
 	// ended.
-	hook := startHook(t, script, "unix:"+unixRelay(t, s.envoy.AdminURL()), 300)
+	running := startHook(t, hook, "unix:"+unixRelay(t, s.envoy.AdminURL()), 300)
 	waitFor(t, 30*time.Second, func() (bool, string) {
-		o := hook.out.String()
+		o := running.out.String()
 		return strings.Count(o, "prestop: "+live) >= 2, "hook output so far: " + o
 	})
 	select {
-	case <-hook.done:
-		t.Fatalf("the hook returned while the calls were live:\n%s", hook.out.String())
+	case <-running.done:
+		t.Fatalf("the hook returned while the calls were live:\n%s", running.out.String())
 	default:
 	}
 	st.end(t) // every frame came back, no call was cut
 	ended := time.Now()
 	select {
-	case err := <-hook.done:
+	case err := <-running.done:
 		t.Logf("the hook returned %v after the last call ended (it polls every 0.2 s here)", time.Since(ended).Round(10*time.Millisecond))
-		if err != nil || !strings.Contains(hook.out.String(), "prestop: no live streams") {
-			t.Fatalf("hook after the calls ended: %v\n%s", err, hook.out.String())
+		if err != nil || !strings.Contains(running.out.String(), "prestop: no live streams") {
+			t.Fatalf("hook after the calls ended: %v\n%s", err, running.out.String())
 		}
 	case <-ctx.Done():
-		t.Fatalf("the hook did not return after the calls ended:\n%s", hook.out.String())
+		t.Fatalf("the hook did not return after the calls ended:\n%s", running.out.String())
 	}
-	t.Logf("hook output:\n%s", hook.out.String())
+	t.Logf("hook output:\n%s", running.out.String())
 }
 
-// chartFile is a file of the Helm chart, by its path in the chart.
-func chartFile(t *testing.T, rel string) string {
+// installHook copies envoy-bootstrap into a directory as the chart's init
+// container does, and returns the copy's path.
+func installHook(t *testing.T) string {
 	t.Helper()
-	root, err := testkit.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	if out, err := exec.Command(testkit.Binary(t, "envoy-bootstrap"), "-hook-dir", dir).CombinedOutput(); err != nil {
+		t.Fatalf("envoy-bootstrap -hook-dir: %v\n%s", err, out)
 	}
-	p := filepath.Join(root, "deploy", "helm", "directpipe", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return filepath.Join(dir, "envoy-bootstrap")
 }
 
-func hookCmd(ctx context.Context, script, admin string, deadline int) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "sh", script)
-	cmd.Env = append(os.Environ(),
-		"ENVOY_ADMIN="+admin,
-		fmt.Sprintf("DRAIN_DEADLINE_SECONDS=%d", deadline),
-		"DRAIN_POLL_SECONDS=0.2")
-	return cmd
+// hookCmd is the hook as the chart runs it (see deploy's
+// TestEnvoyPodWiring), counting every 0.2 s.
+func hookCmd(ctx context.Context, hook, admin string, deadline int) *exec.Cmd {
+	return exec.CommandContext(ctx, hook, "prestop", "-admin="+admin, fmt.Sprintf("-deadline=%ds", deadline), "-poll=200ms")
 }
 
 // runHook runs the hook to its end and returns its output and exit code.
-func runHook(ctx context.Context, t *testing.T, script, admin string, deadline int) (string, int) {
+func runHook(ctx context.Context, t *testing.T, hook, admin string, deadline int) (string, int) {
 	t.Helper()
-	out, err := hookCmd(ctx, script, admin, deadline).CombinedOutput()
+	out, err := hookCmd(ctx, hook, admin, deadline).CombinedOutput()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -166,11 +161,11 @@ type runningHook struct {
 
 // startHook runs the hook in the background; it is killed at the end of
 // the test if it is still running.
-func startHook(t *testing.T, script, admin string, deadline int) *runningHook {
+func startHook(t *testing.T, hook, admin string, deadline int) *runningHook {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &runningHook{out: &syncBuffer{}, done: make(chan error, 1)}
-	cmd := hookCmd(ctx, script, admin, deadline)
+	cmd := hookCmd(ctx, hook, admin, deadline)
 	cmd.Stdout, cmd.Stderr = h.out, h.out
 	if err := cmd.Start(); err != nil {
 		cancel()

@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,6 +34,7 @@ type flags struct {
 	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity           string
 	store, etcdCA, etcdCert, etcdKey, etcdPrefix, replica             string
 	kubeconfig, kubeNamespace, kubeListen, gatewayHost                string
+	backendNamespaces                                                 string
 	history                                                           int
 	leaseTTL                                                          time.Duration
 }
@@ -46,6 +46,7 @@ func main() {
 	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "with -store kubernetes: kubeconfig file (default: the pod's service account)")
 	flag.StringVar(&f.kubeNamespace, "kube-namespace", kube.PodNamespace(), "with -store kubernetes: namespace of the resources, leases and events")
 	flag.StringVar(&f.kubeListen, "kube-listen", "0.0.0.0:10000", "with -store kubernetes: address of the Envoy listener every route is served on")
+	flag.StringVar(&f.backendNamespaces, "kube-backend-namespaces", "", "with -store kubernetes: comma-separated other namespaces whose Services HTTPRoutes may use, where a ReferenceGrant there allows it (their Services, EndpointSlices and ReferenceGrants are watched)")
 	flag.StringVar(&f.gatewayHost, "gateway-host", "0.0.0.0", "with -store kubernetes: address Envoy binds for Gateway API listeners (a listener on port p listens on this address, port p)")
 	flag.StringVar(&f.etcdCA, "etcd-ca", "", "CA of etcd's server certificates (TLS to etcd)")
 	flag.StringVar(&f.etcdCert, "etcd-cert", "", "client certificate for etcd")
@@ -60,7 +61,7 @@ func main() {
 	flag.StringVar(&f.modulesAddr, "modules-addr", "127.0.0.1:18003", "module server listen address (HTTPS with -xds-tls-*); empty: Envoys read -wasm from their own disk")
 	flag.StringVar(&f.xdsCert, "xds-tls-cert", "", "serve xDS and modules over mutual TLS with this certificate")
 	flag.StringVar(&f.xdsKey, "xds-tls-key", "", "private key of -xds-tls-cert")
-	flag.StringVar(&f.xdsClientCA, "xds-client-ca", "", "CA that signs the Envoys' client certificates")
+	flag.StringVar(&f.xdsClientCA, "xds-client-ca", "", "CA bundle that signs the Envoys' client certificates (read again when it changes)")
 	flag.StringVar(&f.nodeIdentity, "node-identity", "spiffe://directpipe/node/{node}", "SAN of a node's certificate, {node} being its node id: a URI SAN when it has a scheme, else a DNS SAN")
 	flag.StringVar(&f.tcpWasmPath, "tcp-wasm", "", "deprecated and ignored: one module (-wasm) serves HTTP and tcp mode routes")
 	flag.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:18001", "admin gRPC listen address; empty disables")
@@ -119,7 +120,7 @@ func run(log *slog.Logger, f flags) error {
 		}
 	}
 	if f.adminAddr != "" {
-		if cfg.AdminTLS, err = adminTLS(f); err != nil {
+		if cfg.AdminTLS, err = adminTLS(f, log); err != nil {
 			return err
 		}
 		if cfg.AdminTLS == nil && !app.IsLoopback(f.adminAddr) {
@@ -199,7 +200,8 @@ func openKube(log *slog.Logger, f flags) (store.Shared, error) {
 	}
 	return kube.New(kube.Config{
 		REST: rc, Namespace: f.kubeNamespace, Identity: f.replica, History: f.history, Log: log, GatewayHost: f.gatewayHost,
-		Listeners: []*policyv1.Listener{{Name: "public", Address: f.kubeListen, Http2: true}},
+		BackendNamespaces: splitList(f.backendNamespaces),
+		Listeners:         []*policyv1.Listener{{Name: "public", Address: f.kubeListen, Http2: true}},
 	})
 }
 
@@ -212,28 +214,28 @@ func defaultReplica() string {
 	return h
 }
 
-func adminTLS(f flags) (*tls.Config, error) {
+func adminTLS(f flags, log *slog.Logger) (*tls.Config, error) {
 	if f.tlsCert == "" && f.tlsKey == "" {
 		if f.clientCA != "" {
 			return nil, errors.New("-admin-client-ca needs -admin-tls-cert and -admin-tls-key")
 		}
 		return nil, nil
 	}
-	cert, err := mtls.LoadKeyPair(f.tlsCert, f.tlsKey)
+	// Read again when the files change, as the xDS server's are.
+	cfg, err := mtls.ServingConfig(mtls.Files{Cert: f.tlsCert, Key: f.tlsKey, ClientCA: f.clientCA}, log.With("server", "admin"))
 	if err != nil {
 		return nil, fmt.Errorf("admin TLS: %w", err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if f.clientCA != "" {
-		pem, err := os.ReadFile(f.clientCA)
-		if err != nil {
-			return nil, fmt.Errorf("admin client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("admin client CA: no certificate in %s", f.clientCA)
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
 	return cfg, nil
+}
+
+// splitList reads a comma-separated flag value.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -1,16 +1,25 @@
 // Command envoy-bootstrap prints the Envoy bootstrap for a directpipe
-// control plane.
+// control plane. `envoy-bootstrap prestop` is the preStop hook of an
+// Envoy pod (see package prestop).
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/directpipe/directpipe/envoy/bootstrap"
+	"github.com/directpipe/directpipe/envoy/prestop"
 )
 
 // list is a flag that takes comma-separated values and may be repeated.
@@ -27,7 +36,11 @@ func (l *list) Set(v string) error {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "prestop" {
+		os.Exit(runPrestop(os.Args[2:]))
+	}
 	var p bootstrap.Params
+	var hookDir string
 	var xdsAddrs, modAddrs list
 	var modPort int
 	var t bootstrap.TLS
@@ -48,7 +61,14 @@ func main() {
 	flag.StringVar(&p.ReadyAddr, "ready-addr", "", "serve readiness on http://ADDR/ready (host:port, IP host): 503 once Envoy's health check is failed")
 	flag.BoolVar(&p.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
 	flag.IntVar(&p.MaxConnections, "max-connections", bootstrap.DefaultMaxConnections, "client connections Envoy accepts over all listeners together")
+	flag.StringVar(&hookDir, "hook-dir", "", "also copy this program into DIR, for an Envoy container to run `DIR/envoy-bootstrap prestop` as its preStop hook")
 	flag.Parse()
+	if hookDir != "" {
+		if err := installHook(hookDir); err != nil {
+			fmt.Fprintln(os.Stderr, "envoy-bootstrap:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(&p, xdsAddrs, modAddrs, modPort, t); err != nil {
 		fmt.Fprintln(os.Stderr, "envoy-bootstrap:", err)
 		os.Exit(1)
@@ -101,4 +121,67 @@ func run(p *bootstrap.Params, xdsAddrs, modAddrs list, modPort int, t bootstrap.
 	}
 	_, err = os.Stdout.Write(out)
 	return err
+}
+
+// runPrestop is `envoy-bootstrap prestop`: exit 0 when no stream is left,
+// 3 when the deadline came first (the kubelet records the output in a
+// FailedPreStopHook event; Envoy's exit then cuts the streams still
+// live), 2 when Envoy's admin did not answer or the flags are wrong.
+func runPrestop(args []string) int {
+	fs := flag.NewFlagSet("envoy-bootstrap prestop", flag.ContinueOnError)
+	var o prestop.Options
+	fs.StringVar(&o.Admin, "admin", prestop.DefaultAdmin, "Envoy's admin: unix:/path/to/socket or http://host:port")
+	fs.DurationVar(&o.Deadline, "deadline", 55*time.Second, "give up waiting for the streams after this long; keep it below the pod's terminationGracePeriodSeconds")
+	fs.DurationVar(&o.Poll, "poll", time.Second, "how often the live streams are counted")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.Out = os.Stdout
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := prestop.Run(ctx, o)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, prestop.ErrDeadline):
+		return 3
+	default:
+		fmt.Fprintln(os.Stderr, "prestop:", err)
+		return 2
+	}
+}
+
+// installHook copies this program into dir, so that a container without a
+// shell (the Envoy image) can run it. It is written under a temporary name
+// and renamed, so a reader never sees half a program.
+func installHook(dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("-hook-dir: %w", err)
+	}
+	src, err := os.Open(self)
+	if err != nil {
+		return fmt.Errorf("-hook-dir: %w", err)
+	}
+	defer src.Close()
+	dst, err := os.CreateTemp(dir, ".envoy-bootstrap-*")
+	if err != nil {
+		return fmt.Errorf("-hook-dir: %w", err)
+	}
+	defer os.Remove(dst.Name())
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return fmt.Errorf("-hook-dir: copy: %w", err)
+	}
+	if err := dst.Chmod(0o555); err != nil {
+		dst.Close()
+		return fmt.Errorf("-hook-dir: %w", err)
+	}
+	if err := dst.Close(); err != nil {
+		return fmt.Errorf("-hook-dir: %w", err)
+	}
+	if err := os.Rename(dst.Name(), filepath.Join(dir, "envoy-bootstrap")); err != nil {
+		return fmt.Errorf("-hook-dir: %w", err)
+	}
+	return nil
 }

@@ -376,7 +376,12 @@ type Route struct {
 	// client_address and no challenge, and its request never reaches the
 	// back end. The lists travel in the handshake filter's configuration
 	// (ECDS), so changing them touches no listener and no live stream.
-	Clients       *ClientAddresses `protobuf:"bytes,90,opt,name=clients,proto3" json:"clients,omitempty"`
+	Clients *ClientAddresses `protobuf:"bytes,90,opt,name=clients,proto3" json:"clients,omitempty"`
+	// Answer every request with a redirect instead of forwarding it, for
+	// http routes only, in place of backend and backends (and of rewrite):
+	// e.g. an old path moved, or plain HTTP sent to HTTPS. The back end
+	// never sees the request.
+	Redirect      *RequestRedirect `protobuf:"bytes,20,opt,name=redirect,proto3" json:"redirect,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -551,6 +556,109 @@ func (x *Route) GetClients() *ClientAddresses {
 	return nil
 }
 
+func (x *Route) GetRedirect() *RequestRedirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+// RequestRedirect is the Location a redirecting route answers with: the
+// request's own URL with the parts set here replaced. The query string is
+// kept.
+type RequestRedirect struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "http" or "https"; empty keeps the request's.
+	Scheme string `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	// Host name, lower case; empty keeps the request's.
+	Host string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	// Port, 1 to 65535. 0 keeps the request's port, except with host set:
+	// then the Location names no port (the scheme's default).
+	Port uint32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	// Replaces the whole path. Must start with "/". At most one of path and
+	// prefix.
+	Path string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// Replaces the part of the path that match.prefix matched (a route with
+	// a prefix match only). Must start with "/".
+	Prefix string `protobuf:"bytes,5,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// 301 (the default), 302, 303, 307 or 308.
+	StatusCode    uint32 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRedirect) Reset() {
+	*x = RequestRedirect{}
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRedirect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRedirect) ProtoMessage() {}
+
+func (x *RequestRedirect) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRedirect.ProtoReflect.Descriptor instead.
+func (*RequestRedirect) Descriptor() ([]byte, []int) {
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RequestRedirect) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *RequestRedirect) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *RequestRedirect) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *RequestRedirect) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *RequestRedirect) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *RequestRedirect) GetStatusCode() uint32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
 // PathRewrite changes the request path Envoy forwards; the query string is
 // kept either way.
 type PathRewrite struct {
@@ -569,7 +677,7 @@ type PathRewrite struct {
 
 func (x *PathRewrite) Reset() {
 	*x = PathRewrite{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +689,7 @@ func (x *PathRewrite) String() string {
 func (*PathRewrite) ProtoMessage() {}
 
 func (x *PathRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +702,7 @@ func (x *PathRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathRewrite.ProtoReflect.Descriptor instead.
 func (*PathRewrite) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PathRewrite) GetPrefix() string {
@@ -626,7 +734,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +746,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +759,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WeightedBackend) GetName() string {
@@ -684,7 +792,7 @@ type HeaderValue struct {
 
 func (x *HeaderValue) Reset() {
 	*x = HeaderValue{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +804,7 @@ func (x *HeaderValue) String() string {
 func (*HeaderValue) ProtoMessage() {}
 
 func (x *HeaderValue) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +817,7 @@ func (x *HeaderValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderValue.ProtoReflect.Descriptor instead.
 func (*HeaderValue) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeaderValue) GetName() string {
@@ -746,7 +854,7 @@ type ClientAddresses struct {
 
 func (x *ClientAddresses) Reset() {
 	*x = ClientAddresses{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +866,7 @@ func (x *ClientAddresses) String() string {
 func (*ClientAddresses) ProtoMessage() {}
 
 func (x *ClientAddresses) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +879,7 @@ func (x *ClientAddresses) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientAddresses.ProtoReflect.Descriptor instead.
 func (*ClientAddresses) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClientAddresses) GetAllow() []string {
@@ -802,7 +910,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +922,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +935,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -874,7 +982,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +994,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1007,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -959,7 +1067,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1079,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1092,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RateLimit) GetRequestsPerUnit() uint32 {
@@ -1024,7 +1132,7 @@ type TCPRoute struct {
 
 func (x *TCPRoute) Reset() {
 	*x = TCPRoute{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1144,7 @@ func (x *TCPRoute) String() string {
 func (*TCPRoute) ProtoMessage() {}
 
 func (x *TCPRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1157,7 @@ func (x *TCPRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPRoute.ProtoReflect.Descriptor instead.
 func (*TCPRoute) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TCPRoute) GetAddress() string {
@@ -1082,7 +1190,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1202,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[13]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1215,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RouteMatch) GetPrefix() string {
@@ -1210,7 +1318,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1330,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[14]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1343,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Backend) GetName() string {
@@ -1375,7 +1483,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1495,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[15]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1508,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HealthCheck) GetPath() string {
@@ -1449,7 +1557,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1569,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[16]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1582,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1510,7 +1618,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1630,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[17]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1643,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OutlierDetection) GetConsecutive_5Xx() uint32 {
@@ -1584,7 +1692,7 @@ type UpstreamTLS struct {
 
 func (x *UpstreamTLS) Reset() {
 	*x = UpstreamTLS{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1704,7 @@ func (x *UpstreamTLS) String() string {
 func (*UpstreamTLS) ProtoMessage() {}
 
 func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[18]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1717,7 @@ func (x *UpstreamTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamTLS.ProtoReflect.Descriptor instead.
 func (*UpstreamTLS) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpstreamTLS) GetSni() string {
@@ -1658,7 +1766,7 @@ type AuthPolicy struct {
 
 func (x *AuthPolicy) Reset() {
 	*x = AuthPolicy{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1778,7 @@ func (x *AuthPolicy) String() string {
 func (*AuthPolicy) ProtoMessage() {}
 
 func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[19]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1791,7 @@ func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPolicy.ProtoReflect.Descriptor instead.
 func (*AuthPolicy) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AuthPolicy) GetName() string {
@@ -1763,7 +1871,7 @@ type Quotas struct {
 
 func (x *Quotas) Reset() {
 	*x = Quotas{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1883,7 @@ func (x *Quotas) String() string {
 func (*Quotas) ProtoMessage() {}
 
 func (x *Quotas) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1896,7 @@ func (x *Quotas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quotas.ProtoReflect.Descriptor instead.
 func (*Quotas) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Quotas) GetMaxStreams() uint32 {
@@ -1826,7 +1934,7 @@ type HandshakeRate struct {
 
 func (x *HandshakeRate) Reset() {
 	*x = HandshakeRate{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1946,7 @@ func (x *HandshakeRate) String() string {
 func (*HandshakeRate) ProtoMessage() {}
 
 func (x *HandshakeRate) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[21]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1959,7 @@ func (x *HandshakeRate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandshakeRate.ProtoReflect.Descriptor instead.
 func (*HandshakeRate) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HandshakeRate) GetPerSecond() uint32 {
@@ -1881,7 +1989,7 @@ type Origins struct {
 
 func (x *Origins) Reset() {
 	*x = Origins{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2001,7 @@ func (x *Origins) String() string {
 func (*Origins) ProtoMessage() {}
 
 func (x *Origins) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2014,7 @@ func (x *Origins) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Origins.ProtoReflect.Descriptor instead.
 func (*Origins) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Origins) GetAllow() []string {
@@ -1938,7 +2046,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2058,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2071,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TokenSource) GetSource() isTokenSource_Source {
@@ -2084,7 +2192,7 @@ type JWT struct {
 
 func (x *JWT) Reset() {
 	*x = JWT{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2204,7 @@ func (x *JWT) String() string {
 func (*JWT) ProtoMessage() {}
 
 func (x *JWT) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[24]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2217,7 @@ func (x *JWT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWT.ProtoReflect.Descriptor instead.
 func (*JWT) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JWT) GetKeys() []*JWK {
@@ -2208,7 +2316,7 @@ type JWK struct {
 
 func (x *JWK) Reset() {
 	*x = JWK{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[25]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2328,7 @@ func (x *JWK) String() string {
 func (*JWK) ProtoMessage() {}
 
 func (x *JWK) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[25]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2341,7 @@ func (x *JWK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWK.ProtoReflect.Descriptor instead.
 func (*JWK) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{25}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *JWK) GetKty() string {
@@ -2312,7 +2420,7 @@ type APIKey struct {
 
 func (x *APIKey) Reset() {
 	*x = APIKey{}
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[26]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2432,7 @@ func (x *APIKey) String() string {
 func (*APIKey) ProtoMessage() {}
 
 func (x *APIKey) ProtoReflect() protoreflect.Message {
-	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[26]
+	mi := &file_directpipe_policy_v1_policy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2445,7 @@ func (x *APIKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIKey.ProtoReflect.Descriptor instead.
 func (*APIKey) Descriptor() ([]byte, []int) {
-	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{26}
+	return file_directpipe_policy_v1_policy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *APIKey) GetSha256() string {
@@ -2378,7 +2486,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"$http2_initial_connection_window_size\x18\x05 \x01(\rR http2InitialConnectionWindowSize\"E\n" +
 	"\vListenerTLS\x12\x1b\n" +
 	"\tcert_file\x18\x01 \x01(\tR\bcertFile\x12\x19\n" +
-	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\x84\b\n" +
+	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\xc7\b\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\blistener\x18\x02 \x01(\tR\blistener\x126\n" +
@@ -2401,7 +2509,16 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x19request_headers_to_remove\x18\x11 \x03(\tR\x16requestHeadersToRemove\x12X\n" +
 	"\x17response_headers_to_add\x18\x12 \x03(\v2!.directpipe.policy.v1.HeaderValueR\x14responseHeadersToAdd\x12;\n" +
 	"\x1aresponse_headers_to_remove\x18\x13 \x03(\tR\x17responseHeadersToRemove\x12?\n" +
-	"\aclients\x18Z \x01(\v2%.directpipe.policy.v1.ClientAddressesR\aclients\"9\n" +
+	"\aclients\x18Z \x01(\v2%.directpipe.policy.v1.ClientAddressesR\aclients\x12A\n" +
+	"\bredirect\x18\x14 \x01(\v2%.directpipe.policy.v1.RequestRedirectR\bredirect\"\x9e\x01\n" +
+	"\x0fRequestRedirect\x12\x16\n" +
+	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12\x16\n" +
+	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12\x1f\n" +
+	"\vstatus_code\x18\x06 \x01(\rR\n" +
+	"statusCode\"9\n" +
 	"\vPathRewrite\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\"=\n" +
@@ -2563,91 +2680,93 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
 	(*ListenerLimits)(nil),      // 2: directpipe.policy.v1.ListenerLimits
 	(*ListenerTLS)(nil),         // 3: directpipe.policy.v1.ListenerTLS
 	(*Route)(nil),               // 4: directpipe.policy.v1.Route
-	(*PathRewrite)(nil),         // 5: directpipe.policy.v1.PathRewrite
-	(*WeightedBackend)(nil),     // 6: directpipe.policy.v1.WeightedBackend
-	(*HeaderValue)(nil),         // 7: directpipe.policy.v1.HeaderValue
-	(*ClientAddresses)(nil),     // 8: directpipe.policy.v1.ClientAddresses
-	(*HeaderMatch)(nil),         // 9: directpipe.policy.v1.HeaderMatch
-	(*CORS)(nil),                // 10: directpipe.policy.v1.CORS
-	(*RateLimit)(nil),           // 11: directpipe.policy.v1.RateLimit
-	(*TCPRoute)(nil),            // 12: directpipe.policy.v1.TCPRoute
-	(*RouteMatch)(nil),          // 13: directpipe.policy.v1.RouteMatch
-	(*Backend)(nil),             // 14: directpipe.policy.v1.Backend
-	(*HealthCheck)(nil),         // 15: directpipe.policy.v1.HealthCheck
-	(*CircuitBreakers)(nil),     // 16: directpipe.policy.v1.CircuitBreakers
-	(*OutlierDetection)(nil),    // 17: directpipe.policy.v1.OutlierDetection
-	(*UpstreamTLS)(nil),         // 18: directpipe.policy.v1.UpstreamTLS
-	(*AuthPolicy)(nil),          // 19: directpipe.policy.v1.AuthPolicy
-	(*Quotas)(nil),              // 20: directpipe.policy.v1.Quotas
-	(*HandshakeRate)(nil),       // 21: directpipe.policy.v1.HandshakeRate
-	(*Origins)(nil),             // 22: directpipe.policy.v1.Origins
-	(*TokenSource)(nil),         // 23: directpipe.policy.v1.TokenSource
-	(*JWT)(nil),                 // 24: directpipe.policy.v1.JWT
-	(*JWK)(nil),                 // 25: directpipe.policy.v1.JWK
-	(*APIKey)(nil),              // 26: directpipe.policy.v1.APIKey
-	nil,                         // 27: directpipe.policy.v1.Backend.EndpointMaxStreamsEntry
-	nil,                         // 28: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	nil,                         // 29: directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
-	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
+	(*RequestRedirect)(nil),     // 5: directpipe.policy.v1.RequestRedirect
+	(*PathRewrite)(nil),         // 6: directpipe.policy.v1.PathRewrite
+	(*WeightedBackend)(nil),     // 7: directpipe.policy.v1.WeightedBackend
+	(*HeaderValue)(nil),         // 8: directpipe.policy.v1.HeaderValue
+	(*ClientAddresses)(nil),     // 9: directpipe.policy.v1.ClientAddresses
+	(*HeaderMatch)(nil),         // 10: directpipe.policy.v1.HeaderMatch
+	(*CORS)(nil),                // 11: directpipe.policy.v1.CORS
+	(*RateLimit)(nil),           // 12: directpipe.policy.v1.RateLimit
+	(*TCPRoute)(nil),            // 13: directpipe.policy.v1.TCPRoute
+	(*RouteMatch)(nil),          // 14: directpipe.policy.v1.RouteMatch
+	(*Backend)(nil),             // 15: directpipe.policy.v1.Backend
+	(*HealthCheck)(nil),         // 16: directpipe.policy.v1.HealthCheck
+	(*CircuitBreakers)(nil),     // 17: directpipe.policy.v1.CircuitBreakers
+	(*OutlierDetection)(nil),    // 18: directpipe.policy.v1.OutlierDetection
+	(*UpstreamTLS)(nil),         // 19: directpipe.policy.v1.UpstreamTLS
+	(*AuthPolicy)(nil),          // 20: directpipe.policy.v1.AuthPolicy
+	(*Quotas)(nil),              // 21: directpipe.policy.v1.Quotas
+	(*HandshakeRate)(nil),       // 22: directpipe.policy.v1.HandshakeRate
+	(*Origins)(nil),             // 23: directpipe.policy.v1.Origins
+	(*TokenSource)(nil),         // 24: directpipe.policy.v1.TokenSource
+	(*JWT)(nil),                 // 25: directpipe.policy.v1.JWT
+	(*JWK)(nil),                 // 26: directpipe.policy.v1.JWK
+	(*APIKey)(nil),              // 27: directpipe.policy.v1.APIKey
+	nil,                         // 28: directpipe.policy.v1.Backend.EndpointMaxStreamsEntry
+	nil,                         // 29: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	nil,                         // 30: directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
+	(*durationpb.Duration)(nil), // 31: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
 	4,  // 1: directpipe.policy.v1.Policy.routes:type_name -> directpipe.policy.v1.Route
-	14, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
-	19, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
+	15, // 2: directpipe.policy.v1.Policy.backends:type_name -> directpipe.policy.v1.Backend
+	20, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
-	30, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
-	13, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	30, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	30, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
-	10, // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
-	11, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
-	12, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
-	5,  // 13: directpipe.policy.v1.Route.rewrite:type_name -> directpipe.policy.v1.PathRewrite
-	6,  // 14: directpipe.policy.v1.Route.backends:type_name -> directpipe.policy.v1.WeightedBackend
-	7,  // 15: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
-	7,  // 16: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
-	8,  // 17: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
-	30, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
-	9,  // 19: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	30, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
-	15, // 21: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
-	16, // 22: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
-	17, // 23: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
-	18, // 24: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	30, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
-	27, // 26: directpipe.policy.v1.Backend.endpoint_max_streams:type_name -> directpipe.policy.v1.Backend.EndpointMaxStreamsEntry
-	30, // 27: directpipe.policy.v1.Backend.slow_start:type_name -> google.protobuf.Duration
-	30, // 28: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	30, // 29: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	30, // 30: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	30, // 31: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	23, // 32: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	24, // 33: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	26, // 34: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	28, // 35: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	22, // 36: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	20, // 37: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
-	29, // 38: directpipe.policy.v1.Quotas.identity_max_streams:type_name -> directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
-	21, // 39: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
-	25, // 40: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	30, // 41: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	30, // 42: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	30, // 43: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	30, // 44: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	31, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	14, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
+	31, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	31, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	11, // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
+	12, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
+	13, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
+	6,  // 13: directpipe.policy.v1.Route.rewrite:type_name -> directpipe.policy.v1.PathRewrite
+	7,  // 14: directpipe.policy.v1.Route.backends:type_name -> directpipe.policy.v1.WeightedBackend
+	8,  // 15: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
+	8,  // 16: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
+	9,  // 17: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
+	5,  // 18: directpipe.policy.v1.Route.redirect:type_name -> directpipe.policy.v1.RequestRedirect
+	31, // 19: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	10, // 20: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
+	31, // 21: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	16, // 22: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
+	17, // 23: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
+	18, // 24: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
+	19, // 25: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
+	31, // 26: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
+	28, // 27: directpipe.policy.v1.Backend.endpoint_max_streams:type_name -> directpipe.policy.v1.Backend.EndpointMaxStreamsEntry
+	31, // 28: directpipe.policy.v1.Backend.slow_start:type_name -> google.protobuf.Duration
+	31, // 29: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	31, // 30: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	31, // 31: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	31, // 32: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	24, // 33: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	25, // 34: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	27, // 35: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	29, // 36: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	23, // 37: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	21, // 38: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
+	30, // 39: directpipe.policy.v1.Quotas.identity_max_streams:type_name -> directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
+	22, // 40: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
+	26, // 41: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	31, // 42: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	31, // 43: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	31, // 44: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	31, // 45: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -2655,7 +2774,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 	if File_directpipe_policy_v1_policy_proto != nil {
 		return
 	}
-	file_directpipe_policy_v1_policy_proto_msgTypes[23].OneofWrappers = []any{
+	file_directpipe_policy_v1_policy_proto_msgTypes[24].OneofWrappers = []any{
 		(*TokenSource_Bearer)(nil),
 		(*TokenSource_Query)(nil),
 		(*TokenSource_Header)(nil),
@@ -2667,7 +2786,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
