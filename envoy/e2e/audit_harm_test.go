@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -390,7 +389,7 @@ func TestAuditHarmShown(t *testing.T) {
 func runHarmCase(t *testing.T, c harmCase) {
 	if c.streams > 0 {
 		// This process and Envoy each hold two sockets per stream.
-		setFileLimit(t, uint64(4*c.streams+1024))
+		testkit.RaiseFileLimit(t, uint64(4*c.streams+1024))
 	}
 	be := startRawBackend(t)
 	be.resetFirst, be.hangUp, be.flood, be.stall = c.resetFirst, c.hangUp, c.flood, c.stall
@@ -635,23 +634,6 @@ func watch(s *harmStream, probe harmProbe, window time.Duration) (bool, string) 
 		<-tick.C
 	}
 	return false, fmt.Sprintf("active stream kept for %v, every frame echoed unchanged", window)
-}
-
-// setFileLimit raises this process's open-file limit to at least n, set
-// explicitly so that the Envoy it starts inherits it too (Go gives child
-// processes back the limit it found unless the program sets one itself).
-func setFileLimit(t *testing.T, n uint64) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatalf("read the open-file limit: %v", err)
-	}
-	if lim.Max < n {
-		t.Fatalf("the case needs %d open files; the hard limit is %d (raise it with ulimit -Hn)", n, lim.Max)
-	}
-	lim.Cur = max(lim.Cur, n)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatalf("raise the open-file limit to %d: %v", n, err)
-	}
 }
 
 // probeOverflowed holds c.streams streams open, then sends one more

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -80,7 +79,7 @@ func (p *FleetPush) PerNode() Memory {
 // policy changes from the apply until every node ACKed.
 func MeasureFleetPush(t T, opts FleetScaleOptions) (*FleetPush, error) {
 	t.Helper()
-	raiseFileLimit(t, opts.Nodes)
+	RaiseFileLimit(t, uint64(opts.Nodes)+512) // the replicas' and the test's own files
 	pki := newFleetPKI(t)
 	seed := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := copyPolicy(opts.Policies[0], seed); err != nil {
@@ -147,7 +146,7 @@ type Failover struct {
 // waits until every node it served is SYNCED on another.
 func MeasureFailover(t T, opts FleetScaleOptions) (*Failover, error) {
 	t.Helper()
-	raiseFileLimit(t, opts.Nodes)
+	RaiseFileLimit(t, uint64(opts.Nodes)+512) // the replicas' and the test's own files
 	pki := newFleetPKI(t)
 	etcd := StartEtcd(t, 1)
 	var replicas []*Replica
@@ -205,30 +204,6 @@ func MeasureFailover(t T, opts FleetScaleOptions) (*Failover, error) {
 	res.Status = time.Since(killed)
 	res.Refused = fleet.Refused() - refusedBefore
 	return res, nil
-}
-
-// raiseFileLimit makes room for nodes connections in this process (and
-// in the replicas it starts, which inherit the limit): each simulated
-// node holds a socket, and a soft limit of 1,024 is common. Go raises the
-// soft limit to the hard one at start; this fails loudly when even the
-// hard limit is too low.
-func raiseFileLimit(t T, nodes int) {
-	t.Helper()
-	need := uint64(nodes) + 512 // the replicas' and the test's own files
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatalf("read the open-file limit: %v", err)
-	}
-	if lim.Cur >= need {
-		return
-	}
-	if lim.Max < need {
-		t.Fatalf("%d simulated nodes need %d open files; the hard limit is %d (raise it with ulimit -Hn)", nodes, need, lim.Max)
-	}
-	lim.Cur = need
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatalf("raise the open-file limit to %d: %v", need, err)
-	}
 }
 
 // syncedOn is the set of nodes replica r serves itself, connected and
