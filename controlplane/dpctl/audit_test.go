@@ -20,9 +20,9 @@ func TestAuditFile(t *testing.T) {
 	// One summary line per stream route, then the findings.
 	for _, want := range []string{
 		"gateway   websocket  vhost api, prefix /api/  rest",
-		"cors,ext_authz,lua,compressor,router  5m (default)  2 medium, 3 low, 2 info",
+		"cors,ext_authz,lua,compressor,router  5m (default)  2 medium, 2 low, 3 info",
 		"INFO    compression-on-upgrade\n        at:    static_listeners[gateway].listener.filter_chains[0].filters[0].typed_config.http_filters[3]",
-		"9 findings: 3 medium, 3 low, 3 info",
+		"9 findings: 3 medium, 2 low, 4 info",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
