@@ -718,6 +718,8 @@ func isDNS(b *policyv1.Backend) bool { return slices.ContainsFunc(b.GetEndpoints
 const (
 	maxTrustedProxyHops       = 16
 	maxRequestHeadersTimeout  = 5 * time.Minute
+	minConnectionIdleTimeout  = time.Second
+	maxConnectionIdleTimeout  = time.Hour
 	minHTTP2Window            = 65535
 	maxHTTP2Window            = 1<<31 - 1
 	maxHTTP2ConcurrentStreams = 1<<31 - 1
@@ -733,6 +735,11 @@ func (v *validator) limits(path string, l *policyv1.Listener) {
 	}
 	if d := lim.GetRequestHeadersTimeout(); d != nil && (d.AsDuration() <= 0 || d.AsDuration() > maxRequestHeadersTimeout) {
 		v.errorf(path+".request_headers_timeout", "must be positive and at most %v", maxRequestHeadersTimeout)
+	}
+	// Zero would turn Envoy's idle timeout off: connections lost without
+	// a FIN, and idle ones a client opens on purpose, held for ever.
+	if d := lim.GetConnectionIdleTimeout(); d != nil && (d.AsDuration() < minConnectionIdleTimeout || d.AsDuration() > maxConnectionIdleTimeout) {
+		v.errorf(path+".connection_idle_timeout", "want %v to %v", minConnectionIdleTimeout, maxConnectionIdleTimeout)
 	}
 	h2 := map[string]uint32{
 		"http2_max_concurrent_streams":         lim.GetHttp2MaxConcurrentStreams(),
