@@ -14,14 +14,15 @@ import (
 
 	"github.com/coder/websocket"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestIdleConnectionsAreClosed: on the HTTP listener, a connection with
 // no request in flight is closed after the listener's
 // connection_idle_timeout (2 s here, a minute by default): an HTTP/2
 // connection that sent its preface and nothing more (no head, so no head
-// timeout; it was held for 5 minutes), and an HTTP/1.1 keep-alive
-// connection after one request. Authenticated WebSockets, over HTTP/1.1
+// timeout; it was held for 5 minutes), and HTTP/1.1 and HTTP/2
+// connections kept open after one request. Authenticated WebSockets, over HTTP/1.1
 // and by extended CONNECT over HTTP/2, that carry nothing for longer than
 // that stay up and then carry frames: a WebSocket is a request in flight
 // for its whole life, so the connection idle timeout never ends a call.
@@ -59,8 +60,10 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	// What Envoy should close, all opened after the WebSockets went quiet.
 	preface := dialMany(t, addr, 20, h2Opening(t, false))
 	keepAlive := make([]net.Conn, 0, 20)
+	h2KeepAlive := make([]net.Conn, 0, 20)
 	for range cap(keepAlive) {
 		keepAlive = append(keepAlive, afterOneRequest(t, addr))
+		h2KeepAlive = append(h2KeepAlive, afterOneH2Request(t, addr))
 	}
 	start := time.Now()
 	// A bound, not a measure of speed: before, the preface connections
@@ -71,7 +74,8 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 		conns []net.Conn
 		open  int
 		took  time.Duration
-	}{{name: "HTTP/2 connections after their preface", conns: preface}, {name: "HTTP/1.1 connections after a request", conns: keepAlive}}
+	}{{name: "HTTP/2 connections after their preface", conns: preface}, {name: "HTTP/1.1 connections after a request", conns: keepAlive},
+		{name: "HTTP/2 connections after a request", conns: h2KeepAlive}}
 	var wg sync.WaitGroup
 	for i := range groups {
 		g := &groups[i]
@@ -95,7 +99,7 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := int64(len(preface) + len(keepAlive)); idle < want {
+	if want := int64(len(preface) + len(keepAlive) + len(h2KeepAlive)); idle < want {
 		t.Errorf("http.public.downstream_cx_idle_timeout = %d, want at least %d: something else closed them", idle, want)
 	}
 
@@ -130,6 +134,55 @@ func afterOneRequest(t *testing.T, addr string) net.Conn {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Close || r.Buffered() != 0 {
 		t.Fatalf("GET /api/health: %d, close %v, %d bytes more", resp.StatusCode, resp.Close, r.Buffered())
+	}
+	c.SetDeadline(time.Time{})
+	return c
+}
+
+// afterOneH2Request sends one REST request on a new HTTP/2 connection
+// (prior knowledge), reads frames until its answer has ended and returns
+// the connection, left open with no stream.
+func afterOneH2Request(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/api/health"}, {":authority", "voice.local"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("HTTP/2 GET /api/health: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				if err := fr.WriteSettingsAck(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case *http2.GoAwayFrame, *http2.RSTStreamFrame:
+			t.Fatalf("HTTP/2 GET /api/health: %v", f)
+		}
+		if f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream) {
+			break
+		}
 	}
 	c.SetDeadline(time.Time{})
 	return c
