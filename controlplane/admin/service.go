@@ -292,6 +292,11 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 	if n := proto.Size(req.GetPolicy()); n > policy.MaxPolicyBytes {
 		return nil, status.Errorf(codes.InvalidArgument, "policy: %v", policy.SizeError("the encoded policy", int64(n)))
 	}
+	// Before the text is parsed: a policy over its bounds needs no more
+	// memory spent on it.
+	if err := policy.CheckSize(req.GetPolicy()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "policy: %v", err)
+	}
 	if req.GetExpectedRevision() == "" {
 		return nil, status.Error(codes.InvalidArgument, "expected_revision is required: get the policy first")
 	}

@@ -23,7 +23,8 @@ import (
 // TestApplySizeBound: an apply is bounded before any policy in it is
 // decoded. gRPC refuses a message over MaxRequestBytes unread; a policy
 // message or text over policy.MaxPolicyBytes is refused, naming the
-// bound, before the backend sees it (there is none here: any call that
+// bound, and a message over the route bound before its text is parsed;
+// all before the backend sees them (there is none here: any call that
 // reached it would fail the test).
 func TestApplySizeBound(t *testing.T) {
 	const token = "size-test-token"
@@ -71,6 +72,10 @@ func TestApplySizeBound(t *testing.T) {
 			codes.InvalidArgument, "policy_yaml: the policy is 4194305 bytes, " + refusal},
 		{"a policy message over the policy bound", &adminv1.ApplyPolicyRequest{Policy: routes(policy.MaxPolicyBytes), ExpectedRevision: "r"},
 			codes.InvalidArgument, "policy: the encoded policy is"},
+		// Text that does not parse: refused for its routes, it was not
+		// parsed.
+		{"a policy message over the route bound", &adminv1.ApplyPolicyRequest{Policy: routes(policy.MaxRoutes * 40), ExpectedRevision: "r", PolicyYaml: "listeners: ["},
+			codes.InvalidArgument, "policy: routes: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +86,7 @@ func TestApplySizeBound(t *testing.T) {
 			if got := status.Code(err); got != tt.code || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("%v (%v), want %v containing %q", err, got, tt.code, tt.want)
 			}
-			if tt.code == codes.InvalidArgument && !strings.Contains(err.Error(), refusal) {
+			if strings.Contains(tt.want, "encoded") && !strings.Contains(err.Error(), refusal) {
 				t.Errorf("the refusal does not name the bound: %v", err)
 			}
 		})

@@ -80,6 +80,16 @@ func Validate(p *policyv1.Policy) error {
 	return errors.Join(v.errs...)
 }
 
+// CheckSize checks what bounds a policy's size only, the bounds on its
+// lists, which Validate checks first too: a caller holding a policy
+// that came as a message can refuse it before it spends anything more
+// on it (parsing the text that came with it, translating it).
+func CheckSize(p *policyv1.Policy) error {
+	v := &validator{}
+	v.counts(p)
+	return errors.Join(v.errs...)
+}
+
 type validator struct{ errs []error }
 
 // maxQuoted bounds each value a validation message quotes: a value of
