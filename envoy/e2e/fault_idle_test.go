@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -199,27 +198,7 @@ type h2WebSocket struct {
 // for as long as ctx lasts.
 func openH2WebSocket(ctx context.Context, t *testing.T, url, tok string) *h2WebSocket {
 	t.Helper()
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(ctx, http.MethodConnect, url, pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set(":protocol", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, pw := extendedConnect(ctx, t, h2cTransport(t), url, tok)
 	t.Cleanup(func() { pw.Close(); resp.Body.Close() })
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("extended CONNECT: %d, want 200", resp.StatusCode)
