@@ -21,7 +21,8 @@ import (
 // connection_idle_timeout (2 s here, a minute by default): an HTTP/2
 // connection that sent its preface and nothing more (no head, so no head
 // timeout; it was held for 5 minutes), and HTTP/1.1 and HTTP/2
-// connections kept open after one request. Authenticated WebSockets, over HTTP/1.1
+// connections kept open after one request; HTTP/2 PINGs do not keep one
+// open. Authenticated WebSockets, over HTTP/1.1
 // and by extended CONNECT over HTTP/2, that carry nothing for longer than
 // that stay up and then carry frames: a WebSocket is a request in flight
 // for its whole life, so the connection idle timeout never ends a call.
@@ -58,6 +59,16 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 
 	// What Envoy should close, all opened after the WebSockets went quiet.
 	preface := dialMany(t, addr, 20, h2Opening(t, false))
+	// PINGs are not requests: they keep no connection open.
+	pinging := dialMany(t, addr, 5, h2Opening(t, false))
+	for _, c := range pinging {
+		go func() {
+			fr := http2.NewFramer(c, nil)
+			for ctx.Err() == nil && fr.WritePing(false, [8]byte{}) == nil {
+				time.Sleep(bound / 4)
+			}
+		}()
+	}
 	keepAlive := make([]net.Conn, 0, 20)
 	h2KeepAlive := make([]net.Conn, 0, 20)
 	for range cap(keepAlive) {
@@ -74,7 +85,7 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 		open  int
 		took  time.Duration
 	}{{name: "HTTP/2 connections after their preface", conns: preface}, {name: "HTTP/1.1 connections after a request", conns: keepAlive},
-		{name: "HTTP/2 connections after a request", conns: h2KeepAlive}}
+		{name: "HTTP/2 connections after a request", conns: h2KeepAlive}, {name: "HTTP/2 connections that send only PINGs", conns: pinging}}
 	var wg sync.WaitGroup
 	for i := range groups {
 		g := &groups[i]
@@ -98,7 +109,7 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := int64(len(preface) + len(keepAlive) + len(h2KeepAlive)); idle < want {
+	if want := int64(len(preface) + len(keepAlive) + len(h2KeepAlive) + len(pinging)); idle < want {
 		t.Errorf("http.public.downstream_cx_idle_timeout = %d, want at least %d: something else closed them", idle, want)
 	}
 
