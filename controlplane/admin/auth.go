@@ -239,8 +239,11 @@ func (a *tokenAuth) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerIn
 }
 
 // ServerOptions returns the interceptors that require token on every call,
-// health and reflection included.
+// health and reflection included, and the bound on a request's size.
 func ServerOptions(token string, o AuthOptions) []grpc.ServerOption {
 	a := newTokenAuth(token, o)
-	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(a.unary), grpc.ChainStreamInterceptor(a.stream)}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(a.unary), grpc.ChainStreamInterceptor(a.stream),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+	}
 }

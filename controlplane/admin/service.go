@@ -282,9 +282,23 @@ func splitErrors(err error) []string {
 	return out
 }
 
+// MaxRequestBytes bounds a request to the admin API, checked by gRPC
+// before the message is decoded; the largest is an apply.
+const MaxRequestBytes = policy.MaxMessageBytes
+
 func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyRequest) (*adminv1.ApplyPolicyResponse, error) {
 	if req.GetPolicy() == nil {
 		return nil, status.Error(codes.InvalidArgument, "policy is required")
+	}
+	// The same bound as a policy file's: a policy that could not be
+	// loaded from a file is not applied either.
+	if n := proto.Size(req.GetPolicy()); n > policy.MaxPolicyBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "policy: %v", policy.SizeError("the encoded policy", int64(n)))
+	}
+	// Before the text is parsed: a policy over its bounds needs no more
+	// memory spent on it.
+	if err := policy.CheckSize(req.GetPolicy()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "policy: %v", err)
 	}
 	if req.GetExpectedRevision() == "" {
 		return nil, status.Error(codes.InvalidArgument, "expected_revision is required: get the policy first")
@@ -343,6 +357,9 @@ func (s *Service) ApplyPolicy(ctx context.Context, req *adminv1.ApplyPolicyReque
 func checkSource(req *adminv1.ApplyPolicyRequest) ([]byte, error) {
 	if req.GetPolicyYaml() == "" {
 		return nil, nil
+	}
+	if n := len(req.GetPolicyYaml()); n > policy.MaxPolicyBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "policy_yaml: %v", policy.SizeError("the policy", int64(n)))
 	}
 	src := []byte(req.GetPolicyYaml())
 	p, err := policy.Decode(src)

@@ -26,6 +26,7 @@ import (
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	"github.com/directpipe/directpipe/controlplane/mtls"
+	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/statedir"
 )
 
@@ -360,7 +361,10 @@ func dial(g *globals) (adminv1.AdminServiceClient, func(), error) {
 		}
 		creds = credentials.NewTLS(cfg)
 	}
-	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(bearer(token)))
+	conn, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(bearer(token)),
+		// gRPC's default of 4 MiB would refuse the answer to a get of
+		// the largest policy, sent as a message and as text.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(policy.MaxMessageBytes)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", g.addr, err)
 	}

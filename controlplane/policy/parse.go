@@ -23,9 +23,32 @@ import (
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 )
 
-// MaxPolicyBytes bounds the size of a policy document so that a runaway file
-// or API request cannot exhaust the control plane's memory.
-const MaxPolicyBytes = 16 << 20
+// MaxPolicyBytes bounds a policy document before it is parsed. Parsing
+// takes about 50 bytes of heap for each byte of YAML (the YAML tree, the
+// JSON built from it and the message), so this bound, not the route
+// bound checked after parsing, is what keeps a runaway file or apply from
+// taking the control plane's memory: 100,000 routes in 8 MB of YAML once
+// took it to about 400 MiB before they were refused. It is sized from
+// the route bound: MaxRoutes routes and as many back ends in block style,
+// about 400 bytes for each route, and no more.
+const MaxPolicyBytes = 4 << 20
+
+// MaxMessageBytes bounds an admin API message that carries a policy
+// (an apply, the answer to a get): the policy twice, as a message and as
+// the text it was decoded from, each at most MaxPolicyBytes, and a few
+// small fields. gRPC checks it before it decodes a message.
+const MaxMessageBytes = 2*MaxPolicyBytes + 64<<10
+
+// SizeError refuses a document over MaxPolicyBytes; size is its size
+// when known.
+func SizeError(what string, size int64) error {
+	is := "is more"
+	if size > 0 {
+		is = fmt.Sprintf("is %d bytes, more", size)
+	}
+	return fmt.Errorf("%s %s than the %d bytes (%d MiB) a policy may have; a policy holds at most %d routes",
+		what, is, MaxPolicyBytes, MaxPolicyBytes>>20, MaxRoutes)
+}
 
 // LoadFile reads, parses and validates the policy file at path.
 func LoadFile(path string) (*policyv1.Policy, error) {
@@ -40,20 +63,25 @@ func LoadFile(path string) (*policyv1.Policy, error) {
 	return p, nil
 }
 
-// ReadFile reads a policy file of at most MaxPolicyBytes: a path that
-// names a device or a runaway file is refused before it fills memory.
+// ReadFile reads a policy file of at most MaxPolicyBytes: a file known to
+// be larger is refused before a byte is read, and a path that names a
+// device, or a file that grows while it is read, after one byte more
+// than the bound.
 func ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxPolicyBytes {
+		return nil, fmt.Errorf("read policy: %w", SizeError(path, fi.Size()))
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxPolicyBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
 	if len(data) > MaxPolicyBytes {
-		return nil, fmt.Errorf("read policy: %s is more than the %d bytes allowed", path, MaxPolicyBytes)
+		return nil, fmt.Errorf("read policy: %w", SizeError(path, 0))
 	}
 	return data, nil
 }
@@ -157,7 +185,7 @@ func indexLines(n *yaml.Node, md protoreflect.MessageDescriptor, path string, li
 // references inside it.
 func Decode(data []byte) (*policyv1.Policy, error) {
 	if len(data) > MaxPolicyBytes {
-		return nil, fmt.Errorf("policy is %d bytes, more than the %d allowed", len(data), MaxPolicyBytes)
+		return nil, SizeError("policy", int64(len(data)))
 	}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -174,6 +202,9 @@ func Decode(data []byte) (*policyv1.Policy, error) {
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		doc = doc.Content[0]
+	}
+	if err := refuseLongLists(doc); err != nil {
+		return nil, err
 	}
 	if err := checkMessage(doc, p.ProtoReflect().Descriptor(), ""); err != nil {
 		return nil, err
@@ -207,6 +238,35 @@ func refuseAliases(n *yaml.Node) error {
 	for _, c := range n.Content {
 		if err := refuseAliases(c); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// topBounds are the bounds of the policy's top-level lists, by field name.
+var topBounds = map[string]int{
+	"listeners":     MaxListeners,
+	"routes":        MaxRoutes,
+	"backends":      MaxBackends,
+	"auth_policies": MaxAuthPolicies,
+	"authPolicies":  MaxAuthPolicies,
+}
+
+// refuseLongLists refuses a document whose top-level lists are over their
+// bounds as soon as its YAML tree is built, before the three further
+// copies a decode makes of it (and the second tree WithLines would parse
+// to place the error): that halves what refusing the largest document
+// under MaxPolicyBytes costs. Validate checks the same bounds again, for
+// policies that come from elsewhere.
+func refuseLongLists(doc *yaml.Node) error {
+	if doc.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		k, v := doc.Content[i], doc.Content[i+1]
+		limit, ok := topBounds[k.Value]
+		if ok && v.Kind == yaml.SequenceNode && len(v.Content) > limit {
+			return fmt.Errorf("%s: %d entries, more than the %d allowed (line %d)", k.Value, len(v.Content), limit, k.Line)
 		}
 	}
 	return nil

@@ -48,6 +48,10 @@ func WriteFile(path string, p *policyv1.Policy) (FileSum, error) {
 	if err != nil {
 		return FileSum{}, err
 	}
+	// A file over the bound could not be read back at the next start.
+	if len(data) > MaxPolicyBytes {
+		return FileSum{}, fmt.Errorf("write policy: %w", SizeError("the policy as YAML", int64(len(data))))
+	}
 	if err := writeAtomic(path, data, HoldsSecrets(p)); err != nil {
 		return FileSum{}, err
 	}
@@ -59,7 +63,7 @@ func WriteFile(path string, p *policyv1.Policy) (FileSum, error) {
 // The caller has checked that source decodes to p.
 func WriteSource(path string, source []byte, p *policyv1.Policy) (FileSum, error) {
 	if len(source) > MaxPolicyBytes {
-		return FileSum{}, fmt.Errorf("write policy: %d bytes, more than the %d allowed", len(source), MaxPolicyBytes)
+		return FileSum{}, fmt.Errorf("write policy: %w", SizeError("the policy", int64(len(source))))
 	}
 	if err := writeAtomic(path, source, HoldsSecrets(p)); err != nil {
 		return FileSum{}, err

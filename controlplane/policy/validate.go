@@ -80,6 +80,16 @@ func Validate(p *policyv1.Policy) error {
 	return errors.Join(v.errs...)
 }
 
+// CheckSize checks what bounds a policy's size only, the bounds on its
+// lists, which Validate checks first too: a caller holding a policy
+// that came as a message can refuse it before it spends anything more
+// on it (parsing the text that came with it, translating it).
+func CheckSize(p *policyv1.Policy) error {
+	v := &validator{}
+	v.counts(p)
+	return errors.Join(v.errs...)
+}
+
 type validator struct{ errs []error }
 
 // maxQuoted bounds each value a validation message quotes: a value of
@@ -767,6 +777,8 @@ func isDNS(b *policyv1.Backend) bool { return slices.ContainsFunc(b.GetEndpoints
 const (
 	maxTrustedProxyHops       = 16
 	maxRequestHeadersTimeout  = 5 * time.Minute
+	minConnectionIdleTimeout  = time.Second
+	maxConnectionIdleTimeout  = time.Hour
 	minHTTP2Window            = 65535
 	maxHTTP2Window            = 1<<31 - 1
 	maxHTTP2ConcurrentStreams = 1<<31 - 1
@@ -782,6 +794,11 @@ func (v *validator) limits(path string, l *policyv1.Listener) {
 	}
 	if d := lim.GetRequestHeadersTimeout(); d != nil && (d.AsDuration() <= 0 || d.AsDuration() > maxRequestHeadersTimeout) {
 		v.errorf(path+".request_headers_timeout", "must be positive and at most %v", maxRequestHeadersTimeout)
+	}
+	// Zero would turn Envoy's idle timeout off: connections lost without
+	// a FIN, and idle ones a client opens on purpose, held for ever.
+	if d := lim.GetConnectionIdleTimeout(); d != nil && (d.AsDuration() < minConnectionIdleTimeout || d.AsDuration() > maxConnectionIdleTimeout) {
+		v.errorf(path+".connection_idle_timeout", "want %v to %v", minConnectionIdleTimeout, maxConnectionIdleTimeout)
 	}
 	h2 := map[string]uint32{
 		"http2_max_concurrent_streams":         lim.GetHttp2MaxConcurrentStreams(),

@@ -137,7 +137,8 @@ func firstBytesFilter(tls bool) *listenerv3.ListenerFilter {
 // Edge defaults of every HTTP listener; policy may override each one.
 const (
 	DefaultRequestHeadersTimeout            = 10 * time.Second
-	DefaultConnectionIdleTimeout            = 5 * time.Minute
+	DefaultConnectionIdleTimeout            = time.Minute
+	DefaultProxiedConnectionIdleTimeout     = 5 * time.Minute
 	DefaultHTTP2MaxConcurrentStreams        = 100
 	DefaultHTTP2InitialStreamWindowSize     = 64 << 10
 	DefaultHTTP2InitialConnectionWindowSize = 1 << 20
@@ -167,10 +168,14 @@ func noInternalAddress() []*corev3.CidrRange {
 //     dashed name. Dropping it silently would hide a client's mistake.
 //   - A client must send its whole request head within a bound: a
 //     slowloris head holds a connection, never the back end. A
-//     connection with no request in flight is closed after
-//     DefaultConnectionIdleTimeout (Envoy sets none downstream), so idle
-//     keep-alive connections do not pile up either; a WebSocket is a
-//     request in flight for its whole life.
+//     connection with no request in flight is closed after the
+//     connection idle timeout, so idle keep-alive connections, and
+//     HTTP/2 connections that sent their preface and nothing more (no
+//     head, so no head timeout), do not pile up either; a WebSocket is
+//     a request in flight for its whole life. HTTP/2 PINGs do not keep
+//     a connection alive (the timer counts requests only), and an
+//     HTTP/2 connection is told GOAWAY and closed after the HCM's drain
+//     timeout (5 s).
 func edgeDefaults(hcm *hcmv3.HttpConnectionManager, l *policyv1.Listener) {
 	lim := l.GetLimits()
 	hcm.UseRemoteAddress = wrapperspb.Bool(true)
@@ -178,9 +183,23 @@ func edgeDefaults(hcm *hcmv3.HttpConnectionManager, l *policyv1.Listener) {
 	hcm.InternalAddressConfig = &hcmv3.HttpConnectionManager_InternalAddressConfig{UnixSockets: false, CidrRanges: noInternalAddress()}
 	hcm.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{
 		HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
-		IdleTimeout:                  durationpb.New(DefaultConnectionIdleTimeout),
+		IdleTimeout:                  durationOr(lim.GetConnectionIdleTimeout(), connectionIdleTimeout(lim)),
 	}
 	hcm.RequestHeadersTimeout = durationOr(lim.GetRequestHeadersTimeout(), DefaultRequestHeadersTimeout)
+}
+
+// connectionIdleTimeout is a listener's default idle timeout. Facing
+// clients, a minute: a browser or agent that comes back later pays one
+// new connection, and a client that opens connections to hold them holds
+// each for a minute, not five. Behind trusted proxies, five minutes: a
+// load balancer pools its connections to Envoy and must close an idle
+// one before Envoy does, or a request it sends as Envoy closes fails
+// (AWS's ALB keeps idle connections for 60 s by default).
+func connectionIdleTimeout(lim *policyv1.ListenerLimits) time.Duration {
+	if lim.GetTrustedProxyHops() > 0 {
+		return DefaultProxiedConnectionIdleTimeout
+	}
+	return DefaultConnectionIdleTimeout
 }
 
 // http2Options bounds what one HTTP/2 connection may ask of Envoy: streams

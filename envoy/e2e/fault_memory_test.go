@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
@@ -58,11 +59,12 @@ func metric(t *testing.T, addr, sample string) float64 {
 
 // TestLargePoliciesGiveMemoryBack runs the control plane as its own
 // process on a policy file and writes to that file a policy over the
-// route bound (100,000 routes, refused), the largest allowed (10,000) and
-// the small one again: its memory comes back near where it started each
-// time, instead of staying at what the large policy took (an unbounded
-// 100,000-route policy once took it from 51 to 406 MB, still 448 MB a
-// minute after reverting).
+// byte bound (100,000 routes, refused unparsed), the most routes under
+// the byte bound (refused by the route bound), the largest allowed
+// (10,000) and the small one again: its memory comes back near where it
+// started each time, instead of staying at what the large policy took
+// (an unbounded 100,000-route policy once took it from 51 to 406 MB,
+// still 448 MB a minute after reverting).
 func TestLargePoliciesGiveMemoryBack(t *testing.T) {
 	params := policyParams{
 		Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: "127.0.0.1:1", REST: "127.0.0.1:2",
@@ -96,12 +98,12 @@ func TestLargePoliciesGiveMemoryBack(t *testing.T) {
 	start := rssMiB(t, cmd.Process.Pid)
 
 	// write replaces the policy file with routes extra REST routes and
-	// waits for the control plane's verdict on it: an ok apply, or the
-	// refusal naming the route bound.
+	// waits for the control plane's verdict on it: an ok apply, or a
+	// refusal whose error contains result.
 	write := func(routes int, result string) (peak int64) {
 		t.Helper()
-		before := applies(result)
-		refusals := strings.Count(log.String(), "more than the 10000 allowed")
+		before := applies("ok")
+		refusals := strings.Count(log.String(), result)
 		var b bytes.Buffer
 		b.Write(small)
 		b.WriteString("\n# bulk\n")
@@ -122,10 +124,10 @@ func TestLargePoliciesGiveMemoryBack(t *testing.T) {
 		}
 		waitFor(t, 2*time.Minute, func() (bool, string) {
 			peak = max(peak, rssMiB(t, cmd.Process.Pid))
-			if result == "refused" {
-				return strings.Count(log.String(), "more than the 10000 allowed") > refusals, fmt.Sprintf("%d routes were not refused", routes)
+			if result != "ok" {
+				return strings.Count(log.String(), result) > refusals, fmt.Sprintf("%d routes were not refused with %q", routes, result)
 			}
-			return applies(result) > before, fmt.Sprintf("no %s apply of %d routes", result, routes)
+			return applies("ok") > before, fmt.Sprintf("no ok apply of %d routes", routes)
 		})
 		return peak
 	}
@@ -143,9 +145,15 @@ func TestLargePoliciesGiveMemoryBack(t *testing.T) {
 	// 10,000-route apply held it at about 100 MiB after reverting).
 	const slack = 32
 	t.Logf("started at %d MiB resident", start)
-	peak := write(100_000, "refused")
-	t.Logf("100,000 routes refused, %d MiB at most while reading them", peak)
+	peak := write(100_000, fmt.Sprintf("more than the %d bytes", policy.MaxPolicyBytes))
+	t.Logf("100,000 routes refused by the byte bound, %d MiB at most while reading them", peak)
 	settles("after refusing 100,000 routes", start+slack)
+	// Nearly as many of these one-line routes as fit under the byte
+	// bound (3.8 MB): the most a document can make the control plane
+	// parse.
+	peak = write(45_000, "more than the 10000 allowed")
+	t.Logf("45,000 routes refused by the route bound, %d MiB at most while reading them", peak)
+	settles("after refusing 45,000 routes", start+slack)
 	// The small policy has three routes of its own.
 	peak = write(9_997, "ok")
 	t.Logf("10,000 routes applied, %d MiB at most", peak)

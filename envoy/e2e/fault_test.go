@@ -220,16 +220,17 @@ func (s *stack) envoyLogHas(t *testing.T, sub string) bool {
 // connections closed or reset mid-head, and HTTP/2 connections that stop
 // after their preface or in the middle of a header block. Envoy stays up and its VMs never
 // fail; the streams lose no frame; new authenticated handshakes succeed
-// during the flood and after; and Envoy closes every silent and half-sent
-// connection within its bounds (the tcp module sheds the oldest past its
+// during the flood and after; and Envoy closes every silent, half-sent
+// and preface-only connection within its bounds (the tcp module sheds the oldest past its
 // per-worker cap).
 func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStack(t, false, func(p *policyParams) {
 		p.TCP = tcpAddr
-		// A short head bound keeps the test short: the HTTP listener's
-		// silent sockets are closed after it too.
-		p.ListenerLimits = "{ request_headers_timeout: 2s }"
+		// Short bounds keep the test short: the HTTP listener's silent
+		// sockets are closed after the head bound too, and connections
+		// that stop after their HTTP/2 preface after the idle bound.
+		p.ListenerLimits = "{ request_headers_timeout: 2s, connection_idle_timeout: 2s }"
 	})
 	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
 		t.Fatal(err)
@@ -249,7 +250,7 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 	httpPartial := dialMany(t, httpAddr, 200, partial)
 	// HTTP/2 (prior knowledge): connections that open and stop, and
 	// header blocks that never end (HEADERS without END_HEADERS).
-	dialMany(t, httpAddr, 200, h2Opening(t, false))
+	h2Preface := dialMany(t, httpAddr, 200, h2Opening(t, false))
 	dialMany(t, httpAddr, 200, h2Opening(t, true))
 	abandonMidHead(t, tcpAddr, 200)
 	abandonMidHead(t, httpAddr, 200)
@@ -277,12 +278,15 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 	t.Run("Envoy closes every silent and half-sent connection", func(t *testing.T) {
 		// The tcp module closes a handshake after tcpcheck.HeadTimeout,
 		// 160 a second per worker; the HTTP listener after its 2 s head
-		// bound. The deadline is a bound, not a measure of speed.
+		// bound, or its 2 s idle bound and 5 s drain for a connection
+		// that sent its HTTP/2 preface alone. The deadline is a bound,
+		// not a measure of speed.
 		deadline := start.Add(tcpcheck.HeadTimeout + 30*time.Second)
 		groups := []struct {
 			name, addr string
 			conns      []net.Conn
-		}{{"tcp silent", tcpAddr, tcpIdle}, {"tcp half-sent", tcpAddr, tcpPartial}, {"http silent", httpAddr, httpIdle}, {"http half-sent", httpAddr, httpPartial}}
+		}{{"tcp silent", tcpAddr, tcpIdle}, {"tcp half-sent", tcpAddr, tcpPartial}, {"http silent", httpAddr, httpIdle}, {"http half-sent", httpAddr, httpPartial},
+			{"http/2 preface only", httpAddr, h2Preface}}
 		// At once: a read whose deadline has passed fails even when the
 		// close is already there to read.
 		open := make([]int, len(groups))

@@ -20,35 +20,12 @@ import (
 // chain, checks the token, and speaks HTTP/1.1 upgrade to the back end.
 func TestWebSocketOverHTTP2(t *testing.T) {
 	s := newStack(t, false)
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}
-	defer tr.CloseIdleConnections()
+	tr := h2cTransport(t)
 	open := func(token string) (*http.Response, *io.PipeWriter) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		t.Cleanup(cancel)
-		pr, pw := io.Pipe()
-		req, err := http.NewRequestWithContext(ctx, http.MethodConnect, s.listenURL("http", "/v1/voice"), pr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set(":protocol", "websocket")
-		req.Header.Set("Sec-WebSocket-Version", "13")
-		// RFC 8441 has no key; the HTTP/1.1 back end behind Envoy wants one.
-		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, pw
+		return extendedConnect(ctx, t, tr, s.listenURL("http", "/v1/voice"), token)
 	}
 
 	resp, pw := open("")
@@ -77,6 +54,43 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 			t.Fatalf("frame %d came back changed", i)
 		}
 	}
+}
+
+// h2cTransport speaks cleartext HTTP/2 (prior knowledge).
+func h2cTransport(t *testing.T) *http2.Transport {
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+// extendedConnect opens a WebSocket at url by RFC 8441 extended CONNECT,
+// with token as a bearer token unless empty, for as long as ctx lasts;
+// the caller writes frames to the pipe and reads them from the answer.
+func extendedConnect(ctx context.Context, t *testing.T, tr *http2.Transport, url, token string) (*http.Response, *io.PipeWriter) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(ctx, http.MethodConnect, url, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(":protocol", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	// RFC 8441 has no key; the HTTP/1.1 back end behind Envoy wants one.
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, pw
 }
 
 // clientFrame is a masked binary WebSocket frame (RFC 6455 §5.2).
