@@ -1,0 +1,217 @@
+package main
+
+// #include "dp_abi.h"
+import "C"
+
+import (
+	"errors"
+	"runtime/cgo"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/directpipe/directpipe/filter/contract"
+	"github.com/directpipe/directpipe/filter/gate"
+)
+
+// rootID is the one plugin of each worker's gate: a filter config is one
+// plugin, and its streams are numbered from firstStream on.
+const (
+	rootID      = 1
+	firstStream = 2
+)
+
+// filterConfig is one filter configuration (one ECDS or listener update):
+// Envoy creates it on the main thread and then creates streams from it on
+// every worker at once. A Proxy-Wasm VM is single-threaded; to run the
+// same gate here, each worker gets its own gate, configured from the same
+// JSON, so a worker's handshakes never wait for another's and each keeps
+// its own token cache, as each Wasm VM does.
+type filterConfig struct {
+	raw []byte
+	// counters are defined while Envoy creates the config (Envoy freezes
+	// the config's stats after that), then only read.
+	counters map[string]C.size_t
+	envoy    C.uintptr_t // while defining counters only
+
+	mu      sync.Mutex
+	workers map[uint32]*worker
+}
+
+// worker is one worker thread's gate. Envoy runs a worker's streams on its
+// one thread, so the lock is never contended; it is there because Go
+// cannot prove that.
+type worker struct {
+	mu   sync.Mutex
+	g    *gate.HTTP
+	h    *host
+	next uint32
+}
+
+// stream is the module's state for one HTTP stream, reached from Envoy's
+// handle through a cgo.Handle: Envoy keeps an integer, never a Go pointer.
+type stream struct {
+	w       *worker
+	id      uint32
+	checked bool
+}
+
+//export envoy_dynamic_module_on_http_filter_config_new
+func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name, config C.dp_buffer) C.uintptr_t {
+	c := &filterConfig{
+		raw:      C.GoBytes(unsafe.Pointer(config.ptr), C.int(config.length)),
+		counters: map[string]C.size_t{},
+		workers:  map[uint32]*worker{},
+		envoy:    hostConfig,
+	}
+	// Every worker's gate is configured now, on the main thread, so that
+	// a bad configuration is a rejected update (the last good one keeps
+	// serving) and no handshake pays for parsing.
+	n := uint32(C.dp_concurrency())
+	if n == 0 {
+		n = 1
+	}
+	for i := range n {
+		w, ok := c.newWorker()
+		if !ok {
+			return 0
+		}
+		c.workers[i] = w
+	}
+	c.envoy = 0
+	return C.uintptr_t(cgo.NewHandle(c))
+}
+
+// newWorker configures a gate from the configuration's JSON.
+func (c *filterConfig) newWorker() (*worker, bool) {
+	w := &worker{g: gate.NewHTTP(), h: &host{cfg: c}, next: firstStream}
+	if !w.g.Configure(w.h, rootID) {
+		return nil, false
+	}
+	return w, true
+}
+
+// worker returns the gate of the worker that runs filter, configuring one
+// if Envoy has more workers than it said (or cannot say which this is).
+func (c *filterConfig) worker(filter C.uintptr_t) *worker {
+	i := uint32(C.dp_worker_index(filter))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w := c.workers[i]; w != nil {
+		return w
+	}
+	w, ok := c.newWorker()
+	if !ok {
+		// The same JSON configured the others: this cannot happen, and a
+		// nil worker refuses the stream.
+		return nil
+	}
+	c.workers[i] = w
+	return w
+}
+
+//export envoy_dynamic_module_on_http_filter_config_destroy
+func envoy_dynamic_module_on_http_filter_config_destroy(moduleConfig C.uintptr_t) {
+	cgo.Handle(moduleConfig).Delete()
+}
+
+//export envoy_dynamic_module_on_http_filter_new
+func envoy_dynamic_module_on_http_filter_new(moduleConfig, hostFilter C.uintptr_t) C.uintptr_t {
+	c := cgo.Handle(moduleConfig).Value().(*filterConfig)
+	s := &stream{w: c.worker(hostFilter)}
+	if s.w != nil {
+		s.w.mu.Lock()
+		s.id = s.w.next
+		s.w.next++
+		if s.w.next < firstStream { // wrapped
+			s.w.next = firstStream
+		}
+		s.w.g.ContextCreate(s.id, rootID)
+		s.w.mu.Unlock()
+	}
+	return C.uintptr_t(cgo.NewHandle(s))
+}
+
+//export envoy_dynamic_module_on_http_filter_destroy
+func envoy_dynamic_module_on_http_filter_destroy(moduleFilter C.uintptr_t) {
+	h := cgo.Handle(moduleFilter)
+	s := h.Value().(*stream)
+	h.Delete()
+	if s.w == nil {
+		return
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	// Giving back a quota needs no stream: the host's filter is unset, so
+	// nothing here reaches Envoy.
+	s.w.h.filter = 0
+	s.w.g.Delete(s.w.h, s.id)
+}
+
+//export envoy_dynamic_module_on_http_filter_request_headers
+func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
+	s := cgo.Handle(moduleFilter).Value().(*stream)
+	if probe(hostFilter) {
+		return statusStop
+	}
+	if s.checked {
+		return statusContinue
+	}
+	s.checked = true
+	if s.w == nil {
+		sendResponse(hostFilter, 500, contract.LocalReplyDetailPrefix+contract.ReasonInternal, contract.Body(contract.ReasonInternal),
+			[][2]string{{"content-type", "application/json"}})
+		return statusStop
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	h := s.w.h
+	h.filter, h.edited = hostFilter, false
+	defer func() { h.filter = 0 }()
+	if s.w.g.RequestHeaders(h, s.id, time.Now()) != gate.Continue {
+		return statusStop
+	}
+	if h.edited {
+		// As Envoy does for a Wasm filter that edits request headers:
+		// the router matches the edited request again, and the route
+		// marker pins it to the route whose policy was checked.
+		C.dp_clear_route_cache(hostFilter)
+	}
+	return statusContinue
+}
+
+// The hooks below are on the data path of every stream: Envoy requires
+// them and calls the body hooks once per chunk, a WebSocket's frames
+// included. They return at once.
+
+//export envoy_dynamic_module_on_http_filter_request_body
+func envoy_dynamic_module_on_http_filter_request_body(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
+	countBodyCall()
+	return statusContinue
+}
+
+//export envoy_dynamic_module_on_http_filter_response_headers
+func envoy_dynamic_module_on_http_filter_response_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
+	return statusContinue
+}
+
+//export envoy_dynamic_module_on_http_filter_request_trailers
+func envoy_dynamic_module_on_http_filter_request_trailers(hostFilter, moduleFilter C.uintptr_t) C.int {
+	return statusContinue
+}
+
+//export envoy_dynamic_module_on_http_filter_response_body
+func envoy_dynamic_module_on_http_filter_response_body(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
+	return statusContinue
+}
+
+//export envoy_dynamic_module_on_http_filter_response_trailers
+func envoy_dynamic_module_on_http_filter_response_trailers(hostFilter, moduleFilter C.uintptr_t) C.int {
+	return statusContinue
+}
+
+//export envoy_dynamic_module_on_http_filter_stream_complete
+func envoy_dynamic_module_on_http_filter_stream_complete(hostFilter, moduleFilter C.uintptr_t) {}
+
+// errNoStream: a call that needs a stream came outside of one.
+var errNoStream = errors.New("no stream: called outside of a request's callback")
