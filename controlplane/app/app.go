@@ -91,6 +91,11 @@ type Config struct {
 	// JWKSDir is the directory jwks_file must be in: the policy file's
 	// when empty (with a PolicyFile), else jwks_file is refused.
 	JWKSDir string
+	// Rewrite, when set, changes every set of resources before it is
+	// validated and served. The test kit uses it to run its suites
+	// against a build of the handshake filter the translation does not
+	// emit; it must not change its argument.
+	Rewrite func(xdstype.Resources) (xdstype.Resources, error)
 	Log     *slog.Logger
 }
 

@@ -225,6 +225,17 @@ func (a *App) applyFromStore(ctx context.Context, p *policyv1.Policy) error {
 	return nil
 }
 
+// setResources serves res, rewritten first when the configuration says.
+func (a *App) setResources(ctx context.Context, res xdstype.Resources) (map[string]string, error) {
+	if a.cfg.Rewrite != nil {
+		var err error
+		if res, err = a.cfg.Rewrite(res); err != nil {
+			return nil, fmt.Errorf("rewriting resources: %w", err)
+		}
+	}
+	return a.xds.SetResources(ctx, res)
+}
+
 // serve sets the snapshot, after a bridging filter config when the change
 // needs one (see translate.Bridge); a.mu is held.
 func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xdstype.Resources, keys map[string][]*policyv1.JWK, source string) error {
@@ -240,12 +251,12 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xds
 		bridge, err = translate.Bridge(a.served, p, a.options(keys))
 	}
 	if err == nil && bridge != nil {
-		_, err = a.xds.SetResources(ctx, bridge)
+		_, err = a.setResources(ctx, bridge)
 	}
 	if err != nil {
 		a.log.Warn("bridging filter config not pushed", "error", err)
 	}
-	if _, err := a.xds.SetResources(ctx, res); err != nil {
+	if _, err := a.setResources(ctx, res); err != nil {
 		a.metrics.Applies.WithLabelValues("rejected").Inc()
 		return err
 	}

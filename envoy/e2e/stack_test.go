@@ -22,6 +22,7 @@ import (
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // devSecret is the example policy's development key.
@@ -141,6 +142,8 @@ type stackOptions struct {
 	metrics bool
 	// log receives the control plane's log.
 	log io.Writer
+	// filter is the build of the HTTP handshake filter (wasm when empty).
+	filter testkit.FilterBuild
 }
 
 // newStackWith is newStack with options.
@@ -161,7 +164,7 @@ func newStackWith(t testing.TB, so stackOptions, opts ...func(*policyParams)) *s
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	s.writePolicy()
 	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{
-		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log,
+		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log, Filter: so.filter,
 	})
 	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
@@ -306,4 +309,23 @@ func eventually(t testing.TB, check func() (bool, string)) {
 		}
 	}
 	t.Error(last)
+}
+
+// checkFilterBuild asserts that the HTTP handshakes this stack's Envoy
+// decided were decided by the given build of the filter: its counters
+// moved, and the other build's did not exist or stayed at zero.
+func (s *stack) checkFilterBuild(build testkit.FilterBuild) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	prefix, other := "wasmcustom.", "dynamicmodulescustom."
+	if build == testkit.FilterNative {
+		prefix, other = other, prefix
+	}
+	if err := s.envoy.WaitStat(ctx, prefix+contract.MetricAllowed, func(v int64) bool { return v > 0 }); err != nil {
+		s.t.Fatalf("the %s filter allowed no handshake: %v", build, err)
+	}
+	if v, err := s.envoy.Stat(ctx, other+contract.MetricAllowed); err == nil && v > 0 {
+		s.t.Fatalf("%s%s = %d: the other build of the filter decided handshakes", other, contract.MetricAllowed, v)
+	}
 }

@@ -104,6 +104,11 @@ type ControlPlaneOptions struct {
 	AdminToken string
 	// WasmPath defaults to WasmModule.
 	WasmPath string
+	// Filter is the build of the HTTP handshake filter Envoys run
+	// (FilterWasm when empty); NativePath is FilterNative's library
+	// (NativeModule when empty).
+	Filter     FilterBuild
+	NativePath string
 	// Fleet, when set, serves xDS and modules as to remote Envoys.
 	Fleet *Fleet
 	// Metrics serves /metrics on a free port (App.MetricsAddr).
@@ -133,6 +138,13 @@ func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	}
 	if cfg.WasmPath == "" {
 		cfg.WasmPath = WasmModule(t)
+	}
+	if opts.Filter == FilterNative {
+		lib := opts.NativePath
+		if lib == "" {
+			lib = NativeModule(t)
+		}
+		cfg.Rewrite = NativeFilter(lib)
 	}
 	if f := opts.Fleet; f != nil {
 		cfg.ModulesAddr, cfg.XDSLimits = "127.0.0.1:0", f.Limits
