@@ -166,9 +166,15 @@ func fileApplied(s *stack) bool {
 
 // TestKeyRotationKeepsOpenStreams rotates the signing key by ECDS: new
 // handshakes need the new key, and a stream opened with the old key keeps
-// flowing.
+// flowing. It runs once per build of the HTTP handshake filter.
 func TestKeyRotationKeepsOpenStreams(t *testing.T) {
-	s := newStack(t, false)
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { testKeyRotationKeepsOpenStreams(t, build) })
+	}
+}
+
+func testKeyRotationKeepsOpenStreams(t *testing.T, build testkit.FilterBuild) {
+	s := newStackWith(t, stackOptions{filter: build})
 	ctx := context.Background()
 	stop := make(chan struct{})
 	results := make(chan *voiceprobe.Result, 1)
@@ -202,6 +208,7 @@ func TestKeyRotationKeepsOpenStreams(t *testing.T) {
 	if res.Disconnects != 0 || res.Lost != 0 || res.Reordered != 0 || res.FailedDials != 0 {
 		t.Fatalf("open streams were hurt by the rotation: %+v", res.Streams)
 	}
+	s.checkFilterBuild(build)
 }
 
 // TestInvalidPolicyKeepsServing writes a broken file, then one with a

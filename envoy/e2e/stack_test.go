@@ -142,8 +142,10 @@ type stackOptions struct {
 	metrics bool
 	// log receives the control plane's log.
 	log io.Writer
-	// filter is the build of the HTTP handshake filter (wasm when empty).
-	filter testkit.FilterBuild
+	// filter is the build of the HTTP handshake filter (wasm when empty);
+	// nativeLibrary, when set, gives the native build's library path.
+	filter        testkit.FilterBuild
+	nativeLibrary func() string
 }
 
 // newStackWith is newStack with options.
@@ -164,7 +166,8 @@ func newStackWith(t testing.TB, so stackOptions, opts ...func(*policyParams)) *s
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	s.writePolicy()
 	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{
-		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log, Filter: so.filter,
+		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log,
+		Filter: so.filter, NativeLibrary: so.nativeLibrary,
 	})
 	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)

@@ -49,12 +49,12 @@ func NativeModule(t T) string {
 const nativeModuleName = "directpipe_native"
 
 // NativeFilter returns a resource rewrite (app.Config.Rewrite) that serves
-// the HTTP handshake filter as the dynamic module at library instead of
+// the HTTP handshake filter as the dynamic module at library() instead of
 // the Wasm plugin: the same ECDS resource name, its configuration the
 // plugin's JSON byte for byte, and the listeners' filter references
 // accepting the dynamic module's type. Everything else is left as
 // translated.
-func NativeFilter(library string) func(xdstype.Resources) (xdstype.Resources, error) {
+func NativeFilter(library func() string) func(xdstype.Resources) (xdstype.Resources, error) {
 	return func(in xdstype.Resources) (xdstype.Resources, error) {
 		out := in.Clone()
 		configs := out[resource.ExtensionConfigType]
@@ -63,7 +63,7 @@ func NativeFilter(library string) func(xdstype.Resources) (xdstype.Resources, er
 			if !ok || tec.GetName() != translate.HandshakeFilterName {
 				continue
 			}
-			native, err := nativeConfig(tec, library)
+			native, err := nativeConfig(tec, library())
 			if err != nil {
 				return nil, err
 			}

@@ -105,10 +105,11 @@ type ControlPlaneOptions struct {
 	// WasmPath defaults to WasmModule.
 	WasmPath string
 	// Filter is the build of the HTTP handshake filter Envoys run
-	// (FilterWasm when empty); NativePath is FilterNative's library
-	// (NativeModule when empty).
-	Filter     FilterBuild
-	NativePath string
+	// (FilterWasm when empty). NativeLibrary gives FilterNative's library
+	// path, read at every push, so a test can serve another file
+	// (NativeModule when nil).
+	Filter        FilterBuild
+	NativeLibrary func() string
 	// Fleet, when set, serves xDS and modules as to remote Envoys.
 	Fleet *Fleet
 	// Metrics serves /metrics on a free port (App.MetricsAddr).
@@ -140,9 +141,10 @@ func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 		cfg.WasmPath = WasmModule(t)
 	}
 	if opts.Filter == FilterNative {
-		lib := opts.NativePath
-		if lib == "" {
-			lib = NativeModule(t)
+		lib := opts.NativeLibrary
+		if lib == nil {
+			path := NativeModule(t)
+			lib = func() string { return path }
 		}
 		cfg.Rewrite = NativeFilter(lib)
 	}
