@@ -153,10 +153,13 @@ var staticTemplate string
 
 // lab is one run's processes.
 type lab struct {
-	t       testkit.T
-	cfg     Config
-	log     io.Writer
-	stack   *stack
+	t     testkit.T
+	cfg   Config
+	log   io.Writer
+	stack *stack
+	// native is the stack with the native build of the HTTP filter (for
+	// the handshakes section only).
+	native  *stack
 	static  *testkit.Envoy
 	ports   map[string]int
 	token   string
@@ -180,7 +183,7 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	l.backend = testkit.StartBackend(t)
-	l.stack = startStack(t, l.backend, cfg.Workers)
+	l.stack = startStack(t, l.backend, cfg.Workers, testkit.FilterWasm)
 	sel := cfg.Select
 	// The static Envoy and the peers serve the data path's sections only.
 	dataPath := sel.section("paths") || sel.section("capacity") || sel.section("profile") || sel.section("storm") ||
@@ -192,6 +195,11 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 		if err := l.startPeers(); err != nil {
 			return nil, err
 		}
+	}
+	if sel.section("handshakes") {
+		// The same stack with the native build of the HTTP filter, for
+		// its column of handshakes.
+		l.native = startStack(t, l.backend, cfg.Workers, testkit.FilterNative)
 	}
 	if err := l.pinAll(); err != nil {
 		return nil, err
@@ -409,11 +417,14 @@ func (l *lab) handshakes() []*Handshake {
 		{"ES256", k.tokens(jwt.SigningMethodES256, "ec", k.ec, n)},
 	}
 	ours, native := l.stack.url("ws", "/v1/voice"), fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"])
+	ourNative := l.native.url("ws", "/v1/voice")
 	modes := []handshakeMode{{"no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil}}
 	for _, a := range algs {
 		modes = append(modes,
 			handshakeMode{"directpipe filter, " + a.name + ", cold", ours, a.cold},
 			handshakeMode{"directpipe filter, " + a.name + ", cached", ours, a.cold[:1]},
+			handshakeMode{"directpipe native filter, " + a.name + ", cold", ourNative, a.cold},
+			handshakeMode{"directpipe native filter, " + a.name + ", cached", ourNative, a.cold[:1]},
 			handshakeMode{"Envoy jwt_authn, " + a.name, native, a.cold})
 	}
 	hs256 := algs[0].cold

@@ -31,7 +31,9 @@ type stack struct {
 	envoy   *testkit.Envoy
 }
 
-func startStack(t testkit.T, b *testkit.Backend, workers int) *stack {
+// startStack starts the stack with the given build of the HTTP handshake
+// filter.
+func startStack(t testkit.T, b *testkit.Backend, workers int, filter testkit.FilterBuild) *stack {
 	s := &stack{
 		t:      t,
 		keys:   newSigningKeys(t),
@@ -60,8 +62,8 @@ auth_policies:
 	if err := os.WriteFile(s.file, []byte(s.body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode, XDSAddr: s.cp.XDSAddr(), Concurrency: workers})
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken, Filter: filter})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode + "-" + string(filter), XDSAddr: s.cp.XDSAddr(), Concurrency: workers})
 	// The listener waits for the module's download and compilation: a
 	// few seconds, many more when another Envoy compiles beside it (go
 	// test runs packages in parallel). A bound, not a measurement.
