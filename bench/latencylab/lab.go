@@ -183,7 +183,7 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	l.backend = testkit.StartBackend(t)
-	l.stack = startStack(t, l.backend, cfg.Workers, testkit.FilterWasm)
+	l.stack = startStack(t, l.backend, cfg.Workers, testkit.FilterWasm, nil)
 	sel := cfg.Select
 	// The static Envoy and the peers serve the data path's sections only.
 	dataPath := sel.section("paths") || sel.section("capacity") || sel.section("profile") || sel.section("storm") ||
@@ -199,7 +199,7 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 	if sel.section("handshakes") {
 		// The same stack with the native build of the HTTP filter, for
 		// its column of handshakes.
-		l.native = startStack(t, l.backend, cfg.Workers, testkit.FilterNative)
+		l.native = startStack(t, l.backend, cfg.Workers, testkit.FilterNative, &l.stack.keys)
 	}
 	if err := l.pinAll(); err != nil {
 		return nil, err

@@ -32,11 +32,16 @@ type stack struct {
 }
 
 // startStack starts the stack with the given build of the HTTP handshake
-// filter.
-func startStack(t testkit.T, b *testkit.Backend, workers int, filter testkit.FilterBuild) *stack {
+// filter, verifying tokens signed by keys (new ones when nil), so that two
+// stacks can be given the same tokens.
+func startStack(t testkit.T, b *testkit.Backend, workers int, filter testkit.FilterBuild, keys *signingKeys) *stack {
+	if keys == nil {
+		k := newSigningKeys(t)
+		keys = &k
+	}
 	s := &stack{
 		t:      t,
-		keys:   newSigningKeys(t),
+		keys:   *keys,
 		listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 		raw:    fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 	}
