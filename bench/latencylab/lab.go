@@ -158,7 +158,7 @@ type lab struct {
 	log   io.Writer
 	stack *stack
 	// native is the stack with the native build of the HTTP filter (for
-	// the handshakes section only).
+	// the handshakes and paths sections).
 	native  *stack
 	static  *testkit.Envoy
 	ports   map[string]int
@@ -196,9 +196,9 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
-	if sel.section("handshakes") {
+	if sel.section("handshakes") || sel.section("paths") {
 		// The same stack with the native build of the HTTP filter, for
-		// its column of handshakes.
+		// its handshakes and its direct path.
 		l.native = startStack(t, l.backend, cfg.Workers, testkit.FilterNative, &l.stack.keys)
 	}
 	if err := l.pinAll(); err != nil {
@@ -316,6 +316,13 @@ func (l *lab) runners() []pathRunner {
 		l.streamRunner("tcp-auth", "Envoy, tcp mode route with the tcp handshake module in front of tcp_proxy", "ws://"+l.stack.rawAuth+"/v1/voice", l.bearer(), direct),
 		l.streamRunner("full-chain", "Envoy, REST chain with a Wasm filter reading every frame", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["full"]), nil, onEnvoy(l.static)),
 		{name: "rest-per-frame", desc: "one HTTP POST per frame through the REST route, pooled connections", run: func() *Path { return l.restPerFrame(direct) }},
+	}
+	if l.native != nil {
+		runners = append(runners,
+			l.streamRunner("direct-native", "Envoy, minimal upgrade chain with the native build of the handshake check (a dynamic module, entered once per chunk) + router",
+				l.native.url("ws", "/v1/voice"), l.bearer(), onEnvoy(l.native.envoy)),
+			l.streamRunner("no-filter", "Envoy, upgrade chain of the router alone (no handshake check)",
+				fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil, onEnvoy(l.static)))
 	}
 	return append(runners, l.peerRunners()...)
 }
