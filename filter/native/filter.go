@@ -180,38 +180,8 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 	return statusContinue
 }
 
-// The hooks below are on the data path of every stream: Envoy requires
-// them and calls the body hooks once per chunk, a WebSocket's frames
-// included. They return at once.
-
-//export envoy_dynamic_module_on_http_filter_request_body
-func envoy_dynamic_module_on_http_filter_request_body(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
-	countBodyCall()
-	return statusContinue
-}
-
-//export envoy_dynamic_module_on_http_filter_response_headers
-func envoy_dynamic_module_on_http_filter_response_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
-	return statusContinue
-}
-
-//export envoy_dynamic_module_on_http_filter_request_trailers
-func envoy_dynamic_module_on_http_filter_request_trailers(hostFilter, moduleFilter C.uintptr_t) C.int {
-	return statusContinue
-}
-
-//export envoy_dynamic_module_on_http_filter_response_body
-func envoy_dynamic_module_on_http_filter_response_body(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
-	return statusContinue
-}
-
-//export envoy_dynamic_module_on_http_filter_response_trailers
-func envoy_dynamic_module_on_http_filter_response_trailers(hostFilter, moduleFilter C.uintptr_t) C.int {
-	return statusContinue
-}
-
-//export envoy_dynamic_module_on_http_filter_stream_complete
-func envoy_dynamic_module_on_http_filter_stream_complete(hostFilter, moduleFilter C.uintptr_t) {}
+// The other hooks Envoy requires, the per-chunk body hooks among them,
+// are in hooks.c: they never enter Go.
 
 // errNoStream: a call that needs a stream came outside of one.
 var errNoStream = errors.New("no stream: called outside of a request's callback")

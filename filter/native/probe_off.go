@@ -7,6 +7,4 @@ import "C"
 
 // Without -tags nativeprobe the module counts nothing and has no probe path.
 
-func countBodyCall() {}
-
 func probe(C.uintptr_t) bool { return false }
