@@ -34,8 +34,12 @@ type filterConfig struct {
 	counters map[string]C.size_t
 	envoy    C.uintptr_t // while defining counters only
 
+	// workers are the gates of Envoy's workers, by worker index, made
+	// when the config is created and then only read; extra holds gates
+	// for indexes past them, should Envoy have more workers than it said.
+	workers []*worker
 	mu      sync.Mutex
-	workers map[uint32]*worker
+	extra   map[uint32]*worker
 }
 
 // worker is one worker thread's gate. Envoy runs a worker's streams on its
@@ -61,7 +65,7 @@ func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name
 	c := &filterConfig{
 		raw:      C.GoBytes(unsafe.Pointer(config.ptr), C.int(config.length)),
 		counters: map[string]C.size_t{},
-		workers:  map[uint32]*worker{},
+		extra:    map[uint32]*worker{},
 		envoy:    hostConfig,
 	}
 	// Every worker's gate is configured now, on the main thread, so that
@@ -71,12 +75,12 @@ func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name
 	if n == 0 {
 		n = 1
 	}
-	for i := range n {
+	for range n {
 		w, ok := c.newWorker()
 		if !ok {
 			return 0
 		}
-		c.workers[i] = w
+		c.workers = append(c.workers, w)
 	}
 	c.envoy = 0
 	return C.uintptr_t(cgo.NewHandle(c))
@@ -95,9 +99,12 @@ func (c *filterConfig) newWorker() (*worker, bool) {
 // if Envoy has more workers than it said (or cannot say which this is).
 func (c *filterConfig) worker(filter C.uintptr_t) *worker {
 	i := uint32(C.dp_worker_index(filter))
+	if int(i) < len(c.workers) {
+		return c.workers[i]
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if w := c.workers[i]; w != nil {
+	if w := c.extra[i]; w != nil {
 		return w
 	}
 	w, ok := c.newWorker()
@@ -106,7 +113,7 @@ func (c *filterConfig) worker(filter C.uintptr_t) *worker {
 		// nil worker refuses the stream.
 		return nil
 	}
-	c.workers[i] = w
+	c.extra[i] = w
 	return w
 }
 
