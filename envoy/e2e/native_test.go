@@ -310,7 +310,7 @@ func dynamicModuleStats(all map[string]int64) map[string]int64 {
 
 // nativeStat is the name under which Envoy shows a counter the module
 // defines.
-func nativeStat(name string) string { return "dynamicmodulescustom." + name }
+func nativeStat(name string) string { return httpFilterStat(testkit.FilterNative, name) }
 
 // TestNativeModuleSurvivesConfigUpdates replaces the listener, and with it
 // the module's filter config, then removes it and adds it back, all without

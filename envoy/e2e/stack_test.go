@@ -314,6 +314,15 @@ func eventually(t testing.TB, check func() (bool, string)) {
 	t.Error(last)
 }
 
+// httpFilterStat is the name under which Envoy shows a counter of the
+// given build of the HTTP handshake filter.
+func httpFilterStat(build testkit.FilterBuild, name string) string {
+	if build == testkit.FilterNative {
+		return "dynamicmodulescustom." + name
+	}
+	return "wasmcustom." + name
+}
+
 // checkFilterBuild asserts that the HTTP handshakes this stack's Envoy
 // decided were decided by the given build of the filter: its counters
 // moved, and the other build's did not exist or stayed at zero.
@@ -321,14 +330,14 @@ func (s *stack) checkFilterBuild(build testkit.FilterBuild) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	prefix, other := "wasmcustom.", "dynamicmodulescustom."
+	other := testkit.FilterNative
 	if build == testkit.FilterNative {
-		prefix, other = other, prefix
+		other = testkit.FilterWasm
 	}
-	if err := s.envoy.WaitStat(ctx, prefix+contract.MetricAllowed, func(v int64) bool { return v > 0 }); err != nil {
+	if err := s.envoy.WaitStat(ctx, httpFilterStat(build, contract.MetricAllowed), func(v int64) bool { return v > 0 }); err != nil {
 		s.t.Fatalf("the %s filter allowed no handshake: %v", build, err)
 	}
-	if v, err := s.envoy.Stat(ctx, other+contract.MetricAllowed); err == nil && v > 0 {
-		s.t.Fatalf("%s%s = %d: the other build of the filter decided handshakes", other, contract.MetricAllowed, v)
+	if v, err := s.envoy.Stat(ctx, httpFilterStat(other, contract.MetricAllowed)); err == nil && v > 0 {
+		s.t.Fatalf("%s = %d: the other build of the filter decided handshakes", httpFilterStat(other, contract.MetricAllowed), v)
 	}
 }
