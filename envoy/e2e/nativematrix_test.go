@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // TestNativeCorruptLibraryKeepsLastGood serves the native filter by ECDS,
@@ -95,4 +97,62 @@ func TestNativeCorruptLibraryKeepsLastGood(t *testing.T) {
 		return code == http.StatusSwitchingProtocols && seen != nil, "new key after recovery: " + http.StatusText(code)
 	})
 	s.checkFilterBuild(testkit.FilterNative)
+}
+
+// TestNativeStreamQuota runs the per-identity quota on the direct path
+// with the native filter, whose counts are the module's own, shared by
+// Envoy's workers: an identity is refused 429 stream_quota at its quota
+// and the back end never receives the stream over it, a closed stream
+// frees its place, and handshakes over the rate are refused. (The tcp mode
+// rows of TestStreamQuotaAndHandshakeRate are not run here: tcp mode keeps
+// the Wasm filter, whose counts are separate from the native module's.)
+func TestNativeStreamQuota(t *testing.T) {
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	s := newStackWith(t, stackOptions{filter: testkit.FilterNative}, func(p *policyParams) {
+		p.RoutesYAML = fmt.Sprintf(quotaRoutes, tcpAddr)
+		p.AuthPoliciesYAML = fmt.Sprintf(quotaPolicies, 2, 3)
+	})
+	s.waitStatus("SYNCED", "")
+	direct := s.params.Listen
+	var alice []held
+	for i := range 2 {
+		h := hold(t, t, direct, "/v1/quota", "alice")
+		if h.status != http.StatusSwitchingProtocols {
+			t.Fatalf("alice's stream %d: %d %s", i, h.status, h.body)
+		}
+		alice = append(alice, h)
+	}
+	refusedFor(t, hold(t, t, direct, "/v1/quota", "alice"), contract.ReasonStreamQuota)
+	if h := hold(t, t, direct, "/v1/quota", "bob"); h.status != http.StatusSwitchingProtocols {
+		t.Fatalf("bob: %d %s", h.status, h.body)
+	}
+	if seen := identitiesSeen(s, "/v1/quota"); seen["alice"] != 2 || seen["bob"] != 1 {
+		t.Fatalf("upgrades the back end received per identity: %v; want alice 2, bob 1", seen)
+	}
+	alice[0].close()
+	eventually(t, func() (bool, string) {
+		h := hold(t, t, direct, "/v1/quota", "alice")
+		return h.status == http.StatusSwitchingProtocols, fmt.Sprintf("alice after a close: %d %s", h.status, h.body)
+	})
+	refusedFor(t, hold(t, t, direct, "/v1/quota", "alice"), contract.ReasonStreamQuota)
+
+	passed := 0
+	for {
+		h := hold(t, t, direct, "/v1/rated", "carol")
+		h.close()
+		if h.status != http.StatusSwitchingProtocols {
+			refusedFor(t, h, contract.ReasonHandshakeRate)
+			break
+		}
+		if passed++; passed > 50 {
+			t.Fatal("50 handshakes passed a rate of 1/s with a burst of 3")
+		}
+	}
+	if passed < 3 {
+		t.Fatalf("%d handshakes passed before a refusal; want at least the burst, 3", passed)
+	}
+	stat := httpFilterStat(testkit.FilterNative, contract.MetricDeniedPrefix+contract.ReasonStreamQuota)
+	if v, err := s.envoy.Stat(t.Context(), stat); err != nil || v == 0 {
+		t.Errorf("stream quota refusals are not counted: %s = %d (%v)", stat, v, err)
+	}
 }
