@@ -426,6 +426,12 @@ func (l *lab) handshakes() []*Handshake {
 	ours, native := l.stack.url("ws", "/v1/voice"), fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"])
 	ourNative := l.native.url("ws", "/v1/voice")
 	modes := []handshakeMode{{"no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil}}
+	// A public route of each stack: the filter runs and edits nothing,
+	// so Envoy matches no route again; what it adds to no auth is the
+	// filter's presence and the stack's configuration.
+	modes = append(modes,
+		handshakeMode{"directpipe filter, public route", l.stack.url("ws", "/v1/public"), nil},
+		handshakeMode{"directpipe native filter, public route", l.native.url("ws", "/v1/public"), nil})
 	for _, a := range algs {
 		modes = append(modes,
 			handshakeMode{"directpipe filter, " + a.name + ", cold", ours, a.cold},

@@ -50,6 +50,7 @@ func startStack(t testkit.T, b *testkit.Backend, workers int, filter testkit.Fil
   - { name: public, address: "%s" }
 routes:
   - { name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: demo }
+  - { name: voice-public, match: { path: /v1/public }, kind: websocket, backend: voice }
   - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
   - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s", raw: true }, backend: voice }
   - { name: voice-raw-auth, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo }
