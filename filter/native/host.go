@@ -162,10 +162,19 @@ type sharedData struct {
 	entries map[string]sharedEntry
 }
 
+// absentCAS is the token of an entry that does not exist: a write with
+// it succeeds only while the entry is still absent, so two workers
+// creating the same entry at once cannot both succeed. (Proxy-Wasm gives
+// an absent entry token 0, which writes whatever is there.)
+const absentCAS = ^uint32(0)
+
 func (s *sharedData) get(key string) ([]byte, uint32, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.entries[key]
+	e, ok := s.entries[key]
+	if !ok {
+		return nil, absentCAS, nil
+	}
 	return append([]byte(nil), e.value...), e.cas, nil
 }
 
@@ -174,12 +183,14 @@ func (s *sharedData) get(key string) ([]byte, uint32, error) {
 func (s *sharedData) set(key string, value []byte, cas uint32) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.entries[key]
-	if cas != 0 && cas != e.cas {
+	e, ok := s.entries[key]
+	switch {
+	case cas == 0:
+	case !ok && cas != absentCAS, ok && cas != e.cas:
 		return false
 	}
 	next := e.cas + 1
-	if next == 0 {
+	if next == 0 || next == absentCAS {
 		next = 1
 	}
 	s.entries[key] = sharedEntry{value: append([]byte(nil), value...), cas: next}
