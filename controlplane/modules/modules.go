@@ -334,7 +334,23 @@ func checkKind(data []byte) error {
 	if f.Type != elf.ET_DYN {
 		return fmt.Errorf("an ELF %v, not a shared object", f.Type)
 	}
-	return nil
+	// Envoy calls this first. A library without it fails its first load
+	// but stays resident if it cannot be unloaded (a Go library cannot),
+	// and Envoy's next load finds it resident and skips the check.
+	syms, err := f.DynamicSymbols()
+	if err != nil {
+		return fmt.Errorf("no dynamic symbols: %w", err)
+	}
+	for _, sym := range syms {
+		if sym.Name == DynamicModuleEntry && elf.ST_TYPE(sym.Info) == elf.STT_FUNC && sym.Section != elf.SHN_UNDEF {
+			return nil
+		}
+	}
+	return fmt.Errorf("a shared object that is not an Envoy dynamic module: it does not export %s", DynamicModuleEntry)
 }
+
+// DynamicModuleEntry is the function Envoy calls when it loads a dynamic
+// module.
+const DynamicModuleEntry = "envoy_dynamic_module_on_program_init"
 
 func isSharedObject(data []byte) bool { return bytes.HasPrefix(data, []byte(elf.ELFMAG)) }

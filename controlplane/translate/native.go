@@ -2,12 +2,14 @@ package translate
 
 import (
 	"fmt"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	dynamicmodulesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/dynamic_modules/v3"
 	dmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
@@ -52,6 +54,10 @@ func (k FilterKind) typeURL() string {
 	}
 	return wasmTypeURL
 }
+
+// nativeWarmupRetries bounds the warm-up cluster's fetches of the dynamic
+// module after the first: with its back-off, about two minutes.
+const nativeWarmupRetries = 10
 
 // NativeWarmupCluster names the cluster that loads the dynamic module
 // before Envoy asks for its listeners.
@@ -143,12 +149,24 @@ func warmupClusters(opts Options, tcpChecks bool) []*clusterv3.Cluster {
 // Wasm one: its upstream filter names the module in warming mode, so the
 // cluster initialises only once Envoy has fetched it, checked its sha256
 // and stored it, and the handshake filter that arrives with the listeners
-// finds it at once. A failed fetch leaves this filter out (fail-open),
-// harmless here: no request reaches the cluster. The handshake filter
-// then finds no module, is refused, and its listener stays closed.
+// finds it at once. A fetch that fails for good leaves this filter out
+// (fail-open), harmless here: no request reaches the cluster.
 func nativeWarmupCluster(m ModuleSource) *clusterv3.Cluster {
+	cfg := dynamicModuleConfig(m, false)
+	// While the cluster retries, Envoy asks for no listener: it is not
+	// ready and opens no port. Once the retries are spent the cluster
+	// initialises without the module, the listeners come, and the
+	// handshake filter's config, refused for want of the module, leaves
+	// the filter without config: Envoy answers every request on the HTTP
+	// listener 500 and forwards none. So the retries span minutes, enough
+	// for a module server that restarts, not so long that an Envoy stays
+	// silent when the module is gone for good.
+	cfg.Module.GetRemote().RetryPolicy = &corev3.RetryPolicy{
+		NumRetries:   wrapperspb.UInt32(nativeWarmupRetries),
+		RetryBackOff: &corev3.BackoffStrategy{BaseInterval: durationpb.New(time.Second), MaxInterval: durationpb.New(15 * time.Second)},
+	}
 	f := &dmfilterv3.DynamicModuleFilter{
-		DynamicModuleConfig: dynamicModuleConfig(m, false),
+		DynamicModuleConfig: cfg,
 		FilterName:          warmupPlugin,
 	}
 	return upstreamFilterCluster(NativeWarmupCluster, &hcmv3.HttpFilter{

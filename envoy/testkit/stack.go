@@ -104,6 +104,9 @@ type ControlPlaneOptions struct {
 	AdminToken string
 	// WasmPath defaults to WasmModule.
 	WasmPath string
+	// NativePath, when set, serves the dynamic module to the nodes that
+	// ask for it.
+	NativePath string
 	// Fleet, when set, serves xDS and modules as to remote Envoys.
 	Fleet *Fleet
 	// Metrics serves /metrics on a free port (App.MetricsAddr).
@@ -125,7 +128,7 @@ func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := app.Config{
-		PolicyFile: opts.PolicyFile, XDSAddr: opts.XDSAddr, WasmPath: opts.WasmPath,
+		PolicyFile: opts.PolicyFile, XDSAddr: opts.XDSAddr, WasmPath: opts.WasmPath, NativePath: opts.NativePath,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if cfg.XDSAddr == "" {

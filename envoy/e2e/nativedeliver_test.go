@@ -1,0 +1,335 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/directpipe/directpipe/envoy/testkit"
+)
+
+// uniqueNativeModule is the dynamic module with random bytes after its
+// end, which the loader never reads: a module with a sha256 no Envoy on
+// this machine has seen, so Envoy must fetch it (Envoy keeps fetched
+// dynamic modules in a file named by their sha256 under /tmp, shared by
+// every Envoy on the host).
+func uniqueNativeModule(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(nativeModule(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeNativeModule(t, append(data, []byte(rand.Text())...))
+}
+
+// writeNativeModule writes a module for one test, and removes Envoy's
+// copy of it when the test ends.
+func writeNativeModule(t *testing.T, data []byte) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "libdirectpipe_native_test.so")
+	if err := os.WriteFile(out, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	t.Cleanup(func() { os.Remove(envoyModuleCache(hex.EncodeToString(sum[:]))) })
+	return out
+}
+
+// envoyModuleCache is where Envoy 1.40 keeps a fetched dynamic module.
+func envoyModuleCache(sha string) string {
+	return filepath.Join(os.TempDir(), "envoy_dynamic_module_"+sha+".so")
+}
+
+// handshakeConfigFailures is how many times Envoy refused the HTTP
+// handshake filter's config.
+func handshakeConfigFailures(ctx context.Context, e *testkit.Envoy) (int64, error) {
+	stats, err := e.Stats(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for k, v := range stats {
+		if strings.HasPrefix(k, "extension_config_discovery.") && strings.HasSuffix(k, "directpipe.handshake.config_fail") {
+			n += v
+		}
+	}
+	return n, nil
+}
+
+// waitHandshakeConfigFailures waits until Envoy refused the handshake
+// filter's config at least n times.
+func waitHandshakeConfigFailures(t *testing.T, e *testkit.Envoy, n int64, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	waitFor(t, timeout, func() (bool, string) {
+		got, err := handshakeConfigFailures(ctx, e)
+		return err == nil && got >= n, fmt.Sprintf("Envoy refused the handshake filter's config %d times, want %d (%v); log:\n%s", got, n, err, e.Log())
+	})
+}
+
+// unloadableNativeModule is a shared object, of a sha256 of its own,
+// that Envoy fetches and checks but cannot load: its ELF header names
+// another machine (arm64), so dlopen refuses it and nothing of it stays
+// in the process.
+func unloadableNativeModule(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(uniqueNativeModule(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// e_machine, little-endian, at offset 18 of a 64-bit ELF header.
+	if binary.LittleEndian.Uint16(data[18:]) != uint16(elf.EM_X86_64) {
+		t.Fatalf("the module is not an x86-64 library")
+	}
+	binary.LittleEndian.PutUint16(data[18:], uint16(elf.EM_AARCH64))
+	return writeNativeModule(t, data)
+}
+
+// moduleProxy stands between Envoy and the module server, passing Wasm
+// modules through and answering for dynamic modules as told: pass, refuse
+// (503) or tamper (the right length, one byte changed).
+type moduleProxy struct {
+	real string
+	mode atomic.Value // "pass", "refuse", "tamper"
+	// fetches counts the requests for dynamic modules.
+	fetches atomic.Int64
+	// passed is when the proxy last finished sending a whole dynamic
+	// module.
+	mu     sync.Mutex
+	passed time.Time
+}
+
+func startModuleProxy(t *testing.T, mode string) (*moduleProxy, func(string) string) {
+	t.Helper()
+	p := &moduleProxy{}
+	p.mode.Store(mode)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: p}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return p, func(real string) string { p.real = real; return ln.Addr().String() }
+}
+
+func (p *moduleProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	native := strings.HasSuffix(r.URL.Path, ".so")
+	mode := p.mode.Load().(string)
+	if native {
+		defer p.fetches.Add(1)
+	}
+	if native && mode == "refuse" {
+		http.Error(w, "module server down", http.StatusServiceUnavailable)
+		return
+	}
+	resp, err := http.Get("http://" + p.real + r.URL.Path)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if native && mode == "tamper" && len(body) > 0 {
+		body[len(body)/2] ^= 0xff
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.Write(body)
+	if native && mode == "pass" && resp.StatusCode == http.StatusOK {
+		p.mu.Lock()
+		p.passed = time.Now()
+		p.mu.Unlock()
+	}
+}
+
+func (p *moduleProxy) passedAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.passed
+}
+
+// TestNativeModuleFailsClosed: Envoy documents a remote dynamic module
+// that fails to arrive, in warming mode, as fail-open: the filter is left
+// out and requests pass. Ours fails closed, and the back end receives
+// nothing, whatever goes wrong:
+//   - a module that does not arrive, or arrives altered (its sha256 fails),
+//     holds the warm-up cluster, so Envoy asks for no listener: it is not
+//     ready and no port is open;
+//   - a module that arrives but does not load lets the warm-up cluster
+//     through; the handshake filter's config, which names it, is refused
+//     on every offer, and a filter without config answers every request
+//     500 itself.
+func TestNativeModuleFailsClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		proxy  string // "" for none
+		module func(*testing.T) string
+		// loads: Envoy gets the module's bytes intact, and its listeners.
+		loads bool
+	}{
+		{"module server down", "refuse", uniqueNativeModule, false},
+		{"wrong sha256", "tamper", uniqueNativeModule, false},
+		{"does not load", "", unloadableNativeModule, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := memberOptions{remote: true, native: tc.module(t), noTCP: true}
+			sha := fileSHA256(t, o.native)
+			var proxy *moduleProxy
+			if tc.proxy != "" {
+				proxy, o.modules = startModuleProxy(t, tc.proxy)
+			}
+			m := launchMember(t, "edge-native-"+strings.ReplaceAll(tc.name, " ", "-"), o)
+			if tc.loads {
+				// Refused twice: the first offer, and a re-offer once
+				// Envoy's background fetch had its chance.
+				waitHandshakeConfigFailures(t, m.envoy, 2, time.Minute)
+			} else {
+				// Two fetches failed: Envoy is retrying in the warm-up.
+				waitFor(t, time.Minute, func() (bool, string) {
+					return proxy.fetches.Load() >= 2, fmt.Sprintf("%d fetches of the module", proxy.fetches.Load())
+				})
+			}
+			probe := newStartProbe()
+			probe.run(t, m.envoy, m.targets, probe.since()+2*time.Second)
+			t.Logf("ready at %v; answers %v; refused connections %d", probe.ready, probe.answered, probe.refused)
+			if got := m.handshakes(); len(got) != 0 {
+				t.Errorf("the back end received %d upgrades without the handshake filter: %+v", len(got), got)
+			}
+			if !tc.loads {
+				if probe.ready != 0 || len(probe.answered) != 0 || len(probe.failures) != 0 || probe.refused == 0 {
+					t.Errorf("Envoy was ready (at %v) or answered (%v %v) without its handshake filter", probe.ready, probe.answered, probe.failures)
+				}
+				if n := stat(t, m.envoy, "listener_manager.total_listeners_active"); n != 0 {
+					t.Errorf("%d listeners active without the handshake filter", n)
+				}
+				return
+			}
+			// Every answer is Envoy's own 500 for a filter without config.
+			answers := probe.answered["REST"] + probe.answered["upgrade"]
+			if answers == 0 {
+				t.Fatal("the listener never answered")
+			}
+			for _, f := range probe.failures {
+				if !strings.Contains(f, ": 500") {
+					t.Errorf("a client saw something other than a 500: %s", f)
+				}
+			}
+			if n := len(probe.failures); n != answers {
+				t.Errorf("%d of %d answers were not refusals", answers-n, answers)
+			}
+			var nack string
+			for _, n := range m.cp.XDS().Status().Nodes() {
+				for _, ts := range n.Types {
+					if ts.LastNack != nil {
+						nack += ts.LastNack.Error + "\n"
+					}
+				}
+			}
+			if !strings.Contains(nack, sha) {
+				t.Errorf("the control plane recorded no NACK naming module %s: %s", sha, nack)
+			}
+			t.Logf("NACK: %s", strings.TrimSpace(nack))
+		})
+	}
+}
+
+// TestNativeModuleArrival starts an Envoy whose dynamic module the module
+// server refuses at first: Envoy retries in the warm-up cluster, asks for
+// no listener and opens no port; once the module can be fetched, the
+// listeners come and open with the filter loaded. It reports the time
+// from the module's arrival (the last byte sent to Envoy) to the first
+// stream accepted.
+func TestNativeModuleArrival(t *testing.T) {
+	// Envoy logs its check of the module's ABI at info.
+	t.Setenv("DIRECTPIPE_ENVOY_LOG", "info")
+	proxy, modules := startModuleProxy(t, "refuse")
+	m := launchMember(t, "edge-native-arrival", memberOptions{remote: true, native: uniqueNativeModule(t), modules: modules, noTCP: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waitFor(t, time.Minute, func() (bool, string) {
+		return proxy.fetches.Load() >= 1, "Envoy never asked for the module"
+	})
+	proxy.mode.Store("pass")
+	upgrade := m.targets[1]
+	var accepted time.Time
+	for accepted.IsZero() {
+		if ctx.Err() != nil {
+			t.Fatalf("no stream accepted after the module became available; log:\n%s", m.envoy.Log())
+		}
+		status, err := upgradeStatus(ctx, upgrade)
+		switch {
+		case err == nil && status == upgrade.want:
+			accepted = time.Now()
+		case err == nil:
+			t.Fatalf("the upgrade answered %d", status)
+		case !errors.Is(err, syscall.ECONNREFUSED):
+			t.Fatalf("the upgrade failed: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	arrived := proxy.passedAt()
+	if arrived.IsZero() {
+		t.Fatal("the module passed the proxy but the proxy did not record it")
+	}
+	t.Logf("module arrival to first accepted stream: %v", accepted.Sub(arrived).Round(time.Millisecond))
+	dump, err := m.envoy.ConfigDump(ctx, "ecds_filters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(dump, []byte("DynamicModuleFilter")) {
+		t.Errorf("the handshake filter is not the dynamic module:\n%s", dump)
+	}
+	// Envoy writes its log to the file in batches.
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		return strings.Contains(m.envoy.Log(), abiMatched), "Envoy never logged the module's ABI check"
+	})
+}
+
+// upgradeStatus sends tg once on a new connection.
+func upgradeStatus(ctx context.Context, tg target) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, tg.url, nil)
+	if err != nil {
+		return 0, err
+	}
+	for k, v := range tg.header {
+		req.Header[k] = v
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", tg.name, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func fileSHA256(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
