@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/directpipe/directpipe/filter/elfbin"
 )
 
 // MaxModuleSize bounds a module file: the handshake modules are about
@@ -326,27 +328,17 @@ func checkKind(data []byte) error {
 	if !isSharedObject(data) {
 		return errors.New("neither a Wasm module nor an ELF shared object")
 	}
-	f, err := elf.NewFile(bytes.NewReader(data))
+	exports, err := elfbin.Exports(data)
 	if err != nil {
-		return fmt.Errorf("not a readable ELF file: %w", err)
-	}
-	defer f.Close()
-	if f.Type != elf.ET_DYN {
-		return fmt.Errorf("an ELF %v, not a shared object", f.Type)
+		return err
 	}
 	// Envoy calls this first. A library without it fails its first load
 	// but stays resident if it cannot be unloaded (a Go library cannot),
 	// and Envoy's next load finds it resident and skips the check.
-	syms, err := f.DynamicSymbols()
-	if err != nil {
-		return fmt.Errorf("no dynamic symbols: %w", err)
+	if !slices.Contains(exports, DynamicModuleEntry) {
+		return fmt.Errorf("a shared object that is not an Envoy dynamic module: it does not export %s", DynamicModuleEntry)
 	}
-	for _, sym := range syms {
-		if sym.Name == DynamicModuleEntry && elf.ST_TYPE(sym.Info) == elf.STT_FUNC && sym.Section != elf.SHN_UNDEF {
-			return nil
-		}
-	}
-	return fmt.Errorf("a shared object that is not an Envoy dynamic module: it does not export %s", DynamicModuleEntry)
+	return nil
 }
 
 // DynamicModuleEntry is the function Envoy calls when it loads a dynamic

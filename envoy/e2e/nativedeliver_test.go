@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/directpipe/directpipe/controlplane/audit"
 	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
@@ -332,4 +333,35 @@ func fileSHA256(t *testing.T, file string) string {
 	}
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
+}
+
+// TestAuditReadsDynamicModule audits a live Envoy whose route runs the Go
+// dynamic module from a file: the audit reads the library's dynamic
+// symbols and reports that Envoy calls its body hooks for every chunk of
+// an upgraded stream (TestNativeModuleCallsPerFrame counts the calls).
+func TestAuditReadsDynamicModule(t *testing.T) {
+	n := startNativeEnvoy(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n.waitListeners(ctx, t, 1, 1)
+	in, err := audit.Fetch(ctx, &http.Client{}, n.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.ReadFile = audit.ReadFile
+	rep, err := audit.Run(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, f := range rep.Findings {
+		if strings.HasPrefix(f.Check, "dynamic-module") {
+			found = append(found, f.Check+": "+f.Found)
+		}
+	}
+	want := "dynamic-module-sees-every-chunk: the dynamic module HTTP filter directpipe.native (" + n.module +
+		") exports envoy_dynamic_module_on_http_filter_request_body, envoy_dynamic_module_on_http_filter_response_body"
+	if len(found) != 1 || found[0] != want {
+		t.Errorf("dynamic-module findings:\n%s\nwant:\n%s", strings.Join(found, "\n"), want)
+	}
 }
