@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -364,4 +365,60 @@ func TestAuditReadsDynamicModule(t *testing.T) {
 	if len(found) != 1 || found[0] != want {
 		t.Errorf("dynamic-module findings:\n%s\nwant:\n%s", strings.Join(found, "\n"), want)
 	}
+}
+
+// TestNativeModuleSignals: the Go runtime, loaded into Envoy, adds its own
+// handlers for SIGPIPE and SIGURG (goroutine preemption) and leaves
+// Envoy's in place; Envoy still reopens its logs on SIGUSR1 and shrugs
+// off SIGHUP, serving through the module after both.
+func TestNativeModuleSignals(t *testing.T) {
+	n := startNativeEnvoy(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n.waitListeners(ctx, t, 1, 1)
+	if resp, body := n.get(ctx, t, "/before"); resp.StatusCode != http.StatusOK || body != "gen1" {
+		t.Fatalf("GET /before: %d %q", resp.StatusCode, body)
+	}
+	caught := caughtSignals(t, n.PID())
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGSEGV, syscall.SIGPIPE, syscall.SIGURG} {
+		if !caught[sig] {
+			t.Errorf("no handler for %v in Envoy with the Go module", sig)
+		}
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGHUP} {
+		if err := syscall.Kill(n.PID(), sig); err != nil {
+			t.Fatal(err)
+		}
+		if resp, body := n.get(ctx, t, "/after-"+sig.String()); resp.StatusCode != http.StatusOK || body != "gen1" {
+			t.Fatalf("after %v: %d %q", sig, resp.StatusCode, body)
+		}
+	}
+}
+
+// caughtSignals reads the signals a process has handlers for (SigCgt).
+func caughtSignals(t *testing.T, pid int) map[syscall.Signal]bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		field, ok := strings.CutPrefix(line, "SigCgt:")
+		if !ok {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(field), 16, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[syscall.Signal]bool{}
+		for i := range 64 {
+			if mask&(1<<i) != 0 {
+				out[syscall.Signal(i+1)] = true
+			}
+		}
+		return out
+	}
+	t.Fatal("no SigCgt line")
+	return nil
 }
