@@ -243,6 +243,7 @@ func TestReadyMeansReady(t *testing.T) {
 		// The HTTP listener runs the dynamic module, the tcp mode one the
 		// Wasm module: both fetched by sha256.
 		{"remote native module sotw", true, false, true},
+		{"remote native module delta", true, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			probe := newStartProbe()
