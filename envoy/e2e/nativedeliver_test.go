@@ -422,3 +422,68 @@ func caughtSignals(t *testing.T, pid int) map[syscall.Signal]bool {
 	t.Fatal("no SigCgt line")
 	return nil
 }
+
+// TestNativeModuleRollout installs a new dynamic module while handshakes
+// arrive every 100 ms: the filter config that names it is refused while
+// Envoy fetches it (the previous one keeps serving), then taken; no
+// handshake fails on the way, and Envoy ends on the new module.
+func TestNativeModuleRollout(t *testing.T) {
+	native := uniqueNativeModule(t)
+	m := launchMember(t, "edge-native-rollout", memberOptions{remote: true, native: native, noTCP: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := m.envoy.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, m.stack, time.Minute)
+
+	next := fileSHA256(t, writeNext(t, native))
+	probe := newStartProbe()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			for _, tg := range m.targets {
+				probe.send(tg)
+			}
+		}
+	}()
+	m.cp.Refresh(ctx)
+	// The control plane's Resources are the Wasm nodes'; Envoy says what
+	// it runs.
+	waitFor(t, time.Minute, func() (bool, string) {
+		dump, err := m.envoy.ConfigDump(ctx, "ecds_filters")
+		return err == nil && strings.Contains(string(dump), next) && synced(m.stack), "Envoy does not run the new module yet"
+	})
+	close(stop)
+	<-done
+	t.Logf("handshakes during the rollout: %v", probe.answered)
+	for _, f := range probe.failures {
+		t.Errorf("a client during the rollout saw: %s", f)
+	}
+	if len(probe.answered) == 0 {
+		t.Error("no handshake was answered during the rollout")
+	}
+}
+
+// writeNext replaces the module file the control plane reads with another
+// build (other trailing bytes), and returns its path.
+func writeNext(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, []byte(rand.Text())...)
+	sum := sha256.Sum256(data)
+	t.Cleanup(func() { os.Remove(envoyModuleCache(hex.EncodeToString(sum[:]))) })
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
