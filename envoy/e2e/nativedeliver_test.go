@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -486,4 +487,116 @@ func writeNext(t *testing.T, file string) string {
 		t.Fatal(err)
 	}
 	return file
+}
+
+// hotRestartBootstrap serves a direct response behind the Go module on
+// one static listener.
+const hotRestartBootstrap = `admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %[1]d}}
+static_resources:
+  listeners:
+  - name: native
+    address: {socket_address: {address: 127.0.0.1, port_value: %[2]d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: native
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: "epoch%[4]d"}}
+          http_filters:
+          - name: directpipe.native
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config:
+                do_not_close: true
+                module: {local: {filename: %[3]q}}
+              filter_name: handshake
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+`
+
+// TestNativeModuleHotRestart restarts an Envoy running the Go module the
+// way Envoy's hot restart does (--restart-epoch 1, same base id): the new
+// process loads the library itself and serves through it on the same
+// port, and the old one exits cleanly after its parent shutdown time.
+func TestNativeModuleHotRestart(t *testing.T) {
+	bin, err := testkit.EnvoyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	module := nativeModule(t)
+	dir := t.TempDir()
+	port := testkit.FreePort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := func(epoch int, baseID string) (*exec.Cmd, *bytes.Buffer) {
+		cfg := filepath.Join(dir, fmt.Sprintf("epoch%d.yaml", epoch))
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(hotRestartBootstrap, testkit.FreePort(t), port, module, epoch)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"-c", cfg, "--concurrency", "2", "-l", "info", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
+			"--restart-epoch", strconv.Itoa(epoch)}
+		if epoch == 0 {
+			args = append(args, "--use-dynamic-base-id", "--base-id-path", filepath.Join(dir, "base-id"))
+		} else {
+			args = append(args, "--base-id", baseID)
+		}
+		cmd := exec.Command(bin, args...)
+		var log bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &log, &log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd, &log
+	}
+	// serves waits until the listener answers with want.
+	serves := func(want string) {
+		t.Helper()
+		waitFor(t, 30*time.Second, func() (bool, string) {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+			if err != nil {
+				return false, err.Error()
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode == http.StatusOK && string(b) == want, fmt.Sprintf("%d %q, want %q", resp.StatusCode, b, want)
+		})
+	}
+	old, _ := start(0, "")
+	serves("epoch0")
+	id, err := os.ReadFile(filepath.Join(dir, "base-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- old.Wait() }()
+	next, log := start(1, strings.TrimSpace(string(id)))
+	serves("epoch1")
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("epoch 0 exited: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("epoch 0 did not exit after its parent shutdown time")
+	}
+	serves("epoch1")
+	if err := next.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Wait(); err != nil {
+		t.Errorf("epoch 1 exited on SIGTERM: %v", err)
+	}
+	if got := strings.Count(log.String(), abiMatched); got != 1 {
+		t.Errorf("epoch 1 checked the module's ABI %d times, want once; log:\n%s", got, log.String())
+	}
 }
