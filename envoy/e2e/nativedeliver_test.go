@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -526,7 +527,8 @@ static_resources:
 // TestNativeModuleHotRestart restarts an Envoy running the Go module the
 // way Envoy's hot restart does (--restart-epoch 1, same base id): the new
 // process loads the library itself and serves through it on the same
-// port, and the old one exits cleanly after its parent shutdown time.
+// port, on each of its 4 workers, and the old one exits cleanly after its
+// parent shutdown time.
 func TestNativeModuleHotRestart(t *testing.T) {
 	bin, err := testkit.EnvoyBinary()
 	if err != nil {
@@ -537,12 +539,17 @@ func TestNativeModuleHotRestart(t *testing.T) {
 	port := testkit.FreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	admin := testkit.FreePort(t)
 	start := func(epoch int, baseID string) (*exec.Cmd, *bytes.Buffer) {
 		cfg := filepath.Join(dir, fmt.Sprintf("epoch%d.yaml", epoch))
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(hotRestartBootstrap, testkit.FreePort(t), port, module, epoch)), 0o644); err != nil {
+		adminPort := testkit.FreePort(t)
+		if epoch == 1 {
+			adminPort = admin
+		}
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(hotRestartBootstrap, adminPort, port, module, epoch)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		args := []string{"-c", cfg, "--concurrency", "2", "-l", "info", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
+		args := []string{"-c", cfg, "--concurrency", "4", "-l", "info", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
 			"--restart-epoch", strconv.Itoa(epoch)}
 		if epoch == 0 {
 			args = append(args, "--use-dynamic-base-id", "--base-id-path", filepath.Join(dir, "base-id"))
@@ -558,11 +565,13 @@ func TestNativeModuleHotRestart(t *testing.T) {
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		return cmd, &log
 	}
-	// serves waits until the listener answers with want.
+	// serves waits until the listener answers with want, on a new
+	// connection each time.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	serves := func(want string) {
 		t.Helper()
 		waitFor(t, 30*time.Second, func() (bool, string) {
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+			resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 			if err != nil {
 				return false, err.Error()
 			}
@@ -590,6 +599,21 @@ func TestNativeModuleHotRestart(t *testing.T) {
 		t.Fatal("epoch 0 did not exit after its parent shutdown time")
 	}
 	serves("epoch1")
+	// New connections spread over the workers; each runs the module.
+	for range 40 {
+		serves("epoch1")
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/stats?filter=worker_[0-9]+.downstream_cx_total", admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for w := range 4 {
+		if !regexp.MustCompile(fmt.Sprintf(`worker_%d\.downstream_cx_total: [1-9]`, w)).Match(stats) {
+			t.Errorf("worker %d took no connection:\n%s", w, stats)
+		}
+	}
 	if err := next.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
