@@ -29,14 +29,16 @@ import (
 )
 
 type flags struct {
-	policyFile, xdsAddr, metricsAddr, wasmPath, nativePath, tcpWasmPath, logLevel string
-	adminAddr, stateDir, tokenFile, envoyAdmin, jwksDir                           string
-	tlsCert, tlsKey, clientCA                                                     string
-	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity                       string
-	store, etcdCA, etcdCert, etcdKey, etcdPrefix, replica                         string
-	kubeconfig, kubeNamespace, kubeListen                                         string
-	history                                                                       int
-	leaseTTL                                                                      time.Duration
+	policyFile, xdsAddr, metricsAddr, wasmPath, tcpWasmPath, logLevel string
+	adminAddr, stateDir, tokenFile, envoyAdmin, jwksDir               string
+	tlsCert, tlsKey, clientCA                                         string
+	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity           string
+	store, etcdCA, etcdCert, etcdKey, etcdPrefix, replica             string
+	kubeconfig, kubeNamespace, kubeListen                             string
+	history                                                           int
+	leaseTTL                                                          time.Duration
+	// nativePath is the handshake filter as an Envoy dynamic module.
+	nativePath string
 }
 
 func main() {
