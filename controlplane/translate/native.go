@@ -168,6 +168,9 @@ func nativeWarmupCluster(m ModuleSource) *clusterv3.Cluster {
 	f := &dmfilterv3.DynamicModuleFilter{
 		DynamicModuleConfig: cfg,
 		FilterName:          warmupPlugin,
+		// A configuration the module accepts, so that the warm-up loads
+		// it all the way, as the handshake filter will.
+		FilterConfig: mustAny(wrapperspb.String(`{"policies":{}}`)),
 	}
 	return upstreamFilterCluster(NativeWarmupCluster, &hcmv3.HttpFilter{
 		Name: warmupPlugin, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f)},

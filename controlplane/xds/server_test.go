@@ -369,10 +369,11 @@ func TestSetVariantsServesEachBuildItsOwn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range snap.GetResources(resource.ExtensionConfigType) {
-			return r.(*corev3.TypedExtensionConfig).GetTypedConfig().GetTypeUrl()
+		r, ok := snap.GetResources(resource.ExtensionConfigType)[translate.HandshakeFilterName]
+		if !ok {
+			t.Fatalf("%s: no %s", group, translate.HandshakeFilterName)
 		}
-		return ""
+		return r.(*corev3.TypedExtensionConfig).GetTypedConfig().GetTypeUrl()
 	}
 	wasmOnly, err := srv.SetVariants(ctx, example(t), nil)
 	if err != nil {
