@@ -60,6 +60,10 @@ type Config struct {
 	// control plane reads it and serves it to Envoys; without, it is the
 	// path as Envoy sees it.
 	WasmPath string
+	// NativePath is the handshake filter as an Envoy dynamic module (a
+	// shared library), read and served as WasmPath is, for the nodes that
+	// ask for it in their metadata; empty: every node runs the Wasm module.
+	NativePath string
 	// ModulesAddr is where the module server listens (HTTPS with XDSTLS);
 	// empty: Envoys read the module file themselves.
 	ModulesAddr string
@@ -91,11 +95,6 @@ type Config struct {
 	// JWKSDir is the directory jwks_file must be in: the policy file's
 	// when empty (with a PolicyFile), else jwks_file is refused.
 	JWKSDir string
-	// Rewrite, when set, changes every set of resources before it is
-	// validated and served. The test kit uses it to run its suites
-	// against a build of the handshake filter the translation does not
-	// emit; it must not change its argument.
-	Rewrite func(xdstype.Resources) (xdstype.Resources, error)
 	Log     *slog.Logger
 }
 
@@ -121,11 +120,14 @@ type App struct {
 	metLis       net.Listener
 	adminLis     net.Listener
 
-	mu       sync.Mutex // serialises applies
-	served   translate.Served
-	revision string
-	checked  *checkedApply
-	jwks     *jwks.Resolver
+	mu     sync.Mutex // serialises applies
+	served translate.Served
+	// servedNative is what the nodes that run the dynamic module are
+	// served for the same policy; nil without Config.NativePath.
+	servedNative xdstype.Resources
+	revision     string
+	checked      *checkedApply
+	jwks         *jwks.Resolver
 
 	fleet fleet
 

@@ -1,45 +1,42 @@
 package e2e
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/directpipe/directpipe/controlplane/xds"
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
-// TestNativeCorruptLibraryKeepsLastGood serves the native filter by ECDS,
-// then a filter config naming a file that is not a shared library, with a
-// key rotation in the same push: Envoy must reject that config (a NACK the
-// control plane shows), and the last good module and configuration keep
-// deciding, as the back end sees: the old key still gets in with its
-// verified identity, the new one does not, a request without a token
-// never arrives. A later push with a good library applies.
+// TestNativeCorruptLibraryKeepsLastGood serves the native filter by sha256
+// from the module server, then a module that arrives intact but does not
+// load, and then a key rotation: Envoy must refuse every filter config
+// that names that module (a NACK the control plane shows), and the last
+// good module and configuration keep deciding, as the back end sees: the
+// old key still gets in with its verified identity, the new one does not,
+// a request without a token never arrives. A good module again applies
+// the rotation.
 func TestNativeCorruptLibraryKeepsLastGood(t *testing.T) {
-	dir := t.TempDir()
-	good := filepath.Join(dir, "good.so")
-	lib, err := os.ReadFile(testkit.NativeModule(t))
+	served := uniqueNativeModule(t)
+	good, err := os.ReadFile(served)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(good, lib, 0o644); err != nil {
+	corrupt, err := os.ReadFile(unloadableNativeModule(t))
+	if err != nil {
 		t.Fatal(err)
 	}
-	corrupt := filepath.Join(dir, "corrupt.so")
-	if err := os.WriteFile(corrupt, []byte("\x7fELF\x02\x01\x01 this is not a shared library"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var served atomic.Pointer[string]
-	served.Store(&good)
-	s := newStackWith(t, stackOptions{filter: testkit.FilterNative, nativeLibrary: func() string { return *served.Load() }})
+	corruptSHA := fmt.Sprintf("%x", sha256.Sum256(corrupt))
+	s := newStackWith(t, stackOptions{filter: testkit.FilterNative, native: served, fleet: true})
 	s.waitStatus("SYNCED", "")
 
 	oldToken := validToken(t)
@@ -61,17 +58,19 @@ func TestNativeCorruptLibraryKeepsLastGood(t *testing.T) {
 		t.Fatalf("before: status %d, reached the back end: %v", code, seen != nil)
 	}
 
-	// A corrupt library and a rotated key in one push.
-	served.Store(&corrupt)
+	// The module that does not load: the control plane reads it at its
+	// next periodic check and names it in the filter config.
+	writeAtomic(t, served, corrupt)
+	nack := waitNativeNack(t, s, corruptSHA, "")
+	t.Logf("NACK: %s", nack.Error)
+	if !strings.Contains(nack.Error, "Failed to load dynamic module") {
+		t.Errorf("the NACK does not say the module failed to load: %s", nack.Error)
+	}
+	// A rotation while the module is refused: refused with it.
 	rotated := []byte("the-rotated-signing-key-32-bytes!")
 	s.params.Keys = []jwk{{Kid: "rotated", K: b64url(rotated)}}
 	s.writePolicy()
-	nack := s.waitStatus("NACKED", "TypedExtensionConfig")
-	t.Logf("NACK: %v", nack["last_nack"])
-	last, _ := nack["last_nack"].(map[string]any)
-	if msg, _ := last["error"].(string); !strings.Contains(msg, "Failed to load dynamic module") {
-		t.Errorf("the NACK does not say the module failed to load: %v", nack["last_nack"])
-	}
+	waitNativeNack(t, s, corruptSHA, nack.Version)
 	newToken := mint(t, rotated, "rotated", jwt.MapClaims{"sub": "caller-2", "exp": time.Now().Add(time.Hour).Unix()})
 
 	code, seen := reached("old-key", oldToken)
@@ -87,16 +86,34 @@ func TestNativeCorruptLibraryKeepsLastGood(t *testing.T) {
 		}
 	}
 
-	// A good library again, with the rotation: it applies.
-	served.Store(&good)
-	s.params.Keys = []jwk{{Kid: "rotated", K: b64url(rotated)}, devKey()}
-	s.writePolicy()
-	s.waitStatus("SYNCED", "")
+	// The good module again: the rotation applies.
+	writeAtomic(t, served, good)
 	eventually(t, func() (bool, string) {
 		code, seen := reached("after-"+time.Now().Format("150405.000000"), newToken)
 		return code == http.StatusSwitchingProtocols && seen != nil, "new key after recovery: " + http.StatusText(code)
 	})
+	s.waitStatus("SYNCED", "")
 	s.checkFilterBuild(testkit.FilterNative)
+}
+
+// waitNativeNack waits until the stack's Envoy has refused a filter config
+// naming the module sha, in a version other than after, and returns that
+// refusal. The control plane reads a changed module file every few
+// seconds, so the wait is long.
+func waitNativeNack(t *testing.T, s *stack, sha, after string) xds.Nack {
+	t.Helper()
+	var got xds.Nack
+	waitFor(t, time.Minute, func() (bool, string) {
+		for _, n := range s.cp.XDS().Status().Nodes() {
+			ts := n.Types[resource.ExtensionConfigType]
+			if ts.LastNack != nil && ts.LastNack.Version != after && strings.Contains(ts.LastNack.Error, sha) {
+				got = *ts.LastNack
+				return true, ""
+			}
+		}
+		return false, "no NACK of a filter config naming module " + sha
+	})
+	return got
 }
 
 // TestNativeStreamQuota runs the per-identity quota on the direct path

@@ -143,9 +143,13 @@ type stackOptions struct {
 	// log receives the control plane's log.
 	log io.Writer
 	// filter is the build of the HTTP handshake filter (wasm when empty);
-	// nativeLibrary, when set, gives the native build's library path.
-	filter        testkit.FilterBuild
-	nativeLibrary func() string
+	// native, when set, is the dynamic module the control plane serves
+	// (testkit.NativeModule when empty).
+	filter testkit.FilterBuild
+	native string
+	// fleet serves the modules by sha256 from the control plane's module
+	// server, as to remote Envoys, rather than by file name.
+	fleet bool
 }
 
 // newStackWith is newStack with options.
@@ -165,11 +169,19 @@ func newStackWith(t testing.TB, so stackOptions, opts ...func(*policyParams)) *s
 	}
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	s.writePolicy()
-	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{
+	cpo := testkit.ControlPlaneOptions{
 		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log,
-		Filter: so.filter, NativeLibrary: so.nativeLibrary,
-	})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta})
+		Filter: so.filter, NativePath: so.native,
+	}
+	if so.fleet {
+		cpo.Fleet = &testkit.Fleet{}
+	}
+	s.cp = testkit.StartControlPlane(t, cpo)
+	eo := testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta, Filter: so.filter}
+	if so.fleet {
+		eo.ModulesAddrs = []string{s.cp.ModulesAddr()}
+	}
+	s.envoy = testkit.StartEnvoy(t, eo)
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
 	return s
 }

@@ -46,6 +46,7 @@ func main() {
 	flag.StringVar(&t.ServerName, "tls-server-name", bootstrap.DefaultServerName, "name the control plane's certificate must carry")
 	flag.BoolVar(&p.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
 	flag.IntVar(&p.MaxConnections, "max-connections", bootstrap.DefaultMaxConnections, "client connections Envoy accepts over all listeners together")
+	flag.StringVar(&p.Filter, "filter", bootstrap.FilterWasm, "handshake filter this Envoy runs: wasm (Proxy-Wasm module) or native (Envoy dynamic module; the control plane needs -native)")
 	flag.Parse()
 	if err := run(&p, xdsAddrs, modAddrs, modPort, t); err != nil {
 		fmt.Fprintln(os.Stderr, "envoy-bootstrap:", err)
