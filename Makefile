@@ -117,9 +117,11 @@ K8S_LDFLAGS  := -ldflags='-s -X k8s.io/component-base/version.gitVersion=$(K8S_V
 
 k8s-tools: $(addprefix $(K8S_BIN)/,$(K8S_CMDS) helm kwok kwokctl etcd)
 
-# What `make test` uses of them: envtest's API server (with etcd) and
-# kubectl. The rest are built on demand.
-k8s-test-tools: $(addprefix $(K8S_BIN)/,kube-apiserver kubectl etcd helm)
+# What `make test` uses of them: envtest's API server (with etcd), kubectl
+# and helm; the controller manager, the scheduler and kwok for the
+# manifests test (deploy/kwok_test.go: the Deployments and the Job reach
+# Available and Complete on a kwok node). kwokctl is built on demand.
+k8s-test-tools: $(addprefix $(K8S_BIN)/,kube-apiserver kubectl etcd helm kube-controller-manager kube-scheduler kwok)
 
 $(addprefix $(K8S_BIN)/,$(K8S_CMDS)): deploy/tools/go.mod
 	@echo ">> building $(notdir $@) $(K8S_VERSION) into .tools/k8s/ (the first build takes minutes)"
@@ -222,14 +224,15 @@ test: tools k8s-test-tools build
 	DIRECTPIPE_WASM=$(BIN)/handshake.wasm $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=100000x
 
-# The latency lab. By default the main table (every path's latency) and
-# the handshake times (two rounds of every path: minutes), written to
+# The latency lab. By default the main table (every path's latency), the
+# handshake times (two rounds of every path: minutes) and the fleet section
+# (1,000 simulated Envoys on replica processes and etcd), written to
 # bench/quick/;
 # BENCH_FULL=1 runs every section (about 16 minutes on 2 cores) and writes
 # bench/results.md, bench/results.json and PNG plots. Progress lines carry
 # the time elapsed.
 BENCH_FULL ?=
-bench: $(ENVOY_BIN) bench-tools build
+bench: $(ENVOY_BIN) $(ETCD_BIN) bench-tools build
 	$(GO) run ./bench/cmd/bench $(if $(BENCH_FULL),-full -out bench,-out bench/quick) $(BENCH_FLAGS)
 
 fuzz:

@@ -42,6 +42,8 @@ type Config struct {
 	RouteCounts []int
 	// Push sizes the change-to-ACK measurements.
 	Push PushConfig
+	// Fleet sizes the fleet section.
+	Fleet FleetConfig
 	// Rounds runs every path this many times, in a rotated order each
 	// round, so that no path always goes first into a cold Envoy.
 	Rounds int
@@ -66,6 +68,7 @@ func Default() Config {
 		Streams: 20, Frames: 500, Interval: 20 * time.Millisecond,
 		Handshakes: 200, RouteCounts: []int{100, 1000, 10000}, Rounds: 3,
 		Push:    PushConfig{Changes: 100, LargeRoutes: 10000, LargeRuns: 5, Nodes: 100, NodeRuns: 20},
+		Fleet:   FleetConfig{Nodes: 1000, Changes: 5},
 		Workers: runtime.NumCPU(), Placement: "split",
 		Capacity: CapacityConfig{Start: 50, Max: 1600, Frames: 200, Refine: 2},
 		Storm:    StormConfig{Clients: 200, Timeout: 20 * time.Second},
@@ -79,6 +82,7 @@ func Tiny() Config {
 		Streams: 2, Frames: 20, Interval: 5 * time.Millisecond,
 		Handshakes: 5, RouteCounts: []int{10, 100}, Rounds: 1,
 		Push:    PushConfig{Changes: 2, LargeRoutes: 100, LargeRuns: 1, Nodes: 3, NodeRuns: 1},
+		Fleet:   FleetConfig{Nodes: 6, Changes: 1},
 		Workers: runtime.NumCPU(), Placement: "split",
 		Capacity: CapacityConfig{Start: 2, Max: 4, Frames: 10},
 		Storm:    StormConfig{Clients: 3, Timeout: 10 * time.Second},
@@ -136,6 +140,7 @@ type Report struct {
 	Handshakes  []*Handshake  `json:"handshakes"`
 	Translation []Translation `json:"translation"`
 	Pushes      []*PushRow    `json:"pushes"`
+	Fleet       *Fleet        `json:"fleet,omitempty"`
 	Placement   Placement     `json:"placement"`
 	// Peers are the versions of the other proxies measured.
 	Peers    map[string]string `json:"peers"`
@@ -247,6 +252,11 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 	if sel.section("push") {
 		fmt.Fprintf(l.log, ">> control plane: change to ACK\n")
 		if rep.Pushes, err = l.stack.pushes(cfg.Push, l.log); err != nil {
+			return nil, err
+		}
+	}
+	if sel.section("fleet") {
+		if rep.Fleet, err = l.fleet(cfg.Fleet); err != nil {
 			return nil, err
 		}
 	}

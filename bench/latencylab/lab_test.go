@@ -46,6 +46,9 @@ func TestTinyRun(t *testing.T) {
 			t.Errorf("push %s: %d failures (%s), %d samples", p.Name, p.Failures, p.Note, p.Latency.Count)
 		}
 	}
+	if f := rep.Fleet; f == nil || f.Ack.Count != f.Nodes || f.Resync.Count != f.Moved || f.Moved == 0 {
+		t.Errorf("fleet section incomplete: %+v", f)
+	}
 	dir := t.TempDir()
 	if err := rep.WriteOutputs(dir); err != nil {
 		t.Fatal(err)
@@ -58,7 +61,7 @@ func TestTinyRun(t *testing.T) {
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
 	for _, want := range []string{"no-proxy", "direct", "tcp-auth", "full-chain", "rest-per-frame", "jwt_authn", "tcp module", "validate + translate", "Change to ACK",
-		"nginx", "haproxy", "best peer", "Capacity", "Where the proxy spends", "Reconnect storm", "Placement", "settings tried"} {
+		"nginx", "haproxy", "best peer", "Capacity", "Where the proxy spends", "Reconnect storm", "Placement", "settings tried", "## Fleet"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}

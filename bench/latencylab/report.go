@@ -44,6 +44,7 @@ func (r *Report) Markdown() string {
 	r.writeHandshakes(&b)
 	r.writeControlPlane(&b)
 	r.writePushes(&b)
+	r.writeFleet(&b)
 	return b.String()
 }
 

@@ -9,7 +9,7 @@ import (
 )
 
 // Sections are the parts of a run, in the order Run measures them.
-var Sections = []string{"paths", "capacity", "profile", "storm", "tunings", "handshakes", "control", "push"}
+var Sections = []string{"paths", "capacity", "profile", "storm", "tunings", "handshakes", "control", "push", "fleet"}
 
 // Selection narrows a run to some sections, paths and tunings, so that one
 // question (a profile of two paths, one setting against its baseline) can

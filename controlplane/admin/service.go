@@ -94,6 +94,9 @@ type Backend interface {
 	Drains() []*adminv1.Drain
 	// DrainEndpoint starts, or with cancel ends, an endpoint's drain.
 	DrainEndpoint(ctx context.Context, backend, endpoint string, deadline time.Duration, cancel bool) (*adminv1.Drain, error)
+	// Rebalance plans, and unless dryRun asks back ends to carry out, the
+	// streams each endpoint of a back end should end to even it out.
+	Rebalance(ctx context.Context, backend string, window time.Duration, dryRun bool) (*adminv1.RebalanceResponse, error)
 }
 
 // Service implements adminv1.AdminServiceServer.

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 )
@@ -40,4 +41,19 @@ func (s *Service) DrainEndpoint(ctx context.Context, req *adminv1.DrainEndpointR
 		return nil, applyError(err)
 	}
 	return &adminv1.DrainEndpointResponse{Drain: d}, nil
+}
+
+// Rebalance shows, and unless dry_run carries out, a back end's shed plan.
+func (s *Service) Rebalance(ctx context.Context, req *adminv1.RebalanceRequest) (*adminv1.RebalanceResponse, error) {
+	if req.GetBackend() == "" {
+		return nil, applyError(fmt.Errorf("%w: name a back end", ErrInvalidArgument))
+	}
+	if err := req.GetWindow().CheckValid(); req.GetWindow() != nil && err != nil {
+		return nil, applyError(fmt.Errorf("%w: window: %v", ErrInvalidArgument, err))
+	}
+	resp, err := s.backend.Rebalance(ctx, req.GetBackend(), req.GetWindow().AsDuration(), req.GetDryRun())
+	if err != nil {
+		return nil, applyError(err)
+	}
+	return resp, nil
 }

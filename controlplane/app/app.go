@@ -113,6 +113,8 @@ type App struct {
 	// count; drains are the endpoint drains this control plane serves.
 	streams *streams.Store
 	drains  drains
+	// weighing is what least_streams weights are computed from (balance.go).
+	weighing weighing
 	// fleetStreams holds the other replicas' counts (shared store).
 	fleetStreams fleetStreams
 	admin        *grpc.Server
@@ -391,6 +393,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	})
 	g.Go(func() error { a.runDrains(ctx); return nil })
+	g.Go(func() error { a.runWeights(ctx); return nil })
 	g.Go(func() error { a.runQuotaShares(ctx); return nil })
 	if a.shared {
 		g.Go(func() error { a.publishNodes(ctx); return nil })

@@ -287,7 +287,9 @@ func sameResources(a, b xdstype.Resources, typeURL string) bool {
 // options are the translation options of this control plane.
 func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
 	serving, next := a.modules(a.cfg.WasmPath)
-	return translate.Options{Module: serving, NextModule: next, ResolvedKeys: keys, Drains: a.drains.phases(), Envoys: int(a.envoys.Load())}
+	live, batches := a.weighing.current()
+	return translate.Options{Module: serving, NextModule: next, ResolvedKeys: keys, Drains: a.drains.phases(), Envoys: int(a.envoys.Load()),
+		Streams: live, Reconnecting: batches}
 }
 
 // nativeOptions are the translation options for the nodes that run the

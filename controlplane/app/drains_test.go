@@ -26,12 +26,20 @@ const voiceEndpoint = "127.0.0.1:8081"
 // back end's last endpoint in service cannot be drained.
 func twoVoiceEndpoints(t *testing.T) string {
 	t.Helper()
-	path := copyExample(t)
+	return editFile(t, copyExample(t), "endpoints: [127.0.0.1:8081]", "endpoints: [127.0.0.1:8081, 127.0.0.1:8083]")
+}
+
+// editFile replaces the first old in the file at path with new.
+func editFile(t *testing.T, path, old, new string) string {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = bytes.Replace(b, []byte("endpoints: [127.0.0.1:8081]"), []byte("endpoints: [127.0.0.1:8081, 127.0.0.1:8083]"), 1)
+	if !bytes.Contains(b, []byte(old)) {
+		t.Fatalf("%s has no %q", path, old)
+	}
+	b = bytes.Replace(b, []byte(old), []byte(new), 1)
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +63,14 @@ func report(live uint64) []*endpointv3.ClusterStats {
 // voiceStatus is the EDS health status served for the voice endpoint, ""
 // when EDS leaves it out.
 func voiceStatus(a *App) string {
+	if lb := voiceLbEndpoint(a); lb != nil {
+		return lb.GetHealthStatus().String()
+	}
+	return ""
+}
+
+// voiceLbEndpoint is what EDS serves for the voice endpoint on 8081.
+func voiceLbEndpoint(a *App) *endpointv3.LbEndpoint {
 	for _, r := range a.Resources()[resource.EndpointType] {
 		cla := r.(*endpointv3.ClusterLoadAssignment)
 		if cla.GetClusterName() != "voice" {
@@ -62,11 +78,11 @@ func voiceStatus(a *App) string {
 		}
 		for _, lb := range cla.GetEndpoints()[0].GetLbEndpoints() {
 			if lb.GetEndpoint().GetAddress().GetSocketAddress().GetPortValue() == 8081 {
-				return lb.GetHealthStatus().String()
+				return lb
 			}
 		}
 	}
-	return ""
+	return nil
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {

@@ -9,6 +9,7 @@ import (
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
 	"github.com/directpipe/directpipe/controlplane/streams"
+	"github.com/directpipe/directpipe/controlplane/translate"
 )
 
 // Streams returns the live streams the Envoys' load reports count, on the
@@ -42,6 +43,7 @@ type streamsCollector struct {
 	a                         *App
 	endpoint, node, reporting *prometheus.Desc
 	drains                    *prometheus.Desc
+	weight                    *prometheus.Desc
 }
 
 func newStreamsCollector(a *App) *streamsCollector {
@@ -57,6 +59,9 @@ func newStreamsCollector(a *App) *streamsCollector {
 			"Envoys whose recent load reports the stream counts add up.", nil, nil),
 		drains: prometheus.NewDesc("directpipe_drains",
 			"Endpoint drains held, by state (draining: in EDS as DRAINING; drained: out of EDS).", []string{"state"}, nil),
+		weight: prometheus.NewDesc("directpipe_streams_weight",
+			"The EDS weight served to each endpoint of a least_streams back end that takes new streams (1 to 1000): its share of the next streams.",
+			[]string{"backend", "endpoint"}, nil),
 	}
 }
 
@@ -65,14 +70,20 @@ func (c *streamsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.node
 	ch <- c.reporting
 	ch <- c.drains
+	ch <- c.weight
 }
 
 func (c *streamsCollector) Collect(ch chan<- prometheus.Metric) {
 	counts, reporting := c.a.fleetCounts()
 	p, _ := c.a.Policy()
+	live, batches := c.a.weighing.current()
+	drains := c.a.drains.phases()
 	for _, b := range p.GetBackends() {
 		for _, ep := range b.GetEndpoints() {
 			ch <- prometheus.MustNewConstMetric(c.endpoint, prometheus.GaugeValue, float64(streams.Live(counts, b.GetName(), ep)), b.GetName(), ep)
+		}
+		for ep, w := range translate.StreamWeights(b, live[b.GetName()], drains[b.GetName()], batches[b.GetName()]) {
+			ch <- prometheus.MustNewConstMetric(c.weight, prometheus.GaugeValue, float64(w), b.GetName(), ep)
 		}
 	}
 	byNode := map[string]uint64{}

@@ -168,11 +168,11 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 	case "audit":
 		return auditCmd(ctx, g, rest, out)
 	case "certs":
-		return certsCommand(rest, out)
+		return certsCommand(ctx, rest, out)
 	case "completion":
 		return completionCommand(out, rest)
 	}
-	if (name == "top" || name == "streams" || name == "drain") && slices.ContainsFunc(rest, isHelpFlag) {
+	if (name == "top" || name == "streams" || name == "drain" || name == "rebalance") && slices.ContainsFunc(rest, isHelpFlag) {
 		return helpCommand(out, []string{strings.Replace(name, "streams", "top", 1)})
 	}
 	switch name {
@@ -180,6 +180,8 @@ func dispatch(ctx context.Context, g *globals, args []string, out io.Writer) err
 		return streamsCmd(ctx, g, rest, out)
 	case "drain":
 		return drainCmd(ctx, g, rest, out)
+	case "rebalance":
+		return rebalanceCmd(ctx, g, rest, out)
 	}
 	if group := groupOf(name); group != nil {
 		if len(rest) == 0 || isHelpFlag(rest[0]) {

@@ -213,6 +213,14 @@ var commands = []*command{
 		examples: []string{"dpctl drain voice 10.0.0.7:8081 --deadline 5m --wait", "dpctl drain voice 10.0.0.7:8081 --cancel"},
 	},
 	{
+		name: "rebalance", synopsis: "BACKEND [--dry-run] [--window D]",
+		short: "even out a least_streams back end after scale-out: hot endpoints end their extra streams with Close 1001",
+		long: "Plans, from the fleet-wide counts, how many streams each endpoint above its share (the mean, or by max_streams) should end, " +
+			"then asks each back end at its drain_path to end that many over the window (default 10s, at most 10m); " +
+			"the callers reconnect to where the least_streams weights send them. --dry-run shows the plan only.",
+		examples: []string{"dpctl rebalance voice --dry-run", "dpctl rebalance voice --window 30s"},
+	},
+	{
 		name: "audit", synopsis: "--envoy-admin URL|unix:PATH | -f CONFIG_DUMP [--fail-on SEVERITY]", local: true,
 		short: "where any Envoy's config hurts WebSocket and raw streams",
 		long: "Reads an Envoy's config (live, from its admin interface, or a saved /config_dump) and reports what " +
@@ -224,11 +232,14 @@ var commands = []*command{
 		},
 	},
 	{
-		name: "certs", synopsis: "-dir DIR [-hosts H,...] [-nodes ID,...] [-identity PATTERN] [-days N]", local: true,
+		name: "certs", synopsis: "(-dir DIR | -secrets-namespace NS) [-hosts H,...] [-nodes ID,...] [-identity PATTERN] [-days N]", local: true,
 		short: "write a CA, the control plane's certificate and one per Envoy",
 		long: "Writes a CA (kept if DIR has one), the control plane's certificate for hosts H and one client " +
-			"certificate per Envoy node id. Needs no control plane. Identity pattern default: " + certs.DefaultNodeIdentity + ".",
-		examples: []string{"dpctl certs -dir ./certs -hosts cp.internal,10.0.0.5 -nodes envoy-1,envoy-2"},
+			"certificate per Envoy node id. Needs no control plane. Identity pattern default: " + certs.DefaultNodeIdentity + ". " +
+			"With -secrets-namespace it creates two Kubernetes Secrets instead (-server-secret, -node-secret; one node id), " +
+			"and keeps them when they exist: it never overwrites a certificate in use.",
+		examples: []string{"dpctl certs -dir ./certs -hosts cp.internal,10.0.0.5 -nodes envoy-1,envoy-2",
+			"dpctl certs -secrets-namespace voice -hosts dp-control-plane.voice.svc -nodes envoy"},
 	},
 	{
 		name: "version", synopsis: "[--client]",
@@ -394,7 +405,7 @@ func commandFlags(c *command) *flag.FlagSet {
 	case "audit":
 		auditFlags(fs, &auditOpts{})
 	case "certs":
-		certsFlags(fs, &certs.Plan{}, new(string), new(string), new(int))
+		certsFlags(fs, &certs.Plan{}, new(string), new(string), new(int), &secretFlags{})
 	default:
 		c.flags(fs, &opts{wait: defaultApplyWait})
 	}

@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +24,9 @@ type Objects struct {
 	Policies []HandshakePolicy
 	// Secret returns a Secret's data by name (false: there is none).
 	Secret func(name string) (map[string][]byte, bool)
+	// Gateway holds the Gateway API objects; nil where the Gateway API
+	// is not installed.
+	Gateway *GatewayObjects
 }
 
 // MaxSecretKeys bounds the API keys one Secret may hold.
@@ -46,15 +51,24 @@ type Built struct {
 	Routes   []*VoiceRoute
 	Backends []*VoiceBackend
 	Policies []*HandshakePolicy
+	// Gateway is what became of the Gateway API objects (nil without
+	// them).
+	Gateway *GatewayResult
+	// gatewayRoutes and gatewayBackends name the HTTPRoute each policy
+	// route and back end after our own kinds' came from.
+	gatewayRoutes, gatewayBackends []string
 	// refused are problems found while building, by object (see Key).
 	refused map[string][]string
+	// notes are problems that refuse no policy (a handshake policy that
+	// lost a conflict), by object.
+	notes map[string][]string
 }
 
 // Build turns the objects into a policy served on listeners. Objects are
 // sorted by name so the same objects always build the same policy (and
 // so the same revision), whatever order the watch delivered them in.
 func Build(listeners []*policyv1.Listener, objs Objects, endpoints EndpointsFunc) *Built {
-	b := &Built{Policy: &policyv1.Policy{Listeners: listeners}, refused: map[string][]string{}}
+	b := &Built{Policy: &policyv1.Policy{Listeners: listeners}, refused: map[string][]string{}, notes: map[string][]string{}}
 	routes := sortedPtrs(objs.Routes, func(o *VoiceRoute) string { return o.Name })
 	backends := sortedPtrs(objs.Backends, func(o *VoiceBackend) string { return o.Name })
 	policies := sortedPtrs(objs.Policies, func(o *HandshakePolicy) string { return o.Name })
@@ -92,7 +106,42 @@ func Build(listeners []*policyv1.Listener, objs Objects, endpoints EndpointsFunc
 		}
 		b.Policy.AuthPolicies = append(b.Policy.AuthPolicies, ap)
 	}
+	if objs.Gateway != nil {
+		b.addGateway(listeners, objs, endpoints)
+	}
 	return b
+}
+
+// addGateway adds what the Gateway API objects make: their listeners
+// after the deployment's, their routes after our own kinds'.
+func (b *Built) addGateway(listeners []*policyv1.Listener, objs Objects, endpoints EndpointsFunc) {
+	taken := make([]string, 0, len(listeners))
+	for _, l := range listeners {
+		taken = append(taken, l.GetAddress())
+	}
+	g, notes := buildGateway(objs.Gateway, taken, b.Policies, endpoints)
+	b.Gateway = g.res
+	for k, v := range notes {
+		b.notes[k] = append(b.notes[k], v...)
+	}
+	if len(g.listeners) > 0 && len(listeners) == 1 {
+		// With more than one listener a route must name its own: our
+		// kinds' routes keep the deployment's.
+		for _, r := range b.Policy.Routes {
+			if r.Listener == "" && r.Tcp == nil {
+				r.Listener = listeners[0].GetName()
+			}
+		}
+	}
+	b.Policy.Listeners = append(slices.Clone(b.Policy.Listeners), g.listeners...)
+	for _, r := range g.routes {
+		b.Policy.Routes = append(b.Policy.Routes, r.route)
+		b.gatewayRoutes = append(b.gatewayRoutes, r.owner)
+	}
+	for _, name := range slices.Sorted(maps.Keys(g.backends)) {
+		b.Policy.Backends = append(b.Policy.Backends, g.backends[name])
+		b.gatewayBackends = append(b.gatewayBackends, g.backendOwner[name])
+	}
 }
 
 func sortedPtrs[T any](items []T, name func(*T) string) []*T {
@@ -140,6 +189,9 @@ func backend(b *VoiceBackend) *policyv1.Backend {
 		Endpoints:      s.Endpoints,
 		ConnectTimeout: duration(s.ConnectTimeout),
 		Lb:             s.LB,
+		MaxStreams:     s.MaxStreams,
+		SlowStart:      duration(s.SlowStart),
+		DrainPath:      s.DrainPath,
 	}
 	if s.MaxConnections > 0 {
 		out.CircuitBreakers = &policyv1.CircuitBreakers{MaxConnections: s.MaxConnections, MaxRequests: s.MaxConnections}
@@ -245,6 +297,9 @@ func (b *Built) Problems(err error) map[string][]string {
 	for k, msgs := range b.refused {
 		out[k] = append(out[k], msgs...)
 	}
+	for k, msgs := range b.notes {
+		out[k] = append(out[k], msgs...)
+	}
 	if err == nil {
 		return out
 	}
@@ -269,6 +324,10 @@ func (b *Built) Problems(err error) map[string][]string {
 			key = Key("VoiceBackend", b.Backends[i].Name)
 		case m[1] == "auth_policies" && i < len(b.Policies):
 			key = Key("HandshakePolicy", b.Policies[i].Name)
+		case m[1] == "routes" && i-len(b.Routes) < len(b.gatewayRoutes):
+			key = b.gatewayRoutes[i-len(b.Routes)]
+		case m[1] == "backends" && i-len(b.Backends) < len(b.gatewayBackends):
+			key = b.gatewayBackends[i-len(b.Backends)]
 		default:
 			continue
 		}

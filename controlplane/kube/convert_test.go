@@ -26,7 +26,10 @@ func testObjects() Objects {
 		},
 		Backends: []VoiceBackend{
 			{ObjectMeta: metav1.ObjectMeta{Name: "rest"}, Spec: VoiceBackendSpec{Endpoints: []string{"127.0.0.1:8082"}}},
-			{ObjectMeta: metav1.ObjectMeta{Name: "agents", Namespace: "voice"}, Spec: VoiceBackendSpec{Service: &ServiceRef{Name: "agents", Port: 80}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "agents", Namespace: "voice"}, Spec: VoiceBackendSpec{
+				Service: &ServiceRef{Name: "agents", Port: 80},
+				LB:      "least_streams", MaxStreams: 200, SlowStart: &metav1.Duration{Duration: 5 * time.Second}, DrainPath: "/drain",
+			}},
 		},
 		Policies: []HandshakePolicy{
 			{ObjectMeta: metav1.ObjectMeta{Name: "callers"}, Spec: HandshakePolicySpec{
@@ -54,6 +57,9 @@ func TestBuildIsValidAndDeterministic(t *testing.T) {
 	agents := b.Policy.GetBackends()[0]
 	if agents.GetName() != "agents" || len(agents.GetEndpoints()) != 2 || agents.GetDrainingEndpoints()[0] != "10.0.0.2:8080" || !agents.GetDiscovered() {
 		t.Errorf("service back end: %v", agents)
+	}
+	if agents.GetLb() != "least_streams" || agents.GetMaxStreams() != 200 || agents.GetSlowStart().AsDuration() != 5*time.Second || agents.GetDrainPath() != "/drain" {
+		t.Errorf("least_streams settings not carried: %v", agents)
 	}
 	// The watch delivers in any order; the revision must not move.
 	o := testObjects()

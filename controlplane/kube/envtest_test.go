@@ -23,6 +23,7 @@ import (
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
 // apiServer is the envtest API server (etcd and kube-apiserver as local
@@ -39,7 +40,12 @@ func runWithAPIServer(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run make k8s-tools and export KUBEBUILDER_ASSETS=$PWD/.tools/k8s")
 		return 1
 	}
-	env := &envtest.Environment{CRDDirectoryPaths: []string{crdDir}, ErrorIfCRDPathMissing: true}
+	gatewayCRDs, err := testkit.GatewayAPICRDs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: append([]string{crdDir}, gatewayCRDs...), ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
@@ -135,6 +141,8 @@ func TestSchemaRefusesBadObjects(t *testing.T) {
 		{"two token sources in one", &HandshakePolicy{Spec: HandshakePolicySpec{Sources: []TokenSource{{Bearer: true, Query: "t"}}, APIKeys: []APIKey{{SHA256: sha, Identity: "x"}}}}, "exactly one of bearer"},
 		{"key not hex", &HandshakePolicy{Spec: HandshakePolicySpec{APIKeys: []APIKey{{SHA256: "secret", Identity: "x"}}}}, "spec.apiKeys[0].sha256"},
 		{"keys and jwks url", &HandshakePolicy{Spec: HandshakePolicySpec{JWT: &JWT{JWKSURL: "https://idp/jwks", Keys: []JWK{{Kty: "oct", K: "a2V5"}}}}}, "keys or a jwksURL, exactly one"},
+		{"target of another kind", &HandshakePolicy{Spec: HandshakePolicySpec{APIKeys: []APIKey{{SHA256: sha, Identity: "x"}}, TargetRefs: []PolicyTargetRef{{Group: "gateway.networking.k8s.io", Kind: "Service", Name: "s"}}}}, "spec.targetRefs[0].kind"},
+		{"target named twice", &HandshakePolicy{Spec: HandshakePolicySpec{APIKeys: []APIKey{{SHA256: sha, Identity: "x"}}, TargetRefs: []PolicyTargetRef{{Group: "gateway.networking.k8s.io", Kind: "Gateway", Name: "g"}, {Group: "gateway.networking.k8s.io", Kind: "Gateway", Name: "g"}}}}, "a target is named once"},
 		{"plain-http jwks", &HandshakePolicy{Spec: HandshakePolicySpec{JWT: &JWT{JWKSURL: "http://idp/jwks"}}}, "spec.jwt.jwksURL"},
 	}
 	for i, c := range cases {

@@ -139,6 +139,9 @@ func (w *statusWriter) write(ctx context.Context, b *Built, served error) error 
 	for _, hp := range b.Policies {
 		update(hp, "HandshakePolicy", &hp.Status)
 	}
+	if err := w.writeGateway(ctx, b, served, problems); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("kube: status: %w", errs[0])
 	}

@@ -10,8 +10,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/policy"
@@ -38,6 +41,9 @@ type Config struct {
 	// Listeners are the Envoy listeners every route is served on: where
 	// Envoy listens is the deployment's business, not a resource's.
 	Listeners []*policyv1.Listener
+	// GatewayHost is the address Gateway API listeners bind (a listener
+	// on port p listens on GatewayHost:p); empty: 0.0.0.0.
+	GatewayHost string
 	// Identity names this replica in leases and events.
 	Identity string
 	// History is how many served revisions are kept.
@@ -59,6 +65,8 @@ type Store struct {
 	stop   context.CancelFunc
 
 	changed chan struct{} // a resource changed: build again
+	// gatewayAPI says the Gateway API's kinds are installed, so watched.
+	gatewayAPI bool
 
 	mu      sync.Mutex
 	history []store.Entry
@@ -68,7 +76,7 @@ type Store struct {
 // NewScheme holds the kinds the store reads.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
-	if err := errors.Join(clientgoscheme.AddToScheme(s), AddToScheme(s)); err != nil {
+	if err := errors.Join(clientgoscheme.AddToScheme(s), AddToScheme(s), gatewayv1.Install(s)); err != nil {
 		return nil, fmt.Errorf("kube: scheme: %w", err)
 	}
 	return s, nil
@@ -110,10 +118,23 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube: clientset: %w", err)
 	}
+	if cfg.GatewayHost == "" {
+		cfg.GatewayHost = "0.0.0.0"
+	}
+	gatewayAPI, err := installed(cl, gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"))
+	if err != nil {
+		return nil, err
+	}
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Store{cfg: cfg, cache: c, client: cl, kube: kc, stop: stop, changed: make(chan struct{}, 1), values: map[string][]byte{}}
+	s := &Store{cfg: cfg, cache: c, client: cl, kube: kc, stop: stop, changed: make(chan struct{}, 1), values: map[string][]byte{}, gatewayAPI: gatewayAPI}
 	s.status = newStatusWriter(s, scheme)
-	for _, obj := range []client.Object{&VoiceRoute{}, &VoiceBackend{}, &HandshakePolicy{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Secret{}} {
+	watched := []client.Object{&VoiceRoute{}, &VoiceBackend{}, &HandshakePolicy{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Secret{}}
+	if gatewayAPI {
+		watched = append(watched, &gatewayv1.GatewayClass{}, &gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{})
+	} else {
+		cfg.Log.Info("the Gateway API is not installed: serving directpipe's own kinds only (install its CRDs and restart to serve Gateways)")
+	}
+	for _, obj := range watched {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
 			stop()
@@ -134,6 +155,18 @@ func New(cfg Config) (*Store, error) {
 		}
 	}()
 	return s, nil
+}
+
+// installed says whether the API server serves a kind.
+func installed(cl client.Client, gvk schema.GroupVersionKind) (bool, error) {
+	_, err := cl.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	switch {
+	case err == nil:
+		return true, nil
+	case meta.IsNoMatchError(err):
+		return false, nil
+	}
+	return false, fmt.Errorf("kube: looking up %s: %w", gvk.Kind, err)
 }
 
 func (s *Store) poke() {
@@ -164,10 +197,43 @@ func (s *Store) build(ctx context.Context) (*Built, error) {
 		}
 		return sec.Data, true
 	}}
+	if s.gatewayAPI {
+		g, err := s.gatewayObjects(ctx)
+		if err != nil {
+			return nil, err
+		}
+		objs.Gateway = g
+	}
 	b := Build(s.cfg.Listeners, objs, func(ref ServiceRef) Endpoints {
 		return s.endpoints(ctx, ref)
 	})
 	return b, nil
+}
+
+// gatewayObjects lists the Gateway API objects: every GatewayClass (they
+// are cluster-wide), the namespace's Gateways and HTTPRoutes.
+func (s *Store) gatewayObjects(ctx context.Context) (*GatewayObjects, error) {
+	var classes gatewayv1.GatewayClassList
+	var gateways gatewayv1.GatewayList
+	var routes gatewayv1.HTTPRouteList
+	if err := s.cache.List(ctx, &classes); err != nil {
+		return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	for _, l := range []client.ObjectList{&gateways, &routes} {
+		if err := s.cache.List(ctx, l, client.InNamespace(s.cfg.Namespace)); err != nil {
+			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+	}
+	return &GatewayObjects{
+		Classes: classes.Items, Gateways: gateways.Items, Routes: routes.Items, Host: s.cfg.GatewayHost,
+		Service: func(name string) (*corev1.Service, bool) {
+			var svc corev1.Service
+			if err := s.cache.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: name}, &svc); err != nil {
+				return nil, false
+			}
+			return &svc, true
+		},
+	}, nil
 }
 
 // endpoints reads a Service port's endpoints from the watched slices.
@@ -233,7 +299,7 @@ func (s *Store) Watch(ctx context.Context, onChange func(*policyv1.Policy) error
 		switch {
 		case served != nil:
 		case len(b.Policy.GetRoutes()) == 0:
-			served = errors.New("no VoiceRoute in the namespace: nothing to serve")
+			served = errors.New("no VoiceRoute and no HTTPRoute on a Gateway in the namespace: nothing to serve")
 		default:
 			served = onChange(b.Policy)
 			if served == nil {

@@ -84,8 +84,15 @@ type VoiceBackendSpec struct {
 	Service   *ServiceRef `json:"service,omitempty"`
 	// ConnectTimeout bounds opening an upstream connection.
 	ConnectTimeout *metav1.Duration `json:"connectTimeout,omitempty"`
-	// LB is round_robin, least_request or ring_hash.
+	// LB is round_robin, least_request or least_streams.
 	LB string `json:"lb,omitempty"`
+	// MaxStreams is each endpoint's capacity in live streams, which
+	// least_streams weighs against the fleet-wide counts.
+	MaxStreams uint32 `json:"maxStreams,omitempty"`
+	// SlowStart ramps a new endpoint up under least_streams.
+	SlowStart *metav1.Duration `json:"slowStart,omitempty"`
+	// DrainPath is where the back end takes drain and rebalance requests.
+	DrainPath string `json:"drainPath,omitempty"`
 	// MaxConnections raises Envoy's circuit breakers: every live call holds
 	// one upstream connection and one request.
 	MaxConnections uint32 `json:"maxConnections,omitempty"`
@@ -123,6 +130,20 @@ type HandshakePolicySpec struct {
 	// ClaimHeaders maps a claim to the request header that carries it.
 	ClaimHeaders map[string]string `json:"claimHeaders,omitempty"`
 	Origins      *Origins          `json:"origins,omitempty"`
+	// TargetRefs attach the policy to Gateway API objects (policy
+	// attachment): a Gateway (every WebSocket rule of the HTTPRoutes on
+	// it) or an HTTPRoute (its WebSocket rules; it wins over the
+	// Gateway's).
+	TargetRefs []PolicyTargetRef `json:"targetRefs,omitempty"`
+}
+
+// PolicyTargetRef names a Gateway API object of the policy's namespace.
+type PolicyTargetRef struct {
+	// Group is gateway.networking.k8s.io.
+	Group string `json:"group"`
+	// Kind is Gateway or HTTPRoute.
+	Kind string `json:"kind"`
+	Name string `json:"name"`
 }
 
 // TokenSource is one place a token may be: exactly one field set.

@@ -33,7 +33,14 @@ const (
 const (
 	LBRoundRobin   = "round_robin"
 	LBLeastRequest = "least_request"
+	LBLeastStreams = "least_streams"
 	LBRingHash     = "ring_hash"
+)
+
+// Bounds of a least_streams back end's settings.
+const (
+	MaxEndpointStreams = 1_000_000 // an endpoint's max_streams
+	MaxSlowStart       = time.Hour
 )
 
 // RateLimitUnits are the units a rate limit may be counted in.
@@ -143,6 +150,7 @@ func (v *validator) counts(p *policyv1.Policy) bool {
 	for i, b := range p.GetBackends() {
 		check(fmt.Sprintf("backends[%d].endpoints", i), len(b.GetEndpoints()), MaxEndpoints)
 		check(fmt.Sprintf("backends[%d].draining_endpoints", i), len(b.GetDrainingEndpoints()), MaxEndpoints)
+		check(fmt.Sprintf("backends[%d].endpoint_max_streams", i), len(b.GetEndpointMaxStreams()), MaxEndpoints)
 	}
 	for i, r := range p.GetRoutes() {
 		path := fmt.Sprintf("routes[%d]", i)
@@ -612,7 +620,7 @@ func (v *validator) clients(path string, c *policyv1.ClientAddresses) {
 
 func (v *validator) backend(path string, b *policyv1.Backend) {
 	switch b.GetLb() {
-	case "", LBRoundRobin, LBLeastRequest:
+	case "", LBRoundRobin, LBLeastRequest, LBLeastStreams:
 		if b.GetHashHeader() != "" {
 			v.errorf(path+".hash_header", "only with lb %q", LBRingHash)
 		}
@@ -623,12 +631,13 @@ func (v *validator) backend(path string, b *policyv1.Backend) {
 			v.headerName(path+".hash_header", b.GetHashHeader())
 		}
 	default:
-		v.errorf(path+".lb", "%q is not %s, %s or %s", b.GetLb(), LBRoundRobin, LBLeastRequest, LBRingHash)
+		v.errorf(path+".lb", "%q is not %s, %s, %s or %s", b.GetLb(), LBRoundRobin, LBLeastRequest, LBLeastStreams, LBRingHash)
 	}
 	listed := map[string]bool{}
 	for _, ep := range b.GetEndpoints() {
 		listed[ep] = true
 	}
+	v.leastStreams(path, b, listed)
 	for i, ep := range b.GetDrainingEndpoints() {
 		if !listed[ep] {
 			v.errorf(fmt.Sprintf("%s.draining_endpoints[%d]", path, i), "%q is not one of the endpoints", ep)
@@ -666,6 +675,43 @@ func (v *validator) backend(path string, b *policyv1.Backend) {
 		}
 	}
 }
+
+// leastStreams checks the settings of a least_streams back end, which
+// only it may have.
+func (v *validator) leastStreams(path string, b *policyv1.Backend, listed map[string]bool) {
+	if b.GetLb() != LBLeastStreams {
+		for field, set := range map[string]bool{
+			"max_streams": b.GetMaxStreams() > 0, "endpoint_max_streams": len(b.GetEndpointMaxStreams()) > 0,
+			"slow_start": b.GetSlowStart() != nil,
+		} {
+			if set {
+				v.errorf(path+"."+field, "only with lb %q", LBLeastStreams)
+			}
+		}
+	}
+	if b.GetLb() == LBLeastStreams && isDNS(b) {
+		v.errorf(path+".lb", "%q needs IP endpoints: its weights travel by EDS, and a back end named by DNS has none", LBLeastStreams)
+	}
+	if b.GetMaxStreams() > MaxEndpointStreams {
+		v.errorf(path+".max_streams", "at most %d", MaxEndpointStreams)
+	}
+	for _, ep := range slices.Sorted(maps.Keys(b.GetEndpointMaxStreams())) {
+		switch n := b.GetEndpointMaxStreams()[ep]; {
+		case !listed[ep]:
+			v.errorf(path+".endpoint_max_streams", "%q is not one of the endpoints", ep)
+		case n == 0 || n > MaxEndpointStreams:
+			v.errorf(path+".endpoint_max_streams", "%q: want 1 to %d", ep, MaxEndpointStreams)
+		}
+	}
+	if d := b.GetSlowStart(); d != nil && (d.AsDuration() < 0 || d.AsDuration() > MaxSlowStart) {
+		v.errorf(path+".slow_start", "want 0s (off) to %v", MaxSlowStart)
+	}
+	if p := b.GetDrainPath(); p != "" && (len(p) > MaxPathBytes || !rewritePattern.MatchString(p)) {
+		v.errorf(path+".drain_path", "%q is not a path: it starts with '/' and holds no query", p)
+	}
+}
+
+func isDNS(b *policyv1.Backend) bool { return slices.ContainsFunc(b.GetEndpoints(), IsDNSEndpoint) }
 
 // Bounds of the listener limits an operator may set: Envoy's own ranges,
 // and no timeout so long that a slow head is as good as none.

@@ -289,3 +289,44 @@ func expect(t *testing.T, got <-chan string, want string) {
 		}
 	}
 }
+
+// TestPublishNodesInBatches: records are written and removed in
+// transactions of many records each; more records than one transaction
+// holds all land, changed ones are rewritten and gone ones removed.
+func TestPublishNodesInBatches(t *testing.T) {
+	e := testkit.StartEtcd(t, 1)
+	s := newStore(t, e.Endpoints(), "/batches/", "cp1", 10)
+	ctx := context.Background()
+	records := func(n int, tag string) map[string][]byte {
+		out := map[string][]byte{}
+		for i := range n {
+			out["node-"+itoa(i)] = []byte(tag + "-" + itoa(i))
+		}
+		return out
+	}
+	for _, step := range []struct {
+		name  string
+		nodes map[string][]byte
+	}{
+		{"first 350", records(350, "a")},
+		{"the same again", records(350, "a")},
+		{"120 changed, the rest gone", records(120, "b")},
+		{"none", map[string][]byte{}},
+	} {
+		if err := s.PublishNodes(ctx, step.nodes); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		recs, err := s.Nodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != len(step.nodes) {
+			t.Fatalf("%s: %d records in etcd, want %d", step.name, len(recs), len(step.nodes))
+		}
+		for _, r := range recs {
+			if want := step.nodes[r.Node]; r.Replica != "cp1" || string(r.Value) != string(want) {
+				t.Errorf("%s: %s/%s holds %q, want %q", step.name, r.Replica, r.Node, r.Value, want)
+			}
+		}
+	}
+}

@@ -46,6 +46,8 @@ func cluster(b *policyv1.Backend) *clusterv3.Cluster {
 		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
 	case policy.LBRingHash:
 		c.LbPolicy = clusterv3.Cluster_RING_HASH
+	case policy.LBLeastStreams:
+		c.LoadBalancingPolicy = leastStreamsPolicy(b)
 	}
 	if hc := b.GetHealthCheck(); hc != nil {
 		c.HealthChecks = []*corev3.HealthCheck{healthCheck(hc)}
@@ -199,14 +201,16 @@ func dnsCluster(c *clusterv3.Cluster, b *policyv1.Backend) {
 		}),
 	}}
 	// Endpoints were checked by validation; an invalid one cannot reach here.
-	cla, _ := loadAssignment(b, nil)
+	cla, _ := loadAssignment(b, nil, nil)
 	c.LoadAssignment = cla
 }
 
 // loadAssignment lists a back end's endpoints; drains marks those being
-// drained DRAINING and leaves out those drained. Only EDS changes: a drain
-// touches no listener and no cluster, so it drains no connection itself.
-func loadAssignment(b *policyv1.Backend, drains map[string]DrainPhase) (*endpointv3.ClusterLoadAssignment, error) {
+// drained DRAINING and leaves out those drained, and weights (least_streams)
+// are the endpoints' load-balancing weights. Only EDS changes: a drain or
+// a new weight touches no listener and no cluster, so it drains no
+// connection itself.
+func loadAssignment(b *policyv1.Backend, drains map[string]DrainPhase, weights map[string]uint32) (*endpointv3.ClusterLoadAssignment, error) {
 	var lbs []*endpointv3.LbEndpoint
 	draining := map[string]bool{}
 	for _, ep := range b.GetDrainingEndpoints() {
@@ -220,6 +224,9 @@ func loadAssignment(b *policyv1.Backend, drains map[string]DrainPhase) (*endpoin
 		lb := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
 			Endpoint: &endpointv3.Endpoint{Address: addr},
 		}}
+		if w, ok := weights[ep]; ok {
+			lb.LoadBalancingWeight = wrapperspb.UInt32(w)
+		}
 		switch {
 		case drains[ep] == Drained:
 			continue

@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -42,22 +41,5 @@ func TestEndpointDrainGolden(t *testing.T) {
 			}
 		}
 	}
-	got := render(t, after[resource.EndpointType])
-	file := filepath.Join("testdata", "drain", "endpoints.yaml")
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(file, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (run go test ./controlplane/translate -update)", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("%s differs from the translation; run with -update and review the diff.\ngot:\n%s", file, got)
-	}
+	golden(t, filepath.Join("testdata", "drain", "endpoints.yaml"), render(t, after[resource.EndpointType]))
 }

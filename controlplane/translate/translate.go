@@ -45,6 +45,15 @@ type Options struct {
 	// (an operator asked, and the live count or the deadline moves the
 	// phase on); translation only says so to Envoy, by EDS.
 	Drains map[string]map[string]DrainPhase
+	// Streams are the live streams each endpoint holds over the fleet, by
+	// back end and endpoint (host:port as the policy writes it), for the
+	// EDS weights of least_streams back ends. The control plane decides
+	// when they change (load reports, rate-limited); translation only
+	// weighs them.
+	Streams map[string]map[string]uint64
+	// Reconnecting are the streams a rebalance has asked to reconnect, by
+	// back end, while they do: the batch the weights place.
+	Reconnecting map[string]int
 	// Envoys is how many Envoys of the fleet share each per-identity
 	// quota (those connected to any replica); each gets an even share,
 	// rounded up. 0 counts as 1.
@@ -79,7 +88,8 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	backends := map[string]*policyv1.Backend{}
 	for _, b := range p.GetBackends() {
 		backends[b.GetName()] = b
-		cla, err := loadAssignment(b, opts.Drains[b.GetName()])
+		drains := opts.Drains[b.GetName()]
+		cla, err := loadAssignment(b, drains, StreamWeights(b, opts.Streams[b.GetName()], drains, opts.Reconnecting[b.GetName()]))
 		if err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/template"
@@ -18,7 +19,7 @@ import (
 //go:embed bootstrap.yaml.tmpl
 var text string
 
-var tmpl = template.Must(template.New("bootstrap").Funcs(template.FuncMap{"quote": strconv.Quote}).Parse(text))
+var tmpl = template.Must(template.New("bootstrap").Funcs(template.FuncMap{"quote": strconv.Quote, "sdsPath": sdsPath}).Parse(text))
 
 // ModuleCluster is the cluster the control plane's filter configs name
 // for module downloads (translate.ModuleCluster).
@@ -38,7 +39,18 @@ type TLS struct {
 	// ServerName is the SAN the control plane's certificate must carry
 	// (DefaultServerName when empty); it is also sent as SNI.
 	ServerName string
+	// SDSDir, when set, has Envoy take the certificate, key and CA by
+	// path-based SDS from the files SDSFiles makes for this directory, and
+	// read them again whenever the directories holding them change: a
+	// rotated certificate needs no restart.
+	SDSDir string
 }
+
+// Names of the SDS secrets, and of their files in TLS.SDSDir.
+const (
+	ClientCertSecret = "directpipe_client_cert"
+	CASecret         = "directpipe_ca"
+)
 
 // Params fill the template.
 type Params struct {
@@ -61,6 +73,10 @@ type Params struct {
 	TLS *TLS
 	// Delta selects incremental xDS (DELTA_GRPC) over state of the world.
 	Delta bool
+	// ReadyAddr, host:port, when set, serves readiness on /ready: 200
+	// while Envoy serves, 503 once its health check is failed (the preStop
+	// hook does that first).
+	ReadyAddr string
 	// MaxConnections bounds the client connections of all listeners
 	// together (Envoy's global downstream connection monitor);
 	// DefaultMaxConnections when zero.
@@ -101,6 +117,10 @@ type view struct {
 	// 127.0.0.1:PORT or unix:PATH.
 	AdminAddress string
 	Clusters     []cluster
+	ReadyHost    string
+	ReadyPort    int
+	// The SDS secrets' names, for the template.
+	ClientCertSecret, CASecret string
 }
 
 // Render returns the bootstrap YAML.
@@ -138,7 +158,18 @@ func Render(p Params) ([]byte, error) {
 			p.TLS = &c
 		}
 	}
-	v := view{Params: p, AdminAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(p.AdminPort))}
+	v := view{Params: p, AdminAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(p.AdminPort)),
+		ClientCertSecret: ClientCertSecret, CASecret: CASecret}
+	if p.ReadyAddr != "" {
+		ready, err := newCluster("ready", []string{p.ReadyAddr}, false, nil)
+		if err != nil {
+			return nil, err
+		}
+		if ready.Type != "STATIC" {
+			return nil, fmt.Errorf("bootstrap: ready address %q: host must be an IP address", p.ReadyAddr)
+		}
+		v.ReadyHost, v.ReadyPort = ready.Endpoints[0].Host, ready.Endpoints[0].Port
+	}
 	if p.AdminSocket != "" {
 		v.AdminAddress = "unix:" + p.AdminSocket
 	}
@@ -187,4 +218,36 @@ func newCluster(name string, addrs []string, http2 bool, t *TLS) (cluster, error
 		c.Endpoints = append(c.Endpoints, endpoint{Host: host, Port: port})
 	}
 	return c, nil
+}
+
+func sdsPath(dir, secret string) string { return filepath.Join(dir, secret+".yaml") }
+
+// SDSFiles returns the files TLS.SDSDir must hold, by path: one SDS
+// response per secret, naming the certificate files and the directories
+// Envoy watches for their rotation.
+func SDSFiles(t TLS) (map[string][]byte, error) {
+	if t.SDSDir == "" || t.CA == "" || t.Cert == "" || t.Key == "" {
+		return nil, errors.New("bootstrap: SDS files need a directory, a CA, a client certificate and its key")
+	}
+	const secretType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+	q := strconv.Quote
+	cert := fmt.Sprintf(`resources:
+  - "@type": %s
+    name: %s
+    tls_certificate:
+      certificate_chain: { filename: %s }
+      private_key: { filename: %s }
+      watched_directory: { path: %s }
+`, secretType, ClientCertSecret, q(t.Cert), q(t.Key), q(filepath.Dir(t.Cert)))
+	ca := fmt.Sprintf(`resources:
+  - "@type": %s
+    name: %s
+    validation_context:
+      trusted_ca: { filename: %s }
+      watched_directory: { path: %s }
+`, secretType, CASecret, q(t.CA), q(filepath.Dir(t.CA)))
+	return map[string][]byte{
+		sdsPath(t.SDSDir, ClientCertSecret): []byte(cert),
+		sdsPath(t.SDSDir, CASecret):         []byte(ca),
+	}, nil
 }

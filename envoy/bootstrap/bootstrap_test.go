@@ -196,3 +196,55 @@ func TestRenderFilter(t *testing.T) {
 		t.Error("an unknown filter was accepted")
 	}
 }
+
+func TestRenderSDSAndReady(t *testing.T) {
+	tls := &TLS{CA: "/etc/envoy/tls/ca.crt", Cert: "/etc/envoy/tls/tls.crt", Key: "/etc/envoy/tls/tls.key", SDSDir: "/etc/envoy/config"}
+	out, err := Render(Params{NodeID: "n", Cluster: "c", AdminSocket: "/run/a.sock", XDSAddrs: []string{"cp:18000"},
+		ModulesAddrs: []string{"cp:18003"}, TLS: tls, ReadyAddr: "0.0.0.0:19001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := yaml.Unmarshal(out, &v); err != nil {
+		t.Fatalf("not YAML: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{
+		`path: "/etc/envoy/config/directpipe_client_cert.yaml"`, `path: "/etc/envoy/config/directpipe_ca.yaml"`,
+		"envoy.filters.http.health_check", "port_value: 19001", `matcher: { exact: "directpipe-control-plane" }`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("%q missing", want)
+		}
+	}
+	if strings.Contains(s, "tls_certificates:") || strings.Contains(s, "/etc/envoy/tls/tls.key") {
+		t.Error("with SDS the bootstrap still names the certificate files itself")
+	}
+
+	files, err := SDSFiles(*tls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := string(files["/etc/envoy/config/directpipe_client_cert.yaml"])
+	ca := string(files["/etc/envoy/config/directpipe_ca.yaml"])
+	for _, c := range []struct{ file, want string }{
+		{cert, `private_key: { filename: "/etc/envoy/tls/tls.key" }`},
+		{cert, `watched_directory: { path: "/etc/envoy/tls" }`},
+		{ca, `trusted_ca: { filename: "/etc/envoy/tls/ca.crt" }`},
+		{ca, `watched_directory: { path: "/etc/envoy/tls" }`},
+	} {
+		if !strings.Contains(c.file, c.want) {
+			t.Errorf("%q missing from\n%s", c.want, c.file)
+		}
+	}
+	if len(files) != 2 {
+		t.Errorf("%d SDS files, want 2", len(files))
+	}
+
+	if _, err := Render(Params{NodeID: "n", Cluster: "c", AdminPort: 1, XDSPort: 2, ReadyAddr: "envoy:19001"}); err == nil {
+		t.Error("a ready address by name accepted")
+	}
+	if _, err := SDSFiles(TLS{CA: "a", Cert: "b", Key: "c"}); err == nil {
+		t.Error("SDS files without a directory")
+	}
+}

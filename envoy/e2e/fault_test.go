@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -16,6 +17,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
@@ -158,6 +162,31 @@ func paddedUpgrade(t *testing.T, tok string, size int) string {
 	return strings.Replace(base, "X-Fill: \r\n", "X-Fill: "+strings.Repeat("a", pad)+"\r\n", 1)
 }
 
+// h2Opening is what an HTTP/2 client with prior knowledge sends first:
+// the preface and its settings, then, with headers, the start of a request
+// whose header block never ends.
+func h2Opening(t *testing.T, headers bool) string {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&b, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if !headers {
+		return b.String()
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/api/health"}, {":authority", "voice.local"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
 // handshakesSucceed checks that new authenticated handshakes upgrade on
 // each address, and that the back end saw each one.
 func (s *stack) handshakesSucceed(t *testing.T, tok string, addrs ...string) {
@@ -187,8 +216,9 @@ func (s *stack) envoyLogHas(t *testing.T, sub string) bool {
 
 // TestFloodsKeepTheDataPlaneUp floods both listeners, while authenticated
 // streams run on both, with thousands of sockets that never send a byte,
-// heads that stop half-way, heads at and just over the size limits, and
-// connections closed or reset mid-head. Envoy stays up and its VMs never
+// heads that stop half-way, heads at and just over the size limits,
+// connections closed or reset mid-head, and HTTP/2 connections that stop
+// after their preface or in the middle of a header block. Envoy stays up and its VMs never
 // fail; the streams lose no frame; new authenticated handshakes succeed
 // during the flood and after; and Envoy closes every silent and half-sent
 // connection within its bounds (the tcp module sheds the oldest past its
@@ -217,6 +247,10 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 	tcpPartial := dialMany(t, tcpAddr, 200, partial)
 	httpIdle := dialMany(t, httpAddr, 1500, "")
 	httpPartial := dialMany(t, httpAddr, 200, partial)
+	// HTTP/2 (prior knowledge): connections that open and stop, and
+	// header blocks that never end (HEADERS without END_HEADERS).
+	dialMany(t, httpAddr, 200, h2Opening(t, false))
+	dialMany(t, httpAddr, 200, h2Opening(t, true))
 	abandonMidHead(t, tcpAddr, 200)
 	abandonMidHead(t, httpAddr, 200)
 
@@ -268,6 +302,16 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 		}
 	})
 
+	t.Run("HTTP/2 header blocks that never end are cut at the head bound", func(t *testing.T) {
+		// The stream goes (408 and a reset); the connection, idle, is
+		// then the idle timeout's, as after any request.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.envoy.WaitStat(ctx, "http.public.downstream_rq_header_timeout", func(v int64) bool { return v >= 200 }); err != nil {
+			t.Error(err)
+		}
+	})
+
 	t.Run("new authenticated handshakes succeed after the flood", func(t *testing.T) {
 		s.handshakesSucceed(t, tok, httpAddr, tcpAddr)
 	})
@@ -304,38 +348,57 @@ func TestFloodsKeepTheDataPlaneUp(t *testing.T) {
 // seconds: new handshakes succeed on the HTTP listener and the tcp one,
 // tokens are still checked, and new streams on both carry every frame; and
 // the failure shows in dpctl status, a metric and a log line of the
-// control plane. (Streams live when the VM fails are not asserted on:
+// control plane; and an identity whose streams ended with the failed VM
+// is not held at its quota by counts the VM can no longer give back.
+// (Streams live when the VM fails are not asserted on:
 // Envoy fails a stream whose Wasm filter's VM has failed at its next
 // frame, on both listeners, so a VM failure cuts calls; the flood test
 // proves the floods no longer fail it.)
 func TestFailedVMHealsAndShows(t *testing.T) {
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	cpLog := &syncBuffer{}
+	quotaTCP := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStackWith(t, stackOptions{
 		wasm: testkit.Binary(t, "handshake-faultinject.wasm"), metrics: true, log: cpLog,
-	}, func(p *policyParams) { p.TCP = tcpAddr })
-	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
-		t.Fatal(err)
+	}, func(p *policyParams) {
+		p.TCP = tcpAddr
+		p.RoutesYAML = fmt.Sprintf(quotaRoutes, quotaTCP)
+		p.AuthPoliciesYAML = fmt.Sprintf(quotaPolicies, 2, 3)
+	})
+	for _, addr := range []string{tcpAddr, quotaTCP} {
+		if err := testkit.WaitListening(addr, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.waitStatus("SYNCED", "")
 	httpAddr := s.params.Listen
 	tok := validToken(t)
+	// Alice holds her quota of streams when the VM fails.
+	alice := holdQuota(t, httpAddr, "alice", 2)
 
 	dialMany(t, tcpAddr, 2000, "")
 	waitFor(t, tcpcheck.HeadTimeout+30*time.Second, func() (bool, string) {
 		return s.envoyLogHas(t, vmTrap), "the flood did not fail the VM"
 	})
+	for _, h := range alice {
+		h.close()
+	}
+	aliceEnded := time.Now()
 
+	failed := time.Now()
 	// Bounds, not measures of speed: FAIL_RELOAD starts a new VM on the
 	// next request, at most once a second per worker.
 	waitFor(t, 15*time.Second, func() (bool, string) {
 		got := rawExchange(t, httpAddr, upgradeRequest("/v1/voice", "Authorization: Bearer "+tok))
 		return got.status == http.StatusSwitchingProtocols, fmt.Sprintf("HTTP handshake after the failure: %d %s", got.status, got.body)
 	})
+	httpHealed := time.Since(failed)
 	waitFor(t, 15*time.Second, func() (bool, string) {
 		got := rawExchange(t, tcpAddr, upgradeRequest("/v1/voice", "Authorization: Bearer "+tok))
 		return got.status == http.StatusSwitchingProtocols, fmt.Sprintf("tcp handshake after the failure: %d %s", got.status, got.body)
 	})
+	t.Logf("first good handshake after the trap was logged: HTTP listener %v, tcp listener %v",
+		httpHealed.Round(time.Millisecond), time.Since(failed).Round(time.Millisecond))
 	s.handshakesSucceed(t, tok, httpAddr, tcpAddr)
 	for _, addr := range []string{httpAddr, tcpAddr} {
 		if got := rawExchange(t, addr, upgradeRequest("/v1/voice")); got.status != http.StatusUnauthorized {
@@ -378,6 +441,34 @@ func TestFailedVMHealsAndShows(t *testing.T) {
 			t.Errorf("no log line:\n%s", cpLog.String())
 		}
 	})
+	t.Run("the failed VM's quota counts expire", func(t *testing.T) {
+		// The failed VM never gives back the streams it counted: once
+		// they are silent past gate.AliveTimeout they no longer count, and
+		// alice, whose streams ended with it, opens streams again (a bound,
+		// not a measure of speed).
+		waitFor(t, gate.AliveTimeout+30*time.Second, func() (bool, string) {
+			h := hold(t, t, httpAddr, "/v1/quota", "alice")
+			h.close()
+			return h.status == http.StatusSwitchingProtocols, fmt.Sprintf("alice after her streams ended with the failed VM: %d %s", h.status, h.body)
+		})
+		t.Logf("alice admitted again %v after her streams ended", time.Since(aliceEnded).Round(time.Second))
+	})
+}
+
+// holdQuota opens n streams for sub on the quota route at addr, all of
+// which must upgrade, and checks that one more is refused for the quota.
+func holdQuota(t *testing.T, addr, sub string, n int) []held {
+	t.Helper()
+	var out []held
+	for i := range n {
+		h := hold(t, t, addr, "/v1/quota", sub)
+		if h.status != http.StatusSwitchingProtocols {
+			t.Fatalf("%s's stream %d: %d %s", sub, i, h.status, h.body)
+		}
+		out = append(out, h)
+	}
+	refusedFor(t, hold(t, t, addr, "/v1/quota", sub), contract.ReasonStreamQuota)
+	return out
 }
 
 // TestStalledTLSHandshakesAreClosed: on a TLS listener, sockets that never
@@ -475,3 +566,75 @@ func (c *helloCapture) SetWriteDeadline(time.Time) error { return nil }
 func (c *helloCapture) SetReadDeadline(time.Time) error  { return nil }
 func (c *helloCapture) LocalAddr() net.Addr              { return &net.TCPAddr{} }
 func (c *helloCapture) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+
+// trickleHandshake sends an authenticated upgrade to addr a byte per
+// write and returns the status Envoy answers.
+func trickleHandshake(addr, tok string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	// The head bound (10 s from the first byte) is the test's too.
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	head := upgradeRequest("/v1/voice", "Authorization: Bearer "+tok)
+	for i := range len(head) {
+		if _, err := c.Write([]byte{head[i]}); err != nil {
+			return 0, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// TestTrickledHandshakes sends authenticated handshakes a byte per packet,
+// on many connections at once, to both listeners while streams run: each
+// upgrades (the tcp module reads a held connection's bytes a piece at a
+// time, from where it stopped, and decides on the whole head), and the
+// streams lose no frame. The Envoy CPU each listener's trickle cost is
+// logged: the tcp module is entered once per packet until it decides.
+func TestTrickledHandshakes(t *testing.T) {
+	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	s := newStack(t, false, func(p *policyParams) { p.TCP = tcpAddr })
+	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tok := validToken(t)
+	st := startStreams(t, tok, 1, "ws://"+s.params.Listen+"/v1/voice", "ws://"+tcpAddr+"/v1/voice")
+	s.waitUpstreams(t, st.n)
+	const n = 50
+	for _, l := range []struct{ name, addr string }{{"http", s.params.Listen}, {"tcp", tcpAddr}} {
+		cpu, _ := s.envoy.CPUSeconds()
+		before := backendCounts(t, s.backend).Handshakes
+		var mu sync.Mutex
+		got := map[int]int{}
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				status, err := trickleHandshake(l.addr, tok)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					t.Logf("%s: %v", l.name, err)
+				}
+				got[status]++
+			})
+		}
+		wg.Wait()
+		after, _ := s.envoy.CPUSeconds()
+		t.Logf("%s: %d handshakes of %d bytes, a byte per packet: answers %v, Envoy CPU %.2f s", l.name, n,
+			len(upgradeRequest("/v1/voice", "Authorization: Bearer "+tok)), got, after-cpu)
+		if got[http.StatusSwitchingProtocols] != n {
+			t.Errorf("%s: answers %v, want %d upgrades", l.name, got, n)
+		}
+		if seen := backendCounts(t, s.backend).Handshakes - before; seen != n {
+			t.Errorf("%s: the back end saw %d handshakes, want %d", l.name, seen, n)
+		}
+	}
+	st.end(t)
+}

@@ -290,6 +290,12 @@ func TestNodeStatusStaysBounded(t *testing.T) {
 	for _, s := range held {
 		s.Close()
 	}
+	// The server releases a node when its stream's handler returns, a
+	// moment after the client closes; churn starts once all are released.
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		n := cp.Guard().Nodes()
+		return n == 0, fmt.Sprintf("%d nodes still held after their streams closed", n)
+	})
 	// Thousands of ids, each connecting once.
 	const churn = 3000
 	for i := range churn {

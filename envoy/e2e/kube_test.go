@@ -44,8 +44,12 @@ func startKubeCluster(t *testing.T) *kubeCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	gatewayCRDs, err := testkit.GatewayAPICRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "deploy/helm/directpipe/crds")},
+		CRDDirectoryPaths:     append([]string{filepath.Join(root, "deploy/helm/directpipe/crds")}, gatewayCRDs...),
 		ErrorIfCRDPathMissing: true,
 	}
 	if _, err := env.Start(); err != nil {
@@ -277,29 +281,7 @@ func TestKubernetesLoopback(t *testing.T) {
 	modifiedBefore, drainingBefore := stat("listener_manager.listener_modified"), stat("listener_manager.total_filter_chains_draining")
 
 	const streams = 20
-	stop := make(chan struct{})
-	results := make(chan *voiceprobe.Result, 1)
-	go func() {
-		res, err := voiceprobe.Run(ctx, voiceprobe.Config{
-			URL:     "ws://" + listen + "/v1/voice",
-			Header:  http.Header{"Authorization": {"Bearer " + validToken(t)}},
-			Streams: streams, Frames: 100000, Interval: 20 * time.Millisecond,
-			Stop: stop, Drain: 10 * time.Second,
-		})
-		if err != nil {
-			t.Error(err)
-		}
-		results <- res
-	}()
-	finished := false
-	finish := func() *voiceprobe.Result {
-		if finished {
-			return nil
-		}
-		finished = true
-		close(stop)
-		return <-results
-	}
+	finish := runVoiceProbe(ctx, t, "ws://"+listen+"/v1/voice", streams)
 	defer finish()
 	if err := envoy.WaitStat(wctx, "http.public.downstream_cx_upgrades_active", func(v int64) bool { return v >= streams }); err != nil {
 		t.Fatal(err)
@@ -407,9 +389,16 @@ func podAddress(t *testing.T) string {
 // (its REST port stays on loopback).
 func startBackendOn(t *testing.T, host string) *testkit.Backend {
 	t.Helper()
+	return startBackendAt(t, host, "127.0.0.1")
+}
+
+// startBackendAt starts a voice back end with its WebSocket and REST
+// ports on the hosts given.
+func startBackendAt(t *testing.T, voiceHost, restHost string) *testkit.Backend {
+	t.Helper()
 	b := &testkit.Backend{
-		VoiceAddr: net.JoinHostPort(host, strconv.Itoa(testkit.FreePort(t))),
-		RESTAddr:  "127.0.0.1:" + strconv.Itoa(testkit.FreePort(t)),
+		VoiceAddr: net.JoinHostPort(voiceHost, strconv.Itoa(testkit.FreePort(t))),
+		RESTAddr:  net.JoinHostPort(restHost, strconv.Itoa(testkit.FreePort(t))),
 	}
 	cmd := exec.Command(testkit.Binary(t, "voice-backend"), "-addr", b.VoiceAddr, "-rest-addr", b.RESTAddr)
 	if err := cmd.Start(); err != nil {
@@ -479,4 +468,34 @@ func TestKubernetesStatusLeaderKilled(t *testing.T) {
 	})
 	t.Logf("status leader %s killed; %s wrote the new generation's status after %v (lease 15 s; measurement, not asserted)",
 		leader, holder(), time.Since(killed).Round(time.Millisecond))
+}
+
+// runVoiceProbe opens streams authenticated callers to url and keeps them
+// talking; the function it returns stops them once and gives their
+// result (nil on later calls, so it can also be deferred).
+func runVoiceProbe(ctx context.Context, t *testing.T, url string, streams int) func() *voiceprobe.Result {
+	t.Helper()
+	stop := make(chan struct{})
+	results := make(chan *voiceprobe.Result, 1)
+	go func() {
+		res, err := voiceprobe.Run(ctx, voiceprobe.Config{
+			URL:     url,
+			Header:  http.Header{"Authorization": {"Bearer " + validToken(t)}},
+			Streams: streams, Frames: 100000, Interval: 20 * time.Millisecond,
+			Stop: stop, Drain: 10 * time.Second,
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		results <- res
+	}()
+	stopped := false
+	return func() *voiceprobe.Result {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		close(stop)
+		return <-results
+	}
 }

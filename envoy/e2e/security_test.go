@@ -412,6 +412,11 @@ func testHostileRequests(t *testing.T, build testkit.FilterBuild) {
 		// module from Host.
 		{name: "tcp: absolute-form target", send: raw(tcpAddr, upgradeRequest("http://evil.example/v1/voice?row=ROW", "Authorization: Bearer "+tok)), status: 400},
 		{name: "tcp: absolute-form target on a public route", send: raw(openAddr, upgradeRequest("http://evil.example/v1/voice?row=ROW")), status: 400},
+		// A protocol offered beside websocket could be the one a back end
+		// switches to, and h2c would carry requests never checked.
+		{name: "tcp: h2c offered beside websocket", send: raw(tcpAddr, strings.Replace(upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok),
+			"Upgrade: websocket", "Upgrade: websocket, h2c", 1)), status: 400},
+		{name: "tcp: h2c on a second Upgrade line", send: raw(tcpAddr, upgradeRequest("/v1/voice?row=ROW", "Authorization: Bearer "+tok, "Upgrade: h2c")), status: 400},
 		{name: "tcp: authority-form target", send: raw(tcpAddr, upgradeRequest("evil.example:80", "Authorization: Bearer "+tok, "X-Row: ?row=ROW")), status: 400},
 		// Over HTTP, Envoy reads the absolute form itself: the back end gets
 		// the path, and the host the module saw.
@@ -584,6 +589,62 @@ func testHostileRequests(t *testing.T, build testkit.FilterBuild) {
 		}
 		if !control {
 			t.Error("the back end never saw the control request")
+		}
+	})
+
+	t.Run("HTTP/2 extended CONNECT: spoofed identities beside a valid token never reach the back end", func(t *testing.T) {
+		h2 := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}
+		defer h2.CloseIdleConnections()
+		connect := func(row string, header http.Header) int {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, err := http.NewRequestWithContext(ctx, http.MethodConnect, s.listenURL("http", "/v1/voice?row="+row), pr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header = header.Clone()
+			req.Header.Set(":protocol", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", "13")
+			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+			resp, err := h2.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("%s: %v", row, err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		// HTTP/2 names are lower case on the wire, so the spellings a
+		// client may try are repetitions and the claim header.
+		spoofs := http.Header{"X-Directpipe-Identity": {spoof, "admin"}, "X-Directpipe-Sub": {spoof}}
+		if got := connect("h2-spoof", with(spoofs, "Authorization", "Bearer "+tok)); got != http.StatusOK {
+			t.Fatalf("valid token with spoofed identities: %d, want 200", got)
+		}
+		if got := connect("h2-spoof-forged", with(spoofs, "Authorization", "Bearer "+forged)); got != http.StatusUnauthorized {
+			t.Errorf("forged token with spoofed identities: %d, want 401", got)
+		}
+		if got := connect("h2-spoof-two", with(spoofs, "Authorization", "Bearer "+tok, "Authorization", "Bearer "+forged)); got != http.StatusUnauthorized {
+			t.Errorf("two Authorization fields: %d, want 401", got)
+		}
+		var seen []recorded
+		for _, req := range backendRequests(t, s) {
+			assertClean(t, req, tokens)
+			if strings.Contains(req.Path, "row=h2-spoof") {
+				seen = append(seen, req)
+			}
+		}
+		if len(seen) != 1 || !strings.Contains(seen[0].Path, "row=h2-spoof") || strings.Contains(seen[0].Path, "row=h2-spoof-") {
+			t.Fatalf("the back end saw %+v, want the valid request alone", seen)
+		}
+		if got := seen[0].Headers["x-directpipe-identity"]; len(got) != 1 || got[0] != "caller-1" {
+			t.Errorf("identity %v, want only the verified caller-1", got)
+		}
+		if got := seen[0].Headers["x-directpipe-sub"]; len(got) != 1 || got[0] != "caller-1" {
+			t.Errorf("sub %v, want only the verified caller-1", got)
 		}
 	})
 

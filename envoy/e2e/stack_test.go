@@ -150,6 +150,8 @@ type stackOptions struct {
 	// fleet serves the modules by sha256 from the control plane's module
 	// server, as to remote Envoys, rather than by file name.
 	fleet bool
+	// readyAddr serves Envoy's readiness listener there.
+	readyAddr string
 }
 
 // newStackWith is newStack with options.
@@ -177,7 +179,7 @@ func newStackWith(t testing.TB, so stackOptions, opts ...func(*policyParams)) *s
 		cpo.Fleet = &testkit.Fleet{}
 	}
 	s.cp = testkit.StartControlPlane(t, cpo)
-	eo := testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta, Filter: so.filter}
+	eo := testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta, Filter: so.filter, ReadyAddr: so.readyAddr}
 	if so.fleet {
 		eo.ModulesAddrs = []string{s.cp.ModulesAddr()}
 	}
@@ -233,22 +235,29 @@ func (s *stack) waitHTTP(path string, status int, timeout time.Duration) time.Du
 }
 
 // handshakes returns what the back end received on recent upgrades.
-func (s *stack) handshakes() []struct {
+func (s *stack) handshakes() []backendHandshake {
+	s.t.Helper()
+	return backendHandshakes(s.t, s.backend.VoiceAddr)
+}
+
+// backendHandshake is one upgrade request as the back end received it.
+type backendHandshake struct {
 	Path    string              `json:"path"`
 	Headers map[string][]string `json:"headers"`
-} {
-	s.t.Helper()
-	resp, err := http.Get("http://" + s.backend.VoiceAddr + "/debug/handshakes")
+}
+
+// backendHandshakes asks a voice back end what it received on recent
+// upgrades.
+func backendHandshakes(t testing.TB, voiceAddr string) []backendHandshake {
+	t.Helper()
+	resp, err := http.Get("http://" + voiceAddr + "/debug/handshakes")
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out []struct {
-		Path    string              `json:"path"`
-		Headers map[string][]string `json:"headers"`
-	}
+	var out []backendHandshake
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out
 }

@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -238,46 +236,9 @@ func (s *stack) top() string {
 // endpoint, "" when Envoy has no such host.
 func (s *stack) hostStatus(ctx context.Context, endpoint string) string {
 	s.t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.envoy.AdminURL()+"/clusters?format=json", nil)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	var dump struct {
-		ClusterStatuses []struct {
-			Name         string `json:"name"`
-			HostStatuses []struct {
-				Address struct {
-					SocketAddress struct {
-						Address   string `json:"address"`
-						PortValue int    `json:"port_value"`
-					} `json:"socket_address"`
-				} `json:"address"`
-				HealthStatus struct {
-					EDSHealthStatus string `json:"eds_health_status"`
-				} `json:"health_status"`
-			} `json:"host_statuses"`
-		} `json:"cluster_statuses"`
-	}
-	if err := json.Unmarshal(body, &dump); err != nil {
-		s.t.Fatal(err)
-	}
-	for _, c := range dump.ClusterStatuses {
-		if c.Name != "voice" {
-			continue
-		}
-		for _, h := range c.HostStatuses {
-			if fmt.Sprintf("%s:%d", h.Address.SocketAddress.Address, h.Address.SocketAddress.PortValue) == endpoint {
-				return cmpOr(h.HealthStatus.EDSHealthStatus, "HEALTHY")
-			}
+	for _, h := range clusterHosts(ctx, s.t, s.envoy, "voice") {
+		if h.address == endpoint {
+			return cmpOr(h.edsStatus, "HEALTHY")
 		}
 	}
 	return ""

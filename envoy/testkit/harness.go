@@ -112,6 +112,9 @@ type EnvoyOptions struct {
 	// ReadyTimeout bounds the wait for Envoy's readiness;
 	// defaultReadyTimeout if zero.
 	ReadyTimeout time.Duration
+	// ReadyAddr, when set, serves the bootstrap's readiness listener
+	// there (bootstrap.Params.ReadyAddr).
+	ReadyAddr string
 }
 
 // Envoy is a running Envoy process.
@@ -151,6 +154,7 @@ func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 	cfg, err := bootstrap.Render(bootstrap.Params{
 		NodeID: opts.NodeID, Cluster: "e2e", AdminPort: adminPort, XDSHost: host, XDSPort: xdsPort, XDSAddrs: opts.XDSAddrs, Delta: opts.Delta,
 		ModulesAddrs: opts.ModulesAddrs, Filter: string(opts.Filter),
+		ReadyAddr: opts.ReadyAddr,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,9 @@ import (
 // keeps what it received, so a test can assert on what a client got.
 type XDSClient struct {
 	conn *grpc.ClientConn
+	// OnAck, when set, is told of every ACK its sessions send, as it is
+	// sent: a fleet of simulated nodes times changes by it.
+	OnAck func(typeURL, version string)
 }
 
 // DialXDS connects to an xDS server; tlsCfg nil means plaintext.
@@ -58,6 +61,7 @@ type Session struct {
 	stream   discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	subs     Subscription
 	followed atomic.Int64
+	onAck    func(typeURL, version string)
 }
 
 // Sync opens a stream as node, subscribes to subs and ACKs responses until
@@ -68,7 +72,7 @@ func (c *XDSClient) Sync(ctx context.Context, node string, subs Subscription) (*
 	if err != nil {
 		return &Session{}, err
 	}
-	s := &Session{stream: stream}
+	s := &Session{stream: stream, onAck: c.OnAck}
 	first := true
 	for typeURL, names := range subs {
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: names}
@@ -107,6 +111,9 @@ func (s *Session) ack(resp *discoveryv3.DiscoveryResponse) error {
 	}
 	if err := s.stream.Send(ack); err != nil {
 		return s.recvErr(err)
+	}
+	if s.onAck != nil {
+		s.onAck(resp.GetTypeUrl(), resp.GetVersionInfo())
 	}
 	return nil
 }

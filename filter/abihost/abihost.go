@@ -85,8 +85,8 @@ func (Host) SendLocalResponse(status int, details string, body []byte, headers [
 
 func (Host) SetTickPeriod(ms uint32) error { return proxywasm.SetTickPeriod(ms) }
 
-func (Host) DownstreamData(max uint32) ([]byte, error) {
-	return proxywasm.GetBufferBytesN(proxywasm.BufferDownstreamData, max)
+func (Host) DownstreamData(start, max uint32) ([]byte, error) {
+	return proxywasm.GetBufferBytesAt(proxywasm.BufferDownstreamData, start, max)
 }
 
 func (Host) ReplaceDownstreamData(size uint32, data []byte) error {

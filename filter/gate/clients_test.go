@@ -108,7 +108,7 @@ func TestTCPClientAddress(t *testing.T) {
 			}
 			g := NewTCP()
 			h := newFakeHost(mustJSON(t, doc))
-			if !g.Configure(h, rootID) {
+			if !g.Configure(h, rootID, tcpPlugin) {
 				t.Fatalf("configuration refused: %q", h.logs)
 			}
 			g.ContextCreate(streamID, rootID, now)

@@ -31,6 +31,7 @@ type fakeHost struct {
 	local       *localReply
 
 	data        []byte
+	dataRead    int // bytes of data the module read, over every call
 	tickMillis  uint32
 	filterState map[string]string
 	closed      []uint32 // contexts closed, by effective context
@@ -169,11 +170,15 @@ func (h *fakeHost) SetTickPeriod(ms uint32) error {
 	return nil
 }
 
-func (h *fakeHost) DownstreamData(max uint32) ([]byte, error) {
+func (h *fakeHost) DownstreamData(start, max uint32) ([]byte, error) {
 	if h.errData != nil {
 		return nil, h.errData
 	}
-	return h.data[:min(int(max), len(h.data))], nil
+	if int(start) > len(h.data) {
+		return nil, errors.New("reading past the data received")
+	}
+	h.dataRead += min(int(max), len(h.data)-int(start))
+	return h.data[start : int(start)+min(int(max), len(h.data)-int(start))], nil
 }
 
 func (h *fakeHost) ReplaceDownstreamData(size uint32, data []byte) error {
@@ -224,6 +229,8 @@ func (h *fakeHost) loggedAny(s string) bool {
 const (
 	rootID   = 1
 	streamID = 2
+	// tcpPlugin is the root id of the tcp plugin the tests configure.
+	tcpPlugin = "directpipe.handshake_tcp.voice-raw"
 )
 
 var (

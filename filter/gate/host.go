@@ -85,8 +85,9 @@ type TCPHost interface {
 	// SetTickPeriod asks for a tick on the root context every period
 	// milliseconds.
 	SetTickPeriod(ms uint32) error
-	// DownstreamData returns at most max bytes of the data received.
-	DownstreamData(max uint32) ([]byte, error)
+	// DownstreamData returns at most max bytes of the data received,
+	// from byte start on.
+	DownstreamData(start, max uint32) ([]byte, error)
 	// ReplaceDownstreamData replaces the first size bytes received with
 	// data.
 	ReplaceDownstreamData(size uint32, data []byte) error

@@ -67,11 +67,19 @@ func (m *Module) Configure(h ModuleHost, rootID uint32) bool {
 	if strings.HasPrefix(id, contract.TCPRootIDPrefix) {
 		m.tcp[rootID] = true
 		m.entered(rootID)
-		return m.TCP.Configure(h, rootID)
+		return m.TCP.Configure(h, rootID, id)
 	}
 	delete(m.tcp, rootID)
 	m.entered(rootID)
-	return m.HTTP.Configure(h, rootID)
+	if !m.HTTP.Configure(h, rootID) {
+		return false
+	}
+	// The tick keeps the HTTP streams' quota counts alive (see
+	// AliveTimeout); without it they would be dropped as a failed VM's.
+	if err := h.SetTickPeriod(TickMillis); err != nil {
+		h.Log(LevelError, "quota liveness: "+err.Error())
+	}
+	return true
 }
 
 // ContextCreate records a stream or connection under its plugin.
@@ -108,10 +116,17 @@ func (m *Module) DownstreamData(h TCPHost, id, size uint32, end bool, now func()
 	return m.TCP.DownstreamData(h, id, size, end, now)
 }
 
-// Tick serves a tcp plugin's timer.
+// Tick serves a plugin's timer: a tcp plugin's closes late handshakes,
+// and every plugin's says the quota counts of this VM are alive. An HTTP
+// plugin's tick is not counted as a callback: that counter shows what
+// streams cost.
 func (m *Module) Tick(h TCPHost, rootID uint32, now time.Time) {
-	m.entered(rootID)
-	m.TCP.Tick(h, rootID, now)
+	if m.tcp[rootID] {
+		m.entered(rootID)
+		m.TCP.Tick(h, rootID, now)
+	}
+	m.HTTP.quota.Refresh(h, now)
+	m.TCP.quota.Refresh(h, now)
 }
 
 // Done is the host asking whether a context may be deleted: always.

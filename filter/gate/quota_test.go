@@ -142,34 +142,38 @@ func TestTakeToken(t *testing.T) {
 
 func TestAddStreams(t *testing.T) {
 	h := newFakeHost("")
+	q := NewQuota()
 	// Another worker adds one between this worker's read and write, twice:
 	// the write fails on the token, and the update is made again on top.
+	other := NewQuota()
+	other.alive(h, now)
 	races := 2
 	h.beforeSet = func(key string) {
-		if races == 0 {
+		if races == 0 || key != "k" {
 			return
 		}
 		races--
 		e := h.sharedData.entries[key]
-		n, _ := strconv.Atoi(string(e.value))
+		c := parseCounts(string(e.value))
+		c[other.instance]++
 		h.sharedData.next++
-		h.sharedData.entries[key] = sharedEntry{value: []byte(strconv.Itoa(n + 1)), cas: h.sharedData.next}
+		h.sharedData.entries[key] = sharedEntry{value: []byte(c.String()), cas: h.sharedData.next}
 	}
-	h.sharedData = &sharedData{entries: map[string]sharedEntry{"k": {value: []byte("0"), cas: 1}}, next: 1}
-	if ok, err := addStreams(h, "k", 1, 3); !ok || err != nil {
+	h.sharedData.entries["k"] = sharedEntry{value: []byte(""), cas: 1}
+	if ok, err := q.addStreams(h, "k", 1, 3, now); !ok || err != nil {
 		t.Fatalf("add: %v, %v", ok, err)
 	}
-	if v := string(h.sharedData.entries["k"].value); v != "3" {
-		t.Fatalf("count %s, want 3 (two from the other worker)", v)
+	if c := parseCounts(string(h.sharedData.entries["k"].value)); c.total() != 3 || c[q.instance] != 1 {
+		t.Fatalf("counts %v, want 3 (two from the other worker)", c)
 	}
-	if ok, _ := addStreams(h, "k", 1, 3); ok {
+	if ok, _ := q.addStreams(h, "k", 1, 3, now); ok {
 		t.Fatal("added past the limit")
 	}
 	for range 5 {
-		addStreams(h, "k", -1, 0)
+		q.addStreams(h, "k", -1, 0, time.Time{})
 	}
-	if v := string(h.sharedData.entries["k"].value); v != "0" {
-		t.Fatalf("count %s after giving back more than held, want 0", v)
+	if c := parseCounts(string(h.sharedData.entries["k"].value)); c[q.instance] != 0 || c.total() != 2 {
+		t.Fatalf("counts %v after giving back more than held, want the other worker's 2", c)
 	}
 	// A worker that always loses the race gives up rather than loop.
 	h.beforeSet = func(key string) {
@@ -178,12 +182,54 @@ func TestAddStreams(t *testing.T) {
 		e.cas = h.sharedData.next
 		h.sharedData.entries[key] = e
 	}
-	if _, err := addStreams(h, "k", 1, 3); !errors.Is(err, errCASExhausted) {
+	if _, err := q.addStreams(h, "k", 1, 3, now); !errors.Is(err, errCASExhausted) {
 		t.Fatalf("endless races: %v", err)
 	}
 	h.beforeSet, h.errShared = nil, errors.New("host refused")
-	if _, err := addStreams(h, "k", 1, 3); err == nil {
+	if _, err := q.addStreams(h, "k", 1, 3, now); err == nil {
 		t.Fatal("a host error was not reported")
+	}
+}
+
+// TestFailedVMCountsExpire: a worker's VM fails while its streams are
+// counted (Envoy never calls it again, so it gives none back). Its
+// replacement is refused while the counts are fresh, and admitted once
+// the dead instance has been silent for AliveTimeout; a live instance
+// that keeps saying so keeps its streams counted.
+func TestFailedVMCountsExpire(t *testing.T) {
+	cfg := quotaConfig(t, map[string]any{"max_streams": 2})
+	shared := &sharedData{entries: map[string]sharedEntry{}}
+	worker := func() *HTTP {
+		g := NewHTTP()
+		if h := newFakeHost(cfg); !g.Configure(h, rootID) {
+			t.Fatalf("configuration refused: %q", h.logs)
+		}
+		return g
+	}
+	failed, live := worker(), worker()
+	if r := open(t, failed, shared, 10, "alice", now); r != nil {
+		t.Fatalf("first stream refused: %+v", r)
+	}
+	if r := open(t, live, shared, 11, "alice", now); r != nil {
+		t.Fatalf("second stream refused: %+v", r)
+	}
+	// The first worker's VM fails here; its replacement starts.
+	reloaded := worker()
+	if r := open(t, reloaded, shared, 12, "alice", now.Add(time.Second)); r == nil || r.status != 429 {
+		t.Fatalf("while the failed VM's count is fresh: %+v, want 429", r)
+	}
+	// The live worker keeps saying it is alive; the failed one cannot.
+	later := now.Add(AliveTimeout + 2*time.Second)
+	lh := newFakeHost("")
+	lh.sharedData = shared
+	for at := now; !at.After(later); at = at.Add(AliveRefresh) {
+		live.quota.Refresh(lh, at)
+	}
+	if r := open(t, reloaded, shared, 12, "alice", later); r != nil {
+		t.Fatalf("after the failed VM went silent: %+v, want admitted", r)
+	}
+	if r := open(t, reloaded, shared, 13, "alice", later); r == nil || r.status != 429 {
+		t.Fatalf("the live worker's stream no longer counts: %+v, want 429", r)
 	}
 }
 
@@ -196,7 +242,7 @@ func TestTCPStreamQuota(t *testing.T) {
 	shared := &sharedData{entries: map[string]sharedEntry{}}
 	h := newFakeHost(mustJSON(t, p))
 	h.sharedData = shared
-	if !g.Configure(h, rootID) {
+	if !g.Configure(h, rootID, tcpPlugin) {
 		t.Fatalf("configuration refused: %q", h.logs)
 	}
 	connect := func(id uint32) *fakeHost {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/directpipe/directpipe/filter/auth"
 	"github.com/directpipe/directpipe/filter/contract"
+	"github.com/directpipe/directpipe/filter/httphead"
 	"github.com/directpipe/directpipe/filter/tcpcheck"
 )
 
@@ -18,15 +19,17 @@ const (
 // handshake has been decided, and its place in the pending list while it
 // has not.
 type conn struct {
-	id      uint32
-	root    uint32
-	opened  time.Time
-	decided bool
-	// refused is set when the client's address is not allowed: the
-	// connection's first bytes are then answered 403 client_address
-	// whatever they hold.
-	refused    bool
+	id         uint32
+	root       uint32
+	opened     time.Time
+	decided    bool
 	prev, next *conn
+	// head holds what the client has sent while undecided, read from the
+	// host a piece at a time, and scan what has been read of it: a head
+	// trickled a byte per packet costs the module about what it costs
+	// sent at once.
+	head []byte
+	scan httphead.Scanner
 }
 
 // TCP decides WebSocket handshakes on raw connections in front of
@@ -36,7 +39,15 @@ type conn struct {
 // chunk passes untouched.
 type TCP struct {
 	policies map[uint32]*auth.Policy // by root context
-	conns    map[uint32]*conn
+	// plugins names each root context's plugin (its root id), and latest
+	// the root context each plugin was configured on last. A config push
+	// starts a new root context, but a connection stays with the one it
+	// was accepted under; its handshake is decided by its plugin's
+	// latest policy, so a key removed while a client was still sending
+	// its head is refused, and a key added lets it in.
+	plugins map[uint32]string
+	latest  map[string]uint32
+	conns   map[uint32]*conn
 	// pending holds the undecided connections of every plugin of the
 	// worker, oldest first: the tick and the shedding of a flood take
 	// from its front without looking at decided connections.
@@ -46,12 +57,13 @@ type TCP struct {
 
 // NewTCP returns a tcp gate with no plugin configured.
 func NewTCP() *TCP {
-	return &TCP{policies: map[uint32]*auth.Policy{}, conns: map[uint32]*conn{}, quota: NewQuota()}
+	return &TCP{policies: map[uint32]*auth.Policy{}, plugins: map[uint32]string{}, latest: map[string]uint32{}, conns: map[uint32]*conn{}, quota: NewQuota()}
 }
 
-// Configure parses a plugin's configuration, which must hold exactly one
-// policy, and starts its tick.
-func (g *TCP) Configure(h TCPHost, rootID uint32) bool {
+// Configure parses the configuration of plugin (its root id) on root
+// context rootID, which must hold exactly one policy, and starts its
+// tick.
+func (g *TCP) Configure(h TCPHost, rootID uint32, plugin string) bool {
 	cfg, ok := parseConfig(h)
 	if !ok {
 		return false
@@ -68,6 +80,8 @@ func (g *TCP) Configure(h TCPHost, rootID uint32) bool {
 		return false
 	}
 	g.policies[rootID] = p
+	g.plugins[rootID] = plugin
+	g.latest[plugin] = rootID
 	h.DefineCounter(contract.MetricTCPAllowed)
 	h.DefineCounter(contract.MetricTCPHeadTimeout)
 	h.DefineCounter(contract.MetricTCPShed)
@@ -96,11 +110,6 @@ func (g *TCP) ContextCreate(id, parentID uint32, now time.Time) {
 // denied caller never costs an upstream connection. Past MaxPending
 // undecided handshakes, the oldest is closed to make room.
 func (g *TCP) NewConnection(h TCPHost, id uint32) Action {
-	if c := g.conns[id]; c != nil {
-		if p := g.policies[c.root]; p != nil && !clientAllowed(h, p.ClientList()) {
-			c.refused = true
-		}
-	}
 	if g.pending.n <= MaxPending {
 		return Pause
 	}
@@ -120,6 +129,7 @@ func (g *TCP) NewConnection(h TCPHost, id uint32) Action {
 // decide marks a connection decided: it leaves the pending list.
 func (g *TCP) decide(c *conn) {
 	c.decided = true
+	c.head, c.scan = nil, httphead.Scanner{}
 	g.pending.remove(c)
 }
 
@@ -134,25 +144,35 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	if c.decided {
 		return Continue // the pipe: nothing to do
 	}
-	p := g.policies[c.root]
+	p := g.policy(c)
 	if p == nil {
 		d := auth.NotConfigured()
 		return g.deny(h, c, d, tcpcheck.DenyRequest(d, contract.DefaultRealm), size)
 	}
-	if c.refused {
+	if !clientAllowed(h, p.ClientList()) {
 		// The client waits for an HTTP answer: it gets the deny
-		// listener's 403, and no byte of its request goes further.
+		// listener's 403, whatever its first bytes hold, and no byte of
+		// its request goes further.
 		d := auth.Denial(contract.ReasonClientAddress)
 		return g.deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
 	}
 	// One byte more than a head may hold tells a head that ends exactly
 	// at the limit with bytes after it from one that ends the buffer.
-	buf, err := h.DownstreamData(min(size, contract.MaxHeadBytes+1))
-	if err != nil {
-		return closeConnection(h, err.Error())
+	want := int(min(size, contract.MaxHeadBytes+1))
+	if want < len(c.head) {
+		// Envoy keeps a held connection's bytes; if it ever gives fewer,
+		// read them all again.
+		c.head, c.scan = c.head[:0], httphead.Scanner{}
+	}
+	if want > len(c.head) {
+		more, err := h.DownstreamData(uint32(len(c.head)), uint32(want-len(c.head)))
+		if err != nil {
+			return closeConnection(h, err.Error())
+		}
+		c.head = append(c.head, more...)
 	}
 	t := now()
-	o := tcpcheck.Inspect(p, buf, t)
+	o := tcpcheck.InspectScanned(p, &c.scan, c.head, t)
 	countCache(h, o.Decision)
 	switch o.Verdict {
 	case tcpcheck.NeedMore:
@@ -179,6 +199,15 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	g.decide(c)
 	h.Count(contract.MetricTCPAllowed)
 	return Continue
+}
+
+// policy is the policy that decides c's handshake now: its plugin's
+// latest, or the one it was accepted under while that is all there is.
+func (g *TCP) policy(c *conn) *auth.Policy {
+	if p := g.policies[g.latest[g.plugins[c.root]]]; p != nil {
+		return p
+	}
+	return g.policies[c.root]
 }
 
 // deny swaps every byte received for the request the deny listener
@@ -247,6 +276,12 @@ func (g *TCP) Delete(h Host, id uint32) {
 		delete(g.conns, id)
 	}
 	delete(g.policies, id)
+	if plugin, ok := g.plugins[id]; ok {
+		delete(g.plugins, id)
+		if g.latest[plugin] == id {
+			delete(g.latest, plugin)
+		}
+	}
 }
 
 // queue is a list of connections in the order they opened; a connection

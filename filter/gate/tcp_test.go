@@ -1,10 +1,13 @@
 package gate
 
 import (
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/directpipe/directpipe/filter/tcpcheck"
@@ -26,7 +29,7 @@ func tcpGate(t *testing.T) *TCP {
 	t.Helper()
 	g := NewTCP()
 	h := newFakeHost(mustJSON(t, policyDoc()))
-	if !g.Configure(h, rootID) {
+	if !g.Configure(h, rootID, tcpPlugin) {
 		t.Fatalf("configuration refused: %q", h.logs)
 	}
 	if h.tickMillis != TickMillis {
@@ -52,7 +55,7 @@ func TestTCPConfigure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newFakeHost(tt.config)
 			g := NewTCP()
-			if g.Configure(h, rootID) {
+			if g.Configure(h, rootID, tcpPlugin) {
 				t.Fatal("configuration accepted")
 			}
 			if len(g.policies) != 0 || h.tickMillis != 0 || len(h.logs) == 0 {
@@ -240,7 +243,7 @@ func TestTCPFloodOfSilentConnections(t *testing.T) {
 	for _, n := range []int{1, ClosesPerCall, ClosesPerCall + 1, 1000, MaxPending, MaxPending + 1, 5000} {
 		g := NewTCP()
 		cfg := newFakeHost(mustJSON(t, policyDoc()))
-		if !g.Configure(cfg, rootID) {
+		if !g.Configure(cfg, rootID, tcpPlugin) {
 			t.Fatalf("configuration refused: %q", cfg.logs)
 		}
 		h := newFakeHost("")
@@ -322,5 +325,113 @@ func TestTCPDelete(t *testing.T) {
 	g.Delete(h, rootID)
 	if len(g.conns)+len(g.policies) != 0 {
 		t.Fatalf("state kept: %v %v", g.conns, g.policies)
+	}
+}
+
+// TestTCPDecidedByTheLatestPolicy: a push starts a new root context for
+// the same plugin while a connection accepted under the old one is still
+// sending its head. The head is decided by the plugin's latest policy (a
+// key the push removed is refused, a key it added is taken), a plugin of
+// another name keeps its own, and once the latest root context goes, the
+// one the connection came with decides again.
+func TestTCPDecidedByTheLatestPolicy(t *testing.T) {
+	const (
+		newRoot   = 3
+		otherRoot = 4
+		otherConn = 5
+	)
+	rotated := []byte("gate-test-rotated-secret-32-bytes")
+	rotatedDoc := policyDoc()
+	rotatedDoc["jwks"] = map[string]any{"keys": []map[string]string{
+		{"kty": "oct", "kid": "k2", "alg": "HS256", "k": base64.RawURLEncoding.EncodeToString(rotated)},
+	}}
+	rotatedTok := jwt.NewWithClaims(jwt.SigningMethodHS256, goodClaims())
+	rotatedTok.Header["kid"] = "k2"
+	newTok, err := rotatedTok.SignedString(rotated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTok := token(t, goodClaims())
+
+	decide := func(g *TCP, id uint32, tok string) string {
+		t.Helper()
+		h := newFakeHost("")
+		h.data = []byte(upgrade("/v1/a", "Authorization: Bearer "+tok))
+		g.DownstreamData(h, id, uint32(len(h.data)), false, clock)
+		if h.counts[contract.MetricTCPAllowed] == 1 {
+			return "allow"
+		}
+		return "deny"
+	}
+	for _, tt := range []struct {
+		name   string
+		tok    string
+		delete bool // the new root context is deleted before the head ends
+		want   string
+	}{
+		{"a key removed by the push", oldTok, false, "deny"},
+		{"a key added by the push", newTok, false, "allow"},
+		{"the new root context gone: the old policy", oldTok, true, "allow"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := tcpGate(t) // streamID accepted under rootID
+			if !g.Configure(newFakeHost(mustJSON(t, rotatedDoc)), newRoot, tcpPlugin) {
+				t.Fatal("the pushed configuration was refused")
+			}
+			// Another tcp route, on the old keys, is not moved by the push.
+			if !g.Configure(newFakeHost(mustJSON(t, policyDoc())), otherRoot, tcpPlugin+"-other") {
+				t.Fatal("the other plugin's configuration was refused")
+			}
+			g.ContextCreate(otherConn, otherRoot, now)
+			if got := decide(g, otherConn, oldTok); got != "allow" {
+				t.Errorf("the other plugin's connection with its key: %s", got)
+			}
+			if tt.delete {
+				g.Delete(newFakeHost(""), newRoot)
+			}
+			if got := decide(g, streamID, tt.tok); got != tt.want {
+				t.Errorf("%s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestTCPTrickledHead: a head sent a byte per packet, as large as a head
+// may be, is read from the host once, byte for byte, and decided as if it
+// came at once; a client that trickles garbage is refused at its first
+// bad line.
+func TestTCPTrickledHead(t *testing.T) {
+	good := token(t, goodClaims())
+	head := upgrade("/v1/a", "Authorization: Bearer "+good, "X-Pad: ")
+	head = strings.Replace(head, "X-Pad: \r\n", "X-Pad: "+strings.Repeat("p", contract.MaxHeadBytes-len(head))+"\r\n", 1)
+	if len(head) != contract.MaxHeadBytes {
+		t.Fatalf("head of %d bytes", len(head))
+	}
+	for _, tt := range []struct {
+		name    string
+		in      string
+		verdict string
+	}{
+		{"a head at the limit", head, "allow"},
+		{"garbage after the request line", "GET /v1/a HTTP/1.1\r\nHost : a\r\n" + strings.Repeat("x", 5000), "deny:bad_handshake"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := tcpGate(t)
+			h := newFakeHost("")
+			var a Action
+			for n := 1; n <= len(tt.in); n++ {
+				h.data = []byte(tt.in[:n])
+				if a = g.DownstreamData(h, streamID, uint32(n), false, clock); a != Pause {
+					break
+				}
+			}
+			if a != Continue {
+				t.Fatalf("still held after %d bytes (logs %q)", len(tt.in), h.logs)
+			}
+			checkVerdict(t, h, tt.verdict, good)
+			if h.dataRead > len(tt.in) {
+				t.Errorf("read %d bytes from the host for a head of %d", h.dataRead, len(tt.in))
+			}
+		})
 	}
 }

@@ -69,6 +69,68 @@ func Parse(buf []byte) (*Head, int, error) {
 	return h, end + 4, nil
 }
 
+// Scanner reads a head that arrives in pieces: each call to Scan has the
+// bytes so far, a buffer that only grows. It looks at each byte a bounded
+// number of times, so a head sent a byte at a time costs about what it
+// costs sent at once; calling Parse on every piece would cost the square
+// of its length, which a client trickling heads on many connections could
+// turn into a worker's whole CPU. Its zero value is ready to use.
+type Scanner struct {
+	line     int // where the line being received starts; every line before it is valid
+	seen     int // bytes looked at so far
+	examined int // bytes searched, over every call
+}
+
+// Scan reads buf as Parse does, with the same results, looking only at the
+// bytes that earlier calls did not.
+func (s *Scanner) Scan(buf []byte) (*Head, int, error) {
+	if len(buf) < s.seen {
+		*s = Scanner{} // not the buffer it saw before: start again
+	}
+	if len(buf) > 0 && !isTokenChar(buf[0]) {
+		return nil, 0, errors.New("httphead: not an HTTP request")
+	}
+	limit := min(len(buf), contract.MaxHeadBytes)
+	for {
+		// A CRLF may straddle the last call's end.
+		from := max(s.line, s.seen-1)
+		i := bytes.Index(buf[from:limit], crlf)
+		if i < 0 {
+			s.examined += limit - from
+			break
+		}
+		end := from + i
+		s.examined += i + len(crlf)
+		if end == s.line {
+			// The empty line: the head is whole. Reading it once more,
+			// from the start, is linear.
+			s.examined += end
+			return Parse(buf)
+		}
+		line := string(buf[s.line:end])
+		if s.line == 0 {
+			if _, err := parseRequestLine(line); err != nil {
+				return nil, 0, err
+			}
+		} else if _, err := parseField(line); err != nil {
+			return nil, 0, fmt.Errorf("httphead: %w", err)
+		}
+		s.line = end + len(crlf)
+		s.seen = s.line
+	}
+	// The line still being received may hold only what a line may hold.
+	if bytes.ContainsAny(buf[max(s.line, s.seen):limit], "\n\x00") {
+		return nil, 0, errors.New("httphead: bare LF or NUL")
+	}
+	s.seen = limit
+	if len(buf) >= contract.MaxHeadBytes {
+		return nil, 0, ErrTooLarge
+	}
+	return nil, 0, ErrIncomplete
+}
+
+var crlf = []byte("\r\n")
+
 // checkPrefix validates the complete lines of an unfinished head.
 func checkPrefix(buf []byte) error {
 	if len(buf) > 0 && !isTokenChar(buf[0]) {

@@ -113,3 +113,88 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// scanPieces feeds in to a Scanner in pieces of step bytes, as a
+// connection's growing buffer, and checks every call against Parse of the
+// same bytes: the same head, or the same kind of refusal.
+func scanPieces(t *testing.T, in []byte, step int) *Scanner {
+	t.Helper()
+	var s Scanner
+	for n := min(step, len(in)); ; n = min(n+step, len(in)) {
+		h, m, err := s.Scan(in[:n])
+		wantH, wantM, wantErr := Parse(in[:n])
+		switch {
+		case (err == nil) != (wantErr == nil),
+			errors.Is(err, ErrIncomplete) != errors.Is(wantErr, ErrIncomplete):
+			t.Fatalf("%q, %d of %d bytes: Scan says %v, Parse says %v", in, n, len(in), err, wantErr)
+		case err == nil && (m != wantM || !reflect.DeepEqual(h, wantH)):
+			t.Fatalf("%q: Scan read %+v (%d bytes), Parse %+v (%d)", in, h, m, wantH, wantM)
+		}
+		if err == nil || !errors.Is(err, ErrIncomplete) || n == len(in) {
+			return &s
+		}
+	}
+}
+
+func TestScannerAgreesWithParse(t *testing.T) {
+	inputs := []string{
+		upgrade, upgrade + "trailing",
+		"GET / HTTP/1.1\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: a\r\r\n\r\n",
+		"GET / HTTP/1.1\r\n\n\r\n",
+		"\x16\x03\x01\x02\x00",
+		"\r\nGET / HTTP/1.1\r\n\r\n",
+		"GET /\r\nHost: a\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\n",
+		"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", contract.MaxHeadBytes),
+		"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", contract.MaxHeadBytes-22) + "\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", contract.MaxHeadBytes-21) + "\r\n\r\n",
+	}
+	for _, in := range inputs {
+		for _, step := range []int{1, 2, 3, 7, 100, len(in)} {
+			if step < 100 && len(in) > 1000 {
+				continue // TestScannerIsLinear sends big heads a byte at a time
+			}
+			scanPieces(t, []byte(in), step)
+		}
+	}
+}
+
+// TestScannerIsLinear: a head at the size limit sent a byte at a time is
+// searched a few times over, not once per byte.
+func TestScannerIsLinear(t *testing.T) {
+	big := "GET / HTTP/1.1\r\nX-Pad: " + strings.Repeat("a", contract.MaxHeadBytes/2) + "\r\n"
+	for len(big) < contract.MaxHeadBytes-40 {
+		big += "X-Line: " + strings.Repeat("b", 30) + "\r\n"
+	}
+	for _, in := range []string{big + "\r\n", big, "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", contract.MaxHeadBytes)} {
+		var s Scanner
+		var err error
+		b := []byte(in)
+		for n := 1; n <= len(b); n++ {
+			if _, _, err = s.Scan(b[:n]); !errors.Is(err, ErrIncomplete) {
+				break
+			}
+		}
+		if _, _, want := Parse([]byte(in)); (err == nil) != (want == nil) || errors.Is(err, ErrIncomplete) != errors.Is(want, ErrIncomplete) {
+			t.Errorf("%d bytes one at a time: %v, Parse says %v", len(in), err, want)
+		}
+		if s.examined > 4*len(in) {
+			t.Errorf("%d bytes sent one at a time: %d searched, want at most %d", len(in), s.examined, 4*len(in))
+		}
+	}
+}
+
+func FuzzScanner(f *testing.F) {
+	f.Add([]byte(upgrade), uint8(1))
+	f.Add([]byte("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n"), uint8(3))
+	f.Add([]byte("GET / HTTP/1.1\r\nX: a\r\r\n\r\n"), uint8(2))
+	f.Fuzz(func(t *testing.T, in []byte, step uint8) {
+		scanPieces(t, in, int(step%16)+1)
+	})
+}

@@ -262,8 +262,13 @@ func CounterID(name string) (uint32, bool) {
 
 // GetBufferBytesN reads at most size bytes of a buffer from its start.
 func GetBufferBytesN(bt BufferType, size uint32) ([]byte, error) {
+	return GetBufferBytesAt(bt, 0, size)
+}
+
+// GetBufferBytesAt reads at most size bytes of a buffer from byte start.
+func GetBufferBytesAt(bt BufferType, start, size uint32) ([]byte, error) {
 	var addr, n uint32
-	st := Status(proxy_get_buffer_bytes(uint32(bt), 0, size, &addr, &n))
+	st := Status(proxy_get_buffer_bytes(uint32(bt), start, size, &addr, &n))
 	if err := st.err("proxy_get_buffer_bytes"); err != nil {
 		return nil, err
 	}

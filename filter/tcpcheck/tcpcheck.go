@@ -68,7 +68,13 @@ type Outcome struct {
 // Inspect decides a connection from the bytes it has sent so far. The
 // policy guards the whole listener: a tcp route has no route table.
 func Inspect(p *auth.Policy, buf []byte, now time.Time) Outcome {
-	h, n, err := httphead.Parse(buf)
+	return InspectScanned(p, &httphead.Scanner{}, buf, now)
+}
+
+// InspectScanned is Inspect for a connection whose bytes arrive in pieces:
+// s has read the earlier pieces of buf and reads only what is new.
+func InspectScanned(p *auth.Policy, s *httphead.Scanner, buf []byte, now time.Time) Outcome {
+	h, n, err := s.Scan(buf)
 	switch {
 	case errors.Is(err, httphead.ErrIncomplete):
 		return Outcome{Verdict: NeedMore}
@@ -119,7 +125,7 @@ func isUpgrade(h *httphead.Head) bool {
 	_, hasLength := h.Get("content-length")
 	_, hasEncoding := h.Get("transfer-encoding")
 	return h.Method == "GET" && originForm(h.Target) && !hasLength && !hasEncoding &&
-		h.HasToken("upgrade", "websocket") && h.HasToken("connection", "upgrade") &&
+		onlyWebSocket(h.Values("upgrade")) && h.HasToken("connection", "upgrade") &&
 		len(h.Values("host")) == 1 && len(h.Values("authorization")) <= 1 && len(h.Values("origin")) <= 1 &&
 		validVersion(h.Values("sec-websocket-version")) && validKey(h.Values("sec-websocket-key")) &&
 		!hasUnderscoreName(h)
@@ -132,6 +138,14 @@ func isUpgrade(h *httphead.Head) bool {
 // where a path with one ends.
 func originForm(target string) bool {
 	return strings.HasPrefix(target, "/") && !strings.Contains(target, "#")
+}
+
+// onlyWebSocket accepts one Upgrade field naming websocket alone. A
+// second protocol offered beside it (h2c, say) could be the one a back
+// end switches to, and a multiplexed protocol would carry requests the
+// module never sees.
+func onlyWebSocket(v []string) bool {
+	return len(v) == 1 && strings.EqualFold(v[0], "websocket")
 }
 
 func validVersion(v []string) bool { return len(v) == 1 && v[0] == "13" }

@@ -250,6 +250,10 @@ func TestInspectDenies(t *testing.T) {
 		{"authority form", head("voice.local:80", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
 		{"asterisk form", head("*", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
 		{"fragment", head("/v1/a#?access_token=x", "Authorization: Bearer "+tok), contract.ReasonBadHandshake, 400, ""},
+		// A second protocol beside websocket could be the one a back end
+		// switches to: h2c would carry requests never checked.
+		{"h2c beside websocket", strings.Replace(head("/", "Authorization: Bearer "+tok), "Upgrade: websocket", "Upgrade: websocket, h2c", 1), contract.ReasonBadHandshake, 400, ""},
+		{"h2c on a second Upgrade line", head("/", "Authorization: Bearer "+tok, "Upgrade: h2c"), contract.ReasonBadHandshake, 400, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,10 +19,11 @@ import (
 )
 
 // QuickSections and QuickRounds are the default run: the main table of
-// every path's latency and the handshake times. Two rounds of 8 paths at
+// every path's latency, the handshake times and the fleet section (about
+// a minute: 1,000 simulated Envoys on replica processes). Two rounds of 8 paths at
 // 10 s of frames each is under 3 minutes of streaming, a third of the
 // full lab's rounds and none of its searches.
-var QuickSections = []string{"paths", "handshakes"}
+var QuickSections = []string{"paths", "handshakes", "fleet"}
 
 const QuickRounds = 2
 
@@ -85,6 +86,7 @@ func main() {
 	rounds := flag.Int("rounds", cfg.Rounds, "rotated rounds of every path")
 	pushChanges := flag.Int("push-changes", cfg.Push.Changes, "changes timed to the ACK in each row of the push section")
 	pushNodes := flag.Int("push-nodes", cfg.Push.Nodes, "simulated xDS nodes beside the Envoy in the push section's many-nodes row")
+	fleetNodes := flag.Int("fleet-nodes", cfg.Fleet.Nodes, "simulated Envoys in the fleet section")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -104,6 +106,7 @@ func main() {
 		cfg.Streams, cfg.Frames, cfg.Interval, cfg.Handshakes = *streams, *frames, *interval, *handshakes
 		cfg.Capacity.Max, cfg.Storm.Clients, cfg.Rounds = *capMax, *stormClients, *rounds
 		cfg.Push.Changes, cfg.Push.Nodes = *pushChanges, *pushNodes
+		cfg.Fleet.Nodes = *fleetNodes
 	}
 	cfg.Select = sel
 	cfg.Workers, cfg.Placement = *workers, *placement

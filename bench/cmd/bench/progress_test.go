@@ -51,10 +51,10 @@ func TestShape(t *testing.T) {
 		want     string
 		wantR    int
 	}{
-		{"default", true, nil, "", 3, "paths,handshakes", QuickRounds},
+		{"default", true, nil, "", 3, "paths,handshakes,fleet", QuickRounds},
 		{"full", false, nil, "", 3, "", 3},
 		{"sections given", true, map[string]bool{"sections": true}, "push", 3, "push", QuickRounds},
-		{"rounds given", true, map[string]bool{"rounds": true}, "", 5, "paths,handshakes", 5},
+		{"rounds given", true, map[string]bool{"rounds": true}, "", 5, "paths,handshakes,fleet", 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

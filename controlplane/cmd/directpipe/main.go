@@ -34,7 +34,7 @@ type flags struct {
 	tlsCert, tlsKey, clientCA                                         string
 	modulesAddr, xdsCert, xdsKey, xdsClientCA, nodeIdentity           string
 	store, etcdCA, etcdCert, etcdKey, etcdPrefix, replica             string
-	kubeconfig, kubeNamespace, kubeListen                             string
+	kubeconfig, kubeNamespace, kubeListen, gatewayHost                string
 	history                                                           int
 	leaseTTL                                                          time.Duration
 	// nativePath is the handshake filter as an Envoy dynamic module.
@@ -48,6 +48,7 @@ func main() {
 	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "with -store kubernetes: kubeconfig file (default: the pod's service account)")
 	flag.StringVar(&f.kubeNamespace, "kube-namespace", kube.PodNamespace(), "with -store kubernetes: namespace of the resources, leases and events")
 	flag.StringVar(&f.kubeListen, "kube-listen", "0.0.0.0:10000", "with -store kubernetes: address of the Envoy listener every route is served on")
+	flag.StringVar(&f.gatewayHost, "gateway-host", "0.0.0.0", "with -store kubernetes: address Envoy binds for Gateway API listeners (a listener on port p listens on this address, port p)")
 	flag.StringVar(&f.etcdCA, "etcd-ca", "", "CA of etcd's server certificates (TLS to etcd)")
 	flag.StringVar(&f.etcdCert, "etcd-cert", "", "client certificate for etcd")
 	flag.StringVar(&f.etcdKey, "etcd-key", "", "private key of -etcd-cert")
@@ -207,7 +208,7 @@ func openKube(log *slog.Logger, f flags) (store.Shared, error) {
 		return nil, err
 	}
 	return kube.New(kube.Config{
-		REST: rc, Namespace: f.kubeNamespace, Identity: f.replica, History: f.history, Log: log,
+		REST: rc, Namespace: f.kubeNamespace, Identity: f.replica, History: f.history, Log: log, GatewayHost: f.gatewayHost,
 		Listeners: []*policyv1.Listener{{Name: "public", Address: f.kubeListen, Http2: true}},
 	})
 }

@@ -44,6 +44,8 @@ func main() {
 	flag.StringVar(&t.Cert, "tls-cert", "", "this Envoy's client certificate")
 	flag.StringVar(&t.Key, "tls-key", "", "key of -tls-cert")
 	flag.StringVar(&t.ServerName, "tls-server-name", bootstrap.DefaultServerName, "name the control plane's certificate must carry")
+	flag.StringVar(&t.SDSDir, "sds-dir", "", "with mutual TLS: write SDS files for the certificate, key and CA into this directory and have Envoy reload them when their directory changes (a rotation needs no restart)")
+	flag.StringVar(&p.ReadyAddr, "ready-addr", "", "serve readiness on http://ADDR/ready (host:port, IP host): 503 once Envoy's health check is failed")
 	flag.BoolVar(&p.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
 	flag.IntVar(&p.MaxConnections, "max-connections", bootstrap.DefaultMaxConnections, "client connections Envoy accepts over all listeners together")
 	flag.StringVar(&p.Filter, "filter", bootstrap.FilterWasm, "handshake filter this Envoy runs: wasm (Proxy-Wasm module) or native (Envoy dynamic module; the control plane needs -native)")
@@ -80,10 +82,23 @@ func run(p *bootstrap.Params, xdsAddrs, modAddrs list, modPort int, t bootstrap.
 	}
 	if t.CA != "" || t.Cert != "" || t.Key != "" {
 		p.TLS = &t
+	} else if t.SDSDir != "" {
+		return fmt.Errorf("-sds-dir needs -tls-ca, -tls-cert and -tls-key")
 	}
 	out, err := bootstrap.Render(*p)
 	if err != nil {
 		return err
+	}
+	if t.SDSDir != "" {
+		files, err := bootstrap.SDSFiles(t)
+		if err != nil {
+			return err
+		}
+		for path, b := range files {
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				return fmt.Errorf("writing SDS file: %w", err)
+			}
+		}
 	}
 	_, err = os.Stdout.Write(out)
 	return err

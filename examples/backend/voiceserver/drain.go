@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,6 +22,11 @@ import (
 // another endpoint, since the control plane marked this one DRAINING.
 // Streams that open during the window are ended the same way before it
 // closes.
+//
+// Asked to shed (POST /debug/drain?streams=N, what the control plane's
+// rebalance sends), the back end ends only N of its live streams, picked
+// at random, the same way over the window, and goes on taking new ones:
+// their callers reconnect to wherever the balancer now prefers.
 const (
 	// DefaultDrainWindow spreads the closes of a drain.
 	DefaultDrainWindow = 5 * time.Second
@@ -100,7 +106,34 @@ func (s *Server) Drain(window time.Duration) int {
 	return n
 }
 
-// serveDrain is POST /debug/drain?window=5s.
+// Shed asks n of the live streams (fewer if it holds fewer), picked at
+// random, to go away at a random moment of window; streams that open later
+// are left alone. It returns how many were asked.
+func (s *Server) Shed(n int, window time.Duration) int {
+	l := &s.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	asked := 0
+	// Map iteration order is random: the first n not yet asked are a
+	// random pick.
+	for st := range l.streams {
+		if asked == n {
+			break
+		}
+		select {
+		case st.goAway <- rand.N(window + 1):
+			asked++
+		default: // already asked
+		}
+	}
+	s.log.Info("shedding: streams will be sent Close 1001", "streams", asked, "of", len(l.streams), "window", window)
+	return asked
+}
+
+// maxShed bounds the streams one request may name.
+const maxShed = 1_000_000
+
+// serveDrain is POST /debug/drain?window=5s, or with streams=N a shed.
 func (s *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
 	window := DefaultDrainWindow
 	if v := r.URL.Query().Get("window"); v != "" {
@@ -111,7 +144,17 @@ func (s *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
 		}
 		window = d
 	}
-	n := s.Drain(window)
+	var n int
+	if v := r.URL.Query().Get("streams"); v != "" {
+		shed, err := strconv.Atoi(v)
+		if err != nil || shed < 0 || shed > maxShed {
+			http.Error(w, fmt.Sprintf("streams %q: want a count from 0 to %d", v, maxShed), http.StatusBadRequest)
+			return
+		}
+		n = s.Shed(shed, window)
+	} else {
+		n = s.Drain(window)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{"streams": n, "window": window.String()})
 }

@@ -64,3 +64,69 @@ func TestDrainSendsGoingAway(t *testing.T) {
 		t.Errorf("a negative window: %v %v, want 400", resp, err)
 	}
 }
+
+// TestShedEndsOnlyN: asked to shed 2 of its 5 streams, the back end sends
+// exactly 2 of them Close 1001; the other 3, and a stream that opens
+// later, go on echoing.
+func TestShedEndsOnlyN(t *testing.T) {
+	s := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(s.VoiceHandler())
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/voice"
+	var conns []*websocket.Conn
+	for range 5 {
+		c, _, err := websocket.Dial(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		conns = append(conns, c)
+	}
+	for s.Streams().Live < 5 {
+		time.Sleep(time.Millisecond)
+	}
+	resp, err := http.Post(srv.URL+"/debug/drain?streams=2&window=200ms", "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("shed: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for s.Streams().GoAways < 2 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	later, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer later.CloseNow()
+	goAways, echoes := 0, 0
+	for i, c := range append(conns, later) {
+		if err := c.Write(ctx, websocket.MessageBinary, []byte{byte(i)}); err != nil {
+			goAways++ // closed by the shed
+			continue
+		}
+		_, msg, err := c.Read(ctx)
+		var ce websocket.CloseError
+		switch {
+		case errors.As(err, &ce) && ce.Code == websocket.StatusGoingAway:
+			goAways++
+		case err == nil && len(msg) == 1 && msg[0] == byte(i):
+			echoes++
+		default:
+			t.Errorf("stream %d: %v %v", i, msg, err)
+		}
+	}
+	if goAways != 2 || echoes != 4 {
+		t.Errorf("%d streams sent away and %d echoing, want 2 and 4", goAways, echoes)
+	}
+	if got := s.Streams(); got.GoAways != 2 || got.Draining {
+		t.Errorf("counts = %+v, want 2 sent away and not draining", got)
+	}
+	for _, q := range []string{"streams=-1", "streams=x", "streams=2000000"} {
+		resp, err := http.Post(srv.URL+"/debug/drain?"+q, "", nil)
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %v %v, want 400", q, resp, err)
+		}
+	}
+}

@@ -2450,6 +2450,221 @@ func (x *DrainEndpointResponse) GetDrain() *Drain {
 	return nil
 }
 
+type RebalanceRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Backend string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	// Show the plan only.
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The back ends spread their closes over this window (default 10s, at
+	// most 10 minutes).
+	Window        *durationpb.Duration `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceRequest) Reset() {
+	*x = RebalanceRequest{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceRequest) ProtoMessage() {}
+
+func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceRequest) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RebalanceRequest) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *RebalanceRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *RebalanceRequest) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+type RebalanceResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Backend string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	// One per endpoint that takes new streams, in policy order.
+	Steps  []*RebalanceStep     `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
+	Window *durationpb.Duration `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
+	// Set when the back ends were asked.
+	Ran           bool `protobuf:"varint,4,opt,name=ran,proto3" json:"ran,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceResponse) Reset() {
+	*x = RebalanceResponse{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceResponse) ProtoMessage() {}
+
+func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceResponse) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RebalanceResponse) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *RebalanceResponse) GetSteps() []*RebalanceStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *RebalanceResponse) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *RebalanceResponse) GetRan() bool {
+	if x != nil {
+		return x.Ran
+	}
+	return false
+}
+
+type RebalanceStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port as the policy lists it.
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// Live streams over the fleet when the plan was made.
+	Live uint64 `protobuf:"varint,2,opt,name=live,proto3" json:"live,omitempty"`
+	// Streams it should end: what it holds above its share of the pool's
+	// streams (by max_streams when stated, else the mean), rounded up.
+	Shed uint64 `protobuf:"varint,3,opt,name=shed,proto3" json:"shed,omitempty"`
+	// What its back end said it will end, once asked.
+	Asked uint64 `protobuf:"varint,4,opt,name=asked,proto3" json:"asked,omitempty"`
+	// Why asking its back end failed, if it did.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceStep) Reset() {
+	*x = RebalanceStep{}
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceStep) ProtoMessage() {}
+
+func (x *RebalanceStep) ProtoReflect() protoreflect.Message {
+	mi := &file_directpipe_admin_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceStep.ProtoReflect.Descriptor instead.
+func (*RebalanceStep) Descriptor() ([]byte, []int) {
+	return file_directpipe_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RebalanceStep) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *RebalanceStep) GetLive() uint64 {
+	if x != nil {
+		return x.Live
+	}
+	return 0
+}
+
+func (x *RebalanceStep) GetShed() uint64 {
+	if x != nil {
+		return x.Shed
+	}
+	return 0
+}
+
+func (x *RebalanceStep) GetAsked() uint64 {
+	if x != nil {
+		return x.Asked
+	}
+	return 0
+}
+
+func (x *RebalanceStep) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_directpipe_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
@@ -2631,7 +2846,22 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\bdeadline\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bdeadline\x12\x16\n" +
 	"\x06cancel\x18\x04 \x01(\bR\x06cancel\"I\n" +
 	"\x15DrainEndpointResponse\x120\n" +
-	"\x05drain\x18\x01 \x01(\v2\x1a.directpipe.admin.v1.DrainR\x05drain*X\n" +
+	"\x05drain\x18\x01 \x01(\v2\x1a.directpipe.admin.v1.DrainR\x05drain\"x\n" +
+	"\x10RebalanceRequest\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x121\n" +
+	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\"\xac\x01\n" +
+	"\x11RebalanceResponse\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x128\n" +
+	"\x05steps\x18\x02 \x03(\v2\".directpipe.admin.v1.RebalanceStepR\x05steps\x121\n" +
+	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x10\n" +
+	"\x03ran\x18\x04 \x01(\bR\x03ran\"\x7f\n" +
+	"\rRebalanceStep\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x12\n" +
+	"\x04live\x18\x02 \x01(\x04R\x04live\x12\x12\n" +
+	"\x04shed\x18\x03 \x01(\x04R\x04shed\x12\x14\n" +
+	"\x05asked\x18\x04 \x01(\x04R\x05asked\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error*X\n" +
 	"\tSyncState\x12\x1a\n" +
 	"\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -2644,7 +2874,7 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"DrainState\x12\x1b\n" +
 	"\x17DRAIN_STATE_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bDRAINING\x10\x01\x12\v\n" +
-	"\aDRAINED\x10\x022\xca\b\n" +
+	"\aDRAINED\x10\x022\xa6\t\n" +
 	"\fAdminService\x12Z\n" +
 	"\tListNodes\x12%.directpipe.admin.v1.ListNodesRequest\x1a&.directpipe.admin.v1.ListNodesResponse\x12Z\n" +
 	"\tGetPolicy\x12%.directpipe.admin.v1.GetPolicyRequest\x1a&.directpipe.admin.v1.GetPolicyResponse\x12i\n" +
@@ -2657,7 +2887,8 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"GetVersion\x12&.directpipe.admin.v1.GetVersionRequest\x1a'.directpipe.admin.v1.GetVersionResponse\x12`\n" +
 	"\vListStreams\x12'.directpipe.admin.v1.ListStreamsRequest\x1a(.directpipe.admin.v1.ListStreamsResponse\x12f\n" +
-	"\rDrainEndpoint\x12).directpipe.admin.v1.DrainEndpointRequest\x1a*.directpipe.admin.v1.DrainEndpointResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
+	"\rDrainEndpoint\x12).directpipe.admin.v1.DrainEndpointRequest\x1a*.directpipe.admin.v1.DrainEndpointResponse\x12Z\n" +
+	"\tRebalance\x12%.directpipe.admin.v1.RebalanceRequest\x1a&.directpipe.admin.v1.RebalanceResponseBBZ@github.com/directpipe/directpipe/api/directpipe/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_directpipe_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2672,7 +2903,7 @@ func file_directpipe_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_directpipe_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_directpipe_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(SyncState)(0),                   // 0: directpipe.admin.v1.SyncState
 	(DrainState)(0),                  // 1: directpipe.admin.v1.DrainState
@@ -2712,81 +2943,89 @@ var file_directpipe_admin_v1_admin_proto_goTypes = []any{
 	(*Drain)(nil),                    // 35: directpipe.admin.v1.Drain
 	(*DrainEndpointRequest)(nil),     // 36: directpipe.admin.v1.DrainEndpointRequest
 	(*DrainEndpointResponse)(nil),    // 37: directpipe.admin.v1.DrainEndpointResponse
-	nil,                              // 38: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
-	nil,                              // 39: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	nil,                              // 40: directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
-	(*v1.Policy)(nil),                // 42: directpipe.policy.v1.Policy
-	(*durationpb.Duration)(nil),      // 43: google.protobuf.Duration
+	(*RebalanceRequest)(nil),         // 38: directpipe.admin.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),        // 39: directpipe.admin.v1.RebalanceResponse
+	(*RebalanceStep)(nil),            // 40: directpipe.admin.v1.RebalanceStep
+	nil,                              // 41: directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	nil,                              // 42: directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	nil,                              // 43: directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	(*timestamppb.Timestamp)(nil),    // 44: google.protobuf.Timestamp
+	(*v1.Policy)(nil),                // 45: directpipe.policy.v1.Policy
+	(*durationpb.Duration)(nil),      // 46: google.protobuf.Duration
 }
 var file_directpipe_admin_v1_admin_proto_depIdxs = []int32{
 	9,  // 0: directpipe.admin.v1.ListNodesResponse.nodes:type_name -> directpipe.admin.v1.Node
 	8,  // 1: directpipe.admin.v1.ListNodesResponse.policy_rejected:type_name -> directpipe.admin.v1.PolicyRejection
-	41, // 2: directpipe.admin.v1.PolicyRejection.at:type_name -> google.protobuf.Timestamp
-	41, // 3: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
-	41, // 4: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	44, // 2: directpipe.admin.v1.PolicyRejection.at:type_name -> google.protobuf.Timestamp
+	44, // 3: directpipe.admin.v1.Node.connected_since:type_name -> google.protobuf.Timestamp
+	44, // 4: directpipe.admin.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
 	11, // 5: directpipe.admin.v1.Node.resources:type_name -> directpipe.admin.v1.ResourceStatus
 	10, // 6: directpipe.admin.v1.Node.wasm:type_name -> directpipe.admin.v1.WasmHealth
-	41, // 7: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
+	44, // 7: directpipe.admin.v1.WasmHealth.last_failure:type_name -> google.protobuf.Timestamp
 	0,  // 8: directpipe.admin.v1.ResourceStatus.state:type_name -> directpipe.admin.v1.SyncState
 	12, // 9: directpipe.admin.v1.ResourceStatus.last_nack:type_name -> directpipe.admin.v1.Nack
-	41, // 10: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
+	44, // 10: directpipe.admin.v1.Nack.at:type_name -> google.protobuf.Timestamp
 	15, // 11: directpipe.admin.v1.GetPolicyHistoryResponse.revisions:type_name -> directpipe.admin.v1.PolicyRevision
-	41, // 12: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
-	42, // 13: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
-	42, // 14: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
-	42, // 15: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	42, // 16: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
-	43, // 17: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
+	44, // 12: directpipe.admin.v1.PolicyRevision.applied_at:type_name -> google.protobuf.Timestamp
+	45, // 13: directpipe.admin.v1.PolicyRevision.policy:type_name -> directpipe.policy.v1.Policy
+	45, // 14: directpipe.admin.v1.GetPolicyResponse.policy:type_name -> directpipe.policy.v1.Policy
+	45, // 15: directpipe.admin.v1.ValidatePolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	45, // 16: directpipe.admin.v1.ApplyPolicyRequest.policy:type_name -> directpipe.policy.v1.Policy
+	46, // 17: directpipe.admin.v1.ApplyPolicyRequest.wait:type_name -> google.protobuf.Duration
 	24, // 18: directpipe.admin.v1.ApplyPolicyResponse.changes:type_name -> directpipe.admin.v1.ResourceChange
 	23, // 19: directpipe.admin.v1.ApplyPolicyResponse.listener_updates:type_name -> directpipe.admin.v1.ListenerUpdate
 	22, // 20: directpipe.admin.v1.ApplyPolicyResponse.nodes:type_name -> directpipe.admin.v1.NodeAnswer
 	2,  // 21: directpipe.admin.v1.NodeAnswer.outcome:type_name -> directpipe.admin.v1.NodeAnswer.Outcome
 	12, // 22: directpipe.admin.v1.NodeAnswer.nacks:type_name -> directpipe.admin.v1.Nack
 	3,  // 23: directpipe.admin.v1.ListenerUpdate.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	38, // 24: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
+	41, // 24: directpipe.admin.v1.ListenerUpdate.connections:type_name -> directpipe.admin.v1.ListenerUpdate.ConnectionsEntry
 	3,  // 25: directpipe.admin.v1.ResourceChange.action:type_name -> directpipe.admin.v1.ResourceChange.Action
-	39, // 26: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
-	40, // 27: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
-	41, // 28: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
+	42, // 26: directpipe.admin.v1.GetConfigResponse.resources_json:type_name -> directpipe.admin.v1.GetConfigResponse.ResourcesJsonEntry
+	43, // 27: directpipe.admin.v1.GetConfigResponse.versions:type_name -> directpipe.admin.v1.GetConfigResponse.VersionsEntry
+	44, // 28: directpipe.admin.v1.Event.at:type_name -> google.protobuf.Timestamp
 	31, // 29: directpipe.admin.v1.ListKeySourcesResponse.sources:type_name -> directpipe.admin.v1.KeySource
-	41, // 30: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
-	41, // 31: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
+	44, // 30: directpipe.admin.v1.KeySource.last_success:type_name -> google.protobuf.Timestamp
+	44, // 31: directpipe.admin.v1.KeySource.last_error_at:type_name -> google.protobuf.Timestamp
 	34, // 32: directpipe.admin.v1.ListStreamsResponse.streams:type_name -> directpipe.admin.v1.EndpointStreams
 	35, // 33: directpipe.admin.v1.ListStreamsResponse.drains:type_name -> directpipe.admin.v1.Drain
 	1,  // 34: directpipe.admin.v1.Drain.state:type_name -> directpipe.admin.v1.DrainState
-	41, // 35: directpipe.admin.v1.Drain.started:type_name -> google.protobuf.Timestamp
-	41, // 36: directpipe.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	41, // 37: directpipe.admin.v1.Drain.ended:type_name -> google.protobuf.Timestamp
-	43, // 38: directpipe.admin.v1.DrainEndpointRequest.deadline:type_name -> google.protobuf.Duration
+	44, // 35: directpipe.admin.v1.Drain.started:type_name -> google.protobuf.Timestamp
+	44, // 36: directpipe.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	44, // 37: directpipe.admin.v1.Drain.ended:type_name -> google.protobuf.Timestamp
+	46, // 38: directpipe.admin.v1.DrainEndpointRequest.deadline:type_name -> google.protobuf.Duration
 	35, // 39: directpipe.admin.v1.DrainEndpointResponse.drain:type_name -> directpipe.admin.v1.Drain
-	6,  // 40: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
-	16, // 41: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
-	18, // 42: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
-	20, // 43: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
-	25, // 44: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
-	27, // 45: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
-	29, // 46: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
-	13, // 47: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
-	4,  // 48: directpipe.admin.v1.AdminService.GetVersion:input_type -> directpipe.admin.v1.GetVersionRequest
-	32, // 49: directpipe.admin.v1.AdminService.ListStreams:input_type -> directpipe.admin.v1.ListStreamsRequest
-	36, // 50: directpipe.admin.v1.AdminService.DrainEndpoint:input_type -> directpipe.admin.v1.DrainEndpointRequest
-	7,  // 51: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
-	17, // 52: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
-	19, // 53: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
-	21, // 54: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
-	26, // 55: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
-	28, // 56: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
-	30, // 57: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
-	14, // 58: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
-	5,  // 59: directpipe.admin.v1.AdminService.GetVersion:output_type -> directpipe.admin.v1.GetVersionResponse
-	33, // 60: directpipe.admin.v1.AdminService.ListStreams:output_type -> directpipe.admin.v1.ListStreamsResponse
-	37, // 61: directpipe.admin.v1.AdminService.DrainEndpoint:output_type -> directpipe.admin.v1.DrainEndpointResponse
-	51, // [51:62] is the sub-list for method output_type
-	40, // [40:51] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	46, // 40: directpipe.admin.v1.RebalanceRequest.window:type_name -> google.protobuf.Duration
+	40, // 41: directpipe.admin.v1.RebalanceResponse.steps:type_name -> directpipe.admin.v1.RebalanceStep
+	46, // 42: directpipe.admin.v1.RebalanceResponse.window:type_name -> google.protobuf.Duration
+	6,  // 43: directpipe.admin.v1.AdminService.ListNodes:input_type -> directpipe.admin.v1.ListNodesRequest
+	16, // 44: directpipe.admin.v1.AdminService.GetPolicy:input_type -> directpipe.admin.v1.GetPolicyRequest
+	18, // 45: directpipe.admin.v1.AdminService.ValidatePolicy:input_type -> directpipe.admin.v1.ValidatePolicyRequest
+	20, // 46: directpipe.admin.v1.AdminService.ApplyPolicy:input_type -> directpipe.admin.v1.ApplyPolicyRequest
+	25, // 47: directpipe.admin.v1.AdminService.GetConfig:input_type -> directpipe.admin.v1.GetConfigRequest
+	27, // 48: directpipe.admin.v1.AdminService.WatchEvents:input_type -> directpipe.admin.v1.WatchEventsRequest
+	29, // 49: directpipe.admin.v1.AdminService.ListKeySources:input_type -> directpipe.admin.v1.ListKeySourcesRequest
+	13, // 50: directpipe.admin.v1.AdminService.GetPolicyHistory:input_type -> directpipe.admin.v1.GetPolicyHistoryRequest
+	4,  // 51: directpipe.admin.v1.AdminService.GetVersion:input_type -> directpipe.admin.v1.GetVersionRequest
+	32, // 52: directpipe.admin.v1.AdminService.ListStreams:input_type -> directpipe.admin.v1.ListStreamsRequest
+	36, // 53: directpipe.admin.v1.AdminService.DrainEndpoint:input_type -> directpipe.admin.v1.DrainEndpointRequest
+	38, // 54: directpipe.admin.v1.AdminService.Rebalance:input_type -> directpipe.admin.v1.RebalanceRequest
+	7,  // 55: directpipe.admin.v1.AdminService.ListNodes:output_type -> directpipe.admin.v1.ListNodesResponse
+	17, // 56: directpipe.admin.v1.AdminService.GetPolicy:output_type -> directpipe.admin.v1.GetPolicyResponse
+	19, // 57: directpipe.admin.v1.AdminService.ValidatePolicy:output_type -> directpipe.admin.v1.ValidatePolicyResponse
+	21, // 58: directpipe.admin.v1.AdminService.ApplyPolicy:output_type -> directpipe.admin.v1.ApplyPolicyResponse
+	26, // 59: directpipe.admin.v1.AdminService.GetConfig:output_type -> directpipe.admin.v1.GetConfigResponse
+	28, // 60: directpipe.admin.v1.AdminService.WatchEvents:output_type -> directpipe.admin.v1.Event
+	30, // 61: directpipe.admin.v1.AdminService.ListKeySources:output_type -> directpipe.admin.v1.ListKeySourcesResponse
+	14, // 62: directpipe.admin.v1.AdminService.GetPolicyHistory:output_type -> directpipe.admin.v1.GetPolicyHistoryResponse
+	5,  // 63: directpipe.admin.v1.AdminService.GetVersion:output_type -> directpipe.admin.v1.GetVersionResponse
+	33, // 64: directpipe.admin.v1.AdminService.ListStreams:output_type -> directpipe.admin.v1.ListStreamsResponse
+	37, // 65: directpipe.admin.v1.AdminService.DrainEndpoint:output_type -> directpipe.admin.v1.DrainEndpointResponse
+	39, // 66: directpipe.admin.v1.AdminService.Rebalance:output_type -> directpipe.admin.v1.RebalanceResponse
+	55, // [55:67] is the sub-list for method output_type
+	43, // [43:55] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_admin_v1_admin_proto_init() }
@@ -2800,7 +3039,7 @@ func file_directpipe_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_admin_v1_admin_proto_rawDesc), len(file_directpipe_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	AdminService_GetVersion_FullMethodName       = "/directpipe.admin.v1.AdminService/GetVersion"
 	AdminService_ListStreams_FullMethodName      = "/directpipe.admin.v1.AdminService/ListStreams"
 	AdminService_DrainEndpoint_FullMethodName    = "/directpipe.admin.v1.AdminService/DrainEndpoint"
+	AdminService_Rebalance_FullMethodName        = "/directpipe.admin.v1.AdminService/Rebalance"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -67,6 +68,11 @@ type AdminServiceClient interface {
 	// the live ones go on; it leaves EDS once no stream is left on it, or at
 	// the deadline.
 	DrainEndpoint(ctx context.Context, in *DrainEndpointRequest, opts ...grpc.CallOption) (*DrainEndpointResponse, error)
+	// Evens out a back end's live streams after scale-out: plans how many
+	// streams each endpoint above its share should end and, unless dry_run,
+	// asks each back end (its drain_path) to end that many with Close 1001
+	// over a window.
+	Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (*RebalanceResponse, error)
 }
 
 type adminServiceClient struct {
@@ -196,6 +202,16 @@ func (c *adminServiceClient) DrainEndpoint(ctx context.Context, in *DrainEndpoin
 	return out, nil
 }
 
+func (c *adminServiceClient) Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (*RebalanceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebalanceResponse)
+	err := c.cc.Invoke(ctx, AdminService_Rebalance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -228,6 +244,11 @@ type AdminServiceServer interface {
 	// the live ones go on; it leaves EDS once no stream is left on it, or at
 	// the deadline.
 	DrainEndpoint(context.Context, *DrainEndpointRequest) (*DrainEndpointResponse, error)
+	// Evens out a back end's live streams after scale-out: plans how many
+	// streams each endpoint above its share should end and, unless dry_run,
+	// asks each back end (its drain_path) to end that many with Close 1001
+	// over a window.
+	Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -270,6 +291,9 @@ func (UnimplementedAdminServiceServer) ListStreams(context.Context, *ListStreams
 }
 func (UnimplementedAdminServiceServer) DrainEndpoint(context.Context, *DrainEndpointRequest) (*DrainEndpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainEndpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rebalance not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -483,6 +507,24 @@ func _AdminService_DrainEndpoint_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Rebalance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebalanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Rebalance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Rebalance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Rebalance(ctx, req.(*RebalanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -529,6 +571,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainEndpoint",
 			Handler:    _AdminService_DrainEndpoint_Handler,
+		},
+		{
+			MethodName: "Rebalance",
+			Handler:    _AdminService_Rebalance_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

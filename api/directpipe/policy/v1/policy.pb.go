@@ -1151,7 +1151,12 @@ type Backend struct {
 	Endpoints []string `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// Default 1s.
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
-	// "round_robin" (default), "least_request" or "ring_hash".
+	// "round_robin" (default), "least_request", "least_streams" or
+	// "ring_hash". least_request balances by the live streams one Envoy
+	// holds; least_streams by the live streams the whole fleet holds (from
+	// the Envoys' load reports), weighed against each endpoint's
+	// max_streams, and ramps a new endpoint up through slow start. For
+	// stream back ends with IP endpoints.
 	Lb string `protobuf:"bytes,4,opt,name=lb,proto3" json:"lb,omitempty"`
 	// With ring_hash: the request header whose value picks the endpoint, for
 	// session affinity.
@@ -1180,7 +1185,25 @@ type Backend struct {
 	// The endpoints are discovered (the Kubernetes store sets it for a back
 	// end by Service): an empty list is a Service with nothing ready, which
 	// is served as such (requests get 503) rather than refused.
-	Discovered    bool `protobuf:"varint,61,opt,name=discovered,proto3" json:"discovered,omitempty"`
+	Discovered bool `protobuf:"varint,61,opt,name=discovered,proto3" json:"discovered,omitempty"`
+	// With lb least_streams: the live streams each endpoint can hold. New
+	// streams even the pool out by the share of it each endpoint uses (one
+	// twice as big takes twice the streams); a full endpoint keeps the
+	// least weight, not none. 0: not stated; the largest capacity stated
+	// for the back end stands in, and with none stated the endpoints count
+	// as equal and none is ever full.
+	MaxStreams uint32 `protobuf:"varint,62,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
+	// Per-endpoint values of max_streams, by endpoint as endpoints lists it.
+	EndpointMaxStreams map[string]uint32 `protobuf:"bytes,63,rep,name=endpoint_max_streams,json=endpointMaxStreams,proto3" json:"endpoint_max_streams,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// With lb least_streams: how long a new endpoint takes to get its full
+	// share of new streams (Envoy's slow start). Default 5s; 0s turns it off.
+	SlowStart *durationpb.Duration `protobuf:"bytes,64,opt,name=slow_start,json=slowStart,proto3" json:"slow_start,omitempty"`
+	// The path, on each endpoint, where the control plane asks the back end
+	// to end some of its streams with Close 1001 (the drain contract):
+	// POST <path>?streams=N&window=W. dpctl rebalance needs it to act; the
+	// example back end serves /debug/drain. Reached in plain HTTP at the
+	// endpoint's address.
+	DrainPath     string `protobuf:"bytes,65,opt,name=drain_path,json=drainPath,proto3" json:"drain_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1304,6 +1327,34 @@ func (x *Backend) GetDiscovered() bool {
 		return x.Discovered
 	}
 	return false
+}
+
+func (x *Backend) GetMaxStreams() uint32 {
+	if x != nil {
+		return x.MaxStreams
+	}
+	return 0
+}
+
+func (x *Backend) GetEndpointMaxStreams() map[string]uint32 {
+	if x != nil {
+		return x.EndpointMaxStreams
+	}
+	return nil
+}
+
+func (x *Backend) GetSlowStart() *durationpb.Duration {
+	if x != nil {
+		return x.SlowStart
+	}
+	return nil
+}
+
+func (x *Backend) GetDrainPath() string {
+	if x != nil {
+		return x.DrainPath
+	}
+	return ""
 }
 
 type HealthCheck struct {
@@ -2387,7 +2438,7 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
 	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12;\n" +
-	"\aheaders\x18\x04 \x03(\v2!.directpipe.policy.v1.HeaderMatchR\aheaders\"\x84\x05\n" +
+	"\aheaders\x18\x04 \x03(\v2!.directpipe.policy.v1.HeaderMatchR\aheaders\"\xae\a\n" +
 	"\aBackend\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tendpoints\x18\x02 \x03(\tR\tendpoints\x12B\n" +
@@ -2406,7 +2457,17 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\x12draining_endpoints\x18< \x03(\tR\x11drainingEndpoints\x12\x1e\n" +
 	"\n" +
 	"discovered\x18= \x01(\bR\n" +
-	"discovered\"\xeb\x01\n" +
+	"discovered\x12\x1f\n" +
+	"\vmax_streams\x18> \x01(\rR\n" +
+	"maxStreams\x12g\n" +
+	"\x14endpoint_max_streams\x18? \x03(\v25.directpipe.policy.v1.Backend.EndpointMaxStreamsEntryR\x12endpointMaxStreams\x128\n" +
+	"\n" +
+	"slow_start\x18@ \x01(\v2\x19.google.protobuf.DurationR\tslowStart\x12\x1d\n" +
+	"\n" +
+	"drain_path\x18A \x01(\tR\tdrainPath\x1aE\n" +
+	"\x17EndpointMaxStreamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xeb\x01\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
@@ -2502,7 +2563,7 @@ func file_directpipe_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_directpipe_policy_v1_policy_proto_rawDescData
 }
 
-var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_directpipe_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*Policy)(nil),              // 0: directpipe.policy.v1.Policy
 	(*Listener)(nil),            // 1: directpipe.policy.v1.Listener
@@ -2531,9 +2592,10 @@ var file_directpipe_policy_v1_policy_proto_goTypes = []any{
 	(*JWT)(nil),                 // 24: directpipe.policy.v1.JWT
 	(*JWK)(nil),                 // 25: directpipe.policy.v1.JWK
 	(*APIKey)(nil),              // 26: directpipe.policy.v1.APIKey
-	nil,                         // 27: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	nil,                         // 28: directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
-	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
+	nil,                         // 27: directpipe.policy.v1.Backend.EndpointMaxStreamsEntry
+	nil,                         // 28: directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	nil,                         // 29: directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
+	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
 }
 var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: directpipe.policy.v1.Policy.listeners:type_name -> directpipe.policy.v1.Listener
@@ -2542,10 +2604,10 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	19, // 3: directpipe.policy.v1.Policy.auth_policies:type_name -> directpipe.policy.v1.AuthPolicy
 	3,  // 4: directpipe.policy.v1.Listener.tls:type_name -> directpipe.policy.v1.ListenerTLS
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
-	29, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
+	30, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
 	13, // 7: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	29, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	29, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	30, // 8: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	30, // 9: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
 	10, // 10: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
 	11, // 11: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
 	12, // 12: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
@@ -2554,36 +2616,38 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	7,  // 15: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	7,  // 16: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
 	8,  // 17: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
-	29, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	30, // 18: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
 	9,  // 19: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	29, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	30, // 20: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
 	15, // 21: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
 	16, // 22: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
 	17, // 23: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
 	18, // 24: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	29, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
-	29, // 26: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	29, // 27: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	29, // 28: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	29, // 29: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	23, // 30: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	24, // 31: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	26, // 32: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	27, // 33: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	22, // 34: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	20, // 35: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
-	28, // 36: directpipe.policy.v1.Quotas.identity_max_streams:type_name -> directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
-	21, // 37: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
-	25, // 38: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	29, // 39: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	29, // 40: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	29, // 41: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	29, // 42: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	30, // 25: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
+	27, // 26: directpipe.policy.v1.Backend.endpoint_max_streams:type_name -> directpipe.policy.v1.Backend.EndpointMaxStreamsEntry
+	30, // 27: directpipe.policy.v1.Backend.slow_start:type_name -> google.protobuf.Duration
+	30, // 28: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	30, // 29: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	30, // 30: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	30, // 31: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	23, // 32: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	24, // 33: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	26, // 34: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	28, // 35: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	22, // 36: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	20, // 37: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
+	29, // 38: directpipe.policy.v1.Quotas.identity_max_streams:type_name -> directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
+	21, // 39: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
+	25, // 40: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	30, // 41: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	30, // 42: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	30, // 43: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	30, // 44: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
@@ -2603,7 +2667,7 @@ func file_directpipe_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_directpipe_policy_v1_policy_proto_rawDesc), len(file_directpipe_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
