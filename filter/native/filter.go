@@ -40,6 +40,8 @@ type filterConfig struct {
 	workers []*worker
 	mu      sync.Mutex
 	extra   map[uint32]*worker
+	// stop ends keepAlive when Envoy destroys the config.
+	stop chan struct{}
 }
 
 // worker is one worker thread's gate. Envoy runs a worker's streams on its
@@ -83,7 +85,44 @@ func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name
 		c.workers = append(c.workers, w)
 	}
 	c.envoy = 0
+	c.stop = make(chan struct{})
+	go c.keepAlive(c.stop)
 	return C.uintptr_t(cgo.NewHandle(c))
+}
+
+// keepAlive says every AliveRefresh that each worker's counted streams are
+// alive. The gate drops the stream counts of a quota silent for
+// gate.AliveTimeout (a failed Wasm VM's), and a worker whose streams are
+// all long-lived calls nothing else; nor does a config Envoy has replaced
+// whose streams are still open. A Wasm VM does this from its tick; Envoy
+// calls an HTTP filter config of a dynamic module on no timer, and none is
+// needed: this touches only the module's own shared data, never Envoy.
+func (c *filterConfig) keepAlive(stop <-chan struct{}) {
+	tick := time.NewTicker(gate.AliveRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			for _, w := range c.allWorkers() {
+				w.mu.Lock()
+				w.g.Refresh(w.h, now)
+				w.mu.Unlock()
+			}
+		}
+	}
+}
+
+// allWorkers are the gates of this config, extra ones included.
+func (c *filterConfig) allWorkers() []*worker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	all := append([]*worker(nil), c.workers...)
+	for _, w := range c.extra {
+		all = append(all, w)
+	}
+	return all
 }
 
 // newWorker configures a gate from the configuration's JSON.
@@ -119,7 +158,9 @@ func (c *filterConfig) worker(filter C.uintptr_t) *worker {
 
 //export envoy_dynamic_module_on_http_filter_config_destroy
 func envoy_dynamic_module_on_http_filter_config_destroy(moduleConfig C.uintptr_t) {
-	cgo.Handle(moduleConfig).Delete()
+	h := cgo.Handle(moduleConfig)
+	close(h.Value().(*filterConfig).stop)
+	h.Delete()
 }
 
 //export envoy_dynamic_module_on_http_filter_new
