@@ -380,11 +380,7 @@ func TestNativeModuleLoadFailureKeepsLastGood(t *testing.T) {
 // body callback, it is entered for every chunk a client sends. A build with
 // -tags nativeprobe counts the calls and answers /native/body-calls.
 func TestNativeModuleCallsPerFrame(t *testing.T) {
-	echo := startRawEcho(t)
-	n := startNativeEnvoyWith(t, true, nativeModule(t, "nativeprobe"), echo)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	n.waitListeners(ctx, t, 1, 1)
+	n, ctx := startProbeEnvoy(t)
 	calls := func() int {
 		t.Helper()
 		resp, body := n.get(ctx, t, "/native/body-calls")
@@ -396,21 +392,7 @@ func TestNativeModuleCallsPerFrame(t *testing.T) {
 	}
 	before := calls()
 
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", n.port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if deadline, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(deadline)
-	}
-	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: native\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
+	conn, br := n.upgradeWS(ctx, t)
 	// One chunk at a time, each echoed before the next: Envoy sees each as
 	// its own read.
 	const frames = 100
@@ -427,6 +409,77 @@ func TestNativeModuleCallsPerFrame(t *testing.T) {
 	t.Logf("%d chunks on an upgraded WebSocket: %d request-body calls into the module", frames, got)
 	if got < frames {
 		t.Errorf("%d body calls for %d chunks: Envoy no longer calls the body hook per chunk; revisit docs/filter.md", got, frames)
+	}
+}
+
+// startProbeEnvoy starts Envoy with the -tags nativeprobe build of the
+// module, its public route to a raw echo upstream, and waits for its
+// listener; the context bounds the test's waits.
+func startProbeEnvoy(t *testing.T) (*nativeEnvoy, context.Context) {
+	t.Helper()
+	n := startNativeEnvoyWith(t, true, nativeModule(t, "nativeprobe"), startRawEcho(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	n.waitListeners(ctx, t, 1, 1)
+	return n, ctx
+}
+
+// upgradeWS opens a WebSocket on /ws, the public route, to the raw echo
+// upstream; it is closed at the end of the test.
+func (n *nativeEnvoy) upgradeWS(ctx context.Context, t *testing.T) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", n.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: native\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	return conn, br
+}
+
+// TestNativeModulePanicRefusesStream makes the module's Go code panic
+// while it checks a request (a -tags nativeprobe build panics on
+// /native/panic). A panic that unwound into Envoy would end the process
+// and every call on it; the module recovers instead: that request is
+// refused 500 internal_error, a WebSocket open through the same Envoy
+// keeps carrying frames, and every worker goes on checking handshakes
+// (the worker that panicked with a fresh gate).
+func TestNativeModulePanicRefusesStream(t *testing.T) {
+	n, ctx := startProbeEnvoy(t)
+
+	conn, br := n.upgradeWS(ctx, t)
+	echoed := func(what string) {
+		t.Helper()
+		frame := []byte(what)
+		if _, err := conn.Write(frame); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if _, err := io.ReadFull(br, frame); err != nil || string(frame) != what {
+			t.Fatalf("%s echoed %q, %v", what, frame, err)
+		}
+	}
+	echoed("before the panic")
+
+	for range 4 {
+		resp, body := n.get(ctx, t, "/native/panic")
+		if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(body, contract.ReasonInternal) {
+			t.Fatalf("GET /native/panic: status %d body %q, want the module's 500 %s", resp.StatusCode, body, contract.ReasonInternal)
+		}
+	}
+	n.waitLog(ctx, t, "the handshake filter failed", 1)
+	// The same Envoy process: the open connection still carries frames.
+	echoed("after the panic")
+	// New connections spread over both workers.
+	for i := range 10 {
+		n.checkMarked(ctx, t, fmt.Sprintf("/after/%d", i), 1)
 	}
 }
 

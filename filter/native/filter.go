@@ -5,6 +5,7 @@ import "C"
 
 import (
 	"errors"
+	"fmt"
 	"runtime/cgo"
 	"sync"
 	"time"
@@ -52,6 +53,23 @@ type worker struct {
 	g    *gate.HTTP
 	h    *host
 	next uint32
+	// gen counts the gates this worker has had (see reset).
+	gen uint64
+}
+
+// reset gives the worker a fresh gate after its code panicked, as Envoy
+// gives a Wasm VM that traps a fresh instance: whatever the panic left
+// half done is dropped, and the streams the old gate counted expire from
+// its identities' quotas as a failed VM's do (gate.AliveTimeout). w.mu is
+// held.
+func (w *worker) reset() {
+	g := gate.NewHTTP()
+	if !g.Configure(w.h, rootID) {
+		// The same JSON configured the gate it replaces: this cannot
+		// happen, and the old gate stays.
+		return
+	}
+	w.g, w.gen = g, w.gen+1
 }
 
 // stream is the module's state for one HTTP stream, reached from Envoy's
@@ -59,11 +77,18 @@ type worker struct {
 type stream struct {
 	w       *worker
 	id      uint32
+	gen     uint64 // the worker's gate this stream was created in
 	checked bool
 }
 
 //export envoy_dynamic_module_on_http_filter_config_new
-func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name, config C.dp_buffer) C.uintptr_t {
+func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name, config C.dp_buffer) (module C.uintptr_t) {
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic(r, "the configuration is rejected")
+			module = 0
+		}
+	}()
 	c := &filterConfig{
 		raw:      C.GoBytes(unsafe.Pointer(config.ptr), C.int(config.length)),
 		counters: map[string]C.size_t{},
@@ -106,12 +131,24 @@ func (c *filterConfig) keepAlive(stop <-chan struct{}) {
 			return
 		case now := <-tick.C:
 			for _, w := range c.allWorkers() {
-				w.mu.Lock()
-				w.g.Refresh(w.h, now)
-				w.mu.Unlock()
+				w.refresh(now)
 			}
 		}
 	}
+}
+
+// refresh says the worker's counted streams are alive; a panic resets its
+// gate rather than end Envoy.
+func (w *worker) refresh(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic(r, workerReset)
+			w.reset()
+		}
+	}()
+	w.g.Refresh(w.h, now)
 }
 
 // allWorkers are the gates of this config, extra ones included.
@@ -175,6 +212,7 @@ func envoy_dynamic_module_on_http_filter_new(moduleConfig, hostFilter C.uintptr_
 			s.w.next = firstStream
 		}
 		s.w.g.ContextCreate(s.id, rootID)
+		s.gen = s.w.gen
 		s.w.mu.Unlock()
 	}
 	return C.uintptr_t(cgo.NewHandle(s))
@@ -188,17 +226,32 @@ func envoy_dynamic_module_on_http_filter_destroy(moduleFilter C.uintptr_t) {
 	if s.w == nil {
 		return
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.failed(r)
+		}
+	}()
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
 	// Giving back a quota needs no stream: the host's filter is unset, so
 	// nothing here reaches Envoy.
 	s.w.h.filter = 0
-	s.w.g.Delete(s.w.h, s.id)
+	if s.gen == s.w.gen {
+		s.w.g.Delete(s.w.h, s.id)
+	}
 }
 
 //export envoy_dynamic_module_on_http_filter_request_headers
-func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) C.int {
+func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) (status C.int) {
 	s := cgo.Handle(moduleFilter).Value().(*stream)
+	// Runs last, after the deferred unlock below: the worker is free.
+	defer func() {
+		if r := recover(); r != nil {
+			s.failed(r)
+			refuse(hostFilter)
+			status = statusStop
+		}
+	}()
 	if probe(hostFilter) {
 		return statusStop
 	}
@@ -207,12 +260,16 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 	}
 	s.checked = true
 	if s.w == nil {
-		sendResponse(hostFilter, 500, contract.LocalReplyDetailPrefix+contract.ReasonInternal, contract.Body(contract.ReasonInternal),
-			[][2]string{{"content-type", "application/json"}})
+		refuse(hostFilter)
 		return statusStop
 	}
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
+	if s.gen != s.w.gen {
+		// Created in a gate a panic has since replaced.
+		s.w.g.ContextCreate(s.id, rootID)
+		s.gen = s.w.gen
+	}
 	h := s.w.h
 	h.filter, h.edited = hostFilter, false
 	defer func() { h.filter = 0 }()
@@ -226,6 +283,32 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 		C.dp_clear_route_cache(hostFilter)
 	}
 	return statusContinue
+}
+
+// refuse answers a stream the module cannot check 500 internal_error.
+func refuse(hostFilter C.uintptr_t) {
+	sendResponse(hostFilter, 500, contract.LocalReplyDetailPrefix+contract.ReasonInternal, contract.Body(contract.ReasonInternal),
+		[][2]string{{"content-type", "application/json"}})
+}
+
+// failed handles a panic of the module's Go code on a stream: a panic
+// must never unwind into Envoy, where it would end the process and every
+// call it carries. It is logged and the worker's gate starts over.
+func (s *stream) failed(r any) {
+	logPanic(r, workerReset)
+	if s.w == nil {
+		return
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	s.w.reset()
+}
+
+const workerReset = "this worker's gate starts over"
+
+// logPanic logs a panic the module recovered from, and what follows.
+func logPanic(r any, then string) {
+	log(logLevels[gate.LevelError], fmt.Sprintf("directpipe: the handshake filter failed: %v; %s", r, then))
 }
 
 // The other hooks Envoy requires, the per-chunk body hooks among them,
