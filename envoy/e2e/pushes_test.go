@@ -243,9 +243,16 @@ func TestInvalidPolicyKeepsServing(t *testing.T) {
 // an auth policy that is new too goes from Envoy's 404 straight to 200 for
 // a caller with the new policy's key, never through the fail-closed 403 of
 // a route whose policy the filter does not have yet: the filter config
-// with the new policy is pushed before the route (make before break).
+// with the new policy is pushed before the route (make before break), to
+// either build of the filter.
 func TestRouteWithANewPolicyNeverRefusedWhilePropagating(t *testing.T) {
-	s := newStack(t, false)
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { routeWithANewPolicy(t, build) })
+	}
+}
+
+func routeWithANewPolicy(t *testing.T, build testkit.FilterBuild) {
+	s := newStackWith(t, stackOptions{filter: build})
 	client := &http.Client{Timeout: 2 * time.Second}
 	for i := range 5 {
 		name := fmt.Sprintf("partner-%d", i)
@@ -269,13 +276,21 @@ func TestRouteWithANewPolicyNeverRefusedWhilePropagating(t *testing.T) {
 			t.Fatalf("route %s without its key: %d, want 401", name, resp.StatusCode)
 		}
 	}
+	s.checkFilterBuild(build)
 }
 
 // TestNewRouteNeverRefusedWhilePropagating hammers a route's path while it
 // is added: it must go from Envoy's 404 straight to 200, never through the
-// filter's fail-closed 403 (routes reaching Envoy before their auth setting).
+// filter's fail-closed 403 (routes reaching Envoy before their auth
+// setting), with either build of the filter.
 func TestNewRouteNeverRefusedWhilePropagating(t *testing.T) {
-	s := newStack(t, false)
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { newRouteNeverRefused(t, build) })
+	}
+}
+
+func newRouteNeverRefused(t *testing.T, build testkit.FilterBuild) {
+	s := newStackWith(t, stackOptions{filter: build})
 	client := &http.Client{Timeout: 2 * time.Second}
 	for i := range 5 {
 		name := fmt.Sprintf("fresh-%d", i)
