@@ -104,13 +104,15 @@ auth_policies:
 			return 0, 0, err
 		}
 		opts := testkit.ControlPlaneOptions{PolicyFile: file}
+		eopts := testkit.EnvoyOptions{Concurrency: workers, ReadyTimeout: 3 * time.Minute}
 		if mode == memNative {
-			opts.Filter = testkit.FilterNative
+			opts.Filter, eopts.Filter = testkit.FilterNative, testkit.FilterNative
 		}
 		cp := testkit.StartControlPlane(t, opts)
 		defer cp.Stop()
 		start = time.Now()
-		envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: cp.XDSAddr(), Concurrency: workers, ReadyTimeout: 3 * time.Minute})
+		eopts.XDSAddr = cp.XDSAddr()
+		envoy = testkit.StartEnvoy(t, eopts)
 	} else {
 		admin := testkit.FreePort(t)
 		envoy = testkit.StartEnvoyWithConfig(t, plainBootstrap(admin, listen, raw, b.VoiceAddr), admin, workers, time.Second)

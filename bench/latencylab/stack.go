@@ -69,7 +69,7 @@ auth_policies:
 		t.Fatal(err)
 	}
 	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken, Filter: filter})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode + "-" + string(filter), XDSAddr: s.cp.XDSAddr(), Concurrency: workers})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode + "-" + string(filter), XDSAddr: s.cp.XDSAddr(), Concurrency: workers, Filter: filter})
 	// The listener waits for the module's download and compilation: a
 	// few seconds, many more when another Envoy compiles beside it (go
 	// test runs packages in parallel). A bound, not a measurement.
