@@ -24,14 +24,17 @@ const routeAppliedWithin = time.Second
 // TestConfigPushesNeverCutLiveCalls keeps 100 voice streams sending real-time
 // frames while the policy changes 50 times — routes added and removed, a voice
 // endpoint added and removed, an auth key rotated — and proves every stream
-// stayed open with no frame lost or reordered, and that no listener changed.
+// stayed open with no frame lost or reordered, and that no listener changed;
+// with SotW and delta xDS, and with the native build of the filter, whose
+// key rotations are new filter configs for the same library.
 func TestConfigPushesNeverCutLiveCalls(t *testing.T) {
 	for _, flavour := range []struct {
-		name  string
-		delta bool
-	}{{"sotw", false}, {"delta", true}} {
+		name   string
+		delta  bool
+		filter testkit.FilterBuild
+	}{{"sotw", false, testkit.FilterWasm}, {"delta", true, testkit.FilterWasm}, {"native", false, testkit.FilterNative}} {
 		t.Run(flavour.name, func(t *testing.T) {
-			s := newStack(t, flavour.delta)
+			s := newStackWith(t, stackOptions{delta: flavour.delta, filter: flavour.filter})
 			second := testkit.StartBackend(t)
 			ctx := context.Background()
 			modifiedBefore, err := s.envoy.Stat(ctx, "listener_manager.listener_modified")
@@ -112,6 +115,7 @@ func TestConfigPushesNeverCutLiveCalls(t *testing.T) {
 			if modifiedAfter != modifiedBefore {
 				t.Errorf("listener_manager.listener_modified moved from %d to %d: a push touched a listener", modifiedBefore, modifiedAfter)
 			}
+			s.checkFilterBuild(flavour.filter)
 		})
 	}
 }
