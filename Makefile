@@ -27,6 +27,9 @@ MODULES_PORT ?= 18003
 VOICE_PORT   ?= 8081
 REST_PORT    ?= 8082
 POLICY       ?= examples/policy.yaml
+# The handshake filter `make run` runs: wasm, or native (the Envoy dynamic
+# module bin/libdirectpipe_native.so).
+FILTER       ?= wasm
 
 # Pinned code generators for `make generate`.
 PROTOC_GEN_GO_VERSION      := v1.36.12
@@ -188,7 +191,7 @@ token:
 run: $(ENVOY_BIN) build
 	@ENVOY_BIN=$(ENVOY_BIN) POLICY=$(POLICY) LISTEN_PORT=$(LISTEN_PORT) TCP_PORT=$(TCP_PORT) ADMIN_PORT=$(ADMIN_PORT) \
 		XDS_PORT=$(XDS_PORT) METRICS_PORT=$(METRICS_PORT) MODULES_PORT=$(MODULES_PORT) VOICE_PORT=$(VOICE_PORT) REST_PORT=$(REST_PORT) \
-		BIN=$(BIN) ./examples/run.sh
+		FILTER=$(FILTER) BIN=$(BIN) ./examples/run.sh
 
 # Starts `make run` over: the policy it serves is made again from
 # $(POLICY) at the next start (it is kept between runs otherwise).

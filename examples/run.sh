@@ -7,6 +7,14 @@ set -euo pipefail
 : "${ENVOY_BIN:?}" "${BIN:?}" "${POLICY:?}"
 : "${LISTEN_PORT:=10000}" "${ADMIN_PORT:=9901}" "${XDS_PORT:=18000}" "${ADMIN_API_PORT:=18001}"
 : "${METRICS_PORT:=18002}" "${VOICE_PORT:=8081}" "${REST_PORT:=8082}" "${TCP_PORT:=10001}" "${MODULES_PORT:=18003}"
+# FILTER=native runs the handshake filter as an Envoy dynamic module on
+# the HTTP listener (the tcp mode listener keeps the Wasm module).
+: "${FILTER:=wasm}"
+case "$FILTER" in
+  wasm) native=() ;;
+  native) native=(-native "$BIN/libdirectpipe_native.so") ;;
+  *) echo "FILTER=$FILTER: want wasm or native" >&2; exit 2 ;;
+esac
 
 run_dir=.run
 mkdir -p "$run_dir"
@@ -31,7 +39,7 @@ fi
 # control plane's certificate and envoy-local's, made once.
 certs="$(pwd)/$run_dir/certs"
 [ -f "$certs/nodes/envoy-local.crt" ] || "$BIN/dpctl" certs -dir "$certs" -hosts 127.0.0.1,localhost -nodes envoy-local >/dev/null
-"$BIN/envoy-bootstrap" -admin-port "$ADMIN_PORT" -node envoy-local \
+"$BIN/envoy-bootstrap" -admin-port "$ADMIN_PORT" -node envoy-local -filter "$FILTER" \
   -xds-addr "127.0.0.1:${XDS_PORT}" -modules-port "$MODULES_PORT" \
   -tls-ca "$certs/ca.crt" -tls-cert "$certs/nodes/envoy-local.crt" -tls-key "$certs/nodes/envoy-local.key" > "$run_dir/envoy.yaml"
 mkdir -p "$run_dir/envoy"
@@ -55,7 +63,7 @@ trap stop EXIT
 
 "$BIN/voice-backend" -addr "127.0.0.1:${VOICE_PORT}" -rest-addr "127.0.0.1:${REST_PORT}" &
 pids+=($!)
-"$BIN/directpipe" -policy "$run_dir/policy.yaml" -wasm "$BIN/handshake.wasm" \
+"$BIN/directpipe" -policy "$run_dir/policy.yaml" -wasm "$BIN/handshake.wasm" "${native[@]}" \
   -xds-addr "127.0.0.1:${XDS_PORT}" -admin-addr "127.0.0.1:${ADMIN_API_PORT}" \
   -metrics-addr "127.0.0.1:${METRICS_PORT}" -modules-addr "127.0.0.1:${MODULES_PORT}" \
   -xds-tls-cert "$certs/server.crt" -xds-tls-key "$certs/server.key" -xds-client-ca "$certs/ca.crt" &
@@ -65,7 +73,7 @@ pids+=($!)
 (cd "$run_dir/envoy" && exec "$ENVOY_BIN" -c ../envoy.yaml --use-dynamic-base-id -l warning --drain-time-s 10) &
 pids+=($!)
 
-echo ">> directpipe is starting: ws://127.0.0.1:${LISTEN_PORT}/v1/voice  ws://127.0.0.1:${TCP_PORT}/v1/voice (tcp mode)  http://127.0.0.1:${LISTEN_PORT}/api/health"
+echo ">> directpipe is starting (handshake filter: $FILTER): ws://127.0.0.1:${LISTEN_PORT}/v1/voice  ws://127.0.0.1:${TCP_PORT}/v1/voice (tcp mode)  http://127.0.0.1:${LISTEN_PORT}/api/health"
 echo ">> Envoy admin http://127.0.0.1:${ADMIN_PORT}  xDS (mTLS) 127.0.0.1:${XDS_PORT}  modules (mTLS) 127.0.0.1:${MODULES_PORT}  admin API 127.0.0.1:${ADMIN_API_PORT}"
 echo ">> token: make -s token    status: bin/dpctl status    Ctrl-C stops everything"
 # Stop everything as soon as any one of them dies.

@@ -158,10 +158,13 @@ var staticTemplate string
 
 // lab is one run's processes.
 type lab struct {
-	t       testkit.T
-	cfg     Config
-	log     io.Writer
-	stack   *stack
+	t     testkit.T
+	cfg   Config
+	log   io.Writer
+	stack *stack
+	// native is the stack with the native build of the HTTP filter (for
+	// the handshakes and paths sections).
+	native  *stack
 	static  *testkit.Envoy
 	ports   map[string]int
 	token   string
@@ -185,7 +188,7 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	l.backend = testkit.StartBackend(t)
-	l.stack = startStack(t, l.backend, cfg.Workers)
+	l.stack = startStack(t, l.backend, cfg.Workers, testkit.FilterWasm, nil)
 	sel := cfg.Select
 	// The static Envoy and the peers serve the data path's sections only.
 	dataPath := sel.section("paths") || sel.section("capacity") || sel.section("profile") || sel.section("storm") ||
@@ -197,6 +200,11 @@ func Run(t testkit.T, cfg Config) (*Report, error) {
 		if err := l.startPeers(); err != nil {
 			return nil, err
 		}
+	}
+	if sel.section("handshakes") || sel.section("paths") {
+		// The same stack with the native build of the HTTP filter, for
+		// its handshakes and its direct path.
+		l.native = startStack(t, l.backend, cfg.Workers, testkit.FilterNative, &l.stack.keys)
 	}
 	if err := l.pinAll(); err != nil {
 		return nil, err
@@ -319,6 +327,13 @@ func (l *lab) runners() []pathRunner {
 		l.streamRunner("full-chain", "Envoy, REST chain with a Wasm filter reading every frame", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["full"]), nil, onEnvoy(l.static)),
 		{name: "rest-per-frame", desc: "one HTTP POST per frame through the REST route, pooled connections", run: func() *Path { return l.restPerFrame(direct) }},
 	}
+	if l.native != nil {
+		runners = append(runners,
+			l.streamRunner("direct-native", "Envoy, minimal upgrade chain with the native build of the handshake check (a dynamic module, entered once per chunk) + router",
+				l.native.url("ws", "/v1/voice"), l.bearer(), onEnvoy(l.native.envoy)),
+			l.streamRunner("no-filter", "Envoy, upgrade chain of the router alone (no handshake check)",
+				fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil, onEnvoy(l.static)))
+	}
 	return append(runners, l.peerRunners()...)
 }
 
@@ -419,11 +434,20 @@ func (l *lab) handshakes() []*Handshake {
 		{"ES256", k.tokens(jwt.SigningMethodES256, "ec", k.ec, n)},
 	}
 	ours, native := l.stack.url("ws", "/v1/voice"), fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"])
+	ourNative := l.native.url("ws", "/v1/voice")
 	modes := []handshakeMode{{"no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil}}
+	// A public route of each stack: the filter runs and edits nothing,
+	// so Envoy matches no route again; what it adds to no auth is the
+	// filter's presence and the stack's configuration.
+	modes = append(modes,
+		handshakeMode{"directpipe filter, public route", l.stack.url("ws", "/v1/public"), nil},
+		handshakeMode{"directpipe native filter, public route", l.native.url("ws", "/v1/public"), nil})
 	for _, a := range algs {
 		modes = append(modes,
 			handshakeMode{"directpipe filter, " + a.name + ", cold", ours, a.cold},
 			handshakeMode{"directpipe filter, " + a.name + ", cached", ours, a.cold[:1]},
+			handshakeMode{"directpipe native filter, " + a.name + ", cold", ourNative, a.cold},
+			handshakeMode{"directpipe native filter, " + a.name + ", cached", ourNative, a.cold[:1]},
 			handshakeMode{"Envoy jwt_authn, " + a.name, native, a.cold})
 	}
 	hs256 := algs[0].cold

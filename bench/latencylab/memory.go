@@ -29,7 +29,19 @@ type Memory struct {
 	// compilation and one instance per worker.
 	PlainReady  time.Duration `json:"plain_ready_ns"`
 	ModuleReady time.Duration `json:"module_ready_ns"`
+	// NativeMB and NativeReady are the same with the native build of the
+	// filter (the Envoy dynamic module) guarding the HTTP route, and the
+	// tcp route a bare tcp_proxy, as in the plain Envoy: no Wasm at all.
+	NativeMB    float64       `json:"native_mb"`
+	NativeReady time.Duration `json:"native_ready_ns"`
 }
+
+// The Envoys MeasureMemory compares.
+const (
+	memPlain  = "plain"
+	memWasm   = "wasm"
+	memNative = "native"
+)
 
 // memorySettle is how long Envoy idles before its memory is read: V8
 // compiles a module in the background after the configuration is accepted.
@@ -40,15 +52,20 @@ const memorySettle = 3 * time.Second
 func MeasureMemory(t testkit.T, b *testkit.Backend, workers []int) ([]Memory, error) {
 	var out []Memory
 	for _, n := range workers {
-		plain, plainReady, err := envoyRSS(t, b, n, false)
+		plain, plainReady, err := envoyRSS(t, b, n, memPlain)
 		if err != nil {
 			return nil, err
 		}
-		module, moduleReady, err := envoyRSS(t, b, n, true)
+		module, moduleReady, err := envoyRSS(t, b, n, memWasm)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Memory{Workers: n, PlainMB: plain, ModuleMB: module, PlainReady: plainReady, ModuleReady: moduleReady})
+		native, nativeReady, err := envoyRSS(t, b, n, memNative)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Memory{Workers: n, PlainMB: plain, ModuleMB: module, PlainReady: plainReady, ModuleReady: moduleReady,
+			NativeMB: native, NativeReady: nativeReady})
 	}
 	return out, nil
 }
@@ -58,17 +75,21 @@ func MeasureMemory(t testkit.T, b *testkit.Backend, workers []int) ([]Memory, er
 // on each, and how long after Envoy's start they passed. With the module, directpipe programs it (auth on both routes:
 // the module as an HTTP filter and as a network filter); without, a static
 // bootstrap has no Wasm anywhere.
-func envoyRSS(t testkit.T, b *testkit.Backend, workers int, withModule bool) (float64, time.Duration, error) {
+func envoyRSS(t testkit.T, b *testkit.Backend, workers int, mode string) (float64, time.Duration, error) {
 	listen := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	raw := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	start := time.Now()
 	var envoy *testkit.Envoy
-	if withModule {
+	if mode != memPlain {
+		tcp := `{ address: "%s" }, backend: voice, auth: demo`
+		if mode == memNative {
+			tcp = `{ address: "%s", raw: true }, backend: voice`
+		}
 		body := fmt.Sprintf(`listeners:
   - { name: public, address: "%s" }
 routes:
   - { name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: demo }
-  - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo }
+  - { name: voice-raw, kind: websocket, mode: tcp, tcp: `+tcp+` }
 backends:
   - { name: voice, endpoints: ["%s"] }
 auth_policies:
@@ -82,10 +103,16 @@ auth_policies:
 		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 			return 0, 0, err
 		}
-		cp := testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: file})
+		opts := testkit.ControlPlaneOptions{PolicyFile: file}
+		eopts := testkit.EnvoyOptions{Concurrency: workers, ReadyTimeout: 3 * time.Minute}
+		if mode == memNative {
+			opts.Filter, eopts.Filter = testkit.FilterNative, testkit.FilterNative
+		}
+		cp := testkit.StartControlPlane(t, opts)
 		defer cp.Stop()
 		start = time.Now()
-		envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: cp.XDSAddr(), Concurrency: workers, ReadyTimeout: 3 * time.Minute})
+		eopts.XDSAddr = cp.XDSAddr()
+		envoy = testkit.StartEnvoy(t, eopts)
 	} else {
 		admin := testkit.FreePort(t)
 		envoy = testkit.StartEnvoyWithConfig(t, plainBootstrap(admin, listen, raw, b.VoiceAddr), admin, workers, time.Second)
@@ -98,13 +125,13 @@ auth_policies:
 	h := http.Header{"Authorization": {"Bearer " + tok}}
 	for _, url := range []string{"ws://" + listen + "/v1/voice", "ws://" + raw + "/v1/voice"} {
 		if err := handshakeWithin(url, h, 3*time.Minute); err != nil {
-			return 0, 0, fmt.Errorf("%d workers, module %v: %w", workers, withModule, err)
+			return 0, 0, fmt.Errorf("%d workers, %s: %w", workers, mode, err)
 		}
 	}
 	loaded := time.Since(start)
 	time.Sleep(memorySettle)
 	rss, err := envoy.RSSBytes()
-	t.Logf("%d workers, module %v: both handshakes passed %v after start; %d MB", workers, withModule, loaded.Round(time.Millisecond), rss>>20)
+	t.Logf("%d workers, %s: both handshakes passed %v after start; %d MB", workers, mode, loaded.Round(time.Millisecond), rss>>20)
 	return float64(rss) / (1 << 20), loaded, err
 }
 
@@ -172,15 +199,19 @@ func handshakeWithin(url string, h http.Header, timeout time.Duration) error {
 // MemoryMarkdown is the memory table.
 func MemoryMarkdown(rows []Memory) string {
 	var b strings.Builder
-	b.WriteString("| workers | plain Envoy (MB) | with the handshake module (MB) | module cost (MB) | per worker more than the row before (MB) | start to first handshake, plain / with the module (s) |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| workers | plain Envoy (MB) | with the Wasm module (MB) | Wasm cost (MB) | per worker more than the row before (MB) | with the native module (MB) | native cost (MB) | native vs Wasm cost | start to first handshake, plain / Wasm / native (s) |\n|---|---|---|---|---|---|---|---|---|\n")
 	for i, r := range rows {
 		perWorker := "–"
 		if i > 0 && r.Workers > rows[i-1].Workers {
 			prev := rows[i-1]
 			perWorker = fmt.Sprintf("%+.1f", ((r.ModuleMB-r.PlainMB)-(prev.ModuleMB-prev.PlainMB))/float64(r.Workers-prev.Workers))
 		}
-		fmt.Fprintf(&b, "| %d | %.1f | %.1f | %+.1f | %s | %.2f / %.2f |\n", r.Workers, r.PlainMB, r.ModuleMB, r.ModuleMB-r.PlainMB, perWorker,
-			r.PlainReady.Seconds(), r.ModuleReady.Seconds())
+		ratio := "–"
+		if r.ModuleMB > r.PlainMB {
+			ratio = fmt.Sprintf("%.2f×", (r.NativeMB-r.PlainMB)/(r.ModuleMB-r.PlainMB))
+		}
+		fmt.Fprintf(&b, "| %d | %.1f | %.1f | %+.1f | %s | %.1f | %+.1f | %s | %.2f / %.2f / %.2f |\n", r.Workers, r.PlainMB, r.ModuleMB, r.ModuleMB-r.PlainMB, perWorker,
+			r.NativeMB, r.NativeMB-r.PlainMB, ratio, r.PlainReady.Seconds(), r.ModuleReady.Seconds(), r.NativeReady.Seconds())
 	}
 	return b.String()
 }

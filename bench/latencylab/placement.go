@@ -72,7 +72,11 @@ func (l *lab) pinAll() error {
 	if err := pin(l.backend.PID, p.Backend); err != nil {
 		return err
 	}
-	for _, e := range []procs{onEnvoy(l.stack.envoy), onEnvoy(l.static)} {
+	envoys := []procs{onEnvoy(l.stack.envoy), onEnvoy(l.static)}
+	if l.native != nil {
+		envoys = append(envoys, onEnvoy(l.native.envoy))
+	}
+	for _, e := range envoys {
 		if err := pinAll(e, p.Proxy); err != nil {
 			return err
 		}

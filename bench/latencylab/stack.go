@@ -31,10 +31,17 @@ type stack struct {
 	envoy   *testkit.Envoy
 }
 
-func startStack(t testkit.T, b *testkit.Backend, workers int) *stack {
+// startStack starts the stack with the given build of the HTTP handshake
+// filter, verifying tokens signed by keys (new ones when nil), so that two
+// stacks can be given the same tokens.
+func startStack(t testkit.T, b *testkit.Backend, workers int, filter testkit.FilterBuild, keys *signingKeys) *stack {
+	if keys == nil {
+		k := newSigningKeys(t)
+		keys = &k
+	}
 	s := &stack{
 		t:      t,
-		keys:   newSigningKeys(t),
+		keys:   *keys,
 		listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 		raw:    fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 	}
@@ -43,6 +50,7 @@ func startStack(t testkit.T, b *testkit.Backend, workers int) *stack {
   - { name: public, address: "%s" }
 routes:
   - { name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: demo }
+  - { name: voice-public, match: { path: /v1/public }, kind: websocket, backend: voice }
   - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
   - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s", raw: true }, backend: voice }
   - { name: voice-raw-auth, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo }
@@ -60,8 +68,8 @@ auth_policies:
 	if err := os.WriteFile(s.file, []byte(s.body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode, XDSAddr: s.cp.XDSAddr(), Concurrency: workers})
+	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken, Filter: filter})
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode + "-" + string(filter), XDSAddr: s.cp.XDSAddr(), Concurrency: workers, Filter: filter})
 	// The listener waits for the module's download and compilation: a
 	// few seconds, many more when another Envoy compiles beside it (go
 	// test runs packages in parallel). A bound, not a measurement.

@@ -60,6 +60,10 @@ type Config struct {
 	// control plane reads it and serves it to Envoys; without, it is the
 	// path as Envoy sees it.
 	WasmPath string
+	// NativePath is the handshake filter as an Envoy dynamic module (a
+	// shared library), read and served as WasmPath is, for the nodes that
+	// ask for it in their metadata; empty: every node runs the Wasm module.
+	NativePath string
 	// ModulesAddr is where the module server listens (HTTPS with XDSTLS);
 	// empty: Envoys read the module file themselves.
 	ModulesAddr string
@@ -118,11 +122,14 @@ type App struct {
 	metLis       net.Listener
 	adminLis     net.Listener
 
-	mu       sync.Mutex // serialises applies
-	served   translate.Served
-	revision string
-	checked  *checkedApply
-	jwks     *jwks.Resolver
+	mu     sync.Mutex // serialises applies
+	served translate.Served
+	// servedNative is what the nodes that run the dynamic module are
+	// served for the same policy; nil without Config.NativePath.
+	servedNative xdstype.Resources
+	revision     string
+	checked      *checkedApply
+	jwks         *jwks.Resolver
 
 	fleet fleet
 

@@ -234,21 +234,29 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xds
 	// config a change touches travels in one push, so a key in an auth
 	// policy that HTTP and tcp routes share is one ECDS update, not two
 	// in a row (each costs Envoy tens of ms).
-	var bridge xdstype.Resources
-	var err error
+	native, err := a.nativeVariant(p, keys)
+	if err != nil {
+		a.metrics.Applies.WithLabelValues("rejected").Inc()
+		return err
+	}
+	var bridge, nativeBridge xdstype.Resources
 	if !sameResources(a.served.Resources, res, resource.RouteType) {
 		bridge, err = translate.Bridge(a.served, p, a.options(keys))
+		if err == nil && bridge != nil && native != nil {
+			nativeBridge, err = a.nativeBridge(p, keys)
+		}
 	}
 	if err == nil && bridge != nil {
-		_, err = a.xds.SetResources(ctx, bridge)
+		_, err = a.xds.SetVariants(ctx, bridge, nativeBridge)
 	}
 	if err != nil {
 		a.log.Warn("bridging filter config not pushed", "error", err)
 	}
-	if _, err := a.xds.SetResources(ctx, res); err != nil {
+	if _, err := a.xds.SetVariants(ctx, res, native); err != nil {
 		a.metrics.Applies.WithLabelValues("rejected").Inc()
 		return err
 	}
+	a.servedNative = native
 	a.metrics.Applies.WithLabelValues("ok").Inc()
 	if rev != a.revision {
 		for _, w := range policy.Warnings(p) {
@@ -264,6 +272,13 @@ func (a *App) serve(ctx context.Context, p *policyv1.Policy, rev string, res xds
 	return nil
 }
 
+// sameSnapshot reports whether a and b hold equal filter configs, clusters
+// and endpoints: what a change of keys or modules can move.
+func sameSnapshot(a, b xdstype.Resources) bool {
+	return sameResources(a, b, resource.ExtensionConfigType) && sameResources(a, b, resource.ClusterType) &&
+		sameResources(a, b, resource.EndpointType)
+}
+
 // sameResources reports whether a and b hold equal resources of typeURL.
 func sameResources(a, b xdstype.Resources, typeURL string) bool {
 	return slices.EqualFunc(a[typeURL], b[typeURL], func(x, y types.Resource) bool { return proto.Equal(x, y) })
@@ -275,6 +290,37 @@ func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
 	live, batches := a.weighing.current()
 	return translate.Options{Module: serving, NextModule: next, ResolvedKeys: keys, Drains: a.drains.phases(), Envoys: int(a.envoys.Load()),
 		Streams: live, Reconnecting: batches, QuotaUse: a.quotaUse.Load()}
+}
+
+// nativeOptions are the translation options for the nodes that run the
+// dynamic module.
+func (a *App) nativeOptions(keys map[string][]*policyv1.JWK) translate.Options {
+	opts := a.options(keys)
+	opts.Filter, opts.NativeModule = translate.FilterNative, a.nativeModule()
+	return opts
+}
+
+// nativeVariant translates p for the nodes that run the dynamic module:
+// nil when this control plane has none to serve them (they get the Wasm
+// module, as every other node).
+func (a *App) nativeVariant(p *policyv1.Policy, keys map[string][]*policyv1.JWK) (xdstype.Resources, error) {
+	if a.cfg.NativePath == "" {
+		return nil, nil
+	}
+	res, err := translate.Translate(p, a.nativeOptions(keys))
+	if err != nil {
+		return nil, fmt.Errorf("%w: native variant: %w", admin.ErrInvalidPolicy, err)
+	}
+	return res, nil
+}
+
+// nativeBridge is translate.Bridge for the native variant.
+func (a *App) nativeBridge(p *policyv1.Policy, keys map[string][]*policyv1.JWK) (xdstype.Resources, error) {
+	if a.servedNative == nil {
+		return nil, nil
+	}
+	prev := translate.Served{Policy: a.served.Policy, Keys: a.served.Keys, Resources: a.servedNative}
+	return translate.Bridge(prev, p, a.nativeOptions(keys))
 }
 
 // keyRefreshInterval is how often JWKS files are re-read and stale JWKS
@@ -315,8 +361,12 @@ func (a *App) serveAgain(ctx context.Context, source string) {
 		a.log.Warn("translating the served policy again failed; the last resources keep serving", "source", source, "error", err)
 		return
 	}
-	if sameResources(res, a.served.Resources, resource.ExtensionConfigType) && sameResources(res, a.served.Resources, resource.ClusterType) &&
-		sameResources(res, a.served.Resources, resource.EndpointType) {
+	native, err := a.nativeVariant(current, keys)
+	if err != nil {
+		a.log.Warn("translating the served policy again failed; the last resources keep serving", "source", source, "error", err)
+		return
+	}
+	if sameSnapshot(res, a.served.Resources) && sameSnapshot(native, a.servedNative) {
 		return
 	}
 	if err := a.serve(ctx, current, a.revision, res, keys, source); err != nil {

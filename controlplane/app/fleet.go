@@ -21,7 +21,12 @@ import (
 
 // moduleName is the handshake module's name in the module store: one
 // module serves the HTTP filter and the tcp mode network filters.
-const moduleName = "handshake"
+// nativeModuleName is the dynamic module's, the HTTP filter of the nodes
+// that run it.
+const (
+	moduleName       = "handshake"
+	nativeModuleName = "native"
+)
 
 // fleet is what serving remote Envoys adds: mutual TLS on xDS and the
 // module server, and the modules themselves.
@@ -32,9 +37,9 @@ type fleet struct {
 	store   *modules.Store
 	modLis  net.Listener
 	modSrv  *http.Server
-	// seen is the module file's size and time when last read, so that the
-	// periodic check reads it only when it changed.
-	seen string
+	// seen is each module file's size and time when last read, by store
+	// name, so that the periodic check reads it only when it changed.
+	seen map[string]string
 	// serving is the sha256 of the module the handshake filters name. It
 	// trails the store's current module during a rollout, until every
 	// connected Envoy has loaded the new one (see rollOut).
@@ -86,30 +91,64 @@ func (a *App) setupFleet() error {
 	return nil
 }
 
-// reloadModules reads the module file again if it changed; it reports
-// whether the module changed, which makes a new snapshot (and Envoys
-// fetch the new module).
+// reloadModules reads the module files again if they changed; it reports
+// whether a module changed, which makes a new snapshot (and Envoys fetch
+// the new module).
 func (a *App) reloadModules() (bool, error) {
-	if a.fleet.store == nil || a.cfg.WasmPath == "" {
+	if a.fleet.store == nil {
 		return false, nil
 	}
-	st, err := os.Stat(a.cfg.WasmPath)
+	changed, err := a.reloadModule(moduleName, a.cfg.WasmPath)
+	if err != nil {
+		return false, err
+	}
+	nativeChanged, err := a.reloadModule(nativeModuleName, a.cfg.NativePath)
+	return changed || nativeChanged, err
+}
+
+func (a *App) reloadModule(name, file string) (bool, error) {
+	if file == "" {
+		return false, nil
+	}
+	st, err := os.Stat(file)
 	if err != nil {
 		return false, fmt.Errorf("module: %w", err)
 	}
 	stamp := fmt.Sprint(st.Size(), st.ModTime().UnixNano())
-	if a.fleet.seen == stamp {
+	if a.fleet.seen[name] == stamp {
 		return false, nil
 	}
-	m, changed, err := a.fleet.store.Load(moduleName, a.cfg.WasmPath)
+	m, changed, err := a.fleet.store.Load(name, file)
 	if err != nil {
 		return false, err
 	}
-	a.fleet.seen = stamp
+	if a.fleet.seen == nil {
+		a.fleet.seen = map[string]string{}
+	}
+	a.fleet.seen[name] = stamp
 	if changed {
-		a.log.Info("module loaded", "sha256", m.SHA256, "bytes", m.Size())
+		a.log.Info("module loaded", "module", name, "sha256", m.SHA256, "bytes", m.Size())
 	}
 	return changed, nil
+}
+
+// nativeModule is where Envoy gets the dynamic module: from the module
+// server when there is one, else from the file. A new dynamic module
+// takes over at once: Envoy refuses the filter config that names it until
+// it has fetched it, and the previous one keeps serving meanwhile.
+func (a *App) nativeModule() translate.ModuleSource {
+	if a.fleet.store == nil {
+		return translate.ModuleSource{File: a.cfg.NativePath}
+	}
+	m, ok := a.fleet.store.Current(nativeModuleName)
+	if !ok {
+		return translate.ModuleSource{}
+	}
+	scheme := "https"
+	if a.fleet.tls == nil {
+		scheme = "http"
+	}
+	return translate.ModuleSource{URL: scheme + "://" + certs.ServerName + modules.NativePath(m.SHA256), SHA256: m.SHA256}
 }
 
 // modules are where Envoy gets the handshake module: from the module

@@ -113,8 +113,8 @@ type Input struct {
 	ConfigDump []byte // /config_dump (JSON)
 	ServerInfo []byte // /server_info (JSON)
 	Stats      []byte // /stats?format=json
-	// ReadFile reads a Wasm module named by a filter's config; nil skips
-	// reading modules.
+	// ReadFile reads a module (Wasm, or a dynamic module's shared object)
+	// named by a filter's config; nil skips reading modules.
 	ReadFile func(path string) ([]byte, error)
 }
 
@@ -160,7 +160,7 @@ type auditor struct {
 	// clusterDone holds the finding keys of each cluster checked, by
 	// cluster name and stream kind.
 	clusterDone map[string][]string
-	wasm        map[string]wasmExports
+	exports     map[string]moduleExports
 }
 
 // add records a finding for the streams it affects and returns its key.

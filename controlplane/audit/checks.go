@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,14 +12,17 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	dynamicmodulesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/dynamic_modules/v3"
 	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	compressorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
 	decompressorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/decompressor/v3"
+	dmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	luav3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/lua/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
+	dmnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dynamic_modules/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	wasmnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/wasm/v3"
@@ -289,6 +293,10 @@ func (a *auditor) httpFilter(s *Stream, f *hcmv3.HttpFilter, path string) {
 		a.wasmFilter(s, w.GetConfig().GetVmConfig().GetCode(), cpath+".config.vm_config.code", name, true)
 		return
 	}
+	if d, ok := unpack(cfg, &dmhttpv3.DynamicModuleFilter{}); ok {
+		a.dynamicModuleFilter(s, d.GetDynamicModuleConfig(), cpath+".dynamic_module_config", name, true)
+		return
+	}
 	if !harmlessHTTP[typeName(cfg)] {
 		a.add(Finding{Severity: Info, Check: "unknown-filter", Path: path,
 			Found: fmt.Sprintf("filter %s (%s) is on the upgrade path", name, typeName(cfg)),
@@ -361,6 +369,52 @@ func (a *auditor) wasmFilter(s *Stream, code *corev3.AsyncDataSource, path, name
 	}, s)
 }
 
+// dataHooks are the dynamic-module ABI's hooks through which Envoy hands
+// a module stream data: an HTTP filter's body hooks, a network filter's
+// read and write hooks.
+var dataHooks = map[bool][]string{
+	true:  {"envoy_dynamic_module_on_http_filter_request_body", "envoy_dynamic_module_on_http_filter_response_body"},
+	false: {"envoy_dynamic_module_on_network_filter_read", "envoy_dynamic_module_on_network_filter_write"},
+}
+
+// dynamicModuleFilter reports a dynamic module on a stream's path by the
+// hooks its shared object exports. Envoy 1.40 requires an HTTP filter
+// module's body hooks and calls them for every chunk of an upgraded
+// stream, so unlike a Wasm module's, a dynamic module's body hooks cannot
+// be left out: the finding says what it costs.
+func (a *auditor) dynamicModuleFilter(s *Stream, cfg *dynamicmodulesv3.DynamicModuleConfig, path, name string, http bool) {
+	exports, where, err := a.sharedObjectExports(cfg.GetModule())
+	if cfg.GetModule() == nil {
+		where, err = "lib"+cfg.GetName()+".so on Envoy's search path", errors.New("modules found by name are not read")
+	}
+	kind := "network filter"
+	if http {
+		kind = "HTTP filter"
+	}
+	if err != nil {
+		a.add(Finding{Severity: Info, Check: "dynamic-module-not-read", Path: path,
+			Found: fmt.Sprintf("the dynamic module of %s (%s) could not be read: %v", name, where, err),
+			Why:   "the audit reads a shared object's dynamic symbols to tell which of Envoy's data hooks it exports; Envoy 1.40 requires an HTTP filter's body hooks and calls them for every chunk",
+			Fix:   "run the audit where the module's file is readable",
+		}, s)
+		return
+	}
+	var hit []string
+	for _, h := range dataHooks[http] {
+		if exports[h] {
+			hit = append(hit, h)
+		}
+	}
+	if len(hit) == 0 {
+		return
+	}
+	a.add(Finding{Severity: Info, Check: "dynamic-module-sees-every-chunk", Path: path,
+		Found: fmt.Sprintf("the dynamic module %s %s (%s) exports %s", kind, name, where, strings.Join(hit, ", ")),
+		Why:   "Envoy calls into the module, in Envoy's own process, for every chunk of the stream (an HTTP filter cannot leave its body hooks out: Envoy 1.40 refuses the module); each call is a native call into the module's runtime",
+		Fix:   "nothing, if the hooks return at once; measure their per-frame cost against a route without the filter",
+	}, s)
+}
+
 // harmlessNetwork are network filters that act once per connection.
 var harmlessNetwork = map[string]bool{
 	"envoy.extensions.filters.network.ext_authz.v3.ExtAuthz":               true,
@@ -379,6 +433,10 @@ func (a *auditor) networkFilter(s *Stream, f *listenerv3.Filter, path string) {
 	}
 	if w, ok := unpack(cfg, &wasmnetv3.Wasm{}); ok {
 		a.wasmFilter(s, w.GetConfig().GetVmConfig().GetCode(), cpath+".config.vm_config.code", shortFilterName(f.GetName()), false)
+		return
+	}
+	if d, ok := unpack(cfg, &dmnetv3.DynamicModuleNetworkFilter{}); ok {
+		a.dynamicModuleFilter(s, d.GetDynamicModuleConfig(), cpath+".dynamic_module_config", shortFilterName(f.GetName()), false)
 		return
 	}
 	if !harmlessNetwork[typeName(cfg)] {

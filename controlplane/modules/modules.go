@@ -1,4 +1,5 @@
-// Package modules serves the Wasm modules to Envoys: each module by its
+// Package modules serves the handshake modules to Envoys, the Wasm module
+// and the Envoy dynamic module (a shared library): each module by its
 // sha256, from memory, over HTTPS on a port of its own, so that an Envoy
 // needs no module file on its disk. It records who fetched what, so an
 // operator can tell a module Envoy never got from one it refused.
@@ -8,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,17 +20,23 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/directpipe/directpipe/filter/elfbin"
 )
 
 // MaxModuleSize bounds a module file: the handshake modules are about
 // 6 MB.
 const MaxModuleSize = 64 << 20
 
-// PathPrefix is where modules are served: PathPrefix + sha256 + ".wasm".
+// PathPrefix is where modules are served: PathPrefix + sha256 + ".wasm"
+// for a Wasm module, + ".so" for a dynamic module.
 const PathPrefix = "/modules/"
 
-// Path is the URL path of a module.
+// Path is the URL path of a Wasm module.
 func Path(sha string) string { return PathPrefix + sha + ".wasm" }
+
+// NativePath is the URL path of a dynamic module.
+func NativePath(sha string) string { return PathPrefix + sha + ".so" }
 
 // Module is one module's bytes and their hash.
 type Module struct {
@@ -101,8 +109,8 @@ func (s *Store) Load(name, file string) (Module, bool, error) {
 	if len(data) > MaxModuleSize {
 		return Module{}, false, fmt.Errorf("modules: %s is larger than %d bytes", file, MaxModuleSize)
 	}
-	if !bytes.HasPrefix(data, []byte("\x00asm")) {
-		return Module{}, false, fmt.Errorf("modules: %s is not a Wasm module", file)
+	if err := checkKind(data); err != nil {
+		return Module{}, false, fmt.Errorf("modules: %s: %w", file, err)
 	}
 	m, changed := s.Set(name, data)
 	return m, changed, nil
@@ -225,10 +233,15 @@ func (s *Store) Handler(identify func(*http.Request) string) http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		sha, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
-		sha, ok2 := strings.CutSuffix(sha, ".wasm")
+		name, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
+		sha, ok2 := strings.CutSuffix(name, ".wasm")
+		shared := false
+		if !ok2 {
+			sha, ok2 = strings.CutSuffix(name, ".so")
+			shared = true
+		}
 		m, found := s.bySHA(sha)
-		if !ok || !ok2 || !found {
+		if !ok || !ok2 || !found || shared != isSharedObject(m.data) {
 			http.NotFound(w, r)
 			return
 		}
@@ -244,6 +257,9 @@ func (s *Store) Handler(identify func(*http.Request) string) http.Handler {
 		}
 		node := identify(r)
 		w.Header().Set("Content-Type", "application/wasm")
+		if shared {
+			w.Header().Set("Content-Type", "application/octet-stream")
+		}
 		// The path names the content: it never changes.
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		w.Header().Set("ETag", `"`+m.SHA256+`"`)
@@ -301,3 +317,32 @@ func NewHTTPServer(h http.Handler) *http.Server {
 		MaxHeaderBytes:    16 << 10,
 	}
 }
+
+// checkKind accepts a Wasm module or an ELF shared object for this
+// machine's architecture, and refuses anything else before any Envoy is
+// told to fetch it.
+func checkKind(data []byte) error {
+	if bytes.HasPrefix(data, []byte("\x00asm")) {
+		return nil
+	}
+	if !isSharedObject(data) {
+		return errors.New("neither a Wasm module nor an ELF shared object")
+	}
+	exports, err := elfbin.Exports(data)
+	if err != nil {
+		return err
+	}
+	// Envoy calls this first. A library without it fails its first load
+	// but stays resident if it cannot be unloaded (a Go library cannot),
+	// and Envoy's next load finds it resident and skips the check.
+	if !slices.Contains(exports, DynamicModuleEntry) {
+		return fmt.Errorf("a shared object that is not an Envoy dynamic module: it does not export %s", DynamicModuleEntry)
+	}
+	return nil
+}
+
+// DynamicModuleEntry is the function Envoy calls when it loads a dynamic
+// module.
+const DynamicModuleEntry = "envoy_dynamic_module_on_program_init"
+
+func isSharedObject(data []byte) bool { return bytes.HasPrefix(data, []byte(elf.ELFMAG)) }

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -68,5 +70,23 @@ func TestLoadRefusesNonModules(t *testing.T) {
 	}
 	if _, _, err := s.Load("m", "missing.wasm"); err == nil {
 		t.Error("a missing file loaded")
+	}
+}
+
+// TestLoadRefusesOtherSharedObjects: a shared object is served only if it
+// is an Envoy dynamic module, one that exports the function Envoy calls
+// first. libc is a well-formed shared object that does not.
+func TestLoadRefusesOtherSharedObjects(t *testing.T) {
+	libc, err := filepath.Glob("/usr/lib/*-linux-gnu/libc.so.6")
+	if err != nil || len(libc) == 0 {
+		t.Fatalf("no libc.so.6 to try: %v", err)
+	}
+	s := NewStore(DefaultLimits)
+	_, _, err = s.Load("native", libc[0])
+	if err == nil || !strings.Contains(err.Error(), DynamicModuleEntry) {
+		t.Errorf("libc loaded as a dynamic module: %v", err)
+	}
+	if _, ok := s.Current("native"); ok {
+		t.Error("a refused file became the current module")
 	}
 }

@@ -48,6 +48,9 @@ func HandshakeConfig(p *policyv1.Policy, opts Options) (*corev3.TypedExtensionCo
 	if err != nil {
 		return nil, fmt.Errorf("translate: filter config: %w", err)
 	}
+	if opts.Filter == FilterNative {
+		return nativeHandshakeConfig(opts.NativeModule, doc), nil
+	}
 	wasm := &wasmfilterv3.Wasm{Config: pluginConfig(HandshakeFilterName, opts.Module, doc)}
 	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(wasm)}, nil
 }

@@ -45,7 +45,7 @@ func adsSource() *corev3.ConfigSource {
 // listener builds an HTTP listener. Its content depends only on the listener
 // policy, never on routes, back ends or keys: those travel by RDS, CDS/EDS and
 // ECDS, because any change to a listener drains its live connections.
-func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
+func listener(l *policyv1.Listener, kind FilterKind) (*listenerv3.Listener, error) {
 	addr, err := socketAddress(l.GetAddress())
 	if err != nil {
 		return nil, fmt.Errorf("translate: listener %q: %w", l.GetName(), err)
@@ -60,12 +60,12 @@ func listener(l *policyv1.Listener) (*listenerv3.Listener, error) {
 		// The REST chain: the handshake check (for REST routes with auth),
 		// CORS and the local rate limit (both configured per route, and
 		// idle on routes that do not ask for them), then the router.
-		HttpFilters: []*hcmv3.HttpFilter{handshakeFilter(), corsFilter(), rateLimitFilter(), headerMutationFilter(), routerFilter()},
+		HttpFilters: []*hcmv3.HttpFilter{handshakeFilter(kind), corsFilter(), rateLimitFilter(), headerMutationFilter(), routerFilter()},
 		// The direct path: a WebSocket upgrade runs only the handshake check
 		// and the router. Routes opt in or out per route.
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{
 			UpgradeType: "websocket",
-			Filters:     []*hcmv3.HttpFilter{handshakeFilter(), routerFilter()},
+			Filters:     []*hcmv3.HttpFilter{handshakeFilter(kind), routerFilter()},
 		}},
 		NormalizePath:                wrapperspb.Bool(true),
 		MergeSlashes:                 true,
@@ -217,14 +217,16 @@ func fileSource(path string) *corev3.DataSource {
 	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
 }
 
-// handshakeFilter refers to the Wasm filter by ECDS, so a key rotation or a
-// new route's auth setting reaches Envoy without touching the listener.
-func handshakeFilter() *hcmv3.HttpFilter {
+// handshakeFilter refers to the handshake filter by ECDS, so a key rotation
+// or a new route's auth setting reaches Envoy without touching the
+// listener. It takes only the config type of the build the node runs:
+// Envoy refuses any other.
+func handshakeFilter(kind FilterKind) *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{
 		Name: HandshakeFilterName,
 		ConfigType: &hcmv3.HttpFilter_ConfigDiscovery{ConfigDiscovery: &corev3.ExtensionConfigSource{
 			ConfigSource: adsSource(),
-			TypeUrls:     []string{wasmTypeURL},
+			TypeUrls:     []string{kind.typeURL()},
 		}},
 	}
 }

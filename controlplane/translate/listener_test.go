@@ -27,7 +27,7 @@ func TestConnectionIdleTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := listener(&policyv1.Listener{Name: "public", Address: "127.0.0.1:10000", Limits: tt.limits})
+			l, err := listener(&policyv1.Listener{Name: "public", Address: "127.0.0.1:10000", Limits: tt.limits}, FilterWasm)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -29,6 +29,13 @@ type Options struct {
 	// handshake filters still name Module, so that when they name it,
 	// it is already loaded.
 	NextModule ModuleSource
+	// Filter is the build of the handshake filter the HTTP listeners run:
+	// the Proxy-Wasm module (the zero value) or the Envoy dynamic module.
+	// The tcp mode network filters run the Wasm module either way.
+	Filter FilterKind
+	// NativeModule is where Envoy gets the dynamic module when Filter is
+	// FilterNative.
+	NativeModule ModuleSource
 	// ResolvedKeys are the verification keys the control plane read from
 	// each auth policy's jwks_file or jwks_url, by policy name. Reading them
 	// is I/O, so it happens before translation, not in it.
@@ -77,8 +84,8 @@ type validator interface{ ValidateAll() error }
 // returned, so what the caller serves is never something Envoy would reject
 // on schema grounds.
 func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
-	if err := opts.Module.check(); err != nil {
-		return nil, fmt.Errorf("translate: the handshake module: %w", err)
+	if err := opts.checkModules(p); err != nil {
+		return nil, err
 	}
 	var listeners, routes, clusters, endpoints, extensionConfigs []types.Resource
 	backends := map[string]*policyv1.Backend{}
@@ -95,7 +102,7 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 		}
 	}
 	for _, l := range p.GetListeners() {
-		lis, err := listener(l)
+		lis, err := listener(l, opts.Filter)
 		if err != nil {
 			return nil, err
 		}
@@ -126,11 +133,8 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	for _, c := range tcpECDS {
 		extensionConfigs = append(extensionConfigs, c)
 	}
-	if opts.Module.remote() {
-		clusters = append(clusters, warmupCluster(WarmupCluster, opts.Module))
-	}
-	if next := opts.NextModule; next.remote() && next != opts.Module {
-		clusters = append(clusters, warmupCluster(NextWarmupCluster, next))
+	for _, c := range warmupClusters(opts, len(tcpECDS) > 0) {
+		clusters = append(clusters, c)
 	}
 	// A tcp route that checks handshakes needs somewhere to send denials.
 	if len(tcpECDS) > 0 {

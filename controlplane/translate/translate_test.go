@@ -38,6 +38,14 @@ var goldenSuffix = map[string]string{
 
 var testOptions = Options{Module: ModuleSource{File: "/opt/directpipe/handshake.wasm"}}
 
+// nativeOptions translate the golden cases named native-*: a node that
+// runs the dynamic module, both modules fetched from the module server.
+var nativeOptions = Options{
+	Filter:       FilterNative,
+	Module:       ModuleSource{URL: "https://directpipe-control-plane/modules/" + strings.Repeat("a", 64) + ".wasm", SHA256: strings.Repeat("a", 64)},
+	NativeModule: ModuleSource{URL: "https://directpipe-control-plane/modules/" + strings.Repeat("b", 64) + ".so", SHA256: strings.Repeat("b", 64)},
+}
+
 // TestGolden translates each testdata/<case>.in.yaml and compares every
 // resource type with its own golden file, so a reviewer sees exactly which
 // Envoy resource a change moved.
@@ -53,7 +61,11 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := Translate(p, testOptions)
+			opts := testOptions
+			if strings.HasPrefix(name, "native-") {
+				opts = nativeOptions
+			}
+			res, err := Translate(p, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -265,10 +277,17 @@ func pluginConfigJSON(t *testing.T, tec *corev3.TypedExtensionConfig) string {
 					Value string `json:"value"`
 				} `json:"configuration"`
 			} `json:"config"`
+			// The dynamic module's filter takes the same document.
+			FilterConfig struct {
+				Value string `json:"value"`
+			} `json:"filterConfig"`
 		} `json:"typedConfig"`
 	}
 	if err := json.Unmarshal(js, &doc); err != nil {
 		t.Fatal(err)
+	}
+	if v := doc.TypedConfig.FilterConfig.Value; v != "" {
+		return v
 	}
 	return doc.TypedConfig.Config.Configuration.Value
 }

@@ -58,12 +58,20 @@ func warmupCluster(name string, module ModuleSource) *clusterv3.Cluster {
 		Configuration: mustAny(wrapperspb.String(`{"policies":{}}`)),
 		FailurePolicy: wasmv3.FailurePolicy_FAIL_OPEN,
 	}
+	return upstreamFilterCluster(name, &hcmv3.HttpFilter{
+		Name: warmupPlugin, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&wasmfilterv3.Wasm{Config: plugin})},
+	})
+}
+
+// upstreamFilterCluster is a cluster with no endpoints whose one upstream
+// HTTP filter is filter: Envoy initialises the filter with the cluster.
+func upstreamFilterCluster(name string, filter *hcmv3.HttpFilter) *clusterv3.Cluster {
 	opts := &httpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: warmupPlugin, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&wasmfilterv3.Wasm{Config: plugin})}},
+			filter,
 			{Name: "envoy.filters.http.upstream_codec", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&upstreamcodecv3.UpstreamCodec{})}},
 		},
 	}

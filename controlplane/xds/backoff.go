@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	dmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
@@ -294,8 +295,8 @@ func (m markedDelta) GetDeltaDiscoveryResponse() (*discoveryv3.DeltaDiscoveryRes
 	return r, nil
 }
 
-// markRetry sets RetryEnv in a Wasm filter config; other resources pass
-// unchanged.
+// markRetry sets RetryEnv in a Wasm filter config, and a retry number in a
+// dynamic-module one; other resources pass unchanged.
 func markRetry(a *anypb.Any, attempt int) (*anypb.Any, error) {
 	if a.GetTypeUrl() != resource.ExtensionConfigType {
 		return a, nil
@@ -313,6 +314,8 @@ func markRetry(a *anypb.Any, attempt int) (*anypb.Any, error) {
 		wasm = &wasmhttpv3.Wasm{}
 	case "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm":
 		wasm = &wasmnetv3.Wasm{}
+	case "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter":
+		return markDynamicModule(tec, attempt)
 	default:
 		return a, nil
 	}
@@ -331,6 +334,27 @@ func markRetry(a *anypb.Any, attempt int) (*anypb.Any, error) {
 	}
 	vm.EnvironmentVariables.KeyValues[RetryEnv] = strconv.Itoa(attempt)
 	inner, err := anypb.New(wasm)
+	if err != nil {
+		return nil, err
+	}
+	tec.TypedConfig = inner
+	return anypb.New(tec)
+}
+
+// markDynamicModule numbers a re-offer of a dynamic-module filter config
+// in the module config's name, which Envoy ignores when the config names
+// the module's source (and ours always does): the config's hash changes,
+// the module and what it is given do not.
+func markDynamicModule(tec *corev3.TypedExtensionConfig, attempt int) (*anypb.Any, error) {
+	f := &dmfilterv3.DynamicModuleFilter{}
+	if err := tec.GetTypedConfig().UnmarshalTo(f); err != nil {
+		return nil, err
+	}
+	if f.GetDynamicModuleConfig().GetModule() == nil {
+		return anypb.New(tec)
+	}
+	f.DynamicModuleConfig.Name = "directpipe-retry-" + strconv.Itoa(attempt)
+	inner, err := anypb.New(f)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	dynamicmodulesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/dynamic_modules/v3"
+	dmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -39,6 +41,36 @@ func TestMarkRetry(t *testing.T) {
 	cluster := &anypb.Any{TypeUrl: resource.ClusterType, Value: []byte{1}}
 	if m, _ := markRetry(cluster, 1); m != cluster {
 		t.Error("a cluster was changed")
+	}
+}
+
+// TestMarkRetryDynamicModule: a re-offered dynamic-module filter config
+// carries its retry number in the module config's name, which Envoy
+// ignores when the module has a source; the module and what the filter is
+// given stay as they were.
+func TestMarkRetryDynamicModule(t *testing.T) {
+	remote := &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Remote{Remote: &corev3.RemoteDataSource{Sha256: "ab"}}}
+	filter := &dmfilterv3.DynamicModuleFilter{
+		DynamicModuleConfig: &dynamicmodulesv3.DynamicModuleConfig{Module: remote, NackOnCacheMiss: true},
+		FilterName:          "directpipe.handshake",
+	}
+	inner, _ := anypb.New(filter)
+	tec, _ := anypb.New(&corev3.TypedExtensionConfig{Name: "directpipe.handshake", TypedConfig: inner})
+	marked, err := markRetry(tec, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got corev3.TypedExtensionConfig
+	var f dmfilterv3.DynamicModuleFilter
+	if err := marked.UnmarshalTo(&got); err != nil || got.GetTypedConfig().UnmarshalTo(&f) != nil {
+		t.Fatal(err)
+	}
+	if f.GetDynamicModuleConfig().GetName() != "directpipe-retry-3" {
+		t.Errorf("marked name %q", f.GetDynamicModuleConfig().GetName())
+	}
+	f.DynamicModuleConfig.Name = ""
+	if !proto.Equal(&f, filter) {
+		t.Errorf("the mark changed more than the name: %v", &f)
 	}
 }
 

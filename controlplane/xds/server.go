@@ -21,13 +21,29 @@ import (
 	"github.com/directpipe/directpipe/controlplane/xdstype"
 )
 
-// snapshotGroup is the one cache key every Envoy maps to: all Envoys run the
-// same policy, and per-node state lives in Status, not in the cache.
-const snapshotGroup = "directpipe"
+// snapshotGroup is the cache key of every Envoy that runs the Wasm build of
+// the handshake filter: all Envoys run the same policy, and per-node state
+// lives in Status, not in the cache. nativeGroup is the key of those that
+// asked for the dynamic module in their node metadata (FilterMetadataKey):
+// the same policy, translated for that build.
+const (
+	snapshotGroup = "directpipe"
+	nativeGroup   = "directpipe/native"
+)
+
+// FilterMetadataKey is the node metadata field in which an Envoy names the
+// build of the handshake filter it runs: "native" for the dynamic module;
+// anything else, or nothing, is the Wasm module.
+const FilterMetadataKey = "directpipe.filter"
 
 type groupHash struct{}
 
-func (groupHash) ID(*corev3.Node) string { return snapshotGroup }
+func (groupHash) ID(n *corev3.Node) string {
+	if n.GetMetadata().GetFields()[FilterMetadataKey].GetStringValue() == "native" {
+		return nativeGroup
+	}
+	return snapshotGroup
+}
 
 // Server is the xDS server: a snapshot cache, the ADS gRPC service over it
 // and the per-node status fed by the stream callbacks.
@@ -38,8 +54,9 @@ type Server struct {
 	log    *slog.Logger
 
 	setMu sync.Mutex
-	// set is what the last SetResources served, by type.
-	set map[string]typeSet
+	// set is what the last SetResources served, by type; setNative the
+	// same for the native group, when it has resources of its own.
+	set, setNative map[string]typeSet
 }
 
 // typeSet is one type's resources as served, with their versions.
@@ -83,34 +100,59 @@ func (s *Server) Status() *Status { return s.status }
 // makes it the snapshot every Envoy is served. On error nothing changes: the
 // last good snapshot keeps serving. It returns the version of each type.
 func (s *Server) SetResources(ctx context.Context, res xdstype.Resources) (map[string]string, error) {
+	return s.SetVariants(ctx, res, nil)
+}
+
+// SetVariants is SetResources with the resources of the nodes that run the
+// dynamic module (native; nil: they are served res too). Both sets carry
+// one version per type, a hash over both, so that a node's sync state, an
+// apply's wait for ACKs and a rollout read the same way whichever build a
+// node runs, and a change to either set is a new version for every node.
+func (s *Server) SetVariants(ctx context.Context, res, native xdstype.Resources) (map[string]string, error) {
 	kinds := xdstype.Kinds()
-	for typeURL := range res {
-		if !slices.ContainsFunc(kinds, func(k xdstype.Kind) bool { return k.URL == typeURL }) {
-			return nil, fmt.Errorf("xds: %s is not a type directpipe serves", typeURL)
+	for _, set := range []xdstype.Resources{res, native} {
+		for typeURL := range set {
+			if !slices.ContainsFunc(kinds, func(k xdstype.Kind) bool { return k.URL == typeURL }) {
+				return nil, fmt.Errorf("xds: %s is not a type directpipe serves", typeURL)
+			}
 		}
 	}
-	// Delta xDS compares per-resource versions. They are hashed here from
-	// the bytes the type's version is hashed from, as go-control-plane's
-	// ConstructVersionMap would (sha256 of the deterministic encoding),
-	// which saves marshalling every resource a second time per push.
-	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
-	versions := map[string]string{}
 	s.setMu.Lock()
 	defer s.setMu.Unlock()
-	next := map[string]typeSet{}
+	next, nextNative := map[string]typeSet{}, map[string]typeSet{}
+	versions := map[string]string{}
 	for _, k := range kinds {
-		typeURL, list := k.URL, res[k.URL]
-		ts, err := s.typeSet(typeURL, list)
+		ts, err := typeSetOf(s.set, k.URL, res[k.URL])
 		if err != nil {
 			return nil, err
 		}
-		next[typeURL] = ts
-		versions[typeURL] = ts.version
-		snap.Resources[cachev3.GetResponseType(typeURL)] = cachev3.NewResources(ts.version, list)
-		snap.VersionMap[typeURL] = ts.perResource
+		next[k.URL] = ts
+		versions[k.URL] = ts.version
+		if native == nil {
+			continue
+		}
+		nts, err := typeSetOf(s.setNative, k.URL, native[k.URL])
+		if err != nil {
+			return nil, fmt.Errorf("%w (native variant)", err)
+		}
+		nextNative[k.URL] = nts
+		sum := sha256.Sum256([]byte(ts.version + "/" + nts.version))
+		versions[k.URL] = hex.EncodeToString(sum[:])[:16]
 	}
-	if err := snap.Consistent(); err != nil {
-		return nil, fmt.Errorf("xds: snapshot is not consistent: %w", err)
+	snap, err := snapshotOf(next, versions)
+	if err != nil {
+		return nil, err
+	}
+	nativeSnap := snap
+	if native != nil {
+		if nativeSnap, err = snapshotOf(nextNative, versions); err != nil {
+			return nil, fmt.Errorf("%w (native variant)", err)
+		}
+	}
+	// The native group first: an Envoy of either build that sees the new
+	// version has its own set already.
+	if err := s.cache.SetSnapshot(ctx, nativeGroup, nativeSnap); err != nil {
+		return nil, fmt.Errorf("xds: set snapshot: %w", err)
 	}
 	if err := s.cache.SetSnapshot(ctx, snapshotGroup, snap); err != nil {
 		return nil, fmt.Errorf("xds: set snapshot: %w", err)
@@ -123,9 +165,30 @@ func (s *Server) SetResources(ctx context.Context, res xdstype.Resources) (map[s
 		}
 	}
 	s.set = next
+	s.setNative = nil
+	if native != nil {
+		s.setNative = nextNative
+	}
 	s.status.setLatest(versions)
-	s.log.Info("snapshot set", "changed", changed, "versions", shortVersions(versions))
+	s.log.Info("snapshot set", "changed", changed, "versions", shortVersions(versions), "native_variant", native != nil)
 	return versions, nil
+}
+
+// snapshotOf is a consistent snapshot of sets at versions.
+func snapshotOf(sets map[string]typeSet, versions map[string]string) (*cachev3.Snapshot, error) {
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+	// Delta xDS compares per-resource versions. They are hashed here from
+	// the bytes the type's version is hashed from, as go-control-plane's
+	// ConstructVersionMap would (sha256 of the deterministic encoding),
+	// which saves marshalling every resource a second time per push.
+	for typeURL, ts := range sets {
+		snap.Resources[cachev3.GetResponseType(typeURL)] = cachev3.NewResources(versions[typeURL], ts.list)
+		snap.VersionMap[typeURL] = ts.perResource
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("xds: snapshot is not consistent: %w", err)
+	}
+	return snap, nil
 }
 
 // typeSet validates and hashes one type's list, or reuses what the last
@@ -134,8 +197,8 @@ func (s *Server) SetResources(ctx context.Context, res xdstype.Resources) (map[s
 // snapshot: at 10,000 routes, validating and hashing the routes again costs
 // ~50 ms). Served resources are never modified: go-control-plane marshals
 // them lazily, per response, and relies on that too.
-func (s *Server) typeSet(typeURL string, list []types.Resource) (typeSet, error) {
-	if last, ok := s.set[typeURL]; ok && slices.Equal(last.list, list) {
+func typeSetOf(served map[string]typeSet, typeURL string, list []types.Resource) (typeSet, error) {
+	if last, ok := served[typeURL]; ok && slices.Equal(last.list, list) {
 		return last, nil
 	}
 	// Validation and hashing read the same resources and are independent:

@@ -19,6 +19,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/controlplane/translate"
@@ -330,6 +331,76 @@ func TestAwaitAnswers(t *testing.T) {
 	for _, a := range got {
 		if len(a.Pending) != 0 {
 			t.Errorf("%s still pending: %v", a.Node, a.Pending)
+		}
+	}
+}
+
+// TestSetVariantsServesEachBuildItsOwn: a node whose metadata asks for the
+// native build maps to a snapshot of its own, under the same version per
+// type as every other node, hashed over both sets; without a native set it
+// is served the Wasm one.
+func TestSetVariantsServesEachBuildItsOwn(t *testing.T) {
+	ctx := context.Background()
+	p, err := policy.LoadFile("../translate/testdata/example.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	native, err := translate.Translate(p, translate.Options{
+		Filter:       translate.FilterNative,
+		Module:       translate.ModuleSource{File: "/x.wasm"}, // the tcp mode route's
+		NativeModule: translate.ModuleSource{File: "/libdirectpipe_native.so"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nativeNode := &corev3.Node{Id: "n", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		FilterMetadataKey: structpb.NewStringValue("native"),
+	}}}
+	if got := (groupHash{}).ID(nativeNode); got != nativeGroup {
+		t.Fatalf("a node asking for native maps to %q", got)
+	}
+	if got := (groupHash{}).ID(&corev3.Node{Id: "w"}); got != snapshotGroup {
+		t.Fatalf("a node asking for nothing maps to %q", got)
+	}
+	srv := NewServer(ctx, quietLog(), NewMetrics(nil))
+	ecdsType := func(group string) string {
+		t.Helper()
+		snap, err := srv.cache.GetSnapshot(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, ok := snap.GetResources(resource.ExtensionConfigType)[translate.HandshakeFilterName]
+		if !ok {
+			t.Fatalf("%s: no %s", group, translate.HandshakeFilterName)
+		}
+		return r.(*corev3.TypedExtensionConfig).GetTypedConfig().GetTypeUrl()
+	}
+	wasmOnly, err := srv.SetVariants(ctx, example(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := ecdsType(snapshotGroup), ecdsType(nativeGroup); a != b || !strings.HasSuffix(a, "wasm.v3.Wasm") {
+		t.Errorf("without a native set: %s and %s, want the Wasm filter for both", a, b)
+	}
+	both, err := srv.SetVariants(ctx, example(t), native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := ecdsType(snapshotGroup), ecdsType(nativeGroup); !strings.HasSuffix(a, "wasm.v3.Wasm") || !strings.HasSuffix(b, "DynamicModuleFilter") {
+		t.Errorf("with a native set: %s and %s", a, b)
+	}
+	if both[resource.ExtensionConfigType] == wasmOnly[resource.ExtensionConfigType] {
+		t.Error("the filter config version did not move when the native set came")
+	}
+	for _, group := range []string{snapshotGroup, nativeGroup} {
+		snap, err := srv.cache.GetSnapshot(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for typ, v := range both {
+			if got := snap.GetVersion(typ); got != v {
+				t.Errorf("%s: %s at version %s, want %s", group, typ, got, v)
+			}
 		}
 	}
 }

@@ -81,7 +81,17 @@ type Params struct {
 	// together (Envoy's global downstream connection monitor);
 	// DefaultMaxConnections when zero.
 	MaxConnections int
+	// Filter is the build of the handshake filter this Envoy asks the
+	// control plane for, in its node metadata: FilterNative for the
+	// dynamic module; "" or FilterWasm for the Wasm module.
+	Filter string
 }
+
+// The builds of the handshake filter a node may ask for.
+const (
+	FilterWasm   = "wasm"
+	FilterNative = "native"
+)
 
 // DefaultMaxConnections is the global client connection limit when
 // Params leaves it out: room for many calls, and far below what exhausts
@@ -128,6 +138,9 @@ func Render(p Params) ([]byte, error) {
 			host = "127.0.0.1"
 		}
 		xdsAddrs = []string{net.JoinHostPort(host, strconv.Itoa(p.XDSPort))}
+	}
+	if p.Filter != "" && p.Filter != FilterWasm && p.Filter != FilterNative {
+		return nil, fmt.Errorf("bootstrap: unknown filter %q: want %s or %s", p.Filter, FilterWasm, FilterNative)
 	}
 	switch {
 	case p.MaxConnections == 0:

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/directpipe/directpipe/controlplane/translate"
+	"github.com/directpipe/directpipe/controlplane/xds"
 )
 
 func TestRender(t *testing.T) {
@@ -160,6 +161,39 @@ func TestRenderAdmin(t *testing.T) {
 	}
 	if _, err := Render(Params{NodeID: "n", Cluster: "c", XDSPort: 18000, AdminPort: 9901, AdminSocket: "/a.sock"}); err == nil {
 		t.Error("both an admin port and an admin socket were accepted")
+	}
+}
+
+// TestRenderFilter: the node names the build of the handshake filter it
+// runs in its metadata, where the control plane reads it; an unknown build
+// is refused.
+func TestRenderFilter(t *testing.T) {
+	for _, tc := range []struct {
+		filter string
+		want   string
+	}{
+		{"", ""},
+		{FilterWasm, `directpipe.filter: "wasm"`},
+		{FilterNative, `directpipe.filter: "native"`},
+	} {
+		out, err := Render(Params{NodeID: "n", Cluster: "c", AdminPort: 9901, XDSPort: 18000, Filter: tc.filter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Node struct {
+				Metadata map[string]string `json:"metadata"`
+			} `json:"node"`
+		}
+		if err := yaml.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("filter %q: %v", tc.filter, err)
+		}
+		if got := doc.Node.Metadata[xds.FilterMetadataKey]; got != tc.filter {
+			t.Errorf("filter %q: node metadata says %q:\n%s", tc.filter, got, out)
+		}
+	}
+	if _, err := Render(Params{NodeID: "n", Cluster: "c", AdminPort: 9901, XDSPort: 18000, Filter: "v8"}); err == nil {
+		t.Error("an unknown filter was accepted")
 	}
 }
 

@@ -35,11 +35,18 @@ const clientRoutes = `
 // address Envoy believes from a trusted X-Forwarded-For is the one
 // checked; and changing the lists is a filter config push that moves no
 // listener and cuts no live stream.
+// It runs once per build of the HTTP handshake filter.
 func TestClientAddressLists(t *testing.T) {
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { testClientAddressLists(t, build) })
+	}
+}
+
+func testClientAddressLists(t *testing.T, build testkit.FilterBuild) {
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	lanLists := "allow: [10.0.0.0/8], deny: [10.66.0.0/16]"
 	tcpLists := "allow: [127.0.0.0/8]"
-	s := newStack(t, true, func(p *policyParams) {
+	s := newStackWith(t, stackOptions{delta: true, filter: build}, func(p *policyParams) {
 		p.ListenerLimits = "{ trusted_proxy_hops: 1 }"
 		p.RoutesYAML = fmt.Sprintf(clientRoutes, lanLists, tcpAddr, tcpLists)
 	})
@@ -186,8 +193,8 @@ func TestClientAddressLists(t *testing.T) {
 	}
 
 	stats := map[string]string{
-		"wasmcustom." + contract.MetricDeniedPrefix + contract.ReasonClientAddress:    "http",
-		"wasmcustom." + contract.MetricTCPDeniedPrefix + contract.ReasonClientAddress: "tcp",
+		httpFilterStat(build, contract.MetricDeniedPrefix+contract.ReasonClientAddress): "http",
+		"wasmcustom." + contract.MetricTCPDeniedPrefix + contract.ReasonClientAddress:   "tcp",
 	}
 	for stat, path := range stats {
 		v, err := s.envoy.Stat(ctx, stat)

@@ -13,13 +13,22 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
 // TestWebSocketOverHTTP2 opens a WebSocket by RFC 8441 extended CONNECT over
 // cleartext HTTP/2 (h2c): Envoy accepts it on the same minimal upgrade
-// chain, checks the token, and speaks HTTP/1.1 upgrade to the back end.
+// chain, checks the token, and speaks HTTP/1.1 upgrade to the back end;
+// with either build of the filter.
 func TestWebSocketOverHTTP2(t *testing.T) {
-	s := newStack(t, false)
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { webSocketOverHTTP2(t, build) })
+	}
+}
+
+func webSocketOverHTTP2(t *testing.T, build testkit.FilterBuild) {
+	s := newStackWith(t, stackOptions{filter: build})
 	tr := h2cTransport(t)
 	open := func(token string) (*http.Response, *io.PipeWriter) {
 		t.Helper()
@@ -54,6 +63,7 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 			t.Fatalf("frame %d came back changed", i)
 		}
 	}
+	s.checkFilterBuild(build)
 }
 
 // h2cTransport speaks cleartext HTTP/2 (prior knowledge).

@@ -357,6 +357,23 @@ func bootstrapJSON(port, adminPort, upstreamPort int, wasm, config string) []byt
 
 // bootstrapWithRoutes is bootstrapJSON with the caller's routes.
 func bootstrapWithRoutes(port, adminPort, upstreamPort int, wasm, config string, routes []any) []byte {
+	return bootstrapWithHandshake(port, adminPort, upstreamPort, map[string]any{
+		"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+		"config": map[string]any{
+			"name": "directpipe.handshake", "root_id": "directpipe.handshake",
+			"vm_config": map[string]any{
+				"vm_id": "directpipe", "runtime": "envoy.wasm.runtime.v8",
+				"code": map[string]any{"local": map[string]any{"filename": wasm}},
+			},
+			"configuration":  map[string]any{"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
+			"failure_policy": "FAIL_CLOSED",
+		},
+	}, routes)
+}
+
+// bootstrapWithHandshake is bootstrapWithRoutes with the handshake
+// filter's typed config given, of either build.
+func bootstrapWithHandshake(port, adminPort, upstreamPort int, handshake map[string]any, routes []any) []byte {
 	addr := func(p int) map[string]any {
 		return map[string]any{"socket_address": map[string]any{"address": "127.0.0.1", "port_value": p}}
 	}
@@ -372,18 +389,7 @@ func bootstrapWithRoutes(port, adminPort, upstreamPort int, wasm, config string,
 			}},
 		},
 		"http_filters": []any{
-			map[string]any{"name": "directpipe.handshake", "typed_config": map[string]any{
-				"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-				"config": map[string]any{
-					"name": "directpipe.handshake", "root_id": "directpipe.handshake",
-					"vm_config": map[string]any{
-						"vm_id": "directpipe", "runtime": "envoy.wasm.runtime.v8",
-						"code": map[string]any{"local": map[string]any{"filename": wasm}},
-					},
-					"configuration":  map[string]any{"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
-					"failure_policy": "FAIL_CLOSED",
-				},
-			}},
+			map[string]any{"name": "directpipe.handshake", "typed_config": handshake},
 			map[string]any{"name": "envoy.filters.http.router", "typed_config": map[string]any{
 				"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
 			}},

@@ -3,6 +3,9 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +20,7 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // nativeBootstrap takes its one listener from a file (LDS), so a test can
@@ -32,7 +36,8 @@ dynamic_resources:
 
 // nativeListener serves a direct response, body "gen<generation>", through
 // the Go dynamic module, so the only thing between the client and Envoy's
-// router is our library.
+// router is our library. Its filter configuration (nativeFilterConfig)
+// guards that route with an API key and leaves /ws public.
 const nativeListener = `resources:
 - "@type": type.googleapis.com/envoy.config.listener.v3.Listener
   name: native
@@ -49,9 +54,11 @@ const nativeListener = `resources:
           - name: all
             domains: ["*"]
             routes:
-            - match: {prefix: "/ws"}
+            - name: ws
+              match: {prefix: "/ws"}
               route: {cluster: upstream}
-            - match: {prefix: "/"}
+            - name: guarded
+              match: {prefix: "/"}
               direct_response: {status: 200, body: {inline_string: "gen%[2]d"}}
         http_filters:
         - name: directpipe.native
@@ -62,6 +69,9 @@ const nativeListener = `resources:
               do_not_close: %[4]t
               module: {local: {filename: %[3]q}}
             filter_name: handshake
+            filter_config:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: %[5]q
         - name: envoy.filters.http.router
           typed_config:
             "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -115,7 +125,7 @@ func (n *nativeEnvoy) setListener(t *testing.T, generation int, doNotClose bool)
 	t.Helper()
 	cfg := "resources: []\n"
 	if generation > 0 {
-		cfg = fmt.Sprintf(nativeListener, n.port, generation, n.module, doNotClose)
+		cfg = fmt.Sprintf(nativeListener, n.port, generation, n.module, doNotClose, nativeFilterConfig(t))
 	}
 	writeAtomic(t, n.lds, []byte(cfg))
 }
@@ -124,9 +134,18 @@ func (n *nativeEnvoy) setListener(t *testing.T, generation int, doNotClose bool)
 // its body.
 func (n *nativeEnvoy) get(ctx context.Context, t *testing.T, path string) (*http.Response, string) {
 	t.Helper()
+	return n.getWith(ctx, t, path, "")
+}
+
+// getWith is get with an Authorization header, unless it is empty.
+func (n *nativeEnvoy) getWith(ctx context.Context, t *testing.T, path, authorization string) (*http.Response, string) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", n.port, path), nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Do(req)
@@ -141,19 +160,43 @@ func (n *nativeEnvoy) get(ctx context.Context, t *testing.T, path string) (*http
 	return resp, string(body)
 }
 
-// checkMarked asserts that the module acted on a request for path that the
-// listener of the given generation served.
+// nativeAPIKey is the key nativeFilterConfig accepts.
+const nativeAPIKey = "dp_native_key_for_local_testing_only"
+
+// nativeFilterConfig is the handshake filter's configuration, the JSON the
+// control plane sends the Wasm plugin: the route "guarded" takes a bearer
+// API key, "ws" is public, any other route is refused.
+func nativeFilterConfig(t *testing.T) string {
+	t.Helper()
+	sum := sha256.Sum256([]byte(nativeAPIKey))
+	cfg := contract.Config{
+		Routes: map[string]string{"ws": "", "guarded": "demo"},
+		Policies: map[string]*contract.Policy{"demo": {
+			Name: "demo", Realm: "native", Sources: []contract.Source{{Bearer: true}}, MaxTokenBytes: 4096,
+			APIKeys: []contract.APIKey{{SHA256: hex.EncodeToString(sum[:]), Identity: "native-client"}},
+		}},
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkMarked asserts that the module checked a request for path, which
+// the listener of the given generation served: refused without the key,
+// let through with it.
 func (n *nativeEnvoy) checkMarked(ctx context.Context, t *testing.T, path string, generation int) {
 	t.Helper()
 	resp, body := n.get(ctx, t, path)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, contract.ReasonMissingToken) ||
+		!strings.HasPrefix(resp.Header.Get("www-authenticate"), `Bearer realm="native"`) {
+		t.Fatalf("GET %s without a key: status %d, WWW-Authenticate %q, body %q; want the module's 401 missing_token",
+			path, resp.StatusCode, resp.Header.Get("www-authenticate"), body)
+	}
+	resp, body = n.getWith(ctx, t, path, "Bearer "+nativeAPIKey)
 	if want := fmt.Sprintf("gen%d", generation); resp.StatusCode != http.StatusOK || body != want {
-		t.Fatalf("GET %s: status %d body %q, want 200 %s", path, resp.StatusCode, body, want)
-	}
-	if got := resp.Header.Get("x-directpipe-native"); got != "go-c-shared" {
-		t.Fatalf("GET %s: x-directpipe-native = %q, want go-c-shared: the module did not act", path, got)
-	}
-	if got := resp.Header.Get("x-directpipe-native-path"); got != path {
-		t.Fatalf("GET %s: the module read the path as %q", path, got)
+		t.Fatalf("GET %s with the key: status %d body %q, want 200 %s", path, resp.StatusCode, body, want)
 	}
 }
 
@@ -217,34 +260,35 @@ func nativeModule(t *testing.T, tags ...string) string {
 	return out
 }
 
-// TestNativeModuleLoads proves that Envoy 1.40 loads a Go c-shared library
-// as an HTTP dynamic module, accepts its ABI version, and calls into Go on
-// every stream on every worker, and that the pieces of the ABI a handshake
-// filter needs work from Go: reading request headers, per-stream state, a
-// local reply, and response headers.
+// TestNativeModuleLoads proves that Envoy 1.40 loads the handshake filter
+// built as a Go c-shared library, accepts its ABI version, and runs the
+// gate on every worker: the filter configuration's JSON is parsed, a
+// request without a key is answered 401 by the module, one with the key is
+// let through, and the module's counters reach Envoy's stats.
 func TestNativeModuleLoads(t *testing.T) {
 	n := startNativeEnvoy(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n.waitListeners(ctx, t, 1, 1)
 
-	// New connections spread over both workers, so each runs Go code; each
-	// request's own path coming back shows the state is per stream.
+	// New connections spread over both workers, so each runs Go code.
 	const requests = 20
 	for i := range requests {
 		n.checkMarked(ctx, t, fmt.Sprintf("/stream/%d", i), 1)
 	}
-
-	// The module answers this path itself, before the route's response.
-	resp, body := n.get(ctx, t, "/native/deny")
-	if resp.StatusCode != http.StatusForbidden || body != "denied by the native module\n" || resp.Header.Get("x-directpipe-native") != "denied" {
-		t.Fatalf("GET /native/deny: status %d, header %q, body %q; want the module's 403", resp.StatusCode, resp.Header.Get("x-directpipe-native"), body)
+	resp, body := n.getWith(ctx, t, "/stream/bad", "Bearer not-the-key")
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, contract.ReasonUnknownAPIKey) {
+		t.Fatalf("GET with a wrong key: status %d body %q, want 401 %s", resp.StatusCode, body, contract.ReasonUnknownAPIKey)
 	}
-	if err := n.WaitStat(ctx, "http.native.downstream_rq_2xx", func(v int64) bool { return v >= requests }); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.WaitStat(ctx, "http.native.downstream_rq_4xx", func(v int64) bool { return v == 1 }); err != nil {
-		t.Fatal(err)
+	for name, want := range map[string]int64{
+		nativeStat(contract.MetricAllowed):                                     requests,
+		nativeStat(contract.MetricDeniedPrefix + contract.ReasonMissingToken):  requests,
+		nativeStat(contract.MetricDeniedPrefix + contract.ReasonUnknownAPIKey): 1,
+	} {
+		if err := n.WaitStat(ctx, name, func(v int64) bool { return v == want }); err != nil {
+			stats, _ := n.Stats(ctx)
+			t.Fatalf("%s: %v; stats: %v", name, err, dynamicModuleStats(stats))
+		}
 	}
 
 	log := n.waitLog(ctx, t, abiMatched, 1)
@@ -252,6 +296,21 @@ func TestNativeModuleLoads(t *testing.T) {
 		t.Errorf("Envoy warned about the module's ABI version; log:\n%s", log)
 	}
 }
+
+// dynamicModuleStats are the stats the module defined.
+func dynamicModuleStats(all map[string]int64) map[string]int64 {
+	out := map[string]int64{}
+	for k, v := range all {
+		if strings.Contains(k, "directpipe_") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// nativeStat is the name under which Envoy shows a counter the module
+// defines.
+func nativeStat(name string) string { return httpFilterStat(testkit.FilterNative, name) }
 
 // TestNativeModuleSurvivesConfigUpdates replaces the listener, and with it
 // the module's filter config, then removes it and adds it back, all without
@@ -321,11 +380,7 @@ func TestNativeModuleLoadFailureKeepsLastGood(t *testing.T) {
 // body callback, it is entered for every chunk a client sends. A build with
 // -tags nativeprobe counts the calls and answers /native/body-calls.
 func TestNativeModuleCallsPerFrame(t *testing.T) {
-	echo := startRawEcho(t)
-	n := startNativeEnvoyWith(t, true, nativeModule(t, "nativeprobe"), echo)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	n.waitListeners(ctx, t, 1, 1)
+	n, ctx := startProbeEnvoy(t)
 	calls := func() int {
 		t.Helper()
 		resp, body := n.get(ctx, t, "/native/body-calls")
@@ -337,21 +392,7 @@ func TestNativeModuleCallsPerFrame(t *testing.T) {
 	}
 	before := calls()
 
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", n.port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if deadline, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(deadline)
-	}
-	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: native\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
+	conn, br := n.upgradeWS(ctx, t)
 	// One chunk at a time, each echoed before the next: Envoy sees each as
 	// its own read.
 	const frames = 100
@@ -368,6 +409,77 @@ func TestNativeModuleCallsPerFrame(t *testing.T) {
 	t.Logf("%d chunks on an upgraded WebSocket: %d request-body calls into the module", frames, got)
 	if got < frames {
 		t.Errorf("%d body calls for %d chunks: Envoy no longer calls the body hook per chunk; revisit docs/filter.md", got, frames)
+	}
+}
+
+// startProbeEnvoy starts Envoy with the -tags nativeprobe build of the
+// module, its public route to a raw echo upstream, and waits for its
+// listener; the context bounds the test's waits.
+func startProbeEnvoy(t *testing.T) (*nativeEnvoy, context.Context) {
+	t.Helper()
+	n := startNativeEnvoyWith(t, true, nativeModule(t, "nativeprobe"), startRawEcho(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	n.waitListeners(ctx, t, 1, 1)
+	return n, ctx
+}
+
+// upgradeWS opens a WebSocket on /ws, the public route, to the raw echo
+// upstream; it is closed at the end of the test.
+func (n *nativeEnvoy) upgradeWS(ctx context.Context, t *testing.T) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", n.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: native\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	return conn, br
+}
+
+// TestNativeModulePanicRefusesStream makes the module's Go code panic
+// while it checks a request (a -tags nativeprobe build panics on
+// /native/panic). A panic that unwound into Envoy would end the process
+// and every call on it; the module recovers instead: that request is
+// refused 500 internal_error, a WebSocket open through the same Envoy
+// keeps carrying frames, and every worker goes on checking handshakes
+// (the worker that panicked with a fresh gate).
+func TestNativeModulePanicRefusesStream(t *testing.T) {
+	n, ctx := startProbeEnvoy(t)
+
+	conn, br := n.upgradeWS(ctx, t)
+	echoed := func(what string) {
+		t.Helper()
+		frame := []byte(what)
+		if _, err := conn.Write(frame); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if _, err := io.ReadFull(br, frame); err != nil || string(frame) != what {
+			t.Fatalf("%s echoed %q, %v", what, frame, err)
+		}
+	}
+	echoed("before the panic")
+
+	for range 4 {
+		resp, body := n.get(ctx, t, "/native/panic")
+		if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(body, contract.ReasonInternal) {
+			t.Fatalf("GET /native/panic: status %d body %q, want the module's 500 %s", resp.StatusCode, body, contract.ReasonInternal)
+		}
+	}
+	n.waitLog(ctx, t, "the handshake filter failed", 1)
+	// The same Envoy process: the open connection still carries frames.
+	echoed("after the panic")
+	// New connections spread over both workers.
+	for i := range 10 {
+		n.checkMarked(ctx, t, fmt.Sprintf("/after/%d", i), 1)
 	}
 }
 

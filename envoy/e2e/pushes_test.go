@@ -24,14 +24,17 @@ const routeAppliedWithin = time.Second
 // TestConfigPushesNeverCutLiveCalls keeps 100 voice streams sending real-time
 // frames while the policy changes 50 times — routes added and removed, a voice
 // endpoint added and removed, an auth key rotated — and proves every stream
-// stayed open with no frame lost or reordered, and that no listener changed.
+// stayed open with no frame lost or reordered, and that no listener changed;
+// with SotW and delta xDS, and with the native build of the filter, whose
+// key rotations are new filter configs for the same library.
 func TestConfigPushesNeverCutLiveCalls(t *testing.T) {
 	for _, flavour := range []struct {
-		name  string
-		delta bool
-	}{{"sotw", false}, {"delta", true}} {
+		name   string
+		delta  bool
+		filter testkit.FilterBuild
+	}{{"sotw", false, testkit.FilterWasm}, {"delta", true, testkit.FilterWasm}, {"native", false, testkit.FilterNative}} {
 		t.Run(flavour.name, func(t *testing.T) {
-			s := newStack(t, flavour.delta)
+			s := newStackWith(t, stackOptions{delta: flavour.delta, filter: flavour.filter})
 			second := testkit.StartBackend(t)
 			ctx := context.Background()
 			modifiedBefore, err := s.envoy.Stat(ctx, "listener_manager.listener_modified")
@@ -112,6 +115,7 @@ func TestConfigPushesNeverCutLiveCalls(t *testing.T) {
 			if modifiedAfter != modifiedBefore {
 				t.Errorf("listener_manager.listener_modified moved from %d to %d: a push touched a listener", modifiedBefore, modifiedAfter)
 			}
+			s.checkFilterBuild(flavour.filter)
 		})
 	}
 }
@@ -166,9 +170,15 @@ func fileApplied(s *stack) bool {
 
 // TestKeyRotationKeepsOpenStreams rotates the signing key by ECDS: new
 // handshakes need the new key, and a stream opened with the old key keeps
-// flowing.
+// flowing. It runs once per build of the HTTP handshake filter.
 func TestKeyRotationKeepsOpenStreams(t *testing.T) {
-	s := newStack(t, false)
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { testKeyRotationKeepsOpenStreams(t, build) })
+	}
+}
+
+func testKeyRotationKeepsOpenStreams(t *testing.T, build testkit.FilterBuild) {
+	s := newStackWith(t, stackOptions{filter: build})
 	ctx := context.Background()
 	stop := make(chan struct{})
 	results := make(chan *voiceprobe.Result, 1)
@@ -202,6 +212,7 @@ func TestKeyRotationKeepsOpenStreams(t *testing.T) {
 	if res.Disconnects != 0 || res.Lost != 0 || res.Reordered != 0 || res.FailedDials != 0 {
 		t.Fatalf("open streams were hurt by the rotation: %+v", res.Streams)
 	}
+	s.checkFilterBuild(build)
 }
 
 // TestInvalidPolicyKeepsServing writes a broken file, then one with a
@@ -236,9 +247,16 @@ func TestInvalidPolicyKeepsServing(t *testing.T) {
 // an auth policy that is new too goes from Envoy's 404 straight to 200 for
 // a caller with the new policy's key, never through the fail-closed 403 of
 // a route whose policy the filter does not have yet: the filter config
-// with the new policy is pushed before the route (make before break).
+// with the new policy is pushed before the route (make before break), to
+// either build of the filter.
 func TestRouteWithANewPolicyNeverRefusedWhilePropagating(t *testing.T) {
-	s := newStack(t, false)
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { routeWithANewPolicy(t, build) })
+	}
+}
+
+func routeWithANewPolicy(t *testing.T, build testkit.FilterBuild) {
+	s := newStackWith(t, stackOptions{filter: build})
 	client := &http.Client{Timeout: 2 * time.Second}
 	for i := range 5 {
 		name := fmt.Sprintf("partner-%d", i)
@@ -262,13 +280,21 @@ func TestRouteWithANewPolicyNeverRefusedWhilePropagating(t *testing.T) {
 			t.Fatalf("route %s without its key: %d, want 401", name, resp.StatusCode)
 		}
 	}
+	s.checkFilterBuild(build)
 }
 
 // TestNewRouteNeverRefusedWhilePropagating hammers a route's path while it
 // is added: it must go from Envoy's 404 straight to 200, never through the
-// filter's fail-closed 403 (routes reaching Envoy before their auth setting).
+// filter's fail-closed 403 (routes reaching Envoy before their auth
+// setting), with either build of the filter.
 func TestNewRouteNeverRefusedWhilePropagating(t *testing.T) {
-	s := newStack(t, false)
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { newRouteNeverRefused(t, build) })
+	}
+}
+
+func newRouteNeverRefused(t *testing.T, build testkit.FilterBuild) {
+	s := newStackWith(t, stackOptions{filter: build})
 	client := &http.Client{Timeout: 2 * time.Second}
 	for i := range 5 {
 		name := fmt.Sprintf("fresh-%d", i)

@@ -142,24 +142,52 @@ type fleetMember struct {
 
 func launchFleetMember(t *testing.T, name string, remote, delta bool) *fleetMember {
 	t.Helper()
+	return launchMember(t, name, memberOptions{remote: remote, delta: delta})
+}
+
+// memberOptions shape a fleet member: where its modules come from, its
+// xDS flavour, and the build of the handshake filter it runs (native: the
+// dynamic module, served from the file native).
+type memberOptions struct {
+	remote, delta bool
+	native        string
+	// modules, when set, is the module server address Envoy is given in
+	// place of the control plane's own (which it is passed).
+	modules func(real string) string
+	// noTCP leaves the tcp mode route out, and with it the Wasm module.
+	noTCP bool
+}
+
+func launchMember(t *testing.T, name string, o memberOptions) *fleetMember {
+	t.Helper()
+	remote, delta := o.remote, o.delta
 	s := &stack{t: t, backend: testkit.StartBackend(t)}
 	m := &fleetMember{stack: s, tcpAddr: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))}
 	s.params = policyParams{
 		Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: s.backend.VoiceAddr, REST: s.backend.RESTAddr,
 		VoiceEndpoints: []string{s.backend.VoiceAddr}, Keys: []jwk{devKey()}, TCP: m.tcpAddr,
 	}
+	if o.noTCP {
+		s.params.TCP = ""
+	}
 	s.file = policyFile(t, s.params)
 	m.wasm = filepath.Join(t.TempDir(), "handshake.wasm")
 	copyFile(t, testkit.WasmModule(t), m.wasm)
-	opts := testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken, WasmPath: m.wasm}
+	opts := testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken, WasmPath: m.wasm, NativePath: o.native}
 	if remote {
 		opts.Fleet = &testkit.Fleet{}
 	}
 	s.cp = testkit.StartControlPlane(t, opts)
 	adminPort := testkit.FreePort(t)
 	params := bootstrap.Params{NodeID: name, Cluster: "e2e", AdminPort: adminPort, XDSAddrs: []string{s.cp.XDSAddr()}, Delta: delta}
+	if o.native != "" {
+		params.Filter = bootstrap.FilterNative
+	}
 	if remote {
 		params.ModulesAddrs = []string{s.cp.ModulesAddr()}
+		if o.modules != nil {
+			params.ModulesAddrs = []string{o.modules(s.cp.ModulesAddr())}
+		}
 	}
 	cfg, err := bootstrap.Render(params)
 	if err != nil {
@@ -171,6 +199,9 @@ func launchFleetMember(t *testing.T, name string, remote, delta bool) *fleetMemb
 		{"REST", s.listenURL("http", "/api/health"), nil, http.StatusOK},
 		{"upgrade", s.listenURL("http", "/v1/voice"), auth, http.StatusSwitchingProtocols},
 		{"tcp mode upgrade", "http://" + m.tcpAddr + "/v1/voice", auth, http.StatusSwitchingProtocols},
+	}
+	if o.noTCP {
+		m.targets = m.targets[:2]
 	}
 	s.envoy = testkit.LaunchEnvoy(t, cfg, adminPort, 2, 2*time.Second)
 	return m
@@ -204,14 +235,23 @@ func TestReadyMeansReady(t *testing.T) {
 		name   string
 		remote bool
 		delta  bool
+		native bool
 	}{
-		{"remote module sotw", true, false},
-		{"remote module delta", true, true},
-		{"module file sotw", false, false},
+		{"remote module sotw", true, false, false},
+		{"remote module delta", true, true, false},
+		{"module file sotw", false, false, false},
+		// The HTTP listener runs the dynamic module, the tcp mode one the
+		// Wasm module: both fetched by sha256.
+		{"remote native module sotw", true, false, true},
+		{"remote native module delta", true, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			probe := newStartProbe()
-			m := launchFleetMember(t, "edge-"+strings.ReplaceAll(tc.name, " ", "-"), tc.remote, tc.delta)
+			o := memberOptions{remote: tc.remote, delta: tc.delta}
+			if tc.native {
+				o.native = uniqueNativeModule(t)
+			}
+			m := launchMember(t, "edge-"+strings.ReplaceAll(tc.name, " ", "-"), o)
 			probe.run(t, m.envoy, m.targets, 3*time.Minute)
 
 			t.Logf("ready (LIVE) at %v; first good answer: %v; answers: %v; refused connections: %d",
@@ -224,6 +264,12 @@ func TestReadyMeansReady(t *testing.T) {
 			}
 			waitSynced(t, m.stack, time.Minute)
 			m.assertClean(t)
+			if tc.native {
+				dump, err := m.envoy.ConfigDump(context.Background(), "ecds_filters")
+				if err != nil || !strings.Contains(string(dump), "DynamicModuleFilter") {
+					t.Errorf("the handshake filter is not the dynamic module (%v):\n%s", err, dump)
+				}
+			}
 		})
 	}
 }

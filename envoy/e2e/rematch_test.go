@@ -10,15 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 	"github.com/directpipe/directpipe/controlplane/translate"
+	"github.com/directpipe/directpipe/envoy/testkit"
 )
 
 // TestRouteChangedAfterEditsIsDenied proves the second lock against a
@@ -28,8 +27,16 @@ import (
 // policy never ran. Policy validation refuses such a route; here the
 // policy skips validation, and the routes and filter config the control
 // plane would generate for it are loaded into Envoy as they are. The
-// stripped request must be answered 500 route_changed, not forwarded.
+// stripped request must be answered 500 route_changed, not forwarded: by
+// either build of the filter (the native one clears Envoy's route cache
+// after its edits, as Envoy does for a Wasm filter).
 func TestRouteChangedAfterEditsIsDenied(t *testing.T) {
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { routeChangedAfterEdits(t, build) })
+	}
+}
+
+func routeChangedAfterEdits(t *testing.T, build testkit.FilterBuild) {
 	up := startUpstream(t)
 	sum := sha256.Sum256([]byte(testAPIKey))
 	p := &policyv1.Policy{
@@ -50,7 +57,11 @@ func TestRouteChangedAfterEditsIsDenied(t *testing.T) {
 			IdentityHeader: "x-directpipe-identity",
 		}},
 	}
-	res, err := translate.Translate(p, translate.Options{Module: translate.ModuleSource{File: modulePath(t)}})
+	opts := translate.Options{Module: translate.ModuleSource{File: modulePath(t)}}
+	if build == testkit.FilterNative {
+		opts.Filter, opts.NativeModule = translate.FilterNative, translate.ModuleSource{File: testkit.NativeModule(t)}
+	}
+	res, err := translate.Translate(p, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,18 +76,18 @@ func TestRouteChangedAfterEditsIsDenied(t *testing.T) {
 		json.Unmarshal(b, &v)
 		routes = append(routes, v)
 	}
-	var wasm wasmfilterv3.Wasm
-	if err := res[resource.ExtensionConfigType][0].(interface {
-		GetTypedConfig() *anypb.Any
-	}).GetTypedConfig().UnmarshalTo(&wasm); err != nil {
+	// The handshake filter's config as the control plane would send it
+	// by ECDS, here in the listener itself.
+	b, err := protojson.Marshal(res[resource.ExtensionConfigType][0].(*corev3.TypedExtensionConfig).GetTypedConfig())
+	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg wrapperspb.StringValue
-	if err := wasm.GetConfig().GetConfiguration().UnmarshalTo(&cfg); err != nil {
+	var handshake map[string]any
+	if err := json.Unmarshal(b, &handshake); err != nil {
 		t.Fatal(err)
 	}
 	e := startEnvoyBootstrap(t, func(port, adminPort int) []byte {
-		return bootstrapWithRoutes(port, adminPort, up.port, modulePath(t), cfg.GetValue(), routes)
+		return bootstrapWithHandshake(port, adminPort, up.port, handshake, routes)
 	})
 	e.waitReady(t)
 

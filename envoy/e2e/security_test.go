@@ -153,13 +153,21 @@ type hostile struct {
 // route and TLS back ends, and asserts on what the back end received
 // (issue 11, "Done when"). Every row also checks that no forged value, no
 // token and no header with an underscore reached the back end.
+// It runs once per build of the HTTP handshake filter, Wasm and native
+// (the tcp mode rows run the Wasm network filter in both).
 func TestHostileRequests(t *testing.T) {
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { testHostileRequests(t, build) })
+	}
+}
+
+func testHostileRequests(t *testing.T, build testkit.FilterBuild) {
 	tlsb := startTLSBackend(t)
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	openAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	restTCPAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	lanTCPAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
-	s := newStack(t, false, func(p *policyParams) {
+	s := newStackWith(t, stackOptions{filter: build}, func(p *policyParams) {
 		p.TCP = tcpAddr
 		// The slowloris row waits for this.
 		p.ListenerLimits = "{ request_headers_timeout: 1s }"
@@ -656,6 +664,8 @@ func TestHostileRequests(t *testing.T) {
 			t.Error("Envoy warns that nothing limits downstream connections")
 		}
 	})
+
+	s.checkFilterBuild(build)
 }
 
 // secondRequest sends first on a new connection to addr, reads the

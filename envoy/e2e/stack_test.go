@@ -22,6 +22,7 @@ import (
 	"github.com/directpipe/directpipe/controlplane/policy"
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // devSecret is the example policy's development key.
@@ -141,6 +142,14 @@ type stackOptions struct {
 	metrics bool
 	// log receives the control plane's log.
 	log io.Writer
+	// filter is the build of the HTTP handshake filter (wasm when empty);
+	// native, when set, is the dynamic module the control plane serves
+	// (testkit.NativeModule when empty).
+	filter testkit.FilterBuild
+	native string
+	// fleet serves the modules by sha256 from the control plane's module
+	// server, as to remote Envoys, rather than by file name.
+	fleet bool
 	// readyAddr serves Envoy's readiness listener there.
 	readyAddr string
 }
@@ -162,10 +171,19 @@ func newStackWith(t testing.TB, so stackOptions, opts ...func(*policyParams)) *s
 	}
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	s.writePolicy()
-	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{
+	cpo := testkit.ControlPlaneOptions{
 		PolicyFile: s.file, AdminToken: adminToken, WasmPath: so.wasm, Metrics: so.metrics, Log: so.log,
-	})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta, ReadyAddr: so.readyAddr})
+		Filter: so.filter, NativePath: so.native,
+	}
+	if so.fleet {
+		cpo.Fleet = &testkit.Fleet{}
+	}
+	s.cp = testkit.StartControlPlane(t, cpo)
+	eo := testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), Delta: delta, Filter: so.filter, ReadyAddr: so.readyAddr}
+	if so.fleet {
+		eo.ModulesAddrs = []string{s.cp.ModulesAddr()}
+	}
+	s.envoy = testkit.StartEnvoy(t, eo)
 	s.waitHTTP("/api/health", http.StatusOK, 20*time.Second)
 	return s
 }
@@ -315,4 +333,32 @@ func eventually(t testing.TB, check func() (bool, string)) {
 		}
 	}
 	t.Error(last)
+}
+
+// httpFilterStat is the name under which Envoy shows a counter of the
+// given build of the HTTP handshake filter.
+func httpFilterStat(build testkit.FilterBuild, name string) string {
+	if build == testkit.FilterNative {
+		return "dynamicmodulescustom." + name
+	}
+	return "wasmcustom." + name
+}
+
+// checkFilterBuild asserts that the HTTP handshakes this stack's Envoy
+// decided were decided by the given build of the filter: its counters
+// moved, and the other build's did not exist or stayed at zero.
+func (s *stack) checkFilterBuild(build testkit.FilterBuild) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	other := testkit.FilterNative
+	if build == testkit.FilterNative {
+		other = testkit.FilterWasm
+	}
+	if err := s.envoy.WaitStat(ctx, httpFilterStat(build, contract.MetricAllowed), func(v int64) bool { return v > 0 }); err != nil {
+		s.t.Fatalf("the %s filter allowed no handshake: %v", build, err)
+	}
+	if v, err := s.envoy.Stat(ctx, httpFilterStat(other, contract.MetricAllowed)); err == nil && v > 0 {
+		s.t.Fatalf("%s = %d: the other build of the filter decided handshakes", httpFilterStat(other, contract.MetricAllowed), v)
+	}
 }

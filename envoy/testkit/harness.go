@@ -98,7 +98,13 @@ type EnvoyOptions struct {
 	XDSAddr string
 	// XDSAddrs, when set, are several control-plane replicas, all in the
 	// bootstrap's xDS cluster (XDSAddr is then ignored).
-	XDSAddrs    []string
+	XDSAddrs []string
+	// ModulesAddrs are the module servers the Envoy fetches modules from
+	// (a control plane with a Fleet); none: it reads module files.
+	ModulesAddrs []string
+	// Filter is the build of the HTTP handshake filter the Envoy asks for
+	// in its node metadata (FilterWasm when empty).
+	Filter      FilterBuild
 	Delta       bool
 	Concurrency int
 	// DrainTime is how long a modified listener drains its connections.
@@ -147,6 +153,7 @@ func StartEnvoy(t T, opts EnvoyOptions) *Envoy {
 	adminPort := FreePort(t)
 	cfg, err := bootstrap.Render(bootstrap.Params{
 		NodeID: opts.NodeID, Cluster: "e2e", AdminPort: adminPort, XDSHost: host, XDSPort: xdsPort, XDSAddrs: opts.XDSAddrs, Delta: opts.Delta,
+		ModulesAddrs: opts.ModulesAddrs, Filter: string(opts.Filter),
 		ReadyAddr: opts.ReadyAddr,
 	})
 	if err != nil {

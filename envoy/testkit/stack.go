@@ -104,6 +104,11 @@ type ControlPlaneOptions struct {
 	AdminToken string
 	// WasmPath defaults to WasmModule.
 	WasmPath string
+	// NativePath, when set, serves the dynamic module to the nodes that
+	// ask for it (EnvoyOptions.Filter). Filter FilterNative defaults it to
+	// NativeModule.
+	NativePath string
+	Filter     FilterBuild
 	// Fleet, when set, serves xDS and modules as to remote Envoys.
 	Fleet *Fleet
 	// Metrics serves /metrics on a free port (App.MetricsAddr).
@@ -125,7 +130,7 @@ func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := app.Config{
-		PolicyFile: opts.PolicyFile, XDSAddr: opts.XDSAddr, WasmPath: opts.WasmPath,
+		PolicyFile: opts.PolicyFile, XDSAddr: opts.XDSAddr, WasmPath: opts.WasmPath, NativePath: opts.NativePath,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if cfg.XDSAddr == "" {
@@ -133,6 +138,9 @@ func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	}
 	if cfg.WasmPath == "" {
 		cfg.WasmPath = WasmModule(t)
+	}
+	if opts.Filter == FilterNative && cfg.NativePath == "" {
+		cfg.NativePath = NativeModule(t)
 	}
 	if f := opts.Fleet; f != nil {
 		cfg.ModulesAddr, cfg.XDSLimits = "127.0.0.1:0", f.Limits

@@ -56,6 +56,10 @@ func (g *HTTP) Delete(h Host, id uint32) {
 	delete(g.configs, id)
 }
 
+// Refresh says the streams this gate counts are still alive (see
+// AliveTimeout); its host calls it at least every AliveRefresh.
+func (g *HTTP) Refresh(h Host, now time.Time) { g.quota.Refresh(h, now) }
+
 // RequestHeaders checks the handshake of stream id: it either rewrites the
 // request (token stripped, verified identity set) and lets it on, or
 // answers it locally.

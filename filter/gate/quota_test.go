@@ -246,7 +246,7 @@ func TestFailedVMCountsExpire(t *testing.T) {
 	lh := newFakeHost("")
 	lh.sharedData = shared
 	for at := now; !at.After(later); at = at.Add(AliveRefresh) {
-		live.quota.Refresh(lh, at)
+		live.Refresh(lh, at)
 	}
 	if r := open(t, reloaded, shared, 12, "alice", later); r != nil {
 		t.Fatalf("after the failed VM went silent: %+v, want admitted", r)

@@ -2,25 +2,40 @@
 
 package main
 
-import (
-	"strconv"
-	"sync/atomic"
+/*
+#cgo CFLAGS: -DDP_PROBE
+#include "dp_abi.h"
+uint64_t dp_body_calls(void);
+*/
+import "C"
+
+import "strconv"
+
+// A build with -tags nativeprobe counts the module's request-body calls
+// (in hooks.c), over all streams and workers, and answers probePath with
+// the count, so a test can see how often Envoy calls the module on a
+// stream's data path; a request for panicPath makes the module panic. The
+// probe runs before the handshake check, on any route.
+
+const (
+	probePath = "/native/body-calls"
+	panicPath = "/native/panic"
 )
 
-// A build with -tags nativeprobe counts the module's request-body calls, over
-// all streams and workers, and answers probePath with the count, so a test
-// can see how often Envoy calls into Go on a stream's data path.
-
-const probePath = "/native/body-calls"
-
-var bodyCalls atomic.Int64
-
-func countBodyCall() { bodyCalls.Add(1) }
-
-// probeReply is the local reply body for path, and whether path is the probe.
-func probeReply(path string) (string, bool) {
-	if path != probePath {
-		return "", false
+// probe answers probePath; it reports whether it did.
+func probe(filter C.uintptr_t) bool {
+	pairs, _ := requestHeaders(filter)
+	for _, kv := range pairs {
+		if kv[0] != ":path" {
+			continue
+		}
+		switch kv[1] {
+		case probePath:
+			sendResponse(filter, 200, "directpipe_native_probe", []byte(strconv.FormatUint(uint64(C.dp_body_calls()), 10)), nil)
+			return true
+		case panicPath:
+			panic("directpipe_native_probe: a panic on request")
+		}
 	}
-	return strconv.FormatInt(bodyCalls.Load(), 10), true
+	return false
 }

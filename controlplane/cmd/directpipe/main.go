@@ -37,6 +37,8 @@ type flags struct {
 	backendNamespaces                                                 string
 	history                                                           int
 	leaseTTL                                                          time.Duration
+	// nativePath is the handshake filter as an Envoy dynamic module.
+	nativePath string
 }
 
 func main() {
@@ -58,6 +60,7 @@ func main() {
 	flag.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "ADS gRPC listen address")
 	flag.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:18002", "Prometheus /metrics listen address; empty disables")
 	flag.StringVar(&f.wasmPath, "wasm", "bin/handshake.wasm", "handshake Wasm module file, served to Envoys (with -modules-addr \"\", the path as Envoy sees it)")
+	flag.StringVar(&f.nativePath, "native", "", "the handshake filter as an Envoy dynamic module (bin/libdirectpipe_native.so), served to the Envoys that ask for it (envoy-bootstrap -filter native); empty: every Envoy runs -wasm")
 	flag.StringVar(&f.modulesAddr, "modules-addr", "127.0.0.1:18003", "module server listen address (HTTPS with -xds-tls-*); empty: Envoys read -wasm from their own disk")
 	flag.StringVar(&f.xdsCert, "xds-tls-cert", "", "serve xDS and modules over mutual TLS with this certificate")
 	flag.StringVar(&f.xdsKey, "xds-tls-key", "", "private key of -xds-tls-cert")
@@ -100,11 +103,18 @@ func run(log *slog.Logger, f flags) error {
 	if err != nil {
 		return err
 	}
+	native := f.nativePath
+	if native != "" {
+		if native, err = filepath.Abs(native); err != nil {
+			return err
+		}
+	}
 	if f.tcpWasmPath != "" {
 		log.Warn("-tcp-wasm is deprecated and ignored: the -wasm module serves tcp mode routes too")
 	}
 	cfg := app.Config{
 		PolicyFile: f.policyFile, XDSAddr: f.xdsAddr, MetricsAddr: f.metricsAddr, WasmPath: wasm,
+		NativePath:   native,
 		ModulesAddr:  f.modulesAddr,
 		XDSTLS:       mtls.Files{Cert: f.xdsCert, Key: f.xdsKey, ClientCA: f.xdsClientCA},
 		NodeIdentity: f.nodeIdentity,

@@ -62,6 +62,7 @@ func main() {
 	flag.BoolVar(&p.Delta, "delta", false, "use delta (incremental) xDS instead of state of the world")
 	flag.IntVar(&p.MaxConnections, "max-connections", bootstrap.DefaultMaxConnections, "client connections Envoy accepts over all listeners together")
 	flag.StringVar(&hookDir, "hook-dir", "", "also copy this program into DIR, for an Envoy container to run `DIR/envoy-bootstrap prestop` as its preStop hook")
+	flag.StringVar(&p.Filter, "filter", bootstrap.FilterWasm, "handshake filter this Envoy runs: wasm (Proxy-Wasm module) or native (Envoy dynamic module; the control plane needs -native)")
 	flag.Parse()
 	if hookDir != "" {
 		if err := installHook(hookDir); err != nil {

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestPerChunkHooksNeverEnterGo builds the library and reads its dynamic
+// symbols: the hooks Envoy calls for every chunk of a stream (the body
+// hooks) and the others with no work are a few bytes of C that return
+// Continue, not cgo export wrappers, so a WebSocket frame costs Envoy a
+// function call and never a call into the Go runtime. It also lists what
+// the library exports to Envoy: the hooks Envoy 1.40 requires, the three
+// the handshake runs in Go, and nothing else.
+func TestPerChunkHooksNeverEnterGo(t *testing.T) {
+	lib := filepath.Join(t.TempDir(), "libdirectpipe_native.so")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-buildmode=c-shared", "-o", lib, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	f, err := elf.Open(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.DynamicSymbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := map[string]uint64{}
+	var hooks []string
+	for _, s := range syms {
+		if s.Section != elf.SHN_UNDEF && strings.HasPrefix(s.Name, "envoy_dynamic_module_on_") {
+			size[s.Name] = s.Size
+			hooks = append(hooks, strings.TrimPrefix(s.Name, "envoy_dynamic_module_on_"))
+		}
+	}
+	slices.Sort(hooks)
+	want := []string{
+		"http_filter_config_destroy", "http_filter_config_new", "http_filter_destroy",
+		"http_filter_downstream_above_write_buffer_high_watermark", "http_filter_downstream_below_write_buffer_low_watermark",
+		"http_filter_http_callout_done", "http_filter_http_stream_complete", "http_filter_http_stream_data",
+		"http_filter_http_stream_headers", "http_filter_http_stream_reset", "http_filter_http_stream_trailers",
+		"http_filter_new", "http_filter_request_body", "http_filter_request_headers", "http_filter_request_trailers",
+		"http_filter_response_body", "http_filter_response_headers", "http_filter_response_trailers",
+		"http_filter_scheduled", "http_filter_stream_complete", "program_init",
+	}
+	if !slices.Equal(hooks, want) {
+		t.Errorf("exported hooks:\n%v\nwant:\n%v", hooks, want)
+	}
+	// Go's cgo export wrappers are tens of bytes and call into the
+	// runtime; "return 0" in C is a handful.
+	for _, h := range []string{"http_filter_request_body", "http_filter_response_body", "http_filter_request_trailers",
+		"http_filter_response_trailers", "http_filter_response_headers", "http_filter_stream_complete"} {
+		if n := size["envoy_dynamic_module_on_"+h]; n == 0 || n > 16 {
+			t.Errorf("%s is %d bytes: it should be C that returns at once", h, n)
+		}
+	}
+	if n := size["envoy_dynamic_module_on_http_filter_request_headers"]; n <= 16 {
+		t.Errorf("request_headers is %d bytes: the handshake check should be Go", n)
+	}
+}

@@ -1,0 +1,318 @@
+package main
+
+// #include "dp_abi.h"
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime/cgo"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/directpipe/directpipe/filter/contract"
+	"github.com/directpipe/directpipe/filter/gate"
+)
+
+// rootID is the one plugin of each worker's gate: a filter config is one
+// plugin, and its streams are numbered from firstStream on.
+const (
+	rootID      = 1
+	firstStream = 2
+)
+
+// filterConfig is one filter configuration (one ECDS or listener update):
+// Envoy creates it on the main thread and then creates streams from it on
+// every worker at once. A Proxy-Wasm VM is single-threaded; to run the
+// same gate here, each worker gets its own gate, configured from the same
+// JSON, so a worker's handshakes never wait for another's and each keeps
+// its own token cache, as each Wasm VM does.
+type filterConfig struct {
+	raw []byte
+	// counters are defined while Envoy creates the config (Envoy freezes
+	// the config's stats after that), then only read.
+	counters map[string]C.size_t
+	envoy    C.uintptr_t // while defining counters only
+
+	// workers are the gates of Envoy's workers, by worker index, made
+	// when the config is created and then only read; extra holds gates
+	// for indexes past them, should Envoy have more workers than it said.
+	workers []*worker
+	mu      sync.Mutex
+	extra   map[uint32]*worker
+	// stop ends keepAlive when Envoy destroys the config.
+	stop chan struct{}
+}
+
+// worker is one worker thread's gate. Envoy runs a worker's streams on its
+// one thread, so the lock is never contended; it is there because Go
+// cannot prove that.
+type worker struct {
+	mu   sync.Mutex
+	g    *gate.HTTP
+	h    *host
+	next uint32
+	// gen counts the gates this worker has had (see reset).
+	gen uint64
+}
+
+// reset gives the worker a fresh gate after its code panicked, as Envoy
+// gives a Wasm VM that traps a fresh instance: whatever the panic left
+// half done is dropped, and the streams the old gate counted expire from
+// its identities' quotas as a failed VM's do (gate.AliveTimeout). w.mu is
+// held.
+func (w *worker) reset() {
+	g := gate.NewHTTP()
+	if !g.Configure(w.h, rootID) {
+		// The same JSON configured the gate it replaces: this cannot
+		// happen, and the old gate stays.
+		return
+	}
+	w.g, w.gen = g, w.gen+1
+}
+
+// stream is the module's state for one HTTP stream, reached from Envoy's
+// handle through a cgo.Handle: Envoy keeps an integer, never a Go pointer.
+type stream struct {
+	w       *worker
+	id      uint32
+	gen     uint64 // the worker's gate this stream was created in
+	checked bool
+}
+
+//export envoy_dynamic_module_on_http_filter_config_new
+func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name, config C.dp_buffer) (module C.uintptr_t) {
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic(r, "the configuration is rejected")
+			module = 0
+		}
+	}()
+	c := &filterConfig{
+		raw:      C.GoBytes(unsafe.Pointer(config.ptr), C.int(config.length)),
+		counters: map[string]C.size_t{},
+		extra:    map[uint32]*worker{},
+		envoy:    hostConfig,
+	}
+	// Every worker's gate is configured now, on the main thread, so that
+	// a bad configuration is a rejected update (the last good one keeps
+	// serving) and no handshake pays for parsing.
+	n := uint32(C.dp_concurrency())
+	if n == 0 {
+		n = 1
+	}
+	for range n {
+		w, ok := c.newWorker()
+		if !ok {
+			return 0
+		}
+		c.workers = append(c.workers, w)
+	}
+	c.envoy = 0
+	c.stop = make(chan struct{})
+	go c.keepAlive(c.stop)
+	return C.uintptr_t(cgo.NewHandle(c))
+}
+
+// keepAlive says every AliveRefresh that each worker's counted streams are
+// alive. The gate drops the stream counts of a quota silent for
+// gate.AliveTimeout (a failed Wasm VM's), and a worker whose streams are
+// all long-lived calls nothing else; nor does a config Envoy has replaced
+// whose streams are still open. A Wasm VM does this from its tick; Envoy
+// calls an HTTP filter config of a dynamic module on no timer, and none is
+// needed: this touches only the module's own shared data, never Envoy.
+func (c *filterConfig) keepAlive(stop <-chan struct{}) {
+	tick := time.NewTicker(gate.AliveRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			for _, w := range c.allWorkers() {
+				w.refresh(now)
+			}
+		}
+	}
+}
+
+// refresh says the worker's counted streams are alive; a panic resets its
+// gate rather than end Envoy.
+func (w *worker) refresh(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic(r, workerReset)
+			w.reset()
+		}
+	}()
+	w.g.Refresh(w.h, now)
+}
+
+// allWorkers are the gates of this config, extra ones included.
+func (c *filterConfig) allWorkers() []*worker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	all := append([]*worker(nil), c.workers...)
+	for _, w := range c.extra {
+		all = append(all, w)
+	}
+	return all
+}
+
+// newWorker configures a gate from the configuration's JSON.
+func (c *filterConfig) newWorker() (*worker, bool) {
+	w := &worker{g: gate.NewHTTP(), h: &host{cfg: c}, next: firstStream}
+	if !w.g.Configure(w.h, rootID) {
+		return nil, false
+	}
+	return w, true
+}
+
+// worker returns the gate of the worker that runs filter, configuring one
+// if Envoy has more workers than it said (or cannot say which this is).
+func (c *filterConfig) worker(filter C.uintptr_t) *worker {
+	i := uint32(C.dp_worker_index(filter))
+	if int(i) < len(c.workers) {
+		return c.workers[i]
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w := c.extra[i]; w != nil {
+		return w
+	}
+	w, ok := c.newWorker()
+	if !ok {
+		// The same JSON configured the others: this cannot happen, and a
+		// nil worker refuses the stream.
+		return nil
+	}
+	c.extra[i] = w
+	return w
+}
+
+//export envoy_dynamic_module_on_http_filter_config_destroy
+func envoy_dynamic_module_on_http_filter_config_destroy(moduleConfig C.uintptr_t) {
+	h := cgo.Handle(moduleConfig)
+	close(h.Value().(*filterConfig).stop)
+	h.Delete()
+}
+
+//export envoy_dynamic_module_on_http_filter_new
+func envoy_dynamic_module_on_http_filter_new(moduleConfig, hostFilter C.uintptr_t) C.uintptr_t {
+	c := cgo.Handle(moduleConfig).Value().(*filterConfig)
+	s := &stream{w: c.worker(hostFilter)}
+	if s.w != nil {
+		s.w.mu.Lock()
+		s.id = s.w.next
+		s.w.next++
+		if s.w.next < firstStream { // wrapped
+			s.w.next = firstStream
+		}
+		s.w.g.ContextCreate(s.id, rootID)
+		s.gen = s.w.gen
+		s.w.mu.Unlock()
+	}
+	return C.uintptr_t(cgo.NewHandle(s))
+}
+
+//export envoy_dynamic_module_on_http_filter_destroy
+func envoy_dynamic_module_on_http_filter_destroy(moduleFilter C.uintptr_t) {
+	h := cgo.Handle(moduleFilter)
+	s := h.Value().(*stream)
+	h.Delete()
+	if s.w == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.failed(r)
+		}
+	}()
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	// Giving back a quota needs no stream: the host's filter is unset, so
+	// nothing here reaches Envoy.
+	s.w.h.filter = 0
+	if s.gen == s.w.gen {
+		s.w.g.Delete(s.w.h, s.id)
+	}
+}
+
+//export envoy_dynamic_module_on_http_filter_request_headers
+func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) (status C.int) {
+	s := cgo.Handle(moduleFilter).Value().(*stream)
+	// Runs last, after the deferred unlock below: the worker is free.
+	defer func() {
+		if r := recover(); r != nil {
+			s.failed(r)
+			refuse(hostFilter)
+			status = statusStop
+		}
+	}()
+	if probe(hostFilter) {
+		return statusStop
+	}
+	if s.checked {
+		return statusContinue
+	}
+	s.checked = true
+	if s.w == nil {
+		refuse(hostFilter)
+		return statusStop
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	if s.gen != s.w.gen {
+		// Created in a gate a panic has since replaced.
+		s.w.g.ContextCreate(s.id, rootID)
+		s.gen = s.w.gen
+	}
+	h := s.w.h
+	h.filter, h.edited = hostFilter, false
+	defer func() { h.filter = 0 }()
+	if s.w.g.RequestHeaders(h, s.id, time.Now()) != gate.Continue {
+		return statusStop
+	}
+	if h.edited {
+		// As Envoy does for a Wasm filter that edits request headers:
+		// the router matches the edited request again, and the route
+		// marker pins it to the route whose policy was checked.
+		C.dp_clear_route_cache(hostFilter)
+	}
+	return statusContinue
+}
+
+// refuse answers a stream the module cannot check 500 internal_error.
+func refuse(hostFilter C.uintptr_t) {
+	sendResponse(hostFilter, 500, contract.LocalReplyDetailPrefix+contract.ReasonInternal, contract.Body(contract.ReasonInternal),
+		[][2]string{{"content-type", "application/json"}})
+}
+
+// failed handles a panic of the module's Go code on a stream: a panic
+// must never unwind into Envoy, where it would end the process and every
+// call it carries. It is logged and the worker's gate starts over.
+func (s *stream) failed(r any) {
+	logPanic(r, workerReset)
+	if s.w == nil {
+		return
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	s.w.reset()
+}
+
+const workerReset = "this worker's gate starts over"
+
+// logPanic logs a panic the module recovered from, and what follows.
+func logPanic(r any, then string) {
+	log(logLevels[gate.LevelError], fmt.Sprintf("directpipe: the handshake filter failed: %v; %s", r, then))
+}
+
+// The other hooks Envoy requires, the per-chunk body hooks among them,
+// are in hooks.c: they never enter Go.
+
+// errNoStream: a call that needs a stream came outside of one.
+var errNoStream = errors.New("no stream: called outside of a request's callback")

@@ -1,0 +1,213 @@
+package main
+
+// #include "dp_abi.h"
+import "C"
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+
+	"github.com/directpipe/directpipe/filter/contract"
+	"github.com/directpipe/directpipe/filter/gate"
+)
+
+// host binds gate.HTTPHost to the dynamic-module ABI for one worker's
+// gate: filter is the stream whose callback is running (0 outside one), so
+// the gate's calls act on it, as Proxy-Wasm's act on the current context.
+type host struct {
+	cfg    *filterConfig
+	filter C.uintptr_t
+	// edited is set when the running callback changed the request's
+	// headers: Envoy must then match the route again.
+	edited bool
+}
+
+var _ gate.HTTPHost = (*host)(nil)
+
+// Envoy's log levels, as the ABI numbers them.
+var logLevels = map[gate.Level]C.int{gate.LevelDebug: 1, gate.LevelInfo: 2, gate.LevelWarn: 3, gate.LevelError: 4}
+
+func (h *host) Log(level gate.Level, msg string) { log(logLevels[level], msg) }
+
+func (h *host) PluginConfiguration() ([]byte, error) { return h.cfg.raw, nil }
+
+// DefineCounter defines a counter while Envoy creates the configuration;
+// Envoy freezes a configuration's stats after that, so a counter first
+// named later (a quota refusal's per-identity counter) is not counted.
+func (h *host) DefineCounter(name string) {
+	c := h.cfg
+	if c.envoy == 0 {
+		return
+	}
+	if _, ok := c.counters[name]; ok {
+		return
+	}
+	var id C.size_t
+	if C.dp_define_counter(c.envoy, buffer(name), &id) == 0 {
+		c.counters[name] = id
+	}
+}
+
+func (h *host) Count(name string) { h.AddCount(name, 1) }
+
+// AddCount adds n to a counter defined with the configuration.
+func (h *host) AddCount(name string, n uint64) {
+	id, ok := h.cfg.counters[name]
+	if !ok || h.filter == 0 || n == 0 {
+		return
+	}
+	C.dp_increment_counter(h.filter, id, C.uint64_t(n))
+}
+
+// AddGauge is a no-op: gauges are named per identity when a stream is
+// admitted, and Envoy freezes a dynamic module's stats once its
+// configuration is created (as for the per-identity counters above), so
+// the native build reports no per-identity live-stream gauges.
+func (h *host) AddGauge(string, int64) {}
+
+// errNoNodeID: the ABI offers xds.node only as a message, not the id as
+// a string.
+var errNoNodeID = errors.New("the native module cannot read the node id")
+
+// NodeID fails, so quotas split by use give this Envoy the rest share the
+// control plane sets for Envoys it does not name: never more than its
+// share.
+func (h *host) NodeID() (string, error) { return "", errNoNodeID }
+
+// errNoHostCrypto makes the auth core check RS* and ES* signatures
+// itself: in a native module that is Go's own crypto, without a VM in
+// between, so there is no faster host to hand them to. They count as
+// directpipe_signature_host_unavailable.
+var errNoHostCrypto = errors.New("the native module checks signatures itself")
+
+func (h *host) VerifySignature(hash string, spki, sig, signed []byte) (bool, error) {
+	return false, errNoHostCrypto
+}
+
+// ClientAddress is the source.address attribute, as Proxy-Wasm's
+// property: the downstream remote address ("ip:port"), taken from
+// X-Forwarded-For when the listener trusts hops in front of it.
+func (h *host) ClientAddress() (string, error) {
+	if h.filter == 0 {
+		return "", errNoStream
+	}
+	v, ok := attribute(h.filter, C.dp_attr_source_address)
+	if !ok {
+		return "", errors.New("source.address is not available")
+	}
+	return v, nil
+}
+
+func (h *host) RequestHeaders() ([][2]string, error) {
+	if h.filter == 0 {
+		return nil, errNoStream
+	}
+	pairs, ok := requestHeaders(h.filter)
+	if !ok {
+		return nil, errors.New("reading the request headers failed (none, or more than " + strconv.Itoa(maxHeaders) + ")")
+	}
+	return pairs, nil
+}
+
+// RouteName reads xds.route_name: false when no route matched.
+func (h *host) RouteName() (string, bool) {
+	if h.filter == 0 {
+		return "", false
+	}
+	return attribute(h.filter, C.dp_attr_xds_route_name)
+}
+
+// RoutePolicy reads the route's auth setting from its filter metadata.
+func (h *host) RoutePolicy() (string, bool) {
+	if h.filter == 0 {
+		return "", false
+	}
+	return routeMetadata(h.filter, contract.RouteMetadataNamespace, contract.RouteMetadataPolicy)
+}
+
+func (h *host) RemoveRequestHeader(name string) error {
+	return h.setHeader(name, "", true)
+}
+
+func (h *host) ReplaceRequestHeader(name, value string) error {
+	return h.setHeader(name, value, false)
+}
+
+func (h *host) setHeader(name, value string, remove bool) error {
+	if h.filter == 0 {
+		return errNoStream
+	}
+	if !setRequestHeader(h.filter, name, value, remove) {
+		return errors.New("setting request header " + strconv.Quote(name) + " failed")
+	}
+	h.edited = true
+	return nil
+}
+
+func (h *host) SendLocalResponse(status int, details string, body []byte, headers [][2]string) error {
+	if h.filter == 0 {
+		return errNoStream
+	}
+	if !sendResponse(h.filter, status, details, body, headers) {
+		return errors.New("sending the local reply failed")
+	}
+	return nil
+}
+
+func (h *host) SharedData(key string) ([]byte, uint32, error) { return shared.get(key) }
+
+func (h *host) SetSharedData(key string, value []byte, cas uint32) (bool, error) {
+	return shared.set(key, value, cas), nil
+}
+
+// shared is what Proxy-Wasm calls shared data: entries every worker reads
+// and writes with compare-and-swap, here for the whole process. The gate
+// keeps its per-identity stream counts and rate buckets in it, so a quota
+// is per Envoy, as with the Wasm module.
+var shared = &sharedData{entries: map[string]sharedEntry{}}
+
+type sharedEntry struct {
+	value []byte
+	cas   uint32
+}
+
+type sharedData struct {
+	mu      sync.Mutex
+	entries map[string]sharedEntry
+}
+
+// absentCAS is the token of an entry that does not exist: a write with
+// it succeeds only while the entry is still absent, so two workers
+// creating the same entry at once cannot both succeed. (Proxy-Wasm gives
+// an absent entry token 0, which writes whatever is there.)
+const absentCAS = ^uint32(0)
+
+func (s *sharedData) get(key string) ([]byte, uint32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	if !ok {
+		return nil, absentCAS, nil
+	}
+	return append([]byte(nil), e.value...), e.cas, nil
+}
+
+// set writes the entry if its token is still cas (0: write anyway), and
+// gives it a new token.
+func (s *sharedData) set(key string, value []byte, cas uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	switch {
+	case cas == 0:
+	case !ok && cas != absentCAS, ok && cas != e.cas:
+		return false
+	}
+	next := e.cas + 1
+	if next == 0 || next == absentCAS {
+		next = 1
+	}
+	s.entries[key] = sharedEntry{value: append([]byte(nil), value...), cas: next}
+	return true
+}
