@@ -31,8 +31,9 @@ const (
 	sweepPerTick        = max(1, SweepSlotsPerSecond*TickMillis/1000)
 )
 
-// SweepPassBound is the longest a full pass of the streams table takes on
-// an Envoy with at least one ticking plugin: a bound for tests and docs.
+// SweepPassBound is how long a full pass of the streams table takes on an
+// Envoy with one ticking plugin whose ticks come on time; tests wait a
+// multiple of it, as a loaded host delays ticks.
 const SweepPassBound = (contract.QuotaSlots + SweepSlotsPerSecond - 1) / SweepSlotsPerSecond * time.Second
 
 // sweepDead drops the counts of dead instances from the next
