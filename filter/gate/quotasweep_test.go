@@ -115,3 +115,71 @@ func TestSweepCursorGarbled(t *testing.T) {
 		t.Fatalf("cursor %q after a garbled one, want the next stretch", v)
 	}
 }
+
+// TestSweepRacesAnAdmission: the sweep and an admission of the same
+// identity on another worker both find a failed VM's streams in one
+// entry; the admission writes first. Only the write that drops the
+// streams takes them off the gauge, so the gauge ends at the one stream
+// the admission added, not below it. A sweep that always loses the race
+// gives up on that tick and says so.
+func TestSweepRacesAnAdmission(t *testing.T) {
+	cfg := quotaConfig(t, map[string]any{"max_streams": 5})
+	worker := func() *HTTP { return configuredHTTP(t, cfg) }
+	shared := &sharedData{entries: map[string]sharedEntry{}}
+	failed := worker()
+	for i := range 2 {
+		if r := open(t, failed, shared, uint32(10+i), "alice", now); r != nil {
+			t.Fatalf("alice refused: %+v", r)
+		}
+	}
+	later := now.Add(AliveTimeout + time.Second)
+	slot := failed.quota.held[10].slot
+	key := slotKey(streamsTable, slot)
+	// Start the pass at alice's slot.
+	shared.entries[sweepCursor] = sharedEntry{value: []byte(strconv.FormatUint(uint64(slot), 10)), cas: 1}
+	h := newFakeHostShared(shared)
+	other, raced := worker(), false
+	h.beforeSet = func(k string) {
+		if k != key || raced {
+			return
+		}
+		raced = true
+		if r := open(t, other, shared, 20, "alice", later); r != nil {
+			t.Fatalf("alice on another worker refused: %+v", r)
+		}
+	}
+	sweepDead(h, later)
+	if !raced {
+		t.Fatal("the sweep never wrote alice's slot")
+	}
+	alice := gaugeOf("voice/alice", true)
+	if got := shared.gauges[alice]; got != 1 {
+		t.Fatalf("%s = %d after the race, want 1 (the new stream)", alice, got)
+	}
+
+	// A sweep that always loses the race gives up rather than loop.
+	for i := range 2 {
+		if r := open(t, failed, shared, uint32(30+i), "bob", later); r != nil {
+			t.Fatalf("bob refused: %+v", r)
+		}
+	}
+	bobKey := slotKey(streamsTable, failed.quota.held[30].slot)
+	shared.entries[sweepCursor] = sharedEntry{value: []byte(strconv.FormatUint(uint64(failed.quota.held[30].slot), 10)), cas: 1}
+	h = newFakeHostShared(shared)
+	h.beforeSet = func(k string) {
+		if k != bobKey {
+			return
+		}
+		shared.next++
+		e := shared.entries[k]
+		e.cas = shared.next
+		shared.entries[k] = e
+	}
+	sweepDead(h, later.Add(AliveTimeout+time.Second))
+	if len(h.logs) != 1 || !strings.Contains(h.logs[0], errCASExhausted.Error()) {
+		t.Fatalf("logs %q, want one line about the exhausted retries", h.logs)
+	}
+	if got := shared.gauges[gaugeOf("voice/bob", true)]; got != 2 {
+		t.Fatalf("bob's gauge %d after a sweep that never wrote, want 2", got)
+	}
+}

@@ -245,13 +245,7 @@ func TestQuotaProbeStopsAtUnwritten(t *testing.T) {
 // them as their counts are dropped.
 func TestQuotaTablesOutliveFailedVMs(t *testing.T) {
 	cfg := quotaConfig(t, map[string]any{"max_streams": 1})
-	worker := func() *HTTP {
-		g := NewHTTP()
-		if h := newFakeHost(cfg); !g.Configure(h, rootID) {
-			t.Fatalf("configuration refused: %q", h.logs)
-		}
-		return g
-	}
+	worker := func() *HTTP { return configuredHTTP(t, cfg) }
 	shared := &sharedData{entries: map[string]sharedEntry{}}
 	const waves, perWave = 6, aliveSlots / 2
 	at := now
