@@ -37,7 +37,8 @@ func TestHTTP2KeepaliveClosesVanishedClients(t *testing.T) {
 	// would otherwise hold the vanished client's call for minutes.
 	select {
 	case err := <-vanished.closed:
-		t.Logf("the vanished client's connection ended after %d unanswered PING(s): %v", vanished.pings.Load(), err)
+		t.Logf("the vanished client's connection ended %v after the first of %d unanswered PING(s) (bound: 1 s timeout): %v",
+			time.Since(vanished.firstPing()).Round(time.Millisecond), vanished.pings.Load(), err)
 	case <-time.After(30 * time.Second):
 		t.Fatalf("Envoy still holds the connection of a client that answered none of %d PINGs", vanished.pings.Load())
 	}
@@ -81,6 +82,7 @@ type rawH2WebSocket struct {
 	// pings counts the PINGs Envoy sent; data carries stream 1's DATA
 	// payloads; closed gets the reason the connection ended.
 	pings  atomic.Int32
+	first  atomic.Int64 // when the first PING came, unix nanoseconds
 	data   chan []byte
 	closed chan error
 	mu     sync.Mutex // one frame written at a time
@@ -165,11 +167,21 @@ func (w *rawH2WebSocket) serve(f http2.Frame) {
 		if f.IsAck() {
 			return
 		}
-		w.pings.Add(1)
+		if w.pings.Add(1) == 1 {
+			w.first.Store(time.Now().UnixNano())
+		}
 		if w.answer {
 			w.fr.WritePing(true, f.Data)
 		}
 	}
+}
+
+// firstPing is when the first PING came (the zero time before one).
+func (w *rawH2WebSocket) firstPing() time.Time {
+	if ns := w.first.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // echo sends payload as one WebSocket frame and reads the back end's
