@@ -782,6 +782,9 @@ const (
 	minHTTP2Window            = 65535
 	maxHTTP2Window            = 1<<31 - 1
 	maxHTTP2ConcurrentStreams = 1<<31 - 1
+	minHTTP2Keepalive         = time.Second
+	maxHTTP2KeepaliveInterval = time.Hour
+	maxHTTP2KeepaliveTimeout  = 5 * time.Minute
 )
 
 func (v *validator) limits(path string, l *policyv1.Listener) {
@@ -799,6 +802,24 @@ func (v *validator) limits(path string, l *policyv1.Listener) {
 	// a FIN, and idle ones a client opens on purpose, held for ever.
 	if d := lim.GetConnectionIdleTimeout(); d != nil && (d.AsDuration() < minConnectionIdleTimeout || d.AsDuration() > maxConnectionIdleTimeout) {
 		v.errorf(path+".connection_idle_timeout", "want %v to %v", minConnectionIdleTimeout, maxConnectionIdleTimeout)
+	}
+	// Zero would turn the PINGs off, and a vanished client would hold its
+	// WebSockets until their idle timeout again.
+	for _, k := range []struct {
+		field string
+		d     *durationpb.Duration
+		max   time.Duration
+	}{
+		{"http2_keepalive_interval", lim.GetHttp2KeepaliveInterval(), maxHTTP2KeepaliveInterval},
+		{"http2_keepalive_timeout", lim.GetHttp2KeepaliveTimeout(), maxHTTP2KeepaliveTimeout},
+	} {
+		switch {
+		case k.d == nil:
+		case !l.GetHttp2():
+			v.errorf(path+"."+k.field, "the listener does not accept HTTP/2 (http2: true)")
+		case k.d.AsDuration() < minHTTP2Keepalive || k.d.AsDuration() > k.max:
+			v.errorf(path+"."+k.field, "want %v to %v", minHTTP2Keepalive, k.max)
+		}
 	}
 	h2 := map[string]uint32{
 		"http2_max_concurrent_streams":         lim.GetHttp2MaxConcurrentStreams(),

@@ -142,6 +142,8 @@ const (
 	DefaultHTTP2MaxConcurrentStreams        = 100
 	DefaultHTTP2InitialStreamWindowSize     = 64 << 10
 	DefaultHTTP2InitialConnectionWindowSize = 1 << 20
+	DefaultHTTP2KeepaliveInterval           = 30 * time.Second
+	DefaultHTTP2KeepaliveTimeout            = 10 * time.Second
 )
 
 // noInternalAddress returns the internal address list of every HTTP
@@ -204,12 +206,24 @@ func connectionIdleTimeout(lim *policyv1.ListenerLimits) time.Duration {
 
 // http2Options bounds what one HTTP/2 connection may ask of Envoy: streams
 // at once and the data it may buffer per stream and per connection.
+//
+// It also PINGs every client connection. A client that vanishes without
+// a FIN or RST leaves its WebSockets looking alive: a silent stream is
+// ended only by its route's idle timeout (minutes, since a call may be
+// quiet), and the connection idle timeout never fires while a stream is
+// open. Envoy closes a connection whose PING gets no answer (no frame at
+// all) within the timeout, and a live client answers in its HTTP/2
+// stack, whatever its WebSockets are doing.
 func http2Options(lim *policyv1.ListenerLimits) *corev3.Http2ProtocolOptions {
 	return &corev3.Http2ProtocolOptions{
 		AllowConnect:                true,
 		MaxConcurrentStreams:        wrapperspb.UInt32(uint32Or(lim.GetHttp2MaxConcurrentStreams(), DefaultHTTP2MaxConcurrentStreams)),
 		InitialStreamWindowSize:     wrapperspb.UInt32(uint32Or(lim.GetHttp2InitialStreamWindowSize(), DefaultHTTP2InitialStreamWindowSize)),
 		InitialConnectionWindowSize: wrapperspb.UInt32(uint32Or(lim.GetHttp2InitialConnectionWindowSize(), DefaultHTTP2InitialConnectionWindowSize)),
+		ConnectionKeepalive: &corev3.KeepaliveSettings{
+			Interval: durationOr(lim.GetHttp2KeepaliveInterval(), DefaultHTTP2KeepaliveInterval),
+			Timeout:  durationOr(lim.GetHttp2KeepaliveTimeout(), DefaultHTTP2KeepaliveTimeout),
+		},
 	}
 }
 

@@ -117,7 +117,8 @@ func (m *Module) DownstreamData(h TCPHost, id, size uint32, end bool, now func()
 }
 
 // Tick serves a plugin's timer: a tcp plugin's closes late handshakes,
-// and every plugin's says the quota counts of this VM are alive. An HTTP
+// and every plugin's says the quota counts of this VM are alive and
+// sweeps a stretch of the streams table for failed VMs' counts. An HTTP
 // plugin's tick is not counted as a callback: that counter shows what
 // streams cost.
 func (m *Module) Tick(h TCPHost, rootID uint32, now time.Time) {
@@ -127,6 +128,7 @@ func (m *Module) Tick(h TCPHost, rootID uint32, now time.Time) {
 	}
 	m.HTTP.quota.Refresh(h, now)
 	m.TCP.quota.Refresh(h, now)
+	sweepDead(h, now)
 }
 
 // Delete forgets a context and adds the callbacks counted so far.

@@ -18,6 +18,16 @@ func quotaConfig(t testing.TB, q map[string]any) string {
 	return mustJSON(t, map[string]any{"policies": map[string]any{"voice": p}})
 }
 
+// configuredHTTP is an HTTP plugin, one worker's, configured with cfg.
+func configuredHTTP(t *testing.T, cfg string) *HTTP {
+	t.Helper()
+	g := NewHTTP()
+	if h := newFakeHost(cfg); !g.Configure(h, rootID) {
+		t.Fatalf("configuration refused: %q", h.logs)
+	}
+	return g
+}
+
 // open runs one handshake of subject sub as stream id on a fresh fake host
 // that shares shared, and returns the local reply (nil: let through).
 func open(t *testing.T, g *HTTP, shared *sharedData, id uint32, sub string, at time.Time) *localReply {
@@ -222,13 +232,7 @@ func TestAddStreamRaces(t *testing.T) {
 func TestFailedVMCountsExpire(t *testing.T) {
 	cfg := quotaConfig(t, map[string]any{"max_streams": 2})
 	shared := &sharedData{entries: map[string]sharedEntry{}}
-	worker := func() *HTTP {
-		g := NewHTTP()
-		if h := newFakeHost(cfg); !g.Configure(h, rootID) {
-			t.Fatalf("configuration refused: %q", h.logs)
-		}
-		return g
-	}
+	worker := func() *HTTP { return configuredHTTP(t, cfg) }
 	failed, live := worker(), worker()
 	if r := open(t, failed, shared, 10, "alice", now); r != nil {
 		t.Fatalf("first stream refused: %+v", r)

@@ -88,6 +88,7 @@ func (q *Quota) alive(h Host, now time.Time) error {
 		}
 		if ok {
 			q.aliveSlot, q.instance, q.lastAlive = s, strconv.FormatUint(uint64(s), 10)+"."+q.nonce, now
+			startSweep(h)
 			return nil
 		}
 	}

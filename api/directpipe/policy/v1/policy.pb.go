@@ -204,6 +204,16 @@ type ListenerLimits struct {
 	// 5m with trusted_proxy_hops, where a load balancer pools connections:
 	// set it longer than the load balancer's own idle timeout. 1s to 1h.
 	ConnectionIdleTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=connection_idle_timeout,json=connectionIdleTimeout,proto3" json:"connection_idle_timeout,omitempty"`
+	// HTTP/2: send a PING on each client connection this often. A client
+	// that vanished without closing its connection (a network partition, a
+	// laptop put to sleep) answers nothing, and its connection is closed,
+	// WebSockets included, http2_keepalive_timeout later: it no longer
+	// holds a call until the route's idle_timeout. Default 30s; 1s to 1h.
+	Http2KeepaliveInterval *durationpb.Duration `protobuf:"bytes,7,opt,name=http2_keepalive_interval,json=http2KeepaliveInterval,proto3" json:"http2_keepalive_interval,omitempty"`
+	// HTTP/2: how long a PING may wait for its answer before the connection
+	// is closed. Any frame the client sends counts as an answer. Default
+	// 10s; 1s to 5m.
+	Http2KeepaliveTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=http2_keepalive_timeout,json=http2KeepaliveTimeout,proto3" json:"http2_keepalive_timeout,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
 }
@@ -276,6 +286,20 @@ func (x *ListenerLimits) GetHttp2InitialConnectionWindowSize() uint32 {
 func (x *ListenerLimits) GetConnectionIdleTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.ConnectionIdleTimeout
+	}
+	return nil
+}
+
+func (x *ListenerLimits) GetHttp2KeepaliveInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Http2KeepaliveInterval
+	}
+	return nil
+}
+
+func (x *ListenerLimits) GetHttp2KeepaliveTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Http2KeepaliveTimeout
 	}
 	return nil
 }
@@ -2491,14 +2515,16 @@ const file_directpipe_policy_v1_policy_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05http2\x18\x03 \x01(\bR\x05http2\x123\n" +
 	"\x03tls\x18\x04 \x01(\v2!.directpipe.policy.v1.ListenerTLSR\x03tls\x12<\n" +
-	"\x06limits\x18\x05 \x01(\v2$.directpipe.policy.v1.ListenerLimitsR\x06limits\"\xbd\x03\n" +
+	"\x06limits\x18\x05 \x01(\v2$.directpipe.policy.v1.ListenerLimitsR\x06limits\"\xe5\x04\n" +
 	"\x0eListenerLimits\x12,\n" +
 	"\x12trusted_proxy_hops\x18\x01 \x01(\rR\x10trustedProxyHops\x12Q\n" +
 	"\x17request_headers_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x15requestHeadersTimeout\x12?\n" +
 	"\x1chttp2_max_concurrent_streams\x18\x03 \x01(\rR\x19http2MaxConcurrentStreams\x12F\n" +
 	" http2_initial_stream_window_size\x18\x04 \x01(\rR\x1chttp2InitialStreamWindowSize\x12N\n" +
 	"$http2_initial_connection_window_size\x18\x05 \x01(\rR http2InitialConnectionWindowSize\x12Q\n" +
-	"\x17connection_idle_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x15connectionIdleTimeout\"E\n" +
+	"\x17connection_idle_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x15connectionIdleTimeout\x12S\n" +
+	"\x18http2_keepalive_interval\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16http2KeepaliveInterval\x12Q\n" +
+	"\x17http2_keepalive_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x15http2KeepaliveTimeout\"E\n" +
 	"\vListenerTLS\x12\x1b\n" +
 	"\tcert_file\x18\x01 \x01(\tR\bcertFile\x12\x19\n" +
 	"\bkey_file\x18\x02 \x01(\tR\akeyFile\"\xc7\b\n" +
@@ -2739,50 +2765,52 @@ var file_directpipe_policy_v1_policy_proto_depIdxs = []int32{
 	2,  // 5: directpipe.policy.v1.Listener.limits:type_name -> directpipe.policy.v1.ListenerLimits
 	31, // 6: directpipe.policy.v1.ListenerLimits.request_headers_timeout:type_name -> google.protobuf.Duration
 	31, // 7: directpipe.policy.v1.ListenerLimits.connection_idle_timeout:type_name -> google.protobuf.Duration
-	14, // 8: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
-	31, // 9: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
-	31, // 10: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
-	11, // 11: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
-	12, // 12: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
-	13, // 13: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
-	6,  // 14: directpipe.policy.v1.Route.rewrite:type_name -> directpipe.policy.v1.PathRewrite
-	7,  // 15: directpipe.policy.v1.Route.backends:type_name -> directpipe.policy.v1.WeightedBackend
-	8,  // 16: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
-	8,  // 17: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
-	9,  // 18: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
-	5,  // 19: directpipe.policy.v1.Route.redirect:type_name -> directpipe.policy.v1.RequestRedirect
-	31, // 20: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
-	10, // 21: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
-	31, // 22: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
-	16, // 23: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
-	17, // 24: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
-	18, // 25: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
-	19, // 26: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
-	31, // 27: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
-	28, // 28: directpipe.policy.v1.Backend.endpoint_max_streams:type_name -> directpipe.policy.v1.Backend.EndpointMaxStreamsEntry
-	31, // 29: directpipe.policy.v1.Backend.slow_start:type_name -> google.protobuf.Duration
-	31, // 30: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	31, // 31: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	31, // 32: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	31, // 33: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	24, // 34: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
-	25, // 35: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
-	27, // 36: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
-	29, // 37: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
-	23, // 38: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
-	21, // 39: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
-	30, // 40: directpipe.policy.v1.Quotas.identity_max_streams:type_name -> directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
-	22, // 41: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
-	26, // 42: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
-	31, // 43: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
-	31, // 44: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
-	31, // 45: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
-	31, // 46: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	31, // 8: directpipe.policy.v1.ListenerLimits.http2_keepalive_interval:type_name -> google.protobuf.Duration
+	31, // 9: directpipe.policy.v1.ListenerLimits.http2_keepalive_timeout:type_name -> google.protobuf.Duration
+	14, // 10: directpipe.policy.v1.Route.match:type_name -> directpipe.policy.v1.RouteMatch
+	31, // 11: directpipe.policy.v1.Route.idle_timeout:type_name -> google.protobuf.Duration
+	31, // 12: directpipe.policy.v1.Route.max_stream_duration:type_name -> google.protobuf.Duration
+	11, // 13: directpipe.policy.v1.Route.cors:type_name -> directpipe.policy.v1.CORS
+	12, // 14: directpipe.policy.v1.Route.rate_limit:type_name -> directpipe.policy.v1.RateLimit
+	13, // 15: directpipe.policy.v1.Route.tcp:type_name -> directpipe.policy.v1.TCPRoute
+	6,  // 16: directpipe.policy.v1.Route.rewrite:type_name -> directpipe.policy.v1.PathRewrite
+	7,  // 17: directpipe.policy.v1.Route.backends:type_name -> directpipe.policy.v1.WeightedBackend
+	8,  // 18: directpipe.policy.v1.Route.request_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
+	8,  // 19: directpipe.policy.v1.Route.response_headers_to_add:type_name -> directpipe.policy.v1.HeaderValue
+	9,  // 20: directpipe.policy.v1.Route.clients:type_name -> directpipe.policy.v1.ClientAddresses
+	5,  // 21: directpipe.policy.v1.Route.redirect:type_name -> directpipe.policy.v1.RequestRedirect
+	31, // 22: directpipe.policy.v1.CORS.max_age:type_name -> google.protobuf.Duration
+	10, // 23: directpipe.policy.v1.RouteMatch.headers:type_name -> directpipe.policy.v1.HeaderMatch
+	31, // 24: directpipe.policy.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	16, // 25: directpipe.policy.v1.Backend.health_check:type_name -> directpipe.policy.v1.HealthCheck
+	17, // 26: directpipe.policy.v1.Backend.circuit_breakers:type_name -> directpipe.policy.v1.CircuitBreakers
+	18, // 27: directpipe.policy.v1.Backend.outlier_detection:type_name -> directpipe.policy.v1.OutlierDetection
+	19, // 28: directpipe.policy.v1.Backend.tls:type_name -> directpipe.policy.v1.UpstreamTLS
+	31, // 29: directpipe.policy.v1.Backend.dns_refresh:type_name -> google.protobuf.Duration
+	28, // 30: directpipe.policy.v1.Backend.endpoint_max_streams:type_name -> directpipe.policy.v1.Backend.EndpointMaxStreamsEntry
+	31, // 31: directpipe.policy.v1.Backend.slow_start:type_name -> google.protobuf.Duration
+	31, // 32: directpipe.policy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	31, // 33: directpipe.policy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	31, // 34: directpipe.policy.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	31, // 35: directpipe.policy.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	24, // 36: directpipe.policy.v1.AuthPolicy.sources:type_name -> directpipe.policy.v1.TokenSource
+	25, // 37: directpipe.policy.v1.AuthPolicy.jwt:type_name -> directpipe.policy.v1.JWT
+	27, // 38: directpipe.policy.v1.AuthPolicy.api_keys:type_name -> directpipe.policy.v1.APIKey
+	29, // 39: directpipe.policy.v1.AuthPolicy.claim_headers:type_name -> directpipe.policy.v1.AuthPolicy.ClaimHeadersEntry
+	23, // 40: directpipe.policy.v1.AuthPolicy.origins:type_name -> directpipe.policy.v1.Origins
+	21, // 41: directpipe.policy.v1.AuthPolicy.quotas:type_name -> directpipe.policy.v1.Quotas
+	30, // 42: directpipe.policy.v1.Quotas.identity_max_streams:type_name -> directpipe.policy.v1.Quotas.IdentityMaxStreamsEntry
+	22, // 43: directpipe.policy.v1.Quotas.handshakes:type_name -> directpipe.policy.v1.HandshakeRate
+	26, // 44: directpipe.policy.v1.JWT.keys:type_name -> directpipe.policy.v1.JWK
+	31, // 45: directpipe.policy.v1.JWT.leeway:type_name -> google.protobuf.Duration
+	31, // 46: directpipe.policy.v1.JWT.jwks_refresh:type_name -> google.protobuf.Duration
+	31, // 47: directpipe.policy.v1.JWT.token_cache:type_name -> google.protobuf.Duration
+	31, // 48: directpipe.policy.v1.JWT.max_token_lifetime:type_name -> google.protobuf.Duration
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_directpipe_policy_v1_policy_proto_init() }
