@@ -159,4 +159,3 @@ func TestNativeTCPNotEnteredPerFrame(t *testing.T) {
 		}
 	}
 }
-

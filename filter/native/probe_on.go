@@ -24,7 +24,7 @@ import (
 const (
 	probePath    = "/native/body-calls"
 	tcpProbePath = "/native/tcp-calls"
-	panicPath = "/native/panic"
+	panicPath    = "/native/panic"
 )
 
 // probe answers probePath; it reports whether it did.
