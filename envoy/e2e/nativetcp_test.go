@@ -69,7 +69,8 @@ func nativeTCPPolicy(t *testing.T) string {
 // connection without a key gets the module's own raw 401, with its
 // challenge, and is closed; one with the key reaches the upstream, and
 // after that decision 500 chunks each way make Envoy call the read hook
-// 500 times and enter Go not once.
+// 500 times and enter Go not once. A connection whose head never ends is
+// closed after tcpcheck.HeadTimeout.
 func TestNativeTCPNotEnteredPerFrame(t *testing.T) {
 	n, ctx := startProbeEnvoy(t)
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
@@ -103,6 +104,12 @@ func TestNativeTCPNotEnteredPerFrame(t *testing.T) {
 		}
 		return c, bufio.NewReader(c)
 	}
+
+	// A head that never ends: closed after the head timeout, by the
+	// connection's own scheduled event, with no other connection on its
+	// worker to trigger it.
+	slow, slowBR := dial()
+	io.WriteString(slow, "GET /ws HTTP/1.1\r\nHost: native\r\n")
 
 	// Denied: the module answers on the connection, then closes it.
 	c, br := dial()
@@ -149,11 +156,15 @@ func TestNativeTCPNotEnteredPerFrame(t *testing.T) {
 		t.Errorf("%d entries into Go on a decided connection's %d chunks, want 0", goAfter-goBefore, frames)
 	}
 
+	if b, err := slowBR.ReadByte(); err != io.EOF {
+		t.Fatalf("a head that never ends: read %q, %v; want the connection closed after the head timeout", b, err)
+	}
+	slow.Close()
 	stats, err := n.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{contract.MetricTCPAllowed, contract.MetricTCPDeniedPrefix + contract.ReasonMissingToken} {
+	for _, name := range []string{contract.MetricTCPAllowed, contract.MetricTCPDeniedPrefix + contract.ReasonMissingToken, contract.MetricTCPHeadTimeout} {
 		if v := stats["dynamicmodulescustom."+name]; v != 1 {
 			t.Errorf("dynamicmodulescustom.%s = %d, want 1", name, v)
 		}

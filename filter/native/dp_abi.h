@@ -215,6 +215,29 @@ static int dp_net_increment_counter(uintptr_t filter, size_t id, uint64_t value)
 	return envoy_dynamic_module_callback_network_filter_increment_counter(filter, id, value);
 }
 
+__attribute__((weak)) uintptr_t envoy_dynamic_module_callback_network_filter_scheduler_new(uintptr_t filter);
+__attribute__((weak)) void envoy_dynamic_module_callback_network_filter_scheduler_commit(uintptr_t scheduler,
+	uint64_t event_id);
+__attribute__((weak)) void envoy_dynamic_module_callback_network_filter_scheduler_delete(uintptr_t scheduler);
+
+// A scheduler posts an event to its connection's worker thread; any
+// thread may commit one. Envoy's scheduler holds the connection weakly, so
+// an event committed after the connection is gone is dropped.
+static uintptr_t dp_net_scheduler_new(uintptr_t filter) {
+	if (!envoy_dynamic_module_callback_network_filter_scheduler_new) return 0;
+	return envoy_dynamic_module_callback_network_filter_scheduler_new(filter);
+}
+
+static void dp_net_scheduler_commit(uintptr_t scheduler, uint64_t event_id) {
+	if (envoy_dynamic_module_callback_network_filter_scheduler_commit)
+		envoy_dynamic_module_callback_network_filter_scheduler_commit(scheduler, event_id);
+}
+
+static void dp_net_scheduler_delete(uintptr_t scheduler) {
+	if (envoy_dynamic_module_callback_network_filter_scheduler_delete)
+		envoy_dynamic_module_callback_network_filter_scheduler_delete(scheduler);
+}
+
 static uint32_t dp_net_worker_index(uintptr_t filter) {
 	if (!envoy_dynamic_module_callback_network_filter_get_worker_index) return UINT32_MAX;
 	return envoy_dynamic_module_callback_network_filter_get_worker_index(filter);

@@ -34,12 +34,12 @@ int envoy_dynamic_module_on_network_filter_write(uintptr_t host, uintptr_t modul
 }
 
 // Connection events need nothing: the state goes when Envoy destroys the
-// filter. Watermarks, callouts and schedules are never asked for.
+// filter. Watermarks, callouts and the config's schedules are never asked
+// for (a connection's schedule, its head timeout, is Go: network.go).
 void envoy_dynamic_module_on_network_filter_event(uintptr_t host, uintptr_t module, int event) {}
 void envoy_dynamic_module_on_network_filter_above_write_buffer_high_watermark(uintptr_t host, uintptr_t module) {}
 void envoy_dynamic_module_on_network_filter_below_write_buffer_low_watermark(uintptr_t host, uintptr_t module) {}
 void envoy_dynamic_module_on_network_filter_http_callout_done(uintptr_t host, uintptr_t module) {}
-void envoy_dynamic_module_on_network_filter_scheduled(uintptr_t host, uintptr_t module) {}
 void envoy_dynamic_module_on_network_filter_config_scheduled(uintptr_t config) {}
 
 dp_conn* dp_conn_new(uintptr_t handle) {

@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/directpipe/directpipe/filter/gate"
+	"github.com/directpipe/directpipe/filter/tcpcheck"
 )
 
 // netConfig is one tcp route's network filter configuration: its plugin
@@ -52,6 +53,50 @@ type netConn struct {
 	w  *netWorker
 	id uint32
 	c  *C.dp_conn
+
+	// The head timeout: a timer that, from its own goroutine, asks Envoy
+	// to run the worker's tick on the connection's thread (Envoy gives a
+	// dynamic module's network filter no timer of its own). mu guards the
+	// scheduler against the timer firing while the connection goes.
+	mu        sync.Mutex
+	scheduler C.uintptr_t
+	timer     *time.Timer
+}
+
+// headTimeoutEvent is the scheduler event of a connection's head timeout.
+const headTimeoutEvent = 1
+
+// startHeadTimer arms the head timeout of an undecided connection.
+func (nc *netConn) startHeadTimer(hostFilter C.uintptr_t) {
+	s := C.dp_net_scheduler_new(hostFilter)
+	if s == 0 {
+		return // a new connection on this worker closes it late instead
+	}
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	nc.scheduler = s
+	nc.timer = time.AfterFunc(tcpcheck.HeadTimeout, func() {
+		nc.mu.Lock()
+		defer nc.mu.Unlock()
+		if nc.scheduler != 0 {
+			C.dp_net_scheduler_commit(nc.scheduler, headTimeoutEvent)
+		}
+	})
+}
+
+// stopHeadTimer disarms it: the handshake is decided or the connection
+// is going. Runs on the connection's worker thread.
+func (nc *netConn) stopHeadTimer() {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	if nc.timer != nil {
+		nc.timer.Stop()
+		nc.timer = nil
+	}
+	if nc.scheduler != 0 {
+		C.dp_net_scheduler_delete(nc.scheduler)
+		nc.scheduler = 0
+	}
 }
 
 //export envoy_dynamic_module_on_network_filter_config_new
@@ -199,12 +244,34 @@ func envoy_dynamic_module_on_network_filter_new_connection(hostFilter, module C.
 	defer w.mu.Unlock()
 	w.h.filter = hostFilter
 	defer func() { w.h.filter = 0 }()
-	// Envoy gives a dynamic module's network filter no timer: late
-	// handshakes are closed as new connections arrive on the worker, the
-	// only time a held connection costs anyone else.
-	w.g.Tick(w.h, rootID, time.Now())
+	action := w.g.NewConnection(w.h, nc.id)
+	if action == gate.Pause {
+		nc.startHeadTimer(hostFilter)
+	}
+	return C.int(action)
+}
+
+//export envoy_dynamic_module_on_network_filter_scheduled
+func envoy_dynamic_module_on_network_filter_scheduled(hostFilter, module C.uintptr_t, event C.uint64_t) {
+	countGoEntry()
+	nc := conn(module)
+	if nc.w == nil || event != headTimeoutEvent {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			nc.failed(r, hostFilter)
+		}
+	}()
+	w := nc.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// The worker's tick closes every handshake of the worker that is
+	// late, this one included, as the Wasm filter's tick does; it counts
+	// them on this connection's config.
 	w.h.filter = hostFilter
-	return C.int(w.g.NewConnection(w.h, nc.id))
+	w.g.Tick(w.h, rootID, time.Now())
+	w.h.filter = 0
 }
 
 //export dp_net_undecided_read
@@ -231,6 +298,7 @@ func dp_net_undecided_read(hostFilter, module C.uintptr_t, length C.size_t, endS
 		// Allowed: the head is rewritten and every later chunk is the
 		// pipe's, which the read hook passes without entering Go.
 		nc.c.decided = 1
+		nc.stopHeadTimer()
 		return statusContinue
 	}
 	return statusStop
@@ -251,6 +319,7 @@ func envoy_dynamic_module_on_network_filter_destroy(module C.uintptr_t) {
 	nc := h.Value().(*netConn)
 	h.Delete()
 	C.dp_conn_free(c)
+	nc.stopHeadTimer()
 	if nc.w == nil {
 		return
 	}
