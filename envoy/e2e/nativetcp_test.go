@@ -70,7 +70,8 @@ func nativeTCPPolicy(t *testing.T) string {
 // challenge, and is closed; one with the key reaches the upstream, and
 // after that decision 500 chunks each way make Envoy call the read hook
 // 500 times and enter Go not once. A connection whose head never ends is
-// closed after tcpcheck.HeadTimeout.
+// closed after tcpcheck.HeadTimeout, and a panic in the module's Go code
+// closes only the connection it was checking.
 func TestNativeTCPNotEnteredPerFrame(t *testing.T) {
 	n, ctx := startProbeEnvoy(t)
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
@@ -160,13 +161,40 @@ func TestNativeTCPNotEnteredPerFrame(t *testing.T) {
 		t.Fatalf("a head that never ends: read %q, %v; want the connection closed after the head timeout", b, err)
 	}
 	slow.Close()
+
+	// A panic in the module's Go code while it reads a head (the probe
+	// build panics on /native/panic): that connection is closed
+	// unanswered, Envoy and the decided connection go on, and new
+	// handshakes are checked by a fresh gate.
+	p, pbr := dial()
+	io.WriteString(p, "GET /native/panic HTTP/1.1\r\nHost: native\r\n\r\n")
+	if b, err := pbr.ReadByte(); err != io.EOF {
+		t.Fatalf("the connection whose check panicked: read %q, %v; want it closed unanswered", b, err)
+	}
+	n.waitLog(ctx, t, "tcp gate starts over", 1)
+	if _, err := c.Write(chunk); err != nil {
+		t.Fatalf("the decided connection after the panic: %v", err)
+	}
+	if _, err := io.ReadFull(br, chunk); err != nil {
+		t.Fatalf("the decided connection after the panic: %v", err)
+	}
+	for i := range 4 {
+		c2, br2 := dial()
+		io.WriteString(c2, head(""))
+		if resp, err := http.ReadResponse(br2, nil); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("handshake %d after the panic: %v %v, want the module's 401", i, resp, err)
+		}
+	}
+
 	stats, err := n.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{contract.MetricTCPAllowed, contract.MetricTCPDeniedPrefix + contract.ReasonMissingToken, contract.MetricTCPHeadTimeout} {
-		if v := stats["dynamicmodulescustom."+name]; v != 1 {
-			t.Errorf("dynamicmodulescustom.%s = %d, want 1", name, v)
+	for name, want := range map[string]int64{
+		contract.MetricTCPAllowed: 1, contract.MetricTCPDeniedPrefix + contract.ReasonMissingToken: 5, contract.MetricTCPHeadTimeout: 1,
+	} {
+		if v := stats["dynamicmodulescustom."+name]; v != want {
+			t.Errorf("dynamicmodulescustom.%s = %d, want %d", name, v, want)
 		}
 	}
 }

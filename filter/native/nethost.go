@@ -157,11 +157,11 @@ func (h *netHost) SetEffectiveContext(id uint32) error {
 		h.filter = 0
 		return nil
 	}
-	f, ok := h.w.conns[id]
+	nc, ok := h.w.conns[id]
 	if !ok {
 		return errors.New("connection " + strconv.Itoa(int(id)) + " is gone")
 	}
-	h.filter = f
+	h.filter = nc.filter
 	return nil
 }
 

@@ -44,15 +44,16 @@ type netWorker struct {
 	g     *gate.TCP
 	h     *netHost
 	next  uint32
-	conns map[uint32]C.uintptr_t
+	conns map[uint32]*netConn
 }
 
 // netConn is the Go state of one connection; its C half (dp_conn) holds
 // the decided flag the read hook tests.
 type netConn struct {
-	w  *netWorker
-	id uint32
-	c  *C.dp_conn
+	w      *netWorker
+	id     uint32
+	c      *C.dp_conn
+	filter C.uintptr_t // Envoy's handle of the connection
 
 	// The head timeout: a timer that, from its own goroutine, asks Envoy
 	// to run the worker's tick on the connection's thread (Envoy gives a
@@ -130,7 +131,7 @@ func envoy_dynamic_module_on_network_filter_config_new(hostConfig C.uintptr_t, n
 }
 
 func (c *netConfig) newWorker() (*netWorker, bool) {
-	w := &netWorker{g: gate.NewTCP(), next: firstStream, conns: map[uint32]C.uintptr_t{}}
+	w := &netWorker{g: gate.NewTCP(), next: firstStream, conns: map[uint32]*netConn{}}
 	w.h = &netHost{cfg: c, w: w}
 	if !w.g.Configure(w.h, rootID, c.plugin) {
 		return nil, false
@@ -198,7 +199,13 @@ func envoy_dynamic_module_on_network_filter_config_destroy(moduleConfig C.uintpt
 func envoy_dynamic_module_on_network_filter_new(moduleConfig, hostFilter C.uintptr_t) C.uintptr_t {
 	countGoEntry()
 	cfg := cgo.Handle(moduleConfig).Value().(*netConfig)
-	nc := &netConn{w: cfg.worker(hostFilter)}
+	nc := &netConn{w: cfg.worker(hostFilter), filter: hostFilter}
+	h := cgo.NewHandle(nc)
+	nc.c = C.dp_conn_new(C.uintptr_t(h))
+	if nc.c == nil {
+		h.Delete()
+		return 0 // Envoy closes the connection
+	}
 	if nc.w != nil {
 		nc.w.mu.Lock()
 		nc.id = nc.w.next
@@ -206,15 +213,9 @@ func envoy_dynamic_module_on_network_filter_new(moduleConfig, hostFilter C.uintp
 		if nc.w.next < firstStream {
 			nc.w.next = firstStream
 		}
-		nc.w.conns[nc.id] = hostFilter
+		nc.w.conns[nc.id] = nc
 		nc.w.g.ContextCreate(nc.id, rootID, time.Now())
 		nc.w.mu.Unlock()
-	}
-	h := cgo.NewHandle(nc)
-	nc.c = C.dp_conn_new(C.uintptr_t(h))
-	if nc.c == nil {
-		h.Delete()
-		return 0 // Envoy closes the connection
 	}
 	return C.uintptr_t(uintptr(unsafe.Pointer(nc.c)))
 }
@@ -293,6 +294,7 @@ func dp_net_undecided_read(hostFilter, module C.uintptr_t, length C.size_t, endS
 	defer w.mu.Unlock()
 	w.h.filter = hostFilter
 	defer func() { w.h.filter = 0 }()
+	netProbe(w.h)
 	size := uint32(min(uint64(length), 1<<31))
 	if w.g.DownstreamData(w.h, nc.id, size, bool(endStream), time.Now) == gate.Continue {
 		// Allowed: the head is rewritten and every later chunk is the
@@ -305,10 +307,27 @@ func dp_net_undecided_read(hostFilter, module C.uintptr_t, length C.size_t, endS
 }
 
 // failed handles a panic on a connection: logged, the connection closed
-// unanswered, never unwound into Envoy.
+// unanswered, never unwound into Envoy, and the worker's gate started over
+// as the HTTP filter's is. The new gate knows none of the old one's
+// connections: a decided one goes on in C untouched, an undecided one is
+// closed now (nothing would time it out), and the old gate's stream counts
+// expire from their quotas as a failed Wasm VM's do. Runs on the worker's
+// thread, which every connection it closes belongs to.
 func (nc *netConn) failed(r any, hostFilter C.uintptr_t) {
-	logPanic(r, "the connection is closed")
+	logPanic(r, "the connection is closed and this worker's tcp gate starts over")
 	C.dp_net_close(hostFilter, C.dp_close_no_flush)
+	w := nc.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, other := range w.conns {
+		if other.c.decided == 0 && other != nc {
+			C.dp_net_close(other.filter, C.dp_close_no_flush)
+		}
+	}
+	g := gate.NewTCP()
+	if g.Configure(w.h, rootID, w.h.cfg.plugin) {
+		w.g = g
+	}
 }
 
 //export envoy_dynamic_module_on_network_filter_destroy
@@ -317,8 +336,10 @@ func envoy_dynamic_module_on_network_filter_destroy(module C.uintptr_t) {
 	c := C.dp_conn_of(module)
 	h := cgo.Handle(c.handle)
 	nc := h.Value().(*netConn)
+	// Freed last: until the worker forgets the connection, its decided
+	// flag may be read.
+	defer C.dp_conn_free(c)
 	h.Delete()
-	C.dp_conn_free(c)
 	nc.stopHeadTimer()
 	if nc.w == nil {
 		return

@@ -11,6 +11,7 @@ uint64_t dp_net_read_calls(void);
 import "C"
 
 import (
+	"bytes"
 	"strconv"
 	"sync/atomic"
 )
@@ -55,3 +56,12 @@ func probe(filter C.uintptr_t) bool {
 var netGoEntries atomic.Uint64
 
 func countGoEntry() { netGoEntries.Add(1) }
+
+// netProbe makes the network filter panic on a connection whose first
+// bytes ask for panicPath, as probe does for the HTTP filter.
+func netProbe(h *netHost) {
+	head, _ := h.DownstreamData(0, 64)
+	if bytes.HasPrefix(head, []byte("GET "+panicPath+" ")) {
+		panic("directpipe_native_probe: a panic on a tcp connection")
+	}
+}
