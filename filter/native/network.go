@@ -45,6 +45,9 @@ type netWorker struct {
 	h     *netHost
 	next  uint32
 	conns map[uint32]*netConn
+	// superseded is the root id of the newer config's policy configured
+	// in this gate (supersede.go); 0 for none.
+	superseded uint32
 }
 
 // netConn is the Go state of one connection; its C half (dp_conn) holds
@@ -127,6 +130,7 @@ func envoy_dynamic_module_on_network_filter_config_new(hostConfig C.uintptr_t, n
 	c.envoy = 0
 	c.stop = make(chan struct{})
 	go c.keepAlive(c.stop)
+	c.register()
 	return C.uintptr_t(cgo.NewHandle(c))
 }
 
@@ -191,7 +195,9 @@ func (c *netConfig) worker(filter C.uintptr_t) *netWorker {
 func envoy_dynamic_module_on_network_filter_config_destroy(moduleConfig C.uintptr_t) {
 	countGoEntry()
 	h := cgo.Handle(moduleConfig)
-	close(h.Value().(*netConfig).stop)
+	c := h.Value().(*netConfig)
+	close(c.stop)
+	c.unregister()
 	h.Delete()
 }
 
@@ -210,7 +216,7 @@ func envoy_dynamic_module_on_network_filter_new(moduleConfig, hostFilter C.uintp
 		nc.w.mu.Lock()
 		nc.id = nc.w.next
 		nc.w.next++
-		if nc.w.next < firstStream {
+		if nc.w.next >= supersedeRoots {
 			nc.w.next = firstStream
 		}
 		nc.w.conns[nc.id] = nc
