@@ -16,6 +16,7 @@ import (
 
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/filter/contract"
+	"github.com/directpipe/directpipe/filter/gate"
 )
 
 // nativeTCPListener is a tcp mode listener as the control plane writes
@@ -70,8 +71,9 @@ func nativeTCPPolicy(t *testing.T) string {
 // challenge, and is closed; one with the key reaches the upstream, and
 // after that decision 500 chunks each way make Envoy call the read hook
 // 500 times and enter Go not once. A connection whose head never ends is
-// closed after tcpcheck.HeadTimeout, and a panic in the module's Go code
-// closes only the connection it was checking.
+// closed after tcpcheck.HeadTimeout, a panic in the module's Go code
+// closes only the connection it was checking, and a flood of silent
+// connections is shed oldest first while a real caller gets in.
 func TestNativeTCPNotEnteredPerFrame(t *testing.T) {
 	n, ctx := startProbeEnvoy(t)
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
@@ -186,12 +188,38 @@ func TestNativeTCPNotEnteredPerFrame(t *testing.T) {
 		}
 	}
 
+	// A flood of silent connections: past gate.MaxPending undecided
+	// handshakes on a worker the oldest are closed to make room, from
+	// another connection's callback, and a caller who sends its handshake
+	// at once still gets in.
+	flood := make([]net.Conn, 0, 2*gate.MaxPending+100)
+	defer func() {
+		for _, fc := range flood {
+			fc.Close()
+		}
+	}()
+	for range cap(flood) {
+		fc, err := (&net.Dialer{}).DialContext(ctx, "tcp", tcpAddr)
+		if err != nil {
+			t.Fatalf("flood: %v", err)
+		}
+		flood = append(flood, fc)
+	}
+	if err := n.WaitStat(ctx, "dynamicmodulescustom."+contract.MetricTCPShed, func(v int64) bool { return v > 0 }); err != nil {
+		t.Fatalf("no undecided handshake was shed under a flood of %d: %v", len(flood), err)
+	}
+	c3, br3 := dial()
+	io.WriteString(c3, head("Authorization: Bearer "+nativeAPIKey+"\r\n"))
+	if resp, err := http.ReadResponse(br3, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("a handshake during the flood: %v %v", resp, err)
+	}
+
 	stats, err := n.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]int64{
-		contract.MetricTCPAllowed: 1, contract.MetricTCPDeniedPrefix + contract.ReasonMissingToken: 5, contract.MetricTCPHeadTimeout: 1,
+		contract.MetricTCPAllowed: 2, contract.MetricTCPDeniedPrefix + contract.ReasonMissingToken: 5, contract.MetricTCPHeadTimeout: 1,
 	} {
 		if v := stats["dynamicmodulescustom."+name]; v != want {
 			t.Errorf("dynamicmodulescustom.%s = %d, want %d", name, v, want)
