@@ -15,9 +15,10 @@ import (
 // symbols: the hooks Envoy calls for every chunk of a stream (the body
 // hooks) and the others with no work are a few bytes of C that return
 // Continue, not cgo export wrappers, so a WebSocket frame costs Envoy a
-// function call and never a call into the Go runtime. It also lists what
-// the library exports to Envoy: the hooks Envoy 1.40 requires, the three
-// the handshake runs in Go, and nothing else.
+// function call and never a call into the Go runtime; the network
+// filter's read hook is C too, entering Go only before a connection's
+// handshake is decided. It also lists what the library exports to Envoy:
+// the HTTP and network filter hooks Envoy 1.40 requires, and nothing else.
 func TestPerChunkHooksNeverEnterGo(t *testing.T) {
 	lib := filepath.Join(t.TempDir(), "libdirectpipe_native.so")
 	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-buildmode=c-shared", "-o", lib, ".")

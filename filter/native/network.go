@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/directpipe/directpipe/filter/gate"
 	"github.com/directpipe/directpipe/filter/tcpcheck"
 )
@@ -137,6 +138,11 @@ func envoy_dynamic_module_on_network_filter_config_new(hostConfig C.uintptr_t, n
 func (c *netConfig) newWorker() (*netWorker, bool) {
 	w := &netWorker{g: gate.NewTCP(), next: firstStream, conns: map[uint32]*netConn{}}
 	w.h = &netHost{cfg: c, w: w}
+	// The counters the Wasm module defines for every plugin, which the
+	// tcp gate counts too (while Envoy creates the config only).
+	for _, name := range []string{contract.MetricTokenCacheHits, contract.MetricTokenCacheMisses, contract.MetricHostVerified, contract.MetricHostVerifyUnavailable} {
+		w.h.DefineCounter(name)
+	}
 	if !w.g.Configure(w.h, rootID, c.plugin) {
 		return nil, false
 	}
