@@ -75,7 +75,7 @@ const headTimeoutEvent = 1
 func (nc *netConn) startHeadTimer(hostFilter C.uintptr_t) {
 	s := C.dp_net_scheduler_new(hostFilter)
 	if s == 0 {
-		return // a new connection on this worker closes it late instead
+		return // the next new connection on this worker closes it late instead
 	}
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
@@ -257,6 +257,11 @@ func envoy_dynamic_module_on_network_filter_new_connection(hostFilter, module C.
 	defer w.mu.Unlock()
 	w.h.filter = hostFilter
 	defer func() { w.h.filter = 0 }()
+	// Late handshakes are closed by their own timers (startHeadTimer);
+	// a new connection closes any a timer missed, as the Wasm filter's
+	// tick would. It looks at the oldest pending handshake only.
+	w.g.Tick(w.h, rootID, time.Now())
+	w.h.filter = hostFilter
 	action := w.g.NewConnection(w.h, nc.id)
 	if action == gate.Pause {
 		nc.startHeadTimer(hostFilter)
