@@ -35,6 +35,9 @@ type netConfig struct {
 	mu      sync.Mutex
 	extra   map[uint32]*netWorker
 	stop    chan struct{}
+	// root is the root id this config's policy has in the gates of the
+	// older configs it supersedes (supersede.go).
+	root uint32
 }
 
 // netWorker is one worker thread's tcp gate and the connections it holds,
@@ -184,6 +187,9 @@ func (c *netConfig) worker(filter C.uintptr_t) *netWorker {
 	if int(i) < len(c.workers) {
 		return c.workers[i]
 	}
+	// In register's order: the registry, then the config.
+	tcpConfigs.Lock()
+	defer tcpConfigs.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if w := c.extra[i]; w != nil {
@@ -193,6 +199,7 @@ func (c *netConfig) worker(filter C.uintptr_t) *netWorker {
 	if !ok {
 		return nil
 	}
+	c.catchUp(w)
 	c.extra[i] = w
 	return w
 }

@@ -26,13 +26,27 @@ var tcpConfigs = struct {
 
 // register makes c its plugin's latest config.
 func (c *netConfig) register() {
-	root := supersedeRoots + tcpConfigs.gen.Add(1)%(supersedeRoots-1)
+	c.root = supersedeRoots + tcpConfigs.gen.Add(1)%(supersedeRoots-1)
 	tcpConfigs.Lock()
 	defer tcpConfigs.Unlock()
 	for _, old := range tcpConfigs.live[c.plugin] {
-		old.supersede(c, root)
+		old.supersede(c, c.root)
 	}
 	tcpConfigs.live[c.plugin] = append(tcpConfigs.live[c.plugin], c)
+}
+
+// catchUp configures the plugin's latest config, if it is newer than c,
+// in a gate c makes after it was superseded (a worker past the count
+// Envoy gave). tcpConfigs is held: it is locked before any config's mu.
+func (c *netConfig) catchUp(w *netWorker) {
+	live := tcpConfigs.live[c.plugin]
+	if len(live) == 0 || live[len(live)-1] == c {
+		return
+	}
+	newer := live[len(live)-1]
+	if w.g.Configure(&configuringHost{netHost: w.h, raw: newer.raw}, newer.root, c.plugin) {
+		w.superseded = newer.root
+	}
 }
 
 // unregister forgets a config Envoy destroyed.
