@@ -97,25 +97,33 @@ func (h *netHost) DownstreamData(start, max uint32) ([]byte, error) {
 	if !C.dp_net_read_chunks(h.filter, &chunks[0]) {
 		return nil, errors.New("reading the connection's data failed")
 	}
+	lent := make([][]byte, n)
+	for i, ch := range chunks {
+		lent[i] = unsafe.Slice((*byte)(unsafe.Pointer(ch.ptr)), int(ch.length))
+	}
+	return copyRange(lent, int(start), int(max)), nil
+}
+
+// copyRange copies at most max bytes from byte start on of the buffer
+// whose slices are chunks.
+func copyRange(chunks [][]byte, start, max int) []byte {
 	out := make([]byte, 0, max)
-	skip := uint64(start)
-	for _, ch := range chunks {
-		b := unsafe.Slice((*byte)(unsafe.Pointer(ch.ptr)), int(ch.length))
-		if skip >= uint64(len(b)) {
-			skip -= uint64(len(b))
+	for _, b := range chunks {
+		if start >= len(b) {
+			start -= len(b)
 			continue
 		}
-		b = b[skip:]
-		skip = 0
-		if room := int(max) - len(out); len(b) > room {
+		b = b[start:]
+		start = 0
+		if room := max - len(out); len(b) > room {
 			b = b[:room]
 		}
 		out = append(out, b...)
-		if len(out) == int(max) {
+		if len(out) == max {
 			break
 		}
 	}
-	return out, nil
+	return out
 }
 
 // ReplaceDownstreamData replaces the first size bytes of the read buffer.
