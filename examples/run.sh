@@ -7,8 +7,8 @@ set -euo pipefail
 : "${ENVOY_BIN:?}" "${BIN:?}" "${POLICY:?}"
 : "${LISTEN_PORT:=10000}" "${ADMIN_PORT:=9901}" "${XDS_PORT:=18000}" "${ADMIN_API_PORT:=18001}"
 : "${METRICS_PORT:=18002}" "${VOICE_PORT:=8081}" "${REST_PORT:=8082}" "${TCP_PORT:=10001}" "${MODULES_PORT:=18003}"
-# FILTER=native runs the handshake filter as an Envoy dynamic module on
-# the HTTP listener (the tcp mode listener keeps the Wasm module).
+# FILTER=native runs the handshake filter as an Envoy dynamic module, on
+# the HTTP listener and the tcp mode listener alike.
 : "${FILTER:=wasm}"
 case "$FILTER" in
   wasm) native=() ;;

@@ -331,6 +331,8 @@ func (l *lab) runners() []pathRunner {
 		runners = append(runners,
 			l.streamRunner("direct-native", "Envoy, minimal upgrade chain with the native build of the handshake check (a dynamic module, entered once per chunk) + router",
 				l.native.url("ws", "/v1/voice"), l.bearer(), onEnvoy(l.native.envoy)),
+			l.streamRunner("tcp-auth-native", "Envoy, tcp mode route with the native build of the tcp handshake check (a dynamic-module network filter whose per-chunk hooks are C) in front of tcp_proxy",
+				"ws://"+l.native.rawAuth+"/v1/voice", l.bearer(), onEnvoy(l.native.envoy)),
 			l.streamRunner("no-filter", "Envoy, upgrade chain of the router alone (no handshake check)",
 				fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil, onEnvoy(l.static)))
 	}

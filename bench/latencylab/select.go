@@ -53,7 +53,7 @@ func parseList(kind, list string, known []string) ([]string, error) {
 
 // PathNames are every path the lab can measure.
 func PathNames() []string {
-	names := []string{"no-proxy", "direct", "tcp", "tcp-auth", "full-chain", "rest-per-frame", "direct-native", "no-filter"}
+	names := []string{"no-proxy", "direct", "tcp", "tcp-auth", "full-chain", "rest-per-frame", "direct-native", "tcp-auth-native", "no-filter"}
 	for _, p := range peers {
 		names = append(names, p.name)
 	}

@@ -8,11 +8,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	dynamicmodulesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/dynamic_modules/v3"
 	dmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
+	dmnetworkv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dynamic_modules/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	policyv1 "github.com/directpipe/directpipe/api/directpipe/policy/v1"
 )
 
 // FilterKind is a build of the handshake filter.
@@ -63,31 +62,20 @@ const nativeWarmupRetries = 10
 // before Envoy asks for its listeners.
 const NativeWarmupCluster = "directpipe_native_warmup"
 
-// checkModules checks that every module the translation names has a
-// source: the dynamic module for a native node's HTTP filter, the Wasm
-// module for everything else (a native node's tcp routes included).
-func (o Options) checkModules(p *policyv1.Policy) error {
+// checkModules checks that the module the translation names has a
+// source: the dynamic module for a native node's HTTP and tcp filters,
+// the Wasm module for the others.
+func (o Options) checkModules() error {
 	if o.Filter == FilterNative {
 		if err := o.NativeModule.check(); err != nil {
 			return fmt.Errorf("translate: the native handshake module: %w", err)
 		}
-		if !hasTCPChecks(p) {
-			return nil
-		}
+		return nil
 	}
 	if err := o.Module.check(); err != nil {
 		return fmt.Errorf("translate: the handshake module: %w", err)
 	}
 	return nil
-}
-
-func hasTCPChecks(p *policyv1.Policy) bool {
-	for _, r := range p.GetRoutes() {
-		if isTCP(r) && tcpChecked(r) {
-			return true
-		}
-	}
-	return false
 }
 
 // dynamicModuleConfig names the dynamic module. Envoy keeps a remote
@@ -125,15 +113,30 @@ func nativeHandshakeConfig(m ModuleSource, doc []byte) *corev3.TypedExtensionCon
 	return &corev3.TypedExtensionConfig{Name: HandshakeFilterName, TypedConfig: mustAny(f)}
 }
 
-// warmupClusters are the clusters that load remote modules before Envoy
-// asks for listeners (see warmupCluster). A native node loads the Wasm
-// module too only when a tcp route needs it.
-func warmupClusters(opts Options, tcpChecks bool) []*clusterv3.Cluster {
-	var out []*clusterv3.Cluster
-	if opts.Filter == FilterNative && opts.NativeModule.remote() {
-		out = append(out, nativeWarmupCluster(opts.NativeModule))
+// nativeTCPHandshakeConfig is a tcp route's handshake network filter as
+// the dynamic module: the route's policy document as the config's bytes,
+// the filter name as its plugin name. The module is the HTTP filter's,
+// named by the same sha256, so Envoy loads it once; nack_on_cache_miss
+// makes a module that is missing or does not load a refused config, never
+// a filter left out.
+func nativeTCPHandshakeConfig(m ModuleSource, name string, doc []byte) *corev3.TypedExtensionConfig {
+	f := &dmnetworkv3.DynamicModuleNetworkFilter{
+		DynamicModuleConfig: dynamicModuleConfig(m, true),
+		FilterName:          name,
+		FilterConfig:        mustAny(wrapperspb.String(string(doc))),
 	}
-	if opts.Filter == FilterNative && !tcpChecks {
+	return &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(f)}
+}
+
+// warmupClusters are the clusters that load remote modules before Envoy
+// asks for listeners (see warmupCluster). A native node loads only the
+// dynamic module: its tcp routes run it too.
+func warmupClusters(opts Options) []*clusterv3.Cluster {
+	var out []*clusterv3.Cluster
+	if opts.Filter == FilterNative {
+		if opts.NativeModule.remote() {
+			out = append(out, nativeWarmupCluster(opts.NativeModule))
+		}
 		return out
 	}
 	if opts.Module.remote() {

@@ -20,7 +20,7 @@ const TCPListenerPrefix = "tcp-"
 
 // tcpListener is the literal direct pipe: a listener whose network filters
 // are the handshake check and tcp_proxy (tcp_proxy alone for a raw route).
-func tcpListener(r *policyv1.Route) (*listenerv3.Listener, error) {
+func tcpListener(r *policyv1.Route, kind FilterKind) (*listenerv3.Listener, error) {
 	addr, err := socketAddress(r.GetTcp().GetAddress())
 	if err != nil {
 		return nil, fmt.Errorf("translate: tcp route %q: %w", r.GetName(), err)
@@ -29,13 +29,13 @@ func tcpListener(r *policyv1.Route) (*listenerv3.Listener, error) {
 		Name:    TCPListenerPrefix + r.GetName(),
 		Address: addr,
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters: tcpFilters(r),
+			Filters: tcpFilters(r, kind),
 		}},
 	}, nil
 }
 
 // tcpFilters is the tcp route's network filter chain.
-func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
+func tcpFilters(r *policyv1.Route, kind FilterKind) []*listenerv3.Filter {
 	idle := DefaultWebSocketIdleTimeout
 	if d := r.GetIdleTimeout(); d != nil {
 		idle = d.AsDuration()
@@ -50,7 +50,7 @@ func tcpFilters(r *policyv1.Route) []*listenerv3.Filter {
 	}
 	var filters []*listenerv3.Filter
 	if tcpChecked(r) {
-		filters = append(filters, tcpHandshakeFilter(r))
+		filters = append(filters, tcpHandshakeFilter(r, kind))
 		// tcp_proxy must neither connect nor stop reading before the
 		// handshake is decided: the check needs the first bytes, and a
 		// denial picks another cluster (see filter/tcpcheck).

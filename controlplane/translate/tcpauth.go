@@ -24,18 +24,25 @@ const (
 	// the route name. The module tells a tcp plugin from an HTTP one by it.
 	TCPHandshakeFilterPrefix = contract.TCPRootIDPrefix
 	wasmNetworkTypeURL       = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
+	nativeNetworkTypeURL     = "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter"
 )
 
-// tcpHandshakeFilter is the network filter in front of tcp_proxy. Its
-// config comes by ECDS, like the HTTP filter's, so a key rotation or a
-// policy edit never touches the listener; until it has one, Envoy closes
-// the listener's connections (fail closed).
-func tcpHandshakeFilter(r *policyv1.Route) *listenerv3.Filter {
+// tcpHandshakeFilter is the network filter in front of tcp_proxy: the
+// Wasm module's, or the dynamic module's for a native node. Its config
+// comes by ECDS, like the HTTP filter's, so a key rotation or a policy
+// edit never touches the listener; until it has one, Envoy closes the
+// listener's connections (fail closed), and a config of the other kind is
+// refused.
+func tcpHandshakeFilter(r *policyv1.Route, kind FilterKind) *listenerv3.Filter {
+	typeURL := wasmNetworkTypeURL
+	if kind == FilterNative {
+		typeURL = nativeNetworkTypeURL
+	}
 	return &listenerv3.Filter{
 		Name: TCPHandshakeFilterPrefix + r.GetName(),
 		ConfigType: &listenerv3.Filter_ConfigDiscovery{ConfigDiscovery: &corev3.ExtensionConfigSource{
 			ConfigSource: adsSource(),
-			TypeUrls:     []string{wasmNetworkTypeURL},
+			TypeUrls:     []string{typeURL},
 		}},
 	}
 }
@@ -67,6 +74,10 @@ func TCPHandshakeConfigs(p *policyv1.Policy, opts Options) ([]*corev3.TypedExten
 			return nil, fmt.Errorf("translate: tcp filter config of route %q: %w", r.GetName(), err)
 		}
 		name := TCPHandshakeFilterPrefix + r.GetName()
+		if opts.Filter == FilterNative {
+			out = append(out, nativeTCPHandshakeConfig(opts.NativeModule, name, enc))
+			continue
+		}
 		wasm := &wasmnetworkv3.Wasm{Config: pluginConfig(name, opts.Module, enc)}
 		out = append(out, &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(wasm)})
 	}

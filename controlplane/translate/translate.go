@@ -84,7 +84,7 @@ type validator interface{ ValidateAll() error }
 // returned, so what the caller serves is never something Envoy would reject
 // on schema grounds.
 func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
-	if err := opts.checkModules(p); err != nil {
+	if err := opts.checkModules(); err != nil {
 		return nil, err
 	}
 	var listeners, routes, clusters, endpoints, extensionConfigs []types.Resource
@@ -112,7 +112,7 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	for _, r := range p.GetRoutes() {
 		switch {
 		case isTCP(r):
-			lis, err := tcpListener(r)
+			lis, err := tcpListener(r, opts.Filter)
 			if err != nil {
 				return nil, err
 			}
@@ -133,11 +133,12 @@ func Translate(p *policyv1.Policy, opts Options) (xdstype.Resources, error) {
 	for _, c := range tcpECDS {
 		extensionConfigs = append(extensionConfigs, c)
 	}
-	for _, c := range warmupClusters(opts, len(tcpECDS) > 0) {
+	for _, c := range warmupClusters(opts) {
 		clusters = append(clusters, c)
 	}
-	// A tcp route that checks handshakes needs somewhere to send denials.
-	if len(tcpECDS) > 0 {
+	// A tcp route that checks handshakes with the Wasm module needs
+	// somewhere to send denials; the native one answers them itself.
+	if len(tcpECDS) > 0 && opts.Filter != FilterNative {
 		listeners = append(listeners, denyListener())
 		clusters = append(clusters, denyCluster())
 	}

@@ -193,8 +193,8 @@ func testClientAddressLists(t *testing.T, build testkit.FilterBuild) {
 	}
 
 	stats := map[string]string{
-		httpFilterStat(build, contract.MetricDeniedPrefix+contract.ReasonClientAddress): "http",
-		"wasmcustom." + contract.MetricTCPDeniedPrefix + contract.ReasonClientAddress:   "tcp",
+		httpFilterStat(build, contract.MetricDeniedPrefix+contract.ReasonClientAddress):    "http",
+		httpFilterStat(build, contract.MetricTCPDeniedPrefix+contract.ReasonClientAddress): "tcp",
 	}
 	for stat, path := range stats {
 		v, err := s.envoy.Stat(ctx, stat)

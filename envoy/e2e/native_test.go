@@ -97,7 +97,9 @@ func startNativeEnvoy(t *testing.T, doNotClose bool) *nativeEnvoy {
 // cluster "upstream", which routes under /ws reach, at upstream (host:port).
 func startNativeEnvoyWith(t *testing.T, doNotClose bool, module, upstream string) *nativeEnvoy {
 	t.Helper()
-	t.Setenv("DIRECTPIPE_ENVOY_LOG", "info")
+	if os.Getenv("DIRECTPIPE_ENVOY_LOG") == "" {
+		t.Setenv("DIRECTPIPE_ENVOY_LOG", "info")
+	}
 	n := &nativeEnvoy{module: module, port: testkit.FreePort(t), lds: filepath.Join(t.TempDir(), "lds.yaml")}
 	n.setListener(t, 1, doNotClose)
 	adminPort := testkit.FreePort(t)

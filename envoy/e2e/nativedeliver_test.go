@@ -198,7 +198,7 @@ func TestNativeModuleFailsClosed(t *testing.T) {
 		{"does not load", "", unloadableNativeModule, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := memberOptions{remote: true, native: tc.module(t), noTCP: true}
+			o := memberOptions{remote: true, native: tc.module(t)}
 			sha := fileSHA256(t, o.native)
 			var proxy *moduleProxy
 			if tc.proxy != "" {
@@ -230,18 +230,29 @@ func TestNativeModuleFailsClosed(t *testing.T) {
 				}
 				return
 			}
-			// Every answer is Envoy's own 500 for a filter without config.
+			// Every answer is Envoy's own 500 for a filter without config;
+			// the tcp mode listener, whose network filter has none either,
+			// closes every connection unanswered.
 			answers := probe.answered["REST"] + probe.answered["upgrade"]
 			if answers == 0 {
 				t.Fatal("the listener never answered")
 			}
+			var httpFailures, tcpClosed int
 			for _, f := range probe.failures {
-				if !strings.Contains(f, ": 500") {
+				switch {
+				case strings.HasPrefix(f, "tcp mode upgrade") && !strings.Contains(f, "ready at"):
+					tcpClosed++
+				case !strings.Contains(f, ": 500"):
 					t.Errorf("a client saw something other than a 500: %s", f)
+				default:
+					httpFailures++
 				}
 			}
-			if n := len(probe.failures); n != answers {
-				t.Errorf("%d of %d answers were not refusals", answers-n, answers)
+			if httpFailures != answers {
+				t.Errorf("%d of %d answers were not refusals", answers-httpFailures, answers)
+			}
+			if probe.answered["tcp mode upgrade"] != 0 || tcpClosed == 0 {
+				t.Errorf("tcp mode: %d answers, %d connections closed unanswered; want none answered", probe.answered["tcp mode upgrade"], tcpClosed)
 			}
 			var nack string
 			for _, n := range m.cp.XDS().Status().Nodes() {

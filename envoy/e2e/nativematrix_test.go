@@ -121,9 +121,10 @@ func waitNativeNack(t *testing.T, s *stack, sha, why, after string) xds.Nack {
 // with the native filter, whose counts are the module's own, shared by
 // Envoy's workers: an identity is refused 429 stream_quota at its quota
 // and the back end never receives the stream over it, a closed stream
-// frees its place, and handshakes over the rate are refused. (The tcp mode
-// rows of TestStreamQuotaAndHandshakeRate are not run here: tcp mode keeps
-// the Wasm filter, whose counts are separate from the native module's.)
+// frees its place, and handshakes over the rate are refused. The tcp mode
+// route, the native network filter, counts against the same quota: an
+// identity at its quota on the direct path is refused there too, with the
+// module's own raw 429.
 func TestNativeStreamQuota(t *testing.T) {
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	s := newStackWith(t, stackOptions{filter: testkit.FilterNative}, func(p *policyParams) {
@@ -144,8 +145,15 @@ func TestNativeStreamQuota(t *testing.T) {
 	if h := hold(t, t, direct, "/v1/quota", "bob"); h.status != http.StatusSwitchingProtocols {
 		t.Fatalf("bob: %d %s", h.status, h.body)
 	}
-	if seen := identitiesSeen(s, "/v1/quota"); seen["alice"] != 2 || seen["bob"] != 1 {
-		t.Fatalf("upgrades the back end received per identity: %v; want alice 2, bob 1", seen)
+	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	refusedFor(t, hold(t, t, tcpAddr, "/v1/quota", "alice"), contract.ReasonStreamQuota)
+	if h := hold(t, t, tcpAddr, "/v1/quota", "bob"); h.status != http.StatusSwitchingProtocols {
+		t.Fatalf("bob in tcp mode: %d %s", h.status, h.body)
+	}
+	if seen := identitiesSeen(s, "/v1/quota"); seen["alice"] != 2 || seen["bob"] != 2 {
+		t.Fatalf("upgrades the back end received per identity: %v; want alice 2, bob 2 (one in tcp mode)", seen)
 	}
 	alice[0].close()
 	eventually(t, func() (bool, string) {
@@ -169,9 +177,11 @@ func TestNativeStreamQuota(t *testing.T) {
 	if passed < 3 {
 		t.Fatalf("%d handshakes passed before a refusal; want at least the burst, 3", passed)
 	}
-	stat := httpFilterStat(testkit.FilterNative, contract.MetricDeniedPrefix+contract.ReasonStreamQuota)
-	if v, err := s.envoy.Stat(t.Context(), stat); err != nil || v == 0 {
-		t.Errorf("stream quota refusals are not counted: %s = %d (%v)", stat, v, err)
+	for _, name := range []string{contract.MetricDeniedPrefix + contract.ReasonStreamQuota, contract.MetricTCPDeniedPrefix + contract.ReasonStreamQuota} {
+		stat := httpFilterStat(testkit.FilterNative, name)
+		if v, err := s.envoy.Stat(t.Context(), stat); err != nil || v == 0 {
+			t.Errorf("stream quota refusals are not counted: %s = %d (%v)", stat, v, err)
+		}
 	}
 }
 

@@ -154,7 +154,7 @@ type memberOptions struct {
 	// modules, when set, is the module server address Envoy is given in
 	// place of the control plane's own (which it is passed).
 	modules func(real string) string
-	// noTCP leaves the tcp mode route out, and with it the Wasm module.
+	// noTCP leaves the tcp mode route out, and its network filter.
 	noTCP bool
 }
 

@@ -153,8 +153,8 @@ type hostile struct {
 // route and TLS back ends, and asserts on what the back end received
 // (issue 11, "Done when"). Every row also checks that no forged value, no
 // token and no header with an underscore reached the back end.
-// It runs once per build of the HTTP handshake filter, Wasm and native
-// (the tcp mode rows run the Wasm network filter in both).
+// It runs once per build of the handshake filter, Wasm and native, the
+// tcp mode rows included (the Wasm or the native network filter).
 func TestHostileRequests(t *testing.T) {
 	for _, build := range testkit.FilterBuilds {
 		t.Run(string(build), func(t *testing.T) { testHostileRequests(t, build) })
@@ -666,6 +666,7 @@ func testHostileRequests(t *testing.T, build testkit.FilterBuild) {
 	})
 
 	s.checkFilterBuild(build)
+	s.checkTCPFilterBuild(build, contract.ReasonBadHandshake)
 }
 
 // secondRequest sends first on a new connection to addr, reads the

@@ -344,6 +344,38 @@ func httpFilterStat(build testkit.FilterBuild, name string) string {
 	return "wasmcustom." + name
 }
 
+// checkTCPFilterBuild asserts that the tcp mode handshakes this stack's
+// Envoy decided were decided by the given build's network filter: its
+// allowed and denied counters moved, the other build's stayed at zero or
+// do not exist, and only the Wasm build sent denials through the deny
+// listener (the native filter answers them on the connection itself).
+func (s *stack) checkTCPFilterBuild(build testkit.FilterBuild, denied string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	other := testkit.FilterNative
+	if build == testkit.FilterNative {
+		other = testkit.FilterWasm
+	}
+	for _, name := range []string{contract.MetricTCPAllowed, contract.MetricTCPDeniedPrefix + denied} {
+		if err := s.envoy.WaitStat(ctx, httpFilterStat(build, name), func(v int64) bool { return v > 0 }); err != nil {
+			s.t.Fatalf("the %s network filter did not count %s: %v", build, name, err)
+		}
+		if v, err := s.envoy.Stat(ctx, httpFilterStat(other, name)); err == nil && v > 0 {
+			s.t.Fatalf("%s = %d: the other build's network filter decided handshakes", httpFilterStat(other, name), v)
+		}
+	}
+	v, err := s.envoy.Stat(ctx, "http.directpipe_deny.downstream_rq_completed")
+	switch {
+	case err != nil:
+		s.t.Fatal(err)
+	case build == testkit.FilterNative && v > 0:
+		s.t.Fatalf("the deny listener answered %d requests: the native filter should answer denials itself", v)
+	case build == testkit.FilterWasm && v == 0:
+		s.t.Fatal("the deny listener answered nothing: the Wasm filter's denials go through it")
+	}
+}
+
 // checkFilterBuild asserts that the HTTP handshakes this stack's Envoy
 // decided were decided by the given build of the filter: its counters
 // moved, and the other build's did not exist or stayed at zero.

@@ -104,3 +104,13 @@ type TCPHost interface {
 	// SetEffectiveContext makes later calls act on another context.
 	SetEffectiveContext(id uint32) error
 }
+
+// TCPResponder is a TCPHost that can write to its client, as a native
+// network filter can and a Proxy-Wasm one cannot: a denial is then
+// answered on the connection itself, with nothing of the client's bytes
+// going further.
+type TCPResponder interface {
+	// Respond drops what the client has sent, writes data to it, and
+	// closes the connection once data is written.
+	Respond(data []byte) error
+}

@@ -146,15 +146,13 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	}
 	p := g.policy(c)
 	if p == nil {
-		d := auth.NotConfigured()
-		return g.deny(h, c, d, tcpcheck.DenyRequest(d, contract.DefaultRealm), size)
+		return g.deny(h, c, auth.NotConfigured(), contract.DefaultRealm, size)
 	}
 	if !clientAllowed(h, p.ClientList()) {
 		// The client waits for an HTTP answer: it gets the deny
 		// listener's 403, whatever its first bytes hold, and no byte of
 		// its request goes further.
-		d := auth.Denial(contract.ReasonClientAddress)
-		return g.deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
+		return g.deny(h, c, auth.Denial(contract.ReasonClientAddress), p.Realm, size)
 	}
 	// One byte more than a head may hold tells a head that ends exactly
 	// at the limit with bytes after it from one that ends the buffer.
@@ -178,17 +176,15 @@ func (g *TCP) DownstreamData(h TCPHost, id, size uint32, end bool, now func() ti
 	case tcpcheck.NeedMore:
 		if end {
 			// The client stopped sending before its head ended.
-			d := auth.Denial(contract.ReasonBadHandshake)
-			return g.deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
+			return g.deny(h, c, auth.Denial(contract.ReasonBadHandshake), p.Realm, size)
 		}
 		return Pause
 	case tcpcheck.Deny:
 		h.Log(LevelDebug, "policy "+p.Name+" denied a tcp handshake: "+o.Decision.Reason)
-		return g.deny(h, c, o.Decision, o.Replacement, size)
+		return g.deny(h, c, o.Decision, p.Realm, size)
 	}
 	if reason := g.quota.Admit(h, id, p, o.Decision.Identity, t); reason != "" {
-		d := auth.Denial(reason)
-		return g.deny(h, c, d, tcpcheck.DenyRequest(d, p.Realm), size)
+		return g.deny(h, c, auth.Denial(reason), p.Realm, size)
 	}
 	// The token is in the bytes being replaced: if the host refuses the
 	// rewrite, the connection must not go on (and gives back its stream
@@ -210,21 +206,34 @@ func (g *TCP) policy(c *conn) *auth.Policy {
 	return g.policies[c.root]
 }
 
-// deny swaps every byte received for the request the deny listener
-// answers, and points tcp_proxy at that listener.
-func (g *TCP) deny(h TCPHost, c *conn, d auth.Decision, request []byte, size uint32) Action {
+// deny answers a denied handshake. A host that can write to its client
+// (TCPResponder) answers it there and closes; otherwise every byte
+// received is swapped for the request the deny listener answers, and
+// tcp_proxy is pointed at that listener.
+func (g *TCP) deny(h TCPHost, c *conn, d auth.Decision, realm string, size uint32) Action {
+	if r, ok := h.(TCPResponder); ok {
+		if err := r.Respond(tcpcheck.DenyResponse(d, realm)); err != nil {
+			return closeConnection(h, "answering the denial: "+err.Error())
+		}
+		g.decide(c)
+		h.Count(contract.MetricTCPDeniedPrefix + d.Reason)
+		return Pause
+	}
 	if err := h.SetConnectionFilterState(tcpClusterState, contract.DenyCluster); err != nil {
 		// Without the deny route the request would go to the back end:
 		// close instead, without an answer.
 		return closeConnection(h, "cannot route the denial: "+err.Error())
 	}
-	if err := h.ReplaceDownstreamData(size, request); err != nil {
+	if err := h.ReplaceDownstreamData(size, tcpcheck.DenyRequest(d, realm)); err != nil {
 		return closeConnection(h, err.Error())
 	}
 	g.decide(c)
 	h.Count(contract.MetricTCPDeniedPrefix + d.Reason)
 	return Continue
 }
+
+// Refresh says the quota counts of this gate's connections are alive.
+func (g *TCP) Refresh(h Host, now time.Time) { g.quota.Refresh(h, now) }
 
 // closeConnection ends a connection that cannot be decided safely.
 func closeConnection(h TCPHost, why string) Action {

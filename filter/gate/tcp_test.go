@@ -435,3 +435,67 @@ func TestTCPTrickledHead(t *testing.T) {
 		})
 	}
 }
+
+// respondingHost is a host that writes to its client, as the native
+// network filter does.
+type respondingHost struct {
+	*fakeHost
+	answered   []byte
+	errRespond error
+}
+
+func (h *respondingHost) Respond(data []byte) error {
+	if h.errRespond != nil {
+		return h.errRespond
+	}
+	h.answered = append([]byte(nil), data...)
+	h.data = nil
+	return nil
+}
+
+// TestTCPRespondingHost: a host that can write to its client gets each
+// denial's raw answer to write, and the connection is held (the host
+// closes it once written); nothing goes to the deny listener. An allowed
+// head is rewritten as for any host.
+func TestTCPRespondingHost(t *testing.T) {
+	good := token(t, goodClaims())
+	tests := []struct {
+		name       string
+		head       string
+		errRespond error
+		action     Action
+		status     string // the answer's status line; "" for none
+		count      string
+	}{
+		{"allowed", upgrade("/v1/a", "Authorization: Bearer "+good), nil, Continue, "", contract.MetricTCPAllowed},
+		{"no token", upgrade("/v1/a"), nil, Pause, "HTTP/1.1 401 Unauthorized", contract.MetricTCPDeniedPrefix + contract.ReasonMissingToken},
+		{"not a handshake", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", nil, Pause, "HTTP/1.1 400 Bad Request", contract.MetricTCPDeniedPrefix + contract.ReasonBadHandshake},
+		{"the answer cannot be written", upgrade("/v1/a"), errors.New("refused"), Pause, "", contract.MetricTCPDeniedPrefix + contract.ReasonInternal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := tcpGate(t)
+			h := &respondingHost{fakeHost: newFakeHost(""), errRespond: tt.errRespond}
+			h.data = []byte(tt.head)
+			if a := g.DownstreamData(h, streamID, uint32(len(tt.head)), false, clock); a != tt.action {
+				t.Fatalf("action %d, want %d (logs %q)", a, tt.action, h.logs)
+			}
+			if len(h.filterState) != 0 {
+				t.Fatalf("filter state %v: a responding host's denials never go to the deny listener", h.filterState)
+			}
+			if h.counts[tt.count] != 1 {
+				t.Fatalf("counts %v, want %s", h.counts, tt.count)
+			}
+			answer := string(h.answered)
+			if !strings.HasPrefix(answer, tt.status+"\r\n") != (tt.status == "") {
+				t.Fatalf("answer %q, want status line %q", answer, tt.status)
+			}
+			if tt.errRespond != nil && len(h.closed) != 1 {
+				t.Fatalf("closed %v: a denial that cannot be answered must close", h.closed)
+			}
+			if strings.Contains(answer, good) {
+				t.Fatal("the answer carries the token")
+			}
+		})
+	}
+}

@@ -1,9 +1,11 @@
 // Command native is the handshake filter as an Envoy dynamic module: a Go
 // c-shared library Envoy 1.40 loads through the dynamic-module C ABI, with
 // no VM between Envoy and the filter's Go code. It binds filter/gate, the
-// logic the Proxy-Wasm module runs, to that ABI: the same configuration
-// (the filter config string is the plugin configuration's JSON), the same
-// decisions, reason codes and header edits.
+// logic the Proxy-Wasm module runs, to that ABI, as an HTTP filter (the
+// upgrade chain; filter.go) and as a network filter (tcp mode routes;
+// network.go): the same configuration (the filter config string is the
+// plugin configuration's JSON), the same decisions, reason codes and
+// header edits.
 //
 // The declarations below are ours, written from the ABI header of Envoy
 // v1.40.0 (source/extensions/dynamic_modules/abi/), because Envoy's own Go

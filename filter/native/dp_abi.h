@@ -127,3 +127,121 @@ static void dp_log(int level, dp_buffer message) {
 	if (!envoy_dynamic_module_callback_log_enabled(level)) return;
 	envoy_dynamic_module_callback_log(level, message);
 }
+
+// The network filter's half of the ABI. A connection's state lives in C
+// memory (dp_conn) so that the read hook, which Envoy calls for every chunk
+// the client sends, can see that the handshake is decided without
+// entering Go (see nethooks.c).
+typedef struct {
+	uintptr_t handle; // the Go state's cgo.Handle
+	int decided;      // set on the connection's worker thread only
+} dp_conn;
+
+// Envoy's connection close types.
+enum { dp_close_flush_write = 0, dp_close_no_flush = 1 };
+
+__attribute__((weak)) size_t envoy_dynamic_module_callback_network_filter_get_read_buffer_size(uintptr_t filter);
+__attribute__((weak)) size_t envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks_size(
+	uintptr_t filter);
+__attribute__((weak)) bool envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks(uintptr_t filter,
+	dp_buffer* result);
+// Envoy 1.40 answers drain and prepend with a bool; nothing reads it.
+__attribute__((weak)) void envoy_dynamic_module_callback_network_filter_drain_read_buffer(uintptr_t filter,
+	size_t length);
+__attribute__((weak)) void envoy_dynamic_module_callback_network_filter_prepend_read_buffer(uintptr_t filter,
+	dp_buffer data);
+__attribute__((weak)) void envoy_dynamic_module_callback_network_filter_write(uintptr_t filter, dp_buffer data,
+	bool end_stream);
+__attribute__((weak)) void envoy_dynamic_module_callback_network_filter_close(uintptr_t filter, int close_type);
+__attribute__((weak)) bool envoy_dynamic_module_callback_network_filter_get_remote_address(uintptr_t filter,
+	dp_buffer* address, uint32_t* port);
+__attribute__((weak)) int envoy_dynamic_module_callback_network_filter_config_define_counter(uintptr_t config,
+	dp_buffer name, size_t* counter_id);
+__attribute__((weak)) int envoy_dynamic_module_callback_network_filter_increment_counter(uintptr_t filter,
+	size_t id, uint64_t value);
+__attribute__((weak)) uint32_t envoy_dynamic_module_callback_network_filter_get_worker_index(uintptr_t filter);
+
+static size_t dp_net_read_size(uintptr_t filter) {
+	if (!envoy_dynamic_module_callback_network_filter_get_read_buffer_size) return 0;
+	return envoy_dynamic_module_callback_network_filter_get_read_buffer_size(filter);
+}
+
+static size_t dp_net_read_chunks_size(uintptr_t filter) {
+	if (!envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks_size) return 0;
+	return envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks_size(filter);
+}
+
+static bool dp_net_read_chunks(uintptr_t filter, dp_buffer* result) {
+	if (!envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks) return false;
+	return envoy_dynamic_module_callback_network_filter_get_read_buffer_chunks(filter, result);
+}
+
+static bool dp_net_drain(uintptr_t filter, size_t length) {
+	if (!envoy_dynamic_module_callback_network_filter_drain_read_buffer) return false;
+	envoy_dynamic_module_callback_network_filter_drain_read_buffer(filter, length);
+	return true;
+}
+
+static bool dp_net_prepend(uintptr_t filter, dp_buffer data) {
+	if (!envoy_dynamic_module_callback_network_filter_prepend_read_buffer) return false;
+	envoy_dynamic_module_callback_network_filter_prepend_read_buffer(filter, data);
+	return true;
+}
+
+static bool dp_net_write(uintptr_t filter, dp_buffer data, bool end_stream) {
+	if (!envoy_dynamic_module_callback_network_filter_write) return false;
+	envoy_dynamic_module_callback_network_filter_write(filter, data, end_stream);
+	return true;
+}
+
+static bool dp_net_close(uintptr_t filter, int close_type) {
+	if (!envoy_dynamic_module_callback_network_filter_close) return false;
+	envoy_dynamic_module_callback_network_filter_close(filter, close_type);
+	return true;
+}
+
+static bool dp_net_remote_address(uintptr_t filter, dp_buffer* address, uint32_t* port) {
+	if (!envoy_dynamic_module_callback_network_filter_get_remote_address) return false;
+	return envoy_dynamic_module_callback_network_filter_get_remote_address(filter, address, port);
+}
+
+static int dp_net_define_counter(uintptr_t config, dp_buffer name, size_t* id) {
+	if (!envoy_dynamic_module_callback_network_filter_config_define_counter) return -1;
+	return envoy_dynamic_module_callback_network_filter_config_define_counter(config, name, id);
+}
+
+static int dp_net_increment_counter(uintptr_t filter, size_t id, uint64_t value) {
+	if (!envoy_dynamic_module_callback_network_filter_increment_counter) return -1;
+	return envoy_dynamic_module_callback_network_filter_increment_counter(filter, id, value);
+}
+
+__attribute__((weak)) uintptr_t envoy_dynamic_module_callback_network_filter_scheduler_new(uintptr_t filter);
+__attribute__((weak)) void envoy_dynamic_module_callback_network_filter_scheduler_commit(uintptr_t scheduler,
+	uint64_t event_id);
+__attribute__((weak)) void envoy_dynamic_module_callback_network_filter_scheduler_delete(uintptr_t scheduler);
+
+// A scheduler posts an event to its connection's worker thread; any
+// thread may commit one. Envoy's scheduler holds the connection weakly, so
+// an event committed after the connection is gone is dropped.
+static uintptr_t dp_net_scheduler_new(uintptr_t filter) {
+	if (!envoy_dynamic_module_callback_network_filter_scheduler_new) return 0;
+	return envoy_dynamic_module_callback_network_filter_scheduler_new(filter);
+}
+
+static void dp_net_scheduler_commit(uintptr_t scheduler, uint64_t event_id) {
+	if (envoy_dynamic_module_callback_network_filter_scheduler_commit)
+		envoy_dynamic_module_callback_network_filter_scheduler_commit(scheduler, event_id);
+}
+
+static void dp_net_scheduler_delete(uintptr_t scheduler) {
+	if (envoy_dynamic_module_callback_network_filter_scheduler_delete)
+		envoy_dynamic_module_callback_network_filter_scheduler_delete(scheduler);
+}
+
+static uint32_t dp_net_worker_index(uintptr_t filter) {
+	if (!envoy_dynamic_module_callback_network_filter_get_worker_index) return UINT32_MAX;
+	return envoy_dynamic_module_callback_network_filter_get_worker_index(filter);
+}
+
+// dp_conn_of is the connection state behind Envoy's module filter handle.
+static dp_conn* dp_conn_of(uintptr_t module) { return (dp_conn*)module; }

@@ -15,6 +15,7 @@ package tcpcheck
 import (
 	"encoding/base64"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -188,4 +189,31 @@ func DenyRequest(d auth.Decision, realm string) []byte {
 		h.Fields = append(h.Fields, httphead.Field{Name: contract.ChallengeHeader, Value: d.WWWAuthenticate(realm)})
 	}
 	return h.Bytes()
+}
+
+// DenyResponse is the raw HTTP/1.1 answer to a denial, for a host that
+// writes it to the client itself: the status, JSON body, challenge and
+// Retry-After the deny listener answers DenyRequest with, and close.
+func DenyResponse(d auth.Decision, realm string) []byte {
+	status := contract.Status(d.Reason)
+	body := contract.Body(d.Reason)
+	var b strings.Builder
+	b.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + statusText[status] + "\r\n")
+	b.WriteString("content-type: application/json\r\n")
+	if d.Challenges() {
+		b.WriteString("www-authenticate: " + d.WWWAuthenticate(realm) + "\r\n")
+	}
+	if contract.RetryAfter(d.Reason) {
+		b.WriteString("retry-after: " + strconv.Itoa(contract.RetryAfterSeconds) + "\r\n")
+	}
+	b.WriteString("content-length: " + strconv.Itoa(len(body)) + "\r\nconnection: close\r\n\r\n")
+	b.Write(body)
+	return []byte(b.String())
+}
+
+// statusText names the statuses a denial answers with (net/http is not
+// worth its size in the Wasm module for five phrases).
+var statusText = map[int]string{
+	400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
+	500: "Internal Server Error", 503: "Service Unavailable",
 }

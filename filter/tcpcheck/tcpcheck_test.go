@@ -1,8 +1,13 @@
 package tcpcheck
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -375,5 +380,41 @@ func TestInspectPublicPolicy(t *testing.T) {
 		if _, err := auth.ParseConfig([]byte(doc)); err == nil {
 			t.Errorf("a public policy that could accept or set something was taken: %s", doc)
 		}
+	}
+}
+
+// TestDenyResponse: the raw answer a native filter writes is the deny
+// listener's: status, JSON body, the challenge for a 401, Retry-After for
+// a 429, and close; it parses as HTTP/1.1.
+func TestDenyResponse(t *testing.T) {
+	for _, reason := range contract.Reasons() {
+		t.Run(reason, func(t *testing.T) {
+			d := auth.Denial(reason)
+			raw := DenyResponse(d, "voice")
+			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
+			if err != nil {
+				t.Fatalf("%q: %v", raw, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != contract.Status(reason) || !strings.HasPrefix(resp.Status, strconv.Itoa(resp.StatusCode)+" ") || len(resp.Status) < 5 {
+				t.Errorf("status %q, want %d with its phrase", resp.Status, contract.Status(reason))
+			}
+			if !bytes.Equal(body, contract.Body(reason)) || resp.Header.Get("Content-Type") != "application/json" || !resp.Close {
+				t.Errorf("body %q, content-type %q, close %v", body, resp.Header.Get("Content-Type"), resp.Close)
+			}
+			if got, want := resp.Header.Get("Www-Authenticate"), ""; contract.Challenges(reason) {
+				if want = d.WWWAuthenticate("voice"); got != want {
+					t.Errorf("challenge %q, want %q", got, want)
+				}
+			} else if got != want {
+				t.Errorf("challenge %q on a %d", got, resp.StatusCode)
+			}
+			if got := resp.Header.Get("Retry-After"); (got != "") != contract.RetryAfter(reason) {
+				t.Errorf("Retry-After %q on a %d", got, resp.StatusCode)
+			}
+		})
 	}
 }
