@@ -429,7 +429,7 @@ func caughtSignals(t *testing.T, pid int) map[syscall.Signal]bool {
 }
 
 // TestNativeModuleRollout installs a new dynamic module while two
-// streams run and handshakes arrive every 100 ms: Envoy loads the new
+// streams run and handshakes arrive every 25 ms: Envoy loads the new
 // module in a warm-up cluster first, and the handshake filter names it
 // only once it has. No handshake fails and no open stream loses a frame
 // on the way, Envoy refuses no filter config, and the rollout leaves no
@@ -463,13 +463,16 @@ func TestNativeModuleRollout(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(25 * time.Millisecond):
 			}
 			for _, tg := range m.targets {
 				probe.send(tg)
 			}
 		}
 	}()
+	waitFor(t, time.Minute, func() (bool, string) {
+		return answeredTotal(probe) >= len(m.targets), "no handshakes before the rollout"
+	})
 	start := time.Now()
 	m.cp.Refresh(ctx)
 	// The control plane's Resources are the Wasm nodes'; Envoy says what
