@@ -434,10 +434,21 @@ func caughtSignals(t *testing.T, pid int) map[syscall.Signal]bool {
 // only once it has. No handshake fails and no open stream loses a frame
 // on the way, Envoy refuses no filter config, and the rollout leaves no
 // NACK (in the control plane's status and in `dpctl status`) and no
-// critical line behind.
+// critical line behind. It runs over SotW and delta xDS: each
+// acknowledges the cluster update only once the warm-up cluster warmed.
 func TestNativeModuleRollout(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		name := "sotw"
+		if delta {
+			name = "delta"
+		}
+		t.Run(name, func(t *testing.T) { nativeRollout(t, delta) })
+	}
+}
+
+func nativeRollout(t *testing.T, delta bool) {
 	native := uniqueNativeModule(t)
-	m := launchMember(t, "edge-native-rollout", memberOptions{remote: true, native: native, noTCP: true})
+	m := launchMember(t, "edge-native-rollout", memberOptions{remote: true, delta: delta, native: native, noTCP: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := m.envoy.WaitReady(ctx); err != nil {
