@@ -133,7 +133,11 @@ func TestChartOnAPIServer(t *testing.T) {
 	if err := os.WriteFile(rendered, render(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, file := range []string{rendered, manifests} {
+	native := filepath.Join(t.TempDir(), "native.yaml")
+	if err := os.WriteFile(native, renderNative(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{rendered, native, manifests} {
 		out := string(kube("apply", "--dry-run=server", "-f", file))
 		for _, obj := range []string{
 			"deployment.apps/directpipe-control-plane",

@@ -286,7 +286,7 @@ func sameResources(a, b xdstype.Resources, typeURL string) bool {
 
 // options are the translation options of this control plane.
 func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
-	serving, next := a.modules(a.cfg.WasmPath)
+	serving, next := a.modules(moduleName, a.cfg.WasmPath)
 	live, batches := a.weighing.current()
 	return translate.Options{Module: serving, NextModule: next, ResolvedKeys: keys, Drains: a.drains.phases(), Envoys: int(a.envoys.Load()),
 		Streams: live, Reconnecting: batches, QuotaUse: a.quotaUse.Load()}
@@ -296,7 +296,8 @@ func (a *App) options(keys map[string][]*policyv1.JWK) translate.Options {
 // dynamic module.
 func (a *App) nativeOptions(keys map[string][]*policyv1.JWK) translate.Options {
 	opts := a.options(keys)
-	opts.Filter, opts.NativeModule = translate.FilterNative, a.nativeModule()
+	opts.Filter = translate.FilterNative
+	opts.NativeModule, opts.NextNativeModule = a.modules(nativeModuleName, a.cfg.NativePath)
 	return opts
 }
 
@@ -343,8 +344,11 @@ func (a *App) refreshKeys(ctx context.Context) {
 	}
 	a.serveAgain(ctx, "keys")
 	if moduleChanged {
-		if m, ok := a.fleet.store.Current(moduleName); ok && m.SHA256 != a.fleet.serving {
-			go a.rollOut(ctx, m.SHA256, a.xds.Versions()[resource.ClusterType])
+		clusters := a.xds.Versions()[resource.ClusterType]
+		for _, name := range []string{moduleName, nativeModuleName} {
+			if m, ok := a.fleet.store.Current(name); ok && m.SHA256 != *a.fleet.servingOf(name) {
+				go a.rollOut(ctx, name, m.SHA256, clusters)
+			}
 		}
 	}
 }

@@ -44,6 +44,18 @@ type fleet struct {
 	// trails the store's current module during a rollout, until every
 	// connected Envoy has loaded the new one (see rollOut).
 	serving string
+	// servingNative is the same for the dynamic module, which the native
+	// nodes' HTTP handshake filters name.
+	servingNative string
+}
+
+// servingOf is where the sha256 of the module of name that the filters
+// name is kept.
+func (f *fleet) servingOf(name string) *string {
+	if name == nativeModuleName {
+		return &f.servingNative
+	}
+	return &f.serving
 }
 
 // setupFleet checks the listen addresses against the TLS settings and
@@ -84,8 +96,10 @@ func (a *App) setupFleet() error {
 		if _, err := a.reloadModules(); err != nil {
 			return err
 		}
-		if m, ok := a.fleet.store.Current(moduleName); ok {
-			a.fleet.serving = m.SHA256
+		for _, name := range []string{moduleName, nativeModuleName} {
+			if m, ok := a.fleet.store.Current(name); ok {
+				*a.fleet.servingOf(name) = m.SHA256
+			}
 		}
 	}
 	return nil
@@ -132,53 +146,40 @@ func (a *App) reloadModule(name, file string) (bool, error) {
 	return changed, nil
 }
 
-// nativeModule is where Envoy gets the dynamic module: from the module
-// server when there is one, else from the file. A new dynamic module
-// takes over at once: Envoy refuses the filter config that names it until
-// it has fetched it, and the previous one keeps serving meanwhile.
-func (a *App) nativeModule() translate.ModuleSource {
-	if a.fleet.store == nil {
-		return translate.ModuleSource{File: a.cfg.NativePath}
-	}
-	m, ok := a.fleet.store.Current(nativeModuleName)
-	if !ok {
-		return translate.ModuleSource{}
-	}
-	scheme := "https"
-	if a.fleet.tls == nil {
-		scheme = "http"
-	}
-	return translate.ModuleSource{URL: scheme + "://" + certs.ServerName + modules.NativePath(m.SHA256), SHA256: m.SHA256}
-}
-
-// modules are where Envoy gets the handshake module: from the module
-// server when there is one, else from the file, which Envoy then must see
-// at the same path. During a rollout, next is the module Envoys load
-// before the filters name it.
-func (a *App) modules(file string) (serving, next translate.ModuleSource) {
+// modules are where Envoy gets the module of name (moduleName, or
+// nativeModuleName for the dynamic module): from the module server when
+// there is one, else from file, which Envoy then must see at the same
+// path. During a rollout, next is the module Envoys load before the
+// filters name it.
+func (a *App) modules(name, file string) (serving, next translate.ModuleSource) {
 	if a.fleet.store == nil {
 		return translate.ModuleSource{File: file}, translate.ModuleSource{}
 	}
-	m, ok := a.fleet.store.Current(moduleName)
+	m, ok := a.fleet.store.Current(name)
 	if !ok {
 		return translate.ModuleSource{}, translate.ModuleSource{}
 	}
-	current := a.moduleURL(m.SHA256)
-	if a.fleet.serving == "" || a.fleet.serving == m.SHA256 || !a.fleet.store.Has(a.fleet.serving) {
+	current := a.moduleURL(name, m.SHA256)
+	served := *a.fleet.servingOf(name)
+	if served == "" || served == m.SHA256 || !a.fleet.store.Has(served) {
 		return current, translate.ModuleSource{}
 	}
-	return a.moduleURL(a.fleet.serving), current
+	return a.moduleURL(name, served), current
 }
 
 // moduleURL is a module on the module server. The host only names the
 // server to Envoy's HTTP client; the bootstrap's module cluster says where
 // it is.
-func (a *App) moduleURL(sha string) translate.ModuleSource {
+func (a *App) moduleURL(name, sha string) translate.ModuleSource {
 	scheme := "https"
 	if a.fleet.tls == nil {
 		scheme = "http"
 	}
-	return translate.ModuleSource{URL: scheme + "://" + certs.ServerName + modules.Path(sha), SHA256: sha}
+	path := modules.Path(sha)
+	if name == nativeModuleName {
+		path = modules.NativePath(sha)
+	}
+	return translate.ModuleSource{URL: scheme + "://" + certs.ServerName + path, SHA256: sha}
 }
 
 // rolloutWait bounds how long a rollout waits for Envoys to load a new
@@ -187,13 +188,14 @@ func (a *App) moduleURL(sha string) translate.ModuleSource {
 // previous one serving (nack_on_code_cache_miss).
 const rolloutWait = 2 * time.Minute
 
-// rollOut moves the handshake filters to a new module once every
+// rollOut moves the handshake filters to a new module of name once every
 // connected Envoy has acknowledged the cluster set that loads it (the
 // warm-up cluster: Envoy acknowledges a cluster update once its clusters
 // have warmed). Until then the filters keep naming the previous module,
 // so no Envoy is sent a filter whose module it has not loaded: nothing is
-// refused and no handshake fails while a module downloads and compiles.
-func (a *App) rollOut(ctx context.Context, sha, clusters string) {
+// refused and no handshake fails while a module downloads and compiles
+// (Wasm) or downloads and loads (the dynamic module).
+func (a *App) rollOut(ctx context.Context, name, sha, clusters string) {
 	deadline := time.Now().Add(rolloutWait)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -208,11 +210,12 @@ func (a *App) rollOut(ctx context.Context, sha, clusters string) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if current, ok := a.fleet.store.Current(moduleName); !ok || current.SHA256 != sha || a.fleet.serving == sha {
+	serving := a.fleet.servingOf(name)
+	if current, ok := a.fleet.store.Current(name); !ok || current.SHA256 != sha || *serving == sha {
 		return // a newer rollout took over
 	}
-	a.fleet.serving = sha
-	a.log.Info("module rolled out: the handshake filters name it now", "sha256", sha, "every_envoy_loaded_it", acked)
+	*serving = sha
+	a.log.Info("module rolled out: the handshake filters name it now", "module", name, "sha256", sha, "every_envoy_loaded_it", acked)
 	a.serveAgain(ctx, "module")
 }
 

@@ -59,8 +59,12 @@ func (k FilterKind) typeURL() string {
 const nativeWarmupRetries = 10
 
 // NativeWarmupCluster names the cluster that loads the dynamic module
-// before Envoy asks for its listeners.
-const NativeWarmupCluster = "directpipe_native_warmup"
+// before Envoy asks for its listeners; NextNativeWarmupCluster the one
+// that loads a dynamic module being rolled out.
+const (
+	NativeWarmupCluster     = "directpipe_native_warmup"
+	NextNativeWarmupCluster = "directpipe_native_warmup_next"
+)
 
 // checkModules checks that the module the translation names has a
 // source: the dynamic module for a native node's HTTP and tcp filters,
@@ -135,7 +139,10 @@ func warmupClusters(opts Options) []*clusterv3.Cluster {
 	var out []*clusterv3.Cluster
 	if opts.Filter == FilterNative {
 		if opts.NativeModule.remote() {
-			out = append(out, nativeWarmupCluster(opts.NativeModule))
+			out = append(out, nativeWarmupCluster(NativeWarmupCluster, opts.NativeModule))
+		}
+		if next := opts.NextNativeModule; next.remote() && next != opts.NativeModule {
+			out = append(out, nativeWarmupCluster(NextNativeWarmupCluster, next))
 		}
 		return out
 	}
@@ -154,7 +161,11 @@ func warmupClusters(opts Options) []*clusterv3.Cluster {
 // and stored it, and the handshake filter that arrives with the listeners
 // finds it at once. A fetch that fails for good leaves this filter out
 // (fail-open), harmless here: no request reaches the cluster.
-func nativeWarmupCluster(m ModuleSource) *clusterv3.Cluster {
+//
+// During a rollout a second such cluster loads the next module on a
+// running Envoy, which acknowledges the cluster update only once the
+// cluster has warmed (see warmupCluster).
+func nativeWarmupCluster(name string, m ModuleSource) *clusterv3.Cluster {
 	cfg := dynamicModuleConfig(m, false)
 	// While the cluster retries, Envoy asks for no listener: it is not
 	// ready and opens no port. Once the retries are spent the cluster
@@ -175,7 +186,7 @@ func nativeWarmupCluster(m ModuleSource) *clusterv3.Cluster {
 		// it all the way, as the handshake filter will.
 		FilterConfig: mustAny(wrapperspb.String(`{"policies":{}}`)),
 	}
-	return upstreamFilterCluster(NativeWarmupCluster, &hcmv3.HttpFilter{
+	return upstreamFilterCluster(name, &hcmv3.HttpFilter{
 		Name: warmupPlugin, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f)},
 	})
 }

@@ -36,6 +36,9 @@ type Options struct {
 	// NativeModule is where Envoy gets the dynamic module when Filter is
 	// FilterNative.
 	NativeModule ModuleSource
+	// NextNativeModule is a remote dynamic module being rolled out, if
+	// any: loaded in a warm-up cluster of its own, as NextModule is.
+	NextNativeModule ModuleSource
 	// ResolvedKeys are the verification keys the control plane read from
 	// each auth policy's jwks_file or jwks_url, by policy name. Reading them
 	// is I/O, so it happens before translation, not in it.

@@ -46,6 +46,14 @@ var nativeOptions = Options{
 	NativeModule: ModuleSource{URL: "https://directpipe-control-plane/modules/" + strings.Repeat("b", 64) + ".so", SHA256: strings.Repeat("b", 64)},
 }
 
+// nativeRolloutOptions translate native-rollout: a native node while a
+// new dynamic module rolls out.
+var nativeRolloutOptions = func() Options {
+	o := nativeOptions
+	o.NextNativeModule = ModuleSource{URL: "https://directpipe-control-plane/modules/" + strings.Repeat("c", 64) + ".so", SHA256: strings.Repeat("c", 64)}
+	return o
+}()
+
 // TestGolden translates each testdata/<case>.in.yaml and compares every
 // resource type with its own golden file, so a reviewer sees exactly which
 // Envoy resource a change moved.
@@ -62,7 +70,10 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			opts := testOptions
-			if strings.HasPrefix(name, "native-") {
+			switch {
+			case name == "native-rollout":
+				opts = nativeRolloutOptions
+			case strings.HasPrefix(name, "native-"):
 				opts = nativeOptions
 			}
 			res, err := Translate(p, opts)

@@ -439,19 +439,42 @@ func caughtSignals(t *testing.T, pid int) map[syscall.Signal]bool {
 	return nil
 }
 
-// TestNativeModuleRollout installs a new dynamic module while handshakes
-// arrive every 100 ms: the filter config that names it is refused while
-// Envoy fetches it (the previous one keeps serving), then taken; no
-// handshake fails on the way, and Envoy ends on the new module.
+// TestNativeModuleRollout installs a new dynamic module while two
+// streams run and handshakes arrive every 25 ms: Envoy loads the new
+// module in a warm-up cluster first, and the handshake filter names it
+// only once it has. No handshake fails and no open stream loses a frame
+// on the way, Envoy refuses no filter config, and the rollout leaves no
+// NACK (in the control plane's status and in `dpctl status`) and no
+// critical line behind. It runs over SotW and delta xDS: each
+// acknowledges the cluster update only once the warm-up cluster warmed.
 func TestNativeModuleRollout(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		name := "sotw"
+		if delta {
+			name = "delta"
+		}
+		t.Run(name, func(t *testing.T) { nativeRollout(t, delta) })
+	}
+}
+
+func nativeRollout(t *testing.T, delta bool) {
 	native := uniqueNativeModule(t)
-	m := launchMember(t, "edge-native-rollout", memberOptions{remote: true, native: native, noTCP: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	m := launchMember(t, "edge-native-rollout", memberOptions{remote: true, delta: delta, native: native, noTCP: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := m.envoy.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitSynced(t, m.stack, time.Minute)
+	refusedBefore, err := handshakeConfigFailures(ctx, m.envoy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchesBefore := stat(t, m.envoy, moduleFetches)
+
+	finishStreams := runVoiceProbe(ctx, t, m.listenURL("ws", "/v1/voice"), 2)
+	defer finishStreams()
+	waitStreams(t, m.stack, 2)
 
 	next := fileSHA256(t, writeNext(t, native))
 	probe := newStartProbe()
@@ -462,29 +485,63 @@ func TestNativeModuleRollout(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(25 * time.Millisecond):
 			}
 			for _, tg := range m.targets {
 				probe.send(tg)
 			}
 		}
 	}()
+	waitFor(t, time.Minute, func() (bool, string) {
+		return answeredTotal(probe) >= len(m.targets), "no handshakes before the rollout"
+	})
+	start := time.Now()
 	m.cp.Refresh(ctx)
 	// The control plane's Resources are the Wasm nodes'; Envoy says what
 	// it runs.
-	waitFor(t, time.Minute, func() (bool, string) {
+	waitFor(t, 2*time.Minute, func() (bool, string) {
 		dump, err := m.envoy.ConfigDump(ctx, "ecds_filters")
 		return err == nil && strings.Contains(string(dump), next) && synced(m.stack), "Envoy does not run the new module yet"
 	})
+	t.Logf("the handshake filter named the new module %v after the control plane read it", time.Since(start).Round(time.Millisecond))
+	// Handshakes on the new module, then the streams end.
+	seen := answeredTotal(probe)
+	waitFor(t, time.Minute, func() (bool, string) {
+		return answeredTotal(probe) >= seen+2*len(m.targets), "no handshakes after the rollout"
+	})
 	close(stop)
 	<-done
+	switch res := finishStreams(); {
+	case res == nil:
+		t.Error("the streams gave no result")
+	case res.Disconnects != 0 || res.Lost != 0 || res.FailedDials != 0:
+		t.Errorf("open streams were hurt by the rollout: %+v", res.Streams)
+	}
 	t.Logf("handshakes during the rollout: %v", probe.answered)
 	for _, f := range probe.failures {
 		t.Errorf("a client during the rollout saw: %s", f)
 	}
-	if len(probe.answered) == 0 {
-		t.Error("no handshake was answered during the rollout")
+	if refused, err := handshakeConfigFailures(ctx, m.envoy); err != nil || refused != refusedBefore {
+		t.Errorf("Envoy refused the handshake filter's config %d times during the rollout (%v)", refused-refusedBefore, err)
 	}
+	if got := stat(t, m.envoy, moduleFetches) - fetchesBefore; got != 1 {
+		t.Errorf("Envoy fetched modules %d times during the rollout, want 1", got)
+	}
+	m.assertClean(t)
+	if _, out, _ := m.dpctl("status"); strings.Contains(out, "NACKED") || strings.Contains(out, "rejected") {
+		t.Errorf("dpctl status shows a refusal after the rollout:\n%s", out)
+	}
+}
+
+// answeredTotal is how many requests probe has had answered so far.
+func answeredTotal(p *startProbe) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.answered {
+		n += c
+	}
+	return n
 }
 
 // writeNext replaces the module file the control plane reads with another
