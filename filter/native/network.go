@@ -246,9 +246,28 @@ func conn(module C.uintptr_t) *netConn {
 }
 
 //export envoy_dynamic_module_on_network_filter_new_connection
-func envoy_dynamic_module_on_network_filter_new_connection(hostFilter, module C.uintptr_t) (status C.int) {
+func envoy_dynamic_module_on_network_filter_new_connection(hostFilter, module C.uintptr_t) C.int {
 	countGoEntry()
 	nc := conn(module)
+	return nc.run(hostFilter, func(w *netWorker) C.int {
+		// Late handshakes are closed by their own timers (startHeadTimer);
+		// a new connection closes any a timer missed, as the Wasm filter's
+		// tick would. It looks at the oldest pending handshake only.
+		w.g.Tick(w.h, rootID, time.Now())
+		w.h.filter = hostFilter
+		action := w.g.NewConnection(w.h, nc.id)
+		if action == gate.Pause {
+			nc.startHeadTimer(hostFilter)
+		}
+		return C.int(action)
+	})
+}
+
+// run calls body with the connection's worker locked and its host bound
+// to the connection. A connection without a worker is closed; a panic in
+// body closes the connection (failed) and stops it, never unwinding into
+// Envoy.
+func (nc *netConn) run(hostFilter C.uintptr_t, body func(w *netWorker) C.int) (status C.int) {
 	if nc.w == nil {
 		C.dp_net_close(hostFilter, C.dp_close_no_flush)
 		return statusStop
@@ -264,16 +283,7 @@ func envoy_dynamic_module_on_network_filter_new_connection(hostFilter, module C.
 	defer w.mu.Unlock()
 	w.h.filter = hostFilter
 	defer func() { w.h.filter = 0 }()
-	// Late handshakes are closed by their own timers (startHeadTimer);
-	// a new connection closes any a timer missed, as the Wasm filter's
-	// tick would. It looks at the oldest pending handshake only.
-	w.g.Tick(w.h, rootID, time.Now())
-	w.h.filter = hostFilter
-	action := w.g.NewConnection(w.h, nc.id)
-	if action == gate.Pause {
-		nc.startHeadTimer(hostFilter)
-	}
-	return C.int(action)
+	return body(w)
 }
 
 //export envoy_dynamic_module_on_network_filter_scheduled
@@ -300,34 +310,21 @@ func envoy_dynamic_module_on_network_filter_scheduled(hostFilter, module C.uintp
 }
 
 //export dp_net_undecided_read
-func dp_net_undecided_read(hostFilter, module C.uintptr_t, length C.size_t, endStream C.bool) (status C.int) {
+func dp_net_undecided_read(hostFilter, module C.uintptr_t, length C.size_t, endStream C.bool) C.int {
 	countGoEntry()
 	nc := conn(module)
-	if nc.w == nil {
-		C.dp_net_close(hostFilter, C.dp_close_no_flush)
-		return statusStop
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			nc.failed(r, hostFilter)
-			status = statusStop
+	return nc.run(hostFilter, func(w *netWorker) C.int {
+		netProbe(w.h)
+		size := uint32(min(uint64(length), 1<<31))
+		if w.g.DownstreamData(w.h, nc.id, size, bool(endStream), time.Now) == gate.Continue {
+			// Allowed: the head is rewritten and every later chunk is the
+			// pipe's, which the read hook passes without entering Go.
+			nc.c.decided = 1
+			nc.stopHeadTimer()
+			return statusContinue
 		}
-	}()
-	w := nc.w
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.h.filter = hostFilter
-	defer func() { w.h.filter = 0 }()
-	netProbe(w.h)
-	size := uint32(min(uint64(length), 1<<31))
-	if w.g.DownstreamData(w.h, nc.id, size, bool(endStream), time.Now) == gate.Continue {
-		// Allowed: the head is rewritten and every later chunk is the
-		// pipe's, which the read hook passes without entering Go.
-		nc.c.decided = 1
-		nc.stopHeadTimer()
-		return statusContinue
-	}
-	return statusStop
+		return statusStop
+	})
 }
 
 // failed handles a panic on a connection: logged, the connection closed
