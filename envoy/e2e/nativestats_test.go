@@ -13,13 +13,6 @@ import (
 	"github.com/directpipe/directpipe/filter/contract"
 )
 
-// Envoy's names of the native module's per-identity stats: labelled
-// stats, <name>.<label>.<value>...
-const (
-	nativeLiveStat    = contract.NativeStatPrefix + contract.MetricQuotaLive + "." + contract.LabelPolicy + ".quota." + contract.LabelIdentity + "."
-	nativeRefusedStat = contract.NativeStatPrefix + contract.MetricQuotaDeniedPrefix + contract.ReasonStreamQuota + "." + contract.LabelIdentity + "."
-)
-
 // TestNativeIdentityStats proves the native module's per-identity stats
 // on a real Envoy: alice's live-stream gauge follows her streams as they
 // open and close (the close counted in the stream's destroy callback),
@@ -37,7 +30,7 @@ func TestNativeIdentityStats(t *testing.T) {
 	direct := s.params.Listen
 	waitLive := func(identity string, want int64) {
 		t.Helper()
-		err := s.envoy.WaitStat(t.Context(), nativeLiveStat+identity, func(v int64) bool { return v == want })
+		err := s.envoy.WaitStat(t.Context(), quotaLiveStat(testkit.FilterNative, "quota", identity), func(v int64) bool { return v == want })
 		if err != nil {
 			all, _ := s.envoy.Stats(t.Context())
 			t.Fatalf("%s's live streams: %v; the module's stats: %v", identity, err, quotaStats(all))
@@ -58,7 +51,7 @@ func TestNativeIdentityStats(t *testing.T) {
 	}
 	waitLive("bob", 1)
 	refusedFor(t, hold(t, t, direct, "/v1/quota", "alice"), contract.ReasonStreamQuota)
-	if err := s.envoy.WaitStat(t.Context(), nativeRefusedStat+"alice", func(v int64) bool { return v == 1 }); err != nil {
+	if err := s.envoy.WaitStat(t.Context(), quotaRefusedStat(testkit.FilterNative, contract.ReasonStreamQuota, "alice"), func(v int64) bool { return v == 1 }); err != nil {
 		t.Fatalf("alice's refusal: %v", err)
 	}
 	if seen := identitiesSeen(s, "/v1/quota"); seen["alice"] != 2 || seen["bob"] != 1 {

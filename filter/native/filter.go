@@ -112,6 +112,8 @@ func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name
 		c.workers = append(c.workers, w)
 	}
 	c.stats = defineIdentityStats(hostConfig)
+	// Read on the main thread, not in a worker's first handshake.
+	processNodeID()
 	c.envoy = 0
 	c.stop = make(chan struct{})
 	go c.keepAlive(c.stop)

@@ -86,14 +86,11 @@ func (h *host) AddGauge(name string, delta int64) {
 	}
 }
 
-// errNoNodeID: the ABI offers xds.node only as a message, not the id as
-// a string.
-var errNoNodeID = errors.New("the native module cannot read the node id")
-
-// NodeID fails, so quotas split by use give this Envoy the rest share the
+// NodeID is the node id Envoy was started with (see nodeid.go); when it
+// cannot be read, quotas split by use give this Envoy the rest share the
 // control plane sets for Envoys it does not name: never more than its
 // share.
-func (h *host) NodeID() (string, error) { return "", errNoNodeID }
+func (h *host) NodeID() (string, error) { return processNodeID() }
 
 // errNoHostCrypto makes the auth core check RS* and ES* signatures
 // itself: in a native module that is Go's own crypto, without a VM in

@@ -62,7 +62,7 @@ func (h *netHost) AddGauge(name string, delta int64) { gauges.add(name, delta) }
 
 // NodeID: as the HTTP filter's host (see host.go).
 
-func (h *netHost) NodeID() (string, error) { return "", errNoNodeID }
+func (h *netHost) NodeID() (string, error) { return processNodeID() }
 
 func (h *netHost) VerifySignature(hash string, spki, sig, signed []byte) (bool, error) {
 	return false, errNoHostCrypto
