@@ -76,14 +76,15 @@ func (h *host) AddCount(name string, n uint64) {
 // AddGauge adds delta to one of the gate's per-identity live-stream
 // gauges, and sets Envoy's labelled gauge to the result (see stats.go).
 func (h *host) AddGauge(name string, delta int64) {
-	v := gauges.add(name, delta)
 	through := h.filter
 	if through == 0 {
 		through = h.ending
 	}
+	var publish func(int64)
 	if id, labels, ok := h.cfg.stats.liveGauge(name); ok && through != 0 {
-		setGauge(through, id, labels, v)
+		publish = func(v int64) { setGauge(through, id, labels, v) }
 	}
+	gauges.add(name, delta, publish)
 }
 
 // NodeID is the node id Envoy was started with (see nodeid.go); when it

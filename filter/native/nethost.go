@@ -58,7 +58,7 @@ func (h *netHost) Count(name string) {
 
 // AddGauge keeps the gauge's value for the HTTP filter to set in Envoy:
 // Envoy 1.40's network filter defines no labelled stats (see stats.go).
-func (h *netHost) AddGauge(name string, delta int64) { gauges.add(name, delta) }
+func (h *netHost) AddGauge(name string, delta int64) { gauges.add(name, delta, nil) }
 
 // NodeID: as the HTTP filter's host (see host.go).
 

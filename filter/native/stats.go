@@ -139,14 +139,19 @@ type gaugeTable struct {
 	values map[string]int64
 }
 
-// add adds delta to the gauge name and returns its value, at least 0. The
-// gate bounds the names (contract.MaxIdentityGauges plus one), so the
+// add adds delta to the gauge name and returns its value, at least 0;
+// publish, if not nil, is called with the value before the table is
+// unlocked, so that two workers cannot set Envoy's gauge out of order.
+// The gate bounds the names (contract.MaxIdentityGauges plus one), so the
 // table is bounded too.
-func (t *gaugeTable) add(name string, delta int64) int64 {
+func (t *gaugeTable) add(name string, delta int64, publish func(int64)) int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	v := max(t.values[name]+delta, 0)
 	t.values[name] = v
+	if publish != nil {
+		publish(v)
+	}
 	return v
 }
 

@@ -50,13 +50,14 @@ func TestIdentityStatNames(t *testing.T) {
 // are unsigned.
 func TestGaugeTableNeverNegative(t *testing.T) {
 	g := &gaugeTable{values: map[string]int64{}}
-	if v := g.add("a", 2); v != 2 {
+	if v := g.add("a", 2, nil); v != 2 {
 		t.Fatalf("add 2: %d", v)
 	}
-	if v := g.add("a", -3); v != 0 {
+	if v := g.add("a", -3, nil); v != 0 {
 		t.Fatalf("add -3 to 2: %d, want 0", v)
 	}
-	if v := g.add("a", 1); v != 1 {
-		t.Fatalf("add 1 after the floor: %d, want 1", v)
+	var published int64 = -1
+	if v := g.add("a", 1, func(v int64) { published = v }); v != 1 || published != 1 {
+		t.Fatalf("add 1 after the floor: %d, published %d; want 1", v, published)
 	}
 }
