@@ -16,7 +16,8 @@ import (
 // TestNativeIdentityStats proves the native module's per-identity stats
 // on a real Envoy: alice's live-stream gauge follows her streams as they
 // open and close (the close counted in the stream's destroy callback),
-// a refusal over her quota counts on her refusal counter, Envoy's
+// a refusal over her quota counts on her refusal counter, a tcp mode
+// stream shows in its identity's gauge once the HTTP filter sets it, Envoy's
 // Prometheus output carries policy and identity as labels, and the
 // control plane reads the native form into `dpctl top` and /metrics as it
 // reads the Wasm module's.
@@ -61,6 +62,20 @@ func TestNativeIdentityStats(t *testing.T) {
 	waitLive("alice", 1)
 	bob.close()
 	waitLive("bob", 0)
+
+	// tcp mode: Envoy 1.40's network filter sets no labelled stat, so
+	// carol's tcp mode stream is counted in the module and shows in her
+	// gauge once the HTTP filter sets it, at her next stream there.
+	if err := testkit.WaitListening(tcpAddr, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if h := hold(t, t, tcpAddr, "/v1/quota", "carol"); h.status != http.StatusSwitchingProtocols {
+		t.Fatalf("carol in tcp mode: %d %s", h.status, h.body)
+	}
+	if h := hold(t, t, direct, "/v1/quota", "carol"); h.status != http.StatusSwitchingProtocols {
+		t.Fatalf("carol on the direct path: %d %s", h.status, h.body)
+	}
+	waitLive("carol", 2)
 
 	// Envoy's Prometheus output: the identity is a label, not a name.
 	resp, err := http.Get(s.envoy.AdminURL() + "/stats/prometheus")
