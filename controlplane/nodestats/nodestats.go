@@ -140,10 +140,40 @@ const (
 
 // The handshake module's gauges of live streams under quotas.
 const (
-	quotaLive       = "wasmcustom." + contract.MetricQuotaLivePrefix
-	quotaUnlabelled = "wasmcustom." + contract.MetricQuotaLiveUnlabelled
-	quotaDenied     = "wasmcustom." + contract.MetricQuotaDeniedPrefix
+	quotaLive       = contract.WasmStatPrefix + contract.MetricQuotaLivePrefix
+	quotaUnlabelled = contract.WasmStatPrefix + contract.MetricQuotaLiveUnlabelled
+	quotaDenied     = contract.WasmStatPrefix + contract.MetricQuotaDeniedPrefix
 )
+
+// The native module's forms of them: labelled stats, which Envoy names
+// <name>.<label>.<value>...
+const (
+	nativeLive       = contract.NativeStatPrefix + contract.MetricQuotaLive + "." + contract.LabelPolicy + "."
+	nativeIdentity   = "." + contract.LabelIdentity + "."
+	nativeUnlabelled = contract.NativeStatPrefix + contract.MetricQuotaLiveUnlabelled
+	nativeDenied     = contract.NativeStatPrefix + contract.MetricQuotaDeniedPrefix
+)
+
+// wasmForm names a native module's per-identity stat as the Wasm module
+// names it, so that one reader serves both builds; other names are
+// returned as they are.
+func wasmForm(name string) string {
+	if name == nativeUnlabelled {
+		return quotaUnlabelled
+	}
+	if rest, ok := strings.CutPrefix(name, nativeLive); ok {
+		if policy, identity, ok := strings.Cut(rest, nativeIdentity); ok {
+			return quotaLive + policy + "." + identity
+		}
+		return name
+	}
+	if rest, ok := strings.CutPrefix(name, nativeDenied); ok {
+		if reason, label, ok := strings.Cut(rest, nativeIdentity); ok {
+			return quotaDenied + reason + "." + label
+		}
+	}
+	return name
+}
 
 // Record keeps what one report of node id says.
 func (s *Store) Record(id string, msg *metricsv3.StreamMetricsMessage) {
@@ -153,7 +183,7 @@ func (s *Store) Record(id string, msg *metricsv3.StreamMetricsMessage) {
 	var refused []quotaRefusals
 	unlabelled := int64(-1)
 	for _, f := range msg.GetEnvoyMetrics() {
-		name := f.GetName()
+		name := wasmForm(f.GetName())
 		if name == quotaUnlabelled {
 			for _, m := range f.GetMetric() {
 				unlabelled = int64(m.GetGauge().GetValue())

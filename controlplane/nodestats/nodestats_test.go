@@ -200,10 +200,18 @@ func TestQuotaUse(t *testing.T) {
 		gauge("wasmcustom.directpipe_quota_live_unlabelled", 2),
 	}})
 	s.Record("edge-b", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{gauge("server.live", 1), gauge("listener.x.downstream_cx_active", 1)}})
+	// A native module's labelled stats, as Envoy renders them.
+	s.Record("edge-n", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
+		gauge("dynamicmodulescustom.directpipe_quota_live.policy.voice.identity.alice", 2),
+		gauge("dynamicmodulescustom.directpipe_quota_live.policy.voice.identity.tenant_2ea_2fuser_201", 1),
+		gauge("dynamicmodulescustom.directpipe_quota_live.policy.voice", 7),
+		gauge("dynamicmodulescustom.directpipe_quota_live_unlabelled", 4),
+	}})
 	got := s.QuotaUse()
 	want := map[string]QuotaUse{
 		"edge-a": {Live: map[string]map[string]int64{"voice": {"alice": 3, "tenant.a/user 1": 1}}, Unlabelled: 2},
 		"edge-b": {Live: map[string]map[string]int64{}},
+		"edge-n": {Live: map[string]map[string]int64{"voice": {"alice": 2, "tenant.a/user 1": 1}}, Unlabelled: 4},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("QuotaUse = %v, want %v", got, want)
@@ -219,7 +227,11 @@ func TestQuotaUse(t *testing.T) {
 	s.Record("edge-b", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
 		counter("wasmcustom.directpipe_quota_denied_stream_quota.alice", 1),
 	}})
-	wantRefused := map[string]map[string]uint64{"stream_quota": {"alice": 5}, "handshake_rate": {"other": 2}}
+	s.Record("edge-n", &metricsv3.StreamMetricsMessage{EnvoyMetrics: []*promv1.MetricFamily{
+		counter("dynamicmodulescustom.directpipe_quota_denied_stream_quota.identity.alice", 2),
+		counter("dynamicmodulescustom.directpipe_quota_denied_handshake_rate.identity.bob", 1),
+	}})
+	wantRefused := map[string]map[string]uint64{"stream_quota": {"alice": 7}, "handshake_rate": {"other": 2, "bob": 1}}
 	if got := s.QuotaRefusals(); !reflect.DeepEqual(got, wantRefused) {
 		t.Fatalf("QuotaRefusals = %v, want %v", got, wantRefused)
 	}

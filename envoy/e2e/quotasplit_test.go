@@ -44,16 +44,23 @@ func splitServed(t *testing.T, e *testkit.Envoy, identity string) (node string, 
 // streams, counted by the test, by the back end and by both Envoys'
 // gauges, never exceed the bound docs/admission.md states, quota +
 // Envoys - 1.
-func TestStreamQuotaSplitByUse(t *testing.T) {
+func TestStreamQuotaSplitByUse(t *testing.T) { streamQuotaSplitByUse(t, testkit.FilterWasm) }
+
+// TestNativeStreamQuotaSplitByUse is the same with two native Envoys: each
+// reads its node id from its command line and bootstrap, so it applies
+// its own share of the split, not the rest.
+func TestNativeStreamQuotaSplitByUse(t *testing.T) { streamQuotaSplitByUse(t, testkit.FilterNative) }
+
+func streamQuotaSplitByUse(t *testing.T, build testkit.FilterBuild) {
 	const quota, envoys = 4, 2
 	bound := quota + envoys - 1
 	tcpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
-	s := newStackWith(t, stackOptions{metrics: true}, func(p *policyParams) {
+	s := newStackWith(t, stackOptions{metrics: true, filter: build}, func(p *policyParams) {
 		p.RoutesYAML = fmt.Sprintf(quotaRoutes, tcpAddr)
 		p.AuthPoliciesYAML = fmt.Sprintf(quotaPolicies, quota, 6)
 	})
 	const secondID = "e2e-quota-split-second"
-	second := testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), NodeID: secondID})
+	second := testkit.StartEnvoy(t, testkit.EnvoyOptions{XDSAddr: s.cp.XDSAddr(), NodeID: secondID, Filter: build})
 	if err := second.WaitReady(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +71,7 @@ func TestStreamQuotaSplitByUse(t *testing.T) {
 			return ok, fmt.Sprintf("Envoy %d: %s", i, why)
 		})
 	}
-	gauge := "wasmcustom." + contract.MetricQuotaLivePrefix + "quota.alice"
+	gauge := quotaLiveStat(build, "quota", "alice")
 	liveOn := func(e *testkit.Envoy) int {
 		v, _ := e.Stat(t.Context(), gauge)
 		return int(v)
@@ -120,7 +127,7 @@ func TestStreamQuotaSplitByUse(t *testing.T) {
 		quota, envoys, quota/envoys, liveOn(a), sharesSeen)
 	// Now through either Envoy until both have refused her.
 	refused := func(e *testkit.Envoy) int64 {
-		v, _ := e.Stat(t.Context(), "wasmcustom."+contract.MetricQuotaDeniedPrefix+contract.ReasonStreamQuota+".alice")
+		v, _ := e.Stat(t.Context(), quotaRefusedStat(build, contract.ReasonStreamQuota, "alice"))
 		return v
 	}
 	for i := 0; refused(a) == 0 || refused(second) == 0; i++ {
@@ -176,4 +183,21 @@ func TestStreamQuotaSplitByUse(t *testing.T) {
 		return strings.Contains(m, liveMetric) && refusedMetric.MatchString(m), fmt.Sprintf("/metrics lacks alice's live streams or refusals: %q", lines)
 	})
 	t.Logf("/metrics:\n%s", strings.Join(metricLines, "\n"))
+}
+
+// quotaLiveStat is Envoy's name of an identity's live-stream gauge in a
+// build (the native one's is a labelled stat), quotaRefusedStat its
+// refusal counter's.
+func quotaLiveStat(build testkit.FilterBuild, policy, identity string) string {
+	if build == testkit.FilterNative {
+		return contract.NativeStatPrefix + contract.MetricQuotaLive + "." + contract.LabelPolicy + "." + policy + "." + contract.LabelIdentity + "." + identity
+	}
+	return contract.WasmStatPrefix + contract.MetricQuotaLivePrefix + policy + "." + identity
+}
+
+func quotaRefusedStat(build testkit.FilterBuild, reason, identity string) string {
+	if build == testkit.FilterNative {
+		return contract.NativeStatPrefix + contract.MetricQuotaDeniedPrefix + reason + "." + contract.LabelIdentity + "." + identity
+	}
+	return contract.WasmStatPrefix + contract.MetricQuotaDeniedPrefix + reason + "." + identity
 }

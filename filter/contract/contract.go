@@ -62,6 +62,17 @@ const (
 	// MetricQuotaLiveUnlabelled is a gauge of the live streams under a
 	// quota whose identity has no gauge of its own.
 	MetricQuotaLiveUnlabelled = "directpipe_quota_live_unlabelled"
+	// The native module cannot name stats after its config is created,
+	// so it defines the per-identity ones with labels: the live gauge as
+	// MetricQuotaLive with LabelPolicy and LabelIdentity, a refusal
+	// counter as the prefix and reason with LabelIdentity. Envoy renders
+	// them as <name>.<label>.<value>..., under NativeStatPrefix where the
+	// Wasm module's are under WasmStatPrefix.
+	MetricQuotaLive  = "directpipe_quota_live"
+	LabelPolicy      = "policy"
+	LabelIdentity    = "identity"
+	NativeStatPrefix = "dynamicmodulescustom."
+	WasmStatPrefix   = "wasmcustom."
 	// MetricTCPShed counts undecided handshakes closed to make room for
 	// new ones when a worker holds as many as it may.
 	MetricTCPShed          = "directpipe_tcp_handshake_shed"

@@ -110,6 +110,39 @@ static int dp_increment_counter(uintptr_t filter, size_t id, uint64_t value) {
 	return envoy_dynamic_module_callback_http_filter_increment_counter(filter, id, NULL, 0, value);
 }
 
+// Labelled stats (Envoy 1.40 takes label names when a stat is defined and
+// their values with each update): the per-identity stats gate names while
+// streams run, which Envoy would drop as names made after the config was
+// created. Envoy renders one as <name>.<label>.<value>..., and its
+// Prometheus output as <name>{<label>="<value>"}.
+__attribute__((weak)) int envoy_dynamic_module_callback_http_filter_config_define_gauge(
+	uintptr_t config, dp_buffer name, dp_buffer* label_names, size_t label_names_length,
+	size_t* gauge_id);
+__attribute__((weak)) int envoy_dynamic_module_callback_http_filter_set_gauge(uintptr_t filter,
+	size_t id, dp_buffer* label_values, size_t label_values_length, uint64_t value);
+
+static int dp_define_labelled_counter(uintptr_t config, dp_buffer name, dp_buffer* labels, size_t n,
+	size_t* id) {
+	if (!envoy_dynamic_module_callback_http_filter_config_define_counter) return -1;
+	return envoy_dynamic_module_callback_http_filter_config_define_counter(config, name, labels, n, id);
+}
+
+static int dp_increment_labelled_counter(uintptr_t filter, size_t id, dp_buffer* values, size_t n,
+	uint64_t value) {
+	if (!envoy_dynamic_module_callback_http_filter_increment_counter) return -1;
+	return envoy_dynamic_module_callback_http_filter_increment_counter(filter, id, values, n, value);
+}
+
+static int dp_define_gauge(uintptr_t config, dp_buffer name, dp_buffer* labels, size_t n, size_t* id) {
+	if (!envoy_dynamic_module_callback_http_filter_config_define_gauge) return -1;
+	return envoy_dynamic_module_callback_http_filter_config_define_gauge(config, name, labels, n, id);
+}
+
+static int dp_set_gauge(uintptr_t filter, size_t id, dp_buffer* values, size_t n, uint64_t value) {
+	if (!envoy_dynamic_module_callback_http_filter_set_gauge) return -1;
+	return envoy_dynamic_module_callback_http_filter_set_gauge(filter, id, values, n, value);
+}
+
 // dp_worker_index is UINT32_MAX when Envoy cannot say.
 static uint32_t dp_worker_index(uintptr_t filter) {
 	if (!envoy_dynamic_module_callback_http_filter_get_worker_index) return UINT32_MAX;

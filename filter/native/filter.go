@@ -34,6 +34,7 @@ type filterConfig struct {
 	// the config's stats after that), then only read.
 	counters map[string]C.size_t
 	envoy    C.uintptr_t // while defining counters only
+	stats    identityStats
 
 	// workers are the gates of Envoy's workers, by worker index, made
 	// when the config is created and then only read; extra holds gates
@@ -76,6 +77,7 @@ func (w *worker) reset() {
 // handle through a cgo.Handle: Envoy keeps an integer, never a Go pointer.
 type stream struct {
 	w       *worker
+	envoy   C.uintptr_t // Envoy's filter, alive until destroy returns
 	id      uint32
 	gen     uint64 // the worker's gate this stream was created in
 	checked bool
@@ -109,6 +111,9 @@ func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name
 		}
 		c.workers = append(c.workers, w)
 	}
+	c.stats = defineIdentityStats(hostConfig)
+	// Read on the main thread, not in a worker's first handshake.
+	processNodeID()
 	c.envoy = 0
 	c.stop = make(chan struct{})
 	go c.keepAlive(c.stop)
@@ -203,7 +208,7 @@ func envoy_dynamic_module_on_http_filter_config_destroy(moduleConfig C.uintptr_t
 //export envoy_dynamic_module_on_http_filter_new
 func envoy_dynamic_module_on_http_filter_new(moduleConfig, hostFilter C.uintptr_t) C.uintptr_t {
 	c := cgo.Handle(moduleConfig).Value().(*filterConfig)
-	s := &stream{w: c.worker(hostFilter)}
+	s := &stream{w: c.worker(hostFilter), envoy: hostFilter}
 	if s.w != nil {
 		s.w.mu.Lock()
 		s.id = s.w.next
@@ -234,8 +239,11 @@ func envoy_dynamic_module_on_http_filter_destroy(moduleFilter C.uintptr_t) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
 	// Giving back a quota needs no stream: the host's filter is unset, so
-	// nothing here reaches Envoy.
+	// nothing but the live-stream gauge reaches Envoy, set through the
+	// filter Envoy is destroying.
 	s.w.h.filter = 0
+	s.w.h.ending = s.envoy
+	defer func() { s.w.h.ending = 0 }()
 	if s.gen == s.w.gen {
 		s.w.g.Delete(s.w.h, s.id)
 	}

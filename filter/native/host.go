@@ -21,6 +21,9 @@ type host struct {
 	// edited is set when the running callback changed the request's
 	// headers: Envoy must then match the route again.
 	edited bool
+	// ending is the stream Envoy is destroying, while the gate gives back
+	// its quota: only stats are set through it.
+	ending C.uintptr_t
 }
 
 var _ gate.HTTPHost = (*host)(nil)
@@ -49,7 +52,17 @@ func (h *host) DefineCounter(name string) {
 	}
 }
 
-func (h *host) Count(name string) { h.AddCount(name, 1) }
+// Count adds 1 to a counter; a quota refusal's per-identity counter goes
+// to the labelled counter of its reason (see stats.go).
+func (h *host) Count(name string) {
+	if id, labels, ok := h.cfg.stats.refusalCounter(name); ok {
+		if h.filter != 0 {
+			incrementCounter(h.filter, id, labels)
+		}
+		return
+	}
+	h.AddCount(name, 1)
+}
 
 // AddCount adds n to a counter defined with the configuration.
 func (h *host) AddCount(name string, n uint64) {
@@ -60,20 +73,25 @@ func (h *host) AddCount(name string, n uint64) {
 	C.dp_increment_counter(h.filter, id, C.uint64_t(n))
 }
 
-// AddGauge is a no-op: gauges are named per identity when a stream is
-// admitted, and Envoy freezes a dynamic module's stats once its
-// configuration is created (as for the per-identity counters above), so
-// the native build reports no per-identity live-stream gauges.
-func (h *host) AddGauge(string, int64) {}
+// AddGauge adds delta to one of the gate's per-identity live-stream
+// gauges, and sets Envoy's labelled gauge to the result (see stats.go).
+func (h *host) AddGauge(name string, delta int64) {
+	through := h.filter
+	if through == 0 {
+		through = h.ending
+	}
+	var publish func(int64)
+	if id, labels, ok := h.cfg.stats.liveGauge(name); ok && through != 0 {
+		publish = func(v int64) { setGauge(through, id, labels, v) }
+	}
+	gauges.add(name, delta, publish)
+}
 
-// errNoNodeID: the ABI offers xds.node only as a message, not the id as
-// a string.
-var errNoNodeID = errors.New("the native module cannot read the node id")
-
-// NodeID fails, so quotas split by use give this Envoy the rest share the
+// NodeID is the node id Envoy was started with (see nodeid.go); when it
+// cannot be read, quotas split by use give this Envoy the rest share the
 // control plane sets for Envoys it does not name: never more than its
 // share.
-func (h *host) NodeID() (string, error) { return "", errNoNodeID }
+func (h *host) NodeID() (string, error) { return processNodeID() }
 
 // errNoHostCrypto makes the auth core check RS* and ES* signatures
 // itself: in a native module that is Go's own crypto, without a VM in

@@ -56,10 +56,13 @@ func (h *netHost) Count(name string) {
 	C.dp_net_increment_counter(h.filter, id, 1)
 }
 
-// AddGauge and NodeID: as the HTTP filter's host (see host.go).
-func (h *netHost) AddGauge(string, int64) {}
+// AddGauge keeps the gauge's value for the HTTP filter to set in Envoy:
+// Envoy 1.40's network filter defines no labelled stats (see stats.go).
+func (h *netHost) AddGauge(name string, delta int64) { gauges.add(name, delta, nil) }
 
-func (h *netHost) NodeID() (string, error) { return "", errNoNodeID }
+// NodeID: as the HTTP filter's host (see host.go).
+
+func (h *netHost) NodeID() (string, error) { return processNodeID() }
 
 func (h *netHost) VerifySignature(hash string, spki, sig, signed []byte) (bool, error) {
 	return false, errNoHostCrypto
