@@ -102,6 +102,7 @@ func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name
 	if n == 0 {
 		n = 1
 	}
+	reserveProcs(n)
 	for range n {
 		w, ok := c.newWorker()
 		if !ok {
