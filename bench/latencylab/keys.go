@@ -64,3 +64,10 @@ func (k signingKeys) tokens(method jwt.SigningMethod, kid string, key any, n int
 	}
 	return out
 }
+
+// policyJSON is the directpipe filter's configuration (one policy that
+// guards every route) with the keys of jwksJSON: what the native filter
+// beside jwt_authn in the static Envoy checks the same tokens with.
+func (k signingKeys) policyJSON() string {
+	return `{"name":"bench","realm":"directpipe","sources":[{"bearer":true}],"jwks":` + k.jwksJSON() + `}`
+}

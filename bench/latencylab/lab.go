@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -281,7 +282,7 @@ func machine() Machine {
 
 func (l *lab) startStatic() error {
 	l.ports = map[string]int{}
-	for _, k := range []string{"admin", "full", "jwt", "plain"} {
+	for _, k := range []string{"admin", "full", "jwt", "plain", "module"} {
 		l.ports[k] = testkit.FreePort(l.t)
 	}
 	_, voicePort, _ := strings.Cut(l.backend.VoiceAddr, ":")
@@ -290,7 +291,8 @@ func (l *lab) startStatic() error {
 	err := template.Must(template.New("static").Parse(staticTemplate)).Execute(&buf, map[string]any{
 		"AdminPort": l.ports["admin"], "FullChainPort": l.ports["full"], "NativeJWTPort": l.ports["jwt"],
 		"PlainPort": l.ports["plain"], "VoicePort": vp, "FrameWasm": testkit.Binary(l.t, "framefilter.wasm"),
-		"JWKS": l.stack.keys.jwksJSON(),
+		"JWKS": l.stack.keys.jwksJSON(), "NativeModulePort": l.ports["module"],
+		"NativeModule": testkit.NativeModule(l.t), "NativePolicy": l.stack.keys.policyJSON(),
 	})
 	if err != nil {
 		return err
@@ -414,7 +416,7 @@ func (p *Path) setCPU(proxy procs, before float64, frames int) {
 }
 
 // handshakes times opening streams in each auth mode. The modes take turns,
-// one handshake each per round in a rotated order, so that every mode sees
+// one handshake each per round in a shuffled order, so that every mode sees
 // the same machine: on a shared 2-core host the load moves in seconds, and
 // modes measured one after another would compare those moments.
 //
@@ -437,6 +439,10 @@ func (l *lab) handshakes() []*Handshake {
 	}
 	ours, native := l.stack.url("ws", "/v1/voice"), fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["jwt"])
 	ourNative := l.native.url("ws", "/v1/voice")
+	// The native filter in the static Envoy, on a listener set up as
+	// jwt_authn's: the stacks' rows carry the control plane's whole
+	// configuration (see their public route rows), these only the filter.
+	besideJWT := fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["module"])
 	modes := []handshakeMode{{"no auth (router only)", fmt.Sprintf("ws://127.0.0.1:%d/v1/voice", l.ports["plain"]), nil}}
 	// A public route of each stack: the filter runs and edits nothing,
 	// so Envoy matches no route again; what it adds to no auth is the
@@ -450,7 +456,9 @@ func (l *lab) handshakes() []*Handshake {
 			handshakeMode{"directpipe filter, " + a.name + ", cached", ours, a.cold[:1]},
 			handshakeMode{"directpipe native filter, " + a.name + ", cold", ourNative, a.cold},
 			handshakeMode{"directpipe native filter, " + a.name + ", cached", ourNative, a.cold[:1]},
-			handshakeMode{"Envoy jwt_authn, " + a.name, native, a.cold})
+			handshakeMode{"Envoy jwt_authn, " + a.name, native, a.cold},
+			handshakeMode{"directpipe native filter on jwt_authn's listener setup, " + a.name + ", cold", besideJWT, a.cold},
+			handshakeMode{"directpipe native filter on jwt_authn's listener setup, " + a.name + ", cached", besideJWT, a.cold[:1]})
 	}
 	hs256 := algs[0].cold
 	modes = append(modes,
@@ -486,9 +494,13 @@ func runHandshakes(modes []handshakeMode, n int) []*Handshake {
 	for i := range modes {
 		out[i] = &Handshake{Mode: modes[i].name, Available: true}
 	}
+	// Each round takes the modes in a new order: the handshake before
+	// one leaves the CPU's caches to its Envoy, and a fixed order would
+	// always give a mode the same predecessor (a cached row the cold row
+	// of its own Envoy, say). Seeded, so runs are comparable.
+	order := rand.New(rand.NewPCG(1, 2))
 	for round := range n {
-		for k := range modes {
-			i := (k + round) % len(modes)
+		for _, i := range order.Perm(len(modes)) {
 			d, err := voiceprobe.Handshake(context.Background(), modes[i].url, modes[i].header(round))
 			if err != nil {
 				out[i].Failures++

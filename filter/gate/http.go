@@ -56,6 +56,10 @@ func (g *HTTP) Delete(h Host, id uint32) {
 	delete(g.configs, id)
 }
 
+// Holds reports whether stream id holds anything Delete must give back:
+// a stream that holds nothing may be deleted as soon as it is decided.
+func (g *HTTP) Holds(id uint32) bool { return g.quota.holds(id) }
+
 // Refresh says the streams this gate counts are still alive (see
 // AliveTimeout); its host calls it at least every AliveRefresh.
 func (g *HTTP) Refresh(h Host, now time.Time) { g.quota.Refresh(h, now) }

@@ -264,6 +264,12 @@ func (q *Quota) Release(h Host, id uint32) {
 	}
 }
 
+// holds reports whether stream id is counted against a quota.
+func (q *Quota) holds(id uint32) bool {
+	_, ok := q.held[id]
+	return ok
+}
+
 // Held is the number of streams this worker counts.
 func (q *Quota) Held() int { return len(q.held) }
 

@@ -1,6 +1,7 @@
 package main
 
 // #include "dp_abi.h"
+// #include "dp_stream.h"
 import "C"
 
 import (
@@ -73,14 +74,15 @@ func (w *worker) reset() {
 	w.g, w.gen = g, w.gen+1
 }
 
-// stream is the module's state for one HTTP stream, reached from Envoy's
-// handle through a cgo.Handle: Envoy keeps an integer, never a Go pointer.
+// stream is the module's state for one HTTP stream while its request
+// headers are checked, and after that only if the gate holds something
+// for it, reached then from Envoy's dp_stream through a cgo.Handle:
+// Envoy keeps C memory, never a Go pointer.
 type stream struct {
-	w       *worker
-	envoy   C.uintptr_t // Envoy's filter, alive until destroy returns
-	id      uint32
-	gen     uint64 // the worker's gate this stream was created in
-	checked bool
+	w     *worker
+	envoy C.uintptr_t // Envoy's filter, alive until destroy returns
+	id    uint32
+	gen   uint64 // the worker's gate this stream was created in
 }
 
 //export envoy_dynamic_module_on_http_filter_config_new
@@ -104,6 +106,7 @@ func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name
 	if n == 0 {
 		n = 1
 	}
+	reserveProcs(n)
 	for range n {
 		w, ok := c.newWorker()
 		if !ok {
@@ -205,32 +208,28 @@ func envoy_dynamic_module_on_http_filter_config_destroy(moduleConfig C.uintptr_t
 	h.Delete()
 }
 
-//export envoy_dynamic_module_on_http_filter_new
-func envoy_dynamic_module_on_http_filter_new(moduleConfig, hostFilter C.uintptr_t) C.uintptr_t {
-	c := cgo.Handle(moduleConfig).Value().(*filterConfig)
-	s := &stream{w: c.worker(hostFilter), envoy: hostFilter}
-	if s.w != nil {
-		s.w.mu.Lock()
-		s.id = s.w.next
-		s.w.next++
-		if s.w.next < firstStream { // wrapped
-			s.w.next = firstStream
-		}
-		s.w.g.ContextCreate(s.id, rootID)
-		s.gen = s.w.gen
-		s.w.mu.Unlock()
+// number gives a new stream its id in the worker's gate. w.mu is held.
+func (w *worker) number() (id uint32, gen uint64) {
+	id = w.next
+	w.next++
+	if w.next < firstStream { // wrapped
+		w.next = firstStream
 	}
-	return C.uintptr_t(cgo.NewHandle(s))
+	w.g.ContextCreate(id, rootID)
+	return id, w.gen
 }
 
-//export envoy_dynamic_module_on_http_filter_destroy
-func envoy_dynamic_module_on_http_filter_destroy(moduleFilter C.uintptr_t) {
-	h := cgo.Handle(moduleFilter)
+// Envoy's stream hooks new and destroy are C (hooks.c): a stream is a
+// dp_stream, and Go sees it first here. A stream the gate keeps nothing
+// for (no identity's stream count) is forgotten by the gate before this
+// hook returns, so its destruction never enters Go; the others keep a
+// handle in the dp_stream, given back by dp_go_http_stream_destroy.
+
+//export dp_go_http_stream_destroy
+func dp_go_http_stream_destroy(handle C.uintptr_t) {
+	h := cgo.Handle(handle)
 	s := h.Value().(*stream)
 	h.Delete()
-	if s.w == nil {
-		return
-	}
 	defer func() {
 		if r := recover(); r != nil {
 			s.failed(r)
@@ -251,11 +250,16 @@ func envoy_dynamic_module_on_http_filter_destroy(moduleFilter C.uintptr_t) {
 
 //export envoy_dynamic_module_on_http_filter_request_headers
 func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) (status C.int) {
-	s := cgo.Handle(moduleFilter).Value().(*stream)
+	cs := C.dp_stream_of(moduleFilter)
+	var s *stream
 	// Runs last, after the deferred unlock below: the worker is free.
 	defer func() {
 		if r := recover(); r != nil {
-			s.failed(r)
+			if s != nil {
+				s.failed(r)
+			} else {
+				logPanic(r, "the stream is refused")
+			}
 			refuse(hostFilter)
 			status = statusStop
 		}
@@ -263,25 +267,28 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 	if probe(hostFilter) {
 		return statusStop
 	}
-	if s.checked {
+	if cs.checked != 0 {
 		return statusContinue
 	}
-	s.checked = true
+	cs.checked = 1
+	s = &stream{w: cgo.Handle(cs.config).Value().(*filterConfig).worker(hostFilter), envoy: hostFilter}
 	if s.w == nil {
 		refuse(hostFilter)
 		return statusStop
 	}
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	if s.gen != s.w.gen {
-		// Created in a gate a panic has since replaced.
-		s.w.g.ContextCreate(s.id, rootID)
-		s.gen = s.w.gen
-	}
+	s.id, s.gen = s.w.number()
 	h := s.w.h
 	h.filter, h.edited = hostFilter, false
 	defer func() { h.filter = 0 }()
-	if s.w.g.RequestHeaders(h, s.id, time.Now()) != gate.Continue {
+	action := s.w.g.RequestHeaders(h, s.id, time.Now())
+	if s.w.g.Holds(s.id) {
+		cs.handle = C.uintptr_t(cgo.NewHandle(s))
+	} else {
+		s.w.g.Delete(h, s.id)
+	}
+	if action != gate.Continue {
 		return statusStop
 	}
 	if h.edited {

@@ -5,6 +5,9 @@
 // function that returns costs a call. Each returns Continue (0).
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+#include "dp_stream.h"
 
 #ifdef DP_PROBE
 // With the probe build, the request-body hook counts its calls, which the
@@ -15,6 +18,25 @@ uint64_t dp_body_calls(void) { return __atomic_load_n(&dp_body_call_count, __ATO
 #else
 #define DP_COUNT_BODY_CALL()
 #endif
+
+// A new stream is a zeroed dp_stream naming its filter config; Go sees
+// it first in the request-headers hook. It is destroyed here, entering Go
+// only when the gate still holds something for it (an identity's
+// stream count to give back).
+uintptr_t envoy_dynamic_module_on_http_filter_new(uintptr_t config, uintptr_t host) {
+	dp_stream* s = calloc(1, sizeof(dp_stream));
+	if (s) s->config = config;
+	return (uintptr_t)s;
+}
+
+void dp_go_http_stream_destroy(uintptr_t handle);
+
+void envoy_dynamic_module_on_http_filter_destroy(uintptr_t module) {
+	dp_stream* s = (dp_stream*)module;
+	if (!s) return;
+	if (s->handle) dp_go_http_stream_destroy(s->handle);
+	free(s);
+}
 
 int envoy_dynamic_module_on_http_filter_request_body(uintptr_t host, uintptr_t filter, bool end) {
 	DP_COUNT_BODY_CALL();

@@ -124,6 +124,7 @@ func envoy_dynamic_module_on_network_filter_config_new(hostConfig C.uintptr_t, n
 		envoy:    hostConfig,
 	}
 	n := max(uint32(C.dp_concurrency()), 1)
+	reserveProcs(n)
 	for range n {
 		w, ok := c.newWorker()
 		if !ok {
