@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -162,9 +161,4 @@ func decodeStats(b []byte) (map[string]int64, error) {
 		}
 	}
 	return out, nil
-}
-
-// uptime parses server_info's "123s".
-func uptime(si *adminv3.ServerInfo) time.Duration {
-	return si.GetUptimeCurrentEpoch().AsDuration()
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"maps"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -229,16 +228,6 @@ func (h *fakeHost) SetEffectiveContext(id uint32) error {
 	}
 	h.effective = id
 	return nil
-}
-
-// loggedAny reports whether any log line contains s.
-func (h *fakeHost) loggedAny(s string) bool {
-	for _, l := range h.logs {
-		if strings.Contains(l, s) {
-			return true
-		}
-	}
-	return false
 }
 
 const (
