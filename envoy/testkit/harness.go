@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -80,50 +79,6 @@ func RepoRoot() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-//
-// It picks below the kernel's ephemeral range: a port the kernel hands out
-// (":0", or the source port of any outgoing connection, Envoy's and the
-// back ends' included) can be taken by another process between this call
-// and the bind that needs it, and with test packages running in parallel
-// that happens. Below the range only another FreePort caller can take it,
-// and random picks over thousands of ports make that rare.
-func FreePort(t T) int {
-	t.Helper()
-	lo, hi := reservablePorts()
-	for range 64 {
-		port := lo + rand.IntN(hi-lo+1)
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// reservablePorts is the range FreePort picks from: up to 8,192 ports
-// below the first ephemeral port (32768 on Linux unless configured).
-func reservablePorts() (lo, hi int) {
-	first := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil && n > 2048 {
-				first = n
-			}
-		}
-	}
-	hi = first - 1
-	lo = max(1024, hi-8191)
-	return lo, hi
 }
 
 // EnvoyOptions configure one Envoy.
