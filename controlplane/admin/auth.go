@@ -239,11 +239,12 @@ func (a *tokenAuth) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerIn
 }
 
 // ServerOptions returns the interceptors that require token on every call,
-// health and reflection included, and the bound on a request's size.
+// health and reflection included, and the bounds on a request's size and
+// on what it holds (boundedCodec).
 func ServerOptions(token string, o AuthOptions) []grpc.ServerOption {
 	a := newTokenAuth(token, o)
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(a.unary), grpc.ChainStreamInterceptor(a.stream),
-		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.ChainUnaryInterceptor(a.unary, refuseUndecodedUnary), grpc.ChainStreamInterceptor(a.stream, refuseUndecodedStream),
+		grpc.MaxRecvMsgSize(MaxRequestBytes), grpc.ForceServerCodecV2(newBoundedCodec()),
 	}
 }

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,8 +12,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	adminv1 "github.com/directpipe/directpipe/api/directpipe/admin/v1"
@@ -44,10 +47,10 @@ func TestApplySizeBound(t *testing.T) {
 	client := adminv1.NewAdminServiceClient(conn)
 
 	// routes builds a policy message of more than n bytes encoded, each
-	// route the same size.
-	routes := func(n int) *policyv1.Policy {
+	// route the same size, its name padded with pad bytes.
+	routes := func(n, pad int) *policyv1.Policy {
 		route := func(i int) *policyv1.Route {
-			return &policyv1.Route{Name: fmt.Sprintf("r%08d", i), Kind: "http", Backend: "voice"}
+			return &policyv1.Route{Name: fmt.Sprintf("r%08d", i) + strings.Repeat("x", pad), Kind: "http", Backend: "voice"}
 		}
 		p := &policyv1.Policy{}
 		for i := range n/proto.Size(&policyv1.Policy{Routes: []*policyv1.Route{route(0)}}) + 1 {
@@ -70,11 +73,11 @@ func TestApplySizeBound(t *testing.T) {
 			codes.ResourceExhausted, "larger than max"},
 		{"text over the policy bound", &adminv1.ApplyPolicyRequest{Policy: small, ExpectedRevision: "r", PolicyYaml: strings.Repeat("#", policy.MaxPolicyBytes+1)},
 			codes.InvalidArgument, "policy_yaml: the policy is 4194305 bytes, " + refusal},
-		{"a policy message over the policy bound", &adminv1.ApplyPolicyRequest{Policy: routes(policy.MaxPolicyBytes), ExpectedRevision: "r"},
+		{"a policy message over the policy bound", &adminv1.ApplyPolicyRequest{Policy: routes(policy.MaxPolicyBytes, 1000), ExpectedRevision: "r"},
 			codes.InvalidArgument, "policy: the encoded policy is"},
-		// Text that does not parse: refused for its routes, it was not
-		// parsed.
-		{"a policy message over the route bound", &adminv1.ApplyPolicyRequest{Policy: routes(policy.MaxRoutes * 40), ExpectedRevision: "r", PolicyYaml: "listeners: ["},
+		// Text that does not parse: refused for its routes, from the
+		// wire, and the text was not parsed.
+		{"a policy message over the route bound", &adminv1.ApplyPolicyRequest{Policy: routes(policy.MaxRoutes*40, 0), ExpectedRevision: "r", PolicyYaml: "listeners: ["},
 			codes.InvalidArgument, "policy: routes: "},
 	}
 	for _, tt := range tests {
@@ -90,5 +93,47 @@ func TestApplySizeBound(t *testing.T) {
 				t.Errorf("the refusal does not name the bound: %v", err)
 			}
 		})
+	}
+}
+
+// rawCodec sends bytes as they are: a request no Go message could build
+// without the memory the server is to be spared.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
+}
+
+// TestApplyOfEmptyMessagesRefusedUndecoded: four megabytes of empty
+// routes (two bytes each) decode to about 800 MiB of Go structs; the
+// server refuses them from the wire, before it decodes them, naming the
+// field that holds them.
+func TestApplyOfEmptyMessagesRefusedUndecoded(t *testing.T) {
+	srv := grpc.NewServer(ServerOptions("t", AuthOptions{})...)
+	NewService(nil).Register(srv, nil)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	routes := bytes.Repeat([]byte{0x12, 0x00}, policy.MaxPolicyBytes/2) // Policy.routes, empty
+	req := protowire.AppendTag(nil, 1, protowire.BytesType)             // ApplyPolicyRequest.policy
+	req = protowire.AppendBytes(req, routes)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer t")
+	err = conn.Invoke(ctx, adminv1.AdminService_ApplyPolicy_FullMethodName, req, &adminv1.ApplyPolicyResponse{}, grpc.ForceCodecV2(rawCodec{}))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "policy: routes: more than the 10000 entries a list may have") {
+		t.Fatalf("%v, want InvalidArgument naming policy.routes", err)
 	}
 }

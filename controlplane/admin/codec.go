@@ -1,0 +1,102 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/directpipe/directpipe/controlplane/policy"
+)
+
+// boundedCodec is gRPC's proto codec with the policy's wire bounds checked
+// before a request is decoded: gRPC bounds a message's bytes
+// (MaxRequestBytes), but a few megabytes of empty nested messages decode
+// to a hundred times that in Go structs.
+//
+// gRPC answers any codec error Internal, which would blame the server for
+// the client's request. So a refused request decodes to an empty message
+// carrying the refusal in an unknown field (refusalField), and the
+// interceptors (refuseUndecoded) answer it InvalidArgument before any
+// handler sees it.
+type boundedCodec struct {
+	encoding.CodecV2
+}
+
+// refusalField is the field number that carries a refusal: the largest
+// valid one, which no message of the admin API will ever use.
+const refusalField protowire.Number = protowire.MaxValidNumber
+
+func newBoundedCodec() boundedCodec {
+	return boundedCodec{encoding.GetCodecV2("proto")}
+}
+
+func (c boundedCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("admin: cannot decode %T: not a protobuf message", v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	if err := policy.CheckWire(buf.ReadOnlyData(), m.ProtoReflect().Descriptor()); err != nil {
+		proto.Reset(m)
+		refusal := protowire.AppendTag(nil, refusalField, protowire.BytesType)
+		refusal = protowire.AppendString(refusal, "refused before decoding: "+err.Error())
+		m.ProtoReflect().SetUnknown(refusal)
+		return nil
+	}
+	return proto.Unmarshal(buf.ReadOnlyData(), m)
+}
+
+// refusal is the error boundedCodec left in req, if any.
+func refusal(req any) error {
+	m, ok := req.(proto.Message)
+	if !ok {
+		return nil
+	}
+	unknown := m.ProtoReflect().GetUnknown()
+	for len(unknown) > 0 {
+		num, typ, n := protowire.ConsumeTag(unknown)
+		if n < 0 {
+			return nil
+		}
+		unknown = unknown[n:]
+		if num == refusalField && typ == protowire.BytesType {
+			text, _ := protowire.ConsumeString(unknown)
+			return status.Error(codes.InvalidArgument, text)
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, unknown); n < 0 {
+			return nil
+		}
+		unknown = unknown[n:]
+	}
+	return nil
+}
+
+// refuseUndecodedUnary answers a unary request the codec refused.
+func refuseUndecodedUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := refusal(req); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+// refuseUndecodedStream answers a streamed request the codec refused.
+func refuseUndecodedStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return h(srv, refusingStream{ss})
+}
+
+type refusingStream struct{ grpc.ServerStream }
+
+func (s refusingStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return refusal(m)
+}
