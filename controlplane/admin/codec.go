@@ -12,13 +12,11 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/directpipe/directpipe/controlplane/policy"
+	"github.com/directpipe/directpipe/controlplane/wirebound"
 )
 
-// boundedCodec is gRPC's proto codec with the policy's wire bounds checked
-// before a request is decoded: gRPC bounds a message's bytes
-// (MaxRequestBytes), but a few megabytes of empty nested messages decode
-// to a hundred times that in Go structs.
+// boundedCodec is gRPC's proto codec with limits checked before a request
+// is decoded.
 //
 // gRPC answers any codec error Internal, which would blame the server for
 // the client's request. So a refused request decodes to an empty message
@@ -27,14 +25,20 @@ import (
 // handler sees it.
 type boundedCodec struct {
 	encoding.CodecV2
+	limits wirebound.Limits
 }
 
 // refusalField is the field number that carries a refusal: the largest
 // valid one, which no message of the admin API will ever use.
 const refusalField protowire.Number = protowire.MaxValidNumber
 
+// newBoundedCodec bounds what an admin request holds, checked on the wire
+// before it is decoded (gRPC bounds its bytes, MaxRequestBytes). No list
+// of a policy may hold more than 10,000 entries (routes, back ends and an
+// auth policy's API keys are the longest), and the largest valid policy
+// decodes to a few tens of MiB.
 func newBoundedCodec() boundedCodec {
-	return boundedCodec{encoding.GetCodecV2("proto")}
+	return boundedCodec{encoding.GetCodecV2("proto"), wirebound.Limits{ListEntries: 10_000, DecodedBytes: 64 << 20}}
 }
 
 func (c boundedCodec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -44,7 +48,7 @@ func (c boundedCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	if err := policy.CheckWire(buf.ReadOnlyData(), m.ProtoReflect().Descriptor()); err != nil {
+	if err := c.limits.Check(buf.ReadOnlyData(), m.ProtoReflect().Descriptor()); err != nil {
 		proto.Reset(m)
 		refusal := protowire.AppendTag(nil, refusalField, protowire.BytesType)
 		refusal = protowire.AppendString(refusal, "refused before decoding: "+err.Error())

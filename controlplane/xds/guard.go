@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/directpipe/directpipe/controlplane/mtls"
+	"github.com/directpipe/directpipe/controlplane/wirebound"
 )
 
 // Limits bound what xDS clients may make the control plane hold, and how
@@ -60,6 +61,12 @@ var DefaultLimits = Limits{
 	MaxConnectionAge:  30 * time.Minute,
 	MaxRecvBytes:      1 << 20,
 }
+
+// requestLimits bound what one xDS request holds, checked before it is
+// decoded: a megabyte of empty node metadata fields would decode to a
+// hundred. A delta request names at most every resource of a policy (tens
+// of thousands at the policy's bounds).
+var requestLimits = wirebound.Limits{ListEntries: 100_000, DecodedBytes: 16 << 20}
 
 // readBufferBytes is the xDS server's read buffer per connection.
 const readBufferBytes = 4 << 10
@@ -119,6 +126,7 @@ func (g *Guard) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(g.limits.MaxStreamsPerConn),
 		grpc.MaxRecvMsgSize(g.limits.MaxRecvBytes),
+		grpc.ForceServerCodecV2(wirebound.Codec(requestLimits)),
 		// A node's connection is idle between changes, and gRPC's 32 KiB
 		// read buffer per connection was the largest part of what each
 		// node cost (a third of the replica's heap with 1,000 nodes). A

@@ -1,4 +1,4 @@
-package policy
+package wirebound
 
 import (
 	"bytes"
@@ -22,7 +22,10 @@ func emptyEntries(num protowire.Number, n int) []byte {
 	return b
 }
 
-func TestCheckWire(t *testing.T) {
+// admin are the admin API's limits, which these cases were written for.
+var admin = Limits{ListEntries: 10_000, DecodedBytes: 64 << 20}
+
+func TestCheck(t *testing.T) {
 	valid, err := proto.Marshal(&policyv1.Policy{
 		Listeners: []*policyv1.Listener{{Name: "public", Address: "127.0.0.1:10000"}},
 		Routes:    []*policyv1.Route{{Name: "voice", Kind: "websocket", Backend: "voice", Match: &policyv1.RouteMatch{Prefix: "/v1/voice"}}},
@@ -49,9 +52,9 @@ func TestCheckWire(t *testing.T) {
 		want string // "" for accepted
 	}{
 		{"a valid policy", valid, ""},
-		{"the most routes a policy may have", emptyEntries(2, MaxWireListEntries), ""},
-		{"one route more", emptyEntries(2, MaxWireListEntries+1), "routes: more than the 10000 entries a list may have"},
-		{"a nested list over the bound", routesOf(headers(MaxWireListEntries+1), 1), "routes: match: headers: more than the 10000 entries"},
+		{"the most routes a policy may have", emptyEntries(2, admin.ListEntries), ""},
+		{"one route more", emptyEntries(2, admin.ListEntries+1), "routes: more than the 10000 entries a list may have"},
+		{"a nested list over the bound", routesOf(headers(admin.ListEntries+1), 1), "routes: match: headers: more than the 10000 entries"},
 		{"many short nested lists", routesOf(headers(5000), 120), "would take more than the 64 MiB a request may take decoded"},
 		{"bytes that do not decode are left to the decoder", []byte{0xff, 0xff, 0xff}, ""},
 		{"a truncated message is left to the decoder", valid[:len(valid)-3], ""},
@@ -59,7 +62,7 @@ func TestCheckWire(t *testing.T) {
 	md := (&policyv1.Policy{}).ProtoReflect().Descriptor()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := CheckWire(tt.wire, md)
+			err := admin.Check(tt.wire, md)
 			switch {
 			case tt.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -70,13 +73,13 @@ func TestCheckWire(t *testing.T) {
 	}
 }
 
-// TestCheckWireAllocatesNothingPerEntry: refusing 4 MiB of empty routes
+// TestCheckAllocatesNothingPerEntry: refusing 4 MiB of empty routes
 // costs a few allocations, not a struct per route.
-func TestCheckWireAllocatesNothingPerEntry(t *testing.T) {
-	wire := bytes.Repeat([]byte{0x12, 0x00}, MaxPolicyBytes/2)
+func TestCheckAllocatesNothingPerEntry(t *testing.T) {
+	wire := bytes.Repeat([]byte{0x12, 0x00}, 2<<20)
 	md := (&policyv1.Policy{}).ProtoReflect().Descriptor()
 	allocs := testing.AllocsPerRun(3, func() {
-		if CheckWire(wire, md) == nil {
+		if admin.Check(wire, md) == nil {
 			t.Fatal("4 MiB of empty routes accepted")
 		}
 	})
