@@ -18,7 +18,10 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/directpipe/directpipe/envoy/testkit"
 	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
@@ -48,6 +51,9 @@ func startKubeCluster(t *testing.T) *kubeCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// envtest logs through controller-runtime's logger, which otherwise
+	// prints a stack trace to say it was never set.
+	crlog.SetLogger(logr.Discard())
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     append([]string{filepath.Join(root, "deploy/helm/directpipe/crds")}, gatewayCRDs...),
 		ErrorIfCRDPathMissing: true,
