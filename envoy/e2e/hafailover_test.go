@@ -1,0 +1,358 @@
+//go:build !wasip1
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/directpipe/directpipe/envoy/testkit"
+	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
+)
+
+// TestHAFailoverFilter moves an Envoy of each filter build between two
+// replicas that serve it its modules: the replica serving it is killed
+// with SIGKILL, then restarted, and the other one killed so that the
+// Envoy moves to the restarted one. Each move must change nothing Envoy
+// can see: no NACK, no listener modified or drained, the handshake
+// filter's config neither applied again nor refused, no critical log
+// line, no live stream closed, and a handshake and a REST request every
+// 100 ms throughout, none answered 5xx or refused.
+func TestHAFailoverFilter(t *testing.T) {
+	for _, build := range testkit.FilterBuilds {
+		t.Run(string(build), func(t *testing.T) { testHAFailoverFilter(t, build) })
+	}
+}
+
+func testHAFailoverFilter(t *testing.T, build testkit.FilterBuild) {
+	f := startModuleFleet(t, build)
+	ctx := t.Context()
+	tok := validToken(t)
+
+	stop := make(chan struct{})
+	results := make(chan *voiceprobe.Result, 1)
+	go func() {
+		res, err := voiceprobe.Run(context.Background(), voiceprobe.Config{
+			URL:     "ws://" + f.params.Listen + "/v1/voice",
+			Header:  http.Header{"Authorization": {"Bearer " + tok}},
+			Streams: 10, Frames: 100000, Interval: 20 * time.Millisecond,
+			Stop: stop, Drain: 10 * time.Second,
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		results <- res
+	}()
+	var once sync.Once
+	var res *voiceprobe.Result
+	finishStreams := func() *voiceprobe.Result {
+		once.Do(func() { close(stop); res = <-results })
+		return res
+	}
+	defer finishStreams()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := f.envoy.WaitStat(wctx, "http.public.downstream_cx_upgrades_active", func(v int64) bool { return v >= 10 }); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+
+	p := startPoller(f.params.Listen, tok)
+	defer p.stop()
+
+	// Each move: the replica serving the Envoy dies, the Envoy settles on
+	// another; first on the survivor, then, once the dead one is back at
+	// its addresses and the survivor is killed, on the restarted one.
+	for _, move := range []string{"kill the serving replica", "restart it, kill the other"} {
+		victim := f.servingReplica()
+		if move != "kill the serving replica" {
+			for i, r := range f.replicas {
+				if !r.Alive() {
+					f.replicas[i] = startModuleReplica(t, f, r.Name, r)
+					if err := f.replicas[i].WaitReady(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		before := f.envoyView(t)
+		polled := p.snapshot()
+		killed := time.Now()
+		victim.Kill()
+		var after haNode
+		waitFor(t, 60*time.Second, func() (bool, string) {
+			for _, r := range f.survivors() {
+				n, msg := f.nodeVia(r)
+				if n.Replica == victim.Name || !n.synced() {
+					return false, msg
+				}
+				after = n
+			}
+			return true, ""
+		})
+		failover := time.Since(killed)
+		// The poller's next round trips run on the settled Envoy too.
+		p.waitRounds(t, 3)
+		view := f.envoyView(t)
+		during := p.snapshot().since(polled)
+		t.Logf("%s: %s killed; node SYNCED on %s after %v; %s (measurement, not asserted)",
+			move, victim.Name, after.Replica, failover.Round(time.Millisecond), during)
+		f.noNACK(t)
+		if d := before.diff(view); d != "" {
+			t.Errorf("%s: the Envoy saw the move:\n%s", move, d)
+		}
+		if during.handshakeFailures != 0 || during.rest5xx != 0 || during.restErrors != 0 {
+			t.Errorf("%s: the poller was refused: %s; first: %s", move, during, during.first)
+		}
+	}
+
+	res = finishStreams()
+	if res == nil {
+		t.Fatal("the probe did not run")
+	}
+	t.Logf("%d streams, %d frames sent, %d received", len(res.Streams), res.Sent, res.Received)
+	if res.FailedDials != 0 || res.Disconnects != 0 || res.Lost != 0 || res.Reordered != 0 {
+		t.Errorf("live calls were hurt: failed dials %d disconnects %d lost %d reordered %d",
+			res.FailedDials, res.Disconnects, res.Lost, res.Reordered)
+	}
+}
+
+// startModuleFleet is two replicas on a one-member etcd, each serving the
+// modules (and the dynamic module), and one Envoy of build whose
+// bootstrap lists both for xDS and for modules.
+func startModuleFleet(t *testing.T, build testkit.FilterBuild) *haFleet {
+	t.Helper()
+	f := &haFleet{t: t, etcd: testkit.StartEtcd(t, 1), backend: testkit.StartBackend(t), node: "e2e-ha-" + string(build)}
+	f.params = policyParams{
+		Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: f.backend.VoiceAddr, REST: f.backend.RESTAddr,
+		VoiceEndpoints: []string{f.backend.VoiceAddr}, Keys: []jwk{devKey()},
+	}
+	var xdsAddrs, modAddrs []string
+	for i := range 2 {
+		r := startModuleReplica(t, f, fmt.Sprintf("cp%d", i+1), nil)
+		f.replicas = append(f.replicas, r)
+		xdsAddrs, modAddrs = append(xdsAddrs, r.XDSAddr), append(modAddrs, r.ModulesAddr)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for _, r := range f.replicas {
+		if err := r.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: f.node, XDSAddrs: xdsAddrs, ModulesAddrs: modAddrs, Filter: build})
+	f.waitHTTP(t, "/api/health", http.StatusOK)
+	return f
+}
+
+// startModuleReplica starts replica name of fleet f, serving modules; a
+// restart takes the killed replica's addresses.
+func startModuleReplica(t *testing.T, f *haFleet, name string, restart *testkit.Replica) *testkit.Replica {
+	t.Helper()
+	tokenFile := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tokenFile, []byte(adminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return testkit.StartReplica(t, testkit.ReplicaOptions{
+		Name: name, Store: "etcd://" + f.etcd.Endpoints(), SeedPolicy: policyFile(t, f.params), TokenFile: tokenFile,
+		Modules: true, Native: testkit.NativeModule(t), Restart: restart,
+	})
+}
+
+// noNACK checks that no live replica records a NACK for the node.
+func (f *haFleet) noNACK(t *testing.T) {
+	t.Helper()
+	for _, r := range f.survivors() {
+		n, msg := f.nodeVia(r)
+		for _, res := range n.Resources {
+			if res.LastNACK != nil {
+				t.Errorf("%s records a NACK of %s: %+v\n%s", r.Name, res.Type, *res.LastNACK, msg)
+			}
+		}
+	}
+}
+
+// envoyView is what an Envoy shows of its configuration's history: the
+// counters that move when a listener or an extension config is updated,
+// refused or drained, and how many critical lines it has logged.
+type envoyView struct {
+	counters map[string]int64
+	critical []string
+}
+
+func (f *haFleet) envoyView(t *testing.T) envoyView {
+	t.Helper()
+	stats, err := f.envoy.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := envoyView{counters: map[string]int64{}}
+	for k, n := range stats {
+		if strings.HasPrefix(k, "extension_config_discovery.") ||
+			k == "listener_manager.listener_modified" || k == "listener_manager.total_filter_chains_draining" ||
+			k == "listener_manager.listener_removed" || k == "listener_manager.listener_added" {
+			v.counters[k] = n
+		}
+	}
+	for line := range strings.Lines(f.envoy.Log()) {
+		if strings.Contains(line, "[critical]") {
+			v.critical = append(v.critical, line)
+		}
+	}
+	return v
+}
+
+// diff is what moved from v to w, "" if nothing did.
+func (v envoyView) diff(w envoyView) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(w.counters)) {
+		if v.counters[k] != w.counters[k] {
+			out = append(out, fmt.Sprintf("%s %d → %d", k, v.counters[k], w.counters[k]))
+		}
+	}
+	for _, line := range w.critical[len(v.critical):] {
+		out = append(out, "log: "+strings.TrimSpace(line))
+	}
+	return strings.Join(out, "\n")
+}
+
+// poller opens a new authenticated WebSocket handshake and sends a REST
+// request every 100 ms, and counts what each got.
+type poller struct {
+	addr, tok string
+	done      chan struct{}
+	wg        sync.WaitGroup
+	rounds    atomic.Int64
+	mu        sync.Mutex
+	counts    pollCounts
+}
+
+type pollCounts struct {
+	handshakes, handshakeFailures int
+	rest, rest5xx, restErrors     int
+	first                         string
+}
+
+func (c pollCounts) since(before pollCounts) pollCounts {
+	first := c.first
+	if before.first != "" {
+		first = ""
+	}
+	return pollCounts{
+		handshakes: c.handshakes - before.handshakes, handshakeFailures: c.handshakeFailures - before.handshakeFailures,
+		rest: c.rest - before.rest, rest5xx: c.rest5xx - before.rest5xx, restErrors: c.restErrors - before.restErrors,
+		first: first,
+	}
+}
+
+func (c pollCounts) String() string {
+	return fmt.Sprintf("%d handshakes (%d refused or failed), %d REST requests (%d 5xx, %d errors)",
+		c.handshakes, c.handshakeFailures, c.rest, c.rest5xx, c.restErrors)
+}
+
+func startPoller(addr, tok string) *poller {
+	p := &poller{addr: addr, tok: tok, done: make(chan struct{})}
+	p.wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		client := &http.Client{Timeout: 5 * time.Second}
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-tick.C:
+			}
+			herr := handshakeOnce(addr, tok)
+			resp, rerr := client.Get("http://" + addr + "/api/health")
+			status := 0
+			if rerr == nil {
+				status = resp.StatusCode
+				resp.Body.Close()
+			}
+			p.mu.Lock()
+			p.counts.handshakes++
+			p.counts.rest++
+			if herr != nil {
+				p.counts.handshakeFailures++
+				p.noteFirst("handshake: " + herr.Error())
+			}
+			switch {
+			case rerr != nil:
+				p.counts.restErrors++
+				p.noteFirst("REST: " + rerr.Error())
+			case status >= 500:
+				p.counts.rest5xx++
+				p.noteFirst(fmt.Sprintf("REST: %d", status))
+			}
+			p.mu.Unlock()
+			p.rounds.Add(1)
+		}
+	})
+	return p
+}
+
+func (p *poller) noteFirst(s string) {
+	if p.counts.first == "" {
+		p.counts.first = s
+	}
+}
+
+func (p *poller) snapshot() pollCounts {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.counts
+}
+
+// waitRounds waits until the poller has finished n more rounds.
+func (p *poller) waitRounds(t *testing.T, n int64) {
+	t.Helper()
+	want := p.rounds.Load() + n
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		return p.rounds.Load() >= want, "the poller stopped polling"
+	})
+}
+
+func (p *poller) stop() {
+	select {
+	case <-p.done:
+	default:
+		close(p.done)
+	}
+	p.wg.Wait()
+}
+
+// handshakeOnce opens an authenticated WebSocket on addr and closes it:
+// nil if Envoy switched protocols.
+func handshakeOnce(addr, tok string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte(upgradeRequest("/v1/voice", "Authorization: Bearer "+tok))); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return fmt.Errorf("upgrade answered %d", resp.StatusCode)
+	}
+	return nil
+}
