@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/envoy/testkit"
-	"github.com/directpipe/directpipe/examples/probe/voiceprobe"
 )
 
 // TestHAFailoverFilter moves an Envoy of each filter build between two
@@ -41,34 +40,21 @@ func testHAFailoverFilter(t *testing.T, build testkit.FilterBuild) {
 	ctx := t.Context()
 	tok := validToken(t)
 
-	stop := make(chan struct{})
-	results := make(chan *voiceprobe.Result, 1)
-	go func() {
-		res, err := voiceprobe.Run(context.Background(), voiceprobe.Config{
-			URL:     "ws://" + f.params.Listen + "/v1/voice",
-			Header:  http.Header{"Authorization": {"Bearer " + tok}},
-			Streams: 10, Frames: 100000, Interval: 20 * time.Millisecond,
-			Stop: stop, Drain: 10 * time.Second,
-		})
-		if err != nil {
-			t.Error(err)
+	// Streams on the HTTP listener and on the tcp mode listener, whose
+	// handshake filters are each a filter config by ECDS.
+	st := startStreams(t, tok, 5, "ws://"+f.params.Listen+"/v1/voice", "ws://"+f.params.TCP+"/v1/voice")
+	defer func() {
+		if st != nil {
+			st.end(t)
 		}
-		results <- res
 	}()
-	var once sync.Once
-	var res *voiceprobe.Result
-	finishStreams := func() *voiceprobe.Result {
-		once.Do(func() { close(stop); res = <-results })
-		return res
-	}
-	defer finishStreams()
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	if err := f.envoy.WaitStat(wctx, "http.public.downstream_cx_upgrades_active", func(v int64) bool { return v >= 10 }); err != nil {
+	if err := f.envoy.WaitStat(wctx, "cluster.voice.upstream_cx_active", func(v int64) bool { return v >= 10 }); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
 
-	p := startPoller(f.params.Listen, tok)
+	p := startPoller(f.params.Listen, f.params.TCP, tok)
 	defer p.stop()
 
 	// Each move: the replica serving the Envoy dies, the Envoy settles on
@@ -86,7 +72,12 @@ func testHAFailoverFilter(t *testing.T, build testkit.FilterBuild) {
 				}
 			}
 		}
+		now, _ := f.nodeVia(victim)
+		ecdsBefore := f.ecdsApplied(t)
 		before := f.envoyView(t)
+		if reloads := before.reloads(); reloads < 2 {
+			t.Fatalf("Envoy counts the reloads of %d extension configs, want the HTTP and the tcp handshake filter's: %v", reloads, before.counters)
+		}
 		polled := p.snapshot()
 		killed := time.Now()
 		victim.Kill()
@@ -108,7 +99,14 @@ func testHAFailoverFilter(t *testing.T, build testkit.FilterBuild) {
 		during := p.snapshot().since(polled)
 		t.Logf("%s: %s killed; node SYNCED on %s after %v; %s (measurement, not asserted)",
 			move, victim.Name, after.Replica, failover.Round(time.Millisecond), during)
+		t.Logf("%s: accepted and skipped, or lost with the dead replica's stream: %s", move, strings.Join(movedCounters(before.accepted, view.accepted), "; "))
 		f.noNACK(t)
+		if now.versions() != after.versions() {
+			t.Errorf("%s: the new replica serves other versions than the dead one:\nbefore %s\nafter  %s", move, now.versions(), after.versions())
+		}
+		if ecds := f.ecdsApplied(t); ecds != ecdsBefore {
+			t.Errorf("%s: Envoy applied its extension configs again:\nbefore %s\nafter  %s", move, ecdsBefore, ecds)
+		}
 		if d := before.diff(view); d != "" {
 			t.Errorf("%s: the Envoy saw the move:\n%s", move, d)
 		}
@@ -117,15 +115,9 @@ func testHAFailoverFilter(t *testing.T, build testkit.FilterBuild) {
 		}
 	}
 
-	res = finishStreams()
-	if res == nil {
-		t.Fatal("the probe did not run")
-	}
-	t.Logf("%d streams, %d frames sent, %d received", len(res.Streams), res.Sent, res.Received)
-	if res.FailedDials != 0 || res.Disconnects != 0 || res.Lost != 0 || res.Reordered != 0 {
-		t.Errorf("live calls were hurt: failed dials %d disconnects %d lost %d reordered %d",
-			res.FailedDials, res.Disconnects, res.Lost, res.Reordered)
-	}
+	p.stop()
+	st.end(t)
+	st = nil
 }
 
 // startModuleFleet is two replicas on a one-member etcd, each serving the
@@ -137,6 +129,7 @@ func startModuleFleet(t *testing.T, build testkit.FilterBuild) *haFleet {
 	f.params = policyParams{
 		Listen: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), Voice: f.backend.VoiceAddr, REST: f.backend.RESTAddr,
 		VoiceEndpoints: []string{f.backend.VoiceAddr}, Keys: []jwk{devKey()},
+		TCP: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 	}
 	var xdsAddrs, modAddrs []string
 	for i := range 2 {
@@ -153,6 +146,9 @@ func startModuleFleet(t *testing.T, build testkit.FilterBuild) *haFleet {
 	}
 	f.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: f.node, XDSAddrs: xdsAddrs, ModulesAddrs: modAddrs, Filter: build})
 	f.waitHTTP(t, "/api/health", http.StatusOK)
+	if err := testkit.WaitListening(f.params.TCP, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 
@@ -170,6 +166,17 @@ func startModuleReplica(t *testing.T, f *haFleet, name string, restart *testkit.
 	})
 }
 
+// ecdsApplied is Envoy's extension configs with the time each was last
+// applied.
+func (f *haFleet) ecdsApplied(t *testing.T) string {
+	t.Helper()
+	b, err := f.envoy.ConfigDump(t.Context(), "ecds_filters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // noNACK checks that no live replica records a NACK for the node.
 func (f *haFleet) noNACK(t *testing.T) {
 	t.Helper()
@@ -184,11 +191,26 @@ func (f *haFleet) noNACK(t *testing.T) {
 }
 
 // envoyView is what an Envoy shows of its configuration's history: the
-// counters that move when a listener or an extension config is updated,
-// refused or drained, and how many critical lines it has logged.
+// counters that move when it applies, refuses or drains a listener, a
+// cluster, a route table or an extension config, and its critical log
+// lines. Envoy counts every response it accepts (update_success), and
+// every broken xDS stream (update_failure) for each resource it
+// subscribes to; a response whose resources hash as those it runs is
+// skipped without being applied. So those two are reported, not
+// compared: what must not move is what Envoy applies (config_reload,
+// listener and cluster changes) or refuses.
 type envoyView struct {
 	counters map[string]int64
+	accepted map[string]int64
 	critical []string
+}
+
+// changeCounters are the counters of an applied, refused or drained
+// change.
+var changeCounters = []string{
+	"listener_manager.listener_modified", "listener_manager.listener_added", "listener_manager.listener_removed",
+	"listener_manager.total_filter_chains_draining",
+	"cluster_manager.cluster_modified", "cluster_manager.cluster_added", "cluster_manager.cluster_removed",
 }
 
 func (f *haFleet) envoyView(t *testing.T) envoyView {
@@ -197,12 +219,16 @@ func (f *haFleet) envoyView(t *testing.T) envoyView {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := envoyView{counters: map[string]int64{}}
+	v := envoyView{counters: map[string]int64{}, accepted: map[string]int64{}}
 	for k, n := range stats {
-		if strings.HasPrefix(k, "extension_config_discovery.") ||
-			k == "listener_manager.listener_modified" || k == "listener_manager.total_filter_chains_draining" ||
-			k == "listener_manager.listener_removed" || k == "listener_manager.listener_added" {
+		switch {
+		case slices.Contains(changeCounters, k),
+			strings.HasSuffix(k, ".config_reload"), strings.HasSuffix(k, ".config_fail"),
+			strings.HasSuffix(k, ".config_conflict"), strings.HasSuffix(k, ".update_rejected"):
 			v.counters[k] = n
+		case strings.HasPrefix(k, "extension_config_discovery.") &&
+			(strings.HasSuffix(k, ".update_success") || strings.HasSuffix(k, ".update_failure")):
+			v.accepted[k] = n
 		}
 	}
 	for line := range strings.Lines(f.envoy.Log()) {
@@ -213,29 +239,46 @@ func (f *haFleet) envoyView(t *testing.T) envoyView {
 	return v
 }
 
-// diff is what moved from v to w, "" if nothing did.
-func (v envoyView) diff(w envoyView) string {
-	var out []string
-	for _, k := range slices.Sorted(maps.Keys(w.counters)) {
-		if v.counters[k] != w.counters[k] {
-			out = append(out, fmt.Sprintf("%s %d → %d", k, v.counters[k], w.counters[k]))
+// reloads is how many extension configs the view counts the reloads of.
+func (v envoyView) reloads() int {
+	n := 0
+	for k := range v.counters {
+		if strings.HasPrefix(k, "extension_config_discovery.") && strings.HasSuffix(k, ".config_reload") {
+			n++
 		}
 	}
+	return n
+}
+
+// diff is what was applied, refused or drained from v to w, and the
+// critical lines logged meanwhile; "" if nothing.
+func (v envoyView) diff(w envoyView) string {
+	out := movedCounters(v.counters, w.counters)
 	for _, line := range w.critical[len(v.critical):] {
 		out = append(out, "log: "+strings.TrimSpace(line))
 	}
 	return strings.Join(out, "\n")
 }
 
-// poller opens a new authenticated WebSocket handshake and sends a REST
-// request every 100 ms, and counts what each got.
+func movedCounters(before, after map[string]int64) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(after)) {
+		if before[k] != after[k] {
+			out = append(out, fmt.Sprintf("%s %d → %d", k, before[k], after[k]))
+		}
+	}
+	return out
+}
+
+// poller opens a new authenticated WebSocket handshake on the HTTP
+// listener and one on the tcp mode listener, and sends a REST request,
+// every 100 ms, and counts what each got.
 type poller struct {
-	addr, tok string
-	done      chan struct{}
-	wg        sync.WaitGroup
-	rounds    atomic.Int64
-	mu        sync.Mutex
-	counts    pollCounts
+	done   chan struct{}
+	wg     sync.WaitGroup
+	rounds atomic.Int64
+	mu     sync.Mutex
+	counts pollCounts
 }
 
 type pollCounts struct {
@@ -257,12 +300,12 @@ func (c pollCounts) since(before pollCounts) pollCounts {
 }
 
 func (c pollCounts) String() string {
-	return fmt.Sprintf("%d handshakes (%d refused or failed), %d REST requests (%d 5xx, %d errors)",
+	return fmt.Sprintf("%d handshake pairs (%d refused or failed), %d REST requests (%d 5xx, %d errors)",
 		c.handshakes, c.handshakeFailures, c.rest, c.rest5xx, c.restErrors)
 }
 
-func startPoller(addr, tok string) *poller {
-	p := &poller{addr: addr, tok: tok, done: make(chan struct{})}
+func startPoller(httpAddr, tcpAddr, tok string) *poller {
+	p := &poller{done: make(chan struct{})}
 	p.wg.Go(func() {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
@@ -273,8 +316,11 @@ func startPoller(addr, tok string) *poller {
 				return
 			case <-tick.C:
 			}
-			herr := handshakeOnce(addr, tok)
-			resp, rerr := client.Get("http://" + addr + "/api/health")
+			herr := handshakeOnce(httpAddr, tok)
+			if herr == nil {
+				herr = handshakeOnce(tcpAddr, tok)
+			}
+			resp, rerr := client.Get("http://" + httpAddr + "/api/health")
 			status := 0
 			if rerr == nil {
 				status = resp.StatusCode
