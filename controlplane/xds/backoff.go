@@ -3,6 +3,7 @@ package xds
 import (
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,12 @@ import (
 // download. So a re-offer of a refused version carries a retry number in
 // the Wasm VM's environment, which changes the config's hash but not the
 // VM (Envoy keys VMs by id, VM configuration and code only).
+//
+// The number travels in the response's version_info too (retryMark), and
+// comes back in every request Envoy sends while it runs those bytes. So a
+// replica that Envoy reconnects to, and that never made that offer, sends
+// the same version with the same mark: the bytes Envoy runs, which it
+// skips, instead of the unmarked ones, which it would apply again.
 type nackBackoff struct {
 	cachev3.Cache
 	// version is the snapshot's current version of a type.
@@ -54,6 +61,31 @@ type nackState struct {
 	version  string // the refused version (state of the world)
 	attempts int    // refusals of it so far
 	offered  bool   // re-offered since the last refusal
+}
+
+// retryMark joins a version and the number of a marked re-offer of it in
+// a state-of-the-world version_info.
+const retryMark = "+retry-"
+
+// splitRetry is a version_info's version and the number of the re-offer
+// it names, 0 for none.
+func splitRetry(v string) (string, int) {
+	base, n, ok := strings.Cut(v, retryMark)
+	if !ok {
+		return v, 0
+	}
+	attempt, err := strconv.Atoi(n)
+	if err != nil || attempt <= 0 {
+		return v, 0
+	}
+	return base, attempt
+}
+
+// BaseVersion is a version_info without the number of a re-offer: the
+// snapshot version the resources are from.
+func BaseVersion(v string) string {
+	base, _ := splitRetry(v)
+	return base
 }
 
 // RetryEnv is the environment variable that numbers a re-offer of a
@@ -122,12 +154,37 @@ func (b *nackBackoff) offer(node, typeURL string) int {
 	return b.offers
 }
 
+// runs records that a node runs re-offer attempt, made here or by
+// another replica, so that this one's next offers carry other numbers.
+func (b *nackBackoff) runs(attempt int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.offers = max(b.offers, attempt)
+}
+
 // CreateWatch holds a NACK's watch: a newer version is sent at once, the
-// refused one again only after the delay, and marked.
+// refused one again only after the delay, and marked. A request from an
+// Envoy that runs a marked re-offer of the current version is answered,
+// if at all, with that version marked the same.
 func (b *nackBackoff) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
 	node, typeURL := req.GetNode().GetId(), req.GetTypeUrl()
-	v := req.GetVersionInfo()
+	v, running := splitRetry(req.GetVersionInfo())
+	if running > 0 {
+		req = proto.Clone(req).(*discoveryv3.DiscoveryRequest)
+		req.VersionInfo = v
+	}
 	p := b.plan(node, typeURL, req.GetErrorDetail() != nil, &v)
+	if p == nil && running > 0 && v == b.version(typeURL) {
+		b.runs(running)
+		same := func(r cachev3.Response) cachev3.Response {
+			if version, err := r.GetVersion(); err == nil && version == v {
+				return markedResponse{Response: r, attempt: running}
+			}
+			return r
+		}
+		open := func(ch chan cachev3.Response) (func(), error) { return b.Cache.CreateWatch(req, sub, ch) }
+		return relay(0, true, nil, nil, out, open, same), nil
+	}
 	if p == nil {
 		return b.Cache.CreateWatch(req, sub, out)
 	}
@@ -267,6 +324,7 @@ func (m markedResponse) GetDiscoveryResponse() (*discoveryv3.DiscoveryResponse, 
 	}
 	// The cache keeps the marshalled response: change a copy.
 	r = proto.Clone(r).(*discoveryv3.DiscoveryResponse)
+	r.VersionInfo += retryMark + strconv.Itoa(m.attempt)
 	for i, a := range r.GetResources() {
 		if r.Resources[i], err = markRetry(a, m.attempt); err != nil {
 			return nil, err
@@ -333,12 +391,12 @@ func markRetry(a *anypb.Any, attempt int) (*anypb.Any, error) {
 		vm.EnvironmentVariables.KeyValues = map[string]string{}
 	}
 	vm.EnvironmentVariables.KeyValues[RetryEnv] = strconv.Itoa(attempt)
-	inner, err := anypb.New(wasm)
+	inner, err := deterministicAny(wasm)
 	if err != nil {
 		return nil, err
 	}
 	tec.TypedConfig = inner
-	return anypb.New(tec)
+	return deterministicAny(tec)
 }
 
 // markDynamicModule numbers a re-offer of a dynamic-module filter config
@@ -351,13 +409,25 @@ func markDynamicModule(tec *corev3.TypedExtensionConfig, attempt int) (*anypb.An
 		return nil, err
 	}
 	if f.GetDynamicModuleConfig().GetModule() == nil {
-		return anypb.New(tec)
+		return deterministicAny(tec)
 	}
 	f.DynamicModuleConfig.Name = "directpipe-retry-" + strconv.Itoa(attempt)
-	inner, err := anypb.New(f)
+	inner, err := deterministicAny(f)
 	if err != nil {
 		return nil, err
 	}
 	tec.TypedConfig = inner
-	return anypb.New(tec)
+	return deterministicAny(tec)
+}
+
+// deterministicAny packs m in the same bytes every time, in any replica:
+// Envoy compares an extension config with the one it runs by hashing
+// them, and the Wasm VM's environment is a map, whose order an ordinary
+// marshal does not fix.
+func deterministicAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

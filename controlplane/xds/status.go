@@ -188,7 +188,7 @@ func (s *Status) callbacks() serverv3.Callbacks {
 			// State of the world says what Envoy runs in version_info: after
 			// a NACK, later requests carry the old version, not the rejected
 			// one their nonce points at.
-			v := req.GetVersionInfo()
+			v := BaseVersion(req.GetVersionInfo())
 			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), &v, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			return nil
 		},
@@ -198,7 +198,7 @@ func (s *Status) callbacks() serverv3.Callbacks {
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-			s.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+			s.response(id, resp.GetTypeUrl(), resp.GetNonce(), BaseVersion(resp.GetVersionInfo()))
 		},
 		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 			s.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
