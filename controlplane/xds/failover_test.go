@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"maps"
 	"net"
 	"strings"
 	"testing"
@@ -14,11 +15,11 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 )
 
-// adsStream serves s on a loopback port and opens an ADS stream to it.
-func adsStream(t *testing.T, s *Server) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+// adsClient serves s on a loopback port and returns an ADS client of it,
+// and a context that ends with the test.
+func adsClient(t *testing.T, s *Server) (discoveryv3.AggregatedDiscoveryServiceClient, context.Context) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +36,14 @@ func adsStream(t *testing.T, s *Server) discoveryv3.AggregatedDiscoveryService_S
 	t.Cleanup(func() { conn.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	return discoveryv3.NewAggregatedDiscoveryServiceClient(conn), ctx
+}
+
+// adsStream opens a state-of-the-world ADS stream to s.
+func adsStream(t *testing.T, s *Server) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+	t.Helper()
+	c, ctx := adsClient(t, s)
+	stream, err := c.StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,16 +63,13 @@ func exchange(t *testing.T, stream discoveryv3.AggregatedDiscoveryService_Stream
 	return resp
 }
 
-// TestReofferSurvivesFailover: an Envoy that refused a filter config and
-// then took the marked re-offer of it reconnects to another replica,
-// which has never seen it. That replica sends the same version with the
-// same mark, byte for byte: Envoy compares the config with the one it
-// runs by hash, and unmarked bytes would be applied again.
-func TestReofferSurvivesFailover(t *testing.T) {
+// twoReplicas are two servers of the same resources, as two replicas of
+// one policy, and the names of their extension configs.
+func twoReplicas(t *testing.T) (a, b *Server, names []string) {
+	t.Helper()
 	ctx := context.Background()
-	a := NewServer(ctx, quietLog(), NewMetrics(nil))
-	b := NewServer(ctx, quietLog(), NewMetrics(nil))
-	var names []string
+	a = NewServer(ctx, quietLog(), NewMetrics(nil))
+	b = NewServer(ctx, quietLog(), NewMetrics(nil))
 	for _, r := range example(t)[resource.ExtensionConfigType] {
 		names = append(names, cachev3.GetResourceName(r))
 	}
@@ -73,6 +78,25 @@ func TestReofferSurvivesFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return a, b, names
+}
+
+// resourceSet is the bytes of each resource of resp.
+func resourceSet(resp *discoveryv3.DiscoveryResponse) map[string]bool {
+	out := map[string]bool{}
+	for _, a := range resp.GetResources() {
+		out[string(a.GetValue())] = true
+	}
+	return out
+}
+
+// TestReofferSurvivesFailover: an Envoy that refused a filter config and
+// then took the marked re-offer of it reconnects to another replica,
+// which has never seen it. That replica sends the same version with the
+// same mark, byte for byte: Envoy compares the config with the one it
+// runs by hash, and unmarked bytes would be applied again.
+func TestReofferSurvivesFailover(t *testing.T) {
+	a, b, names := twoReplicas(t)
 	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
 	ask := func(version, nonce string, refuse bool) *discoveryv3.DiscoveryRequest {
 		req := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ExtensionConfigType, ResourceNames: names, VersionInfo: version, ResponseNonce: nonce}
@@ -89,8 +113,11 @@ func TestReofferSurvivesFailover(t *testing.T) {
 	if !strings.HasPrefix(reoffer.GetVersionInfo(), version+retryMark) {
 		t.Fatalf("the re-offer's version is %q, want %s marked", reoffer.GetVersionInfo(), version)
 	}
-	if proto.Equal(reoffer.GetResources()[0], first.GetResources()[0]) {
-		t.Fatal("the re-offer carries the refused bytes")
+	refused := resourceSet(first)
+	for b := range resourceSet(reoffer) {
+		if refused[b] {
+			t.Fatal("the re-offer carries refused bytes")
+		}
 	}
 	if err := onA.Send(ask(reoffer.GetVersionInfo(), reoffer.GetNonce(), false)); err != nil {
 		t.Fatal(err)
@@ -113,16 +140,92 @@ func TestReofferSurvivesFailover(t *testing.T) {
 	if again.GetVersionInfo() != reoffer.GetVersionInfo() {
 		t.Errorf("the other replica answers version %q, want %q", again.GetVersionInfo(), reoffer.GetVersionInfo())
 	}
-	if len(again.GetResources()) != len(reoffer.GetResources()) {
-		t.Fatalf("the other replica sends %d resources, want %d", len(again.GetResources()), len(reoffer.GetResources()))
-	}
-	for i := range again.GetResources() {
-		if !proto.Equal(again.GetResources()[i], reoffer.GetResources()[i]) {
-			t.Errorf("resource %d: the other replica sends other bytes than the re-offer Envoy runs", i)
-		}
+	// A response lists the resources in any order.
+	if got, want := resourceSet(again), resourceSet(reoffer); !maps.Equal(got, want) {
+		t.Errorf("the other replica sends other bytes than the re-offer Envoy runs")
 	}
 	if err := onB.Send(ask(again.GetVersionInfo(), again.GetNonce(), false)); err != nil {
 		t.Fatal(err)
 	}
 	waitSynced(b)
+}
+
+// deltaStream opens a delta ADS stream to s.
+func deltaStream(t *testing.T, s *Server) discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
+	t.Helper()
+	c, ctx := adsClient(t, s)
+	stream, err := c.DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream
+}
+
+// TestDeltaReconnectHoldsLatest: a delta Envoy that reconnects, to
+// another replica, names the resources it holds; a replica serving the
+// same versions sends it nothing, and must still show it SYNCED, as it
+// is. One that holds another version is not.
+func TestDeltaReconnectHoldsLatest(t *testing.T) {
+	a, b, names := twoReplicas(t)
+	version := a.Versions()[resource.ExtensionConfigType]
+	state := func(s *Server, node string) SyncState {
+		for _, n := range s.Status().Nodes() {
+			if n.ID == node {
+				return n.State(resource.ExtensionConfigType, version)
+			}
+		}
+		return NotSent
+	}
+	waitState := func(s *Server, node string, want SyncState) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); state(s, node) != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s is %s, want %s", node, state(s, node), want)
+			}
+		}
+	}
+
+	onA := deltaStream(t, a)
+	node := &corev3.Node{Id: "edge-1", Cluster: "edge"}
+	if err := onA.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ExtensionConfigType, ResourceNamesSubscribe: names}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := onA.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]string{}
+	for _, r := range resp.GetResources() {
+		held[r.GetName()] = r.GetVersion()
+	}
+	if err := onA.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ExtensionConfigType, ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(a, "edge-1", Synced)
+
+	onB := deltaStream(t, b)
+	if err := onB.Send(&discoveryv3.DeltaDiscoveryRequest{
+		Node: node, TypeUrl: resource.ExtensionConfigType, ResourceNamesSubscribe: names, InitialResourceVersions: held,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(b, "edge-1", Synced)
+
+	// Another node holds one resource at another version: it is sent that
+	// one, and stays unsynced until it ACKs it.
+	stale := maps.Clone(held)
+	stale[names[0]] = "older"
+	other := &corev3.Node{Id: "edge-2", Cluster: "edge"}
+	onB2 := deltaStream(t, b)
+	if err := onB2.Send(&discoveryv3.DeltaDiscoveryRequest{
+		Node: other, TypeUrl: resource.ExtensionConfigType, ResourceNamesSubscribe: names, InitialResourceVersions: stale,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := onB2.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(b, "edge-2"); got == Synced {
+		t.Errorf("a node holding an older resource is %s", got)
+	}
 }

@@ -29,14 +29,26 @@ import (
 // filter's config neither applied again nor refused, no critical log
 // line, no live stream closed, and a handshake and a REST request every
 // 100 ms throughout, none answered 5xx or refused.
+//
+// Both builds run over state-of-the-world xDS; the Wasm build runs over
+// delta xDS too, where a reconnecting Envoy names what it holds and is
+// sent nothing.
 func TestHAFailoverFilter(t *testing.T) {
-	for _, build := range testkit.FilterBuilds {
-		t.Run(string(build), func(t *testing.T) { testHAFailoverFilter(t, build) })
+	for _, c := range []struct {
+		name  string
+		build testkit.FilterBuild
+		delta bool
+	}{
+		{"wasm", testkit.FilterWasm, false},
+		{"native", testkit.FilterNative, false},
+		{"wasm-delta", testkit.FilterWasm, true},
+	} {
+		t.Run(c.name, func(t *testing.T) { testHAFailoverFilter(t, c.build, c.delta) })
 	}
 }
 
-func testHAFailoverFilter(t *testing.T, build testkit.FilterBuild) {
-	f := startModuleFleet(t, build)
+func testHAFailoverFilter(t *testing.T, build testkit.FilterBuild, delta bool) {
+	f := startModuleFleet(t, build, delta)
 	ctx := t.Context()
 	tok := validToken(t)
 
@@ -121,9 +133,9 @@ func testHAFailoverFilter(t *testing.T, build testkit.FilterBuild) {
 }
 
 // startModuleFleet is two replicas on a one-member etcd, each serving the
-// modules (and the dynamic module), and one Envoy of build whose
-// bootstrap lists both for xDS and for modules.
-func startModuleFleet(t *testing.T, build testkit.FilterBuild) *haFleet {
+// modules (and the dynamic module), and one Envoy of build (on delta xDS
+// if delta) whose bootstrap lists both for xDS and for modules.
+func startModuleFleet(t *testing.T, build testkit.FilterBuild, delta bool) *haFleet {
 	t.Helper()
 	f := &haFleet{t: t, etcd: testkit.StartEtcd(t, 1), backend: testkit.StartBackend(t), node: "e2e-ha-" + string(build)}
 	f.params = policyParams{
@@ -144,7 +156,7 @@ func startModuleFleet(t *testing.T, build testkit.FilterBuild) *haFleet {
 			t.Fatal(err)
 		}
 	}
-	f.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: f.node, XDSAddrs: xdsAddrs, ModulesAddrs: modAddrs, Filter: build})
+	f.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: f.node, XDSAddrs: xdsAddrs, ModulesAddrs: modAddrs, Filter: build, Delta: delta})
 	f.waitHTTP(t, "/api/health", http.StatusOK)
 	if err := testkit.WaitListening(f.params.TCP, 20*time.Second); err != nil {
 		t.Fatal(err)
