@@ -53,6 +53,7 @@ type nackBackoff struct {
 	states map[string]*nackState // by node id and type
 	// offers numbers every marked offer, so that no two offers, on any
 	// stream, carry the same bytes: Envoy may have failed on any of them.
+	// It starts at random, so that replicas number in other ranges.
 	offers int
 }
 
@@ -95,7 +96,10 @@ const RetryEnv = "DIRECTPIPE_CONFIG_RETRY"
 const maxBackoffStates = 100_000
 
 func newNACKBackoff(c cachev3.Cache, version func(string) string) *nackBackoff {
-	return &nackBackoff{Cache: c, version: version, base: 250 * time.Millisecond, tries: 9, states: map[string]*nackState{}}
+	return &nackBackoff{
+		Cache: c, version: version, base: 250 * time.Millisecond, tries: 9, states: map[string]*nackState{},
+		offers: rand.IntN(1 << 30),
+	}
 }
 
 // plan decides how to answer a request: at once and unchanged (nil), or
@@ -154,6 +158,18 @@ func (b *nackBackoff) offer(node, typeURL string) int {
 	return b.offers
 }
 
+// mayHaveRefused reports whether a stream's first request of the filter
+// configs (no nonce yet) comes from an Envoy that runs another version
+// than the current one (v, without a mark): one this process never
+// served, or whose offer of the current version it never saw answered.
+// Such an Envoy may have refused the current version on a replica that
+// is gone, or before this process restarted, and this process cannot
+// know it. A fresh Envoy names no version and refused nothing.
+func (b *nackBackoff) mayHaveRefused(req *cachev3.Request, v string) bool {
+	return req.GetTypeUrl() == resource.ExtensionConfigType && req.GetResponseNonce() == "" &&
+		v != "" && v != b.version(req.GetTypeUrl())
+}
+
 // runs records that a node runs re-offer attempt, made here or by
 // another replica, so that this one's next offers carry other numbers.
 func (b *nackBackoff) runs(attempt int) {
@@ -184,6 +200,16 @@ func (b *nackBackoff) CreateWatch(req *cachev3.Request, sub cachev3.Subscription
 		}
 		open := func(ch chan cachev3.Response) (func(), error) { return b.Cache.CreateWatch(req, sub, ch) }
 		return relay(0, true, nil, nil, out, open, same), nil
+	}
+	if p == nil && b.mayHaveRefused(req, v) {
+		// Envoy may have refused the current filter configs on a replica
+		// that is gone (or before a restart), and would skip their bytes
+		// unapplied: they come marked, as a re-offer would.
+		mark := func(r cachev3.Response) cachev3.Response {
+			return markedResponse{Response: r, attempt: b.offer(node, typeURL)}
+		}
+		open := func(ch chan cachev3.Response) (func(), error) { return b.Cache.CreateWatch(req, sub, ch) }
+		return relay(0, true, nil, nil, out, open, mark), nil
 	}
 	if p == nil {
 		return b.Cache.CreateWatch(req, sub, out)

@@ -229,3 +229,36 @@ func TestDeltaReconnectHoldsLatest(t *testing.T) {
 		t.Errorf("a node holding an older resource is %s", got)
 	}
 }
+
+// TestOlderVersionIsOfferedMarked: an Envoy that reconnects running an
+// older version of the filter configs than the current one may have
+// refused the current one on a replica that is gone, and would skip its
+// bytes unapplied; it is sent the current version marked, as a re-offer.
+// A fresh Envoy, and one that runs the current version, get it unmarked.
+func TestOlderVersionIsOfferedMarked(t *testing.T) {
+	_, b, names := twoReplicas(t)
+	version := b.Versions()[resource.ExtensionConfigType]
+	ask := func(node, v string) *discoveryv3.DiscoveryResponse {
+		return exchange(t, adsStream(t, b), &discoveryv3.DiscoveryRequest{
+			Node: &corev3.Node{Id: node}, TypeUrl: resource.ExtensionConfigType, ResourceNames: names, VersionInfo: v,
+		})
+	}
+	fresh := ask("fresh", "")
+	if fresh.GetVersionInfo() != version {
+		t.Fatalf("a fresh Envoy gets version %q, want %q", fresh.GetVersionInfo(), version)
+	}
+	current := ask("current", version)
+	if current.GetVersionInfo() != version || !maps.Equal(resourceSet(current), resourceSet(fresh)) {
+		t.Errorf("an Envoy that runs the current version gets %q, other bytes than a fresh one", current.GetVersionInfo())
+	}
+	older := ask("older", "0123456789abcdef")
+	if !strings.HasPrefix(older.GetVersionInfo(), version+retryMark) {
+		t.Fatalf("an Envoy that runs an older version gets %q, want %s marked", older.GetVersionInfo(), version)
+	}
+	unmarked := resourceSet(fresh)
+	for b := range resourceSet(older) {
+		if unmarked[b] {
+			t.Error("an Envoy that runs an older version is sent unmarked bytes")
+		}
+	}
+}
