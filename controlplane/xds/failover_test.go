@@ -90,6 +90,21 @@ func resourceSet(resp *discoveryv3.DiscoveryResponse) map[string]bool {
 	return out
 }
 
+// checkMarked checks that resp (what who got) is version marked as a
+// re-offer, none of its resources the bytes of unmarked.
+func checkMarked(t *testing.T, who string, resp *discoveryv3.DiscoveryResponse, version string, unmarked *discoveryv3.DiscoveryResponse) {
+	t.Helper()
+	if !strings.HasPrefix(resp.GetVersionInfo(), version+retryMark) {
+		t.Fatalf("%s: version %q, want %s marked", who, resp.GetVersionInfo(), version)
+	}
+	plain := resourceSet(unmarked)
+	for b := range resourceSet(resp) {
+		if plain[b] {
+			t.Fatalf("%s: unmarked bytes", who)
+		}
+	}
+}
+
 // TestReofferSurvivesFailover: an Envoy that refused a filter config and
 // then took the marked re-offer of it reconnects to another replica,
 // which has never seen it. That replica sends the same version with the
@@ -110,15 +125,7 @@ func TestReofferSurvivesFailover(t *testing.T) {
 	first := exchange(t, onA, ask("", "", false))
 	reoffer := exchange(t, onA, ask("", first.GetNonce(), true))
 	version := a.Versions()[resource.ExtensionConfigType]
-	if !strings.HasPrefix(reoffer.GetVersionInfo(), version+retryMark) {
-		t.Fatalf("the re-offer's version is %q, want %s marked", reoffer.GetVersionInfo(), version)
-	}
-	refused := resourceSet(first)
-	for b := range resourceSet(reoffer) {
-		if refused[b] {
-			t.Fatal("the re-offer carries refused bytes")
-		}
-	}
+	checkMarked(t, "the re-offer", reoffer, version, first)
 	if err := onA.Send(ask(reoffer.GetVersionInfo(), reoffer.GetNonce(), false)); err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +259,5 @@ func TestOlderVersionIsOfferedMarked(t *testing.T) {
 		t.Errorf("an Envoy that runs the current version gets %q, other bytes than a fresh one", current.GetVersionInfo())
 	}
 	older := ask("older", "0123456789abcdef")
-	if !strings.HasPrefix(older.GetVersionInfo(), version+retryMark) {
-		t.Fatalf("an Envoy that runs an older version gets %q, want %s marked", older.GetVersionInfo(), version)
-	}
-	unmarked := resourceSet(fresh)
-	for b := range resourceSet(older) {
-		if unmarked[b] {
-			t.Error("an Envoy that runs an older version is sent unmarked bytes")
-		}
-	}
+	checkMarked(t, "an Envoy that runs an older version", older, version, fresh)
 }
