@@ -238,11 +238,19 @@ func (b *nackBackoff) CreateWatch(req *cachev3.Request, sub cachev3.Subscription
 func (b *nackBackoff) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
 	node, typeURL := req.GetNode().GetId(), req.GetTypeUrl()
 	p := b.plan(node, typeURL, req.GetErrorDetail() != nil, nil)
-	if p == nil || p.nack && !p.retry {
-		return b.Cache.CreateDeltaWatch(req, sub, out)
-	}
 	mark := func(r cachev3.DeltaResponse) cachev3.DeltaResponse {
 		return markedDelta{DeltaResponse: r, attempt: b.offer(node, typeURL)}
+	}
+	// A reconnecting Envoy names the filter configs it holds and is sent
+	// those it holds at another version than the current one, which it
+	// may have refused on a replica that is gone (see mayHaveRefused):
+	// marked, as a re-offer.
+	if p == nil && typeURL == resource.ExtensionConfigType && req.GetResponseNonce() == "" && len(req.GetInitialResourceVersions()) > 0 {
+		open := func(ch chan cachev3.DeltaResponse) (func(), error) { return b.Cache.CreateDeltaWatch(req, sub, ch) }
+		return relay(0, true, nil, nil, out, open, mark), nil
+	}
+	if p == nil || p.nack && !p.retry {
+		return b.Cache.CreateDeltaWatch(req, sub, out)
 	}
 	if !p.nack {
 		open := func(ch chan cachev3.DeltaResponse) (func(), error) { return b.Cache.CreateDeltaWatch(req, sub, ch) }

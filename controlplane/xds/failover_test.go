@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"net"
@@ -260,4 +261,41 @@ func TestOlderVersionIsOfferedMarked(t *testing.T) {
 	}
 	older := ask("older", "0123456789abcdef")
 	checkMarked(t, "an Envoy that runs an older version", older, version, fresh)
+}
+
+// TestDeltaOlderVersionIsOfferedMarked is TestOlderVersionIsOfferedMarked
+// for delta xDS: a reconnecting Envoy that holds a filter config at an
+// older version is sent the current one marked.
+func TestDeltaOlderVersionIsOfferedMarked(t *testing.T) {
+	_, b, names := twoReplicas(t)
+	ask := func(node string, held map[string]string) *discoveryv3.DeltaDiscoveryResponse {
+		stream := deltaStream(t, b)
+		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{
+			Node: &corev3.Node{Id: node}, TypeUrl: resource.ExtensionConfigType, ResourceNamesSubscribe: names, InitialResourceVersions: held,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	plain := map[string][]byte{}
+	for _, r := range ask("fresh", nil).GetResources() {
+		plain[r.GetName()] = r.GetResource().GetValue()
+	}
+	older := map[string]string{}
+	for _, n := range names {
+		older[n] = "older"
+	}
+	resp := ask("older", older)
+	if len(resp.GetResources()) != len(names) {
+		t.Fatalf("an Envoy that holds older filter configs is sent %d, want %d", len(resp.GetResources()), len(names))
+	}
+	for _, r := range resp.GetResources() {
+		if bytes.Equal(r.GetResource().GetValue(), plain[r.GetName()]) {
+			t.Errorf("%s: an Envoy that holds an older version is sent the unmarked bytes", r.GetName())
+		}
+	}
 }
