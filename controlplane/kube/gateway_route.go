@@ -357,9 +357,9 @@ func applyFilters(pr *policyv1.Route, filters []gatewayv1.HTTPRouteFilter, where
 
 // convertRedirect maps a RequestRedirect filter. Without a port, the
 // Gateway API derives one from the scheme (80 for http, 443 for https)
-// and asks that the Location then name none; with a hostname the policy's
-// redirect names no port anyway, and without one the request's port must
-// be replaced, so the Location says ":443" (or ":80") explicitly.
+// and asks that the Location then name none: the translation leaves a
+// scheme's default port out of the Location, and names it only for a
+// request whose Host names another port, which must be replaced.
 func convertRedirect(f *gatewayv1.HTTPRequestRedirectFilter, where string) (*policyv1.RequestRedirect, *ruleProblem) {
 	unsupported := func(msg string) (*policyv1.RequestRedirect, *ruleProblem) {
 		return nil, &ruleProblem{gatewayv1.RouteReasonUnsupportedValue, where + ": RequestRedirect " + msg}

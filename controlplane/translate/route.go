@@ -3,6 +3,7 @@ package translate
 import (
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +30,11 @@ const DefaultWebSocketIdleTimeout = 5 * time.Minute
 // request on a WebSocket path.
 const UpgradeRequiredSuffix = ".upgrade-required"
 
+// NamedPortSuffix names the companion route of a redirect that changes
+// the scheme and keeps the host: it answers the requests whose Host names
+// a port (see namedPortRedirect).
+const NamedPortSuffix = ".named-port"
+
 // routeConfig builds the route table of one listener. Routes are grouped
 // into virtual hosts by their host set, in order of first appearance, with
 // the catch-all host last; inside a virtual host they keep policy order,
@@ -54,6 +60,9 @@ func routeConfig(l *policyv1.Listener, routes []*policyv1.Route, backends map[st
 		case policy.KindWebSocket:
 			vh.Routes = append(vh.Routes, tagAuth(webSocketRoute(r, b), r.GetAuth()), upgradeRequiredRoute(r))
 		case policy.KindHTTP:
+			if nr := namedPortRedirect(r); nr != nil {
+				vh.Routes = append(vh.Routes, tagAuth(nr, r.GetAuth()))
+			}
 			vh.Routes = append(vh.Routes, tagAuth(httpRoute(r, b), r.GetAuth()))
 		}
 	}
@@ -335,8 +344,16 @@ var redirectCodes = map[uint32]routev3.RedirectAction_RedirectResponseCode{
 	308: routev3.RedirectAction_PERMANENT_REDIRECT,
 }
 
+// defaultPorts are the ports a Location leaves out for its scheme.
+var defaultPorts = map[string]uint32{"http": 80, "https": 443}
+
 // redirectAction is the Location of a redirecting route: the request's
-// URL with the parts the policy sets replaced, its query kept.
+// URL with the parts the policy sets replaced, its query kept. Envoy
+// writes any port_redirect into the Location, so a port that is the new
+// scheme's default is left out: with a new host the Location then names
+// no port, and with the request's host Envoy drops the port of the
+// request's scheme (":80" on the way to https); namedPortRedirect sends
+// the requests that name another port to the default one.
 func redirectAction(rd *policyv1.RequestRedirect) *routev3.RedirectAction {
 	a := &routev3.RedirectAction{
 		HostRedirect: rd.GetHost(),
@@ -345,6 +362,9 @@ func redirectAction(rd *policyv1.RequestRedirect) *routev3.RedirectAction {
 	}
 	if s := rd.GetScheme(); s != "" {
 		a.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: s}
+		if a.PortRedirect == defaultPorts[s] {
+			a.PortRedirect = 0
+		}
 	}
 	switch {
 	case rd.GetPath() != "":
@@ -353,6 +373,38 @@ func redirectAction(rd *policyv1.RequestRedirect) *routev3.RedirectAction {
 		a.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rd.GetPrefix()}
 	}
 	return a
+}
+
+// namedPortRedirect is, for a redirect that changes the scheme, keeps the
+// request's host and names no other port, the route that answers the
+// requests whose Host names a port Envoy would keep: Envoy drops only the
+// default port of the request's own scheme, so "example.com:8080" would
+// otherwise be sent to https on 8080. Envoy cannot write the host without
+// its port, so these are sent to the new scheme's default port by name
+// (":443"). nil for every other route.
+func namedPortRedirect(r *policyv1.Route) *routev3.Route {
+	rd := r.GetRedirect()
+	s := rd.GetScheme()
+	if s == "" || rd.GetHost() != "" || rd.GetPort() != 0 && rd.GetPort() != defaultPorts[s] {
+		return nil
+	}
+	// The port Envoy drops itself: the other scheme's default.
+	dropped := defaultPorts["http"]
+	if s == "http" {
+		dropped = defaultPorts["https"]
+	}
+	route := httpRoute(r, nil)
+	route.Name = r.GetName() + NamedPortSuffix
+	route.GetRedirect().PortRedirect = defaultPorts[s]
+	route.Match.Headers = append(route.Match.Headers,
+		&routev3.HeaderMatcher{Name: ":authority", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: `.*:[0-9]+`}},
+		}}},
+		&routev3.HeaderMatcher{Name: ":authority", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: ":" + strconv.FormatUint(uint64(dropped), 10)},
+		}}},
+	)
+	return route
 }
 
 // headerValues are the headers a REST route sets, replacing any value the

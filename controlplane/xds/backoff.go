@@ -3,6 +3,7 @@ package xds
 import (
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,12 @@ import (
 // download. So a re-offer of a refused version carries a retry number in
 // the Wasm VM's environment, which changes the config's hash but not the
 // VM (Envoy keys VMs by id, VM configuration and code only).
+//
+// The number travels in the response's version_info too (retryMark), and
+// comes back in every request Envoy sends while it runs those bytes. So a
+// replica that Envoy reconnects to, and that never made that offer, sends
+// the same version with the same mark: the bytes Envoy runs, which it
+// skips, instead of the unmarked ones, which it would apply again.
 type nackBackoff struct {
 	cachev3.Cache
 	// version is the snapshot's current version of a type.
@@ -46,6 +53,7 @@ type nackBackoff struct {
 	states map[string]*nackState // by node id and type
 	// offers numbers every marked offer, so that no two offers, on any
 	// stream, carry the same bytes: Envoy may have failed on any of them.
+	// It starts at random, so that replicas number in other ranges.
 	offers int
 }
 
@@ -56,6 +64,31 @@ type nackState struct {
 	offered  bool   // re-offered since the last refusal
 }
 
+// retryMark joins a version and the number of a marked re-offer of it in
+// a state-of-the-world version_info.
+const retryMark = "+retry-"
+
+// splitRetry is a version_info's version and the number of the re-offer
+// it names, 0 for none.
+func splitRetry(v string) (string, int) {
+	base, n, ok := strings.Cut(v, retryMark)
+	if !ok {
+		return v, 0
+	}
+	attempt, err := strconv.Atoi(n)
+	if err != nil || attempt <= 0 {
+		return v, 0
+	}
+	return base, attempt
+}
+
+// BaseVersion is a version_info without the number of a re-offer: the
+// snapshot version the resources are from.
+func BaseVersion(v string) string {
+	base, _ := splitRetry(v)
+	return base
+}
+
 // RetryEnv is the environment variable that numbers a re-offer of a
 // refused Wasm filter config.
 const RetryEnv = "DIRECTPIPE_CONFIG_RETRY"
@@ -63,7 +96,10 @@ const RetryEnv = "DIRECTPIPE_CONFIG_RETRY"
 const maxBackoffStates = 100_000
 
 func newNACKBackoff(c cachev3.Cache, version func(string) string) *nackBackoff {
-	return &nackBackoff{Cache: c, version: version, base: 250 * time.Millisecond, tries: 9, states: map[string]*nackState{}}
+	return &nackBackoff{
+		Cache: c, version: version, base: 250 * time.Millisecond, tries: 9, states: map[string]*nackState{},
+		offers: rand.IntN(1 << 30),
+	}
 }
 
 // plan decides how to answer a request: at once and unchanged (nil), or
@@ -122,12 +158,59 @@ func (b *nackBackoff) offer(node, typeURL string) int {
 	return b.offers
 }
 
+// mayHaveRefused reports whether a stream's first request of the filter
+// configs (no nonce yet) comes from an Envoy that runs another version
+// than the current one (v, without a mark): one this process never
+// served, or whose offer of the current version it never saw answered.
+// Such an Envoy may have refused the current version on a replica that
+// is gone, or before this process restarted, and this process cannot
+// know it. A fresh Envoy names no version and refused nothing.
+func (b *nackBackoff) mayHaveRefused(req *cachev3.Request, v string) bool {
+	return req.GetTypeUrl() == resource.ExtensionConfigType && req.GetResponseNonce() == "" &&
+		v != "" && v != b.version(req.GetTypeUrl())
+}
+
+// runs records that a node runs re-offer attempt, made here or by
+// another replica, so that this one's next offers carry other numbers.
+func (b *nackBackoff) runs(attempt int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.offers = max(b.offers, attempt)
+}
+
 // CreateWatch holds a NACK's watch: a newer version is sent at once, the
-// refused one again only after the delay, and marked.
+// refused one again only after the delay, and marked. A request from an
+// Envoy that runs a marked re-offer of the current version is answered,
+// if at all, with that version marked the same.
 func (b *nackBackoff) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
 	node, typeURL := req.GetNode().GetId(), req.GetTypeUrl()
-	v := req.GetVersionInfo()
+	v, running := splitRetry(req.GetVersionInfo())
+	if running > 0 {
+		req = proto.Clone(req).(*discoveryv3.DiscoveryRequest)
+		req.VersionInfo = v
+	}
 	p := b.plan(node, typeURL, req.GetErrorDetail() != nil, &v)
+	if p == nil && running > 0 && v == b.version(typeURL) {
+		b.runs(running)
+		same := func(r cachev3.Response) cachev3.Response {
+			if version, err := r.GetVersion(); err == nil && version == v {
+				return markedResponse{Response: r, attempt: running}
+			}
+			return r
+		}
+		open := func(ch chan cachev3.Response) (func(), error) { return b.Cache.CreateWatch(req, sub, ch) }
+		return relay(0, true, nil, nil, out, open, same), nil
+	}
+	if p == nil && b.mayHaveRefused(req, v) {
+		// Envoy may have refused the current filter configs on a replica
+		// that is gone (or before a restart), and would skip their bytes
+		// unapplied: they come marked, as a re-offer would.
+		mark := func(r cachev3.Response) cachev3.Response {
+			return markedResponse{Response: r, attempt: b.offer(node, typeURL)}
+		}
+		open := func(ch chan cachev3.Response) (func(), error) { return b.Cache.CreateWatch(req, sub, ch) }
+		return relay(0, true, nil, nil, out, open, mark), nil
+	}
 	if p == nil {
 		return b.Cache.CreateWatch(req, sub, out)
 	}
@@ -155,11 +238,19 @@ func (b *nackBackoff) CreateWatch(req *cachev3.Request, sub cachev3.Subscription
 func (b *nackBackoff) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
 	node, typeURL := req.GetNode().GetId(), req.GetTypeUrl()
 	p := b.plan(node, typeURL, req.GetErrorDetail() != nil, nil)
-	if p == nil || p.nack && !p.retry {
-		return b.Cache.CreateDeltaWatch(req, sub, out)
-	}
 	mark := func(r cachev3.DeltaResponse) cachev3.DeltaResponse {
 		return markedDelta{DeltaResponse: r, attempt: b.offer(node, typeURL)}
+	}
+	// A reconnecting Envoy names the filter configs it holds and is sent
+	// those it holds at another version than the current one, which it
+	// may have refused on a replica that is gone (see mayHaveRefused):
+	// marked, as a re-offer.
+	if p == nil && typeURL == resource.ExtensionConfigType && req.GetResponseNonce() == "" && len(req.GetInitialResourceVersions()) > 0 {
+		open := func(ch chan cachev3.DeltaResponse) (func(), error) { return b.Cache.CreateDeltaWatch(req, sub, ch) }
+		return relay(0, true, nil, nil, out, open, mark), nil
+	}
+	if p == nil || p.nack && !p.retry {
+		return b.Cache.CreateDeltaWatch(req, sub, out)
 	}
 	if !p.nack {
 		open := func(ch chan cachev3.DeltaResponse) (func(), error) { return b.Cache.CreateDeltaWatch(req, sub, ch) }
@@ -267,6 +358,7 @@ func (m markedResponse) GetDiscoveryResponse() (*discoveryv3.DiscoveryResponse, 
 	}
 	// The cache keeps the marshalled response: change a copy.
 	r = proto.Clone(r).(*discoveryv3.DiscoveryResponse)
+	r.VersionInfo += retryMark + strconv.Itoa(m.attempt)
 	for i, a := range r.GetResources() {
 		if r.Resources[i], err = markRetry(a, m.attempt); err != nil {
 			return nil, err
@@ -333,12 +425,12 @@ func markRetry(a *anypb.Any, attempt int) (*anypb.Any, error) {
 		vm.EnvironmentVariables.KeyValues = map[string]string{}
 	}
 	vm.EnvironmentVariables.KeyValues[RetryEnv] = strconv.Itoa(attempt)
-	inner, err := anypb.New(wasm)
+	inner, err := deterministicAny(wasm)
 	if err != nil {
 		return nil, err
 	}
 	tec.TypedConfig = inner
-	return anypb.New(tec)
+	return deterministicAny(tec)
 }
 
 // markDynamicModule numbers a re-offer of a dynamic-module filter config
@@ -351,13 +443,25 @@ func markDynamicModule(tec *corev3.TypedExtensionConfig, attempt int) (*anypb.An
 		return nil, err
 	}
 	if f.GetDynamicModuleConfig().GetModule() == nil {
-		return anypb.New(tec)
+		return deterministicAny(tec)
 	}
 	f.DynamicModuleConfig.Name = "directpipe-retry-" + strconv.Itoa(attempt)
-	inner, err := anypb.New(f)
+	inner, err := deterministicAny(f)
 	if err != nil {
 		return nil, err
 	}
 	tec.TypedConfig = inner
-	return anypb.New(tec)
+	return deterministicAny(tec)
+}
+
+// deterministicAny packs m in the same bytes every time, in any replica:
+// Envoy compares an extension config with the one it runs by hashing
+// them, and the Wasm VM's environment is a map, whose order an ordinary
+// marshal does not fix.
+func deterministicAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

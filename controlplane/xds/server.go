@@ -75,7 +75,38 @@ func NewServer(ctx context.Context, log *slog.Logger, metrics *Metrics) *Server 
 		log:    log,
 	}
 	s.ads = serverv3.NewServer(ctx, newNACKBackoff(s.cache, s.snapshotVersion), s.status.callbacks())
+	s.status.HoldingFrom(s.holding)
 	return s
+}
+
+// holding is the latest version of a type if the resources a
+// reconnecting delta node says it holds (held, name → version) are what
+// its snapshot serves it of that type: each at its current version, and
+// every one it subscribes to (all, for a wildcard subscription) among
+// them. "" otherwise.
+func (s *Server) holding(node *corev3.Node, typeURL string, subscribed []string, held map[string]string) string {
+	s.setMu.Lock()
+	set := s.set
+	if (groupHash{}).ID(node) == nativeGroup && s.setNative != nil {
+		set = s.setNative
+	}
+	ts, ok := set[typeURL]
+	s.setMu.Unlock()
+	if !ok {
+		return ""
+	}
+	for name, v := range held {
+		if ts.perResource[name] != v {
+			return ""
+		}
+	}
+	wildcard := len(subscribed) == 0 || slices.Contains(subscribed, "*")
+	for name := range ts.perResource {
+		if _, ok := held[name]; !ok && (wildcard || slices.Contains(subscribed, name)) {
+			return ""
+		}
+	}
+	return s.status.Latest()[typeURL]
 }
 
 // snapshotVersion is the served version of a type, "" before the first

@@ -141,6 +141,10 @@ type Status struct {
 	subs    map[chan Event]struct{}
 	// explain adds what the control plane knows to a NACK's message.
 	explain func(node, typeURL, msg string) string
+	// holding is the version of a type whose resources a delta stream's
+	// first request says the node holds already, "" unless exactly the
+	// latest (see Server.holding).
+	holding func(node *corev3.Node, typeURL string, subscribed []string, held map[string]string) string
 }
 
 // stream is one ADS stream: its node and the version behind each nonce, as
@@ -149,6 +153,9 @@ type stream struct {
 	node    string
 	flavour string
 	nonces  map[string]string
+	// meta is the node as its first request described it: Envoy may name
+	// it in the first request of a stream only.
+	meta *corev3.Node
 }
 
 // maxNonces bounds the nonce memory of a stream that never answers.
@@ -188,17 +195,23 @@ func (s *Status) callbacks() serverv3.Callbacks {
 			// State of the world says what Envoy runs in version_info: after
 			// a NACK, later requests carry the old version, not the rejected
 			// one their nonce points at.
-			v := req.GetVersionInfo()
+			v := BaseVersion(req.GetVersionInfo())
 			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), &v, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 			// Delta requests carry no version: the nonce names the response.
 			s.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nil, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+			// An Envoy that reconnects (to this replica or another) names
+			// the resources it holds; the server sends none it holds at
+			// their current versions, so nothing would ever be ACKed.
+			if req.GetResponseNonce() == "" && len(req.GetInitialResourceVersions()) > 0 {
+				s.holds(id, req)
+			}
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-			s.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+			s.response(id, resp.GetTypeUrl(), resp.GetNonce(), BaseVersion(resp.GetVersionInfo()))
 		},
 		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 			s.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
@@ -269,7 +282,7 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, ver
 	}
 	now := time.Now()
 	if st.node == "" && node.GetId() != "" {
-		st.node = node.GetId()
+		st.node, st.meta = node.GetId(), node
 		n := s.nodes[st.node]
 		if n == nil || !n.Connected {
 			n = &NodeStatus{
@@ -317,6 +330,48 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, ver
 		s.emit(Event{Kind: EventACK, Node: n.ID, TypeURL: typeURL, Version: version})
 	}
 	n.Types[typeURL] = ts
+}
+
+// holds records that the node of stream id holds the latest version of
+// the type of req, a delta stream's first request of it, if its initial
+// resource versions say so: as sent and ACKed, since Envoy runs it.
+func (s *Status) holds(id int64, req *discoveryv3.DeltaDiscoveryRequest) {
+	s.mu.Lock()
+	holding := s.holding
+	st := s.streams[id]
+	var meta *corev3.Node
+	if st != nil {
+		meta = st.meta
+	}
+	s.mu.Unlock()
+	if holding == nil || meta == nil {
+		return
+	}
+	typeURL := req.GetTypeUrl()
+	version := holding(meta, typeURL, req.GetResourceNamesSubscribe(), req.GetInitialResourceVersions())
+	if version == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st = s.streams[id]
+	if st == nil || s.nodes[st.node] == nil || s.latest[typeURL] != version {
+		return // gone, or a newer snapshot meanwhile: it will be sent
+	}
+	n := s.nodes[st.node]
+	ts := n.Types[typeURL]
+	now := time.Now()
+	ts.Sent, ts.SentAt, ts.Acked, ts.AckedAt = version, now, version, now
+	n.Types[typeURL] = ts
+	s.log.Debug("envoy holds config already", "node", n.ID, "type", xdstype.Name(typeURL), "version", version)
+}
+
+// HoldingFrom sets the function that says which version of a type a
+// reconnecting delta node holds. It must not call back into Status.
+func (s *Status) HoldingFrom(fn func(node *corev3.Node, typeURL string, subscribed []string, held map[string]string) string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holding = fn
 }
 
 func (s *Status) response(id int64, typeURL, nonce, version string) {

@@ -99,6 +99,11 @@ type haNode struct {
 		State  string `json:"state"`
 		Latest string `json:"latest_version"`
 		Acked  string `json:"acked_version"`
+		// LastNACK is kept after later ACKs.
+		LastNACK *struct {
+			Version string `json:"version"`
+			Error   string `json:"error"`
+		} `json:"last_nack"`
 	} `json:"resources"`
 }
 

@@ -25,6 +25,15 @@ type ReplicaOptions struct {
 	// LeaseTTL is short in tests, so a killed replica's records and
 	// leaderships go quickly.
 	LeaseTTL time.Duration
+	// Modules serves the modules from the replica (Replica.ModulesAddr),
+	// as to remote Envoys; without it Envoys read module files.
+	Modules bool
+	// Native, when set, is the dynamic module the replica serves to the
+	// nodes that ask for the native build.
+	Native string
+	// Restart, when set, is a killed replica this one takes the place of:
+	// the same addresses, so Envoys whose bootstraps name them find it.
+	Restart *Replica
 	// Args are more flags.
 	Args []string
 }
@@ -35,6 +44,8 @@ type Replica struct {
 	XDSAddr     string
 	AdminAddr   string
 	MetricsAddr string
+	// ModulesAddr is the module server's address, "" without Modules.
+	ModulesAddr string
 	LogPath     string
 	cmd         *exec.Cmd
 	done        chan struct{}
@@ -52,14 +63,23 @@ func StartReplica(t T, opts ReplicaOptions) *Replica {
 		MetricsAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		LogPath:     filepath.Join(t.TempDir(), opts.Name+".log"),
 	}
+	if opts.Modules {
+		r.ModulesAddr = "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	}
+	if old := opts.Restart; old != nil {
+		r.XDSAddr, r.AdminAddr, r.MetricsAddr, r.ModulesAddr = old.XDSAddr, old.AdminAddr, old.MetricsAddr, old.ModulesAddr
+	}
 	if opts.LeaseTTL == 0 {
 		opts.LeaseTTL = 2 * time.Second
 	}
 	args := []string{
 		"-store", opts.Store, "-replica", opts.Name, "-lease-ttl", opts.LeaseTTL.String(),
 		"-xds-addr", r.XDSAddr, "-admin-addr", r.AdminAddr, "-metrics-addr", r.MetricsAddr,
-		"-modules-addr", "", "-wasm", WasmModule(t),
+		"-modules-addr", r.ModulesAddr, "-wasm", WasmModule(t),
 		"-admin-token-file", opts.TokenFile, "-state-dir", t.TempDir(),
+	}
+	if opts.Native != "" {
+		args = append(args, "-native", opts.Native)
 	}
 	if opts.SeedPolicy != "" {
 		args = append(args, "-policy", opts.SeedPolicy)
@@ -81,7 +101,10 @@ func StartReplica(t T, opts ReplicaOptions) *Replica {
 			t.Logf("replica %s log, last lines:\n%s", r.Name, tail(r.LogPath, 30))
 		}
 	})
-	for _, addr := range []string{r.XDSAddr, r.AdminAddr, r.MetricsAddr} {
+	for _, addr := range []string{r.XDSAddr, r.AdminAddr, r.MetricsAddr, r.ModulesAddr} {
+		if addr == "" {
+			continue
+		}
 		if err := WaitListening(addr, 30*time.Second); err != nil {
 			t.Fatalf("replica %s: %v\n%s", r.Name, err, tail(r.LogPath, 30))
 		}

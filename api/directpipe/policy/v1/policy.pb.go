@@ -611,7 +611,13 @@ type RequestRedirect struct {
 	// Host name, lower case; empty keeps the request's.
 	Host string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
 	// Port, 1 to 65535. 0 keeps the request's port, except with host set:
-	// then the Location names no port (the scheme's default).
+	// then the Location names no port (the scheme's default). With scheme
+	// set, its default port (443 for https, 80 for http) is the same as 0,
+	// and the Location leaves it out: a request to http://example.com/a is
+	// sent to https://example.com/a. A request whose Host names another
+	// port (example.com:8080) is sent to the default port by name
+	// (https://example.com:443/a), since the Location cannot drop a port
+	// the client named.
 	Port uint32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
 	// Replaces the whole path. Must start with "/". At most one of path and
 	// prefix.
