@@ -102,8 +102,9 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	}
 	edited, err := apply(h, header, d)
 	if err == nil && edited && route != "" && route != auth.UnnamedRoute {
-		// Envoy clears its route cache when a filter edits request
-		// headers, and the router matches the request again. It must land
+		// Envoy clears its route cache when a Wasm filter edits request
+		// headers, and the router matches the request again (the native
+		// build keeps the route, but a later filter may clear it). It must land
 		// on the route whose policy was just checked: the routes the
 		// control plane makes accept only a marker naming them, and a
 		// request no route accepts is answered 500 route_changed. (Policy

@@ -280,7 +280,7 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 	defer s.w.mu.Unlock()
 	s.id, s.gen = s.w.number()
 	h := s.w.h
-	h.filter, h.edited = hostFilter, false
+	h.filter = hostFilter
 	defer func() { h.filter = 0 }()
 	action := s.w.g.RequestHeaders(h, s.id, time.Now())
 	if s.w.g.Holds(s.id) {
@@ -291,12 +291,15 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 	if action != gate.Continue {
 		return statusStop
 	}
-	if h.edited {
-		// As Envoy does for a Wasm filter that edits request headers:
-		// the router matches the edited request again, and the route
-		// marker pins it to the route whose policy was checked.
-		C.dp_clear_route_cache(hostFilter)
-	}
+	// The route cache is left as it is after the edits. Envoy clears it
+	// for a Wasm filter that edits request headers, but the dynamic
+	// module ABI's header setters do not, so the router keeps the route
+	// matched on the request as the client sent it: the route whose
+	// policy the gate just checked, never another. A re-match could only
+	// land on that route again or on the route-changed answer (the gate
+	// still sets the route marker for it), so skipping it spends a route
+	// match less and allows nothing more. Should a later filter clear the
+	// cache, the marker pins that re-match as it does for the Wasm build.
 	return statusContinue
 }
 

@@ -18,9 +18,6 @@ import (
 type host struct {
 	cfg    *filterConfig
 	filter C.uintptr_t
-	// edited is set when the running callback changed the request's
-	// headers: Envoy must then match the route again.
-	edited bool
 	// ending is the stream Envoy is destroying, while the gate gives back
 	// its quota: only stats are set through it.
 	ending C.uintptr_t
@@ -159,7 +156,6 @@ func (h *host) setHeader(name, value string, remove bool) error {
 	if !setRequestHeader(h.filter, name, value, remove) {
 		return errors.New("setting request header " + strconv.Quote(name) + " failed")
 	}
-	h.edited = true
 	return nil
 }
 
