@@ -248,8 +248,9 @@ func dp_go_http_stream_destroy(handle C.uintptr_t) {
 	}
 }
 
-//export envoy_dynamic_module_on_http_filter_request_headers
-func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) (status C.int) {
+// checkRequestHeaders is Envoy's request-headers hook (exported in
+// floor_off.go): the handshake check, once per stream.
+func checkRequestHeaders(hostFilter, moduleFilter C.uintptr_t) (status C.int) {
 	cs := C.dp_stream_of(moduleFilter)
 	var s *stream
 	// Runs last, after the deferred unlock below: the worker is free.
