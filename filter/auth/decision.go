@@ -1,6 +1,10 @@
 package auth
 
-import "github.com/directpipe/directpipe/filter/contract"
+import (
+	"time"
+
+	"github.com/directpipe/directpipe/filter/contract"
+)
 
 // Decision is the outcome of a check and what to do to the request.
 type Decision struct {
@@ -18,6 +22,10 @@ type Decision struct {
 	Path string
 	// Cache says whether a JWT's decision came from the token cache.
 	Cache CacheResult
+	// Until is, for a decision from the token cache, when its cache
+	// entry ends (the earlier of the token's exp and the cache's maximum
+	// age); zero otherwise.
+	Until time.Time
 }
 
 // Denial is the decision that refuses a handshake for reason, with the

@@ -12,5 +12,4 @@ import "C"
 // cached allow makes and returns without entering Go or checking
 // anything. Measured beside no auth, it is the floor of any filter that
 // strips the token and sets an identity through this ABI. The Go check
-// (checkRequestHeaders) is built but never called.
-var _ = checkRequestHeaders
+// (dp_go_http_request_headers) is built but never called.
