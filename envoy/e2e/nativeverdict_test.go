@@ -61,41 +61,40 @@ func TestNativeVerdictReplayRefusedAfterRevocation(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
-	// Each worker checks the token once in Go (a signature), then allows
+	// Each worker checks a token once in Go (a signature), then allows
 	// it from its token cache in Go (which stores the verdict), then
-	// replays it: a handful of handshakes reach a replay on either worker.
-	replayed := ""
-	for i := 0; i < 40 && replayed == ""; i++ {
-		before := s.stat(t, replays)
-		seq := fmt.Sprintf("before-%d", i)
-		if code := send("Bearer "+token, seq); code != http.StatusSwitchingProtocols {
-			t.Fatalf("%s: status %d, want 101", seq, code)
+	// replays it; an API key is stored at its first allow. A handful of
+	// handshakes reach a replay on either worker.
+	replay := func(authorization, prefix, identity string) {
+		replayed := ""
+		for i := 0; i < 40 && replayed == ""; i++ {
+			before := s.stat(t, replays)
+			seq := fmt.Sprintf("%s-%d", prefix, i)
+			if code := send(authorization, seq); code != http.StatusSwitchingProtocols {
+				t.Fatalf("%s: status %d, want 101", seq, code)
+			}
+			if s.stat(t, replays) > before {
+				replayed = seq
+			}
 		}
-		if s.stat(t, replays) > before {
-			replayed = seq
+		if replayed == "" {
+			t.Fatalf("%s: no handshake was replayed from the verdict table (%s = %d)", prefix, replays, s.stat(t, replays))
 		}
-	}
-	if replayed == "" {
-		t.Fatalf("no handshake was replayed from the verdict table (%s = %d)", replays, s.stat(t, replays))
-	}
-	t.Logf("%s replayed (%s = %d)", replayed, replays, s.stat(t, replays))
-	got := backendSeq(t, s, replayed)
-	if got == nil {
-		t.Fatalf("the back end did not receive the replayed handshake %s", replayed)
-	}
-	if id := first(got.Headers, "x-directpipe-identity"); id != "cached-caller" {
-		t.Errorf("replayed handshake: identity %q, want cached-caller", id)
-	}
-	for _, h := range []string{"authorization", "x-directpipe-route"} {
-		if v := first(got.Headers, h); v != "" {
-			t.Errorf("replayed handshake: the back end received %s: %q", h, v)
+		got := backendSeq(t, s, replayed)
+		if got == nil {
+			t.Fatalf("the back end did not receive the replayed handshake %s", replayed)
 		}
-	}
-	for i := range 3 {
-		if code := send("Bearer "+testAPIKey, fmt.Sprintf("key-%d", i)); code != http.StatusSwitchingProtocols {
-			t.Fatalf("API key before revocation: status %d", code)
+		if id := first(got.Headers, "x-directpipe-identity"); id != identity {
+			t.Errorf("replayed handshake %s: identity %q, want %s", replayed, id, identity)
+		}
+		for _, h := range []string{"authorization", "x-directpipe-route"} {
+			if v := first(got.Headers, h); v != "" {
+				t.Errorf("replayed handshake %s: the back end received %s: %q", replayed, h, v)
+			}
 		}
 	}
+	replay("Bearer "+token, "token", "cached-caller")
+	replay("Bearer "+testAPIKey, "key", "cached-key-client")
 
 	s.params.AuthPoliciesYAML = verdictPolicy("cache-b", newSecret, false)
 	s.writePolicy()

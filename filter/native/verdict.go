@@ -14,14 +14,15 @@ import (
 
 // A verdict the Go check gives is stored in the worker's C table
 // (verdict.h) only when replaying it is the same as checking again: an
-// allow from the token cache, of a policy with no stream quota, rate or
+// allow from the token cache or of an API key, of a policy with no stream quota, rate or
 // client address list (nothing but the request's headers, its route and
 // the time decided it), that made only header edits and counts. The
 // entry is keyed on every input the check read: the route's name and
 // policy tag as Envoy gave them, and each request header it looked up,
-// with the value it saw or its absence. It lasts no longer than the
-// token cache entry that decided it (the token's exp and the cache's
-// maximum age). The table belongs to one filter config; every policy
+// with the value it saw or its absence. It lasts no longer than
+// auth.Decision.Until: the token cache entry that decided it (the token's
+// exp and the cache's maximum age), or for an API key the cache's
+// maximum age. The table belongs to one filter config; every policy
 // change, key rotation or key revocation is a new config, whose tables
 // start empty.
 
@@ -93,7 +94,9 @@ func (r *verdictRecord) replayable() bool {
 	if r.unkeyed || !r.allowed || r.policy == nil || r.policy.Public || !r.routeRead || !r.tagRead {
 		return false
 	}
-	if r.d.Cache != auth.CacheHit || r.d.Until.IsZero() {
+	// A JWT just verified (CacheMiss) is stored at its next handshake,
+	// from the token cache, whose counters a replay then repeats.
+	if r.d.Until.IsZero() || r.d.Cache == auth.CacheMiss {
 		return false
 	}
 	for _, rd := range r.reads {
