@@ -95,6 +95,22 @@ func TestNativeVerdictReplayRefusedAfterRevocation(t *testing.T) {
 	}
 	replay("Bearer "+token, "token", "cached-caller")
 	replay("Bearer "+testAPIKey, "key", "cached-key-client")
+	// The replayed token with a forged identity differs in a header the
+	// check read: Go checks it, and the back end gets the verified one.
+	resp, body := upgrade(t, url, http.Header{"Authorization": {"Bearer " + token}, "X-Test-Seq": {"forged"},
+		"X-Directpipe-Identity": {"admin"}})
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("forged identity: status %d %s", resp.StatusCode, body)
+	}
+	got := backendSeq(t, s, "forged")
+	if got == nil {
+		t.Fatal("forged identity: the back end received nothing")
+	}
+	for k, v := range got.Headers {
+		if strings.EqualFold(k, "x-directpipe-identity") && (len(v) != 1 || v[0] != "cached-caller") {
+			t.Errorf("forged identity: the back end received %s: %v", k, v)
+		}
+	}
 
 	s.params.AuthPoliciesYAML = verdictPolicy("cache-b", newSecret, false)
 	s.writePolicy()
