@@ -61,7 +61,9 @@ func (c *tokenCache) get(sum [sha256.Size]byte, now time.Time) (Decision, bool) 
 		delete(c.entries, sum)
 		return Decision{}, false
 	}
-	return e.d, true
+	d := e.d
+	d.Until = e.until
+	return d, true
 }
 
 // put remembers an allow decision until the earlier of exp and now plus

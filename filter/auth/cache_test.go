@@ -1,7 +1,9 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"testing"
 	"time"
@@ -142,5 +144,47 @@ func TestTokenCacheBounds(t *testing.T) {
 		if _, err := ParseConfig([]byte(doc)); err == nil {
 			t.Errorf("token_cache %s accepted", tc)
 		}
+	}
+}
+
+// TestDecisionUntil: an allow says how long a host may reuse it (the
+// native build's verdict table) only when it came from the token cache,
+// until that entry ends, or is an API key's, for the cache's maximum age;
+// never for a token just verified or with the cache off.
+func TestDecisionUntil(t *testing.T) {
+	long := mint(t, jwt.SigningMethodHS256, secret, "dev", valid("exp", now.Add(10*time.Minute).Unix()))
+	short := mint(t, jwt.SigningMethodHS256, secret, "dev", valid("exp", now.Add(time.Minute).Unix()))
+	sum := sha256.Sum256([]byte("an-api-key"))
+	keyConfig := func(tc string) *Config {
+		cfg, err := ParseConfig([]byte(`{"sources":[{"bearer":true}],"api_keys":[{"sha256":"` + hex.EncodeToString(sum[:]) + `","identity":"k"}]` + tc + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	tests := []struct {
+		name  string
+		cfg   *Config
+		token string
+		want  []time.Time // Until of each handshake, one a second
+	}{
+		{"a token: not when verified, then the cache entry's end", cacheConfig(t, nil), long,
+			[]time.Time{{}, now.Add(DefaultTokenCacheMaxAge)}},
+		{"a token near its exp (with 30 s leeway)", cacheConfig(t, nil), short,
+			[]time.Time{{}, now.Add(90 * time.Second)}},
+		{"the token cache off", cacheConfig(t, map[string]any{"max_entries": -1}), long, []time.Time{{}, {}}},
+		{"an API key", keyConfig(""), "an-api-key",
+			[]time.Time{now.Add(DefaultTokenCacheMaxAge), now.Add(time.Second + DefaultTokenCacheMaxAge)}},
+		{"an API key with the token cache off", keyConfig(`,"token_cache":{"max_entries":-1}`), "an-api-key", []time.Time{{}, {}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i, want := range tt.want {
+				d, _ := tt.cfg.Check("", Request{Header: headers("authorization", "Bearer "+tt.token)}, now.Add(time.Duration(i)*time.Second))
+				if !d.Allow || !d.Until.Equal(want) {
+					t.Errorf("handshake %d: allow %v until %v, want %v", i, d.Allow, d.Until, want)
+				}
+			}
+		})
 	}
 }

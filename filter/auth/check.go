@@ -97,6 +97,11 @@ func (p *Policy) Check(req Request, now time.Time) Decision {
 		d = p.verifyJWT(token, now)
 	} else {
 		d = p.verifyAPIKey(token)
+		if d.Allow && p.reuse > 0 {
+			// An API key's allow depends on the configuration alone; it
+			// may be reused as long as a cached token's.
+			d.Until = now.Add(p.reuse)
+		}
 	}
 	if !d.Allow {
 		return d

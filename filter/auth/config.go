@@ -54,9 +54,10 @@ type Policy struct {
 	claims  []string // ClaimHeaders' keys, sorted, so headers are set in a stable order
 	protect []string // what protected() returns, computed once
 	origins []originMatcher
-	cache   *tokenCache  // nil when off
-	host    HostVerifier // nil: every signature is checked here
-	clients *ClientList  // nil: any client address
+	cache   *tokenCache   // nil when off
+	reuse   time.Duration // how long an API key's allow may be reused; 0: not at all
+	host    HostVerifier  // nil: every signature is checked here
+	clients *ClientList   // nil: any client address
 }
 
 // ParseConfig decodes and checks a configuration strictly: an unknown field,
@@ -241,14 +242,17 @@ func (p *Policy) prepare() error {
 }
 
 // prepareCache sizes the token cache: 0 takes the defaults, a negative
-// value turns the cache off.
+// value turns the cache off. The cache's maximum age is also how long an
+// API key's allow may be reused (Decision.Until), with or without JWT
+// keys.
 func (p *Policy) prepareCache() error {
-	if len(p.keys) == 0 {
-		return nil
-	}
 	entries, maxAge := DefaultTokenCacheEntries, DefaultTokenCacheMaxAge
 	if tc := p.TokenCache; tc != nil {
 		if tc.MaxEntries > contract.MaxTokenCacheEntries || tc.MaxAgeSeconds > contract.MaxTokenCacheSeconds {
+			if len(p.keys) == 0 {
+				// Never refused without JWT keys; nothing is reused.
+				return nil
+			}
 			return fmt.Errorf("token_cache: at most %d entries and %d seconds", contract.MaxTokenCacheEntries, contract.MaxTokenCacheSeconds)
 		}
 		if tc.MaxEntries != 0 {
@@ -257,6 +261,12 @@ func (p *Policy) prepareCache() error {
 		if tc.MaxAgeSeconds != 0 {
 			maxAge = time.Duration(tc.MaxAgeSeconds) * time.Second
 		}
+	}
+	if entries > 0 && maxAge > 0 {
+		p.reuse = maxAge
+	}
+	if len(p.keys) == 0 {
+		return nil
 	}
 	p.cache = newTokenCache(entries, maxAge)
 	return nil

@@ -1,6 +1,10 @@
 package auth
 
-import "github.com/directpipe/directpipe/filter/contract"
+import (
+	"time"
+
+	"github.com/directpipe/directpipe/filter/contract"
+)
 
 // Decision is the outcome of a check and what to do to the request.
 type Decision struct {
@@ -18,6 +22,12 @@ type Decision struct {
 	Path string
 	// Cache says whether a JWT's decision came from the token cache.
 	Cache CacheResult
+	// Until is how long a host may reuse an allow for the same request
+	// under the same configuration: for a JWT from the token cache, when
+	// its cache entry ends (the earlier of the token's exp and the cache's
+	// maximum age); for an API key, the cache's maximum age from now.
+	// Zero (a JWT just verified, or the token cache off): not at all.
+	Until time.Time
 }
 
 // Denial is the decision that refuses a handshake for reason, with the

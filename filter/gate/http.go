@@ -78,6 +78,10 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 		return reject(h, auth.Internal(), contract.DefaultRealm)
 	}
 	header := headerLookup(pairs)
+	tracer, traced := h.(Tracer)
+	if traced {
+		header = traceReads(header, tracer)
+	}
 	route := routeName(h)
 	if !clientAllowed(h, cfg.Clients(route)) {
 		return reject(h, auth.Denial(contract.ReasonClientAddress), contract.DefaultRealm)
@@ -102,8 +106,9 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	}
 	edited, err := apply(h, header, d)
 	if err == nil && edited && route != "" && route != auth.UnnamedRoute {
-		// Envoy clears its route cache when a filter edits request
-		// headers, and the router matches the request again. It must land
+		// Envoy clears its route cache when a Wasm filter edits request
+		// headers, and the router matches the request again (the native
+		// build keeps the route, but a later filter may clear it). It must land
 		// on the route whose policy was just checked: the routes the
 		// control plane makes accept only a marker naming them, and a
 		// request no route accepts is answered 500 route_changed. (Policy
@@ -123,7 +128,29 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	if policy != nil {
 		h.Count(contract.MetricAllowed)
 	}
+	if traced {
+		tracer.Allowed(d, policy)
+	}
 	return Continue
+}
+
+// Tracer is what a host implements to learn what a handshake's check
+// read and decided: every request header it looked up (its value as the
+// check saw it, or its absence) and, for a request it lets on, the
+// decision. The native binding keys the verdicts it replays without Go
+// on exactly those reads.
+type Tracer interface {
+	HeaderRead(name, value string, present bool)
+	Allowed(d auth.Decision, p *auth.Policy)
+}
+
+// traceReads reports every lookup of header to t.
+func traceReads(header func(string) (string, bool), t Tracer) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		v, ok := header(name)
+		t.HeaderRead(name, v, ok)
+		return v, ok
+	}
 }
 
 // clientAllowed checks the client's address against a route's lists; a

@@ -43,7 +43,6 @@ __attribute__((weak)) bool envoy_dynamic_module_callback_http_set_header(uintptr
 	int header_type, dp_buffer key, dp_buffer value);
 __attribute__((weak)) void envoy_dynamic_module_callback_http_send_response(uintptr_t filter,
 	uint32_t status, dp_header* headers, size_t headers_size, dp_buffer body, dp_buffer details);
-__attribute__((weak)) void envoy_dynamic_module_callback_http_clear_route_cache(uintptr_t filter);
 __attribute__((weak)) bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
 	uintptr_t filter, int attribute_id, dp_buffer* result);
 __attribute__((weak)) bool envoy_dynamic_module_callback_http_get_metadata_string(uintptr_t filter,
@@ -80,12 +79,6 @@ static bool dp_send_response(uintptr_t filter, uint32_t status, dp_header* heade
 	dp_buffer body, dp_buffer details) {
 	if (!envoy_dynamic_module_callback_http_send_response) return false;
 	envoy_dynamic_module_callback_http_send_response(filter, status, headers, n, body, details);
-	return true;
-}
-
-static bool dp_clear_route_cache(uintptr_t filter) {
-	if (!envoy_dynamic_module_callback_http_clear_route_cache) return false;
-	envoy_dynamic_module_callback_http_clear_route_cache(filter);
 	return true;
 }
 

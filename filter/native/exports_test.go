@@ -80,16 +80,24 @@ func TestPerChunkHooksNeverEnterGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// An HTTP stream's creation and destruction are C too: a handshake
-	// enters Go once, in request_headers.
+	// An HTTP stream's creation and destruction are C too, and so is
+	// request_headers, which replays a stored verdict (verdict.c) and
+	// otherwise enters Go once, in the check dp_go_http_request_headers.
+	goCheck := false
 	for _, s := range all {
-		for _, h := range []string{"network_filter_read", "http_filter_new", "http_filter_destroy"} {
+		for _, h := range []string{"network_filter_read", "http_filter_new", "http_filter_destroy", "http_filter_request_headers"} {
 			if strings.HasPrefix(s.Name, "_cgoexp_") && strings.HasSuffix(s.Name, "_envoy_dynamic_module_on_"+h) {
 				t.Errorf("%s: the %s hook is a Go export", s.Name, h)
 			}
 		}
+		if strings.HasPrefix(s.Name, "_cgoexp_") && strings.HasSuffix(s.Name, "_dp_go_http_request_headers") {
+			goCheck = true
+		}
+	}
+	if !goCheck {
+		t.Error("the handshake check dp_go_http_request_headers is not a Go export")
 	}
 	if n := size["envoy_dynamic_module_on_http_filter_request_headers"]; n <= 16 {
-		t.Errorf("request_headers is %d bytes: the handshake check should be Go", n)
+		t.Errorf("request_headers is %d bytes: it should look the verdict up before entering Go", n)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 // #include "dp_abi.h"
 // #include "dp_stream.h"
+// #include "verdict.h"
 import "C"
 
 import (
@@ -115,12 +116,26 @@ func envoy_dynamic_module_on_http_filter_config_new(hostConfig C.uintptr_t, name
 		c.workers = append(c.workers, w)
 	}
 	c.stats = defineIdentityStats(hostConfig)
+	c.workers[0].h.DefineCounter(verdictReplays)
 	// Read on the main thread, not in a worker's first handshake.
 	processNodeID()
 	c.envoy = 0
 	c.stop = make(chan struct{})
+	// The C hooks see the config as a dp_config: Go's handle and the
+	// workers' verdict tables, empty for every new config, so that a
+	// policy change, a key rotation or a revoked key (each a new config)
+	// never replays a verdict the old one gave.
+	handle := cgo.NewHandle(c)
+	cc := C.dp_config_new(C.uintptr_t(handle), C.uint32_t(n))
+	if cc == nil {
+		handle.Delete()
+		return 0
+	}
+	if id, ok := c.counters[verdictReplays]; ok {
+		cc.replays, cc.replays_ok = id, true
+	}
 	go c.keepAlive(c.stop)
-	return C.uintptr_t(cgo.NewHandle(c))
+	return C.uintptr_t(uintptr(unsafe.Pointer(cc)))
 }
 
 // keepAlive says every AliveRefresh that each worker's counted streams are
@@ -203,9 +218,11 @@ func (c *filterConfig) worker(filter C.uintptr_t) *worker {
 
 //export envoy_dynamic_module_on_http_filter_config_destroy
 func envoy_dynamic_module_on_http_filter_config_destroy(moduleConfig C.uintptr_t) {
-	h := cgo.Handle(moduleConfig)
+	cc := C.dp_config_of(moduleConfig)
+	h := cgo.Handle(cc.handle)
 	close(h.Value().(*filterConfig).stop)
 	h.Delete()
+	C.dp_config_free(cc)
 }
 
 // number gives a new stream its id in the worker's gate. w.mu is held.
@@ -248,8 +265,12 @@ func dp_go_http_stream_destroy(handle C.uintptr_t) {
 	}
 }
 
-//export envoy_dynamic_module_on_http_filter_request_headers
-func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) (status C.int) {
+// dp_go_http_request_headers is the handshake check, once per stream:
+// Envoy's request-headers hook (verdict.c) calls it for every request
+// whose verdict the worker's table cannot replay.
+//
+//export dp_go_http_request_headers
+func dp_go_http_request_headers(hostFilter, moduleFilter C.uintptr_t, endOfStream C.bool) (status C.int) {
 	cs := C.dp_stream_of(moduleFilter)
 	var s *stream
 	// Runs last, after the deferred unlock below: the worker is free.
@@ -271,7 +292,8 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 		return statusContinue
 	}
 	cs.checked = 1
-	s = &stream{w: cgo.Handle(cs.config).Value().(*filterConfig).worker(hostFilter), envoy: hostFilter}
+	cfg := C.dp_stream_config(cs)
+	s = &stream{w: cgo.Handle(cfg.handle).Value().(*filterConfig).worker(hostFilter), envoy: hostFilter}
 	if s.w == nil {
 		refuse(hostFilter)
 		return statusStop
@@ -280,10 +302,16 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 	defer s.w.mu.Unlock()
 	s.id, s.gen = s.w.number()
 	h := s.w.h
-	h.filter, h.edited = hostFilter, false
-	defer func() { h.filter = 0 }()
-	action := s.w.g.RequestHeaders(h, s.id, time.Now())
-	if s.w.g.Holds(s.id) {
+	rec := &verdictRecord{}
+	h.filter, h.rec = hostFilter, rec
+	defer func() { h.filter, h.rec = 0, nil }()
+	// The monotonic clock is read first: a verdict's deadline, counted
+	// from it, can only come early, never late.
+	mono := C.dp_verdict_mono_now()
+	now := time.Now()
+	action := s.w.g.RequestHeaders(h, s.id, now)
+	held := s.w.g.Holds(s.id)
+	if held {
 		cs.handle = C.uintptr_t(cgo.NewHandle(s))
 	} else {
 		s.w.g.Delete(h, s.id)
@@ -291,12 +319,18 @@ func envoy_dynamic_module_on_http_filter_request_headers(hostFilter, moduleFilte
 	if action != gate.Continue {
 		return statusStop
 	}
-	if h.edited {
-		// As Envoy does for a Wasm filter that edits request headers:
-		// the router matches the edited request again, and the route
-		// marker pins it to the route whose policy was checked.
-		C.dp_clear_route_cache(hostFilter)
+	if !held {
+		rec.store(C.dp_config_table(cfg, C.dp_worker_index(hostFilter)), mono, now)
 	}
+	// The route cache is left as it is after the edits. Envoy clears it
+	// for a Wasm filter that edits request headers, but the dynamic
+	// module ABI's header setters do not, so the router keeps the route
+	// matched on the request as the client sent it: the route whose
+	// policy the gate just checked, never another. A re-match could only
+	// land on that route again or on the route-changed answer (the gate
+	// still sets the route marker for it), so skipping it spends a route
+	// match less and allows nothing more. Should a later filter clear the
+	// cache, the marker pins that re-match as it does for the Wasm build.
 	return statusContinue
 }
 

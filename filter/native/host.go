@@ -18,9 +18,9 @@ import (
 type host struct {
 	cfg    *filterConfig
 	filter C.uintptr_t
-	// edited is set when the running callback changed the request's
-	// headers: Envoy must then match the route again.
-	edited bool
+	// rec records what the running handshake check reads and does, for
+	// the worker's verdict table (verdict.go); nil outside one.
+	rec *verdictRecord
 	// ending is the stream Envoy is destroying, while the gate gives back
 	// its quota: only stats are set through it.
 	ending C.uintptr_t
@@ -56,6 +56,7 @@ func (h *host) DefineCounter(name string) {
 // to the labelled counter of its reason (see stats.go).
 func (h *host) Count(name string) {
 	if id, labels, ok := h.cfg.stats.refusalCounter(name); ok {
+		h.unkeyed()
 		if h.filter != 0 {
 			incrementCounter(h.filter, id, labels)
 		}
@@ -70,12 +71,16 @@ func (h *host) AddCount(name string, n uint64) {
 	if !ok || h.filter == 0 || n == 0 {
 		return
 	}
+	if h.rec != nil {
+		h.rec.counters = append(h.rec.counters, verdictCount{id, n})
+	}
 	C.dp_increment_counter(h.filter, id, C.uint64_t(n))
 }
 
 // AddGauge adds delta to one of the gate's per-identity live-stream
 // gauges, and sets Envoy's labelled gauge to the result (see stats.go).
 func (h *host) AddGauge(name string, delta int64) {
+	h.unkeyed()
 	through := h.filter
 	if through == 0 {
 		through = h.ending
@@ -91,7 +96,10 @@ func (h *host) AddGauge(name string, delta int64) {
 // cannot be read, quotas split by use give this Envoy the rest share the
 // control plane sets for Envoys it does not name: never more than its
 // share.
-func (h *host) NodeID() (string, error) { return processNodeID() }
+func (h *host) NodeID() (string, error) {
+	h.unkeyed()
+	return processNodeID()
+}
 
 // errNoHostCrypto makes the auth core check RS* and ES* signatures
 // itself: in a native module that is Go's own crypto, without a VM in
@@ -100,6 +108,7 @@ func (h *host) NodeID() (string, error) { return processNodeID() }
 var errNoHostCrypto = errors.New("the native module checks signatures itself")
 
 func (h *host) VerifySignature(hash string, spki, sig, signed []byte) (bool, error) {
+	h.unkeyed()
 	return false, errNoHostCrypto
 }
 
@@ -107,6 +116,7 @@ func (h *host) VerifySignature(hash string, spki, sig, signed []byte) (bool, err
 // property: the downstream remote address ("ip:port"), taken from
 // X-Forwarded-For when the listener trusts hops in front of it.
 func (h *host) ClientAddress() (string, error) {
+	h.unkeyed()
 	if h.filter == 0 {
 		return "", errNoStream
 	}
@@ -133,7 +143,11 @@ func (h *host) RouteName() (string, bool) {
 	if h.filter == 0 {
 		return "", false
 	}
-	return attribute(h.filter, C.dp_attr_xds_route_name)
+	name, ok := attribute(h.filter, C.dp_attr_xds_route_name)
+	if h.rec != nil {
+		h.rec.route, h.rec.routeOK, h.rec.routeRead = name, ok, true
+	}
+	return name, ok
 }
 
 // RoutePolicy reads the route's auth setting from its filter metadata.
@@ -141,7 +155,11 @@ func (h *host) RoutePolicy() (string, bool) {
 	if h.filter == 0 {
 		return "", false
 	}
-	return routeMetadata(h.filter, contract.RouteMetadataNamespace, contract.RouteMetadataPolicy)
+	tag, ok := routeMetadata(h.filter, contract.RouteMetadataNamespace, contract.RouteMetadataPolicy)
+	if h.rec != nil {
+		h.rec.tag, h.rec.tagOK, h.rec.tagRead = tag, ok, true
+	}
+	return tag, ok
 }
 
 func (h *host) RemoveRequestHeader(name string) error {
@@ -156,14 +174,18 @@ func (h *host) setHeader(name, value string, remove bool) error {
 	if h.filter == 0 {
 		return errNoStream
 	}
+	if h.rec != nil {
+		h.rec.edits = append(h.rec.edits, verdictEdit{name, value, remove})
+	}
 	if !setRequestHeader(h.filter, name, value, remove) {
+		h.unkeyed()
 		return errors.New("setting request header " + strconv.Quote(name) + " failed")
 	}
-	h.edited = true
 	return nil
 }
 
 func (h *host) SendLocalResponse(status int, details string, body []byte, headers [][2]string) error {
+	h.unkeyed()
 	if h.filter == 0 {
 		return errNoStream
 	}
@@ -173,9 +195,13 @@ func (h *host) SendLocalResponse(status int, details string, body []byte, header
 	return nil
 }
 
-func (h *host) SharedData(key string) ([]byte, uint32, error) { return shared.get(key) }
+func (h *host) SharedData(key string) ([]byte, uint32, error) {
+	h.unkeyed()
+	return shared.get(key)
+}
 
 func (h *host) SetSharedData(key string, value []byte, cas uint32) (bool, error) {
+	h.unkeyed()
 	return shared.set(key, value, cas), nil
 }
 

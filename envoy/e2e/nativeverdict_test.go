@@ -1,0 +1,158 @@
+//go:build !wasip1
+
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/directpipe/directpipe/envoy/testkit"
+)
+
+// verdictRoute is a WebSocket route whose policy takes a bearer JWT or an
+// API key; verdictPolicy is that policy with its JWT key and, when
+// apiKey, the test's API key.
+const verdictRoute = "  - { name: cached, match: { path: /v1/cached }, kind: websocket, backend: voice, auth: cached }"
+
+func verdictPolicy(kid string, secret []byte, apiKey bool) string {
+	p := fmt.Sprintf(`  - name: cached
+    sources: [{ bearer: true }]
+    jwt:
+      keys: [{ kty: oct, kid: %s, alg: HS256, k: %s }]
+    identity_header: x-directpipe-identity
+`, kid, b64url(secret))
+	if apiKey {
+		sum := sha256.Sum256([]byte(testAPIKey))
+		p += fmt.Sprintf("    api_keys: [{ sha256: %s, identity: cached-key-client }]\n", hex.EncodeToString(sum[:]))
+	}
+	return p
+}
+
+// TestNativeVerdictReplayRefusedAfterRevocation: the native build answers
+// a handshake it has allowed from its token cache without entering Go,
+// from the worker's verdict table, and the back end receives the verified
+// identity with the token stripped. Then the JWT key is rotated and the
+// API key revoked (one policy change, one new filter config): the very
+// token the table was replaying, and the API key, are refused, and the
+// back end receives none of their handshakes.
+func TestNativeVerdictReplayRefusedAfterRevocation(t *testing.T) {
+	oldSecret, newSecret := []byte("the-cached-signing-key-32-bytes!"), []byte("the-rotated-signing-key-32-bytes")
+	s := newStackWith(t, stackOptions{filter: testkit.FilterNative}, func(p *policyParams) {
+		p.RoutesYAML, p.AuthPoliciesYAML = verdictRoute, verdictPolicy("cache-a", oldSecret, true)
+	})
+	url := s.listenURL("http", "/v1/cached")
+	now := time.Now()
+	token := mint(t, oldSecret, "cache-a", jwt.MapClaims{"sub": "cached-caller", "exp": now.Add(time.Hour).Unix()})
+	replays := httpFilterStat(testkit.FilterNative, "directpipe_verdict_replays")
+
+	// x-test-seq names each request to the back end; the check does not
+	// read it, so it does not stop a replay.
+	send := func(authorization, seq string) int {
+		resp, body := upgrade(t, url, http.Header{"Authorization": {authorization}, "X-Test-Seq": {seq}})
+		if resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s: status %d %s", seq, resp.StatusCode, body)
+		}
+		return resp.StatusCode
+	}
+	// Each worker checks a token once in Go (a signature), then allows
+	// it from its token cache in Go (which stores the verdict), then
+	// replays it; an API key is stored at its first allow. A handful of
+	// handshakes reach a replay on either worker.
+	replay := func(authorization, prefix, identity string) {
+		replayed := ""
+		for i := 0; i < 40 && replayed == ""; i++ {
+			before := s.stat(t, replays)
+			seq := fmt.Sprintf("%s-%d", prefix, i)
+			if code := send(authorization, seq); code != http.StatusSwitchingProtocols {
+				t.Fatalf("%s: status %d, want 101", seq, code)
+			}
+			if s.stat(t, replays) > before {
+				replayed = seq
+			}
+		}
+		if replayed == "" {
+			t.Fatalf("%s: no handshake was replayed from the verdict table (%s = %d)", prefix, replays, s.stat(t, replays))
+		}
+		got := backendSeq(t, s, replayed)
+		if got == nil {
+			t.Fatalf("the back end did not receive the replayed handshake %s", replayed)
+		}
+		if id := first(got.Headers, "x-directpipe-identity"); id != identity {
+			t.Errorf("replayed handshake %s: identity %q, want %s", replayed, id, identity)
+		}
+		for _, h := range []string{"authorization", "x-directpipe-route"} {
+			if v := first(got.Headers, h); v != "" {
+				t.Errorf("replayed handshake %s: the back end received %s: %q", replayed, h, v)
+			}
+		}
+	}
+	replay("Bearer "+token, "token", "cached-caller")
+	replay("Bearer "+testAPIKey, "key", "cached-key-client")
+	// The replayed token with a forged identity differs in a header the
+	// check read: Go checks it, and the back end gets the verified one.
+	resp, body := upgrade(t, url, http.Header{"Authorization": {"Bearer " + token}, "X-Test-Seq": {"forged"},
+		"X-Directpipe-Identity": {"admin"}})
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("forged identity: status %d %s", resp.StatusCode, body)
+	}
+	got := backendSeq(t, s, "forged")
+	if got == nil {
+		t.Fatal("forged identity: the back end received nothing")
+	}
+	for k, v := range got.Headers {
+		if strings.EqualFold(k, "x-directpipe-identity") && (len(v) != 1 || v[0] != "cached-caller") {
+			t.Errorf("forged identity: the back end received %s: %v", k, v)
+		}
+	}
+
+	s.params.AuthPoliciesYAML = verdictPolicy("cache-b", newSecret, false)
+	s.writePolicy()
+	waitVersionMoved(t, s)
+	newToken := mint(t, newSecret, "cache-b", jwt.MapClaims{"sub": "rotated-caller", "exp": now.Add(time.Hour).Unix()})
+	eventually(t, func() (bool, string) {
+		code := send("Bearer "+newToken, "new-key")
+		return code == http.StatusSwitchingProtocols, fmt.Sprintf("new key: %d", code)
+	})
+	for i := range 10 {
+		if code := send("Bearer "+token, fmt.Sprintf("after-%d", i)); code != http.StatusUnauthorized {
+			t.Errorf("the replayed token after its key was rotated: status %d, want 401", code)
+		}
+		if code := send("Bearer "+testAPIKey, fmt.Sprintf("after-key-%d", i)); code != http.StatusUnauthorized {
+			t.Errorf("the API key after its revocation: status %d, want 401", code)
+		}
+	}
+	for _, h := range s.handshakes() {
+		if seq := first(h.Headers, "x-test-seq"); strings.HasPrefix(seq, "after") {
+			t.Errorf("the back end received %s after the revocation: %v", seq, h.Headers)
+		}
+	}
+	s.checkFilterBuild(testkit.FilterNative)
+}
+
+// backendSeq is the handshake the back end received with x-test-seq seq.
+func backendSeq(t *testing.T, s *stack, seq string) *backendHandshake {
+	for _, h := range s.handshakes() {
+		if first(h.Headers, "x-test-seq") == seq {
+			return &h
+		}
+	}
+	return nil
+}
+
+// first is a header's first value in a recorded handshake, by any case
+// of its name.
+func first(headers map[string][]string, name string) string {
+	for k, v := range headers {
+		if strings.EqualFold(k, name) && len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}
