@@ -23,14 +23,10 @@ import (
 	"github.com/directpipe/directpipe/controlplane/policy"
 )
 
-// TestApplySizeBound: an apply is bounded before any policy in it is
-// decoded. gRPC refuses a message over MaxRequestBytes unread; a policy
-// message or text over policy.MaxPolicyBytes is refused, naming the
-// bound, and a message over the route bound before its text is parsed;
-// all before the backend sees them (there is none here: any call that
-// reached it would fail the test).
-func TestApplySizeBound(t *testing.T) {
-	const token = "size-test-token"
+// serveAdmin serves an admin API with no back end behind it on loopback,
+// with ServerOptions' bounds and token, and returns a client connection.
+func serveAdmin(t *testing.T, token string) *grpc.ClientConn {
+	t.Helper()
 	srv := grpc.NewServer(ServerOptions(token, AuthOptions{})...)
 	NewService(nil).Register(srv, nil)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -44,7 +40,18 @@ func TestApplySizeBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	client := adminv1.NewAdminServiceClient(conn)
+	return conn
+}
+
+// TestApplySizeBound: an apply is bounded before any policy in it is
+// decoded. gRPC refuses a message over MaxRequestBytes unread; a policy
+// message or text over policy.MaxPolicyBytes is refused, naming the
+// bound, and a message over the route bound before its text is parsed;
+// all before the backend sees them (there is none here: any call that
+// reached it would fail the test).
+func TestApplySizeBound(t *testing.T) {
+	const token = "size-test-token"
+	client := adminv1.NewAdminServiceClient(serveAdmin(t, token))
 
 	// routes builds a policy message of more than n bytes encoded, each
 	// route the same size, its name padded with pad bytes.
@@ -113,26 +120,14 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // server refuses them from the wire, before it decodes them, naming the
 // field that holds them.
 func TestApplyOfEmptyMessagesRefusedUndecoded(t *testing.T) {
-	srv := grpc.NewServer(ServerOptions("t", AuthOptions{})...)
-	NewService(nil).Register(srv, nil)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := serveAdmin(t, "t")
 	routes := bytes.Repeat([]byte{0x12, 0x00}, policy.MaxPolicyBytes/2) // Policy.routes, empty
 	req := protowire.AppendTag(nil, 1, protowire.BytesType)             // ApplyPolicyRequest.policy
 	req = protowire.AppendBytes(req, routes)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer t")
-	err = conn.Invoke(ctx, adminv1.AdminService_ApplyPolicy_FullMethodName, req, &adminv1.ApplyPolicyResponse{}, grpc.ForceCodecV2(rawCodec{}))
+	err := conn.Invoke(ctx, adminv1.AdminService_ApplyPolicy_FullMethodName, req, &adminv1.ApplyPolicyResponse{}, grpc.ForceCodecV2(rawCodec{}))
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "policy: routes: more than the 10000 entries a list may have") {
 		t.Fatalf("%v, want InvalidArgument naming policy.routes", err)
 	}
