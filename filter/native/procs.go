@@ -6,18 +6,16 @@ import "runtime"
 // to spare beyond every Envoy thread that enters the module: each worker
 // and the main thread.
 //
-// A call from Envoy into Go takes a P and, on return, leaves it wired to
-// that Envoy thread in the "syscall" state, so that the thread's next call
-// takes it back at once. Go sizes its Ps by the CPUs the process may use
-// when the library loads, and Envoy runs as many workers as CPUs (or is
-// pinned to fewer CPUs than workers), so every P ends up held that way.
-// With no idle P left, Go's system monitor retakes a held P after 20 µs,
-// keeps polling every 20 µs for as long as calls come, and is woken by a
-// futex on the next call that finds its P gone: on a loaded Envoy that
-// monitor competes with the workers for their CPU, and every handshake
-// pays a slow re-entry. With a P to spare, a held P is left alone for
-// 10 ms, the monitor backs off, and a worker's call re-enters on its own
-// P without a lock (docs/filter.md, "Where the cost goes").
+// A call from Envoy into Go takes a P and, on return, leaves it parked on
+// that Envoy thread. Go sizes its Ps by the CPUs the process may use when
+// the library loads, and Envoy runs as many workers as CPUs (or is pinned
+// to fewer CPUs than workers), so every P ended up parked that way. With
+// no idle P left, Go's system monitor polls every 20 µs for as long as
+// calls come, competing with the workers for their CPU; with a P to spare
+// it used 40% less CPU over a handshake run. The spare P does not keep a worker's own P from being
+// taken back between calls: the monitor does that once no goroutine was
+// scheduled on it for 10 ms, which a call from C never does
+// (docs/filter.md, "Why a call into Go is slow from an Envoy worker").
 func reserveProcs(workers uint32) {
 	want := int(workers) + 2
 	if runtime.GOMAXPROCS(0) < want {
