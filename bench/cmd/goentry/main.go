@@ -25,6 +25,7 @@ import (
 	_ "embed"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/exec"
@@ -152,7 +153,7 @@ func median(d []time.Duration) time.Duration {
 	return d[len(d)/2]
 }
 
-func report(w *os.File, cases []measurement, threads, calls int) {
+func report(w io.Writer, cases []measurement, threads, calls int) {
 	fmt.Fprintf(w, "Calls into a c-shared Go library from %d C threads, %d calls each; GOMAXPROCS %d.\n\n", threads, calls, threads+2)
 	fmt.Fprintln(w, "| Case | Pause between calls | p50 | p90 | p99 | p50 vs back to back |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
