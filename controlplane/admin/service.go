@@ -152,7 +152,7 @@ func NodeProtos(st *xds.Status, replica string, wasm map[string]*adminv1.WasmHea
 		node := &adminv1.Node{
 			Id: n.ID, Cluster: n.Cluster, EnvoyVersion: n.EnvoyVersion, XdsFlavour: n.Flavour,
 			Connected: n.Connected, ConnectedSince: timestamppb.New(n.ConnectedSince), LastSeen: timestamppb.New(n.LastSeen),
-			Replica: replica, Wasm: wasm[n.ID],
+			Replica: replica, Wasm: wasm[n.ID], Filter: n.Filter,
 		}
 		for _, t := range typeURLs {
 			ts := n.Types[t]

@@ -1,6 +1,7 @@
 package dpctl
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -73,7 +74,7 @@ func (c *cli) status(ctx context.Context) error {
 	if replicas {
 		fmt.Fprint(w, "\tREPLICA")
 	}
-	fmt.Fprint(w, "\tWASM")
+	fmt.Fprint(w, "\tFILTER\tWASM")
 	for _, k := range xdstype.Kinds() {
 		fmt.Fprintf(w, "\t%s", k.Abbrev)
 	}
@@ -88,7 +89,7 @@ func (c *cli) status(ctx context.Context) error {
 			fmt.Fprintf(w, "\t%s", n.GetReplica())
 		}
 		state, note := wasmCell(n.GetWasm())
-		fmt.Fprintf(w, "\t%s", state)
+		fmt.Fprintf(w, "\t%s\t%s", cmp.Or(n.GetFilter(), "-"), state)
 		if note != "" {
 			notes = append(notes, n.GetId()+": "+note)
 		}

@@ -50,7 +50,7 @@ func (f *fake) ListNodes(ctx context.Context, _ *adminv1.ListNodesRequest) (*adm
 		{Type: "TypedExtensionConfig", State: adminv1.SyncState_NACKED, LastNack: &adminv1.Nack{Version: "dddd", Error: "Failed to load Wasm module"}},
 	}
 	return &adminv1.ListNodesResponse{Nodes: []*adminv1.Node{{
-		Id: "envoy-1", Cluster: "edge", EnvoyVersion: "1.40.0", XdsFlavour: "sotw", Connected: true,
+		Id: "envoy-1", Cluster: "edge", EnvoyVersion: "1.40.0", XdsFlavour: "sotw", Connected: true, Filter: "wasm",
 		ConnectedSince: timestamppb.Now(), LastSeen: timestamppb.Now(), Resources: res,
 		Wasm: &adminv1.WasmHealth{Reloads: 2, LastFailure: timestamppb.New(time.Date(2026, 12, 5, 12, 14, 29, 0, time.UTC))},
 	}, {
@@ -60,6 +60,9 @@ func (f *fake) ListNodes(ctx context.Context, _ *adminv1.ListNodesRequest) (*adm
 	}, {
 		Id: "envoy-3", Cluster: "edge", EnvoyVersion: "1.40.0", XdsFlavour: "sotw", Connected: true,
 		ConnectedSince: timestamppb.Now(), LastSeen: timestamppb.Now(), Resources: res, Wasm: &adminv1.WasmHealth{},
+	}, {
+		Id: "envoy-4", Cluster: "edge", EnvoyVersion: "1.40.0", XdsFlavour: "delta", Connected: true, Filter: "native",
+		ConnectedSince: timestamppb.Now(), LastSeen: timestamppb.Now(), Resources: res,
 	}}}, nil
 }
 
@@ -137,6 +140,44 @@ func TestStatusTable(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
+	// Each row names the node's filter build; a native node has no VM,
+	// and a node from a replica that does not report the build shows "-".
+	rows := []struct{ node, filter, wasm string }{
+		{"envoy-1", "wasm", "RELOADED"},
+		{"envoy-2", "-", "FAILING"},
+		{"envoy-4", "native", "-"},
+	}
+	cells := statusCells(t, out)
+	for _, r := range rows {
+		if got := cells[r.node]; got["FILTER"] != r.filter || got["WASM"] != r.wasm {
+			t.Errorf("%s: FILTER %q, WASM %q; want %q, %q", r.node, got["FILTER"], got["WASM"], r.filter, r.wasm)
+		}
+	}
+}
+
+// statusCells reads the status table: each node's cells by column name.
+// No cell holds a space but the sync states' "SYNCED (version)", which
+// come after the columns read here.
+func statusCells(t *testing.T, out string) map[string]map[string]string {
+	t.Helper()
+	lines := strings.Split(out, "\n")
+	header := strings.Fields(lines[0])
+	if len(header) == 0 || header[0] != "NODE" {
+		t.Fatalf("no table header:\n%s", out)
+	}
+	cells := map[string]map[string]string{}
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) < len(header) || cells[f[0]] != nil {
+			continue // a line under the table, or one about a node already read
+		}
+		row := map[string]string{}
+		for i, name := range header {
+			row[name] = f[i]
+		}
+		cells[f[0]] = row
+	}
+	return cells
 }
 
 func TestStatusJSON(t *testing.T) {

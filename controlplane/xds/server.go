@@ -36,10 +36,24 @@ const (
 // anything else, or nothing, is the Wasm module.
 const FilterMetadataKey = "directpipe.filter"
 
+// The builds of the handshake filter a node can be served.
+const (
+	FilterWasm   = "wasm"
+	FilterNative = "native"
+)
+
+// nodeFilter is the build a node asked for.
+func nodeFilter(n *corev3.Node) string {
+	if n.GetMetadata().GetFields()[FilterMetadataKey].GetStringValue() == FilterNative {
+		return FilterNative
+	}
+	return FilterWasm
+}
+
 type groupHash struct{}
 
 func (groupHash) ID(n *corev3.Node) string {
-	if n.GetMetadata().GetFields()[FilterMetadataKey].GetStringValue() == "native" {
+	if nodeFilter(n) == FilterNative {
 		return nativeGroup
 	}
 	return snapshotGroup

@@ -63,6 +63,9 @@ type NodeStatus struct {
 	// Admin is the Envoy admin address the node's bootstrap reports
 	// (node metadata AdminMetadataKey): ip:port, unix:PATH, or empty.
 	Admin string
+	// Filter is the build of the handshake filter the node is served:
+	// FilterWasm or FilterNative (node metadata FilterMetadataKey).
+	Filter string
 }
 
 // AdminMetadataKey is the node metadata field in which envoy-bootstrap
@@ -288,7 +291,7 @@ func (s *Status) request(id int64, node *corev3.Node, typeURL, nonce string, ver
 			n = &NodeStatus{
 				ID: node.GetId(), Cluster: node.GetCluster(), EnvoyVersion: envoyVersion(node),
 				Flavour: st.flavour, Connected: true, ConnectedSince: now, Types: map[string]TypeStatus{},
-				Admin: adminAddress(node),
+				Admin: adminAddress(node), Filter: nodeFilter(node),
 			}
 			s.nodes[st.node] = n
 			s.metrics.connected(1)

@@ -8,6 +8,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -531,6 +532,28 @@ func nativeRollout(t *testing.T, delta bool) {
 	if _, out, _ := m.dpctl("status"); strings.Contains(out, "NACKED") || strings.Contains(out, "rejected") {
 		t.Errorf("dpctl status shows a refusal after the rollout:\n%s", out)
 	}
+	if got := nodeFilter(t, m.stack, "edge-native-rollout"); got != "native" {
+		t.Errorf("dpctl status says the node runs the %q filter, want native", got)
+	}
+}
+
+// nodeFilter is the filter build `dpctl status` gives for node id.
+func nodeFilter(t *testing.T, s *stack, id string) string {
+	t.Helper()
+	code, out, errs := s.dpctl("-o", "json", "status")
+	var status struct {
+		Nodes []struct{ ID, Filter string }
+	}
+	if err := json.Unmarshal([]byte(out), &status); code != 0 || err != nil {
+		t.Fatalf("dpctl -o json status: exit %d, %v: %s%s", code, err, out, errs)
+	}
+	for _, n := range status.Nodes {
+		if n.ID == id {
+			return n.Filter
+		}
+	}
+	t.Fatalf("dpctl status lists no node %q:\n%s", id, out)
+	return ""
 }
 
 // answeredTotal is how many requests probe has had answered so far.

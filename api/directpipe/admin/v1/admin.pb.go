@@ -526,7 +526,10 @@ type Node struct {
 	Replica string `protobuf:"bytes,9,opt,name=replica,proto3" json:"replica,omitempty"`
 	// The node's Wasm VMs, from the stats it streams; unset until it has
 	// streamed them.
-	Wasm          *WasmHealth `protobuf:"bytes,10,opt,name=wasm,proto3" json:"wasm,omitempty"`
+	Wasm *WasmHealth `protobuf:"bytes,10,opt,name=wasm,proto3" json:"wasm,omitempty"`
+	// The build of the handshake filter the node asked for in its metadata:
+	// "wasm" (the default) or "native" (the Envoy dynamic module).
+	Filter        string `protobuf:"bytes,11,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -629,6 +632,13 @@ func (x *Node) GetWasm() *WasmHealth {
 		return x.Wasm
 	}
 	return nil
+}
+
+func (x *Node) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
 }
 
 // What a node's counters say of its Wasm VMs. A VM that traps fails every
@@ -2782,7 +2792,7 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fPolicyRejection\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xa4\x03\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xbc\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12#\n" +
@@ -2795,7 +2805,8 @@ const file_directpipe_admin_v1_admin_proto_rawDesc = "" +
 	"\tresources\x18\b \x03(\v2#.directpipe.admin.v1.ResourceStatusR\tresources\x12\x18\n" +
 	"\areplica\x18\t \x01(\tR\areplica\x123\n" +
 	"\x04wasm\x18\n" +
-	" \x01(\v2\x1f.directpipe.admin.v1.WasmHealthR\x04wasm\"\x9b\x01\n" +
+	" \x01(\v2\x1f.directpipe.admin.v1.WasmHealthR\x04wasm\x12\x16\n" +
+	"\x06filter\x18\v \x01(\tR\x06filter\"\x9b\x01\n" +
 	"\n" +
 	"WasmHealth\x12\x18\n" +
 	"\areloads\x18\x01 \x01(\x04R\areloads\x12\x1a\n" +
