@@ -8,8 +8,10 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	dynamicmodulesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/dynamic_modules/v3"
 	dmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
+	dmnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dynamic_modules/v3"
 	wasmnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -407,7 +409,9 @@ func markRetry(a *anypb.Any, attempt int) (*anypb.Any, error) {
 	case "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm":
 		wasm = &wasmnetv3.Wasm{}
 	case "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter":
-		return markDynamicModule(tec, attempt)
+		return markDynamicModule(tec, &dmfilterv3.DynamicModuleFilter{}, attempt)
+	case "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter":
+		return markDynamicModule(tec, &dmnetv3.DynamicModuleNetworkFilter{}, attempt)
 	default:
 		return a, nil
 	}
@@ -433,25 +437,32 @@ func markRetry(a *anypb.Any, attempt int) (*anypb.Any, error) {
 	return deterministicAny(tec)
 }
 
-// markDynamicModule numbers a re-offer of a dynamic-module filter config
-// in the module config's name, which Envoy ignores when the config names
-// the module's source (and ours always does): the config's hash changes,
-// the module and what it is given do not.
-func markDynamicModule(tec *corev3.TypedExtensionConfig, attempt int) (*anypb.Any, error) {
-	f := &dmfilterv3.DynamicModuleFilter{}
+// markDynamicModule numbers a re-offer of a dynamic-module filter config,
+// HTTP or network, in the module config's name, which Envoy ignores when
+// the config names the module's source (and ours always does): the
+// config's hash changes, the module and what it is given do not.
+func markDynamicModule(tec *corev3.TypedExtensionConfig, f dynamicModuleFilter, attempt int) (*anypb.Any, error) {
 	if err := tec.GetTypedConfig().UnmarshalTo(f); err != nil {
 		return nil, err
 	}
-	if f.GetDynamicModuleConfig().GetModule() == nil {
+	m := f.GetDynamicModuleConfig()
+	if m.GetModule() == nil {
 		return deterministicAny(tec)
 	}
-	f.DynamicModuleConfig.Name = "directpipe-retry-" + strconv.Itoa(attempt)
+	m.Name = "directpipe-retry-" + strconv.Itoa(attempt)
 	inner, err := deterministicAny(f)
 	if err != nil {
 		return nil, err
 	}
 	tec.TypedConfig = inner
 	return deterministicAny(tec)
+}
+
+// dynamicModuleFilter is what the HTTP and the network dynamic-module
+// filter configs share.
+type dynamicModuleFilter interface {
+	proto.Message
+	GetDynamicModuleConfig() *dynamicmodulesv3.DynamicModuleConfig
 }
 
 // deterministicAny packs m in the same bytes every time, in any replica:

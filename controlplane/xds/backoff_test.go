@@ -7,6 +7,7 @@ import (
 	dynamicmodulesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/dynamic_modules/v3"
 	dmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
+	dmnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dynamic_modules/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -44,33 +45,55 @@ func TestMarkRetry(t *testing.T) {
 	}
 }
 
-// TestMarkRetryDynamicModule: a re-offered dynamic-module filter config
-// carries its retry number in the module config's name, which Envoy
-// ignores when the module has a source; the module and what the filter is
-// given stay as they were.
+// TestMarkRetryDynamicModule: a re-offered dynamic-module filter config,
+// HTTP or network, carries its retry number in the module config's name,
+// which Envoy ignores when the module has a source; the module and what
+// the filter is given stay as they were. A config with no module source
+// (a module Envoy finds by name) is not renamed.
 func TestMarkRetryDynamicModule(t *testing.T) {
-	remote := &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Remote{Remote: &corev3.RemoteDataSource{Sha256: "ab"}}}
-	filter := &dmfilterv3.DynamicModuleFilter{
-		DynamicModuleConfig: &dynamicmodulesv3.DynamicModuleConfig{Module: remote, NackOnCacheMiss: true},
-		FilterName:          "directpipe.handshake",
+	remote := func() *dynamicmodulesv3.DynamicModuleConfig {
+		return &dynamicmodulesv3.DynamicModuleConfig{
+			Module:          &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Remote{Remote: &corev3.RemoteDataSource{Sha256: "ab"}}},
+			NackOnCacheMiss: true,
+		}
 	}
-	inner, _ := anypb.New(filter)
-	tec, _ := anypb.New(&corev3.TypedExtensionConfig{Name: "directpipe.handshake", TypedConfig: inner})
-	marked, err := markRetry(tec, 3)
-	if err != nil {
-		t.Fatal(err)
+	byName := func() *dynamicmodulesv3.DynamicModuleConfig {
+		return &dynamicmodulesv3.DynamicModuleConfig{Name: "directpipe_native"}
 	}
-	var got corev3.TypedExtensionConfig
-	var f dmfilterv3.DynamicModuleFilter
-	if err := marked.UnmarshalTo(&got); err != nil || got.GetTypedConfig().UnmarshalTo(&f) != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name     string
+		filter   dynamicModuleFilter
+		empty    func() dynamicModuleFilter
+		wantName string
+	}{
+		{"http filter", &dmfilterv3.DynamicModuleFilter{DynamicModuleConfig: remote(), FilterName: "directpipe.handshake"},
+			func() dynamicModuleFilter { return &dmfilterv3.DynamicModuleFilter{} }, "directpipe-retry-3"},
+		{"network filter", &dmnetv3.DynamicModuleNetworkFilter{DynamicModuleConfig: remote(), FilterName: "directpipe.tcp.voice"},
+			func() dynamicModuleFilter { return &dmnetv3.DynamicModuleNetworkFilter{} }, "directpipe-retry-3"},
+		{"module by name", &dmfilterv3.DynamicModuleFilter{DynamicModuleConfig: byName(), FilterName: "directpipe.handshake"},
+			func() dynamicModuleFilter { return &dmfilterv3.DynamicModuleFilter{} }, "directpipe_native"},
 	}
-	if f.GetDynamicModuleConfig().GetName() != "directpipe-retry-3" {
-		t.Errorf("marked name %q", f.GetDynamicModuleConfig().GetName())
-	}
-	f.DynamicModuleConfig.Name = ""
-	if !proto.Equal(&f, filter) {
-		t.Errorf("the mark changed more than the name: %v", &f)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inner, _ := anypb.New(tt.filter)
+			tec, _ := anypb.New(&corev3.TypedExtensionConfig{Name: "f", TypedConfig: inner})
+			marked, err := markRetry(tec, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got corev3.TypedExtensionConfig
+			f := tt.empty()
+			if err := marked.UnmarshalTo(&got); err != nil || got.GetTypedConfig().UnmarshalTo(f) != nil {
+				t.Fatal(err)
+			}
+			if n := f.GetDynamicModuleConfig().GetName(); n != tt.wantName {
+				t.Errorf("marked name %q, want %q", n, tt.wantName)
+			}
+			f.GetDynamicModuleConfig().Name = tt.filter.GetDynamicModuleConfig().GetName()
+			if !proto.Equal(f, tt.filter) {
+				t.Errorf("the mark changed more than the name: %v", f)
+			}
+		})
 	}
 }
 
