@@ -8,9 +8,22 @@ import (
 // Request is what the check reads of the handshake. Header returns the
 // value of a lower-case header name and whether it is present; it is a
 // function so the filter asks the host only for the headers a policy names.
+// Path is the request target; left empty, it is read as Header(":path"),
+// and only by a policy with a query token source: a host that keys a
+// decision on the headers the check read must not key a public route's
+// on every distinct path.
 type Request struct {
 	Path   string
 	Header func(name string) (string, bool)
+}
+
+// path returns the request target.
+func (r Request) path() string {
+	if r.Path != "" {
+		return r.Path
+	}
+	p, _ := r.Header(":path")
+	return p
 }
 
 type stripping struct {
@@ -86,9 +99,9 @@ func (p *Policy) find(req Request) (string, stripping) {
 			}
 			v = val
 		case src.Query != "":
-			path := req.Path
-			if s.path != "" {
-				path = s.path
+			path := s.path
+			if path == "" {
+				path = req.path()
 			}
 			val, rest, n := cutQueryParam(path, src.Query)
 			if n == 0 {

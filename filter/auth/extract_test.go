@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/directpipe/directpipe/filter/contract"
@@ -99,5 +100,51 @@ func TestCutSubprotocol(t *testing.T) {
 		if token != tt.token || rest != tt.rest || n != tt.n {
 			t.Errorf("cutSubprotocol(%q) = %q %q %d, want %q %q %d", tt.header, token, rest, n, tt.token, tt.rest, tt.n)
 		}
+	}
+}
+
+// TestPathReadOnlyForQueryTokens: a request without Path has :path read
+// through Header only by a policy with a query token source, which finds
+// and strips the token there as it does in Path.
+func TestPathReadOnlyForQueryTokens(t *testing.T) {
+	cfg := testConfig(t)
+	bearerOnly, err := ParseConfig([]byte(`{"name":"one","sources":[{"bearer":true}],"api_keys":[{"sha256":"` + strings.Repeat("0", 64) + `","identity":"x"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := mint(t, jwt.SigningMethodHS256, secret, "dev", valid())
+	for _, tt := range []struct {
+		name     string
+		check    func(Request) Decision
+		path     string
+		readPath bool
+		allow    bool
+	}{
+		{"a query token source", func(r Request) Decision { d, _ := cfg.Check("voice", r, now); return d },
+			"/v1/voice?x=1&access_token=" + good, true, true},
+		{"a public route", func(r Request) Decision { d, _ := cfg.Check("public", r, now); return d },
+			"/v1/voice?access_token=" + good, false, true},
+		{"a public tag", func(r Request) Decision { d, _ := cfg.CheckTagged("", r, now); return d },
+			"/v1/voice?x=1", false, true},
+		{"no query token source", func(r Request) Decision { d, _ := bearerOnly.Check("", r, now); return d },
+			"/v1/voice?access_token=" + good, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			read := false
+			h := headers(":path", tt.path)
+			d := tt.check(Request{Header: func(name string) (string, bool) {
+				read = read || name == ":path"
+				return h(name)
+			}})
+			if read != tt.readPath {
+				t.Errorf(":path read: %v, want %v", read, tt.readPath)
+			}
+			if d.Allow != tt.allow {
+				t.Fatalf("%+v, want allow %v", d, tt.allow)
+			}
+			if tt.readPath && d.Path != "/v1/voice?x=1" {
+				t.Errorf("path after stripping: %q, want /v1/voice?x=1", d.Path)
+			}
+		})
 	}
 }

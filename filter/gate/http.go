@@ -86,8 +86,9 @@ func (g *HTTP) RequestHeaders(h HTTPHost, id uint32, now time.Time) Action {
 	if !clientAllowed(h, cfg.Clients(route)) {
 		return reject(h, auth.Denial(contract.ReasonClientAddress), contract.DefaultRealm)
 	}
+	// The path is left for the check to read: only a policy with a query
+	// token source needs it.
 	req := auth.Request{Header: header}
-	req.Path, _ = header(":path")
 	var d auth.Decision
 	var policy *auth.Policy
 	if name, tagged := h.RoutePolicy(); tagged && route != "" {

@@ -2,10 +2,12 @@ package gate
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/directpipe/directpipe/filter/auth"
 	"github.com/directpipe/directpipe/filter/contract"
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -455,5 +457,62 @@ func TestHTTPTokenCacheCounters(t *testing.T) {
 	}
 	if h.counts[contract.MetricTokenCacheMisses] != 1 || h.counts[contract.MetricTokenCacheHits] != 2 {
 		t.Errorf("counts %v, want 1 miss and 2 hits", h.counts)
+	}
+}
+
+// tracingHost is a fakeHost that is also a Tracer: it records the names
+// of the headers the check looked up.
+type tracingHost struct {
+	*fakeHost
+	reads []string
+}
+
+func (h *tracingHost) HeaderRead(name, _ string, _ bool) { h.reads = append(h.reads, name) }
+
+func (h *tracingHost) Allowed(auth.Decision, *auth.Policy) {}
+
+// TestHTTPPublicRouteReadsNoPath: a host keying allows on the headers the
+// check read (the native build's verdict table) sees :path read only
+// where a policy takes a token from the query; a public route's check
+// reads only the identity and claim headers it strips.
+func TestHTTPPublicRouteReadsNoPath(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		config   string
+		route    string
+		prepare  func(*fakeHost)
+		readPath bool
+	}{
+		{"a public route of the route map", routedConfig(t), "public", nil, false},
+		{"a route tagged public", policiesConfig(t), "api", tagged(""), false},
+		{"a route with no tag", policiesConfig(t), "api", nil, false},
+		{"a policy with a query token source", routedConfig(t), "voice", nil, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewHTTP()
+			if !g.Configure(newFakeHost(tt.config), rootID) {
+				t.Fatal("configuration refused")
+			}
+			g.ContextCreate(streamID, rootID)
+			h := &tracingHost{fakeHost: newFakeHost("")}
+			h.route, h.routeFound = tt.route, true
+			h.headers[":path"] = "/v1/a?access_token=" + token(t, goodClaims())
+			if tt.prepare != nil {
+				tt.prepare(h.fakeHost)
+			}
+			if a := g.RequestHeaders(h, streamID, now); a != Continue {
+				t.Fatalf("action %v, local reply %+v", a, h.local)
+			}
+			if got := slices.Contains(h.reads, ":path"); got != tt.readPath {
+				t.Errorf(":path read: %v, want %v (reads %v)", got, tt.readPath, h.reads)
+			}
+			if !tt.readPath {
+				for _, name := range h.reads {
+					if !strings.HasPrefix(name, "x-directpipe-") {
+						t.Errorf("a public check read %s", name)
+					}
+				}
+			}
+		})
 	}
 }
