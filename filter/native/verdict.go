@@ -14,21 +14,31 @@ import (
 
 // A verdict the Go check gives is stored in the worker's C table
 // (verdict.h) only when replaying it is the same as checking again: an
-// allow from the token cache or of an API key, of a policy with no stream quota, rate or
-// client address list (nothing but the request's headers, its route and
-// the time decided it), that made only header edits and counts. The
-// entry is keyed on every input the check read: the route's name and
-// policy tag as Envoy gave them, and each request header it looked up,
-// with the value it saw or its absence. It lasts no longer than
-// auth.Decision.Until: the token cache entry that decided it (the token's
-// exp and the cache's maximum age), or for an API key the cache's
-// maximum age. The table belongs to one filter config; every policy
-// change, key rotation or key revocation is a new config, whose tables
-// start empty.
+// allow from the token cache or of an API key, or on a public route, of a
+// policy with no stream quota, rate or client address list (nothing but
+// the request's headers, its route and the time decided it), that made
+// only header edits and counts. The entry is keyed on every input the
+// check read: the route's name and policy tag as Envoy gave them, and
+// each request header it looked up, with the value it saw or its
+// absence. It lasts no longer than auth.Decision.Until: the token cache
+// entry that decided it (the token's exp and the cache's maximum age), or
+// for an API key the cache's maximum age; a public allow, which nothing
+// in it ends, lasts publicVerdictFor. The table belongs to one filter
+// config; every policy change, key rotation or key revocation is a new
+// config, whose tables start empty.
 
 // verdictReplays counts the handshakes a worker's table answered without
 // entering Go (dynamicmodulescustom.directpipe_verdict_replays).
 const verdictReplays = "directpipe_verdict_replays"
+
+// publicVerdictFor is how long an allow on a public route is replayed.
+// Nothing in such an allow expires: it reads no key or token. A route
+// given a policy arrives with a policy tag, on which entries are keyed,
+// and any change of policies is a new filter config, whose tables start
+// empty. The bound is for safety only: should what decides a public
+// route ever change without either, a stale allow outlives it by no more
+// than this.
+const publicVerdictFor = time.Minute
 
 // verdictRecord is what one run of the check read and did, as the host
 // saw it.
@@ -88,39 +98,44 @@ func (h *host) unkeyed() {
 	}
 }
 
-// replayable reports whether the recorded check may be replayed from its
-// reads until its deadline.
-func (r *verdictRecord) replayable() bool {
-	if r.unkeyed || !r.allowed || r.policy == nil || r.policy.Public || !r.routeRead || !r.tagRead {
-		return false
-	}
-	// A JWT just verified (CacheMiss) is stored at its next handshake,
-	// from the token cache, whose counters a replay then repeats.
-	if r.d.Until.IsZero() || r.d.Cache == auth.CacheMiss {
-		return false
+// replayUntil reports whether the recorded check, run at now, may be
+// replayed from its reads, and until when.
+func (r *verdictRecord) replayUntil(now time.Time) (time.Time, bool) {
+	if r.unkeyed || !r.allowed || !r.routeRead || !r.tagRead {
+		return time.Time{}, false
 	}
 	for _, rd := range r.reads {
 		for i := 0; i < len(rd.name); i++ {
 			// The C table compares names as ASCII; Go's EqualFold also
 			// folds some non-ASCII letters onto ASCII ones.
 			if rd.name[i] >= 0x80 {
-				return false
+				return time.Time{}, false
 			}
 		}
 	}
-	return true
+	// An allow with no policy is a public route's (auth.Config.Check).
+	if r.policy == nil || r.policy.Public {
+		return now.Add(publicVerdictFor), true
+	}
+	// A JWT just verified (CacheMiss) is stored at its next handshake,
+	// from the token cache, whose counters a replay then repeats.
+	if r.d.Until.IsZero() || r.d.Cache == auth.CacheMiss {
+		return time.Time{}, false
+	}
+	return r.d.Until, true
 }
 
-// store puts the recorded check in t if it is replayable; the C table
+// store puts the recorded check in t if it may be replayed; the C table
 // takes the entry, or it is freed here.
 // mono is the monotonic clock (dp_verdict_mono_now) read no later than
 // now, the time the check ran at.
 func (r *verdictRecord) store(t *C.dp_verdict_table, mono C.int64_t, now time.Time) {
-	if t == nil || !r.replayable() {
+	if t == nil {
 		return
 	}
-	left := r.d.Until.Sub(now)
-	if left <= 0 {
+	until, ok := r.replayUntil(now)
+	left := until.Sub(now)
+	if !ok || left <= 0 {
 		return
 	}
 	v := C.dp_verdict_new()
@@ -131,7 +146,7 @@ func (r *verdictRecord) store(t *C.dp_verdict_table, mono C.int64_t, now time.Ti
 		C.free(unsafe.Pointer(v))
 		return
 	}
-	C.dp_verdict_set_deadlines(v, mono+C.int64_t(left.Nanoseconds()), C.int64_t(r.d.Until.UnixNano()))
+	C.dp_verdict_set_deadlines(v, mono+C.int64_t(left.Nanoseconds()), C.int64_t(until.UnixNano()))
 	C.dp_verdict_insert(t, v)
 }
 

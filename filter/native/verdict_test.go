@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/directpipe/directpipe/filter/auth"
+	"github.com/directpipe/directpipe/filter/contract"
 )
 
 // cachedAllow is the record of an allow from the token cache on route
@@ -34,6 +35,31 @@ func cachedAllow() *verdictRecord {
 	}
 }
 
+// publicAllow is the record of an allow on public route "lobby" (no
+// policy tag, as the control plane sends a public route): the check read only the identity and claim
+// headers it strips, found a spoofed identity, removed it and set the
+// route marker.
+func publicAllow() *verdictRecord {
+	return &verdictRecord{
+		reads: []verdictRead{
+			{name: "x-directpipe-identity", value: "admin", present: true},
+			{name: "x-directpipe-tenant"},
+		},
+		edits: []verdictEdit{
+			{name: "x-directpipe-identity", remove: true},
+			{name: "x-directpipe-route", value: "lobby"},
+		},
+		route: "lobby", routeOK: true, routeRead: true,
+		tagRead: true,
+		allowed: true,
+		d:       auth.Decision{Allow: true, Remove: []string{"x-directpipe-identity", "x-directpipe-tenant"}},
+	}
+}
+
+func publicPolicy() *auth.Policy {
+	return &auth.Policy{Policy: contract.Policy{Name: "lobby", Public: true}}
+}
+
 // request is the request cachedAllow was decided on.
 func request() [][2]string {
 	return [][2]string{
@@ -47,31 +73,37 @@ var (
 	demo  = testRoute{"demo", true}
 )
 
+// A headerEdit changes a request's headers for a lookup.
+type headerEdit func([][2]string) [][2]string
+
+func set(name, value string) headerEdit {
+	return func(h [][2]string) [][2]string {
+		for i := range h {
+			if h[i][0] == name {
+				h[i][1] = value
+			}
+		}
+		return h
+	}
+}
+
+func add(name, value string) headerEdit {
+	return func(h [][2]string) [][2]string { return append(h, [2]string{name, value}) }
+}
+
+func drop(name string) headerEdit {
+	return func(h [][2]string) [][2]string {
+		return slices.DeleteFunc(h, func(kv [2]string) bool { return kv[0] == name })
+	}
+}
+
 // TestVerdictTableFind looks requests up in a C table holding
 // cachedAllow: only a request that gives every recorded read the same
 // value (or absence), on the same route and tag, before both deadlines,
 // is replayed.
 func TestVerdictTableFind(t *testing.T) {
 	const mono, real = int64(1_000), int64(2_000)
-	with := func(edit func([][2]string) [][2]string) [][2]string { return edit(request()) }
-	set := func(name, value string) func([][2]string) [][2]string {
-		return func(h [][2]string) [][2]string {
-			for i := range h {
-				if h[i][0] == name {
-					h[i][1] = value
-				}
-			}
-			return h
-		}
-	}
-	add := func(name, value string) func([][2]string) [][2]string {
-		return func(h [][2]string) [][2]string { return append(h, [2]string{name, value}) }
-	}
-	drop := func(name string) func([][2]string) [][2]string {
-		return func(h [][2]string) [][2]string {
-			return slices.DeleteFunc(h, func(kv [2]string) bool { return kv[0] == name })
-		}
-	}
+	with := func(edit headerEdit) [][2]string { return edit(request()) }
 	cases := []struct {
 		name       string
 		headers    [][2]string
@@ -119,6 +151,56 @@ func TestVerdictTableFind(t *testing.T) {
 	}
 }
 
+// TestVerdictTablePublic looks requests up in a C table holding
+// publicAllow beside cachedAllow: a public entry is keyed on the headers
+// its check read (here a spoofed identity and no tenant header), its
+// route and its tag, and on nothing else, the path included.
+func TestVerdictTablePublic(t *testing.T) {
+	const mono, real = int64(1_000), int64(2_000)
+	lobby, public := testRoute{"lobby", true}, testRoute{}
+	with := func(edit headerEdit) [][2]string {
+		return edit([][2]string{
+			{":method", "GET"}, {":path", "/v1/lobby"}, {":authority", "example"},
+			{"upgrade", "websocket"}, {"x-directpipe-identity", "admin"},
+		})
+	}
+	same := func(h [][2]string) [][2]string { return h }
+	cases := []struct {
+		name       string
+		headers    [][2]string
+		route, tag testRoute
+		hit        bool
+	}{
+		{"the same request", with(same), lobby, public, true},
+		{"another path and query", with(set(":path", "/v1/lobby?room=7")), lobby, public, true},
+		{"a token the check did not read", with(add("authorization", "Bearer x")), lobby, public, true},
+		{"another spoofed identity", with(set("x-directpipe-identity", "root")), lobby, public, false},
+		{"no spoofed identity", with(drop("x-directpipe-identity")), lobby, public, false},
+		{"a claim header the check saw absent", with(add("x-directpipe-tenant", "acme")), lobby, public, false},
+		{"another route", with(same), testRoute{"lobby2", true}, public, false},
+		{"a guarded route's name", with(same), voice, public, false},
+		{"no route", with(same), testRoute{}, public, false},
+		{"a policy tag", with(same), lobby, demo, false},
+		{"an empty policy tag", with(same), lobby, testRoute{"", true}, false},
+	}
+	tab := newTestTable()
+	defer tab.free()
+	if !tab.insert(cachedAllow(), 5_000, 6_000) || !tab.insert(publicAllow(), 5_000, 6_000) {
+		t.Fatal("a record does not fit an entry")
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			edits, hit := tab.find(c.headers, c.route, c.tag, mono, real)
+			if hit != c.hit {
+				t.Fatalf("hit = %v, want %v", hit, c.hit)
+			}
+			if hit && !slices.Equal(edits, publicAllow().edits) {
+				t.Errorf("edits %v, want %v", edits, publicAllow().edits)
+			}
+		})
+	}
+}
+
 // TestVerdictTableBounds: the table holds at most its number of entries,
 // an entry at most its bytes, and an entry with the same inputs replaces
 // the old one rather than adding a second.
@@ -153,33 +235,60 @@ func TestVerdictTableBounds(t *testing.T) {
 }
 
 // TestVerdictReplayable: only an allow from the token cache, with an end,
-// of a policy that checks a token, on a check that read its route and tag
-// and used nothing the table cannot key on, is stored.
+// or an allow on a public route, on a check that read its route and tag
+// and used nothing the table cannot key on, is stored: until its end, or
+// for a public allow for publicVerdictFor.
 func TestVerdictReplayable(t *testing.T) {
+	now := time.Now()
 	cases := []struct {
-		name string
-		edit func(*verdictRecord)
-		want bool
+		name   string
+		record func() *verdictRecord
+		edit   func(*verdictRecord)
+		want   bool
 	}{
-		{"an allow from the token cache", func(*verdictRecord) {}, true},
-		{"used the client address, shared data or the node id", func(r *verdictRecord) { r.unkeyed = true }, false},
-		{"refused", func(r *verdictRecord) { r.allowed = false }, false},
-		{"no policy", func(r *verdictRecord) { r.policy = nil }, false},
-		{"a public policy", func(r *verdictRecord) { r.policy.Public = true }, false},
-		{"a token checked now", func(r *verdictRecord) { r.d.Cache = auth.CacheMiss }, false},
-		{"an API key", func(r *verdictRecord) { r.d.Cache = auth.CacheNone }, true},
-		{"an API key with the token cache off (no end)", func(r *verdictRecord) { r.d.Cache, r.d.Until = auth.CacheNone, time.Time{} }, false},
-		{"no end", func(r *verdictRecord) { r.d.Until = time.Time{} }, false},
-		{"route not read", func(r *verdictRecord) { r.routeRead = false }, false},
-		{"tag not read", func(r *verdictRecord) { r.tagRead = false }, false},
-		{"a name past ASCII read", func(r *verdictRecord) { r.reads = append(r.reads, verdictRead{name: "\u212a"}) }, false},
+		{"an allow from the token cache", cachedAllow, func(*verdictRecord) {}, true},
+		{"used the client address, shared data or the node id", cachedAllow, func(r *verdictRecord) { r.unkeyed = true }, false},
+		{"refused", cachedAllow, func(r *verdictRecord) { r.allowed = false }, false},
+		{"a token checked now", cachedAllow, func(r *verdictRecord) { r.d.Cache = auth.CacheMiss }, false},
+		{"an API key", cachedAllow, func(r *verdictRecord) { r.d.Cache = auth.CacheNone }, true},
+		{"an API key with the token cache off (no end)", cachedAllow, func(r *verdictRecord) { r.d.Cache, r.d.Until = auth.CacheNone, time.Time{} }, false},
+		{"no end", cachedAllow, func(r *verdictRecord) { r.d.Until = time.Time{} }, false},
+		{"route not read", cachedAllow, func(r *verdictRecord) { r.routeRead = false }, false},
+		{"tag not read", cachedAllow, func(r *verdictRecord) { r.tagRead = false }, false},
+		{"a name past ASCII read", cachedAllow, func(r *verdictRecord) { r.reads = append(r.reads, verdictRead{name: "\u212a"}) }, false},
+		{"a public route (no policy)", publicAllow, func(*verdictRecord) {}, true},
+		{"a public policy", publicAllow, func(r *verdictRecord) { r.policy = publicPolicy() }, true},
+		{"a public policy counting allows", publicAllow, func(r *verdictRecord) {
+			r.policy = publicPolicy()
+			r.counters = []verdictCount{{id: 0, n: 1}}
+		}, true},
+		{"a public route, client address or shared data used", publicAllow, func(r *verdictRecord) { r.unkeyed = true }, false},
+		{"a public policy, client address or shared data used", publicAllow, func(r *verdictRecord) {
+			r.policy = publicPolicy()
+			r.unkeyed = true
+		}, false},
+		{"a public route refused", publicAllow, func(r *verdictRecord) { r.allowed = false }, false},
+		{"a public route, route not read", publicAllow, func(r *verdictRecord) { r.routeRead = false }, false},
+		{"a public route, tag not read", publicAllow, func(r *verdictRecord) { r.tagRead = false }, false},
+		{"a public route, a name past ASCII read", publicAllow, func(r *verdictRecord) { r.reads = append(r.reads, verdictRead{name: "\u212a"}) }, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := cachedAllow()
+			r := c.record()
 			c.edit(r)
-			if got := r.replayable(); got != c.want {
-				t.Errorf("replayable = %v, want %v", got, c.want)
+			until, got := r.replayUntil(now)
+			if got != c.want {
+				t.Fatalf("replayable = %v, want %v", got, c.want)
+			}
+			if !got {
+				return
+			}
+			if r.policy == nil || r.policy.Public {
+				if left := until.Sub(now); left <= 0 || left > time.Minute {
+					t.Errorf("a public allow replayed for %v, want at most a minute", left)
+				}
+			} else if !until.Equal(r.d.Until) {
+				t.Errorf("until %v, want the decision's %v", until, r.d.Until)
 			}
 		})
 	}
