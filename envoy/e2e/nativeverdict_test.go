@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,10 @@ import (
 
 	"github.com/directpipe/directpipe/envoy/testkit"
 )
+
+// verdictReplays is the native filter's count of handshakes its verdict
+// tables answered without entering Go.
+var verdictReplays = httpFilterStat(testkit.FilterNative, "directpipe_verdict_replays")
 
 // verdictRoute is a WebSocket route whose policy takes a bearer JWT or an
 // API key; verdictPolicy is that policy with its JWT key and, when
@@ -50,7 +55,6 @@ func TestNativeVerdictReplayRefusedAfterRevocation(t *testing.T) {
 	url := s.listenURL("http", "/v1/cached")
 	now := time.Now()
 	token := mint(t, oldSecret, "cache-a", jwt.MapClaims{"sub": "cached-caller", "exp": now.Add(time.Hour).Unix()})
-	replays := httpFilterStat(testkit.FilterNative, "directpipe_verdict_replays")
 
 	// x-test-seq names each request to the back end; the check does not
 	// read it, so it does not stop a replay.
@@ -66,20 +70,11 @@ func TestNativeVerdictReplayRefusedAfterRevocation(t *testing.T) {
 	// replays it; an API key is stored at its first allow. A handful of
 	// handshakes reach a replay on either worker.
 	replay := func(authorization, prefix, identity string) {
-		replayed := ""
-		for i := 0; i < 40 && replayed == ""; i++ {
-			before := s.stat(t, replays)
-			seq := fmt.Sprintf("%s-%d", prefix, i)
+		_, replayed := untilReplayed(t, s, prefix, func(seq string) {
 			if code := send(authorization, seq); code != http.StatusSwitchingProtocols {
 				t.Fatalf("%s: status %d, want 101", seq, code)
 			}
-			if s.stat(t, replays) > before {
-				replayed = seq
-			}
-		}
-		if replayed == "" {
-			t.Fatalf("%s: no handshake was replayed from the verdict table (%s = %d)", prefix, replays, s.stat(t, replays))
-		}
+		})
 		got := backendSeq(t, s, replayed)
 		if got == nil {
 			t.Fatalf("the back end did not receive the replayed handshake %s", replayed)
@@ -134,6 +129,127 @@ func TestNativeVerdictReplayRefusedAfterRevocation(t *testing.T) {
 		}
 	}
 	s.checkFilterBuild(testkit.FilterNative)
+}
+
+// openRoute is a public WebSocket route; guarded, the same route checked
+// by verdictPolicy.
+const (
+	openRoute    = "  - { name: open, match: { path: /v1/open }, kind: websocket, backend: voice }"
+	guardedRoute = "  - { name: open, match: { path: /v1/open }, kind: websocket, backend: voice, auth: cached }"
+)
+
+// TestNativeVerdictPublicReplayRefusedOnceGuarded: the native build
+// answers repeated handshakes on a public route from the worker's verdict
+// table, whatever their path and query, and the back end receives what
+// it receives from a handshake the Go check let on: the client's forged
+// identity removed, nothing else changed. Then the route is given a
+// policy (a route change alone: the filter config, which already holds
+// the policy, stays as it is, and so do its tables): the very handshake
+// the table was replaying is refused, and the back end receives none of
+// them.
+func TestNativeVerdictPublicReplayRefusedOnceGuarded(t *testing.T) {
+	secret := []byte("the-guarding-signing-key-32bytes")
+	s := newStackWith(t, stackOptions{filter: testkit.FilterNative}, func(p *policyParams) {
+		p.RoutesYAML, p.AuthPoliciesYAML = openRoute, verdictPolicy("guard", secret, false)
+	})
+	// Each handshake has a query of its own, which the public check does
+	// not read; the forged identity it does read, and strips.
+	send := func(identity, seq string) int {
+		resp, body := upgrade(t, s.listenURL("http", "/v1/open?seq="+seq),
+			http.Header{"X-Directpipe-Identity": {identity}, "X-Test-Seq": {seq}, "X-Client-Note": {"kept"}})
+		if resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s: status %d %s", seq, resp.StatusCode, body)
+		}
+		return resp.StatusCode
+	}
+	checked, replayed := untilReplayed(t, s, "open", func(seq string) {
+		if code := send("admin", seq); code != http.StatusSwitchingProtocols {
+			t.Fatalf("%s: status %d, want 101", seq, code)
+		}
+	})
+	byGo, byTable := backendSeq(t, s, checked), backendSeq(t, s, replayed)
+	if byGo == nil || byTable == nil {
+		t.Fatalf("the back end did not receive %s (checked in Go: %v) or %s (replayed: %v)", checked, byGo != nil, replayed, byTable != nil)
+	}
+	if byTable.Path != "/v1/open?seq="+replayed {
+		t.Errorf("replayed handshake %s: the back end received path %q", replayed, byTable.Path)
+	}
+	for _, h := range []string{"x-directpipe-identity", "x-directpipe-route"} {
+		if v := first(byTable.Headers, h); v != "" {
+			t.Errorf("replayed handshake %s: the back end received %s: %q", replayed, h, v)
+		}
+	}
+	// Apart from the headers that name each request, the back end
+	// receives the same from the table as from the Go check.
+	perRequest := func(name string) bool {
+		return strings.EqualFold(name, "x-test-seq") || strings.EqualFold(name, "x-request-id")
+	}
+	for k, v := range byGo.Headers {
+		if !perRequest(k) && !slices.Equal(byTable.Headers[k], v) {
+			t.Errorf("%s: checked in Go %v, replayed %v", k, v, byTable.Headers[k])
+		}
+	}
+	for k, v := range byTable.Headers {
+		if _, ok := byGo.Headers[k]; !ok && !perRequest(k) {
+			t.Errorf("%s: only the replayed handshake carried it: %v", k, v)
+		}
+	}
+
+	s.params.RoutesYAML = guardedRoute
+	s.writePolicy()
+	waitVersionMoved(t, s)
+	// A forged identity no handshake has sent is in no table: once the
+	// route is guarded, the Go check refuses it.
+	fresh := 0
+	eventually(t, func() (bool, string) {
+		fresh++
+		code := send(fmt.Sprintf("fresh-%d", fresh), fmt.Sprintf("fresh-%d", fresh))
+		return code == http.StatusUnauthorized, fmt.Sprintf("an unauthenticated handshake on the guarded route: %d", code)
+	})
+	before := s.stat(t, verdictReplays)
+	for i := range 10 {
+		if code := send("admin", fmt.Sprintf("after-%d", i)); code != http.StatusUnauthorized {
+			t.Errorf("the replayed handshake once its route is guarded: status %d, want 401", code)
+		}
+	}
+	if n := s.stat(t, verdictReplays); n != before {
+		t.Errorf("%s moved from %d to %d once the route was guarded", verdictReplays, before, n)
+	}
+	for _, h := range s.handshakes() {
+		if seq := first(h.Headers, "x-test-seq"); strings.HasPrefix(seq, "after") || strings.HasPrefix(seq, "fresh") {
+			t.Errorf("the back end received %s once the route was guarded: %v", seq, h.Headers)
+		}
+	}
+	token := mint(t, secret, "guard", jwt.MapClaims{"sub": "guarded-caller", "exp": time.Now().Add(time.Hour).Unix()})
+	resp, body := upgrade(t, s.listenURL("http", "/v1/open"), http.Header{"Authorization": {"Bearer " + token}})
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("an authenticated handshake on the guarded route: status %d %s", resp.StatusCode, body)
+	}
+	s.checkFilterBuild(testkit.FilterNative)
+}
+
+// untilReplayed calls send with x-test-seq values prefix-0, prefix-1, ...
+// until a handshake is answered from the native filter's verdict table,
+// and returns the seq of one the Go check answered before it and of the
+// replayed one. Each worker checks in Go before its table can answer, so
+// a few handshakes are enough whichever worker takes them.
+func untilReplayed(t *testing.T, s *stack, prefix string, send func(seq string)) (checked, replayed string) {
+	t.Helper()
+	for i := range 40 {
+		before := s.stat(t, verdictReplays)
+		seq := fmt.Sprintf("%s-%d", prefix, i)
+		send(seq)
+		if s.stat(t, verdictReplays) == before {
+			checked = seq
+			continue
+		}
+		if checked == "" {
+			t.Fatalf("%s: the first handshake of its kind was replayed, none was checked", seq)
+		}
+		return checked, seq
+	}
+	t.Fatalf("%s: no handshake was replayed from the verdict table (%s = %d)", prefix, verdictReplays, s.stat(t, verdictReplays))
+	return "", ""
 }
 
 // backendSeq is the handshake the back end received with x-test-seq seq.
