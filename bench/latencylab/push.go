@@ -134,6 +134,18 @@ func (s *stack) withEndpoint(i int) string {
 	return strings.Replace(s.body, `name: rest, endpoints: [`, fmt.Sprintf(`name: rest, endpoints: ["127.0.0.1:%d", `, 20000+i%10000), 1)
 }
 
+// largeRouteCount is the route count of the large policy, want but no
+// more than a policy may hold, and how many routes that adds to the small
+// policy.
+func (s *stack) largeRouteCount(want int) (total, added int) {
+	small, err := policy.Decode([]byte(s.body))
+	if err != nil {
+		s.t.Fatal(fmt.Errorf("the small policy: %w", err))
+	}
+	total = min(want, policy.MaxRoutes)
+	return total, max(total-len(small.GetRoutes()), 0)
+}
+
 // withLargeRoutes is the stack's policy with n more routes, half of them
 // WebSocket routes with auth, as a large gateway's would be.
 func (s *stack) withLargeRoutes(n, gen int) string {
@@ -297,8 +309,8 @@ func (s *stack) ackedAll(rev string) (time.Time, bool) {
 // largeRows apply the large policy from the small one, and change one
 // route in it.
 func (s *stack) largeRows(client adminv1.AdminServiceClient, cfg PushConfig) []*PushRow {
-	n := cfg.LargeRoutes
-	grow := &PushRow{Name: fmt.Sprintf("api: %d routes added", n), Description: fmt.Sprintf("admin API apply of %d routes (half WebSocket with auth) over the small policy, to the Envoy's ACK", n), Nodes: 1}
+	n, added := s.largeRouteCount(cfg.LargeRoutes)
+	grow := &PushRow{Name: fmt.Sprintf("api: policy of %d routes", n), Description: fmt.Sprintf("admin API apply of %d routes (half WebSocket with auth) added to the small policy, making %d, to the Envoy's ACK", added, n), Nodes: 1}
 	one := &PushRow{Name: fmt.Sprintf("api: 1 of %d routes changed", n), Description: fmt.Sprintf("admin API apply changing one route of %d, to the Envoy's ACK", n), Nodes: 1}
 	var growS, oneS []time.Duration
 	growSteps, oneSteps := map[string][]time.Duration{}, map[string][]time.Duration{}
@@ -309,8 +321,8 @@ func (s *stack) largeRows(client adminv1.AdminServiceClient, cfg PushConfig) []*
 			samples *[]time.Duration
 			steps   map[string][]time.Duration
 		}{
-			{grow, s.withLargeRoutes(n, 2*run), &growS, growSteps},
-			{one, strings.Replace(s.withLargeRoutes(n, 2*run), "/large/"+fmt.Sprint(2*run)+"/1/", "/large/changed/1/", 1), &oneS, oneSteps},
+			{grow, s.withLargeRoutes(added, 2*run), &growS, growSteps},
+			{one, strings.Replace(s.withLargeRoutes(added, 2*run), "/large/"+fmt.Sprint(2*run)+"/1/", "/large/changed/1/", 1), &oneS, oneSteps},
 			{nil, s.body, nil, nil}, // back to the small policy, untimed
 		} {
 			rev, do := s.apply(client, x.body)

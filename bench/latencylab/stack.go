@@ -46,24 +46,7 @@ func startStack(t testkit.T, b *testkit.Backend, workers int, filter testkit.Fil
 		raw:    fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 	}
 	s.rawAuth = fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
-	s.body = fmt.Sprintf(`listeners:
-  - { name: public, address: "%s" }
-routes:
-  - { name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: demo }
-  - { name: voice-public, match: { path: /v1/public }, kind: websocket, backend: voice }
-  - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
-  - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s", raw: true }, backend: voice }
-  - { name: voice-raw-auth, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo }
-backends:
-  - { name: voice, endpoints: ["%s"] }
-  - { name: rest, endpoints: ["%s"] }
-auth_policies:
-  - name: demo
-    sources: [{ bearer: true }, { query: access_token }]
-    jwt:
-      keys:
-        - { kty: oct, kid: %s, alg: HS256, k: %s }
-%s`, s.listen, s.raw, s.rawAuth, b.VoiceAddr, b.RESTAddr, jwtmint.KeyID, jwtmint.Secret, s.keys.jwksYAML("        "))
+	s.body = s.smallPolicy(b.VoiceAddr, b.RESTAddr)
 	s.file = filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(s.file, []byte(s.body), 0o644); err != nil {
 		t.Fatal(err)
@@ -91,3 +74,27 @@ auth_policies:
 }
 
 func (s *stack) url(scheme, path string) string { return scheme + "://" + s.listen + path }
+
+// smallPolicy is the stack's own policy: a WebSocket route with auth and
+// one without, a REST route, and tcp mode routes with and without auth,
+// the voice routes to voice and the REST one to rest.
+func (s *stack) smallPolicy(voice, rest string) string {
+	return fmt.Sprintf(`listeners:
+  - { name: public, address: "%s" }
+routes:
+  - { name: voice, match: { path: /v1/voice }, kind: websocket, backend: voice, auth: demo }
+  - { name: voice-public, match: { path: /v1/public }, kind: websocket, backend: voice }
+  - { name: api, match: { prefix: /api/ }, kind: http, backend: rest }
+  - { name: voice-raw, kind: websocket, mode: tcp, tcp: { address: "%s", raw: true }, backend: voice }
+  - { name: voice-raw-auth, kind: websocket, mode: tcp, tcp: { address: "%s" }, backend: voice, auth: demo }
+backends:
+  - { name: voice, endpoints: ["%s"] }
+  - { name: rest, endpoints: ["%s"] }
+auth_policies:
+  - name: demo
+    sources: [{ bearer: true }, { query: access_token }]
+    jwt:
+      keys:
+        - { kty: oct, kid: %s, alg: HS256, k: %s }
+%s`, s.listen, s.raw, s.rawAuth, voice, rest, jwtmint.KeyID, jwtmint.Secret, s.keys.jwksYAML("        "))
+}
