@@ -45,6 +45,14 @@ func TestTinyRun(t *testing.T) {
 		if p.Failures != 0 || p.Latency.Count == 0 {
 			t.Errorf("push %s: %d failures (%s), %d samples", p.Name, p.Failures, p.Note, p.Latency.Count)
 		}
+		// The timeline names when the Envoy got and ACKed each type.
+		acked := false
+		for _, s := range p.Timeline {
+			acked = acked || strings.HasSuffix(s.What, " ACKed")
+		}
+		if !acked {
+			t.Errorf("push %s: no ACK in the Envoy's timeline %+v", p.Name, p.Timeline)
+		}
 	}
 	if f := rep.Fleet; f == nil || f.Ack.Count != f.Nodes || f.Resync.Count != f.Moved || f.Moved == 0 {
 		t.Errorf("fleet section incomplete: %+v", f)

@@ -268,7 +268,7 @@ func (s *stack) timeChange(rev string, do func() error) (change, error) {
 		}
 	}
 	for _, n := range s.cp.XDS().Status().Nodes() {
-		if n.ID != envoyNode {
+		if n.ID != s.node {
 			continue
 		}
 		for typ, ts := range n.Types {

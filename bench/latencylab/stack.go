@@ -13,7 +13,7 @@ import (
 	"github.com/directpipe/directpipe/envoy/testkit/jwtmint"
 )
 
-// envoyNode is the node id of the stack's Envoy.
+// envoyNode starts the node id of the stack's Envoy; the filter build ends it.
 const envoyNode = "bench-envoy"
 
 // stack is directpipe as `make run` starts it, on free ports.
@@ -27,6 +27,7 @@ type stack struct {
 	rawAuth string
 	file    string
 	body    string
+	node    string // the Envoy's node id
 	cp      *testkit.ControlPlane
 	envoy   *testkit.Envoy
 }
@@ -52,7 +53,8 @@ func startStack(t testkit.T, b *testkit.Backend, workers int, filter testkit.Fil
 		t.Fatal(err)
 	}
 	s.cp = testkit.StartControlPlane(t, testkit.ControlPlaneOptions{PolicyFile: s.file, AdminToken: adminToken, Filter: filter})
-	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: envoyNode + "-" + string(filter), XDSAddr: s.cp.XDSAddr(), Concurrency: workers, Filter: filter})
+	s.node = envoyNode + "-" + string(filter)
+	s.envoy = testkit.StartEnvoy(t, testkit.EnvoyOptions{NodeID: s.node, XDSAddr: s.cp.XDSAddr(), Concurrency: workers, Filter: filter})
 	// The listener waits for the module's download and compilation: a
 	// few seconds, many more when another Envoy compiles beside it (go
 	// test runs packages in parallel). A bound, not a measurement.
