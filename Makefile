@@ -160,7 +160,7 @@ build:
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath $(WASM_LDFLAGS) -o $(BIN)/handshake.wasm ./filter/handshake
 	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/framefilter.wasm ./bench/framefilter
 	# The handshake filter as an Envoy dynamic module (a native shared
-	# library; cgo, so it needs gcc). Still a proof of life, not the default.
+	# library; cgo, so it needs gcc), for the Envoys that opt in to it; the Wasm module stays the default.
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/libdirectpipe_native.so ./filter/native
 	# The fault suite's module: the tcp module without its flood bounds, a
 	# VM that a flood of silent sockets fails (filter/gate/limits_faultinject.go).
