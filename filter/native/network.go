@@ -69,6 +69,22 @@ type netConn struct {
 	mu        sync.Mutex
 	scheduler C.uintptr_t
 	timer     *time.Timer
+
+	// orphaned marks an undecided connection whose gate was replaced
+	// after a panic: the new gate does not know it, so it is closed on its
+	// own next event. Guarded by the worker's mu.
+	orphaned bool
+}
+
+// closeNow asks Envoy for the connection's scheduled event at once, run on
+// its own thread with its own handle (a connection Envoy has already
+// destroyed gets none).
+func (nc *netConn) closeNow() {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	if nc.scheduler != 0 {
+		C.dp_net_scheduler_commit(nc.scheduler, headTimeoutEvent)
+	}
 }
 
 // headTimeoutEvent is the scheduler event of a connection's head timeout.
@@ -302,6 +318,10 @@ func envoy_dynamic_module_on_network_filter_scheduled(hostFilter, module C.uintp
 	w := nc.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if nc.orphaned {
+		C.dp_net_close(hostFilter, C.dp_close_no_flush)
+		return
+	}
 	// The worker's tick closes every handshake of the worker that is
 	// late, this one included, as the Wasm filter's tick does; it counts
 	// them on this connection's config.
@@ -315,6 +335,10 @@ func dp_net_undecided_read(hostFilter, module C.uintptr_t, length C.size_t, endS
 	countGoEntry()
 	nc := conn(module)
 	return nc.run(hostFilter, func(w *netWorker) C.int {
+		if nc.orphaned {
+			C.dp_net_close(hostFilter, C.dp_close_no_flush)
+			return statusStop
+		}
 		netProbe(w.h)
 		size := uint32(min(uint64(length), 1<<31))
 		if w.g.DownstreamData(w.h, nc.id, size, bool(endStream), time.Now) == gate.Continue {
@@ -332,9 +356,12 @@ func dp_net_undecided_read(hostFilter, module C.uintptr_t, length C.size_t, endS
 // unanswered, never unwound into Envoy, and the worker's gate started over
 // as the HTTP filter's is. The new gate knows none of the old one's
 // connections: a decided one goes on in C untouched, an undecided one is
-// closed now (nothing would time it out), and the old gate's stream counts
-// expire from their quotas as a failed Wasm VM's do. Runs on the worker's
-// thread, which every connection it closes belongs to.
+// orphaned and closed on its own next event (its scheduled one, asked for
+// now, or its next read), and the old gate's stream counts expire from
+// their quotas as a failed Wasm VM's do. Only this connection is closed
+// here, through the handle Envoy just passed in: another's stored handle
+// may belong to a connection Envoy is tearing down (Envoy once crashed on
+// a null pointer in a close made from this loop).
 func (nc *netConn) failed(r any, hostFilter C.uintptr_t) {
 	logPanic(r, "the connection is closed and this worker's tcp gate starts over")
 	C.dp_net_close(hostFilter, C.dp_close_no_flush)
@@ -343,7 +370,8 @@ func (nc *netConn) failed(r any, hostFilter C.uintptr_t) {
 	defer w.mu.Unlock()
 	for _, other := range w.conns {
 		if other.c.decided == 0 && other != nc {
-			C.dp_net_close(other.filter, C.dp_close_no_flush)
+			other.orphaned = true
+			other.closeNow()
 		}
 	}
 	g := gate.NewTCP()
