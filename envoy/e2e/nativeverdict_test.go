@@ -203,14 +203,11 @@ func TestNativeVerdictPublicReplayRefusedOnceGuarded(t *testing.T) {
 	// Envoy ACKs the route before every worker holds it: probes sent
 	// meanwhile may still pass as public, so they wait for several
 	// refusals in a row (they spread over the workers).
-	fresh, streak := 0, 0
-	eventually(t, func() (bool, string) {
+	fresh := 0
+	eventuallyInARow(t, 4, func() (bool, string) {
 		fresh++
 		code := send(fmt.Sprintf("fresh-%d", fresh), fmt.Sprintf("fresh-%d", fresh))
-		if streak++; code != http.StatusUnauthorized {
-			streak = 0
-		}
-		return streak >= 4, fmt.Sprintf("an unauthenticated handshake on the guarded route: %d", code)
+		return code == http.StatusUnauthorized, fmt.Sprintf("an unauthenticated handshake on the guarded route: %d", code)
 	})
 	before := s.stat(t, verdictReplays)
 	for i := range 10 {

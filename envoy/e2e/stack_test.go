@@ -323,6 +323,21 @@ func fileRevision(s *stack) string {
 // eventually retries check for up to a few seconds and reports its last
 // answer if it never holds. Envoy ACKs a filter config when its main
 // thread accepts it; its workers get it a moment later.
+// eventuallyInARow is eventually for a change that reaches Envoy's workers
+// one by one after Envoy ACKs it: check must hold n times in a row, as
+// fresh connections spread over the workers.
+func eventuallyInARow(t testing.TB, n int, check func() (bool, string)) {
+	t.Helper()
+	streak := 0
+	eventually(t, func() (bool, string) {
+		ok, why := check()
+		if streak++; !ok {
+			streak = 0
+		}
+		return streak >= n, why
+	})
+}
+
 func eventually(t testing.TB, check func() (bool, string)) {
 	t.Helper()
 	var last string

@@ -75,16 +75,13 @@ func testTCPPendingHandshakeTakesTheLatestKeys(t *testing.T, build testkit.Filte
 	// Envoy ACKs the new keys before every worker holds them: fresh
 	// handshakes with the new key show when they do (several in a row, as
 	// they spread over the workers).
-	probe, streak := 0, 0
-	eventually(t, func() (bool, string) {
+	probe := 0
+	eventuallyInARow(t, 4, func() (bool, string) {
 		probe++
 		c, r := pending(fmt.Sprintf("probe-%d", probe), newToken)
 		code := finish(c, r)
 		c.Close()
-		if streak++; code != http.StatusSwitchingProtocols {
-			streak = 0
-		}
-		return streak >= 4, fmt.Sprintf("a fresh handshake with the new key: %d", code)
+		return code == http.StatusSwitchingProtocols, fmt.Sprintf("a fresh handshake with the new key: %d", code)
 	})
 	if got := finish(oldConn, oldR); got != http.StatusUnauthorized {
 		t.Errorf("the key removed while the head was pending: %d, want 401", got)

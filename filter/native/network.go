@@ -76,10 +76,10 @@ type netConn struct {
 	orphaned bool
 }
 
-// closeNow asks Envoy for the connection's scheduled event at once, run on
-// its own thread with its own handle (a connection Envoy has already
-// destroyed gets none).
-func (nc *netConn) closeNow() {
+// schedule asks Envoy for the connection's scheduled event, run on its own
+// thread with its own handle (a connection Envoy has already destroyed gets
+// none). Safe from any goroutine.
+func (nc *netConn) schedule() {
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
 	if nc.scheduler != 0 {
@@ -99,13 +99,7 @@ func (nc *netConn) startHeadTimer(hostFilter C.uintptr_t) {
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
 	nc.scheduler = s
-	nc.timer = time.AfterFunc(tcpcheck.HeadTimeout, func() {
-		nc.mu.Lock()
-		defer nc.mu.Unlock()
-		if nc.scheduler != 0 {
-			C.dp_net_scheduler_commit(nc.scheduler, headTimeoutEvent)
-		}
-	})
+	nc.timer = time.AfterFunc(tcpcheck.HeadTimeout, nc.schedule)
 }
 
 // stopHeadTimer disarms it: the handshake is decided or the connection
@@ -361,7 +355,7 @@ func dp_net_undecided_read(hostFilter, module C.uintptr_t, length C.size_t, endS
 // their quotas as a failed Wasm VM's do. Only this connection is closed
 // here, through the handle Envoy just passed in: another's stored handle
 // may belong to a connection Envoy is tearing down (Envoy once crashed on
-// a null pointer in a close made from this loop).
+// a null pointer in a close made after a panic).
 func (nc *netConn) failed(r any, hostFilter C.uintptr_t) {
 	logPanic(r, "the connection is closed and this worker's tcp gate starts over")
 	C.dp_net_close(hostFilter, C.dp_close_no_flush)
@@ -371,7 +365,7 @@ func (nc *netConn) failed(r any, hostFilter C.uintptr_t) {
 	for _, other := range w.conns {
 		if other.c.decided == 0 && other != nc {
 			other.orphaned = true
-			other.closeNow()
+			other.schedule()
 		}
 	}
 	g := gate.NewTCP()
